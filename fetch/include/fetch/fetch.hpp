@@ -1,0 +1,3 @@
+// Resolve, download, verify and cache the Alpine RPi tarball.
+#pragma once
+namespace rpi::fetch {}

@@ -1,0 +1,57 @@
+// The block map: every byte range of an image that must be written to a card,
+// zeros included (MBR area, reserved sectors, both FATs, directories, file
+// data) and nothing else. Built by the image writer from its own allocation —
+// never from FIEMAP/SEEK_HOLE — and saved as a bmap 2.0 file for bmaptool.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rpi::partition {
+
+struct Extent {
+  std::uint64_t offset = 0;  // bytes, a multiple of BlockMap::kBlockSize
+  std::uint64_t length = 0;  // bytes; a multiple of kBlockSize except at the end of the image
+  std::string sha256;        // hex digest of the image bytes of this extent ("" = not computed)
+};
+
+class BlockMap {
+ public:
+  static constexpr std::uint32_t kBlockSize = 4096;
+
+  explicit BlockMap(std::uint64_t image_size = 0) : image_size_(image_size) {}
+
+  // Marks [offset, offset+length) as mapped; widened to whole blocks (clipped
+  // at the image end) and merged with neighbouring extents.
+  void add(std::uint64_t offset, std::uint64_t length);
+  // Splits extents longer than `max_len` bytes (a multiple of kBlockSize), so
+  // that each checksum covers a bounded piece: verification can then name the
+  // first bad piece, and writers can hash as they go.
+  void split(std::uint64_t max_len);
+  // Reads every extent from `fd` (the image) and records its SHA-256.
+  void compute_checksums(int fd, const std::string& image_name);
+
+  std::uint64_t image_size() const noexcept { return image_size_; }
+  const std::vector<Extent>& extents() const noexcept { return extents_; }
+  std::uint64_t mapped_bytes() const noexcept;
+  std::uint64_t blocks_count() const noexcept { return (image_size_ + kBlockSize - 1) / kBlockSize; }
+
+  // bmap format 2.0, accepted by `bmaptool copy`.
+  std::string to_bmap_xml() const;
+  // Parses a bmap 1.4/2.0 file (sha256 checksums); throws rpi::Error(input) naming `name`.
+  static BlockMap from_bmap_xml(std::string_view xml, const std::string& name);
+  // A map that covers the whole image (for images without a .bmap).
+  static BlockMap whole(std::uint64_t image_size);
+
+ private:
+  std::uint64_t image_size_;
+  std::vector<Extent> extents_;
+};
+
+void write_bmap(const std::filesystem::path& path, const BlockMap& map);
+BlockMap read_bmap(const std::filesystem::path& path);
+
+}  // namespace rpi::partition

@@ -1,0 +1,95 @@
+#include "app.hpp"
+
+#include <archive.h>
+#include <curl/curl.h>
+#include <libfdisk.h>
+
+#include <algorithm>
+#include <clocale>
+#include <cstdio>
+#include <utility>
+
+#include "rpi/error.hpp"
+
+#ifndef RPI_VERSION
+#define RPI_VERSION "0.0.0"
+#endif
+
+namespace rpi::cli {
+
+namespace {
+std::vector<std::pair<int, Registrar>>& registry() {
+  static std::vector<std::pair<int, Registrar>> r;
+  return r;
+}
+
+int exit_code_for(Errc code) {
+  switch (code) {
+    case Errc::usage:
+    case Errc::spec: return 2;
+    default: return 1;
+  }
+}
+}  // namespace
+
+CommandRegistration::CommandRegistration(int order, Registrar registrar) {
+  registry().emplace_back(order, std::move(registrar));
+}
+
+void register_all(CLI::App& app, AppContext& ctx) {
+  auto& r = registry();
+  std::stable_sort(r.begin(), r.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [order, fn] : r) fn(app, ctx);
+}
+
+std::string version_text() {
+  std::string s = std::string("rpi-provision ") + RPI_VERSION + "\n";
+  s += std::string(archive_version_details()) + "\n";
+  s += std::string("libcurl ") + curl_version_info(CURLVERSION_NOW)->version + "\n";
+  const char* fdisk_ver = nullptr;
+  fdisk_get_library_version(&fdisk_ver);
+  s += std::string("libfdisk ") + (fdisk_ver ? fdisk_ver : "?");
+  return s;
+}
+
+int run(int argc, char** argv) {
+  // libarchive returns UTF-8 path names only under a UTF-8 locale (tech-brief §6.1).
+  if (!std::setlocale(LC_CTYPE, "C.UTF-8")) std::setlocale(LC_CTYPE, "");
+
+  AppContext ctx;
+  CLI::App app{"rpi-provision — turn a TOML spec into ready-to-boot Raspberry Pi SD cards running Alpine Linux "
+               "diskless.",
+               "rpi-provision"};
+  app.set_version_flag("--version", version_text());
+  app.add_flag("--json", ctx.json, "JSON Lines events on stdout (progress, results, errors)")->group("Output");
+  app.add_flag("-q,--quiet", ctx.quiet, "no progress output")->group("Output");
+  app.add_flag("-v,--verbose", ctx.verbose, "more detail")->group("Output");
+  app.require_subcommand(0, 1);
+  app.fallthrough();
+  register_all(app, ctx);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    ctx.reporter.configure(ctx.json, ctx.quiet);
+    ctx.reporter.error(Errc::usage, std::string(e.what()) + " (see rpi-provision --help)");
+    return 2;
+  } catch (const Error& e) {
+    ctx.reporter.configure(ctx.json, ctx.quiet);
+    ctx.reporter.error(e.code(), e.what());
+    return exit_code_for(e.code());
+  } catch (const std::exception& e) {
+    ctx.reporter.configure(ctx.json, ctx.quiet);
+    ctx.reporter.error(Errc::internal, e.what());
+    return 1;
+  }
+  return ctx.exit_code;
+}
+
+}  // namespace rpi::cli

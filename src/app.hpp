@@ -1,0 +1,37 @@
+// What every subcommand shares: global flags, the reporter, and the registry
+// through which each cmd_*.cpp adds itself to the command line.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "reporter.hpp"
+
+namespace rpi::cli {
+
+struct AppContext {
+  bool json = false;
+  bool quiet = false;
+  int verbose = 0;
+  Reporter reporter;
+  int exit_code = 0;  // set by a command that finished with partial failure (3)
+};
+
+// A subcommand registers a function that adds itself to the app. `order` sorts
+// subcommands in --help.
+using Registrar = std::function<void(CLI::App& app, AppContext& ctx)>;
+struct CommandRegistration {
+  CommandRegistration(int order, Registrar registrar);
+};
+void register_all(CLI::App& app, AppContext& ctx);
+
+// The library versions line for --version.
+std::string version_text();
+
+// Runs the whole CLI (parse, dispatch, error handling); returns the exit code.
+int run(int argc, char** argv);
+
+}  // namespace rpi::cli

@@ -1,0 +1,179 @@
+#include "reporter.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "rpi/size.hpp"
+
+namespace rpi::cli {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+std::string human_rate(double bytes_per_s) { return format_size(static_cast<std::uint64_t>(bytes_per_s)) + "/s"; }
+
+std::string bar_text(const std::string& subject, const std::string& type, std::uint64_t done, std::uint64_t total,
+                     double seconds) {
+  std::string s = type + " " + subject + " ";
+  if (total) {
+    int pct = static_cast<int>(done * 100 / total);
+    int width = 24;
+    int fill = static_cast<int>(done * static_cast<std::uint64_t>(width) / total);
+    s += "[" + std::string(static_cast<std::size_t>(fill), '#') + std::string(static_cast<std::size_t>(width - fill), '.') + "] ";
+    s += std::to_string(pct) + "% ";
+    s += format_size(done) + "/" + format_size(total);
+  } else {
+    s += format_size(done);
+  }
+  if (seconds > 0.2 && done) {
+    double rate = static_cast<double>(done) / seconds;
+    s += " " + human_rate(rate);
+    if (total && done < total && rate > 0) {
+      int eta = static_cast<int>(static_cast<double>(total - done) / rate);
+      s += " ETA " + std::to_string(eta / 60) + ":" + (eta % 60 < 10 ? "0" : "") + std::to_string(eta % 60);
+    }
+  }
+  return s;
+}
+}  // namespace
+
+void Reporter::configure(bool json, bool quiet) {
+  json_ = json;
+  quiet_ = quiet;
+  tty_ = ::isatty(2) == 1;
+  const char* no_color = std::getenv("NO_COLOR");
+  color_ = tty_ && !(no_color && *no_color);
+}
+
+EventSink Reporter::sink() {
+  return [this](const Event& ev) { on_event(ev); };
+}
+
+void Reporter::emit_json_locked(const std::string& line) {
+  std::fputs(line.c_str(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+void Reporter::on_event(const Event& ev) {
+  std::lock_guard lock(mu_);
+  if (json_) {
+    JsonObject o;
+    o.add("type", ev.type);
+    if (!ev.subject.empty()) o.add("subject", ev.subject);
+    if (ev.type == "note" || ev.type == "warning") {
+      o.add("message", ev.message);
+    } else {
+      o.add("done", ev.done);
+      if (ev.total) o.add("total", ev.total);
+      if (!ev.message.empty()) o.add("message", ev.message);
+    }
+    emit_json_locked(o.str());
+    return;
+  }
+  if (quiet_) return;
+  if (ev.type == "note" || ev.type == "warning") {
+    clear_bars_locked();
+    std::fprintf(stderr, "%s%s\n", ev.type == "warning" ? "warning: " : "", ev.message.c_str());
+    redraw_locked();
+    return;
+  }
+  std::string key = ev.type + "\x1f" + ev.subject;
+  auto now = Clock::now();
+  auto [it, inserted] = bars_.try_emplace(key);
+  Bar& bar = it->second;
+  if (inserted) {
+    order_.push_back(key);
+    bar.type = ev.type;
+    bar.start = now;
+  }
+  bar.done = ev.done;
+  bar.total = ev.total;
+  bool finished = ev.total && ev.done >= ev.total;
+  bool due = now - bar.last_print > (tty_ ? std::chrono::milliseconds(100) : std::chrono::seconds(5));
+  if (!due && !(finished && !bar.finished) && !inserted) return;
+  bar.finished = finished;
+  bar.last_print = now;
+  if (tty_) {
+    redraw_locked();
+  } else {
+    double secs = std::chrono::duration<double>(now - bar.start).count();
+    std::fprintf(stderr, "%s\n", bar_text(ev.subject, ev.type, ev.done, ev.total, secs).c_str());
+  }
+}
+
+void Reporter::clear_bars_locked() {
+  if (!tty_ || drawn_lines_ == 0) return;
+  std::fprintf(stderr, "\x1b[%dF\x1b[J", drawn_lines_);
+  drawn_lines_ = 0;
+}
+
+void Reporter::redraw_locked() {
+  if (!tty_ || quiet_ || json_ || order_.empty()) return;
+  clear_bars_locked();
+  auto now = Clock::now();
+  for (const auto& key : order_) {
+    const Bar& b = bars_[key];
+    std::string subject = key.substr(key.find('\x1f') + 1);
+    double secs = std::chrono::duration<double>(now - b.start).count();
+    std::string line = bar_text(subject, b.type, b.done, b.total, secs);
+    if (color_ && b.finished) line = "\x1b[32m" + line + "\x1b[0m";
+    std::fprintf(stderr, "%s\n", line.c_str());
+    ++drawn_lines_;
+  }
+  std::fflush(stderr);
+}
+
+void Reporter::finish_progress() {
+  std::lock_guard lock(mu_);
+  order_.clear();
+  bars_.clear();
+  drawn_lines_ = 0;
+}
+
+void Reporter::result(const std::string& type, const std::string& txt, JsonObject obj) {
+  std::lock_guard lock(mu_);
+  if (json_) {
+    JsonObject head;
+    head.add("type", type);
+    std::string body = obj.str();
+    std::string line = head.str();
+    if (body.size() > 2) line = line.substr(0, line.size() - 1) + "," + body.substr(1);
+    emit_json_locked(line);
+    return;
+  }
+  clear_bars_locked();
+  std::fputs(txt.c_str(), stdout);
+  if (txt.empty() || txt.back() != '\n') std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+void Reporter::text(const std::string& txt) {
+  std::lock_guard lock(mu_);
+  if (json_) return;
+  std::fputs(txt.c_str(), stdout);
+  if (txt.empty() || txt.back() != '\n') std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+void Reporter::note(const std::string& message) { on_event(Event{"note", "", 0, 0, message}); }
+void Reporter::warn(const std::string& message) { on_event(Event{"warning", "", 0, 0, message}); }
+
+void Reporter::error(Errc code, const std::string& message) {
+  std::lock_guard lock(mu_);
+  if (json_) {
+    JsonObject o;
+    o.add("type", "error").add("code", errc_name(code)).add("message", message);
+    emit_json_locked(o.str());
+    return;
+  }
+  clear_bars_locked();
+  if (color_)
+    std::fprintf(stderr, "rpi-provision: \x1b[31merror:\x1b[0m %s\n", message.c_str());
+  else
+    std::fprintf(stderr, "rpi-provision: error: %s\n", message.c_str());
+}
+
+}  // namespace rpi::cli

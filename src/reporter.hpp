@@ -1,0 +1,60 @@
+// One printer for everything the tool tells the user. Libraries emit rpi::Event
+// values; the reporter renders them: multi-line progress bars on a TTY, plain
+// periodic lines otherwise, JSON Lines on stdout with --json, nothing with -q.
+// Progress goes to stderr, results to stdout. Thread-safe (one card per thread).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "json.hpp"
+#include "rpi/error.hpp"
+#include "rpi/events.hpp"
+
+namespace rpi::cli {
+
+class Reporter {
+ public:
+  void configure(bool json, bool quiet);
+  bool json() const noexcept { return json_; }
+
+  EventSink sink();
+  void on_event(const Event& ev);
+
+  // A result for stdout: `text` in human mode (newline added), `obj` (with
+  // "type" set to `type`) as one JSON line in --json mode.
+  void result(const std::string& type, const std::string& text, JsonObject obj);
+  // Human-only text on stdout (ignored in --json mode).
+  void text(const std::string& text);
+  void note(const std::string& message);
+  void warn(const std::string& message);
+  void error(Errc code, const std::string& message);
+  // Finishes any progress display (call before printing results).
+  void finish_progress();
+
+ private:
+  struct Bar {
+    std::string type;
+    std::uint64_t done = 0, total = 0;
+    std::chrono::steady_clock::time_point start, last_print;
+    bool finished = false;
+  };
+  void redraw_locked();
+  void clear_bars_locked();
+  void emit_json_locked(const std::string& line);
+
+  std::mutex mu_;
+  bool json_ = false;
+  bool quiet_ = false;
+  bool tty_ = false;
+  bool color_ = false;
+  std::vector<std::string> order_;  // bar subjects in first-seen order
+  std::map<std::string, Bar> bars_;
+  int drawn_lines_ = 0;
+};
+
+}  // namespace rpi::cli

@@ -1,0 +1,57 @@
+// Helpers shared by every test binary.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace rpi::test {
+
+struct CommandResult {
+  int exit_code = -1;  // -1 if killed by a signal
+  std::string out;
+  std::string err;
+};
+
+// Runs `argv` (no shell) with optional stdin text; captures stdout and stderr.
+CommandResult run(const std::vector<std::string>& argv, const std::string& input = "");
+// Runs a shell command line with /bin/sh -c.
+CommandResult sh(const std::string& command);
+// Runs the built rpi-provision with these arguments.
+CommandResult cli(const std::vector<std::string>& args, const std::string& input = "");
+
+// True if `tool` is on PATH (or is an absolute executable path).
+bool have_tool(const std::string& tool);
+
+// A fresh folder under the build tree, removed at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::filesystem::path source_dir();
+std::filesystem::path binary_dir();
+std::filesystem::path cli_path();
+
+// The Alpine-like RPi fixture tarball made by scripts/make-fixture-tarball, cached
+// in the build tree by its arguments (e.g. {"--size-mb", "4"}).
+std::filesystem::path fixture_tarball(const std::vector<std::string>& args = {});
+
+std::string read_file(const std::filesystem::path& p);
+void write_file(const std::filesystem::path& p, const std::string& data);
+
+}  // namespace rpi::test
+
+// Skips the current test, visibly, when a tool is missing.
+#define RPI_REQUIRE_TOOL(tool)                                                      \
+  do {                                                                              \
+    if (!::rpi::test::have_tool(tool)) GTEST_SKIP() << "tool not installed: " << tool; \
+  } while (0)

@@ -1,0 +1,1 @@
+#include "udev/udev.hpp"
