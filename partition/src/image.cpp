@@ -1,1 +1,451 @@
-// placeholder
+// The image assembler: tarball entries → FAT (streamed), extra files, MBR,
+// block map, all-or-nothing output.
+#include "partition/image.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <locale.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <exception>
+#include <cstdio>
+#include <cstring>
+#include <set>
+
+#include "archive_handles.hpp"
+#include "fat_writer.hpp"
+#include "gzip_source.hpp"
+#include "partition/mbr.hpp"
+#include "rpi/atomic_file.hpp"
+#include "rpi/digest.hpp"
+#include "rpi/error.hpp"
+#include "rpi/fd.hpp"
+#include "rpi/size.hpp"
+
+namespace rpi::partition {
+
+namespace {
+
+constexpr std::uint64_t MiB = 1ull << 20;
+constexpr std::size_t kMaxDepth = 32;
+constexpr std::size_t kMaxEditedFile = 1 << 20;
+constexpr std::uint64_t kChecksumPiece = 4 * MiB;
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool is_apkovl_name(const std::string& name) { return lower(name).find(".apkovl.tar.gz") != std::string::npos; }
+
+// The label as stored: upper case, at most 11 bytes, none of the characters
+// mkfs.fat refuses, and never BOOT or CIDATA (alpine-facts §7).
+std::string check_label(const std::string& label) {
+  std::string up;
+  for (char c : label) up.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  if (up.empty()) throw Error(Errc::usage, "the volume label must not be empty");
+  if (up.size() > 11) throw Error(Errc::usage, "the volume label '" + label + "' is longer than 11 characters");
+  if (up.front() == ' ') throw Error(Errc::usage, "the volume label must not start with a space");
+  for (char c : up) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u >= 0x7F || std::string_view("*?.,;:/\\|+=<>[]\"").find(c) != std::string_view::npos)
+      throw Error(Errc::usage, "the volume label '" + label + "' has a character FAT labels cannot hold ('" +
+                                   std::string(1, c) + "'); use A-Z, 0-9, - and _");
+  }
+  std::string trimmed = up.substr(0, up.find_last_not_of(' ') + 1);
+  if (trimmed == "BOOT")
+    throw Error(Errc::usage, "the volume label BOOT is refused: the Pi firmware then fails to load boot/ files "
+                             "(raspberrypi/firmware#1529); use e.g. ALPINE");
+  if (trimmed == "CIDATA")
+    throw Error(Errc::usage, "the volume label CIDATA is refused: it makes Alpine start tiny-cloud; use e.g. ALPINE");
+  return up;
+}
+
+// The uncompressed size a gzip file claims in its trailer (ISIZE, modulo 4 GiB):
+// a cheap estimate of the content, used only to pick the automatic size.
+std::optional<std::uint64_t> gzip_size_hint(int fd, std::uint64_t file_size) {
+  if (file_size < 18) return std::nullopt;
+  unsigned char head[2], tail[4];
+  if (pread_full(fd, head, 2, 0, "") != 2 || head[0] != 0x1f || head[1] != 0x8b) return std::nullopt;
+  if (pread_full(fd, tail, 4, file_size - 4, "") != 4) return std::nullopt;
+  std::uint64_t isize = std::uint64_t(tail[0]) | (std::uint64_t(tail[1]) << 8) | (std::uint64_t(tail[2]) << 16) |
+                        (std::uint64_t(tail[3]) << 24);
+  // Wrapped past 4 GiB, or not a trailer at all (a truncated file): ignore.
+  if (isize < file_size / 2 || isize / 64 > file_size) return std::nullopt;
+  return isize;
+}
+
+struct EntryPath {
+  std::vector<std::string> parts;
+  std::string display;  // as stored in the tarball
+};
+
+// Normalises a tar member name (tech-brief §6.1): "./" prefixes, "//" and "."
+// dropped; absolute names and ".." components refused.
+EntryPath parse_path(const char* raw, const std::string& tarball) {
+  EntryPath p;
+  if (!raw) throw Error(Errc::input, tarball + ": an entry has a name that is not valid UTF-8");
+  for (const char* c = raw; *c; ++c) {
+    unsigned char u = static_cast<unsigned char>(*c);
+    if (u < 0x20 || u == 0x7F) {
+      char esc[8];
+      std::snprintf(esc, sizeof esc, "\\x%02x", u);
+      p.display += esc;
+    } else {
+      p.display.push_back(*c);
+    }
+  }
+  if (p.display.empty()) throw Error(Errc::input, tarball + ": an entry has an empty name");
+  if (p.display.front() == '/')
+    throw Error(Errc::input, tarball + ": entry '" + p.display + "' has an absolute path; refusing it");
+  const std::string name = raw;
+  std::size_t start = 0;
+  while (start <= name.size()) {
+    std::size_t slash = name.find('/', start);
+    std::string comp = name.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (comp == "..")
+      throw Error(Errc::input, tarball + ": entry '" + p.display + "' has a '..' component; refusing it");
+    if (!comp.empty() && comp != ".") p.parts.push_back(comp);
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  if (p.parts.size() > kMaxDepth)
+    throw Error(Errc::input, tarball + ": entry '" + p.display + "' is nested deeper than " + std::to_string(kMaxDepth));
+  return p;
+}
+
+std::string join(const std::vector<std::string>& parts) {
+  std::string s;
+  for (const auto& p : parts) s += (s.empty() ? "" : "/") + p;
+  return s;
+}
+
+std::string archive_message(archive* a) {
+  const char* m = archive_error_string(a);
+  return m ? m : "unknown libarchive error";
+}
+
+// libarchive reads the tar stream from our GzipSource through this callback.
+// Exceptions must not cross libarchive's C frames: they are parked here and
+// rethrown once libarchive reports the failure.
+struct TarFeed {
+  GzipSource* src;
+  std::exception_ptr error;
+};
+
+la_ssize_t feed_read(archive* a, void* data, const void** buf) {
+  auto* feed = static_cast<TarFeed*>(data);
+  try {
+    return static_cast<la_ssize_t>(feed->src->read(buf));
+  } catch (...) {
+    feed->error = std::current_exception();
+    archive_set_error(a, EIO, "read failed");
+    return -1;
+  }
+}
+
+void rethrow_feed(const TarFeed& feed) {
+  if (feed.error) std::rethrow_exception(feed.error);
+}
+
+}  // namespace
+
+std::uint64_t default_image_size(std::uint64_t content_bytes) {
+  // Room for `lbu commit` backups and an apk cache on the card: twice the
+  // content plus 256 MiB, at least a 512 MiB partition (as Raspberry Pi OS),
+  // rounded up to 64 MiB.
+  std::uint64_t part = std::max<std::uint64_t>(512 * MiB, 2 * content_bytes + 256 * MiB);
+  part = (part + 64 * MiB - 1) / (64 * MiB) * (64 * MiB);
+  return kPartitionStart + part;
+}
+
+FatGeometry image_geometry(std::uint64_t image_size, const std::string&) {
+  if (image_size < kPartitionStart + kSizeAlign)
+    throw Error(Errc::usage, "an image of " + format_size(image_size) + " is too small: at least " +
+                                 format_size(kPartitionStart + kSizeAlign) + " (8 MiB before the partition)");
+  std::uint64_t part = (image_size - kPartitionStart) / kSizeAlign * kSizeAlign;
+  return compute_fat_geometry(kPartitionStart / 512, part / 512);
+}
+
+namespace {
+// libarchive hands out UTF-8 names (pax paths) and towupper folds non-ASCII
+// case only under a UTF-8 locale; the library must not depend on the caller's
+// global locale, so it uses its own for this thread while it runs.
+class Utf8ThreadLocale {
+ public:
+  Utf8ThreadLocale() : loc_(newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(0))) {
+    if (loc_) old_ = uselocale(loc_);
+  }
+  ~Utf8ThreadLocale() {
+    if (loc_) {
+      uselocale(old_);
+      freelocale(loc_);
+    }
+  }
+  Utf8ThreadLocale(const Utf8ThreadLocale&) = delete;
+  Utf8ThreadLocale& operator=(const Utf8ThreadLocale&) = delete;
+
+ private:
+  locale_t loc_;
+  locale_t old_ = static_cast<locale_t>(0);
+};
+}  // namespace
+
+ImageResult build_image(const std::filesystem::path& tarball, const std::filesystem::path& output,
+                        const ImageOptions& options) {
+  Utf8ThreadLocale utf8;
+  const std::string tname = tarball.string();
+  const std::string oname = output.string();
+  const std::string label = check_label(options.label);
+  for (const auto& x : options.extra_files)
+    if (x.name.empty() || x.name.find('/') != std::string::npos || fatname::invalid_reason(x.name))
+      throw Error(Errc::usage, "cannot place a file named '" + x.name + "' at the FAT root");
+
+  Fd tar_fd = open_or_throw(tname, O_RDONLY);
+  struct stat st{};
+  if (::fstat(tar_fd.get(), &st) != 0) throw_errno("cannot read " + tname);
+  if (!S_ISREG(st.st_mode)) throw Error(Errc::input, tname + " is not a regular file");
+  const std::uint64_t tar_size = static_cast<std::uint64_t>(st.st_size);
+  std::optional<std::uint64_t> hint = gzip_size_hint(tar_fd.get(), tar_size);
+  std::uint64_t extras = 0;
+  for (const auto& x : options.extra_files) extras += x.data.size();
+
+  ImageResult res;
+  if (options.image_size) {
+    res.image_size = kPartitionStart + (options.image_size > kPartitionStart
+                                            ? (options.image_size - kPartitionStart) / kSizeAlign * kSizeAlign
+                                            : 0);
+    res.size_reason = "as requested";
+    if (res.image_size != options.image_size)
+      res.size_reason += " (rounded down to " + format_size(res.image_size) + ": the partition is a multiple of 4 MiB)";
+  } else {
+    std::uint64_t content = (hint ? *hint : tar_size * 2) + extras;
+    res.image_size = default_image_size(content);
+    res.size_reason = "automatic: about " + format_size(content) + " of content, twice that plus 256 MiB of room, " +
+                      "at least a 512 MiB partition";
+  }
+  res.geometry = image_geometry(res.image_size, label);
+  const FatGeometry& g = res.geometry;
+  const std::uint64_t capacity = std::uint64_t(g.clusters - kTailSlackClusters) * g.cluster_bytes();
+  // Output: created 0600 (an apkovl holds password hashes and keys), renamed at the end.
+  AtomicFile img(output, 0600);
+  if (::ftruncate(img.fd(), static_cast<off_t>(res.image_size)) != 0) throw_errno("cannot size " + oname);
+  FatWriter fw(img.fd(), oname, g);
+  fw.set_context(tname);
+
+  ArchiveReader a(archive_read_new());
+  if (!a) throw Error(Errc::internal, "libarchive: out of memory");
+  archive_read_support_format_tar(a.get());
+  GzipSource gz(tar_fd.get(), tname);
+  TarFeed feed{&gz, nullptr};
+  if (archive_read_open(a.get(), &feed, nullptr, feed_read, nullptr) != ARCHIVE_OK) {
+    rethrow_feed(feed);
+    throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + archive_message(a.get()) + ")");
+  }
+
+  std::set<std::string> extra_names;
+  for (const auto& x : options.extra_files) extra_names.insert(lower(x.name));
+  Digest fingerprint(Digest::Algo::sha256);
+  std::int64_t newest = 0;
+  std::uint64_t entries = 0;
+  std::uint64_t next_progress = 0;
+  std::string current;
+  std::uint64_t current_start = 0, current_size = 0;  // for the "does not fit" message
+  auto clamp_time = [&](std::int64_t t) {
+    if (options.source_date_epoch && t > *options.source_date_epoch) t = *options.source_date_epoch;
+    return t;
+  };
+
+  try {
+    for (;;) {
+      archive_entry* e = nullptr;
+      int rc = archive_read_next_header(a.get(), &e);
+      if (rc == ARCHIVE_EOF) break;
+      if (rc < ARCHIVE_WARN) {
+        rethrow_feed(feed);
+        std::string msg = archive_message(a.get());
+        if (entries == 0)
+          throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + msg + ")");
+        throw Error(Errc::input, tname + " is damaged after entry '" + current + "': " + msg);
+      }
+      EntryPath path = parse_path(archive_entry_pathname_utf8(e), tname);
+      current = path.display;
+      current_start = fw.bytes_written();
+      current_size = 0;
+      ++entries;
+      if (path.parts.empty()) continue;  // the "./" root entry
+      const std::string rel = join(path.parts);
+      const std::int64_t mtime = clamp_time(archive_entry_mtime(e));
+      newest = std::max(newest, mtime);
+      const DosTime dt = DosTime::from_unix(mtime);
+      const char* hardlink = archive_entry_hardlink_utf8(e);
+      const auto type = archive_entry_filetype(e);
+      const std::int64_t declared = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
+      current_size = static_cast<std::uint64_t>(std::max<std::int64_t>(declared, 0));
+      fingerprint.update(rel + "\n" + std::to_string(type) + " " + std::to_string(declared) + " " +
+                         std::to_string(mtime) + "\n");
+
+      std::vector<std::string> parent_parts(path.parts.begin(), path.parts.end() - 1);
+      const std::string& name = path.parts.back();
+      const bool at_root = parent_parts.empty();
+
+      if (type == AE_IFDIR) {
+        fw.make_dir(path.parts, dt, true, path.display);
+        continue;
+      }
+      if (type == AE_IFLNK)
+        throw Error(Errc::input, tname + ": entry '" + path.display + "' is a symbolic link; FAT cannot store links");
+      if (!hardlink && type != AE_IFREG) {
+        const char* what = type == AE_IFCHR || type == AE_IFBLK ? "a device node"
+                           : type == AE_IFIFO                   ? "a FIFO"
+                           : type == AE_IFSOCK                  ? "a socket"
+                                                                : "of an unknown type";
+        throw Error(Errc::input, tname + ": entry '" + path.display + "' is " + what + "; FAT can store only files and directories");
+      }
+      if (declared > 0xFFFFFFFFll)
+        throw Error(Errc::input, tname + ": entry '" + path.display + "' has " + format_size(static_cast<std::uint64_t>(declared)) +
+                                     ", more than FAT's file size limit of 4 GiB - 1");
+      if (at_root && is_apkovl_name(name)) {
+        res.dropped.push_back(rel);
+        emit(options.events, Event{"note", oname, 0, 0, "left out the tarball's " + rel + " (the card gets exactly one apkovl)"});
+        continue;
+      }
+      if (at_root && extra_names.count(lower(name))) {
+        res.dropped.push_back(rel);
+        continue;
+      }
+      const bool read_only = (archive_entry_perm(e) & 0222) == 0;
+      FatWriter::NodeId parent = fw.make_dir(parent_parts, dt, false, path.display);
+
+      if (hardlink && declared <= 0) {
+        EntryPath target = parse_path(hardlink, tname);
+        auto src = fw.find(target.parts);
+        if (!src || fw.is_dir(*src))
+          throw Error(Errc::input, tname + ": entry '" + path.display + "' is a hard link to '" + target.display +
+                                       "', which is not a file earlier in the archive");
+        fw.copy_file(*src, parent, name, dt, path.display);
+        continue;
+      }
+
+      auto edit = at_root ? options.edits.find(name) : options.edits.end();
+      fw.begin_file(parent, name, dt, read_only, path.display);
+      if (edit != options.edits.end()) {
+        std::string original;
+        char buf[65536];
+        for (;;) {
+          la_ssize_t n = archive_read_data(a.get(), buf, sizeof buf);
+          if (n < 0) {
+            rethrow_feed(feed);
+            throw Error(Errc::input, tname + ": entry '" + path.display + "': " + archive_message(a.get()));
+          }
+          if (n == 0) break;
+          original.append(buf, static_cast<std::size_t>(n));
+          if (original.size() > kMaxEditedFile)
+            throw Error(Errc::input, tname + ": entry '" + path.display + "' is too large to edit (over 1 MiB)");
+        }
+        std::string edited = edit->second(original);
+        fw.write(edited.data(), edited.size());
+      } else {
+        std::uint64_t pos = 0;
+        for (;;) {
+          const void* buf = nullptr;
+          std::size_t len = 0;
+          la_int64_t off = 0;
+          int r = archive_read_data_block(a.get(), &buf, &len, &off);
+          if (r == ARCHIVE_EOF) break;
+          if (r < ARCHIVE_WARN) {
+            rethrow_feed(feed);
+            throw Error(Errc::input, tname + ": entry '" + path.display + "': " + archive_message(a.get()));
+          }
+          if (static_cast<std::uint64_t>(off) > pos) fw.write_zeros(static_cast<std::uint64_t>(off) - pos);
+          fw.write(buf, len);
+          pos = static_cast<std::uint64_t>(off) + len;
+        }
+        if (declared > 0 && pos < static_cast<std::uint64_t>(declared))
+          fw.write_zeros(static_cast<std::uint64_t>(declared) - pos);  // sparse tail
+      }
+      fw.end_file();
+      if (fw.bytes_written() >= next_progress) {
+        next_progress = fw.bytes_written() + 8 * MiB;
+        emit(options.events, Event{"build", output.filename().string(),
+                                   gz.compressed_bytes(), tar_size, ""});
+      }
+    }
+  } catch (const NoSpace& e) {
+    throw Error(Errc::input, "the content does not fit: at least " +
+                                 format_size(std::max(fw.bytes_written(), current_start + current_size)) +
+                                 " of files (up to entry '" + current + "'), but the " +
+                                 format_size(g.partition_bytes()) + " partition holds " + format_size(capacity) +
+                                 "; use a larger --size or leave --size out");
+  }
+  if (entries == 0) throw Error(Errc::input, tname + " is an empty archive");
+  emit(options.events, Event{"build", output.filename().string(), tar_size, tar_size, ""});
+
+  if (!options.force) {
+    std::vector<std::string> missing;
+    auto cmdline = fw.find({"cmdline.txt"});
+    auto config = fw.find({"config.txt"});
+    auto boot = fw.find({"boot"});
+    if (!cmdline || fw.is_dir(*cmdline)) missing.push_back("cmdline.txt");
+    if (!config || fw.is_dir(*config)) missing.push_back("config.txt");
+    if (!boot || !fw.is_dir(*boot)) missing.push_back("boot/");
+    if (!missing.empty()) {
+      std::string list;
+      for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
+      throw Error(Errc::input, tname + " does not look like an Alpine Raspberry Pi tarball (no " + list +
+                                   "); use --force to write it anyway");
+    }
+  }
+  for (const auto& [name, fn] : options.edits)
+    if (!fw.find({name}))
+      emit(options.events, Event{"note", oname, 0, 0, "the tarball has no " + name + " to edit"});
+
+  const std::int64_t build_time = newest ? newest : options.source_date_epoch.value_or(0);
+  const DosTime bt = DosTime::from_unix(build_time);
+  try {
+    for (const auto& x : options.extra_files) {
+      fw.begin_file(fw.root(), x.name, bt, false, x.name);
+      fw.write(x.data.data(), x.data.size());
+      fw.end_file();
+      fingerprint.update("extra " + x.name + " " + sha256_hex(x.data) + "\n");
+    }
+    fingerprint.update("label " + label + " size " + std::to_string(res.image_size) + "\n");
+    std::string fp = fingerprint.finish();
+    auto word = [&fp](std::size_t at) {
+      return std::uint32_t(static_cast<unsigned char>(fp[at])) << 24 | std::uint32_t(static_cast<unsigned char>(fp[at + 1])) << 16 |
+             std::uint32_t(static_cast<unsigned char>(fp[at + 2])) << 8 | std::uint32_t(static_cast<unsigned char>(fp[at + 3]));
+    };
+    res.disk_id = options.disk_id.value_or(word(0) ? word(0) : 1);
+    const std::uint32_t volume_id = options.volume_id.value_or(word(4));
+    res.map = BlockMap(res.image_size);
+    fw.finish(label, volume_id, bt, res.map);
+  } catch (const NoSpace& e) {
+    throw Error(Errc::input, std::string(e.what()) + ": the " + format_size(g.partition_bytes()) +
+                                 " partition holds " + format_size(capacity) + " and " +
+                                 format_size(fw.bytes_written()) + " are taken; use a larger --size");
+  }
+  write_mbr(img.fd(), oname, res.disk_id,
+            {MbrPartition{kPartitionStart / 512, g.total_sectors, std::uint8_t(g.type == FatType::fat32 ? 0x0C : 0x0E), true}});
+
+  res.map.split(kChecksumPiece);
+  res.map.compute_checksums(img.fd(), oname);
+  res.files = fw.file_count();
+  res.directories = fw.dir_count();
+  res.content_bytes = fw.bytes_written();
+
+  std::filesystem::path bmap_path = output;
+  bmap_path += ".bmap";
+  AtomicFile bmap(bmap_path, 0644);
+  std::string xml = res.map.to_bmap_xml();
+  write_all(bmap.fd(), xml.data(), xml.size(), "cannot write " + bmap_path.string());
+  img.commit();
+  bmap.commit();
+  res.image = output;
+  res.bmap = bmap_path;
+  return res;
+}
+
+}  // namespace rpi::partition

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Writes small crafted .tar.gz files for the image-engine tests.
+
+usage: make_tarball.py CASE OUTPUT
+Each CASE is an Alpine-like minimal boot tree plus (or minus) one twist.
+"""
+import gzip
+import io
+import os
+import random
+import sys
+import tarfile
+
+MTIME = 1760000000
+
+
+def info(name, size=0, kind=tarfile.REGTYPE, mode=0o644, **kw):
+    ti = tarfile.TarInfo(name)
+    ti.size = size
+    ti.type = kind
+    ti.mode = mode
+    ti.mtime = kw.get("mtime", MTIME)
+    ti.uid = ti.gid = 0
+    for k, v in kw.items():
+        if k != "mtime":
+            setattr(ti, k, v)
+    return ti
+
+
+def base_members():
+    return [
+        ("./", None),
+        ("./cmdline.txt", b"modules=loop,squashfs,sd-mod,usb-storage quiet console=tty1\n"),
+        ("./config.txt", b"kernel=boot/vmlinuz-rpi\ninitramfs boot/initramfs-rpi\narm_64bit=1\ninclude usercfg.txt\n"),
+        ("./boot/", None),
+        ("./boot/vmlinuz-rpi", b"K" * 5000),
+    ]
+
+
+def write(path, members, raw_entries=(), fmt=tarfile.GNU_FORMAT):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for name, data in members:
+            if data is None:
+                tar.addfile(info(name.rstrip("/") or ".", kind=tarfile.DIRTYPE, mode=0o755))
+            else:
+                tar.addfile(info(name, len(data)), io.BytesIO(data))
+        for ti, data in raw_entries:
+            tar.addfile(ti, io.BytesIO(data) if data is not None else None)
+    with open(path, "wb") as f:
+        f.write(gzip.compress(buf.getvalue(), mtime=0))
+
+
+def main():
+    case, out = sys.argv[1], sys.argv[2]
+    m = base_members()
+    rnd = random.Random(7)
+    if case == "ok":
+        write(out, m)
+    elif case == "absolute":
+        write(out, m + [("/etc/passwd", b"x")])
+    elif case == "dotdot":
+        write(out, m + [("../escape.txt", b"x")])
+    elif case == "dotdot-middle":
+        write(out, m + [("a/../../b.txt", b"x")])
+    elif case == "colon":
+        write(out, m + [("./bad:name.txt", b"x")])
+    elif case == "control-char":
+        write(out, m + [("./bad\x01name.txt", b"x")])
+    elif case == "trailing-dot":
+        write(out, m + [("./name.", b"x")])
+    elif case == "case-collision":
+        write(out, m + [("./Readme.txt", b"a"), ("./README.TXT", b"b")])
+    elif case == "duplicate":
+        write(out, m + [("./dup.txt", b"a"), ("./dup.txt", b"b")])
+    elif case == "symlink":
+        write(out, m, [(info("./link.txt", kind=tarfile.SYMTYPE, linkname="cmdline.txt"), None)])
+    elif case == "symlink-dir":
+        write(out, m, [(info("./dir", kind=tarfile.SYMTYPE, linkname="boot"), None)] + [(info("./dir/x", 1), b"x")])
+    elif case == "hardlink":
+        write(out, m, [(info("./boot/kernel-copy", kind=tarfile.LNKTYPE, linkname="./boot/vmlinuz-rpi"), None)])
+    elif case == "hardlink-missing":
+        write(out, m, [(info("./copy", kind=tarfile.LNKTYPE, linkname="./nothere"), None)])
+    elif case == "device":
+        write(out, m, [(info("./dev-null", kind=tarfile.CHRTYPE, devmajor=1, devminor=3), None)])
+    elif case == "fifo":
+        write(out, m, [(info("./pipe", kind=tarfile.FIFOTYPE), None)])
+    elif case == "huge-entry":
+        # A header that declares 5 GiB, with the data missing (GNU base-256 size).
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for name, data in m:
+                if data is None:
+                    tar.addfile(info(name.rstrip("/") or ".", kind=tarfile.DIRTYPE, mode=0o755))
+                else:
+                    tar.addfile(info(name, len(data)), io.BytesIO(data))
+        raw = buf.getvalue().rstrip(b"\0")
+        raw += b"\0" * (-len(raw) % 512)
+        raw += info("./huge.bin", 5 << 30).tobuf(tarfile.GNU_FORMAT) + b"\0" * 4096
+        with open(out, "wb") as f:
+            f.write(gzip.compress(raw, mtime=0))
+    elif case == "too-big":
+        write(out, m + [("./big.bin", rnd.randbytes(48 << 20))])
+    elif case == "empty":
+        write(out, [])
+    elif case == "no-boot-files":
+        write(out, [("./hello.txt", b"hello\n")])
+    elif case == "not-tar":
+        with open(out, "wb") as f:
+            f.write(gzip.compress(b"this is not a tar archive\n" * 100, mtime=0))
+    elif case == "random":
+        with open(out, "wb") as f:
+            f.write(rnd.randbytes(100000))
+    elif case == "bad-utf8":
+        write(out, m + [(b"./bad\xff\xfe.txt".decode("utf-8", "surrogateescape"), b"x")])
+    elif case == "deep":
+        write(out, m + [("./" + "/".join(["d"] * 40) + "/f.txt", b"x")])
+    elif case == "names":
+        # Long, mixed-case, non-ASCII and 8.3-colliding names; a directory of 5000 files.
+        extra = [("./Mixed.TXT", b"mixed"), ("./UPPER.TXT", b"upper"), ("./longfilename_here.dat", b"long"),
+                 ("./Grüße-ÄÖÜ.txt", "äöü".encode()), ("./日本語のファイル名.txt", b"jp"),
+                 ("./a.b.c.d", b"dots"), ("./.hidden-file", b"h"), ("./name with spaces.txt", b"sp"),
+                 ("./exactly13char", b"13"), ("./" + "x" * 200 + ".txt", b"long200"),
+                 ("./con.txt", b"reserved"), ("./many/", None)]
+        for i in range(5000):
+            extra.append((f"./many/file-number-{i:05d}.dat", f"{i}\n".encode()))
+        write(out, m + extra, fmt=tarfile.PAX_FORMAT)
+    else:
+        sys.exit("unknown case " + case)
+
+
+if __name__ == "__main__":
+    main()
