@@ -13,6 +13,7 @@
 #include <exception>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <set>
 
 #include "archive_handles.hpp"
@@ -194,47 +195,91 @@ class Utf8ThreadLocale {
 };
 }  // namespace
 
+namespace {
+
+// Everything that belongs to one output image of a batch.
+struct Job {
+  const ImageOptions* options = nullptr;
+  std::filesystem::path output;
+  std::string oname;
+  std::string label;
+  ImageResult res;
+  std::uint64_t capacity = 0;
+  std::unique_ptr<AtomicFile> img;
+  std::unique_ptr<FatWriter> fw;
+  std::set<std::string> extra_names;
+  std::unique_ptr<Digest> fingerprint;
+  bool skip_current = false;  // this job leaves the current entry out
+  FatWriter::NodeId current_parent = 0;
+};
+
+std::string no_space_message(const Job& j, std::uint64_t needed, const std::string& entry) {
+  return j.oname + ": the content does not fit: at least " + format_size(needed) + " of files (up to entry '" +
+         entry + "'), but the " + format_size(j.res.geometry.partition_bytes()) + " partition holds " +
+         format_size(j.capacity) + "; use a larger --size or leave --size out";
+}
+
+}  // namespace
+
 ImageResult build_image(const std::filesystem::path& tarball, const std::filesystem::path& output,
                         const ImageOptions& options) {
+  return build_images(tarball, {ImageJob{output, options}}).front();
+}
+
+std::vector<ImageResult> build_images(const std::filesystem::path& tarball, const std::vector<ImageJob>& specs) {
   Utf8ThreadLocale utf8;
+  if (specs.empty()) return {};
   const std::string tname = tarball.string();
-  const std::string oname = output.string();
-  const std::string label = check_label(options.label);
-  for (const auto& x : options.extra_files)
-    if (x.name.empty() || x.name.find('/') != std::string::npos || fatname::invalid_reason(x.name))
-      throw Error(Errc::usage, "cannot place a file named '" + x.name + "' at the FAT root");
+  const EventSink& events = specs.front().options.events;
+  const std::string progress_name = specs.size() == 1 ? specs.front().output.filename().string()
+                                                      : std::to_string(specs.size()) + " images";
 
   Fd tar_fd = open_or_throw(tname, O_RDONLY);
   struct stat st{};
   if (::fstat(tar_fd.get(), &st) != 0) throw_errno("cannot read " + tname);
   if (!S_ISREG(st.st_mode)) throw Error(Errc::input, tname + " is not a regular file");
   const std::uint64_t tar_size = static_cast<std::uint64_t>(st.st_size);
-  std::optional<std::uint64_t> hint = gzip_size_hint(tar_fd.get(), tar_size);
-  std::uint64_t extras = 0;
-  for (const auto& x : options.extra_files) extras += x.data.size();
+  const std::optional<std::uint64_t> hint = gzip_size_hint(tar_fd.get(), tar_size);
 
-  ImageResult res;
-  if (options.image_size) {
-    res.image_size = kPartitionStart + (options.image_size > kPartitionStart
-                                            ? (options.image_size - kPartitionStart) / kSizeAlign * kSizeAlign
-                                            : 0);
-    res.size_reason = "as requested";
-    if (res.image_size != options.image_size)
-      res.size_reason += " (rounded down to " + format_size(res.image_size) + ": the partition is a multiple of 4 MiB)";
-  } else {
-    std::uint64_t content = (hint ? *hint : tar_size * 2) + extras;
-    res.image_size = default_image_size(content);
-    res.size_reason = "automatic: about " + format_size(content) + " of content, twice that plus 256 MiB of room, " +
-                      "at least a 512 MiB partition";
+  std::vector<Job> jobs(specs.size());
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    Job& j = jobs[i];
+    const ImageOptions& o = specs[i].options;
+    j.options = &o;
+    j.output = specs[i].output;
+    j.oname = j.output.string();
+    j.label = check_label(o.label);
+    std::uint64_t extras = 0;
+    for (const auto& x : o.extra_files) {
+      if (x.name.empty() || x.name.find('/') != std::string::npos || fatname::invalid_reason(x.name))
+        throw Error(Errc::usage, "cannot place a file named '" + x.name + "' at the FAT root");
+      extras += x.data.size();
+      j.extra_names.insert(lower(x.name));
+    }
+    if (o.image_size) {
+      j.res.image_size = kPartitionStart + (o.image_size > kPartitionStart
+                                                ? (o.image_size - kPartitionStart) / kSizeAlign * kSizeAlign
+                                                : 0);
+      j.res.size_reason = "as requested";
+      if (j.res.image_size != o.image_size)
+        j.res.size_reason += " (rounded down to " + format_size(j.res.image_size) +
+                             ": the partition is a multiple of 4 MiB)";
+    } else {
+      std::uint64_t content = (hint ? *hint : tar_size * 2) + extras;
+      j.res.image_size = default_image_size(content);
+      j.res.size_reason = "automatic: about " + format_size(content) +
+                          " of content, twice that plus 256 MiB of room, at least a 512 MiB partition";
+    }
+    j.res.geometry = image_geometry(j.res.image_size, j.label);
+    const FatGeometry& g = j.res.geometry;
+    j.capacity = std::uint64_t(g.clusters - kTailSlackClusters) * g.cluster_bytes();
+    // Created 0600 (an apkovl holds password hashes and keys), renamed at the end.
+    j.img = std::make_unique<AtomicFile>(j.output, 0600);
+    if (::ftruncate(j.img->fd(), static_cast<off_t>(j.res.image_size)) != 0) throw_errno("cannot size " + j.oname);
+    j.fw = std::make_unique<FatWriter>(j.img->fd(), j.oname, g);
+    j.fw->set_context(tname);
+    j.fingerprint = std::make_unique<Digest>(Digest::Algo::sha256);
   }
-  res.geometry = image_geometry(res.image_size, label);
-  const FatGeometry& g = res.geometry;
-  const std::uint64_t capacity = std::uint64_t(g.clusters - kTailSlackClusters) * g.cluster_bytes();
-  // Output: created 0600 (an apkovl holds password hashes and keys), renamed at the end.
-  AtomicFile img(output, 0600);
-  if (::ftruncate(img.fd(), static_cast<off_t>(res.image_size)) != 0) throw_errno("cannot size " + oname);
-  FatWriter fw(img.fd(), oname, g);
-  fw.set_context(tname);
 
   ArchiveReader a(archive_read_new());
   if (!a) throw Error(Errc::internal, "libarchive: out of memory");
@@ -246,206 +291,232 @@ ImageResult build_image(const std::filesystem::path& tarball, const std::filesys
     throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + archive_message(a.get()) + ")");
   }
 
-  std::set<std::string> extra_names;
-  for (const auto& x : options.extra_files) extra_names.insert(lower(x.name));
-  Digest fingerprint(Digest::Algo::sha256);
   std::int64_t newest = 0;
   std::uint64_t entries = 0;
   std::uint64_t next_progress = 0;
   std::string current;
-  std::uint64_t current_start = 0, current_size = 0;  // for the "does not fit" message
-  auto clamp_time = [&](std::int64_t t) {
-    if (options.source_date_epoch && t > *options.source_date_epoch) t = *options.source_date_epoch;
-    return t;
+  std::uint64_t current_size = 0;
+  std::vector<std::string> dropped;
+  const std::optional<std::int64_t> sde = specs.front().options.source_date_epoch;
+  auto clamp_time = [&](std::int64_t t) { return sde && t > *sde ? *sde : t; };
+  auto for_each_job = [&](auto&& fn) {
+    for (Job& j : jobs) {
+      if (j.skip_current) continue;
+      try {
+        fn(j);
+      } catch (const NoSpace&) {
+        throw Error(Errc::input, no_space_message(j, std::max(j.fw->bytes_written(), current_size), current));
+      }
+    }
   };
 
-  try {
-    for (;;) {
-      archive_entry* e = nullptr;
-      int rc = archive_read_next_header(a.get(), &e);
-      if (rc == ARCHIVE_EOF) break;
-      if (rc < ARCHIVE_WARN) {
-        rethrow_feed(feed);
-        std::string msg = archive_message(a.get());
-        if (entries == 0)
-          throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + msg + ")");
-        throw Error(Errc::input, tname + " is damaged after entry '" + current + "': " + msg);
-      }
-      EntryPath path = parse_path(archive_entry_pathname_utf8(e), tname);
-      current = path.display;
-      current_start = fw.bytes_written();
-      current_size = 0;
-      ++entries;
-      if (path.parts.empty()) continue;  // the "./" root entry
-      const std::string rel = join(path.parts);
-      const std::int64_t mtime = clamp_time(archive_entry_mtime(e));
-      newest = std::max(newest, mtime);
-      const DosTime dt = DosTime::from_unix(mtime);
-      const char* hardlink = archive_entry_hardlink_utf8(e);
-      const auto type = archive_entry_filetype(e);
-      const std::int64_t declared = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
-      current_size = static_cast<std::uint64_t>(std::max<std::int64_t>(declared, 0));
-      fingerprint.update(rel + "\n" + std::to_string(type) + " " + std::to_string(declared) + " " +
-                         std::to_string(mtime) + "\n");
+  for (;;) {
+    archive_entry* e = nullptr;
+    int rc = archive_read_next_header(a.get(), &e);
+    if (rc == ARCHIVE_EOF) break;
+    if (rc < ARCHIVE_WARN) {
+      rethrow_feed(feed);
+      std::string msg = archive_message(a.get());
+      if (entries == 0) throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + msg + ")");
+      throw Error(Errc::input, tname + " is damaged after entry '" + current + "': " + msg);
+    }
+    EntryPath path = parse_path(archive_entry_pathname_utf8(e), tname);
+    current = path.display;
+    ++entries;
+    if (path.parts.empty()) continue;  // the "./" root entry
+    const std::string rel = join(path.parts);
+    const std::int64_t mtime = clamp_time(archive_entry_mtime(e));
+    newest = std::max(newest, mtime);
+    const DosTime dt = DosTime::from_unix(mtime);
+    const char* hardlink = archive_entry_hardlink_utf8(e);
+    const auto type = archive_entry_filetype(e);
+    const std::int64_t declared = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
+    const std::string fp_line =
+        rel + "\n" + std::to_string(type) + " " + std::to_string(declared) + " " + std::to_string(mtime) + "\n";
+    for (Job& j : jobs) {
+      j.fingerprint->update(fp_line);
+      j.skip_current = false;
+    }
+    const std::vector<std::string> parent_parts(path.parts.begin(), path.parts.end() - 1);
+    const std::string& name = path.parts.back();
+    const bool at_root = parent_parts.empty();
+    current_size = std::max<std::int64_t>(declared, 0);
 
-      std::vector<std::string> parent_parts(path.parts.begin(), path.parts.end() - 1);
-      const std::string& name = path.parts.back();
-      const bool at_root = parent_parts.empty();
+    if (type == AE_IFDIR) {
+      for_each_job([&](Job& j) { j.fw->make_dir(path.parts, dt, true, path.display); });
+      continue;
+    }
+    if (type == AE_IFLNK)
+      throw Error(Errc::input, tname + ": entry '" + path.display + "' is a symbolic link; FAT cannot store links");
+    if (!hardlink && type != AE_IFREG) {
+      const char* what = type == AE_IFCHR || type == AE_IFBLK ? "a device node"
+                         : type == AE_IFIFO                   ? "a FIFO"
+                         : type == AE_IFSOCK                  ? "a socket"
+                                                              : "of an unknown type";
+      throw Error(Errc::input, tname + ": entry '" + path.display + "' is " + what +
+                                   "; FAT can store only files and directories");
+    }
+    if (declared > 0xFFFFFFFFll)
+      throw Error(Errc::input, tname + ": entry '" + path.display + "' has " +
+                                   format_size(static_cast<std::uint64_t>(declared)) +
+                                   ", more than FAT's file size limit of 4 GiB - 1");
+    if (at_root && is_apkovl_name(name)) {
+      dropped.push_back(rel);
+      emit(events, Event{"note", progress_name, 0, 0, "left out the tarball's " + rel + " (the card gets exactly one apkovl)"});
+      continue;
+    }
+    bool any = false;
+    for (Job& j : jobs) {
+      j.skip_current = at_root && j.extra_names.count(lower(name));
+      if (j.skip_current) j.res.dropped.push_back(rel);
+      any = any || !j.skip_current;
+    }
+    if (!any) continue;
+    const bool read_only = (archive_entry_perm(e) & 0222) == 0;
+    for_each_job([&](Job& j) { j.current_parent = j.fw->make_dir(parent_parts, dt, false, path.display); });
 
-      if (type == AE_IFDIR) {
-        fw.make_dir(path.parts, dt, true, path.display);
-        continue;
-      }
-      if (type == AE_IFLNK)
-        throw Error(Errc::input, tname + ": entry '" + path.display + "' is a symbolic link; FAT cannot store links");
-      if (!hardlink && type != AE_IFREG) {
-        const char* what = type == AE_IFCHR || type == AE_IFBLK ? "a device node"
-                           : type == AE_IFIFO                   ? "a FIFO"
-                           : type == AE_IFSOCK                  ? "a socket"
-                                                                : "of an unknown type";
-        throw Error(Errc::input, tname + ": entry '" + path.display + "' is " + what + "; FAT can store only files and directories");
-      }
-      if (declared > 0xFFFFFFFFll)
-        throw Error(Errc::input, tname + ": entry '" + path.display + "' has " + format_size(static_cast<std::uint64_t>(declared)) +
-                                     ", more than FAT's file size limit of 4 GiB - 1");
-      if (at_root && is_apkovl_name(name)) {
-        res.dropped.push_back(rel);
-        emit(options.events, Event{"note", oname, 0, 0, "left out the tarball's " + rel + " (the card gets exactly one apkovl)"});
-        continue;
-      }
-      if (at_root && extra_names.count(lower(name))) {
-        res.dropped.push_back(rel);
-        continue;
-      }
-      const bool read_only = (archive_entry_perm(e) & 0222) == 0;
-      FatWriter::NodeId parent = fw.make_dir(parent_parts, dt, false, path.display);
-
-      if (hardlink && declared <= 0) {
-        EntryPath target = parse_path(hardlink, tname);
-        auto src = fw.find(target.parts);
-        if (!src || fw.is_dir(*src))
+    if (hardlink && declared <= 0) {
+      EntryPath target = parse_path(hardlink, tname);
+      for_each_job([&](Job& j) {
+        auto src = j.fw->find(target.parts);
+        if (!src || j.fw->is_dir(*src))
           throw Error(Errc::input, tname + ": entry '" + path.display + "' is a hard link to '" + target.display +
                                        "', which is not a file earlier in the archive");
-        fw.copy_file(*src, parent, name, dt, path.display);
-        continue;
-      }
-
-      auto edit = at_root ? options.edits.find(name) : options.edits.end();
-      fw.begin_file(parent, name, dt, read_only, path.display);
-      if (edit != options.edits.end()) {
-        std::string original;
-        char buf[65536];
-        for (;;) {
-          la_ssize_t n = archive_read_data(a.get(), buf, sizeof buf);
-          if (n < 0) {
-            rethrow_feed(feed);
-            throw Error(Errc::input, tname + ": entry '" + path.display + "': " + archive_message(a.get()));
-          }
-          if (n == 0) break;
-          original.append(buf, static_cast<std::size_t>(n));
-          if (original.size() > kMaxEditedFile)
-            throw Error(Errc::input, tname + ": entry '" + path.display + "' is too large to edit (over 1 MiB)");
-        }
-        std::string edited = edit->second(original);
-        fw.write(edited.data(), edited.size());
-      } else {
-        std::uint64_t pos = 0;
-        for (;;) {
-          const void* buf = nullptr;
-          std::size_t len = 0;
-          la_int64_t off = 0;
-          int r = archive_read_data_block(a.get(), &buf, &len, &off);
-          if (r == ARCHIVE_EOF) break;
-          if (r < ARCHIVE_WARN) {
-            rethrow_feed(feed);
-            throw Error(Errc::input, tname + ": entry '" + path.display + "': " + archive_message(a.get()));
-          }
-          if (static_cast<std::uint64_t>(off) > pos) fw.write_zeros(static_cast<std::uint64_t>(off) - pos);
-          fw.write(buf, len);
-          pos = static_cast<std::uint64_t>(off) + len;
-        }
-        if (declared > 0 && pos < static_cast<std::uint64_t>(declared))
-          fw.write_zeros(static_cast<std::uint64_t>(declared) - pos);  // sparse tail
-      }
-      fw.end_file();
-      if (fw.bytes_written() >= next_progress) {
-        next_progress = fw.bytes_written() + 8 * MiB;
-        emit(options.events, Event{"build", output.filename().string(),
-                                   gz.compressed_bytes(), tar_size, ""});
-      }
+        j.fw->copy_file(*src, j.current_parent, name, dt, path.display);
+      });
+      continue;
     }
-  } catch (const NoSpace& e) {
-    throw Error(Errc::input, "the content does not fit: at least " +
-                                 format_size(std::max(fw.bytes_written(), current_start + current_size)) +
-                                 " of files (up to entry '" + current + "'), but the " +
-                                 format_size(g.partition_bytes()) + " partition holds " + format_size(capacity) +
-                                 "; use a larger --size or leave --size out");
+
+    bool edited = false;
+    for (Job& j : jobs)
+      if (!j.skip_current && at_root && j.options->edits.count(name)) edited = true;
+    for_each_job([&](Job& j) { j.fw->begin_file(j.current_parent, name, dt, read_only, path.display); });
+    if (edited) {
+      std::string original;
+      char buf[65536];
+      for (;;) {
+        la_ssize_t n = archive_read_data(a.get(), buf, sizeof buf);
+        if (n < 0) {
+          rethrow_feed(feed);
+          throw Error(Errc::input, tname + ": entry '" + path.display + "': " + archive_message(a.get()));
+        }
+        if (n == 0) break;
+        original.append(buf, static_cast<std::size_t>(n));
+        if (original.size() > kMaxEditedFile)
+          throw Error(Errc::input, tname + ": entry '" + path.display + "' is too large to edit (over 1 MiB)");
+      }
+      for_each_job([&](Job& j) {
+        auto it = j.options->edits.find(name);
+        std::string bytes = it == j.options->edits.end() ? original : it->second(original);
+        j.fw->write(bytes.data(), bytes.size());
+      });
+    } else {
+      std::uint64_t pos = 0;
+      for (;;) {
+        const void* buf = nullptr;
+        std::size_t len = 0;
+        la_int64_t off = 0;
+        int r = archive_read_data_block(a.get(), &buf, &len, &off);
+        if (r == ARCHIVE_EOF) break;
+        if (r < ARCHIVE_WARN) {
+          rethrow_feed(feed);
+          throw Error(Errc::input, tname + ": entry '" + path.display + "': " + archive_message(a.get()));
+        }
+        const std::uint64_t gap = static_cast<std::uint64_t>(off) > pos ? static_cast<std::uint64_t>(off) - pos : 0;
+        for_each_job([&](Job& j) {
+          if (gap) j.fw->write_zeros(gap);
+          j.fw->write(buf, len);
+        });
+        pos = static_cast<std::uint64_t>(off) + len;
+      }
+      if (declared > 0 && pos < static_cast<std::uint64_t>(declared))  // sparse tail
+        for_each_job([&](Job& j) { j.fw->write_zeros(static_cast<std::uint64_t>(declared) - pos); });
+    }
+    for_each_job([&](Job& j) { j.fw->end_file(); });
+    if (jobs.front().fw->bytes_written() >= next_progress) {
+      next_progress = jobs.front().fw->bytes_written() + 8 * MiB;
+      emit(events, Event{"build", progress_name, gz.compressed_bytes(), tar_size, ""});
+    }
   }
   if (entries == 0) throw Error(Errc::input, tname + " is an empty archive");
-  emit(options.events, Event{"build", output.filename().string(), tar_size, tar_size, ""});
+  emit(events, Event{"build", progress_name, tar_size, tar_size, ""});
 
-  if (!options.force) {
-    std::vector<std::string> missing;
-    auto cmdline = fw.find({"cmdline.txt"});
-    auto config = fw.find({"config.txt"});
-    auto boot = fw.find({"boot"});
-    if (!cmdline || fw.is_dir(*cmdline)) missing.push_back("cmdline.txt");
-    if (!config || fw.is_dir(*config)) missing.push_back("config.txt");
-    if (!boot || !fw.is_dir(*boot)) missing.push_back("boot/");
-    if (!missing.empty()) {
-      std::string list;
-      for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
-      throw Error(Errc::input, tname + " does not look like an Alpine Raspberry Pi tarball (no " + list +
-                                   "); use --force to write it anyway");
-    }
-  }
-  for (const auto& [name, fn] : options.edits)
-    if (!fw.find({name}))
-      emit(options.events, Event{"note", oname, 0, 0, "the tarball has no " + name + " to edit"});
-
-  const std::int64_t build_time = newest ? newest : options.source_date_epoch.value_or(0);
+  const std::int64_t build_time = newest ? newest : sde.value_or(0);
   const DosTime bt = DosTime::from_unix(build_time);
-  try {
-    for (const auto& x : options.extra_files) {
-      fw.begin_file(fw.root(), x.name, bt, false, x.name);
-      fw.write(x.data.data(), x.data.size());
-      fw.end_file();
-      fingerprint.update("extra " + x.name + " " + sha256_hex(x.data) + "\n");
+  for (Job& j : jobs) {
+    FatWriter& fw = *j.fw;
+    const ImageOptions& o = *j.options;
+    if (!o.force) {
+      std::vector<std::string> missing;
+      auto cmdline = fw.find({"cmdline.txt"});
+      auto config = fw.find({"config.txt"});
+      auto boot = fw.find({"boot"});
+      if (!cmdline || fw.is_dir(*cmdline)) missing.push_back("cmdline.txt");
+      if (!config || fw.is_dir(*config)) missing.push_back("config.txt");
+      if (!boot || !fw.is_dir(*boot)) missing.push_back("boot/");
+      if (!missing.empty()) {
+        std::string list;
+        for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
+        throw Error(Errc::input, tname + " does not look like an Alpine Raspberry Pi tarball (no " + list +
+                                     "); use --force to write it anyway");
+      }
     }
-    fingerprint.update("label " + label + " size " + std::to_string(res.image_size) + "\n");
-    std::string fp = fingerprint.finish();
-    auto word = [&fp](std::size_t at) {
-      return std::uint32_t(static_cast<unsigned char>(fp[at])) << 24 | std::uint32_t(static_cast<unsigned char>(fp[at + 1])) << 16 |
-             std::uint32_t(static_cast<unsigned char>(fp[at + 2])) << 8 | std::uint32_t(static_cast<unsigned char>(fp[at + 3]));
-    };
-    res.disk_id = options.disk_id.value_or(word(0) ? word(0) : 1);
-    const std::uint32_t volume_id = options.volume_id.value_or(word(4));
-    res.map = BlockMap(res.image_size);
-    fw.finish(label, volume_id, bt, res.map);
-  } catch (const NoSpace& e) {
-    throw Error(Errc::input, std::string(e.what()) + ": the " + format_size(g.partition_bytes()) +
-                                 " partition holds " + format_size(capacity) + " and " +
-                                 format_size(fw.bytes_written()) + " are taken; use a larger --size");
+    for (const auto& [name, fn] : o.edits)
+      if (!fw.find({name})) emit(events, Event{"note", j.oname, 0, 0, "the tarball has no " + name + " to edit"});
+    j.res.dropped.insert(j.res.dropped.begin(), dropped.begin(), dropped.end());
+    try {
+      for (const auto& x : o.extra_files) {
+        fw.begin_file(fw.root(), x.name, bt, false, x.name);
+        fw.write(x.data.data(), x.data.size());
+        fw.end_file();
+        j.fingerprint->update("extra " + x.name + " " + sha256_hex(x.data) + "\n");
+      }
+      j.fingerprint->update("label " + j.label + " size " + std::to_string(j.res.image_size) + "\n");
+      std::string fp = j.fingerprint->finish();
+      auto word = [&fp](std::size_t at) {
+        std::uint32_t v = 0;
+        for (std::size_t k = 0; k < 4; ++k) v = (v << 8) | static_cast<unsigned char>(fp[at + k]);
+        return v;
+      };
+      j.res.disk_id = o.disk_id.value_or(word(0) ? word(0) : 1);
+      const std::uint32_t volume_id = o.volume_id.value_or(word(4));
+      j.res.map = BlockMap(j.res.image_size);
+      fw.finish(j.label, volume_id, bt, j.res.map);
+    } catch (const NoSpace& e) {
+      throw Error(Errc::input, j.oname + ": " + e.what() + ": the " + format_size(j.res.geometry.partition_bytes()) +
+                                   " partition holds " + format_size(j.capacity) + " and " +
+                                   format_size(fw.bytes_written()) + " are taken; use a larger --size");
+    }
+    const FatGeometry& g = j.res.geometry;
+    write_mbr(j.img->fd(), j.oname, j.res.disk_id,
+              {MbrPartition{kPartitionStart / 512, g.total_sectors,
+                            std::uint8_t(g.type == FatType::fat32 ? 0x0C : 0x0E), true}});
+    j.res.map.split(kChecksumPiece);
+    j.res.map.compute_checksums(j.img->fd(), j.oname);
+    j.res.files = fw.file_count();
+    j.res.directories = fw.dir_count();
+    j.res.content_bytes = fw.bytes_written();
   }
-  write_mbr(img.fd(), oname, res.disk_id,
-            {MbrPartition{kPartitionStart / 512, g.total_sectors, std::uint8_t(g.type == FatType::fat32 ? 0x0C : 0x0E), true}});
 
-  res.map.split(kChecksumPiece);
-  res.map.compute_checksums(img.fd(), oname);
-  res.files = fw.file_count();
-  res.directories = fw.dir_count();
-  res.content_bytes = fw.bytes_written();
-
-  std::filesystem::path bmap_path = output;
-  bmap_path += ".bmap";
-  AtomicFile bmap(bmap_path, 0644);
-  std::string xml = res.map.to_bmap_xml();
-  write_all(bmap.fd(), xml.data(), xml.size(), "cannot write " + bmap_path.string());
-  img.commit();
-  bmap.commit();
-  res.image = output;
-  res.bmap = bmap_path;
-  return res;
+  // Commit only when every image of the batch is complete.
+  std::vector<ImageResult> out;
+  std::vector<std::unique_ptr<AtomicFile>> bmaps;
+  for (Job& j : jobs) {
+    std::filesystem::path bmap_path = j.output;
+    bmap_path += ".bmap";
+    auto bmap = std::make_unique<AtomicFile>(bmap_path, 0644);
+    std::string xml = j.res.map.to_bmap_xml();
+    write_all(bmap->fd(), xml.data(), xml.size(), "cannot write " + bmap_path.string());
+    j.res.image = j.output;
+    j.res.bmap = bmap_path;
+    bmaps.push_back(std::move(bmap));
+  }
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    jobs[i].img->commit();
+    bmaps[i]->commit();
+    out.push_back(std::move(jobs[i].res));
+  }
+  return out;
 }
 
 }  // namespace rpi::partition

@@ -366,3 +366,25 @@ TEST(ImageCli, DryRunWritesNothingAndLabelsAreChecked) {
   EXPECT_NE(b.err.find("<host>.apkovl.tar.gz"), std::string::npos) << b.err;
   EXPECT_FALSE(fs::exists(out));
 }
+
+TEST_F(ImageTest, ABatchEqualsSeparateBuilds) {
+  // One pass over the tarball for three identities gives exactly the images
+  // three separate builds give.
+  fs::path tarball = rpi::test::fixture_tarball({"--size-mb", "4"});
+  std::vector<ImageJob> jobs;
+  for (const char* host : {"pi-01", "pi-02", "pi-03"}) {
+    ImageOptions o = with_apkovl(make_apkovl(dir, host));
+    o.edits["cmdline.txt"] = [host](const std::string& s) { return s.substr(0, s.find('\n')) + " host=" + host + "\n"; };
+    jobs.push_back({dir / (std::string(host) + "-batch.img"), o});
+  }
+  jobs[2].options.image_size = 40 * MiB;  // a different geometry in the same batch
+  std::vector<ImageResult> batch = build_images(tarball, jobs);
+  ASSERT_EQ(batch.size(), 3u);
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    fs::path single = dir / ("single-" + std::to_string(i) + ".img");
+    build_image(tarball, single, jobs[i].options);
+    EXPECT_EQ(rpi::test::run({"cmp", jobs[i].output.string(), single.string()}).exit_code, 0) << i;
+  }
+  EXPECT_NE(batch[0].disk_id, batch[1].disk_id);
+  EXPECT_EQ(batch[2].geometry.type, FatType::fat16);
+}

@@ -65,4 +65,13 @@ std::uint64_t default_image_size(std::uint64_t content_bytes);
 ImageResult build_image(const std::filesystem::path& tarball, const std::filesystem::path& output,
                         const ImageOptions& options);
 
+// Several images from one pass over the tarball (a batch of cards with their
+// own identities decompresses it once). Progress goes to the first job's
+// events. All-or-nothing for the whole batch.
+struct ImageJob {
+  std::filesystem::path output;
+  ImageOptions options;
+};
+std::vector<ImageResult> build_images(const std::filesystem::path& tarball, const std::vector<ImageJob>& jobs);
+
 }  // namespace rpi::partition
