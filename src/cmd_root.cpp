@@ -1,142 +1,298 @@
-// The root command: build an image from a tarball and an apkovl (or a spec),
-// or write cards. `--dry-run` prints the plan instead of running it.
-#include <fcntl.h>
+// The root command: build an image (--output), write cards (--device, in
+// parallel, verified), or write an existing image (--image). --dry-run prints
+// the plan instead.
+#include <unistd.h>
 
-#include <cstdlib>
-#include <filesystem>
-#include <optional>
+#include <cstdio>
+#include <iostream>
 #include <sstream>
 
 #include "app.hpp"
-#include "partition/apkovl_check.hpp"
-#include "partition/image.hpp"
+#include "pipeline.hpp"
+#include "rpi/atomic_file.hpp"
 #include "rpi/error.hpp"
-#include "rpi/fd.hpp"
 #include "rpi/size.hpp"
+#include "udev/flash.hpp"
 
 namespace rpi::cli {
 
 namespace {
 
-struct RootOptions {
-  std::string spec, apkovl, image, output, tarball, sha256, size, label = "ALPINE";
-  std::vector<std::string> devices;
-  bool dry_run = false, force = false;
-};
-
-std::optional<std::int64_t> source_date_epoch() {
-  const char* s = std::getenv("SOURCE_DATE_EPOCH");
-  if (!s || !*s) return std::nullopt;
-  char* end = nullptr;
-  long long v = std::strtoll(s, &end, 10);
-  if (*end || v < 0) throw Error(Errc::usage, "SOURCE_DATE_EPOCH='" + std::string(s) + "' is not a number of seconds");
-  return v;
+void write_known_hosts(AppContext& ctx, const std::string& path, const std::vector<std::string>& lines) {
+  if (lines.empty()) return;
+  std::string text;
+  for (const auto& l : lines) text += l + "\n";
+  write_file_atomic(path, text, 0644);
+  ctx.reporter.note("known_hosts lines written to " + path + " (no trust-on-first-use needed)");
 }
 
-std::string read_small_file(const std::string& path, std::size_t limit) {
-  Fd fd = open_or_throw(path, O_RDONLY);
-  std::string data;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0) throw_errno("cannot read " + path);
-    if (n == 0) break;
-    data.append(buf, static_cast<std::size_t>(n));
-    if (data.size() > limit) throw Error(Errc::input, path + " is larger than " + format_size(limit));
-  }
-  return data;
-}
-
-std::string hex32(std::uint32_t v) {
-  char b[16];
-  std::snprintf(b, sizeof b, "0x%08x", v);
-  return b;
-}
-
-std::string geometry_text(const partition::FatGeometry& g) {
+std::string build_summary(const BuiltImage& b) {
+  const partition::ImageResult& r = b.result;
   std::ostringstream s;
-  s << (g.type == partition::FatType::fat32 ? "FAT32" : "FAT16") << ", " << format_size(g.cluster_bytes())
-    << " clusters × " << g.clusters << ", partition " << format_size(g.partition_bytes()) << " at "
-    << format_size(g.partition_offset()) << ", data from " << format_size(g.data_offset());
+  s << r.image.string() << ": " << format_size(r.image_size) << " image, " << geometry_text(r.geometry)
+    << ", disk id " << hex32(r.disk_id) << "\n";
+  s << "  " << r.files << " files in " << r.directories << " directories, " << format_size(r.content_bytes)
+    << " of data; " << format_size(r.map.mapped_bytes()) << " to write (" << r.bmap.string() << ")\n";
+  if (!b.identity.name.empty() && b.identity.host) s << "  host: " << b.identity.name << "\n";
+  if (!b.apkovl_name.empty()) s << "  apkovl: /" << b.apkovl_name << "\n";
+  else if (b.identity.host) s << "  apkovl: none on the card (served over HTTP: [boot] apkovl_url)\n";
+  for (const auto& d : r.dropped) s << "  left out of the tarball: " << d << "\n";
+  s << "  size: " << r.size_reason;
   return s.str();
 }
 
-void run_image_build(AppContext& ctx, const RootOptions& o) {
-  if (o.tarball.empty())
-    throw Error(Errc::usage, "--output needs --tarball FILE (the Alpine RPi tarball) for now");
-  if (o.apkovl.empty() && o.spec.empty())
-    throw Error(Errc::usage, "--output needs --apkovl FILE or --spec FILE: a card without an apkovl boots unconfigured");
-  partition::ImageOptions opt;
-  opt.label = o.label;
-  opt.force = o.force;
-  opt.source_date_epoch = source_date_epoch();
-  if (!o.size.empty()) opt.image_size = parse_size(o.size, "--size");
-  std::string apkovl_name;
-  if (!o.apkovl.empty()) {
-    std::string data = read_small_file(o.apkovl, 256u << 20);
-    partition::ApkovlCheck chk = partition::check_apkovl(o.apkovl, data);
-    for (const auto& w : chk.warnings) ctx.reporter.warn(w);
-    apkovl_name = chk.card_name;
-    opt.extra_files.push_back({chk.card_name, std::move(data)});
-  }
-  if (o.dry_run) {
-    std::ostringstream s;
-    s << "plan: build " << o.output << " (and " << o.output << ".bmap)\n";
-    s << "  tarball: " << o.tarball << "\n";
-    if (!apkovl_name.empty()) s << "  apkovl: " << o.apkovl << " → /" << apkovl_name << " on the card\n";
-    if (opt.image_size) {
-      auto g = partition::image_geometry(opt.image_size, opt.label);
-      s << "  image: " << format_size(opt.image_size) << ", " << geometry_text(g) << "\n";
-    } else {
-      s << "  image: automatic size (content × 2 + 256 MiB, at least a 512 MiB partition)\n";
-    }
-    s << "  label: " << opt.label << "\n  nothing written (--dry-run)";
-    JsonObject j;
-    j.add("output", o.output).add("tarball", o.tarball).add("apkovl", apkovl_name).add("label", opt.label);
-    ctx.reporter.result("plan", s.str(), std::move(j));
-    return;
-  }
-  opt.events = ctx.reporter.sink();
-  partition::ImageResult r = partition::build_image(o.tarball, o.output, opt);
-  ctx.reporter.finish_progress();
-  std::ostringstream s;
-  s << r.image.string() << ": " << format_size(r.image_size) << " image, " << geometry_text(r.geometry)
-    << ", label " << opt.label << ", disk id " << hex32(r.disk_id) << "\n";
-  s << "  " << r.files << " files in " << r.directories << " directories, " << format_size(r.content_bytes)
-    << " of data; " << format_size(r.map.mapped_bytes()) << " to write (" << r.bmap.string() << ")\n";
-  if (!apkovl_name.empty()) s << "  apkovl: /" << apkovl_name << "\n";
-  for (const auto& d : r.dropped) s << "  left out of the tarball: " << d << "\n";
-  s << "  size: " << r.size_reason << "\n";
-  s << "write it with: bmaptool copy " << r.image.string() << " /dev/sdX   (or: dd if=" << r.image.string()
-    << " of=/dev/sdX bs=4M conv=fsync)";
+JsonObject build_json(const BuiltImage& b) {
+  const partition::ImageResult& r = b.result;
   JsonObject j;
   j.add("image", r.image.string()).add("bmap", r.bmap.string()).add("image_size", r.image_size);
   j.add("fat", r.geometry.type == partition::FatType::fat32 ? "FAT32" : "FAT16");
   j.add("cluster_bytes", r.geometry.cluster_bytes()).add("disk_id", hex32(r.disk_id));
-  j.add("files", r.files).add("mapped_bytes", r.map.mapped_bytes()).add("apkovl", apkovl_name);
-  ctx.reporter.result("build", s.str(), std::move(j));
+  j.add("files", r.files).add("content_bytes", r.content_bytes).add("mapped_bytes", r.map.mapped_bytes());
+  j.add("hostname", b.identity.host ? b.identity.name : "").add("apkovl", b.apkovl_name);
+  return j;
+}
+
+// --dry-run: the plan, nothing written, no device opened for writing.
+void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, const std::vector<std::string>& targets,
+                bool to_devices) {
+  const RunOptions& o = p.options();
+  std::ostringstream s;
+  JsonObject j;
+  s << "plan (nothing is written: --dry-run)\n";
+  if (!o.image.empty()) {
+    s << "  image: " << o.image << "\n";
+  } else {
+    TarballPlan t = p.plan_tarball(!o.offline);
+    s << "  tarball: " << t.description << "\n";
+    j.add("tarball", t.description);
+  }
+  std::string cards = "[";
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    const Identity& id = ids[std::min(i, ids.size() - 1)];
+    s << "  card " << (i + 1) << ": " << (to_devices ? "device " : "image ") << targets[i];
+    if (!id.name.empty()) s << " ← " << id.name << (id.host ? " ({n}=" + std::to_string(id.n) + ")" : "");
+    s << "\n";
+    JsonObject c;
+    c.add("target", targets[i]).add("identity", id.name).add("n", id.n);
+    if (o.image.empty()) {
+      std::string apkovl;
+      std::vector<std::string> kh;
+      partition::ImageOptions io = p.image_options(id, &apkovl, &kh);
+      if (io.image_size) {
+        auto g = partition::image_geometry(io.image_size, io.label);
+        s << "    image " << format_size(io.image_size) << ", " << geometry_text(g) << ", label " << io.label << "\n";
+        c.add("image_size", io.image_size).add("fat", g.type == partition::FatType::fat32 ? "FAT32" : "FAT16");
+      } else {
+        s << "    image: automatic size (content × 2 + 256 MiB, at least a 512 MiB partition), label " << io.label
+          << "\n";
+      }
+      for (const auto& x : io.extra_files) s << "    adds /" << x.name << " (" << format_size(x.data.size()) << ")\n";
+      for (const auto& [name, fn] : io.edits) s << "    edits /" << name << "\n";
+      if (!kh.empty()) s << "    generates SSH host keys (known_hosts lines printed when run)\n";
+      c.add("apkovl", apkovl).add("label", io.label);
+    }
+    cards += (cards.size() > 1 ? "," : "") + c.str();
+  }
+  cards += "]";
+  if (to_devices) s << "  then: verify " << (o.no_verify ? "off (--no-verify)" : "every written range by reading it back");
+  j.add_raw("cards", cards).add_bool("dry_run", true);
+  ctx.reporter.result("plan", s.str(), std::move(j));
+}
+
+void run_output(AppContext& ctx, Pipeline& p) {
+  const RunOptions& o = p.options();
+  std::vector<Identity> ids = p.identities(1);
+  if (p.defined_cards() > 1 && o.host.empty())
+    ctx.reporter.note("the spec defines " + std::to_string(p.defined_cards()) + " hosts; this image is card " +
+                      std::to_string(ids.front().n) + " (" + ids.front().name + "); pick another with --host or --first");
+  if (o.dry_run) return print_plan(ctx, p, ids, {o.output}, false);
+  std::vector<BuiltImage> built = p.build(ids, {o.output});
+  const BuiltImage& b = built.front();
+  write_known_hosts(ctx, o.known_hosts.empty() ? o.output + ".known_hosts" : o.known_hosts, b.known_hosts);
+  std::string text = build_summary(b) + "\nwrite it with: bmaptool copy " + b.result.image.string() +
+                     " /dev/sdX   (or: rpi-provision --image " + b.result.image.string() + " --device /dev/sdX)";
+  ctx.reporter.result("build", text, build_json(b));
+}
+
+bool confirm(AppContext& ctx, const std::vector<udev::DeviceInfo>& infos, const std::vector<std::string>& names) {
+  std::ostringstream s;
+  s << "about to overwrite " << infos.size() << (infos.size() == 1 ? " card:\n" : " cards:\n");
+  for (std::size_t i = 0; i < infos.size(); ++i) {
+    s << "  " << infos[i].describe();
+    if (!names[i].empty()) s << "  ← " << names[i];
+    s << "\n";
+  }
+  if (!::isatty(0)) {
+    ctx.reporter.error(Errc::usage, s.str() + "no terminal to confirm on: pass --yes to write without asking");
+    return false;
+  }
+  std::fprintf(stderr, "%swrite %s? [y/N] ", s.str().c_str(), infos.size() == 1 ? "it" : "them");
+  std::fflush(stderr);
+  std::string answer;
+  std::getline(std::cin, answer);
+  return answer == "y" || answer == "Y" || answer == "yes";
+}
+
+void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results,
+                  const std::vector<std::string>& known_hosts, const std::string& known_hosts_file) {
+  ctx.reporter.finish_progress();
+  std::ostringstream s;
+  int failed = 0;
+  char line[512];
+  std::snprintf(line, sizeof line, "%-16s %-22s %10s %8s %-9s %s\n", "identity", "device", "written", "time",
+                "verified", "result");
+  s << line;
+  std::string cards = "[";
+  for (const auto& r : results) {
+    std::snprintf(line, sizeof line, "%-16s %-22s %10s %7.1fs %-9s %s\n", r.identity.c_str(), r.target.c_str(),
+                  format_size(r.bytes_written).c_str(), r.seconds, r.verified ? "yes" : "no",
+                  r.ok() ? "ok — safe to remove" : ("FAILED: " + r.error).c_str());
+    s << line;
+    if (!r.ok()) ++failed;
+    JsonObject c;
+    c.add("target", r.target).add("identity", r.identity).add("bytes", r.bytes_written).add("seconds", r.seconds);
+    c.add_bool("verified", r.verified).add_bool("ok", r.ok());
+    if (!r.ok()) c.add("error", r.error);
+    ctx.reporter.result("card-done", "", std::move(c));
+    cards += (cards.size() > 1 ? "," : "") + std::string("\"") + r.target + "\"";
+  }
+  cards += "]";
+  if (!known_hosts.empty()) {
+    s << "\nknown_hosts:\n";
+    for (const auto& k : known_hosts) s << k << "\n";
+    if (!known_hosts_file.empty()) write_known_hosts(ctx, known_hosts_file, known_hosts);
+  }
+  JsonObject sum;
+  sum.add("cards", static_cast<std::uint64_t>(results.size())).add("failed", failed);
+  if (!ctx.reporter.json()) ctx.reporter.text(s.str());
+  ctx.reporter.result("summary", "", std::move(sum));
+  if (failed) ctx.exit_code = results.size() > 1 ? 3 : 1;
+}
+
+void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
+  // Every target is checked before anything is built or written.
+  std::vector<udev::DeviceInfo> infos;
+  for (const auto& d : o.devices) {
+    udev::DeviceInfo info = udev::inspect_target(d);
+    udev::check_target(info, o.safety);
+    infos.push_back(std::move(info));
+  }
+  std::vector<Identity> ids;
+  if (p) ids = p->identities(static_cast<int>(o.devices.size()));
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < o.devices.size(); ++i) names.push_back(p ? ids[i].name : o.image);
+  if (o.dry_run) {
+    if (p) return print_plan(ctx, *p, ids, o.devices, true);
+    std::ostringstream s;
+    s << "plan (nothing is written: --dry-run)\n  image: " << o.image << "\n";
+    for (const auto& i : infos) s << "  card: " << i.describe() << "\n";
+    JsonObject j;
+    j.add("image", o.image).add_bool("dry_run", true);
+    return ctx.reporter.result("plan", s.str(), std::move(j));
+  }
+  if (!o.yes && !confirm(ctx, infos, names)) {
+    if (ctx.exit_code == 0) ctx.exit_code = 1;
+    if (::isatty(0)) ctx.reporter.note("nothing written");
+    return;
+  }
+  const std::atomic<bool>* cancel = install_cancel_handler();
+  std::optional<ScratchDir> scratch;
+  std::vector<std::shared_ptr<const udev::FlashSource>> sources;
+  std::vector<std::string> known_hosts;
+  if (p) {
+    std::uint64_t smallest = UINT64_MAX;
+    for (const auto& i : infos) smallest = std::min(smallest, i.size);
+    scratch.emplace();
+    std::vector<Identity> build_ids = p->identical_cards() ? std::vector<Identity>{ids.front()} : ids;
+    std::vector<std::filesystem::path> outs;
+    for (std::size_t i = 0; i < build_ids.size(); ++i) outs.push_back(scratch->path() / ("card-" + std::to_string(i) + ".img"));
+    std::vector<BuiltImage> built = p->build(build_ids, outs, smallest);
+    for (const auto& b : built) {
+      sources.push_back(udev::FlashSource::open(b.result.image));
+      known_hosts.insert(known_hosts.end(), b.known_hosts.begin(), b.known_hosts.end());
+    }
+  } else {
+    sources.push_back(udev::FlashSource::open(o.image));
+  }
+  std::vector<udev::FlashJob> jobs;
+  for (std::size_t i = 0; i < o.devices.size(); ++i)
+    jobs.push_back({o.devices[i], sources[sources.size() == 1 ? 0 : i], names[i]});
+  udev::FlashOptions fo;
+  fo.verify = !o.no_verify;
+  fo.events = ctx.reporter.sink();
+  fo.cancel = cancel;
+  fo.safety = o.safety;
+  std::vector<udev::FlashResult> results = udev::flash_all(jobs, fo);
+  report_flash(ctx, results, known_hosts, o.known_hosts);
+  if (cancel->load())
+    ctx.reporter.warn("interrupted: the cards that did not finish have no valid partition table; write them again");
 }
 
 CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
-  auto o = std::make_shared<RootOptions>();
+  auto o = std::make_shared<RunOptions>();
   app.add_option("--spec", o->spec, "the TOML spec describing the Pi(s)")->group("Input");
   app.add_option("--apkovl", o->apkovl, "use an existing apkovl (e.g. from `lbu package`) instead of a spec")
       ->group("Input");
-  app.add_option("--tarball", o->tarball, "the Alpine RPi tarball (alpine-rpi-<ver>-<arch>.tar.gz)")->group("Input");
-  app.add_option("--output,-o", o->output, "write an image file FILE.img (and FILE.img.bmap)")->group("Output");
+  app.add_option("--image", o->image, "write an existing image (and its .bmap when present) to the devices")
+      ->group("Input");
+  app.add_option("--tarball", o->tarball, "the Alpine RPi tarball: a file or a URL (then --sha256)")->group("Input");
+  app.add_option("--sha256", o->sha256, "pin the tarball's SHA-256 (required for a --tarball URL)")->group("Input");
+  app.add_option("--mirror", o->mirrors, "Alpine mirror root (https://, http://, file:// or a folder); repeatable")
+      ->group("Download");
+  app.add_option("--cache-dir", o->cache_dir, "download cache (default $XDG_CACHE_HOME/rpi-provision)")->group("Download");
+  app.add_flag("--offline", o->offline, "never use the network; the cache must hold the tarball")->group("Download");
+  app.add_option("--ca-cert", o->ca_cert, "extra CA certificate for a private HTTPS mirror")->group("Download");
+  app.add_flag("--verify-signature", o->verify_signature, "check the tarball's GPG signature (needs --keyring)")
+      ->group("Download");
+  app.add_option("--keyring", o->keyring, "OpenPGP key file for --verify-signature")->group("Download");
+  app.add_option("--signing-key-fingerprint", o->signing_key_fingerprint, "accept this key instead of Alpine's")
+      ->group("Download");
+  app.add_option("--output,-o", o->output, "write an image file FILE.img (and FILE.img.bmap)")->group("Targets");
+  app.add_option("--device", o->devices, "a card to write; repeat for a batch (written in parallel)")->group("Targets");
+  app.add_flag("--yes,-y", o->yes, "do not ask before writing devices")->group("Targets");
+  app.add_flag("--allow-non-removable", o->safety.allow_non_removable,
+               "permit fixed disks (system disks are refused regardless)")->group("Targets");
+  app.add_flag("--allow-large", o->safety.allow_large, "permit disks larger than 512 GiB")->group("Targets");
+  app.add_flag("--unmount", o->safety.unmount, "unmount a card's mounted partitions first")->group("Targets");
+  app.add_flag("--no-verify", o->no_verify, "skip reading the cards back")->group("Targets");
+  app.add_option("--known-hosts", o->known_hosts, "write generated SSH host keys' known_hosts lines here")
+      ->group("Targets");
+  app.add_option("--host", o->host, "build the [[hosts]] entry with this hostname")->group("Cards");
+  app.add_option("--first", o->first, "{n} of the first card (default 1)")->group("Cards");
   app.add_option("--size", o->size, "image size, e.g. 1GiB (default: content plus room)")->group("Image");
-  app.add_option("--label", o->label, "FAT volume label (default ALPINE; BOOT and CIDATA are refused)")->group("Image");
+  app.add_option("--label", o->label, "FAT volume label (default ALPINE or [boot].label; not BOOT/CIDATA)")
+      ->group("Image");
   app.add_flag("--force", o->force, "accept a tarball that lacks the Alpine boot files")->group("Image");
   app.add_flag("--dry-run", o->dry_run, "print the plan, write nothing")->group("Output");
+  app.footer(
+      "Examples:\n"
+      "  rpi-provision --spec kiosk.toml --output kiosk.img            build an image (+ kiosk.img.bmap)\n"
+      "  rpi-provision --spec kiosk.toml --device /dev/sdb             write a card (asks first), verify it\n"
+      "  rpi-provision --spec fleet.toml --device /dev/sdb --device /dev/sdc --yes   two cards, two identities\n"
+      "  rpi-provision --tarball alpine-rpi-3.22.2-aarch64.tar.gz --apkovl host.apkovl.tar.gz --output pi.img\n"
+      "  rpi-provision --image pi.img --device /dev/sdb                write an existing image\n"
+      "  rpi-provision check --spec kiosk.toml                         validate a spec\n"
+      "See man rpi-provision.");
   app.callback([o, &app, &ctx]() {
     if (!app.get_subcommands().empty()) return;
     ctx.reporter.configure(ctx.json, ctx.quiet);
-    if (o->output.empty()) {
-      if (o->spec.empty() && o->apkovl.empty() && o->tarball.empty())
-        throw CLI::CallForHelp();
-      throw Error(Errc::usage, "say where to write: --output FILE.img (or --device DEV)");
+    const bool any_input = !o->spec.empty() || !o->apkovl.empty() || !o->image.empty() || !o->tarball.empty();
+    if (!any_input && o->devices.empty() && o->output.empty()) throw CLI::CallForHelp();
+    if (!o->output.empty() && !o->devices.empty())
+      throw Error(Errc::usage, "--output and --device exclude each other: build the image, then write it with --image");
+    if (o->output.empty() && o->devices.empty())
+      throw Error(Errc::usage, "say where to write: --output FILE.img or --device DEV");
+    if (!o->image.empty()) {
+      if (!o->spec.empty() || !o->apkovl.empty() || !o->tarball.empty())
+        throw Error(Errc::usage, "--image writes an existing image as it is; it excludes --spec, --apkovl and --tarball");
+      if (o->devices.empty()) throw Error(Errc::usage, "--image needs --device DEV");
+      return run_devices(ctx, nullptr, *o);
     }
-    run_image_build(ctx, *o);
+    if (o->spec.empty() && o->apkovl.empty())
+      throw Error(Errc::usage, "give --spec FILE (or --apkovl FILE): a card without an apkovl boots unconfigured");
+    Pipeline p(ctx, *o);
+    if (!o->output.empty()) return run_output(ctx, p);
+    run_devices(ctx, &p, *o);
   });
 });
 

@@ -1,1 +1,369 @@
 #include "fetch/fetch.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+#include <sstream>
+
+#include "cache.hpp"
+#include "rpi/atomic_file.hpp"
+#include "rpi/error.hpp"
+#include "transfer.hpp"
+
+namespace rpi::fetch {
+
+namespace fs = std::filesystem;
+using detail::is_hex;
+using detail::to_lower;
+
+namespace {
+
+// Splits "1.2.3" style text into its dot-separated numeric parts; false when a
+// part is empty or not all digits.
+bool numeric_parts(const std::string& v, std::size_t count) {
+  std::size_t parts = 1, digits = 0;
+  for (char c : v) {
+    if (c == '.') {
+      if (!digits) return false;
+      ++parts;
+      digits = 0;
+    } else if (std::isdigit(static_cast<unsigned char>(c))) {
+      ++digits;
+    } else {
+      return false;
+    }
+  }
+  return digits && parts == count;
+}
+// X.Y.Z or X.Y.Z_rcN
+bool is_exact(const std::string& v) {
+  std::size_t rc = v.find("_rc");
+  if (rc == std::string::npos) return numeric_parts(v, 3);
+  std::string n = v.substr(rc + 3);
+  return numeric_parts(v.substr(0, rc), 3) && numeric_parts(n, 1);
+}
+// X.Y or vX.Y
+bool is_branch(const std::string& v) {
+  return numeric_parts(!v.empty() && v[0] == 'v' ? v.substr(1) : v, 2);
+}
+
+void validate(const Query& q) {
+  if (q.arch != "aarch64" && q.arch != "armv7" && q.arch != "armhf")
+    throw Error(Errc::usage, "arch '" + q.arch + "' has no Alpine Raspberry Pi tarball (use aarch64, armv7 or armhf)");
+  if (q.version != "latest-stable" && q.version != "edge" && !is_branch(q.version) && !is_exact(q.version))
+    throw Error(Errc::usage, "version '" + q.version + "' is not latest-stable, edge, X.Y or X.Y.Z");
+}
+
+// The mirror directory a version lives in: latest-stable, edge or vX.Y.
+std::string branch_dir(const std::string& version) {
+  if (version == "latest-stable" || version == "edge") return version;
+  std::string v = version[0] == 'v' ? version.substr(1) : version;
+  std::size_t first = v.find('.');
+  std::size_t second = v.find('.', first + 1);
+  return "v" + v.substr(0, second);
+}
+
+std::string releases_dir(const std::string& branch, const std::string& arch) {
+  return branch + "/releases/" + arch + "/";
+}
+
+std::string scalar(const YAML::Node& item, const char* key) {
+  YAML::Node n = item[key];
+  if (!n || !n.IsScalar()) return {};
+  return n.Scalar();
+}
+
+// The first hex token of a "<hex>  <file>" companion file.
+std::string digest_from_companion(const std::string& body, std::size_t len, const std::string& source,
+                                  const std::string& file) {
+  std::istringstream in(body);
+  std::string hex, name;
+  in >> hex >> name;
+  if (!is_hex(hex, len))
+    throw Error(Errc::input, source + ": expected a " + std::to_string(len * 4) + "-bit hex digest, found '" +
+                                 hex.substr(0, 80) + "'");
+  if (!name.empty() && name != file && name != "*" + file)
+    throw Error(Errc::input, source + " is the digest of '" + name + "', not of " + file);
+  return to_lower(hex);
+}
+
+// Resolution against one mirror root.
+Release resolve_on(const std::string& mirror, const Query& q, const Options& opts) {
+  const std::string branch = branch_dir(q.version);
+  const std::string index_url = detail::join_url(mirror, releases_dir(branch, q.arch) + "latest-releases.yaml");
+  detail::Text index = detail::get_text(index_url, opts);
+  std::optional<Release> latest;
+  if (index.found) latest = parse_release_index(index.body, index_url);
+
+  if (!is_exact(q.version)) {
+    if (!latest)
+      throw Error(Errc::usage, "no release index for Alpine " + q.version + " (" + q.arch + "): " + index_url +
+                                   " was not found — is '" + q.version +
+                                   "' an existing branch (e.g. 3.22, latest-stable, edge)?");
+    if (latest->arch != q.arch)
+      throw Error(Errc::input, index_url + " lists arch '" + latest->arch + "', expected " + q.arch);
+    return *latest;
+  }
+  if (latest && latest->version == q.version) return *latest;
+
+  // An exact version the index does not list (an older point release): the file
+  // name pattern and its digest companions.
+  Release r;
+  r.version = q.version;
+  r.arch = q.arch;
+  r.branch = branch;
+  r.file = "alpine-rpi-" + q.version + "-" + q.arch + ".tar.gz";
+  const std::string file_url = detail::join_url(mirror, releases_dir(branch, q.arch) + r.file);
+  detail::Text sha256 = detail::get_text(file_url + ".sha256", opts, 4096);
+  if (!sha256.found) {
+    std::string offers = latest ? "the " + branch + " index offers " + latest->version
+                                : "there is no " + branch + " index for " + q.arch + " either";
+    throw Error(Errc::usage, "Alpine " + q.version + " (" + q.arch + ") is not on the mirror: " + file_url +
+                                 ".sha256 was not found; " + offers);
+  }
+  r.sha256 = digest_from_companion(sha256.body, 64, file_url + ".sha256", r.file);
+  detail::Text sha512 = detail::get_text(file_url + ".sha512", opts, 4096);
+  if (sha512.found) r.sha512 = digest_from_companion(sha512.body, 128, file_url + ".sha512", r.file);
+  return r;
+}
+
+Release resolve_offline(const Query& q, const Options& opts) {
+  const fs::path cache = detail::cache_root(opts);
+  std::vector<CacheEntry> all = list_cache(cache);
+  const std::string branch = branch_dir(q.version);
+  for (const CacheEntry& e : all) {  // newest first
+    if (e.arch != q.arch) continue;
+    bool match = false;
+    if (is_exact(q.version))
+      match = e.version == q.version;
+    else if (q.version == "edge")
+      match = e.branch == "edge";
+    else if (q.version == "latest-stable")
+      match = !e.version.empty() && e.branch != "edge";
+    else
+      match = e.branch == branch || e.version.rfind(branch.substr(1) + ".", 0) == 0;
+    if (!match) continue;
+    Release r;
+    r.version = e.version;
+    r.arch = e.arch;
+    r.branch = e.branch;
+    r.file = e.file;
+    r.size = e.size;
+    r.sha256 = e.sha256;
+    r.sha512 = e.sha512;
+    if (!e.url.empty()) r.urls.push_back(e.url);
+    return r;
+  }
+  std::string have;
+  for (const CacheEntry& e : all) have += (have.empty() ? "" : ", ") + e.file;
+  throw Error(Errc::network, "offline: the cache " + cache.string() + " holds no Alpine " + q.version +
+                                 " tarball for " + q.arch +
+                                 " (it holds: " + (have.empty() ? std::string("nothing") : have) +
+                                 "); run `rpi-provision fetch --version " + q.version + " --arch " + q.arch +
+                                 "` with network access first");
+}
+
+std::string url_file_name(const std::string& url) {
+  std::string u = url.substr(0, url.find_first_of("?#"));
+  std::string name = u.substr(u.find_last_of('/') + 1);
+  if (name.empty() || name == "." || name == "..") return "download";
+  return name;
+}
+
+// Downloads and verifies one URL into the part file; returns the checked digests.
+detail::Downloaded download_verified(const Release& r, const std::string& url, const fs::path& part,
+                                     const Options& opts) {
+  for (int round = 0;; ++round) {
+    detail::Downloaded d = detail::download(url, part, r.size, opts, r.file);
+    std::string problem;
+    if (r.size && d.size != r.size)
+      problem = "size mismatch: expected " + std::to_string(r.size) + " bytes, got " + std::to_string(d.size);
+    else if (d.sha256 != r.sha256)
+      problem = "SHA-256 mismatch: expected " + r.sha256 + ", got " + d.sha256;
+    else if (!r.sha512.empty() && d.sha512 != r.sha512)
+      problem = "SHA-512 mismatch: expected " + r.sha512 + ", got " + d.sha512;
+    if (problem.empty()) return d;
+    std::error_code ec;
+    fs::remove(part, ec);
+    fs::path validator = part;
+    validator += ".validator";
+    fs::remove(validator, ec);
+    // Bytes kept from an earlier run may belong to an older upload: one clean retry.
+    if (d.resumed && round == 0) {
+      emit(opts.events, Event{"note", r.file, 0, 0, r.file + ": " + problem + " after resuming; downloading again"});
+      continue;
+    }
+    throw Error(Errc::verify, r.file + " from " + url + ": " + problem + " — the download was deleted and is not used");
+  }
+}
+
+std::string fetch_signature(const Release& r, const std::string& url, const fs::path& file, const Options& opts) {
+  if (opts.keyring.empty())
+    throw Error(Errc::usage,
+                "--verify-signature needs --keyring FILE (Alpine's key: https://alpinelinux.org/keys/ncopa.asc)");
+  detail::Text asc = detail::get_text(url + ".asc", opts, 1 << 20);
+  if (!asc.found)
+    throw Error(Errc::verify, "no signature for " + r.file + ": " + url + ".asc was not found (--verify-signature)");
+  verify_detached_signature(file, asc.body, opts.keyring, opts.signing_key_fingerprint);
+  return asc.body;
+}
+
+}  // namespace
+
+Release parse_release_index(const std::string& yaml_text, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    throw Error(Errc::input, source + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                                 ": malformed YAML: " + e.msg);
+  }
+  if (!root.IsSequence()) throw Error(Errc::input, source + ": not a release index (expected a YAML list of images)");
+  std::string offers;
+  for (const YAML::Node& item : root) {
+    if (!item.IsMap()) continue;
+    std::string flavor = scalar(item, "flavor"), file = scalar(item, "file");
+    offers += (offers.empty() ? "" : ", ") + (file.empty() ? flavor : file);
+    if (flavor != "alpine-rpi" || file.size() < 7 || file.compare(file.size() - 7, 7, ".tar.gz") != 0) continue;
+    Release r;
+    r.file = file;
+    r.version = scalar(item, "version");
+    r.arch = scalar(item, "arch");
+    r.branch = scalar(item, "branch");
+    r.sha256 = to_lower(scalar(item, "sha256"));
+    r.sha512 = to_lower(scalar(item, "sha512"));
+    std::string size = scalar(item, "size");
+    const std::string where = source + ": entry " + file;
+    if (file.find('/') != std::string::npos || file.rfind('.', 0) == 0)
+      throw Error(Errc::input, where + ": unsafe file name");
+    if (!is_hex(r.sha256, 64)) throw Error(Errc::input, where + ": missing or malformed sha256");
+    if (!r.sha512.empty() && !is_hex(r.sha512, 128)) throw Error(Errc::input, where + ": malformed sha512");
+    if (size.empty() || size.find_first_not_of("0123456789") != std::string::npos)
+      throw Error(Errc::input, where + ": missing or malformed size");
+    r.size = std::stoull(size);
+    if (r.version.empty() || r.arch.empty()) {
+      std::string v, a;
+      if (detail::parse_file_name(file, v, a)) {
+        if (r.version.empty()) r.version = v;
+        if (r.arch.empty()) r.arch = a;
+      }
+    }
+    if (r.branch.empty()) r.branch = is_exact(r.version) ? branch_dir(r.version) : "edge";
+    return r;
+  }
+  throw Error(Errc::input, source + " has no alpine-rpi .tar.gz entry (it offers: " +
+                               (offers.empty() ? std::string("nothing") : offers) + ")");
+}
+
+Release resolve(const Query& query, const Options& opts) {
+  validate(query);
+  if (opts.offline) return resolve_offline(query, opts);
+  std::vector<std::string> mirrors = query.mirrors.empty() ? std::vector<std::string>{kDefaultMirror} : query.mirrors;
+  std::string errors;
+  Errc code = Errc::network;
+  for (std::size_t i = 0; i < mirrors.size(); ++i) {
+    try {
+      Release r = resolve_on(mirrors[i], query, opts);
+      // Download from the mirror that answered first, then the others in order.
+      // The index's own branch (vX.Y) is used, not the latest-stable alias.
+      std::string dir = releases_dir(r.branch.empty() ? branch_dir(query.version) : r.branch, r.arch) + r.file;
+      r.urls.push_back(detail::join_url(mirrors[i], dir));
+      for (std::size_t j = 0; j < mirrors.size(); ++j)
+        if (j != i) r.urls.push_back(detail::join_url(mirrors[j], dir));
+      return r;
+    } catch (const Error& e) {
+      if (mirrors.size() == 1) throw;
+      errors += std::string(errors.empty() ? "" : "; ") + mirrors[i] + ": " + e.what();
+      code = e.code();
+    }
+  }
+  throw Error(code, "no mirror could resolve Alpine " + query.version + " (" + query.arch + "): " + errors);
+}
+
+fs::path fetch_release(const Release& r, const Options& opts) {
+  if (!is_hex(r.sha256, 64)) throw Error(Errc::usage, "a SHA-256 must be 64 hex digits, got '" + r.sha256 + "'");
+  if (r.file.empty() || r.file.find('/') != std::string::npos)
+    throw Error(Errc::usage, "bad tarball file name '" + r.file + "'");
+  const Release rel = [&] {
+    Release x = r;
+    x.sha256 = to_lower(x.sha256);
+    x.sha512 = to_lower(x.sha512);
+    return x;
+  }();
+  const fs::path cache = detail::cache_root(opts);
+  detail::EntryLock lock(cache, rel.sha256, true, &opts, rel.file);
+
+  if (auto hit = detail::lookup(cache, rel.file, rel.sha256, rel.size)) {
+    if (opts.verify_signature) {
+      fs::path asc = hit->parent_path() / (hit->filename().string() + ".asc");
+      std::error_code ec;
+      if (fs::exists(asc, ec)) {
+        std::ifstream in(asc, std::ios::binary);
+        std::ostringstream ss;
+        ss << in.rdbuf();
+        verify_detached_signature(*hit, ss.str(), opts.keyring, opts.signing_key_fingerprint);
+      } else {
+        if (opts.offline || rel.urls.empty())
+          throw Error(Errc::verify, "offline: no cached signature for " + rel.file + " (--verify-signature)");
+        std::string body = fetch_signature(rel, rel.urls.front(), *hit, opts);
+        write_file_atomic(asc, body);
+      }
+    }
+    emit(opts.events, Event{"note", rel.file, 0, 0, rel.file + ": verified cache hit"});
+    return *hit;
+  }
+  if (opts.offline)
+    throw Error(Errc::network, "offline: " + rel.file + " (sha256 " + rel.sha256 + ") is not in the cache " +
+                                   cache.string() + "; fetch it with network access first");
+  if (rel.urls.empty()) throw Error(Errc::usage, "no URL to download " + rel.file + " from");
+
+  const fs::path part = detail::part_path(cache, rel.sha256, rel.file);
+  std::string errors;
+  Errc code = Errc::network;
+  for (const std::string& url : rel.urls) {
+    try {
+      detail::Downloaded d = download_verified(rel, url, part, opts);
+      std::string asc;
+      if (opts.verify_signature) {
+        try {
+          asc = fetch_signature(rel, url, part, opts);
+        } catch (...) {
+          std::error_code ec;
+          fs::remove(part, ec);  // not trusted: do not keep it around as resumable
+          throw;
+        }
+      }
+      CacheEntry meta;
+      meta.file = rel.file;
+      meta.version = rel.version;
+      meta.arch = rel.arch;
+      meta.branch = rel.branch;
+      meta.size = d.size;
+      meta.sha256 = d.sha256;
+      meta.sha512 = d.sha512;
+      meta.url = url;
+      return detail::store(cache, meta, part, asc);
+    } catch (const Error& e) {
+      if (e.code() != Errc::network && e.code() != Errc::verify) throw;
+      if (rel.urls.size() == 1) throw;
+      errors += std::string(errors.empty() ? "" : "; ") + e.what();
+      code = e.code();
+    }
+  }
+  throw Error(code, "every mirror failed for " + rel.file + ": " + errors);
+}
+
+fs::path fetch_url(const std::string& url, const std::string& sha256_hex, const Options& opts) {
+  if (!is_hex(sha256_hex, 64))
+    throw Error(Errc::usage, "--sha256 must be 64 hex digits, got '" + sha256_hex.substr(0, 80) + "'");
+  Release r;
+  r.file = url_file_name(url);
+  r.sha256 = to_lower(sha256_hex);
+  r.urls.push_back(url);
+  if (detail::parse_file_name(r.file, r.version, r.arch) && is_exact(r.version)) r.branch = branch_dir(r.version);
+  return fetch_release(r, opts);
+}
+
+}  // namespace rpi::fetch

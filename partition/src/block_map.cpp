@@ -130,7 +130,21 @@ std::uint64_t number(const std::string& s, const std::string& what, const std::s
 }
 }  // namespace
 
-BlockMap BlockMap::from_bmap_xml(std::string_view xml, const std::string& name) {
+BlockMap BlockMap::from_bmap_xml(std::string_view text, const std::string& name) {
+  // bmaptool's own files carry XML comments that mention element names: drop them.
+  std::string stripped;
+  for (std::size_t pos = 0;;) {
+    std::size_t c = text.find("<!--", pos);
+    if (c == std::string_view::npos) {
+      stripped.append(text.substr(pos));
+      break;
+    }
+    stripped.append(text.substr(pos, c - pos));
+    std::size_t end = text.find("-->", c + 4);
+    if (end == std::string_view::npos) throw Error(Errc::input, name + ": unterminated XML comment");
+    pos = end + 3;
+  }
+  std::string_view xml = stripped;
   std::size_t root = xml.find("<bmap");
   if (root == std::string_view::npos) throw Error(Errc::input, name + " is not a bmap file");
   std::size_t root_end = xml.find('>', root);

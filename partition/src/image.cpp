@@ -471,6 +471,12 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
         fw.end_file();
         j.fingerprint->update("extra " + x.name + " " + sha256_hex(x.data) + "\n");
       }
+      for (const auto& d : o.extra_dirs) {
+        if (d.empty() || d.find('/') != std::string::npos)
+          throw Error(Errc::usage, "cannot create a directory named '" + d + "' at the FAT root");
+        fw.make_dir({d}, bt, true, d);
+        j.fingerprint->update("dir " + d + "\n");
+      }
       j.fingerprint->update("label " + j.label + " size " + std::to_string(j.res.image_size) + "\n");
       std::string fp = j.fingerprint->finish();
       auto word = [&fp](std::size_t at) {

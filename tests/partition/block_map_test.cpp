@@ -67,3 +67,17 @@ TEST(BlockMap, BadXmlIsAnInputError) {
     }
   }
 }
+
+TEST(BlockMap, ReadsBmaptoolFilesWithComments) {
+  // bmaptool create writes comments that name elements; they must not confuse the reader.
+  std::string xml =
+      "<?xml version=\"1.0\" ?>\n<!-- This file contains the block map for an image file. BlocksCount is the\n"
+      " number of blocks; <BlocksCount> 999 </BlocksCount> -->\n<bmap version=\"2.0\">\n"
+      "    <!-- Image size in bytes: 8.0 KiB -->\n    <ImageSize> 8192 </ImageSize>\n"
+      "    <BlockSize> 4096 </BlockSize>\n    <BlocksCount> 2 </BlocksCount>\n"
+      "    <MappedBlocksCount> 1 </MappedBlocksCount>\n    <ChecksumType> sha256 </ChecksumType>\n"
+      "    <BlockMap>\n        <Range> 1 </Range>\n    </BlockMap>\n</bmap>\n";
+  BlockMap m = BlockMap::from_bmap_xml(xml, "c.bmap");
+  ASSERT_EQ(m.extents().size(), 1u);
+  EXPECT_EQ(m.extents()[0].offset, 4096u);
+}

@@ -1,3 +1,108 @@
-// Resolve, download, verify and cache the Alpine RPi tarball.
+// Resolve, download, verify and cache the Alpine Raspberry Pi boot tarball.
+//
+//   Release r = fetch::resolve({.version = "3.22", .arch = "aarch64"}, opts);
+//   std::filesystem::path tarball = fetch::fetch_release(r, opts);   // verified, cached
+//
+// Every byte handed out has been checked against the release's size and
+// SHA-256 (and SHA-512 when known); downloads land in a `.part` file and are
+// renamed into the cache only after the digests match. Errors are rpi::Error:
+// Errc::usage (bad version/arch), Errc::network (download failed, offline miss),
+// Errc::input (malformed index, no RPi tarball), Errc::verify (digest/signature).
 #pragma once
-namespace rpi::fetch {}
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "rpi/events.hpp"
+
+namespace rpi::fetch {
+
+// The pinned fingerprint of Alpine's release signing key (Natanael Copa).
+inline constexpr const char* kAlpineSigningKey = "0482D84022F52DF1C4E7CD43293ACD0907D9495A";
+// The default mirror root.
+inline constexpr const char* kDefaultMirror = "https://dl-cdn.alpinelinux.org/alpine";
+
+struct Query {
+  std::string version = "latest-stable";  // latest-stable | edge | X.Y | X.Y.Z
+  std::string arch = "aarch64";           // aarch64 | armv7 | armhf
+  // Mirror roots tried in order: https://, http://, file:// or a plain directory
+  // with the Alpine layout. Empty: kDefaultMirror.
+  std::vector<std::string> mirrors;
+};
+
+struct Release {
+  std::string version;            // "3.22.2"
+  std::string arch;               // "aarch64"
+  std::string branch;             // "v3.22" or "edge"
+  std::string file;               // "alpine-rpi-3.22.2-aarch64.tar.gz"
+  std::vector<std::string> urls;  // one per mirror, in the order to try
+  std::uint64_t size = 0;         // 0 when unknown (exact version without an index entry)
+  std::string sha256;             // lower-case hex, always set
+  std::string sha512;             // lower-case hex, empty when the mirror publishes none
+};
+
+// $XDG_CACHE_HOME/rpi-provision, else $HOME/.cache/rpi-provision (empty if
+// neither variable is set; then every cache operation fails with a clear error).
+std::filesystem::path default_cache_dir();
+
+struct Options {
+  std::filesystem::path cache_dir = default_cache_dir();
+  bool offline = false;                        // never touch the network: cache only
+  std::filesystem::path ca_cert;               // extra CA bundle for private HTTPS mirrors
+  bool verify_signature = false;               // fetch <file>.asc and check it with gpgme
+  std::filesystem::path keyring;               // OpenPGP public key(s), armoured or binary
+  std::string signing_key_fingerprint;         // empty: kAlpineSigningKey
+  EventSink events;                            // "download" events (done/total bytes), notes
+  int retries = 4;                             // extra attempts per URL on transient failures
+  std::chrono::milliseconds retry_delay{500};  // first backoff, doubled per attempt
+  long connect_timeout_s = 30;
+  long low_speed_limit = 1024;  // bytes/s below which...
+  long low_speed_time_s = 30;   // ...for this long a transfer counts as stalled
+};
+
+// Turns a query into a release with digests: from the mirror's
+// latest-releases.yaml (branches, latest-stable, edge, and exact versions it
+// lists) or the file's .sha256/.sha512 companions (other exact versions).
+// Offline: from the cache only; the error says exactly what is missing.
+Release resolve(const Query& query, const Options& opts);
+
+// Returns the verified cached tarball, downloading it (resumably, trying each
+// URL in turn) when absent. With opts.verify_signature also checks <file>.asc.
+std::filesystem::path fetch_release(const Release& release, const Options& opts);
+
+// `--tarball URL --sha256 HEX`: the file at `url` (http(s)://, file:// or a
+// path), cached under its digest, verified against `sha256_hex`.
+std::filesystem::path fetch_url(const std::string& url, const std::string& sha256_hex, const Options& opts);
+
+// ---- Pieces exposed for tests and the `cache` command ----
+
+// Parses a latest-releases.yaml text and picks the alpine-rpi .tar.gz entry.
+// `source` names the file/URL in errors. Throws Errc::input.
+Release parse_release_index(const std::string& yaml_text, const std::string& source);
+
+// Checks `signature` (armoured detached .asc) over the file `data_file` with the
+// keys in `keyring`, accepting only a good signature by `fingerprint`.
+// Throws Errc::verify (bad/unknown signer) or Errc::input (unreadable keyring).
+void verify_detached_signature(const std::filesystem::path& data_file, const std::string& signature,
+                               const std::filesystem::path& keyring, const std::string& fingerprint);
+
+struct CacheEntry {
+  std::filesystem::path path;  // the tarball
+  std::string file, version, arch, branch, sha256, sha512, url;
+  std::uint64_t size = 0;
+  std::int64_t fetched_unix = 0;  // when it entered the cache
+};
+
+// Complete entries, newest version first (then by arch, then fetch time).
+std::vector<CacheEntry> list_cache(const std::filesystem::path& cache_dir);
+// Removes all but the newest `keep` versions per arch (and leftover partial
+// downloads nobody is writing). Returns the removed entries.
+std::vector<CacheEntry> prune_cache(const std::filesystem::path& cache_dir, std::size_t keep);
+
+// Compares Alpine version strings numerically ("3.22.10" > "3.22.9").
+int compare_versions(const std::string& a, const std::string& b);
+
+}  // namespace rpi::fetch

@@ -1,3 +1,6 @@
-// The TOML spec and the apkovl generated from it.
+// The TOML spec and the apkovl generated from it (umbrella header).
 #pragma once
-namespace rpi::overlay {}
+
+#include "overlay/apkovl.hpp"
+#include "overlay/secrets.hpp"
+#include "overlay/spec.hpp"

@@ -37,6 +37,7 @@ struct ImageOptions {
   // (e.g. "cmdline.txt"): called with the original bytes, returns the new ones.
   std::map<std::string, std::function<std::string(const std::string&)>> edits;
   std::vector<ExtraFile> extra_files;  // written at the root, in this order
+  std::vector<std::string> extra_dirs;  // empty directories created at the root (e.g. "cache" for apk)
   EventSink events;                    // "build" progress and "note" events
 };
 

@@ -1,3 +1,7 @@
-// Block-device discovery, safety checks and the parallel verified writer.
+// Block-device discovery, safety checks, the parallel verified writer, and the
+// hotplug monitor for station mode.
 #pragma once
-namespace rpi::udev {}
+
+#include "udev/device.hpp"
+#include "udev/flash.hpp"
+#include "udev/hotplug.hpp"

@@ -1,0 +1,57 @@
+// Internal: the on-disk cache.
+//
+//   <cache>/tarballs/<sha256>/<file>        a verified tarball
+//   <cache>/tarballs/<sha256>/info          key=value metadata (written first)
+//   <cache>/tarballs/<sha256>/<file>.asc    its signature, when one was checked
+//   <cache>/partial/<sha256>-<file>.part    an unverified download in progress
+//   <cache>/partial/<sha256>.lock           flock held while an entry is made
+//
+// An entry counts only when both info and the tarball exist; the tarball is
+// renamed into place after its digests matched, so readers never see a torn file.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "fetch/fetch.hpp"
+#include "rpi/fd.hpp"
+
+namespace rpi::fetch::detail {
+
+// opts.cache_dir, created if needed; a clear error when it is empty.
+std::filesystem::path cache_root(const Options& opts);
+std::filesystem::path entry_dir(const std::filesystem::path& cache, const std::string& sha256);
+std::filesystem::path part_path(const std::filesystem::path& cache, const std::string& sha256, const std::string& file);
+
+// An exclusive flock on <cache>/partial/<sha256>.lock.
+class EntryLock {
+ public:
+  // wait=false: try once; locked() tells whether it worked.
+  EntryLock(const std::filesystem::path& cache, const std::string& sha256, bool wait, const Options* opts = nullptr,
+            const std::string& subject = {});
+  bool locked() const noexcept { return locked_; }
+
+ private:
+  Fd fd_;
+  bool locked_ = false;
+};
+
+std::optional<CacheEntry> read_entry(const std::filesystem::path& dir);
+
+// The cached tarball for (file, sha256) when present and intact: size and
+// SHA-256 are checked again; a damaged entry is removed. Call under EntryLock.
+std::optional<std::filesystem::path> lookup(const std::filesystem::path& cache, const std::string& file,
+                                            const std::string& sha256, std::uint64_t size);
+
+// Moves a verified part file into the cache. `asc` (may be empty) is stored too.
+std::filesystem::path store(const std::filesystem::path& cache, const CacheEntry& meta,
+                            const std::filesystem::path& part, const std::string& asc);
+
+// Parses "alpine-rpi-<version>-<arch>.tar.gz"; false for other names.
+bool parse_file_name(const std::string& file, std::string& version, std::string& arch);
+
+bool is_hex(const std::string& s, std::size_t len);
+std::string to_lower(std::string s);
+
+}  // namespace rpi::fetch::detail

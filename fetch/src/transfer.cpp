@@ -1,0 +1,683 @@
+#include "transfer.hpp"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "rpi/digest.hpp"
+#include "rpi/error.hpp"
+#include "rpi/fd.hpp"
+#include "rpi/size.hpp"
+
+#ifndef RPI_VERSION
+#define RPI_VERSION "0.0.0"
+#endif
+
+namespace rpi::fetch::detail {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// ---- RAII for the libcurl handles ----
+
+void global_init() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) throw Error(Errc::internal, "libcurl initialisation failed");
+  });
+}
+
+struct CurlDeleter {
+  void operator()(CURL* h) const noexcept { curl_easy_cleanup(h); }
+};
+using CurlPtr = std::unique_ptr<CURL, CurlDeleter>;
+
+class HeaderList {
+ public:
+  HeaderList() = default;
+  HeaderList(const HeaderList&) = delete;
+  HeaderList& operator=(const HeaderList&) = delete;
+  ~HeaderList() { curl_slist_free_all(list_); }
+  void append(const std::string& line) {
+    curl_slist* l = curl_slist_append(list_, line.c_str());
+    if (!l) throw Error(Errc::internal, "out of memory building HTTP headers");
+    list_ = l;
+  }
+  curl_slist* get() const noexcept { return list_; }
+
+ private:
+  curl_slist* list_ = nullptr;
+};
+
+// What we learn from the response headers (reset at every status line, so only
+// the final response after redirects counts).
+struct ResponseHead {
+  long status = 0;
+  std::string etag, last_modified;
+  bool has_content_range = false;
+  std::uint64_t range_start = 0;
+};
+
+std::string trim(std::string s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  std::size_t i = 0;
+  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+  return s.substr(i);
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::size_t on_header(char* data, std::size_t size, std::size_t nitems, void* user) {
+  auto* head = static_cast<ResponseHead*>(user);
+  std::string line(data, size * nitems);
+  if (line.rfind("HTTP/", 0) == 0) {
+    *head = ResponseHead{};
+    std::size_t sp = line.find(' ');
+    if (sp != std::string::npos) head->status = std::strtol(line.c_str() + sp + 1, nullptr, 10);
+    return size * nitems;
+  }
+  std::size_t colon = line.find(':');
+  if (colon == std::string::npos) return size * nitems;
+  std::string name = lower(line.substr(0, colon));
+  std::string value = trim(line.substr(colon + 1));
+  if (name == "etag") {
+    head->etag = value;
+  } else if (name == "last-modified") {
+    head->last_modified = value;
+  } else if (name == "content-range") {
+    // "bytes 100-199/200"
+    std::size_t p = value.find_first_of("0123456789");
+    if (p != std::string::npos) {
+      head->has_content_range = true;
+      head->range_start = std::strtoull(value.c_str() + p, nullptr, 10);
+    }
+  }
+  return size * nitems;
+}
+
+// Options every request shares: TLS verification on (never switchable), our CA
+// bundle when given, proxies from the environment (libcurl's default), limits.
+void common_setup(CURL* h, const std::string& url, const Options& opts, char* errbuf) {
+  curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_USERAGENT, "rpi-provision/" RPI_VERSION);
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (!opts.ca_cert.empty()) {
+    if (!fs::exists(opts.ca_cert))
+      throw Error(Errc::usage, "CA certificate " + opts.ca_cert.string() + " does not exist (--ca-cert)");
+    curl_easy_setopt(h, CURLOPT_CAINFO, opts.ca_cert.c_str());
+  }
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, opts.connect_timeout_s);
+  curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, opts.low_speed_limit);
+  curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, opts.low_speed_time_s);
+  curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024L);
+}
+
+bool transient_curl(CURLcode c) {
+  // Not CURLE_COULDNT_CONNECT: a refused connection is definitive, so the next
+  // mirror is tried at once (a connect *timeout* is CURLE_OPERATION_TIMEDOUT).
+  switch (c) {
+    case CURLE_PARTIAL_FILE:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_GOT_NOTHING:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_SSL_CONNECT_ERROR:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool transient_http(long status) {
+  return status >= 500 || status == 408 || status == 429;
+}
+
+bool tls_failure(CURLcode c) {
+  return c == CURLE_PEER_FAILED_VERIFICATION || c == CURLE_SSL_CACERT_BADFILE || c == CURLE_SSL_CERTPROBLEM ||
+         c == CURLE_SSL_ISSUER_ERROR || c == CURLE_SSL_PINNEDPUBKEYNOTMATCH;
+}
+
+std::string describe_curl(CURLcode c, const char* errbuf) {
+  std::string s = errbuf && *errbuf ? errbuf : curl_easy_strerror(c);
+  return s;
+}
+
+// A failure of one attempt: permanent ones are thrown at once, transient ones retried.
+struct AttemptError {
+  bool transient = false;
+  Errc code = Errc::network;
+  std::string message;
+};
+
+AttemptError classify(const std::string& url, CURLcode c, long status, const char* errbuf) {
+  if (c == CURLE_OK || c == CURLE_WRITE_ERROR || (c == CURLE_HTTP_RETURNED_ERROR)) {
+    if (status >= 400) {
+      std::string reason = status == 404   ? " (not found)"
+                           : status == 403 ? " (forbidden)"
+                           : status == 410 ? " (gone)"
+                                           : "";
+      return {transient_http(status), Errc::network, url + ": HTTP " + std::to_string(status) + reason};
+    }
+  }
+  if (tls_failure(c)) {
+    return {false, Errc::network,
+            url + ": TLS verification failed (" + describe_curl(c, errbuf) +
+                "); for a private mirror pass its CA certificate with --ca-cert FILE"};
+  }
+  return {transient_curl(c), Errc::network, url + ": " + describe_curl(c, errbuf)};
+}
+
+void backoff(const Options& opts, int attempt, const std::string& subject, const std::string& why) {
+  auto delay = opts.retry_delay * (1 << std::min(attempt, 6));
+  emit(opts.events, Event{"note", subject, 0, 0,
+                          why + "; retrying in " + std::to_string(delay.count()) + " ms (attempt " +
+                              std::to_string(attempt + 2) + " of " + std::to_string(opts.retries + 1) + ")"});
+  std::this_thread::sleep_for(delay);
+}
+
+std::uint64_t file_size(int fd, const std::string& what) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_errno("cannot stat " + what);
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+// SHA-256 and SHA-512 of the part file as it grows, each on its own worker
+// thread that reads the freshly written bytes back (from the page cache), so
+// hashing overlaps with receiving (design §5: within 10 % of `curl -o`).
+// The writer reports how far the file is valid; reset() (called BEFORE the file
+// is truncated) makes both workers start over.
+class Hashes {
+ public:
+  Hashes(int fd, std::string what) : fd_(fd), what_(std::move(what)) {
+    for (int i = 0; i < 2; ++i) workers_[i] = std::thread([this, i] { work(i); });
+  }
+  Hashes(const Hashes&) = delete;
+  Hashes& operator=(const Hashes&) = delete;
+  ~Hashes() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  std::uint64_t upto = 0;  // bytes of the file that are valid (written by us)
+
+  void reset() {
+    std::lock_guard lock(mu_);
+    ++gen_;
+    written_ = 0;
+    upto = 0;
+    cv_.notify_all();
+  }
+  // The next `n` bytes after `upto` are in the file.
+  void update(std::size_t n) { set_written(upto + n); }
+  // The file's first `len` bytes are valid (e.g. left by an earlier run).
+  void catch_up(std::uint64_t len) {
+    if (upto > len) reset();
+    set_written(len);
+  }
+  // Waits for both digests to cover [0, upto); returns {sha256 hex, sha512 hex}.
+  std::pair<std::string, std::string> finish() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return failed_ || (done(0) && done(1)); });
+    if (failed_) throw Error(Errc::io, "cannot read back " + what_ + " to compute its digests");
+    return {digests_[0].finish_hex(), digests_[1].finish_hex()};
+  }
+
+ private:
+  void set_written(std::uint64_t w) {
+    std::lock_guard lock(mu_);
+    written_ = w;
+    upto = w;
+    cv_.notify_all();
+  }
+  bool done(int i) const { return !busy_[i] && gen_seen_[i] == gen_ && pos_[i] == written_; }
+
+  void work(int i) {
+    const Digest::Algo algo = i == 0 ? Digest::Algo::sha256 : Digest::Algo::sha512;
+    std::vector<char> buf(1 << 20);
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || gen_ != gen_seen_[i] || (!failed_ && pos_[i] < written_); });
+      if (gen_ != gen_seen_[i]) {
+        digests_[i] = Digest(algo);
+        pos_[i] = 0;
+        gen_seen_[i] = gen_;
+        cv_.notify_all();
+        continue;
+      }
+      if (failed_ || pos_[i] >= written_) {
+        if (stop_) return;
+        continue;
+      }
+      const std::uint64_t pos = pos_[i], gen = gen_;
+      const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), written_ - pos));
+      busy_[i] = true;
+      lock.unlock();
+      std::size_t got = 0;
+      bool ok = true;
+      try {
+        got = pread_full(fd_, buf.data(), want, pos, "cannot read " + what_);
+        digests_[i].update(buf.data(), got);
+      } catch (...) {
+        ok = false;  // never let it escape the thread; finish() reports it
+      }
+      lock.lock();
+      busy_[i] = false;
+      if (gen == gen_) {  // otherwise stale: the digest is re-initialised above
+        if (!ok || got != want)
+          failed_ = true;
+        else
+          pos_[i] = pos + got;
+      }
+      cv_.notify_all();
+    }
+  }
+
+  const int fd_;
+  const std::string what_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::uint64_t written_ = 0, gen_ = 0;
+  std::uint64_t pos_[2] = {0, 0}, gen_seen_[2] = {0, 0};
+  bool busy_[2] = {false, false};
+  bool failed_ = false, stop_ = false;
+  Digest digests_[2] = {Digest(Digest::Algo::sha256), Digest(Digest::Algo::sha512)};
+  std::thread workers_[2];  // last: started after everything they use exists
+};
+
+// Emits "download" events at most every 150 ms (and always the last one).
+class Progress {
+ public:
+  Progress(const Options& opts, std::string subject, std::uint64_t total)
+      : events_(opts.events), subject_(std::move(subject)), total_(total) {}
+  void update(std::uint64_t done, bool force = false) {
+    if (!events_) return;
+    auto now = Clock::now();
+    if (!force && now - last_ < std::chrono::milliseconds(150)) return;
+    last_ = now;
+    emit(events_, Event{"download", subject_, done, total_, {}});
+  }
+  void set_total(std::uint64_t t) {
+    if (!total_) total_ = t;
+  }
+
+ private:
+  const EventSink& events_;
+  std::string subject_;
+  std::uint64_t total_;
+  Clock::time_point last_{};
+};
+
+// State for one HTTP attempt's write callback.
+struct Sink {
+  int fd = -1;
+  std::string what;
+  std::uint64_t offset = 0;  // where this attempt asked to start
+  std::uint64_t pos = 0;     // next byte to write
+  std::uint64_t expected = 0;
+  Hashes* hashes = nullptr;
+  Progress* progress = nullptr;
+  ResponseHead* head = nullptr;
+  CURL* handle = nullptr;
+  bool started = false;
+  bool restarted = false;  // server sent the whole file instead of the range
+  bool overflow = false;   // more bytes than the release's size
+  bool bad_range = false;  // a 206 starting somewhere else
+  std::string error_body;  // first bytes of an error response (not written)
+  int io_errno = 0;
+  std::exception_ptr exception;
+};
+
+std::size_t on_body_impl(char* data, std::size_t n, Sink* s);
+
+// libcurl is C: no exception may cross it. Keep it and rethrow after perform.
+std::size_t on_body(char* data, std::size_t size, std::size_t nmemb, void* user) {
+  auto* s = static_cast<Sink*>(user);
+  try {
+    return on_body_impl(data, size * nmemb, s);
+  } catch (...) {
+    s->exception = std::current_exception();
+    return 0;
+  }
+}
+
+std::size_t on_body_impl(char* data, std::size_t n, Sink* s) {
+  long status = s->head->status;
+  if (status == 0) curl_easy_getinfo(s->handle, CURLINFO_RESPONSE_CODE, &status);
+  if (status < 200 || status >= 300) {
+    if (s->error_body.size() < 512) s->error_body.append(data, std::min<std::size_t>(n, 512));
+    return n;
+  }
+  if (!s->started) {
+    s->started = true;
+    curl_off_t length = -1;
+    if (!s->expected && curl_easy_getinfo(s->handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) == CURLE_OK &&
+        length > 0)
+      s->progress->set_total((status == 206 ? s->offset : 0) + static_cast<std::uint64_t>(length));
+    if (s->offset > 0 && status == 200) {
+      // Range ignored, or If-Range saw a changed file: start over from byte 0.
+      s->hashes->reset();
+      if (::ftruncate(s->fd, 0) != 0) {
+        s->io_errno = errno;
+        return 0;
+      }
+      s->pos = 0;
+      s->restarted = true;
+    } else if (status == 206 && (!s->head->has_content_range || s->head->range_start != s->offset)) {
+      s->bad_range = true;
+      return 0;
+    }
+  }
+  if (s->expected && s->pos + n > s->expected) {
+    s->overflow = true;
+    return 0;
+  }
+  pwrite_all(s->fd, data, n, s->pos, "cannot write " + s->what);
+  s->hashes->update(n);
+  s->pos += n;
+  s->progress->update(s->pos);
+  return n;
+}
+
+std::size_t on_text(char* data, std::size_t size, std::size_t nmemb, void* user) {
+  auto* out = static_cast<std::pair<std::string*, std::size_t>*>(user);
+  std::size_t n = size * nmemb;
+  if (out->first->size() + n > out->second) return 0;
+  out->first->append(data, n);
+  return n;
+}
+
+std::string read_small(const fs::path& p) {
+  Fd fd = open_or_throw(p.string(), O_RDONLY);
+  std::string s;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("cannot read " + p.string());
+    if (n == 0) break;
+    s.append(buf, static_cast<std::size_t>(n));
+  }
+  return s;
+}
+
+// The validator saved next to a part file: the URL and the ETag or
+// Last-Modified of the response that produced its bytes.
+struct Validator {
+  std::string url, value;
+};
+fs::path validator_path(const fs::path& part) {
+  fs::path p = part;
+  p += ".validator";
+  return p;
+}
+Validator load_validator(const fs::path& part) {
+  Validator v;
+  std::error_code ec;
+  if (!fs::exists(validator_path(part), ec)) return v;
+  std::string s = read_small(validator_path(part));
+  std::size_t nl = s.find('\n');
+  if (nl == std::string::npos) return v;
+  v.url = s.substr(0, nl);
+  v.value = trim(s.substr(nl + 1));
+  return v;
+}
+void save_validator(const fs::path& part, const std::string& url, const ResponseHead& head) {
+  std::string value = !head.etag.empty() && head.etag.rfind("W/", 0) != 0 ? head.etag : head.last_modified;
+  std::error_code ec;
+  if (value.empty()) {
+    fs::remove(validator_path(part), ec);
+    return;
+  }
+  // Not critical: without it a resume relies on the final digest check alone.
+  try {
+    Fd fd = open_or_throw(validator_path(part).string(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    std::string s = url + "\n" + value + "\n";
+    write_all(fd.get(), s.data(), s.size(), "cannot write " + validator_path(part).string());
+  } catch (const Error&) {
+    fs::remove(validator_path(part), ec);
+  }
+}
+
+Downloaded finish(Hashes& h, std::uint64_t size, bool resumed) {
+  Downloaded d;
+  d.size = size;
+  d.resumed = resumed;
+  std::tie(d.sha256, d.sha512) = h.finish();
+  return d;
+}
+
+// file:// and directory mirrors: a straight copy through the same digests.
+Downloaded copy_local(const fs::path& src, const fs::path& part, std::uint64_t expected, const Options& opts,
+                      const std::string& subject) {
+  Fd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) {
+    if (errno == ENOENT) throw Error(Errc::network, src.string() + ": no such file on the mirror");
+    throw_errno("cannot open " + src.string());
+  }
+  std::uint64_t total = file_size(in.get(), src.string());
+  if (expected && total != expected)
+    throw Error(Errc::verify, src.string() + ": size is " + std::to_string(total) + " bytes, the release index says " +
+                                  std::to_string(expected));
+  Fd out = open_or_throw(part.string(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  Hashes h(out.get(), part.string());
+  Progress progress(opts, subject, total);
+  std::vector<char> buf(1 << 20);
+  for (;;) {
+    ssize_t n = ::read(in.get(), buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("cannot read " + src.string());
+    if (n == 0) break;
+    write_all(out.get(), buf.data(), static_cast<std::size_t>(n), "cannot write " + part.string());
+    h.update(static_cast<std::size_t>(n));
+    progress.update(h.upto);
+  }
+  progress.update(h.upto, true);
+  return finish(h, h.upto, false);
+}
+
+}  // namespace
+
+bool is_remote(const std::string& url) {
+  return url.rfind("http://", 0) == 0 || url.rfind("https://", 0) == 0;
+}
+
+fs::path local_path(const std::string& url) {
+  if (url.rfind("file://localhost/", 0) == 0) return url.substr(16);
+  if (url.rfind("file://", 0) == 0) return url.substr(7);
+  return url;
+}
+
+std::string join_url(const std::string& root, const std::string& rel) {
+  std::string r = root;
+  while (!r.empty() && r.back() == '/') r.pop_back();
+  std::size_t i = 0;
+  while (i < rel.size() && rel[i] == '/') ++i;
+  return r + "/" + rel.substr(i);
+}
+
+Text get_text(const std::string& url, const Options& opts, std::size_t max_bytes) {
+  Text t;
+  if (!is_remote(url)) {
+    fs::path p = local_path(url);
+    std::error_code ec;
+    if (!fs::is_regular_file(p, ec)) return t;
+    t.body = read_small(p);
+    if (t.body.size() > max_bytes) throw Error(Errc::input, p.string() + " is larger than expected");
+    t.found = true;
+    return t;
+  }
+  if (opts.offline) throw Error(Errc::internal, "network access attempted in offline mode: " + url);
+  global_init();
+  for (int attempt = 0;; ++attempt) {
+    CurlPtr h(curl_easy_init());
+    if (!h) throw Error(Errc::internal, "curl_easy_init failed");
+    char errbuf[CURL_ERROR_SIZE] = {};
+    common_setup(h.get(), url, opts, errbuf);
+    std::string body;
+    std::pair<std::string*, std::size_t> out{&body, max_bytes};
+    curl_easy_setopt(h.get(), CURLOPT_WRITEFUNCTION, on_text);
+    curl_easy_setopt(h.get(), CURLOPT_WRITEDATA, &out);
+    CURLcode c = curl_easy_perform(h.get());
+    long status = 0;
+    curl_easy_getinfo(h.get(), CURLINFO_RESPONSE_CODE, &status);
+    if (c == CURLE_OK && status >= 200 && status < 300) {
+      t.found = true;
+      t.body = std::move(body);
+      return t;
+    }
+    if (c == CURLE_WRITE_ERROR && status >= 200 && status < 300)
+      throw Error(Errc::input, url + ": larger than " + format_size(max_bytes) + ", not a release index or digest");
+    if (c == CURLE_OK && (status == 404 || status == 410)) return t;
+    AttemptError e = classify(url, c, status, errbuf);
+    if (!e.transient || attempt >= opts.retries) throw Error(e.code, e.message);
+    backoff(opts, attempt, url, e.message);
+  }
+}
+
+Downloaded download(const std::string& url, const fs::path& part, std::uint64_t expected, const Options& opts,
+                    const std::string& subject) {
+  if (!is_remote(url)) return copy_local(local_path(url), part, expected, opts, subject);
+  if (opts.offline) throw Error(Errc::internal, "network access attempted in offline mode: " + url);
+  global_init();
+
+  const std::string what = part.string();
+  Fd fd = open_or_throw(what, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  Hashes hashes(fd.get(), what);
+  // Truncation always goes through here: the hashers must let go first.
+  auto truncate_to_zero = [&] {
+    hashes.reset();
+    if (::ftruncate(fd.get(), 0) != 0) throw_errno("cannot truncate " + what);
+  };
+  Progress progress(opts, subject, expected);
+  bool resumed = false;
+  int attempt = 0;
+  for (;;) {
+    std::uint64_t offset = file_size(fd.get(), what);
+    if (expected && offset > expected) {
+      // Longer than the release: not ours to trust. Start over.
+      truncate_to_zero();
+      offset = 0;
+    }
+    hashes.catch_up(offset);
+    if (expected && offset == expected) break;  // complete; the caller checks the digests
+    if (offset > 0) {
+      resumed = true;
+      emit(opts.events, Event{"note", subject, offset, expected, "resuming " + subject + " at " + format_size(offset)});
+    }
+    Validator validator = offset > 0 ? load_validator(part) : Validator{};
+
+    CurlPtr h(curl_easy_init());
+    if (!h) throw Error(Errc::internal, "curl_easy_init failed");
+    char errbuf[CURL_ERROR_SIZE] = {};
+    common_setup(h.get(), url, opts, errbuf);
+    HeaderList headers;
+    if (offset > 0) {
+      std::string range = std::to_string(offset) + "-";
+      curl_easy_setopt(h.get(), CURLOPT_RANGE, range.c_str());
+      if (validator.url == url && !validator.value.empty()) headers.append("If-Range: " + validator.value);
+    }
+    curl_easy_setopt(h.get(), CURLOPT_HTTPHEADER, headers.get());
+    ResponseHead head;
+    curl_easy_setopt(h.get(), CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h.get(), CURLOPT_HEADERDATA, &head);
+    Sink sink;
+    sink.fd = fd.get();
+    sink.what = what;
+    sink.offset = offset;
+    sink.pos = offset;
+    sink.expected = expected;
+    sink.hashes = &hashes;
+    sink.progress = &progress;
+    sink.head = &head;
+    sink.handle = h.get();
+    curl_easy_setopt(h.get(), CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h.get(), CURLOPT_WRITEDATA, &sink);
+    progress.update(offset, true);
+
+    CURLcode c = curl_easy_perform(h.get());
+    long status = head.status;
+    if (!status) curl_easy_getinfo(h.get(), CURLINFO_RESPONSE_CODE, &status);
+    if (sink.started && sink.offset == 0) save_validator(part, url, head);
+    if (sink.restarted) {
+      save_validator(part, url, head);
+      emit(opts.events, Event{"note", subject, 0, expected,
+                              url + " did not continue the partial download; downloading it again from the start"});
+    }
+    if (sink.exception) std::rethrow_exception(sink.exception);
+    if (sink.io_errno) throw_errno("cannot write " + what, sink.io_errno);
+    if (sink.overflow)
+      throw Error(Errc::verify, url + ": the server sent more than the expected " + std::to_string(expected) +
+                                    " bytes; the download was discarded");
+    if (::ftruncate(fd.get(), static_cast<off_t>(sink.pos)) != 0) throw_errno("cannot truncate " + what);
+    bool progressed = sink.pos > offset || sink.restarted;
+
+    AttemptError err;
+    if (sink.bad_range) {
+      // A 206 for some other range: drop what we have and ask for all of it.
+      truncate_to_zero();
+      err = {true, Errc::network, url + ": the server answered a different byte range than requested"};
+    } else if (status == 416 && offset > 0) {
+      // "Range not satisfiable": the part may already be the whole file; without a
+      // known size we let the digest decide, otherwise start again.
+      if (!expected) break;
+      truncate_to_zero();
+      err = {true, Errc::network, url + ": HTTP 416 for a partial download"};
+    } else if (c == CURLE_OK && status >= 200 && status < 300) {
+      if (!expected || sink.pos == expected) break;
+      // A short body (e.g. a wrong Content-Length): go on from where it stopped.
+      err = {true, Errc::network,
+             url + ": the body ended after " + std::to_string(sink.pos) + " of " + std::to_string(expected) + " bytes"};
+    } else {
+      err = classify(url, c, status, errbuf);
+    }
+    if (progressed) attempt = 0;
+    if (!err.transient || attempt >= opts.retries) {
+      std::error_code ec;
+      if (file_size(fd.get(), what) == 0) fs::remove(part, ec);  // nothing worth resuming
+      throw Error(err.code, err.message);
+    }
+    backoff(opts, attempt, subject, err.message);
+    ++attempt;
+  }
+  std::uint64_t size = file_size(fd.get(), what);
+  hashes.catch_up(size);
+  progress.set_total(size);
+  progress.update(size, true);
+  // No fsync: a cache entry torn by a crash is caught by the size + SHA-256
+  // check every reuse makes, so durability costs nothing in trust.
+  return finish(hashes, size, resumed);
+}
+
+}  // namespace rpi::fetch::detail

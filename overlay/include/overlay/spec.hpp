@@ -1,0 +1,200 @@
+// The TOML spec (docs/spec.md): loading, validation with located errors,
+// secrets, {n} templating and per-card [[hosts]] overrides.
+//
+// load_spec() parses and validates the whole file (every [[hosts]] entry is
+// resolved once, so a bad entry fails early); resolve_host() turns it into the
+// fully typed HostConfig of one card. Errors are rpi::Error(Errc::spec) whose
+// message starts "FILE:LINE:COL: ". No message ever contains a secret value.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace rpi::overlay {
+
+// [alpine]: which release tarball the card is built from (used by fetch).
+struct AlpineSource {
+  std::string version = "latest-stable";  // "3.22", "3.22.1", "latest-stable", "edge"
+  std::string arch = "aarch64";           // aarch64 | armv7 | armhf
+  std::string mirror = "https://dl-cdn.alpinelinux.org/alpine";
+  std::string tarball;  // path (resolved against the spec's folder) or URL; empty = resolve
+  std::string sha256;   // lower-case hex; empty = unknown
+  // "v3.22", "edge" or "latest-stable": the repository branch for version.
+  std::string branch() const;
+};
+
+struct Interface {
+  std::string name = "eth0";
+  bool dhcp = true;
+  std::string address;  // "192.168.1.20/24" when static
+  std::string gateway;
+  std::string ipv6 = "auto";  // auto | dhcp | off
+};
+
+struct Network {
+  std::vector<Interface> interfaces;  // never empty after resolution (default: eth0 dhcp)
+  std::vector<std::string> dns, search;
+  std::string proxy;
+};
+
+struct Wifi {
+  bool enabled = false;  // true when [wifi] has an ssid
+  std::string ssid;
+  std::string psk;  // SECRET: the passphrase (8..63 chars) or already 64 hex digits
+  std::string country;
+  bool hidden = false;
+  std::string interface = "wlan0";
+};
+
+struct ApkKey {
+  std::string name;     // file name under /etc/apk/keys
+  std::string content;  // the public key
+};
+
+struct Apk {
+  std::vector<std::string> packages;
+  std::vector<std::string> repositories;  // empty = default (card apks + main + community)
+  std::vector<ApkKey> keys;
+  bool cache = false;
+};
+
+struct Services {
+  std::vector<std::string> sysinit, boot, default_, shutdown, disable;
+};
+
+struct User {
+  std::string name;
+  int uid = 1000;
+  std::vector<std::string> groups;
+  std::string shell = "/bin/ash";
+  std::string password;       // SECRET: plain text, hashed at build time
+  std::string password_hash;  // passed through
+  std::vector<std::string> ssh_authorized_keys;
+  bool admin = false;
+};
+
+struct Root {
+  bool configured = false;  // a [root] table was given
+  std::string password;     // SECRET
+  std::string password_hash;
+  std::vector<std::string> ssh_authorized_keys;
+};
+
+struct Ssh {
+  bool enable = true;
+  bool password_authentication = false;
+  std::string permit_root_login = "prohibit-password";  // yes | no | prohibit-password | forced-commands-only
+  std::string host_keys = "generate";                   // generate | first-boot
+};
+
+struct Ntp {
+  bool enable = true;
+  std::vector<std::string> servers;
+};
+
+struct File {
+  std::string path;     // absolute path on the Pi
+  std::string content;  // SECRET-capable
+  unsigned mode = 0644;
+  std::string owner = "root", group = "root";
+};
+
+struct Script {
+  std::string name;
+  bool first_boot = false;  // run = "first-boot" (else every boot)
+  std::string content;
+};
+
+struct Lbu {
+  std::string media = "mmcblk0p1";
+  std::vector<std::string> include, exclude;
+  int backup_limit = 0;
+};
+
+struct Boot {
+  std::string label = "ALPINE";
+  bool size_max = false;              // size = "max": the whole card
+  std::optional<std::uint64_t> size;  // bytes; unset = automatic
+  std::vector<std::string> cmdline;   // extra kernel parameters
+  std::vector<std::string> config;    // usercfg.txt lines
+  bool serial_console = false;
+  std::string apkovl_url;  // when set the card carries no apkovl
+};
+
+struct Install {
+  std::string mode = "diskless";  // diskless | sys
+  std::string disk = "/dev/mmcblk0";
+};
+
+// Everything one card needs, with templates expanded and secrets resolved.
+struct HostConfig {
+  int index = 1;  // {n}
+  std::string hostname, domain, timezone = "UTC", keymap, motd;
+  std::string mac;  // lower-case colon form, or empty
+  AlpineSource alpine;
+  Network network;
+  Wifi wifi;
+  Apk apk;
+  Services services;
+  std::vector<User> users;
+  Root root;
+  Ssh ssh;
+  Ntp ntp;
+  std::vector<File> files;
+  std::vector<Script> scripts;
+  Lbu lbu;
+  Boot boot;
+  Install install;
+  // Supplementary groups named by users that alpine-baselayout lacks (e.g. "seat"),
+  // created with these gids (first free from 1100) so packages that add them at boot reuse them.
+  std::vector<std::pair<std::string, unsigned>> extra_groups;
+};
+
+struct Warning {
+  std::string location;  // "FILE:LINE:COL"
+  std::string message;
+  std::string text() const { return location + ": " + message; }
+};
+
+class Spec {
+ public:
+  struct Impl;
+  explicit Spec(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+
+  const std::filesystem::path& path() const;
+  // The [alpine] table without per-host overrides (one tarball per batch).
+  const AlpineSource& alpine() const;
+  // Number of [[hosts]] entries (0: no entries, any number of cards).
+  int host_count() const;
+  // True when [system].hostname contains {n}, so cards beyond the [[hosts]] list are named.
+  bool hostname_templated() const;
+  // Non-fatal findings: literal secrets, unknown groups created, etc.
+  const std::vector<Warning>& warnings() const;
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  std::shared_ptr<const Impl> impl_;
+};
+
+// Parses and validates; throws rpi::Error(Errc::spec) "FILE:LINE:COL: message".
+Spec load_spec(const std::filesystem::path& path);
+// Same, from text; `name` is used in messages and `base_dir` for { file = } / source.
+Spec parse_spec(const std::string& text, const std::string& name, const std::filesystem::path& base_dir);
+
+// The configuration of card number `n` ({n}). With `host_name`, the [[hosts]]
+// entry of that hostname (its position gives n). Otherwise the n-th [[hosts]]
+// entry, or the base tables when there are none or n is beyond them and the
+// hostname is templated. Throws Errc::spec / Errc::usage.
+HostConfig resolve_host(const Spec& spec, int n, const std::optional<std::string>& host_name = std::nullopt);
+// Cards first .. first+count-1.
+std::vector<HostConfig> resolve_hosts(const Spec& spec, int first, int count);
+
+// A human summary of a card for `check`, every secret shown as "(secret)".
+std::string summary(const HostConfig& host);
+
+}  // namespace rpi::overlay

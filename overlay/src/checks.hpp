@@ -1,0 +1,52 @@
+// Pure syntax checks for spec values (no I/O). Each returns an empty string when
+// the value is fine, else the reason (never containing the value of a secret).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rpi::overlay::checks {
+
+std::string hostname_label(std::string_view s);  // RFC 1123 label, <= 63 chars
+std::string domain_name(std::string_view s);     // dot-separated labels
+bool is_timezone(std::string_view s);
+std::string package_name(std::string_view s);
+std::string service_name(std::string_view s);
+std::string user_name(std::string_view s);
+std::string interface_name(std::string_view s);
+std::string script_name(std::string_view s);
+// Absolute path without "..", ".", empty components or a trailing '/'.
+std::string abs_path(std::string_view s);
+std::optional<unsigned> octal_mode(std::string_view s);
+
+struct Ip {
+  int family = 0;  // 4 or 6
+  unsigned char bytes[16] = {};
+};
+std::optional<Ip> parse_ip(std::string_view s);
+struct Cidr {
+  Ip ip;
+  int prefix = 0;
+};
+std::optional<Cidr> parse_cidr(std::string_view s);
+bool same_subnet(const Cidr& net, const Ip& ip);
+std::string netmask4(int prefix);  // "255.255.255.0"
+
+// "b8:27:eb:12:34:56" from any of "B8:27:EB:12:34:56", "b8-27-eb-12-34-56"; nullopt if invalid.
+std::optional<std::string> normalize_mac(std::string_view s);
+std::string ssh_public_key(std::string_view s);
+std::string url(std::string_view s, const std::vector<std::string_view>& schemes);
+
+// Levenshtein distance, for "did you mean".
+std::size_t edit_distance(std::string_view a, std::string_view b);
+// The closest candidate within distance 2 (or a prefix match), else empty.
+std::string closest(std::string_view word, const std::vector<std::string_view>& candidates);
+
+// Expands {n} and {n:0W} (W = 1..9) with the card number; other braces are kept.
+std::string expand_template(std::string_view s, int n);
+bool has_template(std::string_view s);
+
+}  // namespace rpi::overlay::checks

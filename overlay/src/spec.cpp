@@ -1,0 +1,983 @@
+// Spec loading: toml++ parse, then a typed conversion per card that validates
+// every value and reports "FILE:LINE:COL: message".
+//
+// [[hosts]] overrides are not merged by copying TOML trees (toml++ drops source
+// positions on copy); instead a View looks a key up in the host's table first
+// and the base table second, so every error still points at the line it came from.
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "base_system.hpp"
+#include "checks.hpp"
+#include "overlay/spec.hpp"
+#include "rpi/error.hpp"
+#include "rpi/size.hpp"
+
+namespace rpi::overlay {
+
+struct Spec::Impl {
+  std::filesystem::path path;
+  std::string name;  // as shown in messages
+  std::filesystem::path base_dir;
+  toml::table doc;
+  std::vector<const toml::table*> hosts;
+  AlpineSource alpine;
+  bool hostname_templated = false;
+  std::vector<Warning> warnings;
+};
+
+const std::filesystem::path& Spec::path() const {
+  return impl_->path;
+}
+const AlpineSource& Spec::alpine() const {
+  return impl_->alpine;
+}
+int Spec::host_count() const {
+  return static_cast<int>(impl_->hosts.size());
+}
+bool Spec::hostname_templated() const {
+  return impl_->hostname_templated;
+}
+const std::vector<Warning>& Spec::warnings() const {
+  return impl_->warnings;
+}
+
+std::string AlpineSource::branch() const {
+  if (version == "edge" || version == "latest-stable") return version;
+  auto first = version.find('.');
+  auto second = version.find('.', first + 1);
+  return "v" + version.substr(0, second);
+}
+
+namespace {
+
+using namespace std::string_literals;
+namespace fs = std::filesystem;
+
+// Allowed keys per table (design.md §4); the order is the documented one.
+const std::vector<std::string_view> kTopKeys = {"alpine", "system", "network", "wifi", "apk",   "services",
+                                                "users",  "root",   "ssh",     "ntp",  "files", "scripts",
+                                                "lbu",    "boot",   "install", "hosts"};
+const std::vector<std::string_view> kAlpineKeys = {"version", "arch", "mirror", "tarball", "sha256"};
+const std::vector<std::string_view> kSystemKeys = {"hostname", "domain", "timezone", "keymap", "motd"};
+const std::vector<std::string_view> kNetworkKeys = {"interfaces", "dns", "search", "proxy"};
+const std::vector<std::string_view> kInterfaceKeys = {"name", "dhcp", "address", "gateway", "ipv6"};
+const std::vector<std::string_view> kWifiKeys = {"ssid", "psk", "country", "hidden", "interface"};
+const std::vector<std::string_view> kApkKeys = {"packages", "repositories", "keys", "cache"};
+const std::vector<std::string_view> kServicesKeys = {"sysinit", "boot", "default", "shutdown", "disable"};
+const std::vector<std::string_view> kUserKeys = {
+    "name", "uid", "groups", "shell", "password", "password_hash", "ssh_authorized_keys", "admin"};
+const std::vector<std::string_view> kRootKeys = {"password", "password_hash", "ssh_authorized_keys"};
+const std::vector<std::string_view> kSshKeys = {"enable", "password_authentication", "permit_root_login", "host_keys"};
+const std::vector<std::string_view> kNtpKeys = {"enable", "servers"};
+const std::vector<std::string_view> kFileKeys = {"path", "content", "source", "mode", "owner"};
+const std::vector<std::string_view> kScriptKeys = {"name", "run", "content", "source"};
+const std::vector<std::string_view> kLbuKeys = {"media", "include", "exclude", "backup_limit"};
+const std::vector<std::string_view> kBootKeys = {"label", "size", "cmdline", "config", "serial_console", "apkovl_url"};
+const std::vector<std::string_view> kInstallKeys = {"mode", "disk"};
+
+const char* type_name(toml::node_type t) {
+  switch (t) {
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a number";
+    case toml::node_type::boolean:
+      return "a boolean";
+    default:
+      return "a date/time";
+  }
+}
+
+// A table as seen by one card: the host's table (if any) layered over the base.
+struct View {
+  std::vector<const toml::table*> layers;  // most specific first
+  std::string name;                        // "[system]"
+  bool empty() const { return layers.empty(); }
+  const toml::node* get(std::string_view key) const {
+    for (auto* t : layers)
+      if (auto* n = t->get(key)) return n;
+    return nullptr;
+  }
+};
+
+// Long quoted values in messages are shortened: a 10 MB hostname must give a
+// one-line error, not 10 MB of stderr.
+std::string shorten_quoted(const std::string& msg) {
+  constexpr std::size_t kKeep = 40, kMax = 80;
+  std::string out;
+  std::size_t pos = 0;
+  for (;;) {
+    std::size_t open = msg.find('"', pos);
+    std::size_t close = open == std::string::npos ? std::string::npos : msg.find('"', open + 1);
+    if (close == std::string::npos) {
+      out.append(msg, pos, std::string::npos);
+      break;
+    }
+    out.append(msg, pos, open + 1 - pos);
+    std::size_t len = close - open - 1;
+    if (len > kMax)
+      out += msg.substr(open + 1, kKeep) + "…(" + std::to_string(len) + " characters)";
+    else
+      out.append(msg, open + 1, len);
+    out.push_back('"');
+    pos = close + 1;
+  }
+  return out.size() > 2000 ? out.substr(0, 2000) + "…" : out;
+}
+
+class Converter {
+ public:
+  Converter(const Spec::Impl& impl, std::vector<Warning>& warnings) : s_(impl), warnings_(warnings) {}
+
+  std::string where(const toml::source_region& r) const {
+    return s_.name + ":" + std::to_string(r.begin.line) + ":" + std::to_string(r.begin.column);
+  }
+  [[noreturn]] void fail(const toml::source_region& r, const std::string& msg) const {
+    throw Error(Errc::spec, where(r) + ": " + shorten_quoted(msg));
+  }
+  [[noreturn]] void fail(const toml::node& n, const std::string& msg) const { fail(n.source(), msg); }
+  void warn(const toml::source_region& r, const std::string& msg) {
+    Warning w{where(r), msg};
+    for (const auto& x : warnings_)
+      if (x.location == w.location && x.message == w.message) return;
+    warnings_.push_back(std::move(w));
+  }
+
+  void check_keys(const toml::table& t, const std::vector<std::string_view>& allowed, const std::string& name) {
+    for (auto&& [k, v] : t) {
+      if (std::find(allowed.begin(), allowed.end(), k.str()) != allowed.end()) continue;
+      std::string msg = "unknown key '" + std::string(k.str()) + "' in " + name;
+      if (auto best = checks::closest(k.str(), allowed); !best.empty()) msg += " (did you mean '" + best + "'?)";
+      fail(k.source(), msg);
+    }
+  }
+  void check_keys(const View& v, const std::vector<std::string_view>& allowed) {
+    for (auto* t : v.layers) check_keys(*t, allowed, v.name);
+  }
+
+  View sub(const View& v, std::string_view key, const std::string& name) const {
+    View out{{}, name};
+    for (auto* t : v.layers) {
+      auto* n = t->get(key);
+      if (!n) continue;
+      if (!n->is_table()) fail(*n, name + " must be a table, not " + type_name(n->type()));
+      out.layers.push_back(n->as_table());
+    }
+    return out;
+  }
+
+  // A string value with {n} expanded.
+  std::optional<std::string> str(const View& v, std::string_view key) {
+    auto* n = v.get(key);
+    if (!n) return std::nullopt;
+    if (!n->is_string()) fail(*n, label(v, key) + " must be a string, not " + type_name(n->type()));
+    return checks::expand_template(n->as_string()->get(), n_);
+  }
+  std::string str(const View& v, std::string_view key, const std::string& def) {
+    auto x = str(v, key);
+    return x ? *x : def;
+  }
+  bool boolean(const View& v, std::string_view key, bool def) {
+    auto* n = v.get(key);
+    if (!n) return def;
+    if (!n->is_boolean()) fail(*n, label(v, key) + " must be true or false, not " + type_name(n->type()));
+    return n->as_boolean()->get();
+  }
+  std::optional<std::int64_t> integer(const View& v, std::string_view key) {
+    auto* n = v.get(key);
+    if (!n) return std::nullopt;
+    if (!n->is_integer()) fail(*n, label(v, key) + " must be an integer, not " + type_name(n->type()));
+    return n->as_integer()->get();
+  }
+  std::vector<std::string> str_array(const View& v, std::string_view key) {
+    std::vector<std::string> out;
+    auto* n = v.get(key);
+    if (!n) return out;
+    if (!n->is_array()) fail(*n, label(v, key) + " must be an array of strings, not " + type_name(n->type()));
+    for (auto& e : *n->as_array()) {
+      if (!e.is_string()) fail(e, label(v, key) + " must contain only strings, not " + type_name(e.type()));
+      out.push_back(checks::expand_template(e.as_string()->get(), n_));
+    }
+    return out;
+  }
+  // Each element with its node, for located errors.
+  std::vector<std::pair<std::string, const toml::node*>> str_array_nodes(const View& v, std::string_view key) {
+    std::vector<std::pair<std::string, const toml::node*>> out;
+    auto strings = str_array(v, key);
+    if (strings.empty()) return out;
+    auto* arr = v.get(key)->as_array();
+    for (std::size_t i = 0; i < strings.size(); ++i) out.emplace_back(strings[i], arr->get(i));
+    return out;
+  }
+  std::vector<View> table_array(const View& v, std::string_view key, const std::string& name) {
+    std::vector<View> out;
+    auto* n = v.get(key);
+    if (!n) return out;
+    if (!n->is_array()) fail(*n, name + " must be an array of tables, not " + type_name(n->type()));
+    for (auto& e : *n->as_array())
+      if (!e.is_table()) fail(e, name + " entries must be tables, not " + type_name(e.type()));
+    for (auto& e : *n->as_array()) out.push_back(View{{e.as_table()}, name});
+    return out;
+  }
+
+  // A secret: literal string (warned), { env = "NAME" } or { file = "path" }.
+  std::optional<std::string> secret(const View& v, std::string_view key, bool strip_newline, bool warn_literal) {
+    auto* n = v.get(key);
+    if (!n) return std::nullopt;
+    if (n->is_string()) {
+      if (warn_literal)
+        warn(n->source(), label(v, key) + " is written in the spec; prefer { env = \"NAME\" } or { file = \"path\" }");
+      return std::string(n->as_string()->get());
+    }
+    if (!n->is_table())
+      fail(*n,
+           label(v, key) + " must be a string, { env = \"NAME\" } or { file = \"path\" }, not " + type_name(n->type()));
+    const auto& t = *n->as_table();
+    if (t.size() != 1 || !(t.contains("env") || t.contains("file")))
+      fail(*n, label(v, key) + " must be { env = \"NAME\" } or { file = \"path\" } (exactly one key)");
+    auto [k, val] = *t.begin();
+    if (!val.is_string()) fail(val, label(v, key) + "." + std::string(k.str()) + " must be a string");
+    std::string ref(val.as_string()->get());
+    std::string out;
+    if (k.str() == "env") {
+      const char* e = std::getenv(ref.c_str());
+      if (!e)
+        fail(val, "environment variable " + ref + " (for " + label(v, key) + ") is not set; export it or use " +
+                      "{ file = \"path\" }");
+      out = e;
+    } else {
+      auto p = resolve_path(ref);
+      std::ifstream in(p, std::ios::binary);
+      if (!in) fail(val, "cannot read " + p.string() + " (for " + label(v, key) + "): no such file or not readable");
+      std::stringstream ss;
+      ss << in.rdbuf();
+      out = ss.str();
+    }
+    if (strip_newline) {
+      while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+    }
+    return out;
+  }
+
+  fs::path resolve_path(const std::string& p) const {
+    fs::path path(p);
+    if (path.is_absolute() || s_.base_dir.empty() || s_.base_dir == ".") return path;
+    return s_.base_dir / path;
+  }
+  std::string read_source(const toml::node& n, const std::string& what) const {
+    auto p = resolve_path(std::string(n.as_string()->get()));
+    std::ifstream in(p, std::ios::binary);
+    if (!in) fail(n, "cannot read " + p.string() + " (" + what + "): no such file or not readable");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  static std::string label(const View& v, std::string_view key) { return v.name + "." + std::string(key); }
+
+  HostConfig convert(const toml::table* host, int n, int host_pos);
+
+ private:
+  void convert_alpine(const View& root, AlpineSource& a);
+  void convert_system(const View& root, const toml::table* host, int host_pos, HostConfig& h);
+  void convert_network(const View& root, HostConfig& h);
+  void convert_wifi(const View& root, HostConfig& h);
+  void convert_apk(const View& root, HostConfig& h);
+  void convert_services(const View& root, HostConfig& h);
+  void convert_users(const View& root, HostConfig& h);
+  void convert_root(const View& root, HostConfig& h);
+  void convert_ssh(const View& root, HostConfig& h);
+  void convert_ntp(const View& root, HostConfig& h);
+  void convert_files(const View& root, HostConfig& h);
+  void convert_scripts(const View& root, HostConfig& h);
+  void convert_lbu(const View& root, HostConfig& h);
+  void convert_boot(const View& root, HostConfig& h);
+  void convert_install(const View& root, HostConfig& h);
+  void check_keys_list(const View& v, std::string_view key, const toml::node*& where_node,
+                       std::vector<std::string>& out);
+
+  const Spec::Impl& s_;
+  std::vector<Warning>& warnings_;
+  int n_ = 1;
+};
+
+void Converter::convert_alpine(const View& root, AlpineSource& a) {
+  View v = sub(root, "alpine", "[alpine]");
+  check_keys(v, kAlpineKeys);
+  if (auto x = str(v, "version")) {
+    const auto& s = *x;
+    bool ok = s == "latest-stable" || s == "edge";
+    if (!ok) {
+      int dots = 0;
+      ok = !s.empty() && std::isdigit(static_cast<unsigned char>(s[0]));
+      for (std::size_t i = 0; ok && i < s.size(); ++i) {
+        if (s[i] == '.') {
+          ok = i + 1 < s.size() && s[i - 1] != '.';
+          ++dots;
+        } else {
+          ok = std::isdigit(static_cast<unsigned char>(s[i])) != 0;
+        }
+      }
+      ok = ok && (dots == 1 || dots == 2);
+    }
+    if (!ok) fail(*v.get("version"), "[alpine].version must be \"3.22\", \"3.22.1\", \"latest-stable\" or \"edge\"");
+    a.version = s;
+  }
+  if (auto x = str(v, "arch")) {
+    if (*x != "aarch64" && *x != "armv7" && *x != "armhf") {
+      std::string msg = "[alpine].arch must be \"aarch64\", \"armv7\" or \"armhf\"";
+      if (*x == "arm64") msg += " (did you mean 'aarch64'?)";
+      fail(*v.get("arch"), msg);
+    }
+    a.arch = *x;
+  }
+  if (auto x = str(v, "mirror")) {
+    if (!x->empty() && (*x)[0] != '/') {
+      if (auto why = checks::url(*x, {"https://", "http://", "file://"}); !why.empty())
+        fail(*v.get("mirror"), "[alpine].mirror " + why + " (or is an absolute directory)");
+    }
+    while (x->size() > 1 && x->back() == '/') x->pop_back();
+    a.mirror = *x;
+  }
+  if (auto x = str(v, "tarball")) {
+    bool is_url = x->rfind("http://", 0) == 0 || x->rfind("https://", 0) == 0 || x->rfind("file://", 0) == 0;
+    a.tarball = is_url ? *x : resolve_path(*x).string();
+  }
+  if (auto x = str(v, "sha256")) {
+    std::string h = *x;
+    std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (h.size() != 64 || h.find_first_not_of("0123456789abcdef") != std::string::npos)
+      fail(*v.get("sha256"), "[alpine].sha256 must be 64 hexadecimal digits");
+    a.sha256 = h;
+  }
+  if (!a.tarball.empty() && a.sha256.empty() && a.tarball.rfind("http", 0) == 0)
+    fail(*v.get("tarball"), "[alpine].tarball is a URL, so [alpine].sha256 is required to pin it");
+}
+
+void Converter::convert_system(const View& root, const toml::table* host, int host_pos, HostConfig& h) {
+  View v = sub(root, "system", "[system]");
+  check_keys(v, kSystemKeys);
+  const toml::node* name_node = nullptr;
+  if (host && host->get("hostname")) {
+    name_node = host->get("hostname");
+    if (!name_node->is_string()) fail(*name_node, "[[hosts]].hostname must be a string");
+    h.hostname = checks::expand_template(name_node->as_string()->get(), n_);
+  } else if (auto x = str(v, "hostname")) {
+    name_node = v.get("hostname");
+    h.hostname = *x;
+    const toml::node* base_name = nullptr;
+    if (auto* sys = s_.doc.get("system"); sys && sys->is_table()) base_name = sys->as_table()->get("hostname");
+    if (host && name_node == base_name && !checks::has_template(name_node->as_string()->get()))
+      fail(host->source(), "[[hosts]] entry " + std::to_string(host_pos) +
+                               " has no hostname and [system].hostname has no {n} to tell the cards apart");
+  } else {
+    if (host)
+      fail(host->source(),
+           "[[hosts]] entry " + std::to_string(host_pos) + " has no hostname (and [system].hostname is not set)");
+    fail(v.empty() ? s_.doc.source() : v.layers.front()->source(),
+         "[system].hostname is required (or give every [[hosts]] entry a hostname)");
+  }
+  if (auto why = checks::hostname_label(h.hostname); !why.empty())
+    fail(*name_node, "hostname \"" + h.hostname + "\" " + why);
+  if (auto x = str(v, "domain")) {
+    if (auto why = checks::domain_name(*x); !why.empty()) fail(*v.get("domain"), "[system].domain " + why);
+    h.domain = *x;
+  }
+  if (auto x = str(v, "timezone")) {
+    if (!checks::is_timezone(*x)) {
+      std::string msg = "unknown time zone \"" + *x + "\" in [system].timezone (use an IANA name like Europe/Berlin)";
+      fail(*v.get("timezone"), msg);
+    }
+    h.timezone = *x;
+  }
+  if (auto x = str(v, "keymap")) {
+    auto sp = x->find(' ');
+    auto ok_part = [](std::string_view p) {
+      return !p.empty() && std::all_of(p.begin(), p.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+      });
+    };
+    if (sp == std::string::npos || !ok_part(x->substr(0, sp)) || !ok_part(x->substr(sp + 1)))
+      fail(*v.get("keymap"), "[system].keymap must be \"LAYOUT VARIANT\", e.g. \"us us\" or \"de de-latin1\"");
+    h.keymap = *x;
+  }
+  h.motd = str(v, "motd", "");
+}
+
+void Converter::convert_network(const View& root, HostConfig& h) {
+  View v = sub(root, "network", "[network]");
+  check_keys(v, kNetworkKeys);
+  std::set<std::string> names;
+  for (auto& iv : table_array(v, "interfaces", "[[network.interfaces]]")) {
+    check_keys(iv, kInterfaceKeys);
+    Interface itf;
+    itf.name = str(iv, "name", "eth0");
+    if (auto why = checks::interface_name(itf.name); !why.empty())
+      fail(iv.get("name") ? *iv.get("name") : *iv.layers[0], "interface name " + why);
+    if (!names.insert(itf.name).second)
+      fail(*iv.layers[0], "interface " + itf.name + " is listed twice in [[network.interfaces]]");
+    auto addr = str(iv, "address");
+    itf.dhcp = boolean(iv, "dhcp", !addr.has_value());
+    if (itf.dhcp && addr)
+      fail(*iv.get("address"), "interface " + itf.name + " has both dhcp = true and an address; choose one");
+    if (!itf.dhcp && !addr)
+      fail(*iv.layers[0], "interface " + itf.name + " has dhcp = false but no address (e.g. \"192.168.1.20/24\")");
+    std::optional<checks::Cidr> cidr;
+    if (addr) {
+      cidr = checks::parse_cidr(*addr);
+      if (!cidr)
+        fail(*iv.get("address"),
+             "invalid address \"" + *addr + "\" for " + itf.name + ": expected CIDR like 192.168.1.20/24");
+      itf.address = *addr;
+    }
+    if (auto gw = str(iv, "gateway")) {
+      auto ip = checks::parse_ip(*gw);
+      if (!ip) fail(*iv.get("gateway"), "invalid gateway \"" + *gw + "\" for " + itf.name + ": not an IP address");
+      if (cidr && !checks::same_subnet(*cidr, *ip))
+        fail(*iv.get("gateway"), "gateway " + *gw + " is outside " + itf.name + "'s network " + *addr);
+      if (itf.dhcp) fail(*iv.get("gateway"), "interface " + itf.name + " uses DHCP; a gateway needs a static address");
+      itf.gateway = *gw;
+    }
+    itf.ipv6 = str(iv, "ipv6", "auto");
+    if (itf.ipv6 != "auto" && itf.ipv6 != "dhcp" && itf.ipv6 != "off")
+      fail(*iv.get("ipv6"), "[[network.interfaces]].ipv6 must be \"auto\", \"dhcp\" or \"off\"");
+    h.network.interfaces.push_back(std::move(itf));
+  }
+  for (auto& [dns, node] : str_array_nodes(v, "dns"))
+    if (!checks::parse_ip(dns)) fail(*node, "[network].dns entry \"" + dns + "\" is not an IP address");
+  h.network.dns = str_array(v, "dns");
+
+  for (auto& [d, node] : str_array_nodes(v, "search"))
+    if (auto why = checks::domain_name(d); !why.empty()) fail(*node, "[network].search entry \"" + d + "\" " + why);
+  h.network.search = str_array(v, "search");
+  if (auto p = str(v, "proxy")) {
+    if (auto why = checks::url(*p, {"http://", "https://"}); !why.empty())
+      fail(*v.get("proxy"), "[network].proxy " + why);
+    h.network.proxy = *p;
+  }
+}
+
+void Converter::convert_wifi(const View& root, HostConfig& h) {
+  View v = sub(root, "wifi", "[wifi]");
+  check_keys(v, kWifiKeys);
+  if (v.empty()) return;
+  auto ssid = str(v, "ssid");
+  if (!ssid) fail(*v.layers[0], "[wifi] needs an ssid");
+  if (ssid->empty() || ssid->size() > 32) fail(*v.get("ssid"), "[wifi].ssid must be 1 to 32 bytes");
+  h.wifi.enabled = true;
+  h.wifi.ssid = *ssid;
+  auto psk = secret(v, "psk", true, true);
+  if (!psk) fail(*v.layers[0], "[wifi] needs a psk (the passphrase, e.g. psk = { env = \"WIFI_PSK\" })");
+  bool hex64 = psk->size() == 64 && psk->find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
+  bool printable = std::all_of(psk->begin(), psk->end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+  if (!hex64 && (psk->size() < 8 || psk->size() > 63 || !printable))
+    fail(*v.get("psk"), "[wifi].psk must be a passphrase of 8 to 63 printable ASCII characters (or 64 hex digits)");
+  h.wifi.psk = *psk;
+  if (auto c = str(v, "country")) {
+    if (c->size() != 2 || !std::isupper(static_cast<unsigned char>((*c)[0])) ||
+        !std::isupper(static_cast<unsigned char>((*c)[1])))
+      fail(*v.get("country"), "[wifi].country must be a two-letter ISO 3166 code in capitals, like \"DE\"");
+    h.wifi.country = *c;
+  }
+  h.wifi.hidden = boolean(v, "hidden", false);
+  h.wifi.interface = str(v, "interface", "wlan0");
+  if (auto why = checks::interface_name(h.wifi.interface); !why.empty())
+    fail(*v.get("interface"), "[wifi].interface " + why);
+}
+
+void Converter::convert_apk(const View& root, HostConfig& h) {
+  View v = sub(root, "apk", "[apk]");
+  check_keys(v, kApkKeys);
+  for (auto& [p, node] : str_array_nodes(v, "packages"))
+    if (auto why = checks::package_name(p); !why.empty()) fail(*node, "package name \"" + p + "\" " + why);
+  h.apk.packages = str_array(v, "packages");
+  for (auto& [r, node] : str_array_nodes(v, "repositories")) {
+    std::string body = r;
+    if (body.rfind('@', 0) == 0)
+      body = body.substr(body.find(' ') == std::string::npos ? body.size() : body.find(' ') + 1);
+    if (body.empty() || (body[0] != '/' && !checks::url(body, {"http://", "https://", "ftp://"}).empty()))
+      fail(*node, "[apk].repositories entry \"" + r + "\" must be a URL or an absolute path");
+  }
+  h.apk.repositories = str_array(v, "repositories");
+  for (auto& [k, node] : str_array_nodes(v, "keys")) {
+    ApkKey key;
+    key.name = fs::path(k).filename().string();
+    if (key.name.size() < 5 || key.name.substr(key.name.size() - 4) != ".pub")
+      fail(*node, "[apk].keys entry \"" + k + "\" must be a public key file ending in .pub");
+    key.content = read_source(*node, "[apk].keys");
+    h.apk.keys.push_back(std::move(key));
+  }
+  h.apk.cache = boolean(v, "cache", false);
+}
+
+void Converter::convert_services(const View& root, HostConfig& h) {
+  View v = sub(root, "services", "[services]");
+  check_keys(v, kServicesKeys);
+  auto get = [&](std::string_view key) {
+    for (auto& [s, node] : str_array_nodes(v, key))
+      if (auto why = checks::service_name(s); !why.empty()) fail(*node, "service name \"" + s + "\" " + why);
+    return str_array(v, key);
+  };
+  h.services.sysinit = get("sysinit");
+  h.services.boot = get("boot");
+  h.services.default_ = get("default");
+  h.services.shutdown = get("shutdown");
+  h.services.disable = get("disable");
+}
+
+bool base_gid(int id) {
+  for (const auto& g : base::groups())
+    if (static_cast<int>(g.gid) == id) return true;
+  return false;
+}
+
+void Converter::convert_users(const View& root, HostConfig& h) {
+  std::set<std::string> names;
+  std::set<int> uids;
+  auto users = table_array(root, "users", "[[users]]");
+  for (auto& uv : users)
+    if (auto uid = integer(uv, "uid")) uids.insert(static_cast<int>(*uid));
+  int next_uid = 1000;
+  std::set<int> seen_uids;
+  for (auto& uv : users) {
+    check_keys(uv, kUserKeys);
+    User u;
+    auto name = str(uv, "name");
+    if (!name) fail(*uv.layers[0], "[[users]] entry needs a name");
+    if (auto why = checks::user_name(*name); !why.empty()) fail(*uv.get("name"), "user name \"" + *name + "\" " + why);
+    if (*name == "root") fail(*uv.get("name"), "configure root in [root], not [[users]]");
+    if (base::find_account(*name))
+      fail(*uv.get("name"), "user name \"" + *name + "\" is a system account of Alpine's base layout");
+    if (!names.insert(*name).second) fail(*uv.get("name"), "duplicate user \"" + *name + "\"");
+    u.name = *name;
+    if (auto uid = integer(uv, "uid")) {
+      if (*uid < 1 || *uid > 65533) fail(*uv.get("uid"), "uid must be between 1 and 65533");
+      u.uid = static_cast<int>(*uid);
+    } else {
+      while (uids.count(next_uid) || base_gid(next_uid)) ++next_uid;
+      u.uid = next_uid++;
+    }
+    if (!seen_uids.insert(u.uid).second)
+      fail(uv.get("uid") ? *uv.get("uid") : *uv.layers[0], "duplicate uid " + std::to_string(u.uid));
+    for (const auto& a : base::accounts())
+      if (static_cast<int>(a.uid) == u.uid)
+        fail(uv.get("uid") ? *uv.get("uid") : *uv.layers[0],
+             "uid " + std::to_string(u.uid) + " belongs to the system account " + std::string(a.name));
+    // The user's primary group gets gid = uid, so it must not be a base group's gid.
+    for (const auto& g : base::groups())
+      if (static_cast<int>(g.gid) == u.uid)
+        fail(uv.get("uid") ? *uv.get("uid") : *uv.layers[0], "uid " + std::to_string(u.uid) + " would give user " +
+                                                                 u.name + " the gid of group " + std::string(g.name) +
+                                                                 "; choose another uid");
+    for (auto& [g, node] : str_array_nodes(uv, "groups"))
+      if (auto why = checks::user_name(g); !why.empty()) fail(*node, "group name \"" + g + "\" " + why);
+    u.groups = str_array(uv, "groups");
+    u.shell = str(uv, "shell", "/bin/ash");
+    if (auto why = checks::abs_path(u.shell); !why.empty()) fail(*uv.get("shell"), "shell " + why);
+    if (auto pw = secret(uv, "password", true, true)) u.password = *pw;
+    if (auto ph = str(uv, "password_hash")) {
+      if (!u.password.empty() || uv.get("password"))
+        fail(*uv.get("password_hash"), "user " + u.name + " has both password and password_hash; choose one");
+      if (ph->empty() || ((*ph)[0] != '$' && *ph != "*" && *ph != "!") || ph->find(':') != std::string::npos ||
+          ph->find('\n') != std::string::npos)
+        fail(*uv.get("password_hash"), "password_hash of user " + u.name + " must be a crypt(3) hash like \"$6$...\"");
+      u.password_hash = *ph;
+    }
+    for (auto& [k, node] : str_array_nodes(uv, "ssh_authorized_keys"))
+      if (auto why = checks::ssh_public_key(k); !why.empty()) fail(*node, "ssh_authorized_keys entry " + why);
+    u.ssh_authorized_keys = str_array(uv, "ssh_authorized_keys");
+    u.admin = boolean(uv, "admin", false);
+    h.users.push_back(std::move(u));
+  }
+  // Supplementary groups unknown to the base layout get gids from 1100 upwards.
+  std::set<unsigned> used;
+  for (const auto& g : base::groups()) used.insert(g.gid);
+  for (const auto& u : h.users) used.insert(static_cast<unsigned>(u.uid));
+  unsigned next_gid = 1100;
+  for (std::size_t i = 0; i < h.users.size(); ++i) {
+    for (const auto& g : h.users[i].groups) {
+      if (base::find_group(g) || names.count(g)) continue;
+      bool have = false;
+      for (auto& [n, gid] : h.extra_groups) have = have || n == g;
+      if (have) continue;
+      while (used.count(next_gid)) ++next_gid;
+      used.insert(next_gid);
+      h.extra_groups.emplace_back(g, next_gid);
+      auto* node = users[i].get("groups");
+      warn(node->source(),
+           "group \"" + g + "\" is not in Alpine's base layout; it is created with gid " + std::to_string(next_gid));
+    }
+  }
+}
+
+void Converter::convert_root(const View& root, HostConfig& h) {
+  View v = sub(root, "root", "[root]");
+  check_keys(v, kRootKeys);
+  if (v.empty()) return;
+  h.root.configured = true;
+  if (auto pw = secret(v, "password", true, true)) h.root.password = *pw;
+  if (auto ph = str(v, "password_hash")) {
+    if (v.get("password")) fail(*v.get("password_hash"), "[root] has both password and password_hash; choose one");
+    if (ph->empty() || ((*ph)[0] != '$' && *ph != "*" && *ph != "!") || ph->find(':') != std::string::npos)
+      fail(*v.get("password_hash"), "[root].password_hash must be a crypt(3) hash like \"$6$...\"");
+    h.root.password_hash = *ph;
+  }
+  for (auto& [k, node] : str_array_nodes(v, "ssh_authorized_keys"))
+    if (auto why = checks::ssh_public_key(k); !why.empty()) fail(*node, "[root].ssh_authorized_keys entry " + why);
+  h.root.ssh_authorized_keys = str_array(v, "ssh_authorized_keys");
+}
+
+void Converter::convert_ssh(const View& root, HostConfig& h) {
+  View v = sub(root, "ssh", "[ssh]");
+  check_keys(v, kSshKeys);
+  h.ssh.enable = boolean(v, "enable", true);
+  h.ssh.password_authentication = boolean(v, "password_authentication", false);
+  h.ssh.permit_root_login = str(v, "permit_root_login", "prohibit-password");
+  const auto& p = h.ssh.permit_root_login;
+  if (p != "yes" && p != "no" && p != "prohibit-password" && p != "forced-commands-only")
+    fail(*v.get("permit_root_login"),
+         "[ssh].permit_root_login must be \"yes\", \"no\", \"prohibit-password\" or \"forced-commands-only\"");
+  h.ssh.host_keys = str(v, "host_keys", "generate");
+  if (h.ssh.host_keys != "generate" && h.ssh.host_keys != "first-boot")
+    fail(*v.get("host_keys"), "[ssh].host_keys must be \"generate\" or \"first-boot\"");
+}
+
+void Converter::convert_ntp(const View& root, HostConfig& h) {
+  View v = sub(root, "ntp", "[ntp]");
+  check_keys(v, kNtpKeys);
+  h.ntp.enable = boolean(v, "enable", true);
+  for (auto& [s, node] : str_array_nodes(v, "servers"))
+    if (!checks::parse_ip(s) && !checks::domain_name(s).empty())
+      fail(*node, "[ntp].servers entry \"" + s + "\" is neither a host name nor an IP address");
+  h.ntp.servers = str_array(v, "servers");
+}
+
+void Converter::convert_files(const View& root, HostConfig& h) {
+  std::set<std::string> paths;
+  for (auto& fv : table_array(root, "files", "[[files]]")) {
+    check_keys(fv, kFileKeys);
+    File f;
+    auto path = str(fv, "path");
+    if (!path) fail(*fv.layers[0], "[[files]] entry needs a path");
+    if (auto why = checks::abs_path(*path); !why.empty())
+      fail(*fv.get("path"), "[[files]].path \"" + *path + "\" " + why);
+    if (!paths.insert(*path).second) fail(*fv.get("path"), "duplicate [[files]] path " + *path);
+    f.path = *path;
+    bool has_content = fv.get("content") != nullptr, has_source = fv.get("source") != nullptr;
+    if (has_content == has_source)
+      fail(*fv.layers[0], "[[files]] entry " + f.path + " needs exactly one of content or source");
+    if (has_content) {
+      f.content = *secret(fv, "content", false, false);
+    } else {
+      auto* node = fv.get("source");
+      if (!node->is_string()) fail(*node, "[[files]].source must be a string (a local file path)");
+      f.content = read_source(*node, "source of " + f.path);
+    }
+    if (auto* m = fv.get("mode")) {
+      std::optional<unsigned> mode;
+      if (m->is_string()) mode = checks::octal_mode(m->as_string()->get());
+      if (!mode || *mode > 07777) fail(*m, "[[files]].mode must be an octal string like \"0644\" (in quotes)");
+      f.mode = *mode;
+    }
+    if (auto o = str(fv, "owner")) {
+      auto colon = o->find(':');
+      f.owner = o->substr(0, colon);
+      f.group = colon == std::string::npos ? "" : o->substr(colon + 1);
+      bool user_ok = base::find_account(f.owner) != nullptr;
+      std::string primary;
+      for (const auto& u : h.users)
+        if (u.name == f.owner) user_ok = true;
+      if (!user_ok) fail(*fv.get("owner"), "owner \"" + f.owner + "\" of " + f.path + " names no user");
+      if (f.group.empty()) {
+        auto* a = base::find_account(f.owner);
+        f.group = a ? std::string(base::groups().front().name) : f.owner;
+        if (a)
+          for (const auto& g : base::groups())
+            if (g.gid == a->gid) f.group = g.name;
+      }
+      bool group_ok = base::find_group(f.group) != nullptr;
+      for (const auto& u : h.users) group_ok = group_ok || u.name == f.group;
+      for (const auto& [g, gid] : h.extra_groups) group_ok = group_ok || g == f.group;
+      if (!group_ok) fail(*fv.get("owner"), "group \"" + f.group + "\" of " + f.path + " names no group");
+    }
+    h.files.push_back(std::move(f));
+  }
+}
+
+void Converter::convert_scripts(const View& root, HostConfig& h) {
+  std::set<std::string> names;
+  for (auto& sv : table_array(root, "scripts", "[[scripts]]")) {
+    check_keys(sv, kScriptKeys);
+    Script sc;
+    auto name = str(sv, "name");
+    if (!name) fail(*sv.layers[0], "[[scripts]] entry needs a name");
+    if (auto why = checks::script_name(*name); !why.empty())
+      fail(*sv.get("name"), "script name \"" + *name + "\" " + why);
+    if (!names.insert(*name).second) fail(*sv.get("name"), "duplicate script name \"" + *name + "\"");
+    sc.name = *name;
+    auto run = str(sv, "run", "every-boot");
+    if (run != "first-boot" && run != "every-boot")
+      fail(*sv.get("run"), "[[scripts]].run must be \"first-boot\" or \"every-boot\"");
+    sc.first_boot = run == "first-boot";
+    bool has_content = sv.get("content") != nullptr, has_source = sv.get("source") != nullptr;
+    if (has_content == has_source) fail(*sv.layers[0], "script " + sc.name + " needs exactly one of content or source");
+    if (has_content) {
+      sc.content = *secret(sv, "content", false, false);
+    } else {
+      auto* node = sv.get("source");
+      if (!node->is_string()) fail(*node, "[[scripts]].source must be a string (a local file path)");
+      sc.content = read_source(*node, "source of script " + sc.name);
+    }
+    h.scripts.push_back(std::move(sc));
+  }
+}
+
+void Converter::convert_lbu(const View& root, HostConfig& h) {
+  View v = sub(root, "lbu", "[lbu]");
+  check_keys(v, kLbuKeys);
+  h.lbu.media = str(v, "media", "mmcblk0p1");
+  if (h.lbu.media.empty() || !std::all_of(h.lbu.media.begin(), h.lbu.media.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+      }))
+    fail(*v.get("media"), "[lbu].media must be a device name under /media, like \"mmcblk0p1\"");
+  for (auto key : {"include", "exclude"}) {
+    for (auto& [p, node] : str_array_nodes(v, key))
+      if (auto why = checks::abs_path(p); !why.empty()) fail(*node, "[lbu]." + std::string(key) + " entry " + why);
+  }
+  h.lbu.include = str_array(v, "include");
+  h.lbu.exclude = str_array(v, "exclude");
+  if (auto b = integer(v, "backup_limit")) {
+    if (*b < 0 || *b > 1000) fail(*v.get("backup_limit"), "[lbu].backup_limit must be between 0 and 1000");
+    h.lbu.backup_limit = static_cast<int>(*b);
+  }
+}
+
+void Converter::convert_boot(const View& root, HostConfig& h) {
+  View v = sub(root, "boot", "[boot]");
+  check_keys(v, kBootKeys);
+  if (auto l = str(v, "label")) {
+    std::string up = *l;
+    std::transform(up.begin(), up.end(), up.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+    if (up.empty() || up.size() > 11 || !std::all_of(up.begin(), up.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+        }))
+      fail(*v.get("label"), "[boot].label must be 1 to 11 letters, digits, '_' or '-'");
+    if (up == "BOOT")
+      fail(*v.get("label"),
+           "[boot].label must not be BOOT: the Pi firmware then fails to load boot/ files "
+           "(raspberrypi/firmware#1529)");
+    if (up == "CIDATA") fail(*v.get("label"), "[boot].label must not be CIDATA: it triggers tiny-cloud at boot");
+    h.boot.label = up;
+  }
+  if (auto* sz = v.get("size")) {
+    if (sz->is_string() && sz->as_string()->get() == "max") {
+      h.boot.size_max = true;
+    } else if (sz->is_string()) {
+      try {
+        h.boot.size = rpi::parse_size(sz->as_string()->get(), "[boot].size");
+      } catch (const Error& e) {
+        fail(*sz, std::string("[boot].size must be a size like \"1GiB\" or \"max\""));
+      }
+      if (*h.boot.size < (64ull << 20)) fail(*sz, "[boot].size must be at least 64MiB");
+    } else {
+      fail(*sz, "[boot].size must be a string like \"1GiB\" or \"max\"");
+    }
+  }
+  for (auto& [p, node] : str_array_nodes(v, "cmdline")) {
+    if (p.empty() || p.find_first_of(" \t\r\n") != std::string::npos)
+      fail(*node, "[boot].cmdline entries must be single kernel parameters without spaces");
+  }
+  h.boot.cmdline = str_array(v, "cmdline");
+  for (auto& [l, node] : str_array_nodes(v, "config")) {
+    if (l.size() > 98) fail(*node, "[boot].config line is longer than 98 characters (the firmware's limit)");
+    if (l.find_first_of("\r\n") != std::string::npos) fail(*node, "[boot].config entries must be single lines");
+  }
+  h.boot.config = str_array(v, "config");
+  h.boot.serial_console = boolean(v, "serial_console", false);
+  if (auto u = str(v, "apkovl_url")) {
+    if (auto why = checks::url(*u, {"http://", "https://", "ftp://"}); !why.empty())
+      fail(*v.get("apkovl_url"), "[boot].apkovl_url " + why);
+    h.boot.apkovl_url = *u;
+  }
+}
+
+void Converter::convert_install(const View& root, HostConfig& h) {
+  View v = sub(root, "install", "[install]");
+  check_keys(v, kInstallKeys);
+  h.install.mode = str(v, "mode", "diskless");
+  if (h.install.mode != "diskless" && h.install.mode != "sys")
+    fail(*v.get("mode"), "[install].mode must be \"diskless\" or \"sys\"");
+  h.install.disk = str(v, "disk", "/dev/mmcblk0");
+  if (h.install.disk.rfind("/dev/", 0) != 0 || !checks::abs_path(h.install.disk).empty())
+    fail(*v.get("disk"), "[install].disk must be a device path like /dev/mmcblk0");
+}
+
+HostConfig Converter::convert(const toml::table* host, int n, int host_pos) {
+  n_ = n;
+  HostConfig h;
+  h.index = n;
+  check_keys(s_.doc, kTopKeys, "the spec");
+  View root{{}, "the spec"};
+  if (host) {
+    std::vector<std::string_view> host_keys = {"hostname", "mac"};
+    for (auto k : kTopKeys)
+      if (k != "hosts") host_keys.push_back(k);
+    check_keys(*host, host_keys, "[[hosts]]");
+    if (auto* a = host->get("alpine")) fail(*a, "[alpine] cannot differ per host: a batch is built from one tarball");
+    root.layers.push_back(host);
+    if (auto* m = host->get("mac")) {
+      if (!m->is_string()) fail(*m, "[[hosts]].mac must be a string");
+      auto mac = checks::normalize_mac(m->as_string()->get());
+      if (!mac) fail(*m, "[[hosts]].mac must be a MAC address like \"b8:27:eb:12:34:56\"");
+      h.mac = *mac;
+    }
+  }
+  root.layers.push_back(&s_.doc);
+  // Type check of every top-level entry that must be a table.
+  for (auto* layer : root.layers)
+    for (auto&& [k, node] : *layer) {
+      std::string_view key = k.str();
+      bool array = key == "users" || key == "files" || key == "scripts" || key == "hosts";
+      if (key == "hostname" || key == "mac") continue;
+      if (array && !node.is_array()) fail(node, "[[" + std::string(key) + "]] must be an array of tables");
+      if (!array && !node.is_table())
+        fail(node, "[" + std::string(key) + "] must be a table, not " + type_name(node.type()));
+    }
+  View base_only{{&s_.doc}, "the spec"};
+  convert_alpine(base_only, h.alpine);
+  convert_system(root, host, host_pos, h);
+  convert_network(root, h);
+  convert_wifi(root, h);
+  convert_apk(root, h);
+  convert_services(root, h);
+  convert_users(root, h);
+  convert_root(root, h);
+  convert_ssh(root, h);
+  convert_ntp(root, h);
+  convert_files(root, h);
+  convert_scripts(root, h);
+  convert_lbu(root, h);
+  convert_boot(root, h);
+  convert_install(root, h);
+  // Defaults that depend on other tables.
+  if (h.network.interfaces.empty()) h.network.interfaces.push_back(Interface{});
+  if (h.wifi.enabled) {
+    bool listed = false;
+    for (const auto& i : h.network.interfaces) listed = listed || i.name == h.wifi.interface;
+    if (!listed) {
+      Interface w;
+      w.name = h.wifi.interface;
+      h.network.interfaces.push_back(w);
+    }
+  }
+  bool any_dhcp = false;
+  for (const auto& i : h.network.interfaces) any_dhcp = any_dhcp || i.dhcp;
+  if (!any_dhcp && h.network.dns.empty()) {
+    View net = sub(root, "network", "[network]");
+    warn(net.empty() ? s_.doc.source() : net.layers[0]->source(),
+         "no interface uses DHCP and [network].dns is empty: the Pi will not resolve names");
+  }
+  return h;
+}
+
+std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::string& name, const fs::path& base_dir) {
+  auto impl = std::make_shared<Spec::Impl>();
+  impl->name = name;
+  impl->path = name;
+  impl->base_dir = base_dir;
+  try {
+    impl->doc = toml::parse(text, name);
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    throw Error(Errc::spec, name + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) + ": " +
+                                shorten_quoted(std::string(e.description())));
+  }
+  Converter c(*impl, impl->warnings);
+  if (auto* hosts = impl->doc.get("hosts")) {
+    if (!hosts->is_array_of_tables()) c.fail(*hosts, "[[hosts]] must be an array of tables");
+    for (auto& e : *hosts->as_array()) impl->hosts.push_back(e.as_table());
+  }
+  if (auto* sys = impl->doc.get("system"); sys && sys->is_table())
+    if (auto* hn = sys->as_table()->get("hostname"); hn && hn->is_string())
+      impl->hostname_templated = checks::has_template(hn->as_string()->get());
+  // Validate every card the file defines (the base alone when there are no hosts).
+  std::set<std::string> names, macs;
+  if (impl->hosts.empty()) {
+    impl->alpine = c.convert(nullptr, 1, 0).alpine;
+  } else {
+    for (std::size_t i = 0; i < impl->hosts.size(); ++i) {
+      auto h = c.convert(impl->hosts[i], static_cast<int>(i) + 1, static_cast<int>(i) + 1);
+      if (!names.insert(h.hostname).second)
+        c.fail(impl->hosts[i]->source(), "hostname \"" + h.hostname + "\" is used by two [[hosts]] entries");
+      if (!h.mac.empty() && !macs.insert(h.mac).second)
+        c.fail(impl->hosts[i]->source(), "mac " + h.mac + " is used by two [[hosts]] entries");
+      impl->alpine = h.alpine;
+    }
+  }
+  return impl;
+}
+
+}  // namespace
+
+Spec parse_spec(const std::string& text, const std::string& name, const fs::path& base_dir) {
+  return Spec(parse_impl(text, name, base_dir));
+}
+
+Spec load_spec(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(Errc::spec, path.string() + ": cannot read the spec (no such file or not readable)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto base = path.parent_path();
+  if (base.empty()) base = ".";
+  auto impl = parse_impl(ss.str(), path.string(), base);
+  impl->path = path;
+  return Spec(impl);
+}
+
+HostConfig resolve_host(const Spec& spec, int n, const std::optional<std::string>& host_name) {
+  const auto& impl = spec.impl();
+  std::vector<Warning> scratch;
+  Converter c(impl, scratch);
+  if (host_name) {
+    std::vector<std::string> known;
+    for (std::size_t i = 0; i < impl.hosts.size(); ++i) {
+      auto h = c.convert(impl.hosts[i], static_cast<int>(i) + 1, static_cast<int>(i) + 1);
+      if (h.hostname == *host_name) return h;
+      known.push_back(h.hostname);
+    }
+    std::string msg = "no [[hosts]] entry has hostname \"" + *host_name + "\" in " + impl.name;
+    std::vector<std::string_view> cands(known.begin(), known.end());
+    if (auto best = checks::closest(*host_name, cands); !best.empty()) msg += " (did you mean '" + best + "'?)";
+    throw Error(Errc::usage, msg);
+  }
+  if (n < 1) throw Error(Errc::usage, "card numbers start at 1 (--first " + std::to_string(n) + ")");
+  if (static_cast<std::size_t>(n) <= impl.hosts.size())
+    return c.convert(impl.hosts[static_cast<std::size_t>(n) - 1], n, n);
+  if (!impl.hosts.empty() && !impl.hostname_templated)
+    throw Error(Errc::usage, "card " + std::to_string(n) + " is beyond the " + std::to_string(impl.hosts.size()) +
+                                 " [[hosts]] entries of " + impl.name + " and [system].hostname has no {n} to name it");
+  return c.convert(nullptr, n, 0);
+}
+
+std::vector<HostConfig> resolve_hosts(const Spec& spec, int first, int count) {
+  std::vector<HostConfig> out;
+  for (int i = 0; i < count; ++i) out.push_back(resolve_host(spec, first + i));
+  return out;
+}
+
+}  // namespace rpi::overlay

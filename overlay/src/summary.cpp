@@ -1,0 +1,80 @@
+// The redacted summary `check` prints: every secret appears as "(secret)".
+#include <sstream>
+
+#include "overlay/spec.hpp"
+#include "rpi/size.hpp"
+
+namespace rpi::overlay {
+
+namespace {
+std::string join(const std::vector<std::string>& v, const char* sep = ", ") {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+std::string keys(std::size_t n) {
+  return std::to_string(n) + (n == 1 ? " ssh key" : " ssh keys");
+}
+}  // namespace
+
+std::string summary(const HostConfig& h) {
+  std::ostringstream o;
+  o << "card " << h.index << ": " << h.hostname << (h.domain.empty() ? "" : "." + h.domain);
+  if (!h.mac.empty()) o << " (mac " << h.mac << ")";
+  o << "\n";
+  o << "  alpine    " << h.alpine.version << " " << h.alpine.arch << " from "
+    << (h.alpine.tarball.empty() ? h.alpine.mirror : h.alpine.tarball) << "\n";
+  o << "  system    timezone " << h.timezone << (h.keymap.empty() ? "" : ", keymap " + h.keymap)
+    << (h.motd.empty() ? "" : ", motd") << "\n";
+  for (const auto& i : h.network.interfaces) {
+    o << "  network   " << i.name << " " << (i.dhcp ? "dhcp" : i.address);
+    if (!i.gateway.empty()) o << " via " << i.gateway;
+    o << ", ipv6 " << i.ipv6 << "\n";
+  }
+  if (!h.network.dns.empty()) o << "  dns       " << join(h.network.dns) << "\n";
+  if (!h.network.proxy.empty()) o << "  proxy     " << h.network.proxy << "\n";
+  if (h.wifi.enabled)
+    o << "  wifi      ssid \"" << h.wifi.ssid << "\" psk (secret)"
+      << (h.wifi.country.empty() ? "" : " country " + h.wifi.country) << (h.wifi.hidden ? " hidden" : "") << " on "
+      << h.wifi.interface << "\n";
+  o << "  packages  " << (h.apk.packages.empty() ? "(base only)" : join(h.apk.packages, " "))
+    << (h.apk.cache ? " [apk cache on card]" : "") << "\n";
+  for (const auto& u : h.users) {
+    o << "  user      " << u.name << " uid " << u.uid;
+    if (!u.groups.empty()) o << " groups " << join(u.groups, ",");
+    o << (u.admin ? " admin" : "") << (!u.password.empty() ? " password (secret)" : "")
+      << (!u.password_hash.empty() ? " password_hash (secret)" : "") << ", " << keys(u.ssh_authorized_keys.size())
+      << "\n";
+  }
+  if (h.root.configured)
+    o << "  root      " << (!h.root.password.empty() ? "password (secret), " : "")
+      << (!h.root.password_hash.empty() ? "password_hash (secret), " : "") << keys(h.root.ssh_authorized_keys.size())
+      << "\n";
+  if (h.ssh.enable)
+    o << "  ssh       password authentication " << (h.ssh.password_authentication ? "yes" : "no") << ", root login "
+      << h.ssh.permit_root_login << ", host keys " << h.ssh.host_keys << "\n";
+  else
+    o << "  ssh       disabled\n";
+  o << "  ntp       " << (h.ntp.enable ? (h.ntp.servers.empty() ? "pool.ntp.org" : join(h.ntp.servers)) : "disabled")
+    << "\n";
+  for (const auto& f : h.files) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", f.mode);
+    o << "  file      " << f.path << " " << mode << " " << f.owner << ":" << f.group << " (" << f.content.size()
+      << " bytes)\n";
+  }
+  for (const auto& s : h.scripts)
+    o << "  script    " << s.name << " (" << (s.first_boot ? "first-boot" : "every-boot") << ")\n";
+  o << "  boot      label " << h.boot.label << ", size "
+    << (h.boot.size_max ? "max"
+        : h.boot.size   ? rpi::format_size(*h.boot.size)
+                        : "auto");
+  if (!h.boot.cmdline.empty()) o << ", cmdline +" << join(h.boot.cmdline, " ");
+  if (h.boot.serial_console) o << ", serial console";
+  o << ", apkovl " << (h.boot.apkovl_url.empty() ? "on the card" : "from " + h.boot.apkovl_url) << "\n";
+  o << "  install   " << h.install.mode << (h.install.mode == "sys" ? " on " + h.install.disk : "") << ", lbu media "
+    << h.lbu.media << "\n";
+  return o.str();
+}
+
+}  // namespace rpi::overlay

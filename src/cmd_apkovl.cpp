@@ -1,0 +1,126 @@
+// `rpi-provision apkovl`: write only the apkovl of one card (-o FILE) or, for
+// network boot, one <mac>.apkovl.tar.gz per [[hosts]] entry with a mac
+// (--out-dir DIR), named as Alpine's initramfs requests them for
+// apkovl=http://…/{MAC}.apkovl.tar.gz (colon form, lower case).
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "app.hpp"
+#include "overlay/apkovl.hpp"
+#include "overlay/spec.hpp"
+#include "rpi/atomic_file.hpp"
+#include "rpi/error.hpp"
+#include "rpi/size.hpp"
+
+namespace rpi::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ApkovlOptions {
+  std::string spec, output, out_dir, host, seed_file, known_hosts;
+  int first = 1;
+};
+
+overlay::BuildOptions build_options(const ApkovlOptions& o) {
+  overlay::BuildOptions b;
+  if (const char* e = std::getenv("SOURCE_DATE_EPOCH"); e && *e) {
+    char* end = nullptr;
+    long long v = std::strtoll(e, &end, 10);
+    if (*end != '\0' || v < 0) throw Error(Errc::usage, "SOURCE_DATE_EPOCH must be a non-negative integer");
+    b.source_date_epoch = v;
+  }
+  if (!o.seed_file.empty()) {
+    std::ifstream in(o.seed_file, std::ios::binary);
+    if (!in) throw Error(Errc::usage, "cannot read --seed-file " + o.seed_file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    if (ss.str().size() < 16) throw Error(Errc::usage, "--seed-file " + o.seed_file + " must hold at least 16 bytes");
+    b.seed = ss.str();
+  }
+  return b;
+}
+
+void write_one(AppContext& ctx, const overlay::HostConfig& h, const overlay::BuildOptions& b, const fs::path& out,
+               std::vector<std::string>& known_hosts) {
+  auto ovl = overlay::build_apkovl(h, b);
+  // 0600: the overlay holds password hashes, the Wi-Fi PSK and host private keys.
+  write_file_atomic(out, ovl.bytes, 0600);
+  JsonObject obj;
+  obj.add("card", h.index)
+      .add("hostname", h.hostname)
+      .add("path", out.string())
+      .add("bytes", static_cast<std::uint64_t>(ovl.bytes.size()));
+  if (!h.mac.empty()) obj.add("mac", h.mac);
+  std::string kh_json = "[";
+  for (const auto& l : ovl.known_hosts)
+    kh_json += (kh_json.size() > 1 ? "," : "") + std::string("\"") + json_escape(l) + "\"";
+  kh_json += "]";
+  obj.add_raw("known_hosts", kh_json);
+  std::string text = "wrote " + out.string() + " (" + format_size(ovl.bytes.size()) + ") for " + h.hostname;
+  for (const auto& l : ovl.known_hosts) text += "\n  known_hosts: " + l;
+  ctx.reporter.result("apkovl", text, obj);
+  known_hosts.insert(known_hosts.end(), ovl.known_hosts.begin(), ovl.known_hosts.end());
+}
+
+void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
+  if (o.output.empty() == o.out_dir.empty()) throw Error(Errc::usage, "give exactly one of -o FILE or --out-dir DIR");
+  auto spec = overlay::load_spec(o.spec);
+  for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
+  auto b = build_options(o);
+  std::vector<std::string> known_hosts;
+  if (!o.output.empty()) {
+    auto h = o.host.empty() ? overlay::resolve_host(spec, o.first) : overlay::resolve_host(spec, 0, o.host);
+    write_one(ctx, h, b, o.output, known_hosts);
+  } else {
+    if (spec.host_count() == 0)
+      throw Error(Errc::usage,
+                  "--out-dir needs [[hosts]] entries with a mac in " + o.spec + "; use -o FILE for one card");
+    std::vector<overlay::HostConfig> cards;
+    if (!o.host.empty())
+      cards.push_back(overlay::resolve_host(spec, 0, o.host));
+    else
+      cards = overlay::resolve_hosts(spec, o.first, std::max(0, spec.host_count() - o.first + 1));
+    std::error_code ec;
+    fs::create_directories(o.out_dir, ec);
+    if (ec) throw Error(Errc::io, "cannot create --out-dir " + o.out_dir + ": " + ec.message());
+    int written = 0;
+    for (const auto& h : cards) {
+      if (h.mac.empty()) {
+        ctx.reporter.note("skipping " + h.hostname + ": its [[hosts]] entry has no mac");
+        continue;
+      }
+      write_one(ctx, h, b, fs::path(o.out_dir) / overlay::mac_file_name(h.mac), known_hosts);
+      ++written;
+    }
+    if (written == 0) throw Error(Errc::usage, "no [[hosts]] entry in " + o.spec + " has a mac; nothing written");
+  }
+  if (!o.known_hosts.empty()) {
+    std::string text;
+    for (const auto& l : known_hosts) text += l + "\n";
+    write_file_atomic(o.known_hosts, text, 0644);
+  }
+}
+
+CommandRegistration reg(30, [](CLI::App& app, AppContext& ctx) {
+  auto o = std::make_shared<ApkovlOptions>();
+  CLI::App* sub = app.add_subcommand("apkovl", "Write only the apkovl (-o FILE), or one <mac>.apkovl.tar.gz per host");
+  sub->add_option("--spec", o->spec, "the TOML spec")->required();
+  sub->add_option("-o,--output", o->output, "the apkovl file to write (one card)");
+  sub->add_option("--out-dir", o->out_dir, "write <mac>.apkovl.tar.gz for every [[hosts]] entry with a mac");
+  sub->add_option("--host", o->host, "the [[hosts]] entry with this hostname");
+  sub->add_option("--first", o->first, "the card number {n} (default 1)")->check(CLI::PositiveNumber);
+  sub->add_option("--seed-file", o->seed_file,
+                  "derive password salts and SSH host keys from this secret file: reproducible output");
+  sub->add_option("--known-hosts", o->known_hosts, "also write the generated host keys as known_hosts lines here");
+  sub->callback([o, &ctx] {
+    ctx.reporter.configure(ctx.json, ctx.quiet);
+    run_apkovl(ctx, *o);
+  });
+});
+
+}  // namespace
+}  // namespace rpi::cli

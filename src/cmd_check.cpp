@@ -1,0 +1,64 @@
+// `rpi-provision check --spec FILE`: validate the spec and print, per card, a
+// summary with every secret redacted. Warnings (literal secrets...) go to stderr.
+#include <memory>
+#include <optional>
+
+#include "app.hpp"
+#include "overlay/spec.hpp"
+#include "rpi/error.hpp"
+
+namespace rpi::cli {
+namespace {
+
+struct CheckOptions {
+  std::string spec, host;
+  int first = 1;
+};
+
+void run_check(AppContext& ctx, const CheckOptions& o) {
+  auto spec = overlay::load_spec(o.spec);
+  for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
+  std::vector<overlay::HostConfig> cards;
+  if (!o.host.empty())
+    cards.push_back(overlay::resolve_host(spec, 0, o.host));
+  else if (spec.host_count() > 0)
+    cards = overlay::resolve_hosts(spec, o.first, std::max(1, spec.host_count() - o.first + 1));
+  else
+    cards.push_back(overlay::resolve_host(spec, o.first));
+  for (const auto& h : cards) {
+    JsonObject obj;
+    obj.add("spec", o.spec).add("card", h.index).add("hostname", h.hostname);
+    if (!h.mac.empty()) obj.add("mac", h.mac);
+    obj.add("users", static_cast<std::uint64_t>(h.users.size()))
+        .add("packages", static_cast<std::uint64_t>(h.apk.packages.size()))
+        .add_bool("wifi", h.wifi.enabled)
+        .add("host_keys", h.ssh.enable ? h.ssh.host_keys : std::string("none"))
+        .add("install", h.install.mode);
+    std::string text = overlay::summary(h);
+    if (!text.empty() && text.back() == '\n') text.pop_back();
+    ctx.reporter.result("card", text, obj);
+  }
+  JsonObject done;
+  done.add("spec", o.spec)
+      .add("cards", static_cast<std::uint64_t>(cards.size()))
+      .add("warnings", static_cast<std::uint64_t>(spec.warnings().size()));
+  ctx.reporter.result("check",
+                      o.spec + ": OK (" + std::to_string(cards.size()) + (cards.size() == 1 ? " card" : " cards") +
+                          ", " + std::to_string(spec.warnings().size()) + " warnings)",
+                      done);
+}
+
+CommandRegistration reg(20, [](CLI::App& app, AppContext& ctx) {
+  auto o = std::make_shared<CheckOptions>();
+  CLI::App* sub = app.add_subcommand("check", "Validate a spec and print a summary per card (secrets redacted)");
+  sub->add_option("--spec", o->spec, "the TOML spec")->required();
+  sub->add_option("--host", o->host, "only the [[hosts]] entry with this hostname");
+  sub->add_option("--first", o->first, "the card number {n} of the first card (default 1)")->check(CLI::PositiveNumber);
+  sub->callback([o, &ctx] {
+    ctx.reporter.configure(ctx.json, ctx.quiet);
+    run_check(ctx, *o);
+  });
+});
+
+}  // namespace
+}  // namespace rpi::cli

@@ -1,0 +1,144 @@
+// `rpi-provision fetch`: resolve, download, verify and cache the Alpine RPi
+// tarball, from flags or a spec's [alpine] table; prints the cached path.
+#include <toml++/toml.h>
+
+#include <memory>
+#include <optional>
+#include <sstream>
+
+#include "app.hpp"
+#include "fetch/fetch.hpp"
+#include "rpi/error.hpp"
+#include "rpi/size.hpp"
+
+namespace rpi::cli {
+namespace {
+
+struct FetchOptions {
+  std::string spec, version, arch, tarball, sha256, cache_dir, ca_cert, keyring, fingerprint;
+  std::vector<std::string> mirrors;
+  bool offline = false, verify_signature = false;
+};
+
+// What a spec's [alpine] table says (the full spec model lives in overlay/;
+// this reads only the keys fetch needs, with the same located errors).
+struct AlpineTable {
+  std::optional<std::string> version, arch, mirror, tarball, sha256;
+};
+
+std::string where(const std::string& file, const toml::source_region& r) {
+  return file + ":" + std::to_string(r.begin.line) + ":" + std::to_string(r.begin.column);
+}
+
+AlpineTable read_alpine_table(const std::string& path) {
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    if (!std::filesystem::exists(path)) throw Error(Errc::usage, "spec " + path + " does not exist");
+    throw Error(Errc::spec, where(path, e.source()) + ": " + std::string(e.description()));
+  }
+  AlpineTable t;
+  const toml::node* node = root.get("alpine");
+  if (!node) return t;
+  const toml::table* alpine = node->as_table();
+  if (!alpine) throw Error(Errc::spec, where(path, node->source()) + ": [alpine] must be a table");
+  for (const auto& [key, value] : *alpine) {
+    std::optional<std::string>* slot = nullptr;
+    if (key == "version")
+      slot = &t.version;
+    else if (key == "arch")
+      slot = &t.arch;
+    else if (key == "mirror")
+      slot = &t.mirror;
+    else if (key == "tarball")
+      slot = &t.tarball;
+    else if (key == "sha256")
+      slot = &t.sha256;
+    else
+      throw Error(Errc::spec, where(path, value.source()) + ": unknown key alpine." + std::string(key.str()) +
+                                  " (known: version, arch, mirror, tarball, sha256)");
+    const auto* s = value.as_string();
+    if (!s)
+      throw Error(Errc::spec, where(path, value.source()) + ": alpine." + std::string(key.str()) + " must be a string");
+    *slot = s->get();
+  }
+  if (t.tarball && !t.tarball->empty() && t.tarball->find("://") == std::string::npos && t.tarball->front() != '/') {
+    // Relative to the spec, like every other path in it.
+    t.tarball = (std::filesystem::path(path).parent_path() / *t.tarball).lexically_normal().string();
+  }
+  return t;
+}
+
+void run_fetch(AppContext& ctx, FetchOptions o) {
+  if (!o.spec.empty()) {
+    AlpineTable t = read_alpine_table(o.spec);
+    // Flags given on the command line win over the spec.
+    if (o.version.empty() && t.version) o.version = *t.version;
+    if (o.arch.empty() && t.arch) o.arch = *t.arch;
+    if (o.mirrors.empty() && t.mirror) o.mirrors.push_back(*t.mirror);
+    if (o.tarball.empty() && t.tarball) o.tarball = *t.tarball;
+    if (o.sha256.empty() && t.sha256) o.sha256 = *t.sha256;
+  }
+  fetch::Options opts;
+  if (!o.cache_dir.empty()) opts.cache_dir = o.cache_dir;
+  opts.offline = o.offline;
+  opts.ca_cert = o.ca_cert;
+  opts.verify_signature = o.verify_signature;
+  opts.keyring = o.keyring;
+  opts.signing_key_fingerprint = o.fingerprint;
+  opts.events = ctx.reporter.sink();
+  if (opts.verify_signature && opts.keyring.empty())
+    throw Error(Errc::usage,
+                "--verify-signature needs --keyring FILE (Alpine's key: https://alpinelinux.org/keys/ncopa.asc)");
+
+  std::filesystem::path path;
+  fetch::Release rel;
+  if (!o.tarball.empty()) {
+    if (o.sha256.empty()) throw Error(Errc::usage, "--tarball needs --sha256 HEX to pin its digest");
+    path = fetch::fetch_url(o.tarball, o.sha256, opts);
+    rel.file = path.filename().string();
+    rel.sha256 = o.sha256;
+  } else {
+    fetch::Query q;
+    if (!o.version.empty()) q.version = o.version;
+    if (!o.arch.empty()) q.arch = o.arch;
+    q.mirrors = o.mirrors;
+    rel = fetch::resolve(q, opts);
+    path = fetch::fetch_release(rel, opts);
+  }
+  ctx.reporter.finish_progress();
+  std::error_code ec;
+  std::uint64_t size = std::filesystem::file_size(path, ec);
+  JsonObject j;
+  j.add("path", path.string()).add("file", rel.file).add("sha256", rel.sha256).add("size", size);
+  if (!rel.version.empty()) j.add("version", rel.version);
+  if (!rel.arch.empty()) j.add("arch", rel.arch);
+  ctx.reporter.result("fetch", path.string(), std::move(j));
+}
+
+CommandRegistration reg(40, [](CLI::App& app, AppContext& ctx) {
+  auto o = std::make_shared<FetchOptions>();
+  CLI::App* sub = app.add_subcommand("fetch", "Download, verify and cache the Alpine RPi tarball; print its path");
+  sub->add_option("--spec", o->spec, "read version, arch, mirror (or tarball + sha256) from the spec's [alpine] table");
+  sub->add_option("--version", o->version, "latest-stable (default), edge, X.Y or X.Y.Z");
+  sub->add_option("--arch", o->arch, "aarch64 (default), armv7 or armhf");
+  sub->add_option("--mirror", o->mirrors,
+                  "mirror root (https://, http://, file:// or a directory); repeat to add fallbacks");
+  sub->add_option("--tarball", o->tarball, "fetch this URL instead of resolving a release (needs --sha256)");
+  sub->add_option("--sha256", o->sha256, "the expected SHA-256 of --tarball");
+  sub->add_option("--cache-dir", o->cache_dir, "cache folder (default $XDG_CACHE_HOME/rpi-provision)");
+  sub->add_flag("--offline", o->offline, "never use the network; resolve and fetch from the cache only");
+  sub->add_option("--ca-cert", o->ca_cert, "CA certificate (PEM) to trust for a private HTTPS mirror");
+  sub->add_flag("--verify-signature", o->verify_signature, "check <file>.asc with gpg against --keyring");
+  sub->add_option("--keyring", o->keyring, "OpenPGP public key file for --verify-signature");
+  sub->add_option("--signing-key-fingerprint", o->fingerprint,
+                  std::string("accepted signer (default Alpine's ") + fetch::kAlpineSigningKey + ")");
+  sub->callback([o, &ctx] {
+    ctx.reporter.configure(ctx.json, ctx.quiet);
+    run_fetch(ctx, *o);
+  });
+});
+
+}  // namespace
+}  // namespace rpi::cli

@@ -1,0 +1,361 @@
+// `rpi-provision inspect IMAGE|DEVICE`: what a card or image holds — the
+// partition table, the boot FAT (type, label, ID, cluster size, free space),
+// its top-level files, .alpine-release, cmdline.txt and a summary of the
+// apkovl. Read-only: the target is opened O_RDONLY and never written, so it is
+// safe on a card that is in use. Nothing secret is shown (see reader.hpp).
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "app.hpp"
+#include "partition/reader.hpp"
+#include "rpi/error.hpp"
+#include "rpi/fd.hpp"
+
+namespace rpi::cli {
+namespace {
+
+using namespace rpi::partition;
+
+constexpr std::uint64_t kSmallTextMax = 64 * 1024;  // .alpine-release, cmdline.txt
+
+std::string human_bytes(std::uint64_t b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[64];
+  if (u == 0)
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
+  return buf;
+}
+
+std::string hex8(std::uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", v);
+  return buf;
+}
+std::string hex2(std::uint8_t v) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "0x%02x", v);
+  return buf;
+}
+
+// First line of a text file, control characters shown as '?'.
+std::string first_line(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\n' || c == '\r') break;
+    out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) ? '?' : c;
+  }
+  return out;
+}
+
+// `s` padded with spaces to `width` characters (UTF-8 aware, for the columns).
+std::string pad(const std::string& s, std::size_t width) {
+  std::size_t chars = 0;
+  for (unsigned char c : s) chars += (c & 0xC0) != 0x80;
+  return chars >= width ? s : s + std::string(width - chars, ' ');
+}
+
+std::string json_array(const std::vector<std::string>& items) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < items.size(); ++i) s += (i ? "," : "") + items[i];
+  return s + "]";
+}
+std::string json_string(const std::string& s) {
+  return json_escape(s);
+}  // quotes included
+std::string json_strings(const std::vector<std::string>& v) {
+  std::vector<std::string> q;
+  for (auto& s : v) q.push_back(json_string(s));
+  return json_array(q);
+}
+
+std::string join(const std::vector<std::string>& v, const std::string& sep) {
+  std::string s;
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? sep : "") + v[i];
+  return s;
+}
+
+struct ApkovlReport {
+  FatEntry entry;
+  std::optional<ApkovlSummary> summary;
+  std::string problem;  // why there is no summary
+};
+
+void run_inspect(const std::string& target, AppContext& ctx) {
+  Fd fd = open_or_throw(target, O_RDONLY);
+  const std::uint64_t size = fd_size(fd.get(), target);
+  if (size < 512) throw Error(Errc::input, target + ": only " + std::to_string(size) + " bytes: not a disk image");
+  std::uint8_t sector0[512];
+  if (pread_full(fd.get(), sector0, sizeof sector0, 0, "cannot read " + target) != sizeof sector0)
+    throw Error(Errc::input, target + ": cannot read sector 0");
+
+  std::vector<std::string> warnings;
+  // The MBR counts 512-byte sectors; on a 4Kn device its numbers mean something else.
+  struct stat st {};
+  int logical = 512;
+  if (::fstat(fd.get(), &st) == 0 && S_ISBLK(st.st_mode) && ::ioctl(fd.get(), BLKSSZGET, &logical) == 0 &&
+      logical != 512)
+    warnings.push_back(target + " has " + std::to_string(logical) +
+                       "-byte logical sectors; this reader assumes 512 (Raspberry Pi cards use 512)");
+  std::string text;
+  JsonObject out;
+  out.add("path", target).add("size", size);
+  text += target + ": " + std::to_string(size) + " bytes (" + human_bytes(size) + ")\n";
+
+  // Partition table, or a FAT without one ("superfloppy").
+  std::optional<FatVolume> vol;
+  unsigned fat_partition = 0;
+  std::uint64_t fat_offset = 0;
+  if (looks_like_fat_boot_sector(sector0)) {
+    text += "Partition table: none (the FAT file system starts at byte 0)\n";
+    out.add_raw("partition_table", "null");
+    vol = FatVolume::open(fd.get(), 0, size, target);
+  } else {
+    MbrInfo mbr = read_mbr(fd.get(), size, target);
+    for (auto& w : mbr.warnings) warnings.push_back(w);
+    text += "Partition table: MBR, disk id " + hex8(mbr.disk_id) + (mbr.gpt_protective ? " (GPT, not supported)" : "") +
+            "\n";
+    text += "  #  boot  type                          start      sectors  size\n";
+    std::vector<std::string> parts;
+    for (const auto& e : mbr.entries) {
+      if (e.type == 0 && e.sectors == 0 && e.start_lba == 0) continue;
+      char line[160];
+      std::snprintf(line, sizeof line, "  %u  %-4s  %s %-23s %10u %12u  %s\n", e.number, e.bootable() ? "*" : "",
+                    hex2(e.type).c_str(), mbr_type_name(e.type), e.start_lba, e.sectors,
+                    human_bytes(e.bytes()).c_str());
+      text += line;
+      JsonObject p;
+      p.add("number", e.number)
+          .add("type", hex2(e.type))
+          .add("type_name", mbr_type_name(e.type))
+          .add_bool("bootable", e.bootable())
+          .add("start", static_cast<std::uint64_t>(e.start_lba))
+          .add("sectors", static_cast<std::uint64_t>(e.sectors));
+      parts.push_back(p.str());
+    }
+    JsonObject pt;
+    pt.add("type", mbr.gpt_protective ? "gpt" : "mbr")
+        .add("disk_id", hex8(mbr.disk_id))
+        .add_raw("partitions", json_array(parts));
+    out.add_raw("partition_table", pt.str());
+    if (mbr.gpt_protective) {
+      ctx.reporter.result("inspect", text, std::move(out));
+      throw Error(Errc::input, target + ": GPT partition table, not supported (Raspberry Pi cards need an MBR)");
+    }
+
+    // The first FAT partition is the boot partition.
+    std::optional<Error> first_error;
+    for (const auto& e : mbr.entries) {
+      if (!e.used() || !is_fat_type(e.type)) continue;
+      if (e.offset() >= size) {
+        warnings.push_back("partition " + std::to_string(e.number) + " starts past the end of the disk");
+        continue;
+      }
+      try {
+        vol = FatVolume::open(fd.get(), e.offset(), std::min(e.bytes(), size - e.offset()),
+                              target + " partition " + std::to_string(e.number));
+        fat_partition = e.number;
+        fat_offset = e.offset();
+        break;
+      } catch (const Error& err) {
+        if (!first_error) first_error = err;
+      }
+    }
+    if (!vol) {
+      ctx.reporter.result("inspect", text, std::move(out));
+      if (first_error) throw *first_error;
+      throw Error(Errc::input, target + ": no FAT partition (a Raspberry Pi boots from a FAT partition of type 0x0c)");
+    }
+  }
+
+  const FatInfo& fi = vol->info();
+  text += "File system" +
+          (fat_partition
+               ? " (partition " + std::to_string(fat_partition) + ", byte offset " + std::to_string(fat_offset) + ")"
+               : std::string()) +
+          ": " + fat_kind_name(fi.kind) + "\n";
+  text += "  label        " + (fi.label().empty() ? std::string("(none)") : fi.label()) +
+          (fi.boot_label != fi.root_label ? "  [boot sector: " + fi.boot_label + "]" : "") + "\n";
+  text += "  volume id    " + (fi.has_volume_id ? fi.volume_id_string() : std::string("(none)")) + "\n";
+  text += "  clusters     " + std::to_string(fi.clusters) + " of " + std::to_string(fi.cluster_bytes()) + " bytes (" +
+          human_bytes(fi.volume_bytes()) + " volume)\n";
+  text += "  free         " + std::to_string(fi.free_clusters) + " clusters (" + human_bytes(fi.free_bytes()) + ")" +
+          (fi.kind == FatKind::fat32 ? (fi.fsinfo_free ? "; FSInfo says " + std::to_string(*fi.fsinfo_free)
+                                                       : std::string("; FSInfo: unknown"))
+                                     : std::string()) +
+          "\n";
+  JsonObject fj;
+  fj.add("partition", fat_partition)
+      .add("offset", fat_offset)
+      .add("type", fat_kind_name(fi.kind))
+      .add("label", fi.label())
+      .add("boot_label", fi.boot_label)
+      .add("volume_id", fi.volume_id_string())
+      .add("bytes_per_sector", fi.bytes_per_sector)
+      .add("sectors_per_cluster", fi.sectors_per_cluster)
+      .add("cluster_size", fi.cluster_bytes())
+      .add("reserved_sectors", fi.reserved_sectors)
+      .add("fats", fi.num_fats)
+      .add("fat_sectors", fi.fat_sectors)
+      .add("hidden_sectors", fi.hidden_sectors)
+      .add("total_sectors", fi.total_sectors)
+      .add("clusters", fi.clusters)
+      .add("free_clusters", fi.free_clusters)
+      .add("free_bytes", fi.free_bytes());
+  if (fi.fsinfo_free)
+    fj.add("fsinfo_free_clusters", *fi.fsinfo_free);
+  else
+    fj.add_raw("fsinfo_free_clusters", "null");
+
+  // Whole-tree totals; a broken subdirectory is reported, not fatal.
+  std::uint64_t files = 0, dirs = 0, bytes = 0;
+  try {
+    vol->walk([&](const std::string&, const FatEntry& e) {
+      if (e.is_directory())
+        ++dirs;
+      else {
+        ++files;
+        bytes += e.size;
+      }
+    });
+  } catch (const Error& err) {
+    warnings.push_back(std::string("the directory tree is damaged: ") + err.what());
+  }
+  text += "  contents     " + std::to_string(files) + " files, " + std::to_string(dirs) + " directories, " +
+          human_bytes(bytes) + "\n";
+  fj.add("files", files).add("directories", dirs).add("file_bytes", bytes);
+  out.add_raw("fat", fj.str());
+
+  text += "Top-level entries:\n";
+  std::vector<std::string> top;
+  for (const auto& e : vol->list("")) {
+    char size_col[32];
+    std::snprintf(size_col, sizeof size_col, "%12s", e.is_directory() ? "-" : std::to_string(e.size).c_str());
+    text += "  " + pad(e.name + (e.is_directory() ? "/" : ""), 32) + " " + size_col + "\n";
+    JsonObject f;
+    f.add("name", e.name).add("short_name", e.short_name).add_bool("directory", e.is_directory()).add("size", e.size);
+    top.push_back(f.str());
+  }
+  out.add_raw("files", json_array(top));
+
+  auto small_text = [&](const char* path, const char* key) {
+    auto e = vol->stat(path);
+    if (!e || e->is_directory()) {
+      text += std::string(path) + ": (absent)\n";
+      out.add_raw(key, "null");
+      return;
+    }
+    try {
+      std::string line = first_line(vol->read_file(path, kSmallTextMax));
+      text += std::string(path) + ": " + line + "\n";
+      out.add(key, line);
+    } catch (const Error& err) {
+      warnings.push_back(err.what());
+      out.add_raw(key, "null");
+    }
+  };
+  small_text(".alpine-release", "alpine_release");
+  small_text("cmdline.txt", "cmdline");
+
+  // The apkovl(s): exactly one is expected at the top level.
+  std::vector<ApkovlReport> ovls;
+  for (auto& e : find_apkovls(*vol)) ovls.push_back({e, std::nullopt, ""});
+  if (ovls.size() > 1)
+    warnings.push_back(std::to_string(ovls.size()) +
+                       " apkovl files at the FAT root: the initramfs uses only the first it finds, in directory order; "
+                       "leave exactly one");
+  if (ovls.empty()) text += "apkovl: none at the FAT root (the Pi boots an unconfigured Alpine)\n";
+  std::vector<std::string> ovl_json;
+  for (auto& o : ovls) {
+    const std::string& n = o.entry.name;
+    const bool gz = n.size() >= 7 && n.compare(n.size() - 7, 7, ".tar.gz") == 0;
+    if (!gz) {
+      o.problem = "encrypted or not a .tar.gz; not read";
+    } else {
+      try {
+        o.summary = summarize_apkovl(vol->read_file(n, kApkovlMaxBytes), n);
+      } catch (const Error& err) {
+        o.problem = err.what();
+        warnings.push_back(err.what());
+      }
+    }
+    JsonObject j;
+    j.add("name", n).add("size", o.entry.size);
+    text += "apkovl: " + n + " (" + std::to_string(o.entry.size) + " bytes";
+    if (!o.summary) {
+      text += "): " + o.problem + "\n";
+      j.add("problem", o.problem);
+      ovl_json.push_back(j.str());
+      continue;
+    }
+    const ApkovlSummary& s = *o.summary;
+    text += ", " + std::to_string(s.members) + " members)\n";
+    text += "  hostname       " + (s.hostname.empty() ? std::string("(not set)") : s.hostname) + "\n";
+    text += "  packages       " + join(s.world, " ") + "\n";
+    std::vector<std::string> lv;
+    JsonObject rl;
+    for (auto& [level, svcs] : s.runlevels) {
+      lv.push_back(level + ": " + join(svcs, " "));
+      rl.add_raw(level, json_strings(svcs));
+    }
+    text += "  services       " + join(lv, "; ") + "\n";
+    std::vector<std::string> us, uj;
+    for (auto& u : s.users) {
+      us.push_back(u.name + " (" + std::to_string(u.uid) + ", " + u.shell + ")");
+      JsonObject x;
+      x.add("name", u.name).add("uid", static_cast<std::uint64_t>(u.uid)).add("shell", u.shell);
+      uj.push_back(x.str());
+    }
+    text += "  users          " + join(us, ", ") + "\n";
+    text += std::string("  ssh host keys  ") + (s.ssh_host_keys ? "yes" : "no") + "\n";
+    text += std::string("  wifi config    ") + (s.wifi_config ? "yes" : "no") + "\n";
+    for (auto& w : s.warnings) warnings.push_back(n + ": " + w);
+    j.add("members", s.members)
+        .add("hostname", s.hostname)
+        .add_raw("world", json_strings(s.world))
+        .add_raw("runlevels", rl.str())
+        .add_raw("users", json_array(uj))
+        .add_bool("ssh_host_keys", s.ssh_host_keys)
+        .add_bool("wifi_config", s.wifi_config)
+        .add_bool("shadow", s.shadow);
+    ovl_json.push_back(j.str());
+  }
+  out.add_raw("apkovls", json_array(ovl_json));
+
+  for (auto& w : vol->warnings()) warnings.push_back(w);
+  if (!warnings.empty()) {
+    text += "Warnings:\n";
+    for (auto& w : warnings) text += "  " + w + "\n";
+  }
+  out.add_raw("warnings", json_strings(warnings));
+  ctx.reporter.result("inspect", text, std::move(out));
+}
+
+rpi::cli::CommandRegistration reg(70, [](CLI::App& app, AppContext& ctx) {
+  auto target = std::make_shared<std::string>();
+  CLI::App* sub =
+      app.add_subcommand("inspect", "Show what an image or card holds: partitions, FAT, apkovl (read-only)");
+  sub->add_option("target", *target, "an image file or a block device")->required();
+  sub->callback([target, &ctx] {
+    ctx.reporter.configure(ctx.json, ctx.quiet);
+    run_inspect(*target, ctx);
+  });
+});
+
+}  // namespace
+}  // namespace rpi::cli

@@ -1,0 +1,154 @@
+// `watch`: station mode. Every card inserted from now on is checked, written
+// with the next identity, verified and announced "safe to remove".
+#include <unistd.h>
+
+#include <iostream>
+
+#include "app.hpp"
+#include "pipeline.hpp"
+#include "rpi/error.hpp"
+#include "rpi/size.hpp"
+#include "udev/flash.hpp"
+#include "udev/hotplug.hpp"
+
+namespace rpi::cli {
+namespace {
+
+struct WatchOptions {
+  RunOptions run;
+  int count = 0;
+  bool poll = false;
+};
+
+void run_watch(AppContext& ctx, WatchOptions& w) {
+  RunOptions& o = w.run;
+  const bool from_image = !o.image.empty();
+  if (from_image + !o.spec.empty() + !o.apkovl.empty() != 1)
+    throw Error(Errc::usage, "watch needs exactly one of --spec, --apkovl or --image");
+  if (!o.yes && !::isatty(0))
+    throw Error(Errc::usage, "watch writes every card inserted: without a terminal to confirm on, pass --yes");
+  std::optional<Pipeline> p;
+  std::optional<ScratchDir> scratch;
+  std::shared_ptr<const udev::FlashSource> shared;
+  if (from_image) {
+    shared = udev::FlashSource::open(o.image);
+  } else {
+    p.emplace(ctx, o);
+    p->tarball();  // fetched and verified once, before the first card
+    scratch.emplace();
+  }
+  const int last = p && p->defined_cards() > 0 && !(p->spec() && p->spec()->hostname_templated())
+                       ? o.first + p->defined_cards() - 1
+                       : 0;
+  udev::HotplugMonitor::Options mo;
+  mo.force_polling = w.poll;
+  udev::HotplugMonitor monitor(mo);
+  const std::atomic<bool>* cancel = install_cancel_handler();
+  ctx.reporter.note(std::string("watching for cards (") + (monitor.using_udev() ? "udev events" : "polling sysfs") +
+                    "); insert a card, Ctrl-C to stop");
+  int n = o.first, done = 0, failed = 0;
+  std::vector<std::string> known_hosts;
+  while (!cancel->load() && (w.count == 0 || done < w.count) && (last == 0 || n <= last)) {
+    std::optional<std::string> dev = monitor.next(std::chrono::seconds(1), cancel);
+    if (!dev) continue;
+    udev::DeviceInfo info;
+    try {
+      info = udev::inspect_target(*dev);
+    } catch (const Error& e) {
+      ctx.reporter.note("ignoring " + *dev + ": " + e.what());
+      continue;
+    }
+    std::vector<std::string> why = udev::refusal_reasons(info, o.safety);
+    if (!why.empty()) {
+      std::string text;
+      for (const auto& r : why) text += (text.empty() ? "" : "; ") + r;
+      ctx.reporter.note("not writing " + info.describe() + ": " + text);
+      continue;
+    }
+    std::shared_ptr<const udev::FlashSource> src = shared;
+    std::string identity = from_image ? o.image : "";
+    try {
+      if (!from_image) {
+        Identity id = p->identity_at(n);
+        identity = id.name;
+        if (!shared || !p->identical_cards()) {
+          auto built = p->build({id}, {scratch->path() / ("card-" + std::to_string(n) + ".img")}, info.size);
+          src = udev::FlashSource::open(built.front().result.image);
+          known_hosts = built.front().known_hosts;
+          if (p->identical_cards()) shared = src;
+        }
+      }
+    } catch (const Error& e) {
+      ctx.reporter.error(e.code(), "card " + std::to_string(n) + ": " + e.what());
+      ++failed;
+      break;
+    }
+    if (!o.yes) {
+      std::fprintf(stderr, "write %s to %s? [y/N] ", identity.c_str(), info.describe().c_str());
+      std::string answer;
+      std::getline(std::cin, answer);
+      if (answer != "y" && answer != "Y") {
+        ctx.reporter.note("skipped " + info.path);
+        continue;
+      }
+    }
+    udev::FlashOptions fo;
+    fo.verify = !o.no_verify;
+    fo.events = ctx.reporter.sink();
+    fo.cancel = cancel;
+    fo.safety = o.safety;
+    udev::FlashResult r = udev::flash_one({info.path, src, identity}, fo);
+    ctx.reporter.finish_progress();
+    JsonObject j;
+    j.add("target", r.target).add("identity", r.identity).add("n", n).add("bytes", r.bytes_written);
+    j.add("seconds", r.seconds).add_bool("verified", r.verified).add_bool("ok", r.ok());
+    if (!r.ok()) j.add("error", r.error);
+    std::string text = r.ok() ? identity + " written to " + r.target + " (" + format_size(r.bytes_written) +
+                                    (r.verified ? ", verified" : "") + ") — safe to remove"
+                              : identity + " on " + r.target + " FAILED: " + r.error;
+    for (const auto& k : known_hosts) text += "\n  known_hosts: " + k;
+    ctx.reporter.result("card-done", text, std::move(j));
+    if (r.ok()) {
+      ++done;
+      ++n;
+    } else {
+      ++failed;
+    }
+  }
+  JsonObject sum;
+  sum.add("cards", done + failed).add("failed", failed);
+  ctx.reporter.result("summary", std::to_string(done) + " card(s) written, " + std::to_string(failed) + " failed",
+                      std::move(sum));
+  if (failed) ctx.exit_code = 3;
+}
+
+CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
+  auto w = std::make_shared<WatchOptions>();
+  CLI::App* sub = app.add_subcommand("watch", "station mode: write each card as it is inserted, next identity each");
+  RunOptions& o = w->run;
+  sub->add_option("--spec", o.spec, "the TOML spec");
+  sub->add_option("--apkovl", o.apkovl, "an existing apkovl instead of a spec");
+  sub->add_option("--image", o.image, "write this image to every card");
+  sub->add_option("--tarball", o.tarball, "the Alpine RPi tarball (file or URL)");
+  sub->add_option("--sha256", o.sha256, "pin the tarball's SHA-256");
+  sub->add_option("--mirror", o.mirrors, "Alpine mirror root; repeatable");
+  sub->add_option("--cache-dir", o.cache_dir, "download cache");
+  sub->add_flag("--offline", o.offline, "never use the network");
+  sub->add_option("--first", o.first, "{n} of the first card (default 1)");
+  sub->add_option("--count", w->count, "stop after this many cards (default: after the last [[hosts]] entry)");
+  sub->add_option("--size", o.size, "image size");
+  sub->add_option("--label", o.label, "FAT volume label");
+  sub->add_flag("--yes,-y", o.yes, "write without asking for each card");
+  sub->add_flag("--allow-non-removable", o.safety.allow_non_removable, "permit fixed disks");
+  sub->add_flag("--allow-large", o.safety.allow_large, "permit disks larger than 512 GiB");
+  sub->add_flag("--unmount", o.safety.unmount, "unmount a card's mounted partitions first");
+  sub->add_flag("--no-verify", o.no_verify, "skip reading the cards back");
+  sub->add_flag("--poll", w->poll, "poll sysfs instead of listening to udev");
+  sub->callback([w, &ctx]() {
+    ctx.reporter.configure(ctx.json, ctx.quiet);
+    run_watch(ctx, *w);
+  });
+});
+
+}  // namespace
+}  // namespace rpi::cli

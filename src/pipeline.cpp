@@ -1,0 +1,270 @@
+#include "pipeline.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+#include "partition/apkovl_check.hpp"
+#include "rpi/digest.hpp"
+#include "rpi/error.hpp"
+#include "rpi/fd.hpp"
+#include "rpi/size.hpp"
+
+namespace rpi::cli {
+
+namespace {
+
+bool is_url(const std::string& s) {
+  return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0 || s.rfind("file://", 0) == 0;
+}
+
+std::string read_limited(const std::string& path, std::size_t limit) {
+  Fd fd = open_or_throw(path, O_RDONLY);
+  std::string data;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) throw_errno("cannot read " + path);
+    if (n == 0) break;
+    data.append(buf, static_cast<std::size_t>(n));
+    if (data.size() > limit) throw Error(Errc::input, path + " is larger than " + format_size(limit));
+  }
+  return data;
+}
+
+std::atomic<bool> g_cancel{false};
+extern "C" void on_signal(int) { g_cancel.store(true); }
+
+}  // namespace
+
+std::optional<std::int64_t> source_date_epoch() {
+  const char* s = std::getenv("SOURCE_DATE_EPOCH");
+  if (!s || !*s) return std::nullopt;
+  char* end = nullptr;
+  long long v = std::strtoll(s, &end, 10);
+  if (*end || v < 0) throw Error(Errc::usage, "SOURCE_DATE_EPOCH='" + std::string(s) + "' is not a number of seconds");
+  return v;
+}
+
+std::string hex32(std::uint32_t v) {
+  char b[16];
+  std::snprintf(b, sizeof b, "0x%08x", v);
+  return b;
+}
+
+std::string geometry_text(const partition::FatGeometry& g) {
+  std::ostringstream s;
+  s << (g.type == partition::FatType::fat32 ? "FAT32" : "FAT16") << ", " << format_size(g.cluster_bytes())
+    << " clusters × " << g.clusters << ", partition " << format_size(g.partition_bytes()) << " at "
+    << format_size(g.partition_offset());
+  return s.str();
+}
+
+const std::atomic<bool>* install_cancel_handler() {
+  struct sigaction sa{};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  return &g_cancel;
+}
+
+ScratchDir::ScratchDir() {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string pattern = std::string(tmp && *tmp ? tmp : "/var/tmp") + "/rpi-provision.XXXXXX";
+  std::vector<char> buf(pattern.begin(), pattern.end());
+  buf.push_back('\0');
+  if (!::mkdtemp(buf.data())) throw_errno("cannot create a temporary folder for the card images");
+  path_ = buf.data();
+}
+
+ScratchDir::~ScratchDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+Pipeline::Pipeline(AppContext& ctx, RunOptions opts) : ctx_(ctx), o_(std::move(opts)) {
+  if (!o_.spec.empty() && !o_.apkovl.empty())
+    throw Error(Errc::usage, "--spec and --apkovl exclude each other: the spec generates the apkovl");
+  if (!o_.spec.empty()) {
+    spec_ = overlay::load_spec(o_.spec);
+    for (const auto& w : spec_->warnings()) ctx_.reporter.warn(w.text());
+  }
+  if (!o_.apkovl.empty()) {
+    apkovl_data_ = read_limited(o_.apkovl, 256u << 20);
+    partition::ApkovlCheck chk = partition::check_apkovl(o_.apkovl, apkovl_data_);
+    for (const auto& w : chk.warnings) ctx_.reporter.warn(w);
+    apkovl_name_ = chk.card_name;
+  }
+  if (o_.first < 1) throw Error(Errc::usage, "--first must be 1 or more");
+}
+
+int Pipeline::defined_cards() const { return spec_ ? spec_->host_count() : 0; }
+
+bool Pipeline::identical_cards() const {
+  if (!spec_) return true;
+  if (!o_.host.empty()) return true;
+  return spec_->host_count() == 0 && !spec_->hostname_templated();
+}
+
+std::vector<Identity> Pipeline::identities(int count) const {
+  std::vector<Identity> ids;
+  if (!spec_) {
+    for (int i = 0; i < count; ++i) ids.push_back(Identity{o_.first + i, apkovl_name_, std::nullopt});
+    return ids;
+  }
+  if (!o_.host.empty()) {
+    if (count > 1)
+      throw Error(Errc::usage, "--host picks one card's identity; for several cards leave it out (they take the "
+                               "[[hosts]] entries in order from --first)");
+    overlay::HostConfig h = overlay::resolve_host(*spec_, o_.first, o_.host);
+    ids.push_back(Identity{h.index, h.hostname, h});
+    return ids;
+  }
+  for (auto& h : overlay::resolve_hosts(*spec_, o_.first, count)) ids.push_back(Identity{h.index, h.hostname, h});
+  return ids;
+}
+
+Identity Pipeline::identity_at(int n) const {
+  if (!spec_) return Identity{n, apkovl_name_, std::nullopt};
+  overlay::HostConfig h = overlay::resolve_host(*spec_, n, o_.host.empty() ? std::nullopt : std::optional(o_.host));
+  return Identity{h.index, h.hostname, h};
+}
+
+fetch::Options Pipeline::fetch_options() const {
+  fetch::Options f;
+  if (!o_.cache_dir.empty()) f.cache_dir = o_.cache_dir;
+  f.offline = o_.offline;
+  f.ca_cert = o_.ca_cert;
+  f.verify_signature = o_.verify_signature;
+  f.keyring = o_.keyring;
+  f.signing_key_fingerprint = o_.signing_key_fingerprint;
+  f.events = ctx_.reporter.sink();
+  return f;
+}
+
+TarballPlan Pipeline::plan_tarball(bool resolve_release) {
+  TarballPlan p;
+  std::string src = o_.tarball, sha = o_.sha256;
+  std::filesystem::path base = ".";
+  if (src.empty() && spec_ && !spec_->alpine().tarball.empty()) {
+    src = spec_->alpine().tarball;
+    if (sha.empty()) sha = spec_->alpine().sha256;
+  }
+  if (!src.empty()) {
+    if (is_url(src)) {
+      if (sha.empty())
+        throw Error(Errc::usage, "a tarball URL needs its digest: --sha256 HEX (or sha256 = \"…\" in [alpine])");
+      p.url = src;
+      p.sha256 = sha;
+      p.description = src + " (sha256 " + sha + ")";
+    } else {
+      p.local = src;
+      p.sha256 = sha;
+      p.description = src + (sha.empty() ? " (local file)" : " (local file, sha256 " + sha + ")");
+    }
+    return p;
+  }
+  if (!spec_)
+    throw Error(Errc::usage, "which Alpine tarball? Give --tarball FILE|URL, or a --spec whose [alpine] table "
+                             "names a version (it is then downloaded and cached)");
+  fetch::Query q;
+  q.version = spec_->alpine().version;
+  q.arch = spec_->alpine().arch;
+  q.mirrors = o_.mirrors.empty() ? std::vector<std::string>{spec_->alpine().mirror} : o_.mirrors;
+  if (!resolve_release) {
+    p.description = "Alpine " + q.version + " " + q.arch + " from " + q.mirrors.front() + " (resolved when run)";
+    return p;
+  }
+  p.release = fetch::resolve(q, fetch_options());
+  p.sha256 = p.release->sha256;
+  p.description = p.release->file + " (Alpine " + p.release->version + ", sha256 " + p.release->sha256 + ")";
+  return p;
+}
+
+std::filesystem::path Pipeline::tarball() {
+  if (tarball_) return *tarball_;
+  TarballPlan p = plan_tarball(true);
+  if (!p.url.empty()) {
+    tarball_ = fetch::fetch_url(p.url, p.sha256, fetch_options());
+  } else if (p.release) {
+    tarball_ = fetch::fetch_release(*p.release, fetch_options());
+  } else {
+    if (!p.sha256.empty()) {
+      std::string got = sha256_file_hex(p.local.string());
+      if (got != p.sha256)
+        throw Error(Errc::verify, p.local.string() + ": sha256 is " + got + ", expected " + p.sha256 +
+                                      "; refusing to use it");
+    }
+    tarball_ = p.local;
+  }
+  ctx_.reporter.finish_progress();
+  return *tarball_;
+}
+
+partition::ImageOptions Pipeline::image_options(const Identity& id, std::string* apkovl_name,
+                                                std::vector<std::string>* known_hosts,
+                                                std::optional<std::uint64_t> card_size) {
+  partition::ImageOptions opt;
+  opt.source_date_epoch = source_date_epoch();
+  opt.force = o_.force;
+  opt.events = ctx_.reporter.sink();
+  std::optional<std::uint64_t> size;
+  if (!o_.size.empty()) size = parse_size(o_.size, "--size");
+  std::string label = o_.label;
+  if (id.host) {
+    overlay::BuildOptions bo;
+    bo.source_date_epoch = opt.source_date_epoch;
+    overlay::Apkovl a = overlay::build_apkovl(*id.host, bo);
+    overlay::BootEdits e = overlay::boot_edits(*id.host);
+    if (label.empty()) label = e.label;
+    if (!size) {
+      if (e.size) size = e.size;
+      else if (e.size_max) {
+        if (card_size) size = *card_size;
+        else ctx_.reporter.note("[boot] size = \"max\" applies to cards; the image gets the automatic size");
+      }
+    }
+    opt.edits = e.edits;
+    opt.extra_dirs = e.directories;
+    if (e.usercfg_txt) opt.extra_files.push_back({"usercfg.txt", *e.usercfg_txt});
+    if (e.carries_apkovl) {
+      if (apkovl_name) *apkovl_name = a.file_name;
+      opt.extra_files.push_back({a.file_name, std::move(a.bytes)});
+    } else if (apkovl_name) {
+      apkovl_name->clear();
+    }
+    if (known_hosts) *known_hosts = a.known_hosts;
+  } else {
+    if (apkovl_name) *apkovl_name = apkovl_name_;
+    opt.extra_files.push_back({apkovl_name_, apkovl_data_});
+  }
+  opt.label = label.empty() ? "ALPINE" : label;
+  if (size) opt.image_size = *size;
+  if (card_size && opt.image_size > *card_size)
+    throw Error(Errc::usage, "the image (" + format_size(opt.image_size) + ") is larger than the card (" +
+                                 format_size(*card_size) + ")");
+  return opt;
+}
+
+std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
+                                        const std::vector<std::filesystem::path>& outputs,
+                                        std::optional<std::uint64_t> card_size) {
+  std::filesystem::path tb = tarball();
+  std::vector<partition::ImageJob> jobs;
+  std::vector<BuiltImage> built(ids.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    built[i].identity = ids[i];
+    jobs.push_back({outputs[i], image_options(ids[i], &built[i].apkovl_name, &built[i].known_hosts, card_size)});
+  }
+  std::vector<partition::ImageResult> results = partition::build_images(tb, jobs);
+  ctx_.reporter.finish_progress();
+  for (std::size_t i = 0; i < ids.size(); ++i) built[i].result = std::move(results[i]);
+  return built;
+}
+
+}  // namespace rpi::cli

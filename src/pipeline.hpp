@@ -1,0 +1,113 @@
+// spec → plan → run: what the root command and `watch` share. Planning turns
+// the options and the spec into card identities, a tarball choice and image
+// settings (printed by --dry-run); running fetches, builds and writes.
+#pragma once
+
+#include <atomic>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "app.hpp"
+#include "fetch/fetch.hpp"
+#include "overlay/apkovl.hpp"
+#include "overlay/spec.hpp"
+#include "partition/image.hpp"
+#include "udev/device.hpp"
+
+namespace rpi::cli {
+
+struct RunOptions {
+  std::string spec, apkovl, image, output, tarball, sha256, size, label, host, known_hosts;
+  std::vector<std::string> devices, mirrors;
+  std::string cache_dir, ca_cert, keyring, signing_key_fingerprint;
+  int first = 1;
+  bool offline = false, yes = false, no_verify = false, dry_run = false, force = false, verify_signature = false;
+  udev::SafetyOptions safety;
+};
+
+// One card's identity: the n of {n} and, with a spec, its resolved configuration.
+struct Identity {
+  int n = 1;
+  std::string name;  // hostname, or the apkovl's file name
+  std::optional<overlay::HostConfig> host;
+};
+
+// Where the Alpine tarball comes from.
+struct TarballPlan {
+  std::string description;  // for the plan printout
+  std::filesystem::path local;  // a local file to use as is
+  std::string url, sha256;      // a URL pinned by digest
+  std::optional<fetch::Release> release;  // resolved from a mirror
+};
+
+// A built image for one identity.
+struct BuiltImage {
+  Identity identity;
+  partition::ImageResult result;
+  std::string apkovl_name;
+  std::vector<std::string> known_hosts;
+};
+
+class Pipeline {
+ public:
+  Pipeline(AppContext& ctx, RunOptions opts);
+
+  const RunOptions& options() const { return o_; }
+  bool has_spec() const { return spec_.has_value(); }
+  const std::optional<overlay::Spec>& spec() const { return spec_; }
+
+  // Identities for `count` cards from --first (or the one --host names). With
+  // no spec, every card gets the same apkovl.
+  std::vector<Identity> identities(int count) const;
+  // The identity of card number n.
+  Identity identity_at(int n) const;
+  // True when every card of a batch would get the same bytes (one image serves all).
+  bool identical_cards() const;
+  // How many cards the spec defines (0: any number).
+  int defined_cards() const;
+
+  TarballPlan plan_tarball(bool resolve_release);
+  // The verified local tarball (downloads into the cache if needed).
+  std::filesystem::path tarball();
+
+  // The image settings for an identity (what --dry-run prints).
+  partition::ImageOptions image_options(const Identity& id, std::string* apkovl_name,
+                                        std::vector<std::string>* known_hosts,
+                                        std::optional<std::uint64_t> card_size = std::nullopt);
+  // Builds one image per identity, all from one pass over the tarball.
+  std::vector<BuiltImage> build(const std::vector<Identity>& ids, const std::vector<std::filesystem::path>& outputs,
+                                std::optional<std::uint64_t> card_size = std::nullopt);
+
+  fetch::Options fetch_options() const;
+
+ private:
+  AppContext& ctx_;
+  RunOptions o_;
+  std::optional<overlay::Spec> spec_;
+  std::string apkovl_data_, apkovl_name_;
+  std::optional<std::filesystem::path> tarball_;
+};
+
+std::optional<std::int64_t> source_date_epoch();
+std::string hex32(std::uint32_t v);
+std::string geometry_text(const partition::FatGeometry& g);
+
+// Ctrl-C handling for device writes: the flag flips on SIGINT/SIGTERM.
+const std::atomic<bool>* install_cancel_handler();
+
+// A folder for temporary images, removed with everything in it.
+class ScratchDir {
+ public:
+  ScratchDir();
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace rpi::cli

@@ -1,0 +1,144 @@
+// `rpi-provision fetch` and `rpi-provision cache` end to end, through the built
+// binary, against the loopback mirror.
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "mirror_fixture.hpp"
+#include "test_support.hpp"
+
+namespace fs = std::filesystem;
+using namespace rpi::test;
+
+namespace {
+
+std::string sum(const fs::path& p) {
+  CommandResult r = run({"sha256sum", p.string()});
+  return r.out.substr(0, r.out.find(' '));
+}
+
+std::string first_line(const std::string& s) {
+  return s.substr(0, s.find('\n'));
+}
+
+class FetchCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have_tool("python3")) GTEST_SKIP() << "tool not installed: python3 (runs the test mirror)";
+    RPI_REQUIRE_TOOL("sha256sum");
+    tree = std::make_unique<MirrorTree>(tmp.path());
+    server = std::make_unique<MirrorServer>(tree->root, tmp / "state");
+    cache = (tmp / "cache").string();
+  }
+  TempDir tmp;
+  std::unique_ptr<MirrorTree> tree;
+  std::unique_ptr<MirrorServer> server;
+  std::string cache;
+};
+
+TEST_F(FetchCli, JsonShowsDownloadProgressAndTheResult) {
+  CommandResult r = cli({"--json", "fetch", "--version", "3.22.2", "--mirror", server->url(), "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string size = std::to_string(fs::file_size(tree->latest));
+  EXPECT_NE(r.out.find("\"type\":\"download\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"done\":" + size + ",\"total\":" + size), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"type\":\"fetch\""), std::string::npos) << r.out;
+}
+
+TEST_F(FetchCli, PinnedTarballUrl) {
+  std::string url = server->url() + "/v3.22/releases/aarch64/" + tree->older_file;
+  CommandResult r = cli({"fetch", "--tarball", url, "--sha256", sum(tree->older), "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(sum(first_line(r.out)), sum(tree->older));
+  r = cli({"fetch", "--tarball", url, "--sha256", sum(tree->latest), "--cache-dir", cache + "2"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("SHA-256 mismatch"), std::string::npos) << r.err;
+  r = cli({"fetch", "--tarball", url, "--cache-dir", cache});
+  EXPECT_EQ(r.exit_code, 2);
+}
+
+TEST_F(FetchCli, FetchPrintsTheVerifiedCachedPath) {
+  CommandResult r =
+      cli({"fetch", "--version", "3.22", "--arch", "aarch64", "--mirror", server->url(), "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  fs::path p = first_line(r.out);
+  EXPECT_TRUE(fs::exists(p)) << r.out;
+  EXPECT_EQ(sum(p), sum(tree->latest));
+  EXPECT_TRUE(p.string().starts_with(cache));
+
+  // --json: one result line with the path and digest; progress as events.
+  r = cli({"--json", "fetch", "--version", "3.22", "--mirror", server->url(), "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"type\":\"fetch\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"sha256\":\"" + sum(tree->latest) + "\""), std::string::npos) << r.out;
+
+  // Offline from the cache, no mirror reachable.
+  r = cli({"fetch", "--version", "3.22", "--offline", "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(fs::path(first_line(r.out)), p);
+  r = cli({"fetch", "--version", "3.21", "--offline", "--cache-dir", cache});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("offline"), std::string::npos) << r.err;
+}
+
+TEST_F(FetchCli, FetchFromTheSpecsAlpineTable) {
+  fs::path spec = tmp / "kiosk.toml";
+  write_file(spec, "[system]\nhostname = \"kiosk\"\n\n[alpine]\nversion = \"3.22.1\"\narch = \"aarch64\"\nmirror = \"" +
+                       server->url() + "\"\n");
+  CommandResult r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(sum(first_line(r.out)), sum(tree->older));
+
+  write_file(spec, "[alpine]\nversion = 3.22\n");
+  r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("kiosk.toml:2:"), std::string::npos) << r.err;
+
+  write_file(spec, "[alpine]\nverison = \"3.22\"\n");
+  r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("verison"), std::string::npos) << r.err;
+}
+
+TEST_F(FetchCli, UsageErrorsExitTwo) {
+  CommandResult r =
+      cli({"fetch", "--version", "3.22", "--arch", "riscv64", "--mirror", server->url(), "--cache-dir", cache});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("riscv64"), std::string::npos) << r.err;
+  r = cli({"fetch", "--verify-signature", "--mirror", server->url(), "--cache-dir", cache});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--keyring"), std::string::npos) << r.err;
+}
+
+TEST_F(FetchCli, TwoConcurrentFetchesShareOneCache) {
+  std::string cmd = "'" + cli_path().string() + "' -q fetch --version 3.22 --mirror " + server->url() +
+                    " --cache-dir '" + cache + "'";
+  CommandResult r = sh("(" + cmd + " > " + (tmp / "a.out").string() + " 2>&1) & (" + cmd + " > " +
+                       (tmp / "b.out").string() + " 2>&1) & wait");
+  std::string a = read_file(tmp / "a.out"), b = read_file(tmp / "b.out");
+  fs::path pa = first_line(a), pb = first_line(b);
+  ASSERT_TRUE(fs::exists(pa)) << a;
+  EXPECT_EQ(pa, pb) << a << b;
+  EXPECT_EQ(sum(pa), sum(tree->latest));
+  EXPECT_EQ(server->requests(".tar.gz"), 1) << "the second run waits for the first and reuses its download";
+}
+
+TEST_F(FetchCli, CacheListAndPrune) {
+  for (std::string v : {"3.22.1", "3.22.2"}) {
+    CommandResult r = cli({"-q", "fetch", "--version", v, "--mirror", server->url(), "--cache-dir", cache});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  CommandResult r = cli({"cache", "list", "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("3.22.2"), 0u) << "newest first: " << r.out;
+  EXPECT_NE(r.out.find("3.22.1"), std::string::npos) << r.out;
+
+  r = cli({"cache", "prune", "--keep", "1", "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("removed 3.22.1"), std::string::npos) << r.out;
+  r = cli({"--json", "cache", "list", "--cache-dir", cache});
+  EXPECT_NE(r.out.find("\"version\":\"3.22.2\""), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("3.22.1"), std::string::npos) << r.out;
+}
+
+}  // namespace

@@ -1,0 +1,529 @@
+// The fetch library against a loopback mirror with faults. Oracles: sha256sum /
+// sha512sum for digests, the server's own request log for what went over the
+// wire, gpg and openssl for the keys and certificates.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+
+#include "fetch/fetch.hpp"
+#include "mirror_fixture.hpp"
+#include "rpi/error.hpp"
+#include "test_support.hpp"
+
+namespace fs = std::filesystem;
+using namespace rpi;
+using namespace rpi::test;
+using rpi::fetch::Options;
+using rpi::fetch::Query;
+using rpi::fetch::Release;
+
+namespace {
+
+std::string sum(const char* tool, const fs::path& p) {
+  CommandResult r = run({tool, p.string()});
+  return r.out.substr(0, r.out.find(' '));
+}
+
+// Runs `f`, expects an rpi::Error of `code`, returns its message.
+template <class F>
+std::string error_of(F&& f, Errc code) {
+  try {
+    f();
+  } catch (const Error& e) {
+    EXPECT_EQ(errc_name(e.code()), std::string(errc_name(code))) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "no error thrown";
+  return {};
+}
+
+bool contains(const std::string& s, const std::string& needle) {
+  return s.find(needle) != std::string::npos;
+}
+
+std::size_t count_files(const fs::path& dir, const std::string& ext) {
+  std::size_t n = 0;
+  if (!fs::exists(dir)) return 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file() && e.path().string().ends_with(ext)) ++n;
+  return n;
+}
+
+class FetchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have_tool("python3")) GTEST_SKIP() << "tool not installed: python3 (runs the test mirror)";
+    RPI_REQUIRE_TOOL("sha256sum");
+    tree = std::make_unique<MirrorTree>(tmp.path());
+    cache = tmp / "cache";
+  }
+  Options opts() {
+    Options o;
+    o.cache_dir = cache;
+    o.retries = 3;
+    o.retry_delay = std::chrono::milliseconds(10);
+    o.events = [this](const Event& e) {
+      std::lock_guard lock(mu);
+      events.push_back(e);
+    };
+    return o;
+  }
+  MirrorServer& serve() {
+    server = std::make_unique<MirrorServer>(tree->root, tmp / "state");
+    return *server;
+  }
+  Query query(const std::string& version, const std::string& mirror) {
+    Query q;
+    q.version = version;
+    q.mirrors = {mirror};
+    return q;
+  }
+
+  TempDir tmp;
+  std::unique_ptr<MirrorTree> tree;
+  std::unique_ptr<MirrorServer> server;
+  fs::path cache;
+  std::mutex mu;
+  std::vector<Event> events;
+};
+
+// ---- Resolution ----
+
+TEST(ReleaseIndex, PicksTheTarGzAmongEntriesSharingTheFlavor) {
+  const std::string yaml = R"(---
+-
+  title: "Raspberry Pi Disk Image"
+  flavor: alpine-rpi
+  file: alpine-rpi-3.22.2-aarch64.img.gz
+  version: 3.22.2
+  arch: aarch64
+  branch: v3.22
+  size: 10
+  sha256: )" + std::string(64, 'a') +
+                           R"(
+-
+  title: "Raspberry Pi"
+  desc: |
+    multi
+    line
+  flavor: alpine-rpi
+  file: alpine-rpi-3.22.2-aarch64.tar.gz
+  version: 3.22.2
+  arch: aarch64
+  branch: v3.22
+  size: 1234
+  sha256: )" + std::string(64, 'B') +
+                           R"(
+  sha512: )" + std::string(128, 'c') +
+                           "\n";
+  Release r = fetch::parse_release_index(yaml, "idx.yaml");
+  EXPECT_EQ(r.file, "alpine-rpi-3.22.2-aarch64.tar.gz");
+  EXPECT_EQ(r.size, 1234u);
+  EXPECT_EQ(r.sha256, std::string(64, 'b'));
+  EXPECT_EQ(r.sha512, std::string(128, 'c'));
+  EXPECT_EQ(r.branch, "v3.22");
+  EXPECT_EQ(r.version, "3.22.2");
+}
+
+TEST(ReleaseIndex, MalformedYamlNamesTheLine) {
+  std::string msg = error_of(
+      [] { fetch::parse_release_index("---\n- flavor: alpine-rpi\n  file: [unclosed\n", "idx.yaml"); }, Errc::input);
+  EXPECT_TRUE(contains(msg, "idx.yaml:")) << msg;
+  EXPECT_TRUE(contains(msg, "malformed YAML")) << msg;
+}
+
+TEST(ReleaseIndex, NoRpiTarballListsWhatIsOffered) {
+  std::string msg = error_of(
+      [] {
+        fetch::parse_release_index(
+            "- flavor: alpine-rpi\n  file: alpine-rpi-3.22.2-aarch64.img.gz\n"
+            "- flavor: alpine-virt\n  file: alpine-virt-3.22.2-aarch64.iso\n",
+            "idx.yaml");
+      },
+      Errc::input);
+  EXPECT_TRUE(contains(msg, "no alpine-rpi .tar.gz entry")) << msg;
+  EXPECT_TRUE(contains(msg, "alpine-virt-3.22.2-aarch64.iso")) << msg;
+}
+
+TEST(Versions, CompareNumerically) {
+  EXPECT_GT(fetch::compare_versions("3.22.10", "3.22.9"), 0);
+  EXPECT_LT(fetch::compare_versions("3.9.0", "3.22.0"), 0);
+  EXPECT_EQ(fetch::compare_versions("3.22.1", "3.22.1"), 0);
+}
+
+TEST_F(FetchTest, ResolvesLatestStableBranchAndExact) {
+  MirrorServer& s = serve();
+  Release latest = fetch::resolve(query("latest-stable", s.url()), opts());
+  EXPECT_EQ(latest.version, "3.22.2");
+  EXPECT_EQ(latest.file, tree->latest_file);
+  EXPECT_EQ(latest.size, fs::file_size(tree->latest));
+  EXPECT_EQ(latest.sha256, sum("sha256sum", tree->latest));
+  EXPECT_EQ(latest.sha512, sum("sha512sum", tree->latest));
+  ASSERT_EQ(latest.urls.size(), 1u);
+  EXPECT_EQ(latest.urls[0], s.url() + "/v3.22/releases/aarch64/" + tree->latest_file);
+
+  Release branch = fetch::resolve(query("3.22", s.url()), opts());
+  EXPECT_EQ(branch.version, "3.22.2");
+  EXPECT_EQ(branch.sha256, latest.sha256);
+
+  // 3.22.1 is not in the index: resolved through its .sha256/.sha512 companions.
+  Release exact = fetch::resolve(query("3.22.1", s.url()), opts());
+  EXPECT_EQ(exact.file, tree->older_file);
+  EXPECT_EQ(exact.sha256, sum("sha256sum", tree->older));
+  EXPECT_EQ(exact.sha512, sum("sha512sum", tree->older));
+  EXPECT_EQ(s.requests(".sha256"), 1);
+}
+
+TEST_F(FetchTest, UnknownVersionsAndArchesAreClearErrors) {
+  MirrorServer& s = serve();
+  std::string msg = error_of([&] { fetch::resolve(query("3.22.9", s.url()), opts()); }, Errc::usage);
+  EXPECT_TRUE(contains(msg, "3.22.9")) << msg;
+  EXPECT_TRUE(contains(msg, "offers 3.22.2")) << msg;
+  msg = error_of([&] { fetch::resolve(query("3.99", s.url()), opts()); }, Errc::usage);
+  EXPECT_TRUE(contains(msg, "v3.99/releases/aarch64/latest-releases.yaml")) << msg;
+  Query q = query("3.22", s.url());
+  q.arch = "x86_64";
+  msg = error_of([&] { fetch::resolve(q, opts()); }, Errc::usage);
+  EXPECT_TRUE(contains(msg, "x86_64")) << msg;
+  msg = error_of([&] { fetch::resolve(query("three", s.url()), opts()); }, Errc::usage);
+}
+
+TEST_F(FetchTest, MalformedIndexOnTheMirror) {
+  write_file(tree->root / "v3.22/releases/aarch64/latest-releases.yaml", "---\n- flavor: [\n");
+  MirrorServer& s = serve();
+  std::string msg = error_of([&] { fetch::resolve(query("3.22", s.url()), opts()); }, Errc::input);
+  EXPECT_TRUE(contains(msg, "latest-releases.yaml")) << msg;
+  EXPECT_TRUE(contains(msg, "malformed YAML")) << msg;
+}
+
+// ---- Download and cache ----
+
+TEST_F(FetchTest, DownloadsVerifiesAndReusesTheCache) {
+  MirrorServer& s = serve();
+  Options o = opts();
+  Release r = fetch::resolve(query("3.22", s.url()), o);
+  fs::path p = fetch::fetch_release(r, o);
+  EXPECT_TRUE(p.string().starts_with(cache.string()));
+  EXPECT_EQ(sum("sha256sum", p), sum("sha256sum", tree->latest));
+  EXPECT_EQ(s.requests(tree->latest_file), 1);
+  EXPECT_EQ(count_files(cache, ".part"), 0u);
+  // The User-Agent names the tool.
+  for (const auto& e : s.log()) EXPECT_TRUE(e.user_agent.starts_with("rpi-provision/")) << e.user_agent;
+  // Progress events carry done/total and reach the end.
+  bool saw_end = false;
+  for (const auto& e : events)
+    if (e.type == "download" && e.total == r.size && e.done == r.size) saw_end = true;
+  EXPECT_TRUE(saw_end);
+
+  fs::path again = fetch::fetch_release(r, o);
+  EXPECT_EQ(again, p);
+  EXPECT_EQ(s.requests(tree->latest_file), 1) << "a cache hit must not download";
+
+  // A damaged cache entry is noticed (size+sha256 re-checked) and replaced.
+  {
+    std::string bytes = read_file(p);
+    bytes[1000] ^= 1;
+    write_file(p, bytes);
+  }
+  fs::path fixed = fetch::fetch_release(r, o);
+  EXPECT_EQ(sum("sha256sum", fixed), r.sha256);
+  EXPECT_EQ(s.requests(tree->latest_file), 2);
+
+  auto listed = fetch::list_cache(cache);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].version, "3.22.2");
+  EXPECT_EQ(listed[0].sha256, r.sha256);
+}
+
+TEST_F(FetchTest, ResumeAfterACutFetchesOnlyTheRest) {
+  MirrorServer& s = serve();
+  const std::uint64_t size = fs::file_size(tree->latest);
+  const std::uint64_t cut = size / 2;
+  s.set_faults(R"([{"path": "tar.gz", "kind": "cut", "n": )" + std::to_string(cut) + R"(, "times": 1}])");
+  Options o = opts();
+  o.retries = 0;  // the first run fails and leaves its part file
+  Release r = fetch::resolve(query("3.22", s.url()), o);
+  std::string msg = error_of([&] { fetch::fetch_release(r, o); }, Errc::network);
+  EXPECT_EQ(count_files(cache, ".part"), 1u);
+  EXPECT_TRUE(fetch::list_cache(cache).empty()) << "nothing cached before verification";
+
+  fs::path p = fetch::fetch_release(r, opts());  // a second run resumes
+  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  auto log = s.log();
+  std::vector<LogEntry> tar;
+  for (const auto& e : log)
+    if (contains(e.path, ".tar.gz")) tar.push_back(e);
+  ASSERT_EQ(tar.size(), 2u);
+  EXPECT_EQ(tar[0].sent, cut);
+  EXPECT_EQ(tar[1].range, "bytes=" + std::to_string(cut) + "-");
+  EXPECT_EQ(tar[1].status, 206);
+  EXPECT_FALSE(tar[1].if_range.empty()) << "resume must send If-Range";
+  EXPECT_EQ(s.bytes_sent(".tar.gz"), size) << "only the missing bytes are fetched again";
+  EXPECT_EQ(count_files(cache, ".part"), 0u);
+}
+
+TEST_F(FetchTest, RetriesACutWithinOneRun) {
+  MirrorServer& s = serve();
+  const std::uint64_t size = fs::file_size(tree->latest);
+  s.set_faults(R"([{"path": "tar.gz", "kind": "cut", "n": 100000, "times": 2}])");
+  Release r = fetch::resolve(query("3.22", s.url()), opts());
+  fs::path p = fetch::fetch_release(r, opts());
+  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  EXPECT_EQ(s.requests(".tar.gz"), 3);
+  EXPECT_EQ(s.bytes_sent(".tar.gz"), size);
+}
+
+TEST_F(FetchTest, CorruptByteIsAnErrorAndNothingIsCached) {
+  MirrorServer& s = serve();
+  s.set_faults(R"([{"path": "tar.gz", "kind": "flip", "n": 4242, "times": -1}])");
+  Release r = fetch::resolve(query("3.22", s.url()), opts());
+  std::string msg = error_of([&] { fetch::fetch_release(r, opts()); }, Errc::verify);
+  EXPECT_TRUE(contains(msg, "SHA-256 mismatch")) << msg;
+  EXPECT_TRUE(contains(msg, "expected " + r.sha256)) << msg;
+  EXPECT_TRUE(fetch::list_cache(cache).empty());
+  EXPECT_EQ(count_files(cache, ".part"), 0u);
+  EXPECT_EQ(count_files(cache, ".tar.gz"), 0u);
+}
+
+TEST_F(FetchTest, ServerErrorThenSuccessIsRetried) {
+  MirrorServer& s = serve();
+  s.set_faults(R"([{"path": "tar.gz", "kind": "status", "n": 500, "times": 2}])");
+  Release r = fetch::resolve(query("3.22", s.url()), opts());
+  fs::path p = fetch::fetch_release(r, opts());
+  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  EXPECT_EQ(s.requests(".tar.gz"), 3);
+  bool noted = false;
+  for (const auto& e : events)
+    if (e.type == "note" && contains(e.message, "retrying")) noted = true;
+  EXPECT_TRUE(noted);
+}
+
+TEST_F(FetchTest, NotFoundIsNotRetriedAndNamesTheUrl) {
+  MirrorServer& s = serve();
+  std::string url = s.url() + "/v3.22/releases/aarch64/missing.tar.gz";
+  std::string msg = error_of([&] { fetch::fetch_url(url, std::string(64, 'a'), opts()); }, Errc::network);
+  EXPECT_TRUE(contains(msg, url)) << msg;
+  EXPECT_TRUE(contains(msg, "404")) << msg;
+  EXPECT_EQ(s.requests("missing.tar.gz"), 1);
+  EXPECT_EQ(count_files(cache, ".part"), 0u) << "no empty part file is left behind";
+}
+
+TEST_F(FetchTest, WrongContentLengthRecovers) {
+  MirrorServer& s = serve();
+  s.set_faults(R"([{"path": "tar.gz", "kind": "badlen", "n": 5000, "times": 1}])");
+  Release r = fetch::resolve(query("3.22", s.url()), opts());
+  fs::path p = fetch::fetch_release(r, opts());
+  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+}
+
+TEST_F(FetchTest, IgnoredRangeStartsOverCleanly) {
+  MirrorServer& s = serve();
+  const std::uint64_t size = fs::file_size(tree->latest);
+  s.set_faults(R"([{"path": "tar.gz", "kind": "cut", "n": 300000, "times": 1},)"
+               R"( {"path": "tar.gz", "kind": "norange", "times": 1}])");
+  Release r = fetch::resolve(query("3.22", s.url()), opts());
+  fs::path p = fetch::fetch_release(r, opts());
+  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  auto log = s.log();
+  ASSERT_GE(log.size(), 3u);
+  EXPECT_EQ(s.bytes_sent(".tar.gz"), 300000 + size);
+}
+
+TEST_F(FetchTest, ChangedFileOnTheServerIsNotSpliced) {
+  MirrorServer& s = serve();
+  s.set_faults(R"([{"path": "tar.gz", "kind": "cut", "n": 200000, "times": 1}])");
+  Options o = opts();
+  o.retries = 0;
+  Release r = fetch::resolve(query("3.22", s.url()), o);
+  error_of([&] { fetch::fetch_release(r, o); }, Errc::network);
+  // The file is replaced by a new upload with the same content but a new
+  // modification time → new validator; If-Range makes the server send all of it.
+  fs::path f = tree->latest;
+  std::string bytes = read_file(f);
+  fs::remove(f);
+  write_file(f, bytes);
+  fs::last_write_time(f, fs::file_time_type::clock::now() + std::chrono::hours(1));
+  fs::path p = fetch::fetch_release(r, opts());
+  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  auto log = s.log();
+  ASSERT_EQ(log.back().status, 200);
+}
+
+TEST_F(FetchTest, SlowTrickleTimesOutAndRetries) {
+  MirrorServer& s = serve();
+  s.set_faults(R"([{"path": "tar.gz", "kind": "trickle", "n": 100, "times": 1}])");
+  Options o = opts();
+  o.low_speed_limit = 100000;
+  o.low_speed_time_s = 1;
+  Release r = fetch::resolve(query("3.22", s.url()), o);
+  fs::path p = fetch::fetch_release(r, o);
+  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  EXPECT_EQ(s.requests(".tar.gz"), 2);
+  bool retried = false;
+  for (const auto& e : events)
+    if (e.type == "note" && contains(e.message, "retrying")) retried = true;
+  EXPECT_TRUE(retried);
+}
+
+TEST_F(FetchTest, OfflineHitAndMiss) {
+  Options off = opts();
+  off.offline = true;
+  std::string msg = error_of([&] { fetch::resolve(query("3.22", "http://127.0.0.1:9"), off); }, Errc::network);
+  EXPECT_TRUE(contains(msg, "offline")) << msg;
+  EXPECT_TRUE(contains(msg, "holds no Alpine 3.22")) << msg;
+  EXPECT_TRUE(contains(msg, "nothing")) << msg;
+
+  {
+    MirrorServer& s = serve();
+    Release r = fetch::resolve(query("3.22", s.url()), opts());
+    fetch::fetch_release(r, opts());
+  }
+  server.reset();  // no network from here on
+  for (std::string v : {"3.22", "3.22.2", "latest-stable"}) {
+    Release r = fetch::resolve(query(v, "http://127.0.0.1:9"), off);
+    EXPECT_EQ(r.version, "3.22.2") << v;
+    fs::path p = fetch::fetch_release(r, off);
+    EXPECT_EQ(sum("sha256sum", p), sum("sha256sum", tree->latest));
+  }
+  msg = error_of([&] { fetch::resolve(query("3.22.1", ""), off); }, Errc::network);
+  EXPECT_TRUE(contains(msg, "3.22.1")) << msg;
+  EXPECT_TRUE(contains(msg, tree->latest_file)) << "says what the cache does hold: " << msg;
+  Release unknown;
+  unknown.file = "alpine-rpi-3.22.1-aarch64.tar.gz";
+  unknown.sha256 = std::string(64, 'e');
+  msg = error_of([&] { fetch::fetch_release(unknown, off); }, Errc::network);
+  EXPECT_TRUE(contains(msg, "not in the cache")) << msg;
+}
+
+TEST_F(FetchTest, FileUrlAndDirectoryMirrors) {
+  for (std::string mirror : {"file://" + tree->root.string(), tree->root.string()}) {
+    Options o = opts();
+    o.cache_dir = tmp / ("cache-" + std::to_string(mirror.size()));
+    Release r = fetch::resolve(query("latest-stable", mirror), o);
+    EXPECT_EQ(r.version, "3.22.2");
+    fs::path p = fetch::fetch_release(r, o);
+    EXPECT_EQ(sum("sha256sum", p), sum("sha256sum", tree->latest));
+    Release older = fetch::resolve(query("3.22.1", mirror), o);
+    EXPECT_EQ(sum("sha256sum", fetch::fetch_release(older, o)), sum("sha256sum", tree->older));
+  }
+}
+
+TEST_F(FetchTest, MirrorFallback) {
+  MirrorServer& s = serve();
+  Query q;
+  q.version = "3.22";
+  q.mirrors = {"http://127.0.0.1:9/alpine", s.url()};  // port 9: nothing listens
+  Options o = opts();
+  o.retries = 0;
+  Release r = fetch::resolve(q, o);
+  ASSERT_EQ(r.urls.size(), 2u);
+  EXPECT_TRUE(r.urls[0].starts_with(s.url()));
+  EXPECT_EQ(sum("sha256sum", fetch::fetch_release(r, o)), r.sha256);
+}
+
+TEST_F(FetchTest, FetchUrlWithPinnedDigest) {
+  MirrorServer& s = serve();
+  std::string url = s.url() + "/v3.22/releases/aarch64/" + tree->latest_file;
+  fs::path p = fetch::fetch_url(url, sum("sha256sum", tree->latest), opts());
+  EXPECT_EQ(p.filename(), tree->latest_file);
+  EXPECT_EQ(sum("sha256sum", p), sum("sha256sum", tree->latest));
+  std::string msg = error_of([&] { fetch::fetch_url(url, std::string(64, '0'), opts()); }, Errc::verify);
+  EXPECT_TRUE(contains(msg, "SHA-256 mismatch")) << msg;
+  error_of([&] { fetch::fetch_url(url, "abc", opts()); }, Errc::usage);
+}
+
+TEST_F(FetchTest, PruneKeepsTheNewestPerArch) {
+  MirrorServer& s = serve();
+  for (std::string v : {"3.22.1", "3.22.2"}) fetch::fetch_release(fetch::resolve(query(v, s.url()), opts()), opts());
+  ASSERT_EQ(fetch::list_cache(cache).size(), 2u);
+  EXPECT_EQ(fetch::list_cache(cache)[0].version, "3.22.2");
+  auto removed = fetch::prune_cache(cache, 1);
+  ASSERT_EQ(removed.size(), 1u);
+  EXPECT_EQ(removed[0].version, "3.22.1");
+  EXPECT_FALSE(fs::exists(removed[0].path));
+  auto left = fetch::list_cache(cache);
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].version, "3.22.2");
+}
+
+// ---- HTTPS ----
+
+TEST_F(FetchTest, HttpsWithAPrivateCa) {
+  RPI_REQUIRE_TOOL("openssl");
+  TestPki pki(tmp / "pki");
+  ASSERT_TRUE(pki.ok) << pki.error;
+  MirrorServer s(tree->root, tmp / "tls-state", pki.server_cert, pki.server_key);
+  ASSERT_TRUE(s.url().starts_with("https://"));
+  Options o = opts();
+  std::string msg = error_of([&] { fetch::resolve(query("3.22", s.url()), o); }, Errc::network);
+  EXPECT_TRUE(contains(msg, "TLS")) << msg;
+  EXPECT_TRUE(contains(msg, "--ca-cert")) << msg;
+  o.ca_cert = pki.ca_cert;
+  Release r = fetch::resolve(query("3.22", s.url()), o);
+  EXPECT_EQ(sum("sha256sum", fetch::fetch_release(r, o)), sum("sha256sum", tree->latest));
+}
+
+// ---- Signatures ----
+
+class SignatureTest : public FetchTest {
+ protected:
+  void SetUp() override {
+    FetchTest::SetUp();
+    if (IsSkipped()) return;
+    RPI_REQUIRE_TOOL("gpg");
+    gpg = std::make_unique<TestGpg>(tmp / "gpg");
+    if (!gpg->ok) GTEST_SKIP() << "cannot make a throwaway gpg key: " << gpg->error;
+  }
+  Options signed_opts() {
+    Options o = opts();
+    o.verify_signature = true;
+    o.keyring = gpg->keyring;
+    o.signing_key_fingerprint = gpg->fingerprint;
+    return o;
+  }
+  std::unique_ptr<TestGpg> gpg;
+};
+
+TEST_F(SignatureTest, GoodSignatureIsAccepted) {
+  fs::path asc = tree->latest;
+  asc += ".asc";
+  ASSERT_TRUE(gpg->sign(tree->latest, asc));
+  MirrorServer& s = serve();
+  Release r = fetch::resolve(query("3.22", s.url()), signed_opts());
+  fs::path p = fetch::fetch_release(r, signed_opts());
+  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  EXPECT_EQ(s.requests(".asc"), 1);
+  // Only the pinned fingerprint counts: Alpine's (the default) did not sign this.
+  Options alpine_only = signed_opts();
+  alpine_only.signing_key_fingerprint.clear();
+  alpine_only.cache_dir = tmp / "cache2";
+  std::string msg = error_of([&] { fetch::fetch_release(r, alpine_only); }, Errc::verify);
+  EXPECT_TRUE(contains(msg, fetch::kAlpineSigningKey)) << msg;
+  EXPECT_TRUE(fetch::list_cache(tmp / "cache2").empty());
+}
+
+TEST_F(SignatureTest, BadSignatureIsRejected) {
+  fs::path asc = tree->latest;
+  asc += ".asc";
+  ASSERT_TRUE(gpg->sign(tree->older, asc));  // a signature over other bytes
+  MirrorServer& s = serve();
+  Release r = fetch::resolve(query("3.22", s.url()), signed_opts());
+  std::string msg = error_of([&] { fetch::fetch_release(r, signed_opts()); }, Errc::verify);
+  EXPECT_TRUE(contains(msg, "signature")) << msg;
+  EXPECT_TRUE(fetch::list_cache(cache).empty());
+  EXPECT_EQ(count_files(cache, ".part"), 0u);
+}
+
+TEST_F(SignatureTest, MissingSignatureIsAnErrorWhenAskedFor) {
+  MirrorServer& s = serve();
+  Release r = fetch::resolve(query("3.22", s.url()), signed_opts());
+  std::string msg = error_of([&] { fetch::fetch_release(r, signed_opts()); }, Errc::verify);
+  EXPECT_TRUE(contains(msg, ".asc was not found")) << msg;
+  EXPECT_TRUE(fetch::list_cache(cache).empty());
+  // Without --verify-signature the same release is fine.
+  EXPECT_EQ(sum("sha256sum", fetch::fetch_release(r, opts())), r.sha256);
+}
+
+}  // namespace

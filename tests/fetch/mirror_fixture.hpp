@@ -1,0 +1,78 @@
+// A generated Alpine-like mirror tree served by tests/fetch/mirror_server.py on
+// 127.0.0.1 (random free port), with switchable faults and a request log.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace rpi::test {
+
+// Builds <dir>/mirror with 3.22.2 (listed in the v3.22 index, and as
+// latest-stable) and 3.22.1 (companions only), from two fixture tarballs.
+struct MirrorTree {
+  explicit MirrorTree(const std::filesystem::path& dir);
+  std::filesystem::path root;
+  std::filesystem::path latest;  // the 3.22.2 tarball in the tree
+  std::filesystem::path older;   // the 3.22.1 tarball
+  std::string latest_file = "alpine-rpi-3.22.2-aarch64.tar.gz";
+  std::string older_file = "alpine-rpi-3.22.1-aarch64.tar.gz";
+};
+
+struct LogEntry {
+  std::string path, range, if_range, user_agent;
+  int status = 0;
+  std::uint64_t sent = 0;
+};
+
+class MirrorServer {
+ public:
+  // tls: serve HTTPS with `cert`/`key`.
+  MirrorServer(const std::filesystem::path& root, const std::filesystem::path& state_dir,
+               const std::filesystem::path& cert = {}, const std::filesystem::path& key = {});
+  ~MirrorServer();
+  MirrorServer(const MirrorServer&) = delete;
+  MirrorServer& operator=(const MirrorServer&) = delete;
+
+  std::string url() const;  // http(s)://127.0.0.1:PORT
+  int port() const { return port_; }
+  // Replaces the fault list (JSON array, see mirror_server.py).
+  void set_faults(const std::string& json);
+  std::vector<LogEntry> log() const;
+  // Requests whose path contains `needle`, and the body bytes sent for them.
+  int requests(const std::string& needle) const;
+  std::uint64_t bytes_sent(const std::string& needle) const;
+
+ private:
+  std::filesystem::path state_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+  bool tls_ = false;
+};
+
+// A throwaway CA and a server certificate for 127.0.0.1 made with the openssl CLI.
+struct TestPki {
+  explicit TestPki(const std::filesystem::path& dir);
+  std::filesystem::path ca_cert, server_cert, server_key;
+  bool ok = false;
+  std::string error;
+};
+
+// A throwaway OpenPGP key in a temp GNUPGHOME made with the gpg CLI.
+struct TestGpg {
+  explicit TestGpg(const std::filesystem::path& dir, const std::string& name = "Test Signer");
+  ~TestGpg();
+  // Writes an armoured detached signature of `file` to `out`.
+  bool sign(const std::filesystem::path& file, const std::filesystem::path& out) const;
+  std::filesystem::path home, keyring;  // keyring: exported public key (armoured)
+  std::string fingerprint;
+  bool ok = false;
+  std::string error;
+};
+
+}  // namespace rpi::test

@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""A loopback HTTP(S) server for the fetch tests and bench/fetch.
+
+Serves the files under --root (an Alpine-like mirror tree) on 127.0.0.1 with a
+free port written to <state>/port once it listens. Supports Range (bytes=N- and
+N-M), If-Range (against the ETag or Last-Modified it sends), and switchable
+faults read from <state>/faults.json at every request, e.g.
+
+  [{"path": "tar.gz", "kind": "cut", "n": 100000, "times": 1}]
+
+path: a substring of the request path ("*" = any); times: how many requests it
+affects (-1 = all). Kinds:
+  status    answer with HTTP status n and no body
+  cut       send the headers and only n body bytes, then drop the connection
+  badlen    announce n more bytes than the body has, send the body, close
+  norange   ignore the Range header (answer 200 with the whole file)
+  trickle   send n bytes every 0.5 s
+  flip      alter the byte at offset n of the file
+Every response is logged to <state>/log.jsonl: path, range, status, bytes sent.
+<state>/active holds the number of requests being handled (0 = the log is complete).
+"""
+import argparse
+import email.utils
+import http.server
+import json
+import os
+import socket
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+
+LOCK = threading.Lock()
+ACTIVE = [0]
+
+
+def set_active(state, delta):
+    with LOCK:
+        ACTIVE[0] += delta
+        tmp = os.path.join(state, "active.tmp")
+        with open(tmp, "w") as f:
+            f.write(str(ACTIVE[0]))
+        os.replace(tmp, os.path.join(state, "active"))
+
+
+def take_fault(state, path):
+    """The first active fault matching `path`, consuming one of its `times`."""
+    fpath = os.path.join(state, "faults.json")
+    with LOCK:
+        try:
+            with open(fpath) as f:
+                faults = json.load(f)
+        except (FileNotFoundError, ValueError):
+            return None
+        for fault in faults:
+            match = fault.get("path", "*")
+            if match != "*" and match not in path:
+                continue
+            times = fault.get("times", 1)
+            if times == 0:
+                continue
+            if times > 0:
+                fault["times"] = times - 1
+                tmp = fpath + ".tmp"
+                with open(tmp, "w") as f:
+                    json.dump(faults, f)
+                os.replace(tmp, fpath)
+            return fault
+    return None
+
+
+def log(state, entry):
+    with LOCK:
+        with open(os.path.join(state, "log.jsonl"), "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "rpi-provision-test-mirror/1"
+
+    def log_message(self, fmt, *args):  # keep test output clean
+        pass
+
+    def do_HEAD(self):
+        self.counted(head=True)
+
+    def do_GET(self):
+        self.counted(head=False)
+
+    def counted(self, head):
+        set_active(self.server.state, 1)
+        try:
+            self.handle_get(head)
+        finally:
+            set_active(self.server.state, -1)
+
+    def finish_log(self, status, sent, rng):
+        log(self.server.state, {"path": self.path, "range": rng, "status": status, "sent": sent,
+                                "user_agent": self.headers.get("User-Agent", ""),
+                                "if_range": self.headers.get("If-Range", "")})
+
+    def simple(self, status, rng):
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        self.finish_log(status, 0, rng)
+
+    def handle_get(self, head):
+        self.close_connection = True
+        rel = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        rng = self.headers.get("Range", "")
+        fault = take_fault(self.server.state, self.path) or {}
+        kind = fault.get("kind")
+        if kind == "status":
+            return self.simple(int(fault["n"]), rng)
+        full = os.path.realpath(os.path.join(self.server.root, rel.lstrip("/")))
+        if not full.startswith(os.path.realpath(self.server.root)) or not os.path.isfile(full):
+            return self.simple(404, rng)
+        st = os.stat(full)
+        size = st.st_size
+        etag = '"%x-%x"' % (size, int(st.st_mtime_ns))
+        last_mod = email.utils.formatdate(st.st_mtime, usegmt=True)
+        start, end = 0, size - 1
+        partial = False
+        if rng and kind != "norange":
+            if_range = self.headers.get("If-Range")
+            if if_range is None or if_range in (etag, last_mod):
+                spec = rng.split("=", 1)[1] if "=" in rng else ""
+                a, _, b = spec.partition("-")
+                try:
+                    start = int(a)
+                    end = int(b) if b else size - 1
+                except ValueError:
+                    start, end = 0, size - 1
+                if start >= size:
+                    self.send_response(416)
+                    self.send_header("Content-Range", "bytes */%d" % size)
+                    self.send_header("Content-Length", "0")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    return self.finish_log(416, 0, rng)
+                end = min(end, size - 1)
+                partial = True
+        length = end - start + 1
+        announced = length + int(fault.get("n", 0)) if kind == "badlen" else length
+        self.send_response(206 if partial else 200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(announced))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", etag)
+        self.send_header("Last-Modified", last_mod)
+        self.send_header("Connection", "close")
+        if partial:
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
+        self.end_headers()
+        if head:
+            return self.finish_log(206 if partial else 200, 0, rng)
+        sent = 0
+        limit = length
+        if kind == "cut":
+            limit = min(length, int(fault["n"]))
+        try:
+            with open(full, "rb") as f:
+                if kind in (None, "norange", "badlen") and not isinstance(self.connection, ssl.SSLSocket):
+                    self.wfile.flush()
+                    sent = self.connection.sendfile(f, start, limit)
+                else:
+                    f.seek(start)
+                    pos = start
+                    chunk = int(fault["n"]) if kind == "trickle" else 256 * 1024
+                    while sent < limit:
+                        data = f.read(min(chunk, limit - sent))
+                        if not data:
+                            break
+                        if kind == "flip":
+                            at = int(fault["n"]) - pos
+                            if 0 <= at < len(data):
+                                data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+                        self.wfile.write(data)
+                        self.wfile.flush()
+                        sent += len(data)
+                        pos += len(data)
+                        if kind == "trickle":
+                            time.sleep(0.5)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+            pass
+        self.finish_log(206 if partial else 200, sent, rng)
+        if kind in ("cut", "badlen"):
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--state", required=True)
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
+    args = ap.parse_args()
+    srv = Server(("127.0.0.1", 0), Handler)
+    srv.root = args.root
+    srv.state = args.state
+    if args.cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.cert, args.key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    set_active(args.state, 0)
+    port = srv.server_address[1]
+    tmp = os.path.join(args.state, "port.tmp")
+    with open(tmp, "w") as f:
+        f.write(str(port))
+    os.replace(tmp, os.path.join(args.state, "port"))
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+// `rpi-provision inspect` end to end: human and JSON output on images made by
+// standard tools and by our own engine; no secret ever printed.
+#include <gtest/gtest.h>
+
+#include "inspect_support.hpp"
+
+namespace rpi::test::inspect {
+namespace {
+
+void expect_no_secrets(const CommandResult& r) {
+  for (const char* s : kSecrets) {
+    EXPECT_EQ(r.out.find(s), std::string::npos) << "secret in stdout: " << s;
+    EXPECT_EQ(r.err.find(s), std::string::npos) << "secret in stderr: " << s;
+  }
+}
+
+TEST(InspectCli, HumanOutput) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  TempDir dir;
+  BuiltImage b = build_image(dir, "32", true);
+  auto r = cli({"inspect", b.image.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  for (const char* want :
+       {"disk id 0xcafef00d", "0x0c W95 FAT32 (LBA)", "16384", ": FAT32", "RPITEST", "1234-ABCD",
+        "alpine-rpi-3.22.1 250101", "modules=loop,squashfs,sd-mod,usb-storage quiet console=tty1",
+        "kiosk.apkovl.tar.gz", "kiosk-07", "alpine-base openssh chrony", "networking", "sshd", "pi (1000, /bin/sh)",
+        "ssh host keys  yes", "wifi config    yes", "longfilename_here.dat", "Grüße aus Berlin.txt", "boot/"})
+    EXPECT_NE(r.out.find(want), std::string::npos) << "missing '" << want << "' in:\n" << r.out;
+  EXPECT_EQ(r.out.find("Warnings:"), std::string::npos) << r.out;
+  expect_no_secrets(r);
+}
+
+TEST(InspectCli, JsonOutputIsOneInspectObject) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  BuiltImage b = build_image(dir, "16", true);
+  auto r = cli({"inspect", b.image.string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  expect_no_secrets(r);
+  write_file(dir / "out.json", r.out);
+  // An independent parser checks the structure and the values.
+  auto py = run({"python3", "-c",
+                 "import json,sys\n"
+                 "lines=[l for l in open(sys.argv[1]) if l.strip()]\n"
+                 "res=[json.loads(l) for l in lines if json.loads(l)['type']=='inspect']\n"
+                 "assert len(res)==1, lines\n"
+                 "o=res[0]\n"
+                 "assert o['partition_table']['disk_id']=='0xcafef00d'\n"
+                 "p=o['partition_table']['partitions'][0]\n"
+                 "assert p['start']==16384 and p['type']=='0x0c', p\n"
+                 "f=o['fat']\n"
+                 "assert f['type']=='FAT16' and f['label']=='RPITEST' and f['volume_id']=='1234-ABCD', f\n"
+                 "names={e['name']:e for e in o['files']}\n"
+                 "assert names['cmdline.txt']['size']==60, names\n"
+                 "assert names['boot']['directory'] is True\n"
+                 "a=o['apkovls'][0]\n"
+                 "assert a['hostname']=='kiosk-07' and a['ssh_host_keys'] is True, a\n"
+                 "assert sorted(a['runlevels']['default'])==['chronyd','sshd'], a\n"
+                 "assert [u['name'] for u in a['users']]==['root','pi'], a\n"
+                 "assert o['alpine_release']=='alpine-rpi-3.22.1 250101'\n"
+                 "assert o['warnings']==[], o['warnings']\n"
+                 "print(f['free_clusters'])\n",
+                 (dir / "out.json").string()});
+  ASSERT_EQ(py.exit_code, 0) << py.err << r.out;
+}
+
+TEST(InspectCli, TwoApkovlsAreAProblem) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  TempDir dir;
+  BuiltImage b = build_image(dir, "32", true);
+  auto cp = sh("MTOOLS_SKIP_CHECK=1 mcopy -i '" + b.image.string() + "@@" + std::to_string(kPartOffset) + "' '" +
+               (dir / "src/kiosk.apkovl.tar.gz").string() + "' ::/other.apkovl.tar.gz");
+  ASSERT_EQ(cp.exit_code, 0) << cp.err;
+  auto r = cli({"inspect", b.image.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("2 apkovl files at the FAT root"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("leave exactly one"), std::string::npos) << r.out;
+}
+
+TEST(InspectCli, GptIsNotSupported) {
+  RPI_REQUIRE_TOOL("sfdisk");
+  TempDir dir;
+  fs::path img = dir / "gpt.img";
+  auto r0 = sh("truncate -s 16M '" + img.string() + "' && echo 'label: gpt' | sfdisk -q '" + img.string() + "'");
+  ASSERT_EQ(r0.exit_code, 0) << r0.err;
+  auto r = cli({"inspect", img.string()});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("GPT"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("GPT, not supported"), std::string::npos) << r.out;
+}
+
+TEST(InspectCli, NoFatPartition) {
+  RPI_REQUIRE_TOOL("sfdisk");
+  TempDir dir;
+  fs::path img = dir / "linux.img";
+  auto r0 = sh("truncate -s 16M '" + img.string() + "' && printf 'label: dos\\nstart=2048, type=83\\n' | sfdisk -q '" +
+               img.string() + "'");
+  ASSERT_EQ(r0.exit_code, 0) << r0.err;
+  auto r = cli({"inspect", img.string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no FAT partition"), std::string::npos) << r.err;
+}
+
+// An image from our own engine (rpi-provision --tarball T --apkovl A --output).
+TEST(InspectCli, ImageBuiltByTheEngine) {
+  RPI_REQUIRE_TOOL("tar");
+  TempDir dir;
+  fs::path tarball;
+  try {
+    tarball = fixture_tarball({"--size-mb", "4"});
+  } catch (const std::exception& e) {
+    GTEST_SKIP() << "fixture tarball unavailable: " << e.what();
+  }
+  make_apkovl(dir.path(), dir / "kiosk.apkovl.tar.gz");
+  fs::path img = dir / "pi.img";
+  auto build = cli(
+      {"--tarball", tarball.string(), "--apkovl", (dir / "kiosk.apkovl.tar.gz").string(), "--output", img.string()});
+  if (build.exit_code != 0 || !fs::exists(img))
+    GTEST_SKIP() << "the image engine could not build an image yet (exit " << build.exit_code << "): " << build.err;
+  auto r = cli({"inspect", img.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  expect_no_secrets(r);
+  EXPECT_NE(r.out.find(": FAT"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("kiosk-07"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("cmdline.txt: "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("Warnings:"), std::string::npos) << r.out;
+}
+
+// The same card through a read-only loop device: one code path for images and
+// block devices, and the device is only read.
+TEST(InspectCli, ReadOnlyLoopDevice) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  RPI_REQUIRE_TOOL("losetup");
+  TempDir dir;
+  BuiltImage b = build_image(dir, "32", true);
+  auto lo = run({"losetup", "--find", "--show", "--read-only", b.image.string()});
+  if (lo.exit_code != 0) GTEST_SKIP() << "cannot attach a loop device (needs root and /dev/loop*): " << lo.err;
+  std::string dev = lo.out.substr(0, lo.out.find('\n'));
+  struct Detach {
+    std::string dev;
+    ~Detach() { run({"losetup", "-d", dev}); }
+  } detach{dev};
+  const std::string before = read_file(b.image);
+  auto from_dev = cli({"inspect", dev});
+  auto from_img = cli({"inspect", b.image.string()});
+  ASSERT_EQ(from_dev.exit_code, 0) << from_dev.out << from_dev.err;
+  ASSERT_EQ(from_img.exit_code, 0) << from_img.err;
+  // Identical apart from the first line, which names the target.
+  EXPECT_EQ(from_dev.out.substr(from_dev.out.find('\n')), from_img.out.substr(from_img.out.find('\n')));
+  EXPECT_NE(from_dev.out.find("kiosk-07"), std::string::npos);
+  EXPECT_EQ(read_file(b.image), before);
+}
+
+}  // namespace
+}  // namespace rpi::test::inspect

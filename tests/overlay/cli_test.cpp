@@ -1,0 +1,192 @@
+// `rpi-provision check` and `rpi-provision apkovl` as a user runs them: exit
+// codes, files written (and not written on failure), --out-dir naming for
+// network boot, and no secret value anywhere in stdout, stderr or --json.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "test_support.hpp"
+
+namespace fs = std::filesystem;
+using rpi::test::cli;
+using rpi::test::TempDir;
+
+namespace {
+
+std::string example(const std::string& name) {
+  return (rpi::test::source_dir() / "examples" / name).string();
+}
+
+unsigned mode_of(const fs::path& p) {
+  struct stat st {};
+  EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+  return st.st_mode & 07777;
+}
+
+}  // namespace
+
+TEST(CheckCommand, ExamplesPass) {
+  for (auto name : {"headless.toml", "kiosk.toml", "fleet.toml"}) {
+    SCOPED_TRACE(name);
+    auto r = cli({"check", "--spec", example(name)});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find(": OK ("), std::string::npos) << r.out;
+  }
+  auto fleet = cli({"check", "--spec", example("fleet.toml")});
+  EXPECT_NE(fleet.out.find("card 10: class-10.school.example (mac b8:27:eb:00:00:0a)"), std::string::npos) << fleet.out;
+  EXPECT_NE(fleet.out.find("OK (10 cards, 0 warnings)"), std::string::npos);
+  auto kiosk = cli({"check", "--spec", example("kiosk.toml")});
+  EXPECT_NE(kiosk.err.find("warning: "), std::string::npos) << "the created group \"seat\" is reported";
+  EXPECT_NE(kiosk.out.find("psk (secret)"), std::string::npos);
+}
+
+TEST(CheckCommand, BadSpecExitsTwoWithLocatedMessage) {
+  auto spec = (rpi::test::source_dir() / "tests/overlay/data/bad/unknown_key.toml").string();
+  auto r = cli({"check", "--spec", spec});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find(spec + ":2:1: unknown key 'hostnme' in [system] (did you mean 'hostname'?)"), std::string::npos)
+      << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  auto missing = cli({"check", "--spec", "/nonexistent/spec.toml"});
+  EXPECT_EQ(missing.exit_code, 2);
+}
+
+TEST(CheckCommand, JsonLines) {
+  auto r = cli({"--json", "check", "--spec", example("fleet.toml")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  int cards = 0;
+  std::size_t start = 0;
+  while (start < r.out.size()) {
+    auto end = r.out.find('\n', start);
+    auto line = r.out.substr(start, end - start);
+    EXPECT_EQ(line.front(), '{') << line;
+    EXPECT_EQ(line.back(), '}') << line;
+    if (line.find("\"type\":\"card\"") != std::string::npos) ++cards;
+    start = end + 1;
+  }
+  EXPECT_EQ(cards, 10);
+  EXPECT_NE(r.out.find("\"hostname\":\"class-03\""), std::string::npos);
+}
+
+TEST(ApkovlCommand, WritesOneCard) {
+  TempDir dir;
+  auto out = dir / "kiosk.apkovl.tar.gz";
+  auto kh = dir / "known_hosts";
+  auto r = cli({"apkovl", "--spec", example("kiosk.toml"), "-o", out.string(), "--known-hosts", kh.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(mode_of(out), 0600u) << "the overlay holds hashes, the PSK and host keys";
+  EXPECT_NE(r.out.find("known_hosts: kiosk,kiosk.lan ssh-ed25519 AAAA"), std::string::npos) << r.out;
+  auto lines = rpi::test::read_file(kh);
+  EXPECT_EQ(lines.rfind("kiosk,kiosk.lan ssh-ed25519 AAAA", 0), 0u) << lines;
+  if (rpi::test::have_tool("busybox")) {
+    auto t = rpi::test::run({"busybox", "tar", "-tzf", out.string()});
+    EXPECT_EQ(t.exit_code, 0);
+    EXPECT_NE(t.out.find("etc/hostname\n"), std::string::npos);
+  }
+}
+
+TEST(ApkovlCommand, ReproducibleWithSeedFileAndSourceDateEpoch) {
+  TempDir dir;
+  rpi::test::write_file(dir / "seed", "0123456789abcdef0123456789abcdef");
+  std::string base = "SOURCE_DATE_EPOCH=1700000000 '" + rpi::test::cli_path().string() + "' apkovl --spec '" +
+                     example("kiosk.toml") + "' --seed-file '" + (dir / "seed").string() + "' -o ";
+  ASSERT_EQ(rpi::test::sh(base + "'" + (dir / "a.tar.gz").string() + "'").exit_code, 0);
+  ASSERT_EQ(rpi::test::sh(base + "'" + (dir / "b.tar.gz").string() + "'").exit_code, 0);
+  EXPECT_EQ(rpi::test::read_file(dir / "a.tar.gz"), rpi::test::read_file(dir / "b.tar.gz"));
+}
+
+TEST(ApkovlCommand, OutDirNamesFilesAsTheInitramfsRequestsThem) {
+  TempDir dir;
+  auto www = dir / "www";
+  auto r = cli({"apkovl", "--spec", example("fleet.toml"), "--out-dir", www.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(www)) {
+    (void)e;
+    ++files;
+  }
+  EXPECT_EQ(files, 10);
+  // {MAC} is substituted in colon form from /sys/class/net/*/address (lower case).
+  EXPECT_TRUE(fs::exists(www / "b8:27:eb:00:00:01.apkovl.tar.gz"));
+  EXPECT_TRUE(fs::exists(www / "b8:27:eb:00:00:0a.apkovl.tar.gz"));
+  if (rpi::test::have_tool("busybox")) {
+    auto t =
+        rpi::test::run({"busybox", "tar", "-xzOf", (www / "b8:27:eb:00:00:03.apkovl.tar.gz").string(), "etc/hostname"});
+    EXPECT_EQ(t.out, "class-03\n");
+  }
+  TempDir one;
+  auto r1 = cli({"apkovl", "--spec", example("fleet.toml"), "--out-dir", one.path().string(), "--host", "class-05"});
+  ASSERT_EQ(r1.exit_code, 0) << r1.err;
+  EXPECT_TRUE(fs::exists(one / "b8:27:eb:00:00:05.apkovl.tar.gz"));
+  auto none = cli({"apkovl", "--spec", example("headless.toml"), "--out-dir", one.path().string()});
+  EXPECT_EQ(none.exit_code, 2) << none.err;
+}
+
+TEST(ApkovlCommand, FailureLeavesNoOutput) {
+  TempDir dir;
+  auto out = dir / "x.apkovl.tar.gz";
+  auto bad = (rpi::test::source_dir() / "tests/overlay/data/bad/bad_cidr.toml").string();
+  auto r = cli({"apkovl", "--spec", bad, "-o", out.string()});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_TRUE(fs::is_empty(dir.path())) << "no temporary left behind";
+  auto both = cli({"apkovl", "--spec", example("headless.toml")});
+  EXPECT_EQ(both.exit_code, 2) << "needs -o or --out-dir";
+  auto host = cli({"apkovl", "--spec", example("fleet.toml"), "--host", "class-99", "-o", out.string()});
+  EXPECT_EQ(host.exit_code, 2);
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST(Secrets, NeverInOutputErrorsOrJson) {
+  TempDir dir;
+  const std::string psk = "leak-marker-psk-7f3a";
+  const std::string pw = "leak-marker-pw-91c2";
+  const std::string file_secret = "leak-marker-file-55d1";
+  ::setenv("RPI_LEAK_PSK", psk.c_str(), 1);
+  ::setenv("RPI_LEAK_PW", pw.c_str(), 1);
+  ::setenv("RPI_LEAK_FILE", file_secret.c_str(), 1);
+  ::setenv("RPI_LEAK_SHORT", "leak7", 1);
+  std::string good =
+      "[system]\nhostname = \"pi\"\n[wifi]\nssid = \"Net\"\npsk = { env = \"RPI_LEAK_PSK\" }\n"
+      "[[users]]\nname = \"bob\"\npassword = { env = \"RPI_LEAK_PW\" }\n[root]\npassword = { env = \"RPI_LEAK_PW\" }\n"
+      "[[files]]\npath = \"/etc/token\"\ncontent = { env = \"RPI_LEAK_FILE\" }\nmode = \"0600\"\n";
+  rpi::test::write_file(dir / "good.toml", good);
+  // Errors raised after the secrets were read, and about a secret's value itself.
+  rpi::test::write_file(dir / "late-error.toml", good + "[boot]\nlabel = \"BOOT\"\n");
+  rpi::test::write_file(dir / "bad-psk.toml",
+                        "[system]\nhostname = \"pi\"\n[wifi]\nssid = \"Net\"\npsk = { env = \"RPI_LEAK_SHORT\" }\n");
+  rpi::test::write_file(dir / "literal.toml", "[system]\nhostname = \"pi\"\n[wifi]\nssid = \"Net\"\npsk = \"" + psk +
+                                                  "\"\n[[users]]\nname = \"bob\"\n"
+                                                  "password = \"" +
+                                                  pw + "\"\n");
+  auto out = dir / "o.apkovl.tar.gz";
+  std::vector<std::vector<std::string>> runs;
+  for (auto spec : {"good.toml", "late-error.toml", "bad-psk.toml", "literal.toml"}) {
+    auto s = (dir / spec).string();
+    runs.push_back({"check", "--spec", s});
+    runs.push_back({"--json", "check", "--spec", s});
+    runs.push_back({"-v", "apkovl", "--spec", s, "-o", out.string()});
+    runs.push_back({"--json", "apkovl", "--spec", s, "-o", out.string()});
+  }
+  int ok = 0, failed = 0;
+  for (const auto& args : runs) {
+    auto r = cli(args);
+    (r.exit_code == 0 ? ok : failed)++;
+    for (const auto& secret : {psk, pw, file_secret, std::string("leak7")}) {
+      EXPECT_EQ(r.out.find(secret), std::string::npos) << args[1] << " " << args.back() << " stdout: " << r.out;
+      EXPECT_EQ(r.err.find(secret), std::string::npos) << args[1] << " " << args.back() << " stderr: " << r.err;
+    }
+  }
+  EXPECT_EQ(ok, 8) << "good.toml and literal.toml succeed";
+  EXPECT_EQ(failed, 8) << "late-error.toml and bad-psk.toml fail";
+  // In the overlay: only the derived PSK and hashes; the file content is the file's.
+  ASSERT_EQ(cli({"apkovl", "--spec", (dir / "good.toml").string(), "-o", out.string()}).exit_code, 0);
+  auto tar = rpi::test::sh("gzip -dc '" + out.string() + "'");
+  EXPECT_EQ(tar.out.find(psk), std::string::npos);
+  EXPECT_EQ(tar.out.find(pw), std::string::npos);
+  EXPECT_NE(tar.out.find(file_secret), std::string::npos);
+  auto literal = cli({"check", "--spec", (dir / "literal.toml").string()});
+  EXPECT_NE(literal.err.find("literal.toml:5:7: [wifi].psk is written in the spec"), std::string::npos) << literal.err;
+}

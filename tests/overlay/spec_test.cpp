@@ -1,0 +1,217 @@
+// The spec model: examples load, templating, [[hosts]] overrides, secrets, and
+// the folder of bad specs (tests/overlay/data/bad: NAME.toml must fail with the
+// exact located message in NAME.expected).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "overlay/spec.hpp"
+#include "rpi/error.hpp"
+#include "test_support.hpp"
+
+namespace fs = std::filesystem;
+using namespace rpi;
+using namespace rpi::overlay;
+
+namespace {
+
+fs::path examples() {
+  return test::source_dir() / "examples";
+}
+fs::path bad_dir() {
+  return test::source_dir() / "tests" / "overlay" / "data" / "bad";
+}
+
+std::string error_of(const std::string& text, const fs::path& base = ".") {
+  try {
+    parse_spec(text, "t.toml", base);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::spec);
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST(Spec, ExamplesLoad) {
+  for (auto name : {"headless.toml", "kiosk.toml", "fleet.toml"}) {
+    SCOPED_TRACE(name);
+    auto spec = load_spec(examples() / name);
+    auto h = resolve_host(spec, 1);
+    EXPECT_FALSE(h.hostname.empty());
+  }
+}
+
+TEST(Spec, DefaultsGiveAWorkingHeadlessPi) {
+  auto spec = parse_spec("[system]\nhostname = \"pi\"\n", "t.toml", ".");
+  auto h = resolve_host(spec, 1);
+  EXPECT_EQ(h.hostname, "pi");
+  ASSERT_EQ(h.network.interfaces.size(), 1u);
+  EXPECT_EQ(h.network.interfaces[0].name, "eth0");
+  EXPECT_TRUE(h.network.interfaces[0].dhcp);
+  EXPECT_TRUE(h.ssh.enable);
+  EXPECT_FALSE(h.ssh.password_authentication);
+  EXPECT_EQ(h.ssh.permit_root_login, "prohibit-password");
+  EXPECT_TRUE(h.ntp.enable);
+  EXPECT_EQ(h.alpine.version, "latest-stable");
+  EXPECT_EQ(h.alpine.arch, "aarch64");
+  EXPECT_EQ(h.boot.label, "ALPINE");
+  EXPECT_EQ(h.install.mode, "diskless");
+  EXPECT_EQ(h.lbu.media, "mmcblk0p1");
+  EXPECT_EQ(spec.host_count(), 0);
+}
+
+TEST(Spec, FleetHostsInOrderWithOverrides) {
+  auto spec = load_spec(examples() / "fleet.toml");
+  EXPECT_EQ(spec.host_count(), 10);
+  auto cards = resolve_hosts(spec, 1, 10);
+  ASSERT_EQ(cards.size(), 10u);
+  EXPECT_EQ(cards[0].hostname, "class-01");
+  EXPECT_EQ(cards[0].mac, "b8:27:eb:00:00:01");
+  EXPECT_EQ(cards[0].network.interfaces.at(0).address, "10.20.0.11/24");
+  EXPECT_EQ(cards[9].hostname, "class-10");
+  EXPECT_EQ(cards[9].mac, "b8:27:eb:00:00:0a");
+  EXPECT_TRUE(cards[9].boot.serial_console);        // override from [hosts.boot]
+  EXPECT_FALSE(cards[8].boot.serial_console);       // not leaked to others
+  EXPECT_EQ(cards[4].users.at(0).name, "teacher");  // base tables still apply
+  EXPECT_EQ(cards[4].timezone, "Europe/Vienna");
+  // --first N starts at the N-th entry; --host NAME picks one.
+  EXPECT_EQ(resolve_hosts(spec, 3, 1).at(0).hostname, "class-03");
+  auto h = resolve_host(spec, 0, std::string("class-07"));
+  EXPECT_EQ(h.index, 7);
+  EXPECT_EQ(h.network.interfaces.at(0).address, "10.20.0.17/24");
+  // Beyond the list with a fixed hostname per host: the base hostname has {n:02}.
+  EXPECT_EQ(resolve_host(spec, 11).hostname, "class-11");
+  try {
+    resolve_host(spec, 0, std::string("class-7"));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::usage);
+    EXPECT_NE(std::string(e.what()).find("did you mean 'class-07'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Spec, Templating) {
+  auto spec = parse_spec(
+      "[system]\nhostname = \"pi-{n:03}\"\nmotd = \"card {n} of the lab, {MAC} stays\"\n"
+      "[[network.interfaces]]\naddress = \"10.0.0.{n}/24\"\n",
+      "t.toml", ".");
+  auto h = resolve_host(spec, 7);
+  EXPECT_EQ(h.hostname, "pi-007");
+  EXPECT_EQ(h.motd, "card 7 of the lab, {MAC} stays");
+  EXPECT_EQ(h.network.interfaces.at(0).address, "10.0.0.7/24");
+  EXPECT_EQ(resolve_host(spec, 12).hostname, "pi-012");
+  EXPECT_TRUE(spec.hostname_templated());
+}
+
+TEST(Spec, HostsWithoutTemplateStopAtTheList) {
+  auto spec = parse_spec("[system]\nhostname = \"x\"\n[[hosts]]\nhostname = \"a\"\n", "t.toml", ".");
+  EXPECT_EQ(resolve_host(spec, 1).hostname, "a");
+  EXPECT_THROW(resolve_host(spec, 2), Error);
+}
+
+TEST(Spec, SecretsFromEnvAndFile) {
+  test::TempDir dir;
+  test::write_file(dir / "pw.txt", "file-secret-value\n");
+  ::setenv("RPI_SPEC_TEST_PSK", "env-secret-passphrase", 1);
+  auto spec = parse_spec(
+      "[system]\nhostname = \"pi\"\n[wifi]\nssid = \"Net\"\npsk = { env = \"RPI_SPEC_TEST_PSK\" }\n"
+      "[root]\npassword = { file = \"pw.txt\" }\n",
+      "t.toml", dir.path());
+  auto h = resolve_host(spec, 1);
+  EXPECT_EQ(h.wifi.psk, "env-secret-passphrase");
+  EXPECT_EQ(h.root.password, "file-secret-value");  // trailing newline dropped
+  EXPECT_TRUE(spec.warnings().empty());
+  ::unsetenv("RPI_SPEC_TEST_PSK");
+}
+
+TEST(Spec, LiteralSecretsWarnWithLocation) {
+  auto spec = parse_spec(
+      "[system]\nhostname = \"pi\"\n[wifi]\nssid = \"Net\"\npsk = \"literal-passphrase\"\n"
+      "[[users]]\nname = \"bob\"\npassword = \"hunter2hunter2\"\n",
+      "t.toml", ".");
+  ASSERT_EQ(spec.warnings().size(), 2u);
+  EXPECT_EQ(spec.warnings()[0].location, "t.toml:5:7");
+  EXPECT_NE(spec.warnings()[0].message.find("{ env = \"NAME\" }"), std::string::npos);
+  EXPECT_EQ(spec.warnings()[1].location, "t.toml:8:12");
+  for (const auto& w : spec.warnings()) {
+    EXPECT_EQ(w.text().find("literal-passphrase"), std::string::npos);
+    EXPECT_EQ(w.text().find("hunter2"), std::string::npos);
+  }
+}
+
+TEST(Spec, SummaryRedactsSecrets) {
+  auto spec = parse_spec(
+      "[system]\nhostname = \"pi\"\n[wifi]\nssid = \"Net\"\npsk = \"literal-passphrase\"\n"
+      "[[users]]\nname = \"bob\"\npassword = \"hunter2hunter2\"\n"
+      "[[files]]\npath = \"/etc/token\"\ncontent = \"file-content-secret\"\nmode = \"0600\"\n",
+      "t.toml", ".");
+  auto text = summary(resolve_host(spec, 1));
+  EXPECT_EQ(text.find("literal-passphrase"), std::string::npos) << text;
+  EXPECT_EQ(text.find("hunter2"), std::string::npos) << text;
+  EXPECT_EQ(text.find("file-content-secret"), std::string::npos) << text;
+  EXPECT_NE(text.find("psk (secret)"), std::string::npos) << text;
+  EXPECT_NE(text.find("/etc/token 0600 root:root"), std::string::npos) << text;
+}
+
+TEST(Spec, TypeAndValueErrorsAreLocated) {
+  EXPECT_EQ(error_of("[system]\nhostname = 5\n"), "t.toml:2:12: [system].hostname must be a string, not an integer");
+  EXPECT_EQ(error_of("[system]\nhostname = \"pi\"\n[boot]\nsize = \"lots\"\n"),
+            "t.toml:4:8: [boot].size must be a size like \"1GiB\" or \"max\"");
+  EXPECT_EQ(error_of("[system]\nhostname = \"pi\"\n[boot]\nlabel = \"cidata\"\n"),
+            "t.toml:4:9: [boot].label must not be CIDATA: it triggers tiny-cloud at boot");
+  EXPECT_EQ(error_of("[system]\nhostname = \"pi\"\n[alpine]\narch = \"arm64\"\n"),
+            "t.toml:4:8: [alpine].arch must be \"aarch64\", \"armv7\" or \"armhf\" (did you mean 'aarch64'?)");
+  EXPECT_EQ(
+      error_of("[system]\nhostname = \"pi\"\n[[files]]\npath = \"/etc/x\"\ncontent = \"a\"\nowner = \"root:nogrp\"\n"),
+      "t.toml:6:9: group \"nogrp\" of /etc/x names no group");
+}
+
+TEST(Spec, BootSizes) {
+  auto h = resolve_host(parse_spec("[system]\nhostname = \"pi\"\n[boot]\nsize = \"1GiB\"\n", "t.toml", "."), 1);
+  ASSERT_TRUE(h.boot.size.has_value());
+  EXPECT_EQ(*h.boot.size, 1ull << 30);
+  auto m = resolve_host(parse_spec("[system]\nhostname = \"pi\"\n[boot]\nsize = \"max\"\n", "t.toml", "."), 1);
+  EXPECT_TRUE(m.boot.size_max);
+  EXPECT_FALSE(m.boot.size.has_value());
+}
+
+TEST(Spec, AlpineTableForFetch) {
+  auto spec =
+      parse_spec("[system]\nhostname = \"pi\"\n[alpine]\nversion = \"3.22.1\"\narch = \"armv7\"\n", "t.toml", ".");
+  EXPECT_EQ(spec.alpine().version, "3.22.1");
+  EXPECT_EQ(spec.alpine().arch, "armv7");
+  EXPECT_EQ(spec.alpine().branch(), "v3.22");
+  EXPECT_EQ(spec.alpine().mirror, "https://dl-cdn.alpinelinux.org/alpine");
+}
+
+TEST(Spec, BadSpecFolder) {
+  int count = 0;
+  for (const auto& entry : fs::directory_iterator(bad_dir())) {
+    if (entry.path().extension() != ".toml") continue;
+    ++count;
+    auto name = entry.path().filename().string();
+    SCOPED_TRACE(name);
+    auto expected_path = entry.path();
+    expected_path.replace_extension(".expected");
+    ASSERT_TRUE(fs::exists(expected_path)) << "missing " << expected_path;
+    std::string expected = test::read_file(expected_path);
+    while (!expected.empty() && expected.back() == '\n') expected.pop_back();
+    std::string got = "(no error)";
+    try {
+      // Named as in the folder so messages are stable; files resolve against it.
+      auto spec = parse_spec(test::read_file(entry.path()), name, bad_dir());
+      (void)spec;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::spec);
+      got = e.what();
+    }
+    // Messages name missing files by their resolved path: make it folder-relative.
+    std::string prefix = (bad_dir() / "").string();
+    if (auto pos = got.find(prefix); pos != std::string::npos) got.erase(pos, prefix.size());
+    EXPECT_EQ(got, expected);
+  }
+  EXPECT_GE(count, 25);
+}

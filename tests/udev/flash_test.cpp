@@ -1,0 +1,432 @@
+// The writer: regular-file targets checked against bmaptool's output, and loop
+// devices for the parallel batch, O_EXCL conflicts, mounted filesystems,
+// ENOSPC midway, SIGKILL midway and corrupted read-back.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <random>
+
+#include "loop_device.hpp"
+#include "partition/block_map.hpp"
+#include "rpi/error.hpp"
+#include "rpi/fd.hpp"
+#include "test_support.hpp"
+#include "udev/flash.hpp"
+
+namespace rpi::test {
+namespace {
+
+namespace fs = std::filesystem;
+using partition::BlockMap;
+using udev::FlashJob;
+using udev::FlashOptions;
+using udev::FlashSource;
+
+constexpr std::uint64_t kMiB = 1 << 20;
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+// Pseudo-random bytes everywhere (so unmapped ranges are not accidentally zero),
+// with an MBR signature at 510.
+void make_image(const fs::path& p, std::uint64_t size, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::string data(size, '\0');
+  for (std::uint64_t i = 0; i + 8 <= size; i += 8) {
+    std::uint64_t v = rng();
+    std::memcpy(&data[i], &v, 8);
+  }
+  data[510] = '\x55';
+  data[511] = '\xAA';
+  write_file(p, data);
+}
+
+// Mapped: the MBR area, a few scattered ranges, and the unaligned image tail.
+BlockMap scattered_map(std::uint64_t size) {
+  BlockMap m(size);
+  m.add(0, 64 * 1024);
+  m.add(kMiB - 4096, 8192);  // straddles the 1 MiB boundary
+  m.add(3 * kMiB + 4096, 5 * kMiB + 123);
+  m.add(12 * kMiB, 4096);
+  m.add(size - 5000, 5000);
+  return m;
+}
+
+std::shared_ptr<const FlashSource> source_with_bmap(const fs::path& img, BlockMap map) {
+  Fd fd = open_or_throw(img.string(), O_RDONLY);
+  map.compute_checksums(fd.get(), img.string());
+  fs::path bmap = img;
+  bmap += ".bmap";
+  partition::write_bmap(bmap, map);
+  return FlashSource::open(img);
+}
+
+std::string read_range(const fs::path& p, std::uint64_t off, std::uint64_t len) {
+  Fd fd = open_or_throw(p.string(), O_RDONLY);
+  std::string s(len, '\0');
+  s.resize(pread_full(fd.get(), s.data(), len, off, p.string()));
+  return s;
+}
+
+// `cmp` (an independent tool) on every mapped range of the image and the target.
+void expect_mapped_equal(const fs::path& image, const fs::path& target, const BlockMap& map) {
+  for (const auto& e : map.extents()) {
+    auto r = run({"cmp", "-n", std::to_string(e.length), "-i",
+                  std::to_string(e.offset) + ":" + std::to_string(e.offset), image.string(), target.string()});
+    EXPECT_EQ(r.exit_code, 0) << "extent at " << e.offset << ": " << r.out << r.err;
+  }
+}
+
+#define REQUIRE_LOOP()                           \
+  do {                                           \
+    std::string why = loop_unavailable_reason(); \
+    if (!why.empty()) GTEST_SKIP() << why;       \
+  } while (0)
+
+// A file of `size` bytes of 0xFF: a card with old content.
+void old_card(const fs::path& p, std::uint64_t size) {
+  std::string s(size, '\xff');
+  s[510] = '\x55';
+  s[511] = '\xAA';
+  write_file(p, s);
+}
+
+TEST(FlashFile, SameBytesAsBmaptoolCopy) {
+  RPI_REQUIRE_TOOL("bmaptool");
+  RPI_REQUIRE_TOOL("cmp");
+  TempDir tmp;
+  const std::uint64_t size = 16 * kMiB + 1000;  // not a multiple of the block size
+  make_image(tmp / "pi.img", size, 1);
+  auto src = source_with_bmap(tmp / "pi.img", scattered_map(size));
+  ASSERT_GT(src->map.extents().size(), 3u);
+  write_file(tmp / "card.img", std::string(20 * kMiB, 'Z'));  // stale content must go
+  std::vector<Event> events;
+  FlashOptions opts;
+  opts.events = [&](const Event& e) { events.push_back(e); };
+  auto r = udev::flash_one(FlashJob{(tmp / "card.img").string(), src, "kiosk-01"}, opts);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_TRUE(r.verified);
+  EXPECT_EQ(r.bytes_written, src->map.mapped_bytes());
+  EXPECT_EQ(r.identity, "kiosk-01");
+  EXPECT_EQ(fs::file_size(tmp / "card.img"), size);
+  // bmaptool writes the same mapped ranges; unmapped ranges are zero in both.
+  auto b = run({"bmaptool", "-q", "copy", "--bmap", (tmp / "pi.img.bmap").string(), (tmp / "pi.img").string(),
+                (tmp / "bmaptool.img").string()});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  auto c = run({"cmp", (tmp / "bmaptool.img").string(), (tmp / "card.img").string()});
+  EXPECT_EQ(c.exit_code, 0) << c.out << c.err;
+  expect_mapped_equal(tmp / "pi.img", tmp / "card.img", src->map);
+  EXPECT_NE(read_range(tmp / "card.img", 2 * kMiB, 4096), read_range(tmp / "pi.img", 2 * kMiB, 4096));
+  // Sparse: unmapped ranges are holes, so far fewer blocks than the image size.
+  struct stat st {};
+  ASSERT_EQ(::stat((tmp / "card.img").c_str(), &st), 0);
+  EXPECT_LT(static_cast<std::uint64_t>(st.st_blocks) * 512, src->map.mapped_bytes() + 2 * kMiB);
+  // Progress: write then verify events for this target, ending at the mapped total.
+  bool saw_write_end = false, saw_verify_end = false;
+  for (const auto& e : events) {
+    EXPECT_EQ(e.subject, (tmp / "card.img").string());
+    if (e.type == "write" && e.done == e.total) saw_write_end = true;
+    if (e.type == "verify" && e.done == e.total) saw_verify_end = true;
+  }
+  EXPECT_TRUE(saw_write_end);
+  EXPECT_TRUE(saw_verify_end);
+}
+
+TEST(FlashFile, NewFileIsPrivate) {
+  TempDir tmp;
+  make_image(tmp / "pi.img", 2 * kMiB, 2);
+  auto r = udev::flash_one(FlashJob{(tmp / "new.img").string(), FlashSource::open(tmp / "pi.img"), "a"}, {});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(fs::status(tmp / "new.img").permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+  EXPECT_EQ(read_file(tmp / "new.img"), read_file(tmp / "pi.img"));  // no .bmap: the whole image
+}
+
+TEST(FlashFile, VerifyNamesTheFirstCorruptedByte) {
+  TempDir tmp;
+  const std::uint64_t size = 16 * kMiB;
+  make_image(tmp / "pi.img", size, 3);
+  auto src = source_with_bmap(tmp / "pi.img", scattered_map(size));
+  FlashOptions opts;
+  opts.verify = false;
+  auto r = udev::flash_one(FlashJob{(tmp / "card.img").string(), src, "x"}, opts);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_FALSE(r.verified);
+  EXPECT_NO_THROW(udev::verify_target((tmp / "card.img").string(), *src));
+  const std::uint64_t bad = 5 * kMiB + 777;  // inside the 3 MiB+4 KiB.. extent
+  {
+    Fd fd = open_or_throw((tmp / "card.img").string(), O_RDWR);
+    char c = read_range(tmp / "card.img", bad, 1)[0];
+    c = static_cast<char>(c ^ 0x10);
+    pwrite_all(fd.get(), &c, 1, bad, "corrupt");
+  }
+  try {
+    udev::verify_target((tmp / "card.img").string(), *src);
+    FAIL() << "corruption not detected";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::verify);
+    EXPECT_TRUE(contains(e.what(), "offset " + std::to_string(bad))) << e.what();
+  }
+}
+
+TEST(FlashFile, StaleBmapIsRejected) {
+  TempDir tmp;
+  make_image(tmp / "pi.img", 4 * kMiB, 4);
+  source_with_bmap(tmp / "pi.img", BlockMap::whole(4 * kMiB));
+  make_image(tmp / "pi.img", 5 * kMiB, 4);  // the image changed, the bmap did not
+  try {
+    FlashSource::open(tmp / "pi.img");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::input);
+    EXPECT_TRUE(contains(e.what(), "pi.img.bmap")) << e.what();
+  }
+}
+
+TEST(FlashFile, CancelLeavesNoMbr) {
+  TempDir tmp;
+  make_image(tmp / "pi.img", 24 * kMiB, 5);
+  old_card(tmp / "card.img", 24 * kMiB);
+  std::atomic<bool> cancel{false};
+  FlashOptions opts;
+  opts.cancel = &cancel;
+  opts.events = [&](const Event& e) {
+    if (e.type == "write" && e.done >= 4 * kMiB) cancel = true;
+  };
+  auto r = udev::flash_one(FlashJob{(tmp / "card.img").string(), FlashSource::open(tmp / "pi.img"), "x"}, opts);
+  EXPECT_FALSE(r.ok());
+  EXPECT_TRUE(r.cancelled);
+  EXPECT_TRUE(contains(r.error, "without a valid MBR")) << r.error;
+  EXPECT_LT(r.bytes_written, 24 * kMiB);
+  EXPECT_EQ(read_range(tmp / "card.img", 510, 2), std::string(2, '\0'));
+}
+
+TEST(FlashFile, SameTargetTwiceFailsTheSecondOnly) {
+  TempDir tmp;
+  make_image(tmp / "pi.img", 2 * kMiB, 6);
+  auto src = FlashSource::open(tmp / "pi.img");
+  auto results = udev::flash_all({{(tmp / "a.img").string(), src, "one"}, {(tmp / "a.img").string(), src, "two"}}, {});
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_TRUE(results[0].ok()) << results[0].error;
+  EXPECT_FALSE(results[1].ok());
+  EXPECT_TRUE(contains(results[1].error, "given twice")) << results[1].error;
+}
+
+FlashOptions loop_options() {
+  FlashOptions o;
+  o.safety.allow_non_removable = true;  // loop devices are not removable
+  return o;
+}
+
+TEST(FlashLoop, TwoCardsInParallelAreWrittenAndVerified) {
+  REQUIRE_LOOP();
+  RPI_REQUIRE_TOOL("cmp");
+  TempDir tmp;
+  const std::uint64_t size = 16 * kMiB + 1000;
+  make_image(tmp / "pi.img", size, 7);
+  auto src = source_with_bmap(tmp / "pi.img", scattered_map(size));
+  old_card(tmp / "a.bin", 32 * kMiB);
+  old_card(tmp / "b.bin", 40 * kMiB);
+  LoopDevice a(tmp / "a.bin"), b(tmp / "b.bin");
+  auto results = udev::flash_all({{a.path(), src, "kiosk-01"}, {b.path(), src, "kiosk-02"}}, loop_options());
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& r : results) {
+    EXPECT_TRUE(r.ok()) << r.target << ": " << r.error;
+    EXPECT_TRUE(r.verified);
+    EXPECT_EQ(r.bytes_written, src->map.mapped_bytes());
+  }
+  EXPECT_EQ(results[1].identity, "kiosk-02");
+  EXPECT_EQ(results[1].target, b.path());
+  for (const auto& [file, card_size] : {std::pair{tmp / "a.bin", 32 * kMiB}, std::pair{tmp / "b.bin", 40 * kMiB}}) {
+    expect_mapped_equal(tmp / "pi.img", file, src->map);
+    // Unmapped ranges inside the first MiB are zeroed; beyond it old data stays;
+    // the last MiB (stale GPT backup) is zeroed.
+    EXPECT_EQ(read_range(file, 512 * 1024, 4096), std::string(4096, '\0'));
+    EXPECT_EQ(read_range(file, 2 * kMiB, 4096), std::string(4096, '\xff'));
+    EXPECT_TRUE(read_range(file, card_size - kMiB, kMiB) == std::string(kMiB, '\0')) << "last MiB not zeroed";
+  }
+}
+
+TEST(FlashLoop, ExclusiveHolderIsAClearError) {
+  REQUIRE_LOOP();
+  TempDir tmp;
+  make_image(tmp / "pi.img", 2 * kMiB, 8);
+  old_card(tmp / "a.bin", 8 * kMiB);
+  LoopDevice a(tmp / "a.bin");
+  Fd holder = open_or_throw(a.path(), O_RDONLY | O_EXCL);
+  auto r = udev::flash_one({a.path(), FlashSource::open(tmp / "pi.img"), "x"}, loop_options());
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.error_code, Errc::device);
+  EXPECT_TRUE(contains(r.error, a.path() + " is busy")) << r.error;
+  EXPECT_EQ(read_range(tmp / "a.bin", 510, 2), "\x55\xAA");  // untouched
+}
+
+TEST(FlashLoop, MountedFilesystemIsRefusedAndUnmountWorks) {
+  REQUIRE_LOOP();
+  RPI_REQUIRE_TOOL("mkfs.ext2");
+  TempDir tmp;
+  make_image(tmp / "pi.img", 4 * kMiB, 9);
+  write_file(tmp / "a.bin", "");
+  fs::resize_file(tmp / "a.bin", 16 * kMiB);
+  LoopDevice a(tmp / "a.bin");
+  ASSERT_EQ(run({"mkfs.ext2", "-q", "-F", a.path()}).exit_code, 0);
+  fs::create_directories(tmp / "mnt");
+  ScopedMount m({"-t", "ext2", a.path()}, tmp / "mnt");
+  auto src = FlashSource::open(tmp / "pi.img");
+  auto r = udev::flash_one({a.path(), src, "x"}, loop_options());
+  EXPECT_FALSE(r.ok());
+  EXPECT_TRUE(contains(r.error, (tmp / "mnt").string())) << r.error;
+  EXPECT_TRUE(contains(r.error, "--unmount")) << r.error;
+  auto opts = loop_options();
+  opts.safety.unmount = true;
+  std::vector<std::string> notes;
+  opts.events = [&](const Event& e) {
+    if (e.type == "note") notes.push_back(e.message);
+  };
+  r = udev::flash_one({a.path(), src, "x"}, opts);
+  EXPECT_TRUE(r.ok()) << r.error;
+  ASSERT_FALSE(notes.empty());
+  EXPECT_TRUE(contains(notes[0], "unmounted " + a.path())) << notes[0];
+  EXPECT_NE(run({"mountpoint", "-q", (tmp / "mnt").string()}).exit_code, 0);
+  EXPECT_EQ(read_range(tmp / "a.bin", 0, 4 * kMiB), read_file(tmp / "pi.img"));
+}
+
+TEST(FlashLoop, FullBackingStoreFailsOneCardOnly) {
+  REQUIRE_LOOP();
+  TempDir tmp;
+  make_image(tmp / "pi.img", 24 * kMiB, 10);
+  fs::create_directories(tmp / "small");
+  ScopedMount m({"-t", "tmpfs", "-o", "size=8m", "tmpfs"}, tmp / "small");
+  write_file(tmp / "small/card.bin", "");
+  fs::resize_file(tmp / "small/card.bin", 32 * kMiB);  // sparse: room runs out at 8 MiB
+  old_card(tmp / "good.bin", 32 * kMiB);
+  LoopDevice bad(tmp / "small/card.bin"), good(tmp / "good.bin");
+  auto src = FlashSource::open(tmp / "pi.img");
+  auto results = udev::flash_all({{bad.path(), src, "one"}, {good.path(), src, "two"}}, loop_options());
+  EXPECT_FALSE(results[0].ok());
+  EXPECT_TRUE(contains(results[0].error, bad.path())) << results[0].error;
+  EXPECT_TRUE(contains(results[0].error, "No space left") || contains(results[0].error, "Input/output error"))
+      << results[0].error;
+  EXPECT_LT(results[0].bytes_written, 24 * kMiB);
+  EXPECT_TRUE(results[1].ok()) << results[1].error;
+  EXPECT_TRUE(results[1].verified);
+  EXPECT_EQ(read_range(tmp / "good.bin", 0, 24 * kMiB), read_file(tmp / "pi.img"));
+  EXPECT_NE(read_range(tmp / "small/card.bin", 510, 2), "\x55\xAA");
+}
+
+TEST(FlashLoop, SigkillMidwayLeavesNoMbrSignature) {
+  REQUIRE_LOOP();
+  TempDir tmp;
+  make_image(tmp / "pi.img", 32 * kMiB, 11);
+  old_card(tmp / "a.bin", 32 * kMiB);  // an old, valid-looking card
+  LoopDevice a(tmp / "a.bin");
+  auto src = FlashSource::open(tmp / "pi.img");
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // The writer: announce when it is midway, then wait there to be killed.
+    ::close(pipefd[0]);
+    auto opts = loop_options();
+    opts.events = [&](const Event& e) {
+      if (e.type == "write" && e.done >= 8 * kMiB) {
+        (void)!::write(pipefd[1], "k", 1);
+        ::pause();
+      }
+    };
+    udev::flash_one({a.path(), src, "x"}, opts);
+    ::_exit(0);
+  }
+  ::close(pipefd[1]);
+  pollfd p{pipefd[0], POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 120000), 1) << "the writer never got midway";
+  char c;
+  ASSERT_EQ(::read(pipefd[0], &c, 1), 1);
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(pipefd[0]);
+  EXPECT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(read_range(tmp / "a.bin", 510, 2), std::string(2, '\0'));
+  EXPECT_TRUE(read_range(tmp / "a.bin", 0, kMiB) == std::string(kMiB, '\0')) << "the first MiB is not all zero";
+}
+
+TEST(FlashLoop, VerifyNamesTheCorruptedOffset) {
+  REQUIRE_LOOP();
+  TempDir tmp;
+  make_image(tmp / "pi.img", 8 * kMiB, 12);
+  old_card(tmp / "a.bin", 8 * kMiB);
+  LoopDevice a(tmp / "a.bin");
+  auto src = FlashSource::open(tmp / "pi.img");
+  auto opts = loop_options();
+  opts.verify = false;
+  auto r = udev::flash_one({a.path(), src, "x"}, opts);
+  ASSERT_TRUE(r.ok()) << r.error;
+  const std::uint64_t bad = 6 * kMiB + 12345;
+  {
+    Fd fd = open_or_throw(a.path(), O_RDWR);
+    char byte = static_cast<char>(read_range(tmp / "pi.img", bad, 1)[0] ^ 1);
+    pwrite_all(fd.get(), &byte, 1, bad, "corrupt");
+    ASSERT_EQ(::fsync(fd.get()), 0);
+  }
+  try {
+    udev::verify_target(a.path(), *src);
+    FAIL() << "corruption not detected";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::verify);
+    EXPECT_TRUE(contains(e.what(), "offset " + std::to_string(bad))) << e.what();
+  }
+}
+
+TEST(FlashLoop, ImageLargerThanCardIsRefused) {
+  REQUIRE_LOOP();
+  TempDir tmp;
+  make_image(tmp / "pi.img", 8 * kMiB, 13);
+  old_card(tmp / "a.bin", 4 * kMiB);
+  LoopDevice a(tmp / "a.bin");
+  auto r = udev::flash_one({a.path(), FlashSource::open(tmp / "pi.img"), "x"}, loop_options());
+  EXPECT_FALSE(r.ok());
+  EXPECT_TRUE(contains(r.error, "larger card")) << r.error;
+  EXPECT_EQ(read_range(tmp / "a.bin", 510, 2), "\x55\xAA");
+}
+
+TEST(FlashLoop, PartitionIsRejectedNamingTheDisk) {
+  REQUIRE_LOOP();
+  RPI_REQUIRE_TOOL("sfdisk");
+  RPI_REQUIRE_TOOL("partx");
+  TempDir tmp;
+  write_file(tmp / "a.bin", "");
+  fs::resize_file(tmp / "a.bin", 16 * kMiB);
+  ASSERT_EQ(sh("echo 'start=2048, type=c' | sfdisk -q " + (tmp / "a.bin").string()).exit_code, 0);
+  LoopDevice a(tmp / "a.bin");
+  auto px = run({"partx", "-a", a.path()});
+  if (px.exit_code != 0) GTEST_SKIP() << "partx -a failed: " << px.err;
+  std::string part = a.path() + "p1";
+  for (int i = 0; i < 50 && !fs::exists(part); ++i) ::usleep(20000);
+  ASSERT_TRUE(fs::exists(part));
+  try {
+    udev::inspect_target(part);
+    FAIL() << "partition accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::device);
+    EXPECT_TRUE(contains(e.what(), "is a partition; give the whole disk " + a.path())) << e.what();
+  }
+  // libblkid sees the MBR written by sfdisk.
+  auto info = udev::inspect_target(a.path());
+  EXPECT_EQ(info.pttype, "dos");
+  EXPECT_EQ(info.partitions.size(), 1u);
+  run({"partx", "-d", a.path()});
+}
+
+}  // namespace
+}  // namespace rpi::test

@@ -1,0 +1,44 @@
+#include "loop_device.hpp"
+
+#include <unistd.h>
+
+#include <stdexcept>
+
+#include "test_support.hpp"
+
+namespace rpi::test {
+
+std::string loop_unavailable_reason() {
+  if (::geteuid() != 0) return "loop device tests need root";
+  if (::access("/dev/loop-control", W_OK) != 0) return "no /dev/loop-control";
+  if (!have_tool("losetup")) return "losetup not installed";
+  return {};
+}
+
+LoopDevice::LoopDevice(const std::filesystem::path& backing) {
+  auto r = run({"losetup", "--show", "-f", backing.string()});
+  if (r.exit_code != 0) throw std::runtime_error("losetup failed: " + r.err);
+  path_ = r.out.substr(0, r.out.find('\n'));
+}
+
+LoopDevice::~LoopDevice() {
+  if (!path_.empty()) run({"losetup", "-d", path_});
+}
+
+ScopedMount::ScopedMount(const std::vector<std::string>& mount_args, std::filesystem::path mountpoint)
+    : mountpoint_(std::move(mountpoint)) {
+  std::vector<std::string> argv{"mount"};
+  argv.insert(argv.end(), mount_args.begin(), mount_args.end());
+  argv.push_back(mountpoint_.string());
+  auto r = run(argv);
+  if (r.exit_code != 0) throw std::runtime_error("mount failed: " + r.err);
+}
+
+ScopedMount::~ScopedMount() {
+  // The test may already have unmounted it (the --unmount path).
+  if (run({"mountpoint", "-q", mountpoint_.string()}).exit_code == 0) {
+    if (run({"umount", mountpoint_.string()}).exit_code != 0) run({"umount", "-l", mountpoint_.string()});
+  }
+}
+
+}  // namespace rpi::test

@@ -1,0 +1,73 @@
+// The parallel verified writer: one worker thread per card, each with its own
+// O_EXCL + flock'ed descriptor. Sequence per card (tech-brief §4.2): zero the
+// first and last MiB, fdatasync, write the mapped ranges except the first MiB in
+// 4 MiB aligned chunks (O_DIRECT where possible), fdatasync, write the first MiB
+// (the MBR) last, fdatasync, verify by reading back past the page cache and
+// comparing SHA-256 per piece, BLKRRPART. An interrupted card never carries a
+// valid MBR. Regular files are accepted as targets (sparse: holes where unmapped).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "partition/block_map.hpp"
+#include "rpi/error.hpp"
+#include "rpi/events.hpp"
+#include "udev/device.hpp"
+
+namespace rpi::udev {
+
+// An image file and the ranges of it that must be written. Shared (read-only)
+// by every job that writes the same identity.
+struct FlashSource {
+  std::filesystem::path image;
+  partition::BlockMap map;
+
+  // The image with `<image>.bmap` when that file exists, else BlockMap::whole.
+  // Throws Errc::input when the image is missing or the bmap does not match it.
+  static std::shared_ptr<const FlashSource> open(const std::filesystem::path& image);
+};
+
+struct FlashJob {
+  std::string target;  // /dev/sdb, /dev/disk/by-id/..., or a regular file
+  std::shared_ptr<const FlashSource> source;
+  std::string identity;  // "kiosk-01": shown in events and results
+};
+
+struct FlashOptions {
+  bool verify = true;
+  EventSink events;                           // "write"/"verify" progress (subject = target path), "note"s
+  const std::atomic<bool>* cancel = nullptr;  // set (e.g. from SIGINT) to stop every card
+  SafetyOptions safety;
+  SystemRoots roots;
+  std::uint32_t chunk_bytes = 4u << 20;  // write/verify piece; a multiple of 4096
+};
+
+struct FlashResult {
+  std::string target;
+  std::string identity;
+  std::uint64_t bytes_written = 0;
+  double seconds = 0;
+  bool verified = false;
+  bool cancelled = false;
+  std::string error;  // empty on success
+  Errc error_code = Errc::internal;
+  bool ok() const noexcept { return error.empty(); }
+};
+
+// Writes one card; never throws for card failures (they land in FlashResult).
+FlashResult flash_one(const FlashJob& job, const FlashOptions& opts);
+
+// One worker thread per job; results in job order. One failing card never
+// stops the others. The same target twice in `jobs` fails the later job.
+std::vector<FlashResult> flash_all(const std::vector<FlashJob>& jobs, const FlashOptions& opts);
+
+// Reads every mapped range of `target` back past the page cache and compares it
+// with the image; throws Errc::verify naming the first differing byte offset.
+void verify_target(const std::string& target, const FlashSource& source, const EventSink& events = {});
+
+}  // namespace rpi::udev

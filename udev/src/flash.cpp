@@ -1,0 +1,537 @@
+#include "udev/flash.hpp"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "rpi/digest.hpp"
+#include "rpi/fd.hpp"
+#include "rpi/size.hpp"
+
+namespace fs = std::filesystem;
+
+namespace rpi::udev {
+
+namespace {
+
+constexpr std::uint64_t kMiB = 1u << 20;
+constexpr std::size_t kAlign = 4096;
+
+// One heap buffer aligned for O_DIRECT.
+class AlignedBuffer {
+ public:
+  explicit AlignedBuffer(std::size_t size) : size_(size) {
+    if (::posix_memalign(&p_, kAlign, size) != 0) throw Error(Errc::io, "out of memory for an I/O buffer");
+    std::memset(p_, 0, size);
+  }
+  ~AlignedBuffer() { std::free(p_); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  unsigned char* data() const noexcept { return static_cast<unsigned char*>(p_); }
+  std::size_t size() const noexcept { return size_; }
+
+ private:
+  void* p_ = nullptr;
+  std::size_t size_;
+};
+
+struct Piece {
+  std::uint64_t offset = 0, length = 0;
+  std::string sha256;  // of the image bytes, recorded while writing
+};
+
+// The mapped ranges cut at multiples of `chunk` (so writes are chunk-aligned)
+// and at 1 MiB (the MBR region, written last).
+std::vector<Piece> pieces_of(const partition::BlockMap& map, std::uint64_t chunk) {
+  std::vector<Piece> out;
+  for (const auto& e : map.extents()) {
+    std::uint64_t cur = e.offset, end = e.offset + e.length;
+    while (cur < end) {
+      std::uint64_t next = std::min(end, (cur / chunk + 1) * chunk);
+      if (cur < kMiB) next = std::min(next, kMiB);
+      out.push_back(Piece{cur, next - cur, {}});
+      cur = next;
+    }
+  }
+  return out;
+}
+
+struct Cancelled {};
+
+// The image's per-piece SHA-256, shared by every card of a batch that writes the
+// same source: each piece is hashed once (std::call_once), not once per card.
+struct SharedDigests {
+  explicit SharedDigests(std::size_t n) : once(n), digests(n) {}
+  std::vector<std::once_flag> once;
+  std::vector<std::string> digests;
+};
+
+// An open target: the exclusive, locked descriptor and what we know about it.
+struct Target {
+  std::string path;
+  Fd fd;
+  bool block = false;
+  bool direct = false;
+  std::uint64_t size = 0;  // device size (block) or image size (file)
+};
+
+std::string errno_text(int err) {
+  return std::strerror(err);
+}
+
+void lock_exclusive(const Target& t) {
+  // udevd holds LOCK_SH briefly while probing; wait a little for it.
+  for (int i = 0; i < 60; ++i) {
+    if (::flock(t.fd.get(), LOCK_EX | LOCK_NB) == 0) return;
+    if (errno != EWOULDBLOCK && errno != EINTR) throw_errno("cannot lock " + t.path);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  throw Error(Errc::device, t.path + " is locked by another program (flock); wait for it to finish or close it");
+}
+
+Target open_block(const DeviceInfo& info, bool for_write) {
+  Target t;
+  t.path = info.path;
+  t.block = true;
+  int base = (for_write ? O_RDWR | O_EXCL : O_RDONLY) | O_CLOEXEC;
+  int fd = ::open(info.path.c_str(), base | O_DIRECT);
+  t.direct = fd >= 0;
+  if (fd < 0 && errno == EINVAL) fd = ::open(info.path.c_str(), base);
+  if (fd < 0) {
+    int err = errno;
+    if (err == EBUSY)
+      throw Error(Errc::device, info.path +
+                                    " is busy: another program holds it open exclusively or one of its "
+                                    "partitions is mounted (" +
+                                    errno_text(err) + "); unmount it or close that program");
+    throw Error(Errc::device, "cannot open " + info.path + ": " + errno_text(err) +
+                                  (err == EACCES ? " (run as root or join the rpi-provision group)" : ""));
+  }
+  t.fd.reset(fd);
+  // The node must still be the device that was checked (no sdb -> sdc re-enumeration).
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_errno("cannot stat " + info.path);
+  std::string devt = std::to_string(major(st.st_rdev)) + ":" + std::to_string(minor(st.st_rdev));
+  if (!S_ISBLK(st.st_mode) || (!info.devt.empty() && devt != info.devt))
+    throw Error(Errc::device, info.path + " changed since it was checked (now " + devt + ", was " + info.devt +
+                                  "); list the cards again");
+  if (for_write) lock_exclusive(t);
+  std::uint64_t size = 0;
+  if (::ioctl(fd, BLKGETSIZE64, &size) != 0) throw_errno("cannot read the size of " + info.path);
+  t.size = size;
+  int ssz = 0;
+  if (::ioctl(fd, BLKSSZGET, &ssz) == 0 && ssz != 512)
+    throw Error(Errc::device, "refusing to write " + info.path + ": its logical sector size is " + std::to_string(ssz) +
+                                  " bytes, not 512");
+  return t;
+}
+
+Target open_file_for_write(const DeviceInfo& info, std::uint64_t image_size) {
+  Target t;
+  t.path = info.path;
+  // Card images can hold secrets (Wi-Fi keys, password hashes): new files are 0600.
+  int fd = ::open(info.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) throw_errno("cannot open " + info.path);
+  t.fd.reset(fd);
+  lock_exclusive(t);
+  // Truncating to 0 first makes every unmapped range a hole (reads as zeros).
+  if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, static_cast<off_t>(image_size)) != 0)
+    throw_errno("cannot resize " + info.path);
+  t.size = image_size;
+  return t;
+}
+
+void sync_target(const Target& t) {
+  if (::fdatasync(t.fd.get()) != 0) throw_errno("cannot flush " + t.path + " (fdatasync)");
+}
+
+// Drops cached pages so the read-back really comes from the medium.
+void drop_cache(const Target& t) {
+  if (t.direct) return;
+  if (t.block) (void)::ioctl(t.fd.get(), BLKFLSBUF, 0);  // needs CAP_SYS_ADMIN; fadvise below otherwise
+  (void)::posix_fadvise(t.fd.get(), 0, 0, POSIX_FADV_DONTNEED);
+}
+
+void zero_range(const Target& t, std::uint64_t offset, std::uint64_t length, AlignedBuffer& zeros) {
+  std::memset(zeros.data(), 0, zeros.size());
+  while (length > 0) {
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(length, zeros.size()));
+    pwrite_all(t.fd.get(), zeros.data(), n, offset, "cannot write " + t.path + " at byte " + std::to_string(offset));
+    offset += n;
+    length -= n;
+  }
+}
+
+// Zeroes the first MiB (best effort): a card we could not finish must not look valid.
+void invalidate(const Target& t) {
+  try {
+    AlignedBuffer zeros(kMiB);
+    zero_range(t, 0, std::min<std::uint64_t>(kMiB, t.size), zeros);
+    (void)::fdatasync(t.fd.get());
+  } catch (...) {
+  }
+}
+
+std::uint64_t padded(const Target& t, std::uint64_t len) {
+  return t.direct ? (len + 511) / 512 * 512 : len;
+}
+
+// Reads a piece of the image into buf (zero-padded to the O_DIRECT size).
+void read_source(int src_fd, const FlashSource& src, const Piece& p, AlignedBuffer& buf, std::uint64_t pad_len) {
+  std::size_t got = pread_full(src_fd, buf.data(), p.length, p.offset, "cannot read " + src.image.string());
+  if (got != p.length)
+    throw Error(Errc::input, src.image.string() + " is shorter than its block map says (at byte " +
+                                 std::to_string(p.offset + got) + ")");
+  if (pad_len > p.length) std::memset(buf.data() + p.length, 0, pad_len - p.length);
+}
+
+// Runs produce(i, buf) on a helper thread and consume(i, buf) on the calling
+// thread with `depth` buffers in flight, so reading and hashing overlap the
+// device I/O. An exception from either side stops both and is rethrown here
+// (a producer error only after the pieces before it were consumed).
+void pipelined(std::size_t n, std::size_t buf_size, const std::function<void(std::size_t, AlignedBuffer&)>& produce,
+               const std::function<void(std::size_t, AlignedBuffer&)>& consume) {
+  constexpr std::size_t kDepth = 3;
+  if (n == 0) return;
+  std::vector<std::unique_ptr<AlignedBuffer>> bufs;
+  for (std::size_t i = 0; i < std::min(kDepth, n); ++i) bufs.push_back(std::make_unique<AlignedBuffer>(buf_size));
+  std::mutex mu;
+  std::condition_variable cv;
+  std::size_t produced = 0, consumed = 0;
+  bool stop = false;
+  std::exception_ptr failure;
+  std::thread helper([&] {
+    try {
+      for (std::size_t i = 0; i < n; ++i) {
+        {
+          std::unique_lock lock(mu);
+          cv.wait(lock, [&] { return stop || i - consumed < bufs.size(); });
+          if (stop) return;
+        }
+        produce(i, *bufs[i % bufs.size()]);
+        {
+          std::lock_guard lock(mu);
+          produced = i + 1;
+        }
+        cv.notify_all();
+      }
+    } catch (...) {
+      std::lock_guard lock(mu);
+      failure = std::current_exception();
+      cv.notify_all();
+    }
+  });
+  try {
+    for (std::size_t i = 0; i < n; ++i) {
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return produced > i || failure; });
+        if (produced <= i) std::rethrow_exception(failure);
+      }
+      consume(i, *bufs[i % bufs.size()]);
+      {
+        std::lock_guard lock(mu);
+        consumed = i + 1;
+      }
+      cv.notify_all();
+    }
+  } catch (...) {
+    {
+      std::lock_guard lock(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    helper.join();
+    throw;
+  }
+  helper.join();
+}
+
+std::string digest_of(const AlignedBuffer& b, std::uint64_t len) {
+  return sha256_hex(std::string_view(reinterpret_cast<const char*>(b.data()), len));
+}
+
+class Writer {
+ public:
+  Writer(const FlashJob& job, const FlashOptions& opts, Target& t, int src_fd, SharedDigests* shared)
+      : job_(job), opts_(opts), t_(t), src_fd_(src_fd), shared_(shared) {}
+
+  std::uint64_t bytes_written = 0;
+
+  void write_all_pieces(std::vector<Piece>& pieces) {
+    const auto& src = *job_.source;
+    std::uint64_t total = src.map.mapped_bytes();
+    emit(opts_.events, Event{"write", t_.path, 0, total, job_.identity});
+    AlignedBuffer zeros(kMiB);
+    // 1. Invalidate the old card: first and last MiB (a stale GPT backup lives there).
+    zero_range(t_, 0, std::min<std::uint64_t>(kMiB, t_.size), zeros);
+    if (t_.block && t_.size > kMiB) {
+      std::uint64_t tail = std::max(t_.size - kMiB, kMiB);
+      zero_range(t_, tail, t_.size - tail, zeros);
+    }
+    sync_target(t_);
+    // 2. Everything except the first MiB, then 3. flush, 4. the first MiB, flush.
+    first_ = pieces.data();
+    std::vector<Piece*> body, head;
+    for (auto& p : pieces) (p.offset >= kMiB ? body : head).push_back(&p);
+    write_pieces(body, total);
+    sync_target(t_);
+    write_pieces(head, total);
+    sync_target(t_);
+  }
+
+  void verify_pieces(const std::vector<Piece>& pieces) {
+    check_cancel();
+    drop_cache(t_);
+    verify_target_pieces(t_, *job_.source, src_fd_, pieces, opts_.events, opts_.cancel, job_.identity,
+                         opts_.chunk_bytes);
+  }
+
+  static void verify_target_pieces(const Target& t, const FlashSource& src, int src_fd,
+                                   const std::vector<Piece>& pieces, const EventSink& events,
+                                   const std::atomic<bool>* cancel, const std::string& identity, std::uint64_t chunk) {
+    std::uint64_t total = src.map.mapped_bytes(), done = 0;
+    emit(events, Event{"verify", t.path, 0, total, identity});
+    // Helper thread: read the card back; this thread: hash and compare.
+    auto produce = [&](std::size_t i, AlignedBuffer& buf) {
+      const Piece& p = pieces[i];
+      if (cancel && cancel->load()) throw Cancelled{};
+      std::size_t got = pread_full(t.fd.get(), buf.data(), padded(t, p.length), p.offset, "cannot read back " + t.path);
+      if (got < p.length)
+        throw Error(Errc::verify, "verify failed: " + t.path + " ends at byte " + std::to_string(p.offset + got) +
+                                      ", before the image does");
+    };
+    auto consume = [&](std::size_t i, AlignedBuffer& buf) {
+      const Piece& p = pieces[i];
+      std::string expect = p.sha256;
+      if (expect.empty()) {
+        // No digest recorded while writing (standalone verify): hash the image piece.
+        AlignedBuffer s(p.length);
+        read_source(src_fd, src, p, s, p.length);
+        expect = digest_of(s, p.length);
+      }
+      if (digest_of(buf, p.length) != expect) {
+        // Name the first bad byte: compare with the image itself.
+        AlignedBuffer s(p.length);
+        read_source(src_fd, src, p, s, p.length);
+        std::uint64_t k = 0;
+        while (k < p.length && s.data()[k] == buf.data()[k]) ++k;
+        std::uint64_t bad = p.offset + k;
+        char hex[32];
+        std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(bad));
+        throw Error(Errc::verify, "verify failed: " + t.path + " differs from " + src.image.string() +
+                                      " at byte offset " + std::to_string(bad) + " (" + hex +
+                                      "); the card may be failing or counterfeit, try another one");
+      }
+      done += p.length;
+      emit(events, Event{"verify", t.path, done, total, identity});
+    };
+    pipelined(pieces.size(), padded(t, std::max<std::uint64_t>(chunk, kMiB)), produce, consume);
+  }
+
+ private:
+  void check_cancel() const {
+    if (opts_.cancel && opts_.cancel->load()) throw Cancelled{};
+  }
+
+  // Helper thread: read the image (and hash it when verifying); this thread: write.
+  void write_pieces(const std::vector<Piece*>& list, std::uint64_t total) {
+    auto produce = [&](std::size_t i, AlignedBuffer& buf) {
+      Piece& p = *list[i];
+      read_source(src_fd_, *job_.source, p, buf, padded(t_, p.length));
+      if (!opts_.verify) return;
+      if (shared_) {
+        auto k = static_cast<std::size_t>(&p - first_);
+        std::call_once(shared_->once.at(k), [&] { shared_->digests[k] = digest_of(buf, p.length); });
+        p.sha256 = shared_->digests[k];
+      } else {
+        p.sha256 = digest_of(buf, p.length);
+      }
+    };
+    auto consume = [&](std::size_t i, AlignedBuffer& buf) {
+      check_cancel();
+      const Piece& p = *list[i];
+      std::uint64_t n = padded(t_, p.length);
+      if (t_.block && p.offset + n > t_.size) throw Error(Errc::device, t_.path + " is smaller than the image");
+      std::size_t len = t_.block ? n : p.length;
+      pwrite_all(t_.fd.get(), buf.data(), len, p.offset,
+                 "write to " + t_.path + " failed at byte " + std::to_string(p.offset));
+      bytes_written += p.length;
+      emit(opts_.events, Event{"write", t_.path, bytes_written, total, job_.identity});
+    };
+    pipelined(list.size(), padded(t_, std::max<std::uint64_t>(opts_.chunk_bytes, kMiB)), produce, consume);
+  }
+
+  const FlashJob& job_;
+  const FlashOptions& opts_;
+  Target& t_;
+  int src_fd_;
+  SharedDigests* shared_;
+  const Piece* first_ = nullptr;
+};
+
+void reread_partitions(const Target& t, const EventSink& events) {
+  if (!t.block) return;
+  if (::ioctl(t.fd.get(), BLKRRPART) == 0) return;
+  int err = errno;
+  if (err == EINVAL) return;  // loop devices without partition scanning
+  emit(events, Event{"note", t.path, 0, 0,
+                     "the kernel did not re-read the partition table of " + t.path + " (" + errno_text(err) +
+                         "); unplug and re-insert the card to see its partitions"});
+}
+
+}  // namespace
+
+std::shared_ptr<const FlashSource> FlashSource::open(const fs::path& image) {
+  std::error_code ec;
+  auto size = fs::file_size(image, ec);
+  if (ec) throw Error(Errc::input, "cannot read image " + image.string() + ": " + ec.message());
+  auto src = std::make_shared<FlashSource>();
+  src->image = image;
+  fs::path bmap = image;
+  bmap += ".bmap";
+  if (fs::exists(bmap)) {
+    src->map = partition::read_bmap(bmap);
+    if (src->map.image_size() != size)
+      throw Error(Errc::input, bmap.string() + " describes a " + std::to_string(src->map.image_size()) +
+                                   "-byte image but " + image.string() + " has " + std::to_string(size) +
+                                   " bytes; rebuild the image or remove the stale .bmap");
+  } else {
+    src->map = partition::BlockMap::whole(size);
+  }
+  return src;
+}
+
+namespace {
+FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDigests* shared) {
+  FlashResult r;
+  r.target = job.target;
+  r.identity = job.identity;
+  auto start = std::chrono::steady_clock::now();
+  Target t;
+  bool opened = false;
+  try {
+    if (!job.source) throw Error(Errc::internal, "flash job for " + job.target + " has no image");
+    if (opts.chunk_bytes == 0 || opts.chunk_bytes % kAlign)
+      throw Error(Errc::internal, "flash chunk not 4 KiB aligned");
+    const auto& src = *job.source;
+    std::vector<std::string> unmounted;
+    DeviceInfo info = prepare_target(job.target, opts.safety, opts.roots, &unmounted);
+    for (const auto& u : unmounted) emit(opts.events, Event{"note", job.target, 0, 0, "unmounted " + u});
+    Fd src_fd = open_or_throw(src.image.string(), O_RDONLY);
+    (void)::posix_fadvise(src_fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    std::uint64_t image_size = src.map.image_size();
+    if (info.is_file) {
+      t = open_file_for_write(info, image_size);
+    } else {
+      t = open_block(info, true);
+      if (t.size < image_size)
+        throw Error(Errc::device, "refusing to write " + info.path + ": it has " + format_size(t.size) +
+                                      " but the image needs " + format_size(image_size) + "; use a larger card");
+    }
+    opened = true;
+    auto pieces = pieces_of(src.map, opts.chunk_bytes);
+    Writer w(job, opts, t, src_fd.get(), shared);
+    try {
+      w.write_all_pieces(pieces);
+    } catch (...) {
+      r.bytes_written = w.bytes_written;
+      throw;
+    }
+    r.bytes_written = w.bytes_written;
+    if (opts.verify) {
+      w.verify_pieces(pieces);
+      r.verified = true;
+    }
+    reread_partitions(t, opts.events);
+  } catch (const Cancelled&) {
+    r.cancelled = true;
+    r.error_code = Errc::device;
+    if (opened) invalidate(t);
+    r.error = "cancelled: " + job.target + " was left without a valid MBR (its first MiB is zeroed); write it again";
+  } catch (const Error& e) {
+    r.error_code = e.code();
+    r.error = e.what();
+    // A card that failed mid-way or did not verify must not look bootable.
+    if (opened && e.code() != Errc::device) {
+      invalidate(t);
+      if (!t.block)
+        r.error += " (the file's first MiB was zeroed)";
+      else
+        r.error += " (its first MiB was zeroed so it does not look valid)";
+    }
+  } catch (const std::exception& e) {
+    r.error_code = Errc::internal;
+    r.error = e.what();
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+}  // namespace
+
+FlashResult flash_one(const FlashJob& job, const FlashOptions& opts) {
+  return flash_impl(job, opts, nullptr);
+}
+
+std::vector<FlashResult> flash_all(const std::vector<FlashJob>& jobs, const FlashOptions& opts) {
+  std::vector<FlashResult> results(jobs.size());
+  std::vector<std::thread> workers;
+  std::map<std::string, std::size_t> seen;
+  std::map<const FlashSource*, std::unique_ptr<SharedDigests>> shared;
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    std::error_code ec;
+    fs::path real = fs::weakly_canonical(jobs[i].target, ec);
+    std::string key = ec ? jobs[i].target : real.string();
+    auto [it, fresh] = seen.emplace(key, i);
+    if (!fresh) {
+      results[i].target = jobs[i].target;
+      results[i].identity = jobs[i].identity;
+      results[i].error_code = Errc::usage;
+      results[i].error = jobs[i].target + " is given twice (same device as " + jobs[it->second].target + ")";
+      continue;
+    }
+    SharedDigests* digests = nullptr;
+    if (jobs[i].source && opts.verify && opts.chunk_bytes && opts.chunk_bytes % kAlign == 0) {
+      auto& d = shared[jobs[i].source.get()];
+      if (!d) d = std::make_unique<SharedDigests>(pieces_of(jobs[i].source->map, opts.chunk_bytes).size());
+      digests = d.get();
+    }
+    workers.emplace_back([&, i, digests] { results[i] = flash_impl(jobs[i], opts, digests); });
+  }
+  for (auto& w : workers) w.join();
+  return results;
+}
+
+void verify_target(const std::string& target, const FlashSource& source, const EventSink& events) {
+  DeviceInfo info = inspect_target(target);
+  Target t;
+  if (info.is_file) {
+    t.path = target;
+    t.fd = open_or_throw(target, O_RDONLY);
+    t.size = info.size;
+  } else {
+    t = open_block(info, false);
+  }
+  drop_cache(t);
+  Fd src_fd = open_or_throw(source.image.string(), O_RDONLY);
+  Writer::verify_target_pieces(t, source, src_fd.get(), pieces_of(source.map, 4u << 20), events, nullptr, "", 4u << 20);
+}
+
+}  // namespace rpi::udev

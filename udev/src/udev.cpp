@@ -1,1 +1,0 @@
-#include "udev/udev.hpp"
