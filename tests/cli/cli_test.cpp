@@ -1,0 +1,214 @@
+// The command line as a user meets it: help, usage errors, --dry-run, --json,
+// the pipeline from a spec to images and to several cards, and station mode.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "test_support.hpp"
+
+using rpi::test::cli;
+using rpi::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path example(const std::string& name) { return rpi::test::source_dir() / "examples" / name; }
+fs::path tarball() { return rpi::test::fixture_tarball({"--size-mb", "4"}); }
+
+bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+
+// Every stdout line must be one JSON object; returns the "type"s in order.
+std::vector<std::string> json_types(const std::string& out) {
+  auto r = rpi::test::run({"python3", "-c",
+                           "import json,sys\n"
+                           "for line in sys.stdin:\n"
+                           "    print(json.loads(line)['type'])\n"},
+                          out);
+  EXPECT_EQ(r.exit_code, 0) << "not JSON Lines:\n" << out.substr(0, 2000) << r.err;
+  std::vector<std::string> types;
+  std::string cur;
+  for (char c : r.out) {
+    if (c == '\n') types.push_back(cur), cur.clear();
+    else cur.push_back(c);
+  }
+  return types;
+}
+
+}  // namespace
+
+TEST(Cli, HelpNamesEverySubcommandAndVersionNamesLibraries) {
+  auto h = cli({"--help"});
+  EXPECT_EQ(h.exit_code, 0);
+  for (const char* sub : {"check", "apkovl", "fetch", "cache", "devices", "watch", "inspect"})
+    EXPECT_TRUE(contains(h.out, sub)) << sub;
+  for (const char* opt : {"--spec", "--device", "--output", "--dry-run", "--json"}) EXPECT_TRUE(contains(h.out, opt)) << opt;
+  auto v = cli({"--version"});
+  EXPECT_EQ(v.exit_code, 0);
+  for (const char* lib : {"rpi-provision", "libarchive", "libcurl", "libfdisk"}) EXPECT_TRUE(contains(v.out, lib)) << v.out;
+}
+
+TEST(Cli, UsageErrorsExitTwoWithAMessage) {
+  TempDir d;
+  struct Case {
+    std::vector<std::string> args;
+    const char* message;
+  };
+  std::vector<Case> cases = {
+      {{"--no-such-option"}, "no-such-option"},
+      {{"--spec", example("kiosk.toml").string()}, "--output FILE.img or --device"},
+      {{"--spec", example("kiosk.toml").string(), "--apkovl", "x.apkovl.tar.gz", "--output", (d / "x.img").string()},
+       "exclude each other"},
+      {{"--spec", example("kiosk.toml").string(), "--output", (d / "x.img").string(), "--device", "/dev/null"},
+       "exclude each other"},
+      {{"--tarball", "https://example.org/alpine.tar.gz", "--spec", example("kiosk.toml").string(), "--output",
+        (d / "x.img").string()},
+       "--sha256"},
+      {{"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output",
+        (d / "x.img").string(), "--size", "lots"},
+       "not a size"},
+      {{"--image", (d / "x.img").string()}, "--output"},
+  };
+  for (const auto& c : cases) {
+    auto r = cli(c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args.front() << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, c.message)) << r.err;
+    EXPECT_FALSE(fs::exists(d / "x.img"));
+  }
+}
+
+TEST(Cli, DryRunPrintsThePlanAndWritesNothing) {
+  TempDir d;
+  fs::path out = d / "kiosk.img";
+  auto r = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output", out.string(),
+                "--size", "1GiB", "--dry-run"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "nothing is written")) << r.out;
+  EXPECT_TRUE(contains(r.out, "FAT32")) << r.out;
+  EXPECT_TRUE(contains(r.out, "kiosk.apkovl.tar.gz")) << r.out;
+  EXPECT_TRUE(fs::is_empty(d.path()));
+  // Devices too: nothing is opened for writing, the card file is untouched.
+  fs::path card = d / "card.bin";
+  rpi::test::write_file(card, std::string(1 << 20, 'x'));
+  auto dv = cli({"--spec", example("fleet.toml").string(), "--tarball", tarball().string(), "--device", card.string(),
+                 "--dry-run", "--json"});
+  EXPECT_EQ(dv.exit_code, 0) << dv.err;
+  EXPECT_EQ(json_types(dv.out), std::vector<std::string>{"plan"});
+  EXPECT_EQ(rpi::test::read_file(card), std::string(1 << 20, 'x'));
+}
+
+TEST(Cli, SpecToImageCarriesTheGeneratedApkovlAndBootEdits) {
+  RPI_REQUIRE_TOOL("mdir");
+  TempDir d;
+  fs::path out = d / "kiosk.img";
+  auto r = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output", out.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string target = out.string() + "@@8M";
+  auto ls = rpi::test::run({"mdir", "-i", target, "::/"});
+  EXPECT_TRUE(contains(ls.out, "kiosk.apkovl.tar.gz")) << ls.out;
+  EXPECT_FALSE(contains(ls.out, "rpi.apkovl.tar.gz")) << ls.out;
+  auto blk = rpi::test::run({"blkid", "-p", "-O", std::to_string(8 << 20), out.string()});
+  EXPECT_TRUE(contains(blk.out, "LABEL=\"KIOSK\"") || contains(blk.out, "LABEL=\"ALPINE\"")) << blk.out;
+  struct stat st{};
+  ASSERT_EQ(stat(out.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // Generated host keys: known_hosts lines beside the image, and no private key in any output.
+  EXPECT_TRUE(fs::exists(out.string() + ".known_hosts"));
+  EXPECT_FALSE(contains(r.out + r.err, "PRIVATE KEY"));
+  EXPECT_FALSE(contains(r.out + r.err, rpi::test::read_file(example("kiosk-wifi.psk")).substr(0, 8)));
+}
+
+TEST(Cli, BatchOfCardsWithJsonAndACardTooSmall) {
+  RPI_REQUIRE_TOOL("mtype");
+  TempDir d;
+  fs::path a = d / "card-a.bin", b = d / "card-b.bin";
+  for (const auto& p : {a, b}) ASSERT_EQ(truncate((rpi::test::write_file(p, ""), p).c_str(), 1ll << 30), 0);
+  auto r = cli({"--spec", example("fleet.toml").string(), "--tarball", tarball().string(), "--device", a.string(),
+                "--device", b.string(), "--yes", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> types = json_types(r.out);
+  EXPECT_EQ(std::count(types.begin(), types.end(), "card-done"), 2);
+  EXPECT_EQ(types.back(), "summary");
+  // Two identities: each card carries its own apkovl.
+  EXPECT_TRUE(contains(rpi::test::run({"mdir", "-i", a.string() + "@@8M", "::/"}).out, "class-01.apkovl.tar.gz"));
+  EXPECT_TRUE(contains(rpi::test::run({"mdir", "-i", b.string() + "@@8M", "::/"}).out, "class-02.apkovl.tar.gz"));
+
+  // An image larger than the smallest card is refused before anything is written.
+  fs::path small = d / "small.bin";
+  rpi::test::write_file(small, "");
+  ASSERT_EQ(truncate(small.c_str(), 16 << 20), 0);
+  auto big = cli({"--spec", example("fleet.toml").string(), "--tarball", tarball().string(), "--size", "64MiB",
+                  "--device", a.string(), "--device", small.string(), "--yes"});
+  EXPECT_EQ(big.exit_code, 2);
+  EXPECT_TRUE(contains(big.err, "larger than the card")) << big.err;
+}
+
+TEST(Cli, AFailingCardDoesNotStopTheOthersAndExitsThree) {
+  TempDir d;
+  fs::path good = d / "good.bin", locked = d / "locked.bin";
+  for (const auto& p : {good, locked}) {
+    rpi::test::write_file(p, "");
+    ASSERT_EQ(truncate(p.c_str(), 1ll << 30), 0);
+  }
+  // An immutable file cannot be opened for writing, even by root: that card fails mid-batch.
+  if (rpi::test::run({"chattr", "+i", locked.string()}).exit_code != 0)
+    GTEST_SKIP() << "chattr +i is not supported here";
+  auto m = cli({"--spec", example("fleet.toml").string(), "--tarball", tarball().string(), "--size", "64MiB",
+                "--device", good.string(), "--device", locked.string(), "--yes"});
+  rpi::test::run({"chattr", "-i", locked.string()});
+  EXPECT_EQ(m.exit_code, 3) << m.out << m.err;
+  EXPECT_TRUE(contains(m.out, "FAILED")) << m.out;
+  EXPECT_TRUE(contains(m.out, "safe to remove")) << m.out;
+  EXPECT_TRUE(contains(rpi::test::run({"mdir", "-i", good.string() + "@@8M", "::/"}).out, "class-01.apkovl.tar.gz"));
+}
+
+TEST(Cli, WithoutATerminalOrYesNothingIsWritten) {
+  TempDir d;
+  fs::path card = d / "card.bin";
+  rpi::test::write_file(card, std::string(4096, 'z'));
+  ASSERT_EQ(truncate(card.c_str(), 1ll << 30), 0);
+  auto r = cli({"--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--device", card.string()});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "--yes")) << r.err;
+  EXPECT_EQ(rpi::test::read_file(card).substr(0, 4096), std::string(4096, 'z'));
+}
+
+TEST(Cli, WatchWritesACardAttachedAfterStart) {
+  if (geteuid() != 0 || access("/dev/loop-control", W_OK) != 0) GTEST_SKIP() << "needs root and /dev/loop-control";
+  RPI_REQUIRE_TOOL("losetup");
+  TempDir d;
+  fs::path before = d / "before.bin", after = d / "after.bin";
+  for (const auto& p : {before, after}) {
+    rpi::test::write_file(p, "");
+    ASSERT_EQ(truncate(p.c_str(), 600ll << 20), 0);
+  }
+  auto attach = [](const fs::path& p) {
+    auto r = rpi::test::run({"losetup", "--show", "-f", p.string()});
+    std::string dev = r.out.substr(0, r.out.find('\n'));
+    return dev;
+  };
+  std::string dev_before = attach(before);
+  ASSERT_FALSE(dev_before.empty());
+  std::string dev_after;
+  std::thread plug([&] {
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    dev_after = attach(after);
+  });
+  auto r = cli({"watch", "--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--poll",
+                "--count", "1", "--allow-non-removable", "--yes", "--json"});
+  plug.join();
+  rpi::test::run({"losetup", "-d", dev_before});
+  if (!dev_after.empty()) rpi::test::run({"losetup", "-d", dev_after});
+  ASSERT_FALSE(dev_after.empty());
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "\"target\":\"" + dev_after + "\"")) << r.out;
+  EXPECT_FALSE(contains(r.out, "\"target\":\"" + dev_before + "\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"verified\":true")) << r.out;
+  // The card attached later holds the image; the one present at start is untouched.
+  auto ls = rpi::test::run({"mdir", "-i", after.string() + "@@8M", "::/"});
+  EXPECT_TRUE(contains(ls.out, ".apkovl.tar.gz")) << ls.out << ls.err;
+  EXPECT_EQ(rpi::test::read_file(before).substr(0, 512), std::string(512, '\0'));
+}
