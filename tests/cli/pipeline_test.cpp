@@ -1,0 +1,58 @@
+// The whole job from a spec alone: resolve the release on a mirror, download
+// and verify it into the cache, build the image; then again offline.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "mirror_fixture.hpp"
+#include "test_support.hpp"
+
+using rpi::test::cli;
+using rpi::test::TempDir;
+namespace fs = std::filesystem;
+
+TEST(Pipeline, SpecToImageThroughTheLoopbackMirrorThenOffline) {
+  RPI_REQUIRE_TOOL("python3");
+  RPI_REQUIRE_TOOL("mdir");
+  TempDir d;
+  rpi::test::MirrorTree tree(d.path());
+  rpi::test::MirrorServer server(tree.root, d / "state");
+  fs::path spec = d / "pi.toml";
+  rpi::test::write_file(spec, "[alpine]\nversion = \"3.22\"\narch = \"aarch64\"\nmirror = \"" + server.url() +
+                                  "\"\n\n[system]\nhostname = \"mirror-pi\"\n\n[ssh]\nhost_keys = \"first-boot\"\n");
+  fs::path cache = d / "cache";
+  auto r = cli({"--spec", spec.string(), "--output", (d / "a.img").string(), "--cache-dir", cache.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(server.requests(tree.latest_file), 1) << "the tarball is downloaded once";
+  auto ls = rpi::test::run({"mdir", "-i", (d / "a.img").string() + "@@8M", "::/"});
+  EXPECT_NE(ls.out.find("mirror-pi.apkovl.tar.gz"), std::string::npos) << ls.out;
+
+  // The plan names the release and its digest.
+  auto plan = cli({"--spec", spec.string(), "--output", (d / "p.img").string(), "--cache-dir", cache.string(),
+                   "--dry-run"});
+  EXPECT_EQ(plan.exit_code, 0) << plan.err;
+  EXPECT_NE(plan.out.find(tree.latest_file), std::string::npos) << plan.out;
+  EXPECT_FALSE(fs::exists(d / "p.img"));
+
+  // Offline, from the cache: no request reaches the server, the same image comes out.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let the server log the earlier requests
+  int before = static_cast<int>(server.log().size());
+  auto off = cli({"--spec", spec.string(), "--output", (d / "b.img").string(), "--cache-dir", cache.string(),
+                  "--offline"});
+  ASSERT_EQ(off.exit_code, 0) << off.err;
+  auto log = server.log();
+  std::string paths;
+  for (std::size_t i = static_cast<std::size_t>(before); i < log.size(); ++i) paths += log[i].path + "\n";
+  EXPECT_EQ(static_cast<int>(log.size()), before) << "requests made offline:\n" << paths;
+  // Nothing generated at random (host keys at first boot): the whole pipeline is reproducible.
+  EXPECT_EQ(rpi::test::run({"cmp", (d / "a.img").string(), (d / "b.img").string()}).exit_code, 0)
+      << "same spec and tarball: same image";
+
+  // Offline with an empty cache: a clear error, no image.
+  auto miss = cli({"--spec", spec.string(), "--output", (d / "c.img").string(), "--cache-dir", (d / "empty").string(),
+                   "--offline"});
+  EXPECT_NE(miss.exit_code, 0);
+  EXPECT_NE(miss.err.find("offline"), std::string::npos) << miss.err;
+  EXPECT_FALSE(fs::exists(d / "c.img"));
+}
