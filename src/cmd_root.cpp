@@ -3,6 +3,7 @@
 // the plan instead.
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -66,14 +67,14 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
     s << "  tarball: " << t.description << "\n";
     j.add("tarball", t.description);
   }
-  std::string cards = "[";
+  std::string cards = "[", first_apkovl, first_label;
   for (std::size_t i = 0; i < targets.size(); ++i) {
     const Identity& id = ids[std::min(i, ids.size() - 1)];
     s << "  card " << (i + 1) << ": " << (to_devices ? "device " : "image ") << targets[i];
     if (!id.name.empty()) s << " ← " << id.name << (id.host ? " ({n}=" + std::to_string(id.n) + ")" : "");
     s << "\n";
     JsonObject c;
-    c.add("target", targets[i]).add("identity", id.name).add("n", id.n);
+    c.add("index", id.n).add("hostname", id.host ? id.name : "").add("target", targets[i]);
     if (o.image.empty()) {
       std::string apkovl;
       std::vector<std::string> kh;
@@ -90,11 +91,14 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
       for (const auto& [name, fn] : io.edits) s << "    edits /" << name << "\n";
       if (!kh.empty()) s << "    generates SSH host keys (known_hosts lines printed when run)\n";
       c.add("apkovl", apkovl).add("label", io.label);
+      if (i == 0) first_apkovl = apkovl, first_label = io.label;
     }
     cards += (cards.size() > 1 ? "," : "") + c.str();
   }
   cards += "]";
   if (to_devices) s << "  then: verify " << (o.no_verify ? "off (--no-verify)" : "every written range by reading it back");
+  if (!to_devices && !targets.empty()) j.add("output", targets.front());
+  if (o.image.empty()) j.add("apkovl", first_apkovl).add("label", first_label);
   j.add_raw("cards", cards).add_bool("dry_run", true);
   ctx.reporter.result("plan", s.str(), std::move(j));
 }
@@ -106,12 +110,17 @@ void run_output(AppContext& ctx, Pipeline& p) {
     ctx.reporter.note("the spec defines " + std::to_string(p.defined_cards()) + " hosts; this image is card " +
                       std::to_string(ids.front().n) + " (" + ids.front().name + "); pick another with --host or --first");
   if (o.dry_run) return print_plan(ctx, p, ids, {o.output}, false);
+  const auto start = std::chrono::steady_clock::now();
   std::vector<BuiltImage> built = p.build(ids, {o.output});
   const BuiltImage& b = built.front();
   write_known_hosts(ctx, o.known_hosts.empty() ? o.output + ".known_hosts" : o.known_hosts, b.known_hosts);
   std::string text = build_summary(b) + "\nwrite it with: bmaptool copy " + b.result.image.string() +
                      " /dev/sdX   (or: rpi-provision --image " + b.result.image.string() + " --device /dev/sdX)";
   ctx.reporter.result("build", text, build_json(b));
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  emit_card_done(ctx, CardDone{o.output, b.identity.host ? b.identity.name : "", b.identity.n, true, false,
+                               b.result.map.mapped_bytes(), secs, b.result.bmap.string(), "", b.known_hosts});
+  emit_summary(ctx, 1, 0, secs, 0);
 }
 
 bool confirm(AppContext& ctx, const std::vector<udev::DeviceInfo>& infos, const std::vector<std::string>& names) {
@@ -133,8 +142,9 @@ bool confirm(AppContext& ctx, const std::vector<udev::DeviceInfo>& infos, const 
   return answer == "y" || answer == "Y" || answer == "yes";
 }
 
-void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results,
-                  const std::vector<std::string>& known_hosts, const std::string& known_hosts_file) {
+void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results, const std::vector<int>& indices,
+                  const std::vector<std::string>& known_hosts, const std::string& known_hosts_file,
+                  std::chrono::steady_clock::time_point start) {
   ctx.reporter.finish_progress();
   std::ostringstream s;
   int failed = 0;
@@ -142,31 +152,25 @@ void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results
   std::snprintf(line, sizeof line, "%-16s %-22s %10s %8s %-9s %s\n", "identity", "device", "written", "time",
                 "verified", "result");
   s << line;
-  std::string cards = "[";
-  for (const auto& r : results) {
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const udev::FlashResult& r = results[i];
     std::snprintf(line, sizeof line, "%-16s %-22s %10s %7.1fs %-9s %s\n", r.identity.c_str(), r.target.c_str(),
                   format_size(r.bytes_written).c_str(), r.seconds, r.verified ? "yes" : "no",
                   r.ok() ? "ok — safe to remove" : ("FAILED: " + r.error).c_str());
     s << line;
     if (!r.ok()) ++failed;
-    JsonObject c;
-    c.add("target", r.target).add("identity", r.identity).add("bytes", r.bytes_written).add("seconds", r.seconds);
-    c.add_bool("verified", r.verified).add_bool("ok", r.ok());
-    if (!r.ok()) c.add("error", r.error);
-    ctx.reporter.result("card-done", "", std::move(c));
-    cards += (cards.size() > 1 ? "," : "") + std::string("\"") + r.target + "\"";
+    emit_card_done(ctx, CardDone{r.target, r.identity, indices[i], r.ok(), r.verified, r.bytes_written, r.seconds, "",
+                                 r.error, {}});
   }
-  cards += "]";
   if (!known_hosts.empty()) {
     s << "\nknown_hosts:\n";
     for (const auto& k : known_hosts) s << k << "\n";
     if (!known_hosts_file.empty()) write_known_hosts(ctx, known_hosts_file, known_hosts);
   }
-  JsonObject sum;
-  sum.add("cards", static_cast<std::uint64_t>(results.size())).add("failed", failed);
   if (!ctx.reporter.json()) ctx.reporter.text(s.str());
-  ctx.reporter.result("summary", "", std::move(sum));
   if (failed) ctx.exit_code = results.size() > 1 ? 3 : 1;
+  emit_summary(ctx, static_cast<int>(results.size()), failed,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), ctx.exit_code);
 }
 
 void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
@@ -195,6 +199,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     if (::isatty(0)) ctx.reporter.note("nothing written");
     return;
   }
+  const auto start = std::chrono::steady_clock::now();
   const std::atomic<bool>* cancel = install_cancel_handler();
   std::optional<ScratchDir> scratch;
   std::vector<std::shared_ptr<const udev::FlashSource>> sources;
@@ -223,7 +228,9 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   fo.cancel = cancel;
   fo.safety = o.safety;
   std::vector<udev::FlashResult> results = udev::flash_all(jobs, fo);
-  report_flash(ctx, results, known_hosts, o.known_hosts);
+  std::vector<int> indices;
+  for (std::size_t i = 0; i < o.devices.size(); ++i) indices.push_back(p ? ids[i].n : static_cast<int>(i) + 1);
+  report_flash(ctx, results, indices, known_hosts, o.known_hosts, start);
   if (cancel->load())
     ctx.reporter.warn("interrupted: the cards that did not finish have no valid partition table; write them again");
 }

@@ -2,6 +2,7 @@
 // with the next identity, verified and announced "safe to remove".
 #include <unistd.h>
 
+#include <chrono>
 #include <iostream>
 
 #include "app.hpp"
@@ -46,6 +47,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   const std::atomic<bool>* cancel = install_cancel_handler();
   ctx.reporter.note(std::string("watching for cards (") + (monitor.using_udev() ? "udev events" : "polling sysfs") +
                     "); insert a card, Ctrl-C to stop");
+  const auto start = std::chrono::steady_clock::now();
   int n = o.first, done = 0, failed = 0;
   std::vector<std::string> known_hosts;
   while (!cancel->load() && (w.count == 0 || done < w.count) && (last == 0 || n <= last)) {
@@ -99,15 +101,13 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     fo.safety = o.safety;
     udev::FlashResult r = udev::flash_one({info.path, src, identity}, fo);
     ctx.reporter.finish_progress();
-    JsonObject j;
-    j.add("target", r.target).add("identity", r.identity).add("n", n).add("bytes", r.bytes_written);
-    j.add("seconds", r.seconds).add_bool("verified", r.verified).add_bool("ok", r.ok());
-    if (!r.ok()) j.add("error", r.error);
+    emit_card_done(ctx, CardDone{r.target, identity, n, r.ok(), r.verified, r.bytes_written, r.seconds, "", r.error,
+                                 known_hosts});
     std::string text = r.ok() ? identity + " written to " + r.target + " (" + format_size(r.bytes_written) +
                                     (r.verified ? ", verified" : "") + ") — safe to remove"
                               : identity + " on " + r.target + " FAILED: " + r.error;
     for (const auto& k : known_hosts) text += "\n  known_hosts: " + k;
-    ctx.reporter.result("card-done", text, std::move(j));
+    ctx.reporter.text(text);
     if (r.ok()) {
       ++done;
       ++n;
@@ -115,11 +115,10 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
       ++failed;
     }
   }
-  JsonObject sum;
-  sum.add("cards", done + failed).add("failed", failed);
-  ctx.reporter.result("summary", std::to_string(done) + " card(s) written, " + std::to_string(failed) + " failed",
-                      std::move(sum));
   if (failed) ctx.exit_code = 3;
+  ctx.reporter.text(std::to_string(done) + " card(s) written, " + std::to_string(failed) + " failed");
+  emit_summary(ctx, done + failed, failed, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+               ctx.exit_code);
 }
 
 CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {

@@ -64,6 +64,30 @@ std::string geometry_text(const partition::FatGeometry& g) {
   return s.str();
 }
 
+void emit_card_done(AppContext& ctx, const CardDone& c) {
+  if (!ctx.reporter.json()) return;
+  JsonObject j;
+  j.add("target", c.target).add("hostname", c.hostname).add("index", c.index).add_bool("ok", c.ok);
+  if (c.bytes || c.ok) j.add("bytes", c.bytes).add("seconds", c.seconds);
+  j.add_bool("verified", c.verified);
+  if (!c.bmap.empty()) j.add("bmap", c.bmap);
+  if (!c.known_hosts.empty()) {
+    std::string arr = "[";
+    for (const auto& k : c.known_hosts) arr += (arr.size() > 1 ? "," : "") + json_escape(k);
+    j.add_raw("known_hosts", arr + "]");
+  }
+  if (!c.ok) j.add("error", c.error);
+  ctx.reporter.result("card-done", "", std::move(j));
+}
+
+void emit_summary(AppContext& ctx, int cards, int failed, double seconds, int exit_code) {
+  if (!ctx.reporter.json()) return;
+  JsonObject j;
+  j.add("cards", cards).add("ok", cards - failed).add("failed", failed).add("seconds", seconds);
+  j.add("exit_code", exit_code);
+  ctx.reporter.result("summary", "", std::move(j));
+}
+
 const std::atomic<bool>* install_cancel_handler() {
   struct sigaction sa{};
   sa.sa_handler = on_signal;

@@ -94,6 +94,19 @@ std::optional<std::int64_t> source_date_epoch();
 std::string hex32(std::uint32_t v);
 std::string geometry_text(const partition::FatGeometry& g);
 
+// The per-card and final JSON results of docs/json-events.md (and nothing in human mode).
+struct CardDone {
+  std::string target, hostname;
+  int index = 0;
+  bool ok = false, verified = false;
+  std::uint64_t bytes = 0;
+  double seconds = 0;
+  std::string bmap, error;
+  std::vector<std::string> known_hosts;
+};
+void emit_card_done(AppContext& ctx, const CardDone& c);
+void emit_summary(AppContext& ctx, int cards, int failed, double seconds, int exit_code);
+
 // Ctrl-C handling for device writes: the flag flips on SIGINT/SIGTERM.
 const std::atomic<bool>* install_cancel_handler();
 
