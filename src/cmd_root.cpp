@@ -269,6 +269,8 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
   app.add_option("--size", o->size, "image size, e.g. 1GiB (default: content plus room)")->group("Image");
   app.add_option("--label", o->label, "FAT volume label (default ALPINE or [boot].label; not BOOT/CIDATA)")
       ->group("Image");
+  app.add_option("--disk-id", o->disk_id, "MBR disk identifier in hex (PARTUUID <id>-01); default derived from the input")
+      ->group("Image");
   app.add_flag("--force", o->force, "accept a tarball that lacks the Alpine boot files")->group("Image");
   app.add_flag("--dry-run", o->dry_run, "print the plan, write nothing")->group("Output");
   app.footer(

@@ -268,6 +268,13 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
     opt.extra_files.push_back({apkovl_name_, apkovl_data_});
   }
   opt.label = label.empty() ? "ALPINE" : label;
+  if (!o_.disk_id.empty()) {
+    char* end = nullptr;
+    unsigned long long v = std::strtoull(o_.disk_id.c_str(), &end, 16);
+    if (*end || v == 0 || v > 0xFFFFFFFFull)
+      throw Error(Errc::usage, "--disk-id '" + o_.disk_id + "' is not a non-zero 32-bit hex number (e.g. 0xcafef00d)");
+    opt.disk_id = static_cast<std::uint32_t>(v);
+  }
   if (size) opt.image_size = *size;
   if (card_size && opt.image_size > *card_size)
     throw Error(Errc::usage, "the image (" + format_size(opt.image_size) + ") is larger than the card (" +

@@ -21,7 +21,7 @@ namespace rpi::cli {
 struct RunOptions {
   std::string spec, apkovl, image, output, tarball, sha256, size, label, host, known_hosts;
   std::vector<std::string> devices, mirrors;
-  std::string cache_dir, ca_cert, keyring, signing_key_fingerprint;
+  std::string cache_dir, ca_cert, keyring, signing_key_fingerprint, disk_id;
   int first = 1;
   bool offline = false, yes = false, no_verify = false, dry_run = false, force = false, verify_signature = false;
   udev::SafetyOptions safety;

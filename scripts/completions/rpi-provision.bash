@@ -49,7 +49,7 @@ _rpi_provision() {
     w=${words[i]}
     case $w in
       --spec | --apkovl | --image | --tarball | --sha256 | --mirror | --cache-dir | --size | --host | --first | \
-        --device | --output | -o | --out-dir | --known-hosts | --version | --arch | --label | --seed-file | \
+        --device | --output | -o | --out-dir | --known-hosts | --version | --arch | --label | --disk-id | --seed-file | \
         --ca-cert | --keyring | --signing-key-fingerprint | --keep)
         # `fetch --version V` takes a value; the top-level --version does not.
         [[ $w == --version && -z $cmd ]] || ((i++))
@@ -139,7 +139,7 @@ _rpi_provision() {
         _rpi_provision_add compgen -W "$commands" -- "$cur"
         return
       fi
-      opts="$common --version $build $write -o --output --size --label --force --known-hosts --dry-run"
+      opts="$common --version $build $write -o --output --size --label --disk-id --force --known-hosts --dry-run"
       ;;
     check) opts="$common --spec --host --first" ;;
     apkovl) opts="$common --spec -o --output --out-dir --host --first --seed-file --known-hosts" ;;
