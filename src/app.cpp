@@ -26,8 +26,10 @@ std::vector<std::pair<int, Registrar>>& registry() {
 int exit_code_for(Errc code) {
   switch (code) {
     case Errc::usage:
-    case Errc::spec: return 2;
-    default: return 1;
+    case Errc::spec:
+      return 2;
+    default:
+      return 1;
   }
 }
 }  // namespace
@@ -57,9 +59,10 @@ int run(int argc, char** argv) {
   if (!std::setlocale(LC_CTYPE, "C.UTF-8")) std::setlocale(LC_CTYPE, "");
 
   AppContext ctx;
-  CLI::App app{"rpi-provision — turn a TOML spec into ready-to-boot Raspberry Pi SD cards running Alpine Linux "
-               "diskless.",
-               "rpi-provision"};
+  CLI::App app{
+      "rpi-provision — turn a TOML spec into ready-to-boot Raspberry Pi SD cards running Alpine Linux "
+      "diskless.",
+      "rpi-provision"};
   app.set_version_flag("--version", version_text());
   app.add_flag("--json", ctx.json, "JSON Lines events on stdout (progress, results, errors)")->group("Output");
   app.add_flag("-q,--quiet", ctx.quiet, "no progress output")->group("Output");

@@ -30,13 +30,15 @@ void write_known_hosts(AppContext& ctx, const std::string& path, const std::vect
 std::string build_summary(const BuiltImage& b) {
   const partition::ImageResult& r = b.result;
   std::ostringstream s;
-  s << r.image.string() << ": " << format_size(r.image_size) << " image, " << geometry_text(r.geometry)
-    << ", disk id " << hex32(r.disk_id) << "\n";
+  s << r.image.string() << ": " << format_size(r.image_size) << " image, " << geometry_text(r.geometry) << ", disk id "
+    << hex32(r.disk_id) << "\n";
   s << "  " << r.files << " files in " << r.directories << " directories, " << format_size(r.content_bytes)
     << " of data; " << format_size(r.map.mapped_bytes()) << " to write (" << r.bmap.string() << ")\n";
   if (!b.identity.name.empty() && b.identity.host) s << "  host: " << b.identity.name << "\n";
-  if (!b.apkovl_name.empty()) s << "  apkovl: /" << b.apkovl_name << "\n";
-  else if (b.identity.host) s << "  apkovl: none on the card (served over HTTP: [boot] apkovl_url)\n";
+  if (!b.apkovl_name.empty())
+    s << "  apkovl: /" << b.apkovl_name << "\n";
+  else if (b.identity.host)
+    s << "  apkovl: none on the card (served over HTTP: [boot] apkovl_url)\n";
   for (const auto& d : r.dropped) s << "  left out of the tarball: " << d << "\n";
   s << "  size: " << r.size_reason;
   return s.str();
@@ -96,7 +98,8 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
     cards += (cards.size() > 1 ? "," : "") + c.str();
   }
   cards += "]";
-  if (to_devices) s << "  then: verify " << (o.no_verify ? "off (--no-verify)" : "every written range by reading it back");
+  if (to_devices)
+    s << "  then: verify " << (o.no_verify ? "off (--no-verify)" : "every written range by reading it back");
   if (!to_devices && !targets.empty()) j.add("output", targets.front());
   if (o.image.empty()) j.add("apkovl", first_apkovl).add("label", first_label);
   j.add_raw("cards", cards).add_bool("dry_run", true);
@@ -108,7 +111,8 @@ void run_output(AppContext& ctx, Pipeline& p) {
   std::vector<Identity> ids = p.identities(1);
   if (p.defined_cards() > 1 && o.host.empty())
     ctx.reporter.note("the spec defines " + std::to_string(p.defined_cards()) + " hosts; this image is card " +
-                      std::to_string(ids.front().n) + " (" + ids.front().name + "); pick another with --host or --first");
+                      std::to_string(ids.front().n) + " (" + ids.front().name +
+                      "); pick another with --host or --first");
   if (o.dry_run) return print_plan(ctx, p, ids, {o.output}, false);
   const auto start = std::chrono::steady_clock::now();
   std::vector<BuiltImage> built = p.build(ids, {o.output});
@@ -159,8 +163,9 @@ void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results
                   r.ok() ? "ok — safe to remove" : ("FAILED: " + r.error).c_str());
     s << line;
     if (!r.ok()) ++failed;
-    emit_card_done(ctx, CardDone{r.target, r.identity, indices[i], r.ok(), r.verified, r.bytes_written, r.seconds, "",
-                                 r.error, {}});
+    emit_card_done(
+        ctx,
+        CardDone{r.target, r.identity, indices[i], r.ok(), r.verified, r.bytes_written, r.seconds, "", r.error, {}});
   }
   if (!known_hosts.empty()) {
     s << "\nknown_hosts:\n";
@@ -210,7 +215,8 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     scratch.emplace();
     std::vector<Identity> build_ids = p->identical_cards() ? std::vector<Identity>{ids.front()} : ids;
     std::vector<std::filesystem::path> outs;
-    for (std::size_t i = 0; i < build_ids.size(); ++i) outs.push_back(scratch->path() / ("card-" + std::to_string(i) + ".img"));
+    for (std::size_t i = 0; i < build_ids.size(); ++i)
+      outs.push_back(scratch->path() / ("card-" + std::to_string(i) + ".img"));
     std::vector<BuiltImage> built = p->build(build_ids, outs, smallest);
     for (const auto& b : built) {
       sources.push_back(udev::FlashSource::open(b.result.image));
@@ -246,7 +252,8 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
   app.add_option("--sha256", o->sha256, "pin the tarball's SHA-256 (required for a --tarball URL)")->group("Input");
   app.add_option("--mirror", o->mirrors, "Alpine mirror root (https://, http://, file:// or a folder); repeatable")
       ->group("Download");
-  app.add_option("--cache-dir", o->cache_dir, "download cache (default $XDG_CACHE_HOME/rpi-provision)")->group("Download");
+  app.add_option("--cache-dir", o->cache_dir, "download cache (default $XDG_CACHE_HOME/rpi-provision)")
+      ->group("Download");
   app.add_flag("--offline", o->offline, "never use the network; the cache must hold the tarball")->group("Download");
   app.add_option("--ca-cert", o->ca_cert, "extra CA certificate for a private HTTPS mirror")->group("Download");
   app.add_flag("--verify-signature", o->verify_signature, "check the tarball's GPG signature (needs --keyring)")
@@ -258,7 +265,8 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
   app.add_option("--device", o->devices, "a card to write; repeat for a batch (written in parallel)")->group("Targets");
   app.add_flag("--yes,-y", o->yes, "do not ask before writing devices")->group("Targets");
   app.add_flag("--allow-non-removable", o->safety.allow_non_removable,
-               "permit fixed disks (system disks are refused regardless)")->group("Targets");
+               "permit fixed disks (system disks are refused regardless)")
+      ->group("Targets");
   app.add_flag("--allow-large", o->safety.allow_large, "permit disks larger than 512 GiB")->group("Targets");
   app.add_flag("--unmount", o->safety.unmount, "unmount a card's mounted partitions first")->group("Targets");
   app.add_flag("--no-verify", o->no_verify, "skip reading the cards back")->group("Targets");
@@ -269,7 +277,8 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
   app.add_option("--size", o->size, "image size, e.g. 1GiB (default: content plus room)")->group("Image");
   app.add_option("--label", o->label, "FAT volume label (default ALPINE or [boot].label; not BOOT/CIDATA)")
       ->group("Image");
-  app.add_option("--disk-id", o->disk_id, "MBR disk identifier in hex (PARTUUID <id>-01); default derived from the input")
+  app.add_option("--disk-id", o->disk_id,
+                 "MBR disk identifier in hex (PARTUUID <id>-01); default derived from the input")
       ->group("Image");
   app.add_flag("--force", o->force, "accept a tarball that lacks the Alpine boot files")->group("Image");
   app.add_flag("--dry-run", o->dry_run, "print the plan, write nothing")->group("Output");
@@ -293,7 +302,8 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
       throw Error(Errc::usage, "say where to write: --output FILE.img or --device DEV");
     if (!o->image.empty()) {
       if (!o->spec.empty() || !o->apkovl.empty() || !o->tarball.empty())
-        throw Error(Errc::usage, "--image writes an existing image as it is; it excludes --spec, --apkovl and --tarball");
+        throw Error(Errc::usage,
+                    "--image writes an existing image as it is; it excludes --spec, --apkovl and --tarball");
       if (o->devices.empty()) throw Error(Errc::usage, "--image needs --device DEV");
       return run_devices(ctx, nullptr, *o);
     }

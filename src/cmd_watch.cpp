@@ -101,8 +101,8 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     fo.safety = o.safety;
     udev::FlashResult r = udev::flash_one({info.path, src, identity}, fo);
     ctx.reporter.finish_progress();
-    emit_card_done(ctx, CardDone{r.target, identity, n, r.ok(), r.verified, r.bytes_written, r.seconds, "", r.error,
-                                 known_hosts});
+    emit_card_done(
+        ctx, CardDone{r.target, identity, n, r.ok(), r.verified, r.bytes_written, r.seconds, "", r.error, known_hosts});
     std::string text = r.ok() ? identity + " written to " + r.target + " (" + format_size(r.bytes_written) +
                                     (r.verified ? ", verified" : "") + ") — safe to remove"
                               : identity + " on " + r.target + " FAILED: " + r.error;
@@ -117,8 +117,8 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   }
   if (failed) ctx.exit_code = 3;
   ctx.reporter.text(std::to_string(done) + " card(s) written, " + std::to_string(failed) + " failed");
-  emit_summary(ctx, done + failed, failed, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-               ctx.exit_code);
+  emit_summary(ctx, done + failed, failed,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), ctx.exit_code);
 }
 
 CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {

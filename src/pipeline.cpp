@@ -37,7 +37,9 @@ std::string read_limited(const std::string& path, std::size_t limit) {
 }
 
 std::atomic<bool> g_cancel{false};
-extern "C" void on_signal(int) { g_cancel.store(true); }
+extern "C" void on_signal(int) {
+  g_cancel.store(true);
+}
 
 }  // namespace
 
@@ -89,7 +91,7 @@ void emit_summary(AppContext& ctx, int cards, int failed, double seconds, int ex
 }
 
 const std::atomic<bool>* install_cancel_handler() {
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
@@ -127,7 +129,9 @@ Pipeline::Pipeline(AppContext& ctx, RunOptions opts) : ctx_(ctx), o_(std::move(o
   if (o_.first < 1) throw Error(Errc::usage, "--first must be 1 or more");
 }
 
-int Pipeline::defined_cards() const { return spec_ ? spec_->host_count() : 0; }
+int Pipeline::defined_cards() const {
+  return spec_ ? spec_->host_count() : 0;
+}
 
 bool Pipeline::identical_cards() const {
   if (!spec_) return true;
@@ -143,8 +147,9 @@ std::vector<Identity> Pipeline::identities(int count) const {
   }
   if (!o_.host.empty()) {
     if (count > 1)
-      throw Error(Errc::usage, "--host picks one card's identity; for several cards leave it out (they take the "
-                               "[[hosts]] entries in order from --first)");
+      throw Error(Errc::usage,
+                  "--host picks one card's identity; for several cards leave it out (they take the "
+                  "[[hosts]] entries in order from --first)");
     overlay::HostConfig h = overlay::resolve_host(*spec_, o_.first, o_.host);
     ids.push_back(Identity{h.index, h.hostname, h});
     return ids;
@@ -194,8 +199,9 @@ TarballPlan Pipeline::plan_tarball(bool resolve_release) {
     return p;
   }
   if (!spec_)
-    throw Error(Errc::usage, "which Alpine tarball? Give --tarball FILE|URL, or a --spec whose [alpine] table "
-                             "names a version (it is then downloaded and cached)");
+    throw Error(Errc::usage,
+                "which Alpine tarball? Give --tarball FILE|URL, or a --spec whose [alpine] table "
+                "names a version (it is then downloaded and cached)");
   fetch::Query q;
   q.version = spec_->alpine().version;
   q.arch = spec_->alpine().arch;
@@ -221,8 +227,8 @@ std::filesystem::path Pipeline::tarball() {
     if (!p.sha256.empty()) {
       std::string got = sha256_file_hex(p.local.string());
       if (got != p.sha256)
-        throw Error(Errc::verify, p.local.string() + ": sha256 is " + got + ", expected " + p.sha256 +
-                                      "; refusing to use it");
+        throw Error(Errc::verify,
+                    p.local.string() + ": sha256 is " + got + ", expected " + p.sha256 + "; refusing to use it");
     }
     tarball_ = p.local;
   }
@@ -247,10 +253,13 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
     overlay::BootEdits e = overlay::boot_edits(*id.host);
     if (label.empty()) label = e.label;
     if (!size) {
-      if (e.size) size = e.size;
+      if (e.size)
+        size = e.size;
       else if (e.size_max) {
-        if (card_size) size = *card_size;
-        else ctx_.reporter.note("[boot] size = \"max\" applies to cards; the image gets the automatic size");
+        if (card_size)
+          size = *card_size;
+        else
+          ctx_.reporter.note("[boot] size = \"max\" applies to cards; the image gets the automatic size");
       }
     }
     opt.edits = e.edits;

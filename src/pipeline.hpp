@@ -36,9 +36,9 @@ struct Identity {
 
 // Where the Alpine tarball comes from.
 struct TarballPlan {
-  std::string description;  // for the plan printout
-  std::filesystem::path local;  // a local file to use as is
-  std::string url, sha256;      // a URL pinned by digest
+  std::string description;                // for the plan printout
+  std::filesystem::path local;            // a local file to use as is
+  std::string url, sha256;                // a URL pinned by digest
   std::optional<fetch::Release> release;  // resolved from a mirror
 };
 

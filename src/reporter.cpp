@@ -12,7 +12,9 @@ namespace rpi::cli {
 namespace {
 using Clock = std::chrono::steady_clock;
 
-std::string human_rate(double bytes_per_s) { return format_size(static_cast<std::uint64_t>(bytes_per_s)) + "/s"; }
+std::string human_rate(double bytes_per_s) {
+  return format_size(static_cast<std::uint64_t>(bytes_per_s)) + "/s";
+}
 
 std::string bar_text(const std::string& subject, const std::string& type, std::uint64_t done, std::uint64_t total,
                      double seconds) {
@@ -21,7 +23,8 @@ std::string bar_text(const std::string& subject, const std::string& type, std::u
     int pct = static_cast<int>(done * 100 / total);
     int width = 24;
     int fill = static_cast<int>(done * static_cast<std::uint64_t>(width) / total);
-    s += "[" + std::string(static_cast<std::size_t>(fill), '#') + std::string(static_cast<std::size_t>(width - fill), '.') + "] ";
+    s += "[" + std::string(static_cast<std::size_t>(fill), '#') +
+         std::string(static_cast<std::size_t>(width - fill), '.') + "] ";
     s += std::to_string(pct) + "% ";
     s += format_size(done) + "/" + format_size(total);
   } else {
@@ -158,8 +161,12 @@ void Reporter::text(const std::string& txt) {
   std::fflush(stdout);
 }
 
-void Reporter::note(const std::string& message) { on_event(Event{"note", "", 0, 0, message}); }
-void Reporter::warn(const std::string& message) { on_event(Event{"warning", "", 0, 0, message}); }
+void Reporter::note(const std::string& message) {
+  on_event(Event{"note", "", 0, 0, message});
+}
+void Reporter::warn(const std::string& message) {
+  on_event(Event{"warning", "", 0, 0, message});
+}
 
 void Reporter::error(Errc code, const std::string& message) {
   std::lock_guard lock(mu_);

@@ -240,7 +240,7 @@ Release parse_release_index(const std::string& yaml_text, const std::string& sou
       throw Error(Errc::input, where + ": unsafe file name");
     if (!is_hex(r.sha256, 64)) throw Error(Errc::input, where + ": missing or malformed sha256");
     if (!r.sha512.empty() && !is_hex(r.sha512, 128)) throw Error(Errc::input, where + ": malformed sha512");
-    if (size.empty() || size.find_first_not_of("0123456789") != std::string::npos)
+    if (size.empty() || size.size() > 15 || size.find_first_not_of("0123456789") != std::string::npos)
       throw Error(Errc::input, where + ": missing or malformed size");
     r.size = std::stoull(size);
     if (r.version.empty() || r.arch.empty()) {

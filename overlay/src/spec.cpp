@@ -259,12 +259,7 @@ class Converter {
                       "{ file = \"path\" }");
       out = e;
     } else {
-      auto p = resolve_path(ref);
-      std::ifstream in(p, std::ios::binary);
-      if (!in) fail(val, "cannot read " + p.string() + " (for " + label(v, key) + "): no such file or not readable");
-      std::stringstream ss;
-      ss << in.rdbuf();
-      out = ss.str();
+      out = read_bounded(val, resolve_path(ref), "for " + label(v, key));
     }
     if (strip_newline) {
       while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
@@ -278,7 +273,16 @@ class Converter {
     return s_.base_dir / path;
   }
   std::string read_source(const toml::node& n, const std::string& what) const {
-    auto p = resolve_path(std::string(n.as_string()->get()));
+    return read_bounded(n, resolve_path(std::string(n.as_string()->get())), what);
+  }
+  // Files named by the spec: regular files of at most 16 MiB (not /dev/zero, not a FIFO).
+  std::string read_bounded(const toml::node& n, const fs::path& p, const std::string& what) const {
+    constexpr std::uintmax_t kMax = 16u << 20;
+    std::error_code ec;
+    auto st = fs::status(p, ec);
+    if (ec || !fs::exists(st)) fail(n, "cannot read " + p.string() + " (" + what + "): no such file or not readable");
+    if (!fs::is_regular_file(st)) fail(n, p.string() + " (" + what + ") is not a regular file");
+    if (fs::file_size(p, ec) > kMax) fail(n, p.string() + " (" + what + ") is larger than 16 MiB");
     std::ifstream in(p, std::ios::binary);
     if (!in) fail(n, "cannot read " + p.string() + " (" + what + "): no such file or not readable");
     std::stringstream ss;

@@ -12,8 +12,9 @@ ApkovlCheck check_apkovl(const std::string& path, const std::string& data) {
   std::string base = std::filesystem::path(path).filename().string();
   std::size_t pos = base.find(".apkovl.tar.gz");
   if (pos == std::string::npos || pos == 0)
-    throw Error(Errc::input, path + ": an apkovl must be named <host>.apkovl.tar.gz (the initramfs looks for "
-                                    "*.apkovl.tar.gz* at the top of the card); rename it");
+    throw Error(Errc::input, path +
+                                 ": an apkovl must be named <host>.apkovl.tar.gz (the initramfs looks for "
+                                 "*.apkovl.tar.gz* at the top of the card); rename it");
   res.card_name = base;
   std::string suffix = base.substr(pos + 14);
   if (!suffix.empty()) {

@@ -17,7 +17,8 @@ namespace rpi::partition {
 void BlockMap::add(std::uint64_t offset, std::uint64_t length) {
   if (length == 0) return;
   std::uint64_t begin = offset / kBlockSize * kBlockSize;
-  std::uint64_t end = std::min<std::uint64_t>((offset + length + kBlockSize - 1) / kBlockSize * kBlockSize, image_size_);
+  std::uint64_t end =
+      std::min<std::uint64_t>((offset + length + kBlockSize - 1) / kBlockSize * kBlockSize, image_size_);
   if (begin >= end) return;
   // Insert keeping order, then merge overlapping or touching neighbours.
   auto it = std::lower_bound(extents_.begin(), extents_.end(), begin,
@@ -26,7 +27,8 @@ void BlockMap::add(std::uint64_t offset, std::uint64_t length) {
   std::size_t i = static_cast<std::size_t>(it - extents_.begin());
   if (i > 0 && extents_[i - 1].offset + extents_[i - 1].length >= extents_[i].offset) --i;
   while (i + 1 < extents_.size() && extents_[i].offset + extents_[i].length >= extents_[i + 1].offset) {
-    std::uint64_t new_end = std::max(extents_[i].offset + extents_[i].length, extents_[i + 1].offset + extents_[i + 1].length);
+    std::uint64_t new_end =
+        std::max(extents_[i].offset + extents_[i].length, extents_[i + 1].offset + extents_[i + 1].length);
     extents_[i].length = new_end - extents_[i].offset;
     extents_[i].sha256.clear();
     extents_.erase(extents_.begin() + static_cast<std::ptrdiff_t>(i) + 1);
@@ -72,7 +74,9 @@ BlockMap BlockMap::whole(std::uint64_t image_size) {
 }
 
 namespace {
-std::uint64_t blocks_of(const Extent& e) { return (e.length + BlockMap::kBlockSize - 1) / BlockMap::kBlockSize; }
+std::uint64_t blocks_of(const Extent& e) {
+  return (e.length + BlockMap::kBlockSize - 1) / BlockMap::kBlockSize;
+}
 }  // namespace
 
 std::string BlockMap::to_bmap_xml() const {
@@ -156,11 +160,15 @@ BlockMap BlockMap::from_bmap_xml(std::string_view text, const std::string& name)
     throw Error(Errc::input, name + ": bmap version " + version + " is not supported (1.x or 2.x)");
   BlockMap m(number(element(xml, "ImageSize"), "ImageSize", name));
   std::uint64_t bs = number(element(xml, "BlockSize"), "BlockSize", name);
-  if (bs == 0 || bs % 512) throw Error(Errc::input, name + ": bad BlockSize " + std::to_string(bs));
+  if (bs != kBlockSize)
+    throw Error(Errc::input, name + ": BlockSize " + std::to_string(bs) + " is not supported (only " +
+                                 std::to_string(kBlockSize) + ", as bmaptool writes)");
   std::uint64_t blocks = number(element(xml, "BlocksCount"), "BlocksCount", name);
-  if (blocks != (m.image_size_ + bs - 1) / bs) throw Error(Errc::input, name + ": BlocksCount does not match ImageSize");
+  if (blocks != (m.image_size_ + bs - 1) / bs)
+    throw Error(Errc::input, name + ": BlocksCount does not match ImageSize");
   std::string ctype = element(xml, "ChecksumType");
-  if (!ctype.empty() && ctype != "sha256") throw Error(Errc::input, name + ": checksum type " + ctype + " is not supported (sha256)");
+  if (!ctype.empty() && ctype != "sha256")
+    throw Error(Errc::input, name + ": checksum type " + ctype + " is not supported (sha256)");
   std::uint64_t mapped = 0;
   std::uint64_t prev_end = 0;
   std::size_t pos = xml.find("<BlockMap");
@@ -170,7 +178,8 @@ BlockMap BlockMap::from_bmap_xml(std::string_view text, const std::string& name)
     if (r == std::string_view::npos) break;
     std::size_t gt = xml.find('>', r);
     std::size_t close = xml.find("</Range>", gt);
-    if (gt == std::string_view::npos || close == std::string_view::npos) throw Error(Errc::input, name + ": unterminated Range");
+    if (gt == std::string_view::npos || close == std::string_view::npos)
+      throw Error(Errc::input, name + ": unterminated Range");
     std::string_view attrs = xml.substr(r, gt - r);
     std::string body = trim(xml.substr(gt + 1, close - gt - 1));
     std::size_t dash = body.find('-');

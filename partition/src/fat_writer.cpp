@@ -19,7 +19,6 @@ constexpr std::size_t kBufferBytes = 4u << 20;
 constexpr std::uint32_t kFat32Eoc = 0x0FFFFFFF;
 constexpr std::uint32_t kFat16Eoc = 0xFFFF;
 
-
 }  // namespace
 
 DosTime DosTime::from_unix(std::int64_t t) {
@@ -48,7 +47,8 @@ FatWriter::FatWriter(int fd, std::string image_name, const FatGeometry& g)
 std::uint32_t FatWriter::allocate(std::uint32_t count, const std::string& what) {
   if (count == 0) return 0;
   if (next_cluster_ > last_usable_ || last_usable_ - next_cluster_ + 1 < count)
-    throw NoSpace(Errc::input, "no room left on the " + format_size(g_.partition_bytes()) + " FAT partition for " + what);
+    throw NoSpace(Errc::input,
+                  "no room left on the " + format_size(g_.partition_bytes()) + " FAT partition for " + what);
   std::uint32_t first = next_cluster_;
   next_cluster_ += count;
   return first;
@@ -61,14 +61,16 @@ std::uint64_t FatWriter::bytes_free() const noexcept {
 
 FatWriter::NodeId FatWriter::add_node(NodeId parent, const std::string& name, bool is_dir, const std::string& display) {
   if (auto why = fatname::invalid_reason(name))
-    throw Error(Errc::input, context_ + "entry '" + display + "': the name '" + fatname::printable(name) + "' has " + *why);
+    throw Error(Errc::input,
+                context_ + "entry '" + display + "': the name '" + fatname::printable(name) + "' has " + *why);
   std::u16string key = fatname::fold_case(fatname::to_utf16(name));
   for (NodeId c : nodes_[parent].children) {
     if (nodes_[c].key != key) continue;
     if (nodes_[c].name == name)
       throw Error(Errc::input, context_ + "entry '" + display + "' appears twice in the tarball");
-    throw Error(Errc::input, context_ + "entries '" + nodes_[c].name + "' and '" + name + "' in the same directory (at '" +
-                                 display + "') differ only by case; FAT cannot hold both");
+    throw Error(Errc::input, context_ + "entries '" + nodes_[c].name + "' and '" + name +
+                                 "' in the same directory (at '" + display +
+                                 "') differ only by case; FAT cannot hold both");
   }
   if (nodes_[parent].children.size() >= 32000)
     throw Error(Errc::input, context_ + "entry '" + display + "': too many entries in one directory for FAT");
@@ -178,8 +180,10 @@ void FatWriter::write(const void* data, std::size_t len) {
   if (need > have) {
     std::uint32_t extra = static_cast<std::uint32_t>(need - have);
     std::uint32_t first = allocate(extra, "'" + n.name + "'");
-    if (!n.runs.empty() && n.runs.back().first + n.runs.back().count == first) n.runs.back().count += extra;
-    else n.runs.push_back(Run{first, extra});
+    if (!n.runs.empty() && n.runs.back().first + n.runs.back().count == first)
+      n.runs.back().count += extra;
+    else
+      n.runs.push_back(Run{first, extra});
   }
   stream(data, len);
   open_size_ = new_size;
@@ -290,9 +294,12 @@ void FatWriter::fill_chain(std::vector<std::uint32_t>& fat, const std::vector<Ru
     for (std::uint32_t k = 0; k < r.count; ++k) {
       std::uint32_t c = r.first + k;
       std::uint32_t next;
-      if (k + 1 < r.count) next = c + 1;
-      else if (i + 1 < runs.size()) next = runs[i + 1].first;
-      else next = eoc;
+      if (k + 1 < r.count)
+        next = c + 1;
+      else if (i + 1 < runs.size())
+        next = runs[i + 1].first;
+      else
+        next = eoc;
       fat[c] = next;
     }
   }
@@ -373,11 +380,14 @@ void FatWriter::finish(const std::string& label, std::uint32_t volume_id, DosTim
   const std::size_t entry_bytes = fat32 ? 4 : 2;
   std::vector<std::uint8_t> fat_bytes((fat.size() * entry_bytes + 511) / 512 * 512, 0);
   for (std::size_t i = 0; i < fat.size(); ++i) {
-    if (fat32) le::put32(&fat_bytes[i * 4], fat[i]);
-    else le::put16(&fat_bytes[i * 2], static_cast<std::uint16_t>(fat[i]));
+    if (fat32)
+      le::put32(&fat_bytes[i * 4], fat[i]);
+    else
+      le::put16(&fat_bytes[i * 2], static_cast<std::uint16_t>(fat[i]));
   }
   for (int copy = 0; copy < 2; ++copy) {
-    std::uint64_t off = g_.partition_offset() + (std::uint64_t(g_.reserved_sectors) + std::uint64_t(copy) * g_.fat_sectors) * 512;
+    std::uint64_t off =
+        g_.partition_offset() + (std::uint64_t(g_.reserved_sectors) + std::uint64_t(copy) * g_.fat_sectors) * 512;
     pwrite_all(fd_, fat_bytes.data(), fat_bytes.size(), off, "cannot write " + image_name_);
   }
 
@@ -392,8 +402,10 @@ void FatWriter::finish(const std::string& label, std::uint32_t volume_id, DosTim
   le::put16(bs + 14, static_cast<std::uint16_t>(g_.reserved_sectors));
   bs[16] = 2;
   le::put16(bs + 17, static_cast<std::uint16_t>(g_.root_entries));
-  if (!fat32 && g_.total_sectors < 65536) le::put16(bs + 19, static_cast<std::uint16_t>(g_.total_sectors));
-  else le::put32(bs + 32, g_.total_sectors);
+  if (!fat32 && g_.total_sectors < 65536)
+    le::put16(bs + 19, static_cast<std::uint16_t>(g_.total_sectors));
+  else
+    le::put32(bs + 32, g_.total_sectors);
   bs[21] = 0xF8;
   if (!fat32) le::put16(bs + 22, static_cast<std::uint16_t>(g_.fat_sectors));
   le::put16(bs + 24, 63);
@@ -422,7 +434,7 @@ void FatWriter::finish(const std::string& label, std::uint32_t volume_id, DosTim
     le::put32(fsinfo, 0x41615252);
     le::put32(fsinfo + 484, 0x61417272);
     le::put32(fsinfo + 488, g_.clusters + 2 - next_cluster_);  // exact free count
-    le::put32(fsinfo + 492, next_cluster_);                      // first free cluster
+    le::put32(fsinfo + 492, next_cluster_);                    // first free cluster
     le::put32(fsinfo + 508, 0xAA550000);
     pwrite_all(fd_, fsinfo, 512, p + 512, "cannot write " + image_name_);
     pwrite_all(fd_, bs, 512, p + 6 * 512, "cannot write " + image_name_);

@@ -70,8 +70,8 @@ class FatWriter {
     std::uint32_t count;
   };
   struct Node {
-    std::string name;          // UTF-8 long name ("" for the root)
-    std::u16string key;        // case-folded UTF-16, for collision checks
+    std::string name;    // UTF-8 long name ("" for the root)
+    std::u16string key;  // case-folded UTF-16, for collision checks
     NodeId parent = 0;
     bool is_dir = false;
     bool read_only = false;
@@ -95,8 +95,8 @@ class FatWriter {
   std::string context_;
   FatGeometry g_;
   std::vector<Node> nodes_;
-  std::uint32_t next_cluster_;   // next free cluster (allocation is sequential)
-  std::uint32_t last_usable_;    // highest cluster we allocate (tail slack kept free)
+  std::uint32_t next_cluster_;  // next free cluster (allocation is sequential)
+  std::uint32_t last_usable_;   // highest cluster we allocate (tail slack kept free)
   std::uint64_t content_bytes_ = 0;
   std::uint64_t files_ = 0;
   std::uint64_t dirs_ = 0;

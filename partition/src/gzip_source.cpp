@@ -14,7 +14,9 @@ GzipSource::GzipSource(int fd, std::string name) : fd_(fd), name_(std::move(name
   if (inflateInit2(&zs_, 16 + MAX_WBITS) != Z_OK) throw Error(Errc::internal, "zlib initialisation failed");
 }
 
-GzipSource::~GzipSource() { inflateEnd(&zs_); }
+GzipSource::~GzipSource() {
+  inflateEnd(&zs_);
+}
 
 bool GzipSource::fill() {
   if (eof_) return false;

@@ -31,9 +31,9 @@ class GzipSource {
   z_stream zs_{};
   std::vector<unsigned char> in_, out_;
   std::uint64_t consumed_ = 0;
-  bool eof_ = false;       // no more compressed input
-  bool done_ = false;      // last member ended
-  bool started_ = false;   // at least one member begun
+  bool eof_ = false;      // no more compressed input
+  bool done_ = false;     // last member ended
+  bool started_ = false;  // at least one member begun
 };
 
 }  // namespace rpi::partition

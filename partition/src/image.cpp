@@ -10,9 +10,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <exception>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <set>
 
@@ -40,7 +40,9 @@ std::string lower(std::string s) {
   return s;
 }
 
-bool is_apkovl_name(const std::string& name) { return lower(name).find(".apkovl.tar.gz") != std::string::npos; }
+bool is_apkovl_name(const std::string& name) {
+  return lower(name).find(".apkovl.tar.gz") != std::string::npos;
+}
 
 // The label as stored: upper case, at most 11 bytes, none of the characters
 // mkfs.fat refuses, and never BOOT or CIDATA (alpine-facts §7).
@@ -58,8 +60,9 @@ std::string check_label(const std::string& label) {
   }
   std::string trimmed = up.substr(0, up.find_last_not_of(' ') + 1);
   if (trimmed == "BOOT")
-    throw Error(Errc::usage, "the volume label BOOT is refused: the Pi firmware then fails to load boot/ files "
-                             "(raspberrypi/firmware#1529); use e.g. ALPINE");
+    throw Error(Errc::usage,
+                "the volume label BOOT is refused: the Pi firmware then fails to load boot/ files "
+                "(raspberrypi/firmware#1529); use e.g. ALPINE");
   if (trimmed == "CIDATA")
     throw Error(Errc::usage, "the volume label CIDATA is refused: it makes Alpine start tiny-cloud; use e.g. ALPINE");
   return up;
@@ -114,7 +117,8 @@ EntryPath parse_path(const char* raw, const std::string& tarball) {
     start = slash + 1;
   }
   if (p.parts.size() > kMaxDepth)
-    throw Error(Errc::input, tarball + ": entry '" + p.display + "' is nested deeper than " + std::to_string(kMaxDepth));
+    throw Error(Errc::input,
+                tarball + ": entry '" + p.display + "' is nested deeper than " + std::to_string(kMaxDepth));
   return p;
 }
 
@@ -214,8 +218,8 @@ struct Job {
 };
 
 std::string no_space_message(const Job& j, std::uint64_t needed, const std::string& entry) {
-  return j.oname + ": the content does not fit: at least " + format_size(needed) + " of files (up to entry '" +
-         entry + "'), but the " + format_size(j.res.geometry.partition_bytes()) + " partition holds " +
+  return j.oname + ": the content does not fit: at least " + format_size(needed) + " of files (up to entry '" + entry +
+         "'), but the " + format_size(j.res.geometry.partition_bytes()) + " partition holds " +
          format_size(j.capacity) + "; use a larger --size or leave --size out";
 }
 
@@ -231,11 +235,11 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
   if (specs.empty()) return {};
   const std::string tname = tarball.string();
   const EventSink& events = specs.front().options.events;
-  const std::string progress_name = specs.size() == 1 ? specs.front().output.filename().string()
-                                                      : std::to_string(specs.size()) + " images";
+  const std::string progress_name =
+      specs.size() == 1 ? specs.front().output.filename().string() : std::to_string(specs.size()) + " images";
 
   Fd tar_fd = open_or_throw(tname, O_RDONLY);
-  struct stat st{};
+  struct stat st {};
   if (::fstat(tar_fd.get(), &st) != 0) throw_errno("cannot read " + tname);
   if (!S_ISREG(st.st_mode)) throw Error(Errc::input, tname + " is not a regular file");
   const std::uint64_t tar_size = static_cast<std::uint64_t>(st.st_size);
@@ -257,13 +261,13 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
       j.extra_names.insert(lower(x.name));
     }
     if (o.image_size) {
-      j.res.image_size = kPartitionStart + (o.image_size > kPartitionStart
-                                                ? (o.image_size - kPartitionStart) / kSizeAlign * kSizeAlign
-                                                : 0);
+      j.res.image_size =
+          kPartitionStart +
+          (o.image_size > kPartitionStart ? (o.image_size - kPartitionStart) / kSizeAlign * kSizeAlign : 0);
       j.res.size_reason = "as requested";
       if (j.res.image_size != o.image_size)
-        j.res.size_reason += " (rounded down to " + format_size(j.res.image_size) +
-                             ": the partition is a multiple of 4 MiB)";
+        j.res.size_reason +=
+            " (rounded down to " + format_size(j.res.image_size) + ": the partition is a multiple of 4 MiB)";
     } else {
       std::uint64_t content = (hint ? *hint : tar_size * 2) + extras;
       j.res.image_size = default_image_size(content);
@@ -353,8 +357,8 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
                          : type == AE_IFIFO                   ? "a FIFO"
                          : type == AE_IFSOCK                  ? "a socket"
                                                               : "of an unknown type";
-      throw Error(Errc::input, tname + ": entry '" + path.display + "' is " + what +
-                                   "; FAT can store only files and directories");
+      throw Error(Errc::input,
+                  tname + ": entry '" + path.display + "' is " + what + "; FAT can store only files and directories");
     }
     if (declared > 0xFFFFFFFFll)
       throw Error(Errc::input, tname + ": entry '" + path.display + "' has " +
@@ -362,7 +366,8 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
                                    ", more than FAT's file size limit of 4 GiB - 1");
     if (at_root && is_apkovl_name(name)) {
       dropped.push_back(rel);
-      emit(events, Event{"note", progress_name, 0, 0, "left out the tarball's " + rel + " (the card gets exactly one apkovl)"});
+      emit(events,
+           Event{"note", progress_name, 0, 0, "left out the tarball's " + rel + " (the card gets exactly one apkovl)"});
       continue;
     }
     bool any = false;

@@ -21,7 +21,8 @@ bool is_reserved_device(std::string_view base) {
   static const char* names[] = {"CON", "PRN", "AUX", "NUL"};
   for (const char* n : names)
     if (base == n) return true;
-  if (base.size() == 4 && (base.substr(0, 3) == "COM" || base.substr(0, 3) == "LPT") && base[3] >= '1' && base[3] <= '9')
+  if (base.size() == 4 && (base.substr(0, 3) == "COM" || base.substr(0, 3) == "LPT") && base[3] >= '1' &&
+      base[3] <= '9')
     return true;
   return false;
 }
@@ -90,7 +91,8 @@ std::u16string to_utf16(std::string_view s) {
       cp = (cp << 6) | (cc & 0x3F);
     }
     static const std::uint32_t min_for_len[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min_for_len[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) throw std::invalid_argument("bad UTF-8");
+    if (cp < min_for_len[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      throw std::invalid_argument("bad UTF-8");
     if (cp >= 0x10000) {
       cp -= 0x10000;
       out.push_back(static_cast<char16_t>(0xD800 + (cp >> 10)));
@@ -106,8 +108,10 @@ std::u16string to_utf16(std::string_view s) {
 std::u16string fold_case(const std::u16string& name) {
   std::u16string out = name;
   for (char16_t& c : out) {
-    if (c >= u'a' && c <= u'z') c = static_cast<char16_t>(c - 32);
-    else if (c >= 0x80 && (c < 0xD800 || c > 0xDFFF)) c = static_cast<char16_t>(std::towupper(static_cast<wint_t>(c)));
+    if (c >= u'a' && c <= u'z')
+      c = static_cast<char16_t>(c - 32);
+    else if (c >= 0x80 && (c < 0xD800 || c > 0xDFFF))
+      c = static_cast<char16_t>(std::towupper(static_cast<wint_t>(c)));
   }
   return out;
 }
@@ -212,7 +216,9 @@ std::uint8_t lfn_checksum(const ShortName& name) {
   return sum;
 }
 
-std::size_t lfn_slot_count(const std::u16string& name) { return (name.size() + 12) / 13; }
+std::size_t lfn_slot_count(const std::u16string& name) {
+  return (name.size() + 12) / 13;
+}
 
 void append_lfn_slots(std::vector<std::uint8_t>& out, const std::u16string& name, std::uint8_t checksum) {
   static const int pos[13] = {1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30};
@@ -225,9 +231,12 @@ void append_lfn_slots(std::vector<std::uint8_t>& out, const std::u16string& name
     for (int k = 0; k < 13; ++k) {
       std::size_t idx = (slot - 1) * 13 + static_cast<std::size_t>(k);
       std::uint16_t ch;
-      if (idx < name.size()) ch = name[idx];
-      else if (idx == name.size()) ch = 0x0000;
-      else ch = 0xFFFF;
+      if (idx < name.size())
+        ch = name[idx];
+      else if (idx == name.size())
+        ch = 0x0000;
+      else
+        ch = 0xFFFF;
       e[pos[k]] = static_cast<std::uint8_t>(ch & 0xFF);
       e[pos[k] + 1] = static_cast<std::uint8_t>(ch >> 8);
     }

@@ -15,6 +15,14 @@
 namespace rpi::partition {
 
 namespace {
+// libarchive may have no message (NULL); never append a NULL to a string.
+std::string archive_message(archive* a) {
+  const char* m = archive_error_string(a);
+  return m ? m : "unreadable data";
+}
+}  // namespace
+
+namespace {
 
 constexpr std::uint64_t kSmallFileMax = 1 << 20;  // hostname, world, passwd
 
@@ -70,7 +78,7 @@ ApkovlSummary summarize_apkovl(const std::string& data, const std::string& name)
   archive_read_support_filter_gzip(a.get());
   archive_read_support_format_tar(a.get());
   if (archive_read_open_memory(a.get(), data.data(), data.size()) != ARCHIVE_OK)
-    throw Error(Errc::input, name + ": not a readable tar.gz: " + archive_error_string(a.get()));
+    throw Error(Errc::input, name + ": not a readable tar.gz: " + archive_message(a.get()));
 
   ApkovlSummary sum;
   std::uint64_t declared = 0;
@@ -84,7 +92,7 @@ ApkovlSummary summarize_apkovl(const std::string& data, const std::string& name)
     char buf[8192];
     for (;;) {
       la_ssize_t n = archive_read_data(a.get(), buf, sizeof buf);
-      if (n < 0) throw Error(Errc::input, name + ": member " + path + ": " + archive_error_string(a.get()));
+      if (n < 0) throw Error(Errc::input, name + ": member " + path + ": " + archive_message(a.get()));
       if (n == 0) break;
       out.append(buf, static_cast<std::size_t>(n));
       if (out.size() > kSmallFileMax) throw Error(Errc::input, name + ": member " + path + " is longer than declared");
@@ -98,7 +106,7 @@ ApkovlSummary summarize_apkovl(const std::string& data, const std::string& name)
     if (r == ARCHIVE_EOF) break;
     if (r == ARCHIVE_FATAL || r == ARCHIVE_RETRY)
       throw Error(Errc::input, name + ": broken tar.gz after " + std::to_string(sum.members) +
-                                   " members: " + archive_error_string(a.get()));
+                                   " members: " + archive_message(a.get()));
     if (++sum.members > kApkovlMaxMembers)
       throw Error(Errc::input, name + ": more than " + std::to_string(kApkovlMaxMembers) + " members");
     const la_int64_t size = archive_entry_size(e);

@@ -16,10 +16,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path example(const std::string& name) { return rpi::test::source_dir() / "examples" / name; }
-fs::path tarball() { return rpi::test::fixture_tarball({"--size-mb", "4"}); }
+fs::path example(const std::string& name) {
+  return rpi::test::source_dir() / "examples" / name;
+}
+fs::path tarball() {
+  return rpi::test::fixture_tarball({"--size-mb", "4"});
+}
 
-bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+bool contains(const std::string& s, const std::string& what) {
+  return s.find(what) != std::string::npos;
+}
 
 // Every stdout line must be one JSON object; returns the "type"s in order.
 std::vector<std::string> json_types(const std::string& out) {
@@ -32,8 +38,10 @@ std::vector<std::string> json_types(const std::string& out) {
   std::vector<std::string> types;
   std::string cur;
   for (char c : r.out) {
-    if (c == '\n') types.push_back(cur), cur.clear();
-    else cur.push_back(c);
+    if (c == '\n')
+      types.push_back(cur), cur.clear();
+    else
+      cur.push_back(c);
   }
   return types;
 }
@@ -45,10 +53,12 @@ TEST(Cli, HelpNamesEverySubcommandAndVersionNamesLibraries) {
   EXPECT_EQ(h.exit_code, 0);
   for (const char* sub : {"check", "apkovl", "fetch", "cache", "devices", "watch", "inspect"})
     EXPECT_TRUE(contains(h.out, sub)) << sub;
-  for (const char* opt : {"--spec", "--device", "--output", "--dry-run", "--json"}) EXPECT_TRUE(contains(h.out, opt)) << opt;
+  for (const char* opt : {"--spec", "--device", "--output", "--dry-run", "--json"})
+    EXPECT_TRUE(contains(h.out, opt)) << opt;
   auto v = cli({"--version"});
   EXPECT_EQ(v.exit_code, 0);
-  for (const char* lib : {"rpi-provision", "libarchive", "libcurl", "libfdisk"}) EXPECT_TRUE(contains(v.out, lib)) << v.out;
+  for (const char* lib : {"rpi-provision", "libarchive", "libcurl", "libfdisk"})
+    EXPECT_TRUE(contains(v.out, lib)) << v.out;
 }
 
 TEST(Cli, UsageErrorsExitTwoWithAMessage) {
@@ -67,8 +77,8 @@ TEST(Cli, UsageErrorsExitTwoWithAMessage) {
       {{"--tarball", "https://example.org/alpine.tar.gz", "--spec", example("kiosk.toml").string(), "--output",
         (d / "x.img").string()},
        "--sha256"},
-      {{"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output",
-        (d / "x.img").string(), "--size", "lots"},
+      {{"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output", (d / "x.img").string(),
+        "--size", "lots"},
        "not a size"},
       {{"--image", (d / "x.img").string()}, "--output"},
   };
@@ -112,7 +122,7 @@ TEST(Cli, SpecToImageCarriesTheGeneratedApkovlAndBootEdits) {
   EXPECT_FALSE(contains(ls.out, "rpi.apkovl.tar.gz")) << ls.out;
   auto blk = rpi::test::run({"blkid", "-p", "-O", std::to_string(8 << 20), out.string()});
   EXPECT_TRUE(contains(blk.out, "LABEL=\"KIOSK\"") || contains(blk.out, "LABEL=\"ALPINE\"")) << blk.out;
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(out.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   // Generated host keys: known_hosts lines beside the image, and no private key in any output.
@@ -170,7 +180,8 @@ TEST(Cli, WithoutATerminalOrYesNothingIsWritten) {
   fs::path card = d / "card.bin";
   rpi::test::write_file(card, std::string(4096, 'z'));
   ASSERT_EQ(truncate(card.c_str(), 1ll << 30), 0);
-  auto r = cli({"--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--device", card.string()});
+  auto r =
+      cli({"--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--device", card.string()});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(contains(r.err, "--yes")) << r.err;
   EXPECT_EQ(rpi::test::read_file(card).substr(0, 4096), std::string(4096, 'z'));

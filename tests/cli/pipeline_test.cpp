@@ -29,8 +29,8 @@ TEST(Pipeline, SpecToImageThroughTheLoopbackMirrorThenOffline) {
   EXPECT_NE(ls.out.find("mirror-pi.apkovl.tar.gz"), std::string::npos) << ls.out;
 
   // The plan names the release and its digest.
-  auto plan = cli({"--spec", spec.string(), "--output", (d / "p.img").string(), "--cache-dir", cache.string(),
-                   "--dry-run"});
+  auto plan =
+      cli({"--spec", spec.string(), "--output", (d / "p.img").string(), "--cache-dir", cache.string(), "--dry-run"});
   EXPECT_EQ(plan.exit_code, 0) << plan.err;
   EXPECT_NE(plan.out.find(tree.latest_file), std::string::npos) << plan.out;
   EXPECT_FALSE(fs::exists(d / "p.img"));
@@ -38,8 +38,8 @@ TEST(Pipeline, SpecToImageThroughTheLoopbackMirrorThenOffline) {
   // Offline, from the cache: no request reaches the server, the same image comes out.
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let the server log the earlier requests
   int before = static_cast<int>(server.log().size());
-  auto off = cli({"--spec", spec.string(), "--output", (d / "b.img").string(), "--cache-dir", cache.string(),
-                  "--offline"});
+  auto off =
+      cli({"--spec", spec.string(), "--output", (d / "b.img").string(), "--cache-dir", cache.string(), "--offline"});
   ASSERT_EQ(off.exit_code, 0) << off.err;
   auto log = server.log();
   std::string paths;

@@ -8,9 +8,9 @@ using namespace rpi::partition;
 
 TEST(BlockMap, AddMergesAndAligns) {
   BlockMap m(100 * 4096 + 100);
-  m.add(10, 20);                  // block 0
-  m.add(4096 * 5, 4096 * 2);      // blocks 5-6
-  m.add(4096 * 1, 4096 * 4);      // blocks 1-4: joins both
+  m.add(10, 20);              // block 0
+  m.add(4096 * 5, 4096 * 2);  // blocks 5-6
+  m.add(4096 * 1, 4096 * 4);  // blocks 1-4: joins both
   ASSERT_EQ(m.extents().size(), 1u);
   EXPECT_EQ(m.extents()[0].offset, 0u);
   EXPECT_EQ(m.extents()[0].length, 7u * 4096);

@@ -23,8 +23,8 @@ constexpr std::uint64_t MiB = 1 << 20;
 
 fs::path crafted(const std::string& kind, const TempDir& dir) {
   fs::path out = dir / (kind + ".tar.gz");
-  auto r = rpi::test::run({"python3", (rpi::test::source_dir() / "tests/partition/make_tarball.py").string(), kind,
-                           out.string()});
+  auto r = rpi::test::run(
+      {"python3", (rpi::test::source_dir() / "tests/partition/make_tarball.py").string(), kind, out.string()});
   if (r.exit_code != 0) throw std::runtime_error("make_tarball.py " + kind + ": " + r.err);
   return out;
 }
@@ -80,7 +80,9 @@ void expect_fsck_clean(const fs::path& part) {
   EXPECT_LE(lines, 2) << "fsck.fat reported:\n" << r.out << r.err;
 }
 
-std::string mtools_target(const fs::path& img) { return img.string() + "@@" + std::to_string(8 * MiB); }
+std::string mtools_target(const fs::path& img) {
+  return img.string() + "@@" + std::to_string(8 * MiB);
+}
 
 // Every file of the tarball (minus its apkovl) plus `apkovl` must be on the
 // FAT with identical bytes, per mtools.
@@ -121,7 +123,7 @@ TEST_F(ImageTest, Fat32ImageReadsCorrectlyWithEveryOracle) {
   EXPECT_EQ(r.geometry.type, FatType::fat32);
   EXPECT_EQ(r.geometry.cluster_bytes(), 512u);
   EXPECT_EQ(r.dropped, std::vector<std::string>{"rpi.apkovl.tar.gz"});
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(img.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u) << "images may hold secrets";
   EXPECT_TRUE(fs::exists(dir / "pi.img.bmap"));
@@ -162,7 +164,9 @@ TEST_F(ImageTest, BmaptoolCopyOntoADirtyCardGivesTheSameFilesystem) {
   ImageResult r = build_image(tarball, img, with_apkovl(apkovl));
   // A "used card": random bytes everywhere, then only the mapped ranges written.
   fs::path card = dir / "card.img";
-  ASSERT_EQ(rpi::test::sh("head -c " + std::to_string(r.image_size) + " /dev/urandom > '" + card.string() + "'").exit_code, 0);
+  ASSERT_EQ(
+      rpi::test::sh("head -c " + std::to_string(r.image_size) + " /dev/urandom > '" + card.string() + "'").exit_code,
+      0);
   auto c = rpi::test::run({"bmaptool", "copy", "--bmap", (dir / "pi.img.bmap").string(), img.string(), card.string()});
   ASSERT_EQ(c.exit_code, 0) << c.err;
   // Mapped ranges equal byte for byte; the FAT on the card is clean and holds the same files.
@@ -178,7 +182,8 @@ TEST_F(ImageTest, BmaptoolCopyOntoADirtyCardGivesTheSameFilesystem) {
   }
   TempDir d2;
   fs::path part = d2 / "card-part.img";
-  ASSERT_EQ(rpi::test::sh("dd if='" + card.string() + "' of='" + part.string() + "' bs=1M skip=8 status=none").exit_code, 0);
+  ASSERT_EQ(
+      rpi::test::sh("dd if='" + card.string() + "' of='" + part.string() + "' bs=1M skip=8 status=none").exit_code, 0);
   expect_fsck_clean(part);
   expect_same_files(card, tarball, apkovl, d2);
 }
@@ -221,7 +226,7 @@ TEST_F(ImageTest, LargerSizesIncludingSparse64GiB) {
     fs::path img = d / "big.img";
     ImageResult r = build_image(tarball, img, o);
     EXPECT_EQ(fs::file_size(img), size);
-    struct stat st{};
+    struct stat st {};
     ASSERT_EQ(stat(img.c_str(), &st), 0);
     EXPECT_LT(std::uint64_t(st.st_blocks) * 512, 64 * MiB) << "image not sparse at " << size;
     EXPECT_NE(blkid_fs(img).find("VERSION=\"FAT32\""), std::string::npos);
@@ -241,7 +246,8 @@ TEST_F(ImageTest, ManyEntriesLongAndNonAsciiNames) {
   expect_same_files(img, tarball, apkovl, dir);
   auto ls = rpi::test::run({"mdir", "-i", mtools_target(img), "::/many"});
   EXPECT_NE(ls.out.find("file-number-04999.dat"), std::string::npos);
-  EXPECT_NE(ls.out.find("5002 files"), std::string::npos) << ls.out.substr(ls.out.size() > 300 ? ls.out.size() - 300 : 0);  // . and .. count
+  EXPECT_NE(ls.out.find("5002 files"), std::string::npos)
+      << ls.out.substr(ls.out.size() > 300 ? ls.out.size() - 300 : 0);  // . and .. count
 }
 
 TEST_F(ImageTest, HardLinksAreCopies) {
@@ -302,8 +308,11 @@ TEST_P(BadTarball, IsRefusedCleanly) {
   if (std::string(c.kind) == "truncated" || std::string(c.kind) == "corrupt") {
     fs::path good = rpi::test::fixture_tarball({"--size-mb", "4"});
     std::string bytes = rpi::test::read_file(good);
-    if (std::string(c.kind) == "truncated") bytes.resize(bytes.size() / 2);
-    else for (std::size_t i = bytes.size() / 2; i < bytes.size() / 2 + 16; ++i) bytes[i] = static_cast<char>(bytes[i] ^ 0x5A);
+    if (std::string(c.kind) == "truncated")
+      bytes.resize(bytes.size() / 2);
+    else
+      for (std::size_t i = bytes.size() / 2; i < bytes.size() / 2 + 16; ++i)
+        bytes[i] = static_cast<char>(bytes[i] ^ 0x5A);
     t = d / (std::string(c.kind) + ".tar.gz");
     rpi::test::write_file(t, bytes);
   } else {
@@ -328,12 +337,11 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"duplicate", "appears twice"}, BadCase{"symlink", "is a symbolic link"},
                       BadCase{"symlink-dir", "is a symbolic link"}, BadCase{"hardlink-missing", "is a hard link"},
                       BadCase{"device", "is a device node"}, BadCase{"fifo", "is a FIFO"},
-                      BadCase{"huge-entry", "more than FAT's file size limit"},
-                      BadCase{"too-big", "does not fit"}, BadCase{"empty", "is an empty archive"},
-                      BadCase{"no-boot-files", "use --force"}, BadCase{"not-tar", "not a gzip-compressed tar archive"},
-                      BadCase{"random", "not gzip-compressed"}, BadCase{"bad-utf8", "not valid UTF-8"},
-                      BadCase{"deep", "nested deeper"}, BadCase{"truncated", "is truncated"},
-                      BadCase{"corrupt", "is corrupt"}),
+                      BadCase{"huge-entry", "more than FAT's file size limit"}, BadCase{"too-big", "does not fit"},
+                      BadCase{"empty", "is an empty archive"}, BadCase{"no-boot-files", "use --force"},
+                      BadCase{"not-tar", "not a gzip-compressed tar archive"}, BadCase{"random", "not gzip-compressed"},
+                      BadCase{"bad-utf8", "not valid UTF-8"}, BadCase{"deep", "nested deeper"},
+                      BadCase{"truncated", "is truncated"}, BadCase{"corrupt", "is corrupt"}),
     [](const ::testing::TestParamInfo<BadCase>& i) {
       std::string n = i.param.kind;
       for (char& ch : n)
@@ -352,8 +360,8 @@ TEST(ImageCli, DryRunWritesNothingAndLabelsAreChecked) {
   EXPECT_NE(r.out.find("FAT32"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(out));
   for (const char* label : {"BOOT", "boot", "CIDATA", "TOO-LONG-LABEL", "A:B"}) {
-    auto l = rpi::test::cli({"--tarball", tarball.string(), "--apkovl", apkovl.string(), "--output", out.string(),
-                             "--label", label});
+    auto l = rpi::test::cli(
+        {"--tarball", tarball.string(), "--apkovl", apkovl.string(), "--output", out.string(), "--label", label});
     EXPECT_EQ(l.exit_code, 2) << label;
     EXPECT_NE(l.err.find("label"), std::string::npos) << l.err;
     EXPECT_FALSE(fs::exists(out));
@@ -374,7 +382,9 @@ TEST_F(ImageTest, ABatchEqualsSeparateBuilds) {
   std::vector<ImageJob> jobs;
   for (const char* host : {"pi-01", "pi-02", "pi-03"}) {
     ImageOptions o = with_apkovl(make_apkovl(dir, host));
-    o.edits["cmdline.txt"] = [host](const std::string& s) { return s.substr(0, s.find('\n')) + " host=" + host + "\n"; };
+    o.edits["cmdline.txt"] = [host](const std::string& s) {
+      return s.substr(0, s.find('\n')) + " host=" + host + "\n";
+    };
     jobs.push_back({dir / (std::string(host) + "-batch.img"), o});
   }
   jobs[2].options.image_size = 40 * MiB;  // a different geometry in the same batch

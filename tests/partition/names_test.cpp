@@ -19,7 +19,8 @@ std::vector<std::string> shorts(const std::vector<std::string>& names, std::vect
   std::set<std::string> taken;
   std::vector<std::string> out;
   for (const auto& name : names) {
-    auto r = make_short_name(name, [&](const ShortName& c) { return taken.count(std::string(c.begin(), c.end())) > 0; });
+    auto r =
+        make_short_name(name, [&](const ShortName& c) { return taken.count(std::string(c.begin(), c.end())) > 0; });
     taken.insert(std::string(r.name.begin(), r.name.end()));
     out.push_back(short_name_text(r.name));
     if (lfn) lfn->push_back(r.needs_lfn);
@@ -117,6 +118,6 @@ TEST(Names, Validation) {
 TEST(Names, CaseFolding) {
   EXPECT_EQ(fold_case(to_utf16("Config.TXT")), fold_case(to_utf16("config.txt")));
   EXPECT_NE(fold_case(to_utf16("a")), fold_case(to_utf16("b")));
-  EXPECT_EQ(to_utf16("😀").size(), 2u);  // surrogate pair
+  EXPECT_EQ(to_utf16("😀").size(), 2u);                        // surrogate pair
   EXPECT_THROW(to_utf16("\xc0\xaf"), std::invalid_argument);  // overlong
 }

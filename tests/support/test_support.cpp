@@ -71,8 +71,10 @@ CommandResult run(const std::vector<std::string>& argv, const std::string& input
       }
       ssize_t n = read(p.fd, buf, sizeof buf);
       if (n <= 0) {
-        if (p.fd == out_pipe[0]) out_open = false;
-        else err_open = false;
+        if (p.fd == out_pipe[0])
+          out_open = false;
+        else
+          err_open = false;
         continue;
       }
       (p.fd == out_pipe[0] ? r.out : r.err).append(buf, static_cast<std::size_t>(n));
@@ -87,7 +89,9 @@ CommandResult run(const std::vector<std::string>& argv, const std::string& input
   return r;
 }
 
-CommandResult sh(const std::string& command) { return run({"/bin/sh", "-c", command}); }
+CommandResult sh(const std::string& command) {
+  return run({"/bin/sh", "-c", command});
+}
 
 CommandResult cli(const std::vector<std::string>& args, const std::string& input) {
   std::vector<std::string> argv{cli_path().string()};
@@ -115,9 +119,15 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-std::filesystem::path source_dir() { return RPI_SOURCE_DIR; }
-std::filesystem::path binary_dir() { return RPI_BINARY_DIR; }
-std::filesystem::path cli_path() { return RPI_CLI; }
+std::filesystem::path source_dir() {
+  return RPI_SOURCE_DIR;
+}
+std::filesystem::path binary_dir() {
+  return RPI_BINARY_DIR;
+}
+std::filesystem::path cli_path() {
+  return RPI_CLI;
+}
 
 std::filesystem::path fixture_tarball(const std::vector<std::string>& args) {
   std::string key = "fixture";

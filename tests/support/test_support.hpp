@@ -51,7 +51,7 @@ void write_file(const std::filesystem::path& p, const std::string& data);
 }  // namespace rpi::test
 
 // Skips the current test, visibly, when a tool is missing.
-#define RPI_REQUIRE_TOOL(tool)                                                      \
-  do {                                                                              \
+#define RPI_REQUIRE_TOOL(tool)                                                         \
+  do {                                                                                 \
     if (!::rpi::test::have_tool(tool)) GTEST_SKIP() << "tool not installed: " << tool; \
   } while (0)

@@ -9,7 +9,7 @@
 namespace rpi::partition {
 
 struct ApkovlCheck {
-  std::string card_name;              // the name it gets at the FAT root
+  std::string card_name;  // the name it gets at the FAT root
   std::size_t members = 0;
   std::vector<std::string> warnings;  // harmless-but-odd findings
 };

@@ -14,15 +14,15 @@ enum class FatType { fat16, fat32 };
 
 struct FatGeometry {
   FatType type = FatType::fat32;
-  std::uint64_t part_start_lba = 0;        // P: partition start on the disk (hidden sectors)
-  std::uint32_t total_sectors = 0;         // N: partition length in 512-byte sectors
-  std::uint32_t sectors_per_cluster = 1;   // S
-  std::uint32_t reserved_sectors = 0;      // R (padded for alignment)
-  std::uint32_t fat_sectors = 0;           // per FAT copy
-  std::uint32_t root_dir_sectors = 0;      // FAT16 only (32)
-  std::uint32_t root_entries = 0;          // FAT16 only (512)
-  std::uint32_t clusters = 0;              // CountOfClusters; valid clusters are 2..clusters+1
-  std::uint32_t first_data_sector = 0;     // relative to the partition
+  std::uint64_t part_start_lba = 0;       // P: partition start on the disk (hidden sectors)
+  std::uint32_t total_sectors = 0;        // N: partition length in 512-byte sectors
+  std::uint32_t sectors_per_cluster = 1;  // S
+  std::uint32_t reserved_sectors = 0;     // R (padded for alignment)
+  std::uint32_t fat_sectors = 0;          // per FAT copy
+  std::uint32_t root_dir_sectors = 0;     // FAT16 only (32)
+  std::uint32_t root_entries = 0;         // FAT16 only (512)
+  std::uint32_t clusters = 0;             // CountOfClusters; valid clusters are 2..clusters+1
+  std::uint32_t first_data_sector = 0;    // relative to the partition
 
   std::uint32_t cluster_bytes() const noexcept { return sectors_per_cluster * 512; }
   std::uint64_t partition_offset() const noexcept { return part_start_lba * 512; }

@@ -18,7 +18,7 @@
 namespace rpi::partition {
 
 inline constexpr std::uint64_t kPartitionStart = 8ull << 20;  // 8 MiB (LBA 16384)
-inline constexpr std::uint64_t kSizeAlign = 4ull << 20;        // partition sizes are multiples of 4 MiB
+inline constexpr std::uint64_t kSizeAlign = 4ull << 20;       // partition sizes are multiples of 4 MiB
 
 // A file placed at the FAT root after the tarball (replacing one of the same name).
 struct ExtraFile {
@@ -29,16 +29,16 @@ struct ExtraFile {
 struct ImageOptions {
   std::uint64_t image_size = 0;  // bytes; 0 = automatic (content plus headroom)
   std::string label = "ALPINE";
-  std::optional<std::uint32_t> disk_id;    // MBR disk identifier; default derived from the input
-  std::optional<std::uint32_t> volume_id;  // FAT serial; default derived from the input
+  std::optional<std::uint32_t> disk_id;           // MBR disk identifier; default derived from the input
+  std::optional<std::uint32_t> volume_id;         // FAT serial; default derived from the input
   std::optional<std::int64_t> source_date_epoch;  // clamp for every timestamp
-  bool force = false;  // accept tarballs that lack the Alpine boot files
+  bool force = false;                             // accept tarballs that lack the Alpine boot files
   // Root-level files of the tarball whose content is rewritten on the way
   // (e.g. "cmdline.txt"): called with the original bytes, returns the new ones.
   std::map<std::string, std::function<std::string(const std::string&)>> edits;
-  std::vector<ExtraFile> extra_files;  // written at the root, in this order
+  std::vector<ExtraFile> extra_files;   // written at the root, in this order
   std::vector<std::string> extra_dirs;  // empty directories created at the root (e.g. "cache" for apk)
-  EventSink events;                    // "build" progress and "note" events
+  EventSink events;                     // "build" progress and "note" events
 };
 
 struct ImageResult {
@@ -48,9 +48,9 @@ struct ImageResult {
   std::uint32_t disk_id = 0;
   FatGeometry geometry;
   BlockMap map;
-  std::uint64_t files = 0;          // regular files written
-  std::uint64_t directories = 0;    // directories created
-  std::uint64_t content_bytes = 0;  // bytes of file data
+  std::uint64_t files = 0;           // regular files written
+  std::uint64_t directories = 0;     // directories created
+  std::uint64_t content_bytes = 0;   // bytes of file data
   std::vector<std::string> dropped;  // tarball members left out (old apkovls)
   std::string size_reason;           // how the image size was chosen
 };

@@ -38,7 +38,9 @@ std::string Digest::finish() {
   return std::string(reinterpret_cast<const char*>(out), len);
 }
 
-std::string Digest::finish_hex() { return to_hex(finish()); }
+std::string Digest::finish_hex() {
+  return to_hex(finish());
+}
 
 std::string to_hex(std::string_view bytes) {
   static const char* digits = "0123456789abcdef";

@@ -14,7 +14,9 @@ Fd& Fd::operator=(Fd&& other) noexcept {
   return *this;
 }
 
-Fd::~Fd() { reset(); }
+Fd::~Fd() {
+  reset();
+}
 
 int Fd::release() noexcept {
   int fd = fd_;

@@ -10,8 +10,8 @@ namespace rpi {
 
 std::uint64_t parse_size(std::string_view text, const std::string& what) {
   auto bad = [&]() {
-    return Error(Errc::usage, what + ": '" + std::string(text) +
-                                  "' is not a size (use e.g. 1GiB, 512MiB, 64GiB or a byte count)");
+    return Error(Errc::usage,
+                 what + ": '" + std::string(text) + "' is not a size (use e.g. 1GiB, 512MiB, 64GiB or a byte count)");
   };
   std::size_t i = 0;
   std::uint64_t value = 0;
@@ -28,12 +28,18 @@ std::uint64_t parse_size(std::string_view text, const std::string& what) {
     unit.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(text[i]))));
   }
   int shift = 0;
-  if (unit.empty() || unit == "b") shift = 0;
-  else if (unit == "k" || unit == "kib" || unit == "kb") shift = 10;
-  else if (unit == "m" || unit == "mib" || unit == "mb") shift = 20;
-  else if (unit == "g" || unit == "gib" || unit == "gb") shift = 30;
-  else if (unit == "t" || unit == "tib" || unit == "tb") shift = 40;
-  else throw bad();
+  if (unit.empty() || unit == "b")
+    shift = 0;
+  else if (unit == "k" || unit == "kib" || unit == "kb")
+    shift = 10;
+  else if (unit == "m" || unit == "mib" || unit == "mb")
+    shift = 20;
+  else if (unit == "g" || unit == "gib" || unit == "gb")
+    shift = 30;
+  else if (unit == "t" || unit == "tib" || unit == "tb")
+    shift = 40;
+  else
+    throw bad();
   if (shift && value > (std::numeric_limits<std::uint64_t>::max() >> shift)) throw bad();
   return value << shift;
 }

@@ -10,14 +10,14 @@
 namespace rpi {
 
 enum class Errc {
-  usage,    // bad command line (exit 2)
-  spec,     // bad spec file (exit 2)
-  input,    // bad input data: tarball, apkovl, image, bmap (exit 1)
-  io,       // local file system or OS call failed (exit 1)
-  network,  // download failed (exit 1)
-  verify,   // a digest, signature or read-back did not match (exit 1)
-  device,   // a target device was refused or failed (exit 1)
-  internal, // a bug (exit 1)
+  usage,     // bad command line (exit 2)
+  spec,      // bad spec file (exit 2)
+  input,     // bad input data: tarball, apkovl, image, bmap (exit 1)
+  io,        // local file system or OS call failed (exit 1)
+  network,   // download failed (exit 1)
+  verify,    // a digest, signature or read-back did not match (exit 1)
+  device,    // a target device was refused or failed (exit 1)
+  internal,  // a bug (exit 1)
 };
 
 class Error : public std::runtime_error {
