@@ -223,3 +223,23 @@ TEST(Cli, WatchWritesACardAttachedAfterStart) {
   EXPECT_TRUE(contains(ls.out, ".apkovl.tar.gz")) << ls.out << ls.err;
   EXPECT_EQ(rpi::test::read_file(before).substr(0, 512), std::string(512, '\0'));
 }
+
+TEST(Cli, EveryExampleInDocsSpecMdLoads) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  const fs::path script = rpi::test::source_dir() / "tests/cli/spec_doc_examples.py";
+  const fs::path doc = rpi::test::source_dir() / "docs/spec.md";
+  auto r = rpi::test::run({"python3", script.string(), rpi::test::cli_path().string(), doc.string(), (d / "ok").string()});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, ", 0 rejected")) << r.out;
+  // Negative control: the same check rejects a doc whose example the loader refuses.
+  std::string text = rpi::test::read_file(doc);
+  std::size_t at = text.find("`\"Europe/Berlin\"`");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, 17, "`\"Mars/Olympus\"`");
+  rpi::test::write_file(d / "broken.md", text);
+  auto b = rpi::test::run({"python3", script.string(), rpi::test::cli_path().string(), (d / "broken.md").string(),
+                           (d / "broken").string()});
+  EXPECT_EQ(b.exit_code, 1) << b.out;
+  EXPECT_TRUE(contains(b.out, "Mars/Olympus")) << b.out;
+}
