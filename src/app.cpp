@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <clocale>
 #include <cstdio>
+#include <cstdlib>
 #include <utility>
 
 #include "rpi/error.hpp"
@@ -42,6 +43,21 @@ void register_all(CLI::App& app, AppContext& ctx) {
   auto& r = registry();
   std::stable_sort(r.begin(), r.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& [order, fn] : r) fn(app, ctx);
+}
+
+std::optional<std::int64_t> source_date_epoch() {
+  const char* s = std::getenv("SOURCE_DATE_EPOCH");
+  if (!s || !*s) return std::nullopt;
+  char* end = nullptr;
+  long long v = std::strtoll(s, &end, 10);
+  if (*end || v < 0) throw Error(Errc::usage, "SOURCE_DATE_EPOCH='" + std::string(s) + "' is not a number of seconds");
+  return v;
+}
+
+std::string hex32(std::uint32_t v) {
+  char b[16];
+  std::snprintf(b, sizeof b, "0x%08x", v);
+  return b;
 }
 
 std::string version_text() {

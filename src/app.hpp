@@ -4,7 +4,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,11 @@ struct CommandRegistration {
   CommandRegistration(int order, Registrar registrar);
 };
 void register_all(CLI::App& app, AppContext& ctx);
+
+// SOURCE_DATE_EPOCH from the environment (nullopt when unset); throws Errc::usage if malformed.
+std::optional<std::int64_t> source_date_epoch();
+// "0x1234abcd" (disk identifiers and the like).
+std::string hex32(std::uint32_t v);
 
 // The library versions line for --version.
 std::string version_text();

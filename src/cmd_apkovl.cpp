@@ -27,12 +27,7 @@ struct ApkovlOptions {
 
 overlay::BuildOptions build_options(const ApkovlOptions& o) {
   overlay::BuildOptions b;
-  if (const char* e = std::getenv("SOURCE_DATE_EPOCH"); e && *e) {
-    char* end = nullptr;
-    long long v = std::strtoll(e, &end, 10);
-    if (*end != '\0' || v < 0) throw Error(Errc::usage, "SOURCE_DATE_EPOCH must be a non-negative integer");
-    b.source_date_epoch = v;
-  }
+  b.source_date_epoch = source_date_epoch();
   if (!o.seed_file.empty()) {
     std::ifstream in(o.seed_file, std::ios::binary);
     if (!in) throw Error(Errc::usage, "cannot read --seed-file " + o.seed_file);

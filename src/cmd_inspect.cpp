@@ -42,11 +42,6 @@ std::string human_bytes(std::uint64_t b) {
   return buf;
 }
 
-std::string hex8(std::uint32_t v) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "0x%08x", v);
-  return buf;
-}
 std::string hex2(std::uint8_t v) {
   char buf[8];
   std::snprintf(buf, sizeof buf, "0x%02x", v);
@@ -128,8 +123,8 @@ void run_inspect(const std::string& target, AppContext& ctx) {
   } else {
     MbrInfo mbr = read_mbr(fd.get(), size, target);
     for (auto& w : mbr.warnings) warnings.push_back(w);
-    text += "Partition table: MBR, disk id " + hex8(mbr.disk_id) + (mbr.gpt_protective ? " (GPT, not supported)" : "") +
-            "\n";
+    text += "Partition table: MBR, disk id " + hex32(mbr.disk_id) +
+            (mbr.gpt_protective ? " (GPT, not supported)" : "") + "\n";
     text += "  #  boot  type                          start      sectors  size\n";
     std::vector<std::string> parts;
     for (const auto& e : mbr.entries) {
@@ -150,7 +145,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
     }
     JsonObject pt;
     pt.add("type", mbr.gpt_protective ? "gpt" : "mbr")
-        .add("disk_id", hex8(mbr.disk_id))
+        .add("disk_id", hex32(mbr.disk_id))
         .add_raw("partitions", json_array(parts));
     out.add_raw("partition_table", pt.str());
     if (mbr.gpt_protective) {

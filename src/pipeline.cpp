@@ -43,21 +43,6 @@ extern "C" void on_signal(int) {
 
 }  // namespace
 
-std::optional<std::int64_t> source_date_epoch() {
-  const char* s = std::getenv("SOURCE_DATE_EPOCH");
-  if (!s || !*s) return std::nullopt;
-  char* end = nullptr;
-  long long v = std::strtoll(s, &end, 10);
-  if (*end || v < 0) throw Error(Errc::usage, "SOURCE_DATE_EPOCH='" + std::string(s) + "' is not a number of seconds");
-  return v;
-}
-
-std::string hex32(std::uint32_t v) {
-  char b[16];
-  std::snprintf(b, sizeof b, "0x%08x", v);
-  return b;
-}
-
 std::string geometry_text(const partition::FatGeometry& g) {
   std::ostringstream s;
   s << (g.type == partition::FatType::fat32 ? "FAT32" : "FAT16") << ", " << format_size(g.cluster_bytes())

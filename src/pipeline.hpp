@@ -90,8 +90,6 @@ class Pipeline {
   std::optional<std::filesystem::path> tarball_;
 };
 
-std::optional<std::int64_t> source_date_epoch();
-std::string hex32(std::uint32_t v);
 std::string geometry_text(const partition::FatGeometry& g);
 
 // The per-card and final JSON results of docs/json-events.md (and nothing in human mode).
