@@ -175,7 +175,7 @@ TarballPlan Pipeline::plan_tarball(bool resolve_release) {
         throw Error(Errc::usage, "a tarball URL needs its digest: --sha256 HEX (or sha256 = \"…\" in [alpine])");
       p.url = src;
       p.sha256 = sha;
-      p.description = src + " (sha256 " + sha + ")";
+      p.description = fetch::redact_urls(src) + " (sha256 " + sha + ")";
     } else {
       p.local = src;
       p.sha256 = sha;
@@ -192,7 +192,8 @@ TarballPlan Pipeline::plan_tarball(bool resolve_release) {
   q.arch = spec_->alpine().arch;
   q.mirrors = o_.mirrors.empty() ? std::vector<std::string>{spec_->alpine().mirror} : o_.mirrors;
   if (!resolve_release) {
-    p.description = "Alpine " + q.version + " " + q.arch + " from " + q.mirrors.front() + " (resolved when run)";
+    p.description = "Alpine " + q.version + " " + q.arch + " from " + fetch::redact_urls(q.mirrors.front()) +
+                    " (resolved when run)";
     return p;
   }
   p.release = fetch::resolve(q, fetch_options());

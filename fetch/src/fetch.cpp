@@ -75,6 +75,35 @@ std::string scalar(const YAML::Node& item, const char* key) {
   return n.Scalar();
 }
 
+// Text from a mirror for an error message: control characters escaped (a
+// hostile index must not drive the terminal), at most 80 characters.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size() && out.size() < 80; ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out.size() < s.size() ? out + "..." : out;
+}
+
+// The index's `file:` becomes a cache file name and the last part of a URL, so
+// it must be a plain name like Alpine's own (letters, digits, . _ + -): never a
+// path, never hidden, nothing a URL or the cache's info file would read differently.
+bool plain_file_name(const std::string& f) {
+  if (f.empty() || f.size() > 255 || f[0] == '.') return false;
+  return std::all_of(f.begin(), f.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == '+' || c == '-';
+  });
+}
+
 // The first hex token of a "<hex>  <file>" companion file.
 std::string digest_from_companion(const std::string& body, std::size_t len, const std::string& source,
                                   const std::string& file) {
@@ -175,8 +204,24 @@ std::string url_file_name(const std::string& url) {
 // Downloads and verifies one URL into the part file; returns the checked digests.
 detail::Downloaded download_verified(const Release& r, const std::string& url, const fs::path& part,
                                      const Options& opts) {
+  // Bytes that failed a check are not trusted: never left around to be resumed.
+  auto discard = [&] {
+    std::error_code ec;
+    fs::remove(part, ec);
+    fs::path validator = part;
+    validator += ".validator";
+    fs::remove(validator, ec);
+  };
   for (int round = 0;; ++round) {
-    detail::Downloaded d = detail::download(url, part, r.size, opts, r.file);
+    detail::Downloaded d;
+    try {
+      d = detail::download(url, part, r.size, opts, r.file);
+    } catch (const Error& e) {
+      // e.g. the server sent more than the index's size: what it did send may be
+      // the start of another file.
+      if (e.code() == Errc::verify) discard();
+      throw;
+    }
     std::string problem;
     if (r.size && d.size != r.size)
       problem = "size mismatch: expected " + std::to_string(r.size) + " bytes, got " + std::to_string(d.size);
@@ -185,11 +230,7 @@ detail::Downloaded download_verified(const Release& r, const std::string& url, c
     else if (!r.sha512.empty() && d.sha512 != r.sha512)
       problem = "SHA-512 mismatch: expected " + r.sha512 + ", got " + d.sha512;
     if (problem.empty()) return d;
-    std::error_code ec;
-    fs::remove(part, ec);
-    fs::path validator = part;
-    validator += ".validator";
-    fs::remove(validator, ec);
+    discard();
     // Bytes kept from an earlier run may belong to an older upload: one clean retry.
     if (d.resumed && round == 0) {
       emit(opts.events, Event{"note", r.file, 0, 0, r.file + ": " + problem + " after resuming; downloading again"});
@@ -225,7 +266,7 @@ Release parse_release_index(const std::string& yaml_text, const std::string& sou
   for (const YAML::Node& item : root) {
     if (!item.IsMap()) continue;
     std::string flavor = scalar(item, "flavor"), file = scalar(item, "file");
-    offers += (offers.empty() ? "" : ", ") + (file.empty() ? flavor : file);
+    offers += (offers.empty() ? "" : ", ") + printable(file.empty() ? flavor : file);
     if (flavor != "alpine-rpi" || file.size() < 7 || file.compare(file.size() - 7, 7, ".tar.gz") != 0) continue;
     Release r;
     r.file = file;
@@ -235,9 +276,12 @@ Release parse_release_index(const std::string& yaml_text, const std::string& sou
     r.sha256 = to_lower(scalar(item, "sha256"));
     r.sha512 = to_lower(scalar(item, "sha512"));
     std::string size = scalar(item, "size");
-    const std::string where = source + ": entry " + file;
-    if (file.find('/') != std::string::npos || file.rfind('.', 0) == 0)
-      throw Error(Errc::input, where + ": unsafe file name");
+    const std::string where = source + ": entry " + printable(file);
+    if (!plain_file_name(file))
+      throw Error(Errc::input, source + ": the alpine-rpi entry's file '" + printable(file) +
+                                   "' is not a plain file name (it would name a file in the download cache), so "
+                                   "nothing was downloaded; the mirror's index is broken or hostile: try another "
+                                   "--mirror");
     if (!is_hex(r.sha256, 64)) throw Error(Errc::input, where + ": missing or malformed sha256");
     if (!r.sha512.empty() && !is_hex(r.sha512, 128)) throw Error(Errc::input, where + ": malformed sha512");
     if (size.empty() || size.size() > 15 || size.find_first_not_of("0123456789") != std::string::npos)
@@ -257,7 +301,27 @@ Release parse_release_index(const std::string& yaml_text, const std::string& sou
                                (offers.empty() ? std::string("nothing") : offers) + ")");
 }
 
-Release resolve(const Query& query, const Options& opts) {
+namespace {
+// Runs `body` with events and errors passed through redact_urls: a mirror URL
+// may carry a password, and nothing the library says may show it.
+template <class F>
+auto redacting(const Options& opts, F&& body) {
+  Options o = opts;
+  if (opts.events)
+    o.events = [inner = opts.events](const Event& e) {
+      Event r = e;
+      r.subject = redact_urls(std::move(r.subject));
+      r.message = redact_urls(std::move(r.message));
+      inner(r);
+    };
+  try {
+    return body(o);
+  } catch (const Error& e) {
+    throw Error(e.code(), redact_urls(e.what()));
+  }
+}
+
+Release resolve_impl(const Query& query, const Options& opts) {
   validate(query);
   if (opts.offline) return resolve_offline(query, opts);
   std::vector<std::string> mirrors = query.mirrors.empty() ? std::vector<std::string>{kDefaultMirror} : query.mirrors;
@@ -282,10 +346,13 @@ Release resolve(const Query& query, const Options& opts) {
   throw Error(code, "no mirror could resolve Alpine " + query.version + " (" + query.arch + "): " + errors);
 }
 
-fs::path fetch_release(const Release& r, const Options& opts) {
+fs::path fetch_release_impl(const Release& r, const Options& opts) {
   if (!is_hex(r.sha256, 64)) throw Error(Errc::usage, "a SHA-256 must be 64 hex digits, got '" + r.sha256 + "'");
-  if (r.file.empty() || r.file.find('/') != std::string::npos)
-    throw Error(Errc::usage, "bad tarball file name '" + r.file + "'");
+  // The name becomes a file in the cache: no path, no "." or "..", no control characters.
+  if (r.file.empty() || r.file == "." || r.file == ".." || r.file.find('/') != std::string::npos ||
+      std::any_of(r.file.begin(), r.file.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
+    throw Error(Errc::usage, "bad tarball file name '" + printable(r.file) + "' (a plain file name is needed)");
   const Release rel = [&] {
     Release x = r;
     x.sha256 = to_lower(x.sha256);
@@ -343,7 +410,7 @@ fs::path fetch_release(const Release& r, const Options& opts) {
       meta.size = d.size;
       meta.sha256 = d.sha256;
       meta.sha512 = d.sha512;
-      meta.url = url;
+      meta.url = redact_urls(url);
       return detail::store(cache, meta, part, asc);
     } catch (const Error& e) {
       if (e.code() != Errc::network && e.code() != Errc::verify) throw;
@@ -353,6 +420,16 @@ fs::path fetch_release(const Release& r, const Options& opts) {
     }
   }
   throw Error(code, "every mirror failed for " + rel.file + ": " + errors);
+}
+
+}  // namespace
+
+Release resolve(const Query& query, const Options& opts) {
+  return redacting(opts, [&](const Options& o) { return resolve_impl(query, o); });
+}
+
+fs::path fetch_release(const Release& r, const Options& opts) {
+  return redacting(opts, [&](const Options& o) { return fetch_release_impl(r, o); });
 }
 
 fs::path fetch_url(const std::string& url, const std::string& sha256_hex, const Options& opts) {

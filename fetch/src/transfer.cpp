@@ -72,6 +72,8 @@ struct ResponseHead {
   std::string etag, last_modified;
   bool has_content_range = false;
   std::uint64_t range_start = 0;
+  std::uint64_t range_total = 0;  // the N of "bytes a-b/N" or "bytes */N" (0: unknown)
+  std::string location;           // where a redirect pointed
 };
 
 std::string trim(std::string s) {
@@ -104,12 +106,18 @@ std::size_t on_header(char* data, std::size_t size, std::size_t nitems, void* us
   } else if (name == "last-modified") {
     head->last_modified = value;
   } else if (name == "content-range") {
-    // "bytes 100-199/200"
+    // "bytes 100-199/200", or "bytes */200" with a 416
     std::size_t p = value.find_first_of("0123456789");
-    if (p != std::string::npos) {
+    std::size_t slash = value.find('/');
+    if (p != std::string::npos && (slash == std::string::npos || p < slash)) {
       head->has_content_range = true;
       head->range_start = std::strtoull(value.c_str() + p, nullptr, 10);
     }
+    if (slash != std::string::npos && slash + 1 < value.size() &&
+        std::isdigit(static_cast<unsigned char>(value[slash + 1])))
+      head->range_total = std::strtoull(value.c_str() + slash + 1, nullptr, 10);
+  } else if (name == "location") {
+    head->location = value;
   }
   return size * nitems;
 }
@@ -178,7 +186,14 @@ struct AttemptError {
   std::string message;
 };
 
-AttemptError classify(const std::string& url, CURLcode c, long status, const char* errbuf) {
+AttemptError classify(const std::string& url, CURLcode c, long status, const char* errbuf,
+                      const std::string& location = {}) {
+  if (c == CURLE_UNSUPPORTED_PROTOCOL && !location.empty()) {
+    return {false, Errc::network,
+            url + " redirected to " + location +
+                ": refusing to follow a redirect from https to another protocol (it would drop TLS); use an "
+                "https mirror that does not redirect to plain http"};
+  }
   if (c == CURLE_OK || c == CURLE_WRITE_ERROR || (c == CURLE_HTTP_RETURNED_ERROR)) {
     if (status >= 400) {
       std::string reason = status == 404   ? " (not found)"
@@ -237,6 +252,7 @@ class Hashes {
     std::lock_guard lock(mu_);
     ++gen_;
     written_ = 0;
+    woken_at_ = 0;
     upto = 0;
     cv_.notify_all();
   }
@@ -245,10 +261,11 @@ class Hashes {
   // The file's first `len` bytes are valid (e.g. left by an earlier run).
   void catch_up(std::uint64_t len) {
     if (upto > len) reset();
-    set_written(len);
+    set_written(len, true);
   }
   // Waits for both digests to cover [0, upto); returns {sha256 hex, sha512 hex}.
   std::pair<std::string, std::string> finish() {
+    set_written(upto, true);
     std::unique_lock lock(mu_);
     cv_.wait(lock, [this] { return failed_ || (done(0) && done(1)); });
     if (failed_) throw Error(Errc::io, "cannot read back " + what_ + " to compute its digests");
@@ -256,17 +273,24 @@ class Hashes {
   }
 
  private:
-  void set_written(std::uint64_t w) {
+  // Wakes the workers only every kWakeBytes of new data (and always when the
+  // file shrank or grew by catch_up/finish): at loopback speed a wake-up per
+  // curl callback costs more CPU than the pread that follows it.
+  void set_written(std::uint64_t w, bool force = false) {
     std::lock_guard lock(mu_);
     written_ = w;
     upto = w;
-    cv_.notify_all();
+    if (force || w < woken_at_ || w - woken_at_ >= kWakeBytes) {
+      woken_at_ = w;
+      cv_.notify_all();
+    }
   }
   bool done(int i) const { return !busy_[i] && gen_seen_[i] == gen_ && pos_[i] == written_; }
 
   void work(int i) {
     const Digest::Algo algo = i == 0 ? Digest::Algo::sha256 : Digest::Algo::sha512;
-    std::vector<char> buf(1 << 20);
+    // Small enough to still be in the core's L2 cache when the digest reads it.
+    std::vector<char> buf(256 << 10);
     std::unique_lock lock(mu_);
     for (;;) {
       cv_.wait(lock, [&] { return stop_ || gen_ != gen_seen_[i] || (!failed_ && pos_[i] < written_); });
@@ -309,7 +333,8 @@ class Hashes {
   const std::string what_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::uint64_t written_ = 0, gen_ = 0;
+  static constexpr std::uint64_t kWakeBytes = 1 << 20;
+  std::uint64_t written_ = 0, gen_ = 0, woken_at_ = 0;
   std::uint64_t pos_[2] = {0, 0}, gen_seen_[2] = {0, 0};
   bool busy_[2] = {false, false};
   bool failed_ = false, stop_ = false;
@@ -347,6 +372,7 @@ struct Sink {
   std::uint64_t offset = 0;  // where this attempt asked to start
   std::uint64_t pos = 0;     // next byte to write
   std::uint64_t expected = 0;
+  std::uint64_t limit = 0;  // never more bytes than this: the expected size, else the cap
   Hashes* hashes = nullptr;
   Progress* progress = nullptr;
   ResponseHead* head = nullptr;
@@ -400,7 +426,7 @@ std::size_t on_body_impl(char* data, std::size_t n, Sink* s) {
       return 0;
     }
   }
-  if (s->expected && s->pos + n > s->expected) {
+  if (s->pos + n > s->limit) {
     s->overflow = true;
     return 0;
   }
@@ -487,7 +513,14 @@ Downloaded copy_local(const fs::path& src, const fs::path& part, std::uint64_t e
     if (errno == ENOENT) throw Error(Errc::network, src.string() + ": no such file on the mirror");
     throw_errno("cannot open " + src.string());
   }
-  std::uint64_t total = file_size(in.get(), src.string());
+  struct stat st {};
+  if (::fstat(in.get(), &st) != 0) throw_errno("cannot stat " + src.string());
+  // A device or FIFO (/dev/zero) would never end: only regular files are tarballs.
+  if (!S_ISREG(st.st_mode)) throw Error(Errc::input, src.string() + " is not a regular file");
+  std::uint64_t total = static_cast<std::uint64_t>(st.st_size);
+  if (!expected && total > opts.max_unknown_size)
+    throw Error(Errc::verify, src.string() + " has " + format_size(total) + ", more than the " +
+                                  format_size(opts.max_unknown_size) + " a boot tarball may have");
   if (expected && total != expected)
     throw Error(Errc::verify, src.string() + ": size is " + std::to_string(total) + " bytes, the release index says " +
                                   std::to_string(expected));
@@ -500,6 +533,8 @@ Downloaded copy_local(const fs::path& src, const fs::path& part, std::uint64_t e
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw_errno("cannot read " + src.string());
     if (n == 0) break;
+    if (h.upto + static_cast<std::uint64_t>(n) > total)  // grew while we copied it
+      throw Error(Errc::verify, src.string() + " changed while it was being copied");
     write_all(out.get(), buf.data(), static_cast<std::size_t>(n), "cannot write " + part.string());
     h.update(static_cast<std::size_t>(n));
     progress.update(h.upto);
@@ -550,6 +585,9 @@ Text get_text(const std::string& url, const Options& opts, std::size_t max_bytes
     std::pair<std::string*, std::size_t> out{&body, max_bytes};
     curl_easy_setopt(h.get(), CURLOPT_WRITEFUNCTION, on_text);
     curl_easy_setopt(h.get(), CURLOPT_WRITEDATA, &out);
+    ResponseHead head;
+    curl_easy_setopt(h.get(), CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h.get(), CURLOPT_HEADERDATA, &head);
     CURLcode c = curl_easy_perform(h.get());
     long status = 0;
     curl_easy_getinfo(h.get(), CURLINFO_RESPONSE_CODE, &status);
@@ -561,7 +599,7 @@ Text get_text(const std::string& url, const Options& opts, std::size_t max_bytes
     if (c == CURLE_WRITE_ERROR && status >= 200 && status < 300)
       throw Error(Errc::input, url + ": larger than " + format_size(max_bytes) + ", not a release index or digest");
     if (c == CURLE_OK && (status == 404 || status == 410)) return t;
-    AttemptError e = classify(url, c, status, errbuf);
+    AttemptError e = classify(url, c, status, errbuf, head.location);
     if (!e.transient || attempt >= opts.retries) throw Error(e.code, e.message);
     backoff(opts, attempt, url, e.message);
   }
@@ -584,6 +622,7 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
   Progress progress(opts, subject, expected);
   bool resumed = false;
   int attempt = 0;
+  std::uint64_t furthest = 0;  // the longest the part file has been
   for (;;) {
     std::uint64_t offset = file_size(fd.get(), what);
     if (expected && offset > expected) {
@@ -592,6 +631,7 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
       offset = 0;
     }
     hashes.catch_up(offset);
+    furthest = std::max(furthest, offset);
     if (expected && offset == expected) break;  // complete; the caller checks the digests
     if (offset > 0) {
       resumed = true;
@@ -619,6 +659,7 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
     sink.offset = offset;
     sink.pos = offset;
     sink.expected = expected;
+    sink.limit = expected ? expected : opts.max_unknown_size;
     sink.hashes = &hashes;
     sink.progress = &progress;
     sink.head = &head;
@@ -638,11 +679,22 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
     }
     if (sink.exception) std::rethrow_exception(sink.exception);
     if (sink.io_errno) throw_errno("cannot write " + what, sink.io_errno);
-    if (sink.overflow)
+    if (sink.overflow && expected)
       throw Error(Errc::verify, url + ": the server sent more than the expected " + std::to_string(expected) +
                                     " bytes; the download was discarded");
+    if (sink.overflow)
+      throw Error(Errc::verify, url + ": the server sent more than " + format_size(opts.max_unknown_size) +
+                                    ", more than a boot tarball may have; the download was discarded");
     if (::ftruncate(fd.get(), static_cast<off_t>(sink.pos)) != 0) throw_errno("cannot truncate " + what);
-    bool progressed = sink.pos > offset || sink.restarted;
+    // Only new ground counts as progress: a server whose whole file is short
+    // would otherwise be fetched again and again (short 200, then 416, ...).
+    bool progressed = sink.pos > furthest;
+    furthest = std::max(furthest, sink.pos);
+    auto wrong_size = [&](std::uint64_t served) {
+      return Error(Errc::verify, url + ": the server's file has " + std::to_string(served) +
+                                     " bytes but the release index says " + std::to_string(expected) +
+                                     "; the download was discarded");
+    };
 
     AttemptError err;
     if (sink.bad_range) {
@@ -653,15 +705,19 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
       // "Range not satisfiable": the part may already be the whole file; without a
       // known size we let the digest decide, otherwise start again.
       if (!expected) break;
+      if (head.range_total == offset) throw wrong_size(offset);  // "bytes */N": we have all N of them
       truncate_to_zero();
       err = {true, Errc::network, url + ": HTTP 416 for a partial download"};
     } else if (c == CURLE_OK && status >= 200 && status < 300) {
       if (!expected || sink.pos == expected) break;
+      // A complete 200 is the server's whole file; a 206 says its total size.
+      if (status == 200) throw wrong_size(sink.pos);
+      if (head.range_total && head.range_total != expected) throw wrong_size(head.range_total);
       // A short body (e.g. a wrong Content-Length): go on from where it stopped.
       err = {true, Errc::network,
              url + ": the body ended after " + std::to_string(sink.pos) + " of " + std::to_string(expected) + " bytes"};
     } else {
-      err = classify(url, c, status, errbuf);
+      err = classify(url, c, status, errbuf, head.location);
     }
     if (progressed) attempt = 0;
     if (!err.transient || attempt >= opts.retries) {
@@ -682,3 +738,25 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
 }
 
 }  // namespace rpi::fetch::detail
+
+namespace rpi::fetch {
+
+std::string redact_urls(std::string text) {
+  for (std::size_t from = 0;;) {
+    std::size_t sep = text.find("://", from);
+    if (sep == std::string::npos) return text;
+    std::size_t start = sep + 3;
+    std::size_t end = text.find_first_of("/?# \t\r\n'\"<>", start);
+    if (end == std::string::npos) end = text.size();
+    std::size_t at = text.rfind('@', end == 0 ? 0 : end - 1);
+    if (at != std::string::npos && at >= start && at < end) {
+      std::size_t colon = text.find(':', start);
+      std::size_t keep = colon != std::string::npos && colon < at ? colon + 1 : start;
+      if (text.compare(keep, at - keep, "***") != 0) text.replace(keep, at - keep, "***");
+      end = keep + 3 + 1;
+    }
+    from = end;
+  }
+}
+
+}  // namespace rpi::fetch

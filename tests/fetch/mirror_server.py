@@ -16,6 +16,11 @@ affects (-1 = all). Kinds:
   norange   ignore the Range header (answer 200 with the whole file)
   trickle   send n bytes every 0.5 s
   flip      alter the byte at offset n of the file
+  endless   answer 200 without Content-Length (the body ends when the connection
+            closes) and send the file followed by filler bytes until the client
+            hangs up
+  redirect  answer with status n (default 302) and "Location: <to>", e.g.
+            {"path": "tar.gz", "kind": "redirect", "to": "https://127.0.0.1:PORT/x"}
 Every response is logged to <state>/log.jsonl: path, range, status, bytes sent.
 <state>/active holds the number of requests being handled (0 = the log is complete).
 """
@@ -109,6 +114,35 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
         self.finish_log(status, 0, rng)
 
+    def redirect(self, status, to, rng):
+        self.send_response(status)
+        self.send_header("Location", to)
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        self.finish_log(status, 0, rng)
+
+    def endless(self, full, head, rng):
+        """200 with close-delimited framing: the file, then filler, forever."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        sent = 0
+        if not head:
+            filler = bytes(range(256)) * 1024
+            try:
+                with open(full, "rb") as f:
+                    while True:
+                        data = f.read(256 * 1024) or filler
+                        self.wfile.write(data)
+                        self.wfile.flush()
+                        sent += len(data)
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+                pass  # the client hung up: the only way this response ends
+        self.finish_log(200, sent, rng)
+
     def handle_get(self, head):
         self.close_connection = True
         rel = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
@@ -117,9 +151,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         kind = fault.get("kind")
         if kind == "status":
             return self.simple(int(fault["n"]), rng)
+        if kind == "redirect":
+            return self.redirect(int(fault.get("n", 302)), fault["to"], rng)
         full = os.path.realpath(os.path.join(self.server.root, rel.lstrip("/")))
         if not full.startswith(os.path.realpath(self.server.root)) or not os.path.isfile(full):
             return self.simple(404, rng)
+        if kind == "endless":
+            return self.endless(full, head, rng)
         st = os.stat(full)
         size = st.st_size
         etag = '"%x-%x"' % (size, int(st.st_mtime_ns))

@@ -15,8 +15,11 @@ std::string loop_unavailable_reason() {
   return {};
 }
 
-LoopDevice::LoopDevice(const std::filesystem::path& backing) {
-  auto r = run({"losetup", "--show", "-f", backing.string()});
+LoopDevice::LoopDevice(const std::filesystem::path& backing, bool read_only) {
+  std::vector<std::string> argv{"losetup", "--show", "-f"};
+  if (read_only) argv.push_back("-r");
+  argv.push_back(backing.string());
+  auto r = run(argv);
   if (r.exit_code != 0) throw std::runtime_error("losetup failed: " + r.err);
   path_ = r.out.substr(0, r.out.find('\n'));
 }

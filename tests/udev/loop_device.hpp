@@ -12,8 +12,8 @@ std::string loop_unavailable_reason();
 
 class LoopDevice {
  public:
-  // losetup --show -f <file>; throws std::runtime_error with losetup's message.
-  explicit LoopDevice(const std::filesystem::path& backing);
+  // losetup --show -f [-r] <file>; throws std::runtime_error with losetup's message.
+  explicit LoopDevice(const std::filesystem::path& backing, bool read_only = false);
   ~LoopDevice();  // losetup -d
   LoopDevice(const LoopDevice&) = delete;
   LoopDevice& operator=(const LoopDevice&) = delete;

@@ -394,6 +394,14 @@ DeviceInfo inspect_target(const std::string& path, const SystemRoots& roots) {
   std::error_code ec;
   fs::path real = fs::canonical(path, ec);
   if (ec) {
+    // A symbolic link to nothing (a card that is gone, a stale by-id link) is not
+    // a new image file: creating it would create its target, e.g. a regular file
+    // where a /dev node belongs, which the check below cannot see.
+    std::error_code lec;
+    if (fs::is_symlink(fs::symlink_status(path, lec)))
+      throw Error(Errc::device, path + " is a symbolic link to " + fs::read_symlink(path, lec).string() +
+                                    ", which does not exist (is the card still there?); list cards with "
+                                    "`rpi-provision devices`");
     // A new image file may be created, but never a node under /dev.
     fs::path abs = fs::absolute(path);
     fs::path devroot = fs::weakly_canonical(roots.dev);

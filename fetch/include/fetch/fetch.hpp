@@ -61,6 +61,9 @@ struct Options {
   long connect_timeout_s = 30;
   long low_speed_limit = 1024;  // bytes/s below which...
   long low_speed_time_s = 30;   // ...for this long a transfer counts as stalled
+  // A download no index gives a size for (`--tarball URL --sha256`) stops here:
+  // Alpine's boot tarballs are ~100 MB, and an endless response must not fill the disk.
+  std::uint64_t max_unknown_size = std::uint64_t{1} << 30;
 };
 
 // Turns a query into a release with digests: from the mirror's
@@ -76,6 +79,13 @@ std::filesystem::path fetch_release(const Release& release, const Options& opts)
 // `--tarball URL --sha256 HEX`: the file at `url` (http(s)://, file:// or a
 // path), cached under its digest, verified against `sha256_hex`.
 std::filesystem::path fetch_url(const std::string& url, const std::string& sha256_hex, const Options& opts);
+
+// Text with every URL's password hidden: "https://user:secret@host/x" becomes
+// "https://user:***@host/x" ("https://token@host/x" becomes "https://***@host/x").
+// Credentials in a --mirror or --tarball URL are secrets: the library passes its
+// errors, notes and cache records through this, and so must anything that
+// prints such a URL (the plan of --dry-run).
+std::string redact_urls(std::string text);
 
 // ---- Pieces exposed for tests and the `cache` command ----
 
