@@ -178,14 +178,28 @@ void zero_range(const Target& t, std::uint64_t offset, std::uint64_t length, Ali
   }
 }
 
-// Zeroes the first MiB (best effort): a card we could not finish must not look valid.
-void invalidate(const Target& t) {
+// Zeroes the first MiB (best effort): a card we could not finish must not look
+// valid. False when that failed (e.g. the card is gone).
+bool invalidate(const Target& t) {
   try {
     AlignedBuffer zeros(kMiB);
     zero_range(t, 0, std::min<std::uint64_t>(kMiB, t.size), zeros);
-    (void)::fdatasync(t.fd.get());
+    return ::fdatasync(t.fd.get()) == 0;
   } catch (...) {
+    return false;
   }
+}
+
+// A failed write to a card that is no longer there (or smaller than when it
+// was opened) says so: "No space left on device" alone sends users looking
+// for the wrong problem.
+[[noreturn]] void rethrow_write_error(const Target& t, const Error& e) {
+  std::uint64_t now = 0;
+  if (t.block && ::ioctl(t.fd.get(), BLKGETSIZE64, &now) == 0 && now < t.size)
+    throw Error(Errc::io, t.path + " disappeared or shrank while it was being written (it now has " +
+                              std::to_string(now) + " bytes, it had " + std::to_string(t.size) +
+                              "): was the card or reader removed? Insert it and write it again (" + e.what() + ")");
+  throw e;
 }
 
 std::uint64_t padded(const Target& t, std::uint64_t len) {
@@ -273,6 +287,7 @@ class Writer {
       : job_(job), opts_(opts), t_(t), src_fd_(src_fd), shared_(shared) {}
 
   std::uint64_t bytes_written = 0;
+  bool head_zeroed = false;  // the old first MiB is gone (step 1 reached the medium)
 
   void write_all_pieces(std::vector<Piece>& pieces) {
     const auto& src = *job_.source;
@@ -286,6 +301,7 @@ class Writer {
       zero_range(t_, tail, t_.size - tail, zeros);
     }
     sync_target(t_);
+    head_zeroed = true;
     // 2. Everything except the first MiB, then 3. flush, 4. the first MiB, flush.
     first_ = pieces.data();
     std::vector<Piece*> body, head;
@@ -370,8 +386,12 @@ class Writer {
       std::uint64_t n = padded(t_, p.length);
       if (t_.block && p.offset + n > t_.size) throw Error(Errc::device, t_.path + " is smaller than the image");
       std::size_t len = t_.block ? n : p.length;
-      pwrite_all(t_.fd.get(), buf.data(), len, p.offset,
-                 "write to " + t_.path + " failed at byte " + std::to_string(p.offset));
+      try {
+        pwrite_all(t_.fd.get(), buf.data(), len, p.offset,
+                   "write to " + t_.path + " failed at byte " + std::to_string(p.offset));
+      } catch (const Error& e) {
+        rethrow_write_error(t_, e);
+      }
       bytes_written += p.length;
       emit(opts_.events, Event{"write", t_.path, bytes_written, total, job_.identity});
     };
@@ -426,6 +446,16 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
   auto start = std::chrono::steady_clock::now();
   Target t;
   bool opened = false;
+  bool head_zeroed = false;
+  // Says truthfully why a card that failed after opening does not look valid.
+  auto invalidated = [&](const Target& tt) -> std::string {
+    const char* what = tt.block ? "its" : "the file's";
+    if (invalidate(tt)) return std::string(" (") + what + " first MiB was zeroed so it does not look valid)";
+    if (head_zeroed)
+      return std::string(" (") + what +
+             " first MiB was zeroed before writing began and the MBR is written last, so it does not look valid)";
+    return " (it could not be marked invalid: do not boot it; write it again)";
+  };
   try {
     if (!job.source) throw Error(Errc::internal, "flash job for " + job.target + " has no image");
     if (opts.chunk_bytes == 0 || opts.chunk_bytes % kAlign)
@@ -452,8 +482,10 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
       w.write_all_pieces(pieces);
     } catch (...) {
       r.bytes_written = w.bytes_written;
+      head_zeroed = w.head_zeroed;
       throw;
     }
+    head_zeroed = w.head_zeroed;
     r.bytes_written = w.bytes_written;
     if (opts.verify) {
       w.verify_pieces(pieces);
@@ -463,19 +495,18 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
   } catch (const Cancelled&) {
     r.cancelled = true;
     r.error_code = Errc::device;
-    if (opened) invalidate(t);
-    r.error = "cancelled: " + job.target + " was left without a valid MBR (its first MiB is zeroed); write it again";
+    std::string why = opened ? invalidated(t) : "";
+    if (!opened)
+      r.error = "cancelled: " + job.target + " was not changed";
+    else if (why.find("could not") != std::string::npos)
+      r.error = "cancelled: " + job.target + " was stopped mid-write" + why;
+    else
+      r.error = "cancelled: " + job.target + " was left without a valid MBR" + why + "; write it again";
   } catch (const Error& e) {
     r.error_code = e.code();
     r.error = e.what();
     // A card that failed mid-way or did not verify must not look bootable.
-    if (opened && e.code() != Errc::device) {
-      invalidate(t);
-      if (!t.block)
-        r.error += " (the file's first MiB was zeroed)";
-      else
-        r.error += " (its first MiB was zeroed so it does not look valid)";
-    }
+    if (opened && e.code() != Errc::device) r.error += invalidated(t);
   } catch (const std::exception& e) {
     r.error_code = Errc::internal;
     r.error = e.what();
