@@ -173,7 +173,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
     }
     if (!vol) {
       ctx.reporter.result("inspect", text, std::move(out));
-      if (first_error) throw *first_error;
+      if (first_error) throw Error(first_error->code(), first_error->what());
       throw Error(Errc::input, target + ": no FAT partition (a Raspberry Pi boots from a FAT partition of type 0x0c)");
     }
   }

@@ -111,6 +111,16 @@ struct View {
       if (auto* n = t->get(key)) return n;
     return nullptr;
   }
+  // The most specific table: where an error about the whole entry points.
+  const toml::table& anchor() const {
+    if (layers.empty() || !layers.front()) throw Error(Errc::internal, "spec view " + name + " has no table");
+    return *layers.front();
+  }
+  // The key's value when it is set, else the entry.
+  const toml::node& at(std::string_view key) const {
+    const toml::node* n = get(key);
+    return n ? *n : anchor();
+  }
 };
 
 // Long quoted values in messages are shortened: a 10 MB hostname must give a
@@ -429,16 +439,15 @@ void Converter::convert_network(const View& root, HostConfig& h) {
     check_keys(iv, kInterfaceKeys);
     Interface itf;
     itf.name = str(iv, "name", "eth0");
-    if (auto why = checks::interface_name(itf.name); !why.empty())
-      fail(iv.get("name") ? *iv.get("name") : *iv.layers[0], "interface name " + why);
+    if (auto why = checks::interface_name(itf.name); !why.empty()) fail(iv.at("name"), "interface name " + why);
     if (!names.insert(itf.name).second)
-      fail(*iv.layers[0], "interface " + itf.name + " is listed twice in [[network.interfaces]]");
+      fail(iv.anchor(), "interface " + itf.name + " is listed twice in [[network.interfaces]]");
     auto addr = str(iv, "address");
     itf.dhcp = boolean(iv, "dhcp", !addr.has_value());
     if (itf.dhcp && addr)
       fail(*iv.get("address"), "interface " + itf.name + " has both dhcp = true and an address; choose one");
     if (!itf.dhcp && !addr)
-      fail(*iv.layers[0], "interface " + itf.name + " has dhcp = false but no address (e.g. \"192.168.1.20/24\")");
+      fail(iv.anchor(), "interface " + itf.name + " has dhcp = false but no address (e.g. \"192.168.1.20/24\")");
     std::optional<checks::Cidr> cidr;
     if (addr) {
       cidr = checks::parse_cidr(*addr);
@@ -479,12 +488,12 @@ void Converter::convert_wifi(const View& root, HostConfig& h) {
   check_keys(v, kWifiKeys);
   if (v.empty()) return;
   auto ssid = str(v, "ssid");
-  if (!ssid) fail(*v.layers[0], "[wifi] needs an ssid");
+  if (!ssid) fail(v.anchor(), "[wifi] needs an ssid");
   if (ssid->empty() || ssid->size() > 32) fail(*v.get("ssid"), "[wifi].ssid must be 1 to 32 bytes");
   h.wifi.enabled = true;
   h.wifi.ssid = *ssid;
   auto psk = secret(v, "psk", true, true);
-  if (!psk) fail(*v.layers[0], "[wifi] needs a psk (the passphrase, e.g. psk = { env = \"WIFI_PSK\" })");
+  if (!psk) fail(v.anchor(), "[wifi] needs a psk (the passphrase, e.g. psk = { env = \"WIFI_PSK\" })");
   bool hex64 = psk->size() == 64 && psk->find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
   bool printable = std::all_of(psk->begin(), psk->end(), [](char c) { return c >= 0x20 && c < 0x7f; });
   if (!hex64 && (psk->size() < 8 || psk->size() > 63 || !printable))
@@ -560,7 +569,7 @@ void Converter::convert_users(const View& root, HostConfig& h) {
     check_keys(uv, kUserKeys);
     User u;
     auto name = str(uv, "name");
-    if (!name) fail(*uv.layers[0], "[[users]] entry needs a name");
+    if (!name) fail(uv.anchor(), "[[users]] entry needs a name");
     if (auto why = checks::user_name(*name); !why.empty()) fail(*uv.get("name"), "user name \"" + *name + "\" " + why);
     if (*name == "root") fail(*uv.get("name"), "configure root in [root], not [[users]]");
     if (base::find_account(*name))
@@ -574,18 +583,15 @@ void Converter::convert_users(const View& root, HostConfig& h) {
       while (uids.count(next_uid) || base_gid(next_uid)) ++next_uid;
       u.uid = next_uid++;
     }
-    if (!seen_uids.insert(u.uid).second)
-      fail(uv.get("uid") ? *uv.get("uid") : *uv.layers[0], "duplicate uid " + std::to_string(u.uid));
+    if (!seen_uids.insert(u.uid).second) fail(uv.at("uid"), "duplicate uid " + std::to_string(u.uid));
     for (const auto& a : base::accounts())
       if (static_cast<int>(a.uid) == u.uid)
-        fail(uv.get("uid") ? *uv.get("uid") : *uv.layers[0],
-             "uid " + std::to_string(u.uid) + " belongs to the system account " + std::string(a.name));
+        fail(uv.at("uid"), "uid " + std::to_string(u.uid) + " belongs to the system account " + std::string(a.name));
     // The user's primary group gets gid = uid, so it must not be a base group's gid.
     for (const auto& g : base::groups())
       if (static_cast<int>(g.gid) == u.uid)
-        fail(uv.get("uid") ? *uv.get("uid") : *uv.layers[0], "uid " + std::to_string(u.uid) + " would give user " +
-                                                                 u.name + " the gid of group " + std::string(g.name) +
-                                                                 "; choose another uid");
+        fail(uv.at("uid"), "uid " + std::to_string(u.uid) + " would give user " + u.name + " the gid of group " +
+                               std::string(g.name) + "; choose another uid");
     for (auto& [g, node] : str_array_nodes(uv, "groups"))
       if (auto why = checks::user_name(g); !why.empty()) fail(*node, "group name \"" + g + "\" " + why);
     u.groups = str_array(uv, "groups");
@@ -675,14 +681,14 @@ void Converter::convert_files(const View& root, HostConfig& h) {
     check_keys(fv, kFileKeys);
     File f;
     auto path = str(fv, "path");
-    if (!path) fail(*fv.layers[0], "[[files]] entry needs a path");
+    if (!path) fail(fv.anchor(), "[[files]] entry needs a path");
     if (auto why = checks::abs_path(*path); !why.empty())
       fail(*fv.get("path"), "[[files]].path \"" + *path + "\" " + why);
     if (!paths.insert(*path).second) fail(*fv.get("path"), "duplicate [[files]] path " + *path);
     f.path = *path;
     bool has_content = fv.get("content") != nullptr, has_source = fv.get("source") != nullptr;
     if (has_content == has_source)
-      fail(*fv.layers[0], "[[files]] entry " + f.path + " needs exactly one of content or source");
+      fail(fv.anchor(), "[[files]] entry " + f.path + " needs exactly one of content or source");
     if (has_content) {
       f.content = *secret(fv, "content", false, false);
     } else {
@@ -727,7 +733,7 @@ void Converter::convert_scripts(const View& root, HostConfig& h) {
     check_keys(sv, kScriptKeys);
     Script sc;
     auto name = str(sv, "name");
-    if (!name) fail(*sv.layers[0], "[[scripts]] entry needs a name");
+    if (!name) fail(sv.anchor(), "[[scripts]] entry needs a name");
     if (auto why = checks::script_name(*name); !why.empty())
       fail(*sv.get("name"), "script name \"" + *name + "\" " + why);
     if (!names.insert(*name).second) fail(*sv.get("name"), "duplicate script name \"" + *name + "\"");
@@ -737,7 +743,7 @@ void Converter::convert_scripts(const View& root, HostConfig& h) {
       fail(*sv.get("run"), "[[scripts]].run must be \"first-boot\" or \"every-boot\"");
     sc.first_boot = run == "first-boot";
     bool has_content = sv.get("content") != nullptr, has_source = sv.get("source") != nullptr;
-    if (has_content == has_source) fail(*sv.layers[0], "script " + sc.name + " needs exactly one of content or source");
+    if (has_content == has_source) fail(sv.anchor(), "script " + sc.name + " needs exactly one of content or source");
     if (has_content) {
       sc.content = *secret(sv, "content", false, false);
     } else {

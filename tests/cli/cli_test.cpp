@@ -229,7 +229,8 @@ TEST(Cli, EveryExampleInDocsSpecMdLoads) {
   TempDir d;
   const fs::path script = rpi::test::source_dir() / "tests/cli/spec_doc_examples.py";
   const fs::path doc = rpi::test::source_dir() / "docs/spec.md";
-  auto r = rpi::test::run({"python3", script.string(), rpi::test::cli_path().string(), doc.string(), (d / "ok").string()});
+  auto r =
+      rpi::test::run({"python3", script.string(), rpi::test::cli_path().string(), doc.string(), (d / "ok").string()});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(contains(r.out, ", 0 rejected")) << r.out;
   // Negative control: the same check rejects a doc whose example the loader refuses.
