@@ -205,7 +205,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with open(full, "rb") as f:
                 if kind in (None, "norange", "badlen") and not isinstance(self.connection, ssl.SSLSocket):
                     self.wfile.flush()
-                    sent = self.connection.sendfile(f, start, limit)
+                    rate = self.server.rate
+                    if not rate:
+                        sent = self.connection.sendfile(f, start, limit)
+                    t0 = time.monotonic()
+                    while rate and sent < limit:  # paced: 1 MiB, then wait until on schedule
+                        n = self.connection.sendfile(f, start + sent, min(1 << 20, limit - sent))
+                        if not n:
+                            break
+                        sent += n
+                        ahead = sent / rate - (time.monotonic() - t0)
+                        if ahead > 0:
+                            time.sleep(ahead)
                 else:
                     f.seek(start)
                     pos = start
@@ -245,10 +256,13 @@ def main():
     ap.add_argument("--state", required=True)
     ap.add_argument("--cert")
     ap.add_argument("--key")
+    ap.add_argument("--rate-mbs", type=float, default=0,
+                    help="send plain-http bodies at most this fast (MB/s), like a real link")
     args = ap.parse_args()
     srv = Server(("127.0.0.1", 0), Handler)
     srv.root = args.root
     srv.state = args.state
+    srv.rate = args.rate_mbs * 1e6
     if args.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.cert, args.key)
