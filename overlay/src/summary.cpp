@@ -3,6 +3,7 @@
 
 #include "overlay/spec.hpp"
 #include "rpi/size.hpp"
+#include "rpi/url.hpp"
 
 namespace rpi::overlay {
 
@@ -23,7 +24,7 @@ std::string summary(const HostConfig& h) {
   if (!h.mac.empty()) o << " (mac " << h.mac << ")";
   o << "\n";
   o << "  alpine    " << h.alpine.version << " " << h.alpine.arch << " from "
-    << (h.alpine.tarball.empty() ? h.alpine.mirror : h.alpine.tarball) << "\n";
+    << redact_urls(h.alpine.tarball.empty() ? h.alpine.mirror : h.alpine.tarball) << "\n";
   o << "  system    timezone " << h.timezone << (h.keymap.empty() ? "" : ", keymap " + h.keymap)
     << (h.motd.empty() ? "" : ", motd") << "\n";
   for (const auto& i : h.network.interfaces) {

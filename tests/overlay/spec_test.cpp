@@ -156,6 +156,15 @@ TEST(Spec, SummaryRedactsSecrets) {
   EXPECT_NE(text.find("/etc/token 0600 root:root"), std::string::npos) << text;
 }
 
+TEST(Spec, SummaryHidesAMirrorPassword) {
+  auto spec =
+      parse_spec("[system]\nhostname = \"pi\"\n[alpine]\nmirror = \"https://fleet:mirror-pw@mirror.example/alpine\"\n",
+                 "t.toml", ".");
+  auto text = summary(resolve_host(spec, 1));
+  EXPECT_EQ(text.find("mirror-pw"), std::string::npos) << text;
+  EXPECT_NE(text.find("https://fleet:***@mirror.example/alpine"), std::string::npos) << text;
+}
+
 TEST(Spec, TypeAndValueErrorsAreLocated) {
   EXPECT_EQ(error_of("[system]\nhostname = 5\n"), "t.toml:2:12: [system].hostname must be a string, not an integer");
   EXPECT_EQ(error_of("[system]\nhostname = \"pi\"\n[boot]\nsize = \"lots\"\n"),

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "rpi/events.hpp"
+#include "rpi/url.hpp"
 
 namespace rpi::fetch {
 
@@ -80,12 +81,9 @@ std::filesystem::path fetch_release(const Release& release, const Options& opts)
 // path), cached under its digest, verified against `sha256_hex`.
 std::filesystem::path fetch_url(const std::string& url, const std::string& sha256_hex, const Options& opts);
 
-// Text with every URL's password hidden: "https://user:secret@host/x" becomes
-// "https://user:***@host/x" ("https://token@host/x" becomes "https://***@host/x").
-// Credentials in a --mirror or --tarball URL are secrets: the library passes its
-// errors, notes and cache records through this, and so must anything that
-// prints such a URL (the plan of --dry-run).
-std::string redact_urls(std::string text);
+// Credentials in URLs are hidden with rpi::redact_urls (rpi/url.hpp) in
+// everything the library says or stores.
+using rpi::redact_urls;
 
 // ---- Pieces exposed for tests and the `cache` command ----
 
