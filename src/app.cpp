@@ -8,6 +8,8 @@
 #include <clocale>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "rpi/error.hpp"
@@ -52,6 +54,16 @@ std::optional<std::int64_t> source_date_epoch() {
   long long v = std::strtoll(s, &end, 10);
   if (*end || v < 0) throw Error(Errc::usage, "SOURCE_DATE_EPOCH='" + std::string(s) + "' is not a number of seconds");
   return v;
+}
+
+std::optional<std::string> read_seed_file(const std::string& path) {
+  if (path.empty()) return std::nullopt;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(Errc::usage, "cannot read --seed-file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (ss.str().size() < 16) throw Error(Errc::usage, "--seed-file " + path + " must hold at least 16 bytes");
+  return ss.str();
 }
 
 std::string hex32(std::uint32_t v) {

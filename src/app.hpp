@@ -32,6 +32,9 @@ void register_all(CLI::App& app, AppContext& ctx);
 
 // SOURCE_DATE_EPOCH from the environment (nullopt when unset); throws Errc::usage if malformed.
 std::optional<std::int64_t> source_date_epoch();
+// The secret of --seed-file (at least 16 bytes), or nothing for an empty path.
+// Throws Errc::usage naming the file when it cannot be read or is too short.
+std::optional<std::string> read_seed_file(const std::string& path);
 // "0x1234abcd" (disk identifiers and the like).
 std::string hex32(std::uint32_t v);
 

@@ -28,14 +28,7 @@ struct ApkovlOptions {
 overlay::BuildOptions build_options(const ApkovlOptions& o) {
   overlay::BuildOptions b;
   b.source_date_epoch = source_date_epoch();
-  if (!o.seed_file.empty()) {
-    std::ifstream in(o.seed_file, std::ios::binary);
-    if (!in) throw Error(Errc::usage, "cannot read --seed-file " + o.seed_file);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    if (ss.str().size() < 16) throw Error(Errc::usage, "--seed-file " + o.seed_file + " must hold at least 16 bytes");
-    b.seed = ss.str();
-  }
+  b.seed = read_seed_file(o.seed_file);
   return b;
 }
 

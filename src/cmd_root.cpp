@@ -281,6 +281,9 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
                  "MBR disk identifier in hex (PARTUUID <id>-01); default derived from the input")
       ->group("Image");
   app.add_flag("--force", o->force, "accept a tarball that lacks the Alpine boot files")->group("Image");
+  app.add_option("--seed-file", o->seed_file,
+                 "derive password salts and SSH host keys from this secret file: reproducible cards")
+      ->group("Cards");
   app.add_flag("--dry-run", o->dry_run, "print the plan, write nothing")->group("Output");
   app.footer(
       "Examples:\n"

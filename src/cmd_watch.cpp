@@ -137,6 +137,7 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
   sub->add_option("--count", w->count, "stop after this many cards (default: after the last [[hosts]] entry)");
   sub->add_option("--size", o.size, "image size");
   sub->add_option("--label", o.label, "FAT volume label");
+  sub->add_option("--seed-file", o.seed_file, "derive salts and SSH host keys from this secret file");
   sub->add_flag("--yes,-y", o.yes, "write without asking for each card");
   sub->add_flag("--allow-non-removable", o.safety.allow_non_removable, "permit fixed disks");
   sub->add_flag("--allow-large", o.safety.allow_large, "permit disks larger than 512 GiB");

@@ -235,6 +235,7 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
   if (id.host) {
     overlay::BuildOptions bo;
     bo.source_date_epoch = opt.source_date_epoch;
+    bo.seed = read_seed_file(o_.seed_file);
     overlay::Apkovl a = overlay::build_apkovl(*id.host, bo);
     overlay::BootEdits e = overlay::boot_edits(*id.host);
     if (label.empty()) label = e.label;

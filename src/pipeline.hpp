@@ -19,7 +19,7 @@
 namespace rpi::cli {
 
 struct RunOptions {
-  std::string spec, apkovl, image, output, tarball, sha256, size, label, host, known_hosts;
+  std::string spec, apkovl, image, output, tarball, sha256, size, label, host, known_hosts, seed_file;
   std::vector<std::string> devices, mirrors;
   std::string cache_dir, ca_cert, keyring, signing_key_fingerprint, disk_id;
   int first = 1;

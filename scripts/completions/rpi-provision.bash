@@ -40,7 +40,7 @@ _rpi_provision() {
 
   local commands="check apkovl fetch cache devices watch inspect"
   local common="--json -q --quiet -v --verbose -h --help"
-  local build="--spec --apkovl --image --tarball --sha256 --mirror --cache-dir --offline --first --host"
+  local build="--spec --apkovl --image --tarball --sha256 --mirror --cache-dir --offline --first --host --seed-file"
   local write="--device --yes --allow-non-removable --allow-large --unmount --no-verify"
 
   # The subcommand is the first word that is not an option or an option's value.

@@ -131,6 +131,38 @@ TEST(Cli, SpecToImageCarriesTheGeneratedApkovlAndBootEdits) {
   EXPECT_FALSE(contains(r.out + r.err, rpi::test::read_file(example("kiosk-wifi.psk")).substr(0, 8)));
 }
 
+TEST(Cli, SeedFileMakesCardsWithGeneratedKeysReproducible) {
+  TempDir d;
+  fs::path spec = d / "pi.toml";
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"seeded-{n}\"\n[ssh]\nhost_keys = \"generate\"\n"
+                        "[[users]]\nname = \"pi\"\npassword = \"correct horse battery\"\n");
+  rpi::test::write_file(d / "seed", "a secret of more than sixteen bytes\n");
+  rpi::test::write_file(d / "short", "too short");
+  auto build = [&](const std::string& name, std::vector<std::string> extra) {
+    std::vector<std::string> args{"--spec",           spec.string(), "--tarball",
+                                  tarball().string(), "--output",    (d / name).string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return cli(args);
+  };
+  auto same = [&](const std::string& a, const std::string& b) {
+    return rpi::test::run({"cmp", "-s", (d / a).string(), (d / b).string()}).exit_code == 0;
+  };
+  ASSERT_EQ(build("a.img", {"--seed-file", (d / "seed").string()}).exit_code, 0);
+  ASSERT_EQ(build("b.img", {"--seed-file", (d / "seed").string()}).exit_code, 0);
+  ASSERT_EQ(build("c.img", {}).exit_code, 0);
+  ASSERT_EQ(build("d.img", {"--seed-file", (d / "seed").string(), "--first", "2"}).exit_code, 0);
+  EXPECT_TRUE(same("a.img", "b.img")) << "same spec, tarball and seed: the same card";
+  EXPECT_EQ(rpi::test::read_file(d / "a.img.known_hosts"), rpi::test::read_file(d / "b.img.known_hosts"));
+  EXPECT_FALSE(same("a.img", "c.img")) << "without a seed, host keys and salts are fresh";
+  EXPECT_NE(rpi::test::read_file(d / "a.img.known_hosts"), rpi::test::read_file(d / "d.img.known_hosts"))
+      << "each card's keys are its own";
+  auto bad = build("e.img", {"--seed-file", (d / "short").string()});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(contains(bad.err, "--seed-file " + (d / "short").string() + " must hold at least 16 bytes")) << bad.err;
+  EXPECT_FALSE(fs::exists(d / "e.img"));
+}
+
 TEST(Cli, BatchOfCardsWithJsonAndACardTooSmall) {
   RPI_REQUIRE_TOOL("mtype");
   TempDir d;
