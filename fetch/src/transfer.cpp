@@ -189,10 +189,12 @@ struct AttemptError {
 AttemptError classify(const std::string& url, CURLcode c, long status, const char* errbuf,
                       const std::string& location = {}) {
   if (c == CURLE_UNSUPPORTED_PROTOCOL && !location.empty()) {
+    const bool tls = url.rfind("https://", 0) == 0;
     return {false, Errc::network,
             url + " redirected to " + location +
-                ": refusing to follow a redirect from https to another protocol (it would drop TLS); use an "
-                "https mirror that does not redirect to plain http"};
+                (tls ? ": refusing to follow a redirect from https to another protocol (it would drop TLS); use "
+                       "an https mirror that does not redirect to plain http"
+                     : ": refusing to follow a redirect to a protocol other than http or https")};
   }
   if (c == CURLE_OK || c == CURLE_WRITE_ERROR || (c == CURLE_HTTP_RETURNED_ERROR)) {
     if (status >= 400) {
