@@ -202,6 +202,19 @@ bool invalidate(const Target& t) {
   throw e;
 }
 
+// Why a card that failed after it was opened does not look valid — or that it
+// might: `zeroed_now` is invalidate()'s result, `head_zeroed` whether the old
+// first MiB was already zeroed when writing began (the MBR is written last).
+std::string invalid_note(const Target& t, bool zeroed_now, bool head_zeroed) {
+  const std::string its = t.block ? "its" : "the file's";
+  if (zeroed_now) return " (" + its + " first MiB was zeroed so it does not look valid); write it again";
+  if (head_zeroed)
+    return " (" + its +
+           " first MiB was zeroed before writing began and the MBR is written last, so it does not look valid); "
+           "write it again";
+  return " (it could not be marked invalid: do not boot it); write it again";
+}
+
 std::uint64_t padded(const Target& t, std::uint64_t len) {
   return t.direct ? (len + 511) / 512 * 512 : len;
 }
@@ -447,15 +460,6 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
   Target t;
   bool opened = false;
   bool head_zeroed = false;
-  // Says truthfully why a card that failed after opening does not look valid.
-  auto invalidated = [&](const Target& tt) -> std::string {
-    const char* what = tt.block ? "its" : "the file's";
-    if (invalidate(tt)) return std::string(" (") + what + " first MiB was zeroed so it does not look valid)";
-    if (head_zeroed)
-      return std::string(" (") + what +
-             " first MiB was zeroed before writing began and the MBR is written last, so it does not look valid)";
-    return " (it could not be marked invalid: do not boot it; write it again)";
-  };
   try {
     if (!job.source) throw Error(Errc::internal, "flash job for " + job.target + " has no image");
     if (opts.chunk_bytes == 0 || opts.chunk_bytes % kAlign)
@@ -495,18 +499,19 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
   } catch (const Cancelled&) {
     r.cancelled = true;
     r.error_code = Errc::device;
-    std::string why = opened ? invalidated(t) : "";
-    if (!opened)
+    if (!opened) {
       r.error = "cancelled: " + job.target + " was not changed";
-    else if (why.find("could not") != std::string::npos)
-      r.error = "cancelled: " + job.target + " was stopped mid-write" + why;
-    else
-      r.error = "cancelled: " + job.target + " was left without a valid MBR" + why + "; write it again";
+    } else {
+      bool zeroed_now = invalidate(t);
+      r.error = "cancelled: " + job.target +
+                (zeroed_now || head_zeroed ? " was left without a valid MBR" : " was stopped mid-write") +
+                invalid_note(t, zeroed_now, head_zeroed);
+    }
   } catch (const Error& e) {
     r.error_code = e.code();
     r.error = e.what();
     // A card that failed mid-way or did not verify must not look bootable.
-    if (opened && e.code() != Errc::device) r.error += invalidated(t);
+    if (opened && e.code() != Errc::device) r.error += invalid_note(t, invalidate(t), head_zeroed);
   } catch (const std::exception& e) {
     r.error_code = Errc::internal;
     r.error = e.what();
