@@ -26,31 +26,6 @@ std::string sum(const char* tool, const fs::path& p) {
   return r.out.substr(0, r.out.find(' '));
 }
 
-// Runs `f`, expects an rpi::Error of `code`, returns its message.
-template <class F>
-std::string error_of(F&& f, Errc code) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(errc_name(e.code()), std::string(errc_name(code))) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return {};
-}
-
-bool contains(const std::string& s, const std::string& needle) {
-  return s.find(needle) != std::string::npos;
-}
-
-std::size_t count_files(const fs::path& dir, const std::string& ext) {
-  std::size_t n = 0;
-  if (!fs::exists(dir)) return 0;
-  for (const auto& e : fs::recursive_directory_iterator(dir))
-    if (e.is_regular_file() && e.path().string().ends_with(ext)) ++n;
-  return n;
-}
-
 class FetchTest : public ::testing::Test {
  protected:
   void SetUp() override {

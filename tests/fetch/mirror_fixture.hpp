@@ -9,6 +9,9 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "rpi/error.hpp"
 #include "test_support.hpp"
 
 namespace rpi::test {
@@ -74,5 +77,31 @@ struct TestGpg {
   bool ok = false;
   std::string error;
 };
+
+// Runs `f`, expects an rpi::Error of `code`, returns its message.
+template <class F>
+std::string error_of(F&& f, Errc code) {
+  try {
+    f();
+  } catch (const Error& e) {
+    EXPECT_EQ(errc_name(e.code()), std::string(errc_name(code))) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "no error thrown";
+  return {};
+}
+
+inline bool contains(const std::string& s, const std::string& needle) {
+  return s.find(needle) != std::string::npos;
+}
+
+// Regular files under `dir` (recursively) whose name ends with `ext`.
+inline std::size_t count_files(const std::filesystem::path& dir, const std::string& ext) {
+  std::size_t n = 0;
+  if (!std::filesystem::exists(dir)) return 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+    if (e.is_regular_file() && e.path().string().ends_with(ext)) ++n;
+  return n;
+}
 
 }  // namespace rpi::test

@@ -37,20 +37,6 @@ bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
 }
 
-// Pseudo-random bytes everywhere (so unmapped ranges are not accidentally zero),
-// with an MBR signature at 510.
-void make_image(const fs::path& p, std::uint64_t size, unsigned seed) {
-  std::mt19937_64 rng(seed);
-  std::string data(size, '\0');
-  for (std::uint64_t i = 0; i + 8 <= size; i += 8) {
-    std::uint64_t v = rng();
-    std::memcpy(&data[i], &v, 8);
-  }
-  data[510] = '\x55';
-  data[511] = '\xAA';
-  write_file(p, data);
-}
-
 // Mapped: the MBR area, a few scattered ranges, and the unaligned image tail.
 BlockMap scattered_map(std::uint64_t size) {
   BlockMap m(size);
@@ -85,20 +71,6 @@ void expect_mapped_equal(const fs::path& image, const fs::path& target, const Bl
                   std::to_string(e.offset) + ":" + std::to_string(e.offset), image.string(), target.string()});
     EXPECT_EQ(r.exit_code, 0) << "extent at " << e.offset << ": " << r.out << r.err;
   }
-}
-
-#define REQUIRE_LOOP()                           \
-  do {                                           \
-    std::string why = loop_unavailable_reason(); \
-    if (!why.empty()) GTEST_SKIP() << why;       \
-  } while (0)
-
-// A file of `size` bytes of 0xFF: a card with old content.
-void old_card(const fs::path& p, std::uint64_t size) {
-  std::string s(size, '\xff');
-  s[510] = '\x55';
-  s[511] = '\xAA';
-  write_file(p, s);
 }
 
 TEST(FlashFile, SameBytesAsBmaptoolCopy) {

@@ -39,12 +39,6 @@ bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
 }
 
-#define REQUIRE_LOOP()                           \
-  do {                                           \
-    std::string why = loop_unavailable_reason(); \
-    if (!why.empty()) GTEST_SKIP() << why;       \
-  } while (0)
-
 // A private folder in RAM (/dev/shm, else /tmp) for images and backing files:
 // small, fast, and never on the disk being protected.
 class ShmDir {
@@ -67,27 +61,6 @@ class ShmDir {
  private:
   fs::path path_;
 };
-
-// Pseudo-random bytes with an MBR signature at 510.
-void make_image(const fs::path& p, std::uint64_t size, unsigned seed) {
-  std::mt19937_64 rng(seed);
-  std::string data(size, '\0');
-  for (std::uint64_t i = 0; i + 8 <= size; i += 8) {
-    std::uint64_t v = rng();
-    std::memcpy(&data[i], &v, 8);
-  }
-  data[510] = '\x55';
-  data[511] = '\xAA';
-  write_file(p, data);
-}
-
-// A card with old content that still looks valid: 0xFF and an MBR signature.
-void old_card(const fs::path& p, std::uint64_t size) {
-  std::string s(size, '\xff');
-  s[510] = '\x55';
-  s[511] = '\xAA';
-  write_file(p, s);
-}
 
 std::string read_range(const fs::path& p, std::uint64_t off, std::uint64_t len) {
   Fd fd = open_or_throw(p.string(), O_RDONLY);

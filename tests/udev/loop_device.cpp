@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <cstring>
+#include <random>
 #include <stdexcept>
 
 #include "test_support.hpp"
@@ -42,6 +44,25 @@ ScopedMount::~ScopedMount() {
   if (run({"mountpoint", "-q", mountpoint_.string()}).exit_code == 0) {
     if (run({"umount", mountpoint_.string()}).exit_code != 0) run({"umount", "-l", mountpoint_.string()});
   }
+}
+
+void make_image(const std::filesystem::path& p, std::uint64_t size, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::string data(size, '\0');
+  for (std::uint64_t i = 0; i + 8 <= size; i += 8) {
+    std::uint64_t v = rng();
+    std::memcpy(&data[i], &v, 8);
+  }
+  data[510] = '\x55';
+  data[511] = '\xAA';
+  write_file(p, data);
+}
+
+void old_card(const std::filesystem::path& p, std::uint64_t size) {
+  std::string s(size, '\xff');
+  s[510] = '\x55';
+  s[511] = '\xAA';
+  write_file(p, s);
 }
 
 }  // namespace rpi::test
