@@ -97,7 +97,7 @@ std::optional<CacheEntry> read_entry(const fs::path& dir) {
   e.arch = kv["arch"];
   e.branch = kv["branch"];
   e.sha512 = kv["sha512"];
-  e.url = kv["url"];
+  if (!kv["url"].empty()) e.urls.push_back(kv["url"]);
   e.size = std::strtoull(kv["size"].c_str(), nullptr, 10);
   e.fetched_unix = std::strtoll(kv["fetched"].c_str(), nullptr, 10);
   return e;
@@ -130,7 +130,8 @@ fs::path store(const fs::path& cache, const CacheEntry& meta, const fs::path& pa
   std::ostringstream info;
   auto now = std::chrono::system_clock::now().time_since_epoch();
   info << "file=" << meta.file << "\nversion=" << meta.version << "\narch=" << meta.arch << "\nbranch=" << meta.branch
-       << "\nsize=" << meta.size << "\nsha256=" << meta.sha256 << "\nsha512=" << meta.sha512 << "\nurl=" << meta.url
+       << "\nsize=" << meta.size << "\nsha256=" << meta.sha256 << "\nsha512=" << meta.sha512
+       << "\nurl=" << (meta.urls.empty() ? "" : meta.urls.front())
        << "\nfetched=" << std::chrono::duration_cast<std::chrono::seconds>(now).count() << "\n";
   write_file_atomic(dir / "info", info.str());
   if (!asc.empty()) write_file_atomic(dir / (meta.file + ".asc"), asc);

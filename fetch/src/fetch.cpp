@@ -173,17 +173,7 @@ Release resolve_offline(const Query& q, const Options& opts) {
       match = !e.version.empty() && e.branch != "edge";
     else
       match = e.branch == branch || e.version.rfind(branch.substr(1) + ".", 0) == 0;
-    if (!match) continue;
-    Release r;
-    r.version = e.version;
-    r.arch = e.arch;
-    r.branch = e.branch;
-    r.file = e.file;
-    r.size = e.size;
-    r.sha256 = e.sha256;
-    r.sha512 = e.sha512;
-    if (!e.url.empty()) r.urls.push_back(e.url);
-    return r;
+    if (match) return static_cast<const Release&>(e);
   }
   std::string have;
   for (const CacheEntry& e : all) have += (have.empty() ? "" : ", ") + e.file;
@@ -240,10 +230,14 @@ detail::Downloaded download_verified(const Release& r, const std::string& url, c
   }
 }
 
-std::string fetch_signature(const Release& r, const std::string& url, const fs::path& file, const Options& opts) {
-  if (opts.keyring.empty())
+// Option combinations that cannot work, refused before any download or cache lookup.
+void check_options(const Options& opts) {
+  if (opts.verify_signature && opts.keyring.empty())
     throw Error(Errc::usage,
                 "--verify-signature needs --keyring FILE (Alpine's key: https://alpinelinux.org/keys/ncopa.asc)");
+}
+
+std::string fetch_signature(const Release& r, const std::string& url, const fs::path& file, const Options& opts) {
   detail::Text asc = detail::get_text(url + ".asc", opts, 1 << 20);
   if (!asc.found)
     throw Error(Errc::verify, "no signature for " + r.file + ": " + url + ".asc was not found (--verify-signature)");
@@ -322,6 +316,7 @@ auto redacting(const Options& opts, F&& body) {
 }
 
 Release resolve_impl(const Query& query, const Options& opts) {
+  check_options(opts);
   validate(query);
   if (opts.offline) return resolve_offline(query, opts);
   std::vector<std::string> mirrors = query.mirrors.empty() ? std::vector<std::string>{kDefaultMirror} : query.mirrors;
@@ -347,6 +342,7 @@ Release resolve_impl(const Query& query, const Options& opts) {
 }
 
 fs::path fetch_release_impl(const Release& r, const Options& opts) {
+  check_options(opts);
   if (!is_hex(r.sha256, 64)) throw Error(Errc::usage, "a SHA-256 must be 64 hex digits, got '" + r.sha256 + "'");
   // The name becomes a file in the cache: no path, no "." or "..", no control characters.
   if (r.file.empty() || r.file == "." || r.file == ".." || r.file.find('/') != std::string::npos ||
@@ -403,14 +399,11 @@ fs::path fetch_release_impl(const Release& r, const Options& opts) {
         }
       }
       CacheEntry meta;
-      meta.file = rel.file;
-      meta.version = rel.version;
-      meta.arch = rel.arch;
-      meta.branch = rel.branch;
+      static_cast<Release&>(meta) = rel;
       meta.size = d.size;
       meta.sha256 = d.sha256;
       meta.sha512 = d.sha512;
-      meta.url = redact_urls(url);
+      meta.urls = {redact_urls(url)};
       return detail::store(cache, meta, part, asc);
     } catch (const Error& e) {
       if (e.code() != Errc::network && e.code() != Errc::verify) throw;

@@ -501,4 +501,21 @@ TEST_F(SignatureTest, MissingSignatureIsAnErrorWhenAskedFor) {
   EXPECT_EQ(sum("sha256sum", fetch::fetch_release(r, opts())), r.sha256);
 }
 
+TEST_F(FetchTest, VerifySignatureWithoutAKeyringIsRefusedBeforeAnyWork) {
+  MirrorServer& s = serve();
+  Release r = fetch::resolve(query("3.22", s.url()), opts());
+  fetch::fetch_release(r, opts());  // now a cache hit
+  const int served = s.requests("");
+  for (bool offline : {false, true}) {
+    Options each = opts();
+    each.verify_signature = true;  // but no keyring
+    each.offline = offline;
+    std::string msg = error_of([&] { fetch::fetch_release(r, each); }, Errc::usage);
+    EXPECT_TRUE(contains(msg, "--verify-signature needs --keyring")) << msg;
+    msg = error_of([&] { fetch::resolve(query("3.22", s.url()), each); }, Errc::usage);
+    EXPECT_TRUE(contains(msg, "--verify-signature needs --keyring")) << msg;
+  }
+  EXPECT_EQ(s.requests(""), served);
+}
+
 }  // namespace

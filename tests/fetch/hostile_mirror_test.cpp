@@ -393,7 +393,11 @@ TEST_F(FetchHostile, MirrorPasswordNeverAppearsInErrorsNotesOrTheCache) {
   // Once it works, the cache's record of where it came from has no password either.
   s.set_faults("[]");
   fs::path got = fetch::fetch_release(r, o);
-  for (const auto& e : fetch::list_cache(cache)) EXPECT_FALSE(contains(e.url, "s3cret")) << e.url;
+  const auto entries = fetch::list_cache(cache);
+  ASSERT_EQ(entries.size(), 1u);
+  ASSERT_EQ(entries[0].urls.size(), 1u);
+  EXPECT_FALSE(contains(entries[0].urls[0], "s3cret")) << entries[0].urls[0];
+  EXPECT_TRUE(contains(entries[0].urls[0], "mirror-user:***@")) << entries[0].urls[0];
   std::string info = read_file(got.parent_path() / "info");
   EXPECT_FALSE(contains(info, "s3cret")) << info;
 }

@@ -97,10 +97,10 @@ Release parse_release_index(const std::string& yaml_text, const std::string& sou
 void verify_detached_signature(const std::filesystem::path& data_file, const std::string& signature,
                                const std::filesystem::path& keyring, const std::string& fingerprint);
 
-struct CacheEntry {
-  std::filesystem::path path;  // the tarball
-  std::string file, version, arch, branch, sha256, sha512, url;
-  std::uint64_t size = 0;
+// A cached tarball: the release it is (urls holds the one URL it came from,
+// passwords redacted) plus where it lies and when it arrived.
+struct CacheEntry : Release {
+  std::filesystem::path path;     // the tarball
   std::int64_t fetched_unix = 0;  // when it entered the cache
 };
 
