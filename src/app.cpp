@@ -66,6 +66,33 @@ std::optional<std::string> read_seed_file(const std::string& path) {
   return ss.str();
 }
 
+fetch::Options DownloadFlags::options(const EventSink& events) const {
+  fetch::Options o;
+  if (!cache_dir.empty()) o.cache_dir = cache_dir;
+  o.offline = offline;
+  o.ca_cert = ca_cert;
+  o.verify_signature = verify_signature;
+  o.keyring = keyring;
+  o.signing_key_fingerprint = signing_key_fingerprint;
+  o.events = events;
+  return o;
+}
+
+void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& group) {
+  app.add_option("--mirror", f.mirrors,
+                 "Alpine mirror root (https://, http://, file:// or a folder); repeat to add fallbacks")
+      ->group(group);
+  app.add_option("--cache-dir", f.cache_dir, "download cache (default $XDG_CACHE_HOME/rpi-provision)")->group(group);
+  app.add_flag("--offline", f.offline, "never use the network; the cache must hold the tarball")->group(group);
+  app.add_option("--ca-cert", f.ca_cert, "extra CA certificate (PEM) for a private HTTPS mirror")->group(group);
+  app.add_flag("--verify-signature", f.verify_signature, "check the tarball's GPG signature (needs --keyring)")
+      ->group(group);
+  app.add_option("--keyring", f.keyring, "OpenPGP public key file for --verify-signature")->group(group);
+  app.add_option("--signing-key-fingerprint", f.signing_key_fingerprint,
+                 std::string("accept this signer instead of Alpine's ") + fetch::kAlpineSigningKey)
+      ->group(group);
+}
+
 std::string hex32(std::uint32_t v) {
   char b[16];
   std::snprintf(b, sizeof b, "0x%08x", v);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "fetch/fetch.hpp"
 #include "reporter.hpp"
 
 namespace rpi::cli {
@@ -29,6 +30,19 @@ struct CommandRegistration {
   CommandRegistration(int order, Registrar registrar);
 };
 void register_all(CLI::App& app, AppContext& ctx);
+
+// The download flags of the main command, `watch` and `fetch`: one set of
+// names, help texts and defaults, turned into fetch::Options in one place.
+struct DownloadFlags {
+  std::vector<std::string> mirrors;
+  std::string cache_dir, ca_cert, keyring, signing_key_fingerprint;
+  bool offline = false, verify_signature = false;
+
+  fetch::Options options(const EventSink& events) const;
+};
+// Adds --mirror, --cache-dir, --offline, --ca-cert, --verify-signature,
+// --keyring and --signing-key-fingerprint to `app`, in help group `group`.
+void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& group);
 
 // SOURCE_DATE_EPOCH from the environment (nullopt when unset); throws Errc::usage if malformed.
 std::optional<std::int64_t> source_date_epoch();

@@ -15,9 +15,8 @@ namespace rpi::cli {
 namespace {
 
 struct FetchOptions {
-  std::string spec, version, arch, tarball, sha256, cache_dir, ca_cert, keyring, fingerprint;
-  std::vector<std::string> mirrors;
-  bool offline = false, verify_signature = false;
+  std::string spec, version, arch, tarball, sha256;
+  DownloadFlags download;
 };
 
 // What a spec's [alpine] table says (the full spec model lives in overlay/;
@@ -76,21 +75,11 @@ void run_fetch(AppContext& ctx, FetchOptions o) {
     // Flags given on the command line win over the spec.
     if (o.version.empty() && t.version) o.version = *t.version;
     if (o.arch.empty() && t.arch) o.arch = *t.arch;
-    if (o.mirrors.empty() && t.mirror) o.mirrors.push_back(*t.mirror);
+    if (o.download.mirrors.empty() && t.mirror) o.download.mirrors.push_back(*t.mirror);
     if (o.tarball.empty() && t.tarball) o.tarball = *t.tarball;
     if (o.sha256.empty() && t.sha256) o.sha256 = *t.sha256;
   }
-  fetch::Options opts;
-  if (!o.cache_dir.empty()) opts.cache_dir = o.cache_dir;
-  opts.offline = o.offline;
-  opts.ca_cert = o.ca_cert;
-  opts.verify_signature = o.verify_signature;
-  opts.keyring = o.keyring;
-  opts.signing_key_fingerprint = o.fingerprint;
-  opts.events = ctx.reporter.sink();
-  if (opts.verify_signature && opts.keyring.empty())
-    throw Error(Errc::usage,
-                "--verify-signature needs --keyring FILE (Alpine's key: https://alpinelinux.org/keys/ncopa.asc)");
+  const fetch::Options opts = o.download.options(ctx.reporter.sink());
 
   std::filesystem::path path;
   fetch::Release rel;
@@ -103,7 +92,7 @@ void run_fetch(AppContext& ctx, FetchOptions o) {
     fetch::Query q;
     if (!o.version.empty()) q.version = o.version;
     if (!o.arch.empty()) q.arch = o.arch;
-    q.mirrors = o.mirrors;
+    q.mirrors = o.download.mirrors;
     rel = fetch::resolve(q, opts);
     path = fetch::fetch_release(rel, opts);
   }
@@ -123,17 +112,9 @@ CommandRegistration reg(40, [](CLI::App& app, AppContext& ctx) {
   sub->add_option("--spec", o->spec, "read version, arch, mirror (or tarball + sha256) from the spec's [alpine] table");
   sub->add_option("--version", o->version, "latest-stable (default), edge, X.Y or X.Y.Z");
   sub->add_option("--arch", o->arch, "aarch64 (default), armv7 or armhf");
-  sub->add_option("--mirror", o->mirrors,
-                  "mirror root (https://, http://, file:// or a directory); repeat to add fallbacks");
   sub->add_option("--tarball", o->tarball, "fetch this URL instead of resolving a release (needs --sha256)");
   sub->add_option("--sha256", o->sha256, "the expected SHA-256 of --tarball");
-  sub->add_option("--cache-dir", o->cache_dir, "cache folder (default $XDG_CACHE_HOME/rpi-provision)");
-  sub->add_flag("--offline", o->offline, "never use the network; resolve and fetch from the cache only");
-  sub->add_option("--ca-cert", o->ca_cert, "CA certificate (PEM) to trust for a private HTTPS mirror");
-  sub->add_flag("--verify-signature", o->verify_signature, "check <file>.asc with gpg against --keyring");
-  sub->add_option("--keyring", o->keyring, "OpenPGP public key file for --verify-signature");
-  sub->add_option("--signing-key-fingerprint", o->fingerprint,
-                  std::string("accepted signer (default Alpine's ") + fetch::kAlpineSigningKey + ")");
+  add_download_flags(*sub, o->download, "Download");
   sub->callback([o, &ctx] {
     ctx.reporter.configure(ctx.json, ctx.quiet);
     run_fetch(ctx, *o);

@@ -65,7 +65,7 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
   if (!o.image.empty()) {
     s << "  image: " << o.image << "\n";
   } else {
-    TarballPlan t = p.plan_tarball(!o.offline);
+    TarballPlan t = p.plan_tarball(!o.download.offline);
     s << "  tarball: " << t.description << "\n";
     j.add("tarball", t.description);
   }
@@ -250,17 +250,7 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
       ->group("Input");
   app.add_option("--tarball", o->tarball, "the Alpine RPi tarball: a file or a URL (then --sha256)")->group("Input");
   app.add_option("--sha256", o->sha256, "pin the tarball's SHA-256 (required for a --tarball URL)")->group("Input");
-  app.add_option("--mirror", o->mirrors, "Alpine mirror root (https://, http://, file:// or a folder); repeatable")
-      ->group("Download");
-  app.add_option("--cache-dir", o->cache_dir, "download cache (default $XDG_CACHE_HOME/rpi-provision)")
-      ->group("Download");
-  app.add_flag("--offline", o->offline, "never use the network; the cache must hold the tarball")->group("Download");
-  app.add_option("--ca-cert", o->ca_cert, "extra CA certificate for a private HTTPS mirror")->group("Download");
-  app.add_flag("--verify-signature", o->verify_signature, "check the tarball's GPG signature (needs --keyring)")
-      ->group("Download");
-  app.add_option("--keyring", o->keyring, "OpenPGP key file for --verify-signature")->group("Download");
-  app.add_option("--signing-key-fingerprint", o->signing_key_fingerprint, "accept this key instead of Alpine's")
-      ->group("Download");
+  add_download_flags(app, o->download, "Download");
   app.add_option("--output,-o", o->output, "write an image file FILE.img (and FILE.img.bmap)")->group("Targets");
   app.add_option("--device", o->devices, "a card to write; repeat for a batch (written in parallel)")->group("Targets");
   app.add_flag("--yes,-y", o->yes, "do not ask before writing devices")->group("Targets");

@@ -130,9 +130,7 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
   sub->add_option("--image", o.image, "write this image to every card");
   sub->add_option("--tarball", o.tarball, "the Alpine RPi tarball (file or URL)");
   sub->add_option("--sha256", o.sha256, "pin the tarball's SHA-256");
-  sub->add_option("--mirror", o.mirrors, "Alpine mirror root; repeatable");
-  sub->add_option("--cache-dir", o.cache_dir, "download cache");
-  sub->add_flag("--offline", o.offline, "never use the network");
+  add_download_flags(*sub, o.download, "Download");
   sub->add_option("--first", o.first, "{n} of the first card (default 1)");
   sub->add_option("--count", w->count, "stop after this many cards (default: after the last [[hosts]] entry)");
   sub->add_option("--size", o.size, "image size");

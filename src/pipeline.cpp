@@ -150,15 +150,7 @@ Identity Pipeline::identity_at(int n) const {
 }
 
 fetch::Options Pipeline::fetch_options() const {
-  fetch::Options f;
-  if (!o_.cache_dir.empty()) f.cache_dir = o_.cache_dir;
-  f.offline = o_.offline;
-  f.ca_cert = o_.ca_cert;
-  f.verify_signature = o_.verify_signature;
-  f.keyring = o_.keyring;
-  f.signing_key_fingerprint = o_.signing_key_fingerprint;
-  f.events = ctx_.reporter.sink();
-  return f;
+  return o_.download.options(ctx_.reporter.sink());
 }
 
 TarballPlan Pipeline::plan_tarball(bool resolve_release) {
@@ -190,7 +182,7 @@ TarballPlan Pipeline::plan_tarball(bool resolve_release) {
   fetch::Query q;
   q.version = spec_->alpine().version;
   q.arch = spec_->alpine().arch;
-  q.mirrors = o_.mirrors.empty() ? std::vector<std::string>{spec_->alpine().mirror} : o_.mirrors;
+  q.mirrors = o_.download.mirrors.empty() ? std::vector<std::string>{spec_->alpine().mirror} : o_.download.mirrors;
   if (!resolve_release) {
     p.description = "Alpine " + q.version + " " + q.arch + " from " + fetch::redact_urls(q.mirrors.front()) +
                     " (resolved when run)";

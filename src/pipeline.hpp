@@ -20,10 +20,11 @@ namespace rpi::cli {
 
 struct RunOptions {
   std::string spec, apkovl, image, output, tarball, sha256, size, label, host, known_hosts, seed_file;
-  std::vector<std::string> devices, mirrors;
-  std::string cache_dir, ca_cert, keyring, signing_key_fingerprint, disk_id;
+  std::vector<std::string> devices;
+  std::string disk_id;
+  DownloadFlags download;
   int first = 1;
-  bool offline = false, yes = false, no_verify = false, dry_run = false, force = false, verify_signature = false;
+  bool yes = false, no_verify = false, dry_run = false, force = false;
   udev::SafetyOptions safety;
 };
 

@@ -110,6 +110,23 @@ TEST_F(FetchCli, UsageErrorsExitTwo) {
   EXPECT_NE(r.err.find("--keyring"), std::string::npos) << r.err;
 }
 
+// Station mode takes the same download flags: it fetches the tarball before the
+// first card, so a missing signature stops it there, with nothing cached.
+TEST_F(FetchCli, WatchUsesTheDownloadFlags) {
+  fs::path spec = tmp / "station.toml";
+  write_file(spec, "[system]\nhostname = \"pi-{n}\"\n\n[alpine]\nversion = \"3.22\"\n");
+  fs::path keyring = tmp / "keyring.asc";
+  write_file(keyring, "");
+  CommandResult r = cli({"watch", "--spec", spec.string(), "--mirror", server->url(), "--cache-dir", cache,
+                         "--verify-signature", "--keyring", keyring.string(), "--signing-key-fingerprint",
+                         std::string(40, 'A'), "--poll", "--count", "1", "--yes"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find(".asc was not found"), std::string::npos) << r.err;
+  EXPECT_GE(server->requests(".tar.gz"), 1);
+  EXPECT_EQ(run({"sh", "-c", "find '" + cache + "' -name '*.tar.gz' | grep -q ."}).exit_code, 1)
+      << "an unverified tarball was cached";
+}
+
 TEST_F(FetchCli, TwoConcurrentFetchesShareOneCache) {
   std::string cmd = "'" + cli_path().string() + "' -q fetch --version 3.22 --mirror " + server->url() +
                     " --cache-dir '" + cache + "'";
