@@ -40,7 +40,8 @@ _rpi_provision() {
 
   local commands="check apkovl fetch cache devices watch inspect"
   local common="--json -q --quiet -v --verbose -h --help"
-  local build="--spec --apkovl --image --tarball --sha256 --mirror --cache-dir --offline --first --host --seed-file"
+  local build="--spec --apkovl --image --tarball --sha256 --first --seed-file"
+  local download="--mirror --cache-dir --offline --ca-cert --verify-signature --keyring --signing-key-fingerprint"
   local write="--device --yes --allow-non-removable --allow-large --unmount --no-verify"
 
   # The subcommand is the first word that is not an option or an option's value.
@@ -139,13 +140,13 @@ _rpi_provision() {
         _rpi_provision_add compgen -W "$commands" -- "$cur"
         return
       fi
-      opts="$common --version $build $write -o --output --size --label --disk-id --force --known-hosts --dry-run"
+      opts="$common --version $build $download $write -o --output --size --label --disk-id --force --known-hosts"
+      opts+=" --host --dry-run"
       ;;
     check) opts="$common --spec --host --first" ;;
     apkovl) opts="$common --spec -o --output --out-dir --host --first --seed-file --known-hosts" ;;
     fetch)
-      opts="$common --spec --version --arch --mirror --tarball --sha256 --cache-dir --offline --ca-cert"
-      opts+=" --verify-signature --keyring --signing-key-fingerprint"
+      opts="$common --spec --version --arch --tarball --sha256 $download"
       ;;
     cache)
       if [[ -z $sub && $cur != -* ]]; then
@@ -156,7 +157,10 @@ _rpi_provision() {
       [[ $sub == prune ]] && opts+=" --keep"
       ;;
     devices) opts=$common ;;
-    watch) opts="$common $build --yes --allow-non-removable --allow-large --unmount --no-verify --count --poll" ;;
+    watch)
+      opts="$common $build $download --yes --allow-non-removable --allow-large --unmount --no-verify --count --poll"
+      opts+=" --size --label"
+      ;;
     inspect)
       if [[ $cur != -* ]]; then
         _rpi_provision_add compgen -f -- "$cur"

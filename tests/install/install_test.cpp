@@ -408,26 +408,28 @@ TEST(InstallCompletions, BashParsesAndPassesShellcheck) {
   EXPECT_EQ(sc.exit_code, 0) << describe(sc);
 }
 
-// Drives the completion function the way bash does (COMP_WORDS/COMP_CWORD) and looks at
-// COMPREPLY.
+// Drives the bash completion function the way bash does (COMP_WORDS/COMP_CWORD) in
+// folder `dir` and returns COMPREPLY, sorted, one per line.
+std::string bash_complete(const fs::path& dir, const std::string& words) {
+  std::string script = "cd '" + dir.string() + "' || exit 9\nsource '" + bash_completion().string() +
+                       "'\n"
+                       "COMP_WORDS=(" +
+                       words +
+                       ")\n"
+                       "COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))\n"
+                       "_rpi_provision\n"
+                       "printf '%s\\n' \"${COMPREPLY[@]}\" | sort\n";
+  CommandResult r = run({"bash", "--norc", "--noprofile", "-c", script});
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  return r.out;
+}
+
 TEST(InstallCompletions, BashCompletesCommandsFilesAndValues) {
   TempDir t;
   write_file(t / "kiosk.toml", "");
   write_file(t / "notes.txt", "");
   fs::create_directory(t / "specs");
-  auto complete = [&](const std::string& words) {
-    std::string script = "cd '" + t.path().string() + "' || exit 9\nsource '" + bash_completion().string() +
-                         "'\n"
-                         "COMP_WORDS=(" +
-                         words +
-                         ")\n"
-                         "COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))\n"
-                         "_rpi_provision\n"
-                         "printf '%s\\n' \"${COMPREPLY[@]}\" | sort\n";
-    CommandResult r = run({"bash", "--norc", "--noprofile", "-c", script});
-    EXPECT_EQ(r.exit_code, 0) << describe(r);
-    return r.out;
-  };
+  auto complete = [&](const std::string& words) { return bash_complete(t.path(), words); };
   EXPECT_EQ(complete("rpi-provision ch"), "check\n");
   EXPECT_EQ(complete("rpi-provision cache ''"), "list\nprune\n");
   EXPECT_EQ(complete("rpi-provision --spec ''"), "kiosk.toml\nspecs\n");
@@ -497,10 +499,43 @@ zpty -d z
   EXPECT_TRUE(contains(out, "--seed-file=")) << out;
 }
 
+// The text zsh completes `cmd` from: its _arguments call (the main one for ""), with
+// the shared option arrays ($common, $build, ...) it names spelled out.
+std::string zsh_section(const std::string& zsh, const std::string& cmd) {
+  std::string first = cmd.substr(0, cmd.find(' '));
+  std::size_t begin = first.empty() ? zsh.find("_arguments -C -s") : zsh.find("\n        " + first + ")\n");
+  std::size_t end = first.empty() ? zsh.find("'1: :->command'", begin) : zsh.find(";;", begin);
+  if (begin == std::string::npos || end == std::string::npos) return "";
+  std::string section = zsh.substr(begin, end - begin);
+  std::string out = section;
+  static const std::regex array_use(R"(\$([a-z]+))");
+  for (std::sregex_iterator it(section.begin(), section.end(), array_use), stop; it != stop; ++it) {
+    std::size_t def = zsh.find("\n  " + (*it)[1].str() + "=(\n");
+    if (def != std::string::npos) out += zsh.substr(def, zsh.find("\n  )", def) - def);
+  }
+  return out;
+}
+
+// Long options a command's --help lists as its own (option lines, not the examples).
+std::set<std::string> own_long_options(const std::string& help) {
+  std::set<std::string> out;
+  static const std::regex line_opt(R"(^  (?:-[a-zA-Z],)?(--[a-z0-9][a-z0-9-]*))");
+  for (const auto& line : lines_of(help)) {
+    std::smatch m;
+    if (std::regex_search(line, m, line_opt)) out.insert(m[1].str());
+  }
+  return out;
+}
+
+// Every command is completed, and after `rpi-provision CMD --` each shell offers
+// exactly the options CMD's --help lists as its own.
 TEST(InstallCompletions, CoverEveryCommandAndOptionOfHelp) {
   Surface s = cli_surface();
   const std::string bash = read_file(bash_completion());
   const std::string zsh = read_file(zsh_completion());
+  TempDir t;
+  // The main command's output flags also work after a subcommand (CLI11 fallthrough).
+  const std::set<std::string> global{"--json", "--quiet", "--verbose"};
   for (std::size_t i = 0; i < s.commands.size(); ++i) {
     const std::string& cmd = s.commands[i];
     std::string last = cmd.substr(cmd.rfind(' ') == std::string::npos ? 0 : cmd.rfind(' ') + 1);
@@ -508,10 +543,24 @@ TEST(InstallCompletions, CoverEveryCommandAndOptionOfHelp) {
       EXPECT_TRUE(has_option(bash, last)) << "bash completion lacks subcommand " << cmd;
       EXPECT_TRUE(has_option(zsh, last)) << "zsh completion lacks subcommand " << cmd;
     }
-    for (const auto& opt : s.options[i]) {
-      EXPECT_TRUE(has_option(bash, opt)) << "bash completion lacks " << opt << " (of '" << cmd << "')";
-      EXPECT_TRUE(has_option(zsh, opt)) << "zsh completion lacks " << opt << " (of '" << cmd << "')";
+    std::vector<std::string> args;
+    std::istringstream words(cmd);
+    for (std::string w; words >> w;) args.push_back(w);
+    args.push_back("--help");
+    const std::set<std::string> own = own_long_options(rpi::test::cli(args).out);
+    EXPECT_TRUE(own.count("--help")) << "no options parsed from the help of '" << cmd << "'";
+    std::set<std::string> offered;
+    for (const auto& line : lines_of(bash_complete(t.path(), "rpi-provision " + cmd + " --")))
+      if (!line.empty()) offered.insert(line);
+    const std::string zsh_own = zsh_section(zsh, cmd);
+    EXPECT_FALSE(zsh_own.empty()) << "zsh completion has no section for '" << cmd << "'";
+    for (const auto& opt : own) {
+      EXPECT_TRUE(offered.count(opt)) << "bash does not offer " << opt << " after 'rpi-provision " << cmd << "'";
+      EXPECT_TRUE(has_option(zsh_own, opt)) << "zsh does not offer " << opt << " for '" << cmd << "'";
     }
+    for (const auto& opt : offered)
+      EXPECT_TRUE(own.count(opt) || (global.count(opt) && s.options[0].count(opt)))
+          << "bash offers " << opt << " after 'rpi-provision " << cmd << "', which its --help does not list";
   }
 }
 
