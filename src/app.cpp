@@ -12,6 +12,7 @@
 #include <sstream>
 #include <utility>
 
+#include "rpi/atomic_file.hpp"
 #include "rpi/error.hpp"
 
 #ifndef RPI_VERSION
@@ -91,6 +92,14 @@ void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& grou
   app.add_option("--signing-key-fingerprint", f.signing_key_fingerprint,
                  std::string("accept this signer instead of Alpine's ") + fetch::kAlpineSigningKey)
       ->group(group);
+}
+
+void write_known_hosts(AppContext& ctx, const std::string& path, const std::vector<std::string>& lines) {
+  if (lines.empty()) return;
+  std::string text;
+  for (const auto& l : lines) text += l + "\n";
+  write_file_atomic(path, text, 0644);
+  ctx.reporter.note("known_hosts lines written to " + path + " (no trust-on-first-use needed)");
 }
 
 std::string hex32(std::uint32_t v) {

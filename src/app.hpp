@@ -44,6 +44,10 @@ struct DownloadFlags {
 // --keyring and --signing-key-fingerprint to `app`, in help group `group`.
 void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& group);
 
+// Writes `lines` (public host keys) to `path` as a known_hosts file, atomically,
+// and says so; nothing when there are none.
+void write_known_hosts(AppContext& ctx, const std::string& path, const std::vector<std::string>& lines);
+
 // SOURCE_DATE_EPOCH from the environment (nullopt when unset); throws Errc::usage if malformed.
 std::optional<std::int64_t> source_date_epoch();
 // The secret of --seed-file (at least 16 bytes), or nothing for an empty path.

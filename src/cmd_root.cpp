@@ -10,7 +10,6 @@
 
 #include "app.hpp"
 #include "pipeline.hpp"
-#include "rpi/atomic_file.hpp"
 #include "rpi/error.hpp"
 #include "rpi/size.hpp"
 #include "udev/flash.hpp"
@@ -18,14 +17,6 @@
 namespace rpi::cli {
 
 namespace {
-
-void write_known_hosts(AppContext& ctx, const std::string& path, const std::vector<std::string>& lines) {
-  if (lines.empty()) return;
-  std::string text;
-  for (const auto& l : lines) text += l + "\n";
-  write_file_atomic(path, text, 0644);
-  ctx.reporter.note("known_hosts lines written to " + path + " (no trust-on-first-use needed)");
-}
 
 std::string build_summary(const BuiltImage& b) {
   const partition::ImageResult& r = b.result;

@@ -2,6 +2,7 @@
 // with the next identity, verified and announced "safe to remove".
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 
@@ -17,6 +18,7 @@ namespace {
 
 struct WatchOptions {
   RunOptions run;
+  std::string known_hosts;  // file kept up to date with the keys of every card written
   int count = 0;
   bool poll = false;
 };
@@ -49,7 +51,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
                     "); insert a card, Ctrl-C to stop");
   const auto start = std::chrono::steady_clock::now();
   int n = o.first, done = 0, failed = 0;
-  std::vector<std::string> known_hosts;
+  std::vector<std::string> known_hosts, all_known_hosts;
   while (!cancel->load() && (w.count == 0 || done < w.count) && (last == 0 || n <= last)) {
     std::optional<std::string> dev = monitor.next(std::chrono::seconds(1), cancel);
     if (!dev) continue;
@@ -111,6 +113,11 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     if (r.ok()) {
       ++done;
       ++n;
+      for (const auto& k : known_hosts)
+        if (std::find(all_known_hosts.begin(), all_known_hosts.end(), k) == all_known_hosts.end())
+          all_known_hosts.push_back(k);
+      // Rewritten after every card: if the station stops, the file still covers each card handed out.
+      if (!w.known_hosts.empty()) write_known_hosts(ctx, w.known_hosts, all_known_hosts);
     } else {
       ++failed;
     }
@@ -136,6 +143,8 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
   sub->add_option("--size", o.size, "image size");
   sub->add_option("--label", o.label, "FAT volume label");
   sub->add_option("--seed-file", o.seed_file, "derive salts and SSH host keys from this secret file");
+  sub->add_option("--known-hosts", w->known_hosts,
+                  "keep the SSH host keys of every card written as known_hosts lines here");
   sub->add_flag("--yes,-y", o.yes, "write without asking for each card");
   sub->add_flag("--allow-non-removable", o.safety.allow_non_removable, "permit fixed disks");
   sub->add_flag("--allow-large", o.safety.allow_large, "permit disks larger than 512 GiB");

@@ -240,8 +240,9 @@ TEST(Cli, WatchWritesACardAttachedAfterStart) {
     std::this_thread::sleep_for(std::chrono::seconds(3));
     dev_after = attach(after);
   });
+  const fs::path known = d / "known_hosts";
   auto r = cli({"watch", "--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--poll",
-                "--count", "1", "--allow-non-removable", "--yes", "--json"});
+                "--count", "1", "--allow-non-removable", "--yes", "--json", "--known-hosts", known.string()});
   plug.join();
   rpi::test::run({"losetup", "-d", dev_before});
   if (!dev_after.empty()) rpi::test::run({"losetup", "-d", dev_after});
@@ -250,6 +251,10 @@ TEST(Cli, WatchWritesACardAttachedAfterStart) {
   EXPECT_TRUE(contains(r.out, "\"target\":\"" + dev_after + "\"")) << r.out;
   EXPECT_FALSE(contains(r.out, "\"target\":\"" + dev_before + "\"")) << r.out;
   EXPECT_TRUE(contains(r.out, "\"verified\":true")) << r.out;
+  // --known-hosts holds the card's host keys, the ones it reported.
+  const std::string kh = rpi::test::read_file(known);
+  EXPECT_TRUE(contains(kh, "pi-headless ssh-ed25519 ")) << kh;
+  EXPECT_TRUE(contains(r.out, kh.substr(0, kh.find('\n')))) << kh << "\n" << r.out;
   // The card attached later holds the image; the one present at start is untouched.
   auto ls = rpi::test::run({"mdir", "-i", after.string() + "@@8M", "::/"});
   EXPECT_TRUE(contains(ls.out, ".apkovl.tar.gz")) << ls.out << ls.err;
