@@ -18,6 +18,7 @@
 #include "partition/reader.hpp"
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
+#include "rpi/size.hpp"
 
 namespace rpi::cli {
 namespace {
@@ -25,22 +26,6 @@ namespace {
 using namespace rpi::partition;
 
 constexpr std::uint64_t kSmallTextMax = 64 * 1024;  // .alpine-release, cmdline.txt
-
-std::string human_bytes(std::uint64_t b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(b);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[64];
-  if (u == 0)
-    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
-  else
-    std::snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
-  return buf;
-}
 
 std::string hex2(std::uint8_t v) {
   char buf[8];
@@ -110,7 +95,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
   std::string text;
   JsonObject out;
   out.add("path", target).add("size", size);
-  text += target + ": " + std::to_string(size) + " bytes (" + human_bytes(size) + ")\n";
+  text += target + ": " + std::to_string(size) + " bytes (" + format_size(size) + ")\n";
 
   // Partition table, or a FAT without one ("superfloppy").
   std::optional<FatVolume> vol;
@@ -132,7 +117,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
       char line[160];
       std::snprintf(line, sizeof line, "  %u  %-4s  %s %-23s %10u %12u  %s\n", e.number, e.bootable() ? "*" : "",
                     hex2(e.type).c_str(), mbr_type_name(e.type), e.start_lba, e.sectors,
-                    human_bytes(e.bytes()).c_str());
+                    format_size(e.bytes()).c_str());
       text += line;
       JsonObject p;
       p.add("number", e.number)
@@ -188,8 +173,8 @@ void run_inspect(const std::string& target, AppContext& ctx) {
           (fi.boot_label != fi.root_label ? "  [boot sector: " + fi.boot_label + "]" : "") + "\n";
   text += "  volume id    " + (fi.has_volume_id ? fi.volume_id_string() : std::string("(none)")) + "\n";
   text += "  clusters     " + std::to_string(fi.clusters) + " of " + std::to_string(fi.cluster_bytes()) + " bytes (" +
-          human_bytes(fi.volume_bytes()) + " volume)\n";
-  text += "  free         " + std::to_string(fi.free_clusters) + " clusters (" + human_bytes(fi.free_bytes()) + ")" +
+          format_size(fi.volume_bytes()) + " volume)\n";
+  text += "  free         " + std::to_string(fi.free_clusters) + " clusters (" + format_size(fi.free_bytes()) + ")" +
           (fi.kind == FatKind::fat32 ? (fi.fsinfo_free ? "; FSInfo says " + std::to_string(*fi.fsinfo_free)
                                                        : std::string("; FSInfo: unknown"))
                                      : std::string()) +
@@ -232,7 +217,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
     warnings.push_back(std::string("the directory tree is damaged: ") + err.what());
   }
   text += "  contents     " + std::to_string(files) + " files, " + std::to_string(dirs) + " directories, " +
-          human_bytes(bytes) + "\n";
+          format_size(bytes) + "\n";
   fj.add("files", files).add("directories", dirs).add("file_bytes", bytes);
   out.add_raw("fat", fj.str());
 
