@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <iostream>
+#include <set>
 
 #include "app.hpp"
 #include "pipeline.hpp"
@@ -22,6 +24,22 @@ struct WatchOptions {
   int count = 0;
   bool poll = false;
 };
+
+// The known_hosts file after this run's cards: lines already in `path` for other
+// hosts stay (an earlier run of the station, or a restart); lines for a host
+// written now are replaced, so a re-flashed Pi's old key is no longer trusted.
+std::vector<std::string> merged_known_hosts(const std::string& path, const std::vector<std::string>& ours) {
+  std::set<std::string> hosts;
+  for (const auto& l : ours) hosts.insert(l.substr(0, l.find(' ')));
+  std::vector<std::string> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    if (line[0] == '#' || !hosts.count(line.substr(0, line.find(' ')))) out.push_back(line);
+  }
+  out.insert(out.end(), ours.begin(), ours.end());
+  return out;
+}
 
 void run_watch(AppContext& ctx, WatchOptions& w) {
   RunOptions& o = w.run;
@@ -117,7 +135,8 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
         if (std::find(all_known_hosts.begin(), all_known_hosts.end(), k) == all_known_hosts.end())
           all_known_hosts.push_back(k);
       // Rewritten after every card: if the station stops, the file still covers each card handed out.
-      if (!w.known_hosts.empty()) write_known_hosts(ctx, w.known_hosts, all_known_hosts);
+      if (!w.known_hosts.empty() && !known_hosts.empty())
+        write_known_hosts(ctx, w.known_hosts, merged_known_hosts(w.known_hosts, all_known_hosts));
     } else {
       ++failed;
     }
@@ -144,7 +163,7 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
   sub->add_option("--label", o.label, "FAT volume label");
   sub->add_option("--seed-file", o.seed_file, "derive salts and SSH host keys from this secret file");
   sub->add_option("--known-hosts", w->known_hosts,
-                  "keep the SSH host keys of every card written as known_hosts lines here");
+                  "keep the SSH host keys of the cards written as known_hosts lines here (merged)");
   sub->add_flag("--yes,-y", o.yes, "write without asking for each card");
   sub->add_flag("--allow-non-removable", o.safety.allow_non_removable, "permit fixed disks");
   sub->add_flag("--allow-large", o.safety.allow_large, "permit disks larger than 512 GiB");

@@ -240,7 +240,9 @@ TEST(Cli, WatchWritesACardAttachedAfterStart) {
     std::this_thread::sleep_for(std::chrono::seconds(3));
     dev_after = attach(after);
   });
+  // An earlier run left keys: another host's stays, this host's old one goes.
   const fs::path known = d / "known_hosts";
+  rpi::test::write_file(known, "other-pi ssh-ed25519 AAAAother\npi-headless ssh-ed25519 AAAAstale\n");
   auto r = cli({"watch", "--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--poll",
                 "--count", "1", "--allow-non-removable", "--yes", "--json", "--known-hosts", known.string()});
   plug.join();
@@ -253,8 +255,10 @@ TEST(Cli, WatchWritesACardAttachedAfterStart) {
   EXPECT_TRUE(contains(r.out, "\"verified\":true")) << r.out;
   // --known-hosts holds the card's host keys, the ones it reported.
   const std::string kh = rpi::test::read_file(known);
-  EXPECT_TRUE(contains(kh, "pi-headless ssh-ed25519 ")) << kh;
-  EXPECT_TRUE(contains(r.out, kh.substr(0, kh.find('\n')))) << kh << "\n" << r.out;
+  EXPECT_EQ(kh.rfind("other-pi ssh-ed25519 AAAAother\npi-headless ssh-ed25519 ", 0), 0u) << kh;
+  EXPECT_FALSE(contains(kh, "AAAAstale")) << kh;
+  const std::string ours = kh.substr(kh.find('\n') + 1);
+  EXPECT_TRUE(contains(r.out, ours.substr(0, ours.find('\n')))) << kh << "\n" << r.out;
   // The card attached later holds the image; the one present at start is untouched.
   auto ls = rpi::test::run({"mdir", "-i", after.string() + "@@8M", "::/"});
   EXPECT_TRUE(contains(ls.out, ".apkovl.tar.gz")) << ls.out << ls.err;
