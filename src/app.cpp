@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <utility>
 
@@ -94,9 +95,16 @@ void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& grou
       ->group(group);
 }
 
-void write_known_hosts(AppContext& ctx, const std::string& path, const std::vector<std::string>& lines) {
+void write_known_hosts(AppContext& ctx, const std::string& path, const std::vector<std::string>& lines, bool merge) {
   if (lines.empty()) return;
   std::string text;
+  if (merge) {
+    std::set<std::string> hosts;
+    for (const auto& l : lines) hosts.insert(l.substr(0, l.find(' ')));
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty() && (line[0] == '#' || !hosts.count(line.substr(0, line.find(' '))))) text += line + "\n";
+  }
   for (const auto& l : lines) text += l + "\n";
   write_file_atomic(path, text, 0644);
   ctx.reporter.note("known_hosts lines written to " + path + " (no trust-on-first-use needed)");

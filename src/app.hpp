@@ -45,8 +45,10 @@ struct DownloadFlags {
 void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& group);
 
 // Writes `lines` (public host keys) to `path` as a known_hosts file, atomically,
-// and says so; nothing when there are none.
-void write_known_hosts(AppContext& ctx, const std::string& path, const std::vector<std::string>& lines);
+// and says so; nothing when there are none. With `merge`, lines already in the
+// file for other hosts stay and those for a host in `lines` are replaced (a
+// re-flashed Pi's old key is no longer trusted); else the file is replaced.
+void write_known_hosts(AppContext& ctx, const std::string& path, const std::vector<std::string>& lines, bool merge);
 
 // SOURCE_DATE_EPOCH from the environment (nullopt when unset); throws Errc::usage if malformed.
 std::optional<std::int64_t> source_date_epoch();

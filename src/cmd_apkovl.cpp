@@ -86,11 +86,7 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
     }
     if (written == 0) throw Error(Errc::usage, "no [[hosts]] entry in " + o.spec + " has a mac; nothing written");
   }
-  if (!o.known_hosts.empty()) {
-    std::string text;
-    for (const auto& l : known_hosts) text += l + "\n";
-    write_file_atomic(o.known_hosts, text, 0644);
-  }
+  if (!o.known_hosts.empty()) write_known_hosts(ctx, o.known_hosts, known_hosts, true);
 }
 
 CommandRegistration reg(30, [](CLI::App& app, AppContext& ctx) {

@@ -108,7 +108,11 @@ void run_output(AppContext& ctx, Pipeline& p) {
   const auto start = std::chrono::steady_clock::now();
   std::vector<BuiltImage> built = p.build(ids, {o.output});
   const BuiltImage& b = built.front();
-  write_known_hosts(ctx, o.known_hosts.empty() ? o.output + ".known_hosts" : o.known_hosts, b.known_hosts);
+  // The file beside the image belongs to it and is replaced; a --known-hosts file is shared and merged.
+  if (o.known_hosts.empty())
+    write_known_hosts(ctx, o.output + ".known_hosts", b.known_hosts, false);
+  else
+    write_known_hosts(ctx, o.known_hosts, b.known_hosts, true);
   std::string text = build_summary(b) + "\nwrite it with: bmaptool copy " + b.result.image.string() +
                      " /dev/sdX   (or: rpi-provision --image " + b.result.image.string() + " --device /dev/sdX)";
   ctx.reporter.result("build", text, build_json(b));
@@ -161,7 +165,7 @@ void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results
   if (!known_hosts.empty()) {
     s << "\nknown_hosts:\n";
     for (const auto& k : known_hosts) s << k << "\n";
-    if (!known_hosts_file.empty()) write_known_hosts(ctx, known_hosts_file, known_hosts);
+    if (!known_hosts_file.empty()) write_known_hosts(ctx, known_hosts_file, known_hosts, true);
   }
   if (!ctx.reporter.json()) ctx.reporter.text(s.str());
   if (failed) ctx.exit_code = results.size() > 1 ? 3 : 1;

@@ -25,22 +25,6 @@ struct WatchOptions {
   bool poll = false;
 };
 
-// The known_hosts file after this run's cards: lines already in `path` for other
-// hosts stay (an earlier run of the station, or a restart); lines for a host
-// written now are replaced, so a re-flashed Pi's old key is no longer trusted.
-std::vector<std::string> merged_known_hosts(const std::string& path, const std::vector<std::string>& ours) {
-  std::set<std::string> hosts;
-  for (const auto& l : ours) hosts.insert(l.substr(0, l.find(' ')));
-  std::vector<std::string> out;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty()) continue;
-    if (line[0] == '#' || !hosts.count(line.substr(0, line.find(' ')))) out.push_back(line);
-  }
-  out.insert(out.end(), ours.begin(), ours.end());
-  return out;
-}
-
 void run_watch(AppContext& ctx, WatchOptions& w) {
   RunOptions& o = w.run;
   const bool from_image = !o.image.empty();
@@ -135,8 +119,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
         if (std::find(all_known_hosts.begin(), all_known_hosts.end(), k) == all_known_hosts.end())
           all_known_hosts.push_back(k);
       // Rewritten after every card: if the station stops, the file still covers each card handed out.
-      if (!w.known_hosts.empty() && !known_hosts.empty())
-        write_known_hosts(ctx, w.known_hosts, merged_known_hosts(w.known_hosts, all_known_hosts));
+      if (!w.known_hosts.empty() && !known_hosts.empty()) write_known_hosts(ctx, w.known_hosts, all_known_hosts, true);
     } else {
       ++failed;
     }

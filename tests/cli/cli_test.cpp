@@ -131,6 +131,26 @@ TEST(Cli, SpecToImageCarriesTheGeneratedApkovlAndBootEdits) {
   EXPECT_FALSE(contains(r.out + r.err, rpi::test::read_file(example("kiosk-wifi.psk")).substr(0, 8)));
 }
 
+// The file beside an image is the image's and is replaced; a --known-hosts file is
+// shared: other hosts' lines stay, this host's old key goes.
+TEST(Cli, KnownHostsBesideTheImageIsReplacedAndAGivenFileMerged) {
+  TempDir d;
+  const fs::path img = d / "kiosk.img", beside = d / "kiosk.img.known_hosts", shared = d / "fleet.known_hosts";
+  rpi::test::write_file(beside, "old-image-host ssh-ed25519 AAAAold\n");
+  rpi::test::write_file(shared, "# fleet\nother-pi ssh-ed25519 AAAAother\nkiosk,kiosk.lan ssh-ed25519 AAAAstale\n");
+  auto r = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output", img.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string own = rpi::test::read_file(beside);
+  EXPECT_EQ(own.rfind("kiosk,kiosk.lan ssh-ed25519 AAAA", 0), 0u) << own;
+  EXPECT_FALSE(contains(own, "old-image-host")) << own;
+  r = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output", img.string(),
+           "--known-hosts", shared.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string merged = rpi::test::read_file(shared);
+  EXPECT_EQ(merged.rfind("# fleet\nother-pi ssh-ed25519 AAAAother\nkiosk,kiosk.lan ssh-ed25519 AAAA", 0), 0u) << merged;
+  EXPECT_FALSE(contains(merged, "AAAAstale")) << merged;
+}
+
 TEST(Cli, SeedFileMakesCardsWithGeneratedKeysReproducible) {
   TempDir d;
   fs::path spec = d / "pi.toml";
