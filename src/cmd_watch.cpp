@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <set>
 
 #include "app.hpp"
 #include "pipeline.hpp"
+#include "rpi/atomic_file.hpp"
 #include "rpi/error.hpp"
 #include "rpi/size.hpp"
 #include "udev/flash.hpp"
@@ -21,9 +23,24 @@ namespace {
 struct WatchOptions {
   RunOptions run;
   std::string known_hosts;  // file kept up to date with the keys of every card written
+  std::string state;        // file holding the next card number, across restarts
   int count = 0;
-  bool poll = false;
+  bool poll = false, first_given = false;
 };
+
+// The next card number kept in --state FILE, or nothing when the file does not exist yet.
+std::optional<int> read_state(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::string text;
+  std::getline(in, text);
+  char* end = nullptr;
+  long v = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || v < 1 || v > 1000000)
+    throw Error(Errc::usage, "--state " + path + ": expected the next card number (1 or more), found '" +
+                                 text.substr(0, 40) + "'; fix it, or remove it to start at --first");
+  return static_cast<int>(v);
+}
 
 void run_watch(AppContext& ctx, WatchOptions& w) {
   RunOptions& o = w.run;
@@ -39,12 +56,33 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     shared = udev::FlashSource::open(o.image);
   } else {
     p.emplace(ctx, o);
+  }
+  // Card n takes [[hosts]] entry n: without a {n} hostname for more, the last entry is the last card.
+  const int last =
+      p && p->defined_cards() > 0 && !(p->spec() && p->spec()->hostname_templated()) ? p->defined_cards() : 0;
+  int n = o.first;
+  if (!w.state.empty() && !w.first_given) {  // an explicit --first starts over
+    if (std::optional<int> saved = read_state(w.state)) {
+      n = *saved;
+      ctx.reporter.note("continuing at card " + std::to_string(n) + " (from " + w.state + ")");
+    }
+  }
+  if (last != 0 && w.first_given && o.first > last)
+    throw Error(Errc::usage, "--first " + std::to_string(o.first) + " is beyond the " + std::to_string(last) +
+                                 " [[hosts]] entries of " + o.spec);
+  if (last != 0 && n > last) {
+    ctx.reporter.text("all " + std::to_string(last) + " [[hosts]] entries of " + o.spec +
+                      " are written (next card would be " + std::to_string(n) + "); nothing to do" +
+                      (w.state.empty() ? "" : " — remove " + w.state + " or pass --first to start over"));
+    emit_summary(ctx, 0, 0, 0.0, 0);
+    return;
+  }
+  // Written now, so an unwritable --state is an error before any card rather than after the first.
+  if (!w.state.empty()) write_file_atomic(w.state, std::to_string(n) + "\n", 0644);
+  if (p) {
     p->tarball();  // fetched and verified once, before the first card
     scratch.emplace();
   }
-  const int last = p && p->defined_cards() > 0 && !(p->spec() && p->spec()->hostname_templated())
-                       ? o.first + p->defined_cards() - 1
-                       : 0;
   udev::HotplugMonitor::Options mo;
   mo.force_polling = w.poll;
   udev::HotplugMonitor monitor(mo);
@@ -52,7 +90,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   ctx.reporter.note(std::string("watching for cards (") + (monitor.using_udev() ? "udev events" : "polling sysfs") +
                     "); insert a card, Ctrl-C to stop");
   const auto start = std::chrono::steady_clock::now();
-  int n = o.first, done = 0, failed = 0;
+  int done = 0, failed = 0;
   std::vector<std::string> known_hosts, all_known_hosts;
   while (!cancel->load() && (w.count == 0 || done < w.count) && (last == 0 || n <= last)) {
     std::optional<std::string> dev = monitor.next(std::chrono::seconds(1), cancel);
@@ -115,6 +153,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     if (r.ok()) {
       ++done;
       ++n;
+      if (!w.state.empty()) write_file_atomic(w.state, std::to_string(n) + "\n", 0644);
       for (const auto& k : known_hosts)
         if (std::find(all_known_hosts.begin(), all_known_hosts.end(), k) == all_known_hosts.end())
           all_known_hosts.push_back(k);
@@ -140,7 +179,7 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
   sub->add_option("--tarball", o.tarball, "the Alpine RPi tarball (file or URL)");
   sub->add_option("--sha256", o.sha256, "pin the tarball's SHA-256");
   add_download_flags(*sub, o.download, "Download");
-  sub->add_option("--first", o.first, "{n} of the first card (default 1)");
+  CLI::Option* first = sub->add_option("--first", o.first, "{n} of the first card (default 1)");
   sub->add_option("--count", w->count, "stop after this many cards (default: after the last [[hosts]] entry)");
   sub->add_option("--size", o.size, "image size");
   sub->add_option("--label", o.label, "FAT volume label");
@@ -153,7 +192,10 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
   sub->add_flag("--unmount", o.safety.unmount, "unmount a card's mounted partitions first");
   sub->add_flag("--no-verify", o.no_verify, "skip reading the cards back");
   sub->add_flag("--poll", w->poll, "poll sysfs instead of listening to udev");
-  sub->callback([w, &ctx]() {
+  sub->add_option("--state", w->state,
+                  "keep the next card number in this file: start from it (unless --first), update it per card");
+  sub->callback([w, first, &ctx]() {
+    w->first_given = first->count() > 0;
     ctx.reporter.configure(ctx.json, ctx.quiet);
     run_watch(ctx, *w);
   });

@@ -51,7 +51,7 @@ _rpi_provision() {
     case $w in
       --spec | --apkovl | --image | --tarball | --sha256 | --mirror | --cache-dir | --size | --host | --first | \
         --device | --output | -o | --out-dir | --known-hosts | --version | --arch | --label | --disk-id | --seed-file | \
-        --ca-cert | --keyring | --signing-key-fingerprint | --keep)
+        --ca-cert | --keyring | --signing-key-fingerprint | --keep | --state)
         # `fetch --version V` takes a value; the top-level --version does not.
         [[ $w == --version && -z $cmd ]] || ((i++))
         ;;
@@ -96,7 +96,7 @@ _rpi_provision() {
       _rpi_provision_files '*.tar.gz'
       return
       ;;
-    --known-hosts | --seed-file)
+    --known-hosts | --seed-file | --state)
       _rpi_provision_add compgen -f -- "$cur"
       compopt -o filenames 2>/dev/null
       return
@@ -159,7 +159,7 @@ _rpi_provision() {
     devices) opts=$common ;;
     watch)
       opts="$common $build $download --yes --allow-non-removable --allow-large --unmount --no-verify --count --poll"
-      opts+=" --size --label --known-hosts"
+      opts+=" --size --label --known-hosts --state"
       ;;
     inspect)
       if [[ $cur != -* ]]; then

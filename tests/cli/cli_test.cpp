@@ -239,6 +239,40 @@ TEST(Cli, WithoutATerminalOrYesNothingIsWritten) {
   EXPECT_EQ(rpi::test::read_file(card).substr(0, 4096), std::string(4096, 'z'));
 }
 
+// --state keeps the next card number across restarts of a station; once every
+// [[hosts]] entry is written there is nothing to do (exit 0, so systemd does not
+// restart it), and a damaged file is named.
+TEST(Cli, WatchStateFileContinuesAndStopsAfterTheLastHost) {
+  TempDir d;
+  const fs::path spec = d / "lab.toml", state = d / "next-card";
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"lab\"\n\n[[hosts]]\nhostname = \"lab-a\"\n\n[[hosts]]\n"
+                        "hostname = \"lab-b\"\n");
+  const std::vector<std::string> base{"watch",   "--spec",       spec.string(), "--tarball", tarball().string(),
+                                      "--state", state.string(), "--poll",      "--yes"};
+  rpi::test::write_file(state, "3\n");
+  auto r = cli(base);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "continuing at card 3")) << r.err;
+  EXPECT_TRUE(contains(r.out, "all 2 [[hosts]] entries")) << r.out;
+  rpi::test::write_file(state, "three\n");
+  r = cli(base);
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, state.string()) && contains(r.err, "'three'")) << r.err;
+  auto first = base;
+  first.insert(first.end(), {"--first", "3"});
+  r = cli(first);
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "--first 3 is beyond the 2 [[hosts]] entries")) << r.err;
+  // A state file that cannot be written is an error before any card, not after the first.
+  auto unwritable = base;
+  unwritable[6] = (d / "no-such-dir" / "next-card").string();
+  r = cli(unwritable);
+  EXPECT_NE(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "no-such-dir")) << r.err;
+  EXPECT_FALSE(contains(r.err, "watching for cards")) << r.err;
+}
+
 TEST(Cli, WatchWritesACardAttachedAfterStart) {
   if (geteuid() != 0 || access("/dev/loop-control", W_OK) != 0) GTEST_SKIP() << "needs root and /dev/loop-control";
   RPI_REQUIRE_TOOL("losetup");
@@ -263,8 +297,10 @@ TEST(Cli, WatchWritesACardAttachedAfterStart) {
   // An earlier run left keys: another host's stays, this host's old one goes.
   const fs::path known = d / "known_hosts";
   rpi::test::write_file(known, "other-pi ssh-ed25519 AAAAother\npi-headless ssh-ed25519 AAAAstale\n");
+  rpi::test::write_file(d / "next-card", "7\n");  // a restarted station goes on at card 7
   auto r = cli({"watch", "--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--poll",
-                "--count", "1", "--allow-non-removable", "--yes", "--json", "--known-hosts", known.string()});
+                "--count", "1", "--allow-non-removable", "--yes", "--json", "--known-hosts", known.string(), "--state",
+                (d / "next-card").string()});
   plug.join();
   rpi::test::run({"losetup", "-d", dev_before});
   if (!dev_after.empty()) rpi::test::run({"losetup", "-d", dev_after});
@@ -273,6 +309,8 @@ TEST(Cli, WatchWritesACardAttachedAfterStart) {
   EXPECT_TRUE(contains(r.out, "\"target\":\"" + dev_after + "\"")) << r.out;
   EXPECT_FALSE(contains(r.out, "\"target\":\"" + dev_before + "\"")) << r.out;
   EXPECT_TRUE(contains(r.out, "\"verified\":true")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"index\":7")) << r.out;
+  EXPECT_EQ(rpi::test::read_file(d / "next-card"), "8\n");
   // --known-hosts holds the card's host keys, the ones it reported.
   const std::string kh = rpi::test::read_file(known);
   EXPECT_EQ(kh.rfind("other-pi ssh-ed25519 AAAAother\npi-headless ssh-ed25519 ", 0), 0u) << kh;
