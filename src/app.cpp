@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -142,6 +143,15 @@ int run(int argc, char** argv) {
   app.require_subcommand(0, 1);
   app.fallthrough();
   register_all(app, ctx);
+  // CLI11 copies a parent's footer into subcommands made after it: the main
+  // command's examples do not belong under `fetch --help` and the others.
+  std::function<void(CLI::App*)> plain_footer = [&](CLI::App* a) {
+    for (CLI::App* sub : a->get_subcommands({})) {
+      sub->footer("See man rpi-provision, section COMMANDS.");
+      plain_footer(sub);
+    }
+  };
+  plain_footer(&app);
 
   try {
     app.parse(argc, argv);

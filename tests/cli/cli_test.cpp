@@ -55,6 +55,15 @@ TEST(Cli, HelpNamesEverySubcommandAndVersionNamesLibraries) {
     EXPECT_TRUE(contains(h.out, sub)) << sub;
   for (const char* opt : {"--spec", "--device", "--output", "--dry-run", "--json"})
     EXPECT_TRUE(contains(h.out, opt)) << opt;
+  EXPECT_TRUE(contains(h.out, "Examples:")) << h.out;
+  // The main command's examples are its own, not every subcommand's.
+  for (std::vector<std::string> sub : {std::vector<std::string>{"fetch"}, {"watch"}, {"cache", "list"}}) {
+    sub.push_back("--help");
+    auto s = cli(sub);
+    EXPECT_EQ(s.exit_code, 0) << s.err;
+    EXPECT_FALSE(contains(s.out, "Examples:")) << s.out;
+    EXPECT_TRUE(contains(s.out, "See man rpi-provision")) << s.out;
+  }
   auto v = cli({"--version"});
   EXPECT_EQ(v.exit_code, 0);
   for (const char* lib : {"rpi-provision", "libarchive", "libcurl", "libfdisk"})
