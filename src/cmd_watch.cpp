@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <set>
+#include <sstream>
 
 #include "app.hpp"
 #include "pipeline.hpp"
@@ -42,12 +43,69 @@ std::optional<int> read_state(const std::string& path) {
   return static_cast<int>(v);
 }
 
+// --dry-run: what the station would do, from which card on; nothing is written, not even --state.
+void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n, int last) {
+  const RunOptions& o = w.run;
+  std::ostringstream s;
+  JsonObject j;
+  s << "plan (nothing is written: --dry-run)\n";
+  if (p) {
+    TarballPlan t = p->plan_tarball(!o.download.offline);
+    s << "  tarball: " << t.description << "\n";
+    j.add("tarball", t.description);
+  } else {
+    s << "  image: " << o.image << " (the same on every card)\n";
+    j.add("image", o.image);
+  }
+  // The cards this run would write: up to --count, up to the last [[hosts]] entry, else open-ended.
+  int stop = last;
+  if (w.count > 0) stop = stop == 0 ? n + w.count - 1 : std::min(stop, n + w.count - 1);
+  const int shown = stop == 0 ? n + 2 : std::min(stop, n + 9);
+  std::string cards = "[";
+  s << "  cards, in the order inserted:\n";
+  for (int k = n; k <= shown; ++k) {
+    std::string name = p ? p->identity_at(k).name : "";
+    s << "    card " << k << (name.empty() ? "" : ": " + name) << "\n";
+    JsonObject c;
+    c.add("index", k).add("hostname", name);
+    cards += (cards.size() > 1 ? "," : "") + c.str();
+  }
+  cards += "]";
+  if (p && p->identical_cards()) s << "    (every card the same: the image is built once)\n";
+  if (stop == 0)
+    s << "    … and on, one card after another, until Ctrl-C\n";
+  else if (stop > shown)
+    s << "    … up to card " << stop << "\n";
+  if (stop != 0) {
+    s << "  then: stops after card " << stop << "\n";
+    j.add("last", stop);
+  }
+  if (!w.state.empty()) {
+    s << "  state: " << w.state << " (the next card number, updated after each card)\n";
+    j.add("state", w.state);
+  }
+  if (!w.known_hosts.empty()) {
+    s << "  known_hosts: " << w.known_hosts << " (merged after each card)\n";
+    j.add("known_hosts", w.known_hosts);
+  }
+  s << "  each card: checked (not a system disk, not in use"
+    << (o.safety.allow_non_removable ? "" : ", removable or on USB/MMC")
+    << (o.safety.allow_large ? "" : ", at most 512 GiB")
+    << (o.safety.unmount ? "; mounted partitions are unmounted first" : ", nothing mounted") << "), "
+    << (o.yes         ? "written"
+        : ::isatty(0) ? "written once you confirm"
+                      : "written (needs --yes: no terminal to confirm on)")
+    << ", " << (o.no_verify ? "not verified (--no-verify)" : "verified by reading it back");
+  j.add("first", n).add_raw("cards", cards).add_bool("verify", !o.no_verify).add_bool("dry_run", true);
+  ctx.reporter.result("plan", s.str(), std::move(j));
+}
+
 void run_watch(AppContext& ctx, WatchOptions& w) {
   RunOptions& o = w.run;
   const bool from_image = !o.image.empty();
   if (from_image + !o.spec.empty() + !o.apkovl.empty() != 1)
     throw Error(Errc::usage, "watch needs exactly one of --spec, --apkovl or --image");
-  if (!o.yes && !::isatty(0))
+  if (!o.yes && !o.dry_run && !::isatty(0))
     throw Error(Errc::usage, "watch writes every card inserted: without a terminal to confirm on, pass --yes");
   std::optional<Pipeline> p;
   std::optional<ScratchDir> scratch;
@@ -77,6 +135,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     emit_summary(ctx, 0, 0, 0.0, 0);
     return;
   }
+  if (o.dry_run) return print_watch_plan(ctx, w, p ? &*p : nullptr, n, last);
   // Written now, so an unwritable --state is an error before any card rather than after the first.
   if (!w.state.empty()) write_file_atomic(w.state, std::to_string(n) + "\n", 0644);
   if (p) {
@@ -192,6 +251,7 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
   sub->add_flag("--unmount", o.safety.unmount, "unmount a card's mounted partitions first");
   sub->add_flag("--no-verify", o.no_verify, "skip reading the cards back");
   sub->add_flag("--poll", w->poll, "poll sysfs instead of listening to udev");
+  sub->add_flag("--dry-run", o.dry_run, "print which cards would be written with what, then stop");
   sub->add_option("--state", w->state,
                   "keep the next card number in this file: start from it (unless --first), update it per card");
   sub->callback([w, first, &ctx]() {

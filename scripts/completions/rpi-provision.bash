@@ -159,7 +159,7 @@ _rpi_provision() {
     devices) opts=$common ;;
     watch)
       opts="$common $build $download --yes --allow-non-removable --allow-large --unmount --no-verify --count --poll"
-      opts+=" --size --label --known-hosts --state"
+      opts+=" --size --label --known-hosts --state --dry-run"
       ;;
     inspect)
       if [[ $cur != -* ]]; then

@@ -282,6 +282,35 @@ TEST(Cli, WatchStateFileContinuesAndStopsAfterTheLastHost) {
   EXPECT_FALSE(contains(r.err, "watching for cards")) << r.err;
 }
 
+// watch --dry-run: the cards a station would write from where --state says it is,
+// without a terminal or --yes, and without touching the state file or any device.
+TEST(Cli, WatchDryRunListsTheCardsToComeAndWritesNothing) {
+  TempDir d;
+  const fs::path spec = d / "lab.toml", state = d / "next-card", known = d / "known_hosts";
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"lab\"\n\n[[hosts]]\nhostname = \"lab-a\"\n\n[[hosts]]\n"
+                        "hostname = \"lab-b\"\n\n[[hosts]]\nhostname = \"lab-c\"\n");
+  rpi::test::write_file(state, "2\n");
+  auto r = cli({"watch", "--spec", spec.string(), "--tarball", tarball().string(), "--state", state.string(),
+                "--known-hosts", known.string(), "--dry-run"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "card 2: lab-b\n    card 3: lab-c\n")) << r.out;
+  EXPECT_FALSE(contains(r.out, "lab-a")) << r.out;
+  EXPECT_TRUE(contains(r.out, "stops after card 3")) << r.out;
+  EXPECT_TRUE(contains(r.out, "needs --yes")) << r.out;
+  EXPECT_FALSE(contains(r.err, "watching for cards")) << r.err;
+  EXPECT_EQ(rpi::test::read_file(state), "2\n");
+  EXPECT_FALSE(fs::exists(known));
+  // Templated hostnames go on without end; --count bounds them; --json says the same.
+  r = cli({"watch", "--spec", example("fleet.toml").string(), "--tarball", tarball().string(), "--first", "5",
+           "--count", "2", "--dry-run", "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "\"first\":5")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"last\":6")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"index\":6")) << r.out;
+  EXPECT_FALSE(contains(r.out, "\"index\":7")) << r.out;
+}
+
 TEST(Cli, WatchWritesACardAttachedAfterStart) {
   if (geteuid() != 0 || access("/dev/loop-control", W_OK) != 0) GTEST_SKIP() << "needs root and /dev/loop-control";
   RPI_REQUIRE_TOOL("losetup");
