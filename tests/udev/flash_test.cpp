@@ -10,9 +10,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <random>
 
 #include "loop_device.hpp"
@@ -191,6 +194,86 @@ TEST(FlashFile, SameTargetTwiceFailsTheSecondOnly) {
   EXPECT_TRUE(results[0].ok()) << results[0].error;
   EXPECT_FALSE(results[1].ok());
   EXPECT_TRUE(contains(results[1].error, "given twice")) << results[1].error;
+}
+
+// The most targets busy at the same time, a target being busy from its first
+// event to its last.
+std::size_t most_at_once(const std::vector<std::string>& subjects) {
+  std::map<std::string, std::pair<std::size_t, std::size_t>> span;
+  for (std::size_t i = 0; i < subjects.size(); ++i) span.try_emplace(subjects[i], i, i).first->second.second = i;
+  std::size_t most = 0;
+  for (std::size_t i = 0; i < subjects.size(); ++i) {
+    std::size_t busy = 0;
+    for (const auto& [name, s] : span) busy += s.first <= i && i <= s.second;
+    most = std::max(most, busy);
+  }
+  return most;
+}
+
+// --jobs: at most max_parallel cards are written at once, in the order given,
+// and each is still written and verified.
+TEST(FlashFile, MaxParallelLimitsHowManyCardsAreWrittenAtOnce) {
+  TempDir tmp;
+  make_image(tmp / "pi.img", 8 * kMiB, 8);
+  const std::string image = read_file(tmp / "pi.img");
+  auto src = FlashSource::open(tmp / "pi.img");
+  for (unsigned limit : {1u, 2u}) {
+    std::mutex m;
+    std::vector<std::string> subjects;
+    FlashOptions opts;
+    opts.chunk_bytes = 256 * 1024;  // many events per card
+    opts.max_parallel = limit;
+    opts.events = [&](const Event& e) {
+      std::lock_guard<std::mutex> lock(m);
+      if (e.type == "write" || e.type == "verify") subjects.push_back(e.subject);
+    };
+    std::vector<FlashJob> jobs;
+    for (const std::string name : {"a", "b", "c", "d"})
+      jobs.push_back({(tmp / (name + std::to_string(limit) + ".img")).string(), src, name});
+    auto results = udev::flash_all(jobs, opts);
+    ASSERT_EQ(results.size(), jobs.size());
+    for (const auto& r : results) {
+      EXPECT_TRUE(r.ok() && r.verified) << r.target << ": " << r.error;
+      EXPECT_TRUE(read_file(r.target) == image) << r.target;
+    }
+    EXPECT_LE(most_at_once(subjects), limit) << "limit " << limit;
+    if (limit == 1) {
+      std::vector<std::string> order;
+      for (const auto& s : subjects)
+        if (order.empty() || order.back() != s) order.push_back(s);
+      std::vector<std::string> given;
+      for (const auto& j : jobs) given.push_back(j.target);
+      EXPECT_EQ(order, given);
+    }
+  }
+}
+
+// A cancel while the first of three cards is written (one at a time) leaves the
+// two waiting cards untouched: not even created.
+TEST(FlashFile, CancelLeavesTheWaitingCardsUntouched) {
+  TempDir tmp;
+  make_image(tmp / "pi.img", 8 * kMiB, 9);
+  auto src = FlashSource::open(tmp / "pi.img");
+  std::atomic<bool> cancel{false};
+  FlashOptions opts;
+  opts.cancel = &cancel;
+  opts.max_parallel = 1;
+  opts.chunk_bytes = 256 * 1024;
+  opts.events = [&](const Event& e) {
+    if (e.type == "write" && e.done >= 2 * kMiB) cancel = true;
+  };
+  std::vector<FlashJob> jobs;
+  for (const std::string name : {"a", "b", "c"}) jobs.push_back({(tmp / (name + ".img")).string(), src, name});
+  auto results = udev::flash_all(jobs, opts);
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_TRUE(results[0].cancelled);
+  EXPECT_TRUE(contains(results[0].error, "without a valid MBR")) << results[0].error;
+  for (std::size_t i = 1; i < 3; ++i) {
+    EXPECT_TRUE(results[i].cancelled);
+    EXPECT_EQ(results[i].identity, jobs[i].identity);
+    EXPECT_TRUE(contains(results[i].error, "was not changed")) << results[i].error;
+    EXPECT_FALSE(fs::exists(jobs[i].target)) << jobs[i].target;
+  }
 }
 
 FlashOptions loop_options() {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -528,7 +529,7 @@ FlashResult flash_one(const FlashJob& job, const FlashOptions& opts) {
 
 std::vector<FlashResult> flash_all(const std::vector<FlashJob>& jobs, const FlashOptions& opts) {
   std::vector<FlashResult> results(jobs.size());
-  std::vector<std::thread> workers;
+  std::vector<std::pair<std::size_t, SharedDigests*>> queue;  // the jobs to run, in order
   std::map<std::string, std::size_t> seen;
   std::map<const FlashSource*, std::unique_ptr<SharedDigests>> shared;
   for (std::size_t i = 0; i < jobs.size(); ++i) {
@@ -549,8 +550,28 @@ std::vector<FlashResult> flash_all(const std::vector<FlashJob>& jobs, const Flas
       if (!d) d = std::make_unique<SharedDigests>(pieces_of(jobs[i].source->map, opts.chunk_bytes).size());
       digests = d.get();
     }
-    workers.emplace_back([&, i, digests] { results[i] = flash_impl(jobs[i], opts, digests); });
+    queue.emplace_back(i, digests);
   }
+  // Each worker takes the next job of the queue: cards start in the order given.
+  std::atomic<std::size_t> next{0};
+  auto work = [&] {
+    for (std::size_t k = next++; k < queue.size(); k = next++) {
+      const auto [i, digests] = queue[k];
+      if (opts.cancel && opts.cancel->load()) {
+        results[i].target = jobs[i].target;
+        results[i].identity = jobs[i].identity;
+        results[i].cancelled = true;
+        results[i].error_code = Errc::device;
+        results[i].error = "cancelled: " + jobs[i].target + " was not changed (it had not started)";
+        continue;
+      }
+      results[i] = flash_impl(jobs[i], opts, digests);
+    }
+  };
+  std::size_t n_workers = queue.size();
+  if (opts.max_parallel != 0) n_workers = std::min<std::size_t>(n_workers, opts.max_parallel);
+  std::vector<std::thread> workers;
+  for (std::size_t w = 0; w < n_workers; ++w) workers.emplace_back(work);
   for (auto& w : workers) w.join();
   return results;
 }

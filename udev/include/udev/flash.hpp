@@ -45,6 +45,7 @@ struct FlashOptions {
   SafetyOptions safety;
   SystemRoots roots;
   std::uint32_t chunk_bytes = 4u << 20;  // write/verify piece; a multiple of 4096
+  unsigned max_parallel = 0;             // flash_all: cards written at once (0: all; 1: one after another)
 };
 
 struct FlashResult {
@@ -62,8 +63,10 @@ struct FlashResult {
 // Writes one card; never throws for card failures (they land in FlashResult).
 FlashResult flash_one(const FlashJob& job, const FlashOptions& opts);
 
-// One worker thread per job; results in job order. One failing card never
-// stops the others. The same target twice in `jobs` fails the later job.
+// One worker thread per job (at most opts.max_parallel at once, the others wait
+// in job order); results in job order. One failing card never stops the others.
+// The same target twice in `jobs` fails the later job. After a cancel, cards not
+// started yet are not touched (cancelled, "was not changed").
 std::vector<FlashResult> flash_all(const std::vector<FlashJob>& jobs, const FlashOptions& opts);
 
 // Reads every mapped range of `target` back past the page cache and compares it
