@@ -3,6 +3,7 @@
 // the plan instead.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -44,6 +45,19 @@ JsonObject build_json(const BuiltImage& b) {
   j.add("files", r.files).add("content_bytes", r.content_bytes).add("mapped_bytes", r.map.mapped_bytes());
   j.add("hostname", b.identity.host ? b.identity.name : "").add("apkovl", b.apkovl_name);
   return j;
+}
+
+// How many of `cards` --jobs lets run at once, and that in words for the plan.
+std::uint64_t cards_at_once(unsigned jobs, std::size_t cards) {
+  return jobs == 0 ? cards : std::min<std::size_t>(jobs, cards);
+}
+
+std::string parallel_text(unsigned jobs, std::size_t cards) {
+  const std::uint64_t n = cards_at_once(jobs, cards);
+  if (cards == 1) return "one card";
+  if (n == cards) return "all " + std::to_string(n) + " cards at once";
+  if (n == 1) return "one card after another (--jobs 1)";
+  return std::to_string(n) + " cards at a time (--jobs)";
 }
 
 // --dry-run: the plan, nothing written, no device opened for writing.
@@ -89,8 +103,11 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
     cards += (cards.size() > 1 ? "," : "") + c.str();
   }
   cards += "]";
-  if (to_devices)
+  if (to_devices) {
+    s << "  writes: " << parallel_text(o.jobs, targets.size()) << "\n";
     s << "  then: verify " << (o.no_verify ? "off (--no-verify)" : "every written range by reading it back");
+    j.add("jobs", cards_at_once(o.jobs, targets.size()));
+  }
   if (!to_devices && !targets.empty()) j.add("output", targets.front());
   if (o.image.empty()) j.add("apkovl", first_apkovl).add("label", first_label);
   j.add_raw("cards", cards).add_bool("dry_run", true);
@@ -190,8 +207,9 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     std::ostringstream s;
     s << "plan (nothing is written: --dry-run)\n  image: " << o.image << "\n";
     for (const auto& i : infos) s << "  card: " << i.describe() << "\n";
+    s << "  writes: " << parallel_text(o.jobs, infos.size()) << "\n";
     JsonObject j;
-    j.add("image", o.image).add_bool("dry_run", true);
+    j.add("image", o.image).add("jobs", cards_at_once(o.jobs, infos.size())).add_bool("dry_run", true);
     return ctx.reporter.result("plan", s.str(), std::move(j));
   }
   if (!o.yes && !confirm(ctx, infos, names)) {
@@ -228,6 +246,10 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   fo.events = ctx.reporter.sink();
   fo.cancel = cancel;
   fo.safety = o.safety;
+  fo.max_parallel = o.jobs;
+  if (o.jobs != 0 && o.jobs < jobs.size())
+    ctx.reporter.note("writing " + std::to_string(o.jobs) + " of the " + std::to_string(jobs.size()) +
+                      " cards at a time (--jobs); the others wait their turn");
   std::vector<udev::FlashResult> results = udev::flash_all(jobs, fo);
   std::vector<int> indices;
   for (std::size_t i = 0; i < o.devices.size(); ++i) indices.push_back(p ? ids[i].n : static_cast<int>(i) + 1);
@@ -248,6 +270,14 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
   add_download_flags(app, o->download, "Download");
   app.add_option("--output,-o", o->output, "write an image file FILE.img (and FILE.img.bmap)")->group("Targets");
   app.add_option("--device", o->devices, "a card to write; repeat for a batch (written in parallel)")->group("Targets");
+  app.add_option("--jobs,-j", o->jobs, "write at most N cards at once (default: all; 1: one after another)")
+      ->type_name("N")
+      ->check([](const std::string& v) -> std::string {
+        if (!v.empty() && v.size() <= 4 && v.find_first_not_of("0123456789") == std::string::npos && std::stoi(v) > 0)
+          return "";
+        return "'" + v.substr(0, 20) + "' is not a number of cards (1 or more)";
+      })
+      ->group("Targets");
   app.add_flag("--yes,-y", o->yes, "do not ask before writing devices")->group("Targets");
   app.add_flag("--allow-non-removable", o->safety.allow_non_removable,
                "permit fixed disks (system disks are refused regardless)")
@@ -288,6 +318,8 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
       throw Error(Errc::usage, "--output and --device exclude each other: build the image, then write it with --image");
     if (o->output.empty() && o->devices.empty())
       throw Error(Errc::usage, "say where to write: --output FILE.img or --device DEV");
+    if (o->jobs != 0 && o->devices.empty())
+      throw Error(Errc::usage, "--jobs limits how many --device cards are written at once; there is no --device");
     if (!o->image.empty()) {
       if (!o->spec.empty() || !o->apkovl.empty() || !o->tarball.empty())
         throw Error(Errc::usage,

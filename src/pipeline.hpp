@@ -24,6 +24,7 @@ struct RunOptions {
   std::string disk_id;
   DownloadFlags download;
   int first = 1;
+  unsigned jobs = 0;  // cards written at once (0: all)
   bool yes = false, no_verify = false, dry_run = false, force = false;
   udev::SafetyOptions safety;
 };

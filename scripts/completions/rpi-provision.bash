@@ -140,7 +140,8 @@ _rpi_provision() {
         _rpi_provision_add compgen -W "$commands" -- "$cur"
         return
       fi
-      opts="$common --version $build $download $write -o --output --size --label --disk-id --force --known-hosts"
+      opts="$common --version $build $download $write -j --jobs -o --output --size --label --disk-id --force"
+      opts+=" --known-hosts"
       opts+=" --host --dry-run"
       ;;
     check) opts="$common --spec --host --first" ;;

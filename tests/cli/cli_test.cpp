@@ -90,6 +90,11 @@ TEST(Cli, UsageErrorsExitTwoWithAMessage) {
         "--size", "lots"},
        "not a size"},
       {{"--image", (d / "x.img").string()}, "--output"},
+      {{"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output", (d / "x.img").string(),
+        "--jobs", "2"},
+       "there is no --device"},
+      {{"--spec", example("kiosk.toml").string(), "--device", (d / "x.img").string(), "--jobs", "0"},
+       "--jobs: '0' is not a number of cards (1 or more)"},
   };
   for (const auto& c : cases) {
     auto r = cli(c.args);
@@ -116,7 +121,34 @@ TEST(Cli, DryRunPrintsThePlanAndWritesNothing) {
                  "--dry-run", "--json"});
   EXPECT_EQ(dv.exit_code, 0) << dv.err;
   EXPECT_EQ(json_types(dv.out), std::vector<std::string>{"plan"});
+  EXPECT_TRUE(contains(dv.out, "\"jobs\":1")) << dv.out;
   EXPECT_EQ(rpi::test::read_file(card), std::string(1 << 20, 'x'));
+  dv =
+      cli({"--spec", example("fleet.toml").string(), "--tarball", tarball().string(), "--device", card.string(),
+           "--device", (d / "card2.bin").string(), "--device", (d / "card3.bin").string(), "--jobs", "1", "--dry-run"});
+  EXPECT_EQ(dv.exit_code, 0) << dv.err;
+  EXPECT_TRUE(contains(dv.out, "writes: one card after another (--jobs 1)")) << dv.out;
+  EXPECT_FALSE(fs::exists(d / "card2.bin"));
+}
+
+// --jobs 2 with three cards: all written, two at a time, and the user is told.
+TEST(Cli, JobsLimitsHowManyCardsAreWrittenAtOnce) {
+  RPI_REQUIRE_TOOL("mdir");
+  TempDir d;
+  std::vector<std::string> args{
+      "--spec", example("fleet.toml").string(), "--tarball", tarball().string(), "--jobs", "2", "--yes", "--json"};
+  for (const char* name : {"a.bin", "b.bin", "c.bin"}) {
+    const fs::path p = d / name;
+    ASSERT_EQ(truncate((rpi::test::write_file(p, ""), p).c_str(), 1ll << 30), 0);
+    args.insert(args.end(), {"--device", p.string()});
+  }
+  auto r = cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> types = json_types(r.out);
+  EXPECT_EQ(std::count(types.begin(), types.end(), "card-done"), 3);
+  EXPECT_TRUE(contains(r.out, "writing 2 of the 3 cards at a time")) << r.out;
+  EXPECT_TRUE(
+      contains(rpi::test::run({"mdir", "-i", (d / "c.bin").string() + "@@8M", "::/"}).out, "class-03.apkovl.tar.gz"));
 }
 
 TEST(Cli, SpecToImageCarriesTheGeneratedApkovlAndBootEdits) {
