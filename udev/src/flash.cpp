@@ -462,6 +462,8 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
   bool opened = false;
   bool head_zeroed = false;
   try {
+    // Cancelled before it began (a card waiting for its turn): nothing is opened, unmounted or zeroed.
+    if (opts.cancel && opts.cancel->load()) throw Cancelled{};
     if (!job.source) throw Error(Errc::internal, "flash job for " + job.target + " has no image");
     if (opts.chunk_bytes == 0 || opts.chunk_bytes % kAlign)
       throw Error(Errc::internal, "flash chunk not 4 KiB aligned");
@@ -557,14 +559,6 @@ std::vector<FlashResult> flash_all(const std::vector<FlashJob>& jobs, const Flas
   auto work = [&] {
     for (std::size_t k = next++; k < queue.size(); k = next++) {
       const auto [i, digests] = queue[k];
-      if (opts.cancel && opts.cancel->load()) {
-        results[i].target = jobs[i].target;
-        results[i].identity = jobs[i].identity;
-        results[i].cancelled = true;
-        results[i].error_code = Errc::device;
-        results[i].error = "cancelled: " + jobs[i].target + " was not changed (it had not started)";
-        continue;
-      }
       results[i] = flash_impl(jobs[i], opts, digests);
     }
   };
