@@ -50,6 +50,9 @@ void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& grou
 // re-flashed Pi's old key is no longer trusted); else the file is replaced.
 void write_known_hosts(AppContext& ctx, const std::string& path, const std::vector<std::string>& lines, bool merge);
 
+// The first line of every --dry-run plan.
+inline constexpr const char* kPlanHeading = "plan (nothing is written: --dry-run)\n";
+
 // SOURCE_DATE_EPOCH from the environment (nullopt when unset); throws Errc::usage if malformed.
 std::optional<std::int64_t> source_date_epoch();
 // The secret of --seed-file (at least 16 bytes), or nothing for an empty path.

@@ -66,7 +66,7 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
   const RunOptions& o = p.options();
   std::ostringstream s;
   JsonObject j;
-  s << "plan (nothing is written: --dry-run)\n";
+  s << kPlanHeading;
   if (!o.image.empty()) {
     s << "  image: " << o.image << "\n";
   } else {
@@ -205,7 +205,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   if (o.dry_run) {
     if (p) return print_plan(ctx, *p, ids, o.devices, true);
     std::ostringstream s;
-    s << "plan (nothing is written: --dry-run)\n  image: " << o.image << "\n";
+    s << kPlanHeading << "  image: " << o.image << "\n";
     for (const auto& i : infos) s << "  card: " << i.describe() << "\n";
     s << "  writes: " << parallel_text(o.jobs, infos.size()) << "\n";
     JsonObject j;

@@ -48,7 +48,7 @@ void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n
   const RunOptions& o = w.run;
   std::ostringstream s;
   JsonObject j;
-  s << "plan (nothing is written: --dry-run)\n";
+  s << kPlanHeading;
   if (p) {
     TarballPlan t = p->plan_tarball(!o.download.offline);
     s << "  tarball: " << t.description << "\n";
