@@ -44,8 +44,7 @@ void write_one(AppContext& ctx, const overlay::HostConfig& h, const overlay::Bui
       .add("bytes", static_cast<std::uint64_t>(ovl.bytes.size()));
   if (!h.mac.empty()) obj.add("mac", h.mac);
   std::string kh_json = "[";
-  for (const auto& l : ovl.known_hosts)
-    kh_json += (kh_json.size() > 1 ? "," : "") + std::string("\"") + json_escape(l) + "\"";
+  for (const auto& l : ovl.known_hosts) kh_json += (kh_json.size() > 1 ? "," : "") + json_escape(l);
   kh_json += "]";
   obj.add_raw("known_hosts", kh_json);
   std::string text = "wrote " + out.string() + " (" + format_size(ovl.bytes.size()) + ") for " + h.hostname;

@@ -85,6 +85,18 @@ TEST(ApkovlCommand, WritesOneCard) {
     EXPECT_EQ(t.exit_code, 0);
     EXPECT_NE(t.out.find("etc/hostname\n"), std::string::npos);
   }
+  // --json: every line parses, and the host keys come as a list of strings.
+  RPI_REQUIRE_TOOL("python3");
+  auto j = cli({"--json", "apkovl", "--spec", example("kiosk.toml"), "-o", out.string()});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  auto p = rpi::test::run({"python3", "-c",
+                           "import json,sys\n"
+                           "for line in sys.stdin:\n"
+                           "    e = json.loads(line)\n"
+                           "    if e['type'] == 'apkovl': print(e['known_hosts'][0].split()[1])\n"},
+                          j.out);
+  EXPECT_EQ(p.exit_code, 0) << j.out << p.err;
+  EXPECT_EQ(p.out, "ssh-ed25519\n") << j.out;
 }
 
 TEST(ApkovlCommand, ReproducibleWithSeedFileAndSourceDateEpoch) {

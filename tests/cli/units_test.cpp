@@ -1,0 +1,38 @@
+// Small pieces every command relies on: reading sizes as a user types them and
+// writing JSON that any parser accepts, whatever bytes a path or message holds.
+#include <gtest/gtest.h>
+
+#include "json.hpp"
+#include "rpi/error.hpp"
+#include "rpi/size.hpp"
+
+TEST(Size, BinaryAndDecimalUnitsAsCoreutilsReadThem) {
+  EXPECT_EQ(rpi::parse_size("4096", "--size"), 4096u);
+  EXPECT_EQ(rpi::parse_size("512MiB", "--size"), 512ull << 20);
+  EXPECT_EQ(rpi::parse_size("1G", "--size"), 1ull << 30);
+  EXPECT_EQ(rpi::parse_size("1 GiB", "--size"), 1ull << 30);
+  // A card sold as "8 GB" holds 8 000 000 000 bytes or a little more, never 8 GiB.
+  EXPECT_EQ(rpi::parse_size("8GB", "--size"), 8000000000ull);
+  EXPECT_EQ(rpi::parse_size("64mb", "--size"), 64000000ull);
+  EXPECT_EQ(rpi::parse_size("2TB", "--size"), 2000000000000ull);
+  for (const char* bad : {"", "abc", "1.5GiB", "-5MiB", "12XB", "99999999999999999999", "20000000TiB"}) {
+    try {
+      rpi::parse_size(bad, "--size");
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const rpi::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--size: '"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Json, EscapesControlsAndKeepsOnlyValidUtf8) {
+  using rpi::cli::json_escape;
+  EXPECT_EQ(json_escape("a\"b\\c\n\x01"), "\"a\\\"b\\\\c\\n\\u0001\"");
+  EXPECT_EQ(json_escape("Zürich ✓ 𝄞"), "\"Zürich ✓ 𝄞\"");
+  // A stray byte of a non-UTF-8 file name, a cut sequence, an overlong form and
+  // a surrogate each become U+FFFD instead of making the line unparsable.
+  EXPECT_EQ(json_escape("bad\xff.img"), "\"bad\\ufffd.img\"");
+  EXPECT_EQ(json_escape("label '\xc3'"), "\"label '\\ufffd'\"");
+  EXPECT_EQ(json_escape("\xc0\xaf"), "\"\\ufffd\\ufffd\"");
+  EXPECT_EQ(json_escape("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");
+}
