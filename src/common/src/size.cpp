@@ -11,7 +11,7 @@ namespace rpi {
 std::uint64_t parse_size(std::string_view text, const std::string& what) {
   auto bad = [&]() {
     return Error(Errc::usage,
-                 what + ": '" + std::string(text) + "' is not a size (use e.g. 1GiB, 512MiB, 64GiB or a byte count)");
+                 what + ": '" + std::string(text) + "' is not a size (use e.g. 512MiB, 1GiB, 8GB or a byte count)");
   };
   std::size_t i = 0;
   std::uint64_t value = 0;
@@ -27,21 +27,31 @@ std::uint64_t parse_size(std::string_view text, const std::string& what) {
     if (text[i] == ' ' && unit.empty()) continue;
     unit.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(text[i]))));
   }
-  int shift = 0;
-  if (unit.empty() || unit == "b")
-    shift = 0;
-  else if (unit == "k" || unit == "kib" || unit == "kb")
-    shift = 10;
-  else if (unit == "m" || unit == "mib" || unit == "mb")
-    shift = 20;
-  else if (unit == "g" || unit == "gib" || unit == "gb")
-    shift = 30;
-  else if (unit == "t" || unit == "tib" || unit == "tb")
-    shift = 40;
-  else
-    throw bad();
-  if (shift && value > (std::numeric_limits<std::uint64_t>::max() >> shift)) throw bad();
-  return value << shift;
+  // As coreutils (truncate, dd) read them: K, M, G, T and KiB … TiB are powers
+  // of 1024; KB, MB, GB, TB are powers of 1000, as printed on a card ("8 GB").
+  static const struct {
+    const char* unit;
+    std::uint64_t factor;
+  } units[] = {{"", 1},
+               {"b", 1},
+               {"k", 1ull << 10},
+               {"kib", 1ull << 10},
+               {"kb", 1000ull},
+               {"m", 1ull << 20},
+               {"mib", 1ull << 20},
+               {"mb", 1000ull * 1000},
+               {"g", 1ull << 30},
+               {"gib", 1ull << 30},
+               {"gb", 1000ull * 1000 * 1000},
+               {"t", 1ull << 40},
+               {"tib", 1ull << 40},
+               {"tb", 1000ull * 1000 * 1000 * 1000}};
+  for (const auto& u : units) {
+    if (unit != u.unit) continue;
+    if (value > std::numeric_limits<std::uint64_t>::max() / u.factor) throw bad();
+    return value * u.factor;
+  }
+  throw bad();
 }
 
 std::string format_size(std::uint64_t bytes) {

@@ -1,4 +1,4 @@
-// Human sizes: "512MiB", "1GiB", "1G" (= GiB), "4096" (bytes).
+// Human sizes: "512MiB", "1GiB", "1G" (= GiB), "8GB" (= 8 000 000 000 bytes), "4096" (bytes).
 #pragma once
 
 #include <cstdint>
