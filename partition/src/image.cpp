@@ -55,10 +55,14 @@ std::string check_label(const std::string& label) {
   for (char c : up) {
     unsigned char u = static_cast<unsigned char>(c);
     if (u < 0x20 || u >= 0x7F || std::string_view("*?.,;:/\\|+=<>[]\"").find(c) != std::string_view::npos)
-      throw Error(Errc::usage, "the volume label '" + label + "' has a character FAT labels cannot hold ('" +
-                                   std::string(1, c) + "'); use A-Z, 0-9, - and _");
+      // Half of a UTF-8 character is not printed: it would make the message (and --json) invalid text.
+      throw Error(Errc::usage, "the volume label '" + label + "' has a character FAT labels cannot hold" +
+                                   (u >= 0x20 && u < 0x7F ? " ('" + std::string(1, c) + "')" : std::string()) +
+                                   "; use A-Z, 0-9, - and _");
   }
   std::string trimmed = up.substr(0, up.find_last_not_of(' ') + 1);
+  if (trimmed == "NO NAME")
+    throw Error(Errc::usage, "the volume label NO NAME is how FAT says \"no label\"; use another one, e.g. ALPINE");
   if (trimmed == "BOOT")
     throw Error(Errc::usage,
                 "the volume label BOOT is refused: the Pi firmware then fails to load boot/ files "
@@ -167,12 +171,84 @@ std::uint64_t default_image_size(std::uint64_t content_bytes) {
   return kPartitionStart + part;
 }
 
+namespace {
+std::optional<FatGeometry> try_geometry(std::uint64_t image_size) {
+  if (image_size < kPartitionStart + kSizeAlign) return std::nullopt;
+  try {
+    return compute_fat_geometry(kPartitionStart / 512, (image_size - kPartitionStart) / kSizeAlign * kSizeAlign / 512);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+// Bytes of files a volume holds (a few clusters stay free for the tail).
+std::uint64_t capacity_of(const FatGeometry& g) {
+  return std::uint64_t(g.clusters - kTailSlackClusters) * g.cluster_bytes();
+}
+}  // namespace
+
+std::uint64_t min_image_size() {
+  static const std::uint64_t min = [] {
+    std::uint64_t s = kPartitionStart + kSizeAlign;
+    while (!try_geometry(s)) s += kSizeAlign;
+    return s;
+  }();
+  return min;
+}
+
+std::uint64_t min_image_size_for(std::uint64_t content_bytes) {
+  // Room for the half-empty last cluster of every file and the directories: 5 % + 1 MiB.
+  const std::uint64_t want = content_bytes + content_bytes / 20 + MiB;
+  for (std::uint64_t s = min_image_size();; s += kSizeAlign) {
+    std::optional<FatGeometry> g = try_geometry(s);
+    if (g && capacity_of(*g) >= want) return s;
+  }
+}
+
 FatGeometry image_geometry(std::uint64_t image_size, const std::string&) {
-  if (image_size < kPartitionStart + kSizeAlign)
-    throw Error(Errc::usage, "an image of " + format_size(image_size) + " is too small: at least " +
-                                 format_size(kPartitionStart + kSizeAlign) + " (8 MiB before the partition)");
+  if (image_size < min_image_size())
+    throw Error(Errc::usage, "an image of " + format_size(image_size) + " is too small: the smallest is " +
+                                 format_size(min_image_size()) + " (8 MiB before the partition, then a FAT16 volume)");
   std::uint64_t part = (image_size - kPartitionStart) / kSizeAlign * kSizeAlign;
   return compute_fat_geometry(kPartitionStart / 512, part / 512);
+}
+
+ImagePlan plan_image(const ImageOptions& o, std::optional<std::uint64_t> tarball_content) {
+  ImagePlan p;
+  p.label = check_label(o.label);
+  std::uint64_t extras = 0;
+  for (const auto& x : o.extra_files) extras += x.data.size();
+  if (o.image_size) {
+    if (o.image_size < min_image_size())
+      throw Error(Errc::usage, "an image of " + format_size(o.image_size) + " is too small: the smallest is " +
+                                   format_size(min_image_size()) +
+                                   " (8 MiB before the partition, then a FAT16 volume)" +
+                                   (tarball_content ? ", and these files need about " +
+                                                          format_size(min_image_size_for(*tarball_content + extras))
+                                                    : std::string()));
+    p.image_size = kPartitionStart + (o.image_size - kPartitionStart) / kSizeAlign * kSizeAlign;
+    p.size_reason = "as requested";
+    if (p.image_size != o.image_size)
+      p.size_reason += " (rounded down to " + format_size(p.image_size) + ": the partition is a multiple of 4 MiB)";
+  } else if (tarball_content) {
+    const std::uint64_t content = *tarball_content + extras;
+    p.image_size = default_image_size(content);
+    p.size_reason = "automatic: about " + format_size(content) +
+                    " of content, twice that plus 256 MiB of room, at least a 512 MiB partition";
+  } else {
+    p.size_reason = "automatic: the content × 2 + 256 MiB, at least a 512 MiB partition";
+    return p;
+  }
+  p.geometry = image_geometry(p.image_size, p.label);
+  p.capacity = capacity_of(p.geometry);
+  return p;
+}
+
+std::uint64_t tarball_content_estimate(const std::filesystem::path& tarball) {
+  Fd fd = open_or_throw(tarball.string(), O_RDONLY);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw_errno("cannot read " + tarball.string());
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  return gzip_size_hint(fd.get(), size).value_or(size * 2);
 }
 
 namespace {
@@ -209,6 +285,7 @@ struct Job {
   std::string label;
   ImageResult res;
   std::uint64_t capacity = 0;
+  std::uint64_t content_estimate = 0;  // the tarball's files, from its gzip trailer
   std::unique_ptr<AtomicFile> img;
   std::unique_ptr<FatWriter> fw;
   std::set<std::string> extra_names;
@@ -218,9 +295,13 @@ struct Job {
 };
 
 std::string no_space_message(const Job& j, std::uint64_t needed, const std::string& entry) {
-  return j.oname + ": the content does not fit: at least " + format_size(needed) + " of files (up to entry '" + entry +
-         "'), but the " + format_size(j.res.geometry.partition_bytes()) + " partition holds " +
-         format_size(j.capacity) + "; use a larger --size or leave --size out";
+  std::uint64_t extras = 0;
+  for (const auto& x : j.options->extra_files) extras += x.data.size();
+  const std::uint64_t total = std::max(j.content_estimate + extras, needed);
+  return j.oname + ": the files do not fit: the " + format_size(j.res.geometry.partition_bytes()) +
+         " partition holds " + format_size(j.capacity) + ", full at entry '" + entry + "' (" + format_size(needed) +
+         " so far, about " + format_size(total) + " in all); use --size " +
+         std::to_string(min_image_size_for(total) >> 20) + "MiB or more, or leave --size out";
 }
 
 }  // namespace
@@ -252,31 +333,19 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
     j.options = &o;
     j.output = specs[i].output;
     j.oname = j.output.string();
-    j.label = check_label(o.label);
-    std::uint64_t extras = 0;
     for (const auto& x : o.extra_files) {
       if (x.name.empty() || x.name.find('/') != std::string::npos || fatname::invalid_reason(x.name))
         throw Error(Errc::usage, "cannot place a file named '" + x.name + "' at the FAT root");
-      extras += x.data.size();
       j.extra_names.insert(lower(x.name));
     }
-    if (o.image_size) {
-      j.res.image_size =
-          kPartitionStart +
-          (o.image_size > kPartitionStart ? (o.image_size - kPartitionStart) / kSizeAlign * kSizeAlign : 0);
-      j.res.size_reason = "as requested";
-      if (j.res.image_size != o.image_size)
-        j.res.size_reason +=
-            " (rounded down to " + format_size(j.res.image_size) + ": the partition is a multiple of 4 MiB)";
-    } else {
-      std::uint64_t content = (hint ? *hint : tar_size * 2) + extras;
-      j.res.image_size = default_image_size(content);
-      j.res.size_reason = "automatic: about " + format_size(content) +
-                          " of content, twice that plus 256 MiB of room, at least a 512 MiB partition";
-    }
-    j.res.geometry = image_geometry(j.res.image_size, j.label);
+    j.content_estimate = hint ? *hint : tar_size * 2;
+    ImagePlan plan = plan_image(o, j.content_estimate);
+    j.label = plan.label;
+    j.res.image_size = plan.image_size;
+    j.res.size_reason = plan.size_reason;
+    j.res.geometry = plan.geometry;
+    j.capacity = plan.capacity;
     const FatGeometry& g = j.res.geometry;
-    j.capacity = std::uint64_t(g.clusters - kTailSlackClusters) * g.cluster_bytes();
     // Created 0600 (an apkovl holds password hashes and keys), renamed at the end.
     j.img = std::make_unique<AtomicFile>(j.output, 0600);
     if (::ftruncate(j.img->fd(), static_cast<off_t>(j.res.image_size)) != 0) throw_errno("cannot size " + j.oname);
@@ -467,7 +536,9 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
       }
     }
     for (const auto& [name, fn] : o.edits)
-      if (!fw.find({name})) emit(events, Event{"note", j.oname, 0, 0, "the tarball has no " + name + " to edit"});
+      if (!fw.find({name}))
+        emit(events, Event{"warning", j.oname, 0, 0,
+                           "the tarball has no " + name + ": the changes the spec makes to it were not applied"});
     j.res.dropped.insert(j.res.dropped.begin(), dropped.begin(), dropped.end());
     try {
       for (const auto& x : o.extra_files) {

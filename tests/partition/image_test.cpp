@@ -216,6 +216,42 @@ TEST_F(ImageTest, Fat16AtFortyMiB) {
   expect_same_files(img, tarball, apkovl, dir);
 }
 
+// --dry-run shows plan_image; the build must make exactly that, and the size
+// the "too small" messages suggest must be enough.
+TEST_F(ImageTest, PlanMatchesTheBuildAndTheSuggestedSizeFits) {
+  fs::path tarball = rpi::test::fixture_tarball({"--size-mb", "4"});
+  fs::path apkovl = make_apkovl(dir);
+  const std::uint64_t content = tarball_content_estimate(tarball);
+  EXPECT_EQ(min_image_size(), 16 * MiB);
+  for (std::uint64_t size : {min_image_size_for(content), 41 * MiB, 100 * MiB, std::uint64_t{0}}) {
+    TempDir d;
+    ImageOptions o = with_apkovl(apkovl);
+    o.image_size = size;
+    o.label = "lower";
+    ImagePlan plan = plan_image(o, content);
+    ImageResult r = build_image(tarball, d / "p.img", o);
+    EXPECT_EQ(plan.label, "LOWER");
+    EXPECT_EQ(plan.image_size, r.image_size) << size;
+    EXPECT_EQ(plan.size_reason, r.size_reason) << size;
+    EXPECT_EQ(plan.geometry.type, r.geometry.type) << size;
+    EXPECT_EQ(plan.geometry.clusters, r.geometry.clusters) << size;
+    EXPECT_NE(blkid_fs(d / "p.img").find("LABEL=\"LOWER\""), std::string::npos) << blkid_fs(d / "p.img");
+  }
+  // One step below the suggestion still fits or fails with a message that suggests it again.
+  ImageOptions o = with_apkovl(apkovl);
+  o.image_size = min_image_size_for(content) - kSizeAlign;
+  if (o.image_size >= min_image_size()) {
+    try {
+      build_image(tarball, dir / "tight.img", o);
+    } catch (const rpi::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("use --size " + std::to_string(min_image_size_for(content) >> 20) + "MiB"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_FALSE(plan_image(ImageOptions{}, std::nullopt).image_size) << "automatic size without a tarball: unknown";
+}
+
 TEST_F(ImageTest, LargerSizesIncludingSparse64GiB) {
   fs::path tarball = rpi::test::fixture_tarball({"--size-mb", "4"});
   fs::path apkovl = make_apkovl(dir);
@@ -288,8 +324,16 @@ TEST_F(ImageTest, ForceAcceptsATarballWithoutBootFiles) {
   ImageOptions o;
   o.force = true;
   o.image_size = 40 * MiB;
+  // The spec's changes to cmdline.txt cannot be made: said as a warning, not dropped silently.
+  o.edits["cmdline.txt"] = [](const std::string& s) { return s + " consoleblank=0"; };
+  std::vector<std::string> warnings;
+  o.events = [&](const rpi::Event& e) {
+    if (e.type == "warning") warnings.push_back(e.message);
+  };
   ImageResult r = build_image(t, dir / "x.img", o);
   expect_fsck_clean(cut_partition(dir / "x.img", r, dir));
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("no cmdline.txt"), std::string::npos) << warnings[0];
 }
 
 // Every hostile or broken tarball: a clear message naming the problem, exit
@@ -359,13 +403,42 @@ TEST(ImageCli, DryRunWritesNothingAndLabelsAreChecked) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("FAT32"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(out));
-  for (const char* label : {"BOOT", "boot", "CIDATA", "TOO-LONG-LABEL", "A:B"}) {
-    auto l = rpi::test::cli(
-        {"--tarball", tarball.string(), "--apkovl", apkovl.string(), "--output", out.string(), "--label", label});
-    EXPECT_EQ(l.exit_code, 2) << label;
-    EXPECT_NE(l.err.find("label"), std::string::npos) << l.err;
+  // Refused alike by the run and by --dry-run: the plan checks what the build checks.
+  for (const char* label : {"BOOT", "boot", "CIDATA", "TOO-LONG-LABEL", "A:B", "no name", "\xc3\xa9"}) {
+    for (bool dry : {false, true}) {
+      std::vector<std::string> args = {"--tarball", tarball.string(), "--apkovl", apkovl.string(),
+                                       "--output",  out.string(),     "--label",  label};
+      if (dry) args.push_back("--dry-run");
+      auto l = rpi::test::cli(args);
+      EXPECT_EQ(l.exit_code, 2) << label << (dry ? " --dry-run" : "");
+      EXPECT_NE(l.err.find("label"), std::string::npos) << l.err;
+      // "é" is refused whole: half of it would make the message invalid UTF-8.
+      EXPECT_EQ(l.err.find("'\xc3'"), std::string::npos) << l.err;
+      EXPECT_FALSE(fs::exists(out));
+    }
+  }
+  // The plan shows the label as stored, the size as rounded, and a size too small for the files.
+  auto lower = rpi::test::cli({"--tarball", tarball.string(), "--apkovl", apkovl.string(), "--output", out.string(),
+                               "--size", "41MiB", "--label", "pi", "--dry-run"});
+  EXPECT_EQ(lower.exit_code, 0) << lower.err;
+  EXPECT_NE(lower.out.find("image 40 MiB, FAT16"), std::string::npos) << lower.out;
+  EXPECT_NE(lower.out.find("label PI"), std::string::npos) << lower.out;
+  EXPECT_NE(lower.out.find("rounded down to 40 MiB"), std::string::npos) << lower.out;
+  fs::path bigger = rpi::test::fixture_tarball({"--size-mb", "8"});  // about 7.6 MiB: more than 16 MiB hold
+  for (bool dry : {false, true}) {
+    std::vector<std::string> args = {"--tarball", bigger.string(), "--apkovl", apkovl.string(),
+                                     "--output",  out.string(),    "--size",   "16MiB"};
+    if (dry) args.push_back("--dry-run");
+    auto small = rpi::test::cli(args);
+    EXPECT_EQ(small.exit_code, dry ? 0 : 1);
+    EXPECT_NE((dry ? small.out : small.err).find("use --size 24MiB or more"), std::string::npos)
+        << small.out << small.err;
     EXPECT_FALSE(fs::exists(out));
   }
+  auto tiny = rpi::test::cli(
+      {"--tarball", tarball.string(), "--apkovl", apkovl.string(), "--output", out.string(), "--size", "10MiB"});
+  EXPECT_EQ(tiny.exit_code, 2);
+  EXPECT_NE(tiny.err.find("an image of 10 MiB is too small: the smallest is 16 MiB"), std::string::npos) << tiny.err;
   // An apkovl the initramfs would not find is refused by name.
   fs::path badname = d / "config.tar.gz";
   fs::copy_file(apkovl, badname);

@@ -61,6 +61,28 @@ FatGeometry image_geometry(std::uint64_t image_size, const std::string& label);
 // The automatic image size for `content_bytes` of files: see README "Image size".
 std::uint64_t default_image_size(std::uint64_t content_bytes);
 
+// The smallest image this tool makes (8 MiB before the partition, then the
+// smallest FAT16 volume), and the smallest that holds `content_bytes` of files.
+std::uint64_t min_image_size();
+std::uint64_t min_image_size_for(std::uint64_t content_bytes);
+
+// What build_images makes of `options` before it reads a byte of the tarball
+// (and what --dry-run shows): the label as stored, the image size as built and
+// why, the geometry and how many bytes of files it holds. `tarball_content` is
+// the estimated size of the tarball's files; without it an automatic size stays
+// unknown (image_size 0). Throws what build_images would for the same options.
+struct ImagePlan {
+  std::string label;
+  std::uint64_t image_size = 0;
+  std::string size_reason;
+  FatGeometry geometry;
+  std::uint64_t capacity = 0;
+};
+ImagePlan plan_image(const ImageOptions& options, std::optional<std::uint64_t> tarball_content);
+// The size of the files in a .tar.gz as its gzip trailer states it (or twice
+// the file's size when the trailer is implausible); throws when unreadable.
+std::uint64_t tarball_content_estimate(const std::filesystem::path& tarball);
+
 // Reads the tarball (a .tar.gz file), writes `output` (created 0600: it may hold
 // secrets) and `output`.bmap, all-or-nothing. Throws rpi::Error naming the entry.
 ImageResult build_image(const std::filesystem::path& tarball, const std::filesystem::path& output,
