@@ -3,11 +3,13 @@
 #include <archive.h>
 #include <curl/curl.h>
 #include <libfdisk.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <clocale>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <set>
@@ -96,9 +98,30 @@ void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& grou
       ->group(group);
 }
 
+void refuse_overwriting_inputs(const std::string& output,
+                               const std::vector<std::pair<std::string, std::string>>& inputs) {
+  struct stat w {};
+  if (::stat(output.c_str(), &w) != 0) return;
+  for (const auto& [flag, path] : inputs) {
+    struct stat in {};
+    if (!path.empty() && ::stat(path.c_str(), &in) == 0 && in.st_dev == w.st_dev && in.st_ino == w.st_ino)
+      throw Error(Errc::usage, output + " would overwrite the file given as " + flag + "; choose another output name");
+  }
+}
+
 void write_known_hosts(AppContext& ctx, const std::string& path, const std::vector<std::string>& lines, bool merge) {
-  if (lines.empty()) return;
+  if (lines.empty()) {
+    // A replaced file belongs to its image: keys of an earlier build must not outlive it.
+    std::error_code ec;
+    if (!merge && std::filesystem::remove(path, ec))
+      ctx.reporter.note("removed " + path + ": this build generated no SSH host keys");
+    return;
+  }
   std::string text;
+  struct stat st {};
+  // Checked before reading: merging from a FIFO would block, and AtomicFile refuses it anyway.
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw Error(Errc::usage, "the known_hosts file " + path + " exists and is not a regular file; choose another name");
   if (merge) {
     std::set<std::string> hosts;
     for (const auto& l : lines) hosts.insert(l.substr(0, l.find(' ')));
@@ -107,7 +130,11 @@ void write_known_hosts(AppContext& ctx, const std::string& path, const std::vect
       if (!line.empty() && (line[0] == '#' || !hosts.count(line.substr(0, line.find(' '))))) text += line + "\n";
   }
   for (const auto& l : lines) text += l + "\n";
-  write_file_atomic(path, text, 0644);
+  try {
+    write_file_atomic(path, text, 0644);
+  } catch (const Error& e) {
+    throw Error(e.code(), "cannot write the known_hosts file " + path + ": " + e.what());
+  }
   ctx.reporter.note("known_hosts lines written to " + path + " (no trust-on-first-use needed)");
 }
 
@@ -130,6 +157,8 @@ std::string version_text() {
 int run(int argc, char** argv) {
   // libarchive returns UTF-8 path names only under a UTF-8 locale (tech-brief §6.1).
   if (!std::setlocale(LC_CTYPE, "C.UTF-8")) std::setlocale(LC_CTYPE, "");
+  // Ctrl-C while an image or apkovl is being written leaves no hidden temporary behind.
+  remove_temporaries_on_signals();
 
   AppContext ctx;
   CLI::App app{

@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fetch/fetch.hpp"
@@ -45,10 +46,16 @@ struct DownloadFlags {
 void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& group);
 
 // Writes `lines` (public host keys) to `path` as a known_hosts file, atomically,
-// and says so; nothing when there are none. With `merge`, lines already in the
-// file for other hosts stay and those for a host in `lines` are replaced (a
-// re-flashed Pi's old key is no longer trusted); else the file is replaced.
+// and says so. With `merge`, lines already in the file for other hosts stay and
+// those for a host in `lines` are replaced (a re-flashed Pi's old key is no
+// longer trusted), and no lines leave the file alone; else the file is
+// replaced, or removed when there are no lines.
 void write_known_hosts(AppContext& ctx, const std::string& path, const std::vector<std::string>& lines, bool merge);
+
+// Throws Errc::usage when `output` exists and is the same file as one of
+// `inputs` ({flag, path}; empty paths are skipped).
+void refuse_overwriting_inputs(const std::string& output,
+                               const std::vector<std::pair<std::string, std::string>>& inputs);
 
 // The first line of every --dry-run plan.
 inline constexpr const char* kPlanHeading = "plan (nothing is written: --dry-run)\n";

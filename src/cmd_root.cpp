@@ -1,12 +1,14 @@
 // The root command: build an image (--output), write cards (--device, in
 // parallel, verified), or write an existing image (--image). --dry-run prints
 // the plan instead.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <sstream>
 
 #include "app.hpp"
@@ -67,12 +69,14 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
   std::ostringstream s;
   JsonObject j;
   s << kPlanHeading;
+  std::optional<std::uint64_t> content;  // of a local tarball: the automatic size is then known
   if (!o.image.empty()) {
     s << "  image: " << o.image << "\n";
   } else {
     TarballPlan t = p.plan_tarball(!o.download.offline);
     s << "  tarball: " << t.description << "\n";
     j.add("tarball", t.description);
+    if (!t.local.empty()) content = partition::tarball_content_estimate(t.local);
   }
   std::string cards = "[", first_apkovl, first_label;
   for (std::size_t i = 0; i < targets.size(); ++i) {
@@ -86,13 +90,22 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
       std::string apkovl;
       std::vector<std::string> kh;
       partition::ImageOptions io = p.image_options(id, &apkovl, &kh);
-      if (io.image_size) {
-        auto g = partition::image_geometry(io.image_size, io.label);
-        s << "    image " << format_size(io.image_size) << ", " << geometry_text(g) << ", label " << io.label << "\n";
-        c.add("image_size", io.image_size).add("fat", g.type == partition::FatType::fat32 ? "FAT32" : "FAT16");
+      // The same planning the build does: label as stored, size as rounded, the content's room.
+      partition::ImagePlan ip = partition::plan_image(io, content);
+      io.label = ip.label;
+      if (ip.image_size) {
+        const auto& g = ip.geometry;
+        s << "    image " << format_size(ip.image_size) << ", " << geometry_text(g) << ", label " << ip.label << "\n";
+        s << "    size: " << ip.size_reason << "\n";
+        c.add("image_size", ip.image_size).add("fat", g.type == partition::FatType::fat32 ? "FAT32" : "FAT16");
+        std::uint64_t files = content ? *content : 0;
+        for (const auto& x : io.extra_files) files += x.data.size();
+        // The estimate (the tar stream's size) is a little high: a warning, not a refusal.
+        if (content && files > ip.capacity)
+          s << "    warning: the files (about " << format_size(files) << ") may not fit in " << format_size(ip.capacity)
+            << "; use --size " << (partition::min_image_size_for(files) >> 20) << "MiB or more, or leave --size out\n";
       } else {
-        s << "    image: automatic size (content × 2 + 256 MiB, at least a 512 MiB partition), label " << io.label
-          << "\n";
+        s << "    image: " << ip.size_reason << ", label " << ip.label << "\n";
       }
       for (const auto& x : io.extra_files) s << "    adds /" << x.name << " (" << format_size(x.data.size()) << ")\n";
       for (const auto& [name, fn] : io.edits) s << "    edits /" << name << "\n";
@@ -114,6 +127,40 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
   ctx.reporter.result("plan", s.str(), std::move(j));
 }
 
+// --output must name a new or regular file in an existing folder, and none of
+// the run's own inputs: `-o /dev/sdb` or `-o kiosk.toml` would otherwise
+// replace a device node or the spec with an image, and exit 0.
+void check_output_target(const Pipeline& p) {
+  const RunOptions& o = p.options();
+  const std::filesystem::path out = o.output;
+  struct stat st {};
+  if (o.output.back() == '/' || (::stat(out.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
+    throw Error(Errc::usage, "--output " + o.output + " is a folder: give the image a file name, e.g. " +
+                                 (out / "pi.img").lexically_normal().string());
+  if (::stat(out.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    if (S_ISBLK(st.st_mode))
+      throw Error(Errc::usage, "--output " + o.output +
+                                   " is a block device; --output makes an image file. To write a card: --device " +
+                                   o.output);
+    throw Error(Errc::usage, "--output " + o.output + " exists and is not a regular file; choose another name");
+  }
+  const std::filesystem::path dir = out.parent_path().empty() ? "." : out.parent_path();
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw Error(Errc::usage, "--output " + o.output + ": the folder " + dir.string() + " does not exist");
+  std::vector<std::pair<std::string, std::string>> inputs = {
+      {"--spec", o.spec}, {"--apkovl", o.apkovl}, {"--tarball", o.tarball}, {"--seed-file", o.seed_file}};
+  if (p.spec() && !p.spec()->alpine().tarball.empty())
+    inputs.push_back({"[alpine] tarball", p.spec()->alpine().tarball});
+  const std::string kh = o.known_hosts.empty() ? o.output + ".known_hosts" : o.known_hosts;
+  for (const std::string& written : {o.output, o.output + ".bmap", kh}) refuse_overwriting_inputs(written, inputs);
+  if (::stat(kh.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw Error(Errc::usage, "--known-hosts " + kh + " exists and is not a regular file; choose another name");
+  const std::filesystem::path kh_dir =
+      std::filesystem::path(kh).parent_path().empty() ? "." : std::filesystem::path(kh).parent_path();
+  if (::stat(kh_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw Error(Errc::usage, "--known-hosts " + kh + ": the folder " + kh_dir.string() + " does not exist");
+}
+
 void run_output(AppContext& ctx, Pipeline& p) {
   const RunOptions& o = p.options();
   std::vector<Identity> ids = p.identities(1);
@@ -121,15 +168,24 @@ void run_output(AppContext& ctx, Pipeline& p) {
     ctx.reporter.note("the spec defines " + std::to_string(p.defined_cards()) + " hosts; this image is card " +
                       std::to_string(ids.front().n) + " (" + ids.front().name +
                       "); pick another with --host or --first");
+  check_output_target(p);
   if (o.dry_run) return print_plan(ctx, p, ids, {o.output}, false);
   const auto start = std::chrono::steady_clock::now();
   std::vector<BuiltImage> built = p.build(ids, {o.output});
   const BuiltImage& b = built.front();
   // The file beside the image belongs to it and is replaced; a --known-hosts file is shared and merged.
-  if (o.known_hosts.empty())
-    write_known_hosts(ctx, o.output + ".known_hosts", b.known_hosts, false);
-  else
-    write_known_hosts(ctx, o.known_hosts, b.known_hosts, true);
+  // All or nothing: an image whose host keys could not be recorded is not kept.
+  try {
+    if (o.known_hosts.empty())
+      write_known_hosts(ctx, o.output + ".known_hosts", b.known_hosts, false);
+    else
+      write_known_hosts(ctx, o.known_hosts, b.known_hosts, true);
+  } catch (const Error& e) {
+    std::error_code ec;
+    std::filesystem::remove(b.result.image, ec);
+    std::filesystem::remove(b.result.bmap, ec);
+    throw Error(e.code(), std::string(e.what()) + "; the image was not kept");
+  }
   std::string text = build_summary(b) + "\nwrite it with: bmaptool copy " + b.result.image.string() +
                      " /dev/sdX   (or: rpi-provision --image " + b.result.image.string() + " --device /dev/sdX)";
   ctx.reporter.result("build", text, build_json(b));
@@ -143,12 +199,13 @@ bool confirm(AppContext& ctx, const std::vector<udev::DeviceInfo>& infos, const 
   std::ostringstream s;
   s << "about to overwrite " << infos.size() << (infos.size() == 1 ? " card:\n" : " cards:\n");
   for (std::size_t i = 0; i < infos.size(); ++i) {
-    s << "  " << infos[i].describe();
+    s << "  " << infos[i].path << "  " << infos[i].describe();
     if (!names[i].empty()) s << "  ← " << names[i];
     s << "\n";
   }
   if (!::isatty(0)) {
     ctx.reporter.error(Errc::usage, s.str() + "no terminal to confirm on: pass --yes to write without asking");
+    ctx.exit_code = 2;  // a usage error, as documented
     return false;
   }
   std::fprintf(stderr, "%swrite %s? [y/N] ", s.str().c_str(), infos.size() == 1 ? "it" : "them");
@@ -158,9 +215,12 @@ bool confirm(AppContext& ctx, const std::vector<udev::DeviceInfo>& infos, const 
   return answer == "y" || answer == "Y" || answer == "yes";
 }
 
+// `known_hosts[i]`: the generated host keys of card i (empty with --image).
+// Only cards written successfully contribute them: a failed card's new key
+// must not replace the key of the card of that name already in use.
 void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results, const std::vector<int>& indices,
-                  const std::vector<std::string>& known_hosts, const std::string& known_hosts_file,
-                  std::chrono::steady_clock::time_point start) {
+                  const std::vector<std::vector<std::string>>& known_hosts, const std::string& known_hosts_file,
+                  bool with_identities, std::chrono::steady_clock::time_point start) {
   ctx.reporter.finish_progress();
   std::ostringstream s;
   int failed = 0;
@@ -168,24 +228,32 @@ void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results
   std::snprintf(line, sizeof line, "%-16s %-22s %10s %8s %-9s %s\n", "identity", "device", "written", "time",
                 "verified", "result");
   s << line;
+  std::vector<std::string> written_keys;
+  bool any_started_unfinished = false, any_untouched = false;
   for (std::size_t i = 0; i < results.size(); ++i) {
     const udev::FlashResult& r = results[i];
+    const std::vector<std::string> none;
+    const std::vector<std::string>& keys = i < known_hosts.size() ? known_hosts[i] : none;
+    if (r.ok()) written_keys.insert(written_keys.end(), keys.begin(), keys.end());
+    if (r.cancelled) (r.bytes_written ? any_started_unfinished : any_untouched) = true;
     std::snprintf(line, sizeof line, "%-16s %-22s %10s %7.1fs %-9s %s\n", r.identity.c_str(), r.target.c_str(),
                   format_size(r.bytes_written).c_str(), r.seconds, r.verified ? "yes" : "no",
                   r.ok() ? "ok — safe to remove" : ("FAILED: " + r.error).c_str());
     s << line;
     if (!r.ok()) ++failed;
-    emit_card_done(
-        ctx,
-        CardDone{r.target, r.identity, indices[i], r.ok(), r.verified, r.bytes_written, r.seconds, "", r.error, {}});
+    emit_card_done(ctx, CardDone{r.target, with_identities ? r.identity : "", indices[i], r.ok(), r.verified,
+                                 r.bytes_written, r.seconds, "", r.error, r.ok() ? keys : none});
   }
-  if (!known_hosts.empty()) {
+  if (!written_keys.empty()) {
     s << "\nknown_hosts:\n";
-    for (const auto& k : known_hosts) s << k << "\n";
-    if (!known_hosts_file.empty()) write_known_hosts(ctx, known_hosts_file, known_hosts, true);
+    for (const auto& k : written_keys) s << k << "\n";
+    if (!known_hosts_file.empty()) write_known_hosts(ctx, known_hosts_file, written_keys, true);
   }
   if (!ctx.reporter.json()) ctx.reporter.text(s.str());
   if (failed) ctx.exit_code = results.size() > 1 ? 3 : 1;
+  if (any_started_unfinished)
+    ctx.reporter.warn("interrupted: the cards that were being written have no valid partition table; write them again");
+  if (any_untouched) ctx.reporter.note("interrupted: the cards that had not started were not changed");
   emit_summary(ctx, static_cast<int>(results.size()), failed,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), ctx.exit_code);
 }
@@ -193,11 +261,26 @@ void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results
 void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   // Every target is checked before anything is built or written.
   std::vector<udev::DeviceInfo> infos;
+  std::map<std::pair<dev_t, ino_t>, std::string> seen;  // the same card under two names is written once or not at all
   for (const auto& d : o.devices) {
     udev::DeviceInfo info = udev::inspect_target(d);
     udev::check_target(info, o.safety);
+    struct stat st {};
+    if (::stat(d.c_str(), &st) == 0) {
+      const auto key = S_ISBLK(st.st_mode) ? std::pair<dev_t, ino_t>{st.st_rdev, 0} : std::pair{st.st_dev, st.st_ino};
+      auto [it, fresh] = seen.emplace(key, d);
+      if (!fresh) throw Error(Errc::usage, d + " is the same card as " + it->second + "; give each card once");
+    } else if (info.is_file) {
+      ctx.reporter.note(d +
+                        " does not exist: it becomes a new image file (a card is a /dev path, e.g. /dev/sdb; "
+                        "an image is made with --output)");
+    }
     infos.push_back(std::move(info));
   }
+  struct stat kst {};
+  if (!o.known_hosts.empty() && ::stat(o.known_hosts.c_str(), &kst) == 0 && !S_ISREG(kst.st_mode))
+    throw Error(Errc::usage,
+                "--known-hosts " + o.known_hosts + " exists and is not a regular file; choose another name");
   std::vector<Identity> ids;
   if (p) ids = p->identities(static_cast<int>(o.devices.size()));
   std::vector<std::string> names;
@@ -206,7 +289,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     if (p) return print_plan(ctx, *p, ids, o.devices, true);
     std::ostringstream s;
     s << kPlanHeading << "  image: " << o.image << "\n";
-    for (const auto& i : infos) s << "  card: " << i.describe() << "\n";
+    for (const auto& i : infos) s << "  card: " << i.path << "  " << i.describe() << "\n";
     s << "  writes: " << parallel_text(o.jobs, infos.size()) << "\n";
     JsonObject j;
     j.add("image", o.image).add("jobs", cards_at_once(o.jobs, infos.size())).add_bool("dry_run", true);
@@ -221,21 +304,25 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   const std::atomic<bool>* cancel = install_cancel_handler();
   std::optional<ScratchDir> scratch;
   std::vector<std::shared_ptr<const udev::FlashSource>> sources;
-  std::vector<std::string> known_hosts;
+  std::vector<std::vector<std::string>> known_hosts(o.devices.size());
   if (p) {
-    std::uint64_t smallest = UINT64_MAX;
-    for (const auto& i : infos) smallest = std::min(smallest, i.size);
+    // The smallest card bounds the image; a new or empty image file grows to fit.
+    std::optional<std::uint64_t> smallest;
+    for (const auto& i : infos)
+      if (i.size) smallest = std::min(smallest.value_or(UINT64_MAX), i.size);
     scratch.emplace();
     std::vector<Identity> build_ids = p->identical_cards() ? std::vector<Identity>{ids.front()} : ids;
     std::vector<std::filesystem::path> outs;
     for (std::size_t i = 0; i < build_ids.size(); ++i)
       outs.push_back(scratch->path() / ("card-" + std::to_string(i) + ".img"));
     std::vector<BuiltImage> built = p->build(build_ids, outs, smallest);
-    for (const auto& b : built) {
-      sources.push_back(udev::FlashSource::open(b.result.image));
-      known_hosts.insert(known_hosts.end(), b.known_hosts.begin(), b.known_hosts.end());
-    }
+    for (const auto& b : built) sources.push_back(udev::FlashSource::open(b.result.image));
+    for (std::size_t i = 0; i < o.devices.size(); ++i) known_hosts[i] = built[built.size() == 1 ? 0 : i].known_hosts;
   } else {
+    if (!std::filesystem::exists(o.image + ".bmap"))
+      ctx.reporter.note("no " + o.image +
+                        ".bmap beside the image: every byte of it is written (rpi-provision "
+                        "writes a .bmap with each image it builds)");
     sources.push_back(udev::FlashSource::open(o.image));
   }
   std::vector<udev::FlashJob> jobs;
@@ -253,9 +340,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   std::vector<udev::FlashResult> results = udev::flash_all(jobs, fo);
   std::vector<int> indices;
   for (std::size_t i = 0; i < o.devices.size(); ++i) indices.push_back(p ? ids[i].n : static_cast<int>(i) + 1);
-  report_flash(ctx, results, indices, known_hosts, o.known_hosts, start);
-  if (cancel->load())
-    ctx.reporter.warn("interrupted: the cards that did not finish have no valid partition table; write them again");
+  report_flash(ctx, results, indices, known_hosts, o.known_hosts, p != nullptr, start);
 }
 
 CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {

@@ -165,7 +165,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     if (!why.empty()) {
       std::string text;
       for (const auto& r : why) text += (text.empty() ? "" : "; ") + r;
-      ctx.reporter.note("not writing " + info.describe() + ": " + text);
+      ctx.reporter.note("not writing " + info.path + " (" + info.describe() + "): " + text);
       continue;
     }
     std::shared_ptr<const udev::FlashSource> src = shared;
@@ -181,13 +181,17 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
           if (p->identical_cards()) shared = src;
         }
       }
+    } catch (const CardTooSmall& e) {
+      // This card is refused, like a fixed disk: the next one inserted may be larger.
+      ctx.reporter.note("not writing " + info.path + " (" + info.describe() + "): " + e.what());
+      continue;
     } catch (const Error& e) {
-      ctx.reporter.error(e.code(), "card " + std::to_string(n) + ": " + e.what());
+      ctx.reporter.error(e.code(), "card " + std::to_string(n) + " on " + info.path + ": " + e.what());
       ++failed;
       break;
     }
     if (!o.yes) {
-      std::fprintf(stderr, "write %s to %s? [y/N] ", identity.c_str(), info.describe().c_str());
+      std::fprintf(stderr, "write %s to %s (%s)? [y/N] ", identity.c_str(), info.path.c_str(), info.describe().c_str());
       std::string answer;
       std::getline(std::cin, answer);
       if (answer != "y" && answer != "Y") {

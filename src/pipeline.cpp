@@ -257,16 +257,19 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
   }
   opt.label = label.empty() ? "ALPINE" : label;
   if (!o_.disk_id.empty()) {
-    char* end = nullptr;
-    unsigned long long v = std::strtoull(o_.disk_id.c_str(), &end, 16);
-    if (*end || v == 0 || v > 0xFFFFFFFFull)
+    std::string_view hex = o_.disk_id;
+    if (hex.rfind("0x", 0) == 0 || hex.rfind("0X", 0) == 0) hex.remove_prefix(2);
+    // strtoull alone would also take " 12", "+12" and "-1".
+    const bool digits = !hex.empty() && hex.size() <= 8 && hex.find_first_not_of("0123456789abcdefABCDEF") == hex.npos;
+    unsigned long long v = digits ? std::strtoull(std::string(hex).c_str(), nullptr, 16) : 0;
+    if (!digits || v == 0 || v > 0xFFFFFFFFull)
       throw Error(Errc::usage, "--disk-id '" + o_.disk_id + "' is not a non-zero 32-bit hex number (e.g. 0xcafef00d)");
     opt.disk_id = static_cast<std::uint32_t>(v);
   }
   if (size) opt.image_size = *size;
   if (card_size && opt.image_size > *card_size)
-    throw Error(Errc::usage, "the image (" + format_size(opt.image_size) + ") is larger than the card (" +
-                                 format_size(*card_size) + ")");
+    throw CardTooSmall(Errc::usage, "the image (" + format_size(opt.image_size) + ") is larger than the card (" +
+                                        format_size(*card_size) + ")");
   return opt;
 }
 
@@ -276,9 +279,26 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
   std::filesystem::path tb = tarball();
   std::vector<partition::ImageJob> jobs;
   std::vector<BuiltImage> built(ids.size());
+  std::optional<std::uint64_t> content;
   for (std::size_t i = 0; i < ids.size(); ++i) {
     built[i].identity = ids[i];
-    jobs.push_back({outputs[i], image_options(ids[i], &built[i].apkovl_name, &built[i].known_hosts, card_size)});
+    partition::ImageOptions opt = image_options(ids[i], &built[i].apkovl_name, &built[i].known_hosts, card_size);
+    if (card_size) {
+      // A card smaller than the automatic size gets an image that fills it, if the files fit.
+      if (!content) content = partition::tarball_content_estimate(tb);
+      std::uint64_t files = *content;
+      for (const auto& x : opt.extra_files) files += x.data.size();
+      if (!opt.image_size && partition::plan_image(opt, content).image_size > *card_size) {
+        opt.image_size = *card_size;
+        ctx_.reporter.note("the card (" + format_size(*card_size) +
+                           ") is smaller than the automatic image size: the image fills the card");
+      }
+      const std::uint64_t need = partition::min_image_size_for(files);
+      if (need > *card_size)
+        throw CardTooSmall(Errc::usage, "the files (about " + format_size(files) + ") need an image of about " +
+                                            format_size(need) + "; the card has " + format_size(*card_size));
+    }
+    jobs.push_back({outputs[i], std::move(opt)});
   }
   std::vector<partition::ImageResult> results = partition::build_images(tb, jobs);
   ctx_.reporter.finish_progress();

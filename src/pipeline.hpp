@@ -29,6 +29,14 @@ struct RunOptions {
   udev::SafetyOptions safety;
 };
 
+// The image cannot fit this card (an explicit size larger than the card, or
+// files that need more than the card holds): a refusal of the card, not of the
+// run — station mode reports it and waits for the next card.
+class CardTooSmall : public Error {
+ public:
+  using Error::Error;
+};
+
 // One card's identity: the n of {n} and, with a spec, its resolved configuration.
 struct Identity {
   int n = 1;

@@ -1,6 +1,7 @@
 // The command line as a user meets it: help, usage errors, --dry-run, --json,
 // the pipeline from a spec to images and to several cards, and station mode.
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -190,6 +191,87 @@ TEST(Cli, KnownHostsBesideTheImageIsReplacedAndAGivenFileMerged) {
   const std::string merged = rpi::test::read_file(shared);
   EXPECT_EQ(merged.rfind("# fleet\nother-pi ssh-ed25519 AAAAother\nkiosk,kiosk.lan ssh-ed25519 AAAA", 0), 0u) << merged;
   EXPECT_FALSE(contains(merged, "AAAAstale")) << merged;
+  // A rebuild without generated keys leaves no stale file beside the image.
+  fs::path nokeys = d / "nokeys.toml";
+  rpi::test::write_file(nokeys, "[system]\nhostname = \"kiosk\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  r = cli({"--spec", nokeys.string(), "--tarball", tarball().string(), "--output", img.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(beside)) << "keys of an earlier build outlived it";
+  // A symbolic link is followed: the file it names gets the lines, the link stays.
+  fs::path target = d / "real.known_hosts", link = d / "link.known_hosts";
+  rpi::test::write_file(target, "# mine\n");
+  fs::create_symlink(target, link);
+  r = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output", img.string(),
+           "--known-hosts", link.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::is_symlink(link));
+  EXPECT_TRUE(contains(rpi::test::read_file(target), "kiosk,kiosk.lan ssh-ed25519")) << rpi::test::read_file(target);
+}
+
+// --output names a new or regular file, never an input or a device; anything
+// refused leaves no image, .bmap or known_hosts behind.
+TEST(Cli, OutputNeverReplacesAnInputOrADevice) {
+  TempDir d;
+  const fs::path spec = d / "kiosk.toml", tb = d / "alpine.tar.gz", fifo = d / "fifo";
+  fs::copy_file(example("kiosk.toml"), spec);
+  fs::copy_file(example("kiosk-wifi.psk"), d / "kiosk-wifi.psk");
+  fs::copy_file(example("kiosk-departures.sh"), d / "kiosk-departures.sh");
+  fs::copy_file(tarball(), tb);
+  const std::string spec_bytes = rpi::test::read_file(spec);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto base = [&](const std::string& out) {
+    return std::vector<std::string>{"--spec", spec.string(), "--tarball", tb.string(), "--output", out};
+  };
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  std::vector<Case> cases = {
+      {base(spec.string()), "would overwrite the file given as --spec"},
+      {base(tb.string()), "would overwrite the file given as --tarball"},
+      {base(fifo.string()), "exists and is not a regular file"},
+      {base(d.path().string()), "is a folder: give the image a file name"},
+      {base((d / "missing" / "x.img").string()), "the folder " + (d / "missing").string() + " does not exist"},
+  };
+  if (geteuid() == 0) {
+    const fs::path blk = d / "sdz";
+    ASSERT_EQ(::mknod(blk.c_str(), S_IFBLK | 0600, makedev(7, 250)), 0);
+    cases.push_back({base(blk.string()), "is a block device; --output makes an image file. To write a card: --device"});
+  }
+  for (auto& c : cases) {
+    auto dry = c.args;
+    dry.push_back("--dry-run");
+    for (const auto& args : {c.args, dry}) {
+      auto r = cli(args);
+      EXPECT_EQ(r.exit_code, 2) << args[5] << ": " << r.err;
+      EXPECT_TRUE(contains(r.err, c.message)) << r.err;
+    }
+  }
+  EXPECT_EQ(rpi::test::read_file(spec), spec_bytes);
+  EXPECT_EQ(rpi::test::read_file(tb), rpi::test::read_file(tarball()));
+  // A known_hosts target that is not a file: refused, and the image is not kept either.
+  auto k = cli({"--spec", spec.string(), "--tarball", tb.string(), "--output", (d / "k.img").string(), "--known-hosts",
+                fifo.string()});
+  EXPECT_EQ(k.exit_code, 2) << k.err;
+  EXPECT_TRUE(contains(k.err, "exists and is not a regular file")) << k.err;
+  EXPECT_FALSE(fs::exists(d / "k.img"));
+  EXPECT_FALSE(fs::exists(d / "k.img.bmap"));
+  struct stat st {};
+  ASSERT_EQ(::stat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+}
+
+// Ctrl-C while an image is being built: no hidden temporary is left.
+TEST(Cli, InterruptedBuildLeavesNoTemporary) {
+  TempDir d;
+  const std::string cmd = "'" + rpi::test::cli_path().string() + "' -q --spec '" + example("kiosk.toml").string() +
+                          "' --tarball '" + rpi::test::fixture_tarball({"--size-mb", "8"}).string() +
+                          "' --size 1TiB --output '" + (d / "x.img").string() + "' & pid=$!; " +
+                          "for i in $(seq 500); do ls -a '" + d.path().string() +
+                          "' | grep -q tmp && break; sleep 0.01; done; kill -INT $pid; wait $pid; echo rc=$?";
+  auto r = rpi::test::sh(cmd);
+  EXPECT_TRUE(contains(r.out, "rc=130")) << r.out << r.err;
+  EXPECT_TRUE(fs::is_empty(d.path())) << "left behind: " << rpi::test::sh("ls -a '" + d.path().string() + "'").out;
 }
 
 TEST(Cli, SeedFileMakesCardsWithGeneratedKeysReproducible) {
@@ -268,6 +350,59 @@ TEST(Cli, AFailingCardDoesNotStopTheOthersAndExitsThree) {
   EXPECT_TRUE(contains(rpi::test::run({"mdir", "-i", good.string() + "@@8M", "::/"}).out, "class-01.apkovl.tar.gz"));
 }
 
+// Host keys of a card that was not written must not replace the key of the
+// card of that name already in use; those of written cards are in --json.
+TEST(Cli, OnlyWrittenCardsAddTheirHostKeys) {
+  TempDir d;
+  fs::path good = d / "good.bin", locked = d / "locked.bin", spec = d / "pi.toml", kh = d / "known_hosts";
+  rpi::test::write_file(spec, "[system]\nhostname = \"pi-{n}\"\n[ssh]\nhost_keys = \"generate\"\n");
+  rpi::test::write_file(kh, "pi-2 ssh-ed25519 AAAAinuse\n");
+  for (const auto& p : {good, locked}) {
+    rpi::test::write_file(p, "");
+    ASSERT_EQ(truncate(p.c_str(), 1ll << 30), 0);
+  }
+  if (rpi::test::run({"chattr", "+i", locked.string()}).exit_code != 0)
+    GTEST_SKIP() << "chattr +i is not supported here";
+  auto m = cli({"--spec", spec.string(), "--tarball", tarball().string(), "--size", "64MiB", "--device", good.string(),
+                "--device", locked.string(), "--yes", "--json", "--known-hosts", kh.string()});
+  rpi::test::run({"chattr", "-i", locked.string()});
+  EXPECT_EQ(m.exit_code, 3) << m.out << m.err;
+  const std::string lines = rpi::test::read_file(kh);
+  EXPECT_TRUE(contains(lines, "pi-1 ssh-ed25519 AAAA")) << lines;
+  EXPECT_TRUE(contains(lines, "pi-2 ssh-ed25519 AAAAinuse")) << lines;
+  auto p = rpi::test::run({"python3", "-c",
+                           "import json,sys\n"
+                           "for line in sys.stdin:\n"
+                           "    e = json.loads(line)\n"
+                           "    if e['type'] == 'card-done':\n"
+                           "        print(e['hostname'], e['ok'], len(e.get('known_hosts', [])) > 0)\n"},
+                          m.out);
+  EXPECT_EQ(p.out, "pi-1 True True\npi-2 False False\n") << m.out;
+}
+
+// One card under two names would be written twice (the second image wins):
+// refused before anything is built. Cards smaller than the automatic size get
+// an image that fills them.
+TEST(Cli, TheSameCardTwiceIsRefusedAndSmallCardsGetAFittingImage) {
+  TempDir d;
+  fs::path card = d / "card.bin", alias = d / "alias.bin";
+  rpi::test::write_file(card, "");
+  ASSERT_EQ(truncate(card.c_str(), 100 << 20), 0);
+  fs::create_symlink(card, alias);
+  auto twice = cli({"--spec", example("fleet.toml").string(), "--tarball", tarball().string(), "--device",
+                    card.string(), "--device", alias.string(), "--yes"});
+  EXPECT_EQ(twice.exit_code, 2) << twice.err;
+  EXPECT_TRUE(contains(twice.err, "is the same card as")) << twice.err;
+  EXPECT_EQ(fs::file_size(card), 100u << 20);
+  auto fits = cli({"--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--device",
+                   card.string(), "--yes"});
+  EXPECT_EQ(fits.exit_code, 0) << fits.err;
+  EXPECT_TRUE(contains(fits.err, "smaller than the automatic image size")) << fits.err;
+  EXPECT_EQ(fs::file_size(card), 100u << 20) << "the card file grew";
+  auto sf = rpi::test::run({"sfdisk", "--json", card.string()});
+  EXPECT_TRUE(contains(sf.out, "\"size\": 188416")) << sf.out;  // 100 MiB - 8 MiB, rounded to 4 MiB: 92 MiB
+}
+
 TEST(Cli, WithoutATerminalOrYesNothingIsWritten) {
   TempDir d;
   fs::path card = d / "card.bin";
@@ -275,8 +410,9 @@ TEST(Cli, WithoutATerminalOrYesNothingIsWritten) {
   ASSERT_EQ(truncate(card.c_str(), 1ll << 30), 0);
   auto r =
       cli({"--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--device", card.string()});
-  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.exit_code, 2) << "a usage error";
   EXPECT_TRUE(contains(r.err, "--yes")) << r.err;
+  EXPECT_TRUE(contains(r.err, card.string() + "  file 1 GiB")) << "the prompt names the card: " << r.err;
   EXPECT_EQ(rpi::test::read_file(card).substr(0, 4096), std::string(4096, 'z'));
 }
 

@@ -4,7 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
+#include <atomic>
+#include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -12,7 +16,69 @@
 
 namespace rpi {
 
+namespace {
+
+// Temporary files a signal handler may remove: fixed storage, so the handler
+// touches nothing but atomics, static buffers and unlink(2).
+constexpr std::size_t kSlots = 64;
+enum : int { kFree = 0, kClaimed = 1, kArmed = 2 };
+std::array<std::atomic<int>, kSlots> g_state{};
+char g_paths[kSlots][4096];
+
+int arm_cleanup(const std::string& path) {
+  if (path.size() >= sizeof g_paths[0]) return -1;
+  for (std::size_t i = 0; i < kSlots; ++i) {
+    int expected = kFree;
+    if (!g_state[i].compare_exchange_strong(expected, kClaimed)) continue;
+    std::memcpy(g_paths[i], path.c_str(), path.size() + 1);
+    g_state[i].store(kArmed);
+    return static_cast<int>(i);
+  }
+  return -1;  // more than 64 at once: still removed by the destructor, just not on a signal
+}
+
+void disarm_cleanup(int slot) {
+  if (slot >= 0) g_state[static_cast<std::size_t>(slot)].store(kFree);
+}
+
+extern "C" void remove_temps_and_die(int sig) {
+  for (std::size_t i = 0; i < kSlots; ++i)
+    if (g_state[i].load() == kArmed) ::unlink(g_paths[i]);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+std::string kind_of(mode_t m) {
+  if (S_ISBLK(m)) return "a block device";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISDIR(m)) return "a folder";
+  if (S_ISFIFO(m)) return "a FIFO";
+  if (S_ISSOCK(m)) return "a socket";
+  return "not a regular file";
+}
+
+}  // namespace
+
+void remove_temporaries_on_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = remove_temps_and_die;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
+}
+
 AtomicFile::AtomicFile(std::filesystem::path target, unsigned mode) : target_(std::move(target)) {
+  // A symbolic link is followed (the file it names is replaced, the link stays);
+  // a device node, folder or FIFO is never replaced by a regular file: `-o
+  // /dev/sdb` or `--known-hosts /dev/null` must not swap out a device.
+  std::error_code ec;
+  if (std::filesystem::is_symlink(target_, ec)) {
+    std::filesystem::path real = std::filesystem::weakly_canonical(target_, ec);
+    if (!ec) target_ = real;
+  }
+  struct stat st {};
+  if (::stat(target_.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw Error(Errc::usage, target_.string() + " is " + kind_of(st.st_mode) +
+                                 ", not a file this tool may replace; choose another name");
   std::filesystem::path dir = target_.parent_path();
   if (dir.empty()) dir = ".";
   std::string pattern = (dir / ("." + target_.filename().string() + ".tmp-XXXXXX")).string();
@@ -22,9 +88,11 @@ AtomicFile::AtomicFile(std::filesystem::path target, unsigned mode) : target_(st
   if (fd < 0) throw_errno("cannot create a file in " + dir.string());
   fd_.reset(fd);
   temp_ = buf.data();
+  slot_ = arm_cleanup(temp_.string());
   if (::fchmod(fd, mode) != 0) {
     int err = errno;
     ::unlink(temp_.c_str());
+    disarm_cleanup(slot_);
     throw_errno("cannot set the mode of " + temp_.string(), err);
   }
 }
@@ -34,6 +102,7 @@ AtomicFile::~AtomicFile() {
     fd_.reset();
     ::unlink(temp_.c_str());
   }
+  disarm_cleanup(slot_);
 }
 
 void AtomicFile::commit() {
@@ -41,6 +110,7 @@ void AtomicFile::commit() {
   if (::close(fd) != 0) throw_errno("cannot write " + target_.string());
   if (::rename(temp_.c_str(), target_.c_str()) != 0) throw_errno("cannot create " + target_.string());
   committed_ = true;
+  disarm_cleanup(slot_);
 }
 
 void write_file_atomic(const std::filesystem::path& target, const std::string& data, unsigned mode) {

@@ -1,6 +1,8 @@
 // All-or-nothing output: the file is written under a temporary name in the
 // target's folder and renamed over the target by commit(). If commit() is never
-// reached (an exception, a failed check), the destructor removes the temporary.
+// reached (an exception, a failed check), the destructor removes the temporary;
+// after remove_temporaries_on_signals(), so does a SIGINT, SIGTERM or SIGHUP.
+// A symbolic link target is followed; anything but a regular file is refused.
 #pragma once
 
 #include <filesystem>
@@ -30,7 +32,13 @@ class AtomicFile {
   std::filesystem::path temp_;
   Fd fd_;
   bool committed_ = false;
+  int slot_ = -1;  // in the signal handler's list of temporaries
 };
+
+// Installs handlers for SIGINT, SIGTERM and SIGHUP that remove every live
+// AtomicFile temporary, then end the process by the same signal. Commands that
+// cancel cooperatively (card writes) install their own handlers afterwards.
+void remove_temporaries_on_signals();
 
 // Writes `data` to `target` all-or-nothing with the given mode.
 void write_file_atomic(const std::filesystem::path& target, const std::string& data, unsigned mode = 0644);
