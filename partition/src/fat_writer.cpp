@@ -440,14 +440,15 @@ void FatWriter::finish(const std::string& label, std::uint32_t volume_id, DosTim
     pwrite_all(fd_, bs, 512, p + 6 * 512, "cannot write " + image_name_);
     pwrite_all(fd_, fsinfo, 512, p + 7 * 512, "cannot write " + image_name_);
   }
-  // Before the data region, what a reader looks at, zeros included: the first
-  // MiB (MBR; a stale GPT header there must be overwritten), the boot sector,
-  // FSInfo and their backups, both complete FATs and the FAT16 root. The gap
-  // up to the partition and the alignment padding of the reserved region are
-  // never read and stay unmapped.
+  // Before the data region, zeros included: the first MiB (MBR; a stale GPT
+  // header there must be overwritten), the whole reserved region (boot sector,
+  // FSInfo, backups and the alignment padding: an old file system's signature
+  // left there, e.g. btrfs at 64 KiB, would make blkid see two file systems on
+  // a reused card; tech-brief §1.16), both complete FATs and the FAT16 root.
+  // Only the gap between the first MiB and the partition, outside any
+  // partition, stays unmapped.
   map.add(0, std::min<std::uint64_t>(1 << 20, p));
-  map.add(p, std::uint64_t(std::min<std::uint32_t>(g_.reserved_sectors, 32)) * 512);
-  map.add(p + std::uint64_t(g_.reserved_sectors) * 512, (2ull * g_.fat_sectors + g_.root_dir_sectors) * 512);
+  map.add(p, (std::uint64_t(g_.reserved_sectors) + 2ull * g_.fat_sectors + g_.root_dir_sectors) * 512);
 }
 
 }  // namespace rpi::partition

@@ -240,7 +240,7 @@ with gzip.GzipFile(sys.argv[1], "wb", compresslevel=9, mtime=0) as g:
   auto b = build(d, t);
   EXPECT_EQ(b.r.exit_code, 1) << b.r.err;
   EXPECT_TRUE(contains(b.r.err, "bomb.bin")) << b.r.err;
-  EXPECT_TRUE(contains(b.r.err, "does not fit")) << b.r.err;
+  EXPECT_TRUE(contains(b.r.err, "the files do not fit")) << b.r.err;
   EXPECT_TRUE(fs::is_empty(b.out_dir)) << "output left behind";
 }
 
