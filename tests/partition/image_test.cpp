@@ -236,6 +236,12 @@ TEST_F(ImageTest, PlanMatchesTheBuildAndTheSuggestedSizeFits) {
     EXPECT_EQ(plan.geometry.type, r.geometry.type) << size;
     EXPECT_EQ(plan.geometry.clusters, r.geometry.clusters) << size;
     EXPECT_NE(blkid_fs(d / "p.img").find("LABEL=\"LOWER\""), std::string::npos) << blkid_fs(d / "p.img");
+    // Everything from the partition start to the data region is written, zeros included (tech-brief §1.16).
+    const std::uint64_t from = r.geometry.partition_offset(), to = r.geometry.cluster_offset(2);
+    std::uint64_t covered = from;
+    for (const auto& e : r.map.extents())
+      if (e.offset <= covered && e.offset + e.length > covered) covered = e.offset + e.length;
+    EXPECT_GE(covered, to) << "unmapped from " << covered << " (data region at " << to << ")";
   }
   // One step below the suggestion still fits or fails with a message that suggests it again.
   ImageOptions o = with_apkovl(apkovl);
