@@ -314,7 +314,9 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     std::vector<Identity> build_ids = p->identical_cards() ? std::vector<Identity>{ids.front()} : ids;
     std::vector<std::filesystem::path> outs;
     for (std::size_t i = 0; i < build_ids.size(); ++i)
-      outs.push_back(scratch->path() / ("card-" + std::to_string(i) + ".img"));
+      // Named by hostname: the progress lines show these names.
+      outs.push_back(scratch->path() / (std::to_string(build_ids[i].n) + "-" +
+                                        (build_ids[i].name.empty() ? "card" : build_ids[i].name) + ".img"));
     std::vector<BuiltImage> built = p->build(build_ids, outs, smallest);
     for (const auto& b : built) sources.push_back(udev::FlashSource::open(b.result.image));
     for (std::size_t i = 0; i < o.devices.size(); ++i) known_hosts[i] = built[built.size() == 1 ? 0 : i].known_hosts;

@@ -175,7 +175,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
         Identity id = p->identity_at(n);
         identity = id.name;
         if (!shared || !p->identical_cards()) {
-          auto built = p->build({id}, {scratch->path() / ("card-" + std::to_string(n) + ".img")}, info.size);
+          auto built = p->build({id}, {scratch->path() / (id.name.empty() ? "card.img" : id.name + ".img")}, info.size);
           src = udev::FlashSource::open(built.front().result.image);
           known_hosts = built.front().known_hosts;
           if (p->identical_cards()) shared = src;
