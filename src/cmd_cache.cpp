@@ -12,7 +12,7 @@ namespace {
 
 struct CacheOptions {
   std::string cache_dir;
-  std::size_t keep = 2;
+  long long keep = 2;
 };
 
 std::filesystem::path cache_dir_of(const CacheOptions& o) {
@@ -24,7 +24,11 @@ std::filesystem::path cache_dir_of(const CacheOptions& o) {
 
 JsonObject entry_json(const fetch::CacheEntry& e) {
   JsonObject j;
-  j.add("file", e.file).add("version", e.version).add("arch", e.arch).add("size", e.size);
+  j.add("file", e.file);
+  // Optional fields are omitted, not empty (docs/json-events.md).
+  if (!e.version.empty()) j.add("version", e.version);
+  if (!e.arch.empty()) j.add("arch", e.arch);
+  j.add("size", e.size);
   j.add("sha256", e.sha256).add("path", e.path.string()).add("fetched", e.fetched_unix);
   return j;
 }
@@ -41,11 +45,22 @@ void run_list(AppContext& ctx, const CacheOptions& o) {
   auto entries = fetch::list_cache(dir);
   if (entries.empty()) ctx.reporter.note("the cache " + dir.string() + " holds no tarballs");
   for (const auto& e : entries) ctx.reporter.result("cache-entry", entry_line(e), entry_json(e));
+  fetch::PartialSummary partial = fetch::partial_downloads(dir);
+  if (partial.count) {
+    JsonObject j;
+    j.add("count", static_cast<std::uint64_t>(partial.count)).add("bytes", partial.bytes);
+    ctx.reporter.result("cache-partial",
+                        "partial downloads: " + std::to_string(partial.count) + " (" + format_size(partial.bytes) +
+                            ", resumed by the next fetch; `cache prune` removes them)",
+                        std::move(j));
+  }
 }
 
 void run_prune(AppContext& ctx, const CacheOptions& o) {
   std::filesystem::path dir = cache_dir_of(o);
-  auto removed = fetch::prune_cache(dir, o.keep);
+  if (o.keep < 0) throw Error(Errc::usage, "--keep must be 0 or more, got " + std::to_string(o.keep));
+  fetch::PartialSummary partial;
+  auto removed = fetch::prune_cache(dir, static_cast<std::size_t>(o.keep), &partial);
   std::uint64_t bytes = 0;
   for (const auto& e : removed) {
     bytes += e.size;
@@ -54,10 +69,13 @@ void run_prune(AppContext& ctx, const CacheOptions& o) {
   JsonObject j;
   j.add("removed", static_cast<std::uint64_t>(removed.size()))
       .add("bytes", bytes)
-      .add("keep", static_cast<std::uint64_t>(o.keep));
-  ctx.reporter.result("cache-prune",
-                      "pruned " + std::to_string(removed.size()) + " tarball(s), " + format_size(bytes) + " freed",
-                      std::move(j));
+      .add("keep", static_cast<std::uint64_t>(o.keep))
+      .add("partials", static_cast<std::uint64_t>(partial.count))
+      .add("partial_bytes", partial.bytes);
+  std::string text = "pruned " + std::to_string(removed.size()) + " tarball(s)";
+  if (partial.count)
+    text += " and " + std::to_string(partial.count) + " partial download(s) (" + format_size(partial.bytes) + ")";
+  ctx.reporter.result("cache-prune", text + ", " + format_size(bytes + partial.bytes) + " freed", std::move(j));
 }
 
 CommandRegistration reg(45, [](CLI::App& app, AppContext& ctx) {
@@ -71,8 +89,8 @@ CommandRegistration reg(45, [](CLI::App& app, AppContext& ctx) {
     ctx.reporter.configure(ctx.json, ctx.quiet);
     run_list(ctx, *o);
   });
-  CLI::App* prune = sub->add_subcommand("prune", "keep only the newest N versions per arch");
-  prune->add_option("--keep", o->keep, "versions to keep per arch (default 2)");
+  CLI::App* prune = sub->add_subcommand("prune", "keep only the newest N versions per arch; drop partial downloads");
+  prune->add_option("--keep", o->keep, "versions to keep per arch, stable and edge apart (default 2)");
   prune->add_option("--cache-dir", o->cache_dir, "cache folder (default $XDG_CACHE_HOME/rpi-provision)");
   prune->callback([o, &ctx] {
     ctx.reporter.configure(ctx.json, ctx.quiet);

@@ -2,6 +2,7 @@
 // tarball, from flags or a spec's [alpine] table; prints the cached path.
 #include <toml++/toml.h>
 
+#include <cctype>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -79,6 +80,10 @@ void run_fetch(AppContext& ctx, FetchOptions o) {
     if (o.tarball.empty() && t.tarball) o.tarball = *t.tarball;
     if (o.sha256.empty() && t.sha256) o.sha256 = *t.sha256;
   }
+  if (!o.sha256.empty() && o.tarball.empty())
+    throw Error(Errc::usage,
+                "--sha256 pins the digest of --tarball; without --tarball the release index gives the digest "
+                "(drop --sha256, or add --tarball URL)");
   const fetch::Options opts = o.download.options(ctx.reporter.sink());
 
   std::filesystem::path path;
@@ -88,6 +93,7 @@ void run_fetch(AppContext& ctx, FetchOptions o) {
     path = fetch::fetch_url(o.tarball, o.sha256, opts);
     rel.file = path.filename().string();
     rel.sha256 = o.sha256;
+    for (char& c : rel.sha256) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   } else {
     fetch::Query q;
     if (!o.version.empty()) q.version = o.version;

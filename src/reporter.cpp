@@ -16,8 +16,10 @@ std::string human_rate(double bytes_per_s) {
   return format_size(static_cast<std::uint64_t>(bytes_per_s)) + "/s";
 }
 
+// `base`: the bytes that were already there when the bar started (a resumed
+// download), which do not count towards the rate.
 std::string bar_text(const std::string& subject, const std::string& type, std::uint64_t done, std::uint64_t total,
-                     double seconds) {
+                     std::uint64_t base, double seconds) {
   std::string s = type + " " + subject + " ";
   if (total) {
     int pct = static_cast<int>(done * 100 / total);
@@ -30,8 +32,8 @@ std::string bar_text(const std::string& subject, const std::string& type, std::u
   } else {
     s += format_size(done);
   }
-  if (seconds > 0.2 && done) {
-    double rate = static_cast<double>(done) / seconds;
+  if (seconds > 0.2 && done > base) {
+    double rate = static_cast<double>(done - base) / seconds;
     s += " " + human_rate(rate);
     if (total && done < total && rate > 0) {
       int eta = static_cast<int>(static_cast<double>(total - done) / rate);
@@ -87,10 +89,12 @@ void Reporter::on_event(const Event& ev) {
   auto now = Clock::now();
   auto [it, inserted] = bars_.try_emplace(key);
   Bar& bar = it->second;
-  if (inserted) {
-    order_.push_back(key);
+  if (inserted || ev.done < bar.base) {
+    // New, or started over from an earlier byte: measure the rate from here.
+    if (inserted) order_.push_back(key);
     bar.type = ev.type;
     bar.start = now;
+    bar.base = ev.done;
   }
   bar.done = ev.done;
   bar.total = ev.total;
@@ -103,7 +107,7 @@ void Reporter::on_event(const Event& ev) {
     redraw_locked();
   } else {
     double secs = std::chrono::duration<double>(now - bar.start).count();
-    std::fprintf(stderr, "%s\n", bar_text(ev.subject, ev.type, ev.done, ev.total, secs).c_str());
+    std::fprintf(stderr, "%s\n", bar_text(ev.subject, ev.type, ev.done, ev.total, bar.base, secs).c_str());
   }
 }
 
@@ -121,7 +125,7 @@ void Reporter::redraw_locked() {
     const Bar& b = bars_[key];
     std::string subject = key.substr(key.find('\x1f') + 1);
     double secs = std::chrono::duration<double>(now - b.start).count();
-    std::string line = bar_text(subject, b.type, b.done, b.total, secs);
+    std::string line = bar_text(subject, b.type, b.done, b.total, b.base, secs);
     if (color_ && b.finished) line = "\x1b[32m" + line + "\x1b[0m";
     std::fprintf(stderr, "%s\n", line.c_str());
     ++drawn_lines_;

@@ -40,6 +40,7 @@ class Reporter {
   struct Bar {
     std::string type;
     std::uint64_t done = 0, total = 0;
+    std::uint64_t base = 0;  // `done` when the bar started (a resumed download's offset): not this run's bytes
     std::chrono::steady_clock::time_point start, last_print;
     bool finished = false;
   };

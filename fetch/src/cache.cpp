@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -61,17 +62,26 @@ fs::path part_path(const fs::path& cache, const std::string& sha256, const std::
 EntryLock::EntryLock(const fs::path& cache, const std::string& sha256, bool wait, const Options* opts,
                      const std::string& subject) {
   fs::path p = cache / "partial" / (sha256 + ".lock");
-  fd_ = open_or_throw(p.string(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (::flock(fd_.get(), LOCK_EX | LOCK_NB) == 0) {
-    locked_ = true;
-    return;
-  }
-  if (errno != EWOULDBLOCK) throw_errno("cannot lock " + p.string());
-  if (!wait) return;
-  if (opts)
-    emit(opts->events, Event{"note", subject, 0, 0, "waiting for another rpi-provision that is fetching " + subject});
-  while (::flock(fd_.get(), LOCK_EX) != 0) {
-    if (errno != EINTR) throw_errno("cannot lock " + p.string());
+  bool noted = false;
+  for (;;) {
+    fd_ = open_or_throw(p.string(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK) throw_errno("cannot lock " + p.string());
+      if (!wait) return;
+      if (opts && !noted)
+        emit(opts->events,
+             Event{"note", subject, 0, 0, "waiting for another rpi-provision that is fetching " + subject});
+      noted = true;
+      while (::flock(fd_.get(), LOCK_EX) != 0) {
+        if (errno != EINTR) throw_errno("cannot lock " + p.string());
+      }
+    }
+    // `cache prune` removes unused lock files while holding them: a lock on a
+    // file no longer at `p` guards nothing, so take the current one.
+    struct stat held {
+    }, now{};
+    if (::fstat(fd_.get(), &held) != 0) throw_errno("cannot stat " + p.string());
+    if (::stat(p.c_str(), &now) == 0 && now.st_ino == held.st_ino && now.st_dev == held.st_dev) break;
   }
   locked_ = true;
 }
@@ -97,6 +107,7 @@ std::optional<CacheEntry> read_entry(const fs::path& dir) {
   e.arch = kv["arch"];
   e.branch = kv["branch"];
   e.sha512 = kv["sha512"];
+  e.provenance = kv["provenance"];  // absent in entries made before it was recorded: unknown
   if (!kv["url"].empty()) e.urls.push_back(kv["url"]);
   e.size = std::strtoull(kv["size"].c_str(), nullptr, 10);
   e.fetched_unix = std::strtoll(kv["fetched"].c_str(), nullptr, 10);
@@ -104,7 +115,7 @@ std::optional<CacheEntry> read_entry(const fs::path& dir) {
 }
 
 std::optional<fs::path> lookup(const fs::path& cache, const std::string& file, const std::string& sha256,
-                               std::uint64_t size) {
+                               std::uint64_t size, std::string* damage) {
   fs::path dir = entry_dir(cache, sha256);
   // A tarball with this digest under another name is still the same bytes, so
   // `file` only names it in messages.
@@ -113,12 +124,44 @@ std::optional<fs::path> lookup(const fs::path& cache, const std::string& file, c
   if (!e) return std::nullopt;
   std::error_code ec;
   std::uint64_t actual = fs::file_size(e->path, ec);
-  bool ok = !ec && actual == e->size && (!size || actual == size) && sha256_file_hex(e->path.string()) == sha256;
-  if (!ok) {
+  std::string problem;
+  if (ec)
+    problem = "could not be read (" + ec.message() + ")";
+  else if (actual != e->size || (size && actual != size))
+    problem = "failed its size check (expected " + std::to_string(size ? size : e->size) + " bytes, got " +
+              std::to_string(actual) + ")";
+  else if (std::string got = sha256_file_hex(e->path.string()); got != sha256)
+    problem = "failed its SHA-256 check (expected " + sha256 + ", got " + got + ")";
+  if (!problem.empty()) {
     fs::remove_all(dir, ec);  // damaged: never hand it out, fetch again
+    if (damage) *damage = problem;
     return std::nullopt;
   }
   return e->path;
+}
+
+namespace {
+void write_info(const fs::path& dir, const CacheEntry& meta, std::int64_t fetched) {
+  std::ostringstream info;
+  info << "file=" << meta.file << "\nversion=" << meta.version << "\narch=" << meta.arch << "\nbranch=" << meta.branch
+       << "\nsize=" << meta.size << "\nsha256=" << meta.sha256 << "\nsha512=" << meta.sha512
+       << "\nprovenance=" << meta.provenance << "\nurl=" << (meta.urls.empty() ? "" : meta.urls.front())
+       << "\nfetched=" << fetched << "\n";
+  write_file_atomic(dir / "info", info.str());
+}
+}  // namespace
+
+void record_release(const fs::path& cache, const Release& rel) {
+  if (rel.provenance.empty()) return;
+  auto e = read_entry(entry_dir(cache, rel.sha256));
+  if (!e || e->provenance == "index" || e->provenance == rel.provenance) return;
+  CacheEntry meta = *e;
+  meta.version = rel.version;
+  meta.arch = rel.arch;
+  meta.branch = rel.branch;
+  meta.provenance = rel.provenance;
+  if (meta.sha512.empty()) meta.sha512 = rel.sha512;
+  write_info(e->path.parent_path(), meta, e->fetched_unix);
 }
 
 fs::path store(const fs::path& cache, const CacheEntry& meta, const fs::path& part, const std::string& asc) {
@@ -127,13 +170,8 @@ fs::path store(const fs::path& cache, const CacheEntry& meta, const fs::path& pa
   fs::remove_all(dir, ec);
   fs::create_directories(dir, ec);
   if (ec) throw Error(Errc::io, "cannot create " + dir.string() + ": " + ec.message());
-  std::ostringstream info;
   auto now = std::chrono::system_clock::now().time_since_epoch();
-  info << "file=" << meta.file << "\nversion=" << meta.version << "\narch=" << meta.arch << "\nbranch=" << meta.branch
-       << "\nsize=" << meta.size << "\nsha256=" << meta.sha256 << "\nsha512=" << meta.sha512
-       << "\nurl=" << (meta.urls.empty() ? "" : meta.urls.front())
-       << "\nfetched=" << std::chrono::duration_cast<std::chrono::seconds>(now).count() << "\n";
-  write_file_atomic(dir / "info", info.str());
+  write_info(dir, meta, std::chrono::duration_cast<std::chrono::seconds>(now).count());
   if (!asc.empty()) write_file_atomic(dir / (meta.file + ".asc"), asc);
   fs::path target = dir / meta.file;
   if (::rename(part.c_str(), target.c_str()) != 0) throw_errno("cannot move " + part.string() + " into the cache");
@@ -202,13 +240,40 @@ std::vector<CacheEntry> list_cache(const fs::path& cache_dir) {
   return out;
 }
 
-std::vector<CacheEntry> prune_cache(const fs::path& cache_dir, std::size_t keep) {
-  std::vector<CacheEntry> removed;
-  std::map<std::string, std::size_t> kept_per_arch;
+PartialSummary partial_downloads(const fs::path& cache_dir) {
+  PartialSummary sum;
   std::error_code ec;
+  for (const auto& d : fs::directory_iterator(cache_dir / "partial", ec)) {
+    if (d.path().extension() != ".part") continue;
+    ++sum.count;
+    std::uint64_t n = d.file_size(ec);
+    if (!ec) sum.bytes += n;
+  }
+  return sum;
+}
+
+namespace {
+// "aarch64 stable" / "aarch64 edge": the groups prune keeps N versions of.
+std::string prune_group(const CacheEntry& e) {
+  return e.arch + (e.branch == "edge" ? "\x1f"
+                                        "edge"
+                                      : "\x1f"
+                                        "stable");
+}
+}  // namespace
+
+std::vector<CacheEntry> prune_cache(const fs::path& cache_dir, std::size_t keep, PartialSummary* partials) {
+  std::vector<CacheEntry> removed;
+  std::map<std::string, std::vector<std::string>> kept_versions;  // per group, distinct versions kept
+  std::error_code ec;
+  if (fs::is_directory(cache_dir / "tarballs", ec)) fs::create_directories(cache_dir / "partial", ec);  // the locks
   for (const CacheEntry& e : list_cache(cache_dir)) {
-    if (kept_per_arch[e.arch] < keep) {
-      ++kept_per_arch[e.arch];
+    // Newest version first; a tarball without a release version is a version of its own.
+    std::vector<std::string>& kept = kept_versions[prune_group(e)];
+    const std::string version = e.version.empty() ? "sha256:" + e.sha256 : e.version;
+    if (std::find(kept.begin(), kept.end(), version) != kept.end()) continue;
+    if (kept.size() < keep) {
+      kept.push_back(version);
       continue;
     }
     // Skip entries another run is creating or replacing right now.
@@ -218,24 +283,53 @@ std::vector<CacheEntry> prune_cache(const fs::path& cache_dir, std::size_t keep)
     if (ec) throw Error(Errc::io, "cannot remove " + e.path.parent_path().string() + ": " + ec.message());
     removed.push_back(e);
   }
-  // Leftover partial downloads of finished or abandoned fetches.
+  // Leftover partial downloads of finished or abandoned fetches, and the lock
+  // files nobody holds (each fetch leaves one behind).
+  PartialSummary gone;
   fs::path partial = cache_dir / "partial";
   if (fs::is_directory(partial, ec)) {
-    std::vector<fs::path> parts;
-    for (const auto& d : fs::directory_iterator(partial, ec))
-      if (d.path().extension() == ".part") parts.push_back(d.path());
-    for (const fs::path& p : parts) {
+    std::vector<fs::path> files;
+    for (const auto& d : fs::directory_iterator(partial, ec)) files.push_back(d.path());
+    std::sort(files.begin(), files.end());
+    // Part files first, then the locks: a lock is removed only after its part.
+    std::stable_partition(files.begin(), files.end(), [](const fs::path& p) { return p.extension() != ".lock"; });
+    std::stable_partition(files.begin(), files.end(), [](const fs::path& p) { return p.extension() == ".part"; });
+    for (const fs::path& p : files) {
       std::string name = p.filename().string();
+      const bool part = p.extension() == ".part", lock_file = p.extension() == ".lock";
+      if (name.ends_with(".part.validator")) {
+        // A validator whose part file is gone (an older version left these behind).
+        fs::path owner = p;
+        owner.replace_extension();
+        std::string sha = name.substr(0, std::min<std::size_t>(64, name.size()));
+        if (!detail::is_hex(sha, 64) || fs::exists(owner, ec)) continue;
+        detail::EntryLock lock(cache_dir, sha, false);
+        if (lock.locked() && !fs::exists(owner, ec)) fs::remove(p, ec);
+        continue;
+      }
+      if (!part && !lock_file) continue;
       std::string sha = name.substr(0, std::min<std::size_t>(64, name.size()));
-      if (!detail::is_hex(sha, 64)) continue;
+      if (!detail::is_hex(sha, 64) || (lock_file && name != sha + ".lock")) continue;
+      if (!fs::exists(p, ec)) continue;  // a lock already removed with its part
       detail::EntryLock lock(cache_dir, sha, false);
-      if (!lock.locked()) continue;
-      fs::remove(p, ec);
-      fs::path v = p;
-      v += ".validator";
-      fs::remove(v, ec);
+      if (!lock.locked()) continue;  // someone is downloading it right now: keep it
+      if (part) {
+        std::uint64_t n = fs::file_size(p, ec);
+        if (ec) n = 0;
+        fs::path v = p;
+        v += ".validator";
+        std::uint64_t vn = fs::file_size(v, ec);
+        if (!ec) n += vn;
+        if (!fs::remove(p, ec) || ec) continue;
+        fs::remove(v, ec);
+        ++gone.count;
+        gone.bytes += n;
+      }
+      // Held by us: nobody else can be using it (a waiter re-checks the path).
+      fs::remove(partial / (sha + ".lock"), ec);
     }
   }
+  if (partials) *partials = gone;
   return removed;
 }
 

@@ -24,7 +24,9 @@ std::filesystem::path cache_root(const Options& opts);
 std::filesystem::path entry_dir(const std::filesystem::path& cache, const std::string& sha256);
 std::filesystem::path part_path(const std::filesystem::path& cache, const std::string& sha256, const std::string& file);
 
-// An exclusive flock on <cache>/partial/<sha256>.lock.
+// An exclusive flock on <cache>/partial/<sha256>.lock. The lock file may be
+// removed (by `cache prune`) while held; a waiter then notices that it locked
+// an unlinked file and locks the new one instead.
 class EntryLock {
  public:
   // wait=false: try once; locked() tells whether it worked.
@@ -40,13 +42,21 @@ class EntryLock {
 std::optional<CacheEntry> read_entry(const std::filesystem::path& dir);
 
 // The cached tarball for (file, sha256) when present and intact: size and
-// SHA-256 are checked again; a damaged entry is removed. Call under EntryLock.
+// SHA-256 are checked again; a damaged entry is removed, and `damage` (when
+// given) then says why, e.g. "failed its SHA-256 check (expected X, got Y)".
+// Call under EntryLock.
 std::optional<std::filesystem::path> lookup(const std::filesystem::path& cache, const std::string& file,
-                                            const std::string& sha256, std::uint64_t size);
+                                            const std::string& sha256, std::uint64_t size,
+                                            std::string* damage = nullptr);
 
 // Moves a verified part file into the cache. `asc` (may be empty) is stored too.
 std::filesystem::path store(const std::filesystem::path& cache, const CacheEntry& meta,
                             const std::filesystem::path& part, const std::string& asc);
+
+// A cache hit reached through a release index (or digest companions) that was
+// first cached some other way (`--tarball`): records the release's provenance,
+// version and branch in its info. Call under EntryLock.
+void record_release(const std::filesystem::path& cache, const Release& rel);
 
 // Parses "alpine-rpi-<version>-<arch>.tar.gz"; false for other names.
 bool parse_file_name(const std::string& file, std::string& version, std::string& arch);

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include "cache.hpp"
 #include "rpi/atomic_file.hpp"
@@ -127,10 +128,25 @@ Release resolve_on(const std::string& mirror, const Query& q, const Options& opt
   if (index.found) latest = parse_release_index(index.body, index_url);
 
   if (!is_exact(q.version)) {
-    if (!latest)
+    if (!latest) {
+      // The branch may exist without this arch: then say that, not "no such branch".
+      std::string others;
+      for (const char* a : {"aarch64", "armv7", "armhf"}) {
+        if (q.arch == a) continue;
+        try {
+          if (detail::get_text(detail::join_url(mirror, releases_dir(branch, a) + "latest-releases.yaml"), opts).found)
+            others += std::string(others.empty() ? "" : ", ") + a;
+        } catch (const Error&) {
+          // Only a hint: the error below is what counts.
+        }
+      }
+      if (!others.empty())
+        throw Error(Errc::usage, "Alpine " + branch + " has no " + q.arch + " release on this mirror (" + index_url +
+                                     " was not found; it has " + others + ")");
       throw Error(Errc::usage, "no release index for Alpine " + q.version + " (" + q.arch + "): " + index_url +
                                    " was not found — is '" + q.version +
                                    "' an existing branch (e.g. 3.22, latest-stable, edge)?");
+    }
     if (latest->arch != q.arch)
       throw Error(Errc::input, index_url + " lists arch '" + latest->arch + "', expected " + q.arch);
     return *latest;
@@ -153,15 +169,27 @@ Release resolve_on(const std::string& mirror, const Query& q, const Options& opt
                                  ".sha256 was not found; " + offers);
   }
   r.sha256 = digest_from_companion(sha256.body, 64, file_url + ".sha256", r.file);
+  r.provenance = "companion";
   detail::Text sha512 = detail::get_text(file_url + ".sha512", opts, 4096);
   if (sha512.found) r.sha512 = digest_from_companion(sha512.body, 128, file_url + ".sha512", r.file);
   return r;
+}
+
+// A word for a shell command line, quoted when needed.
+std::string shell_word(const std::string& w) {
+  if (!w.empty() && w.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_") ==
+                        std::string::npos)
+    return w;
+  std::string out = "'";
+  for (char c : w) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
 }
 
 Release resolve_offline(const Query& q, const Options& opts) {
   const fs::path cache = detail::cache_root(opts);
   std::vector<CacheEntry> all = list_cache(cache);
   const std::string branch = branch_dir(q.version);
+  std::string unverified;            // matching names whose digests no release index vouched for
   for (const CacheEntry& e : all) {  // newest first
     if (e.arch != q.arch) continue;
     bool match = false;
@@ -173,15 +201,26 @@ Release resolve_offline(const Query& q, const Options& opts) {
       match = !e.version.empty() && e.branch != "edge";
     else
       match = e.branch == branch || e.version.rfind(branch.substr(1) + ".", 0) == 0;
-    if (match) return static_cast<const Release&>(e);
+    if (!match) continue;
+    // Only entries whose digests came from the mirror's release files stand for
+    // a version: a `--tarball FILE --sha256` entry is named like a release but
+    // nothing checked it against one.
+    if (e.provenance == "index" || e.provenance == "companion") return static_cast<const Release&>(e);
+    unverified += (unverified.empty() ? "" : ", ") + e.file;
   }
   std::string have;
   for (const CacheEntry& e : all) have += (have.empty() ? "" : ", ") + e.file;
-  throw Error(Errc::network, "offline: the cache " + cache.string() + " holds no Alpine " + q.version +
-                                 " tarball for " + q.arch +
-                                 " (it holds: " + (have.empty() ? std::string("nothing") : have) +
-                                 "); run `rpi-provision fetch --version " + q.version + " --arch " + q.arch +
-                                 "` with network access first");
+  std::string cmd = "rpi-provision fetch --version " + q.version + " --arch " + q.arch;
+  for (const std::string& m : q.mirrors) cmd += " --mirror " + shell_word(m);
+  if (opts.cache_dir != default_cache_dir()) cmd += " --cache-dir " + shell_word(opts.cache_dir.string());
+  throw Error(Errc::network,
+              "offline: the cache " + cache.string() + " holds no Alpine " + q.version + " tarball for " + q.arch +
+                  " (it holds: " + (have.empty() ? std::string("nothing") : have) + ")" +
+                  (unverified.empty() ? ""
+                                      : "; " + unverified +
+                                            " came from --tarball or an older rpi-provision, not from a release "
+                                            "index, so it does not stand for a version") +
+                  "; run `" + cmd + "` with network access first");
 }
 
 std::string url_file_name(const std::string& url) {
@@ -230,19 +269,110 @@ detail::Downloaded download_verified(const Release& r, const std::string& url, c
   }
 }
 
+// A file named by an option must be there and readable before any network access.
+void check_readable_file(const fs::path& p, const char* flag) {
+  std::error_code ec;
+  fs::file_status st = fs::status(p, ec);
+  if (!fs::exists(st)) throw Error(Errc::usage, std::string(flag) + " " + p.string() + " does not exist");
+  if (!fs::is_regular_file(st)) throw Error(Errc::usage, std::string(flag) + " " + p.string() + " is not a file");
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw Error(Errc::usage, std::string(flag) + " " + p.string() + " cannot be read (permission denied?)");
+}
+
 // Option combinations that cannot work, refused before any download or cache lookup.
 void check_options(const Options& opts) {
   if (opts.verify_signature && opts.keyring.empty())
     throw Error(Errc::usage,
                 "--verify-signature needs --keyring FILE (Alpine's key: https://alpinelinux.org/keys/ncopa.asc)");
+  if (!opts.keyring.empty()) check_readable_file(opts.keyring, "--keyring");
+  if (!opts.signing_key_fingerprint.empty()) {
+    std::string f;
+    for (char c : opts.signing_key_fingerprint)
+      if (c != ' ') f += c;
+    if (!is_hex(f, 40))
+      throw Error(Errc::usage, "--signing-key-fingerprint '" + printable(opts.signing_key_fingerprint) +
+                                   "' is not 40 hex digits (e.g. " + kAlpineSigningKey + ")");
+  }
+  if (!opts.ca_cert.empty()) check_readable_file(opts.ca_cert, "--ca-cert");
 }
 
-std::string fetch_signature(const Release& r, const std::string& url, const fs::path& file, const Options& opts) {
-  detail::Text asc = detail::get_text(url + ".asc", opts, 1 << 20);
+// Checks `asc` (from `asc_source`, a URL or cached path) over `file`; on failure
+// the error says what became of the tarball (`outcome`).
+void check_signature(const Release& r, const fs::path& file, const std::string& asc, const std::string& asc_source,
+                     const Options& opts, const std::string& outcome) {
+  try {
+    verify_detached_signature(file, asc, opts.keyring, opts.signing_key_fingerprint,
+                              r.file + " (signature " + asc_source + ")");
+  } catch (const Error& e) {
+    if (e.code() != Errc::verify) throw;
+    throw Error(Errc::verify, std::string(e.what()) + " — " + outcome);
+  }
+}
+
+std::string fetch_signature(const Release& r, const std::string& url, const fs::path& file, const Options& opts,
+                            const std::string& outcome) {
+  const std::string asc_url = url + ".asc";
+  detail::Text asc = detail::get_text(asc_url, opts, 1 << 20);
   if (!asc.found)
-    throw Error(Errc::verify, "no signature for " + r.file + ": " + url + ".asc was not found (--verify-signature)");
-  verify_detached_signature(file, asc.body, opts.keyring, opts.signing_key_fingerprint);
+    throw Error(Errc::verify, "no signature for " + r.file + ": " + asc_url + " was not found (--verify-signature)");
+  check_signature(r, file, asc.body, asc_url, opts, outcome);
   return asc.body;
+}
+
+// A mirror root (--mirror, a spec's [alpine].mirror) checked once, before any
+// request: http(s) with a host (the scheme in any case), or an existing folder
+// (file:// or a path). Returns it with the scheme in lower case.
+std::string checked_mirror(const std::string& m) {
+  const std::string hint = "; use https://HOST/PATH, http://HOST/PATH, file:///DIR or an absolute directory";
+  if (m.empty()) throw Error(Errc::usage, "an empty mirror was given (--mirror or [alpine].mirror)" + hint);
+  std::size_t sep = m.find("://");
+  if (sep != std::string::npos && sep > 0 &&
+      std::all_of(m.begin(), m.begin() + static_cast<std::ptrdiff_t>(sep), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '-' || c == '.';
+      })) {
+    const std::string scheme = to_lower(m.substr(0, sep)), rest = m.substr(sep + 3);
+    if (scheme == "http" || scheme == "https") {
+      std::string host = rest.substr(0, rest.find_first_of("/?#"));
+      host = host.substr(host.rfind('@') == std::string::npos ? 0 : host.rfind('@') + 1);
+      if (host.empty() || host[0] == ':')
+        throw Error(Errc::usage, "mirror " + printable(m) + " has no host name" + hint);
+      return scheme + "://" + rest;
+    }
+    if (scheme != "file")
+      throw Error(Errc::usage, "unsupported scheme " + scheme + ":// in --mirror " + printable(m) +
+                                   " ([alpine].mirror alike)" + hint);
+    const std::string normal = "file://" + rest;
+    fs::path dir = detail::local_path(normal);
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec))
+      throw Error(Errc::usage, "mirror folder " + dir.string() +
+                                   (fs::exists(dir, ec) ? " is not a folder" : " does not exist") + " (--mirror " +
+                                   printable(m) + ")");
+    return normal;
+  }
+  std::error_code ec;
+  if (!fs::is_directory(m, ec))
+    throw Error(Errc::usage, "mirror folder " + printable(m) +
+                                 (fs::exists(m, ec) ? " is not a folder" : " does not exist") + " (--mirror)" + hint);
+  return m;
+}
+
+// Which of several mirrors' errors the whole failure reports, whatever their
+// order: a network failure (the release may be there) over a failed check over
+// bad data over "no such release".
+int error_rank(Errc c) {
+  switch (c) {
+    case Errc::network:
+      return 4;
+    case Errc::verify:
+      return 3;
+    case Errc::input:
+      return 2;
+    case Errc::usage:
+      return 1;
+    default:
+      return 5;  // anything unexpected (io, internal) matters most
+  }
 }
 
 }  // namespace
@@ -289,6 +419,7 @@ Release parse_release_index(const std::string& yaml_text, const std::string& sou
       }
     }
     if (r.branch.empty()) r.branch = is_exact(r.version) ? branch_dir(r.version) : "edge";
+    r.provenance = "index";
     return r;
   }
   throw Error(Errc::input, source + " has no alpine-rpi .tar.gz entry (it offers: " +
@@ -320,8 +451,10 @@ Release resolve_impl(const Query& query, const Options& opts) {
   validate(query);
   if (opts.offline) return resolve_offline(query, opts);
   std::vector<std::string> mirrors = query.mirrors.empty() ? std::vector<std::string>{kDefaultMirror} : query.mirrors;
+  for (std::string& m : mirrors) m = checked_mirror(m);
   std::string errors;
-  Errc code = Errc::network;
+  Errc code = Errc::usage;
+  bool any = false;
   for (std::size_t i = 0; i < mirrors.size(); ++i) {
     try {
       Release r = resolve_on(mirrors[i], query, opts);
@@ -335,7 +468,11 @@ Release resolve_impl(const Query& query, const Options& opts) {
     } catch (const Error& e) {
       if (mirrors.size() == 1) throw;
       errors += std::string(errors.empty() ? "" : "; ") + mirrors[i] + ": " + e.what();
-      code = e.code();
+      if (!any || error_rank(e.code()) > error_rank(code)) code = e.code();
+      any = true;
+      if (i + 1 < mirrors.size())
+        emit(opts.events, Event{"warning", mirrors[i], 0, 0,
+                                "mirror " + mirrors[i] + " failed: " + e.what() + "; trying the next mirror"});
     }
   }
   throw Error(code, "no mirror could resolve Alpine " + query.version + " (" + query.arch + "): " + errors);
@@ -358,43 +495,70 @@ fs::path fetch_release_impl(const Release& r, const Options& opts) {
   const fs::path cache = detail::cache_root(opts);
   detail::EntryLock lock(cache, rel.sha256, true, &opts, rel.file);
 
-  if (auto hit = detail::lookup(cache, rel.file, rel.sha256, rel.size)) {
+  std::string damage;
+  if (auto hit = detail::lookup(cache, rel.file, rel.sha256, rel.size, &damage)) {
     if (opts.verify_signature) {
       fs::path asc = hit->parent_path() / (hit->filename().string() + ".asc");
+      const std::string kept = "the cached tarball " + hit->string() + " was not used (it stays in the cache)";
       std::error_code ec;
       if (fs::exists(asc, ec)) {
         std::ifstream in(asc, std::ios::binary);
         std::ostringstream ss;
         ss << in.rdbuf();
-        verify_detached_signature(*hit, ss.str(), opts.keyring, opts.signing_key_fingerprint);
+        try {
+          check_signature(rel, *hit, ss.str(), asc.string(), opts, kept);
+        } catch (const Error& e) {
+          // The cached .asc may be what is damaged: fetch it once more.
+          if (e.code() != Errc::verify || opts.offline || rel.urls.empty() || !detail::is_remote(rel.urls.front()))
+            throw;
+          emit(opts.events,
+               Event{"warning", rel.file, 0, 0,
+                     std::string(e.what()) + "; fetching the signature again from " + rel.urls.front() + ".asc"});
+          std::string body = fetch_signature(rel, rel.urls.front(), *hit, opts, kept);
+          write_file_atomic(asc, body);
+        }
       } else {
         if (opts.offline || rel.urls.empty())
           throw Error(Errc::verify, "offline: no cached signature for " + rel.file + " (--verify-signature)");
-        std::string body = fetch_signature(rel, rel.urls.front(), *hit, opts);
+        std::string body = fetch_signature(rel, rel.urls.front(), *hit, opts, kept);
         write_file_atomic(asc, body);
       }
     }
+    detail::record_release(cache, rel);
     emit(opts.events, Event{"note", rel.file, 0, 0, rel.file + ": verified cache hit"});
     return *hit;
   }
-  if (opts.offline)
+  const std::string damaged =
+      damage.empty() ? "" : "the cached copy of " + rel.file + " " + damage + " and was removed";
+  // Offline, only local files (`--tarball FILE`) can be copied in.
+  std::vector<std::string> urls;
+  for (const std::string& u : rel.urls)
+    if (!opts.offline || !detail::is_remote(u)) urls.push_back(u);
+  if (opts.offline && urls.empty()) {
+    if (!damaged.empty()) throw Error(Errc::network, "offline: " + damaged + "; fetch it again with network access");
     throw Error(Errc::network, "offline: " + rel.file + " (sha256 " + rel.sha256 + ") is not in the cache " +
                                    cache.string() + "; fetch it with network access first");
-  if (rel.urls.empty()) throw Error(Errc::usage, "no URL to download " + rel.file + " from");
+  }
+  if (urls.empty()) throw Error(Errc::usage, "no URL to download " + rel.file + " from");
+  if (!damaged.empty()) emit(opts.events, Event{"warning", rel.file, 0, 0, damaged + "; downloading again"});
 
   const fs::path part = detail::part_path(cache, rel.sha256, rel.file);
   std::string errors;
   Errc code = Errc::network;
-  for (const std::string& url : rel.urls) {
+  for (std::size_t i = 0; i < urls.size(); ++i) {
+    const std::string& url = urls[i];
     try {
       detail::Downloaded d = download_verified(rel, url, part, opts);
       std::string asc;
       if (opts.verify_signature) {
         try {
-          asc = fetch_signature(rel, url, part, opts);
+          asc = fetch_signature(rel, url, part, opts, "the tarball is not trusted and was not cached");
         } catch (...) {
           std::error_code ec;
           fs::remove(part, ec);  // not trusted: do not keep it around as resumable
+          fs::path validator = part;
+          validator += ".validator";
+          fs::remove(validator, ec);
           throw;
         }
       }
@@ -407,9 +571,12 @@ fs::path fetch_release_impl(const Release& r, const Options& opts) {
       return detail::store(cache, meta, part, asc);
     } catch (const Error& e) {
       if (e.code() != Errc::network && e.code() != Errc::verify) throw;
-      if (rel.urls.size() == 1) throw;
+      if (urls.size() == 1) throw;
       errors += std::string(errors.empty() ? "" : "; ") + e.what();
-      code = e.code();
+      if (i == 0 || error_rank(e.code()) > error_rank(code)) code = e.code();
+      if (i + 1 < urls.size())
+        emit(opts.events,
+             Event{"warning", rel.file, 0, 0, "mirror " + url + " failed: " + e.what() + "; trying the next mirror"});
     }
   }
   throw Error(code, "every mirror failed for " + rel.file + ": " + errors);
@@ -425,9 +592,59 @@ fs::path fetch_release(const Release& r, const Options& opts) {
   return redacting(opts, [&](const Options& o) { return fetch_release_impl(r, o); });
 }
 
-fs::path fetch_url(const std::string& url, const std::string& sha256_hex, const Options& opts) {
+std::string redact_urls(std::string text) {
+  text = rpi::redact_urls(std::move(text));
+  // Query-string values: presigned URLs carry their signatures and tokens there.
+  for (std::size_t from = 0;;) {
+    std::size_t sep = text.find("://", from);
+    if (sep == std::string::npos) return text;
+    std::size_t end = text.find_first_of(" \t\r\n'\"<>", sep + 3);
+    if (end == std::string::npos) end = text.size();
+    std::size_t q = text.find('?', sep + 3);
+    if (q != std::string::npos && q < end) {
+      std::size_t frag = text.find('#', q);
+      std::size_t qend = frag != std::string::npos && frag < end ? frag : end;
+      for (std::size_t i = q + 1; i < qend;) {
+        std::size_t amp = text.find('&', i);
+        if (amp == std::string::npos || amp > qend) amp = qend;
+        std::size_t eq = text.find('=', i);
+        if (eq != std::string::npos && eq < amp) {
+          std::size_t vend = amp;
+          // Punctuation right after a URL in a message ("URL: HTTP 404") is not its value.
+          while (vend > eq + 1 && vend == qend && std::string_view(":,;)").find(text[vend - 1]) != std::string::npos)
+            --vend;
+          std::size_t len = vend - eq - 1;
+          if (len > 0 && text.compare(eq + 1, len, "***") != 0) {
+            text.replace(eq + 1, len, "***");
+            amp = amp + 3 - len;
+            qend = qend + 3 - len;
+            end = end + 3 - len;
+          }
+        }
+        i = amp + 1;
+      }
+    }
+    from = end;
+  }
+}
+
+fs::path fetch_url(const std::string& url_in, const std::string& sha256_hex, const Options& opts) {
   if (!is_hex(sha256_hex, 64))
     throw Error(Errc::usage, "--sha256 must be 64 hex digits, got '" + sha256_hex.substr(0, 80) + "'");
+  std::string url = url_in;
+  if (url.find("://") != std::string::npos) {
+    // Same rules as a mirror for the scheme and host; a local file is checked when copied.
+    std::string scheme = to_lower(url.substr(0, url.find("://")));
+    if (scheme == "http" || scheme == "https" || scheme == "file") {
+      if (scheme != "file")
+        url = redacting(opts, [&](const Options&) { return checked_mirror(url); });
+      else
+        url = "file://" + url.substr(url.find("://") + 3);
+    } else {
+      throw Error(Errc::usage, redact_urls("unsupported scheme " + scheme + ":// in --tarball " + url +
+                                           "; use https://, http://, file:// or a path"));
+    }
+  }
   Release r;
   r.file = url_file_name(url);
   r.sha256 = to_lower(sha256_hex);

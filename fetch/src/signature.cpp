@@ -84,7 +84,7 @@ std::string slurp(const fs::path& p) {
 }  // namespace
 
 void verify_detached_signature(const fs::path& data_file, const std::string& signature, const fs::path& keyring,
-                               const std::string& fingerprint) {
+                               const std::string& fingerprint, const std::string& subject_in) {
   static std::once_flag once;
   std::call_once(once, [] { gpgme_check_version(nullptr); });
   check(gpgme_engine_check_version(GPGME_PROTOCOL_OpenPGP), Errc::internal, "GnuPG (gpg) is not usable");
@@ -119,7 +119,7 @@ void verify_detached_signature(const fs::path& data_file, const std::string& sig
   check(gpgme_data_new_from_mem(&sd, signature.data(), signature.size(), 1), Errc::internal, "gpgme_data_new_from_mem");
   Data sig_data(sd);
   gpgme_error_t verr = gpgme_op_verify(ctx.get(), sig_data.get(), file_data.get(), nullptr);
-  const std::string subject = data_file.filename().string();
+  const std::string subject = subject_in.empty() ? data_file.filename().string() : subject_in;
   if (gpgme_err_code(verr) != GPG_ERR_NO_ERROR)
     throw Error(Errc::verify, "the signature of " + subject + " is unreadable: " + gpg_text(verr));
   gpgme_verify_result_t res = gpgme_op_verify_result(ctx.get());
@@ -146,8 +146,7 @@ void verify_detached_signature(const fs::path& data_file, const std::string& sig
     if (fpr == want || primary == want) return;
     problems += "; good signature, but by key " + primary + ", not the pinned " + want;
   }
-  throw Error(Errc::verify, "signature check failed for " + subject + ":" + problems.substr(1) +
-                                " — the tarball is not trusted and was not cached");
+  throw Error(Errc::verify, "signature check failed for " + subject + ":" + problems.substr(1));
 }
 
 }  // namespace rpi::fetch

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <exception>
 #include <memory>
@@ -179,6 +180,54 @@ std::string describe_curl(CURLcode c, const char* errbuf) {
   return s;
 }
 
+// " (via proxy P from VAR)" when libcurl takes a proxy from the environment for
+// `url` (its rules: http_proxy in lower case only, https_proxy, all_proxy, and
+// no_proxy), else "". A failure through a dead proxy must not look like a dead mirror.
+std::string proxy_note(const std::string& url) {
+  const bool https = url.rfind("https://", 0) == 0;
+  std::vector<const char*> names =
+      https ? std::vector<const char*>{"https_proxy", "HTTPS_PROXY"} : std::vector<const char*>{"http_proxy"};
+  names.push_back("all_proxy");
+  names.push_back("ALL_PROXY");
+  const char* name = nullptr;
+  const char* value = nullptr;
+  for (const char* n : names) {
+    const char* v = std::getenv(n);
+    if (v && *v) {
+      name = n;
+      value = v;
+      break;
+    }
+  }
+  if (!value) return {};
+  std::string host = url.substr(url.find("://") + 3);
+  host = host.substr(0, host.find_first_of("/?#"));
+  host = host.substr(host.rfind('@') == std::string::npos ? 0 : host.rfind('@') + 1);
+  if (!host.empty() && host[0] == '[')
+    host = host.substr(1, host.find(']') - 1);
+  else
+    host = host.substr(0, host.find(':'));
+  host = lower(host);
+  const char* np = std::getenv("no_proxy");
+  if (!np || !*np) np = std::getenv("NO_PROXY");
+  if (np) {
+    std::string list = np;
+    for (std::size_t i = 0; i <= list.size();) {
+      std::size_t comma = list.find(',', i);
+      if (comma == std::string::npos) comma = list.size();
+      std::string entry = lower(trim(list.substr(i, comma - i)));
+      if (!entry.empty() && entry[0] == '.') entry.erase(0, 1);
+      if (entry == "*") return {};
+      if (!entry.empty() && (host == entry || (host.size() > entry.size() &&
+                                               host.compare(host.size() - entry.size(), entry.size(), entry) == 0 &&
+                                               host[host.size() - entry.size() - 1] == '.')))
+        return {};
+      i = comma + 1;
+    }
+  }
+  return std::string(" (via proxy ") + value + " from " + name + ")";
+}
+
 // A failure of one attempt: permanent ones are thrown at once, transient ones retried.
 struct AttemptError {
   bool transient = false;
@@ -186,7 +235,7 @@ struct AttemptError {
   std::string message;
 };
 
-AttemptError classify(const std::string& url, CURLcode c, long status, const char* errbuf,
+AttemptError classify(const std::string& url, CURLcode c, long status, const char* errbuf, const Options& opts,
                       const std::string& location = {}) {
   if (c == CURLE_UNSUPPORTED_PROTOCOL && !location.empty()) {
     const bool tls = url.rfind("https://", 0) == 0;
@@ -205,12 +254,16 @@ AttemptError classify(const std::string& url, CURLcode c, long status, const cha
       return {transient_http(status), Errc::network, url + ": HTTP " + std::to_string(status) + reason};
     }
   }
+  if (c == CURLE_SSL_CACERT_BADFILE && !opts.ca_cert.empty())
+    return {false, Errc::usage,
+            url + ": --ca-cert " + opts.ca_cert.string() + " is not a PEM CA certificate (" + describe_curl(c, errbuf) +
+                ")"};
   if (tls_failure(c)) {
     return {false, Errc::network,
             url + ": TLS verification failed (" + describe_curl(c, errbuf) +
                 "); for a private mirror pass its CA certificate with --ca-cert FILE"};
   }
-  return {transient_curl(c), Errc::network, url + ": " + describe_curl(c, errbuf)};
+  return {transient_curl(c), Errc::network, url + ": " + describe_curl(c, errbuf) + proxy_note(url)};
 }
 
 void backoff(const Options& opts, int attempt, const std::string& subject, const std::string& why) {
@@ -367,8 +420,12 @@ class Progress {
   Clock::time_point last_{};
 };
 
+void save_validator(const fs::path& part, const std::string& url, const ResponseHead& head);
+
 // State for one HTTP attempt's write callback.
 struct Sink {
+  const fs::path* part = nullptr;
+  const std::string* url = nullptr;
   int fd = -1;
   std::string what;
   std::uint64_t offset = 0;  // where this attempt asked to start
@@ -427,6 +484,9 @@ std::size_t on_body_impl(char* data, std::size_t n, Sink* s) {
       s->bad_range = true;
       return 0;
     }
+    // The bytes about to land in the part file belong to this response: record
+    // its validator now, so that a run killed mid-download resumes with If-Range.
+    if (status == 200) save_validator(*s->part, *s->url, *s->head);
   }
   if (s->pos + n > s->limit) {
     s->overflow = true;
@@ -512,7 +572,7 @@ Downloaded copy_local(const fs::path& src, const fs::path& part, std::uint64_t e
                       const std::string& subject) {
   Fd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) {
-    if (errno == ENOENT) throw Error(Errc::network, src.string() + ": no such file on the mirror");
+    if (errno == ENOENT) throw Error(Errc::network, src.string() + ": no such file");
     throw_errno("cannot open " + src.string());
   }
   struct stat st {};
@@ -601,7 +661,7 @@ Text get_text(const std::string& url, const Options& opts, std::size_t max_bytes
     if (c == CURLE_WRITE_ERROR && status >= 200 && status < 300)
       throw Error(Errc::input, url + ": larger than " + format_size(max_bytes) + ", not a release index or digest");
     if (c == CURLE_OK && (status == 404 || status == 410)) return t;
-    AttemptError e = classify(url, c, status, errbuf, head.location);
+    AttemptError e = classify(url, c, status, errbuf, opts, head.location);
     if (!e.transient || attempt >= opts.retries) throw Error(e.code, e.message);
     backoff(opts, attempt, url, e.message);
   }
@@ -624,6 +684,7 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
   Progress progress(opts, subject, expected);
   bool resumed = false;
   int attempt = 0;
+  int stalls = 0;              // low-speed timeouts, progress or not
   std::uint64_t furthest = 0;  // the longest the part file has been
   for (;;) {
     std::uint64_t offset = file_size(fd.get(), what);
@@ -656,6 +717,8 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
     curl_easy_setopt(h.get(), CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h.get(), CURLOPT_HEADERDATA, &head);
     Sink sink;
+    sink.part = &part;
+    sink.url = &url;
     sink.fd = fd.get();
     sink.what = what;
     sink.offset = offset;
@@ -673,9 +736,7 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
     CURLcode c = curl_easy_perform(h.get());
     long status = head.status;
     if (!status) curl_easy_getinfo(h.get(), CURLINFO_RESPONSE_CODE, &status);
-    if (sink.started && sink.offset == 0) save_validator(part, url, head);
     if (sink.restarted) {
-      save_validator(part, url, head);
       emit(opts.events, Event{"note", subject, 0, expected,
                               url + " did not continue the partial download; downloading it again from the start"});
     }
@@ -719,9 +780,19 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
       err = {true, Errc::network,
              url + ": the body ended after " + std::to_string(sink.pos) + " of " + std::to_string(expected) + " bytes"};
     } else {
-      err = classify(url, c, status, errbuf, head.location);
+      err = classify(url, c, status, errbuf, opts, head.location);
     }
     if (progressed) attempt = 0;
+    if (c == CURLE_OPERATION_TIMEDOUT && ++stalls >= std::max(1, opts.max_stalls) && err.transient) {
+      // A server that trickles a few bytes before every timeout makes "progress"
+      // forever: give it up so the next mirror gets its turn.
+      err.transient = false;
+      err.message = url + ": the transfer stalled " + std::to_string(stalls) + " times (below " +
+                    std::to_string(opts.low_speed_limit) + " bytes/s for " + std::to_string(opts.low_speed_time_s) +
+                    " s each; " + format_size(sink.pos) + (expected ? " of " + format_size(expected) : "") +
+                    " received); giving up on this server — try another --mirror (the partial download is kept "
+                    "for resuming)";
+    }
     if (!err.transient || attempt >= opts.retries) {
       std::error_code ec;
       if (file_size(fd.get(), what) == 0) fs::remove(part, ec);  // nothing worth resuming

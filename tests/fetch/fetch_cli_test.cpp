@@ -2,6 +2,7 @@
 // binary, against the loopback mirror.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <memory>
 
 #include "mirror_fixture.hpp"
@@ -156,6 +157,51 @@ TEST_F(FetchCli, CacheListAndPrune) {
   r = cli({"--json", "cache", "list", "--cache-dir", cache});
   EXPECT_NE(r.out.find("\"version\":\"3.22.2\""), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("3.22.1"), std::string::npos) << r.out;
+}
+
+// ---- Tester report: cache/fetch CLI details ----
+
+TEST_F(FetchCli, PruneRefusesANegativeKeep) {
+  CommandResult r = cli({"cache", "prune", "--keep", "-1", "--cache-dir", cache});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_EQ(r.out.find("18446744073709551615"), std::string::npos) << r.out;
+}
+
+TEST_F(FetchCli, JsonOmitsUnknownVersionAndLowerCasesTheDigest) {
+  // A tarball under a name that is no release: no version, no arch.
+  fs::path local = tmp / "custom.tar.gz";
+  fs::copy_file(tree->older, local);
+  std::string hex = sum(tree->older);
+  std::string upper = hex;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  CommandResult r = cli({"--json", "fetch", "--tarball", local.string(), "--sha256", upper, "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"sha256\":\"" + hex + "\""), std::string::npos) << r.out;
+  r = cli({"--json", "cache", "list", "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"type\":\"cache-entry\""), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\"version\":\"\""), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\"arch\":\"\""), std::string::npos) << r.out;
+}
+
+TEST_F(FetchCli, Sha256WithoutTarballIsAUsageError) {
+  CommandResult r = cli({"fetch", "--sha256", std::string(64, 'a'), "--mirror", server->url(), "--cache-dir", cache});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--sha256"), std::string::npos) << r.err;
+  EXPECT_EQ(server->requests(""), 0);
+}
+
+TEST_F(FetchCli, ListAndPruneTellAboutPartialDownloads) {
+  fs::path partial = fs::path(cache) / "partial";
+  fs::create_directories(partial);
+  write_file(partial / (std::string(64, 'a') + "-alpine-rpi-3.22.2-aarch64.tar.gz.part"), std::string(2048, 'x'));
+  CommandResult r = cli({"cache", "list", "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("partial downloads: 1 (2 KiB"), std::string::npos) << r.out;
+  r = cli({"cache", "prune", "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("1 partial download(s) (2 KiB)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("2 KiB freed"), std::string::npos) << r.out;
 }
 
 }  // namespace

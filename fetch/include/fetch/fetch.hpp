@@ -43,6 +43,11 @@ struct Release {
   std::uint64_t size = 0;         // 0 when unknown (exact version without an index entry)
   std::string sha256;             // lower-case hex, always set
   std::string sha512;             // lower-case hex, empty when the mirror publishes none
+  // Where the digests came from: "index" (a latest-releases.yaml), "companion"
+  // (the mirror's <file>.sha256), or empty (pinned by the user: `--tarball URL
+  // --sha256`, or a cache entry written before this was recorded). Offline
+  // resolution of a version only trusts "index" and "companion" cache entries.
+  std::string provenance;
 };
 
 // $XDG_CACHE_HOME/rpi-provision, else $HOME/.cache/rpi-provision (empty if
@@ -62,6 +67,9 @@ struct Options {
   long connect_timeout_s = 30;
   long low_speed_limit = 1024;  // bytes/s below which...
   long low_speed_time_s = 30;   // ...for this long a transfer counts as stalled
+  // Stalls (low-speed timeouts) one URL may have, even when every attempt made
+  // some progress: a server trickling bytes is then given up for the next mirror.
+  int max_stalls = 5;
   // A download no index gives a size for (`--tarball URL --sha256`) stops here:
   // Alpine's boot tarballs are ~100 MB, and an endless response must not fill the disk.
   std::uint64_t max_unknown_size = std::uint64_t{1} << 30;
@@ -81,9 +89,11 @@ std::filesystem::path fetch_release(const Release& release, const Options& opts)
 // path), cached under its digest, verified against `sha256_hex`.
 std::filesystem::path fetch_url(const std::string& url, const std::string& sha256_hex, const Options& opts);
 
-// Credentials in URLs are hidden with rpi::redact_urls (rpi/url.hpp) in
-// everything the library says or stores.
-using rpi::redact_urls;
+// Text with every URL's secrets hidden: passwords as rpi::redact_urls
+// (rpi/url.hpp) does, and query-string values too ("?token=***"), since
+// presigned URLs carry their credentials there. Used in everything the
+// library says or stores.
+std::string redact_urls(std::string text);
 
 // ---- Pieces exposed for tests and the `cache` command ----
 
@@ -94,8 +104,10 @@ Release parse_release_index(const std::string& yaml_text, const std::string& sou
 // Checks `signature` (armoured detached .asc) over the file `data_file` with the
 // keys in `keyring`, accepting only a good signature by `fingerprint`.
 // Throws Errc::verify (bad/unknown signer) or Errc::input (unreadable keyring).
+// `subject` names the signed file in errors (default: data_file's name).
 void verify_detached_signature(const std::filesystem::path& data_file, const std::string& signature,
-                               const std::filesystem::path& keyring, const std::string& fingerprint);
+                               const std::filesystem::path& keyring, const std::string& fingerprint,
+                               const std::string& subject = {});
 
 // A cached tarball: the release it is (urls holds the one URL it came from,
 // passwords redacted) plus where it lies and when it arrived.
@@ -106,9 +118,20 @@ struct CacheEntry : Release {
 
 // Complete entries, newest version first (then by arch, then fetch time).
 std::vector<CacheEntry> list_cache(const std::filesystem::path& cache_dir);
-// Removes all but the newest `keep` versions per arch (and leftover partial
-// downloads nobody is writing). Returns the removed entries.
-std::vector<CacheEntry> prune_cache(const std::filesystem::path& cache_dir, std::size_t keep);
+// Unfinished downloads in <cache>/partial (resumable .part files).
+struct PartialSummary {
+  std::size_t count = 0;    // .part files
+  std::uint64_t bytes = 0;  // their size (with their validators)
+};
+PartialSummary partial_downloads(const std::filesystem::path& cache_dir);
+// Keeps the newest `keep` distinct versions per group, a group being an arch's
+// stable releases or its edge snapshots (tarballs without a release version
+// count one each, newest fetched first), and removes the other entries. Also
+// removes the partial downloads and lock files nobody is using (reported in
+// `*partials` when given). Entries another run holds locked are skipped.
+// Returns the removed entries.
+std::vector<CacheEntry> prune_cache(const std::filesystem::path& cache_dir, std::size_t keep,
+                                    PartialSummary* partials = nullptr);
 
 // Compares Alpine version strings numerically ("3.22.10" > "3.22.9").
 int compare_versions(const std::string& a, const std::string& b);

@@ -1,0 +1,69 @@
+// The reporter's progress lines for fetch's "download" events: the rate counts
+// only the bytes received in this run, not those a resumed download started with.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "reporter.hpp"
+#include "test_support.hpp"
+
+using namespace rpi;
+using namespace rpi::test;
+
+namespace {
+
+// Everything written to stderr while `f` runs.
+template <class F>
+std::string capture_stderr(const std::filesystem::path& file, F&& f) {
+  std::fflush(stderr);
+  int saved = ::dup(2);
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ::dup2(fd, 2);
+  ::close(fd);
+  f();
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  return read_file(file);
+}
+
+// "… 1.2 MiB/s …" → bytes per second.
+double rate_of(const std::string& line) {
+  std::size_t slash = line.find("/s");
+  if (slash == std::string::npos) return -1;
+  std::size_t start = line.rfind(' ', slash);
+  std::size_t num = line.rfind(' ', start - 1);
+  double v = std::stod(line.substr(num + 1, start - num - 1));
+  std::string unit = line.substr(start + 1, slash - start - 1);
+  if (unit == "KiB") v *= 1024;
+  if (unit == "MiB") v *= 1024 * 1024;
+  if (unit == "GiB") v *= 1024.0 * 1024 * 1024;
+  return v;
+}
+
+TEST(FetchReporter, RateAfterAResumeCountsOnlyThisRunsBytes) {
+  TempDir tmp;
+  std::string out = capture_stderr(tmp / "err.txt", [] {
+    cli::Reporter r;
+    r.configure(false, false);
+    // Resumed at 90 MiB of 100 MiB; then 10 MiB arrive in ~1 s.
+    const std::uint64_t mib = 1024 * 1024;
+    r.on_event(Event{"download", "alpine.tar.gz", 90 * mib, 100 * mib, {}});
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    r.on_event(Event{"download", "alpine.tar.gz", 100 * mib, 100 * mib, {}});
+  });
+  std::string last = out.substr(out.rfind("download alpine.tar.gz"));
+  double rate = rate_of(last);
+  ASSERT_GT(rate, 0) << out;
+  // 10 MiB in a second, not 100 MiB.
+  EXPECT_LT(rate, 20.0 * 1024 * 1024) << last;
+  EXPECT_GT(rate, 4.0 * 1024 * 1024) << last;
+}
+
+}  // namespace
