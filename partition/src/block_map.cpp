@@ -45,20 +45,27 @@ void BlockMap::split(std::uint64_t max_len) {
   extents_ = std::move(out);
 }
 
-void BlockMap::compute_checksums(int fd, const std::string& image_name) {
-  std::vector<char> buf(4 << 20);
-  for (auto& e : extents_) {
-    Digest d(Digest::Algo::sha256);
-    std::uint64_t done = 0;
-    while (done < e.length) {
-      std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), e.length - done));
-      std::size_t got = pread_full(fd, buf.data(), n, e.offset + done, "cannot read " + image_name);
-      if (got != n) throw Error(Errc::input, image_name + " is shorter than its block map says");
-      d.update(buf.data(), n);
-      done += n;
-    }
-    e.sha256 = d.finish_hex();
+namespace {
+// Hex SHA-256 of the image bytes of `e`, read in buf.size() preads.
+std::string extent_sha256(int fd, const Extent& e, std::vector<char>& buf, const std::string& image_name) {
+  Digest d(Digest::Algo::sha256);
+  std::uint64_t done = 0;
+  while (done < e.length) {
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), e.length - done));
+    std::size_t got = pread_full(fd, buf.data(), n, e.offset + done, "cannot read " + image_name);
+    if (got != n) throw Error(Errc::input, image_name + " is shorter than its block map says");
+    d.update(buf.data(), n);
+    done += n;
   }
+  return d.finish_hex();
+}
+
+constexpr std::size_t kHashBuffer = 4u << 20;
+}  // namespace
+
+void BlockMap::compute_checksums(int fd, const std::string& image_name) {
+  std::vector<char> buf(kHashBuffer);
+  for (auto& e : extents_) e.sha256 = extent_sha256(fd, e, buf, image_name);
 }
 
 std::uint64_t BlockMap::mapped_bytes() const noexcept {
@@ -110,6 +117,9 @@ std::string BlockMap::to_bmap_xml() const {
 }
 
 namespace {
+constexpr const char* kRebuildHint =
+    "rebuild the .bmap (rpi-provision writes one with every image) or remove it to write the whole image";
+
 std::string trim(std::string_view s) {
   std::size_t b = s.find_first_not_of(" \t\r\n");
   if (b == std::string_view::npos) return {};
@@ -132,10 +142,13 @@ std::uint64_t number(const std::string& s, const std::string& what, const std::s
     throw Error(Errc::input, name + ": bad " + what + " '" + s + "'");
   return std::stoull(s);
 }
-}  // namespace
 
-BlockMap BlockMap::from_bmap_xml(std::string_view text, const std::string& name) {
-  // bmaptool's own files carry XML comments that mention element names: drop them.
+bool is_sha256_hex(const std::string& s) {
+  return s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+// bmaptool's own files carry XML comments that mention element names: drop them.
+std::string strip_comments(std::string_view text, const std::string& name) {
   std::string stripped;
   for (std::size_t pos = 0;;) {
     std::size_t c = text.find("<!--", pos);
@@ -148,6 +161,29 @@ BlockMap BlockMap::from_bmap_xml(std::string_view text, const std::string& name)
     if (end == std::string_view::npos) throw Error(Errc::input, name + ": unterminated XML comment");
     pos = end + 3;
   }
+  return stripped;
+}
+
+// bmaptool's BmapFileChecksum (bmap 1.4 and 2.x): the SHA-256 of the whole file
+// with the first occurrence of the recorded value replaced by 64 '0's.
+// Absent (older or hand-written files): nothing to check.
+void check_file_checksum(std::string_view text, const std::string& name) {
+  std::string recorded = element(strip_comments(text, name), "BmapFileChecksum");
+  if (recorded.empty()) return;
+  std::size_t at = text.find(recorded);
+  if (!is_sha256_hex(recorded) || at == std::string_view::npos)
+    throw Error(Errc::input, name + ": malformed BmapFileChecksum '" + recorded.substr(0, 80) + "'");
+  std::string zeroed(text);
+  zeroed.replace(at, recorded.size(), std::string(recorded.size(), '0'));
+  std::string actual = sha256_hex(zeroed);
+  if (actual != recorded)
+    throw Error(Errc::input, name + ": BmapFileChecksum mismatch (the file hashes to " + actual + ", it records " +
+                                 recorded + "): the .bmap was edited or damaged after it was made: " + kRebuildHint);
+}
+}  // namespace
+
+BlockMap BlockMap::from_bmap_xml(std::string_view text, const std::string& name) {
+  std::string stripped = strip_comments(text, name);
   std::string_view xml = stripped;
   std::size_t root = xml.find("<bmap");
   if (root == std::string_view::npos) throw Error(Errc::input, name + " is not a bmap file");
@@ -193,7 +229,7 @@ BlockMap BlockMap::from_bmap_xml(std::string_view text, const std::string& name)
     std::size_t c = attrs.find("chksum=\"");
     if (c != std::string_view::npos) {
       e.sha256 = std::string(attrs.substr(c + 8, attrs.find('"', c + 8) - c - 8));
-      if (e.sha256.size() != 64 || e.sha256.find_first_not_of("0123456789abcdef") != std::string::npos)
+      if (!is_sha256_hex(e.sha256))
         throw Error(Errc::input, name + ": Range " + body + " has a malformed sha256 checksum");
     }
     mapped += last - first + 1;
@@ -222,7 +258,28 @@ BlockMap read_bmap(const std::filesystem::path& path) {
     data.append(buf, static_cast<std::size_t>(n));
     if (data.size() > (64u << 20)) throw Error(Errc::input, path.string() + " is too large for a bmap file");
   }
+  check_file_checksum(data, path.string());
   return BlockMap::from_bmap_xml(data, path.string());
+}
+
+void check_bmap_against(const BlockMap& map, int image_fd, const std::string& image_name,
+                        const std::string& bmap_name) {
+  // Cost: one extra read of the mapped data (not of the holes) before the first
+  // card is opened, usually from the page cache (the image was just built, or
+  // is read again right after to be written); large preads keep it near the
+  // disk's sequential speed otherwise. Once per source, however many cards.
+  std::vector<char> buf;
+  for (const auto& e : map.extents()) {
+    if (e.sha256.empty()) continue;  // a range without chksum: nothing to compare with
+    if (buf.empty()) buf.resize(kHashBuffer);
+    if (extent_sha256(image_fd, e, buf, image_name) == e.sha256) continue;
+    std::uint64_t first = e.offset / BlockMap::kBlockSize;
+    std::uint64_t last = (e.offset + e.length - 1) / BlockMap::kBlockSize;
+    throw Error(Errc::input, bmap_name + ": checksum mismatch for blocks range " + std::to_string(first) + "-" +
+                                 std::to_string(last) + " (bytes " + std::to_string(e.offset) + "-" +
+                                 std::to_string(e.offset + e.length - 1) + ") of " + image_name +
+                                 ": the image changed after its .bmap was made: " + kRebuildHint);
+  }
 }
 
 }  // namespace rpi::partition

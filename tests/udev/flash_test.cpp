@@ -20,6 +20,7 @@
 
 #include "loop_device.hpp"
 #include "partition/block_map.hpp"
+#include "partition/image.hpp"
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
 #include "test_support.hpp"
@@ -164,6 +165,127 @@ TEST(FlashFile, StaleBmapIsRejected) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), Errc::input);
     EXPECT_TRUE(contains(e.what(), "pi.img.bmap")) << e.what();
+  }
+}
+
+// FlashSource::open's error for `img`; "" if it opens.
+std::string open_error(const fs::path& img) {
+  try {
+    FlashSource::open(img);
+    return "";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::input) << e.what();
+    return e.what();
+  }
+}
+
+// "blocks range A-B" as named in an error message, "" if none.
+std::string named_range(const std::string& message) {
+  std::size_t at = message.find("blocks range ");
+  if (at == std::string::npos) return "";
+  std::size_t end = message.find_first_not_of("0123456789-", at + 13);
+  return message.substr(at, end - at);
+}
+
+// One byte of a mapped range changed after the .bmap was written: same size,
+// so only the ranges' checksums can tell.
+TEST(FlashFile, ImageChangedInAMappedRangeIsRejected) {
+  TempDir tmp;
+  const std::uint64_t size = 16 * kMiB;
+  make_image(tmp / "pi.img", size, 14);
+  auto src = source_with_bmap(tmp / "pi.img", scattered_map(size));
+  const std::uint64_t bad = 5 * kMiB + 777;  // inside the 3 MiB+4 KiB.. extent
+  {
+    Fd fd = open_or_throw((tmp / "pi.img").string(), O_RDWR);
+    char c = static_cast<char>(read_range(tmp / "pi.img", bad, 1)[0] ^ 0x10);
+    pwrite_all(fd.get(), &c, 1, bad, "corrupt");
+  }
+  auto hit = std::find_if(src->map.extents().begin(), src->map.extents().end(),
+                          [&](const partition::Extent& e) { return e.offset <= bad && bad < e.offset + e.length; });
+  ASSERT_NE(hit, src->map.extents().end());
+  const std::uint64_t first = hit->offset, last = hit->offset + hit->length - 1;
+  std::string err = open_error(tmp / "pi.img");
+  EXPECT_TRUE(contains(err, (tmp / "pi.img.bmap").string() + ": checksum mismatch for blocks range " +
+                                std::to_string(first / 4096) + "-" + std::to_string(last / 4096) + " (bytes " +
+                                std::to_string(first) + "-" + std::to_string(last) + ") of " +
+                                (tmp / "pi.img").string()))
+      << err;
+  EXPECT_TRUE(contains(err, "the image changed after its .bmap was made: rebuild the .bmap")) << err;
+  // An unmapped byte is neither written nor checked.
+  {
+    Fd fd = open_or_throw((tmp / "pi.img").string(), O_RDWR);
+    char c = static_cast<char>(read_range(tmp / "pi.img", bad, 1)[0] ^ 0x10);
+    pwrite_all(fd.get(), &c, 1, bad, "restore");
+    c = static_cast<char>(read_range(tmp / "pi.img", 2 * kMiB, 1)[0] ^ 0x10);
+    pwrite_all(fd.get(), &c, 1, 2 * kMiB, "unmapped");
+  }
+  EXPECT_EQ(open_error(tmp / "pi.img"), "");
+}
+
+// The tester's case end to end: our own fresh image and .bmap pass; a file added
+// to the image with mcopy afterwards (same size) is refused by rpi-provision
+// --image with one clear error, exit status 1 and the card not touched, like
+// bmaptool refuses it; so is an edited .bmap and another image's .bmap.
+TEST(FlashFile, ImageOrBmapChangedAfterTheBuildIsRefusedBeforeAnyCard) {
+  RPI_REQUIRE_TOOL("mcopy");
+  TempDir tmp;
+  const fs::path img = tmp / "e.img", bmap = tmp / "e.img.bmap";
+  partition::ImageOptions io;
+  io.extra_files.push_back({"hello.txt", "hello\n"});
+  auto built = partition::build_image(fixture_tarball({"--size-mb", "4"}), img, io);
+  const std::string fresh_bmap = read_file(bmap);
+  EXPECT_EQ(open_error(img), "");
+  auto r = udev::flash_one(FlashJob{(tmp / "fresh.bin").string(), FlashSource::open(img), "x"}, {});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_TRUE(r.verified);
+
+  old_card(tmp / "card.bin", built.image_size + kMiB);
+  const std::string card = read_file(tmp / "card.bin");
+  auto flash_cli = [&] { return cli({"--image", img.string(), "--device", (tmp / "card.bin").string(), "--yes"}); };
+
+  // The image changed.
+  write_file(tmp / "extra.bin", std::string(100000, 'x'));
+  auto m = run({"mcopy", "-i", img.string() + "@@8M", (tmp / "extra.bin").string(), "::/extra.bin"});
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  ASSERT_EQ(fs::file_size(img), built.image_size);
+  std::string err = open_error(img);
+  EXPECT_TRUE(contains(err, bmap.string() + ": checksum mismatch for blocks range ")) << err;
+  EXPECT_TRUE(contains(err, "the image changed after its .bmap was made")) << err;
+  auto c = flash_cli();
+  EXPECT_EQ(c.exit_code, 1) << c.out << c.err;
+  EXPECT_TRUE(contains(c.err, err)) << c.err;
+  EXPECT_TRUE(read_file(tmp / "card.bin") == card) << "the card was written";
+  if (have_tool("bmaptool")) {
+    auto b = run({"bmaptool", "copy", "--bmap", bmap.string(), img.string(), (tmp / "bmaptool.bin").string()});
+    EXPECT_NE(b.exit_code, 0);
+    EXPECT_FALSE(named_range(err).empty()) << err;
+    EXPECT_TRUE(contains(b.err, "checksum mismatch for " + named_range(err))) << b.err;
+  }
+
+  // Another image of the same size, with its own .bmap: each .bmap only fits its own image.
+  io.extra_files.back().data = "other\n";
+  auto other = partition::build_image(fixture_tarball({"--size-mb", "4"}), tmp / "other.img", io);
+  ASSERT_EQ(other.image_size, built.image_size);
+  EXPECT_EQ(open_error(tmp / "other.img"), "");
+  write_file(bmap, read_file(tmp / "other.img.bmap"));
+  EXPECT_TRUE(contains(open_error(img), "checksum mismatch for blocks range "));
+
+  // The .bmap edited: one digit of a range checksum (as if to match an edited image).
+  std::string edited = fresh_bmap;
+  std::size_t at = edited.find("chksum=\"") + 8;
+  edited[at] = edited[at] == '0' ? '1' : '0';
+  write_file(bmap, edited);
+  err = open_error(img);
+  EXPECT_TRUE(contains(err, bmap.string() + ": BmapFileChecksum mismatch")) << err;
+  EXPECT_TRUE(contains(err, "the .bmap was edited or damaged after it was made")) << err;
+  c = flash_cli();
+  EXPECT_EQ(c.exit_code, 1) << c.out << c.err;
+  EXPECT_TRUE(contains(c.err, err)) << c.err;
+  EXPECT_TRUE(read_file(tmp / "card.bin") == card) << "the card was written";
+  if (have_tool("bmaptool")) {
+    auto b = run({"bmaptool", "copy", "--bmap", bmap.string(), img.string(), (tmp / "bmaptool2.bin").string()});
+    EXPECT_NE(b.exit_code, 0);
+    EXPECT_TRUE(contains(b.err, "checksum mismatch for bmap file")) << b.err;
   }
 }
 

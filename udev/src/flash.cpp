@@ -446,6 +446,12 @@ std::shared_ptr<const FlashSource> FlashSource::open(const fs::path& image) {
       throw Error(Errc::input, bmap.string() + " describes a " + std::to_string(src->map.image_size()) +
                                    "-byte image but " + image.string() + " has " + std::to_string(size) +
                                    " bytes; rebuild the image or remove the stale .bmap");
+    // The same size is not the same image (a file added with mcopy, another
+    // image's .bmap): compare the ranges' checksums now, once for every card
+    // this source is written to, and before any card is opened.
+    Fd fd = open_or_throw(image.string(), O_RDONLY);
+    (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    partition::check_bmap_against(src->map, fd.get(), image.string(), bmap.string());
   } else {
     src->map = partition::BlockMap::whole(size);
   }

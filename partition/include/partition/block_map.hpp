@@ -52,6 +52,16 @@ class BlockMap {
 };
 
 void write_bmap(const std::filesystem::path& path, const BlockMap& map);
+// Reads and parses a bmap file. When it carries a BmapFileChecksum, that is
+// checked first as bmaptool does (SHA-256 of the file with the checksum's own
+// 64 hex digits replaced by '0's): a mismatch means the file was edited or
+// damaged, rpi::Error(input) naming it.
 BlockMap read_bmap(const std::filesystem::path& path);
+
+// Compares every range that has a checksum with the bytes of the image open
+// at `image_fd` (ranges without one are not checked); throws rpi::Error(input)
+// naming `bmap_name` and the first bad range when the image changed after its
+// bmap was made. Costs one extra read of the mapped data.
+void check_bmap_against(const BlockMap& map, int image_fd, const std::string& image_name, const std::string& bmap_name);
 
 }  // namespace rpi::partition
