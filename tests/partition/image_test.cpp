@@ -387,11 +387,12 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"duplicate", "appears twice"}, BadCase{"symlink", "is a symbolic link"},
                       BadCase{"symlink-dir", "is a symbolic link"}, BadCase{"hardlink-missing", "is a hard link"},
                       BadCase{"device", "is a device node"}, BadCase{"fifo", "is a FIFO"},
-                      BadCase{"huge-entry", "more than FAT's file size limit"}, BadCase{"too-big", "the files do not fit"},
-                      BadCase{"empty", "is an empty archive"}, BadCase{"no-boot-files", "use --force"},
-                      BadCase{"not-tar", "not a gzip-compressed tar archive"}, BadCase{"random", "not gzip-compressed"},
-                      BadCase{"bad-utf8", "not valid UTF-8"}, BadCase{"deep", "nested deeper"},
-                      BadCase{"truncated", "is truncated"}, BadCase{"corrupt", "is corrupt"}),
+                      BadCase{"huge-entry", "more than FAT's file size limit"},
+                      BadCase{"too-big", "the files do not fit"}, BadCase{"empty", "is an empty archive"},
+                      BadCase{"no-boot-files", "use --force"}, BadCase{"not-tar", "not a gzip-compressed tar archive"},
+                      BadCase{"random", "not gzip-compressed"}, BadCase{"bad-utf8", "not valid UTF-8"},
+                      BadCase{"deep", "nested deeper"}, BadCase{"truncated", "is truncated"},
+                      BadCase{"corrupt", "is corrupt"}),
     [](const ::testing::TestParamInfo<BadCase>& i) {
       std::string n = i.param.kind;
       for (char& ch : n)
