@@ -15,6 +15,7 @@
 
 #include "base_system.hpp"
 #include "checks.hpp"
+#include "overlay/apkovl.hpp"
 #include "overlay/spec.hpp"
 #include "rpi/error.hpp"
 #include "rpi/size.hpp"
@@ -244,13 +245,18 @@ class Converter {
   }
 
   // A secret: literal string (warned), { env = "NAME" } or { file = "path" }.
-  std::optional<std::string> secret(const View& v, std::string_view key, bool strip_newline, bool warn_literal) {
+  // With `password` set (passwords, the Wi-Fi psk): one trailing "\n" or "\r\n" is
+  // dropped from a file (env and literal values are taken as they are), and the
+  // value must be one non-empty line.
+  std::optional<std::string> secret(const View& v, std::string_view key, bool password, bool warn_literal) {
     auto* n = v.get(key);
     if (!n) return std::nullopt;
     if (n->is_string()) {
       if (warn_literal)
         warn(n->source(), label(v, key) + " is written in the spec; prefer { env = \"NAME\" } or { file = \"path\" }");
-      return std::string(n->as_string()->get());
+      std::string out(n->as_string()->get());
+      if (password) check_password_secret(*n, label(v, key), out);
+      return out;
     }
     if (!n->is_table())
       fail(*n,
@@ -262,6 +268,7 @@ class Converter {
     if (!val.is_string()) fail(val, label(v, key) + "." + std::string(k.str()) + " must be a string");
     std::string ref(val.as_string()->get());
     std::string out;
+    std::string what = label(v, key) + " (" + std::string(k.str()) + " " + ref + ")";
     if (k.str() == "env") {
       const char* e = std::getenv(ref.c_str());
       if (!e)
@@ -270,11 +277,19 @@ class Converter {
       out = e;
     } else {
       out = read_bounded(val, resolve_path(ref), "for " + label(v, key));
+      if (password && !out.empty() && out.back() == '\n') {
+        out.pop_back();
+        if (!out.empty() && out.back() == '\r') out.pop_back();
+      }
     }
-    if (strip_newline) {
-      while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
-    }
+    if (password) check_password_secret(val, what, out);
     return out;
+  }
+  // Never shows the value: only where it came from.
+  void check_password_secret(const toml::node& n, const std::string& what, const std::string& value) const {
+    if (value.empty()) fail(n, what + " is empty");
+    if (value.find_first_of("\r\n") != std::string::npos)
+      fail(n, what + " has more than one line (only one trailing newline is dropped from a file)");
   }
 
   fs::path resolve_path(const std::string& p) const {
@@ -323,10 +338,39 @@ class Converter {
   void check_keys_list(const View& v, std::string_view key, const toml::node*& where_node,
                        std::vector<std::string>& out);
 
+  void check_files_against_generated(const HostConfig& h);
+
   const Spec::Impl& s_;
   std::vector<Warning>& warnings_;
   int n_ = 1;
+  std::vector<std::pair<std::string, const toml::node*>> file_nodes_;  // [[files]] paths of this card
 };
+
+// [[files]] against what the generator writes: replacing a generated file is
+// allowed (documented; warned), but a file where the generator needs a folder,
+// or inside a generated file, would make busybox tar abort at boot.
+void Converter::check_files_against_generated(const HostConfig& h) {
+  if (file_nodes_.empty()) return;
+  HostConfig without_files = h;
+  without_files.files.clear();
+  auto generated = generated_paths(without_files);
+  for (const auto& [path, node] : file_nodes_) {
+    std::string p = path.substr(1);
+    for (const auto& [g, is_dir] : generated) {
+      if (g.rfind(p + "/", 0) == 0)
+        fail(*node,
+             "[[files]] path " + path + " is a folder rpi-provision writes (it holds /" + g + "); it cannot be a file");
+    }
+    for (const auto& [g, is_dir] : generated) {
+      if (p == g && is_dir)
+        fail(*node, "[[files]] path " + path + " is a folder rpi-provision writes; it cannot be a file");
+      if (p == g)
+        warn(node->source(), "[[files]] path " + path + " replaces the file rpi-provision generates there");
+      else if (!is_dir && p.rfind(g + "/", 0) == 0)
+        fail(*node, "[[files]] path " + path + " is inside /" + g + ", which rpi-provision writes as a file");
+    }
+  }
+}
 
 void Converter::convert_alpine(const View& root, AlpineSource& a) {
   View v = sub(root, "alpine", "[alpine]");
@@ -551,6 +595,13 @@ void Converter::convert_services(const View& root, HostConfig& h) {
   h.services.disable = get("disable");
 }
 
+// A crypt(3) hash, "*" or "!": one /etc/shadow field (no ':', no control characters).
+bool password_hash_ok(const std::string& ph) {
+  if (ph.empty() || (ph[0] != '$' && ph != "*" && ph != "!")) return false;
+  return std::all_of(ph.begin(), ph.end(),
+                     [](char c) { return c != ':' && static_cast<unsigned char>(c) >= 0x20 && c != 0x7f; });
+}
+
 bool base_gid(int id) {
   for (const auto& g : base::groups())
     if (static_cast<int>(g.gid) == id) return true;
@@ -574,6 +625,9 @@ void Converter::convert_users(const View& root, HostConfig& h) {
     if (*name == "root") fail(*uv.get("name"), "configure root in [root], not [[users]]");
     if (base::find_account(*name))
       fail(*uv.get("name"), "user name \"" + *name + "\" is a system account of Alpine's base layout");
+    if (base::find_group(*name))
+      fail(*uv.get("name"), "user name \"" + *name + "\" is a group of Alpine's base layout (its own group would " +
+                                "appear twice in /etc/group)");
     if (!names.insert(*name).second) fail(*uv.get("name"), "duplicate user \"" + *name + "\"");
     u.name = *name;
     if (auto uid = integer(uv, "uid")) {
@@ -597,12 +651,13 @@ void Converter::convert_users(const View& root, HostConfig& h) {
     u.groups = str_array(uv, "groups");
     u.shell = str(uv, "shell", "/bin/ash");
     if (auto why = checks::abs_path(u.shell); !why.empty()) fail(*uv.get("shell"), "shell " + why);
+    if (u.shell.find(':') != std::string::npos)
+      fail(*uv.get("shell"), "shell of user " + u.name + " must not contain ':' (the /etc/passwd separator)");
     if (auto pw = secret(uv, "password", true, true)) u.password = *pw;
     if (auto ph = str(uv, "password_hash")) {
       if (!u.password.empty() || uv.get("password"))
         fail(*uv.get("password_hash"), "user " + u.name + " has both password and password_hash; choose one");
-      if (ph->empty() || ((*ph)[0] != '$' && *ph != "*" && *ph != "!") || ph->find(':') != std::string::npos ||
-          ph->find('\n') != std::string::npos)
+      if (!password_hash_ok(*ph))
         fail(*uv.get("password_hash"), "password_hash of user " + u.name + " must be a crypt(3) hash like \"$6$...\"");
       u.password_hash = *ph;
     }
@@ -641,7 +696,7 @@ void Converter::convert_root(const View& root, HostConfig& h) {
   if (auto pw = secret(v, "password", true, true)) h.root.password = *pw;
   if (auto ph = str(v, "password_hash")) {
     if (v.get("password")) fail(*v.get("password_hash"), "[root] has both password and password_hash; choose one");
-    if (ph->empty() || ((*ph)[0] != '$' && *ph != "*" && *ph != "!") || ph->find(':') != std::string::npos)
+    if (!password_hash_ok(*ph))
       fail(*v.get("password_hash"), "[root].password_hash must be a crypt(3) hash like \"$6$...\"");
     h.root.password_hash = *ph;
   }
@@ -685,12 +740,26 @@ void Converter::convert_files(const View& root, HostConfig& h) {
     if (auto why = checks::abs_path(*path); !why.empty())
       fail(*fv.get("path"), "[[files]].path \"" + *path + "\" " + why);
     if (!paths.insert(*path).second) fail(*fv.get("path"), "duplicate [[files]] path " + *path);
+    // A file and a directory of one name cannot both be in the tarball (busybox tar aborts).
+    for (const auto& [other, node] : file_nodes_) {
+      if (path->rfind(other + "/", 0) == 0)
+        fail(*fv.get("path"), "[[files]] path " + *path + " is inside " + other +
+                                  ", which another [[files]] entry (line " + std::to_string(node->source().begin.line) +
+                                  ") makes a file");
+      if (other.rfind(*path + "/", 0) == 0)
+        fail(*fv.get("path"), "[[files]] path " + *path + " would have to be the folder of " + other +
+                                  ", which another [[files]] entry (line " + std::to_string(node->source().begin.line) +
+                                  ") makes a file");
+    }
+    file_nodes_.emplace_back(*path, fv.get("path"));
     f.path = *path;
     bool has_content = fv.get("content") != nullptr, has_source = fv.get("source") != nullptr;
     if (has_content == has_source)
       fail(fv.anchor(), "[[files]] entry " + f.path + " needs exactly one of content or source");
     if (has_content) {
       f.content = *secret(fv, "content", false, false);
+      // Content from { env } or { file } is a secret: private unless a mode is given.
+      if (fv.get("content")->is_table()) f.mode = 0600;
     } else {
       auto* node = fv.get("source");
       if (!node->is_string()) fail(*node, "[[files]].source must be a string (a local file path)");
@@ -736,6 +805,8 @@ void Converter::convert_scripts(const View& root, HostConfig& h) {
     if (!name) fail(sv.anchor(), "[[scripts]] entry needs a name");
     if (auto why = checks::script_name(*name); !why.empty())
       fail(*sv.get("name"), "script name \"" + *name + "\" " + why);
+    if (*name == kFirstBootRunnerName || *name == kInstallerName)
+      fail(*sv.get("name"), "script name \"" + *name + "\" is reserved for a script rpi-provision generates");
     if (!names.insert(*name).second) fail(*sv.get("name"), "duplicate script name \"" + *name + "\"");
     sc.name = *name;
     auto run = str(sv, "run", "every-boot");
@@ -832,12 +903,21 @@ void Converter::convert_install(const View& root, HostConfig& h) {
   if (h.install.mode != "diskless" && h.install.mode != "sys")
     fail(*v.get("mode"), "[install].mode must be \"diskless\" or \"sys\"");
   h.install.disk = str(v, "disk", "/dev/mmcblk0");
-  if (h.install.disk.rfind("/dev/", 0) != 0 || !checks::abs_path(h.install.disk).empty())
-    fail(*v.get("disk"), "[install].disk must be a device path like /dev/mmcblk0");
+  // It ends up in a root shell script: only ^/dev/[A-Za-z0-9/_.:-]+$ (and no "..").
+  const auto& d = h.install.disk;
+  bool disk_ok =
+      d.rfind("/dev/", 0) == 0 && d.size() > 5 && checks::abs_path(d).empty() &&
+      std::all_of(d.begin(), d.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '/' || c == '_' || c == '.' || c == ':' || c == '-';
+      });
+  if (!disk_ok)
+    fail(*v.get("disk"),
+         "[install].disk must be a device path like /dev/mmcblk0 (letters, digits, '/', '_', '.', ':', '-')");
 }
 
 HostConfig Converter::convert(const toml::table* host, int n, int host_pos) {
   n_ = n;
+  file_nodes_.clear();
   HostConfig h;
   h.index = n;
   check_keys(s_.doc, kTopKeys, "the spec");
@@ -901,7 +981,24 @@ HostConfig Converter::convert(const toml::table* host, int n, int host_pos) {
     warn(net.empty() ? s_.doc.source() : net.layers[0]->source(),
          "no interface uses DHCP and [network].dns is empty: the Pi will not resolve names");
   }
+  check_files_against_generated(h);
   return h;
+}
+
+// toml++'s description without its "saw '…'" part (it may quote part of a
+// secret and span lines), on one line.
+std::string parse_error_text(std::string_view description) {
+  std::string d(description);
+  for (std::string_view cut : {"; saw ", ", saw ", " saw "}) {
+    if (auto pos = d.find(cut); pos != std::string::npos) {
+      d.erase(pos);
+      break;
+    }
+  }
+  for (char& c : d)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  while (!d.empty() && d.back() == ' ') d.pop_back();
+  return d;
 }
 
 std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::string& name, const fs::path& base_dir) {
@@ -914,7 +1011,7 @@ std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::strin
   } catch (const toml::parse_error& e) {
     const auto& b = e.source().begin;
     throw Error(Errc::spec, name + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) + ": " +
-                                shorten_quoted(std::string(e.description())));
+                                shorten_quoted(parse_error_text(e.description())));
   }
   Converter c(*impl, impl->warnings);
   if (auto* hosts = impl->doc.get("hosts")) {
@@ -948,6 +1045,14 @@ Spec parse_spec(const std::string& text, const std::string& name, const fs::path
 }
 
 Spec load_spec(const fs::path& path) {
+  // Like { file = }: a regular file of at most 16 MiB (a FIFO would block, a folder reads as empty).
+  constexpr std::uintmax_t kMax = 16u << 20;
+  std::error_code ec;
+  auto st = fs::status(path, ec);
+  if (ec || !fs::exists(st))
+    throw Error(Errc::spec, path.string() + ": cannot read the spec (no such file or not readable)");
+  if (!fs::is_regular_file(st)) throw Error(Errc::spec, path.string() + ": the spec is not a regular file");
+  if (fs::file_size(path, ec) > kMax) throw Error(Errc::spec, path.string() + ": the spec is larger than 16 MiB");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(Errc::spec, path.string() + ": cannot read the spec (no such file or not readable)");
   std::stringstream ss;

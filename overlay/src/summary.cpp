@@ -33,7 +33,7 @@ std::string summary(const HostConfig& h) {
     o << ", ipv6 " << i.ipv6 << "\n";
   }
   if (!h.network.dns.empty()) o << "  dns       " << join(h.network.dns) << "\n";
-  if (!h.network.proxy.empty()) o << "  proxy     " << h.network.proxy << "\n";
+  if (!h.network.proxy.empty()) o << "  proxy     " << redact_urls(h.network.proxy) << "\n";
   if (h.wifi.enabled)
     o << "  wifi      ssid \"" << h.wifi.ssid << "\" psk (secret)"
       << (h.wifi.country.empty() ? "" : " country " + h.wifi.country) << (h.wifi.hidden ? " hidden" : "") << " on "

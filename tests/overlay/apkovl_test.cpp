@@ -543,15 +543,19 @@ TEST(Apkovl, ShellcheckEveryGeneratedScript) {
   for (const auto& h : {host_of("kiosk.toml"), sys}) {
     test::TempDir dir;
     auto root = extract(dir, save(dir, build_apkovl(h, seeded())));
+    std::vector<fs::path> scripts;
     for (auto sub : {"etc/local.d", "etc/rpi-provision/first-boot"}) {
       if (!fs::exists(root / sub)) continue;
-      for (const auto& e : fs::directory_iterator(root / sub)) {
-        SCOPED_TRACE(e.path().string());
-        auto r = test::run({"shellcheck", "--shell=sh", e.path().string()});
-        EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-        EXPECT_EQ(test::read_file(e.path()).rfind("#!/bin/sh\n", 0), 0u);
-        ++checked;
-      }
+      for (const auto& e : fs::directory_iterator(root / sub)) scripts.push_back(e.path());
+    }
+    if (fs::exists(root / "etc/rpi-provision/zz-install-sys"))
+      scripts.push_back(root / "etc/rpi-provision/zz-install-sys");
+    for (const auto& path : scripts) {
+      SCOPED_TRACE(path.string());
+      auto r = test::run({"shellcheck", "--shell=sh", path.string()});
+      EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+      EXPECT_EQ(test::read_file(path).rfind("#!/bin/sh\n", 0), 0u);
+      ++checked;
     }
   }
   EXPECT_GE(checked, 6);
@@ -562,9 +566,11 @@ TEST(Apkovl, SysInstallerRunsOnceAtFirstBoot) {
   auto h = host_from("[system]\nhostname = \"pi\"\n[install]\nmode = \"sys\"\ndisk = \"/dev/sda\"\n");
   test::TempDir dir;
   auto root = extract(dir, save(dir, build_apkovl(h, seeded())));
-  auto inst = test::read_file(root / "etc/rpi-provision/first-boot/zz-install-sys");
+  // Outside first-boot/: the runner starts it after every first-boot script.
+  EXPECT_FALSE(fs::exists(root / "etc/rpi-provision/first-boot/zz-install-sys"));
+  auto inst = test::read_file(root / "etc/rpi-provision/zz-install-sys");
   EXPECT_NE(inst.find("setup-disk -m sys \"$disk\""), std::string::npos);
-  EXPECT_NE(inst.find("disk=/dev/sda\n"), std::string::npos);
+  EXPECT_NE(inst.find("disk='/dev/sda'\n"), std::string::npos);
   EXPECT_TRUE(fs::exists(root / "etc/local.d/00-rpi-provision-first-boot.start"));
   EXPECT_EQ(fs::read_symlink(root / "etc/runlevels/default/local").string(), "/etc/init.d/local");
 }
@@ -674,4 +680,113 @@ TEST(Spec, UidMayNotCollideWithBaseGroups) {
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(), "t.toml:5:7: uid 100 would give user bob the gid of group users; choose another uid");
   }
+}
+
+// --- tester findings (defects 1, 3, 4, 5, 11)
+
+namespace {
+const Member* member(const std::vector<Member>& ms, const std::string& path) {
+  for (const auto& m : ms)
+    if (m.path == path) return &m;
+  return nullptr;
+}
+}  // namespace
+
+// Safety net behind the spec check: a file and a folder of one name never reach the tarball.
+TEST(Apkovl, FileAndFolderOfOneNameIsAnInternalError) {
+  for (const std::vector<std::string>& paths :
+       {std::vector<std::string>{"/etc/foo", "/etc/foo/bar"}, std::vector<std::string>{"/etc/foo/bar", "/etc/foo"},
+        std::vector<std::string>{"/etc/network"}, std::vector<std::string>{"/etc/hostname/x"}}) {
+    SCOPED_TRACE(paths.front());
+    auto h = host_from("[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+    for (const auto& p : paths) {
+      File f;
+      f.path = p;
+      f.content = "x";
+      h.files.push_back(f);
+    }
+    try {
+      apkovl_members(h, seeded());
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::internal) << e.what();
+    }
+  }
+}
+
+TEST(Apkovl, ProxyIsSingleQuotedAndPrivateWithCredentials) {
+  const std::string proxy = "http://user:pa$$w0rd'x@proxy.example:3128/?a=1&b=2";
+  auto h = host_from("[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n[network]\nproxy = \"" + proxy +
+                     "\"\n");
+  auto ms = apkovl_members(h, seeded());
+  auto* m = member(ms, "etc/profile.d/proxy.sh");
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->mode, 0600u);
+  test::TempDir dir;
+  test::write_file(dir / "proxy.sh", m->data);
+  auto r = test::sh(". '" + (dir / "proxy.sh").string() +
+                    "' && printf '%s\\n%s\\n%s' \"$http_proxy\" \"$https_proxy\" \"$ftp_proxy\"");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, proxy + "\n" + proxy + "\n" + proxy);
+  auto plain = host_from(
+      "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n[network]\nproxy = \"http://proxy:3128\"\n");
+  auto pm = apkovl_members(plain, seeded());
+  ASSERT_NE(member(pm, "etc/profile.d/proxy.sh"), nullptr);
+  EXPECT_EQ(member(pm, "etc/profile.d/proxy.sh")->mode, 0644u);
+}
+
+// The sys installer reboots: it must run after every first-boot script, whatever its name.
+TEST(Apkovl, SysInstallerRunsAfterEveryFirstBootScript) {
+  RPI_REQUIRE_TOOL("busybox");
+  auto h = host_from(
+      "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n[install]\nmode = \"sys\"\n"
+      "disk = \"/dev/sda\"\n[[scripts]]\nname = \"zzz-late\"\nrun = \"first-boot\"\n"
+      "content = \"echo zzz-late >> \\\"$ORDER\\\"\\n\"\n");
+  test::TempDir dir;
+  auto root = extract(dir, save(dir, build_apkovl(h, seeded())));
+  auto runner = test::read_file(root / "etc/local.d/00-rpi-provision-first-boot.start");
+  std::string sandboxed;
+  for (const auto& l : lines_of(runner)) {
+    std::string line = l;
+    for (const std::string from : {"/etc/", "/var/log/", "/media/"}) {
+      for (auto pos = line.find(from); pos != std::string::npos;
+           pos = line.find(from, pos + root.string().size() + from.size()))
+        line.insert(pos, root.string());
+    }
+    sandboxed += line + "\n";
+  }
+  test::write_file(dir / "runner.sh", sandboxed);
+  fs::create_directories(dir / "bin");
+  for (auto tool : {"setup-disk", "reboot"}) {
+    test::write_file(dir / "bin" / tool, std::string("#!/bin/sh\necho ") + tool + " >> \"$ORDER\"\n");
+    ::chmod((dir / "bin" / tool).c_str(), 0755);
+  }
+  auto order = dir / "order";
+  std::string cmd = "PATH='" + (dir / "bin").string() + "':\"$PATH\" ORDER='" + order.string() + "' busybox sh '" +
+                    (dir / "runner.sh").string() + "'";
+  EXPECT_EQ(test::sh(cmd).exit_code, 0);
+  EXPECT_EQ(test::read_file(order), "zzz-late\nsetup-disk\nreboot\n");
+}
+
+TEST(Apkovl, CardRepositoriesNeverNameABuildMachinePath) {
+  for (auto mirror : {"/srv/alpine", "file:///srv/alpine"}) {
+    SCOPED_TRACE(mirror);
+    auto h = host_from(
+        "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n[alpine]\nversion = \"3.22.1\"\n"
+        "mirror = \"" +
+        std::string(mirror) + "\"\n");
+    auto ms = apkovl_members(h, seeded());
+    auto* m = member(ms, "etc/apk/repositories");
+    ASSERT_NE(m, nullptr);
+    EXPECT_EQ(m->data,
+              "/media/mmcblk0p1/apks\nhttps://dl-cdn.alpinelinux.org/alpine/v3.22/main\n"
+              "https://dl-cdn.alpinelinux.org/alpine/v3.22/community\n");
+  }
+  auto h = host_from(
+      "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n[alpine]\nversion = \"3.21\"\n"
+      "mirror = \"http://10.0.0.1/alpine\"\n");
+  auto ms = apkovl_members(h, seeded());
+  ASSERT_NE(member(ms, "etc/apk/repositories"), nullptr);
+  EXPECT_EQ(member(ms, "etc/apk/repositories")->data,
+            "/media/mmcblk0p1/apks\nhttp://10.0.0.1/alpine/v3.21/main\nhttp://10.0.0.1/alpine/v3.21/community\n");
 }

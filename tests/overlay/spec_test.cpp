@@ -2,6 +2,7 @@
 // the folder of bad specs (tests/overlay/data/bad: NAME.toml must fail with the
 // exact located message in NAME.expected).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -223,4 +224,175 @@ TEST(Spec, BadSpecFolder) {
     EXPECT_EQ(got, expected);
   }
   EXPECT_GE(count, 25);
+}
+
+// --- tester findings (defects 1-13)
+
+namespace {
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+const std::string kPi = "[system]\nhostname = \"pi\"\n";
+}  // namespace
+
+TEST(Spec, FilesThatWouldBeFileAndFolderAreRefused) {
+  // One [[files]] path inside another: busybox tar would abort at boot.
+  auto e = error_of(kPi + "[[files]]\npath = \"/etc/foo\"\ncontent = \"a\"\n[[files]]\npath = \"/etc/foo/bar\"\n" +
+                    "content = \"b\"\n");
+  EXPECT_EQ(e,
+            "t.toml:7:8: [[files]] path /etc/foo/bar is inside /etc/foo, which another [[files]] entry (line 4) "
+            "makes a file");
+  e = error_of(kPi + "[[files]]\npath = \"/etc/foo/bar\"\ncontent = \"b\"\n[[files]]\npath = \"/etc/foo\"\n" +
+               "content = \"a\"\n");
+  EXPECT_TRUE(has(e, "t.toml:7:8: [[files]] path /etc/foo would have to be the folder of /etc/foo/bar")) << e;
+  // A generated folder, a file inside a generated file.
+  e = error_of(kPi + "[[files]]\npath = \"/etc/network\"\ncontent = \"a\"\n");
+  EXPECT_EQ(e,
+            "t.toml:4:8: [[files]] path /etc/network is a folder rpi-provision writes (it holds "
+            "/etc/network/interfaces); it cannot be a file");
+  e = error_of(kPi + "[[files]]\npath = \"/etc/hostname/x\"\ncontent = \"a\"\n");
+  EXPECT_EQ(e,
+            "t.toml:4:8: [[files]] path /etc/hostname/x is inside /etc/hostname, which rpi-provision writes as a "
+            "file");
+  e = error_of(kPi + "[[users]]\nname = \"bob\"\n[[files]]\npath = \"/home/bob\"\ncontent = \"a\"\n");
+  EXPECT_EQ(e, "t.toml:6:8: [[files]] path /home/bob is a folder rpi-provision writes; it cannot be a file");
+  // Replacing a generated file is allowed (documented) but not silent.
+  auto spec = parse_spec(kPi + "[[files]]\npath = \"/etc/hostname\"\ncontent = \"x\\n\"\n", "t.toml", ".");
+  ASSERT_EQ(spec.warnings().size(), 1u);
+  EXPECT_EQ(spec.warnings()[0].text(),
+            "t.toml:4:8: [[files]] path /etc/hostname replaces the file rpi-provision generates there");
+}
+
+TEST(Spec, EmptyPasswordsAndPskAreRefused) {
+  test::TempDir dir;
+  test::write_file(dir / "empty.txt", "");
+  test::write_file(dir / "nl.txt", "\n");
+  ::setenv("RPI_T_EMPTY", "", 1);
+  EXPECT_EQ(error_of(kPi + "[root]\npassword = \"\"\n"), "t.toml:4:12: [root].password is empty");
+  EXPECT_EQ(error_of(kPi + "[root]\npassword = { env = \"RPI_T_EMPTY\" }\n"),
+            "t.toml:4:20: [root].password (env RPI_T_EMPTY) is empty");
+  EXPECT_EQ(error_of(kPi + "[root]\npassword = { file = \"empty.txt\" }\n", dir.path()),
+            "t.toml:4:21: [root].password (file empty.txt) is empty");
+  EXPECT_EQ(error_of(kPi + "[root]\npassword = { file = \"nl.txt\" }\n", dir.path()),
+            "t.toml:4:21: [root].password (file nl.txt) is empty");
+  EXPECT_EQ(error_of(kPi + "[[users]]\nname = \"bob\"\npassword = { env = \"RPI_T_EMPTY\" }\n"),
+            "t.toml:5:20: [[users]].password (env RPI_T_EMPTY) is empty");
+  EXPECT_EQ(error_of(kPi + "[wifi]\nssid = \"Net\"\npsk = { env = \"RPI_T_EMPTY\" }\n"),
+            "t.toml:5:15: [wifi].psk (env RPI_T_EMPTY) is empty");
+  ::unsetenv("RPI_T_EMPTY");
+}
+
+TEST(Spec, OneTrailingNewlineIsDroppedFromSecretFiles) {
+  test::TempDir dir;
+  test::write_file(dir / "crlf.txt", "pw-with-crlf\r\n");
+  test::write_file(dir / "two.txt", "line-one\nline-two\n");
+  test::write_file(dir / "blank.txt", "pw\n\n");
+  auto h = resolve_host(parse_spec(kPi + "[root]\npassword = { file = \"crlf.txt\" }\n", "t.toml", dir.path()), 1);
+  EXPECT_EQ(h.root.password, "pw-with-crlf");
+  for (auto f : {"two.txt", "blank.txt"}) {
+    SCOPED_TRACE(f);
+    auto e = error_of(kPi + "[root]\npassword = { file = \"" + f + "\" }\n", dir.path());
+    EXPECT_EQ(e, "t.toml:4:21: [root].password (file " + std::string(f) +
+                     ") has more than one line (only one trailing newline is dropped from a file)");
+    EXPECT_FALSE(has(e, "line-one"));
+  }
+}
+
+TEST(Spec, ProxyIsRedactedInTheSummary) {
+  auto h = resolve_host(
+      parse_spec(kPi + "[network]\nproxy = \"http://user:pa$$w0rd@proxy.example:3128/\"\n", "t.toml", "."), 1);
+  auto text = summary(h);
+  EXPECT_FALSE(has(text, "pa$$w0rd")) << text;
+  EXPECT_TRUE(has(text, "proxy     http://user:***@proxy.example:3128/")) << text;
+  EXPECT_EQ(error_of(kPi + "[network]\nproxy = \"socks5://proxy:1080\"\n"),
+            "t.toml:4:9: [network].proxy must start with one of http://, https://");
+}
+
+TEST(Spec, InstallDiskAllowsOnlyDevicePaths) {
+  for (auto bad :
+       {"/dev/sda; echo pwned", "/dev/sda$(reboot)", "/dev/sd a", "/dev/'x'", "/dev/../etc/passwd", "/dev/"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(error_of(kPi + "[install]\nmode = \"sys\"\ndisk = \"" + bad + "\"\n"),
+              "t.toml:5:8: [install].disk must be a device path like /dev/mmcblk0 (letters, digits, '/', '_', '.', "
+              "':', '-')");
+  }
+  auto h = resolve_host(
+      parse_spec(kPi + "[install]\nmode = \"sys\"\ndisk = \"/dev/disk/by-id/usb-X_1.0:0-part1\"\n", "t.toml", "."), 1);
+  EXPECT_EQ(h.install.disk, "/dev/disk/by-id/usb-X_1.0:0-part1");
+}
+
+TEST(Spec, GeneratedScriptNamesAreReserved) {
+  EXPECT_EQ(error_of(kPi + "[[scripts]]\nname = \"zz-install-sys\"\nrun = \"first-boot\"\ncontent = \"x\"\n"),
+            "t.toml:4:8: script name \"zz-install-sys\" is reserved for a script rpi-provision generates");
+  EXPECT_EQ(error_of(kPi + "[[scripts]]\nname = \"00-rpi-provision-first-boot\"\ncontent = \"x\"\n"),
+            "t.toml:4:8: script name \"00-rpi-provision-first-boot\" is reserved for a script rpi-provision "
+            "generates");
+}
+
+TEST(Spec, SecretFileContentDefaultsToMode0600) {
+  test::TempDir dir;
+  test::write_file(dir / "token", "secret-token\n");
+  ::setenv("RPI_T_TOKEN", "secret-token", 1);
+  auto h =
+      resolve_host(parse_spec(kPi + "[[files]]\npath = \"/etc/a\"\ncontent = { env = \"RPI_T_TOKEN\" }\n"
+                                    "[[files]]\npath = \"/etc/b\"\ncontent = { file = \"token\" }\n"
+                                    "[[files]]\npath = \"/etc/c\"\ncontent = { file = \"token\" }\nmode = \"0640\"\n"
+                                    "[[files]]\npath = \"/etc/d\"\ncontent = \"plain\"\n",
+                              "t.toml", dir.path()),
+                   1);
+  ::unsetenv("RPI_T_TOKEN");
+  ASSERT_EQ(h.files.size(), 4u);
+  EXPECT_EQ(h.files[0].mode, 0600u);
+  EXPECT_EQ(h.files[1].mode, 0600u);
+  EXPECT_EQ(h.files[2].mode, 0640u);  // an explicit mode wins
+  EXPECT_EQ(h.files[3].mode, 0644u);
+}
+
+TEST(Spec, PasswdAndShadowFieldsCannotBeSplit) {
+  EXPECT_EQ(error_of(kPi + "[[users]]\nname = \"bob\"\nshell = \"/bin/ash:x\"\n"),
+            "t.toml:5:9: shell of user bob must not contain ':' (the /etc/passwd separator)");
+  EXPECT_EQ(error_of(kPi + "[[users]]\nname = \"bob\"\nshell = \"/bin/a\\tsh\"\n"),
+            "t.toml:5:9: shell must not contain control characters");
+  EXPECT_EQ(error_of(kPi + "[root]\npassword_hash = \"$6$abc\\nevil::0:::::\"\n"),
+            "t.toml:4:17: [root].password_hash must be a crypt(3) hash like \"$6$...\"");
+  EXPECT_EQ(error_of(kPi + "[root]\npassword_hash = \"$6$abc\\r\"\n"),
+            "t.toml:4:17: [root].password_hash must be a crypt(3) hash like \"$6$...\"");
+  EXPECT_EQ(error_of(kPi + "[[users]]\nname = \"bob\"\npassword_hash = \"$6$a\\tb\"\n"),
+            "t.toml:5:17: password_hash of user bob must be a crypt(3) hash like \"$6$...\"");
+}
+
+TEST(Spec, UserNamesMayNotBeBaseGroups) {
+  for (auto g : {"video", "wheel", "users", "input", "abuild"}) {
+    SCOPED_TRACE(g);
+    EXPECT_EQ(error_of(kPi + "[[users]]\nname = \"" + g + "\"\n"),
+              "t.toml:4:8: user name \"" + std::string(g) +
+                  "\" is a group of Alpine's base layout (its own group would appear twice in /etc/group)");
+  }
+}
+
+TEST(Spec, LoadSpecNeedsARegularFile) {
+  test::TempDir dir;
+  fs::create_directory(dir / "folder");
+  ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0600), 0);
+  for (auto name : {"folder", "fifo"}) {
+    SCOPED_TRACE(name);
+    try {
+      load_spec(dir / name);  // must not block on the FIFO
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::spec);
+      EXPECT_EQ(std::string(e.what()), (dir / name).string() + ": the spec is not a regular file");
+    }
+  }
+}
+
+TEST(Spec, TomlSyntaxErrorsDoNotQuoteTheValue) {
+  auto e = error_of(kPi + "[root]\npassword = tru\nx = 1\n");
+  EXPECT_TRUE(e.rfind("t.toml:4:", 0) == 0) << e;
+  EXPECT_FALSE(has(e, "saw")) << e;
+  EXPECT_FALSE(has(e, "tru'")) << e;
+  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  auto e2 = error_of(kPi + "[root]\npassword = \"abc\ndef\"\n");
+  EXPECT_EQ(e2.find('\n'), std::string::npos) << e2;
+  EXPECT_FALSE(has(e2, "abc")) << e2;
 }

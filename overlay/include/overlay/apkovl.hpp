@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -44,6 +45,16 @@ struct Member {
 // The member list, sorted by path components, parents included.
 std::vector<Member> apkovl_members(const HostConfig& host, const BuildOptions& options,
                                    std::vector<std::string>* known_hosts = nullptr);
+// The paths (no leading '/') the generator itself writes for `host`, i.e. every
+// member except the [[files]] entries, with true for folders (implied parents
+// included). Cheap: no host keys or password hashes are made. The spec uses it to
+// refuse [[files]] that would turn a generated folder into a file.
+std::vector<std::pair<std::string, bool>> generated_paths(const HostConfig& host);
+
+// Names of generated scripts that [[scripts]] may not use.
+inline constexpr std::string_view kFirstBootRunnerName = "00-rpi-provision-first-boot";  // etc/local.d/NAME.start
+inline constexpr std::string_view kInstallerName = "zz-install-sys";  // etc/rpi-provision/NAME ([install] sys)
+
 // The deterministic tar.gz of the members.
 Apkovl build_apkovl(const HostConfig& host, const BuildOptions& options);
 
