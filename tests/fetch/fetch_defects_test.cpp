@@ -60,35 +60,8 @@ class ScopedEnv {
   std::optional<std::string> old_;
 };
 
-class FetchDefects : public ::testing::Test {
+class FetchDefects : public MirrorTest {
  protected:
-  void SetUp() override {
-    if (!have_tool("python3")) GTEST_SKIP() << "tool not installed: python3 (runs the test mirror)";
-    RPI_REQUIRE_TOOL("sha256sum");
-    tree = std::make_unique<MirrorTree>(tmp.path());
-    cache = tmp / "cache";
-  }
-  Options opts() {
-    Options o;
-    o.cache_dir = cache;
-    o.retries = 3;
-    o.retry_delay = std::chrono::milliseconds(10);
-    o.events = [this](const Event& e) {
-      std::lock_guard lock(mu);
-      events.push_back(e);
-    };
-    return o;
-  }
-  MirrorServer& serve() {
-    server = std::make_unique<MirrorServer>(tree->root, tmp / "state");
-    return *server;
-  }
-  Query query(const std::string& version, std::vector<std::string> mirrors) {
-    Query q;
-    q.version = version;
-    q.mirrors = std::move(mirrors);
-    return q;
-  }
   // The messages of the events of `type` that contain `needle`.
   std::vector<std::string> said(const std::string& type, const std::string& needle) {
     std::lock_guard lock(mu);
@@ -103,13 +76,6 @@ class FetchDefects : public ::testing::Test {
     for (const auto& e : events) out += e.type + ": " + e.message + "\n";
     return out;
   }
-
-  TempDir tmp;
-  std::unique_ptr<MirrorTree> tree;
-  std::unique_ptr<MirrorServer> server;
-  fs::path cache;
-  std::mutex mu;
-  std::vector<Event> events;
 };
 
 // ---- 1. A failing mirror is reported before the next one is tried ----
@@ -119,7 +85,7 @@ TEST_F(FetchDefects, TamperedMirrorIsWarnedAboutBeforeTheNextMirror) {
   s.set_faults(R"([{"path": "tar.gz", "kind": "flip", "n": 4242, "times": -1}])");
   std::string mirror = s.url();
   mirror.insert(mirror.find("://") + 3, "user:s3cret@");
-  Release r = fetch::resolve(query("3.22", {mirror, tree->root.string()}), opts());
+  Release r = fetch::resolve(query_on("3.22", {mirror, tree->root.string()}), opts());
   ASSERT_EQ(r.urls.size(), 2u);
   fs::path p = fetch::fetch_release(r, opts());
   EXPECT_EQ(sum(p), sum(tree->latest));
@@ -134,7 +100,7 @@ TEST_F(FetchDefects, UnreachableMirrorIsWarnedAboutDuringResolution) {
   MirrorServer& s = serve();
   Options o = opts();
   o.retries = 0;
-  Release r = fetch::resolve(query("3.22", {"http://127.0.0.1:9/alpine", s.url()}), o);
+  Release r = fetch::resolve(query_on("3.22", {"http://127.0.0.1:9/alpine", s.url()}), o);
   EXPECT_EQ(r.version, "3.22.2");
   auto w = said("warning", "trying the next mirror");
   ASSERT_EQ(w.size(), 1u) << said_all();
@@ -151,7 +117,7 @@ TEST_F(FetchDefects, TricklingServerIsGivenUpForTheNextMirror) {
   o.low_speed_limit = 100000;
   o.low_speed_time_s = 1;
   o.max_stalls = 2;
-  Release r = fetch::resolve(query("3.22", {s.url(), tree->root.string()}), o);
+  Release r = fetch::resolve(query_on("3.22", {s.url(), tree->root.string()}), o);
   fs::path p = fetch::fetch_release(r, o);
   EXPECT_EQ(sum(p), r.sha256);
   EXPECT_EQ(s.requests(".tar.gz"), 2) << "after two stalls the server is given up, progress or not";
@@ -164,7 +130,7 @@ TEST_F(FetchDefects, TricklingServerIsGivenUpForTheNextMirror) {
 
 TEST_F(FetchDefects, DamagedCacheEntryIsExplained) {
   MirrorServer& s = serve();
-  Release r = fetch::resolve(query("3.22", {s.url()}), opts());
+  Release r = fetch::resolve(query_on("3.22", {s.url()}), opts());
   fs::path p = fetch::fetch_release(r, opts());
   auto damage = [&] {
     std::string bytes = read_file(p);
@@ -195,13 +161,13 @@ TEST_F(FetchDefects, OfflineResolutionIgnoresPinnedTarballs) {
   Options off = opts();
   off.offline = true;
   for (std::string v : {"3.22.2", "3.22", "latest-stable"}) {
-    std::string msg = error_of([&] { fetch::resolve(query(v, {}), off); }, Errc::network);
+    std::string msg = error_of([&] { fetch::resolve(query_on(v, {}), off); }, Errc::network);
     EXPECT_TRUE(contains(msg, "not from a release index")) << msg;
   }
   // Through the index, the same bytes do stand for 3.22.2 (one entry per digest).
   MirrorServer& s = serve();
-  fetch::fetch_release(fetch::resolve(query("3.22", {s.url()}), opts()), opts());
-  EXPECT_EQ(fetch::resolve(query("3.22.2", {}), off).version, "3.22.2");
+  fetch::fetch_release(fetch::resolve(query_on("3.22", {s.url()}), opts()), opts());
+  EXPECT_EQ(fetch::resolve(query_on("3.22.2", {}), off).version, "3.22.2");
   // Entries written before provenance was recorded are not trusted for a version either.
   auto entries = fetch::list_cache(cache);
   ASSERT_EQ(entries.size(), 1u);
@@ -211,7 +177,7 @@ TEST_F(FetchDefects, OfflineResolutionIgnoresPinnedTarballs) {
   text.erase(text.find("provenance="), std::string("provenance=index\n").size());
   write_file(info, text);
   EXPECT_EQ(fetch::list_cache(cache).size(), 1u) << "old info files are still read";
-  error_of([&] { fetch::resolve(query("3.22.2", {}), off); }, Errc::network);
+  error_of([&] { fetch::resolve(query_on("3.22.2", {}), off); }, Errc::network);
   EXPECT_EQ(sum(fetch::fetch_release(entries[0], off)), sum(tree->latest)) << "still usable by digest";
 }
 
@@ -219,14 +185,14 @@ TEST_F(FetchDefects, OfflineResolutionIgnoresPinnedTarballs) {
 
 TEST_F(FetchDefects, BadKeyringOrFingerprintIsRefusedBeforeAnyDownload) {
   MirrorServer& s = serve();
-  Release r = fetch::resolve(query("3.22", {s.url()}), opts());
+  Release r = fetch::resolve(query_on("3.22", {s.url()}), opts());
   const int served = s.requests("");
   Options o = opts();
   o.verify_signature = true;
   o.keyring = tmp / "no-such-keyring.asc";
   std::string msg = error_of([&] { fetch::fetch_release(r, o); }, Errc::usage);
   EXPECT_TRUE(contains(msg, "--keyring " + o.keyring.string() + " does not exist")) << msg;
-  error_of([&] { fetch::resolve(query("3.22", {s.url()}), o); }, Errc::usage);
+  error_of([&] { fetch::resolve(query_on("3.22", {s.url()}), o); }, Errc::usage);
   o.keyring = tmp / "keyring.asc";
   write_file(o.keyring, "keys");
   o.signing_key_fingerprint = "ABCD1234";
@@ -242,7 +208,7 @@ TEST_F(FetchDefects, CaCertProblemsAreNamed) {
   MirrorServer& s = serve();
   Options o = opts();
   o.ca_cert = tmp / "missing.pem";
-  std::string msg = error_of([&] { fetch::resolve(query("3.22", {s.url()}), o); }, Errc::usage);
+  std::string msg = error_of([&] { fetch::resolve(query_on("3.22", {s.url()}), o); }, Errc::usage);
   EXPECT_TRUE(contains(msg, "--ca-cert " + o.ca_cert.string() + " does not exist")) << msg;
   EXPECT_EQ(s.requests(""), 0);
 
@@ -252,7 +218,7 @@ TEST_F(FetchDefects, CaCertProblemsAreNamed) {
   MirrorServer tls(tree->root, tmp / "tls-state", pki.server_cert, pki.server_key);
   o.ca_cert = tmp / "garbage.pem";
   write_file(o.ca_cert, "this is not a certificate\n");
-  msg = error_of([&] { fetch::resolve(query("3.22", {tls.url()}), o); }, Errc::usage);
+  msg = error_of([&] { fetch::resolve(query_on("3.22", {tls.url()}), o); }, Errc::usage);
   EXPECT_TRUE(contains(msg, "--ca-cert " + o.ca_cert.string() + " is not a PEM CA certificate")) << msg;
   EXPECT_FALSE(contains(msg, "pass its CA certificate with --ca-cert")) << msg;
 }
@@ -270,24 +236,24 @@ TEST_F(FetchDefects, MirrorValuesAreValidatedBeforeAnyRequest) {
                                          {"https:///alpine", "has no host name"},
                                          {"/nonexistent/mirror", "mirror folder /nonexistent/mirror does not exist"},
                                          {"file:///nonexistent/mirror", "/nonexistent/mirror does not exist"}}) {
-    std::string msg = error_of([&] { fetch::resolve(query("3.22", {c.mirror}), opts()); }, Errc::usage);
+    std::string msg = error_of([&] { fetch::resolve(query_on("3.22", {c.mirror}), opts()); }, Errc::usage);
     EXPECT_TRUE(contains(msg, c.says)) << c.mirror << ": " << msg;
     EXPECT_FALSE(contains(msg, "an existing branch")) << msg;
     // Also when a good mirror comes first: every mirror is checked before any request.
-    msg = error_of([&] { fetch::resolve(query("3.22", {s.url(), c.mirror}), opts()); }, Errc::usage);
+    msg = error_of([&] { fetch::resolve(query_on("3.22", {s.url(), c.mirror}), opts()); }, Errc::usage);
     EXPECT_TRUE(contains(msg, c.says)) << c.mirror << ": " << msg;
   }
   EXPECT_EQ(s.requests(""), 0);
   // An upper-case scheme is still http.
   std::string upper = s.url();
   upper.replace(0, 4, "HTTP");
-  Release r = fetch::resolve(query("3.22", {upper}), opts());
+  Release r = fetch::resolve(query_on("3.22", {upper}), opts());
   EXPECT_EQ(sum(fetch::fetch_release(r, opts())), sum(tree->latest));
 }
 
 TEST_F(FetchDefects, MissingArchOnAnExistingBranchIsSaidSo) {
   MirrorServer& s = serve();
-  Query q = query("3.22", {s.url()});
+  Query q = query_on("3.22", {s.url()});
   q.arch = "armhf";
   std::string msg = error_of([&] { fetch::resolve(q, opts()); }, Errc::usage);
   EXPECT_TRUE(contains(msg, "Alpine v3.22 has no armhf release on this mirror")) << msg;
@@ -300,8 +266,8 @@ TEST_F(FetchDefects, SeveralFailingMirrorsGiveTheSameCodeInAnyOrder) {
   o.retries = 0;
   const std::string dead = "http://127.0.0.1:9/alpine";
   // One mirror has no such branch (usage), the other cannot be reached (network).
-  std::string a = error_of([&] { fetch::resolve(query("3.99", {dead, s.url()}), o); }, Errc::network);
-  std::string b = error_of([&] { fetch::resolve(query("3.99", {s.url(), dead}), o); }, Errc::network);
+  std::string a = error_of([&] { fetch::resolve(query_on("3.99", {dead, s.url()}), o); }, Errc::network);
+  std::string b = error_of([&] { fetch::resolve(query_on("3.99", {s.url(), dead}), o); }, Errc::network);
   EXPECT_TRUE(contains(a, "no mirror could resolve")) << a;
   EXPECT_TRUE(contains(b, "no mirror could resolve")) << b;
 }
@@ -335,7 +301,7 @@ class FetchSignatureDefects : public FetchDefects {
 TEST_F(FetchSignatureDefects, FailedDownloadSignatureNamesTheTarballAndAscUrlAndLeavesNothing) {
   ASSERT_TRUE(gpg->sign(tree->older, served_asc()));  // over other bytes
   MirrorServer& s = serve();
-  Release r = fetch::resolve(query("3.22", {s.url()}), signed_opts());
+  Release r = fetch::resolve(query_on("3.22", {s.url()}), signed_opts());
   std::string msg = error_of([&] { fetch::fetch_release(r, signed_opts()); }, Errc::verify);
   EXPECT_TRUE(contains(msg, "signature check failed for " + r.file + " (signature " + r.urls[0] + ".asc)")) << msg;
   EXPECT_FALSE(contains(msg, ".part")) << msg;
@@ -347,7 +313,7 @@ TEST_F(FetchSignatureDefects, FailedDownloadSignatureNamesTheTarballAndAscUrlAnd
 TEST_F(FetchSignatureDefects, FailedSignatureOfACacheHitSaysTheEntryStays) {
   ASSERT_TRUE(gpg->sign(tree->older, served_asc()));
   MirrorServer& s = serve();
-  Release r = fetch::resolve(query("3.22", {s.url()}), opts());
+  Release r = fetch::resolve(query_on("3.22", {s.url()}), opts());
   fs::path p = fetch::fetch_release(r, opts());  // cached without a signature check
   std::string msg = error_of([&] { fetch::fetch_release(r, signed_opts()); }, Errc::verify);
   EXPECT_FALSE(contains(msg, "was not cached")) << msg;
@@ -358,7 +324,7 @@ TEST_F(FetchSignatureDefects, FailedSignatureOfACacheHitSaysTheEntryStays) {
 TEST_F(FetchSignatureDefects, CorruptCachedSignatureIsNamedAndFetchedAgain) {
   ASSERT_TRUE(gpg->sign(tree->latest, served_asc()));
   MirrorServer& s = serve();
-  Release r = fetch::resolve(query("3.22", {s.url()}), signed_opts());
+  Release r = fetch::resolve(query_on("3.22", {s.url()}), signed_opts());
   fs::path p = fetch::fetch_release(r, signed_opts());
   fs::path cached_asc = p;
   cached_asc += ".asc";
@@ -445,7 +411,7 @@ TEST(FetchPrune, ReportsPartialsAndRemovesStaleLocksButKeepsALockedPartial) {
 
 TEST_F(FetchDefects, ResumeValidatorIsSavedBeforeTheDownloadEnds) {
   MirrorServer& s = serve();
-  Release r = fetch::resolve(query("3.22", {s.url()}), opts());
+  Release r = fetch::resolve(query_on("3.22", {s.url()}), opts());
   s.set_faults(R"([{"path": "tar.gz", "kind": "trickle", "n": 1000, "times": 1}])");
   const fs::path part = cache / "partial" / (r.sha256 + "-" + r.file + ".part");
   fs::path validator = part;
@@ -491,7 +457,7 @@ TEST_F(FetchDefects, DeadProxyIsNamedWithoutItsPassword) {
   ScopedEnv proxy("http_proxy", "http://puser:proxy-pw@127.0.0.1:9");
   Options o = opts();
   o.retries = 0;
-  std::string msg = error_of([&] { fetch::resolve(query("3.22", {s.url()}), o); }, Errc::network);
+  std::string msg = error_of([&] { fetch::resolve(query_on("3.22", {s.url()}), o); }, Errc::network);
   EXPECT_TRUE(contains(msg, "via proxy http://puser:***@127.0.0.1:9 from http_proxy")) << msg;
   EXPECT_FALSE(contains(msg, "proxy-pw")) << msg;
 }
@@ -514,7 +480,7 @@ TEST_F(FetchDefects, OfflineHintCarriesCacheDirAndMirror) {
   Options off = opts();
   off.offline = true;
   std::string msg =
-      error_of([&] { fetch::resolve(query("3.22", {"https://mirror.example/alpine"}), off); }, Errc::network);
+      error_of([&] { fetch::resolve(query_on("3.22", {"https://mirror.example/alpine"}), off); }, Errc::network);
   EXPECT_TRUE(contains(msg,
                        "rpi-provision fetch --version 3.22 --arch aarch64 --mirror "
                        "https://mirror.example/alpine --cache-dir " +

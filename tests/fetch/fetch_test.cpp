@@ -26,43 +26,7 @@ std::string sum(const char* tool, const fs::path& p) {
   return r.out.substr(0, r.out.find(' '));
 }
 
-class FetchTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!have_tool("python3")) GTEST_SKIP() << "tool not installed: python3 (runs the test mirror)";
-    RPI_REQUIRE_TOOL("sha256sum");
-    tree = std::make_unique<MirrorTree>(tmp.path());
-    cache = tmp / "cache";
-  }
-  Options opts() {
-    Options o;
-    o.cache_dir = cache;
-    o.retries = 3;
-    o.retry_delay = std::chrono::milliseconds(10);
-    o.events = [this](const Event& e) {
-      std::lock_guard lock(mu);
-      events.push_back(e);
-    };
-    return o;
-  }
-  MirrorServer& serve() {
-    server = std::make_unique<MirrorServer>(tree->root, tmp / "state");
-    return *server;
-  }
-  Query query(const std::string& version, const std::string& mirror) {
-    Query q;
-    q.version = version;
-    q.mirrors = {mirror};
-    return q;
-  }
-
-  TempDir tmp;
-  std::unique_ptr<MirrorTree> tree;
-  std::unique_ptr<MirrorServer> server;
-  fs::path cache;
-  std::mutex mu;
-  std::vector<Event> events;
-};
+using FetchTest = MirrorTest;
 
 // ---- Resolution ----
 

@@ -4,13 +4,17 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "fetch/fetch.hpp"
 #include "rpi/error.hpp"
 #include "test_support.hpp"
 
@@ -103,5 +107,47 @@ inline std::size_t count_files(const std::filesystem::path& dir, const std::stri
     if (e.is_regular_file() && e.path().string().ends_with(ext)) ++n;
   return n;
 }
+
+// What most fetch tests start from: a mirror tree in a temporary folder, a
+// server on demand, a cache folder, and every event the library emitted.
+class MirrorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have_tool("python3")) GTEST_SKIP() << "tool not installed: python3 (runs the test mirror)";
+    RPI_REQUIRE_TOOL("sha256sum");
+    tree = std::make_unique<MirrorTree>(tmp.path());
+    cache = tmp / "cache";
+  }
+  // Quick retries; events recorded in `events`.
+  fetch::Options opts() {
+    fetch::Options o;
+    o.cache_dir = cache;
+    o.retries = 3;
+    o.retry_delay = std::chrono::milliseconds(10);
+    o.events = [this](const Event& e) {
+      std::lock_guard lock(mu);
+      events.push_back(e);
+    };
+    return o;
+  }
+  MirrorServer& serve() {
+    server = std::make_unique<MirrorServer>(tree->root, tmp / "state");
+    return *server;
+  }
+  fetch::Query query_on(const std::string& version, std::vector<std::string> mirrors) {
+    fetch::Query q;
+    q.version = version;
+    q.mirrors = std::move(mirrors);
+    return q;
+  }
+  fetch::Query query(const std::string& version, const std::string& mirror) { return query_on(version, {mirror}); }
+
+  TempDir tmp;
+  std::unique_ptr<MirrorTree> tree;
+  std::unique_ptr<MirrorServer> server;
+  std::filesystem::path cache;
+  std::mutex mu;
+  std::vector<Event> events;
+};
 
 }  // namespace rpi::test
