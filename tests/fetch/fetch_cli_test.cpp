@@ -13,11 +13,6 @@ using namespace rpi::test;
 
 namespace {
 
-std::string sum(const fs::path& p) {
-  CommandResult r = run({"sha256sum", p.string()});
-  return r.out.substr(0, r.out.find(' '));
-}
-
 std::string first_line(const std::string& s) {
   return s.substr(0, s.find('\n'));
 }
@@ -48,10 +43,10 @@ TEST_F(FetchCli, JsonShowsDownloadProgressAndTheResult) {
 
 TEST_F(FetchCli, PinnedTarballUrl) {
   std::string url = server->url() + "/v3.22/releases/aarch64/" + tree->older_file;
-  CommandResult r = cli({"fetch", "--tarball", url, "--sha256", sum(tree->older), "--cache-dir", cache});
+  CommandResult r = cli({"fetch", "--tarball", url, "--sha256", sha256_of(tree->older), "--cache-dir", cache});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(sum(first_line(r.out)), sum(tree->older));
-  r = cli({"fetch", "--tarball", url, "--sha256", sum(tree->latest), "--cache-dir", cache + "2"});
+  EXPECT_EQ(sha256_of(first_line(r.out)), sha256_of(tree->older));
+  r = cli({"fetch", "--tarball", url, "--sha256", sha256_of(tree->latest), "--cache-dir", cache + "2"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("SHA-256 mismatch"), std::string::npos) << r.err;
   r = cli({"fetch", "--tarball", url, "--cache-dir", cache});
@@ -64,14 +59,14 @@ TEST_F(FetchCli, FetchPrintsTheVerifiedCachedPath) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   fs::path p = first_line(r.out);
   EXPECT_TRUE(fs::exists(p)) << r.out;
-  EXPECT_EQ(sum(p), sum(tree->latest));
+  EXPECT_EQ(sha256_of(p), sha256_of(tree->latest));
   EXPECT_TRUE(p.string().starts_with(cache));
 
   // --json: one result line with the path and digest; progress as events.
   r = cli({"--json", "fetch", "--version", "3.22", "--mirror", server->url(), "--cache-dir", cache});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("\"type\":\"fetch\""), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("\"sha256\":\"" + sum(tree->latest) + "\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"sha256\":\"" + sha256_of(tree->latest) + "\""), std::string::npos) << r.out;
 
   // Offline from the cache, no mirror reachable.
   r = cli({"fetch", "--version", "3.22", "--offline", "--cache-dir", cache});
@@ -88,7 +83,7 @@ TEST_F(FetchCli, FetchFromTheSpecsAlpineTable) {
                        server->url() + "\"\n");
   CommandResult r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(sum(first_line(r.out)), sum(tree->older));
+  EXPECT_EQ(sha256_of(first_line(r.out)), sha256_of(tree->older));
 
   write_file(spec, "[alpine]\nversion = 3.22\n");
   r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache});
@@ -137,7 +132,7 @@ TEST_F(FetchCli, TwoConcurrentFetchesShareOneCache) {
   fs::path pa = first_line(a), pb = first_line(b);
   ASSERT_TRUE(fs::exists(pa)) << a;
   EXPECT_EQ(pa, pb) << a << b;
-  EXPECT_EQ(sum(pa), sum(tree->latest));
+  EXPECT_EQ(sha256_of(pa), sha256_of(tree->latest));
   EXPECT_EQ(server->requests(".tar.gz"), 1) << "the second run waits for the first and reuses its download";
 }
 
@@ -171,7 +166,7 @@ TEST_F(FetchCli, JsonOmitsUnknownVersionAndLowerCasesTheDigest) {
   // A tarball under a name that is no release: no version, no arch.
   fs::path local = tmp / "custom.tar.gz";
   fs::copy_file(tree->older, local);
-  std::string hex = sum(tree->older);
+  std::string hex = sha256_of(tree->older);
   std::string upper = hex;
   for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   CommandResult r = cli({"--json", "fetch", "--tarball", local.string(), "--sha256", upper, "--cache-dir", cache});

@@ -31,11 +31,6 @@ using rpi::fetch::Release;
 
 namespace {
 
-std::string sum(const fs::path& p) {
-  CommandResult r = run({"sha256sum", p.string()});
-  return r.out.substr(0, r.out.find(' '));
-}
-
 // Sets an environment variable for one scope, restoring the old value after.
 class ScopedEnv {
  public:
@@ -60,23 +55,7 @@ class ScopedEnv {
   std::optional<std::string> old_;
 };
 
-class FetchDefects : public MirrorTest {
- protected:
-  // The messages of the events of `type` that contain `needle`.
-  std::vector<std::string> said(const std::string& type, const std::string& needle) {
-    std::lock_guard lock(mu);
-    std::vector<std::string> out;
-    for (const auto& e : events)
-      if (e.type == type && contains(e.message, needle)) out.push_back(e.message);
-    return out;
-  }
-  std::string said_all() {
-    std::lock_guard lock(mu);
-    std::string out;
-    for (const auto& e : events) out += e.type + ": " + e.message + "\n";
-    return out;
-  }
-};
+using FetchDefects = MirrorTest;
 
 // ---- 1. A failing mirror is reported before the next one is tried ----
 
@@ -88,7 +67,7 @@ TEST_F(FetchDefects, TamperedMirrorIsWarnedAboutBeforeTheNextMirror) {
   Release r = fetch::resolve(query_on("3.22", {mirror, tree->root.string()}), opts());
   ASSERT_EQ(r.urls.size(), 2u);
   fs::path p = fetch::fetch_release(r, opts());
-  EXPECT_EQ(sum(p), sum(tree->latest));
+  EXPECT_EQ(sha256_of(p), sha256_of(tree->latest));
   auto w = said("warning", "trying the next mirror");
   ASSERT_EQ(w.size(), 1u) << said_all();
   EXPECT_TRUE(contains(w[0], "127.0.0.1:" + std::to_string(s.port()))) << w[0];
@@ -119,7 +98,7 @@ TEST_F(FetchDefects, TricklingServerIsGivenUpForTheNextMirror) {
   o.max_stalls = 2;
   Release r = fetch::resolve(query_on("3.22", {s.url(), tree->root.string()}), o);
   fs::path p = fetch::fetch_release(r, o);
-  EXPECT_EQ(sum(p), r.sha256);
+  EXPECT_EQ(sha256_of(p), r.sha256);
   EXPECT_EQ(s.requests(".tar.gz"), 2) << "after two stalls the server is given up, progress or not";
   auto w = said("warning", "stalled 2 times");
   ASSERT_EQ(w.size(), 1u) << said_all();
@@ -157,7 +136,7 @@ TEST_F(FetchDefects, DamagedCacheEntryIsExplained) {
 
 TEST_F(FetchDefects, OfflineResolutionIgnoresPinnedTarballs) {
   // `fetch --tarball FILE --sha256`: named like a release, checked against nothing but the user's digest.
-  fetch::fetch_url(tree->latest.string(), sum(tree->latest), opts());
+  fetch::fetch_url(tree->latest.string(), sha256_of(tree->latest), opts());
   Options off = opts();
   off.offline = true;
   for (std::string v : {"3.22.2", "3.22", "latest-stable"}) {
@@ -178,7 +157,7 @@ TEST_F(FetchDefects, OfflineResolutionIgnoresPinnedTarballs) {
   write_file(info, text);
   EXPECT_EQ(fetch::list_cache(cache).size(), 1u) << "old info files are still read";
   error_of([&] { fetch::resolve(query_on("3.22.2", {}), off); }, Errc::network);
-  EXPECT_EQ(sum(fetch::fetch_release(entries[0], off)), sum(tree->latest)) << "still usable by digest";
+  EXPECT_EQ(sha256_of(fetch::fetch_release(entries[0], off)), sha256_of(tree->latest)) << "still usable by digest";
 }
 
 // ---- 5. Keyring and fingerprint are checked before any download ----
@@ -248,7 +227,7 @@ TEST_F(FetchDefects, MirrorValuesAreValidatedBeforeAnyRequest) {
   std::string upper = s.url();
   upper.replace(0, 4, "HTTP");
   Release r = fetch::resolve(query_on("3.22", {upper}), opts());
-  EXPECT_EQ(sum(fetch::fetch_release(r, opts())), sum(tree->latest));
+  EXPECT_EQ(sha256_of(fetch::fetch_release(r, opts())), sha256_of(tree->latest));
 }
 
 TEST_F(FetchDefects, MissingArchOnAnExistingBranchIsSaidSo) {
@@ -274,28 +253,13 @@ TEST_F(FetchDefects, SeveralFailingMirrorsGiveTheSameCodeInAnyOrder) {
 
 // ---- 6. Signature messages ----
 
-class FetchSignatureDefects : public FetchDefects {
+class FetchSignatureDefects : public SignedMirrorTest {
  protected:
-  void SetUp() override {
-    FetchDefects::SetUp();
-    if (IsSkipped()) return;
-    RPI_REQUIRE_TOOL("gpg");
-    gpg = std::make_unique<TestGpg>(tmp / "gpg");
-    if (!gpg->ok) GTEST_SKIP() << "cannot make a throwaway gpg key: " << gpg->error;
-  }
-  Options signed_opts() {
-    Options o = opts();
-    o.verify_signature = true;
-    o.keyring = gpg->keyring;
-    o.signing_key_fingerprint = gpg->fingerprint;
-    return o;
-  }
   fs::path served_asc() const {
     fs::path asc = tree->latest;
     asc += ".asc";
     return asc;
   }
-  std::unique_ptr<TestGpg> gpg;
 };
 
 TEST_F(FetchSignatureDefects, FailedDownloadSignatureNamesTheTarballAndAscUrlAndLeavesNothing) {
@@ -439,7 +403,7 @@ TEST_F(FetchDefects, ResumeValidatorIsSavedBeforeTheDownloadEnds) {
   EXPECT_TRUE(saw) << "no validator next to the part file while downloading";
   ASSERT_TRUE(fs::exists(part));
   s.set_faults("[]");
-  EXPECT_EQ(sum(fetch::fetch_release(r, opts())), r.sha256);
+  EXPECT_EQ(sha256_of(fetch::fetch_release(r, opts())), r.sha256);
   // (The killed run's request may be logged last: it ends when the server notices.)
   std::vector<LogEntry> resumed;
   for (const auto& e : s.log())
@@ -467,8 +431,8 @@ TEST_F(FetchDefects, DeadProxyIsNamedWithoutItsPassword) {
 TEST_F(FetchDefects, OfflineLocalTarballIsCopiedIn) {
   Options off = opts();
   off.offline = true;
-  fs::path p = fetch::fetch_url(tree->older.string(), sum(tree->older), off);
-  EXPECT_EQ(sum(p), sum(tree->older));
+  fs::path p = fetch::fetch_url(tree->older.string(), sha256_of(tree->older), off);
+  EXPECT_EQ(sha256_of(p), sha256_of(tree->older));
   std::string msg =
       error_of([&] { fetch::fetch_url("http://127.0.0.1:9/x.tar.gz", std::string(64, 'a'), off); }, Errc::network);
   EXPECT_TRUE(contains(msg, "offline")) << msg;

@@ -21,8 +21,8 @@ using rpi::fetch::Release;
 
 namespace {
 
-std::string sum(const char* tool, const fs::path& p) {
-  CommandResult r = run({tool, p.string()});
+std::string sha512_of(const fs::path& p) {
+  CommandResult r = run({"sha512sum", p.string()});
   return r.out.substr(0, r.out.find(' '));
 }
 
@@ -98,8 +98,8 @@ TEST_F(FetchTest, ResolvesLatestStableBranchAndExact) {
   EXPECT_EQ(latest.version, "3.22.2");
   EXPECT_EQ(latest.file, tree->latest_file);
   EXPECT_EQ(latest.size, fs::file_size(tree->latest));
-  EXPECT_EQ(latest.sha256, sum("sha256sum", tree->latest));
-  EXPECT_EQ(latest.sha512, sum("sha512sum", tree->latest));
+  EXPECT_EQ(latest.sha256, sha256_of(tree->latest));
+  EXPECT_EQ(latest.sha512, sha512_of(tree->latest));
   ASSERT_EQ(latest.urls.size(), 1u);
   EXPECT_EQ(latest.urls[0], s.url() + "/v3.22/releases/aarch64/" + tree->latest_file);
 
@@ -110,8 +110,8 @@ TEST_F(FetchTest, ResolvesLatestStableBranchAndExact) {
   // 3.22.1 is not in the index: resolved through its .sha256/.sha512 companions.
   Release exact = fetch::resolve(query("3.22.1", s.url()), opts());
   EXPECT_EQ(exact.file, tree->older_file);
-  EXPECT_EQ(exact.sha256, sum("sha256sum", tree->older));
-  EXPECT_EQ(exact.sha512, sum("sha512sum", tree->older));
+  EXPECT_EQ(exact.sha256, sha256_of(tree->older));
+  EXPECT_EQ(exact.sha512, sha512_of(tree->older));
   EXPECT_EQ(s.requests(".sha256"), 1);
 }
 
@@ -145,7 +145,7 @@ TEST_F(FetchTest, DownloadsVerifiesAndReusesTheCache) {
   Release r = fetch::resolve(query("3.22", s.url()), o);
   fs::path p = fetch::fetch_release(r, o);
   EXPECT_TRUE(p.string().starts_with(cache.string()));
-  EXPECT_EQ(sum("sha256sum", p), sum("sha256sum", tree->latest));
+  EXPECT_EQ(sha256_of(p), sha256_of(tree->latest));
   EXPECT_EQ(s.requests(tree->latest_file), 1);
   EXPECT_EQ(count_files(cache, ".part"), 0u);
   // The User-Agent names the tool.
@@ -167,7 +167,7 @@ TEST_F(FetchTest, DownloadsVerifiesAndReusesTheCache) {
     write_file(p, bytes);
   }
   fs::path fixed = fetch::fetch_release(r, o);
-  EXPECT_EQ(sum("sha256sum", fixed), r.sha256);
+  EXPECT_EQ(sha256_of(fixed), r.sha256);
   EXPECT_EQ(s.requests(tree->latest_file), 2);
 
   auto listed = fetch::list_cache(cache);
@@ -189,7 +189,7 @@ TEST_F(FetchTest, ResumeAfterACutFetchesOnlyTheRest) {
   EXPECT_TRUE(fetch::list_cache(cache).empty()) << "nothing cached before verification";
 
   fs::path p = fetch::fetch_release(r, opts());  // a second run resumes
-  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  EXPECT_EQ(sha256_of(p), r.sha256);
   auto log = s.log();
   std::vector<LogEntry> tar;
   for (const auto& e : log)
@@ -209,7 +209,7 @@ TEST_F(FetchTest, RetriesACutWithinOneRun) {
   s.set_faults(R"([{"path": "tar.gz", "kind": "cut", "n": 100000, "times": 2}])");
   Release r = fetch::resolve(query("3.22", s.url()), opts());
   fs::path p = fetch::fetch_release(r, opts());
-  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  EXPECT_EQ(sha256_of(p), r.sha256);
   EXPECT_EQ(s.requests(".tar.gz"), 3);
   EXPECT_EQ(s.bytes_sent(".tar.gz"), size);
 }
@@ -231,7 +231,7 @@ TEST_F(FetchTest, ServerErrorThenSuccessIsRetried) {
   s.set_faults(R"([{"path": "tar.gz", "kind": "status", "n": 500, "times": 2}])");
   Release r = fetch::resolve(query("3.22", s.url()), opts());
   fs::path p = fetch::fetch_release(r, opts());
-  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  EXPECT_EQ(sha256_of(p), r.sha256);
   EXPECT_EQ(s.requests(".tar.gz"), 3);
   bool noted = false;
   for (const auto& e : events)
@@ -254,7 +254,7 @@ TEST_F(FetchTest, WrongContentLengthRecovers) {
   s.set_faults(R"([{"path": "tar.gz", "kind": "badlen", "n": 5000, "times": 1}])");
   Release r = fetch::resolve(query("3.22", s.url()), opts());
   fs::path p = fetch::fetch_release(r, opts());
-  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  EXPECT_EQ(sha256_of(p), r.sha256);
 }
 
 TEST_F(FetchTest, IgnoredRangeStartsOverCleanly) {
@@ -264,7 +264,7 @@ TEST_F(FetchTest, IgnoredRangeStartsOverCleanly) {
                R"( {"path": "tar.gz", "kind": "norange", "times": 1}])");
   Release r = fetch::resolve(query("3.22", s.url()), opts());
   fs::path p = fetch::fetch_release(r, opts());
-  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  EXPECT_EQ(sha256_of(p), r.sha256);
   auto log = s.log();
   ASSERT_GE(log.size(), 3u);
   EXPECT_EQ(s.bytes_sent(".tar.gz"), 300000 + size);
@@ -285,7 +285,7 @@ TEST_F(FetchTest, ChangedFileOnTheServerIsNotSpliced) {
   write_file(f, bytes);
   fs::last_write_time(f, fs::file_time_type::clock::now() + std::chrono::hours(1));
   fs::path p = fetch::fetch_release(r, opts());
-  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  EXPECT_EQ(sha256_of(p), r.sha256);
   auto log = s.log();
   ASSERT_EQ(log.back().status, 200);
 }
@@ -298,7 +298,7 @@ TEST_F(FetchTest, SlowTrickleTimesOutAndRetries) {
   o.low_speed_time_s = 1;
   Release r = fetch::resolve(query("3.22", s.url()), o);
   fs::path p = fetch::fetch_release(r, o);
-  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  EXPECT_EQ(sha256_of(p), r.sha256);
   EXPECT_EQ(s.requests(".tar.gz"), 2);
   bool retried = false;
   for (const auto& e : events)
@@ -324,7 +324,7 @@ TEST_F(FetchTest, OfflineHitAndMiss) {
     Release r = fetch::resolve(query(v, "http://127.0.0.1:9"), off);
     EXPECT_EQ(r.version, "3.22.2") << v;
     fs::path p = fetch::fetch_release(r, off);
-    EXPECT_EQ(sum("sha256sum", p), sum("sha256sum", tree->latest));
+    EXPECT_EQ(sha256_of(p), sha256_of(tree->latest));
   }
   msg = error_of([&] { fetch::resolve(query("3.22.1", ""), off); }, Errc::network);
   EXPECT_TRUE(contains(msg, "3.22.1")) << msg;
@@ -343,9 +343,9 @@ TEST_F(FetchTest, FileUrlAndDirectoryMirrors) {
     Release r = fetch::resolve(query("latest-stable", mirror), o);
     EXPECT_EQ(r.version, "3.22.2");
     fs::path p = fetch::fetch_release(r, o);
-    EXPECT_EQ(sum("sha256sum", p), sum("sha256sum", tree->latest));
+    EXPECT_EQ(sha256_of(p), sha256_of(tree->latest));
     Release older = fetch::resolve(query("3.22.1", mirror), o);
-    EXPECT_EQ(sum("sha256sum", fetch::fetch_release(older, o)), sum("sha256sum", tree->older));
+    EXPECT_EQ(sha256_of(fetch::fetch_release(older, o)), sha256_of(tree->older));
   }
 }
 
@@ -359,15 +359,15 @@ TEST_F(FetchTest, MirrorFallback) {
   Release r = fetch::resolve(q, o);
   ASSERT_EQ(r.urls.size(), 2u);
   EXPECT_TRUE(r.urls[0].starts_with(s.url()));
-  EXPECT_EQ(sum("sha256sum", fetch::fetch_release(r, o)), r.sha256);
+  EXPECT_EQ(sha256_of(fetch::fetch_release(r, o)), r.sha256);
 }
 
 TEST_F(FetchTest, FetchUrlWithPinnedDigest) {
   MirrorServer& s = serve();
   std::string url = s.url() + "/v3.22/releases/aarch64/" + tree->latest_file;
-  fs::path p = fetch::fetch_url(url, sum("sha256sum", tree->latest), opts());
+  fs::path p = fetch::fetch_url(url, sha256_of(tree->latest), opts());
   EXPECT_EQ(p.filename(), tree->latest_file);
-  EXPECT_EQ(sum("sha256sum", p), sum("sha256sum", tree->latest));
+  EXPECT_EQ(sha256_of(p), sha256_of(tree->latest));
   std::string msg = error_of([&] { fetch::fetch_url(url, std::string(64, '0'), opts()); }, Errc::verify);
   EXPECT_TRUE(contains(msg, "SHA-256 mismatch")) << msg;
   error_of([&] { fetch::fetch_url(url, "abc", opts()); }, Errc::usage);
@@ -401,29 +401,12 @@ TEST_F(FetchTest, HttpsWithAPrivateCa) {
   EXPECT_TRUE(contains(msg, "--ca-cert")) << msg;
   o.ca_cert = pki.ca_cert;
   Release r = fetch::resolve(query("3.22", s.url()), o);
-  EXPECT_EQ(sum("sha256sum", fetch::fetch_release(r, o)), sum("sha256sum", tree->latest));
+  EXPECT_EQ(sha256_of(fetch::fetch_release(r, o)), sha256_of(tree->latest));
 }
 
 // ---- Signatures ----
 
-class SignatureTest : public FetchTest {
- protected:
-  void SetUp() override {
-    FetchTest::SetUp();
-    if (IsSkipped()) return;
-    RPI_REQUIRE_TOOL("gpg");
-    gpg = std::make_unique<TestGpg>(tmp / "gpg");
-    if (!gpg->ok) GTEST_SKIP() << "cannot make a throwaway gpg key: " << gpg->error;
-  }
-  Options signed_opts() {
-    Options o = opts();
-    o.verify_signature = true;
-    o.keyring = gpg->keyring;
-    o.signing_key_fingerprint = gpg->fingerprint;
-    return o;
-  }
-  std::unique_ptr<TestGpg> gpg;
-};
+using SignatureTest = SignedMirrorTest;
 
 TEST_F(SignatureTest, GoodSignatureIsAccepted) {
   fs::path asc = tree->latest;
@@ -432,7 +415,7 @@ TEST_F(SignatureTest, GoodSignatureIsAccepted) {
   MirrorServer& s = serve();
   Release r = fetch::resolve(query("3.22", s.url()), signed_opts());
   fs::path p = fetch::fetch_release(r, signed_opts());
-  EXPECT_EQ(sum("sha256sum", p), r.sha256);
+  EXPECT_EQ(sha256_of(p), r.sha256);
   EXPECT_EQ(s.requests(".asc"), 1);
   // Only the pinned fingerprint counts: Alpine's (the default) did not sign this.
   Options alpine_only = signed_opts();
@@ -462,7 +445,7 @@ TEST_F(SignatureTest, MissingSignatureIsAnErrorWhenAskedFor) {
   EXPECT_TRUE(contains(msg, ".asc was not found")) << msg;
   EXPECT_TRUE(fetch::list_cache(cache).empty());
   // Without --verify-signature the same release is fine.
-  EXPECT_EQ(sum("sha256sum", fetch::fetch_release(r, opts())), r.sha256);
+  EXPECT_EQ(sha256_of(fetch::fetch_release(r, opts())), r.sha256);
 }
 
 TEST_F(FetchTest, VerifySignatureWithoutAKeyringIsRefusedBeforeAnyWork) {

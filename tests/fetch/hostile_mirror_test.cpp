@@ -29,11 +29,6 @@ using rpi::fetch::Release;
 
 namespace {
 
-std::string sum(const fs::path& p) {
-  CommandResult r = run({"sha256sum", p.string()});
-  return r.out.substr(0, r.out.find(' '));
-}
-
 // How a call run by within() ended.
 struct Outcome {
   bool finished = false;  // false: still running at the deadline, killed
@@ -94,27 +89,12 @@ Outcome within(int seconds, F&& f) {
   return out;
 }
 
-class FetchHostile : public ::testing::Test {
+class FetchHostile : public MirrorTest {
  protected:
   void SetUp() override {
-    if (!have_tool("python3")) GTEST_SKIP() << "tool not installed: python3 (runs the test mirror)";
-    RPI_REQUIRE_TOOL("sha256sum");
-    tree = std::make_unique<MirrorTree>(tmp.path());
-    cache = tmp / "cache";
+    MirrorTest::SetUp();
+    if (IsSkipped()) return;
     original_index = read_file(index());
-  }
-  Options opts() {
-    Options o;
-    o.cache_dir = cache;
-    o.retries = 3;
-    o.retry_delay = std::chrono::milliseconds(10);
-    return o;
-  }
-  Query query(const std::string& version, const std::string& mirror) {
-    Query q;
-    q.version = version;
-    q.mirrors = {mirror};
-    return q;
   }
   fs::path index() const { return tree->root / "v3.22/releases/aarch64/latest-releases.yaml"; }
   std::string index_url(const MirrorServer& s) const {
@@ -143,9 +123,6 @@ class FetchHostile : public ::testing::Test {
     EXPECT_EQ(count_files(cache, ".tar.gz"), 0u) << "a tarball reached the cache";
   }
 
-  TempDir tmp;
-  std::unique_ptr<MirrorTree> tree;
-  fs::path cache;
   std::string original_index;
 };
 
@@ -171,7 +148,7 @@ TEST_F(FetchHostile, AnotherFileOfTheSameSizeIsADigestMismatch) {
   MirrorServer s(tree->root, tmp / "state");
   Release r = fetch::resolve(query("3.22", s.url()), opts());
   serve_as_latest(other);  // after resolving: the index keeps the old digests
-  const std::string got = sum(tree->latest);
+  const std::string got = sha256_of(tree->latest);
   ASSERT_NE(got, r.sha256);
   std::string msg = error_of([&] { fetch::fetch_release(r, opts()); }, Errc::verify);
   EXPECT_TRUE(contains(msg, r.urls[0])) << msg;
@@ -294,7 +271,7 @@ TEST_F(FetchHostile, EndlessTarballOfUnknownSizeIsBounded) {
     ::setrlimit(RLIMIT_FSIZE, &lim);
     Options o = opts();
     o.max_unknown_size = 32u << 20;  // the default (1 GiB) would take long
-    return fetch::fetch_url(url, sum(tree->latest), o).string();
+    return fetch::fetch_url(url, sha256_of(tree->latest), o).string();
   });
   ASSERT_TRUE(out.finished) << "the download of an endless body did not stop within 30 s";
   EXPECT_NE(out.code, "ok") << out.message;
@@ -340,7 +317,7 @@ TEST_F(FetchHostile, HttpsRedirectToAnotherHttpsServerIsFollowed) {
   first.set_faults(R"([{"path": "tar.gz", "kind": "redirect", "n": 302, "to": ")" + second.url() +
                    "/v3.22/releases/aarch64/" + tree->latest_file + R"(", "times": -1}])");
   fs::path p = fetch::fetch_release(r, o);
-  EXPECT_EQ(sum(p), sum(tree->latest));
+  EXPECT_EQ(sha256_of(p), sha256_of(tree->latest));
   auto log = first.log();
   ASSERT_FALSE(log.empty());
   EXPECT_EQ(log.back().status, 302);

@@ -108,6 +108,12 @@ inline std::size_t count_files(const std::filesystem::path& dir, const std::stri
   return n;
 }
 
+// The sha256sum of `p` (an independent oracle: coreutils, not our digests).
+inline std::string sha256_of(const std::filesystem::path& p) {
+  CommandResult r = run({"sha256sum", p.string()});
+  return r.out.substr(0, r.out.find(' '));
+}
+
 // What most fetch tests start from: a mirror tree in a temporary folder, a
 // server on demand, a cache folder, and every event the library emitted.
 class MirrorTest : public ::testing::Test {
@@ -141,6 +147,21 @@ class MirrorTest : public ::testing::Test {
     return q;
   }
   fetch::Query query(const std::string& version, const std::string& mirror) { return query_on(version, {mirror}); }
+  // The messages of the recorded events of `type` that contain `needle`.
+  std::vector<std::string> said(const std::string& type, const std::string& needle) {
+    std::lock_guard lock(mu);
+    std::vector<std::string> out;
+    for (const auto& e : events)
+      if (e.type == type && contains(e.message, needle)) out.push_back(e.message);
+    return out;
+  }
+  // Every recorded event, one "type: message" per line (for failure messages).
+  std::string said_all() {
+    std::lock_guard lock(mu);
+    std::string out;
+    for (const auto& e : events) out += e.type + ": " + e.message + "\n";
+    return out;
+  }
 
   TempDir tmp;
   std::unique_ptr<MirrorTree> tree;
@@ -148,6 +169,27 @@ class MirrorTest : public ::testing::Test {
   std::filesystem::path cache;
   std::mutex mu;
   std::vector<Event> events;
+};
+
+// MirrorTest with a throwaway OpenPGP key; signed_opts() asks for the
+// signature check and pins that key's fingerprint.
+class SignedMirrorTest : public MirrorTest {
+ protected:
+  void SetUp() override {
+    MirrorTest::SetUp();
+    if (IsSkipped()) return;
+    RPI_REQUIRE_TOOL("gpg");
+    gpg = std::make_unique<TestGpg>(tmp / "gpg");
+    if (!gpg->ok) GTEST_SKIP() << "cannot make a throwaway gpg key: " << gpg->error;
+  }
+  fetch::Options signed_opts() {
+    fetch::Options o = opts();
+    o.verify_signature = true;
+    o.keyring = gpg->keyring;
+    o.signing_key_fingerprint = gpg->fingerprint;
+    return o;
+  }
+  std::unique_ptr<TestGpg> gpg;
 };
 
 }  // namespace rpi::test
