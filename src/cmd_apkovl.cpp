@@ -53,6 +53,16 @@ void write_one(AppContext& ctx, const overlay::HostConfig& h, const overlay::Bui
   known_hosts.insert(known_hosts.end(), ovl.known_hosts.begin(), ovl.known_hosts.end());
 }
 
+// Without a tarball there is no release to pin the default repositories to
+// (an image build pins them to its tarball's branch): say so, once.
+void note_moving_repositories(AppContext& ctx, const overlay::HostConfig& h) {
+  if (h.alpine.version != "latest-stable" || !h.apk.repositories.empty()) return;
+  ctx.reporter.note(
+      "the apkovl's apk repositories follow latest-stable, which moves to each new Alpine "
+      "release while the card keeps its kernel; set [alpine].version (e.g. \"3.22\") to the "
+      "release the card boots");
+}
+
 void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
   if (o.output.empty() == o.out_dir.empty()) throw Error(Errc::usage, "give exactly one of -o FILE or --out-dir DIR");
   auto spec = overlay::load_spec(o.spec);
@@ -61,6 +71,7 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
   std::vector<std::string> known_hosts;
   if (!o.output.empty()) {
     auto h = o.host.empty() ? overlay::resolve_host(spec, o.first) : overlay::resolve_host(spec, 0, o.host);
+    note_moving_repositories(ctx, h);
     write_one(ctx, h, b, o.output, known_hosts);
   } else {
     if (spec.host_count() == 0)
@@ -71,6 +82,7 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
       cards.push_back(overlay::resolve_host(spec, 0, o.host));
     else
       cards = overlay::resolve_hosts(spec, o.first, std::max(0, spec.host_count() - o.first + 1));
+    if (!cards.empty()) note_moving_repositories(ctx, cards.front());
     std::error_code ec;
     fs::create_directories(o.out_dir, ec);
     if (ec) throw Error(Errc::io, "cannot create --out-dir " + o.out_dir + ": " + ec.message());

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -194,9 +195,37 @@ TarballPlan Pipeline::plan_tarball(bool resolve_release) {
   return p;
 }
 
+namespace {
+// "3.22.2" from ".../alpine-rpi-3.22.2-aarch64.tar.gz" (Alpine's release file
+// name), nothing from any other name.
+std::optional<std::string> release_in_name(std::string name) {
+  name = name.substr(0, name.find_first_of("?#"));
+  name = name.substr(name.find_last_of('/') + 1);
+  const std::string prefix = "alpine-rpi-";
+  if (!name.starts_with(prefix) || !name.ends_with(".tar.gz")) return std::nullopt;
+  std::string v = name.substr(prefix.size(), name.find('-', prefix.size()) - prefix.size());
+  if (v.empty() || v.front() == '.' || v.back() == '.' || v.find("..") != std::string::npos ||
+      v.find_first_not_of("0123456789.") != std::string::npos || std::count(v.begin(), v.end(), '.') != 2)
+    return std::nullopt;
+  return v;
+}
+}  // namespace
+
 std::filesystem::path Pipeline::tarball() {
   if (tarball_) return *tarball_;
   TarballPlan p = plan_tarball(true);
+  if (p.release)
+    release_ = p.release->version;
+  else
+    release_ = release_in_name(p.url.empty() ? p.local.string() : p.url);
+  // A card whose repositories say latest-stable would mix releases once Alpine
+  // publishes the next one (its kernel and modloop stay those of this tarball):
+  // image_options pins them to this tarball's branch when it is known.
+  if (!release_ && spec_ && spec_->alpine().version == "latest-stable")
+    ctx_.reporter.note(
+        "the tarball's Alpine release is unknown (its name is not alpine-rpi-X.Y.Z-ARCH.tar.gz): "
+        "the cards' apk repositories follow latest-stable; set [alpine].version to the "
+        "tarball's release to keep them on it");
   if (!p.url.empty()) {
     tarball_ = fetch::fetch_url(p.url, p.sha256, fetch_options());
   } else if (p.release) {
@@ -228,8 +257,10 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
     overlay::BuildOptions bo;
     bo.source_date_epoch = opt.source_date_epoch;
     bo.seed = read_seed_file(o_.seed_file);
-    overlay::Apkovl a = overlay::build_apkovl(*id.host, bo);
-    overlay::BootEdits e = overlay::boot_edits(*id.host);
+    overlay::HostConfig host = *id.host;
+    if (host.alpine.version == "latest-stable" && release_) host.alpine.version = *release_;
+    overlay::Apkovl a = overlay::build_apkovl(host, bo);
+    overlay::BootEdits e = overlay::boot_edits(host);
     if (label.empty()) label = e.label;
     if (!size) {
       if (e.size)

@@ -98,6 +98,9 @@ class Pipeline {
   std::optional<overlay::Spec> spec_;
   std::string apkovl_data_, apkovl_name_;
   std::optional<std::filesystem::path> tarball_;
+  // The Alpine release of that tarball ("3.22.2") when known: from the mirror's
+  // index, or from an alpine-rpi-X.Y.Z-ARCH.tar.gz file name.
+  std::optional<std::string> release_;
 };
 
 std::string geometry_text(const partition::FatGeometry& g);

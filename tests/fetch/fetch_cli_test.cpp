@@ -200,3 +200,72 @@ TEST_F(FetchCli, ListAndPruneTellAboutPartialDownloads) {
 }
 
 }  // namespace
+
+// ---- The card's apk repositories follow the tarball's release ----
+
+class FetchCliRepositories : public FetchCli {
+ protected:
+  void SetUp() override {
+    FetchCli::SetUp();
+    if (IsSkipped()) return;
+    RPI_REQUIRE_TOOL("mcopy");
+    RPI_REQUIRE_TOOL("tar");
+  }
+  // A spec with the default [alpine].version (latest-stable), fetching from the test mirror.
+  fs::path spec() {
+    fs::path p = tmp / "pi.toml";
+    write_file(p, "[alpine]\nmirror = \"" + server->url() + "\"\n[system]\nhostname = \"pi\"\n");
+    return p;
+  }
+  // /etc/apk/repositories of the apkovl on the image's FAT partition.
+  std::string repositories(const fs::path& img) {
+    fs::path ovl = tmp / (img.filename().string() + ".apkovl.tar.gz");
+    CommandResult c = run({"mcopy", "-n", "-i", img.string() + "@@8M", "::/pi.apkovl.tar.gz", ovl.string()});
+    EXPECT_EQ(c.exit_code, 0) << c.err;
+    CommandResult t = run({"tar", "-xzOf", ovl.string(), "--wildcards", "*etc/apk/repositories"});
+    EXPECT_EQ(t.exit_code, 0) << t.err;
+    return t.out;
+  }
+};
+
+TEST_F(FetchCliRepositories, LatestStableIsPinnedToTheReleaseTheIndexResolved) {
+  fs::path img = tmp / "pi.img";
+  CommandResult r = cli({"--spec", spec().string(), "--output", img.string(), "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string repos = repositories(img);
+  EXPECT_TRUE(contains(repos, server->url() + "/v3.22/main\n")) << repos;
+  EXPECT_TRUE(contains(repos, server->url() + "/v3.22/community\n")) << repos;
+  EXPECT_FALSE(contains(repos, "latest-stable")) << repos;
+}
+
+TEST_F(FetchCliRepositories, LatestStableIsPinnedToTheReleaseInTheTarballsName) {
+  fs::path named = tmp / "alpine-rpi-3.21.7-aarch64.tar.gz";
+  fs::copy_file(tree->older, named);
+  fs::path img = tmp / "named.img";
+  CommandResult r =
+      cli({"--spec", spec().string(), "--tarball", named.string(), "--output", img.string(), "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(repositories(img), "/v3.21/main\n")) << repositories(img);
+  EXPECT_FALSE(contains(r.err, "latest-stable")) << r.err;
+
+  // Another name: the release is unknown, the repositories stay latest-stable and the user is told.
+  fs::path other = tmp / "boot-files.tar.gz";
+  fs::copy_file(tree->older, other);
+  img = tmp / "other.img";
+  r = cli({"--spec", spec().string(), "--tarball", other.string(), "--output", img.string(), "--cache-dir", cache});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(repositories(img), "/latest-stable/main\n")) << repositories(img);
+  EXPECT_TRUE(contains(r.err, "the tarball's Alpine release is unknown")) << r.err;
+  EXPECT_TRUE(contains(r.err, "set [alpine].version")) << r.err;
+}
+
+TEST_F(FetchCliRepositories, ApkovlAloneSaysItsRepositoriesFollowLatestStable) {
+  CommandResult r = cli({"apkovl", "--spec", spec().string(), "-o", (tmp / "pi.apkovl.tar.gz").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "follow latest-stable")) << r.err;
+  fs::path pinned = tmp / "pinned.toml";
+  write_file(pinned, "[alpine]\nversion = \"3.22\"\n[system]\nhostname = \"pi\"\n");
+  r = cli({"apkovl", "--spec", pinned.string(), "-o", (tmp / "p.apkovl.tar.gz").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(contains(r.err, "latest-stable")) << r.err;
+}
