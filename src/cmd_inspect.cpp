@@ -140,10 +140,14 @@ void run_inspect(const std::string& target, AppContext& ctx) {
 
     // The first FAT partition is the boot partition.
     std::optional<Error> first_error;
+    std::string past_end;  // the first FAT partition that starts past the end
     for (const auto& e : mbr.entries) {
       if (!e.used() || !is_fat_type(e.type)) continue;
       if (e.offset() >= size) {
-        warnings.push_back("partition " + std::to_string(e.number) + " starts past the end of the disk");
+        std::string w = "partition " + std::to_string(e.number) + " starts at byte " + std::to_string(e.offset()) +
+                        ", past the end (" + std::to_string(size) + " bytes)";
+        if (past_end.empty()) past_end = w;
+        warnings.push_back(w);
         continue;
       }
       try {
@@ -159,6 +163,9 @@ void run_inspect(const std::string& target, AppContext& ctx) {
     if (!vol) {
       ctx.reporter.result("inspect", text, std::move(out));
       if (first_error) throw Error(first_error->code(), first_error->what());
+      if (!past_end.empty())
+        throw Error(Errc::input,
+                    target + ": " + past_end + ": a truncated image, or a card smaller than its partition table says");
       throw Error(Errc::input, target + ": no FAT partition (a Raspberry Pi boots from a FAT partition of type 0x0c)");
     }
   }

@@ -102,6 +102,21 @@ TEST(InspectCli, NoFatPartition) {
   EXPECT_NE(r.err.find("no FAT partition"), std::string::npos) << r.err;
 }
 
+TEST(InspectCli, TruncatedBeforeItsFatPartitionSaysSo) {
+  RPI_REQUIRE_TOOL("sfdisk");
+  TempDir dir;
+  fs::path img = dir / "cut.img";
+  // sfdisk (the oracle) writes a table for a 16 MiB disk; the file is then cut to its first MiB.
+  auto r0 = sh("truncate -s 16M '" + img.string() + "' && printf 'label: dos\\nstart=8192, type=c\\n' | sfdisk -q '" +
+               img.string() + "' && truncate -s 1M '" + img.string() + "'");
+  ASSERT_EQ(r0.exit_code, 0) << r0.err;
+  auto r = cli({"inspect", img.string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("partition 1 starts at byte 4194304, past the end (1048576 bytes)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("truncated image"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("no FAT partition"), std::string::npos) << r.err;
+}
+
 // An image from our own engine (rpi-provision --tarball T --apkovl A --output).
 TEST(InspectCli, ImageBuiltByTheEngine) {
   RPI_REQUIRE_TOOL("tar");
