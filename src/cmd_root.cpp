@@ -318,7 +318,8 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
       outs.push_back(scratch->path() / (std::to_string(build_ids[i].n) + "-" +
                                         (build_ids[i].name.empty() ? "card" : build_ids[i].name) + ".img"));
     std::vector<BuiltImage> built = p->build(build_ids, outs, smallest);
-    for (const auto& b : built) sources.push_back(udev::FlashSource::open(b.result.image));
+    // Built just now into the private scratch folder: the build's own map, no re-check.
+    for (const auto& b : built) sources.push_back(udev::FlashSource::built(b.result.image, b.result.map));
     for (std::size_t i = 0; i < o.devices.size(); ++i) known_hosts[i] = built[built.size() == 1 ? 0 : i].known_hosts;
   } else {
     if (!std::filesystem::exists(o.image + ".bmap"))

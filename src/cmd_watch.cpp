@@ -176,7 +176,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
         identity = id.name;
         if (!shared || !p->identical_cards()) {
           auto built = p->build({id}, {scratch->path() / (id.name.empty() ? "card.img" : id.name + ".img")}, info.size);
-          src = udev::FlashSource::open(built.front().result.image);
+          src = udev::FlashSource::built(built.front().result.image, built.front().result.map);
           known_hosts = built.front().known_hosts;
           if (p->identical_cards()) shared = src;
         }

@@ -226,6 +226,30 @@ TEST(FlashFile, ImageChangedInAMappedRangeIsRejected) {
 // to the image with mcopy afterwards (same size) is refused by rpi-provision
 // --image with one clear error, exit status 1 and the card not touched, like
 // bmaptool refuses it; so is an edited .bmap and another image's .bmap.
+TEST(FlashFile, AnImageJustBuiltIsWrittenWithTheBuildsOwnMap) {
+  RPI_REQUIRE_TOOL("cmp");
+  TempDir tmp;
+  const fs::path img = tmp / "b.img";
+  auto built = partition::build_image(fixture_tarball({"--size-mb", "4"}), img, {});
+  auto src = FlashSource::built(img, built.map);
+  EXPECT_EQ(src->map.to_bmap_xml(), built.map.to_bmap_xml());
+  old_card(tmp / "card.bin", built.image_size + kMiB);
+  auto r = udev::flash_one(FlashJob{(tmp / "card.bin").string(), src, "x"}, {});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_TRUE(r.verified);
+  auto c = run({"cmp", "-n", std::to_string(built.image_size), img.string(), (tmp / "card.bin").string()});
+  EXPECT_EQ(c.exit_code, 0) << c.out << c.err;
+  // A file that is not the image the map was built for is refused.
+  ASSERT_EQ(::truncate(img.c_str(), static_cast<off_t>(built.image_size + kMiB)), 0);
+  std::string err;
+  try {
+    FlashSource::built(img, built.map);
+  } catch (const Error& e) {
+    err = e.what();
+  }
+  EXPECT_TRUE(contains(err, "but was built with " + std::to_string(built.image_size))) << err;
+}
+
 TEST(FlashFile, ImageOrBmapChangedAfterTheBuildIsRefusedBeforeAnyCard) {
   RPI_REQUIRE_TOOL("mcopy");
   TempDir tmp;

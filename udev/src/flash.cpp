@@ -458,6 +458,19 @@ std::shared_ptr<const FlashSource> FlashSource::open(const fs::path& image) {
   return src;
 }
 
+std::shared_ptr<const FlashSource> FlashSource::built(const fs::path& image, partition::BlockMap map) {
+  std::error_code ec;
+  auto size = fs::file_size(image, ec);
+  if (ec) throw Error(Errc::input, "cannot read image " + image.string() + ": " + ec.message());
+  if (size != map.image_size())
+    throw Error(Errc::input, image.string() + " has " + std::to_string(size) + " bytes but was built with " +
+                                 std::to_string(map.image_size()));
+  auto src = std::make_shared<FlashSource>();
+  src->image = image;
+  src->map = std::move(map);
+  return src;
+}
+
 namespace {
 FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDigests* shared) {
   FlashResult r;

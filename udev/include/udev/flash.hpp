@@ -30,6 +30,11 @@ struct FlashSource {
   // The image with `<image>.bmap` when that file exists, else BlockMap::whole.
   // Throws Errc::input when the image is missing or the bmap does not match it.
   static std::shared_ptr<const FlashSource> open(const std::filesystem::path& image);
+  // An image this process has just built into a private folder, with the map
+  // the build computed from the bytes it wrote: nothing to compare, so no
+  // second read of the image. Throws Errc::input when the file's size is not
+  // the map's.
+  static std::shared_ptr<const FlashSource> built(const std::filesystem::path& image, partition::BlockMap map);
 };
 
 struct FlashJob {
