@@ -271,9 +271,12 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
       auto [it, fresh] = seen.emplace(key, d);
       if (!fresh) throw Error(Errc::usage, d + " is the same card as " + it->second + "; give each card once");
     } else if (info.is_file) {
-      ctx.reporter.note(d +
-                        " does not exist: it becomes a new image file (a card is a /dev path, e.g. /dev/sdb; "
-                        "an image is made with --output)");
+      // `--device sdb` (without /dev/) must not quietly become a 500 MiB file in
+      // the current folder that is then reported as a written card.
+      throw Error(Errc::usage, "--device " + d +
+                                   ": no such card or file; a card is a /dev path such as /dev/sdb (`rpi-provision "
+                                   "devices` lists them); to make an image file use --output " +
+                                   (d.ends_with(".img") ? d : d + ".img"));
     }
     infos.push_back(std::move(info));
   }

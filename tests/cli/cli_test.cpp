@@ -124,12 +124,31 @@ TEST(Cli, DryRunPrintsThePlanAndWritesNothing) {
   EXPECT_EQ(json_types(dv.out), std::vector<std::string>{"plan"});
   EXPECT_TRUE(contains(dv.out, "\"jobs\":1")) << dv.out;
   EXPECT_EQ(rpi::test::read_file(card), std::string(1 << 20, 'x'));
+  rpi::test::write_file(d / "card2.bin", "");
+  rpi::test::write_file(d / "card3.bin", "");
   dv =
       cli({"--spec", example("fleet.toml").string(), "--tarball", tarball().string(), "--device", card.string(),
            "--device", (d / "card2.bin").string(), "--device", (d / "card3.bin").string(), "--jobs", "1", "--dry-run"});
   EXPECT_EQ(dv.exit_code, 0) << dv.err;
   EXPECT_TRUE(contains(dv.out, "writes: one card after another (--jobs 1)")) << dv.out;
-  EXPECT_FALSE(fs::exists(d / "card2.bin"));
+  EXPECT_EQ(fs::file_size(d / "card2.bin"), 0u);
+}
+
+// `--device sdb` (the /dev/ forgotten) used to become a new 520 MiB file in the
+// current folder, reported as a written card.
+TEST(Cli, ADevicePathThatDoesNotExistIsRefusedAndNothingIsCreated) {
+  TempDir d;
+  for (bool dry : {true, false}) {
+    std::vector<std::string> args{"--spec",   example("kiosk.toml").string(), "--tarball", tarball().string(),
+                                  "--device", (d / "sdb").string(),           "--yes"};
+    if (dry) args.push_back("--dry-run");
+    auto r = cli(args);
+    EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+    EXPECT_TRUE(contains(r.err, "--device " + (d / "sdb").string() + ": no such card or file")) << r.err;
+    EXPECT_TRUE(contains(r.err, "a card is a /dev path such as /dev/sdb")) << r.err;
+    EXPECT_TRUE(contains(r.err, "use --output " + (d / "sdb.img").string())) << r.err;
+    EXPECT_TRUE(fs::is_empty(d.path())) << "nothing is created";
+  }
 }
 
 // --jobs 2 with three cards: all written, two at a time, and the user is told.
