@@ -118,7 +118,9 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
   cards += "]";
   if (to_devices) {
     s << "  writes: " << parallel_text(o.jobs, targets.size()) << "\n";
-    s << "  then: verify " << (o.no_verify ? "off (--no-verify)" : "every written range by reading it back");
+    s << "  then: verify "
+      << (o.no_verify ? "off (--no-verify)"
+                      : "every written range by reading it back, and that the card holds its reported size");
     j.add("jobs", cards_at_once(o.jobs, targets.size()));
   }
   if (!to_devices && !targets.empty()) j.add("output", targets.front());

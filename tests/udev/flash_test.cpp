@@ -36,6 +36,7 @@ using udev::FlashOptions;
 using udev::FlashSource;
 
 constexpr std::uint64_t kMiB = 1 << 20;
+constexpr std::uint64_t kGiB = 1ull << 30;
 
 bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
@@ -454,6 +455,36 @@ TEST(FlashLoop, TwoCardsInParallelAreWrittenAndVerified) {
     EXPECT_EQ(read_range(file, 512 * 1024, 4096), std::string(4096, '\0'));
     EXPECT_EQ(read_range(file, 2 * kMiB, 4096), std::string(4096, '\xff'));
     EXPECT_TRUE(read_range(file, card_size - kMiB, kMiB) == std::string(kMiB, '\0')) << "last MiB not zeroed";
+  }
+}
+
+// The counterfeit-card probe on a genuine card: its test blocks (at 1 GiB,
+// 2 GiB and in the last block) are written, read back and zeroed again; none
+// with --no-verify.
+TEST(FlashLoop, CapacityProbesReadBackAndLeaveNoTrace) {
+  REQUIRE_LOOP();
+  TempDir tmp;
+  const std::uint64_t card_size = 2 * kGiB + 4 * kMiB;
+  make_image(tmp / "pi.img", 4 * kMiB, 9);
+  for (bool verify : {true, false}) {
+    const fs::path card = tmp / (verify ? "v.bin" : "nv.bin");
+    write_file(card, "");
+    ASSERT_EQ(::truncate(card.c_str(), static_cast<off_t>(card_size)), 0);
+    {
+      Fd f = open_or_throw(card.string(), O_WRONLY);
+      pwrite_all(f.get(), std::string(4096, '\xff').data(), 4096, kGiB, "old data at 1 GiB");
+    }
+    LoopDevice dev(card);
+    FlashOptions o = loop_options();
+    o.verify = verify;
+    auto r = udev::flash_one({dev.path(), FlashSource::open(tmp / "pi.img"), "x"}, o);
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(r.capacity_checked, verify);
+    EXPECT_EQ(r.capacity_probes, verify ? 3u : 0u);
+    EXPECT_EQ(read_range(card, kGiB, 4096), std::string(4096, verify ? '\0' : '\xff'));
+    EXPECT_EQ(read_range(card, 2 * kGiB, 4096), std::string(4096, '\0'));
+    EXPECT_EQ(read_range(card, card_size - 4096, 4096), std::string(4096, '\0'));
+    expect_mapped_equal(tmp / "pi.img", card, FlashSource::open(tmp / "pi.img")->map);
   }
 }
 

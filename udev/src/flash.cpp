@@ -19,11 +19,13 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "rpi/digest.hpp"
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
+#include "udev/capacity_probe.hpp"
 
 namespace fs = std::filesystem;
 
@@ -295,6 +297,30 @@ std::string digest_of(const AlignedBuffer& b, std::uint64_t len) {
   return sha256_hex(std::string_view(reinterpret_cast<const char*>(b.data()), len));
 }
 
+// The capacity probe's block I/O on an open card (O_DIRECT-aligned buffers).
+class TargetProbeIo : public ProbeDevice {
+ public:
+  explicit TargetProbeIo(const Target& t) : t_(t), buf_(kProbeBlock) {}
+  void write(std::uint64_t offset, const unsigned char* data) override {
+    std::memcpy(buf_.data(), data, kProbeBlock);
+    try {
+      pwrite_all(t_.fd.get(), buf_.data(), kProbeBlock, offset,
+                 "write to " + t_.path + " failed at byte " + std::to_string(offset));
+    } catch (const Error& e) {
+      rethrow_write_error(t_, e);
+    }
+  }
+  void read(std::uint64_t offset, unsigned char* data) override {
+    std::size_t got = pread_full(t_.fd.get(), buf_.data(), kProbeBlock, offset, "cannot read back " + t_.path);
+    if (got < kProbeBlock) std::memset(buf_.data() + got, 0, kProbeBlock - got);
+    std::memcpy(data, buf_.data(), kProbeBlock);
+  }
+
+ private:
+  const Target& t_;
+  AlignedBuffer buf_;
+};
+
 class Writer {
  public:
   Writer(const FlashJob& job, const FlashOptions& opts, Target& t, int src_fd, SharedDigests* shared)
@@ -316,6 +342,13 @@ class Writer {
     }
     sync_target(t_);
     head_zeroed = true;
+    // 1b. With verify, on a card: the capacity probes, before the image (which
+    // overwrites a probe that a counterfeit card wraps onto its start).
+    if (opts_.verify && t_.block) {
+      probe_.emplace(probe_offsets(t_.size, src.map));
+      TargetProbeIo io(t_);
+      probe_->write(io);
+    }
     // 2. Everything except the first MiB, then 3. flush, 4. the first MiB, flush.
     first_ = pieces.data();
     std::vector<Piece*> body, head;
@@ -331,6 +364,24 @@ class Writer {
     drop_cache(t_);
     verify_target_pieces(t_, *job_.source, src_fd_, pieces, opts_.events, opts_.cancel, job_.identity,
                          opts_.chunk_bytes);
+  }
+
+  // After verify: every probe reads back as written (then it is erased), or the
+  // card holds less than it reports. The number of probes checked (0: none).
+  std::size_t check_capacity() {
+    if (!probe_) return 0;
+    check_cancel();
+    drop_cache(t_);
+    TargetProbeIo io(t_);
+    if (auto bad = probe_->first_bad(io))
+      throw Error(Errc::verify, t_.path + " is probably a counterfeit card: it reports " + format_size(t_.size) +
+                                    ", but the test block written at byte " + std::to_string(*bad) + " (" +
+                                    format_size(*bad) +
+                                    ") did not read back, so it holds less and a Pi would lose data on it; "
+                                    "use another card (f3probe, from the f3 package, measures its real size)");
+    probe_->erase(io);
+    sync_target(t_);
+    return probe_->offsets().size();
   }
 
   static void verify_target_pieces(const Target& t, const FlashSource& src, int src_fd,
@@ -418,6 +469,7 @@ class Writer {
   int src_fd_;
   SharedDigests* shared_;
   const Piece* first_ = nullptr;
+  std::optional<CapacityProbe> probe_;
 };
 
 void reread_partitions(const Target& t, const EventSink& events) {
@@ -515,6 +567,8 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
     r.bytes_written = w.bytes_written;
     if (opts.verify) {
       w.verify_pieces(pieces);
+      r.capacity_probes = w.check_capacity();
+      r.capacity_checked = t.block;
       r.verified = true;
     }
     reread_partitions(t, opts.events);

@@ -59,6 +59,10 @@ struct FlashResult {
   std::uint64_t bytes_written = 0;
   double seconds = 0;
   bool verified = false;
+  // Block devices with verify: test blocks written across the card's reported
+  // size read back (udev/capacity_probe.hpp); `capacity_probes` of them.
+  bool capacity_checked = false;
+  std::size_t capacity_probes = 0;
   bool cancelled = false;
   std::string error;  // empty on success
   Errc error_code = Errc::internal;
