@@ -117,11 +117,12 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
   }
   cards += "]";
   if (to_devices) {
+    if (o.wipe) s << "  first: erase each whole card (--wipe)\n";
     s << "  writes: " << parallel_text(o.jobs, targets.size()) << "\n";
     s << "  then: verify "
       << (o.no_verify ? "off (--no-verify)"
                       : "every written range by reading it back, and that the card holds its reported size");
-    j.add("jobs", cards_at_once(o.jobs, targets.size()));
+    j.add("jobs", cards_at_once(o.jobs, targets.size())).add_bool("wipe", o.wipe);
   }
   if (!to_devices && !targets.empty()) j.add("output", targets.front());
   if (o.image.empty()) j.add("apkovl", first_apkovl).add("label", first_label);
@@ -295,9 +296,13 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     std::ostringstream s;
     s << kPlanHeading << "  image: " << o.image << "\n";
     for (const auto& i : infos) s << "  card: " << i.path << "  " << i.describe() << "\n";
+    if (o.wipe) s << "  first: erase each whole card (--wipe)\n";
     s << "  writes: " << parallel_text(o.jobs, infos.size()) << "\n";
     JsonObject j;
-    j.add("image", o.image).add("jobs", cards_at_once(o.jobs, infos.size())).add_bool("dry_run", true);
+    j.add("image", o.image)
+        .add("jobs", cards_at_once(o.jobs, infos.size()))
+        .add_bool("wipe", o.wipe)
+        .add_bool("dry_run", true);
     return ctx.reporter.result("plan", s.str(), std::move(j));
   }
   if (!o.yes && !confirm(ctx, infos, names)) {
@@ -338,6 +343,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     jobs.push_back({o.devices[i], sources[sources.size() == 1 ? 0 : i], names[i]});
   udev::FlashOptions fo;
   fo.verify = !o.no_verify;
+  fo.wipe = o.wipe;
   fo.events = ctx.reporter.sink();
   fo.cancel = cancel;
   fo.safety = o.safety;
@@ -378,6 +384,9 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
   app.add_flag("--allow-large", o->safety.allow_large, "permit disks larger than 512 GiB")->group("Targets");
   app.add_flag("--unmount", o->safety.unmount, "unmount a card's mounted partitions first")->group("Targets");
   app.add_flag("--no-verify", o->no_verify, "skip reading the cards back")->group("Targets");
+  app.add_flag("--wipe", o->wipe,
+               "erase each whole card first, so nothing old stays in its unused space (discard, else zeros: slow)")
+      ->group("Targets");
   app.add_option("--known-hosts", o->known_hosts, "write generated SSH host keys' known_hosts lines here")
       ->group("Targets");
   app.add_option("--host", o->host, "build the [[hosts]] entry with this hostname")->group("Cards");
@@ -413,6 +422,9 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
       throw Error(Errc::usage, "say where to write: --output FILE.img or --device DEV");
     if (o->jobs != 0 && o->devices.empty())
       throw Error(Errc::usage, "--jobs limits how many --device cards are written at once; there is no --device");
+    if (o->wipe && o->devices.empty())
+      throw Error(Errc::usage,
+                  "--wipe erases --device cards before writing them; an --output image has nothing old in it");
     if (!o->image.empty()) {
       if (!o->spec.empty() || !o->apkovl.empty() || !o->tarball.empty())
         throw Error(Errc::usage,

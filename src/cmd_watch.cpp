@@ -95,8 +95,13 @@ void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n
     << (o.yes         ? "written"
         : ::isatty(0) ? "written once you confirm"
                       : "written (needs --yes: no terminal to confirm on)")
-    << ", " << (o.no_verify ? "not verified (--no-verify)" : "verified by reading it back");
-  j.add("first", n).add_raw("cards", cards).add_bool("verify", !o.no_verify).add_bool("dry_run", true);
+    << (o.wipe ? ", erased whole (--wipe)" : "") << ", "
+    << (o.no_verify ? "not verified (--no-verify)" : "verified by reading it back");
+  j.add("first", n)
+      .add_raw("cards", cards)
+      .add_bool("verify", !o.no_verify)
+      .add_bool("wipe", o.wipe)
+      .add_bool("dry_run", true);
   ctx.reporter.result("plan", s.str(), std::move(j));
 }
 
@@ -201,6 +206,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     }
     udev::FlashOptions fo;
     fo.verify = !o.no_verify;
+    fo.wipe = o.wipe;
     fo.events = ctx.reporter.sink();
     fo.cancel = cancel;
     fo.safety = o.safety;
@@ -254,6 +260,7 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
   sub->add_flag("--allow-large", o.safety.allow_large, "permit disks larger than 512 GiB");
   sub->add_flag("--unmount", o.safety.unmount, "unmount a card's mounted partitions first");
   sub->add_flag("--no-verify", o.no_verify, "skip reading the cards back");
+  sub->add_flag("--wipe", o.wipe, "erase each whole card first (discard, else zeros: slow)");
   sub->add_flag("--poll", w->poll, "poll sysfs instead of listening to udev");
   sub->add_flag("--dry-run", o.dry_run, "print which cards would be written with what, then stop");
   sub->add_option("--state", w->state,

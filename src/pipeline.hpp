@@ -25,7 +25,7 @@ struct RunOptions {
   DownloadFlags download;
   int first = 1;
   unsigned jobs = 0;  // cards written at once (0: all)
-  bool yes = false, no_verify = false, dry_run = false, force = false;
+  bool yes = false, no_verify = false, dry_run = false, force = false, wipe = false;
   udev::SafetyOptions safety;
 };
 

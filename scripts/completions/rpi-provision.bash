@@ -42,7 +42,7 @@ _rpi_provision() {
   local common="--json -q --quiet -v --verbose -h --help"
   local build="--spec --apkovl --image --tarball --sha256 --first --seed-file"
   local download="--mirror --cache-dir --offline --ca-cert --verify-signature --keyring --signing-key-fingerprint"
-  local write="--device --yes --allow-non-removable --allow-large --unmount --no-verify"
+  local write="--device --yes --allow-non-removable --allow-large --unmount --no-verify --wipe"
 
   # The subcommand is the first word that is not an option or an option's value.
   local cmd="" sub="" i w
@@ -159,7 +159,7 @@ _rpi_provision() {
       ;;
     devices) opts=$common ;;
     watch)
-      opts="$common $build $download --yes --allow-non-removable --allow-large --unmount --no-verify --count --poll"
+      opts="$common $build $download --yes --allow-non-removable --allow-large --unmount --no-verify --wipe --count --poll"
       opts+=" --size --label --known-hosts --state --dry-run"
       ;;
     inspect)

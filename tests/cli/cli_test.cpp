@@ -134,6 +134,25 @@ TEST(Cli, DryRunPrintsThePlanAndWritesNothing) {
   EXPECT_EQ(fs::file_size(d / "card2.bin"), 0u);
 }
 
+TEST(Cli, WipeIsForCardsAndShowsInThePlan) {
+  TempDir d;
+  auto r = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output",
+                (d / "k.img").string(), "--wipe"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "--wipe erases --device cards")) << r.err;
+  EXPECT_TRUE(fs::is_empty(d.path()));
+  fs::path card = d / "card.bin";
+  rpi::test::write_file(card, std::string(1 << 20, 'x'));
+  r = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--device", card.string(),
+           "--wipe", "--dry-run"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "first: erase each whole card (--wipe)")) << r.out;
+  r = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--device", card.string(),
+           "--wipe", "--dry-run", "--json"});
+  EXPECT_TRUE(contains(r.out, "\"wipe\":true")) << r.out;
+  EXPECT_EQ(rpi::test::read_file(card), std::string(1 << 20, 'x'));
+}
+
 // `--device sdb` (the /dev/ forgotten) used to become a new 520 MiB file in the
 // current folder, reported as a written card.
 TEST(Cli, ADevicePathThatDoesNotExistIsRefusedAndNothingIsCreated) {

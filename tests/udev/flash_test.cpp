@@ -488,6 +488,68 @@ TEST(FlashLoop, CapacityProbesReadBackAndLeaveNoTrace) {
   }
 }
 
+// --wipe: the card's old data is gone from the space the image does not map
+// too. `card_file` backs the loop device; `discards`: whether it can discard.
+void expect_wipe_erases_the_unused_space(const fs::path& dir, const fs::path& card_file, bool discards) {
+  const std::uint64_t size = 16 * kMiB + 1000;
+  make_image(dir / "pi.img", size, 10);
+  auto src = source_with_bmap(dir / "pi.img", scattered_map(size));
+  old_card(card_file, 48 * kMiB);
+  LoopDevice dev(card_file);
+  FlashOptions o = loop_options();
+  o.wipe = true;
+  std::vector<Event> events;
+  std::mutex mu;
+  o.events = [&](const Event& e) {
+    std::lock_guard lock(mu);
+    events.push_back(e);
+  };
+  auto r = udev::flash_one({dev.path(), src, "x"}, o);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_TRUE(r.wiped);
+  EXPECT_TRUE(r.verified);
+  expect_mapped_equal(dir / "pi.img", card_file, src->map);
+  // Unmapped inside the image and beyond it: no 0xff of the old card is left.
+  const std::string card = read_file(card_file);
+  EXPECT_EQ(card.find('\xff', size), std::string::npos) << "old data beyond the image";
+  auto mapped = [&](std::uint64_t at) {
+    for (const auto& e : src->map.extents())
+      if (at >= e.offset && at < e.offset + e.length) return true;
+    return false;
+  };
+  for (std::uint64_t at = 0; at < size; at += 4096)
+    if (!mapped(at)) {
+      EXPECT_NE(card[at], '\xff') << "old data at byte " << at;
+    }
+  bool wipe_done = false, zeros_note = false;
+  for (const auto& e : events) {
+    if (e.type == "wipe" && e.done == 48 * kMiB && e.total == 48 * kMiB) wipe_done = true;
+    if (e.type == "note" && contains(e.message, dev.path() + " cannot discard")) zeros_note = true;
+  }
+  EXPECT_TRUE(wipe_done) << "a wipe progress event reaching the card's size";
+  EXPECT_EQ(zeros_note, !discards) << "the note that zeros are written instead";
+}
+
+TEST(FlashLoop, WipeDiscardsTheUnusedSpace) {
+  REQUIRE_LOOP();
+  TempDir tmp;
+  expect_wipe_erases_the_unused_space(tmp.path(), tmp / "card.bin", true);
+}
+
+// A loop device over ramfs cannot discard (no fallocate): the wipe writes zeros.
+TEST(FlashLoop, WipeWritesZerosWhereTheCardCannotDiscard) {
+  REQUIRE_LOOP();
+  TempDir tmp;
+  fs::create_directory(tmp / "ramfs");
+  std::unique_ptr<ScopedMount> m;
+  try {
+    m = std::make_unique<ScopedMount>(std::vector<std::string>{"-t", "ramfs", "ramfs"}, tmp / "ramfs");
+  } catch (const std::exception& e) {
+    GTEST_SKIP() << "cannot mount a ramfs: " << e.what();
+  }
+  expect_wipe_erases_the_unused_space(tmp.path(), tmp / "ramfs" / "card.bin", false);
+}
+
 TEST(FlashLoop, ExclusiveHolderIsAClearError) {
   REQUIRE_LOOP();
   TempDir tmp;

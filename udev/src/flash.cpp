@@ -329,9 +329,13 @@ class Writer {
   std::uint64_t bytes_written = 0;
   bool head_zeroed = false;  // the old first MiB is gone (step 1 reached the medium)
 
+  bool wiped = false;
+
   void write_all_pieces(std::vector<Piece>& pieces) {
     const auto& src = *job_.source;
     std::uint64_t total = src.map.mapped_bytes();
+    // 0. With --wipe, erase everything: nothing old stays in the unmapped space.
+    if (opts_.wipe && t_.block) wipe();
     emit(opts_.events, Event{"write", t_.path, 0, total, job_.identity});
     AlignedBuffer zeros(kMiB);
     // 1. Invalidate the old card: first and last MiB (a stale GPT backup lives there).
@@ -364,6 +368,36 @@ class Writer {
     drop_cache(t_);
     verify_target_pieces(t_, *job_.source, src_fd_, pieces, opts_.events, opts_.cancel, job_.identity,
                          opts_.chunk_bytes);
+  }
+
+  // Discards the whole card in 1 GiB steps; where the card cannot discard
+  // (common behind USB readers), zeroes it in 64 MiB steps instead.
+  void wipe() {
+    emit(opts_.events, Event{"wipe", t_.path, 0, t_.size, job_.identity});
+    bool discard = true;
+    for (std::uint64_t off = 0; off < t_.size;) {
+      check_cancel();
+      const std::uint64_t n = std::min<std::uint64_t>(t_.size - off, discard ? 1ull << 30 : 64 * kMiB);
+      std::uint64_t range[2] = {off, n};
+      if (discard && ::ioctl(t_.fd.get(), BLKDISCARD, range) != 0) {
+        int err = errno;
+        if (err != EOPNOTSUPP && err != EINVAL && err != ENOTTY && err != EIO)
+          throw Error(Errc::io,
+                      "cannot erase " + t_.path + " (discard at byte " + std::to_string(off) + "): " + errno_text(err));
+        discard = false;
+        emit(opts_.events, Event{"note", t_.path, 0, 0,
+                                 t_.path + " cannot discard (" + errno_text(err) +
+                                     "): --wipe writes zeros over all of it, which takes as long as writing "
+                                     "every byte"});
+        continue;
+      }
+      if (!discard && ::ioctl(t_.fd.get(), BLKZEROOUT, range) != 0)
+        rethrow_write_error(t_, Error(Errc::io, "cannot erase " + t_.path + " (zeros at byte " + std::to_string(off) +
+                                                    "): " + errno_text(errno)));
+      off += n;
+      emit(opts_.events, Event{"wipe", t_.path, off, t_.size, job_.identity});
+    }
+    wiped = true;
   }
 
   // After verify: every probe reads back as written (then it is erased), or the
@@ -565,6 +599,7 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
     }
     head_zeroed = w.head_zeroed;
     r.bytes_written = w.bytes_written;
+    r.wiped = w.wiped;
     if (opts.verify) {
       w.verify_pieces(pieces);
       r.capacity_probes = w.check_capacity();

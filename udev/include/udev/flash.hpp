@@ -45,6 +45,10 @@ struct FlashJob {
 
 struct FlashOptions {
   bool verify = true;
+  // Erase the whole card before writing (block devices): BLKDISCARD, or where the
+  // card cannot discard, zeros (BLKZEROOUT: as slow as writing every byte).
+  // "wipe" progress events; the unmapped space then holds nothing old.
+  bool wipe = false;
   EventSink events;                           // "write"/"verify" progress (subject = target path), "note"s
   const std::atomic<bool>* cancel = nullptr;  // set (e.g. from SIGINT) to stop every card
   SafetyOptions safety;
@@ -62,6 +66,7 @@ struct FlashResult {
   // Block devices with verify: test blocks written across the card's reported
   // size read back (udev/capacity_probe.hpp); `capacity_probes` of them.
   bool capacity_checked = false;
+  bool wiped = false;  // the whole card was erased first (FlashOptions::wipe)
   std::size_t capacity_probes = 0;
   bool cancelled = false;
   std::string error;  // empty on success
