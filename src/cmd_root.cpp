@@ -293,6 +293,8 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   for (std::size_t i = 0; i < o.devices.size(); ++i) names.push_back(p ? ids[i].name : o.image);
   if (o.dry_run) {
     if (p) return print_plan(ctx, *p, ids, o.devices, true);
+    // The check a real run does while writing, done now: a stale .bmap shows in the plan's run.
+    udev::check_source(*udev::FlashSource::open(o.image));
     std::ostringstream s;
     s << kPlanHeading << "  image: " << o.image << "\n";
     for (const auto& i : infos) s << "  card: " << i.path << "  " << i.describe() << "\n";

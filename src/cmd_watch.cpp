@@ -116,7 +116,12 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   std::optional<ScratchDir> scratch;
   std::shared_ptr<const udev::FlashSource> shared;
   if (from_image) {
-    shared = udev::FlashSource::open(o.image);
+    // A station checks its image against the .bmap once, before the first
+    // card, instead of failing every card inserted.
+    auto src = std::make_shared<udev::FlashSource>(*udev::FlashSource::open(o.image));
+    udev::check_source(*src);
+    src->check_ranges = false;
+    shared = std::move(src);
   } else {
     p.emplace(ctx, o);
   }

@@ -47,10 +47,12 @@ void BlockMap::split(std::uint64_t max_len) {
 
 namespace {
 // Hex SHA-256 of the image bytes of `e`, read in buf.size() preads.
-std::string extent_sha256(int fd, const Extent& e, std::vector<char>& buf, const std::string& image_name) {
+std::string extent_sha256(int fd, const Extent& e, std::vector<char>& buf, const std::string& image_name,
+                          const std::atomic<bool>* stop = nullptr) {
   Digest d(Digest::Algo::sha256);
   std::uint64_t done = 0;
   while (done < e.length) {
+    if (stop && stop->load()) throw Error(Errc::internal, "the check of " + image_name + " was stopped");
     std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), e.length - done));
     std::size_t got = pread_full(fd, buf.data(), n, e.offset + done, "cannot read " + image_name);
     if (got != n) throw Error(Errc::input, image_name + " is shorter than its block map says");
@@ -262,17 +264,16 @@ BlockMap read_bmap(const std::filesystem::path& path) {
   return BlockMap::from_bmap_xml(data, path.string());
 }
 
-void check_bmap_against(const BlockMap& map, int image_fd, const std::string& image_name,
-                        const std::string& bmap_name) {
-  // Cost: one extra read of the mapped data (not of the holes) before the first
-  // card is opened, usually from the page cache (the image was just built, or
-  // is read again right after to be written); large preads keep it near the
-  // disk's sequential speed otherwise. Once per source, however many cards.
+void check_bmap_against(const BlockMap& map, int image_fd, const std::string& image_name, const std::string& bmap_name,
+                        const std::atomic<bool>* stop) {
+  // Cost: one extra read of the mapped data (not of the holes), usually from
+  // the page cache (the cards read the same bytes); large preads keep it near
+  // the disk's sequential speed otherwise. Once per source, however many cards.
   std::vector<char> buf;
   for (const auto& e : map.extents()) {
     if (e.sha256.empty()) continue;  // a range without chksum: nothing to compare with
     if (buf.empty()) buf.resize(kHashBuffer);
-    if (extent_sha256(image_fd, e, buf, image_name) == e.sha256) continue;
+    if (extent_sha256(image_fd, e, buf, image_name, stop) == e.sha256) continue;
     std::uint64_t first = e.offset / BlockMap::kBlockSize;
     std::uint64_t last = (e.offset + e.length - 1) / BlockMap::kBlockSize;
     throw Error(Errc::input, bmap_name + ": checksum mismatch for blocks range " + std::to_string(first) + "-" +

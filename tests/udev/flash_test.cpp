@@ -170,9 +170,10 @@ TEST(FlashFile, StaleBmapIsRejected) {
 }
 
 // FlashSource::open's error for `img`; "" if it opens.
+// FlashSource::open and check_source: "" when both pass, else the error text.
 std::string open_error(const fs::path& img) {
   try {
-    FlashSource::open(img);
+    udev::check_source(*FlashSource::open(img));
     return "";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), Errc::input) << e.what();
@@ -223,6 +224,36 @@ TEST(FlashFile, ImageChangedInAMappedRangeIsRejected) {
   EXPECT_EQ(open_error(tmp / "pi.img"), "");
 }
 
+// The same stale image for a batch: checked once while the cards are written,
+// every card fails naming the bad range, and none gets its MBR.
+TEST(FlashFile, AStaleBmapFailsEveryCardOfABatchBeforeItsMbr) {
+  TempDir tmp;
+  const std::uint64_t size = 16 * kMiB;
+  make_image(tmp / "pi.img", size, 15);
+  {
+    Fd fd = open_or_throw((tmp / "pi.img").string(), O_RDWR);
+    pwrite_all(fd.get(), "\x55\xaa", 2, 510, "an MBR signature");
+  }
+  source_with_bmap(tmp / "pi.img", scattered_map(size));  // writes pi.img.bmap with its checksums
+  {
+    Fd fd = open_or_throw((tmp / "pi.img").string(), O_RDWR);
+    char c = static_cast<char>(read_range(tmp / "pi.img", 12 * kMiB + 5, 1)[0] ^ 0x01);
+    pwrite_all(fd.get(), &c, 1, 12 * kMiB + 5, "corrupt");
+  }
+  auto src = FlashSource::open(tmp / "pi.img");
+  EXPECT_TRUE(src->check_ranges);
+  old_card(tmp / "a.bin", 20 * kMiB);
+  old_card(tmp / "b.bin", 20 * kMiB);
+  auto results = udev::flash_all({{(tmp / "a.bin").string(), src, "one"}, {(tmp / "b.bin").string(), src, "two"}}, {});
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& r : results) {
+    EXPECT_FALSE(r.ok()) << r.target;
+    EXPECT_EQ(r.error_code, Errc::input) << r.error;
+    EXPECT_TRUE(contains(r.error, "checksum mismatch for blocks range 3072-3072")) << r.error;
+    EXPECT_EQ(read_range(r.target, 510, 2), std::string(2, '\0')) << r.target << " got an MBR signature";
+  }
+}
+
 // The tester's case end to end: our own fresh image and .bmap pass; a file added
 // to the image with mcopy afterwards (same size) is refused by rpi-provision
 // --image with one clear error, exit status 1 and the card not touched, like
@@ -251,7 +282,7 @@ TEST(FlashFile, AnImageJustBuiltIsWrittenWithTheBuildsOwnMap) {
   EXPECT_TRUE(contains(err, "but was built with " + std::to_string(built.image_size))) << err;
 }
 
-TEST(FlashFile, ImageOrBmapChangedAfterTheBuildIsRefusedBeforeAnyCard) {
+TEST(FlashFile, ImageOrBmapChangedAfterTheBuildNeverYieldsAValidCard) {
   RPI_REQUIRE_TOOL("mcopy");
   TempDir tmp;
   const fs::path img = tmp / "e.img", bmap = tmp / "e.img.bmap";
@@ -276,10 +307,23 @@ TEST(FlashFile, ImageOrBmapChangedAfterTheBuildIsRefusedBeforeAnyCard) {
   std::string err = open_error(img);
   EXPECT_TRUE(contains(err, bmap.string() + ": checksum mismatch for blocks range ")) << err;
   EXPECT_TRUE(contains(err, "the image changed after its .bmap was made")) << err;
+  // --dry-run checks at once and touches nothing.
+  auto dry = cli({"--image", img.string(), "--device", (tmp / "card.bin").string(), "--yes", "--dry-run"});
+  EXPECT_EQ(dry.exit_code, 1) << dry.out << dry.err;
+  EXPECT_TRUE(contains(dry.err, err)) << dry.err;
+  EXPECT_TRUE(read_file(tmp / "card.bin") == card) << "--dry-run wrote the card";
+  // A station (watch) checks once before its first card.
+  auto station = cli({"watch", "--image", img.string(), "--yes", "--dry-run"});
+  EXPECT_EQ(station.exit_code, 1) << station.out << station.err;
+  EXPECT_TRUE(contains(station.err, err)) << station.err;
+  // A real run checks while writing, like bmaptool, but never writes the MBR:
+  // the card does not look valid (its head was zeroed first).
   auto c = flash_cli();
   EXPECT_EQ(c.exit_code, 1) << c.out << c.err;
-  EXPECT_TRUE(contains(c.err, err)) << c.err;
-  EXPECT_TRUE(read_file(tmp / "card.bin") == card) << "the card was written";
+  EXPECT_TRUE(contains(c.out, err)) << c.out;  // the card's line of the result table
+  EXPECT_TRUE(contains(c.out, "so it does not look valid")) << c.out;
+  EXPECT_EQ(read_range(tmp / "card.bin", 0, 512), std::string(512, '\0')) << "the card has an MBR";
+  write_file(tmp / "card.bin", card);
   if (have_tool("bmaptool")) {
     auto b = run({"bmaptool", "copy", "--bmap", bmap.string(), img.string(), (tmp / "bmaptool.bin").string()});
     EXPECT_NE(b.exit_code, 0);

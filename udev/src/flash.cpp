@@ -21,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <tuple>
 
 #include "rpi/digest.hpp"
 #include "rpi/fd.hpp"
@@ -297,6 +298,58 @@ std::string digest_of(const AlignedBuffer& b, std::uint64_t len) {
   return sha256_hex(std::string_view(reinterpret_cast<const char*>(b.data()), len));
 }
 
+// check_source() on a thread of its own, once per source however many cards
+// write it, started before the first card is opened: at card speed it costs
+// no time (bmaptool checks as it writes, too). A card waits for its verdict
+// only before writing its first MiB, so a stale .bmap never yields a card
+// that looks valid.
+class SourceCheck {
+ public:
+  explicit SourceCheck(const FlashSource& src) {
+    if (!src.check_ranges) {
+      done_ = true;
+      return;
+    }
+    thread_ = std::thread([this, &src] {
+      std::optional<Error> failed;
+      try {
+        Fd fd = open_or_throw(src.image.string(), O_RDONLY);
+        (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+        partition::check_bmap_against(src.map, fd.get(), src.image.string(), src.image.string() + ".bmap", &stop_);
+      } catch (const Error& e) {
+        failed = e;
+      } catch (const std::exception& e) {
+        failed = Error(Errc::internal, e.what());
+      }
+      std::lock_guard lock(mu_);
+      error_ = std::move(failed);
+      done_ = true;
+      cv_.notify_all();
+    });
+  }
+  ~SourceCheck() {
+    stop_ = true;  // nobody waits any more (cards done or cancelled)
+    if (thread_.joinable()) thread_.join();
+  }
+  SourceCheck(const SourceCheck&) = delete;
+  SourceCheck& operator=(const SourceCheck&) = delete;
+
+  // Blocks until the check is done; throws its error.
+  void wait() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return done_; });
+    if (error_) throw *error_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::optional<Error> error_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 // The capacity probe's block I/O on an open card (O_DIRECT-aligned buffers).
 class TargetProbeIo : public ProbeDevice {
  public:
@@ -323,8 +376,9 @@ class TargetProbeIo : public ProbeDevice {
 
 class Writer {
  public:
-  Writer(const FlashJob& job, const FlashOptions& opts, Target& t, int src_fd, SharedDigests* shared)
-      : job_(job), opts_(opts), t_(t), src_fd_(src_fd), shared_(shared) {}
+  Writer(const FlashJob& job, const FlashOptions& opts, Target& t, int src_fd, SharedDigests* shared,
+         SourceCheck* check)
+      : job_(job), opts_(opts), t_(t), src_fd_(src_fd), shared_(shared), check_(check) {}
 
   std::uint64_t bytes_written = 0;
   bool head_zeroed = false;  // the old first MiB is gone (step 1 reached the medium)
@@ -359,6 +413,8 @@ class Writer {
     for (auto& p : pieces) (p.offset >= kMiB ? body : head).push_back(&p);
     write_pieces(body, total);
     sync_target(t_);
+    // The image matches its .bmap (else the card keeps its zeroed head).
+    if (check_) check_->wait();
     write_pieces(head, total);
     sync_target(t_);
   }
@@ -502,6 +558,7 @@ class Writer {
   Target& t_;
   int src_fd_;
   SharedDigests* shared_;
+  SourceCheck* check_;
   const Piece* first_ = nullptr;
   std::optional<CapacityProbe> probe_;
 };
@@ -533,15 +590,20 @@ std::shared_ptr<const FlashSource> FlashSource::open(const fs::path& image) {
                                    "-byte image but " + image.string() + " has " + std::to_string(size) +
                                    " bytes; rebuild the image or remove the stale .bmap");
     // The same size is not the same image (a file added with mcopy, another
-    // image's .bmap): compare the ranges' checksums now, once for every card
-    // this source is written to, and before any card is opened.
-    Fd fd = open_or_throw(image.string(), O_RDONLY);
-    (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
-    partition::check_bmap_against(src->map, fd.get(), image.string(), bmap.string());
+    // image's .bmap): the ranges' checksums are compared while the cards are
+    // written (SourceCheck), as bmaptool does, but before any card's MBR.
+    src->check_ranges = true;
   } else {
     src->map = partition::BlockMap::whole(size);
   }
   return src;
+}
+
+void check_source(const FlashSource& src) {
+  if (!src.check_ranges) return;
+  Fd fd = open_or_throw(src.image.string(), O_RDONLY);
+  (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  partition::check_bmap_against(src.map, fd.get(), src.image.string(), src.image.string() + ".bmap");
 }
 
 std::shared_ptr<const FlashSource> FlashSource::built(const fs::path& image, partition::BlockMap map) {
@@ -558,7 +620,7 @@ std::shared_ptr<const FlashSource> FlashSource::built(const fs::path& image, par
 }
 
 namespace {
-FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDigests* shared) {
+FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDigests* shared, SourceCheck* check) {
   FlashResult r;
   r.target = job.target;
   r.identity = job.identity;
@@ -589,7 +651,7 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
     }
     opened = true;
     auto pieces = pieces_of(src.map, opts.chunk_bytes);
-    Writer w(job, opts, t, src_fd.get(), shared);
+    Writer w(job, opts, t, src_fd.get(), shared, check);
     try {
       w.write_all_pieces(pieces);
     } catch (...) {
@@ -634,14 +696,17 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
 }  // namespace
 
 FlashResult flash_one(const FlashJob& job, const FlashOptions& opts) {
-  return flash_impl(job, opts, nullptr);
+  std::optional<SourceCheck> check;
+  if (job.source) check.emplace(*job.source);
+  return flash_impl(job, opts, nullptr, check ? &*check : nullptr);
 }
 
 std::vector<FlashResult> flash_all(const std::vector<FlashJob>& jobs, const FlashOptions& opts) {
   std::vector<FlashResult> results(jobs.size());
-  std::vector<std::pair<std::size_t, SharedDigests*>> queue;  // the jobs to run, in order
+  std::vector<std::tuple<std::size_t, SharedDigests*, SourceCheck*>> queue;  // the jobs to run, in order
   std::map<std::string, std::size_t> seen;
   std::map<const FlashSource*, std::unique_ptr<SharedDigests>> shared;
+  std::map<const FlashSource*, std::unique_ptr<SourceCheck>> checks;  // started here, before any card
   for (std::size_t i = 0; i < jobs.size(); ++i) {
     std::error_code ec;
     fs::path real = fs::weakly_canonical(jobs[i].target, ec);
@@ -660,14 +725,20 @@ std::vector<FlashResult> flash_all(const std::vector<FlashJob>& jobs, const Flas
       if (!d) d = std::make_unique<SharedDigests>(pieces_of(jobs[i].source->map, opts.chunk_bytes).size());
       digests = d.get();
     }
-    queue.emplace_back(i, digests);
+    SourceCheck* check = nullptr;
+    if (jobs[i].source) {
+      auto& c = checks[jobs[i].source.get()];
+      if (!c) c = std::make_unique<SourceCheck>(*jobs[i].source);
+      check = c.get();
+    }
+    queue.emplace_back(i, digests, check);
   }
   // Each worker takes the next job of the queue: cards start in the order given.
   std::atomic<std::size_t> next{0};
   auto work = [&] {
     for (std::size_t k = next++; k < queue.size(); k = next++) {
-      const auto [i, digests] = queue[k];
-      results[i] = flash_impl(jobs[i], opts, digests);
+      const auto [i, digests, check] = queue[k];
+      results[i] = flash_impl(jobs[i], opts, digests, check);
     }
   };
   std::size_t n_workers = queue.size();

@@ -4,6 +4,7 @@
 // never from FIEMAP/SEEK_HOLE — and saved as a bmap 2.0 file for bmaptool.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -61,7 +62,9 @@ BlockMap read_bmap(const std::filesystem::path& path);
 // Compares every range that has a checksum with the bytes of the image open
 // at `image_fd` (ranges without one are not checked); throws rpi::Error(input)
 // naming `bmap_name` and the first bad range when the image changed after its
-// bmap was made. Costs one extra read of the mapped data.
-void check_bmap_against(const BlockMap& map, int image_fd, const std::string& image_name, const std::string& bmap_name);
+// bmap was made. Costs one extra read of the mapped data. When `stop` turns
+// true the check ends early with rpi::Error(internal) (its caller gave up).
+void check_bmap_against(const BlockMap& map, int image_fd, const std::string& image_name, const std::string& bmap_name,
+                        const std::atomic<bool>* stop = nullptr);
 
 }  // namespace rpi::partition

@@ -26,9 +26,15 @@ namespace rpi::udev {
 struct FlashSource {
   std::filesystem::path image;
   partition::BlockMap map;
+  // The ranges' SHA-256 in `map` (from a .bmap file) still have to be compared
+  // with the image: flash_one/flash_all do it on a thread of their own while
+  // the cards' bodies are written, and no card gets its first MiB (the MBR)
+  // before the check passed; check_source() does it at once.
+  bool check_ranges = false;
 
   // The image with `<image>.bmap` when that file exists, else BlockMap::whole.
-  // Throws Errc::input when the image is missing or the bmap does not match it.
+  // Throws Errc::input when the image is missing, or the bmap's size or own
+  // BmapFileChecksum does not match (the range checksums: see check_ranges).
   static std::shared_ptr<const FlashSource> open(const std::filesystem::path& image);
   // An image this process has just built into a private folder, with the map
   // the build computed from the bytes it wrote: nothing to compare, so no
@@ -36,6 +42,11 @@ struct FlashSource {
   // the map's.
   static std::shared_ptr<const FlashSource> built(const std::filesystem::path& image, partition::BlockMap map);
 };
+
+// Compares the range checksums of the source's .bmap with its image now (one
+// read of the mapped data); throws Errc::input naming the first bad range.
+// A no-op for sources without check_ranges.
+void check_source(const FlashSource& src);
 
 struct FlashJob {
   std::string target;  // /dev/sdb, /dev/disk/by-id/..., or a regular file
