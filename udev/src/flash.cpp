@@ -382,8 +382,7 @@ class Writer {
 
   std::uint64_t bytes_written = 0;
   bool head_zeroed = false;  // the old first MiB is gone (step 1 reached the medium)
-
-  bool wiped = false;
+  bool wiped = false;        // the whole card was erased first (--wipe)
 
   void write_all_pieces(std::vector<Piece>& pieces) {
     const auto& src = *job_.source;
