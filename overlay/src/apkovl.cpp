@@ -234,16 +234,29 @@ std::vector<Member> members_of(const HostConfig& h, const BuildOptions& opt, std
   t.file("etc/hosts", hosts);
   if (!h.motd.empty()) t.file("etc/motd", ensure_newline(h.motd));
 
-  // --- network
+  // --- network (ifupdown-ng: an iface line's inet/inet6 word is ignored and
+  // "dhcp" there means its one DHCP executor, so DHCPv6 is dhcpcd's job, and
+  // the DHCP client is named wherever it matters)
   std::string ifs = "auto lo\niface lo inet loopback\n";
   std::vector<std::string> ipv6_off;
-  bool any_dhcp = false;
+  const bool own_dns = !h.network.dns.empty();
+  bool dhcpv6 = false;
+  for (const auto& i : h.network.interfaces) dhcpv6 = dhcpv6 || i.ipv6 == "dhcp";
   for (const auto& i : h.network.interfaces) {
     ifs += "\nauto " + i.name + "\n";
     if (i.dhcp) {
-      any_dhcp = true;
       ifs += "iface " + i.name + " inet dhcp\n";
       ifs += "\thostname " + h.hostname + "\n";
+      if (i.ipv6 == "dhcp") {
+        // dhcpcd: an IPv4 lease, router advertisements and DHCPv6.
+        ifs += "\tdhcp-program dhcpcd\n";
+        if (own_dns) ifs += "\tdhcp-opts --nohook resolv.conf\n";
+      } else if (own_dns || dhcpv6) {
+        // busybox udhcpc (dhcpcd, once installed, would be picked otherwise);
+        // its script leaves resolv.conf alone with peer-dns no.
+        ifs += "\tdhcp-program udhcpc\n";
+        if (own_dns) ifs += "\tpeer-dns no\n";
+      }
     } else {
       auto cidr = checks::parse_cidr(i.address);
       std::string addr = i.address.substr(0, i.address.find('/'));
@@ -254,11 +267,15 @@ std::vector<Member> members_of(const HostConfig& h, const BuildOptions& opt, std
       else
         ifs += "\tnetmask " + std::to_string(cidr->prefix) + "\n";
       if (!i.gateway.empty()) ifs += "\tgateway " + i.gateway + "\n";
+      if (i.ipv6 == "dhcp") {
+        // The static IPv4 address stays; dhcpcd -6 asks for IPv6 only (udhcpc
+        // would flush the address and take an IPv4 lease).
+        ifs += "\tuse dhcp\n\tdhcp-program dhcpcd\n";
+        ifs += std::string("\tdhcp-opts -6") + (own_dns ? " --nohook resolv.conf" : "") + "\n";
+      }
     }
     if (i.ipv6 == "auto" && (i.dhcp || checks::parse_cidr(i.address)->ip.family == 4))
       ifs += "iface " + i.name + " inet6 auto\n";
-    else if (i.ipv6 == "dhcp")
-      ifs += "iface " + i.name + " inet6 dhcp\n";
     else if (i.ipv6 == "off")
       ipv6_off.push_back(i.name);
   }
@@ -274,7 +291,6 @@ std::vector<Member> members_of(const HostConfig& h, const BuildOptions& opt, std
     for (const auto& d : h.network.dns) r += "nameserver " + d + "\n";
     t.file("etc/resolv.conf", r);
   }
-  (void)any_dhcp;
   if (!h.network.proxy.empty()) {
     // Single-quoted: a password may hold $, &, ; or quotes. With credentials the
     // file is 0600 (root only; /etc/profile skips unreadable profile.d files, so
@@ -318,6 +334,9 @@ std::vector<Member> members_of(const HostConfig& h, const BuildOptions& opt, std
   if (h.wifi.enabled) world.push_back("wpa_supplicant");
   if (h.timezone != "UTC") world.push_back("tzdata");
   if (!h.keymap.empty()) world.push_back("kbd-bkeymaps");
+  if (std::any_of(h.network.interfaces.begin(), h.network.interfaces.end(),
+                  [](const Interface& i) { return i.ipv6 == "dhcp"; }))
+    world.push_back("dhcpcd");  // in the card's apks/ (Alpine's base profile)
   if (any_admin) world.push_back("doas");
   for (const auto& p : h.apk.packages) world.push_back(p);
   std::sort(world.begin(), world.end());

@@ -511,6 +511,8 @@ void Converter::convert_network(const View& root, HostConfig& h) {
     itf.ipv6 = str(iv, "ipv6", "auto");
     if (itf.ipv6 != "auto" && itf.ipv6 != "dhcp" && itf.ipv6 != "off")
       fail(*iv.get("ipv6"), "[[network.interfaces]].ipv6 must be \"auto\", \"dhcp\" or \"off\"");
+    if (itf.ipv6 == "dhcp" && cidr && cidr->ip.family == 6)
+      fail(*iv.get("ipv6"), "interface " + itf.name + " has a static IPv6 address and ipv6 = \"dhcp\"; choose one");
     h.network.interfaces.push_back(std::move(itf));
   }
   for (auto& [dns, node] : str_array_nodes(v, "dns"))
@@ -520,6 +522,12 @@ void Converter::convert_network(const View& root, HostConfig& h) {
   for (auto& [d, node] : str_array_nodes(v, "search"))
     if (auto why = checks::domain_name(d); !why.empty()) fail(*node, "[network].search entry \"" + d + "\" " + why);
   h.network.search = str_array(v, "search");
+  // Own search domains replace what DHCP says, name servers included: without
+  // [network].dns the card would have none.
+  if (!h.network.search.empty() && h.network.dns.empty())
+    fail(*v.get("search"),
+         "[network].search needs [network].dns too: the card's resolv.conf then comes from the "
+         "spec instead of DHCP (list the name servers, e.g. dns = [\"192.168.1.1\"])");
   if (auto p = str(v, "proxy")) {
     if (auto why = checks::url(*p, {"http://", "https://"}); !why.empty())
       fail(*v.get("proxy"), "[network].proxy " + why);

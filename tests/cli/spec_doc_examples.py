@@ -37,6 +37,7 @@ CONTEXT = {
 NEEDS = {  # key -> extra keys in the same table
     "gateway": {"address": '"192.168.1.20/24"', "dhcp": "false"},
     "dhcp": {"address": '"192.168.1.20/24"'},
+    "search": {"dns": '["192.168.1.1"]'},
     "source": {},
     "content": {},
 }

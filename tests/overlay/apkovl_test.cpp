@@ -414,6 +414,50 @@ TEST(Apkovl, InterfacesParse) {
   EXPECT_EQ(st["eth0 inet6"].options["netmask"], "64");
 }
 
+// ifupdown-ng ignores an iface line's inet/inet6 word and takes "dhcp" there as
+// its one DHCP executor: "iface eth0 inet6 dhcp" after a static IPv4 stanza ran
+// busybox udhcpc, which flushed the static address. DHCPv6 is dhcpcd's job, and
+// the spec's DNS must survive a DHCP lease (busybox's udhcpc script rewrites
+// resolv.conf unless peer-dns is "no").
+TEST(Apkovl, Dhcpv6UsesDhcpcdAndKeepsTheStaticAddressAndTheSpecsDns) {
+  RPI_REQUIRE_TOOL("busybox");
+  auto h = host_from(
+      "[system]\nhostname = \"pi\"\n[network]\ndns = [\"9.9.9.9\"]\nsearch = [\"lan\"]\n"
+      "[[network.interfaces]]\nname = \"eth0\"\naddress = \"192.168.1.20/24\"\ngateway = \"192.168.1.1\"\n"
+      "ipv6 = \"dhcp\"\n"
+      "[[network.interfaces]]\nname = \"eth1\"\nipv6 = \"dhcp\"\n"
+      "[[network.interfaces]]\nname = \"eth2\"\n");
+  test::TempDir dir;
+  auto root = extract(dir, save(dir, build_apkovl(h, seeded())));
+  const std::string text = test::read_file(root / "etc/network/interfaces");
+  EXPECT_EQ(text.find("inet6 dhcp"), std::string::npos) << text;
+  std::set<std::string> autos;
+  auto st = parse_interfaces(text, autos);
+  EXPECT_EQ(st["eth0 inet"].method, "static");
+  EXPECT_EQ(st["eth0 inet"].options["address"], "192.168.1.20");
+  EXPECT_EQ(st["eth0 inet"].options["use"], "dhcp");
+  EXPECT_EQ(st["eth0 inet"].options["dhcp-program"], "dhcpcd");
+  EXPECT_EQ(st["eth0 inet"].options["dhcp-opts"], "-6 --nohook resolv.conf") << "IPv6 only, DNS from the spec";
+  EXPECT_EQ(st["eth1 inet"].method, "dhcp");
+  EXPECT_EQ(st["eth1 inet"].options["dhcp-program"], "dhcpcd");
+  EXPECT_EQ(st["eth1 inet"].options["dhcp-opts"], "--nohook resolv.conf");
+  EXPECT_EQ(st["eth2 inet"].method, "dhcp");
+  EXPECT_EQ(st["eth2 inet"].options["dhcp-program"], "udhcpc") << "dhcpcd is installed: name the client";
+  EXPECT_EQ(st["eth2 inet"].options["peer-dns"], "no");
+  EXPECT_NE(test::read_file(root / "etc/apk/world").find("\ndhcpcd\n"), std::string::npos);
+  EXPECT_EQ(test::read_file(root / "etc/resolv.conf"), "search lan\nnameserver 9.9.9.9\n");
+
+  // Plain DHCP without own DNS: the lease's DNS is used, the client is left to ifupdown-ng.
+  auto plain = host_from("[system]\nhostname = \"pi\"\n[[network.interfaces]]\nname = \"eth0\"\n");
+  test::TempDir dir2;
+  auto r2 = extract(dir2, save(dir2, build_apkovl(plain, seeded())));
+  autos.clear();
+  st = parse_interfaces(test::read_file(r2 / "etc/network/interfaces"), autos);
+  EXPECT_EQ(st["eth0 inet"].options.count("peer-dns"), 0u);
+  EXPECT_EQ(st["eth0 inet"].options.count("dhcp-program"), 0u);
+  EXPECT_EQ(test::read_file(r2 / "etc/apk/world").find("dhcpcd"), std::string::npos);
+}
+
 TEST(Apkovl, WpaSupplicantHoldsOnlyTheDerivedPsk) {
   RPI_REQUIRE_TOOL("busybox");
   RPI_REQUIRE_TOOL("openssl");
