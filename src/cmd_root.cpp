@@ -239,10 +239,15 @@ void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results
     const std::vector<std::string>& keys = i < known_hosts.size() ? known_hosts[i] : none;
     if (r.ok()) written_keys.insert(written_keys.end(), keys.begin(), keys.end());
     if (r.cancelled) (r.bytes_written ? any_started_unfinished : any_untouched) = true;
-    std::snprintf(line, sizeof line, "%-16s %-22s %10s %7.1fs %-9s %s\n", r.identity.c_str(), r.target.c_str(),
-                  format_size(r.bytes_written).c_str(), r.seconds, r.verified ? "yes" : "no",
-                  r.ok() ? "ok — safe to remove" : ("FAILED: " + r.error).c_str());
-    s << line;
+    // Only the short columns go through the fixed buffer: a long path or error
+    // message must not be cut (the error says what to do at its end).
+    auto left = [](const std::string& v, std::size_t width) {
+      return v.size() >= width ? v : v + std::string(width - v.size(), ' ');
+    };
+    std::snprintf(line, sizeof line, " %10s %7.1fs %-9s ", format_size(r.bytes_written).c_str(), r.seconds,
+                  r.verified ? "yes" : "no");
+    s << left(r.identity, 16) << " " << left(r.target, 22) << line
+      << (r.ok() ? std::string("ok — safe to remove") : "FAILED: " + r.error) << "\n";
     if (!r.ok()) ++failed;
     emit_card_done(ctx, CardDone{r.target, with_identities ? r.identity : "", indices[i], r.ok(), r.verified,
                                  r.bytes_written, r.seconds, "", r.error, r.ok() ? keys : none});
