@@ -26,14 +26,14 @@ class FakeCard : public rpi::udev::ProbeDevice {
   FakeCard(std::uint64_t real, Past past) : real_(real), past_(past) {}
   void write(std::uint64_t offset, const unsigned char* data) override {
     if (offset >= real_ && past_ == Past::drop) return;
-    blocks_[offset % real_].assign(data, data + kProbeBlock);
+    blocks_[home(offset)].assign(data, data + kProbeBlock);
   }
   void read(std::uint64_t offset, unsigned char* data) override {
     if (offset >= real_ && past_ == Past::drop) {
       std::memset(data, 0xff, kProbeBlock);
       return;
     }
-    auto it = blocks_.find(offset % real_);
+    auto it = blocks_.find(home(offset));
     if (it == blocks_.end())
       std::memset(data, 0, kProbeBlock);
     else
@@ -55,6 +55,8 @@ class FakeCard : public rpi::udev::ProbeDevice {
   }
 
  private:
+  // Where a wrapping card really stores `offset`.
+  std::uint64_t home(std::uint64_t offset) const { return real_ ? offset % real_ : offset; }
   std::uint64_t real_;
   Past past_;
   std::map<std::uint64_t, std::vector<unsigned char>> blocks_;

@@ -338,7 +338,7 @@ class SourceCheck {
   void wait() {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return done_; });
-    if (error_) throw *error_;
+    if (error_) throw Error(error_->code(), error_->what());
   }
 
  private:
