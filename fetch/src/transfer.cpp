@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
@@ -48,6 +49,48 @@ struct CurlDeleter {
   void operator()(CURL* h) const noexcept { curl_easy_cleanup(h); }
 };
 using CurlPtr = std::unique_ptr<CURL, CurlDeleter>;
+
+// One connection cache for the whole process. The index, the .sha256/.sha512
+// companions, the .asc and the tarball come from one mirror: with a fresh
+// connection each, every request over https paid a TLS handshake (one or two
+// round trips to the mirror) and a TCP slow start. Shared: connections, DNS
+// answers and TLS sessions. libcurl only matches a cached connection to a
+// request with the same host, port, proxy and TLS settings (--ca-cert included).
+//
+// A forked child (the tests fork; a program embedding the library may) must not
+// touch the parent's connections: both processes would talk on one socket. It
+// gets none shared, and libcurl's per-handle connections instead.
+class Share {
+ public:
+  static CURLSH* get() {
+    static Share share;  // after curl_global_init (global_init() runs first), destroyed before it
+    return ::getpid() == share.owner_ ? share.h_ : nullptr;
+  }
+  Share(const Share&) = delete;
+  Share& operator=(const Share&) = delete;
+
+ private:
+  Share() : h_(curl_share_init()) {
+    if (!h_) throw Error(Errc::internal, "curl_share_init failed");
+    curl_share_setopt(h_, CURLSHOPT_LOCKFUNC, lock);
+    curl_share_setopt(h_, CURLSHOPT_UNLOCKFUNC, unlock);
+    curl_share_setopt(h_, CURLSHOPT_USERDATA, this);
+    curl_share_setopt(h_, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    curl_share_setopt(h_, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(h_, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  }
+  ~Share() { curl_share_cleanup(h_); }
+  static std::mutex& mutex(void* self, curl_lock_data d) {
+    auto& mus = static_cast<Share*>(self)->mu_;
+    return mus[static_cast<std::size_t>(d) % mus.size()];
+  }
+  static void lock(CURL*, curl_lock_data d, curl_lock_access, void* self) { mutex(self, d).lock(); }
+  static void unlock(CURL*, curl_lock_data d, void* self) { mutex(self, d).unlock(); }
+
+  std::array<std::mutex, CURL_LOCK_DATA_LAST> mu_;
+  const pid_t owner_ = ::getpid();
+  CURLSH* h_;
+};
 
 class HeaderList {
  public:
@@ -127,6 +170,7 @@ std::size_t on_header(char* data, std::size_t size, std::size_t nitems, void* us
 // bundle when given, proxies from the environment (libcurl's default), limits.
 void common_setup(CURL* h, const std::string& url, const Options& opts, char* errbuf) {
   curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(h, CURLOPT_SHARE, Share::get());
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <set>
 
 #include "fetch/fetch.hpp"
 #include "mirror_fixture.hpp"
@@ -148,8 +149,14 @@ TEST_F(FetchTest, DownloadsVerifiesAndReusesTheCache) {
   EXPECT_EQ(sha256_of(p), sha256_of(tree->latest));
   EXPECT_EQ(s.requests(tree->latest_file), 1);
   EXPECT_EQ(count_files(cache, ".part"), 0u);
-  // The User-Agent names the tool.
-  for (const auto& e : s.log()) EXPECT_TRUE(e.user_agent.starts_with("rpi-provision/")) << e.user_agent;
+  // The User-Agent names the tool; the index and the tarball came over one connection.
+  std::set<int> ports;
+  for (const auto& e : s.log()) {
+    EXPECT_TRUE(e.user_agent.starts_with("rpi-provision/")) << e.user_agent;
+    ports.insert(e.client_port);
+  }
+  EXPECT_EQ(s.log().size(), 2u);
+  EXPECT_EQ(ports.size(), 1u) << "each request opened a connection of its own";
   // Progress events carry done/total and reach the end.
   bool saw_end = false;
   for (const auto& e : events)
@@ -402,6 +409,10 @@ TEST_F(FetchTest, HttpsWithAPrivateCa) {
   o.ca_cert = pki.ca_cert;
   Release r = fetch::resolve(query("3.22", s.url()), o);
   EXPECT_EQ(sha256_of(fetch::fetch_release(r, o)), sha256_of(tree->latest));
+  // One TLS handshake for the index and the tarball: the connection is reused.
+  auto log = s.log();
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[0].client_port, log[1].client_port) << log[0].path << " and " << log[1].path;
 }
 
 // ---- Signatures ----

@@ -127,6 +127,7 @@ std::vector<LogEntry> MirrorServer::log() const {
     e.user_agent = str(line, "user_agent");
     e.status = static_cast<int>(num(line, "status"));
     e.sent = num(line, "sent");
+    e.client_port = static_cast<int>(num(line, "client_port"));
     out.push_back(e);
   }
   return out;

@@ -35,6 +35,7 @@ struct LogEntry {
   std::string path, range, if_range, user_agent;
   int status = 0;
   std::uint64_t sent = 0;
+  int client_port = 0;  // the client's end of the TCP connection: equal ports = one connection
 };
 
 class MirrorServer {

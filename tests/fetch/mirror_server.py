@@ -21,7 +21,7 @@ affects (-1 = all). Kinds:
             hangs up
   redirect  answer with status n (default 302) and "Location: <to>", e.g.
             {"path": "tar.gz", "kind": "redirect", "to": "https://127.0.0.1:PORT/x"}
-Every response is logged to <state>/log.jsonl: path, range, status, bytes sent.
+Every response is logged to <state>/log.jsonl: path, range, status, bytes sent, the client's port.
 <state>/active holds the number of requests being handled (0 = the log is complete).
 """
 import argparse
@@ -104,7 +104,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def finish_log(self, status, sent, rng):
         log(self.server.state, {"path": self.path, "range": rng, "status": status, "sent": sent,
                                 "user_agent": self.headers.get("User-Agent", ""),
-                                "if_range": self.headers.get("If-Range", "")})
+                                "if_range": self.headers.get("If-Range", ""),
+                                "client_port": self.client_address[1]})
 
     def simple(self, status, rng):
         self.send_response(status)
@@ -191,7 +192,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", etag)
         self.send_header("Last-Modified", last_mod)
-        self.send_header("Connection", "close")
+        # Like a real mirror, a complete response keeps the connection open for
+        # the next request; every fault closes it.
+        keep = kind in (None, "norange") and self.headers.get("Connection", "").lower() != "close"
+        self.send_header("Connection", "keep-alive" if keep else "close")
         if partial:
             self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
         self.end_headers()
@@ -238,6 +242,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
             pass
         self.finish_log(206 if partial else 200, sent, rng)
+        if keep and sent == limit:
+            self.close_connection = False
         if kind in ("cut", "badlen"):
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
