@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -318,6 +319,27 @@ void backoff(const Options& opts, int attempt, const std::string& subject, const
   std::this_thread::sleep_for(delay);
 }
 
+// Reserves the part file's blocks up to `size` without changing its length
+// (the length is what a resume starts from). A disk that cannot hold the
+// tarball then fails before the first byte is fetched, not minutes into the
+// download. File systems without fallocate (NFS, some FUSE) are simply not
+// reserved on. A failure removes an empty part file: nothing is worth resuming.
+void reserve_space(int fd, const fs::path& part, std::uint64_t size, const std::string& subject) {
+  if (size == 0 || ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(size)) == 0) return;
+  const int err = errno;
+  if (err != ENOSPC && err != EDQUOT) return;
+  const fs::path cache = part.parent_path().parent_path();  // <cache>/partial/<file>.part
+  std::string room;
+  struct statvfs vfs {};
+  if (::statvfs(part.parent_path().c_str(), &vfs) == 0)
+    room = ", " + format_size(static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize) + " free";
+  std::error_code ec;
+  if (fs::file_size(part, ec) == 0 && !ec) fs::remove(part, ec);
+  throw Error(Errc::io, "not enough space in " + cache.string() + " for " + subject + " (" + format_size(size) +
+                            (err == EDQUOT ? ", over the disk quota" : "") + room +
+                            "): free some space, or use --cache-dir on a larger file system");
+}
+
 std::uint64_t file_size(int fd, const std::string& what) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw_errno("cannot stat " + what);
@@ -631,6 +653,7 @@ Downloaded copy_local(const fs::path& src, const fs::path& part, std::uint64_t e
     throw Error(Errc::verify, src.string() + ": size is " + std::to_string(total) + " bytes, the release index says " +
                                   std::to_string(expected));
   Fd out = open_or_throw(part.string(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  reserve_space(out.get(), part, total, subject);
   Hashes h(out.get(), part.string());
   Progress progress(opts, subject, total);
   std::vector<char> buf(1 << 20);
@@ -719,6 +742,7 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
 
   const std::string what = part.string();
   Fd fd = open_or_throw(what, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  reserve_space(fd.get(), part, expected, subject);
   Hashes hashes(fd.get(), what);
   // Truncation always goes through here: the hashers must let go first.
   auto truncate_to_zero = [&] {

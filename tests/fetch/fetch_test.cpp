@@ -2,8 +2,12 @@
 // sha512sum for digests, the server's own request log for what went over the
 // wire, gpg and openssl for the keys and certificates.
 #include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -354,6 +358,34 @@ TEST_F(FetchTest, FileUrlAndDirectoryMirrors) {
     Release older = fetch::resolve(query("3.22.1", mirror), o);
     EXPECT_EQ(sha256_of(fetch::fetch_release(older, o)), sha256_of(tree->older));
   }
+}
+
+// A cache on a disk too small for the tarball fails before anything is
+// fetched, names the cache and says what to do; nothing is left in it.
+TEST_F(FetchTest, CacheWithoutRoomFailsBeforeDownloading) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs for the cache";
+  MirrorServer& s = serve();
+  Release r = fetch::resolve(query("3.22", s.url()), opts());
+  const fs::path small = tmp / "small";
+  fs::create_directories(small);
+  const std::string size = "size=" + std::to_string(r.size / 2);
+  ASSERT_EQ(::mount("tmpfs", small.c_str(), "tmpfs", 0, size.c_str()), 0) << std::strerror(errno);
+  struct Unmount {
+    fs::path at;
+    ~Unmount() { ::umount2(at.c_str(), MNT_DETACH); }
+  } unmount{small};
+  for (std::string mirror : {s.url(), tree->root.string()}) {
+    Options o = opts();
+    o.cache_dir = small / "cache";
+    Release here = fetch::resolve(query("3.22", mirror), o);
+    std::string msg = error_of([&] { fetch::fetch_release(here, o); }, Errc::io);
+    EXPECT_TRUE(contains(msg, "not enough space in " + o.cache_dir.string())) << msg;
+    EXPECT_TRUE(contains(msg, "--cache-dir")) << msg;
+    EXPECT_TRUE(contains(msg, r.file)) << msg;
+    EXPECT_EQ(count_files(o.cache_dir, ".part"), 0u) << mirror;
+    EXPECT_TRUE(fetch::list_cache(o.cache_dir).empty()) << mirror;
+  }
+  EXPECT_EQ(s.requests(".tar.gz"), 0) << "the download started although the tarball cannot fit";
 }
 
 TEST_F(FetchTest, MirrorFallback) {
