@@ -274,10 +274,18 @@ std::vector<Member> members_of(const HostConfig& h, const BuildOptions& opt, std
         ifs += std::string("\tdhcp-opts -6") + (own_dns ? " --nohook resolv.conf" : "") + "\n";
       }
     }
-    if (i.ipv6 == "auto" && (i.dhcp || checks::parse_cidr(i.address)->ip.family == 4))
-      ifs += "iface " + i.name + " inet6 auto\n";
-    else if (i.ipv6 == "off")
+    if (i.ipv6 == "off") {
+      // sysctl.d (below) runs once at boot, before a late interface exists:
+      // wlan0 waits for brcmfmac's firmware, a USB adapter for enumeration.
+      // Again just before the interface comes up, then; a kernel without IPv6
+      // or a read-only /proc must not keep the interface down (a failing
+      // pre-up command would).
+      const std::string knob = "/proc/sys/net/ipv6/conf/" + i.name + "/disable_ipv6";
+      ifs += "\tpre-up test ! -e " + knob + " || echo 1 > " + knob + " || true\n";
       ipv6_off.push_back(i.name);
+    } else if (i.ipv6 == "auto" && (i.dhcp || checks::parse_cidr(i.address)->ip.family == 4)) {
+      ifs += "iface " + i.name + " inet6 auto\n";
+    }
   }
   t.file("etc/network/interfaces", ifs);
   if (!ipv6_off.empty()) {
