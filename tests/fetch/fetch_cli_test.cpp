@@ -17,23 +17,22 @@ std::string first_line(const std::string& s) {
   return s.substr(0, s.find('\n'));
 }
 
-class FetchCli : public ::testing::Test {
+// The CLI against the test mirror: MirrorTest's tree and server, and the cache
+// as the command-line argument it is here.
+class FetchCli : public MirrorTest {
  protected:
   void SetUp() override {
-    if (!have_tool("python3")) GTEST_SKIP() << "tool not installed: python3 (runs the test mirror)";
-    RPI_REQUIRE_TOOL("sha256sum");
-    tree = std::make_unique<MirrorTree>(tmp.path());
-    server = std::make_unique<MirrorServer>(tree->root, tmp / "state");
-    cache = (tmp / "cache").string();
+    MirrorTest::SetUp();
+    if (IsSkipped()) return;
+    serve();
+    cache_dir = cache.string();
   }
-  TempDir tmp;
-  std::unique_ptr<MirrorTree> tree;
-  std::unique_ptr<MirrorServer> server;
-  std::string cache;
+  std::string cache_dir;
 };
 
 TEST_F(FetchCli, JsonShowsDownloadProgressAndTheResult) {
-  CommandResult r = cli({"--json", "fetch", "--version", "3.22.2", "--mirror", server->url(), "--cache-dir", cache});
+  CommandResult r =
+      cli({"--json", "fetch", "--version", "3.22.2", "--mirror", server->url(), "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::string size = std::to_string(fs::file_size(tree->latest));
   EXPECT_NE(r.out.find("\"type\":\"download\""), std::string::npos) << r.out;
@@ -43,36 +42,36 @@ TEST_F(FetchCli, JsonShowsDownloadProgressAndTheResult) {
 
 TEST_F(FetchCli, PinnedTarballUrl) {
   std::string url = server->url() + "/v3.22/releases/aarch64/" + tree->older_file;
-  CommandResult r = cli({"fetch", "--tarball", url, "--sha256", sha256_of(tree->older), "--cache-dir", cache});
+  CommandResult r = cli({"fetch", "--tarball", url, "--sha256", sha256_of(tree->older), "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(sha256_of(first_line(r.out)), sha256_of(tree->older));
-  r = cli({"fetch", "--tarball", url, "--sha256", sha256_of(tree->latest), "--cache-dir", cache + "2"});
+  r = cli({"fetch", "--tarball", url, "--sha256", sha256_of(tree->latest), "--cache-dir", cache_dir + "2"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("SHA-256 mismatch"), std::string::npos) << r.err;
-  r = cli({"fetch", "--tarball", url, "--cache-dir", cache});
+  r = cli({"fetch", "--tarball", url, "--cache-dir", cache_dir});
   EXPECT_EQ(r.exit_code, 2);
 }
 
 TEST_F(FetchCli, FetchPrintsTheVerifiedCachedPath) {
   CommandResult r =
-      cli({"fetch", "--version", "3.22", "--arch", "aarch64", "--mirror", server->url(), "--cache-dir", cache});
+      cli({"fetch", "--version", "3.22", "--arch", "aarch64", "--mirror", server->url(), "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   fs::path p = first_line(r.out);
   EXPECT_TRUE(fs::exists(p)) << r.out;
   EXPECT_EQ(sha256_of(p), sha256_of(tree->latest));
-  EXPECT_TRUE(p.string().starts_with(cache));
+  EXPECT_TRUE(p.string().starts_with(cache_dir));
 
   // --json: one result line with the path and digest; progress as events.
-  r = cli({"--json", "fetch", "--version", "3.22", "--mirror", server->url(), "--cache-dir", cache});
+  r = cli({"--json", "fetch", "--version", "3.22", "--mirror", server->url(), "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("\"type\":\"fetch\""), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\"sha256\":\"" + sha256_of(tree->latest) + "\""), std::string::npos) << r.out;
 
   // Offline from the cache, no mirror reachable.
-  r = cli({"fetch", "--version", "3.22", "--offline", "--cache-dir", cache});
+  r = cli({"fetch", "--version", "3.22", "--offline", "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(fs::path(first_line(r.out)), p);
-  r = cli({"fetch", "--version", "3.21", "--offline", "--cache-dir", cache});
+  r = cli({"fetch", "--version", "3.21", "--offline", "--cache-dir", cache_dir});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("offline"), std::string::npos) << r.err;
 }
@@ -81,27 +80,27 @@ TEST_F(FetchCli, FetchFromTheSpecsAlpineTable) {
   fs::path spec = tmp / "kiosk.toml";
   write_file(spec, "[system]\nhostname = \"kiosk\"\n\n[alpine]\nversion = \"3.22.1\"\narch = \"aarch64\"\nmirror = \"" +
                        server->url() + "\"\n");
-  CommandResult r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache});
+  CommandResult r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(sha256_of(first_line(r.out)), sha256_of(tree->older));
 
   write_file(spec, "[alpine]\nversion = 3.22\n");
-  r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache});
+  r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache_dir});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("kiosk.toml:2:"), std::string::npos) << r.err;
 
   write_file(spec, "[alpine]\nverison = \"3.22\"\n");
-  r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache});
+  r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache_dir});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("verison"), std::string::npos) << r.err;
 }
 
 TEST_F(FetchCli, UsageErrorsExitTwo) {
   CommandResult r =
-      cli({"fetch", "--version", "3.22", "--arch", "riscv64", "--mirror", server->url(), "--cache-dir", cache});
+      cli({"fetch", "--version", "3.22", "--arch", "riscv64", "--mirror", server->url(), "--cache-dir", cache_dir});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("riscv64"), std::string::npos) << r.err;
-  r = cli({"fetch", "--verify-signature", "--mirror", server->url(), "--cache-dir", cache});
+  r = cli({"fetch", "--verify-signature", "--mirror", server->url(), "--cache-dir", cache_dir});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--keyring"), std::string::npos) << r.err;
 }
@@ -113,19 +112,19 @@ TEST_F(FetchCli, WatchUsesTheDownloadFlags) {
   write_file(spec, "[system]\nhostname = \"pi-{n}\"\n\n[alpine]\nversion = \"3.22\"\n");
   fs::path keyring = tmp / "keyring.asc";
   write_file(keyring, "");
-  CommandResult r = cli({"watch", "--spec", spec.string(), "--mirror", server->url(), "--cache-dir", cache,
+  CommandResult r = cli({"watch", "--spec", spec.string(), "--mirror", server->url(), "--cache-dir", cache_dir,
                          "--verify-signature", "--keyring", keyring.string(), "--signing-key-fingerprint",
                          std::string(40, 'A'), "--poll", "--count", "1", "--yes"});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_NE(r.err.find(".asc was not found"), std::string::npos) << r.err;
   EXPECT_GE(server->requests(".tar.gz"), 1);
-  EXPECT_EQ(run({"sh", "-c", "find '" + cache + "' -name '*.tar.gz' | grep -q ."}).exit_code, 1)
+  EXPECT_EQ(run({"sh", "-c", "find '" + cache_dir + "' -name '*.tar.gz' | grep -q ."}).exit_code, 1)
       << "an unverified tarball was cached";
 }
 
 TEST_F(FetchCli, TwoConcurrentFetchesShareOneCache) {
   std::string cmd = "'" + cli_path().string() + "' -q fetch --version 3.22 --mirror " + server->url() +
-                    " --cache-dir '" + cache + "'";
+                    " --cache-dir '" + cache_dir + "'";
   CommandResult r = sh("(" + cmd + " > " + (tmp / "a.out").string() + " 2>&1) & (" + cmd + " > " +
                        (tmp / "b.out").string() + " 2>&1) & wait");
   std::string a = read_file(tmp / "a.out"), b = read_file(tmp / "b.out");
@@ -138,18 +137,18 @@ TEST_F(FetchCli, TwoConcurrentFetchesShareOneCache) {
 
 TEST_F(FetchCli, CacheListAndPrune) {
   for (std::string v : {"3.22.1", "3.22.2"}) {
-    CommandResult r = cli({"-q", "fetch", "--version", v, "--mirror", server->url(), "--cache-dir", cache});
+    CommandResult r = cli({"-q", "fetch", "--version", v, "--mirror", server->url(), "--cache-dir", cache_dir});
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
-  CommandResult r = cli({"cache", "list", "--cache-dir", cache});
+  CommandResult r = cli({"cache", "list", "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out.find("3.22.2"), 0u) << "newest first: " << r.out;
   EXPECT_NE(r.out.find("3.22.1"), std::string::npos) << r.out;
 
-  r = cli({"cache", "prune", "--keep", "1", "--cache-dir", cache});
+  r = cli({"cache", "prune", "--keep", "1", "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("removed 3.22.1"), std::string::npos) << r.out;
-  r = cli({"--json", "cache", "list", "--cache-dir", cache});
+  r = cli({"--json", "cache", "list", "--cache-dir", cache_dir});
   EXPECT_NE(r.out.find("\"version\":\"3.22.2\""), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("3.22.1"), std::string::npos) << r.out;
 }
@@ -157,7 +156,7 @@ TEST_F(FetchCli, CacheListAndPrune) {
 // ---- Tester report: cache/fetch CLI details ----
 
 TEST_F(FetchCli, PruneRefusesANegativeKeep) {
-  CommandResult r = cli({"cache", "prune", "--keep", "-1", "--cache-dir", cache});
+  CommandResult r = cli({"cache", "prune", "--keep", "-1", "--cache-dir", cache_dir});
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_EQ(r.out.find("18446744073709551615"), std::string::npos) << r.out;
 }
@@ -169,10 +168,10 @@ TEST_F(FetchCli, JsonOmitsUnknownVersionAndLowerCasesTheDigest) {
   std::string hex = sha256_of(tree->older);
   std::string upper = hex;
   for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  CommandResult r = cli({"--json", "fetch", "--tarball", local.string(), "--sha256", upper, "--cache-dir", cache});
+  CommandResult r = cli({"--json", "fetch", "--tarball", local.string(), "--sha256", upper, "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("\"sha256\":\"" + hex + "\""), std::string::npos) << r.out;
-  r = cli({"--json", "cache", "list", "--cache-dir", cache});
+  r = cli({"--json", "cache", "list", "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("\"type\":\"cache-entry\""), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("\"version\":\"\""), std::string::npos) << r.out;
@@ -180,20 +179,21 @@ TEST_F(FetchCli, JsonOmitsUnknownVersionAndLowerCasesTheDigest) {
 }
 
 TEST_F(FetchCli, Sha256WithoutTarballIsAUsageError) {
-  CommandResult r = cli({"fetch", "--sha256", std::string(64, 'a'), "--mirror", server->url(), "--cache-dir", cache});
+  CommandResult r =
+      cli({"fetch", "--sha256", std::string(64, 'a'), "--mirror", server->url(), "--cache-dir", cache_dir});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--sha256"), std::string::npos) << r.err;
   EXPECT_EQ(server->requests(""), 0);
 }
 
 TEST_F(FetchCli, ListAndPruneTellAboutPartialDownloads) {
-  fs::path partial = fs::path(cache) / "partial";
+  fs::path partial = fs::path(cache_dir) / "partial";
   fs::create_directories(partial);
   write_file(partial / (std::string(64, 'a') + "-alpine-rpi-3.22.2-aarch64.tar.gz.part"), std::string(2048, 'x'));
-  CommandResult r = cli({"cache", "list", "--cache-dir", cache});
+  CommandResult r = cli({"cache", "list", "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("partial downloads: 1 (2 KiB"), std::string::npos) << r.out;
-  r = cli({"cache", "prune", "--cache-dir", cache});
+  r = cli({"cache", "prune", "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("1 partial download(s) (2 KiB)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("2 KiB freed"), std::string::npos) << r.out;
@@ -230,7 +230,7 @@ class FetchCliRepositories : public FetchCli {
 
 TEST_F(FetchCliRepositories, LatestStableIsPinnedToTheReleaseTheIndexResolved) {
   fs::path img = tmp / "pi.img";
-  CommandResult r = cli({"--spec", spec().string(), "--output", img.string(), "--cache-dir", cache});
+  CommandResult r = cli({"--spec", spec().string(), "--output", img.string(), "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::string repos = repositories(img);
   EXPECT_TRUE(contains(repos, server->url() + "/v3.22/main\n")) << repos;
@@ -243,7 +243,7 @@ TEST_F(FetchCliRepositories, LatestStableIsPinnedToTheReleaseInTheTarballsName) 
   fs::copy_file(tree->older, named);
   fs::path img = tmp / "named.img";
   CommandResult r =
-      cli({"--spec", spec().string(), "--tarball", named.string(), "--output", img.string(), "--cache-dir", cache});
+      cli({"--spec", spec().string(), "--tarball", named.string(), "--output", img.string(), "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(repositories(img), "/v3.21/main\n")) << repositories(img);
   EXPECT_FALSE(contains(r.err, "latest-stable")) << r.err;
@@ -252,7 +252,7 @@ TEST_F(FetchCliRepositories, LatestStableIsPinnedToTheReleaseInTheTarballsName) 
   fs::path other = tmp / "boot-files.tar.gz";
   fs::copy_file(tree->older, other);
   img = tmp / "other.img";
-  r = cli({"--spec", spec().string(), "--tarball", other.string(), "--output", img.string(), "--cache-dir", cache});
+  r = cli({"--spec", spec().string(), "--tarball", other.string(), "--output", img.string(), "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(repositories(img), "/latest-stable/main\n")) << repositories(img);
   EXPECT_TRUE(contains(r.err, "the tarball's Alpine release is unknown")) << r.err;
