@@ -2,13 +2,18 @@
 
 #include <archive.h>
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <libfdisk.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <clocale>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -154,13 +159,50 @@ std::string version_text() {
   return s;
 }
 
+namespace {
+
+// Started with stdin, stdout or stderr closed (`>&-`), the first files the run
+// opens would become fds 0-2: progress text would be written into an image or
+// onto a card. Each closed one is pointed at /dev/null; returns which were.
+std::array<bool, 3> reserve_standard_fds() {
+  std::array<bool, 3> closed{};
+  for (int fd = 0; fd < 3; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    closed[static_cast<std::size_t>(fd)] = true;
+    int n = ::open("/dev/null", (fd == 0 ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
+    if (n >= 0 && n != fd) {
+      ::dup2(n, fd);  // without O_CLOEXEC: fds 0-2 stay open across exec
+      ::close(n);
+    } else if (n == fd) {
+      ::fcntl(fd, F_SETFD, 0);
+    }
+  }
+  return closed;
+}
+
+// A run whose results could not be printed failed, whatever it wrote: a
+// script reading the image's path or the known_hosts lines got nothing.
+int checked_exit(AppContext& ctx, int code) {
+  if (int err = ctx.reporter.output_error()) {
+    // EPIPE: the reader quit on purpose (`| head`); SIGPIPE already set the code.
+    if (err != EPIPE)
+      std::fprintf(stderr, "rpi-provision: error: cannot write to standard output: %s\n", std::strerror(err));
+    if (code == 0) code = 1;
+  }
+  return code;
+}
+
+}  // namespace
+
 int run(int argc, char** argv) {
+  const std::array<bool, 3> closed = reserve_standard_fds();
   // libarchive returns UTF-8 path names only under a UTF-8 locale (tech-brief §6.1).
   if (!std::setlocale(LC_CTYPE, "C.UTF-8")) std::setlocale(LC_CTYPE, "");
   // Ctrl-C while an image or apkovl is being written leaves no hidden temporary behind.
   remove_temporaries_on_signals();
 
   AppContext ctx;
+  if (closed[1]) ctx.reporter.stdout_was_closed();
   CLI::App app{
       "rpi-provision — turn a TOML spec into ready-to-boot Raspberry Pi SD cards running Alpine Linux "
       "diskless.",
@@ -193,17 +235,17 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     ctx.reporter.configure(ctx.json, ctx.quiet);
     ctx.reporter.error(Errc::usage, std::string(e.what()) + " (see rpi-provision --help)");
-    return 2;
+    return checked_exit(ctx, 2);
   } catch (const Error& e) {
     ctx.reporter.configure(ctx.json, ctx.quiet);
     ctx.reporter.error(e.code(), e.what());
-    return exit_code_for(e.code());
+    return checked_exit(ctx, exit_code_for(e.code()));
   } catch (const std::exception& e) {
     ctx.reporter.configure(ctx.json, ctx.quiet);
     ctx.reporter.error(Errc::internal, e.what());
-    return 1;
+    return checked_exit(ctx, 1);
   }
-  return ctx.exit_code;
+  return checked_exit(ctx, ctx.exit_code);
 }
 
 }  // namespace rpi::cli

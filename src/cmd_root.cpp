@@ -362,6 +362,8 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   std::vector<int> indices;
   for (std::size_t i = 0; i < o.devices.size(); ++i) indices.push_back(p ? ids[i].n : static_cast<int>(i) + 1);
   report_flash(ctx, results, indices, known_hosts, o.known_hosts, p != nullptr, start);
+  // Like a build killed by the signal: 130 after Ctrl-C, 143 after SIGTERM.
+  if (int sig = cancel_signal()) ctx.exit_code = 128 + sig;
 }
 
 CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {

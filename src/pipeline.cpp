@@ -38,7 +38,10 @@ std::string read_limited(const std::string& path, std::size_t limit) {
 }
 
 std::atomic<bool> g_cancel{false};
-extern "C" void on_signal(int) {
+std::atomic<int> g_cancel_signal{0};  // the first signal that cancelled the run
+extern "C" void on_signal(int sig) {
+  int none = 0;
+  g_cancel_signal.compare_exchange_strong(none, sig);
   g_cancel.store(true);
 }
 
@@ -80,9 +83,16 @@ const std::atomic<bool>* install_cancel_handler() {
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  // SIGHUP (the terminal closed) and SIGPIPE (the reader of stdout quit, e.g. a
+  // GUI that crashed) stop the cards like Ctrl-C: killed outright, the process
+  // would leave a card half-written with a valid MBR and the scratch images
+  // (which hold the apkovl's secrets) in $TMPDIR.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) sigaction(sig, &sa, nullptr);
   return &g_cancel;
+}
+
+int cancel_signal() {
+  return g_cancel_signal.load();
 }
 
 ScratchDir::ScratchDir() {

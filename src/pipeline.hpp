@@ -118,8 +118,11 @@ struct CardDone {
 void emit_card_done(AppContext& ctx, const CardDone& c);
 void emit_summary(AppContext& ctx, int cards, int failed, double seconds, int exit_code);
 
-// Ctrl-C handling for device writes: the flag flips on SIGINT/SIGTERM.
+// Ctrl-C handling for device writes: the flag flips on SIGINT, SIGTERM, SIGHUP
+// or SIGPIPE.
 const std::atomic<bool>* install_cancel_handler();
+// The signal that cancelled the run (0: none); the exit code is then 128 + it.
+int cancel_signal();
 
 // A folder for temporary images, removed with everything in it.
 class ScratchDir {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 
@@ -56,10 +57,24 @@ EventSink Reporter::sink() {
   return [this](const Event& ev) { on_event(ev); };
 }
 
+void Reporter::out_locked(const std::string& text, bool newline) {
+  if (stdout_closed_) {
+    if (!out_errno_) out_errno_ = EBADF;
+    return;
+  }
+  std::fputs(text.c_str(), stdout);
+  if (newline) std::fputc('\n', stdout);
+  if (std::fflush(stdout) != 0 && !out_errno_) out_errno_ = errno ? errno : EIO;
+}
+
+int Reporter::output_error() {
+  std::lock_guard lock(mu_);
+  if (!stdout_closed_ && std::fflush(stdout) != 0 && !out_errno_) out_errno_ = errno ? errno : EIO;
+  return out_errno_;
+}
+
 void Reporter::emit_json_locked(const std::string& line) {
-  std::fputs(line.c_str(), stdout);
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
+  out_locked(line, true);
 }
 
 void Reporter::on_event(const Event& ev) {
@@ -152,17 +167,13 @@ void Reporter::result(const std::string& type, const std::string& txt, JsonObjec
     return;
   }
   clear_bars_locked();
-  std::fputs(txt.c_str(), stdout);
-  if (txt.empty() || txt.back() != '\n') std::fputc('\n', stdout);
-  std::fflush(stdout);
+  out_locked(txt, txt.empty() || txt.back() != '\n');
 }
 
 void Reporter::text(const std::string& txt) {
   std::lock_guard lock(mu_);
   if (json_) return;
-  std::fputs(txt.c_str(), stdout);
-  if (txt.empty() || txt.back() != '\n') std::fputc('\n', stdout);
-  std::fflush(stdout);
+  out_locked(txt, txt.empty() || txt.back() != '\n');
 }
 
 void Reporter::note(const std::string& message) {
@@ -178,6 +189,8 @@ void Reporter::error(Errc code, const std::string& message) {
     JsonObject o;
     o.add("type", "error").add("code", errc_name(code)).add("message", message);
     emit_json_locked(o.str());
+    // The event was lost with stdout: the error must still reach someone.
+    if (out_errno_) std::fprintf(stderr, "rpi-provision: error: %s\n", message.c_str());
     return;
   }
   clear_bars_locked();

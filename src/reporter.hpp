@@ -35,6 +35,13 @@ class Reporter {
   void error(Errc code, const std::string& message);
   // Finishes any progress display (call before printing results).
   void finish_progress();
+  // Standard output was closed when the program started (it now points to
+  // /dev/null, so no file the run opens can become fd 1): whatever would be
+  // printed there is lost, which output_error() then reports.
+  void stdout_was_closed() { stdout_closed_ = true; }
+  // The errno of the first failed write to stdout (0: none). A result nobody
+  // received (a full disk, a closed or vanished reader) makes the run fail.
+  int output_error();
 
  private:
   struct Bar {
@@ -47,6 +54,8 @@ class Reporter {
   void redraw_locked();
   void clear_bars_locked();
   void emit_json_locked(const std::string& line);
+  // Writes `text` (+ a newline) to stdout and flushes it; records a failure.
+  void out_locked(const std::string& text, bool newline);
 
   std::mutex mu_;
   bool json_ = false;
@@ -56,6 +65,8 @@ class Reporter {
   std::vector<std::string> order_;  // bar subjects in first-seen order
   std::map<std::string, Bar> bars_;
   int drawn_lines_ = 0;
+  bool stdout_closed_ = false;
+  int out_errno_ = 0;
 };
 
 }  // namespace rpi::cli

@@ -1,7 +1,7 @@
 // All-or-nothing output: the file is written under a temporary name in the
 // target's folder and renamed over the target by commit(). If commit() is never
 // reached (an exception, a failed check), the destructor removes the temporary;
-// after remove_temporaries_on_signals(), so does a SIGINT, SIGTERM or SIGHUP.
+// after remove_temporaries_on_signals(), so does a SIGINT, SIGTERM, SIGHUP or SIGPIPE.
 // A symbolic link target is followed; anything but a regular file is refused.
 #pragma once
 
@@ -35,7 +35,7 @@ class AtomicFile {
   int slot_ = -1;  // in the signal handler's list of temporaries
 };
 
-// Installs handlers for SIGINT, SIGTERM and SIGHUP that remove every live
+// Installs handlers for SIGINT, SIGTERM, SIGHUP and SIGPIPE that remove every live
 // AtomicFile temporary, then end the process by the same signal. Commands that
 // cancel cooperatively (card writes) install their own handlers afterwards.
 void remove_temporaries_on_signals();

@@ -1,0 +1,135 @@
+// What a run does when its environment goes away: a signal (Ctrl-C, a closed
+// terminal, a reader of stdout that quit), a stdout that cannot be written, or
+// standard file descriptors that were closed before it started. Oracles: the
+// files left in the folder, the exit status, cmp against a normal build.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <string>
+
+#include "pipeline.hpp"
+#include "rpi/atomic_file.hpp"
+#include "test_support.hpp"
+
+namespace fs = std::filesystem;
+using rpi::test::TempDir;
+
+namespace {
+
+fs::path tarball() {
+  return rpi::test::fixture_tarball({"--size-mb", "4"});
+}
+
+// A spec whose images are the same bytes every time (no random keys or salts).
+fs::path spec_in(const TempDir& dir) {
+  fs::path p = dir / "pi.toml";
+  rpi::test::write_file(p, "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  return p;
+}
+
+std::string quoted(const fs::path& p) {
+  return "'" + p.string() + "'";
+}
+
+// Everything in `dir` but the files named in `keep`, one per line.
+std::string others_in(const fs::path& dir, const std::set<std::string>& keep) {
+  std::string out;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (!keep.count(e.path().filename().string())) out += e.path().filename().string() + "\n";
+  return out;
+}
+
+// Runs `body` in a child process; returns its wait status.
+template <typename F>
+int in_child(F&& body) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    body();
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
+}  // namespace
+
+// A signal while an output is half-written removes its temporary, then ends
+// the process by that signal. SIGPIPE is the one a `--json | head` run gets.
+TEST(Signals, EachEndingSignalRemovesTheHalfWrittenOutput) {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) {
+    TempDir dir;
+    int status = in_child([&] {
+      rpi::remove_temporaries_on_signals();
+      rpi::AtomicFile out(dir / "card.img", 0600);
+      if (sig == SIGPIPE) {
+        int p[2];
+        if (::pipe(p) != 0) ::_exit(90);
+        ::close(p[0]);
+        (void)!::write(p[1], "x", 1);  // the reader is gone: SIGPIPE
+      } else {
+        ::raise(sig);
+      }
+      ::_exit(91);  // not reached
+    });
+    ASSERT_TRUE(WIFSIGNALED(status)) << strsignal(sig) << ": status " << status;
+    EXPECT_EQ(WTERMSIG(status), sig);
+    EXPECT_EQ(others_in(dir.path(), {}), "") << strsignal(sig) << " left a temporary behind";
+  }
+}
+
+// Card writes stop cooperatively (the card is invalidated, the scratch images
+// removed): the process must survive the signal and remember which it was.
+TEST(Signals, CardWritesAreCancelledByHangupAndBrokenPipeToo) {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) {
+    int status = in_child([&] {
+      const std::atomic<bool>* cancel = rpi::cli::install_cancel_handler();
+      ::raise(sig);
+      ::_exit(cancel->load() && rpi::cli::cancel_signal() == sig ? 0 : 1);
+    });
+    ASSERT_TRUE(WIFEXITED(status)) << strsignal(sig) << " killed the card writer instead of cancelling it";
+    EXPECT_EQ(WEXITSTATUS(status), 0) << strsignal(sig);
+  }
+}
+
+// stdout on a full disk: the image is complete, but its summary was lost. The
+// run says so on stderr and fails, in text and in --json mode.
+TEST(Signals, UnwritableStdoutFailsTheRun) {
+  TempDir dir;
+  const fs::path img = dir / "pi.img";
+  const std::string base = quoted(rpi::test::cli_path()) + " --spec " + quoted(spec_in(dir)) + " --tarball " +
+                           quoted(tarball()) + " --output " + quoted(img);
+  for (std::string mode : {"", " --json"}) {
+    auto r = rpi::test::sh(base + mode + " > /dev/full");
+    EXPECT_EQ(r.exit_code, 1) << mode << r.err;
+    EXPECT_NE(r.err.find("cannot write to standard output: No space left on device"), std::string::npos) << r.err;
+  }
+  // A run that fails anyway keeps its exit code, and with --json its error
+  // (whose event was lost with stdout) still reaches stderr.
+  auto r = rpi::test::sh(quoted(rpi::test::cli_path()) + " --json check --spec " + quoted(dir / "nope.toml") +
+                         " > /dev/full");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("nope.toml"), std::string::npos) << r.err;
+}
+
+// Started with stdout and stderr closed, the image file must not become fd 1
+// or 2 (the progress text would land in it): the image is the same bytes as a
+// normal build's, and the lost output makes the run fail.
+TEST(Signals, ClosedStandardDescriptorsNeverReceiveTheOutputFiles) {
+  TempDir dir;
+  const std::string base = quoted(rpi::test::cli_path()) + " --spec " + quoted(spec_in(dir)) + " --tarball " +
+                           quoted(tarball()) + " --output ";
+  auto normal = rpi::test::sh(base + quoted(dir / "a.img") + " > /dev/null 2>&1");
+  ASSERT_EQ(normal.exit_code, 0);
+  auto closed = rpi::test::sh(base + quoted(dir / "b.img") + " >&- 2>&-");
+  EXPECT_EQ(closed.exit_code, 1);
+  auto same = rpi::test::run({"cmp", (dir / "a.img").string(), (dir / "b.img").string()});
+  EXPECT_EQ(same.exit_code, 0) << same.out << same.err;
+  EXPECT_EQ(others_in(dir.path(), {"pi.toml", "a.img", "a.img.bmap", "b.img", "b.img.bmap"}), "");
+}
