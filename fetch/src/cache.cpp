@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -64,7 +65,13 @@ EntryLock::EntryLock(const fs::path& cache, const std::string& sha256, bool wait
   fs::path p = cache / "partial" / (sha256 + ".lock");
   bool noted = false;
   for (;;) {
-    fd_ = open_or_throw(p.string(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 && (errno == EROFS || errno == EACCES)) {
+      read_only_ = true;  // nobody writes here through this mount, or not us: nothing to lock against
+      return;
+    }
+    if (fd < 0) throw_errno("cannot open " + p.string());
+    fd_.reset(fd);
     if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK) throw_errno("cannot lock " + p.string());
       if (!wait) return;

@@ -33,10 +33,14 @@ class EntryLock {
   EntryLock(const std::filesystem::path& cache, const std::string& sha256, bool wait, const Options* opts = nullptr,
             const std::string& subject = {});
   bool locked() const noexcept { return locked_; }
+  // The cache cannot be written by us (a read-only mount, another user's
+  // cache): not locked; only an intact entry can be used from it.
+  bool read_only() const noexcept { return read_only_; }
 
  private:
   Fd fd_;
   bool locked_ = false;
+  bool read_only_ = false;
 };
 
 std::optional<CacheEntry> read_entry(const std::filesystem::path& dir);

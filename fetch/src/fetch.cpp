@@ -524,10 +524,14 @@ fs::path fetch_release_impl(const Release& r, const Options& opts) {
         write_file_atomic(asc, body);
       }
     }
-    detail::record_release(cache, rel);
+    if (!lock.read_only()) detail::record_release(cache, rel);
     emit(opts.events, Event{"note", rel.file, 0, 0, rel.file + ": verified cache hit"});
     return *hit;
   }
+  if (lock.read_only())
+    throw Error(Errc::io, "the cache " + cache.string() + " cannot be written (" +
+                              (damage.empty() ? "read-only, or not yours" : "and its copy " + damage) +
+                              ") and has no " + "intact " + rel.file + ": use --cache-dir with a folder you can write");
   const std::string damaged =
       damage.empty() ? "" : "the cached copy of " + rel.file + " " + damage + " and was removed";
   // Offline, only local files (`--tarball FILE`) can be copied in.

@@ -388,6 +388,35 @@ TEST_F(FetchTest, CacheWithoutRoomFailsBeforeDownloading) {
   EXPECT_EQ(s.requests(".tar.gz"), 0) << "the download started although the tarball cannot fit";
 }
 
+// A cache this run cannot write (a read-only mount; another user's cache)
+// still serves its intact entries, offline too; anything else is one clear
+// error naming the cache, instead of "cannot open <sha>.lock".
+TEST_F(FetchTest, ReadOnlyCacheServesItsIntactEntries) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for a read-only bind mount of the cache";
+  Options o = opts();
+  Release r = fetch::resolve(query("3.22", tree->root.string()), o);
+  const fs::path cached = fetch::fetch_release(r, o);
+  const fs::path ro = tmp / "ro-cache";
+  fs::create_directories(ro);
+  ASSERT_EQ(::mount(cache.c_str(), ro.c_str(), nullptr, MS_BIND, nullptr), 0) << std::strerror(errno);
+  struct Unmount {
+    fs::path at;
+    ~Unmount() { ::umount2(at.c_str(), MNT_DETACH); }
+  } unmount{ro};
+  ASSERT_EQ(::mount(nullptr, ro.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr), 0)
+      << std::strerror(errno);
+  Options ro_opts = opts();
+  ro_opts.cache_dir = ro;
+  ro_opts.offline = true;
+  fs::path p = fetch::fetch_release(fetch::resolve(query("3.22", tree->root.string()), ro_opts), ro_opts);
+  EXPECT_EQ(p, ro / fs::relative(cached, cache));
+  Release older = fetch::resolve(query("3.22.1", tree->root.string()), opts());
+  ro_opts.offline = false;
+  std::string msg = error_of([&] { fetch::fetch_release(older, ro_opts); }, Errc::io);
+  EXPECT_TRUE(contains(msg, "the cache " + ro.string() + " cannot be written")) << msg;
+  EXPECT_TRUE(contains(msg, "--cache-dir")) << msg;
+}
+
 TEST_F(FetchTest, MirrorFallback) {
   MirrorServer& s = serve();
   Query q;
