@@ -23,6 +23,7 @@
 
 #include "rpi/atomic_file.hpp"
 #include "rpi/error.hpp"
+#include "rpi/fd.hpp"
 
 #ifndef RPI_VERSION
 #define RPI_VERSION "0.0.0"
@@ -68,12 +69,28 @@ std::optional<std::int64_t> source_date_epoch() {
 
 std::optional<std::string> read_seed_file(const std::string& path) {
   if (path.empty()) return std::nullopt;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(Errc::usage, "cannot read --seed-file " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (ss.str().size() < 16) throw Error(Errc::usage, "--seed-file " + path + " must hold at least 16 bytes");
-  return ss.str();
+  // A regular file of bounded size: /dev/zero read until memory ran out, a FIFO waited for ever.
+  constexpr std::size_t kMax = 64 << 10;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) throw Error(Errc::usage, "cannot read --seed-file " + path + ": " + std::strerror(errno));
+  Fd in(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    throw Error(Errc::usage,
+                "--seed-file " + path + " is not a regular file; make one with: head -c 32 /dev/urandom > FILE");
+  std::string seed;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw Error(Errc::usage, "cannot read --seed-file " + path + ": " + std::strerror(errno));
+    if (n == 0) break;
+    seed.append(buf, static_cast<std::size_t>(n));
+    if (seed.size() > kMax)
+      throw Error(Errc::usage, "--seed-file " + path + " is larger than 64 KiB; a seed is 16 to 64 random bytes");
+  }
+  if (seed.size() < 16) throw Error(Errc::usage, "--seed-file " + path + " must hold at least 16 bytes");
+  return seed;
 }
 
 fetch::Options DownloadFlags::options(const EventSink& events) const {

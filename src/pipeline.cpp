@@ -1,6 +1,7 @@
 #include "pipeline.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +26,9 @@ bool is_url(const std::string& s) {
 
 std::string read_limited(const std::string& path, std::size_t limit) {
   Fd fd = open_or_throw(path, O_RDONLY);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw_errno("cannot read " + path);
+  if (!S_ISREG(st.st_mode)) throw Error(Errc::input, path + " is not a regular file");
   std::string data;
   char buf[65536];
   for (;;) {

@@ -3,6 +3,7 @@
 // standard file descriptors that were closed before it started. Oracles: the
 // files left in the folder, the exit status, cmp against a normal build.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -132,4 +133,47 @@ TEST(Signals, ClosedStandardDescriptorsNeverReceiveTheOutputFiles) {
   auto same = rpi::test::run({"cmp", (dir / "a.img").string(), (dir / "b.img").string()});
   EXPECT_EQ(same.exit_code, 0) << same.out << same.err;
   EXPECT_EQ(others_in(dir.path(), {"pi.toml", "a.img", "a.img.bmap", "b.img", "b.img.bmap"}), "");
+}
+
+// A FIFO given as an input used to block the run in open() for ever (waiting
+// for a writer); /dev/zero as the seed was read until memory ran out. Each is
+// now refused at once, naming the option.
+TEST(HostileFiles, FifosAndEndlessFilesAreRefusedWithoutWaiting) {
+  TempDir dir;
+  const fs::path fifo = dir / "in.fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string tool = "timeout 10 " + quoted(rpi::test::cli_path());
+  const std::string spec = quoted(spec_in(dir));
+  const std::string out = " --output " + quoted(dir / "x.img");
+  struct Case {
+    std::string args, says;
+    int code;
+  } cases[] = {
+      {" --spec " + spec + " --tarball " + quoted(fifo) + out, "is not a regular file", 1},
+      {" inspect " + quoted(fifo), "not a regular file or block device", 1},
+      {" --apkovl " + quoted(fifo) + " --tarball " + quoted(tarball()) + out, "is not a regular file", 1},
+      {" --spec " + spec + " --tarball " + quoted(tarball()) + out + " --seed-file " + quoted(fifo),
+       "--seed-file " + fifo.string() + " is not a regular file", 2},
+      {" --spec " + spec + " --tarball " + quoted(tarball()) + out + " --seed-file /dev/zero",
+       "--seed-file /dev/zero is not a regular file", 2},
+      {" apkovl --spec " + spec + " -o " + quoted(dir / "x.apkovl.tar.gz") + " --seed-file /dev/zero",
+       "--seed-file /dev/zero is not a regular file", 2},
+  };
+  for (const auto& c : cases) {
+    auto r = rpi::test::sh(tool + c.args);
+    EXPECT_EQ(r.exit_code, c.code) << c.args << "\n" << r.err;  // 124: timeout killed a hung run
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << c.args << "\n" << r.err;
+  }
+  EXPECT_EQ(others_in(dir.path(), {"pi.toml", "in.fifo"}), "");
+}
+
+// An output name near NAME_MAX (255 bytes) whose image and .bmap both fit was
+// refused ("File name too long") because of the temporary's longer name.
+TEST(HostileFiles, LongOutputNamesThatFitAreAccepted) {
+  TempDir dir;
+  const std::string name = std::string(241, 'n') + ".img";  // + ".bmap" = 250 bytes
+  auto r = rpi::test::cli(
+      {"-q", "--spec", spec_in(dir).string(), "--tarball", tarball().string(), "--output", (dir / name).string()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(others_in(dir.path(), {"pi.toml", name, name + ".bmap"}), "");
 }

@@ -81,7 +81,11 @@ AtomicFile::AtomicFile(std::filesystem::path target, unsigned mode) : target_(st
                                  ", not a file this tool may replace; choose another name");
   std::filesystem::path dir = target_.parent_path();
   if (dir.empty()) dir = ".";
-  std::string pattern = (dir / ("." + target_.filename().string() + ".tmp-XXXXXX")).string();
+  // The temporary's name must fit in NAME_MAX (255) too: a long but valid
+  // output name (say 241 bytes) is shortened here, not refused.
+  std::string stem = target_.filename().string();
+  if (stem.size() > 200) stem.resize(200);
+  std::string pattern = (dir / ("." + stem + ".tmp-XXXXXX")).string();
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
   int fd = ::mkostemp(buf.data(), O_CLOEXEC);

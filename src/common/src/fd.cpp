@@ -30,9 +30,18 @@ void Fd::reset(int fd) noexcept {
 }
 
 Fd open_or_throw(const std::string& path, int flags, unsigned mode) {
-  int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  // Reading, open(2) of a FIFO waits for a writer: `--tarball fifo` hung for
+  // ever. Opened without waiting, a FIFO reads as empty and every caller's
+  // type or content check refuses it.
+  const bool wait_free = (flags & O_ACCMODE) == O_RDONLY && !(flags & O_NONBLOCK);
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC | (wait_free ? O_NONBLOCK : 0), mode);
   if (fd < 0) throw_errno("cannot open " + path);
-  return Fd(fd);
+  Fd out(fd);
+  if (wait_free) {
+    const int now = ::fcntl(fd, F_GETFL);
+    if (now < 0 || ::fcntl(fd, F_SETFL, now & ~O_NONBLOCK) != 0) throw_errno("cannot open " + path);
+  }
+  return out;
 }
 
 void pwrite_all(int fd, const void* buf, std::size_t len, std::uint64_t offset, const std::string& what) {
