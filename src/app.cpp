@@ -120,44 +120,97 @@ void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& grou
       ->group(group);
 }
 
-void refuse_overwriting_inputs(const std::string& output,
-                               const std::vector<std::pair<std::string, std::string>>& inputs) {
-  struct stat w {};
-  if (::stat(output.c_str(), &w) != 0) return;
-  for (const auto& [flag, path] : inputs) {
-    struct stat in {};
-    if (!path.empty() && ::stat(path.c_str(), &in) == 0 && in.st_dev == w.st_dev && in.st_ino == w.st_ino)
-      throw Error(Errc::usage, output + " would overwrite the file given as " + flag + "; choose another output name");
+namespace {
+// The same file: the same device and inode when both exist (through symbolic
+// and hard links), else the same absolute path once normalized.
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa {
+  }, sb{};
+  if (::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0)
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  std::error_code ea, eb;
+  const std::filesystem::path pa = std::filesystem::weakly_canonical(std::filesystem::absolute(a, ea), ea);
+  const std::filesystem::path pb = std::filesystem::weakly_canonical(std::filesystem::absolute(b, eb), eb);
+  return !ea && !eb && pa.lexically_normal() == pb.lexically_normal();
+}
+}  // namespace
+
+std::vector<RunFile> run_inputs(const overlay::Spec* spec,
+                                const std::vector<std::pair<std::string, std::string>>& given) {
+  std::vector<RunFile> in;
+  for (const auto& [flag, path] : given)
+    if (!path.empty()) in.push_back({"given as " + flag, path});
+  if (spec) {
+    const std::string& tb = spec->alpine().tarball;
+    if (!tb.empty() && tb.find("://") == std::string::npos) in.push_back({"[alpine].tarball names", tb});
+    for (const auto& f : spec->files_read()) in.push_back({f.entry + " reads", f.path.string()});
+  }
+  return in;
+}
+
+void refuse_overwriting_inputs(const std::vector<RunFile>& outputs, const std::vector<RunFile>& inputs) {
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    const RunFile& out = outputs[i];
+    if (out.path.empty()) continue;
+    for (const RunFile& in : inputs)
+      if (same_file(out.path, in.path))
+        throw Error(Errc::usage, out.what + " is the file " + in.what + "; choose another name");
+    for (std::size_t k = 0; k < i; ++k)
+      if (!outputs[k].path.empty() && same_file(out.path, outputs[k].path))
+        throw Error(Errc::usage, out.what + " is also written as " + outputs[k].what + "; choose another name");
   }
 }
 
-void write_known_hosts(AppContext& ctx, const std::string& path, const std::vector<std::string>& lines, bool merge) {
+KnownHostsUpdate::KnownHostsUpdate(std::string path, const std::vector<std::string>& lines, bool merge)
+    : path_(std::move(path)) {
   if (lines.empty()) {
     // A replaced file belongs to its image: keys of an earlier build must not outlive it.
-    std::error_code ec;
-    if (!merge && std::filesystem::remove(path, ec))
-      ctx.reporter.note("removed " + path + ": this build generated no SSH host keys");
+    remove_ = !merge;
     return;
   }
   std::string text;
   struct stat st {};
   // Checked before reading: merging from a FIFO would block, and AtomicFile refuses it anyway.
-  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
-    throw Error(Errc::usage, "the known_hosts file " + path + " exists and is not a regular file; choose another name");
+  if (::stat(path_.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw Error(Errc::usage,
+                "the known_hosts file " + path_ + " exists and is not a regular file; choose another name");
   if (merge) {
     std::set<std::string> hosts;
     for (const auto& l : lines) hosts.insert(l.substr(0, l.find(' ')));
-    std::ifstream in(path);
+    std::ifstream in(path_);
     for (std::string line; std::getline(in, line);)
       if (!line.empty() && (line[0] == '#' || !hosts.count(line.substr(0, line.find(' '))))) text += line + "\n";
   }
   for (const auto& l : lines) text += l + "\n";
   try {
-    write_file_atomic(path, text, 0644);
+    file_ = std::make_unique<AtomicFile>(path_, 0644);
+    write_all(file_->fd(), text.data(), text.size(), "cannot write " + path_);
   } catch (const Error& e) {
-    throw Error(e.code(), "cannot write the known_hosts file " + path + ": " + e.what());
+    throw Error(e.code(), "cannot write the known_hosts file " + path_ + ": " + e.what());
   }
-  ctx.reporter.note("known_hosts lines written to " + path + " (no trust-on-first-use needed)");
+}
+
+KnownHostsUpdate::~KnownHostsUpdate() = default;
+
+void KnownHostsUpdate::commit(AppContext& ctx) {
+  if (file_) {
+    try {
+      file_->commit();
+    } catch (const Error& e) {
+      throw Error(e.code(), "cannot write the known_hosts file " + path_ + ": " + e.what());
+    }
+    file_.reset();
+    ctx.reporter.note("known_hosts lines written to " + path_ + " (no trust-on-first-use needed)");
+  } else if (remove_) {
+    std::error_code ec;
+    if (std::filesystem::remove(path_, ec))
+      ctx.reporter.note("removed " + path_ + ": this build generated no SSH host keys");
+    remove_ = false;
+  }
+}
+
+void write_known_hosts(AppContext& ctx, const std::string& path, const std::vector<std::string>& lines, bool merge) {
+  KnownHostsUpdate(path, lines, merge).commit(ctx);
 }
 
 std::string hex32(std::uint32_t v) {

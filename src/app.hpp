@@ -6,13 +6,16 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "fetch/fetch.hpp"
+#include "overlay/spec.hpp"
 #include "reporter.hpp"
+#include "rpi/atomic_file.hpp"
 
 namespace rpi::cli {
 
@@ -52,10 +55,41 @@ void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& grou
 // replaced, or removed when there are no lines.
 void write_known_hosts(AppContext& ctx, const std::string& path, const std::vector<std::string>& lines, bool merge);
 
-// Throws Errc::usage when `output` exists and is the same file as one of
-// `inputs` ({flag, path}; empty paths are skipped).
-void refuse_overwriting_inputs(const std::string& output,
-                               const std::vector<std::pair<std::string, std::string>>& inputs);
+// write_known_hosts in two steps, so that it can be all or nothing with an
+// image: the constructor reads the old file (merge) and writes the new text to
+// a temporary beside it, throwing what write_known_hosts would; commit() puts
+// it in place (or removes the file) and says so. Destroyed uncommitted, it
+// leaves the old file as it was.
+class KnownHostsUpdate {
+ public:
+  KnownHostsUpdate(std::string path, const std::vector<std::string>& lines, bool merge);
+  ~KnownHostsUpdate();
+  KnownHostsUpdate(const KnownHostsUpdate&) = delete;
+  KnownHostsUpdate& operator=(const KnownHostsUpdate&) = delete;
+  void commit(AppContext& ctx);
+
+ private:
+  std::string path_;
+  std::unique_ptr<AtomicFile> file_;
+  bool remove_ = false;
+};
+
+// A file a run reads or writes, and how a message names it. An input's `what`
+// completes "is the file …" ("given as --spec", "[wifi].psk reads"); an
+// output's names it ("--output pi.img", "--known-hosts kh").
+struct RunFile {
+  std::string what;
+  std::string path;
+};
+// The files a run reads: each of `given` ({flag, path}; empty paths skipped),
+// and with a spec, its local [alpine].tarball and every file its entries read.
+std::vector<RunFile> run_inputs(const overlay::Spec* spec,
+                                const std::vector<std::pair<std::string, std::string>>& given);
+// Throws Errc::usage when an output is the same file as an input, or as an
+// earlier output: the same device and inode when both exist (through symbolic
+// and hard links), else the same normalized absolute path. Call it before
+// anything is built or written. Outputs with empty paths are skipped.
+void refuse_overwriting_inputs(const std::vector<RunFile>& outputs, const std::vector<RunFile>& inputs);
 
 // The first line of every --dry-run plan.
 inline constexpr const char* kPlanHeading = "plan (nothing is written: --dry-run)\n";

@@ -68,10 +68,17 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
   auto spec = overlay::load_spec(o.spec);
   for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
   auto b = build_options(o);
+  // Nothing written may be one of the files read (`-o spec.toml` or
+  // `--known-hosts wifi.psk` would replace it): checked before anything is written.
+  std::vector<RunFile> outputs;
+  const std::vector<RunFile> inputs = run_inputs(&spec, {{"--spec", o.spec}, {"--seed-file", o.seed_file}});
   std::vector<std::string> known_hosts;
   if (!o.output.empty()) {
     auto h = o.host.empty() ? overlay::resolve_host(spec, o.first) : overlay::resolve_host(spec, 0, o.host);
     note_moving_repositories(ctx, h);
+    outputs.push_back({"--output " + o.output, o.output});
+    outputs.push_back({"--known-hosts " + o.known_hosts, o.known_hosts});
+    refuse_overwriting_inputs(outputs, inputs);
     write_one(ctx, h, b, o.output, known_hosts);
   } else {
     if (spec.host_count() == 0)
@@ -83,6 +90,14 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
     else
       cards = overlay::resolve_hosts(spec, o.first, std::max(0, spec.host_count() - o.first + 1));
     if (!cards.empty()) note_moving_repositories(ctx, cards.front());
+    for (const auto& h : cards)
+      if (!h.mac.empty()) {
+        const fs::path out = fs::path(o.out_dir) / overlay::mac_file_name(h.mac);
+        outputs.push_back(
+            {"--out-dir " + o.out_dir + ": the apkovl of " + h.hostname + ", " + out.string(), out.string()});
+      }
+    outputs.push_back({"--known-hosts " + o.known_hosts, o.known_hosts});
+    refuse_overwriting_inputs(outputs, inputs);
     std::error_code ec;
     fs::create_directories(o.out_dir, ec);
     if (ec) throw Error(Errc::io, "cannot create --out-dir " + o.out_dir + ": " + ec.message());

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <sstream>
 
 #include "app.hpp"
@@ -131,8 +132,8 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
 }
 
 // --output must name a new or regular file in an existing folder, and none of
-// the run's own inputs: `-o /dev/sdb` or `-o kiosk.toml` would otherwise
-// replace a device node or the spec with an image, and exit 0.
+// the run's own inputs: `-o /dev/sdb`, `-o kiosk.toml` or `-o wifi.psk` would
+// otherwise replace a device node, the spec or a secret with an image, and exit 0.
 void check_output_target(const Pipeline& p) {
   const RunOptions& o = p.options();
   const std::filesystem::path out = o.output;
@@ -150,12 +151,12 @@ void check_output_target(const Pipeline& p) {
   const std::filesystem::path dir = out.parent_path().empty() ? "." : out.parent_path();
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     throw Error(Errc::usage, "--output " + o.output + ": the folder " + dir.string() + " does not exist");
-  std::vector<std::pair<std::string, std::string>> inputs = {
-      {"--spec", o.spec}, {"--apkovl", o.apkovl}, {"--tarball", o.tarball}, {"--seed-file", o.seed_file}};
-  if (p.spec() && !p.spec()->alpine().tarball.empty())
-    inputs.push_back({"[alpine] tarball", p.spec()->alpine().tarball});
   const std::string kh = o.known_hosts.empty() ? o.output + ".known_hosts" : o.known_hosts;
-  for (const std::string& written : {o.output, o.output + ".bmap", kh}) refuse_overwriting_inputs(written, inputs);
+  refuse_overwriting_inputs(
+      {{"--output " + o.output, o.output},
+       {"--output " + o.output + ": its block map " + o.output + ".bmap", o.output + ".bmap"},
+       {o.known_hosts.empty() ? "--output " + o.output + ": its known_hosts file " + kh : "--known-hosts " + kh, kh}},
+      inputs_of(o, &p));
   if (::stat(kh.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
     throw Error(Errc::usage, "--known-hosts " + kh + " exists and is not a regular file; choose another name");
   const std::filesystem::path kh_dir =
@@ -174,21 +175,28 @@ void run_output(AppContext& ctx, Pipeline& p) {
   check_output_target(p);
   if (o.dry_run) return print_plan(ctx, p, ids, {o.output}, false);
   const auto start = std::chrono::steady_clock::now();
-  std::vector<BuiltImage> built = p.build(ids, {o.output});
-  const BuiltImage& b = built.front();
   // The file beside the image belongs to it and is replaced; a --known-hosts file is shared and merged.
-  // All or nothing: an image whose host keys could not be recorded is not kept.
-  try {
-    if (o.known_hosts.empty())
-      write_known_hosts(ctx, o.output + ".known_hosts", b.known_hosts, false);
-    else
-      write_known_hosts(ctx, o.known_hosts, b.known_hosts, true);
-  } catch (const Error& e) {
-    std::error_code ec;
-    std::filesystem::remove(b.result.image, ec);
-    std::filesystem::remove(b.result.bmap, ec);
-    throw Error(e.code(), std::string(e.what()) + "; the image was not kept");
-  }
+  // All or nothing: the known_hosts file is written to its temporary before the
+  // image and .bmap replace anything, so a failure leaves an earlier image, its
+  // .bmap and its keys as they were.
+  const std::string beside = o.output + ".known_hosts";
+  std::unique_ptr<KnownHostsUpdate> keys;
+  std::vector<BuiltImage> built = p.build(ids, {o.output}, std::nullopt, [&](const std::vector<BuiltImage>& b) {
+    try {
+      keys = std::make_unique<KnownHostsUpdate>(o.known_hosts.empty() ? beside : o.known_hosts, b.front().known_hosts,
+                                                !o.known_hosts.empty());
+    } catch (const Error& e) {
+      throw Error(e.code(), std::string(e.what()) + "; the image was not written (" + o.output +
+                                ", if there was one, is left as it was)");
+    }
+  });
+  const BuiltImage& b = built.front();
+  keys->commit(ctx);
+  // An earlier build's keys beside the image it just replaced would be stale.
+  std::error_code ec;
+  if (!o.known_hosts.empty() && std::filesystem::is_regular_file(beside, ec) &&
+      !std::filesystem::equivalent(beside, o.known_hosts, ec) && std::filesystem::remove(beside, ec))
+    ctx.reporter.note("removed " + beside + ": it held the keys of the image this build replaced");
   std::string text = build_summary(b) + "\nwrite it with: bmaptool copy " + b.result.image.string() +
                      " /dev/sdX   (or: rpi-provision --image " + b.result.image.string() + " --device /dev/sdX)";
   ctx.reporter.result("build", text, build_json(b));
@@ -292,6 +300,11 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   if (!o.known_hosts.empty() && ::stat(o.known_hosts.c_str(), &kst) == 0 && !S_ISREG(kst.st_mode))
     throw Error(Errc::usage,
                 "--known-hosts " + o.known_hosts + " exists and is not a regular file; choose another name");
+  // A --device that is an image file, or --known-hosts, must not be one of the run's inputs.
+  std::vector<RunFile> written;
+  for (const auto& d : o.devices) written.push_back({"--device " + d, d});
+  written.push_back({"--known-hosts " + o.known_hosts, o.known_hosts});
+  refuse_overwriting_inputs(written, inputs_of(o, p));
   std::vector<Identity> ids;
   if (p) ids = p->identities(static_cast<int>(o.devices.size()));
   std::vector<std::string> names;

@@ -125,6 +125,9 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   } else {
     p.emplace(ctx, o);
   }
+  // Neither file a station keeps may be one it reads.
+  refuse_overwriting_inputs({{"--known-hosts " + w.known_hosts, w.known_hosts}, {"--state " + w.state, w.state}},
+                            inputs_of(o, p ? &*p : nullptr));
   // Card n takes [[hosts]] entry n: without a {n} hostname for more, the last entry is the last card.
   const int last =
       p && p->defined_cards() > 0 && !(p->spec() && p->spec()->hostname_templated()) ? p->defined_cards() : 0;

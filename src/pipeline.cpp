@@ -51,6 +51,14 @@ extern "C" void on_signal(int sig) {
 
 }  // namespace
 
+std::vector<RunFile> inputs_of(const RunOptions& o, const Pipeline* p) {
+  return run_inputs(p && p->spec() ? &*p->spec() : nullptr, {{"--spec", o.spec},
+                                                             {"--apkovl", o.apkovl},
+                                                             {"--image", o.image},
+                                                             {"--tarball", is_url(o.tarball) ? "" : o.tarball},
+                                                             {"--seed-file", o.seed_file}});
+}
+
 std::string geometry_text(const partition::FatGeometry& g) {
   std::ostringstream s;
   s << (g.type == partition::FatType::fat32 ? "FAT32" : "FAT16") << ", " << format_size(g.cluster_bytes())
@@ -320,7 +328,8 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
 
 std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
                                         const std::vector<std::filesystem::path>& outputs,
-                                        std::optional<std::uint64_t> card_size) {
+                                        std::optional<std::uint64_t> card_size,
+                                        const std::function<void(const std::vector<BuiltImage>&)>& before_commit) {
   std::filesystem::path tb = tarball();
   std::vector<partition::ImageJob> jobs;
   std::vector<BuiltImage> built(ids.size());
@@ -345,7 +354,9 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
     }
     jobs.push_back({outputs[i], std::move(opt)});
   }
-  std::vector<partition::ImageResult> results = partition::build_images(tb, jobs);
+  std::function<void()> hook;
+  if (before_commit) hook = [&] { before_commit(built); };
+  std::vector<partition::ImageResult> results = partition::build_images(tb, jobs, hook);
   ctx_.reporter.finish_progress();
   for (std::size_t i = 0; i < ids.size(); ++i) built[i].result = std::move(results[i]);
   return built;

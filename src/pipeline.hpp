@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -87,8 +88,12 @@ class Pipeline {
                                         std::vector<std::string>* known_hosts,
                                         std::optional<std::uint64_t> card_size = std::nullopt);
   // Builds one image per identity, all from one pass over the tarball.
+  // `before_commit` sees the identities and host keys (not yet the results)
+  // once the images are complete, before they replace any file: if it throws,
+  // every output is left as it was (partition::build_images).
   std::vector<BuiltImage> build(const std::vector<Identity>& ids, const std::vector<std::filesystem::path>& outputs,
-                                std::optional<std::uint64_t> card_size = std::nullopt);
+                                std::optional<std::uint64_t> card_size = std::nullopt,
+                                const std::function<void(const std::vector<BuiltImage>&)>& before_commit = {});
 
   fetch::Options fetch_options() const;
 
@@ -102,6 +107,10 @@ class Pipeline {
   // index, or from an alpine-rpi-X.Y.Z-ARCH.tar.gz file name.
   std::optional<std::string> release_;
 };
+
+// The files a run of `o` reads (for refuse_overwriting_inputs): the inputs
+// given, a local --tarball, and with `p`'s spec every file the spec reads.
+std::vector<RunFile> inputs_of(const RunOptions& o, const Pipeline* p);
 
 std::string geometry_text(const partition::FatGeometry& g);
 

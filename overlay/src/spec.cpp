@@ -31,6 +31,7 @@ struct Spec::Impl {
   AlpineSource alpine;
   bool hostname_templated = false;
   std::vector<Warning> warnings;
+  std::vector<SpecInput> files_read;
 };
 
 const std::filesystem::path& Spec::path() const {
@@ -47,6 +48,9 @@ bool Spec::hostname_templated() const {
 }
 const std::vector<Warning>& Spec::warnings() const {
   return impl_->warnings;
+}
+const std::vector<SpecInput>& Spec::files_read() const {
+  return impl_->files_read;
 }
 
 std::string AlpineSource::branch() const {
@@ -152,6 +156,8 @@ std::string shorten_quoted(const std::string& msg) {
 class Converter {
  public:
   Converter(const Spec::Impl& impl, std::vector<Warning>& warnings) : s_(impl), warnings_(warnings) {}
+  // Where to list every file an entry reads (load_spec's Spec::files_read); none when unset.
+  void record_files_read(std::vector<SpecInput>* into) { files_read_ = into; }
 
   std::string where(const toml::source_region& r) const {
     return s_.name + ":" + std::to_string(r.begin.line) + ":" + std::to_string(r.begin.column);
@@ -276,7 +282,7 @@ class Converter {
                       "{ file = \"path\" }");
       out = e;
     } else {
-      out = read_bounded(val, resolve_path(ref), "for " + label(v, key));
+      out = read_bounded(val, resolve_path(ref), "for " + label(v, key), label(v, key));
       if (password && !out.empty() && out.back() == '\n') {
         out.pop_back();
         if (!out.empty() && out.back() == '\r') out.pop_back();
@@ -297,12 +303,20 @@ class Converter {
     if (path.is_absolute() || s_.base_dir.empty() || s_.base_dir == ".") return path;
     return s_.base_dir / path;
   }
-  std::string read_source(const toml::node& n, const std::string& what) const {
-    return read_bounded(n, resolve_path(std::string(n.as_string()->get())), what);
+  // `entry` names the spec entry that reads the file ("[[files]].source for /etc/x").
+  std::string read_source(const toml::node& n, const std::string& what, const std::string& entry) const {
+    return read_bounded(n, resolve_path(std::string(n.as_string()->get())), what, entry);
   }
   // Files named by the spec: regular files of at most 16 MiB (not /dev/zero, not a FIFO).
-  std::string read_bounded(const toml::node& n, const fs::path& p, const std::string& what) const {
+  std::string read_bounded(const toml::node& n, const fs::path& p, const std::string& what,
+                           const std::string& entry) const {
     constexpr std::uintmax_t kMax = 16u << 20;
+    if (files_read_) {
+      SpecInput in{entry, p};
+      if (std::none_of(files_read_->begin(), files_read_->end(),
+                       [&](const SpecInput& x) { return x.entry == in.entry && x.path == in.path; }))
+        files_read_->push_back(std::move(in));
+    }
     std::error_code ec;
     auto st = fs::status(p, ec);
     if (ec || !fs::exists(st)) fail(n, "cannot read " + p.string() + " (" + what + "): no such file or not readable");
@@ -344,6 +358,7 @@ class Converter {
   std::vector<Warning>& warnings_;
   int n_ = 1;
   std::vector<std::pair<std::string, const toml::node*>> file_nodes_;  // [[files]] paths of this card
+  std::vector<SpecInput>* files_read_ = nullptr;
 };
 
 // [[files]] against what the generator writes: replacing a generated file is
@@ -582,7 +597,7 @@ void Converter::convert_apk(const View& root, HostConfig& h) {
     key.name = fs::path(k).filename().string();
     if (key.name.size() < 5 || key.name.substr(key.name.size() - 4) != ".pub")
       fail(*node, "[apk].keys entry \"" + k + "\" must be a public key file ending in .pub");
-    key.content = read_source(*node, "[apk].keys");
+    key.content = read_source(*node, "[apk].keys", "[apk].keys");
     h.apk.keys.push_back(std::move(key));
   }
   h.apk.cache = boolean(v, "cache", false);
@@ -771,7 +786,7 @@ void Converter::convert_files(const View& root, HostConfig& h) {
     } else {
       auto* node = fv.get("source");
       if (!node->is_string()) fail(*node, "[[files]].source must be a string (a local file path)");
-      f.content = read_source(*node, "source of " + f.path);
+      f.content = read_source(*node, "source of " + f.path, "[[files]].source for " + f.path);
     }
     if (auto* m = fv.get("mode")) {
       std::optional<unsigned> mode;
@@ -828,7 +843,7 @@ void Converter::convert_scripts(const View& root, HostConfig& h) {
     } else {
       auto* node = sv.get("source");
       if (!node->is_string()) fail(*node, "[[scripts]].source must be a string (a local file path)");
-      sc.content = read_source(*node, "source of script " + sc.name);
+      sc.content = read_source(*node, "source of script " + sc.name, "[[scripts]].source for " + sc.name);
     }
     h.scripts.push_back(std::move(sc));
   }
@@ -1022,6 +1037,7 @@ std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::strin
                                 shorten_quoted(parse_error_text(e.description())));
   }
   Converter c(*impl, impl->warnings);
+  c.record_files_read(&impl->files_read);
   if (auto* hosts = impl->doc.get("hosts")) {
     if (!hosts->is_array_of_tables()) c.fail(*hosts, "[[hosts]] must be an array of tables");
     for (auto& e : *hosts->as_array()) impl->hosts.push_back(e.as_table());

@@ -311,7 +311,8 @@ ImageResult build_image(const std::filesystem::path& tarball, const std::filesys
   return build_images(tarball, {ImageJob{output, options}}).front();
 }
 
-std::vector<ImageResult> build_images(const std::filesystem::path& tarball, const std::vector<ImageJob>& specs) {
+std::vector<ImageResult> build_images(const std::filesystem::path& tarball, const std::vector<ImageJob>& specs,
+                                      const std::function<void()>& before_commit) {
   Utf8ThreadLocale utf8;
   if (specs.empty()) return {};
   const std::string tname = tarball.string();
@@ -593,6 +594,7 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
     j.res.bmap = bmap_path;
     bmaps.push_back(std::move(bmap));
   }
+  if (before_commit) before_commit();
   for (std::size_t i = 0; i < jobs.size(); ++i) {
     jobs[i].img->commit();
     bmaps[i]->commit();

@@ -1,5 +1,6 @@
 // The command line as a user meets it: help, usage errors, --dry-run, --json,
 // the pipeline from a spec to images and to several cards, and station mode.
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -7,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
+#include <map>
 #include <thread>
 
 #include "test_support.hpp"
@@ -265,8 +268,8 @@ TEST(Cli, OutputNeverReplacesAnInputOrADevice) {
     std::string message;
   };
   std::vector<Case> cases = {
-      {base(spec.string()), "would overwrite the file given as --spec"},
-      {base(tb.string()), "would overwrite the file given as --tarball"},
+      {base(spec.string()), "--output " + spec.string() + " is the file given as --spec; choose another name"},
+      {base(tb.string()), "--output " + tb.string() + " is the file given as --tarball; choose another name"},
       {base(fifo.string()), "exists and is not a regular file"},
       {base(d.path().string()), "is a folder: give the image a file name"},
       {base((d / "missing" / "x.img").string()), "the folder " + (d / "missing").string() + " does not exist"},
@@ -300,6 +303,123 @@ TEST(Cli, OutputNeverReplacesAnInputOrADevice) {
 }
 
 // Ctrl-C while an image is being built: no hidden temporary is left.
+// No output — the image, its .bmap, the known_hosts file, a --device file —
+// may be a file the run reads: the spec, --seed-file, or any file the spec
+// reads ({ file = } secrets, sources), found through symbolic and hard links.
+// Refused with exit 2 before anything is written, naming the path and the
+// entry, never the secret.
+TEST(Cli, NoOutputReplacesAFileTheRunReads) {
+  TempDir d;
+  const fs::path spec = d / "kiosk.toml", psk = d / "kiosk-wifi.psk", script = d / "kiosk-departures.sh",
+                 seed = d / "seed", tb = d / "alpine.tar.gz", link = d / "link", hard = d / "hard",
+                 bspec = d / "b.img.bmap";
+  fs::copy_file(example("kiosk.toml"), spec);
+  fs::copy_file(example("kiosk-wifi.psk"), psk);
+  fs::copy_file(example("kiosk-departures.sh"), script);
+  fs::copy_file(example("kiosk.toml"), bspec);
+  fs::copy_file(tarball(), tb);
+  rpi::test::write_file(seed, "0123456789abcdef0123456789abcdef\n");
+  fs::create_symlink(psk, link);
+  fs::create_hard_link(script, hard);
+  std::map<fs::path, std::string> before;
+  for (const auto& p : {spec, psk, script, seed, bspec}) before[p] = rpi::test::read_file(p);
+  std::string secret = rpi::test::read_file(psk);
+  while (!secret.empty() && secret.back() == '\n') secret.pop_back();
+  auto build = [&](const std::string& out, std::vector<std::string> more = {}) {
+    std::vector<std::string> a = {"--spec", spec.string(), "--tarball", tb.string(), "--output", out};
+    a.insert(a.end(), more.begin(), more.end());
+    return a;
+  };
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::string img = (d / "k.img").string();
+  std::vector<Case> cases = {
+      {build(psk.string()), "--output " + psk.string() + " is the file [wifi].psk reads; choose another name"},
+      {build(seed.string(), {"--seed-file", seed.string()}), "is the file given as --seed-file"},
+      {build(link.string()), "--output " + link.string() + " is the file [wifi].psk reads"},
+      {build(hard.string()), "is the file [[scripts]].source for departures reads"},
+      {build(img, {"--known-hosts", spec.string()}), "--known-hosts " + spec.string() + " is the file given as --spec"},
+      {build(img, {"--known-hosts", (d / "x" / ".." / "kiosk-wifi.psk").string()}), "is the file [wifi].psk reads"},
+      {{"--spec", bspec.string(), "--tarball", tb.string(), "--output", (d / "b.img").string()},
+       "its block map " + bspec.string() + " is the file given as --spec"},
+      {{"--spec", spec.string(), "--tarball", tb.string(), "--device", seed.string(), "--seed-file", seed.string(),
+        "--yes"},
+       "--device " + seed.string() + " is the file given as --seed-file"},
+      {{"apkovl", "--spec", spec.string(), "-o", spec.string()},
+       "--output " + spec.string() + " is the file given as --spec"},
+      {{"apkovl", "--spec", spec.string(), "-o", psk.string()}, "is the file [wifi].psk reads"},
+      {{"apkovl", "--spec", spec.string(), "-o", seed.string(), "--seed-file", seed.string()},
+       "is the file given as --seed-file"},
+      {{"apkovl", "--spec", spec.string(), "-o", (d / "a.tar.gz").string(), "--known-hosts", spec.string()},
+       "--known-hosts " + spec.string() + " is the file given as --spec"},
+  };
+  for (auto& c : cases) {
+    SCOPED_TRACE(c.message);
+    auto r = cli(c.args);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_TRUE(contains(r.err, c.message)) << r.err;
+    EXPECT_FALSE(contains(r.err + r.out, secret)) << "a secret in a message";
+  }
+  for (const auto& [p, bytes] : before) EXPECT_EQ(rpi::test::read_file(p), bytes) << p;
+  EXPECT_TRUE(fs::is_symlink(link));
+  for (const char* made : {"k.img", "k.img.bmap", "k.img.known_hosts", "b.img", "a.tar.gz"})
+    EXPECT_FALSE(fs::exists(d / made)) << made;
+}
+
+// A run that fails after the image is built (here: the --known-hosts folder is
+// read-only) leaves an earlier image, its .bmap and its known_hosts file as they
+// were; only a run that succeeds replaces them.
+TEST(Cli, AFailedRebuildKeepsThePreviousImage) {
+  TempDir d;
+  const fs::path img = d / "keep.img", ro = d / "ro";
+  fs::create_directories(ro);
+  auto build = [&](std::vector<std::string> more = {}) {
+    std::vector<std::string> a = {
+        "--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output", img.string()};
+    a.insert(a.end(), more.begin(), more.end());
+    return cli(a);
+  };
+  auto first = build();
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const std::string image = rpi::test::read_file(img), bmap = rpi::test::read_file(d / "keep.img.bmap"),
+                    keys = rpi::test::read_file(d / "keep.img.known_hosts");
+  ASSERT_TRUE(contains(keys, "ssh-ed25519")) << "kiosk.toml generates host keys";
+  struct Unmount {
+    fs::path at;
+    ~Unmount() {
+      if (!at.empty()) ::umount2(at.c_str(), MNT_DETACH);
+    }
+  } unmount;
+  if (geteuid() == 0) {
+    // chmod does not stop root: a read-only tmpfs does.
+    if (::mount("tmpfs", ro.c_str(), "tmpfs", MS_RDONLY, "size=1m") != 0)
+      GTEST_SKIP() << "cannot mount a read-only tmpfs here (" << std::strerror(errno) << ")";
+    unmount.at = ro;
+  } else {
+    fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec);
+  }
+  auto failed = build({"--known-hosts", (ro / "kh").string()});
+  EXPECT_EQ(failed.exit_code, 1) << failed.err;
+  EXPECT_TRUE(contains(failed.err, "cannot write the known_hosts file " + (ro / "kh").string())) << failed.err;
+  EXPECT_TRUE(contains(failed.err, "the image was not written")) << failed.err;
+  ASSERT_TRUE(fs::exists(img)) << "the previous image was deleted";
+  EXPECT_TRUE(rpi::test::read_file(img) == image) << "the previous image was replaced";
+  EXPECT_EQ(rpi::test::read_file(d / "keep.img.bmap"), bmap);
+  EXPECT_EQ(rpi::test::read_file(d / "keep.img.known_hosts"), keys);
+  for (const auto& e : fs::directory_iterator(d.path()))
+    EXPECT_FALSE(e.path().filename().string().starts_with(".")) << "a temporary was left: " << e.path();
+  if (geteuid() != 0) fs::permissions(ro, fs::perms::owner_all);
+  // A rebuild that succeeds with another --known-hosts file replaces the image
+  // and leaves no earlier keys beside it.
+  auto ok = build({"--known-hosts", (d / "fleet.known_hosts").string()});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_FALSE(rpi::test::read_file(img) == image);
+  EXPECT_FALSE(fs::exists(d / "keep.img.known_hosts"));
+  EXPECT_TRUE(contains(rpi::test::read_file(d / "fleet.known_hosts"), "ssh-ed25519"));
+}
+
 TEST(Cli, InterruptedBuildLeavesNoTemporary) {
   TempDir d;
   const std::string cmd = "'" + rpi::test::cli_path().string() + "' -q --spec '" + example("kiosk.toml").string() +

@@ -109,6 +109,21 @@ TEST(ApkovlCommand, ReproducibleWithSeedFileAndSourceDateEpoch) {
   EXPECT_EQ(rpi::test::read_file(dir / "a.tar.gz"), rpi::test::read_file(dir / "b.tar.gz"));
 }
 
+// --out-dir writes one file per host: none of them may be the spec (or a file
+// it reads), and the refusal comes before the first is written.
+TEST(ApkovlCommand, OutDirNeverReplacesTheSpec) {
+  TempDir dir;
+  const fs::path spec = dir / "b8:27:eb:00:00:02.apkovl.tar.gz";
+  fs::copy_file(example("fleet.toml"), spec);
+  const std::string bytes = rpi::test::read_file(spec);
+  auto r = cli({"apkovl", "--spec", spec.string(), "--out-dir", dir.path().string()});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("the apkovl of class-02, " + spec.string() + " is the file given as --spec"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(rpi::test::read_file(spec), bytes);
+  EXPECT_FALSE(fs::exists(dir / "b8:27:eb:00:00:01.apkovl.tar.gz")) << "written before the refusal";
+}
+
 TEST(ApkovlCommand, OutDirNamesFilesAsTheInitramfsRequestsThem) {
   TempDir dir;
   auto www = dir / "www";

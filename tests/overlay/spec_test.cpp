@@ -128,6 +128,28 @@ TEST(Spec, SecretsFromEnvAndFile) {
   ::unsetenv("RPI_SPEC_TEST_PSK");
 }
 
+// The CLI refuses outputs that are one of these files: every file an entry reads
+// is listed with the entry, over all [[hosts]], never with its content.
+TEST(Spec, FilesReadNameTheirEntries) {
+  test::TempDir dir;
+  test::write_file(dir / "psk", "file-secret-psk\n");
+  test::write_file(dir / "b.psk", "other-secret-psk\n");
+  test::write_file(dir / "motd.txt", "hello\n");
+  auto spec = parse_spec(
+      "[system]\nhostname = \"pi{n}\"\n[wifi]\nssid = \"Net\"\npsk = { file = \"psk\" }\n"
+      "[[files]]\npath = \"/etc/motd\"\nsource = \"motd.txt\"\n"
+      "[[hosts]]\nhostname = \"a\"\n[[hosts]]\nhostname = \"b\"\nwifi = { ssid = \"B\", psk = { file = \"b.psk\" } }\n",
+      "t.toml", dir.path());
+  std::vector<std::pair<std::string, std::string>> got;
+  for (const auto& f : spec.files_read()) got.emplace_back(f.entry, f.path.string());
+  const std::vector<std::pair<std::string, std::string>> want = {
+      {"[wifi].psk", (dir / "psk").string()},
+      {"[[files]].source for /etc/motd", (dir / "motd.txt").string()},
+      {"[wifi].psk", (dir / "b.psk").string()},
+  };
+  EXPECT_EQ(got, want);
+}
+
 TEST(Spec, LiteralSecretsWarnWithLocation) {
   auto spec = parse_spec(
       "[system]\nhostname = \"pi\"\n[wifi]\nssid = \"Net\"\npsk = \"literal-passphrase\"\n"

@@ -161,6 +161,13 @@ struct Warning {
   std::string text() const { return location + ": " + message; }
 };
 
+// A file the spec reads: the entry that names it ("[wifi].psk", "[[files]].source
+// for /etc/x") and its path, relative ones resolved against the spec's folder.
+struct SpecInput {
+  std::string entry;
+  std::filesystem::path path;
+};
+
 class Spec {
  public:
   struct Impl;
@@ -175,6 +182,9 @@ class Spec {
   bool hostname_templated() const;
   // Non-fatal findings: literal secrets, unknown groups created, etc.
   const std::vector<Warning>& warnings() const;
+  // Every file its entries read, over all [[hosts]]: { file = } secrets, [[files]] and
+  // [[scripts]] sources, [apk].keys (not [alpine].tarball: see alpine()). Never their content.
+  const std::vector<SpecInput>& files_read() const;
   const Impl& impl() const { return *impl_; }
 
  private:

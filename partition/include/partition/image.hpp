@@ -90,11 +90,15 @@ ImageResult build_image(const std::filesystem::path& tarball, const std::filesys
 
 // Several images from one pass over the tarball (a batch of cards with their
 // own identities decompresses it once). Progress goes to the first job's
-// events. All-or-nothing for the whole batch.
+// events. All-or-nothing for the whole batch. `before_commit`, when given, runs
+// once every image and .bmap is complete under its temporary name, before any
+// replaces its target: if it throws, no output is touched (a caller's own file
+// that must go with the images, such as a known_hosts file, is prepared there).
 struct ImageJob {
   std::filesystem::path output;
   ImageOptions options;
 };
-std::vector<ImageResult> build_images(const std::filesystem::path& tarball, const std::vector<ImageJob>& jobs);
+std::vector<ImageResult> build_images(const std::filesystem::path& tarball, const std::vector<ImageJob>& jobs,
+                                      const std::function<void()>& before_commit = {});
 
 }  // namespace rpi::partition
