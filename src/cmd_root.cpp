@@ -5,12 +5,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <sstream>
+#include <string_view>
 
 #include "app.hpp"
 #include "pipeline.hpp"
@@ -131,6 +133,20 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
   ctx.reporter.result("plan", s.str(), std::move(j));
 }
 
+// A path as one word of a command line the user may paste: as it is when
+// that is safe, "./-x.img" for a name that would read as an option, else in
+// single quotes ("my card.img", a newline, '$').
+std::string shell_word(const std::string& path) {
+  const bool plain = !path.empty() && std::all_of(path.begin(), path.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) ||
+           std::string_view("@%+=:,./_-").find(c) != std::string_view::npos;
+  });
+  if (plain) return path[0] == '-' ? "./" + path : path;
+  std::string out = "'";
+  for (char c : path) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
 // --output must name a new or regular file in an existing folder, and none of
 // the run's own inputs: `-o /dev/sdb`, `-o kiosk.toml` or `-o wifi.psk` would
 // otherwise replace a device node, the spec or a secret with an image, and exit 0.
@@ -197,8 +213,9 @@ void run_output(AppContext& ctx, Pipeline& p) {
   if (!o.known_hosts.empty() && std::filesystem::is_regular_file(beside, ec) &&
       !std::filesystem::equivalent(beside, o.known_hosts, ec) && std::filesystem::remove(beside, ec))
     ctx.reporter.note("removed " + beside + ": it held the keys of the image this build replaced");
-  std::string text = build_summary(b) + "\nwrite it with: bmaptool copy " + b.result.image.string() +
-                     " /dev/sdX   (or: rpi-provision --image " + b.result.image.string() + " --device /dev/sdX)";
+  const std::string word = shell_word(b.result.image.string());
+  std::string text = build_summary(b) + "\nwrite it with: bmaptool copy " + word +
+                     " /dev/sdX   (or: rpi-provision --image " + word + " --device /dev/sdX)";
   ctx.reporter.result("build", text, build_json(b));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   emit_card_done(ctx, CardDone{o.output, b.identity.host ? b.identity.name : "", b.identity.n, true, false,

@@ -3,6 +3,7 @@
 #include "partition/image.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -278,6 +280,36 @@ class Utf8ThreadLocale {
 namespace {
 
 // Everything that belongs to one output image of a batch.
+// Two runs writing the same --output at once must not leave one's image
+// beside the other's .bmap (it happened: bmaptool then failed the checksums).
+// The renames happen under an exclusive flock of each output folder, held only
+// for the renames: builds into one folder still run side by side. Folders are
+// locked once each (by device and inode) and in that order, so two batches
+// cannot deadlock. Where a folder cannot be locked (NFS without locks), the
+// renames go ahead unlocked.
+class FolderLocks {
+ public:
+  explicit FolderLocks(const std::vector<std::filesystem::path>& outputs) {
+    std::map<std::pair<dev_t, ino_t>, Fd> dirs;
+    for (const auto& out : outputs) {
+      std::filesystem::path dir = out.parent_path();
+      Fd fd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      struct stat st {};
+      if (!fd || ::fstat(fd.get(), &st) != 0) continue;  // the rename reports what is wrong
+      dirs.try_emplace({st.st_dev, st.st_ino}, std::move(fd));
+    }
+    for (auto& [id, fd] : dirs) {
+      int rc;
+      while ((rc = ::flock(fd.get(), LOCK_EX)) != 0 && errno == EINTR) {
+      }
+      if (rc == 0) held_.push_back(std::move(fd));
+    }
+  }
+
+ private:
+  std::vector<Fd> held_;  // closing a descriptor releases its lock
+};
+
 struct Job {
   const ImageOptions* options = nullptr;
   std::filesystem::path output;
@@ -595,6 +627,9 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
     bmaps.push_back(std::move(bmap));
   }
   if (before_commit) before_commit();
+  std::vector<std::filesystem::path> outputs;
+  for (const Job& j : jobs) outputs.push_back(j.output);
+  FolderLocks renaming(outputs);
   for (std::size_t i = 0; i < jobs.size(); ++i) {
     jobs[i].img->commit();
     bmaps[i]->commit();

@@ -2,23 +2,29 @@
 // terminal, a reader of stdout that quit), a stdout that cannot be written, or
 // standard file descriptors that were closed before it started. Oracles: the
 // files left in the folder, the exit status, cmp against a normal build.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "pipeline.hpp"
 #include "rpi/atomic_file.hpp"
+#include "rpi/fd.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
+using rpi::Fd;
 using rpi::test::TempDir;
 
 namespace {
@@ -176,4 +182,56 @@ TEST(HostileFiles, LongOutputNamesThatFitAreAccepted) {
       {"-q", "--spec", spec_in(dir).string(), "--tarball", tarball().string(), "--output", (dir / name).string()});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(others_in(dir.path(), {"pi.toml", name, name + ".bmap"}), "");
+}
+
+// Two runs writing one --output at once left one's image beside the other's
+// .bmap. The renames wait for an exclusive lock of the output folder: held
+// here, the run gets as far as its finished temporaries and no further.
+TEST(HostileFiles, ConcurrentRunsRenameTheirOutputsUnderAFolderLock) {
+  TempDir dir;
+  const fs::path spec = spec_in(dir), img = dir / "x.img";
+  Fd folder(::open(dir.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(folder);
+  ASSERT_EQ(::flock(folder.get(), LOCK_EX), 0);
+  const std::string tool = rpi::test::cli_path().string(), tar = tarball().string();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    ::execl(tool.c_str(), tool.c_str(), "-q", "--spec", spec.c_str(), "--tarball", tar.c_str(), "--output", img.c_str(),
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  // Both temporaries exist once the run is about to rename them.
+  auto at_the_renames = [&] {
+    int temps = 0;
+    for (const auto& e : fs::directory_iterator(dir.path()))
+      if (e.path().filename().string().find(".tmp-") != std::string::npos) ++temps;
+    return temps >= 2;
+  };
+  for (int i = 0; i < 600 && !at_the_renames(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_TRUE(at_the_renames()) << "the run never got to its renames";
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_FALSE(fs::exists(img)) << "the image was renamed while another run held the folder";
+  folder.reset();  // releases the lock
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_TRUE(fs::exists(img));
+  EXPECT_EQ(others_in(dir.path(), {"pi.toml", "x.img", "x.img.bmap"}), "");
+}
+
+// The "write it with: bmaptool copy IMAGE /dev/sdX" hint is meant to be
+// pasted: an image name with a space or a quote is one shell word in it.
+TEST(HostileFiles, TheWriteItWithHintQuotesTheImageName) {
+  TempDir dir;
+  const fs::path img = dir / "it's my card.img";
+  auto r = rpi::test::cli({"--spec", spec_in(dir).string(), "--tarball", tarball().string(), "--output", img.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string quoted_img = "'" + dir.path().string() + "/it'\\''s my card.img'";
+  EXPECT_NE(r.out.find("bmaptool copy " + quoted_img + " /dev/sdX"), std::string::npos) << r.out;
+  auto sh = rpi::test::sh("set -- " + quoted_img + "; test $# -eq 1 && test -f \"$1\"");
+  EXPECT_EQ(sh.exit_code, 0) << "not one word naming the image: " << quoted_img;
 }
