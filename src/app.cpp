@@ -24,6 +24,7 @@
 #include "rpi/atomic_file.hpp"
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
+#include "rpi/size.hpp"
 
 #ifndef RPI_VERSION
 #define RPI_VERSION "0.0.0"
@@ -67,27 +68,33 @@ std::optional<std::int64_t> source_date_epoch() {
   return v;
 }
 
+std::string read_regular_file(const std::string& path, std::size_t limit) {
+  Fd fd = open_or_throw(path, O_RDONLY);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw_errno("cannot read " + path);
+  if (!S_ISREG(st.st_mode)) throw Error(Errc::input, path + " is not a regular file");
+  std::string data;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("cannot read " + path);
+    if (n == 0) break;
+    data.append(buf, static_cast<std::size_t>(n));
+    if (data.size() > limit) throw Error(Errc::input, path + " is larger than " + format_size(limit));
+  }
+  return data;
+}
+
 std::optional<std::string> read_seed_file(const std::string& path) {
   if (path.empty()) return std::nullopt;
-  // A regular file of bounded size: /dev/zero read until memory ran out, a FIFO waited for ever.
-  constexpr std::size_t kMax = 64 << 10;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) throw Error(Errc::usage, "cannot read --seed-file " + path + ": " + std::strerror(errno));
-  Fd in(fd);
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-    throw Error(Errc::usage,
-                "--seed-file " + path + " is not a regular file; make one with: head -c 32 /dev/urandom > FILE");
   std::string seed;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw Error(Errc::usage, "cannot read --seed-file " + path + ": " + std::strerror(errno));
-    if (n == 0) break;
-    seed.append(buf, static_cast<std::size_t>(n));
-    if (seed.size() > kMax)
-      throw Error(Errc::usage, "--seed-file " + path + " is larger than 64 KiB; a seed is 16 to 64 random bytes");
+  try {
+    seed = read_regular_file(path, 64 << 10);  // /dev/zero read until memory ran out, a FIFO waited for ever
+  } catch (const Error& e) {
+    if (e.code() != Errc::input) throw Error(Errc::usage, std::string("--seed-file: ") + e.what());
+    throw Error(Errc::usage, "--seed-file " + std::string(e.what()) +
+                                 "; a seed is a regular file of 16 to 64 random bytes: head -c 32 /dev/urandom > FILE");
   }
   if (seed.size() < 16) throw Error(Errc::usage, "--seed-file " + path + " must hold at least 16 bytes");
   return seed;

@@ -98,6 +98,9 @@ inline constexpr const char* kPlanHeading = "plan (nothing is written: --dry-run
 std::optional<std::int64_t> source_date_epoch();
 // The secret of --seed-file (at least 16 bytes), or nothing for an empty path.
 // Throws Errc::usage naming the file when it cannot be read or is too short.
+// The whole of a regular file of at most `limit` bytes (Errc::input when it is
+// not a regular file or is larger; a FIFO is refused without waiting).
+std::string read_regular_file(const std::string& path, std::size_t limit);
 std::optional<std::string> read_seed_file(const std::string& path);
 // "0x1234abcd" (disk identifiers and the like).
 std::string hex32(std::uint32_t v);

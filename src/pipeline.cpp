@@ -24,23 +24,6 @@ bool is_url(const std::string& s) {
   return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0 || s.rfind("file://", 0) == 0;
 }
 
-std::string read_limited(const std::string& path, std::size_t limit) {
-  Fd fd = open_or_throw(path, O_RDONLY);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw_errno("cannot read " + path);
-  if (!S_ISREG(st.st_mode)) throw Error(Errc::input, path + " is not a regular file");
-  std::string data;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0) throw_errno("cannot read " + path);
-    if (n == 0) break;
-    data.append(buf, static_cast<std::size_t>(n));
-    if (data.size() > limit) throw Error(Errc::input, path + " is larger than " + format_size(limit));
-  }
-  return data;
-}
-
 std::atomic<bool> g_cancel{false};
 std::atomic<int> g_cancel_signal{0};  // the first signal that cancelled the run
 extern "C" void on_signal(int sig) {
@@ -129,7 +112,7 @@ Pipeline::Pipeline(AppContext& ctx, RunOptions opts) : ctx_(ctx), o_(std::move(o
     for (const auto& w : spec_->warnings()) ctx_.reporter.warn(w.text());
   }
   if (!o_.apkovl.empty()) {
-    apkovl_data_ = read_limited(o_.apkovl, 256u << 20);
+    apkovl_data_ = read_regular_file(o_.apkovl, 256u << 20);
     partition::ApkovlCheck chk = partition::check_apkovl(o_.apkovl, apkovl_data_);
     for (const auto& w : chk.warnings) ctx_.reporter.warn(w);
     apkovl_name_ = chk.card_name;
