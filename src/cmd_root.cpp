@@ -263,7 +263,7 @@ void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results
     const std::vector<std::string> none;
     const std::vector<std::string>& keys = i < known_hosts.size() ? known_hosts[i] : none;
     if (r.ok()) written_keys.insert(written_keys.end(), keys.begin(), keys.end());
-    if (r.cancelled) (r.bytes_written ? any_started_unfinished : any_untouched) = true;
+    if (r.cancelled) (r.changed ? any_started_unfinished : any_untouched) = true;
     // Only the short columns go through the fixed buffer: a long path or error
     // message must not be cut (the error says what to do at its end).
     auto left = [](const std::string& v, std::size_t width) {

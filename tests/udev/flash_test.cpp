@@ -441,6 +441,27 @@ TEST(FlashFile, MaxParallelLimitsHowManyCardsAreWrittenAtOnce) {
   }
 }
 
+// A cancel that lands after the card was opened but before the first piece of
+// the image was written: 0 bytes written, yet the old first MiB is gone, so the
+// card counts as changed (the report must not call it "not changed").
+TEST(FlashFile, CancelBeforeTheFirstPieceStillChangedTheCard) {
+  TempDir tmp;
+  make_image(tmp / "pi.img", 8 * kMiB, 3);
+  old_card(tmp / "card.img", 8 * kMiB);
+  std::atomic<bool> cancel{false};
+  FlashOptions opts;
+  opts.cancel = &cancel;
+  opts.events = [&](const Event& e) {
+    if (e.type == "write") cancel = true;  // the first one: done == 0, before step 1
+  };
+  auto r = udev::flash_one(FlashJob{(tmp / "card.img").string(), FlashSource::open(tmp / "pi.img"), "x"}, opts);
+  EXPECT_TRUE(r.cancelled);
+  EXPECT_EQ(r.bytes_written, 0u);
+  EXPECT_TRUE(r.changed);
+  EXPECT_TRUE(contains(r.error, "without a valid MBR")) << r.error;
+  EXPECT_EQ(read_range(tmp / "card.img", 510, 2), std::string(2, '\0'));
+}
+
 // A cancel while the first of three cards is written (one at a time) leaves the
 // two waiting cards untouched: not even created.
 TEST(FlashFile, CancelLeavesTheWaitingCardsUntouched) {
@@ -460,11 +481,13 @@ TEST(FlashFile, CancelLeavesTheWaitingCardsUntouched) {
   auto results = udev::flash_all(jobs, opts);
   ASSERT_EQ(results.size(), 3u);
   EXPECT_TRUE(results[0].cancelled);
+  EXPECT_TRUE(results[0].changed);
   EXPECT_TRUE(contains(results[0].error, "without a valid MBR")) << results[0].error;
   for (std::size_t i = 1; i < 3; ++i) {
     EXPECT_TRUE(results[i].cancelled);
     EXPECT_EQ(results[i].identity, jobs[i].identity);
     EXPECT_TRUE(contains(results[i].error, "was not changed")) << results[i].error;
+    EXPECT_FALSE(results[i].changed);
     EXPECT_FALSE(fs::exists(jobs[i].target)) << jobs[i].target;
   }
 }

@@ -688,6 +688,7 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
     r.error_code = Errc::internal;
     r.error = e.what();
   }
+  r.changed = opened;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }

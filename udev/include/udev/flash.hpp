@@ -80,6 +80,9 @@ struct FlashResult {
   bool wiped = false;  // the whole card was erased first (FlashOptions::wipe)
   std::size_t capacity_probes = 0;
   bool cancelled = false;
+  // The target was opened for writing: from then on its old first MiB may be
+  // gone, even when no byte of the image was written yet (bytes_written == 0).
+  bool changed = false;
   std::string error;  // empty on success
   Errc error_code = Errc::internal;
   bool ok() const noexcept { return error.empty(); }
