@@ -18,6 +18,7 @@
 #include "pipeline.hpp"
 #include "rpi/error.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 #include "udev/flash.hpp"
 
 namespace rpi::cli {
@@ -236,7 +237,7 @@ bool confirm(AppContext& ctx, const std::vector<udev::DeviceInfo>& infos, const 
     ctx.exit_code = 2;  // a usage error, as documented
     return false;
   }
-  std::fprintf(stderr, "%swrite %s? [y/N] ", s.str().c_str(), infos.size() == 1 ? "it" : "them");
+  std::fprintf(stderr, "%swrite %s? [y/N] ", printable(s.str(), true).c_str(), infos.size() == 1 ? "it" : "them");
   std::fflush(stderr);
   std::string answer;
   std::getline(std::cin, answer);

@@ -15,6 +15,7 @@
 #include "rpi/atomic_file.hpp"
 #include "rpi/error.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 #include "udev/flash.hpp"
 #include "udev/hotplug.hpp"
 
@@ -204,7 +205,8 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
       break;
     }
     if (!o.yes) {
-      std::fprintf(stderr, "write %s to %s (%s)? [y/N] ", identity.c_str(), info.path.c_str(), info.describe().c_str());
+      std::fprintf(stderr, "write %s to %s (%s)? [y/N] ", printable(identity).c_str(), printable(info.path).c_str(),
+                   printable(info.describe()).c_str());
       std::string answer;
       std::getline(std::cin, answer);
       if (answer != "y" && answer != "Y") {

@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 
 namespace rpi::cli {
 
@@ -49,6 +50,7 @@ void Reporter::configure(bool json, bool quiet) {
   json_ = json;
   quiet_ = quiet;
   tty_ = ::isatty(2) == 1;
+  out_tty_ = ::isatty(1) == 1;
   const char* no_color = std::getenv("NO_COLOR");
   color_ = tty_ && !(no_color && *no_color);
 }
@@ -62,7 +64,9 @@ void Reporter::out_locked(const std::string& text, bool newline) {
     if (!out_errno_) out_errno_ = EBADF;
     return;
   }
-  std::fputs(text.c_str(), stdout);
+  // On a terminal, names from cards, images and mirrors must not drive it; a
+  // pipe gets the exact bytes (a path a script reads back), --json escapes.
+  std::fputs(out_tty_ && !json_ ? printable(text, true).c_str() : text.c_str(), stdout);
   if (newline) std::fputc('\n', stdout);
   if (std::fflush(stdout) != 0 && !out_errno_) out_errno_ = errno ? errno : EIO;
 }
@@ -96,7 +100,7 @@ void Reporter::on_event(const Event& ev) {
   if (quiet_) return;
   if (ev.type == "note" || ev.type == "warning") {
     clear_bars_locked();
-    std::fprintf(stderr, "%s%s\n", ev.type == "warning" ? "warning: " : "", ev.message.c_str());
+    std::fprintf(stderr, "%s%s\n", ev.type == "warning" ? "warning: " : "", printable(ev.message, true).c_str());
     redraw_locked();
     return;
   }
@@ -122,7 +126,7 @@ void Reporter::on_event(const Event& ev) {
     redraw_locked();
   } else {
     double secs = std::chrono::duration<double>(now - bar.start).count();
-    std::fprintf(stderr, "%s\n", bar_text(ev.subject, ev.type, ev.done, ev.total, bar.base, secs).c_str());
+    std::fprintf(stderr, "%s\n", printable(bar_text(ev.subject, ev.type, ev.done, ev.total, bar.base, secs)).c_str());
   }
 }
 
@@ -140,7 +144,7 @@ void Reporter::redraw_locked() {
     const Bar& b = bars_[key];
     std::string subject = key.substr(key.find('\x1f') + 1);
     double secs = std::chrono::duration<double>(now - b.start).count();
-    std::string line = bar_text(subject, b.type, b.done, b.total, b.base, secs);
+    std::string line = printable(bar_text(subject, b.type, b.done, b.total, b.base, secs));
     if (color_ && b.finished) line = "\x1b[32m" + line + "\x1b[0m";
     std::fprintf(stderr, "%s\n", line.c_str());
     ++drawn_lines_;
@@ -190,14 +194,16 @@ void Reporter::error(Errc code, const std::string& message) {
     o.add("type", "error").add("code", errc_name(code)).add("message", message);
     emit_json_locked(o.str());
     // The event was lost with stdout: the error must still reach someone.
-    if (out_errno_) std::fprintf(stderr, "rpi-provision: error: %s\n", message.c_str());
+    if (out_errno_) std::fprintf(stderr, "rpi-provision: error: %s\n", printable(message, true).c_str());
     return;
   }
   clear_bars_locked();
+  // Messages name paths, devices and mirror answers: shown escaped, never raw.
+  const std::string shown = printable(message, true);
   if (color_)
-    std::fprintf(stderr, "rpi-provision: \x1b[31merror:\x1b[0m %s\n", message.c_str());
+    std::fprintf(stderr, "rpi-provision: \x1b[31merror:\x1b[0m %s\n", shown.c_str());
   else
-    std::fprintf(stderr, "rpi-provision: error: %s\n", message.c_str());
+    std::fprintf(stderr, "rpi-provision: error: %s\n", shown.c_str());
 }
 
 }  // namespace rpi::cli

@@ -61,6 +61,7 @@ class Reporter {
   bool json_ = false;
   bool quiet_ = false;
   bool tty_ = false;
+  bool out_tty_ = false;  // stdout is a terminal: its text is shown through printable()
   bool color_ = false;
   std::vector<std::string> order_;  // bar subjects in first-seen order
   std::map<std::string, Bar> bars_;

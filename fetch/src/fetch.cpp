@@ -11,6 +11,7 @@
 #include "cache.hpp"
 #include "rpi/atomic_file.hpp"
 #include "rpi/error.hpp"
+#include "rpi/text.hpp"
 #include "transfer.hpp"
 
 namespace rpi::fetch {
@@ -76,22 +77,10 @@ std::string scalar(const YAML::Node& item, const char* key) {
   return n.Scalar();
 }
 
-// Text from a mirror for an error message: control characters escaped (a
-// hostile index must not drive the terminal), at most 80 characters.
-std::string printable(const std::string& s) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size() && out.size() < 80; ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) {
-      static const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out.size() < s.size() ? out + "..." : out;
+// Text from a mirror or the command line for an error message: escaped (a
+// hostile index must not drive the terminal), at most 80 bytes of it.
+std::string shown(const std::string& s) {
+  return s.size() <= 80 ? printable(s) : printable(std::string_view(s).substr(0, 80)) + "...";
 }
 
 // The index's `file:` becomes a cache file name and the last part of a URL, so
@@ -290,7 +279,7 @@ void check_options(const Options& opts) {
     for (char c : opts.signing_key_fingerprint)
       if (c != ' ') f += c;
     if (!is_hex(f, 40))
-      throw Error(Errc::usage, "--signing-key-fingerprint '" + printable(opts.signing_key_fingerprint) +
+      throw Error(Errc::usage, "--signing-key-fingerprint '" + shown(opts.signing_key_fingerprint) +
                                    "' is not 40 hex digits (e.g. " + kAlpineSigningKey + ")");
   }
   if (!opts.ca_cert.empty()) check_readable_file(opts.ca_cert, "--ca-cert");
@@ -334,25 +323,24 @@ std::string checked_mirror(const std::string& m) {
     if (scheme == "http" || scheme == "https") {
       std::string host = rest.substr(0, rest.find_first_of("/?#"));
       host = host.substr(host.rfind('@') == std::string::npos ? 0 : host.rfind('@') + 1);
-      if (host.empty() || host[0] == ':')
-        throw Error(Errc::usage, "mirror " + printable(m) + " has no host name" + hint);
+      if (host.empty() || host[0] == ':') throw Error(Errc::usage, "mirror " + shown(m) + " has no host name" + hint);
       return scheme + "://" + rest;
     }
     if (scheme != "file")
-      throw Error(Errc::usage, "unsupported scheme " + scheme + ":// in --mirror " + printable(m) +
-                                   " ([alpine].mirror alike)" + hint);
+      throw Error(Errc::usage,
+                  "unsupported scheme " + scheme + ":// in --mirror " + shown(m) + " ([alpine].mirror alike)" + hint);
     const std::string normal = "file://" + rest;
     fs::path dir = detail::local_path(normal);
     std::error_code ec;
     if (!fs::is_directory(dir, ec))
       throw Error(Errc::usage, "mirror folder " + dir.string() +
                                    (fs::exists(dir, ec) ? " is not a folder" : " does not exist") + " (--mirror " +
-                                   printable(m) + ")");
+                                   shown(m) + ")");
     return normal;
   }
   std::error_code ec;
   if (!fs::is_directory(m, ec))
-    throw Error(Errc::usage, "mirror folder " + printable(m) +
+    throw Error(Errc::usage, "mirror folder " + shown(m) +
                                  (fs::exists(m, ec) ? " is not a folder" : " does not exist") + " (--mirror)" + hint);
   return m;
 }
@@ -390,7 +378,7 @@ Release parse_release_index(const std::string& yaml_text, const std::string& sou
   for (const YAML::Node& item : root) {
     if (!item.IsMap()) continue;
     std::string flavor = scalar(item, "flavor"), file = scalar(item, "file");
-    offers += (offers.empty() ? "" : ", ") + printable(file.empty() ? flavor : file);
+    offers += (offers.empty() ? "" : ", ") + shown(file.empty() ? flavor : file);
     if (flavor != "alpine-rpi" || file.size() < 7 || file.compare(file.size() - 7, 7, ".tar.gz") != 0) continue;
     Release r;
     r.file = file;
@@ -400,9 +388,9 @@ Release parse_release_index(const std::string& yaml_text, const std::string& sou
     r.sha256 = to_lower(scalar(item, "sha256"));
     r.sha512 = to_lower(scalar(item, "sha512"));
     std::string size = scalar(item, "size");
-    const std::string where = source + ": entry " + printable(file);
+    const std::string where = source + ": entry " + shown(file);
     if (!plain_file_name(file))
-      throw Error(Errc::input, source + ": the alpine-rpi entry's file '" + printable(file) +
+      throw Error(Errc::input, source + ": the alpine-rpi entry's file '" + shown(file) +
                                    "' is not a plain file name (it would name a file in the download cache), so "
                                    "nothing was downloaded; the mirror's index is broken or hostile: try another "
                                    "--mirror");
@@ -485,7 +473,7 @@ fs::path fetch_release_impl(const Release& r, const Options& opts) {
   if (r.file.empty() || r.file == "." || r.file == ".." || r.file.find('/') != std::string::npos ||
       std::any_of(r.file.begin(), r.file.end(),
                   [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
-    throw Error(Errc::usage, "bad tarball file name '" + printable(r.file) + "' (a plain file name is needed)");
+    throw Error(Errc::usage, "bad tarball file name '" + shown(r.file) + "' (a plain file name is needed)");
   const Release rel = [&] {
     Release x = r;
     x.sha256 = to_lower(x.sha256);

@@ -235,3 +235,33 @@ TEST(HostileFiles, TheWriteItWithHintQuotesTheImageName) {
   auto sh = rpi::test::sh("set -- " + quoted_img + "; test $# -eq 1 && test -f \"$1\"");
   EXPECT_EQ(sh.exit_code, 0) << "not one word naming the image: " << quoted_img;
 }
+
+// Names are shown, never obeyed: a path holding an escape sequence, a bell or
+// a right-to-left override reaches stderr escaped. stdout is escaped on a
+// terminal (run under script(1)'s pty) and exact through a pipe, where a
+// script may read a path back.
+TEST(HostileFiles, ControlCharactersInNamesNeverReachTheTerminalRaw) {
+  TempDir dir;
+  const std::string evil = "a\x1b]0;owned\x07\xe2\x80\xae";
+  auto r = rpi::test::cli({"--spec", (dir / (evil + ".toml")).string(), "--output", (dir / "x.img").string()});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("a\\x1b]0;owned\\x07\\u202e.toml"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find_first_of("\x1b\x07"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("\xe2\x80\xae"), std::string::npos) << r.err;
+
+  const fs::path img = dir / (evil + ".img");
+  const std::string args = "--spec " + quoted(spec_in(dir)) + " --tarball " + quoted(tarball()) + " --output ";
+  auto p = rpi::test::sh("IMG=" + quoted(img) + "; " + quoted(rpi::test::cli_path()) + " " + args + "\"$IMG\"");
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  EXPECT_NE(p.out.find(img.string()), std::string::npos) << "a pipe gets the exact name: " << p.out;
+  ASSERT_TRUE(fs::exists(img));
+  fs::remove(img);
+  fs::remove(img.string() + ".bmap");
+  if (!rpi::test::have_tool("script")) GTEST_SKIP() << "script(1) (bsdutils) is needed for a terminal";
+  rpi::test::write_file(dir / "run.sh", quoted(rpi::test::cli_path()) + " " + args + "\"$IMG\"\n");
+  auto t = rpi::test::sh("IMG=" + quoted(img) + " script -qec 'sh " + (dir / "run.sh").string() + "' /dev/null");
+  ASSERT_EQ(t.exit_code, 0) << t.out << t.err;
+  EXPECT_NE(t.out.find("a\\x1b]0;owned\\x07\\u202e.img"), std::string::npos) << t.out;
+  EXPECT_EQ(t.out.find_first_of("\x07"), std::string::npos) << t.out;
+  EXPECT_EQ(t.out.find("\xe2\x80\xae"), std::string::npos) << t.out;
+}

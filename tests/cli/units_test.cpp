@@ -5,6 +5,7 @@
 #include "json.hpp"
 #include "rpi/error.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 
 TEST(Size, BinaryAndDecimalUnitsAsCoreutilsReadThem) {
   EXPECT_EQ(rpi::parse_size("4096", "--size"), 4096u);
@@ -23,6 +24,32 @@ TEST(Size, BinaryAndDecimalUnitsAsCoreutilsReadThem) {
       EXPECT_NE(std::string(e.what()).find("--size: '"), std::string::npos) << e.what();
     }
   }
+}
+
+// What reaches a terminal: names from cards, images and mirrors may hold escape
+// sequences (a USB stick's model string, a file name in an image).
+TEST(Printable, EscapesWhatCouldDriveATerminalAndKeepsTheRest) {
+  using rpi::printable;
+  EXPECT_EQ(printable("Zürich ✓ 𝄞 plain/path.img"), "Zürich ✓ 𝄞 plain/path.img");
+  EXPECT_EQ(printable("a\x1b]0;title\x07"
+                      "b"),
+            "a\\x1b]0;title\\x07b");
+  EXPECT_EQ(printable("cr\rdel\x7f"), "cr\\x0ddel\\x7f");
+  // C1 CSI, a right-to-left override and an isolate, as UTF-8.
+  EXPECT_EQ(printable("\xc2\x9b"
+                      "31m"),
+            "\\u009b31m");
+  EXPECT_EQ(printable("gpj.\xe2\x80\xae"
+                      "exe"),
+            "gpj.\\u202eexe");
+  EXPECT_EQ(printable("\xe2\x81\xa6x"), "\\u2066x");
+  // Not UTF-8: each stray byte shown, the valid text around it kept.
+  EXPECT_EQ(printable("bad\xff\x9b.img"), "bad\\xff\\x9b.img");
+  EXPECT_EQ(printable("cut \xc3"), "cut \\xc3");
+  // Line breaks: escaped in a single field, kept in a message.
+  EXPECT_EQ(printable("two\nlines\tx"), "two\\x0alines\\x09x");
+  EXPECT_EQ(printable("two\nlines\tx", true), "two\nlines\tx");
+  EXPECT_EQ(printable("", true), "");
 }
 
 TEST(Json, EscapesControlsAndKeepsOnlyValidUtf8) {

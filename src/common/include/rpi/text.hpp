@@ -1,0 +1,21 @@
+#pragma once
+// Text that reaches a terminal: what a path, a device's model string, a file
+// name inside an image or a mirror's answer may hold must not drive it.
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace rpi {
+
+// Length of the valid UTF-8 sequence starting at s[i] (i < s.size()), or 0
+// when it is not one (overlong forms, surrogates and code points past
+// U+10FFFF included).
+std::size_t utf8_sequence(std::string_view s, std::size_t i);
+
+// `s` safe to print: C0 and C1 control characters, DEL, bidirectional
+// overrides and bytes that are not UTF-8 are shown escaped (\x1b, \u009b,
+// \u202e, \xff); everything else is kept. With `keep_line_breaks`, newlines and
+// tabs stay as they are (for multi-line messages).
+std::string printable(std::string_view s, bool keep_line_breaks = false);
+
+}  // namespace rpi

@@ -1,0 +1,77 @@
+#include "rpi/text.hpp"
+
+namespace rpi {
+
+std::size_t utf8_sequence(std::string_view s, std::size_t i) {
+  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  const unsigned char c = b(0);
+  std::size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size() || b(1) < lo || b(1) > hi) return 0;
+  for (std::size_t k = 2; k < n; ++k)
+    if (b(k) < 0x80 || b(k) > 0xBF) return 0;
+  return n;
+}
+
+namespace {
+
+void append_hex(std::string& out, const char* prefix, unsigned value, int digits) {
+  static const char* hex = "0123456789abcdef";
+  out += prefix;
+  for (int d = digits - 1; d >= 0; --d) out += hex[(value >> (4 * d)) & 15];
+}
+
+unsigned code_point(std::string_view s, std::size_t i, std::size_t n) {
+  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  if (n == 2) return (b(0) & 0x1Fu) << 6 | (b(1) & 0x3Fu);
+  if (n == 3) return (b(0) & 0x0Fu) << 12 | (b(1) & 0x3Fu) << 6 | (b(2) & 0x3Fu);
+  return (b(0) & 0x07u) << 18 | (b(1) & 0x3Fu) << 12 | (b(2) & 0x3Fu) << 6 | (b(3) & 0x3Fu);
+}
+
+// C1 controls (U+009B is a CSI to some terminals) and the bidirectional
+// embeddings, overrides and isolates that can make a name read as another.
+bool hidden_control(unsigned cp) {
+  return (cp >= 0x80 && cp <= 0x9F) || (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+}  // namespace
+
+std::string printable(std::string_view s, bool keep_line_breaks) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if ((c < 0x20 && !(keep_line_breaks && (c == '\n' || c == '\t'))) || c == 0x7F)
+        append_hex(out, "\\x", c, 2);
+      else
+        out += static_cast<char>(c);
+      ++i;
+    } else if (std::size_t n = utf8_sequence(s, i)) {
+      if (unsigned cp = code_point(s, i, n); hidden_control(cp))
+        append_hex(out, "\\u", cp, 4);
+      else
+        out.append(s.substr(i, n));
+      i += n;
+    } else {
+      append_hex(out, "\\x", c, 2);
+      ++i;
+    }
+  }
+  return out;
+}
+
+}  // namespace rpi
