@@ -75,10 +75,10 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
   std::vector<std::string> known_hosts;
   if (!o.output.empty()) {
     auto h = o.host.empty() ? overlay::resolve_host(spec, o.first) : overlay::resolve_host(spec, 0, o.host);
-    note_moving_repositories(ctx, h);
     outputs.push_back({"--output " + o.output, o.output});
     outputs.push_back({"--known-hosts " + o.known_hosts, o.known_hosts});
     refuse_overwriting_inputs(outputs, inputs);
+    note_moving_repositories(ctx, h);  // advice only for a run that writes
     write_one(ctx, h, b, o.output, known_hosts);
   } else {
     if (spec.host_count() == 0)
@@ -89,7 +89,6 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
       cards.push_back(overlay::resolve_host(spec, 0, o.host));
     else
       cards = overlay::resolve_hosts(spec, o.first, std::max(0, spec.host_count() - o.first + 1));
-    if (!cards.empty()) note_moving_repositories(ctx, cards.front());
     for (const auto& h : cards)
       if (!h.mac.empty()) {
         const fs::path out = fs::path(o.out_dir) / overlay::mac_file_name(h.mac);
@@ -98,6 +97,7 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
       }
     outputs.push_back({"--known-hosts " + o.known_hosts, o.known_hosts});
     refuse_overwriting_inputs(outputs, inputs);
+    if (!cards.empty()) note_moving_repositories(ctx, cards.front());
     std::error_code ec;
     fs::create_directories(o.out_dir, ec);
     if (ec) throw Error(Errc::io, "cannot create --out-dir " + o.out_dir + ": " + ec.message());

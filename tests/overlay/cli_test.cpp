@@ -2,7 +2,9 @@
 // codes, files written (and not written on failure), --out-dir naming for
 // network boot, and no secret value anywhere in stdout, stderr or --json.
 #include <gtest/gtest.h>
+
 #include <sys/stat.h>
+#include <algorithm>
 
 #include <cstdlib>
 #include <filesystem>
@@ -122,6 +124,21 @@ TEST(ApkovlCommand, OutDirNeverReplacesTheSpec) {
       << r.err;
   EXPECT_EQ(rpi::test::read_file(spec), bytes);
   EXPECT_FALSE(fs::exists(dir / "b8:27:eb:00:00:01.apkovl.tar.gz")) << "written before the refusal";
+}
+
+// A refused run says only why: no advice about the apkovl it did not write.
+TEST(ApkovlCommand, ARefusalComesAlone) {
+  TempDir dir;
+  const fs::path spec = dir / "pi.toml";
+  rpi::test::write_file(spec, "[system]\nhostname = \"pi\"\n");  // [alpine].version: latest-stable
+  auto r = cli({"apkovl", "--spec", spec.string(), "-o", spec.string()});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err.find("latest-stable"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  // A run that writes still gives the advice.
+  auto ok = cli({"apkovl", "--spec", spec.string(), "-o", (dir / "pi.apkovl.tar.gz").string()});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.err.find("latest-stable"), std::string::npos) << ok.err;
 }
 
 TEST(ApkovlCommand, OutDirNamesFilesAsTheInitramfsRequestsThem) {
