@@ -353,22 +353,44 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   std::optional<ScratchDir> scratch;
   std::vector<std::shared_ptr<const udev::FlashSource>> sources;
   std::vector<std::vector<std::string>> known_hosts(o.devices.size());
+  std::vector<int> indices;
+  for (std::size_t i = 0; i < o.devices.size(); ++i) indices.push_back(p ? ids[i].n : static_cast<int>(i) + 1);
+  // Ctrl-C while the tarball downloads or the images build: stop there (the
+  // partial download is kept for resuming), no card was opened.
+  auto cancelled_before_writing = [&] {
+    std::vector<udev::FlashResult> results(o.devices.size());
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      results[i].target = o.devices[i];
+      results[i].identity = names[i];
+      results[i].cancelled = true;
+      results[i].error_code = Errc::device;
+      results[i].error = "cancelled: " + o.devices[i] + " was not changed";
+    }
+    report_flash(ctx, results, indices, {}, o.known_hosts, p != nullptr, start);
+    ctx.exit_code = 128 + cancel_signal();
+  };
   if (p) {
-    // The smallest card bounds the image; a new or empty image file grows to fit.
-    std::optional<std::uint64_t> smallest;
-    for (const auto& i : infos)
-      if (i.size) smallest = std::min(smallest.value_or(UINT64_MAX), i.size);
-    scratch.emplace();
-    std::vector<Identity> build_ids = p->identical_cards() ? std::vector<Identity>{ids.front()} : ids;
-    std::vector<std::filesystem::path> outs;
-    for (std::size_t i = 0; i < build_ids.size(); ++i)
-      // Named by hostname: the progress lines show these names.
-      outs.push_back(scratch->path() / (std::to_string(build_ids[i].n) + "-" +
-                                        (build_ids[i].name.empty() ? "card" : build_ids[i].name) + ".img"));
-    std::vector<BuiltImage> built = p->build(build_ids, outs, smallest);
-    // Built just now into the private scratch folder: the build's own map, no re-check.
-    for (const auto& b : built) sources.push_back(udev::FlashSource::built(b.result.image, b.result.map));
-    for (std::size_t i = 0; i < o.devices.size(); ++i) known_hosts[i] = built[built.size() == 1 ? 0 : i].known_hosts;
+    p->set_cancel(cancel);
+    try {
+      // The smallest card bounds the image; a new or empty image file grows to fit.
+      std::optional<std::uint64_t> smallest;
+      for (const auto& i : infos)
+        if (i.size) smallest = std::min(smallest.value_or(UINT64_MAX), i.size);
+      scratch.emplace();
+      std::vector<Identity> build_ids = p->identical_cards() ? std::vector<Identity>{ids.front()} : ids;
+      std::vector<std::filesystem::path> outs;
+      for (std::size_t i = 0; i < build_ids.size(); ++i)
+        // Named by hostname: the progress lines show these names.
+        outs.push_back(scratch->path() / (std::to_string(build_ids[i].n) + "-" +
+                                          (build_ids[i].name.empty() ? "card" : build_ids[i].name) + ".img"));
+      std::vector<BuiltImage> built = p->build(build_ids, outs, smallest);
+      // Built just now into the private scratch folder: the build's own map, no re-check.
+      for (const auto& b : built) sources.push_back(udev::FlashSource::built(b.result.image, b.result.map));
+      for (std::size_t i = 0; i < o.devices.size(); ++i) known_hosts[i] = built[built.size() == 1 ? 0 : i].known_hosts;
+    } catch (const Cancelled&) {
+      scratch.reset();  // the finished images hold the cards' secrets
+      return cancelled_before_writing();
+    }
   } else {
     if (!std::filesystem::exists(o.image + ".bmap"))
       ctx.reporter.note("no " + o.image +
@@ -390,8 +412,6 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     ctx.reporter.note("writing " + std::to_string(o.jobs) + " of the " + std::to_string(jobs.size()) +
                       " cards at a time (--jobs); the others wait their turn");
   std::vector<udev::FlashResult> results = udev::flash_all(jobs, fo);
-  std::vector<int> indices;
-  for (std::size_t i = 0; i < o.devices.size(); ++i) indices.push_back(p ? ids[i].n : static_cast<int>(i) + 1);
   report_flash(ctx, results, indices, known_hosts, o.known_hosts, p != nullptr, start);
   // Like a build killed by the signal: 130 after Ctrl-C, 143 after SIGTERM.
   if (int sig = cancel_signal()) ctx.exit_code = 128 + sig;

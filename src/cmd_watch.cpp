@@ -160,6 +160,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   mo.force_polling = w.poll;
   udev::HotplugMonitor monitor(mo);
   const std::atomic<bool>* cancel = install_cancel_handler();
+  if (p) p->set_cancel(cancel);  // Ctrl-C during a card's build ends the station at once
   ctx.reporter.note(std::string("watching for cards (") + (monitor.using_udev() ? "udev events" : "polling sysfs") +
                     "); insert a card, Ctrl-C to stop");
   const auto start = std::chrono::steady_clock::now();
@@ -195,6 +196,9 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
           if (p->identical_cards()) shared = src;
         }
       }
+    } catch (const Cancelled&) {
+      ctx.reporter.note("stopped before writing card " + std::to_string(n) + ": " + info.path + " was not changed");
+      break;
     } catch (const CardTooSmall& e) {
       // This card is refused, like a fixed disk: the next one inserted may be larger.
       ctx.reporter.note("not writing " + info.path + " (" + info.describe() + "): " + e.what());

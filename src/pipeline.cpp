@@ -156,7 +156,9 @@ Identity Pipeline::identity_at(int n) const {
 }
 
 fetch::Options Pipeline::fetch_options() const {
-  return o_.download.options(ctx_.reporter.sink());
+  fetch::Options f = o_.download.options(ctx_.reporter.sink());
+  f.cancel = cancel_;
+  return f;
 }
 
 TarballPlan Pipeline::plan_tarball(bool resolve_release) {
@@ -255,6 +257,7 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
   opt.source_date_epoch = source_date_epoch();
   opt.force = o_.force;
   opt.events = ctx_.reporter.sink();
+  opt.cancel = cancel_;
   std::optional<std::uint64_t> size;
   if (!o_.size.empty()) size = parse_size(o_.size, "--size");
   std::string label = o_.label;

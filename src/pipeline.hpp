@@ -97,6 +97,10 @@ class Pipeline {
 
   fetch::Options fetch_options() const;
 
+  // Card runs and watch: from now on the download and the image builds stop
+  // (throwing rpi::Cancelled) once `flag` is set, instead of running to their end.
+  void set_cancel(const std::atomic<bool>* flag) { cancel_ = flag; }
+
  private:
   AppContext& ctx_;
   RunOptions o_;
@@ -106,6 +110,7 @@ class Pipeline {
   // The Alpine release of that tarball ("3.22.2") when known: from the mirror's
   // index, or from an alpine-rpi-X.Y.Z-ARCH.tar.gz file name.
   std::optional<std::string> release_;
+  const std::atomic<bool>* cancel_ = nullptr;
 };
 
 // The files a run of `o` reads (for refuse_overwriting_inputs): the inputs

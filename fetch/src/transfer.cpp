@@ -169,6 +169,12 @@ std::size_t on_header(char* data, std::size_t size, std::size_t nitems, void* us
 
 // Options every request shares: TLS verification on (never switchable), our CA
 // bundle when given, proxies from the environment (libcurl's default), limits.
+// Ends a transfer once the run is cancelled: libcurl calls this as data
+// arrives and about once a second while it waits.
+int on_xferinfo(void* flag, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return cancelled(static_cast<const std::atomic<bool>*>(flag)) ? 1 : 0;
+}
+
 void common_setup(CURL* h, const std::string& url, const Options& opts, char* errbuf) {
   curl_easy_setopt(h, CURLOPT_URL, url.c_str());
   curl_easy_setopt(h, CURLOPT_SHARE, Share::get());
@@ -191,6 +197,11 @@ void common_setup(CURL* h, const std::string& url, const Options& opts, char* er
   curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, opts.low_speed_limit);
   curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, opts.low_speed_time_s);
   curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024L);
+  if (opts.cancel) {
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, const_cast<std::atomic<bool>*>(opts.cancel));
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+  }
 }
 
 bool transient_curl(CURLcode c) {
@@ -316,7 +327,14 @@ void backoff(const Options& opts, int attempt, const std::string& subject, const
   emit(opts.events, Event{"note", subject, 0, 0,
                           why + "; retrying in " + std::to_string(delay.count()) + " ms (attempt " +
                               std::to_string(attempt + 2) + " of " + std::to_string(opts.retries + 1) + ")"});
-  std::this_thread::sleep_for(delay);
+  // In short steps: a cancel must not wait for the longest backoff.
+  const auto until = std::chrono::steady_clock::now() + delay;
+  for (auto now = std::chrono::steady_clock::now(); now < until; now = std::chrono::steady_clock::now()) {
+    if (cancelled(opts.cancel)) throw Cancelled{};
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(until - now, std::chrono::milliseconds(50)));
+  }
+  if (cancelled(opts.cancel)) throw Cancelled{};
 }
 
 // Reserves the part file's blocks up to `size` without changing its length
@@ -658,6 +676,7 @@ Downloaded copy_local(const fs::path& src, const fs::path& part, std::uint64_t e
   Progress progress(opts, subject, total);
   std::vector<char> buf(1 << 20);
   for (;;) {
+    if (cancelled(opts.cancel)) throw Cancelled{};
     ssize_t n = ::read(in.get(), buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw_errno("cannot read " + src.string());
@@ -718,6 +737,7 @@ Text get_text(const std::string& url, const Options& opts, std::size_t max_bytes
     curl_easy_setopt(h.get(), CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h.get(), CURLOPT_HEADERDATA, &head);
     CURLcode c = curl_easy_perform(h.get());
+    if (cancelled(opts.cancel)) throw Cancelled{};
     long status = 0;
     curl_easy_getinfo(h.get(), CURLINFO_RESPONSE_CODE, &status);
     if (c == CURLE_OK && status >= 200 && status < 300) {
@@ -817,6 +837,7 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
       throw Error(Errc::verify, url + ": the server sent more than " + format_size(opts.max_unknown_size) +
                                     ", more than a boot tarball may have; the download was discarded");
     if (::ftruncate(fd.get(), static_cast<off_t>(sink.pos)) != 0) throw_errno("cannot truncate " + what);
+    if (cancelled(opts.cancel)) throw Cancelled{};  // the part file holds what came: kept for resuming
     // Only new ground counts as progress: a server whose whole file is short
     // would otherwise be fetched again and again (short 200, then 416, ...).
     bool progressed = sink.pos > furthest;

@@ -416,7 +416,9 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
     }
   };
 
+  const std::atomic<bool>* cancel = specs.front().options.cancel;
   for (;;) {
+    if (cancelled(cancel)) throw Cancelled{};
     archive_entry* e = nullptr;
     int rc = archive_read_next_header(a.get(), &e);
     if (rc == ARCHIVE_EOF) break;
@@ -523,6 +525,7 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
         const void* buf = nullptr;
         std::size_t len = 0;
         la_int64_t off = 0;
+        if (cancelled(cancel)) throw Cancelled{};
         int r = archive_read_data_block(a.get(), &buf, &len, &off);
         if (r == ARCHIVE_EOF) break;
         if (r < ARCHIVE_WARN) {

@@ -56,3 +56,46 @@ TEST(Pipeline, SpecToImageThroughTheLoopbackMirrorThenOffline) {
   EXPECT_NE(miss.err.find("offline"), std::string::npos) << miss.err;
   EXPECT_FALSE(fs::exists(d / "c.img"));
 }
+
+// Ctrl-C in a card run while the tarball is still downloading: the run stops
+// there (it used to finish a download that could take minutes, then build the
+// image, and only then give up), exits 130, says no card was changed, leaves the
+// card as it was and keeps the partial download for the next run.
+TEST(Pipeline, CtrlCDuringTheDownloadOfACardRunStopsAtOnce) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  rpi::test::MirrorTree tree(d.path());
+  rpi::test::MirrorServer server(tree.root, d / "state");
+  server.set_faults(R"([{"path": "tar.gz", "kind": "trickle", "n": 4096, "times": 1}])");
+  fs::path spec = d / "pi.toml";
+  rpi::test::write_file(spec, "[alpine]\nversion = \"3.22\"\nmirror = \"" + server.url() +
+                                  "\"\n[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  const fs::path card = d / "card.img";
+  rpi::test::write_file(card, std::string(1 << 20, 'x'));
+  const fs::path cache = d / "cache";
+  // The trickle sends 4 KiB every half second: without the cancel reaching the
+  // download this run would take hours.
+  auto r = rpi::test::sh("'" + rpi::test::cli_path().string() + "' --spec '" + spec.string() + "' --device '" +
+                         card.string() + "' --yes --cache-dir '" + cache.string() + "' > '" + (d / "out").string() +
+                         "' 2> '" + (d / "err").string() +
+                         "' & pid=$!\n"
+                         "for i in $(seq 600); do\n"
+                         "  for f in '" +
+                         cache.string() +
+                         "'/partial/*.part; do [ -s \"$f\" ] && break 2; done\n"
+                         "  sleep 0.05\n"
+                         "done\n"
+                         "kill -INT $pid\n"
+                         // Bounded: a run that ignores the cancel is killed (exit 137), not waited for.
+                         "for i in $(seq 600); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done\n"
+                         "kill -KILL $pid 2>/dev/null; wait $pid; echo \"exit $?\"");
+  const std::string out = rpi::test::read_file(d / "out"), err = rpi::test::read_file(d / "err");
+  EXPECT_EQ(r.out, "exit 130\n") << out << err;
+  EXPECT_NE(out.find("cancelled: " + card.string() + " was not changed"), std::string::npos) << out << err;
+  EXPECT_NE(err.find("the cards that had not started were not changed"), std::string::npos) << err;
+  EXPECT_EQ(rpi::test::read_file(card), std::string(1 << 20, 'x')) << "the card was touched";
+  std::uint64_t kept = 0;
+  for (const auto& e : fs::directory_iterator(cache / "partial"))
+    if (e.path().extension() == ".part") kept = fs::file_size(e.path());
+  EXPECT_GT(kept, 0u) << "the partial download was not kept for resuming";
+}

@@ -5,6 +5,7 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -315,6 +316,53 @@ TEST_F(FetchTest, SlowTrickleTimesOutAndRetries) {
   for (const auto& e : events)
     if (e.type == "note" && contains(e.message, "retrying")) retried = true;
   EXPECT_TRUE(retried);
+}
+
+// Ctrl-C in a card run reaches the download through Options::cancel: a
+// trickling transfer (which would take hours) stops, the bytes that came stay
+// as the part file, and the next run asks only for the rest.
+TEST_F(FetchTest, CancelStopsTheDownloadAndKeepsItForResuming) {
+  MirrorServer& s = serve();
+  s.set_faults(R"([{"path": "tar.gz", "kind": "trickle", "n": 4096, "times": 1}])");
+  Release r = fetch::resolve(query("3.22", s.url()), opts());
+  std::atomic<bool> cancel{false};
+  Options o = opts();
+  o.cancel = &cancel;
+  o.events = [&](const Event& e) {
+    if (e.type == "download" && e.done >= 8192) cancel = true;
+  };
+  EXPECT_THROW(fetch::fetch_release(r, o), rpi::Cancelled);
+  std::uint64_t kept = 0;
+  for (const auto& e : fs::directory_iterator(cache / "partial"))
+    if (e.path().extension() == ".part") kept = fs::file_size(e.path());
+  EXPECT_GE(kept, 8192u) << "the bytes received were not kept";
+  fs::path p = fetch::fetch_release(r, opts());
+  EXPECT_EQ(sha256_of(p), r.sha256);
+  // The trickling response is logged when the server notices the closed
+  // connection, which may be after the second one: look for the resumed one.
+  bool resumed = false;
+  for (const auto& e : s.log())
+    if (contains(e.path, ".tar.gz") && e.range == "bytes=" + std::to_string(kept) + "-") {
+      resumed = true;
+      EXPECT_EQ(e.sent, r.size - kept);
+    }
+  EXPECT_TRUE(resumed) << "the second run did not ask for the rest only";
+}
+
+// A cancel during the wait between two attempts ends the wait (here one hour).
+TEST_F(FetchTest, CancelEndsTheWaitBeforeARetry) {
+  MirrorServer& s = serve();
+  s.set_faults(R"([{"path": "tar.gz", "kind": "status", "n": 503, "times": 5}])");
+  Release r = fetch::resolve(query("3.22", s.url()), opts());
+  std::atomic<bool> cancel{false};
+  Options o = opts();
+  o.retry_delay = std::chrono::hours(1);
+  o.cancel = &cancel;
+  o.events = [&](const Event& e) {
+    if (e.type == "note" && contains(e.message, "retrying")) cancel = true;
+  };
+  EXPECT_THROW(fetch::fetch_release(r, o), rpi::Cancelled);
+  EXPECT_EQ(s.requests(".tar.gz"), 1);
 }
 
 TEST_F(FetchTest, OfflineHitAndMiss) {

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
 
 #include "partition/image.hpp"
@@ -113,6 +114,23 @@ class ImageTest : public ::testing::Test {
   }
   TempDir dir;
 };
+
+// A card run's Ctrl-C reaches the build through ImageOptions::cancel: it stops
+// at the next block of the tarball and leaves no image, .bmap or temporary.
+TEST(ImageCancel, StopsTheBuildAndLeavesNothing) {
+  TempDir dir;
+  fs::path tarball = rpi::test::fixture_tarball({"--size-mb", "8"});
+  std::atomic<bool> cancel{false};
+  ImageOptions opt;
+  int events = 0;
+  opt.cancel = &cancel;
+  opt.events = [&](const rpi::Event& e) {
+    if (e.type == "build" && ++events == 1) cancel = true;  // the first, at the first file
+  };
+  EXPECT_THROW(build_image(tarball, dir / "pi.img", opt), rpi::Cancelled);
+  EXPECT_EQ(events, 1) << "the build went on after the cancel";
+  EXPECT_TRUE(fs::is_empty(dir.path())) << "something was left in " << dir.path();
+}
 
 TEST_F(ImageTest, Fat32ImageReadsCorrectlyWithEveryOracle) {
   fs::path tarball = rpi::test::fixture_tarball({"--size-mb", "8"});

@@ -10,6 +10,7 @@
 // Errc::input (malformed index, no RPi tarball), Errc::verify (digest/signature).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -73,6 +74,10 @@ struct Options {
   // A download no index gives a size for (`--tarball URL --sha256`) stops here:
   // Alpine's boot tarballs are ~100 MB, and an endless response must not fill the disk.
   std::uint64_t max_unknown_size = std::uint64_t{1} << 30;
+  // When set (by a signal handler), transfers and retry waits stop within
+  // about a second and throw rpi::Cancelled; a partial download is kept for
+  // resuming.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 // Turns a query into a release with digests: from the mirror's

@@ -3,6 +3,7 @@
 // the tarball's own apkovl dropped and the given one written at the FAT root.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -39,6 +40,10 @@ struct ImageOptions {
   std::vector<ExtraFile> extra_files;   // written at the root, in this order
   std::vector<std::string> extra_dirs;  // empty directories created at the root (e.g. "cache" for apk)
   EventSink events;                     // "build" progress and "note" events
+  // When set (by a signal handler), the build stops at the next block of the
+  // tarball and throws rpi::Cancelled; no output is left (the first job's flag
+  // counts for a batch).
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct ImageResult {

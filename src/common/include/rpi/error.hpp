@@ -3,6 +3,7 @@
 // file, entry, URL or device involved; main() picks the text and exit code.
 #pragma once
 
+#include <atomic>
 #include <cerrno>
 #include <stdexcept>
 #include <string>
@@ -28,6 +29,19 @@ class Error : public std::runtime_error {
  private:
   Errc code_;
 };
+
+// The user stopped the run (Ctrl-C, SIGTERM, ... seen through a cancel flag).
+// Not an Error on purpose: nothing that retries, or tries the next mirror,
+// after a failure may catch it. The caller that set the flag reports it.
+class Cancelled : public std::exception {
+ public:
+  const char* what() const noexcept override { return "cancelled"; }
+};
+
+// True when `flag` is given and set.
+inline bool cancelled(const std::atomic<bool>* flag) noexcept {
+  return flag && flag->load(std::memory_order_relaxed);
+}
 
 // Throws Errc::io with "<what>: <strerror(err)>".
 [[noreturn]] void throw_errno(const std::string& what, int err = errno);
