@@ -112,6 +112,14 @@ fetch::Options DownloadFlags::options(const EventSink& events) const {
   return o;
 }
 
+std::function<std::string(const std::string&)> at_least_one(const std::string& what) {
+  return [what](const std::string& v) -> std::string {
+    if (!v.empty() && v.size() <= 6 && v.find_first_not_of("0123456789") == std::string::npos && std::stoi(v) > 0)
+      return "";
+    return "'" + v.substr(0, 20) + "' is not " + what + " (1 or more)";
+  };
+}
+
 void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& group) {
   app.add_option("--mirror", f.mirrors,
                  "Alpine mirror root (https://, http://, file:// or a folder); repeat to add fallbacks")
@@ -285,12 +293,26 @@ int run(int argc, char** argv) {
       "diskless.",
       "rpi-provision"};
   app.set_version_flag("--version", version_text());
-  app.add_flag("--json", ctx.json, "JSON Lines events on stdout (progress, results, errors)")->group("Output");
-  app.add_flag("-q,--quiet", ctx.quiet, "no progress output")->group("Output");
-  app.add_flag("-v,--verbose", ctx.verbose, "more detail")->group("Output");
+  const std::set<const CLI::Option*> everywhere = {
+      app.add_flag("--json", ctx.json, "JSON Lines events on stdout (progress, results, errors)")->group("Output"),
+      app.add_flag("-q,--quiet", ctx.quiet, "no progress output")->group("Output"),
+      app.add_flag("-v,--verbose", ctx.verbose, "more detail")->group("Output")};
   app.require_subcommand(0, 1);
+  // Fallthrough lets `devices --json` reach the options every command shares.
   app.fallthrough();
   register_all(app, ctx);
+  // ...but an option of the main command given to a subcommand (`watch --host
+  // b`, `check --output x.img`) would be taken and then ignored: refused before
+  // anything runs.
+  app.parse_complete_callback([&app, &everywhere] {
+    const std::vector<CLI::App*> subs = app.get_subcommands();
+    if (subs.empty()) return;
+    for (const CLI::Option* opt : app.get_options())
+      if (opt->count() > 0 && !everywhere.count(opt) && opt->get_name() != "--version")
+        throw Error(Errc::usage, opt->get_name() + " is an option of the main command, not of `rpi-provision " +
+                                     subs.front()->get_name() + "`; see rpi-provision " + subs.front()->get_name() +
+                                     " --help");
+  });
   // CLI11 copies a parent's footer into subcommands made after it: the main
   // command's examples do not belong under `fetch --help` and the others.
   std::function<void(CLI::App*)> plain_footer = [&](CLI::App* a) {
@@ -311,7 +333,10 @@ int run(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     ctx.reporter.configure(ctx.json, ctx.quiet);
-    ctx.reporter.error(Errc::usage, std::string(e.what()) + " (see rpi-provision --help)");
+    // A subcommand's own help describes its options.
+    const std::vector<CLI::App*> subs = app.get_subcommands();
+    ctx.reporter.error(Errc::usage, std::string(e.what()) + " (see rpi-provision " +
+                                        (subs.empty() ? "" : subs.front()->get_name() + " ") + "--help)");
     return checked_exit(ctx, 2);
   } catch (const Error& e) {
     ctx.reporter.configure(ctx.json, ctx.quiet);

@@ -48,6 +48,11 @@ struct DownloadFlags {
 // --keyring and --signing-key-fingerprint to `app`, in help group `group`.
 void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& group);
 
+// A CLI11 check for a whole number of at least 1 (at most 6 digits), whose
+// error says "'<value>' is not <what> (1 or more)": "a card number", "a number
+// of cards".
+std::function<std::string(const std::string&)> at_least_one(const std::string& what);
+
 // Writes `lines` (public host keys) to `path` as a known_hosts file, atomically,
 // and says so. With `merge`, lines already in the file for other hosts stay and
 // those for a host in `lines` are replaced (a re-flashed Pi's old key is no

@@ -53,7 +53,8 @@ CommandRegistration reg(20, [](CLI::App& app, AppContext& ctx) {
   CLI::App* sub = app.add_subcommand("check", "Validate a spec and print a summary per card (secrets redacted)");
   sub->add_option("--spec", o->spec, "the TOML spec")->required();
   sub->add_option("--host", o->host, "only the [[hosts]] entry with this hostname");
-  sub->add_option("--first", o->first, "the card number {n} of the first card (default 1)")->check(CLI::PositiveNumber);
+  sub->add_option("--first", o->first, "the card number {n} of the first card (default 1)")
+      ->check(at_least_one("a card number"));
   sub->callback([o, &ctx] {
     ctx.reporter.configure(ctx.json, ctx.quiet);
     run_check(ctx, *o);

@@ -113,7 +113,14 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
       }
       for (const auto& x : io.extra_files) s << "    adds /" << x.name << " (" << format_size(x.data.size()) << ")\n";
       for (const auto& [name, fn] : io.edits) s << "    edits /" << name << "\n";
-      if (!kh.empty()) s << "    generates SSH host keys (known_hosts lines printed when run)\n";
+      if (!kh.empty()) {
+        // Where the run puts them: an image's go to a file beside it, a card's are printed.
+        const std::string where =
+            !to_devices ? "written to " + (o.known_hosts.empty() ? targets[i] + ".known_hosts" : o.known_hosts)
+            : o.known_hosts.empty() ? std::string("printed")
+                                    : "printed and merged into " + o.known_hosts;
+        s << "    generates SSH host keys (known_hosts lines " << where << " when run)\n";
+      }
       c.add("apkovl", apkovl).add("label", io.label);
       if (i == 0) first_apkovl = apkovl, first_label = io.label;
     }
@@ -263,7 +270,9 @@ void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results
     const udev::FlashResult& r = results[i];
     const std::vector<std::string> none;
     const std::vector<std::string>& keys = i < known_hosts.size() ? known_hosts[i] : none;
-    if (r.ok()) written_keys.insert(written_keys.end(), keys.begin(), keys.end());
+    if (r.ok())  // cards of one identity (one image for all) share their keys: each line once
+      for (const auto& k : keys)
+        if (std::find(written_keys.begin(), written_keys.end(), k) == written_keys.end()) written_keys.push_back(k);
     if (r.cancelled) (r.changed ? any_started_unfinished : any_untouched) = true;
     // Only the short columns go through the fixed buffer: a long path or error
     // message must not be cut (the error says what to do at its end).
@@ -431,11 +440,7 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
   app.add_option("--device", o->devices, "a card to write; repeat for a batch (written in parallel)")->group("Targets");
   app.add_option("--jobs,-j", o->jobs, "write at most N cards at once (default: all; 1: one after another)")
       ->type_name("N")
-      ->check([](const std::string& v) -> std::string {
-        if (!v.empty() && v.size() <= 4 && v.find_first_not_of("0123456789") == std::string::npos && std::stoi(v) > 0)
-          return "";
-        return "'" + v.substr(0, 20) + "' is not a number of cards (1 or more)";
-      })
+      ->check(at_least_one("a number of cards"))
       ->group("Targets");
   app.add_flag("--yes,-y", o->yes, "do not ask before writing devices")->group("Targets");
   app.add_flag("--allow-non-removable", o->safety.allow_non_removable,
@@ -450,7 +455,9 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
   app.add_option("--known-hosts", o->known_hosts, "write generated SSH host keys' known_hosts lines here")
       ->group("Targets");
   app.add_option("--host", o->host, "build the [[hosts]] entry with this hostname")->group("Cards");
-  app.add_option("--first", o->first, "{n} of the first card (default 1)")->group("Cards");
+  app.add_option("--first", o->first, "{n} of the first card (default 1)")
+      ->check(at_least_one("a card number"))
+      ->group("Cards");
   app.add_option("--size", o->size, "image size, e.g. 1GiB (default: content plus room)")->group("Image");
   app.add_option("--label", o->label, "FAT volume label (default ALPINE or [boot].label; not BOOT/CIDATA)")
       ->group("Image");

@@ -262,8 +262,10 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
   sub->add_option("--tarball", o.tarball, "the Alpine RPi tarball (file or URL)");
   sub->add_option("--sha256", o.sha256, "pin the tarball's SHA-256");
   add_download_flags(*sub, o.download, "Download");
-  CLI::Option* first = sub->add_option("--first", o.first, "{n} of the first card (default 1)");
-  sub->add_option("--count", w->count, "stop after this many cards (default: after the last [[hosts]] entry)");
+  CLI::Option* first =
+      sub->add_option("--first", o.first, "{n} of the first card (default 1)")->check(at_least_one("a card number"));
+  sub->add_option("--count", w->count, "stop after this many cards (default: after the last [[hosts]] entry)")
+      ->check(at_least_one("a number of cards"));
   sub->add_option("--size", o.size, "image size");
   sub->add_option("--label", o.label, "FAT volume label");
   sub->add_option("--seed-file", o.seed_file, "derive salts and SSH host keys from this secret file");

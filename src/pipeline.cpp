@@ -185,8 +185,8 @@ TarballPlan Pipeline::plan_tarball(bool resolve_release) {
   }
   if (!spec_)
     throw Error(Errc::usage,
-                "which Alpine tarball? Give --tarball FILE|URL, or a --spec whose [alpine] table "
-                "names a version (it is then downloaded and cached)");
+                "--apkovl needs --tarball FILE|URL: the Alpine tarball to put it on (an apkovl names "
+                "no release); e.g. --tarball \"$(rpi-provision fetch --version 3.22)\"");
   fetch::Query q;
   q.version = spec_->alpine().version;
   q.arch = spec_->alpine().arch;

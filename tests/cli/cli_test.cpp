@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -99,7 +101,25 @@ TEST(Cli, UsageErrorsExitTwoWithAMessage) {
        "there is no --device"},
       {{"--spec", example("kiosk.toml").string(), "--device", (d / "x.img").string(), "--jobs", "0"},
        "--jobs: '0' is not a number of cards (1 or more)"},
+      // An option of the main command given to a subcommand was taken and ignored.
+      {{"check", "--spec", example("kiosk.toml").string(), "--output", (d / "x.img").string()},
+       "--output is an option of the main command, not of `rpi-provision check`"},
+      {{"watch", "--spec", example("fleet.toml").string(), "--host", "class-02", "--dry-run"},
+       "--host is an option of the main command, not of `rpi-provision watch`"},
+      {{"--jobs", "2", "fetch", "--offline"}, "--jobs is an option of the main command, not of `rpi-provision fetch`"},
+      // Counts and card numbers start at 1 (a --count of 0 meant "no limit").
+      {{"watch", "--spec", example("fleet.toml").string(), "--count", "0", "--dry-run"},
+       "--count: '0' is not a number of cards (1 or more) (see rpi-provision watch --help)"},
+      {{"watch", "--spec", example("fleet.toml").string(), "--count", "-3", "--dry-run"},
+       "--count: '-3' is not a number of cards (1 or more)"},
+      {{"check", "--spec", example("kiosk.toml").string(), "--first", "0"},
+       "--first: '0' is not a card number (1 or more) (see rpi-provision check --help)"},
+      {{"--apkovl", (d / "a.apkovl.tar.gz").string(), "--output", (d / "x.img").string()},
+       "--apkovl needs --tarball FILE|URL"},
   };
+  ASSERT_EQ(cli({"apkovl", "--spec", example("headless.toml").string(), "-o", (d / "a.apkovl.tar.gz").string()})
+                .exit_code,
+            0);
   for (const auto& c : cases) {
     auto r = cli(c.args);
     EXPECT_EQ(r.exit_code, 2) << c.args.front() << ": " << r.err;
@@ -536,6 +556,26 @@ TEST(Cli, OnlyWrittenCardsAddTheirHostKeys) {
                            "        print(e['hostname'], e['ok'], len(e.get('known_hosts', [])) > 0)\n"},
                           m.out);
   EXPECT_EQ(p.out, "pi-1 True True\npi-2 False False\n") << m.out;
+}
+
+// Cards that share one identity share one image and its host keys: the
+// known_hosts lines are printed once, not once per card.
+TEST(Cli, CardsOfOneIdentityPrintTheirKeysOnce) {
+  TempDir d;
+  fs::path spec = d / "pi.toml";
+  rpi::test::write_file(spec, "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"generate\"\n");
+  std::vector<std::string> args = {"--spec", spec.string(), "--tarball", tarball().string(),
+                                   "--size", "64MiB",       "--yes",     "--no-verify"};
+  for (const char* name : {"a.bin", "b.bin", "c.bin"}) {
+    rpi::test::write_file(d / name, "");
+    ASSERT_EQ(truncate((d / name).c_str(), 64ll << 20), 0);
+    args.insert(args.end(), {"--device", (d / name).string()});
+  }
+  auto r = cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string keys = r.out.substr(r.out.find("known_hosts:"));
+  EXPECT_EQ(std::count(keys.begin(), keys.end(), '\n'), 3) << "heading + ed25519 + rsa, each once:\n" << keys;
+  EXPECT_EQ(rpi::test::read_file(d / "a.bin"), rpi::test::read_file(d / "c.bin"));
 }
 
 // One card under two names would be written twice (the second image wins):
