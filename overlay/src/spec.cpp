@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -619,6 +620,26 @@ void Converter::convert_services(const View& root, HostConfig& h) {
 }
 
 // A crypt(3) hash, "*" or "!": one /etc/shadow field (no ':', no control characters).
+// The package a login shell comes from, when Alpine's base system lacks it:
+// its file name for the usual shells (bash, zsh, fish, ...), "" for one we do
+// not know, nullopt for busybox's sh/ash and the no-login shells.
+std::optional<std::string> shell_package(const std::string& shell) {
+  for (const char* base : {"/bin/sh", "/bin/ash", "/bin/busybox", "/sbin/nologin", "/bin/false", "/bin/true"})
+    if (shell == base) return std::nullopt;
+  const std::string name = shell.substr(shell.rfind('/') + 1);
+  for (const char* known : {"bash", "zsh", "fish", "dash", "mksh", "tcsh", "oksh", "yash", "loksh", "nushell"})
+    if (name == known) return name;
+  return std::string();
+}
+
+// True when `packages` ([apk].packages, world entries) names package `name`,
+// with or without a version constraint or repository tag.
+bool lists_package(const std::vector<std::string>& packages, const std::string& name) {
+  for (const auto& p : packages)
+    if (p.substr(0, p.find_first_of("<>=~@")) == name) return true;
+  return false;
+}
+
 bool password_hash_ok(const std::string& ph) {
   if (ph.empty() || (ph[0] != '$' && ph != "*" && ph != "!")) return false;
   return std::all_of(ph.begin(), ph.end(),
@@ -676,6 +697,13 @@ void Converter::convert_users(const View& root, HostConfig& h) {
     if (auto why = checks::abs_path(u.shell); !why.empty()) fail(*uv.get("shell"), "shell " + why);
     if (u.shell.find(':') != std::string::npos)
       fail(*uv.get("shell"), "shell of user " + u.name + " must not contain ':' (the /etc/passwd separator)");
+    // sshd refuses a user whose shell does not exist: possibly the only admin.
+    if (auto pkg = shell_package(u.shell); pkg && !(!pkg->empty() && lists_package(h.apk.packages, *pkg)))
+      warn(uv.get("shell")->source(), "shell " + u.shell + " of user " + u.name +
+                                          " is not part of Alpine's base system: " +
+                                          (pkg->empty() ? "make sure a package in [apk].packages provides it"
+                                                        : "add \"" + *pkg + "\" to [apk].packages") +
+                                          ", or the user cannot log in");
     if (auto pw = secret(uv, "password", true, true)) u.password = *pw;
     if (auto ph = str(uv, "password_hash")) {
       if (!u.password.empty() || uv.get("password"))

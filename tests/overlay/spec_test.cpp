@@ -165,6 +165,30 @@ TEST(Spec, LiteralSecretsWarnWithLocation) {
   }
 }
 
+// sshd refuses a user whose login shell does not exist: a shell from outside
+// Alpine's base system must come with its package.
+TEST(Spec, ALoginShellOutsideTheBaseSystemNeedsItsPackage) {
+  auto warnings_for = [](const std::string& shell, const std::string& packages) {
+    auto spec = parse_spec("[system]\nhostname = \"pi\"\n[apk]\npackages = [" + packages +
+                               "]\n[[users]]\nname = \"bob\"\nshell = \"" + shell + "\"\n",
+                           "t.toml", ".");
+    std::string all;
+    for (const auto& w : spec.warnings()) all += w.text() + "\n";
+    return all;
+  };
+  std::string w = warnings_for("/bin/bash", "");
+  EXPECT_NE(w.find("t.toml:7:9"), std::string::npos) << w;
+  EXPECT_NE(w.find("shell /bin/bash of user bob is not part of Alpine's base system: add \"bash\" to [apk].packages"),
+            std::string::npos)
+      << w;
+  EXPECT_EQ(warnings_for("/bin/bash", "\"bash\"").find("shell"), std::string::npos);
+  EXPECT_EQ(warnings_for("/usr/bin/zsh", "\"zsh@edge\"").find("shell"), std::string::npos);
+  EXPECT_EQ(warnings_for("/bin/ash", "").find("shell"), std::string::npos);
+  EXPECT_EQ(warnings_for("/sbin/nologin", "").find("shell"), std::string::npos);
+  EXPECT_NE(warnings_for("/opt/x/myshell", "\"bash\"").find("make sure a package in [apk].packages provides it"),
+            std::string::npos);
+}
+
 TEST(Spec, SummaryRedactsSecrets) {
   auto spec = parse_spec(
       "[system]\nhostname = \"pi\"\n[wifi]\nssid = \"Net\"\npsk = \"literal-passphrase\"\n"
