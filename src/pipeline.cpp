@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <set>
 #include <sstream>
 
 #include "partition/apkovl_check.hpp"
@@ -312,6 +313,33 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
   return opt;
 }
 
+namespace {
+// Alpine's initramfs installs /etc/apk/world from the card's apks/ (and the
+// apk cache) with --no-network unless the kernel command line gives it a
+// network (alpine-facts §1.7): other packages are skipped without a word on
+// the screen. Names them, or "" when all are there (or the tarball has no
+// apks/ to judge by, or the initramfs has a network).
+std::string offline_packages_warning(const overlay::HostConfig& h, const std::vector<std::string>& boot) {
+  if (boot.empty() || !h.boot.apkovl_url.empty()) return {};
+  for (const auto& w : h.boot.cmdline)
+    if (w.rfind("ip=", 0) == 0 || w.rfind("alpine_repo=http", 0) == 0) return {};
+  std::vector<std::string> missing;
+  for (const auto& p : h.apk.packages) {
+    const std::string name = p.substr(0, p.find_first_of("<>=~@"));
+    if (!std::binary_search(boot.begin(), boot.end(), name)) missing.push_back(name);
+  }
+  if (missing.empty()) return {};
+  std::string list;
+  for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
+  return "[apk].packages " + list + (missing.size() == 1 ? " is" : " are") +
+         " not in the card's boot repository (apks/), and Alpine installs packages at boot without network: " +
+         (missing.size() == 1 ? "it is" : "they are") +
+         " skipped. A wired Pi gets them with [boot] cmdline = [\"ip=dhcp\"]; otherwise install them once "
+         "on the running Pi and keep them in the card's apk cache ([apk] cache = true; see man rpi-provision, "
+         "PACKAGES)";
+}
+}  // namespace
+
 std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
                                         const std::vector<std::filesystem::path>& outputs,
                                         std::optional<std::uint64_t> card_size,
@@ -344,7 +372,14 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
   if (before_commit) hook = [&] { before_commit(built); };
   std::vector<partition::ImageResult> results = partition::build_images(tb, jobs, hook);
   ctx_.reporter.finish_progress();
-  for (std::size_t i = 0; i < ids.size(); ++i) built[i].result = std::move(results[i]);
+  std::set<std::string> warned;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i].host) {
+      const std::string w = offline_packages_warning(*ids[i].host, results[i].boot_packages);
+      if (!w.empty() && warned.insert(w).second) ctx_.reporter.warn(w);
+    }
+    built[i].result = std::move(results[i]);
+  }
   return built;
 }
 

@@ -16,6 +16,7 @@
 #include <exception>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 
 #include "archive_handles.hpp"
@@ -137,6 +138,20 @@ std::string join(const std::vector<std::string>& parts) {
 std::string archive_message(archive* a) {
   const char* m = archive_error_string(a);
   return m ? m : "unknown libarchive error";
+}
+
+// "openssh-server-9.9_p2-r0" from apks/<arch>/openssh-server-9.9_p2-r0.apk:
+// the package name is what precedes the last two '-'-separated fields.
+std::optional<std::string> boot_package_name(const std::vector<std::string>& parts) {
+  if (parts.size() != 3 || parts[0] != "apks") return std::nullopt;
+  const std::string& f = parts[2];
+  if (f.size() <= 4 || f.compare(f.size() - 4, 4, ".apk") != 0) return std::nullopt;
+  const std::string stem = f.substr(0, f.size() - 4);
+  const auto rel = stem.rfind('-');
+  if (rel == std::string::npos || rel == 0) return std::nullopt;
+  const auto ver = stem.rfind('-', rel - 1);
+  if (ver == std::string::npos || ver == 0) return std::nullopt;
+  return stem.substr(0, ver);
 }
 
 // libarchive reads the tar stream from our GzipSource through this callback.
@@ -403,6 +418,7 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
   std::string current;
   std::uint64_t current_size = 0;
   std::vector<std::string> dropped;
+  std::set<std::string> boot_packages;
   const std::optional<std::int64_t> sde = specs.front().options.source_date_epoch;
   auto clamp_time = [&](std::int64_t t) { return sde && t > *sde ? *sde : t; };
   auto for_each_job = [&](auto&& fn) {
@@ -468,6 +484,7 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
       throw Error(Errc::input, tname + ": entry '" + path.display + "' has " +
                                    format_size(static_cast<std::uint64_t>(declared)) +
                                    ", more than FAT's file size limit of 4 GiB - 1");
+    if (auto pkg = boot_package_name(path.parts)) boot_packages.insert(*pkg);
     if (at_root && is_apkovl_name(name)) {
       dropped.push_back(rel);
       emit(events,
@@ -576,6 +593,7 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
         emit(events, Event{"warning", j.oname, 0, 0,
                            "the tarball has no " + name + ": the changes the spec makes to it were not applied"});
     j.res.dropped.insert(j.res.dropped.begin(), dropped.begin(), dropped.end());
+    j.res.boot_packages.assign(boot_packages.begin(), boot_packages.end());
     try {
       for (const auto& x : o.extra_files) {
         fw.begin_file(fw.root(), x.name, bt, false, x.name);

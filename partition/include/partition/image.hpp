@@ -57,7 +57,10 @@ struct ImageResult {
   std::uint64_t directories = 0;     // directories created
   std::uint64_t content_bytes = 0;   // bytes of file data
   std::vector<std::string> dropped;  // tarball members left out (old apkovls)
-  std::string size_reason;           // how the image size was chosen
+  // The packages of the card's boot repository (apks/<arch>/NAME-VER-rN.apk):
+  // what Alpine's initramfs can install without network. Empty: none there.
+  std::vector<std::string> boot_packages;
+  std::string size_reason;  // how the image size was chosen
 };
 
 // The partition and FAT geometry an image of `image_size` bytes gets.
