@@ -53,17 +53,36 @@ class Tree {
   }
 
   std::vector<Member> sorted() {
-    // Parent directories that were not given explicitly: root-owned 0755.
-    std::vector<std::string> parents;
+    // Parent directories that were not given explicitly, shortest first: the
+    // base layout's mode where it has a special one (unpacking over / would
+    // otherwise make /var/tmp 0755 for good: apk does not repair it), else
+    // 0755 owned like their own parent, so that ~/.config of a [[files]]
+    // entry in a home belongs to that user.
+    std::set<std::string> parents;
     for (const auto& [path, m] : members_)
       for (auto pos = path.find('/'); pos != std::string::npos; pos = path.find('/', pos + 1))
-        parents.push_back(path.substr(0, pos));
-    for (const auto& p : parents) {
+        parents.insert(path.substr(0, pos));
+    std::vector<std::string> order(parents.begin(), parents.end());
+    std::stable_sort(order.begin(), order.end(), [](const std::string& a, const std::string& b) {
+      return std::count(a.begin(), a.end(), '/') < std::count(b.begin(), b.end(), '/');
+    });
+    for (const auto& p : order) {
       auto it = members_.find(p);
-      if (it == members_.end())
-        members_[p] = Member{p, 'd', 0755, 0, 0, "root", "root", {}};
-      else if (it->second.type != 'd')
-        throw Error(Errc::internal, "apkovl: " + p + " would be both a file and the folder of other members");
+      if (it != members_.end()) {
+        if (it->second.type != 'd')
+          throw Error(Errc::internal, "apkovl: " + p + " would be both a file and the folder of other members");
+        continue;
+      }
+      Member d{p, 'd', 0755, 0, 0, "root", "root", {}};
+      if (p == "tmp" || p == "var/tmp")
+        d.mode = 01777;
+      else if (p == "root")
+        d.mode = 0700;
+      else if (auto slash = p.rfind('/'); slash != std::string::npos) {
+        const Member& up = members_.at(p.substr(0, slash));
+        if (up.uid != 0) d.uid = up.uid, d.gid = up.gid, d.uname = up.uname, d.gname = up.gname;
+      }
+      members_[p] = std::move(d);
     }
     std::vector<Member> out;
     for (auto& [path, m] : members_) out.push_back(m);

@@ -7,7 +7,9 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -370,6 +372,26 @@ void Converter::check_files_against_generated(const HostConfig& h) {
   HostConfig without_files = h;
   without_files.files.clear();
   auto generated = generated_paths(without_files);
+  // Links of Alpine's base layout: the apkovl is unpacked before the packages
+  // are installed, so a file below one of them would turn the link into a
+  // folder that the system no longer reads (or one that /run's tmpfs hides).
+  static const std::pair<const char*, const char*> kBaseLinks[] = {
+      {"/var/run/", "/run, a tmpfs mounted at boot: nothing of the apkovl stays there"},
+      {"/var/lock/", "/run/lock, on a tmpfs mounted at boot: nothing of the apkovl stays there"},
+      {"/var/spool/cron/crontabs/", "/etc/crontabs: write the file there"},
+      {"/var/spool/mail/", "/var/mail: write the file there"},
+  };
+  for (const auto& [path, node] : file_nodes_) {
+    for (const auto& [link, to] : kBaseLinks)
+      if (path.rfind(link, 0) == 0 || path + "/" == link)
+        fail(*node, "[[files]] path " + path + " is below " + std::string(link, std::strlen(link) - 1) +
+                        ", which Alpine makes a link to " + to);
+    for (const char* run : {"/run/", "/tmp/"})
+      if (path.rfind(run, 0) == 0)
+        fail(*node, "[[files]] path " + path + " is below " + std::string(run, std::strlen(run) - 1) +
+                        ", which is emptied at boot (a tmpfs or cleaned by bootmisc); use a path that stays, "
+                        "and a [[scripts]] every-boot entry to copy it there if needed");
+  }
   for (const auto& [path, node] : file_nodes_) {
     std::string p = path.substr(1);
     for (const auto& [g, is_dir] : generated) {
@@ -620,6 +642,31 @@ void Converter::convert_services(const View& root, HostConfig& h) {
 }
 
 // A crypt(3) hash, "*" or "!": one /etc/shadow field (no ':', no control characters).
+// Paths whose program refuses them when others may read or write them, or
+// that hold secrets: the mode bits that are not allowed, and why.
+struct SensitiveFile {
+  unsigned forbidden;
+  const char* why;
+};
+std::optional<SensitiveFile> sensitive_file(const std::string& path) {
+  auto ends_with = [&](const char* s) {
+    const std::size_t n = std::strlen(s);
+    return path.size() >= n && path.compare(path.size() - n, n, s) == 0;
+  };
+  const std::string name = path.substr(path.rfind('/') + 1);
+  if (path == "/etc/shadow" || path == "/etc/gshadow")
+    return SensitiveFile{07, "it holds password hashes, which every user could read"};
+  if (path == "/etc/wpa_supplicant/wpa_supplicant.conf")
+    return SensitiveFile{07, "it holds the Wi-Fi key, which every user could read"};
+  if (path == "/etc/doas.conf" || path.rfind("/etc/doas.d/", 0) == 0)
+    return SensitiveFile{022, "doas refuses a configuration that others may change"};
+  if ((path.rfind("/etc/ssh/ssh_host_", 0) == 0 || (path.find("/.ssh/id_") != std::string::npos)) && !ends_with(".pub"))
+    return SensitiveFile{077, "ssh refuses a private key that others may read"};
+  if (name == "authorized_keys" && path.find("/.ssh/") != std::string::npos)
+    return SensitiveFile{022, "sshd ignores authorized_keys that others may change"};
+  return std::nullopt;
+}
+
 // The package a login shell comes from, when Alpine's base system lacks it:
 // its file name for the usual shells (bash, zsh, fish, ...), "" for one we do
 // not know, nullopt for busybox's sh/ash and the no-login shells.
@@ -821,6 +868,18 @@ void Converter::convert_files(const View& root, HostConfig& h) {
       if (m->is_string()) mode = checks::octal_mode(m->as_string()->get());
       if (!mode || *mode > 07777) fail(*m, "[[files]].mode must be an octal string like \"0644\" (in quotes)");
       f.mode = *mode;
+    }
+    // Files that hold secrets or that their program checks: private unless a
+    // mode is given, and a mode the program would refuse is an error here
+    // rather than a Pi whose sshd or doas will not start.
+    if (auto rule = sensitive_file(f.path)) {
+      if (!fv.get("mode"))
+        f.mode = 0600;
+      else if (f.mode & rule->forbidden) {
+        char text[16];
+        std::snprintf(text, sizeof text, "%04o", f.mode);
+        fail(*fv.get("mode"), "[[files]] " + f.path + " with mode " + text + ": " + rule->why + "; use \"0600\"");
+      }
     }
     if (auto o = str(fv, "owner")) {
       auto colon = o->find(':');

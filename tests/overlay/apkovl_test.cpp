@@ -794,6 +794,30 @@ const Member* member(const std::vector<Member>& ms, const std::string& path) {
 }  // namespace
 
 // Safety net behind the spec check: a file and a folder of one name never reach the tarball.
+// Folders the apkovl creates only because a [[files]] entry lies below them:
+// owned like the folder they are in (a user's ~/.config is theirs), with the
+// base layout's mode where it has a special one (/var/tmp is 1777).
+TEST(Apkovl, ImpliedFoldersBelongWhereTheyAre) {
+  auto h = host_from(
+      "[system]\nhostname = \"pi\"\n[[users]]\nname = \"alice\"\n"
+      "[[files]]\npath = \"/home/alice/.config/app/app.conf\"\ncontent = \"x\"\nowner = \"alice\"\n"
+      "[[files]]\npath = \"/var/tmp/cache/x\"\ncontent = \"x\"\n");
+  auto ms = apkovl_members(h, seeded(), nullptr);
+  auto dir = [&](const std::string& p) {
+    const Member* m = member(ms, p);
+    EXPECT_NE(m, nullptr) << p;
+    return m ? *m : Member{};
+  };
+  EXPECT_EQ(dir("home/alice/.config").uid, 1000u);
+  EXPECT_EQ(dir("home/alice/.config").uname, "alice");
+  EXPECT_EQ(dir("home/alice/.config/app").uid, 1000u);
+  EXPECT_EQ(dir("home/alice/.config").mode, 0755u);
+  EXPECT_EQ(dir("var/tmp").mode, 01777u);
+  EXPECT_EQ(dir("var").mode, 0755u);
+  EXPECT_EQ(dir("var/tmp/cache").uid, 0u);
+  EXPECT_EQ(dir("home").uid, 0u);
+}
+
 TEST(Apkovl, FileAndFolderOfOneNameIsAnInternalError) {
   for (const std::vector<std::string>& paths :
        {std::vector<std::string>{"/etc/foo", "/etc/foo/bar"}, std::vector<std::string>{"/etc/foo/bar", "/etc/foo"},

@@ -281,6 +281,49 @@ bool has(const std::string& text, const std::string& part) {
 const std::string kPi = "[system]\nhostname = \"pi\"\n";
 }  // namespace
 
+// The apkovl is unpacked before Alpine's packages: a file below one of the
+// base layout's links would make it a folder nothing reads, and /run and /tmp
+// are emptied at boot.
+TEST(Spec, FilesBelowBaseLinksOrEmptiedFoldersAreRefused) {
+  auto at = [](const std::string& path) {
+    return error_of(kPi + "[[files]]\npath = \"" + path + "\"\ncontent = \"a\"\n");
+  };
+  EXPECT_EQ(at("/var/spool/cron/crontabs/root"),
+            "t.toml:4:8: [[files]] path /var/spool/cron/crontabs/root is below /var/spool/cron/crontabs, which "
+            "Alpine makes a link to /etc/crontabs: write the file there");
+  EXPECT_TRUE(has(at("/var/run/app.pid"), "is below /var/run, which Alpine makes a link to /run")) << at("/var/run/x");
+  EXPECT_TRUE(has(at("/tmp/seed"), "is below /tmp, which is emptied at boot")) << at("/tmp/seed");
+  EXPECT_TRUE(has(at("/run/x"), "is below /run, which is emptied at boot")) << at("/run/x");
+  EXPECT_NO_THROW(parse_spec(kPi + "[[files]]\npath = \"/etc/crontabs/root\"\ncontent = \"a\"\n"
+                                   "[[files]]\npath = \"/var/tmp/x\"\ncontent = \"a\"\n",
+                             "t.toml", "."));
+}
+
+// Files that sshd, ssh or doas check, or that hold secrets: private by
+// default, and a mode the program would refuse is a spec error, not a Pi
+// whose sshd or doas does not start.
+TEST(Spec, SensitiveFilesArePrivateAndUnsafeModesRefused) {
+  auto mode_of = [](const std::string& path) {
+    auto spec = parse_spec(kPi + "[[files]]\npath = \"" + path + "\"\ncontent = \"a\"\n", "t.toml", ".");
+    return resolve_host(spec, 1).files.at(0).mode;
+  };
+  for (const char* p : {"/etc/shadow", "/etc/ssh/ssh_host_ed25519_key", "/etc/doas.d/ops.conf",
+                        "/etc/wpa_supplicant/wpa_supplicant.conf", "/root/.ssh/id_ed25519"})
+    EXPECT_EQ(mode_of(p), 0600u) << p;
+  EXPECT_EQ(mode_of("/etc/ssh/ssh_host_ed25519_key.pub"), 0644u);
+  EXPECT_EQ(mode_of("/etc/motd.d/x"), 0644u);
+  auto with_mode = [](const std::string& path, const std::string& mode) {
+    return error_of(kPi + "[[files]]\npath = \"" + path + "\"\ncontent = \"a\"\nmode = \"" + mode + "\"\n");
+  };
+  EXPECT_EQ(with_mode("/etc/ssh/ssh_host_rsa_key", "0640"),
+            "t.toml:6:8: [[files]] /etc/ssh/ssh_host_rsa_key with mode 0640: ssh refuses a private key that others may "
+            "read; use \"0600\"");
+  EXPECT_TRUE(has(with_mode("/etc/doas.d/x.conf", "0666"), "doas refuses a configuration that others may change"));
+  EXPECT_TRUE(has(with_mode("/etc/shadow", "0644"), "password hashes"));
+  EXPECT_TRUE(has(with_mode("/home/bob/.ssh/authorized_keys", "0666"), "sshd ignores authorized_keys"));
+  EXPECT_EQ(with_mode("/etc/shadow", "0640"), "(no error)");  // 0640 root:shadow is Alpine's own
+}
+
 TEST(Spec, FilesThatWouldBeFileAndFolderAreRefused) {
   // One [[files]] path inside another: busybox tar would abort at boot.
   auto e = error_of(kPi + "[[files]]\npath = \"/etc/foo\"\ncontent = \"a\"\n[[files]]\npath = \"/etc/foo/bar\"\n" +
