@@ -615,6 +615,19 @@ void Converter::convert_apk(const View& root, HostConfig& h) {
       fail(*node, "[apk].repositories entry \"" + r + "\" must be a URL or an absolute path");
   }
   h.apk.repositories = str_array(v, "repositories");
+  // "name@tag" needs a "@tag URL" repository line, or apk can satisfy neither
+  // it nor, from then on, any other add or upgrade.
+  for (auto& [p, node] : str_array_nodes(v, "packages")) {
+    const auto at = p.find('@');
+    if (at == std::string::npos) continue;
+    const std::string tag = p.substr(at, p.find_first_of("<>=~", at) - at);
+    const bool listed = std::any_of(h.apk.repositories.begin(), h.apk.repositories.end(),
+                                    [&](const std::string& r) { return r.rfind(tag + " ", 0) == 0; });
+    if (!listed)
+      warn(node->source(), "package " + p + " asks for the repository tagged " + tag +
+                               ", but [apk].repositories has no \"" + tag +
+                               " URL\" entry: apk cannot install it, and its other adds and upgrades fail too");
+  }
   for (auto& [k, node] : str_array_nodes(v, "keys")) {
     ApkKey key;
     key.name = fs::path(k).filename().string();
@@ -641,7 +654,6 @@ void Converter::convert_services(const View& root, HostConfig& h) {
   h.services.disable = get("disable");
 }
 
-// A crypt(3) hash, "*" or "!": one /etc/shadow field (no ':', no control characters).
 // Paths whose program refuses them when others may read or write them, or
 // that hold secrets: the mode bits that are not allowed, and why.
 struct SensitiveFile {
@@ -687,6 +699,7 @@ bool lists_package(const std::vector<std::string>& packages, const std::string& 
   return false;
 }
 
+// A crypt(3) hash, "*" or "!": one /etc/shadow field (no ':', no control characters).
 bool password_hash_ok(const std::string& ph) {
   if (ph.empty() || (ph[0] != '$' && ph != "*" && ph != "!")) return false;
   return std::all_of(ph.begin(), ph.end(),

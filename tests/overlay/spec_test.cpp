@@ -189,6 +189,25 @@ TEST(Spec, ALoginShellOutsideTheBaseSystemNeedsItsPackage) {
             std::string::npos);
 }
 
+// "name@tag" without a "@tag URL" repository: apk could never install it,
+// and every later apk add or upgrade on the Pi would fail.
+TEST(Spec, ATaggedPackageNeedsItsTaggedRepository) {
+  auto warnings_for = [](const std::string& apk) {
+    auto spec = parse_spec("[system]\nhostname = \"pi\"\n[apk]\n" + apk, "t.toml", ".");
+    std::string all;
+    for (const auto& w : spec.warnings()) all += w.text() + "\n";
+    return all;
+  };
+  std::string w = warnings_for("packages = [\"foo@testing\"]\n");
+  EXPECT_NE(w.find("t.toml:4:13: package foo@testing asks for the repository tagged @testing, but "
+                   "[apk].repositories has no \"@testing URL\" entry"),
+            std::string::npos)
+      << w;
+  EXPECT_EQ(warnings_for("packages = [\"foo@testing>=1.2\"]\nrepositories = "
+                         "[\"@testing https://dl-cdn.alpinelinux.org/alpine/edge/testing\"]\n"),
+            "");
+}
+
 TEST(Spec, SummaryRedactsSecrets) {
   auto spec = parse_spec(
       "[system]\nhostname = \"pi\"\n[wifi]\nssid = \"Net\"\npsk = \"literal-passphrase\"\n"
