@@ -265,13 +265,26 @@ std::vector<Member> members_of(const HostConfig& h, const BuildOptions& opt, std
   for (const auto& i : h.network.interfaces) dhcpv6 = dhcpv6 || i.ipv6 == "dhcp";
   for (const auto& i : h.network.interfaces) {
     ifs += "\nauto " + i.name + "\n";
-    if (i.dhcp) {
+    // dhcpcd for DHCPv6, started and stopped by the stanza's own commands:
+    // ifupdown-ng up to 0.12.1 (Alpine 3.22) passes dhcp-opts to udhcpc only,
+    // so "-6" and "--nohook resolv.conf" never reached dhcpcd. The commands
+    // must not keep the interface up or down if they fail.
+    auto dhcpcd = [&](const std::string& args) {
+      ifs += "\tpost-up /sbin/dhcpcd " + args + (own_dns ? "--nohook resolv.conf " : "") + i.name + " || true\n";
+      ifs += "\tpre-down /sbin/dhcpcd " + std::string(args.rfind("-6", 0) == 0 ? "-6 " : "") + "-k " + i.name +
+             " || true\n";
+    };
+    if (i.dhcp && i.ipv6 == "dhcp" && own_dns) {
+      // An IPv4 lease, router advertisements and DHCPv6 from one dhcpcd that
+      // leaves the spec's resolv.conf alone.
+      ifs += "iface " + i.name + "\n";
+      dhcpcd("-h " + h.hostname + " ");
+    } else if (i.dhcp) {
       ifs += "iface " + i.name + " inet dhcp\n";
       ifs += "\thostname " + h.hostname + "\n";
       if (i.ipv6 == "dhcp") {
         // dhcpcd: an IPv4 lease, router advertisements and DHCPv6.
         ifs += "\tdhcp-program dhcpcd\n";
-        if (own_dns) ifs += "\tdhcp-opts --nohook resolv.conf\n";
       } else if (own_dns || dhcpv6) {
         // busybox udhcpc (dhcpcd, once installed, would be picked otherwise);
         // its script leaves resolv.conf alone with peer-dns no.
@@ -288,12 +301,9 @@ std::vector<Member> members_of(const HostConfig& h, const BuildOptions& opt, std
       else
         ifs += "\tnetmask " + std::to_string(cidr->prefix) + "\n";
       if (!i.gateway.empty()) ifs += "\tgateway " + i.gateway + "\n";
-      if (i.ipv6 == "dhcp") {
-        // The static IPv4 address stays; dhcpcd -6 asks for IPv6 only (udhcpc
-        // would flush the address and take an IPv4 lease).
-        ifs += "\tuse dhcp\n\tdhcp-program dhcpcd\n";
-        ifs += std::string("\tdhcp-opts -6") + (own_dns ? " --nohook resolv.conf" : "") + "\n";
-      }
+      // The static IPv4 address stays; dhcpcd -6 asks for IPv6 only (the DHCP
+      // executor would run a dual-stack client and add an IPv4 lease).
+      if (i.ipv6 == "dhcp") dhcpcd("-6 ");
     }
     if (i.ipv6 == "off") {
       // sysctl.d (below) runs once at boot, before a late interface exists:

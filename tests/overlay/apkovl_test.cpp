@@ -132,8 +132,9 @@ std::map<std::string, Stanza> parse_interfaces(const std::string& text, std::set
     } else if (word == "iface") {
       std::string n, fam, method;
       in >> n >> fam >> method;
-      EXPECT_TRUE(fam == "inet" || fam == "inet6") << line;
-      cur = &out[n + " " + fam];
+      // ifupdown-ng also takes a bare "iface NAME" (link only, then its commands).
+      EXPECT_TRUE(fam.empty() || fam == "inet" || fam == "inet6") << line;
+      cur = &out[fam.empty() ? n : n + " " + fam];
       cur->method = method;
     } else {
       EXPECT_TRUE(line[0] == '\t' || line[0] == ' ') << "option outside a stanza: " << line;
@@ -467,12 +468,14 @@ TEST(Apkovl, Dhcpv6UsesDhcpcdAndKeepsTheStaticAddressAndTheSpecsDns) {
   auto st = parse_interfaces(text, autos);
   EXPECT_EQ(st["eth0 inet"].method, "static");
   EXPECT_EQ(st["eth0 inet"].options["address"], "192.168.1.20");
-  EXPECT_EQ(st["eth0 inet"].options["use"], "dhcp");
-  EXPECT_EQ(st["eth0 inet"].options["dhcp-program"], "dhcpcd");
-  EXPECT_EQ(st["eth0 inet"].options["dhcp-opts"], "-6 --nohook resolv.conf") << "IPv6 only, DNS from the spec";
-  EXPECT_EQ(st["eth1 inet"].method, "dhcp");
-  EXPECT_EQ(st["eth1 inet"].options["dhcp-program"], "dhcpcd");
-  EXPECT_EQ(st["eth1 inet"].options["dhcp-opts"], "--nohook resolv.conf");
+  // dhcpcd through the stanza's own commands: ifupdown-ng up to 0.12.1 never
+  // passed dhcp-opts to dhcpcd (IPv6 only, DNS from the spec).
+  EXPECT_EQ(st["eth0 inet"].options.count("use"), 0u);
+  EXPECT_EQ(st["eth0 inet"].options["post-up"], "/sbin/dhcpcd -6 --nohook resolv.conf eth0 || true");
+  EXPECT_EQ(st["eth0 inet"].options["pre-down"], "/sbin/dhcpcd -6 -k eth0 || true");
+  EXPECT_EQ(st["eth1"].method, "") << "no DHCP executor: dhcpcd is started by post-up";
+  EXPECT_EQ(st["eth1"].options["post-up"], "/sbin/dhcpcd -h pi --nohook resolv.conf eth1 || true");
+  EXPECT_EQ(st["eth1"].options["pre-down"], "/sbin/dhcpcd -k eth1 || true");
   EXPECT_EQ(st["eth2 inet"].method, "dhcp");
   EXPECT_EQ(st["eth2 inet"].options["dhcp-program"], "udhcpc") << "dhcpcd is installed: name the client";
   EXPECT_EQ(st["eth2 inet"].options["peer-dns"], "no");
@@ -488,6 +491,51 @@ TEST(Apkovl, Dhcpv6UsesDhcpcdAndKeepsTheStaticAddressAndTheSpecsDns) {
   EXPECT_EQ(st["eth0 inet"].options.count("peer-dns"), 0u);
   EXPECT_EQ(st["eth0 inet"].options.count("dhcp-program"), 0u);
   EXPECT_EQ(test::read_file(r2 / "etc/apk/world").find("dhcpcd"), std::string::npos);
+}
+
+// ifupdown-ng itself: Debian's package, downloaded once and unpacked into the
+// build folder (never installed). Empty when it cannot be had.
+fs::path ifupdown_ng() {
+  const fs::path dir = test::binary_dir() / "fixtures" / "ifupdown-ng";
+  const fs::path ifup = dir / "root" / "sbin" / "ifup";
+  if (fs::exists(ifup)) return ifup;
+  fs::create_directories(dir);
+  test::sh("cd '" + dir.string() +
+           "' && apt-get download ifupdown-ng >/dev/null 2>&1 && dpkg -x ifupdown-ng_*.deb root");
+  return fs::exists(ifup) ? ifup : fs::path();
+}
+
+// The interfaces files we write, read by ifupdown-ng: `ifup -n` (no action)
+// goes through each. It is lenient (an unknown line becomes a variable), so
+// the check is the commands it would run, which must be the ones meant. Debian 12's
+// ifupdown-ng is 0.11.4, whose DHCP executor (like 0.12.1's in Alpine 3.22)
+// gives dhcpcd no dhcp-opts: dhcpcd is started by the stanza's commands.
+TEST(Apkovl, IfupdownNgReadsEveryInterfacesFileAndRunsTheCommandsMeant) {
+  const fs::path ifup = ifupdown_ng();
+  if (ifup.empty()) GTEST_SKIP() << "ifupdown-ng could not be fetched (apt-get download ifupdown-ng failed)";
+  const fs::path executors = ifup.parent_path().parent_path() / "usr" / "libexec" / "ifupdown-ng";
+  std::vector<std::pair<std::string, HostConfig>> hosts = {
+      {"kiosk", host_of("kiosk.toml")},
+      {"headless", host_of("headless.toml")},
+      {"fleet-3", host_of("fleet.toml", 3)},
+      {"mix", host_from("[system]\nhostname = \"pi\"\n[network]\ndns = [\"9.9.9.9\"]\n"
+                        "[[network.interfaces]]\nname = \"eth0\"\naddress = \"192.168.1.20/24\"\n"
+                        "gateway = \"192.168.1.1\"\nipv6 = \"dhcp\"\n"
+                        "[[network.interfaces]]\nname = \"eth1\"\nipv6 = \"dhcp\"\n"
+                        "[[network.interfaces]]\nname = \"eth2\"\nipv6 = \"off\"\n")},
+  };
+  for (const auto& [name, h] : hosts) {
+    test::TempDir dir;
+    auto root = extract(dir, save(dir, build_apkovl(h, seeded())));
+    auto r = test::run({ifup.string(), "-n", "-l", "-a", "-i", (root / "etc/network/interfaces").string(), "-E",
+                        executors.string(), "-S", (dir / "state").string()});
+    EXPECT_EQ(r.exit_code, 0) << name << ": " << r.err;
+    if (name == "mix") {
+      EXPECT_NE(r.out.find("/sbin/dhcpcd -6 --nohook resolv.conf eth0 || true"), std::string::npos) << r.out;
+      EXPECT_NE(r.out.find("/sbin/dhcpcd -h pi --nohook resolv.conf eth1 || true"), std::string::npos) << r.out;
+      EXPECT_NE(r.out.find("echo 1 > /proc/sys/net/ipv6/conf/eth2/disable_ipv6"), std::string::npos) << r.out;
+    }
+  }
 }
 
 TEST(Apkovl, WpaSupplicantHoldsOnlyTheDerivedPsk) {
