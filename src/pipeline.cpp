@@ -316,10 +316,11 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
 namespace {
 // Alpine's initramfs installs /etc/apk/world from the card's apks/ (and the
 // apk cache) with --no-network unless the kernel command line gives it a
-// network (alpine-facts §1.7): other packages are skipped without a word on
-// the screen. Names them, or "" when all are there (or the tarball has no
-// apks/ to judge by, or the initramfs has a network).
-std::string offline_packages_warning(const overlay::HostConfig& h, const std::vector<std::string>& boot) {
+// network (alpine-facts §1.7); the apkovl's rpi-provision-packages service
+// installs the rest once the network is up. Names those packages, or ""
+// when all are there (or the tarball has no apks/ to judge by, or the
+// initramfs has a network).
+std::string packages_after_boot(const overlay::HostConfig& h, const std::vector<std::string>& boot) {
   if (boot.empty() || !h.boot.apkovl_url.empty()) return {};
   for (const auto& w : h.boot.cmdline)
     if (w.rfind("ip=", 0) == 0 || w.rfind("alpine_repo=http", 0) == 0) return {};
@@ -332,11 +333,11 @@ std::string offline_packages_warning(const overlay::HostConfig& h, const std::ve
   std::string list;
   for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
   return "[apk].packages " + list + (missing.size() == 1 ? " is" : " are") +
-         " not in the card's boot repository (apks/), and Alpine installs packages at boot without network: " +
-         (missing.size() == 1 ? "it is" : "they are") +
-         " skipped. A wired Pi gets them with [boot] cmdline = [\"ip=dhcp\"]; otherwise install them once "
-         "on the running Pi and keep them in the card's apk cache ([apk] cache = true; see man rpi-provision, "
-         "PACKAGES)";
+         " not in the card's boot repository (apks/): the Pi installs " + (missing.size() == 1 ? "it" : "them") +
+         " only once its network is up (and not at all without one), " +
+         (h.apk.cache ? "then from the card's apk cache at every boot"
+                      : "downloading again at every boot; [apk] cache = true keeps them on the card") +
+         " (man rpi-provision, PACKAGES)";
 }
 }  // namespace
 
@@ -375,8 +376,13 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
   std::set<std::string> warned;
   for (std::size_t i = 0; i < ids.size(); ++i) {
     if (ids[i].host) {
-      const std::string w = offline_packages_warning(*ids[i].host, results[i].boot_packages);
-      if (!w.empty() && warned.insert(w).second) ctx_.reporter.warn(w);
+      const std::string w = packages_after_boot(*ids[i].host, results[i].boot_packages);
+      if (!w.empty() && warned.insert(w).second) {
+        if (ids[i].host->apk.cache)
+          ctx_.reporter.note(w);
+        else
+          ctx_.reporter.warn(w);
+      }
     }
     built[i].result = std::move(results[i]);
   }

@@ -778,9 +778,16 @@ TEST(Cli, PackagesMissingFromTheBootRepositoryAreNamed) {
   };
   auto r = build("");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(contains(r.err, "warning: [apk].packages chromium, cage, seatd are not in the card's boot repository"))
+  EXPECT_TRUE(contains(r.err,
+                       "warning: [apk].packages chromium, cage, seatd are not in the card's boot repository "
+                       "(apks/): the Pi installs them only once its network is up"))
       << r.err;
-  EXPECT_TRUE(contains(r.err, "[boot] cmdline = [\"ip=dhcp\"]")) << r.err;
+  EXPECT_TRUE(contains(r.err, "downloading again at every boot; [apk] cache = true keeps them on the card")) << r.err;
+  // With the card's apk cache it is the expected course: a note.
+  auto cached = build("cache = true\n");
+  ASSERT_EQ(cached.exit_code, 0) << cached.err;
+  EXPECT_FALSE(contains(cached.err, "warning: [apk]")) << cached.err;
+  EXPECT_TRUE(contains(cached.err, "then from the card's apk cache at every boot")) << cached.err;
   auto wired = build("[boot]\ncmdline = [\"ip=dhcp\"]\n");
   ASSERT_EQ(wired.exit_code, 0) << wired.err;
   EXPECT_FALSE(contains(wired.err, "boot repository")) << wired.err;

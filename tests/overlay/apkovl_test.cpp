@@ -683,6 +683,14 @@ TEST(Apkovl, ShellcheckEveryGeneratedScript) {
     }
   }
   EXPECT_GE(checked, 6);
+  // The OpenRC service that installs what the boot could not (kiosk has packages).
+  test::TempDir dir;
+  auto root = extract(dir, save(dir, build_apkovl(host_of("kiosk.toml"), seeded())));
+  const fs::path svc = root / "etc/init.d/rpi-provision-packages";
+  ASSERT_TRUE(fs::exists(svc));
+  EXPECT_EQ(test::read_file(svc).rfind("#!/sbin/openrc-run\n", 0), 0u);
+  auto r = test::run({"shellcheck", "--shell=sh", svc.string()});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
 }
 
 TEST(Apkovl, SysInstallerRunsOnceAtFirstBoot) {
@@ -729,6 +737,81 @@ TEST(Apkovl, FirstBootRunnerRunsEachScriptOnce) {
   EXPECT_NE(test::read_file(root / "var/log/rpi-provision/count.log").find("exited with status 0"), std::string::npos);
   // A script may print a secret: its log is for root only.
   EXPECT_EQ(stat_of(root / "var/log/rpi-provision/count.log").mode, 0600u);
+}
+
+// The packages service, run by busybox sh against the unpacked apkovl with apk,
+// mount and rc-service replaced by recorders: it installs exactly the world
+// entries that are missing, with the card's cache writable meanwhile, then
+// starts the runlevel services those packages brought (sysinit first), and
+// does nothing once everything is there.
+TEST(Apkovl, PackagesServiceInstallsWhatTheBootCouldNot) {
+  RPI_REQUIRE_TOOL("busybox");
+  auto h = host_from(
+      "[system]\nhostname = \"pi\"\n[apk]\npackages = [\"cage\", \"seatd>=0.8\", \"eudev\"]\ncache = true\n"
+      "[services]\nsysinit = [\"udev\"]\ndefault = [\"seatd\"]\n");
+  test::TempDir dir;
+  auto root = extract(dir, save(dir, build_apkovl(h, seeded())));
+  ASSERT_TRUE(fs::is_symlink(root / "etc/runlevels/default/rpi-provision-packages"));
+  EXPECT_NE(test::read_file(root / "etc/apk/protected_paths.d/lbu.list").find("+etc/init.d/rpi-provision-packages\n"),
+            std::string::npos);
+  // Point the service's /etc paths into the sandbox (the cache link keeps its /media target).
+  std::string svc;
+  for (const auto& l : lines_of(test::read_file(root / "etc/init.d/rpi-provision-packages"))) {
+    std::string line = l;
+    for (auto pos = line.find("/etc/"); pos != std::string::npos;
+         pos = line.find("/etc/", pos + root.string().size() + 5))
+      line.insert(pos, root.string());
+    svc += line + "\n";
+  }
+  const fs::path bin = dir / "bin", installed = dir / "installed", log = dir / "log";
+  fs::create_directories(bin);
+  fs::create_directories(installed);
+  for (const auto& w : lines_of(test::read_file(root / "etc/apk/world")))
+    if (w != "cage" && w != "seatd>=0.8" && w != "eudev") test::write_file(installed / w, "");
+  auto tool = [&](const std::string& name, const std::string& body) {
+    test::write_file(bin / name, "#!/bin/sh\n" + body);
+    fs::permissions(bin / name, fs::perms::owner_all);
+  };
+  tool("apk", "echo \"apk $*\" >>'" + log.string() +
+                  "'\n"
+                  "if [ \"$1\" = info ]; then [ -e '" +
+                  installed.string() +
+                  "'/\"$3\" ]; exit; fi\n"
+                  "shift 2\n"
+                  // The first add fails (no lease or clock yet): the service tries again.
+                  "[ -e '" +
+                  (dir / "failed-once").string() + "' ] || { : >'" + (dir / "failed-once").string() +
+                  "'; exit 1; }\n"
+                  "for p; do n=${p%%[<>=~@]*}; : >'" +
+                  installed.string() +
+                  "'/\"$n\"\n"
+                  "  [ \"$n\" = seatd ] && : >'" +
+                  (root / "etc/init.d/seatd").string() +
+                  "'\n"
+                  "  [ \"$n\" = eudev ] && : >'" +
+                  (root / "etc/init.d/udev").string() +
+                  "'\n"
+                  "done; exit 0\n");
+  tool("rc-service", "echo \"rc-service $*\" >>'" + log.string() + "'\n");
+  // busybox sh runs its own applets (mount, sync) before PATH: shell functions win.
+  test::write_file(dir / "run.sh", "ebegin() { :; }\neend() { return \"$1\"; }\nmount() { echo \"mount $*\" >>'" +
+                                       log.string() + "'; }\nsync() { :; }\nsleep() { :; }\n" + svc + "start\n");
+  const std::string cmd = "PATH='" + bin.string() + ":/usr/bin:/bin' busybox sh '" + (dir / "run.sh").string() + "'";
+  ASSERT_EQ(test::sh(cmd).exit_code, 0);
+  std::string got;
+  for (const auto& l : lines_of(test::read_file(log)))
+    if (l.rfind("apk info", 0) != 0) got += l + "\n";
+  EXPECT_EQ(got,
+            "mount -o remount,rw /media/mmcblk0p1\n"
+            "apk add --no-progress cage eudev seatd>=0.8\n"
+            "apk add --no-progress cage eudev seatd>=0.8\n"
+            "mount -o remount,ro /media/mmcblk0p1\n"
+            "rc-service udev start\n"
+            "rc-service seatd start\n");
+  fs::remove(log);
+  ASSERT_EQ(test::sh(cmd).exit_code, 0);
+  const std::string again = fs::exists(log) ? test::read_file(log) : "";
+  EXPECT_EQ(again.find("apk add"), std::string::npos) << "installed again:\n" << again;
 }
 
 TEST(Boot, CmdlineEdits) {

@@ -54,6 +54,8 @@ std::vector<std::pair<std::string, bool>> generated_paths(const HostConfig& host
 // Names of generated scripts that [[scripts]] may not use.
 inline constexpr std::string_view kFirstBootRunnerName = "00-rpi-provision-first-boot";  // etc/local.d/NAME.start
 inline constexpr std::string_view kInstallerName = "zz-install-sys";  // etc/rpi-provision/NAME ([install] sys)
+// etc/init.d/NAME, in the default runlevel when [apk].packages is not empty.
+inline constexpr std::string_view kPackagesServiceName = "rpi-provision-packages";
 
 // The deterministic tar.gz of the members.
 Apkovl build_apkovl(const HostConfig& host, const BuildOptions& options);
