@@ -171,6 +171,9 @@ umask 077
 LBU_MEDIA=mmcblk0p1
 # shellcheck source=/dev/null
 [ -r /etc/lbu/lbu.conf ] && . /etc/lbu/lbu.conf
+# [network].proxy reaches login shells through profile.d; the scripts too.
+# shellcheck source=/dev/null
+[ -r /etc/profile.d/proxy.sh ] && . /etc/profile.d/proxy.sh
 
 scripts=/etc/rpi-provision/first-boot
 state=/etc/rpi-provision/done
@@ -272,6 +275,9 @@ start() {
 	# out once chrony has set the time (its socket works with cmdport 0), and
 	# Wi-Fi may still be getting its lease. A minute of tries, then the next boot.
 	command -v chronyc >/dev/null && chronyc waitsync 30 0 0 2 >/dev/null 2>&1
+	# [network].proxy reaches login shells through profile.d; apk here too.
+	# shellcheck source=/dev/null
+	[ -r /etc/profile.d/proxy.sh ] && . /etc/profile.d/proxy.sh
 	tries=6
 	while :; do
 		# shellcheck disable=SC2086 # one argument per package

@@ -747,7 +747,8 @@ TEST(Apkovl, FirstBootRunnerRunsEachScriptOnce) {
 TEST(Apkovl, PackagesServiceInstallsWhatTheBootCouldNot) {
   RPI_REQUIRE_TOOL("busybox");
   auto h = host_from(
-      "[system]\nhostname = \"pi\"\n[apk]\npackages = [\"cage\", \"seatd>=0.8\", \"eudev\"]\ncache = true\n"
+      "[system]\nhostname = \"pi\"\n[network]\nproxy = \"http://proxy.lan:3128\"\n"
+      "[apk]\npackages = [\"cage\", \"seatd>=0.8\", \"eudev\"]\ncache = true\n"
       "[services]\nsysinit = [\"udev\"]\ndefault = [\"seatd\"]\n");
   test::TempDir dir;
   auto root = extract(dir, save(dir, build_apkovl(h, seeded())));
@@ -777,6 +778,9 @@ TEST(Apkovl, PackagesServiceInstallsWhatTheBootCouldNot) {
                   "if [ \"$1\" = info ]; then [ -e '" +
                   installed.string() +
                   "'/\"$3\" ]; exit; fi\n"
+                  "echo \"$https_proxy\" >'" +
+                  (dir / "proxy").string() +
+                  "'\n"
                   "shift 2\n"
                   // The first add fails (no lease or clock yet): the service tries again.
                   "[ -e '" +
@@ -808,6 +812,7 @@ TEST(Apkovl, PackagesServiceInstallsWhatTheBootCouldNot) {
             "mount -o remount,ro /media/mmcblk0p1\n"
             "rc-service udev start\n"
             "rc-service seatd start\n");
+  EXPECT_EQ(test::read_file(dir / "proxy"), "http://proxy.lan:3128\n") << "apk did not get [network].proxy";
   fs::remove(log);
   ASSERT_EQ(test::sh(cmd).exit_code, 0);
   const std::string again = fs::exists(log) ? test::read_file(log) : "";
