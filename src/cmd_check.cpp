@@ -44,7 +44,8 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
       .add("warnings", static_cast<std::uint64_t>(spec.warnings().size()));
   ctx.reporter.result("check",
                       o.spec + ": OK (" + std::to_string(cards.size()) + (cards.size() == 1 ? " card" : " cards") +
-                          ", " + std::to_string(spec.warnings().size()) + " warnings)",
+                          ", " + std::to_string(spec.warnings().size()) +
+                          (spec.warnings().size() == 1 ? " warning)" : " warnings)"),
                       done);
 }
 

@@ -1104,6 +1104,15 @@ HostConfig Converter::convert(const toml::table* host, int n, int host_pos) {
     warn(net.empty() ? s_.doc.source() : net.layers[0]->source(),
          "no interface uses DHCP and [network].dns is empty: the Pi will not resolve names");
   }
+  // A Pi that takes its apkovl from a web server never reads what lbu commit
+  // saves on its card: keys made at the first boot are made at every boot.
+  if (!h.boot.apkovl_url.empty() && h.ssh.enable && h.ssh.host_keys == "first-boot") {
+    View boot = sub(root, "boot", "[boot]");
+    warn(boot.empty() ? s_.doc.source() : boot.layers[0]->source(),
+         "[boot].apkovl_url with [ssh].host_keys = \"first-boot\": the Pi reads its apkovl from the server at every "
+         "boot, not what lbu commit saves on the card, so it gets new SSH host keys at every boot; use host_keys = "
+         "\"generate\" (the keys are then in the apkovl you serve)");
+  }
   check_files_against_generated(h);
   return h;
 }

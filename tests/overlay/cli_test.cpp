@@ -141,6 +141,15 @@ TEST(ApkovlCommand, ARefusalComesAlone) {
   EXPECT_NE(ok.err.find("latest-stable"), std::string::npos) << ok.err;
 }
 
+TEST(CheckCommand, CountsOneWarningInTheSingular) {
+  TempDir dir;
+  const fs::path spec = dir / "pi.toml";
+  rpi::test::write_file(spec, "[system]\nhostname = \"pi\"\n[[users]]\nname = \"bob\"\nshell = \"/bin/bash\"\n");
+  auto r = cli({"check", "--spec", spec.string()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("OK (1 card, 1 warning)"), std::string::npos) << r.out;
+}
+
 TEST(ApkovlCommand, OutDirNamesFilesAsTheInitramfsRequestsThem) {
   TempDir dir;
   auto www = dir / "www";

@@ -150,6 +150,24 @@ TEST(Spec, FilesReadNameTheirEntries) {
   EXPECT_EQ(got, want);
 }
 
+// A Pi that reads its apkovl from a web server never reads what lbu commit
+// saved on its card: first-boot host keys would be new at every boot.
+TEST(Spec, NetworkBootedApkovlWithFirstBootKeysWarns) {
+  auto spec = parse_spec(
+      "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n"
+      "[boot]\napkovl_url = \"http://srv/{MAC}.apkovl.tar.gz\"\n",
+      "t.toml", ".");
+  ASSERT_EQ(spec.warnings().size(), 1u);
+  EXPECT_EQ(spec.warnings()[0].location, "t.toml:5:1");
+  EXPECT_NE(spec.warnings()[0].message.find("new SSH host keys at every boot; use host_keys = \"generate\""),
+            std::string::npos)
+      << spec.warnings()[0].message;
+  EXPECT_TRUE(parse_spec("[system]\nhostname = \"pi\"\n[boot]\napkovl_url = \"http://srv/{MAC}.apkovl.tar.gz\"\n",
+                         "t.toml", ".")
+                  .warnings()
+                  .empty());
+}
+
 TEST(Spec, LiteralSecretsWarnWithLocation) {
   auto spec = parse_spec(
       "[system]\nhostname = \"pi\"\n[wifi]\nssid = \"Net\"\npsk = \"literal-passphrase\"\n"
