@@ -278,10 +278,12 @@ start() {
 	# [network].proxy reaches login shells through profile.d; apk here too.
 	# shellcheck source=/dev/null
 	[ -r /etc/profile.d/proxy.sh ] && . /etc/profile.d/proxy.sh
+	log=/var/log/rpi-provision/packages.log
+	mkdir -p /var/log/rpi-provision
 	tries=6
 	while :; do
 		# shellcheck disable=SC2086 # one argument per package
-		apk add --no-progress $todo && status=0 && break
+		apk add --no-progress $todo >>"$log" 2>&1 && status=0 && break
 		status=$?
 		tries=$((tries - 1))
 		[ "$tries" -gt 0 ] || break

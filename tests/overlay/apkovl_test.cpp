@@ -755,13 +755,14 @@ TEST(Apkovl, PackagesServiceInstallsWhatTheBootCouldNot) {
   ASSERT_TRUE(fs::is_symlink(root / "etc/runlevels/default/rpi-provision-packages"));
   EXPECT_NE(test::read_file(root / "etc/apk/protected_paths.d/lbu.list").find("+etc/init.d/rpi-provision-packages\n"),
             std::string::npos);
-  // Point the service's /etc paths into the sandbox (the cache link keeps its /media target).
+  // Point the service's /etc and /var/log paths into the sandbox (the cache link keeps its /media target).
   std::string svc;
   for (const auto& l : lines_of(test::read_file(root / "etc/init.d/rpi-provision-packages"))) {
     std::string line = l;
-    for (auto pos = line.find("/etc/"); pos != std::string::npos;
-         pos = line.find("/etc/", pos + root.string().size() + 5))
-      line.insert(pos, root.string());
+    for (const std::string from : {"/etc/", "/var/log/"})
+      for (auto pos = line.find(from); pos != std::string::npos;
+           pos = line.find(from, pos + root.string().size() + from.size()))
+        line.insert(pos, root.string());
     svc += line + "\n";
   }
   const fs::path bin = dir / "bin", installed = dir / "installed", log = dir / "log";
@@ -813,6 +814,7 @@ TEST(Apkovl, PackagesServiceInstallsWhatTheBootCouldNot) {
             "rc-service udev start\n"
             "rc-service seatd start\n");
   EXPECT_EQ(test::read_file(dir / "proxy"), "http://proxy.lan:3128\n") << "apk did not get [network].proxy";
+  EXPECT_TRUE(fs::exists(root / "var/log/rpi-provision/packages.log"));
   fs::remove(log);
   ASSERT_EQ(test::sh(cmd).exit_code, 0);
   const std::string again = fs::exists(log) ? test::read_file(log) : "";
