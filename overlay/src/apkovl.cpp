@@ -279,6 +279,7 @@ start() {
 	# shellcheck source=/dev/null
 	[ -r /etc/profile.d/proxy.sh ] && . /etc/profile.d/proxy.sh
 	log=/var/log/rpi-provision/packages.log
+	umask 077
 	mkdir -p /var/log/rpi-provision
 	tries=6
 	while :; do

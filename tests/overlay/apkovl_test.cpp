@@ -814,7 +814,7 @@ TEST(Apkovl, PackagesServiceInstallsWhatTheBootCouldNot) {
             "rc-service udev start\n"
             "rc-service seatd start\n");
   EXPECT_EQ(test::read_file(dir / "proxy"), "http://proxy.lan:3128\n") << "apk did not get [network].proxy";
-  EXPECT_TRUE(fs::exists(root / "var/log/rpi-provision/packages.log"));
+  EXPECT_EQ(stat_of(root / "var/log/rpi-provision/packages.log").mode, 0600u);
   fs::remove(log);
   ASSERT_EQ(test::sh(cmd).exit_code, 0);
   const std::string again = fs::exists(log) ? test::read_file(log) : "";
