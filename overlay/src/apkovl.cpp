@@ -284,7 +284,7 @@ start() {
 	tries=6
 	while :; do
 		# shellcheck disable=SC2086 # one argument per package
-		apk add --no-progress $todo >>"$log" 2>&1 && status=0 && break
+		apk add --update-cache --no-progress $todo >>"$log" 2>&1 && status=0 && break
 		status=$?
 		tries=$((tries - 1))
 		[ "$tries" -gt 0 ] || break

@@ -782,7 +782,7 @@ TEST(Apkovl, PackagesServiceInstallsWhatTheBootCouldNot) {
                   "echo \"$https_proxy\" >'" +
                   (dir / "proxy").string() +
                   "'\n"
-                  "shift 2\n"
+                  "shift 3\n"
                   // The first add fails (no lease or clock yet): the service tries again.
                   "[ -e '" +
                   (dir / "failed-once").string() + "' ] || { : >'" + (dir / "failed-once").string() +
@@ -808,8 +808,8 @@ TEST(Apkovl, PackagesServiceInstallsWhatTheBootCouldNot) {
     if (l.rfind("apk info", 0) != 0) got += l + "\n";
   EXPECT_EQ(got,
             "mount -o remount,rw /media/mmcblk0p1\n"
-            "apk add --no-progress cage eudev seatd>=0.8\n"
-            "apk add --no-progress cage eudev seatd>=0.8\n"
+            "apk add --update-cache --no-progress cage eudev seatd>=0.8\n"
+            "apk add --update-cache --no-progress cage eudev seatd>=0.8\n"
             "mount -o remount,ro /media/mmcblk0p1\n"
             "rc-service udev start\n"
             "rc-service seatd start\n");
