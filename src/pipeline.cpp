@@ -326,7 +326,7 @@ std::string packages_after_boot(const overlay::HostConfig& h, const std::vector<
     if (w.rfind("ip=", 0) == 0 || w.rfind("alpine_repo=http", 0) == 0) return {};
   std::vector<std::string> missing;
   for (const auto& p : h.apk.packages) {
-    const std::string name = p.substr(0, p.find_first_of("<>=~@"));
+    const std::string name = overlay::package_name(p);
     if (!std::binary_search(boot.begin(), boot.end(), name)) missing.push_back(name);
   }
   if (missing.empty()) return {};

@@ -695,7 +695,7 @@ std::optional<std::string> shell_package(const std::string& shell) {
 // with or without a version constraint or repository tag.
 bool lists_package(const std::vector<std::string>& packages, const std::string& name) {
   for (const auto& p : packages)
-    if (p.substr(0, p.find_first_of("<>=~@")) == name) return true;
+    if (package_name(p) == name) return true;
   return false;
 }
 

@@ -24,6 +24,14 @@ fs::path bad_dir() {
   return test::source_dir() / "tests" / "overlay" / "data" / "bad";
 }
 
+// Every warning of a spec, "FILE:LINE:COL: message" one per line.
+std::string warnings_of(const std::string& text) {
+  const Spec spec = parse_spec(text, "t.toml", ".");
+  std::string all;
+  for (const auto& w : spec.warnings()) all += w.text() + "\n";
+  return all;
+}
+
 std::string error_of(const std::string& text, const fs::path& base = ".") {
   try {
     parse_spec(text, "t.toml", base);
@@ -187,12 +195,8 @@ TEST(Spec, LiteralSecretsWarnWithLocation) {
 // Alpine's base system must come with its package.
 TEST(Spec, ALoginShellOutsideTheBaseSystemNeedsItsPackage) {
   auto warnings_for = [](const std::string& shell, const std::string& packages) {
-    auto spec = parse_spec("[system]\nhostname = \"pi\"\n[apk]\npackages = [" + packages +
-                               "]\n[[users]]\nname = \"bob\"\nshell = \"" + shell + "\"\n",
-                           "t.toml", ".");
-    std::string all;
-    for (const auto& w : spec.warnings()) all += w.text() + "\n";
-    return all;
+    return warnings_of("[system]\nhostname = \"pi\"\n[apk]\npackages = [" + packages +
+                       "]\n[[users]]\nname = \"bob\"\nshell = \"" + shell + "\"\n");
   };
   std::string w = warnings_for("/bin/bash", "");
   EXPECT_NE(w.find("t.toml:7:9"), std::string::npos) << w;
@@ -210,12 +214,7 @@ TEST(Spec, ALoginShellOutsideTheBaseSystemNeedsItsPackage) {
 // "name@tag" without a "@tag URL" repository: apk could never install it,
 // and every later apk add or upgrade on the Pi would fail.
 TEST(Spec, ATaggedPackageNeedsItsTaggedRepository) {
-  auto warnings_for = [](const std::string& apk) {
-    auto spec = parse_spec("[system]\nhostname = \"pi\"\n[apk]\n" + apk, "t.toml", ".");
-    std::string all;
-    for (const auto& w : spec.warnings()) all += w.text() + "\n";
-    return all;
-  };
+  auto warnings_for = [](const std::string& apk) { return warnings_of("[system]\nhostname = \"pi\"\n[apk]\n" + apk); };
   std::string w = warnings_for("packages = [\"foo@testing\"]\n");
   EXPECT_NE(w.find("t.toml:4:13: package foo@testing asks for the repository tagged @testing, but "
                    "[apk].repositories has no \"@testing URL\" entry"),

@@ -76,8 +76,6 @@ std::vector<Piece> pieces_of(const partition::BlockMap& map, std::uint64_t chunk
   return out;
 }
 
-struct Cancelled {};
-
 // The image's per-piece SHA-256, shared by every card of a batch that writes the
 // same source: each piece is hashed once (std::call_once), not once per card.
 struct SharedDigests {
@@ -481,7 +479,7 @@ class Writer {
     // Helper thread: read the card back; this thread: hash and compare.
     auto produce = [&](std::size_t i, AlignedBuffer& buf) {
       const Piece& p = pieces[i];
-      if (cancel && cancel->load()) throw Cancelled{};
+      if (cancelled(cancel)) throw Cancelled{};
       std::size_t got = pread_full(t.fd.get(), buf.data(), padded(t, p.length), p.offset, "cannot read back " + t.path);
       if (got < p.length)
         throw Error(Errc::verify, "verify failed: " + t.path + " ends at byte " + std::to_string(p.offset + got) +
@@ -517,7 +515,7 @@ class Writer {
 
  private:
   void check_cancel() const {
-    if (opts_.cancel && opts_.cancel->load()) throw Cancelled{};
+    if (cancelled(opts_.cancel)) throw Cancelled{};
   }
 
   // Helper thread: read the image (and hash it when verifying); this thread: write.
@@ -629,7 +627,7 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
   bool head_zeroed = false;
   try {
     // Cancelled before it began (a card waiting for its turn): nothing is opened, unmounted or zeroed.
-    if (opts.cancel && opts.cancel->load()) throw Cancelled{};
+    if (cancelled(opts.cancel)) throw Cancelled{};
     if (!job.source) throw Error(Errc::internal, "flash job for " + job.target + " has no image");
     if (opts.chunk_bytes == 0 || opts.chunk_bytes % kAlign)
       throw Error(Errc::internal, "flash chunk not 4 KiB aligned");

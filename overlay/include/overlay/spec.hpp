@@ -56,6 +56,11 @@ struct ApkKey {
   std::string content;  // the public key
 };
 
+// The package a world entry names: "seatd" for "seatd", "seatd>=0.8" or "seatd@edge".
+inline std::string package_name(const std::string& world_entry) {
+  return world_entry.substr(0, world_entry.find_first_of("<>=~@"));
+}
+
 struct Apk {
   std::vector<std::string> packages;
   std::vector<std::string> repositories;  // empty = default (card apks + main + community)
