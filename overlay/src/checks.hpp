@@ -40,8 +40,6 @@ std::optional<std::string> normalize_mac(std::string_view s);
 std::string ssh_public_key(std::string_view s);
 std::string url(std::string_view s, const std::vector<std::string_view>& schemes);
 
-// Levenshtein distance, for "did you mean".
-std::size_t edit_distance(std::string_view a, std::string_view b);
 // The closest candidate within distance 2 (or a prefix match), else empty.
 std::string closest(std::string_view word, const std::vector<std::string_view>& candidates);
 

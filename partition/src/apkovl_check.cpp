@@ -2,7 +2,7 @@
 
 #include <filesystem>
 
-#include "archive_handles.hpp"
+#include "rpi/archive_reader.hpp"
 #include "rpi/error.hpp"
 
 namespace rpi::partition {

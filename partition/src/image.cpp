@@ -19,10 +19,10 @@
 #include <optional>
 #include <set>
 
-#include "archive_handles.hpp"
 #include "fat_writer.hpp"
 #include "gzip_source.hpp"
 #include "partition/mbr.hpp"
+#include "rpi/archive_reader.hpp"
 #include "rpi/atomic_file.hpp"
 #include "rpi/digest.hpp"
 #include "rpi/error.hpp"

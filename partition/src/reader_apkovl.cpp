@@ -8,8 +8,8 @@
 #include <memory>
 #include <string_view>
 
-#include "archive_handles.hpp"
 #include "partition/reader.hpp"
+#include "rpi/archive_reader.hpp"
 #include "rpi/error.hpp"
 
 namespace rpi::partition {

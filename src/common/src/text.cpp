@@ -1,5 +1,8 @@
 #include "rpi/text.hpp"
 
+#include <algorithm>
+#include <vector>
+
 namespace rpi {
 
 std::size_t utf8_sequence(std::string_view s, std::size_t i) {
@@ -72,6 +75,18 @@ std::string printable(std::string_view s, bool keep_line_breaks) {
     }
   }
   return out;
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
 }
 
 }  // namespace rpi

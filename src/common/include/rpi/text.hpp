@@ -18,4 +18,7 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i);
 // tabs stay as they are (for multi-line messages).
 std::string printable(std::string_view s, bool keep_line_breaks = false);
 
+// Levenshtein distance (bytes), for "did you mean".
+std::size_t edit_distance(std::string_view a, std::string_view b);
+
 }  // namespace rpi

@@ -1,4 +1,5 @@
-// RAII for a libarchive reader.
+// RAII for a libarchive reader (the partition and fetch modules read tarballs
+// and package indexes; link libarchive to use it).
 #pragma once
 
 #include <archive.h>
@@ -6,11 +7,11 @@
 
 #include <memory>
 
-namespace rpi::partition {
+namespace rpi {
 
 struct ArchiveReadFree {
   void operator()(archive* a) const { archive_read_free(a); }
 };
 using ArchiveReader = std::unique_ptr<archive, ArchiveReadFree>;
 
-}  // namespace rpi::partition
+}  // namespace rpi
