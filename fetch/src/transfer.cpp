@@ -746,7 +746,8 @@ Text get_text(const std::string& url, const Options& opts, std::size_t max_bytes
       return t;
     }
     if (c == CURLE_WRITE_ERROR && status >= 200 && status < 300)
-      throw Error(Errc::input, url + ": larger than " + format_size(max_bytes) + ", not a release index or digest");
+      throw Error(Errc::input, url + ": larger than " + format_size(max_bytes) +
+                                   ", more than a release index, digest or package index holds");
     if (c == CURLE_OK && (status == 404 || status == 410)) return t;
     AttemptError e = classify(url, c, status, errbuf, opts, head.location);
     if (!e.transient || attempt >= opts.retries) throw Error(e.code, e.message);

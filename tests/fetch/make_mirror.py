@@ -2,6 +2,7 @@
 """Builds an Alpine-like mirror tree around fixture tarballs (alpine-facts §3).
 
   make_mirror.py --root DIR --release 3.22.2=path/to/fixture.tar.gz [--release 3.22.1=other.tar.gz] [--arch aarch64]
+                 [--apkindex]
 
 The newest --release of each branch is listed in
 <branch>/releases/<arch>/latest-releases.yaml (next to an .img.gz item sharing
@@ -9,12 +10,76 @@ flavor alpine-rpi and an unrelated flavor, as on the real mirrors); every
 tarball gets .sha256 and .sha512 companions ("<hex>  <file>"). The newest
 branch is also reachable as latest-stable/. Tarballs are hard-linked (copied
 across file systems), so the tree is cheap for big fixtures.
+
+With --apkindex every branch also gets main/<arch>/APKINDEX.tar.gz and
+community/<arch>/APKINDEX.tar.gz listing the small package universe below, in
+Alpine's layout: a gzip member holding the signature tar (cut before its end
+blocks, as abuild-tar --cut does), then one holding DESCRIPTION and APKINDEX.
 """
 import argparse
+import gzip
 import hashlib
+import io
 import os
 import shutil
 import sys
+import tarfile
+
+LIBC = "so:libc.musl-%s.so.1"
+# repository -> [(name, version, size, depends, provides)]; %s is the arch.
+PACKAGES = {
+    "main": [
+        ("musl", "1.2.5-r10", 420000, [], [LIBC + "=1"]),
+        ("busybox", "1.37.0-r19", 520000, [LIBC], ["cmd:busybox=1.37.0-r19", "cmd:sh=1.37.0-r19"]),
+        ("ncurses-libs", "6.5_p20250503-r0", 300000, [LIBC], ["so:libncursesw.so.6=6.5"]),
+        ("htop", "3.4.1-r0", 150000, [LIBC, "so:libncursesw.so.6"], ["cmd:htop=3.4.1-r0"]),
+        ("python3", "3.12.11-r0", 20000000, [LIBC], ["cmd:python3=3.12.11-r0"]),
+        ("py3-requests", "2.32.4-r0", 90000, ["python3"], []),
+        ("eudev", "3.2.14-r5", 800000, [LIBC], ["cmd:udevadm=3.2.14-r5"]),
+        ("seatd", "0.9.1-r0", 40000, [LIBC], ["so:libseat.so.1=1", "cmd:seatd=0.9.1-r0"]),
+        ("mesa-dri-gallium", "25.1.4-r0", 15000000, [LIBC], []),
+        ("font-dejavu", "2.37-r6", 2000000, [], []),
+    ],
+    "community": [
+        ("cage", "0.2.0-r0", 30000, [LIBC, "so:libseat.so.1", "!cage-legacy"], ["cmd:cage=0.2.0-r0"]),
+        ("chromium", "138.0.7204.157-r0", 300000000, [LIBC, "font-dejavu", "seatd>=0.8", "mesa-dri-gallium"],
+         ["cmd:chromium=138.0.7204.157-r0"]),
+    ],
+}
+
+
+def tar_bytes(members, cut):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 1750000000
+            t.addfile(info, io.BytesIO(data))
+    data = buf.getvalue()
+    if cut:  # no end-of-archive blocks: the next member's tar continues it
+        while data.endswith(b"\0" * 512):
+            data = data[:-512]
+    return data
+
+
+def write_apkindex(path, repo, arch):
+    lines = []
+    for name, version, size, depends, provides in PACKAGES[repo]:
+        lines += ["C:Q1" + hashlib.sha1(name.encode()).hexdigest()[:27] + "=", "P:" + name, "V:" + version,
+                  "A:" + arch, "S:%d" % size, "I:%d" % (size * 3), "T:%s for the tests" % name,
+                  "U:https://example.org/" + name, "L:MIT", "o:" + name, "t:1750000000"]
+        if depends:
+            lines.append("D:" + " ".join(d.replace("%s", arch) for d in depends))
+        if provides:
+            lines.append("p:" + " ".join(p.replace("%s", arch) for p in provides))
+        lines.append("")
+    index = ("\n".join(lines) + "\n").encode()
+    sig = tar_bytes([(".SIGN.RSA.test@example.org-00000000.rsa.pub", b"\x01" * 256)], cut=True)
+    body = tar_bytes([("DESCRIPTION", b"v3.22.0-test"), ("APKINDEX", index)], cut=False)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(gzip.compress(sig, mtime=0) + gzip.compress(body, mtime=0))
 
 
 def digests(path):
@@ -38,6 +103,7 @@ def main():
     ap.add_argument("--root", required=True)
     ap.add_argument("--release", action="append", required=True, help="VERSION=TARBALL")
     ap.add_argument("--arch", default="aarch64")
+    ap.add_argument("--apkindex", action="store_true", help="also main/ and community/ package indexes")
     args = ap.parse_args()
 
     branches = {}
@@ -78,6 +144,11 @@ def main():
                 f.write("  branch: %s\n  arch: %s\n  version: %s\n  flavor: %s\n" % (branch, args.arch, r["version"], flavor))
                 f.write("  file: %s\n  iso: %s\n  date: 2025-10-10\n  time: 10:10:10\n" % (file, file))
                 f.write("  size: %d\n  sha256: %s\n  sha512: %s\n" % (size, s256, s512))
+
+    if args.apkindex:
+        for branch in branches:
+            for repo in PACKAGES:
+                write_apkindex(os.path.join(args.root, branch, repo, args.arch, "APKINDEX.tar.gz"), repo, args.arch)
 
     newest = max(branches, key=lambda b: vkey(b[1:]))
     link = os.path.join(args.root, "latest-stable")

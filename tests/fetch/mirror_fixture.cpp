@@ -31,7 +31,7 @@ MirrorTree::MirrorTree(const fs::path& dir) : root(dir / "mirror") {
   fs::path a = fixture_tarball({"--size-mb", "2", "--version", "3.22.2"});
   fs::path b = fixture_tarball({"--size-mb", "1", "--version", "3.22.1", "--seed", "7"});
   CommandResult r = run({"python3", script("make_mirror.py").string(), "--root", root.string(), "--release",
-                         "3.22.2=" + a.string(), "--release", "3.22.1=" + b.string()});
+                         "3.22.2=" + a.string(), "--release", "3.22.1=" + b.string(), "--apkindex"});
   if (r.exit_code != 0) throw std::runtime_error("make_mirror.py failed: " + r.err);
   latest = root / "v3.22/releases/aarch64" / latest_file;
   older = root / "v3.22/releases/aarch64" / older_file;

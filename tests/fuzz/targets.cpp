@@ -135,6 +135,25 @@ void release_index(const std::uint8_t* data, std::size_t size) {
   expect_error_or_success([&] { (void)fetch::parse_release_index(std::string(view(data, size)), "fuzz.yaml"); });
 }
 
+void apkindex(const std::uint8_t* data, std::size_t size) {
+  std::string_view in = view(data, size);
+  const bool gz =
+      in.size() >= 2 && static_cast<unsigned char>(in[0]) == 0x1f && static_cast<unsigned char>(in[1]) == 0x8b;
+  fetch::PackageIndex idx;
+  try {
+    idx = fetch::parse_package_index(gz ? std::string(in) : gzip(in), "fuzz-APKINDEX.tar.gz");
+  } catch (const rpi::Error&) {
+    return;  // rejected input: fine
+  }
+  for (const auto& p : idx.packages) {
+    const fetch::Package* found = p.name.empty() ? nullptr : idx.find(p.name);
+    if (!found || found->name != p.name) {
+      std::fprintf(stderr, "package '%s' of the index is not found under its name\n", p.name.c_str());
+      std::abort();
+    }
+  }
+}
+
 void reader(const std::uint8_t* data, std::size_t size) {
   int raw = memfd_create("rpi-fuzz-image", MFD_CLOEXEC);
   if (raw < 0) std::abort();
@@ -182,7 +201,8 @@ void bmap(const std::uint8_t* data, std::size_t size) {
 
 const std::vector<NamedTarget>& all_targets() {
   static const std::vector<NamedTarget> targets = {
-      {"spec", &spec}, {"tarball", &tarball}, {"release_index", &release_index}, {"reader", &reader}, {"bmap", &bmap},
+      {"spec", &spec},         {"tarball", &tarball}, {"release_index", &release_index},
+      {"apkindex", &apkindex}, {"reader", &reader},   {"bmap", &bmap},
   };
   return targets;
 }

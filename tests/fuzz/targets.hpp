@@ -20,6 +20,10 @@ void spec(const std::uint8_t* data, std::size_t size);
 void tarball(const std::uint8_t* data, std::size_t size);
 // fetch::parse_release_index on the bytes as latest-releases.yaml.
 void release_index(const std::uint8_t* data, std::size_t size);
+// fetch::parse_package_index on the bytes as an APKINDEX.tar.gz (gzip-compressed
+// first unless they already start with the gzip magic); every package read must
+// be found again under its name (abort() otherwise).
+void apkindex(const std::uint8_t* data, std::size_t size);
 // The inspect reader: read_mbr / FatVolume open, walk, read_file, apkovl summary.
 void reader(const std::uint8_t* data, std::size_t size);
 // BlockMap::from_bmap_xml → to_bmap_xml → from_bmap_xml: the second parse must

@@ -14,7 +14,9 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "rpi/events.hpp"
@@ -99,6 +101,41 @@ std::filesystem::path fetch_url(const std::string& url, const std::string& sha25
 // presigned URLs carry their credentials there. Used in everything the
 // library says or stores.
 std::string redact_urls(std::string text);
+
+// ---- Package repositories ----
+
+// One package of a repository's APKINDEX.
+struct Package {
+  std::string name, version;
+  std::uint64_t size = 0;             // the .apk file (S:)
+  std::uint64_t installed_size = 0;   // unpacked (I:)
+  std::vector<std::string> depends;   // D: as written ("so:libc.musl-aarch64.so.1", "!foo", "bar>=1.2")
+  std::vector<std::string> provides;  // p: names without their "=version" ("so:libfoo.so.1", "cmd:foo")
+};
+
+// A repository's packages for one arch, looked up by name or by what they provide.
+struct PackageIndex {
+  std::string source;  // the index's URL or path (secrets hidden)
+  std::vector<Package> packages;
+  std::unordered_map<std::string, std::size_t> by_name, by_provide;  // → packages[i]
+  // The package named `name`, else the first one that provides it; nullptr: none.
+  const Package* find(const std::string& name) const;
+};
+
+// Parses an APKINDEX.tar.gz (a signature tar and the index tar, gzip members
+// one after the other, as Alpine publishes them). `source` names it in errors.
+// Throws Errc::input when it holds no readable APKINDEX.
+PackageIndex parse_package_index(const std::string& tar_gz, const std::string& source);
+
+// The index of `repository` (a URL or path as in /etc/apk/repositories, e.g.
+// https://dl-cdn.alpinelinux.org/alpine/v3.22/main) for `arch`:
+// <repository>/<arch>/APKINDEX.tar.gz. A copy is kept in opts.cache_dir and
+// used for `max_age`; offline, any cached copy is used. nullopt when the
+// repository has no such file (HTTP 404, no local file), or offline with no
+// copy. Throws Errc::network (unreachable) or Errc::input (not an index).
+std::optional<PackageIndex> load_package_index(const std::string& repository, const std::string& arch,
+                                               const Options& opts,
+                                               std::chrono::seconds max_age = std::chrono::hours(24));
 
 // ---- Pieces exposed for tests and the `cache` command ----
 

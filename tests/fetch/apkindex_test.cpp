@@ -1,0 +1,129 @@
+// Package indexes (APKINDEX.tar.gz) as Alpine publishes them: read, looked up,
+// cached. The fixture is written by make_mirror.py (Python's tarfile and gzip);
+// GNU tar and busybox tar confirm it is the layout apk reads, two gzip members
+// that form one tar stream.
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "fetch/fetch.hpp"
+#include "mirror_fixture.hpp"
+#include "rpi/error.hpp"
+#include "test_support.hpp"
+
+namespace fs = std::filesystem;
+using namespace rpi;
+using namespace rpi::test;
+
+namespace {
+
+using PackageIndexTest = MirrorTest;
+
+TEST_F(PackageIndexTest, ReadsAlpinesTwoMemberIndexWithItsNamesSizesDependenciesAndProvides) {
+  const fs::path file = tree->root / "v3.22/main/aarch64/APKINDEX.tar.gz";
+  // The oracle for the layout: both tars see the signature, then the index.
+  CommandResult gnu = run({"tar", "-tzf", file.string()});
+  ASSERT_EQ(gnu.exit_code, 0) << gnu.err;
+  EXPECT_EQ(gnu.out, ".SIGN.RSA.test@example.org-00000000.rsa.pub\nDESCRIPTION\nAPKINDEX\n");
+  if (have_tool("busybox")) {
+    CommandResult bb = run({"busybox", "tar", "-tzf", file.string()});
+    EXPECT_EQ(bb.out, gnu.out) << bb.err;
+  }
+
+  fetch::PackageIndex idx = fetch::parse_package_index(read_file(file), "main");
+  EXPECT_EQ(idx.packages.size(), 10u);
+  const fetch::Package* htop = idx.find("htop");
+  ASSERT_NE(htop, nullptr);
+  EXPECT_EQ(htop->version, "3.4.1-r0");
+  EXPECT_EQ(htop->size, 150000u);
+  EXPECT_EQ(htop->installed_size, 450000u);
+  EXPECT_EQ(htop->depends, (std::vector<std::string>{"so:libc.musl-aarch64.so.1", "so:libncursesw.so.6"}));
+  EXPECT_EQ(htop->provides, (std::vector<std::string>{"cmd:htop"}));
+  // What packages provide is looked up too, without its version.
+  ASSERT_NE(idx.find("so:libncursesw.so.6"), nullptr);
+  EXPECT_EQ(idx.find("so:libncursesw.so.6")->name, "ncurses-libs");
+  ASSERT_NE(idx.find("cmd:sh"), nullptr);
+  EXPECT_EQ(idx.find("cmd:sh")->name, "busybox");
+  EXPECT_EQ(idx.find("chromium"), nullptr) << "chromium is in community, not main";
+  EXPECT_EQ(idx.find("so:libncursesw.so.6=6.5"), nullptr);
+}
+
+TEST(PackageIndex, WhatIsNoIndexIsRefusedByName) {
+  try {
+    fetch::parse_package_index("not a tarball at all", "https://m/v3.22/main/aarch64/APKINDEX.tar.gz");
+    FAIL() << "garbage was read as an index";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::input);
+    EXPECT_NE(std::string(e.what()).find("https://m/v3.22/main/aarch64/APKINDEX.tar.gz is not an APKINDEX.tar.gz"),
+              std::string::npos)
+        << e.what();
+  }
+  // A real tar.gz without an APKINDEX member (a release tarball, say).
+  TempDir d;
+  write_file(d / "README", "hello\n");
+  CommandResult t = run({"tar", "-czf", (d / "x.tar.gz").string(), "-C", d.path().string(), "README"});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  try {
+    fetch::parse_package_index(read_file(d / "x.tar.gz"), "x.tar.gz");
+    FAIL() << "a tarball without APKINDEX was read as an index";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::input);
+    EXPECT_NE(std::string(e.what()).find("x.tar.gz holds no APKINDEX file"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(PackageIndexTest, IsFetchedOnceADayAndReadFromTheCacheOffline) {
+  MirrorServer& s = serve();
+  const std::string main = s.url() + "/v3.22/main";
+  auto first = fetch::load_package_index(main, "aarch64", opts());
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->source, main + "/aarch64/APKINDEX.tar.gz");
+  EXPECT_NE(first->find("htop"), nullptr);
+  EXPECT_EQ(s.requests("APKINDEX"), 1);
+  // Within the day: the copy. A trailing slash is the same repository.
+  auto again = fetch::load_package_index(main + "/", "aarch64", opts());
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(s.requests("APKINDEX"), 1) << "a fresh copy must not be fetched again";
+  // Older than allowed: fetched again.
+  ASSERT_TRUE(fetch::load_package_index(main, "aarch64", opts(), std::chrono::seconds(0)).has_value());
+  EXPECT_EQ(s.requests("APKINDEX"), 2);
+
+  fetch::Options off = opts();
+  off.offline = true;
+  auto offline = fetch::load_package_index(main, "aarch64", off, std::chrono::seconds(0));
+  ASSERT_TRUE(offline.has_value()) << "offline, any cached copy serves";
+  EXPECT_EQ(offline->packages.size(), 10u);
+  off.cache_dir = tmp / "empty-cache";
+  EXPECT_FALSE(fetch::load_package_index(main, "aarch64", off).has_value());
+  EXPECT_EQ(s.requests("APKINDEX"), 2) << "offline must not touch the network";
+
+  // A repository without an index for the arch: nothing, not an error.
+  EXPECT_FALSE(fetch::load_package_index(s.url() + "/v3.22/testing", "aarch64", opts()).has_value());
+  EXPECT_FALSE(fetch::load_package_index(main, "armv7", opts()).has_value());
+}
+
+TEST_F(PackageIndexTest, ALocalMirrorIsReadInPlace) {
+  auto idx = fetch::load_package_index((tree->root / "v3.22/community").string(), "aarch64", opts());
+  ASSERT_TRUE(idx.has_value());
+  ASSERT_NE(idx->find("chromium"), nullptr);
+  EXPECT_EQ(idx->find("chromium")->size, 300000000u);
+  auto by_url = fetch::load_package_index("file://" + (tree->root / "v3.22/community").string(), "aarch64", opts());
+  ASSERT_TRUE(by_url.has_value());
+  EXPECT_EQ(by_url->packages.size(), 2u);
+  EXPECT_FALSE(fs::exists(cache / "indexes")) << "a local index needs no copy";
+}
+
+TEST_F(PackageIndexTest, AnUnreachableRepositoryIsANetworkErrorWithoutItsPassword) {
+  fetch::Options o = opts();
+  o.retries = 0;
+  o.connect_timeout_s = 2;
+  try {
+    fetch::load_package_index("http://user:secret@127.0.0.1:1/alpine/v3.22/main", "aarch64", o);
+    FAIL() << "port 1 answered";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::network) << e.what();
+    EXPECT_EQ(std::string(e.what()).find("secret"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
