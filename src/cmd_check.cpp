@@ -5,6 +5,7 @@
 
 #include "app.hpp"
 #include "overlay/spec.hpp"
+#include "packages.hpp"
 #include "rpi/error.hpp"
 
 namespace rpi::cli {
@@ -13,6 +14,8 @@ namespace {
 struct CheckOptions {
   std::string spec, host;
   int first = 1;
+  bool packages = false;  // also look [apk].packages up in the repositories' indexes
+  DownloadFlags download;
 };
 
 void run_check(AppContext& ctx, const CheckOptions& o) {
@@ -25,7 +28,18 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
     cards = overlay::resolve_hosts(spec, o.first, std::max(1, spec.host_count() - o.first + 1));
   else
     cards.push_back(overlay::resolve_host(spec, o.first));
+  std::optional<PackageChecker> checker;
+  if (o.packages) checker.emplace(o.download.options(ctx.reporter.sink()), o.download.mirrors);
   for (const auto& h : cards) {
+    std::string pkgs;
+    JsonObject pj;
+    if (checker && !h.apk.packages.empty()) {
+      PackageReport r = checker->check(h, h.alpine.branch(), o.spec, ctx.reporter);
+      pkgs = describe(r, h);
+      pj.add("found", static_cast<std::uint64_t>(r.found))
+          .add("download_bytes", r.download_bytes)
+          .add("download_packages", static_cast<std::uint64_t>(r.download_count));
+    }
     JsonObject obj;
     obj.add("spec", o.spec).add("card", h.index).add("hostname", h.hostname);
     if (!h.mac.empty()) obj.add("mac", h.mac);
@@ -34,8 +48,10 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
         .add_bool("wifi", h.wifi.enabled)
         .add("host_keys", h.ssh.enable ? h.ssh.host_keys : std::string("none"))
         .add("install", h.install.mode);
+    if (!pkgs.empty()) obj.add_raw("package_check", pj.str());
     std::string text = overlay::summary(h);
     if (!text.empty() && text.back() == '\n') text.pop_back();
+    if (!pkgs.empty()) text += "\n  package check: " + pkgs;
     ctx.reporter.result("card", text, obj);
   }
   JsonObject done;
@@ -56,6 +72,15 @@ CommandRegistration reg(20, [](CLI::App& app, AppContext& ctx) {
   sub->add_option("--host", o->host, "only the [[hosts]] entry with this hostname");
   sub->add_option("--first", o->first, "the card number {n} of the first card (default 1)")
       ->check(at_least_one("a card number"));
+  sub->add_flag("--packages", o->packages,
+                "also look [apk].packages up in the repositories' package indexes (downloads them; kept a day "
+                "in the cache)");
+  sub->add_option("--mirror", o->download.mirrors,
+                  "mirror root(s) for the release's main and community "
+                  "(default: the spec's [alpine].mirror)");
+  sub->add_option("--cache-dir", o->download.cache_dir, "cache folder (default $XDG_CACHE_HOME/rpi-provision)");
+  sub->add_flag("--offline", o->download.offline, "use only package indexes already in the cache");
+  sub->add_option("--ca-cert", o->download.ca_cert, "extra CA certificate (PEM) for a private HTTPS mirror");
   sub->callback([o, &ctx] {
     ctx.reporter.configure(ctx.json, ctx.quiet);
     run_check(ctx, *o);

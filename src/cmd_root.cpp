@@ -113,6 +113,8 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
       }
       for (const auto& x : io.extra_files) s << "    adds /" << x.name << " (" << format_size(x.data.size()) << ")\n";
       for (const auto& [name, fn] : io.edits) s << "    edits /" << name << "\n";
+      if (id.host && !id.host->apk.packages.empty())
+        s << "    packages: " << describe(p.check_packages(*id.host), *id.host) << "\n";
       if (!kh.empty()) {
         // Where the run puts them: an image's go to a file beside it, a card's are printed.
         const std::string where =

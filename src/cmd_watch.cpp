@@ -153,6 +153,10 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   // Written now, so an unwritable --state is an error before any card rather than after the first.
   if (!w.state.empty()) write_file_atomic(w.state, std::to_string(n) + "\n", 0644);
   if (p) {
+    // A misspelt package is an error now, not when the first card is inserted.
+    p->plan_tarball(true);
+    for (int k = n; k <= std::max(n, last); ++k)
+      if (Identity id = p->identity_at(k); id.host) p->check_packages(*id.host);
     p->tarball();  // fetched and verified once, before the first card
     scratch.emplace();
   }

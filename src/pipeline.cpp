@@ -162,7 +162,36 @@ fetch::Options Pipeline::fetch_options() const {
   return f;
 }
 
+namespace {
+// "3.22.2" from ".../alpine-rpi-3.22.2-aarch64.tar.gz" (Alpine's release file
+// name), nothing from any other name.
+std::optional<std::string> release_in_name(std::string name) {
+  name = name.substr(0, name.find_first_of("?#"));
+  name = name.substr(name.find_last_of('/') + 1);
+  const std::string prefix = "alpine-rpi-";
+  if (!name.starts_with(prefix) || !name.ends_with(".tar.gz")) return std::nullopt;
+  std::string v = name.substr(prefix.size(), name.find('-', prefix.size()) - prefix.size());
+  if (v.empty() || v.front() == '.' || v.back() == '.' || v.find("..") != std::string::npos ||
+      v.find_first_not_of("0123456789.") != std::string::npos || std::count(v.begin(), v.end(), '.') != 2)
+    return std::nullopt;
+  return v;
+}
+}  // namespace
+
 TarballPlan Pipeline::plan_tarball(bool resolve_release) {
+  if (resolved_) return *resolved_;
+  TarballPlan p = plan_tarball_uncached(resolve_release);
+  if (resolve_release) {
+    resolved_ = p;
+    if (p.release)
+      release_ = p.release->version;
+    else
+      release_ = release_in_name(p.url.empty() ? p.local.string() : p.url);
+  }
+  return p;
+}
+
+TarballPlan Pipeline::plan_tarball_uncached(bool resolve_release) {
   TarballPlan p;
   std::string src = o_.tarball, sha = o_.sha256;
   std::filesystem::path base = ".";
@@ -203,29 +232,9 @@ TarballPlan Pipeline::plan_tarball(bool resolve_release) {
   return p;
 }
 
-namespace {
-// "3.22.2" from ".../alpine-rpi-3.22.2-aarch64.tar.gz" (Alpine's release file
-// name), nothing from any other name.
-std::optional<std::string> release_in_name(std::string name) {
-  name = name.substr(0, name.find_first_of("?#"));
-  name = name.substr(name.find_last_of('/') + 1);
-  const std::string prefix = "alpine-rpi-";
-  if (!name.starts_with(prefix) || !name.ends_with(".tar.gz")) return std::nullopt;
-  std::string v = name.substr(prefix.size(), name.find('-', prefix.size()) - prefix.size());
-  if (v.empty() || v.front() == '.' || v.back() == '.' || v.find("..") != std::string::npos ||
-      v.find_first_not_of("0123456789.") != std::string::npos || std::count(v.begin(), v.end(), '.') != 2)
-    return std::nullopt;
-  return v;
-}
-}  // namespace
-
 std::filesystem::path Pipeline::tarball() {
   if (tarball_) return *tarball_;
   TarballPlan p = plan_tarball(true);
-  if (p.release)
-    release_ = p.release->version;
-  else
-    release_ = release_in_name(p.url.empty() ? p.local.string() : p.url);
   // A card whose repositories say latest-stable would mix releases once Alpine
   // publishes the next one (its kernel and modloop stay those of this tarball):
   // image_options pins them to this tarball's branch when it is known.
@@ -249,6 +258,15 @@ std::filesystem::path Pipeline::tarball() {
   }
   ctx_.reporter.finish_progress();
   return *tarball_;
+}
+
+PackageReport Pipeline::check_packages(const overlay::HostConfig& host) {
+  const bool from_mirror = spec_ && o_.tarball.empty() && spec_->alpine().tarball.empty();
+  if (!from_mirror || host.apk.packages.empty()) return {};
+  if (!packages_) packages_.emplace(fetch_options(), o_.download.mirrors);
+  overlay::AlpineSource a = host.alpine;
+  if (a.version == "latest-stable" && release_) a.version = *release_;
+  return packages_->check(host, a.branch(), o_.spec, ctx_.reporter);
 }
 
 partition::ImageOptions Pipeline::image_options(const Identity& id, std::string* apkovl_name,
@@ -283,6 +301,14 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
     }
     opt.edits = e.edits;
     opt.extra_dirs = e.directories;
+    const PackageReport pkgs = check_packages(host);
+    if (host.apk.cache && pkgs.download_bytes) {
+      // Rounded up, so that the image size (and so its bytes) does not change
+      // with every package update in the repositories.
+      // At most 16 GiB: the sizes come from a mirror's index.
+      constexpr std::uint64_t step = 128ull << 20, most = 16ull << 30;
+      opt.reserve_bytes = std::min(most, (std::min(most, pkgs.download_bytes) + step - 1) / step * step);
+    }
     if (e.usercfg_txt) opt.extra_files.push_back({"usercfg.txt", *e.usercfg_txt});
     if (e.carries_apkovl) {
       if (apkovl_name) *apkovl_name = a.file_name;
@@ -345,6 +371,10 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
                                         const std::vector<std::filesystem::path>& outputs,
                                         std::optional<std::uint64_t> card_size,
                                         const std::function<void(const std::vector<BuiltImage>&)>& before_commit) {
+  // A misspelt package stops the run before the tarball is downloaded.
+  plan_tarball(true);
+  for (const auto& id : ids)
+    if (id.host) check_packages(*id.host);
   std::filesystem::path tb = tarball();
   std::vector<partition::ImageJob> jobs;
   std::vector<BuiltImage> built(ids.size());

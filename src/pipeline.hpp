@@ -14,6 +14,7 @@
 #include "fetch/fetch.hpp"
 #include "overlay/apkovl.hpp"
 #include "overlay/spec.hpp"
+#include "packages.hpp"
 #include "partition/image.hpp"
 #include "udev/device.hpp"
 
@@ -79,6 +80,8 @@ class Pipeline {
   // How many cards the spec defines (0: any number).
   int defined_cards() const;
 
+  // With resolve_release, the plan is made once (the release resolved on the
+  // mirror) and kept for tarball().
   TarballPlan plan_tarball(bool resolve_release);
   // The verified local tarball (downloads into the cache if needed).
   std::filesystem::path tarball();
@@ -97,6 +100,11 @@ class Pipeline {
 
   fetch::Options fetch_options() const;
 
+  // Checks a card's [apk].packages against its repositories' indexes when the
+  // tarball comes from a mirror (throws Errc::spec for a name no repository
+  // has; see packages.hpp). Without packages, or with a --tarball, an empty report.
+  PackageReport check_packages(const overlay::HostConfig& host);
+
   // Card runs and watch: from now on the download and the image builds stop
   // (throwing rpi::Cancelled) once `flag` is set, instead of running to their end.
   void set_cancel(const std::atomic<bool>* flag) { cancel_ = flag; }
@@ -106,11 +114,15 @@ class Pipeline {
   RunOptions o_;
   std::optional<overlay::Spec> spec_;
   std::string apkovl_data_, apkovl_name_;
+  TarballPlan plan_tarball_uncached(bool resolve_release);
+
+  std::optional<TarballPlan> resolved_;
   std::optional<std::filesystem::path> tarball_;
   // The Alpine release of that tarball ("3.22.2") when known: from the mirror's
   // index, or from an alpine-rpi-X.Y.Z-ARCH.tar.gz file name.
   std::optional<std::string> release_;
   const std::atomic<bool>* cancel_ = nullptr;
+  std::optional<PackageChecker> packages_;
 };
 
 // The files a run of `o` reads (for refuse_overwriting_inputs): the inputs

@@ -247,12 +247,15 @@ ImagePlan plan_image(const ImageOptions& o, std::optional<std::uint64_t> tarball
     if (p.image_size != o.image_size)
       p.size_reason += " (rounded down to " + format_size(p.image_size) + ": the partition is a multiple of 4 MiB)";
   } else if (tarball_content) {
-    const std::uint64_t content = *tarball_content + extras;
+    const std::uint64_t content = *tarball_content + extras + o.reserve_bytes;
     p.image_size = default_image_size(content);
-    p.size_reason = "automatic: about " + format_size(content) +
-                    " of content, twice that plus 256 MiB of room, at least a 512 MiB partition";
+    p.size_reason =
+        "automatic: about " + format_size(content) + " of content" +
+        (o.reserve_bytes ? " (" + format_size(o.reserve_bytes) + " of it packages for the apk cache)" : "") +
+        ", twice that plus 256 MiB of room, at least a 512 MiB partition";
   } else {
-    p.size_reason = "automatic: the content × 2 + 256 MiB, at least a 512 MiB partition";
+    p.size_reason = std::string("automatic: the content") + (o.reserve_bytes ? " and the apk cache's packages" : "") +
+                    " × 2 + 256 MiB, at least a 512 MiB partition";
     return p;
   }
   p.geometry = image_geometry(p.image_size, p.label);

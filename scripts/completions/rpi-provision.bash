@@ -144,7 +144,7 @@ _rpi_provision() {
       opts+=" --known-hosts"
       opts+=" --host --dry-run"
       ;;
-    check) opts="$common --spec --host --first" ;;
+    check) opts="$common --spec --host --first --packages --mirror --cache-dir --offline --ca-cert" ;;
     apkovl) opts="$common --spec -o --output --out-dir --host --first --seed-file --known-hosts" ;;
     fetch)
       opts="$common --spec --version --arch --tarball --sha256 $download"

@@ -39,7 +39,10 @@ struct ImageOptions {
   std::map<std::string, std::function<std::string(const std::string&)>> edits;
   std::vector<ExtraFile> extra_files;   // written at the root, in this order
   std::vector<std::string> extra_dirs;  // empty directories created at the root (e.g. "cache" for apk)
-  EventSink events;                     // "build" progress and "note" events
+  // Bytes the Pi will add to the volume (the .apk files of an apk cache on the
+  // card): the automatic size counts them as content. Not used with image_size.
+  std::uint64_t reserve_bytes = 0;
+  EventSink events;  // "build" progress and "note" events
   // When set (by a signal handler), the build stops at the next block of the
   // tarball and throws rpi::Cancelled; no output is left (the first job's flag
   // counts for a batch).

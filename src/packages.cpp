@@ -1,0 +1,252 @@
+#include "packages.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <set>
+
+#include "rpi/error.hpp"
+#include "rpi/size.hpp"
+#include "rpi/text.hpp"
+
+namespace rpi::cli {
+
+namespace {
+
+std::string tag_of(const std::string& entry) {
+  const auto at = entry.find('@');
+  if (at == std::string::npos) return {};
+  return entry.substr(at, entry.find_first_of("<>=~", at) - at);
+}
+
+// The entry of the first unknown one ("chromiun (did you mean …)" → "chromiun").
+std::string first_unknown(const PackageReport& r) {
+  return r.unknown.front().substr(0, r.unknown.front().find(" ("));
+}
+
+std::string join(const std::vector<std::string>& v, const std::string& sep = ", ") {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : sep) + x;
+  return s;
+}
+
+// A close name from the readable indexes, or "". Also the Debian spellings
+// people bring along: python3-X is py3-X on Alpine, chromium-browser is chromium.
+std::string suggestion(const std::string& name, const std::vector<const PackageRepo*>& repos) {
+  auto has = [&](const std::string& n) {
+    return std::any_of(repos.begin(), repos.end(), [&](const PackageRepo* r) { return r->index->by_name.count(n); });
+  };
+  for (const auto& [debian, alpine] : {std::pair<std::string, std::string>{"python3-", "py3-"}, {"-browser", ""}}) {
+    std::string n = name;
+    if (auto p = n.find(debian); p != std::string::npos) {
+      n.replace(p, debian.size(), alpine);
+      if (has(n)) return n;
+    }
+  }
+  const std::size_t limit = name.size() <= 4 ? 1 : 2;
+  std::string best;
+  std::size_t best_d = limit + 1;
+  for (const PackageRepo* r : repos)
+    for (const auto& kv : r->index->by_name) {
+      const std::string& n = kv.first;
+      if (n.size() + limit < name.size() || name.size() + limit < n.size()) continue;
+      const std::size_t d = edit_distance(name, n);
+      if (d < best_d || (d == best_d && n < best)) {
+        best_d = d;
+        best = n;
+      }
+    }
+  return best;
+}
+
+// "FILE:LINE:COL" of the first quoted `entry` in the spec, else "FILE": the
+// resolved configuration no longer knows where its values were written.
+std::string locate(const std::string& spec_path, const std::string& entry) {
+  std::ifstream in(spec_path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::size_t at = std::string::npos;
+  for (const char q : {'"', '\''}) at = std::min(at, text.find(std::string(1, q) + entry + q));
+  if (at == std::string::npos) return spec_path;
+  const std::size_t line_start = text.rfind('\n', at) == std::string::npos ? 0 : text.rfind('\n', at) + 1;
+  const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n');
+  return spec_path + ":" + std::to_string(line) + ":" + std::to_string(at - line_start + 1);
+}
+
+}  // namespace
+
+PackageReport check_packages(const std::vector<std::string>& packages, const std::vector<PackageRepo>& repos) {
+  PackageReport rep;
+  rep.checked = true;
+  for (const auto& r : repos) {
+    const std::string u = r.url + " (" + r.why + ")";
+    if (!r.index && std::find(rep.unread.begin(), rep.unread.end(), u) == rep.unread.end()) rep.unread.push_back(u);
+  }
+
+  // The packages found, with the repositories their dependencies may come from.
+  std::deque<std::pair<const fetch::Package*, std::vector<const PackageRepo*>>> todo;
+  for (const auto& entry : packages) {
+    const std::string name = overlay::package_name(entry);
+    const std::string tag = tag_of(entry);
+    std::vector<const PackageRepo*> readable;
+    bool all_read = true;
+    for (const auto& r : repos) {
+      if (!r.tag.empty() && r.tag != tag) continue;
+      if (r.index)
+        readable.push_back(&r);
+      else
+        all_read = false;
+    }
+    const fetch::Package* found = nullptr;
+    for (const PackageRepo* r : readable)
+      if ((found = r->index->find(name))) break;
+    if (found) {
+      ++rep.found;
+      todo.emplace_back(found, readable);
+      continue;
+    }
+    if (readable.empty()) {  // nothing to look in: not checked rather than unknown
+      ++rep.unchecked;
+      continue;
+    }
+    if (!all_read) rep.certain = false;
+    const std::string hint = suggestion(name, readable);
+    rep.unknown.push_back(entry + (hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
+  }
+
+  std::set<std::string> seen;
+  while (!todo.empty()) {
+    auto [p, from] = todo.front();
+    todo.pop_front();
+    if (!seen.insert(p->name).second) continue;
+    // Saturating: the sizes come from a mirror.
+    rep.download_bytes = p->size > UINT64_MAX - rep.download_bytes ? UINT64_MAX : rep.download_bytes + p->size;
+    ++rep.download_count;
+    for (const auto& d : p->depends) {
+      if (d.empty() || d[0] == '!') continue;  // a conflict, not a need
+      const std::string dn = d.substr(0, d.find_first_of("<>=~"));
+      for (const PackageRepo* r : from)
+        if (const fetch::Package* q = r->index->find(dn)) {
+          if (!seen.count(q->name)) todo.emplace_back(q, from);
+          break;
+        }
+    }
+  }
+  return rep;
+}
+
+std::string describe(const PackageReport& r, const overlay::HostConfig& h) {
+  const std::size_t n = h.apk.packages.size();
+  std::string s = std::to_string(n) + (n == 1 ? " package" : " packages");
+  if (!r.checked)
+    return s + ", not checked: the tarball does not come from a mirror (rpi-provision check --packages checks them)";
+  s += ", " + std::to_string(r.found) + " found";
+  if (r.unchecked) s += ", " + std::to_string(r.unchecked) + " not checked";
+  if (!r.unknown.empty()) s += ", not found: " + join(r.unknown);
+  if (!r.unread.empty()) s += "; not read: " + join(r.unread);
+  if (r.download_count)
+    s += "; the Pi downloads about " + format_size(r.download_bytes) + " (" + std::to_string(r.download_count) +
+         " packages with their dependencies" + (h.apk.cache ? ", kept in the card's apk cache)" : ")");
+  return s;
+}
+
+PackageChecker::PackageChecker(fetch::Options opts, std::vector<std::string> mirrors)
+    : opts_(std::move(opts)), mirrors_(std::move(mirrors)) {}
+
+PackageRepo PackageChecker::load(const std::string& tag, const std::vector<std::string>& urls,
+                                 const std::string& arch) {
+  // The first URL that has an index; else the first one, with why it had none.
+  std::optional<PackageRepo> first;
+  for (const auto& url : urls) {
+    const std::string key = arch + " " + url;
+    auto it = loaded_.find(key);
+    if (it == loaded_.end()) {
+      PackageRepo r;
+      r.url = fetch::redact_urls(url);
+      try {
+        if (auto idx = fetch::load_package_index(url, arch, opts_))
+          r.index = std::make_shared<const fetch::PackageIndex>(std::move(*idx));
+        else
+          r.why = opts_.offline ? "offline, and the cache has no copy of its index"
+                                : "it has no " + arch + "/APKINDEX.tar.gz";
+      } catch (const Error& e) {
+        r.why = e.what();
+      }
+      it = loaded_.emplace(key, std::move(r)).first;
+    }
+    if (it->second.index || !first) first = it->second;
+    if (it->second.index) break;
+  }
+  first->tag = tag;
+  return *first;
+}
+
+std::vector<PackageRepo> PackageChecker::repositories(const overlay::HostConfig& h, const std::string& branch) {
+  std::vector<PackageRepo> repos;
+  const std::string& arch = h.alpine.arch;
+  if (h.apk.repositories.empty()) {
+    for (const char* part : {"/main", "/community"}) {
+      std::vector<std::string> urls;
+      const std::vector<std::string> mirrors = !mirrors_.empty() ? mirrors_
+                                               : h.alpine.mirror.empty()
+                                                   ? std::vector<std::string>{fetch::kDefaultMirror}
+                                                   : std::vector<std::string>{h.alpine.mirror};
+      for (const auto& m : mirrors) {
+        std::string root = m;
+        while (root.size() > 1 && root.back() == '/') root.pop_back();
+        urls.push_back(root + "/" + branch + part);
+      }
+      repos.push_back(load("", urls, arch));
+    }
+    return repos;
+  }
+  for (const auto& line : h.apk.repositories) {
+    std::string tag, body = line;
+    if (body.rfind('@', 0) == 0) {
+      const auto sp = body.find(' ');
+      tag = body.substr(0, sp);
+      body = sp == std::string::npos ? "" : body.substr(sp + 1);
+    }
+    if (body.rfind("/media/", 0) == 0 && body.size() > 5 && body.compare(body.size() - 5, 5, "/apks") == 0)
+      continue;  // the card's boot repository: a subset of the release's main
+    if (!body.empty() && body[0] == '/') {
+      repos.push_back(PackageRepo{tag, body, nullptr, "a folder on the Pi"});
+      continue;
+    }
+    repos.push_back(load(tag, {body}, arch));
+  }
+  return repos;
+}
+
+PackageReport PackageChecker::check(const overlay::HostConfig& h, const std::string& branch,
+                                    const std::string& spec_path, Reporter& reporter) {
+  if (h.apk.packages.empty()) return {};
+  const std::string key =
+      h.alpine.arch + "\n" + branch + "\n" + join(h.apk.repositories, "\n") + "\n\n" + join(h.apk.packages, "\n");
+  if (auto it = reports_.find(key); it != reports_.end()) return it->second;
+  std::vector<PackageRepo> repos = repositories(h, branch);
+  PackageReport rep = check_packages(h.apk.packages, repos);
+  std::vector<std::string> read;
+  for (const auto& r : repos)
+    if (r.index) read.push_back(r.url);
+  const std::string n = rep.unknown.size() == 1 ? " is" : " are";
+  if (!rep.unknown.empty() && rep.certain)
+    throw Error(Errc::spec, locate(spec_path, first_unknown(rep)) + ": [apk].packages " + join(rep.unknown) + n +
+                                " in none of the card's repositories for " + h.alpine.arch + " (" + join(read) +
+                                "): apk on the Pi would install none of the packages. Correct the name, or add "
+                                "the repository that has it to [apk].repositories");
+  if (!rep.unknown.empty())
+    reporter.warn(locate(spec_path, first_unknown(rep)) + ": [apk].packages " + join(rep.unknown) + n +
+                  " in none of the repositories read (" + (read.empty() ? std::string("none") : join(read)) +
+                  "); not read: " + join(rep.unread) + ". If no repository has " +
+                  (rep.unknown.size() == 1 ? "it" : "them") + ", apk on the Pi installs none of the packages");
+  else if (!rep.unread.empty())
+    reporter.note(std::string("[apk].packages ") +
+                  (rep.unchecked ? "not checked against " : "checked, but not against ") + join(rep.unread));
+  reports_.emplace(key, rep);
+  return rep;
+}
+
+}  // namespace rpi::cli

@@ -1,0 +1,216 @@
+// [apk].packages against the repositories' package indexes: the rules on their
+// own (check_packages), then whole runs against the loopback mirror, whose
+// main/ and community/ indexes make_mirror.py writes.
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "mirror_fixture.hpp"
+#include "packages.hpp"
+#include "rpi/error.hpp"
+#include "test_support.hpp"
+
+using rpi::test::cli;
+using rpi::test::TempDir;
+namespace fs = std::filesystem;
+using rpi::cli::check_packages;
+using rpi::cli::PackageRepo;
+using rpi::fetch::Package;
+
+namespace {
+
+std::shared_ptr<const rpi::fetch::PackageIndex> index_of(const std::vector<Package>& pkgs) {
+  auto idx = std::make_shared<rpi::fetch::PackageIndex>();
+  for (const auto& p : pkgs) {
+    idx->by_name.emplace(p.name, idx->packages.size());
+    for (const auto& pr : p.provides) idx->by_provide.emplace(pr, idx->packages.size());
+    idx->packages.push_back(p);
+  }
+  return idx;
+}
+
+Package pkg(const std::string& name, std::uint64_t size, std::vector<std::string> depends = {},
+            std::vector<std::string> provides = {}) {
+  Package p;
+  p.name = name;
+  p.version = "1.0-r0";
+  p.size = size;
+  p.depends = std::move(depends);
+  p.provides = std::move(provides);
+  return p;
+}
+
+std::vector<PackageRepo> release_repos() {
+  return {
+      PackageRepo{"", "main",
+                  index_of({pkg("musl", 400, {}, {"so:libc.musl-aarch64.so.1"}),
+                            pkg("seatd", 40, {"so:libc.musl-aarch64.so.1"}, {"so:libseat.so.1", "cmd:seatd"}),
+                            pkg("python3", 20000, {"so:libc.musl-aarch64.so.1"}), pkg("py3-requests", 90, {"python3"}),
+                            pkg("font-dejavu", 2000)}),
+                  ""},
+      PackageRepo{"", "community",
+                  index_of({pkg("cage", 30, {"so:libseat.so.1", "!cage-legacy", "so:libc.musl-aarch64.so.1"}),
+                            pkg("chromium", 300000, {"font-dejavu", "seatd>=0.8", "so:libc.musl-aarch64.so.1"})}),
+                  ""},
+      PackageRepo{"@testing", "testing", index_of({pkg("foo", 7, {"musl"})}), ""},
+  };
+}
+
+TEST(PackageCheck, FindsNamesAndCountsWhatTheyNeedOnce) {
+  auto r = check_packages({"cage", "chromium", "seatd>=0.8"}, release_repos());
+  EXPECT_TRUE(r.checked);
+  EXPECT_TRUE(r.unknown.empty());
+  EXPECT_EQ(r.found, 3u);
+  // cage, chromium, seatd, musl (through so:libc, a provide), font-dejavu; the conflict !cage-legacy is no need.
+  EXPECT_EQ(r.download_count, 5u);
+  EXPECT_EQ(r.download_bytes, 30u + 300000u + 40u + 400u + 2000u);
+}
+
+TEST(PackageCheck, AMisspeltNameIsCertainAndGetsAHint) {
+  auto r = check_packages({"chromiun", "python3-requests", "seatd", "zzzzzzzz"}, release_repos());
+  EXPECT_TRUE(r.certain);
+  EXPECT_EQ(r.unknown, (std::vector<std::string>{"chromiun (did you mean 'chromium'?)",
+                                                 "python3-requests (did you mean 'py3-requests'?)", "zzzzzzzz"}));
+  EXPECT_EQ(r.found, 1u);
+}
+
+TEST(PackageCheck, ATaggedRepositoryServesOnlyEntriesWithItsTag) {
+  auto untagged = check_packages({"foo"}, release_repos());
+  EXPECT_EQ(untagged.unknown, std::vector<std::string>{"foo"}) << "apk takes an untagged name from untagged repos only";
+  EXPECT_TRUE(untagged.certain);
+  auto tagged = check_packages({"foo@testing"}, release_repos());
+  EXPECT_TRUE(tagged.unknown.empty());
+  EXPECT_EQ(tagged.download_count, 2u) << "foo and musl (from main: a tagged package's needs may come from untagged)";
+}
+
+TEST(PackageCheck, ARepositoryNotReadTurnsCertaintyIntoAGuess) {
+  auto repos = release_repos();
+  repos.push_back(PackageRepo{"", "https://example.org/private", nullptr, "HTTP 403"});
+  auto r = check_packages({"chromiun", "cage"}, repos);
+  EXPECT_FALSE(r.certain) << "the private repository may have it";
+  EXPECT_EQ(r.unknown.size(), 1u);
+  EXPECT_EQ(r.unread, std::vector<std::string>{"https://example.org/private (HTTP 403)"});
+  // Nothing readable at all: not checked, rather than every name unknown.
+  auto none = check_packages({"cage"}, {PackageRepo{"", "main", nullptr, "offline"}});
+  EXPECT_TRUE(none.unknown.empty());
+  EXPECT_EQ(none.unchecked, 1u);
+}
+
+// ---- Whole runs against the loopback mirror ----
+
+class PackagesRun : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!rpi::test::have_tool("python3")) GTEST_SKIP() << "tool not installed: python3 (runs the test mirror)";
+    tree = std::make_unique<rpi::test::MirrorTree>(d.path());
+    server = std::make_unique<rpi::test::MirrorServer>(tree->root, d / "state");
+  }
+  fs::path spec_with(const std::string& apk) {
+    fs::path spec = d / "pi.toml";
+    rpi::test::write_file(spec, "[alpine]\nversion = \"3.22\"\nmirror = \"" + server->url() +
+                                    "\"\n[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n[apk]\n" +
+                                    apk);
+    return spec;
+  }
+  rpi::test::CommandResult build(const fs::path& spec, const fs::path& out, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{"--spec",     spec.string(), "--output",
+                                  out.string(), "--cache-dir", (d / "cache").string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return cli(args);
+  }
+  TempDir d;
+  std::unique_ptr<rpi::test::MirrorTree> tree;
+  std::unique_ptr<rpi::test::MirrorServer> server;
+};
+
+TEST_F(PackagesRun, AMisspeltPackageStopsTheRunBeforeTheDownloadWithItsLine) {
+  fs::path spec = spec_with("packages = [\"cage\", \"chromiun\"]\n");
+  auto r = build(spec, d / "pi.img");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(spec.string() +
+                       ":9:21: [apk].packages chromiun (did you mean 'chromium'?) is in none of "
+                       "the card's repositories for aarch64 (" +
+                       server->url() + "/v3.22/main, " + server->url() + "/v3.22/community)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(d / "pi.img"));
+  EXPECT_EQ(server->requests(tree->latest_file), 0) << "the tarball was downloaded for a run that could not succeed";
+
+  // check --packages says the same; plain check stays offline and passes.
+  auto chk = cli({"check", "--spec", spec.string(), "--packages", "--cache-dir", (d / "cache").string()});
+  EXPECT_EQ(chk.exit_code, 2) << chk.err;
+  EXPECT_NE(chk.err.find("chromiun (did you mean 'chromium'?)"), std::string::npos) << chk.err;
+  EXPECT_EQ(cli({"check", "--spec", spec.string()}).exit_code, 0);
+}
+
+TEST_F(PackagesRun, TheApkCacheGetsRoomForWhatThePiDownloads) {
+  RPI_REQUIRE_TOOL("sfdisk");
+  const std::string packages = "packages = [\"cage\", \"chromium\"]\n";
+  fs::path spec = spec_with(packages + "cache = true\n");
+  auto plan = build(spec, d / "plan.img", {"--dry-run"});
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  EXPECT_NE(plan.out.find("packages: 2 packages, 2 found; the Pi downloads about 302.8 MiB (6 packages with their "
+                          "dependencies, kept in the card's apk cache)"),
+            std::string::npos)
+      << plan.out;
+  auto cached = build(spec, d / "cached.img");
+  ASSERT_EQ(cached.exit_code, 0) << cached.err;
+  EXPECT_NE(cached.out.find("(384 MiB of it packages for the apk cache)"), std::string::npos) << cached.out;
+
+  spec = spec_with(packages);  // no cache: nothing to make room for
+  auto plain = build(spec, d / "plain.img");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  // The oracle: the partition sfdisk reads in each image.
+  auto part_size = [](const fs::path& img) {
+    auto r = rpi::test::run({"sfdisk", "--json", img.string()});
+    auto at = r.out.find("\"size\":");
+    return at == std::string::npos ? 0ull : std::stoull(r.out.substr(at + 7));
+  };
+  const auto with_cache = part_size(d / "cached.img"), without = part_size(d / "plain.img");
+  EXPECT_EQ(without * 512, 512ull << 20) << "a small fixture: the smallest automatic partition";
+  // 2 × (fixture + apkovl + 384 MiB) + 256 MiB, rounded up to 64 MiB.
+  EXPECT_GE(with_cache * 512, (2 * 384ull + 256) << 20);
+  EXPECT_LE(with_cache * 512, (2 * 384ull + 256 + 64 + 2 * 8) << 20);
+}
+
+TEST_F(PackagesRun, RepositoriesThatCannotBeReadAreNamedNotGuessedAbout) {
+  // Offline with no copy of the indexes (the tarball is cached first).
+  fs::path spec = spec_with("packages = [\"cage\"]\n");
+  ASSERT_EQ(
+      cli({"fetch", "--version", "3.22", "--mirror", server->url(), "--cache-dir", (d / "cache").string()}).exit_code,
+      0);
+  fs::remove_all(d / "cache" / "indexes");
+  auto off = build(spec, d / "off.img", {"--offline"});
+  ASSERT_EQ(off.exit_code, 0) << off.err;
+  EXPECT_NE(off.err.find("[apk].packages not checked against " + server->url() +
+                         "/v3.22/main (offline, and the cache has no copy of its index)"),
+            std::string::npos)
+      << off.err;
+
+  // A private repository that refuses: the unknown name is a warning, the run goes on.
+  fs::path priv =
+      spec_with("packages = [\"cage\", \"in-house-kiosk\"]\nrepositories = [\"" + server->url() + "/v3.22/main\", \"" +
+                server->url() + "/v3.22/community\", \"" + server->url() + "/private\"]\n");
+  auto r = build(priv, d / "priv.img");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: " + priv.string() +
+                       ":9:21: [apk].packages in-house-kiosk is in none of the "
+                       "repositories read"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("not read: " + server->url() + "/private (it has no aarch64/APKINDEX.tar.gz)"),
+            std::string::npos)
+      << r.err;
+}
+
+TEST_F(PackagesRun, ALocalTarballIsNotCheckedAndThePlanSaysSo) {
+  fs::path spec = spec_with("packages = [\"chromiun\"]\n");
+  auto plan = build(spec, d / "p.img", {"--dry-run", "--tarball", tree->latest.string()});
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  EXPECT_NE(plan.out.find("packages: 1 package, not checked: the tarball does not come from a mirror"),
+            std::string::npos)
+      << plan.out;
+  EXPECT_EQ(server->requests("APKINDEX"), 0);
+}
+
+}  // namespace
