@@ -513,8 +513,10 @@ std::vector<Member> members_of(const HostConfig& h, const BuildOptions& opt, std
         pw = h.root.password_hash;
       else if (!h.root.ssh_authorized_keys.empty())
         pw = "*";  // key-only: '!' would lock the account for sshd (alpine-facts §5)
+      else if (std::any_of(h.users.begin(), h.users.end(), [](const User& u) { return u.can_administer(); }))
+        pw = "*";  // an admin becomes root with doas; an empty password would let anyone at the console in
       else
-        pw = "";  // Alpine's default
+        pw = "";  // Alpine's default: nobody else could administer the Pi
     }
     shadow += std::string(a.name) + ":" + pw + "::0:::::\n";
   }

@@ -1,4 +1,5 @@
 // The redacted summary `check` prints: every secret appears as "(secret)".
+#include <algorithm>
 #include <sstream>
 
 #include "overlay/spec.hpp"
@@ -47,10 +48,17 @@ std::string summary(const HostConfig& h) {
       << (!u.password_hash.empty() ? " password_hash (secret)" : "") << ", " << keys(u.ssh_authorized_keys.size())
       << "\n";
   }
-  if (h.root.configured)
+  const bool root_set =
+      !h.root.password.empty() || !h.root.password_hash.empty() || !h.root.ssh_authorized_keys.empty();
+  if (root_set)
     o << "  root      " << (!h.root.password.empty() ? "password (secret), " : "")
       << (!h.root.password_hash.empty() ? "password_hash (secret), " : "") << keys(h.root.ssh_authorized_keys.size())
       << "\n";
+  else if (std::any_of(h.users.begin(), h.users.end(), [](const User& u) { return u.can_administer(); }))
+    o << "  root      no password login (the admins use doas)\n";
+  else
+    o << "  root      empty password: anyone at the console is root (Alpine's default; add an admin user or a "
+         "[root] password)\n";
   if (h.ssh.enable)
     o << "  ssh       password authentication " << (h.ssh.password_authentication ? "yes" : "no") << ", root login "
       << h.ssh.permit_root_login << ", host keys " << h.ssh.host_keys << "\n";

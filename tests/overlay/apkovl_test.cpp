@@ -912,6 +912,40 @@ TEST(Apkovl, DoasAsksOnlyAdminsThatHaveAPasswordAndLbuKeepsCustomServices) {
   EXPECT_NE(lbu.find("+etc/init.d/myapp\n"), std::string::npos) << lbu;
 }
 
+// Alpine's root has an empty password: anyone at the console of a kiosk is
+// root. When an admin can log in (and become root with doas), root is locked
+// instead; without one, the console is the only way in and stays open.
+TEST(Apkovl, RootIsLockedWhenAnAdminCanLogIn) {
+  RPI_REQUIRE_TOOL("busybox");
+  const std::string key =
+      "ssh_authorized_keys = [\"ssh-ed25519 "
+      "AAAAC3NzaC1lZDI1NTE5AAAAIHeLguboJt2OAmYzeA/Z4TVxebKDh2PkgXgHJPUhfUjq k@x\"]\n";
+  auto root_entry = [](const HostConfig& h) {
+    test::TempDir dir;
+    auto root = extract(dir, save(dir, build_apkovl(h, seeded())));
+    return lines_of(test::read_file(root / "etc/shadow")).at(0);
+  };
+  EXPECT_EQ(root_entry(host_from("[system]\nhostname = \"pi\"\n[[users]]\nname = \"ops\"\nadmin = true\n" + key)),
+            "root:*::0:::::");
+  EXPECT_EQ(root_entry(host_from("[system]\nhostname = \"pi\"\n[[users]]\nname = \"ops\"\n" + key)), "root:::0:::::")
+      << "no admin: root's console login is the only way to administer the Pi";
+  EXPECT_EQ(root_entry(host_from(
+                "[system]\nhostname = \"pi\"\n[[users]]\nname = \"ops\"\nadmin = true\npassword_hash = \"!\"\n")),
+            "root:::0:::::")
+      << "an admin who cannot log in administers nothing";
+  EXPECT_EQ(root_entry(host_from("[system]\nhostname = \"pi\"\n[[users]]\nname = \"ops\"\nadmin = true\n" + key +
+                                 "[root]\npassword_hash = \"$6$salt$hash\"\n")),
+            "root:$6$salt$hash::0:::::")
+      << "[root] decides when given";
+  // check says which it is.
+  EXPECT_NE(summary(host_from("[system]\nhostname = \"pi\"\n[[users]]\nname = \"ops\"\nadmin = true\n" + key))
+                .find("  root      no password login (the admins use doas)\n"),
+            std::string::npos);
+  EXPECT_NE(
+      summary(host_from("[system]\nhostname = \"pi\"\n")).find("  root      empty password: anyone at the console"),
+      std::string::npos);
+}
+
 TEST(Spec, UidMayNotCollideWithBaseGroups) {
   try {
     parse_spec("[system]\nhostname = \"pi\"\n[[users]]\nname = \"bob\"\nuid = 100\n", "t.toml", ".");

@@ -81,6 +81,13 @@ struct User {
   std::string password_hash;  // passed through
   std::vector<std::string> ssh_authorized_keys;
   bool admin = false;
+
+  // An admin (doas) who can log in, with a password or an SSH key. When one
+  // exists and [root] sets nothing, root's password login is locked.
+  bool can_administer() const {
+    return admin && (!password.empty() || !ssh_authorized_keys.empty() ||
+                     (!password_hash.empty() && password_hash != "*" && password_hash != "!"));
+  }
 };
 
 struct Root {
