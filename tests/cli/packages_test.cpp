@@ -3,6 +3,7 @@
 // main/ and community/ indexes make_mirror.py writes.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <memory>
 
 #include "mirror_fixture.hpp"
@@ -94,6 +95,13 @@ TEST(PackageCheck, ARepositoryNotReadTurnsCertaintyIntoAGuess) {
   auto none = check_packages({"cage"}, {PackageRepo{"", "main", nullptr, "offline"}});
   EXPECT_TRUE(none.unknown.empty());
   EXPECT_EQ(none.unchecked, 1u);
+}
+
+TEST(PackageCheck, SizesAMirrorExaggeratesSaturateInsteadOfWrapping) {
+  const std::uint64_t huge = UINT64_MAX / 2 + 1;
+  auto r = check_packages({"a"}, {PackageRepo{"", "main", index_of({pkg("a", huge, {"b"}), pkg("b", huge)}), ""}});
+  EXPECT_EQ(r.download_count, 2u);
+  EXPECT_EQ(r.download_bytes, UINT64_MAX) << "a wrapped sum would size the card for almost nothing";
 }
 
 // ---- Whole runs against the loopback mirror ----
