@@ -54,6 +54,15 @@ void run_list(AppContext& ctx, const CacheOptions& o) {
                             ", resumed by the next fetch; `cache prune` removes them)",
                         std::move(j));
   }
+  fetch::PartialSummary indexes = fetch::package_index_copies(dir);
+  if (indexes.count) {
+    JsonObject j;
+    j.add("count", static_cast<std::uint64_t>(indexes.count)).add("bytes", indexes.bytes);
+    ctx.reporter.result("cache-indexes",
+                        "package indexes: " + std::to_string(indexes.count) + " (" + format_size(indexes.bytes) +
+                            ", fetched again after a day; offline, [apk].packages are checked against them)",
+                        std::move(j));
+  }
 }
 
 void run_prune(AppContext& ctx, const CacheOptions& o) {

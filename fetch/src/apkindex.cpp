@@ -201,4 +201,16 @@ std::optional<PackageIndex> load_package_index(const std::string& repository, co
   return idx;
 }
 
+PartialSummary package_index_copies(const fs::path& cache_dir) {
+  PartialSummary sum;
+  std::error_code ec;
+  for (const auto& d : fs::directory_iterator(cache_dir / "indexes", ec)) {
+    if (!d.path().filename().string().ends_with("-APKINDEX.tar.gz")) continue;
+    ++sum.count;
+    std::uint64_t n = d.file_size(ec);
+    if (!ec) sum.bytes += n;
+  }
+  return sum;
+}
+
 }  // namespace rpi::fetch

@@ -211,6 +211,25 @@ TEST_F(PackagesRun, RepositoriesThatCannotBeReadAreNamedNotGuessedAbout) {
       << r.err;
 }
 
+TEST_F(PackagesRun, IndexCopiesAreListedAndAPruneLeavesThemForOfflineChecks) {
+  fs::path spec = spec_with("packages = [\"cage\"]\n");
+  ASSERT_EQ(build(spec, d / "a.img").exit_code, 0);
+  const std::string cache = (d / "cache").string();
+  auto list = cli({"cache", "list", "--cache-dir", cache});
+  EXPECT_NE(list.out.find("package indexes: 2 ("), std::string::npos) << list.out;
+  auto prune = cli({"cache", "prune", "--keep", "0", "--cache-dir", cache});
+  ASSERT_EQ(prune.exit_code, 0) << prune.err;
+  list = cli({"cache", "list", "--cache-dir", cache});
+  EXPECT_NE(list.out.find("package indexes: 2 ("), std::string::npos) << "a prune removed the index copies\n"
+                                                                      << list.out;
+  // Offline (the pruned tarball fetched again first): the check reads the copies.
+  ASSERT_EQ(cli({"fetch", "--version", "3.22", "--mirror", server->url(), "--cache-dir", cache}).exit_code, 0);
+  fs::path typo = spec_with("packages = [\"cagee\"]\n");
+  auto off = build(typo, d / "b.img", {"--offline"});
+  EXPECT_EQ(off.exit_code, 2) << off.err;
+  EXPECT_NE(off.err.find("cagee (did you mean 'cage'?)"), std::string::npos) << off.err;
+}
+
 TEST_F(PackagesRun, ALocalTarballIsNotCheckedAndThePlanSaysSo) {
   fs::path spec = spec_with("packages = [\"chromiun\"]\n");
   auto plan = build(spec, d / "p.img", {"--dry-run", "--tarball", tree->latest.string()});

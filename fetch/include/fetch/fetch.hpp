@@ -166,6 +166,10 @@ struct PartialSummary {
   std::uint64_t bytes = 0;  // their size (with their validators)
 };
 PartialSummary partial_downloads(const std::filesystem::path& cache_dir);
+// Copies of package indexes in <cache>/indexes (load_package_index). `cache
+// prune` leaves them: they are small, and offline they are what [apk].packages
+// is checked against.
+PartialSummary package_index_copies(const std::filesystem::path& cache_dir);
 // Keeps the newest `keep` distinct versions per group, a group being an arch's
 // stable releases or its edge snapshots (tarballs without a release version
 // count one each, newest fetched first), and removes the other entries. Also
