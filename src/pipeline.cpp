@@ -405,6 +405,21 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
   ctx_.reporter.finish_progress();
   std::set<std::string> warned;
   for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i].host && ids[i].host->apk.cache) {
+      // A size that was given (or a card that was small) may leave the apk cache too little room.
+      const PackageReport pkgs = check_packages(*ids[i].host);
+      const auto& g = results[i].geometry;
+      const std::uint64_t room = std::uint64_t(g.clusters) * g.cluster_bytes(), used = results[i].content_bytes;
+      const std::uint64_t free = room > used ? room - used : 0;
+      if (pkgs.download_bytes > free) {
+        const std::string w = "the card's partition keeps about " + format_size(free) +
+                              " free, but [apk].packages and their dependencies take about " +
+                              format_size(pkgs.download_bytes) +
+                              " in the apk cache: apk fails once it is full. Leave [boot] size and --size out "
+                              "(the automatic size makes room), make them larger, or use a larger card";
+        if (warned.insert(w).second) ctx_.reporter.warn(w);
+      }
+    }
     if (ids[i].host) {
       const std::string w = packages_after_boot(*ids[i].host, results[i].boot_packages);
       if (!w.empty() && warned.insert(w).second) {

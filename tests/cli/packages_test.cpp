@@ -181,6 +181,19 @@ TEST_F(PackagesRun, TheApkCacheGetsRoomForWhatThePiDownloads) {
   EXPECT_LE(with_cache * 512, (2 * 384ull + 256 + 64 + 2 * 8) << 20);
 }
 
+TEST_F(PackagesRun, AGivenSizeTooSmallForTheApkCacheIsWarnedAbout) {
+  fs::path spec = spec_with("packages = [\"cage\", \"chromium\"]\ncache = true\n");
+  auto small = build(spec, d / "small.img", {"--size", "300MiB"});
+  ASSERT_EQ(small.exit_code, 0) << small.err;
+  EXPECT_NE(small.err.find("free, but [apk].packages and their dependencies take about 302.8 MiB in the apk cache: "
+                           "apk fails once it is full"),
+            std::string::npos)
+      << small.err;
+  auto big = build(spec, d / "big.img", {"--size", "1GiB"});
+  ASSERT_EQ(big.exit_code, 0) << big.err;
+  EXPECT_EQ(big.err.find("apk fails once it is full"), std::string::npos) << big.err;
+}
+
 TEST_F(PackagesRun, RepositoriesThatCannotBeReadAreNamedNotGuessedAbout) {
   // Offline with no copy of the indexes (the tarball is cached first).
   fs::path spec = spec_with("packages = [\"cage\"]\n");
