@@ -72,6 +72,31 @@ TEST(PackageIndex, WhatIsNoIndexIsRefusedByName) {
   }
 }
 
+// A mirror's index that unpacks to more than any real one (a gzip bomb) is
+// refused once 64 MiB are read, not read into memory to its end.
+TEST(PackageIndex, AnIndexUnpackingPastItsCapIsRefused) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  const fs::path bomb = d / "APKINDEX.tar.gz";
+  CommandResult r = run({"python3", "-c",
+                         "import gzip, io, sys, tarfile\n"
+                         "data = b'P:a\\n' * (24 << 20)\n"
+                         "buf = io.BytesIO()\n"
+                         "with tarfile.open(fileobj=buf, mode='w') as t:\n"
+                         "    i = tarfile.TarInfo('APKINDEX'); i.size = len(data); t.addfile(i, io.BytesIO(data))\n"
+                         "open(sys.argv[1], 'wb').write(gzip.compress(buf.getvalue(), 9))\n",
+                         bomb.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_LT(fs::file_size(bomb), 1u << 20) << "the bomb is small on the wire";
+  try {
+    fetch::parse_package_index(read_file(bomb), "bomb");
+    FAIL() << "72 MiB of index were read";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::input);
+    EXPECT_STREQ(e.what(), "bomb: its APKINDEX is larger than 64 MiB");
+  }
+}
+
 TEST_F(PackageIndexTest, IsFetchedOnceADayAndReadFromTheCacheOffline) {
   MirrorServer& s = serve();
   const std::string main = s.url() + "/v3.22/main";
