@@ -40,29 +40,26 @@ std::string entry_line(const fetch::CacheEntry& e) {
   return s.str();
 }
 
+// A line (and JSON result `type`) for files of the cache that are not
+// tarballs, when there are any: "partial downloads: 2 (40 MiB, <advice>)".
+void report_files(AppContext& ctx, const std::string& type, const std::string& what, const fetch::PartialSummary& f,
+                  const std::string& advice) {
+  if (!f.count) return;
+  JsonObject j;
+  j.add("count", static_cast<std::uint64_t>(f.count)).add("bytes", f.bytes);
+  ctx.reporter.result(type, what + ": " + std::to_string(f.count) + " (" + format_size(f.bytes) + ", " + advice + ")",
+                      std::move(j));
+}
+
 void run_list(AppContext& ctx, const CacheOptions& o) {
   std::filesystem::path dir = cache_dir_of(o);
   auto entries = fetch::list_cache(dir);
   if (entries.empty()) ctx.reporter.note("the cache " + dir.string() + " holds no tarballs");
   for (const auto& e : entries) ctx.reporter.result("cache-entry", entry_line(e), entry_json(e));
-  fetch::PartialSummary partial = fetch::partial_downloads(dir);
-  if (partial.count) {
-    JsonObject j;
-    j.add("count", static_cast<std::uint64_t>(partial.count)).add("bytes", partial.bytes);
-    ctx.reporter.result("cache-partial",
-                        "partial downloads: " + std::to_string(partial.count) + " (" + format_size(partial.bytes) +
-                            ", resumed by the next fetch; `cache prune` removes them)",
-                        std::move(j));
-  }
-  fetch::PartialSummary indexes = fetch::package_index_copies(dir);
-  if (indexes.count) {
-    JsonObject j;
-    j.add("count", static_cast<std::uint64_t>(indexes.count)).add("bytes", indexes.bytes);
-    ctx.reporter.result("cache-indexes",
-                        "package indexes: " + std::to_string(indexes.count) + " (" + format_size(indexes.bytes) +
-                            ", fetched again after a day; offline, [apk].packages are checked against them)",
-                        std::move(j));
-  }
+  report_files(ctx, "cache-partial", "partial downloads", fetch::partial_downloads(dir),
+               "resumed by the next fetch; `cache prune` removes them");
+  report_files(ctx, "cache-indexes", "package indexes", fetch::package_index_copies(dir),
+               "fetched again after a day; offline, [apk].packages are checked against them");
 }
 
 void run_prune(AppContext& ctx, const CacheOptions& o) {
