@@ -120,6 +120,9 @@ PackageIndex parse_package_index(const std::string& tar_gz, const std::string& s
   if (!a) throw Error(Errc::internal, "archive_read_new failed");
   archive_read_support_filter_gzip(a.get());
   archive_read_support_format_tar(a.get());
+  // Alpine cuts the signature tar before its end blocks, so the two members read
+  // as one tar; an index signed by other tools may not be cut.
+  archive_read_set_format_option(a.get(), "tar", "read_concatenated_archives", "1");
   if (archive_read_open_memory(a.get(), tar_gz.data(), tar_gz.size()) != ARCHIVE_OK)
     throw Error(Errc::input, source + " is not an APKINDEX.tar.gz (" + archive_error_string(a.get()) + ")");
   PackageIndex idx;

@@ -48,6 +48,28 @@ TEST_F(PackageIndexTest, ReadsAlpinesTwoMemberIndexWithItsNamesSizesDependencies
   EXPECT_EQ(idx.find("so:libncursesw.so.6=6.5"), nullptr);
 }
 
+// An index whose signature tar was not cut (end blocks before the index tar)
+// is read too: other signing tools than abuild-tar leave them.
+TEST(PackageIndex, ASignatureTarWithItsEndBlocksIsReadPast) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  const fs::path file = d / "APKINDEX.tar.gz";
+  CommandResult r = run({"python3", "-c",
+                         "import gzip, io, sys, tarfile\n"
+                         "def tar(name, data):\n"
+                         "    buf = io.BytesIO()\n"
+                         "    with tarfile.open(fileobj=buf, mode='w') as t:\n"
+                         "        i = tarfile.TarInfo(name); i.size = len(data); t.addfile(i, io.BytesIO(data))\n"
+                         "    return buf.getvalue()\n"
+                         "open(sys.argv[1], 'wb').write(gzip.compress(tar('.SIGN.RSA.k.rsa.pub', b'x' * 256)) +\n"
+                         "    gzip.compress(tar('APKINDEX', b'P:htop\\nV:3.4.1-r0\\nS:150000\\n\\n')))\n",
+                         file.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  fetch::PackageIndex idx = fetch::parse_package_index(read_file(file), "uncut");
+  ASSERT_NE(idx.find("htop"), nullptr);
+  EXPECT_EQ(idx.find("htop")->size, 150000u);
+}
+
 TEST(PackageIndex, WhatIsNoIndexIsRefusedByName) {
   try {
     fetch::parse_package_index("not a tarball at all", "https://m/v3.22/main/aarch64/APKINDEX.tar.gz");
