@@ -19,6 +19,22 @@ namespace {
 
 using PackageIndexTest = MirrorTest;
 
+// Writes `file` with Python: `members` is an expression of the bytes to write,
+// in which tar(name, data) is a tar holding one file (end blocks included).
+void make_index(const fs::path& file, const std::string& members) {
+  CommandResult r = run({"python3", "-c",
+                         "import gzip, io, sys, tarfile\n"
+                         "def tar(name, data):\n"
+                         "    buf = io.BytesIO()\n"
+                         "    with tarfile.open(fileobj=buf, mode='w') as t:\n"
+                         "        i = tarfile.TarInfo(name); i.size = len(data); t.addfile(i, io.BytesIO(data))\n"
+                         "    return buf.getvalue()\n"
+                         "open(sys.argv[1], 'wb').write(" +
+                             members + ")\n",
+                         file.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+
 TEST_F(PackageIndexTest, ReadsAlpinesTwoMemberIndexWithItsNamesSizesDependenciesAndProvides) {
   const fs::path file = tree->root / "v3.22/main/aarch64/APKINDEX.tar.gz";
   // The oracle for the layout: both tars see the signature, then the index.
@@ -54,17 +70,9 @@ TEST(PackageIndex, ASignatureTarWithItsEndBlocksIsReadPast) {
   RPI_REQUIRE_TOOL("python3");
   TempDir d;
   const fs::path file = d / "APKINDEX.tar.gz";
-  CommandResult r = run({"python3", "-c",
-                         "import gzip, io, sys, tarfile\n"
-                         "def tar(name, data):\n"
-                         "    buf = io.BytesIO()\n"
-                         "    with tarfile.open(fileobj=buf, mode='w') as t:\n"
-                         "        i = tarfile.TarInfo(name); i.size = len(data); t.addfile(i, io.BytesIO(data))\n"
-                         "    return buf.getvalue()\n"
-                         "open(sys.argv[1], 'wb').write(gzip.compress(tar('.SIGN.RSA.k.rsa.pub', b'x' * 256)) +\n"
-                         "    gzip.compress(tar('APKINDEX', b'P:htop\\nV:3.4.1-r0\\nS:150000\\n\\n')))\n",
-                         file.string()});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  make_index(file,
+             "gzip.compress(tar('.SIGN.RSA.k.rsa.pub', b'x' * 256)) + "
+             "gzip.compress(tar('APKINDEX', b'P:htop\\nV:3.4.1-r0\\nS:150000\\n\\n'))");
   fetch::PackageIndex idx = fetch::parse_package_index(read_file(file), "uncut");
   ASSERT_NE(idx.find("htop"), nullptr);
   EXPECT_EQ(idx.find("htop")->size, 150000u);
@@ -100,15 +108,7 @@ TEST(PackageIndex, AnIndexUnpackingPastItsCapIsRefused) {
   RPI_REQUIRE_TOOL("python3");
   TempDir d;
   const fs::path bomb = d / "APKINDEX.tar.gz";
-  CommandResult r = run({"python3", "-c",
-                         "import gzip, io, sys, tarfile\n"
-                         "data = b'P:a\\n' * (24 << 20)\n"
-                         "buf = io.BytesIO()\n"
-                         "with tarfile.open(fileobj=buf, mode='w') as t:\n"
-                         "    i = tarfile.TarInfo('APKINDEX'); i.size = len(data); t.addfile(i, io.BytesIO(data))\n"
-                         "open(sys.argv[1], 'wb').write(gzip.compress(buf.getvalue(), 9))\n",
-                         bomb.string()});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  make_index(bomb, "gzip.compress(tar('APKINDEX', b'P:a\\n' * (24 << 20)), 9)");
   ASSERT_LT(fs::file_size(bomb), 1u << 20) << "the bomb is small on the wire";
   try {
     fetch::parse_package_index(read_file(bomb), "bomb");
