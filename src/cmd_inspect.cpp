@@ -19,6 +19,7 @@
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 
 namespace rpi::cli {
 namespace {
@@ -62,12 +63,6 @@ std::string json_strings(const std::vector<std::string>& v) {
   std::vector<std::string> q;
   for (auto& s : v) q.push_back(json_string(s));
   return json_array(q);
-}
-
-std::string join(const std::vector<std::string>& v, const std::string& sep) {
-  std::string s;
-  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? sep : "") + v[i];
-  return s;
 }
 
 struct ApkovlReport {

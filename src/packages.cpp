@@ -27,12 +27,6 @@ std::string first_unknown(const PackageReport& r) {
   return r.unknown.front().substr(0, r.unknown.front().find(" ("));
 }
 
-std::string join(const std::vector<std::string>& v, const std::string& sep = ", ") {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : sep) + x;
-  return s;
-}
-
 // A close name from the readable indexes, or "". Also the Debian spellings
 // people bring along: python3-X is py3-X on Alpine, chromium-browser is chromium.
 std::string suggestion(const std::string& name, const std::vector<const PackageRepo*>& repos) {
@@ -187,12 +181,11 @@ std::vector<PackageRepo> PackageChecker::repositories(const overlay::HostConfig&
   std::vector<PackageRepo> repos;
   const std::string& arch = h.alpine.arch;
   if (h.apk.repositories.empty()) {
+    const std::vector<std::string> mirrors = !mirrors_.empty()         ? mirrors_
+                                             : h.alpine.mirror.empty() ? std::vector<std::string>{fetch::kDefaultMirror}
+                                                                       : std::vector<std::string>{h.alpine.mirror};
     for (const char* part : {"/main", "/community"}) {
       std::vector<std::string> urls;
-      const std::vector<std::string> mirrors = !mirrors_.empty() ? mirrors_
-                                               : h.alpine.mirror.empty()
-                                                   ? std::vector<std::string>{fetch::kDefaultMirror}
-                                                   : std::vector<std::string>{h.alpine.mirror};
       for (const auto& m : mirrors) {
         std::string root = m;
         while (root.size() > 1 && root.back() == '/') root.pop_back();
@@ -223,8 +216,8 @@ std::vector<PackageRepo> PackageChecker::repositories(const overlay::HostConfig&
 PackageReport PackageChecker::check(const overlay::HostConfig& h, const std::string& branch,
                                     const std::string& spec_path, Reporter& reporter) {
   if (h.apk.packages.empty()) return {};
-  const std::string key =
-      h.alpine.arch + "\n" + branch + "\n" + join(h.apk.repositories, "\n") + "\n\n" + join(h.apk.packages, "\n");
+  const std::string key = h.alpine.arch + "\n" + branch + "\n" + h.alpine.mirror + "\n" +
+                          join(h.apk.repositories, "\n") + "\n\n" + join(h.apk.packages, "\n");
   if (auto it = reports_.find(key); it != reports_.end()) return it->second;
   std::vector<PackageRepo> repos = repositories(h, branch);
   PackageReport rep = check_packages(h.apk.packages, repos);

@@ -22,6 +22,7 @@
 #include "checks.hpp"
 #include "overlay/secrets.hpp"
 #include "rpi/error.hpp"
+#include "rpi/text.hpp"
 #include "tar_writer.hpp"
 
 namespace rpi::overlay {
@@ -93,12 +94,6 @@ class Tree {
  private:
   std::map<std::string, Member> members_;
 };
-
-std::string join(const std::vector<std::string>& v, const std::string& sep) {
-  std::string out;
-  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
-  return out;
-}
 
 void add_unique(std::vector<std::string>& v, const std::string& s) {
   if (std::find(v.begin(), v.end(), s) == v.end()) v.push_back(s);

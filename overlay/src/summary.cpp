@@ -4,16 +4,12 @@
 
 #include "overlay/spec.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 #include "rpi/url.hpp"
 
 namespace rpi::overlay {
 
 namespace {
-std::string join(const std::vector<std::string>& v, const char* sep = ", ") {
-  std::string out;
-  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
-  return out;
-}
 std::string keys(std::size_t n) {
   return std::to_string(n) + (n == 1 ? " ssh key" : " ssh keys");
 }

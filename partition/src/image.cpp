@@ -28,6 +28,7 @@
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 
 namespace rpi::partition {
 
@@ -127,12 +128,6 @@ EntryPath parse_path(const char* raw, const std::string& tarball) {
     throw Error(Errc::input,
                 tarball + ": entry '" + p.display + "' is nested deeper than " + std::to_string(kMaxDepth));
   return p;
-}
-
-std::string join(const std::vector<std::string>& parts) {
-  std::string s;
-  for (const auto& p : parts) s += (s.empty() ? "" : "/") + p;
-  return s;
 }
 
 std::string archive_message(archive* a) {
@@ -451,7 +446,7 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
     current = path.display;
     ++entries;
     if (path.parts.empty()) continue;  // the "./" root entry
-    const std::string rel = join(path.parts);
+    const std::string rel = join(path.parts, "/");
     const std::int64_t mtime = clamp_time(archive_entry_mtime(e));
     newest = std::max(newest, mtime);
     const DosTime dt = DosTime::from_unix(mtime);

@@ -15,6 +15,7 @@
 
 #include "rpi/error.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 
 namespace fs = std::filesystem;
 
@@ -185,12 +186,6 @@ Probe probe(const fs::path& node) {
 
 void append_unique(std::vector<std::string>& v, const std::string& s) {
   if (std::find(v.begin(), v.end(), s) == v.end()) v.push_back(s);
-}
-
-std::string join(const std::vector<std::string>& v, const std::string& sep) {
-  std::string out;
-  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
-  return out;
 }
 
 // One whole-disk device from roots.sys/block/<name>, without the system-wide

@@ -77,6 +77,15 @@ std::string printable(std::string_view s, bool keep_line_breaks) {
   return out;
 }
 
+std::string join(const std::vector<std::string>& parts, std::string_view sep) {
+  std::string s;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    if (i) s += sep;
+    s += parts[i];
+  }
+  return s;
+}
+
 std::size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace rpi {
 
@@ -17,6 +18,9 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i);
 // \u202e, \xff); everything else is kept. With `keep_line_breaks`, newlines and
 // tabs stay as they are (for multi-line messages).
 std::string printable(std::string_view s, bool keep_line_breaks = false);
+
+// The strings with `sep` between them ("a, b, c").
+std::string join(const std::vector<std::string>& parts, std::string_view sep = ", ");
 
 // Levenshtein distance (bytes), for "did you mean".
 std::size_t edit_distance(std::string_view a, std::string_view b);
