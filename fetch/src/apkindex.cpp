@@ -123,18 +123,19 @@ PackageIndex parse_package_index(const std::string& tar_gz, const std::string& s
   // Alpine cuts the signature tar before its end blocks, so the two members read
   // as one tar; an index signed by other tools may not be cut.
   archive_read_set_format_option(a.get(), "tar", "read_concatenated_archives", "1");
+  auto why = [&] {
+    const char* m = archive_error_string(a.get());
+    return std::string(m ? m : "unreadable");
+  };
   if (archive_read_open_memory(a.get(), tar_gz.data(), tar_gz.size()) != ARCHIVE_OK)
-    throw Error(Errc::input, source + " is not an APKINDEX.tar.gz (" + archive_error_string(a.get()) + ")");
+    throw Error(Errc::input, source + " is not an APKINDEX.tar.gz (" + why() + ")");
   PackageIndex idx;
   idx.source = source;
   archive_entry* e = nullptr;
   for (;;) {
     int r = archive_read_next_header(a.get(), &e);
     if (r == ARCHIVE_EOF) break;
-    if (r < ARCHIVE_WARN) {
-      const char* why = archive_error_string(a.get());
-      throw Error(Errc::input, source + " is not an APKINDEX.tar.gz (" + (why ? why : "unreadable") + ")");
-    }
+    if (r < ARCHIVE_WARN) throw Error(Errc::input, source + " is not an APKINDEX.tar.gz (" + why() + ")");
     const char* name = archive_entry_pathname(e);
     if (!name || std::string_view(name) != "APKINDEX") continue;
     std::string text;
@@ -142,10 +143,7 @@ PackageIndex parse_package_index(const std::string& tar_gz, const std::string& s
     for (;;) {
       la_ssize_t n = archive_read_data(a.get(), buf, sizeof buf);
       if (n == 0) break;
-      if (n < 0) {
-        const char* why = archive_error_string(a.get());
-        throw Error(Errc::input, source + ": cannot read its APKINDEX (" + (why ? why : "unreadable") + ")");
-      }
+      if (n < 0) throw Error(Errc::input, source + ": cannot read its APKINDEX (" + why() + ")");
       text.append(buf, static_cast<std::size_t>(n));
       if (text.size() > kMaxIndexText)
         throw Error(Errc::input, source + ": its APKINDEX is larger than " + format_size(kMaxIndexText));

@@ -88,6 +88,7 @@ TEST(PackageIndex, WhatIsNoIndexIsRefusedByName) {
               std::string::npos)
         << e.what();
   }
+  EXPECT_THROW(fetch::parse_package_index("", "empty"), Error) << "an empty answer";
   // A real tar.gz without an APKINDEX member (a release tarball, say).
   TempDir d;
   write_file(d / "README", "hello\n");
