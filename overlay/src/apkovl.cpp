@@ -508,7 +508,7 @@ std::vector<Member> members_of(const HostConfig& h, const BuildOptions& opt, std
         pw = h.root.password_hash;
       else if (!h.root.ssh_authorized_keys.empty())
         pw = "*";  // key-only: '!' would lock the account for sshd (alpine-facts §5)
-      else if (std::any_of(h.users.begin(), h.users.end(), [](const User& u) { return u.can_administer(); }))
+      else if (root_login(h) == RootLogin::locked)
         pw = "*";  // an admin becomes root with doas; an empty password would let anyone at the console in
       else
         pw = "";  // Alpine's default: nobody else could administer the Pi
@@ -560,9 +560,7 @@ std::vector<Member> members_of(const HostConfig& h, const BuildOptions& opt, std
     // not ask them (the last matching rule wins).
     std::string rules = "permit persist :wheel\n";
     for (const auto& u : h.users)
-      if (u.admin && u.password.empty() &&
-          (u.password_hash.empty() || u.password_hash[0] == '*' || u.password_hash[0] == '!'))
-        rules += "permit nopass " + u.name + "\n";
+      if (u.admin && !u.has_password()) rules += "permit nopass " + u.name + "\n";
     t.file("etc/doas.d/20-wheel.conf", rules, 0600);
   }
 

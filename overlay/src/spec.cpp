@@ -56,6 +56,16 @@ const std::vector<SpecInput>& Spec::files_read() const {
   return impl_->files_read;
 }
 
+RootLogin root_login(const HostConfig& h) {
+  if (!h.root.password.empty() || !h.root.password_hash.empty() || !h.root.ssh_authorized_keys.empty())
+    return RootLogin::as_configured;
+  const bool admin_logs_in = std::any_of(h.users.begin(), h.users.end(), [&](const User& u) {
+    const bool shell = !u.shell.ends_with("/nologin") && !u.shell.ends_with("/false");
+    return u.admin && shell && (u.has_password() || (h.ssh.enable && !u.ssh_authorized_keys.empty()));
+  });
+  return admin_logs_in ? RootLogin::locked : RootLogin::empty_password;
+}
+
 std::string AlpineSource::branch() const {
   if (version == "edge" || version == "latest-stable") return version;
   auto first = version.find('.');
@@ -803,7 +813,6 @@ void Converter::convert_root(const View& root, HostConfig& h) {
   View v = sub(root, "root", "[root]");
   check_keys(v, kRootKeys);
   if (v.empty()) return;
-  h.root.configured = true;
   if (auto pw = secret(v, "password", true, true)) h.root.password = *pw;
   if (auto ph = str(v, "password_hash")) {
     if (v.get("password")) fail(*v.get("password_hash"), "[root] has both password and password_hash; choose one");

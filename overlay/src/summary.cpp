@@ -44,17 +44,20 @@ std::string summary(const HostConfig& h) {
       << (!u.password_hash.empty() ? " password_hash (secret)" : "") << ", " << keys(u.ssh_authorized_keys.size())
       << "\n";
   }
-  const bool root_set =
-      !h.root.password.empty() || !h.root.password_hash.empty() || !h.root.ssh_authorized_keys.empty();
-  if (root_set)
-    o << "  root      " << (!h.root.password.empty() ? "password (secret), " : "")
-      << (!h.root.password_hash.empty() ? "password_hash (secret), " : "") << keys(h.root.ssh_authorized_keys.size())
-      << "\n";
-  else if (std::any_of(h.users.begin(), h.users.end(), [](const User& u) { return u.can_administer(); }))
-    o << "  root      no password login (the admins use doas)\n";
-  else
-    o << "  root      empty password: anyone at the console is root (Alpine's default; add an admin user or a "
-         "[root] password)\n";
+  switch (root_login(h)) {
+    case RootLogin::as_configured:
+      o << "  root      " << (!h.root.password.empty() ? "password (secret), " : "")
+        << (!h.root.password_hash.empty() ? "password_hash (secret), " : "") << keys(h.root.ssh_authorized_keys.size())
+        << "\n";
+      break;
+    case RootLogin::locked:
+      o << "  root      no password login (the admins use doas)\n";
+      break;
+    case RootLogin::empty_password:
+      o << "  root      empty password: anyone at the console is root (Alpine's default; add an admin user who "
+           "can log in, or a [root] password)\n";
+      break;
+  }
   if (h.ssh.enable)
     o << "  ssh       password authentication " << (h.ssh.password_authentication ? "yes" : "no") << ", root login "
       << h.ssh.permit_root_login << ", host keys " << h.ssh.host_keys << "\n";

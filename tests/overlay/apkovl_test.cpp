@@ -933,6 +933,16 @@ TEST(Apkovl, RootIsLockedWhenAnAdminCanLogIn) {
                 "[system]\nhostname = \"pi\"\n[[users]]\nname = \"ops\"\nadmin = true\npassword_hash = \"!\"\n")),
             "root:::0:::::")
       << "an admin who cannot log in administers nothing";
+  EXPECT_EQ(root_entry(host_from("[system]\nhostname = \"pi\"\n[ssh]\nenable = false\n[[users]]\nname = \"ops\"\n"
+                                 "admin = true\n" +
+                                 key)),
+            "root:::0:::::")
+      << "a key is no way in without sshd";
+  EXPECT_EQ(root_entry(host_from("[system]\nhostname = \"pi\"\n[[users]]\nname = \"ops\"\nadmin = true\n"
+                                 "shell = \"/sbin/nologin\"\n" +
+                                 key)),
+            "root:::0:::::")
+      << "nor with a shell that refuses logins";
   EXPECT_EQ(root_entry(host_from("[system]\nhostname = \"pi\"\n[[users]]\nname = \"ops\"\nadmin = true\n" + key +
                                  "[root]\npassword_hash = \"$6$salt$hash\"\n")),
             "root:$6$salt$hash::0:::::")

@@ -82,17 +82,15 @@ struct User {
   std::vector<std::string> ssh_authorized_keys;
   bool admin = false;
 
-  // An admin (doas) who can log in, with a password or an SSH key. When one
-  // exists and [root] sets nothing, root's password login is locked.
-  bool can_administer() const {
-    return admin && (!password.empty() || !ssh_authorized_keys.empty() ||
-                     (!password_hash.empty() && password_hash != "*" && password_hash != "!"));
+  // A password to log in with: a plain one, or a hash that is not locked
+  // ("*", "!" or "!$6$…").
+  bool has_password() const {
+    return !password.empty() || (!password_hash.empty() && password_hash[0] != '*' && password_hash[0] != '!');
   }
 };
 
 struct Root {
-  bool configured = false;  // a [root] table was given
-  std::string password;     // SECRET
+  std::string password;  // SECRET
   std::string password_hash;
   std::vector<std::string> ssh_authorized_keys;
 };
@@ -166,6 +164,13 @@ struct HostConfig {
   // created with these gids (first free from 1100) so packages that add them at boot reuse them.
   std::vector<std::pair<std::string, unsigned>> extra_groups;
 };
+
+// Root's password login when [root] sets no password, hash or key: locked
+// ("*") when an admin can log in (a password, or an SSH key with sshd on, and
+// a login shell) and become root with doas; else Alpine's empty password, the
+// only way in left.
+enum class RootLogin { as_configured, locked, empty_password };
+RootLogin root_login(const HostConfig& h);
 
 struct Warning {
   std::string location;  // "FILE:LINE:COL"
