@@ -54,14 +54,14 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
     if (!pkgs.empty()) text += "\n  package check: " + pkgs;
     ctx.reporter.result("card", text, obj);
   }
+  const std::size_t warnings = spec.warnings().size() + (checker ? checker->warnings() : 0);
   JsonObject done;
   done.add("spec", o.spec)
       .add("cards", static_cast<std::uint64_t>(cards.size()))
-      .add("warnings", static_cast<std::uint64_t>(spec.warnings().size()));
+      .add("warnings", static_cast<std::uint64_t>(warnings));
   ctx.reporter.result("check",
                       o.spec + ": OK (" + std::to_string(cards.size()) + (cards.size() == 1 ? " card" : " cards") +
-                          ", " + std::to_string(spec.warnings().size()) +
-                          (spec.warnings().size() == 1 ? " warning)" : " warnings)"),
+                          ", " + std::to_string(warnings) + (warnings == 1 ? " warning)" : " warnings)"),
                       done);
 }
 

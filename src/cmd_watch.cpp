@@ -44,6 +44,13 @@ std::optional<int> read_state(const std::string& path) {
   return static_cast<int>(v);
 }
 
+// The last card a run from card `n` writes: up to --count, up to the last
+// [[hosts]] entry (`last`), else 0 (open-ended).
+int last_card(const WatchOptions& w, int n, int last) {
+  if (w.count <= 0) return last;
+  return last == 0 ? n + w.count - 1 : std::min(last, n + w.count - 1);
+}
+
 // --dry-run: what the station would do, from which card on; nothing is written, not even --state.
 void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n, int last) {
   const RunOptions& o = w.run;
@@ -58,9 +65,7 @@ void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n
     s << "  image: " << o.image << " (the same on every card)\n";
     j.add("image", o.image);
   }
-  // The cards this run would write: up to --count, up to the last [[hosts]] entry, else open-ended.
-  int stop = last;
-  if (w.count > 0) stop = stop == 0 ? n + w.count - 1 : std::min(stop, n + w.count - 1);
+  const int stop = last_card(w, n, last);
   const int shown = stop == 0 ? n + 2 : std::min(stop, n + 9);
   std::string cards = "[";
   s << "  cards, in the order inserted:\n";
@@ -155,7 +160,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   if (p) {
     // A misspelt package is an error now, not when the first card is inserted.
     p->plan_tarball(true);
-    for (int k = n; k <= std::max(n, last); ++k)
+    for (int k = n; k <= std::max(n, last_card(w, n, last)); ++k)
       if (Identity id = p->identity_at(k); id.host) p->check_packages(*id.host);
     p->tarball();  // fetched and verified once, before the first card
     scratch.emplace();

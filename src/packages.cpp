@@ -230,12 +230,13 @@ PackageReport PackageChecker::check(const overlay::HostConfig& h, const std::str
                                 " in none of the card's repositories for " + h.alpine.arch + " (" + join(read) +
                                 "): apk on the Pi would install none of the packages. Correct the name, or add "
                                 "the repository that has it to [apk].repositories");
-  if (!rep.unknown.empty())
+  if (!rep.unknown.empty()) {
+    ++warnings_;
     reporter.warn(locate(spec_path, first_unknown(rep)) + ": [apk].packages " + join(rep.unknown) + n +
                   " in none of the repositories read (" + (read.empty() ? std::string("none") : join(read)) +
                   "); not read: " + join(rep.unread) + ". If no repository has " +
                   (rep.unknown.size() == 1 ? "it" : "them") + ", apk on the Pi installs none of the packages");
-  else if (!rep.unread.empty())
+  } else if (!rep.unread.empty())
     reporter.note(std::string("[apk].packages ") +
                   (rep.unchecked ? "not checked against " : "checked, but not against ") + join(rep.unread));
   reports_.emplace(key, rep);

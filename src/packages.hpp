@@ -7,6 +7,7 @@
 // makes room for.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -75,6 +76,11 @@ class PackageChecker {
   PackageReport check(const overlay::HostConfig& h, const std::string& branch, const std::string& spec_path,
                       Reporter& reporter);
 
+  // From now on index downloads stop (rpi::Cancelled) once `flag` is set.
+  void set_cancel(const std::atomic<bool>* flag) { opts_.cancel = flag; }
+  // Warnings check() gave so far.
+  std::size_t warnings() const { return warnings_; }
+
  private:
   PackageRepo load(const std::string& tag, const std::vector<std::string>& urls, const std::string& arch);
 
@@ -82,6 +88,7 @@ class PackageChecker {
   std::vector<std::string> mirrors_;
   std::map<std::string, PackageRepo> loaded_;  // by "<arch> <url>"
   std::map<std::string, PackageReport> reports_;
+  std::size_t warnings_ = 0;
 };
 
 }  // namespace rpi::cli

@@ -107,7 +107,10 @@ class Pipeline {
 
   // Card runs and watch: from now on the download and the image builds stop
   // (throwing rpi::Cancelled) once `flag` is set, instead of running to their end.
-  void set_cancel(const std::atomic<bool>* flag) { cancel_ = flag; }
+  void set_cancel(const std::atomic<bool>* flag) {
+    cancel_ = flag;
+    if (packages_) packages_->set_cancel(flag);  // made before (watch checks at start)
+  }
 
  private:
   AppContext& ctx_;

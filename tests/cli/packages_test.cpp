@@ -222,6 +222,9 @@ TEST_F(PackagesRun, RepositoriesThatCannotBeReadAreNamedNotGuessedAbout) {
   EXPECT_NE(r.err.find("not read: " + server->url() + "/private (it has no aarch64/APKINDEX.tar.gz)"),
             std::string::npos)
       << r.err;
+  auto chk = cli({"check", "--spec", priv.string(), "--packages", "--cache-dir", (d / "cache").string()});
+  EXPECT_EQ(chk.exit_code, 0) << chk.err;
+  EXPECT_NE(chk.out.find(": OK (1 card, 1 warning)"), std::string::npos) << "the warning counts\n" << chk.out;
 }
 
 TEST_F(PackagesRun, IndexCopiesAreListedAndAPruneLeavesThemForOfflineChecks) {
