@@ -16,12 +16,6 @@ namespace rpi::cli {
 
 namespace {
 
-std::string tag_of(const std::string& entry) {
-  const auto at = entry.find('@');
-  if (at == std::string::npos) return {};
-  return entry.substr(at, entry.find_first_of("<>=~", at) - at);
-}
-
 // The entry of the first unknown one ("chromiun (did you mean …)" → "chromiun").
 std::string first_unknown(const PackageReport& r) {
   return r.unknown.front().substr(0, r.unknown.front().find(" ("));
@@ -83,7 +77,7 @@ PackageReport check_packages(const std::vector<std::string>& packages, const std
   std::deque<std::pair<const fetch::Package*, std::vector<const PackageRepo*>>> todo;
   for (const auto& entry : packages) {
     const std::string name = overlay::package_name(entry);
-    const std::string tag = tag_of(entry);
+    const std::string tag = overlay::package_tag(entry);
     std::vector<const PackageRepo*> readable;
     bool all_read = true;
     for (const auto& r : repos) {
@@ -196,19 +190,15 @@ std::vector<PackageRepo> PackageChecker::repositories(const overlay::HostConfig&
     return repos;
   }
   for (const auto& line : h.apk.repositories) {
-    std::string tag, body = line;
-    if (body.rfind('@', 0) == 0) {
-      const auto sp = body.find(' ');
-      tag = body.substr(0, sp);
-      body = sp == std::string::npos ? "" : body.substr(sp + 1);
-    }
-    if (body.rfind("/media/", 0) == 0 && body.size() > 5 && body.compare(body.size() - 5, 5, "/apks") == 0)
+    const auto [tag, body] = overlay::repository_line(line);
+    if (body.starts_with("/media/") && body.ends_with("/apks"))
       continue;  // the card's boot repository: a subset of the release's main
-    if (!body.empty() && body[0] == '/') {
+    if (body.starts_with("/"))
       repos.push_back(PackageRepo{tag, body, nullptr, "a folder on the Pi"});
-      continue;
-    }
-    repos.push_back(load(tag, {body}, arch));
+    else if (!body.starts_with("http://") && !body.starts_with("https://"))
+      repos.push_back(PackageRepo{tag, fetch::redact_urls(body), nullptr, "only http and https repositories are read"});
+    else
+      repos.push_back(load(tag, {body}, arch));
   }
   return repos;
 }

@@ -618,9 +618,7 @@ void Converter::convert_apk(const View& root, HostConfig& h) {
     if (auto why = checks::package_name(p); !why.empty()) fail(*node, "package name \"" + p + "\" " + why);
   h.apk.packages = str_array(v, "packages");
   for (auto& [r, node] : str_array_nodes(v, "repositories")) {
-    std::string body = r;
-    if (body.rfind('@', 0) == 0)
-      body = body.substr(body.find(' ') == std::string::npos ? body.size() : body.find(' ') + 1);
+    const std::string body = repository_line(r).location;
     if (body.empty() || (body[0] != '/' && !checks::url(body, {"http://", "https://", "ftp://"}).empty()))
       fail(*node, "[apk].repositories entry \"" + r + "\" must be a URL or an absolute path");
   }
@@ -628,11 +626,10 @@ void Converter::convert_apk(const View& root, HostConfig& h) {
   // "name@tag" needs a "@tag URL" repository line, or apk can satisfy neither
   // it nor, from then on, any other add or upgrade.
   for (auto& [p, node] : str_array_nodes(v, "packages")) {
-    const auto at = p.find('@');
-    if (at == std::string::npos) continue;
-    const std::string tag = p.substr(at, p.find_first_of("<>=~", at) - at);
+    const std::string tag = package_tag(p);
+    if (tag.empty()) continue;
     const bool listed = std::any_of(h.apk.repositories.begin(), h.apk.repositories.end(),
-                                    [&](const std::string& r) { return r.rfind(tag + " ", 0) == 0; });
+                                    [&](const std::string& r) { return repository_line(r).tag == tag; });
     if (!listed)
       warn(node->source(), "package " + p + " asks for the repository tagged " + tag +
                                ", but [apk].repositories has no \"" + tag +

@@ -211,7 +211,7 @@ TEST_F(PackagesRun, RepositoriesThatCannotBeReadAreNamedNotGuessedAbout) {
   // A private repository that refuses: the unknown name is a warning, the run goes on.
   fs::path priv =
       spec_with("packages = [\"cage\", \"in-house-kiosk\"]\nrepositories = [\"" + server->url() + "/v3.22/main\", \"" +
-                server->url() + "/v3.22/community\", \"" + server->url() + "/private\"]\n");
+                server->url() + "/v3.22/community\", \"" + server->url() + "/private\", \"ftp://127.0.0.1/alpine\"]\n");
   auto r = build(priv, d / "priv.img");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("warning: " + priv.string() +
@@ -221,6 +221,8 @@ TEST_F(PackagesRun, RepositoriesThatCannotBeReadAreNamedNotGuessedAbout) {
       << r.err;
   EXPECT_NE(r.err.find("not read: " + server->url() + "/private (it has no aarch64/APKINDEX.tar.gz)"),
             std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("ftp://127.0.0.1/alpine (only http and https repositories are read)"), std::string::npos)
       << r.err;
   auto chk = cli({"check", "--spec", priv.string(), "--packages", "--cache-dir", (d / "cache").string()});
   EXPECT_EQ(chk.exit_code, 0) << chk.err;

@@ -60,6 +60,22 @@ struct ApkKey {
 inline std::string package_name(const std::string& world_entry) {
   return world_entry.substr(0, world_entry.find_first_of("<>=~@"));
 }
+// The repository tag it asks for: "@edge" for "seatd@edge" or "seatd@edge>=0.8", else "".
+inline std::string package_tag(const std::string& world_entry) {
+  const auto at = world_entry.find('@');
+  return at == std::string::npos ? std::string() : world_entry.substr(at, world_entry.find_first_of("<>=~", at) - at);
+}
+
+// A line of /etc/apk/repositories: its tag ("@edge", or "" for an untagged
+// one) and its URL or path.
+struct RepositoryLine {
+  std::string tag, location;
+};
+inline RepositoryLine repository_line(const std::string& line) {
+  if (line.rfind('@', 0) != 0) return {"", line};
+  const auto sp = line.find(' ');
+  return {line.substr(0, sp), sp == std::string::npos ? std::string() : line.substr(sp + 1)};
+}
 
 struct Apk {
   std::vector<std::string> packages;
