@@ -307,7 +307,7 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
       // with every package update in the repositories.
       // At most 16 GiB: the sizes come from a mirror's index.
       constexpr std::uint64_t step = 128ull << 20, most = 16ull << 30;
-      opt.reserve_bytes = std::min(most, (std::min(most, pkgs.download_bytes) + step - 1) / step * step);
+      opt.reserve_bytes = (std::min(most, pkgs.download_bytes) + step - 1) / step * step;
     }
     if (e.usercfg_txt) opt.extra_files.push_back({"usercfg.txt", *e.usercfg_txt});
     if (e.carries_apkovl) {
@@ -408,9 +408,7 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
     if (ids[i].host && ids[i].host->apk.cache) {
       // A size that was given (or a card that was small) may leave the apk cache too little room.
       const PackageReport pkgs = check_packages(*ids[i].host);
-      const auto& g = results[i].geometry;
-      const std::uint64_t room = std::uint64_t(g.clusters) * g.cluster_bytes(), used = results[i].content_bytes;
-      const std::uint64_t free = room > used ? room - used : 0;
+      const std::uint64_t free = results[i].free_bytes;
       if (pkgs.download_bytes > free) {
         const std::string w = "the card's partition keeps about " + format_size(free) +
                               " free, but [apk].packages and their dependencies take about " +

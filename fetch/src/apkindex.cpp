@@ -156,29 +156,34 @@ PackageIndex parse_package_index(const std::string& tar_gz, const std::string& s
 
 std::optional<PackageIndex> load_package_index(const std::string& repository, const std::string& arch,
                                                const Options& opts, std::chrono::seconds max_age) {
-  std::string repo = repository;
-  while (repo.size() > 1 && repo.back() == '/') repo.pop_back();
-  const std::string url = detail::join_url(repo, arch + "/APKINDEX.tar.gz");
+  const std::string url = detail::join_url(repository, arch + "/APKINDEX.tar.gz");
   const std::string shown = redact_urls(url);
   if (!detail::is_remote(url)) {
     detail::Text t = detail::get_text(url, opts, kMaxIndexFile);
     if (!t.found) return std::nullopt;
     return parse_package_index(t.body, shown);
   }
+  // The copy kept from an earlier run: used while fresh, offline at any age,
+  // and when the repository cannot be reached.
   fs::path copy;
+  std::optional<std::chrono::hours> age;
+  auto read_copy = [&]() -> std::optional<PackageIndex> {
+    try {
+      detail::Text t = detail::get_text(copy.string(), opts, kMaxIndexFile);
+      if (t.found) return parse_package_index(t.body, shown);
+    } catch (const Error&) {
+      // A damaged copy: as good as none.
+    }
+    return std::nullopt;
+  };
   if (!opts.cache_dir.empty()) {
     copy = cached_index(opts, url);
     struct stat st {};
     if (::stat(copy.c_str(), &st) == 0) {
-      const auto age = std::chrono::system_clock::now() - std::chrono::system_clock::from_time_t(st.st_mtime);
-      if (opts.offline || age < max_age) {
-        try {
-          detail::Text t = detail::get_text(copy.string(), opts, kMaxIndexFile);
-          if (t.found) return parse_package_index(t.body, shown);
-        } catch (const Error&) {
-          // A damaged copy: fetched again below (offline: as good as none).
-        }
-      }
+      const auto since = std::chrono::system_clock::now() - std::chrono::system_clock::from_time_t(st.st_mtime);
+      age = std::chrono::duration_cast<std::chrono::hours>(since);
+      if (opts.offline || since < max_age)
+        if (auto idx = read_copy()) return idx;
     }
   }
   if (opts.offline) return std::nullopt;
@@ -186,6 +191,13 @@ std::optional<PackageIndex> load_package_index(const std::string& repository, co
   try {
     t = detail::get_text(url, opts, kMaxIndexFile);
   } catch (const Error& e) {
+    if (e.code() == Errc::network && age)
+      if (auto idx = read_copy()) {
+        emit(opts.events, Event{"note", shown, 0, 0,
+                                "using the copy of " + shown + " from " + std::to_string(age->count()) +
+                                    " hours ago: " + redact_urls(e.what())});
+        return idx;
+      }
     throw Error(e.code(), redact_urls(e.what()));
   }
   if (!t.found) return std::nullopt;

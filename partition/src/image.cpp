@@ -630,6 +630,7 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
     j.res.files = fw.file_count();
     j.res.directories = fw.dir_count();
     j.res.content_bytes = fw.bytes_written();
+    j.res.free_bytes = fw.bytes_free();
   }
 
   // Commit only when every image of the batch is complete.

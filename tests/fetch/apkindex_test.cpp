@@ -136,6 +136,15 @@ TEST_F(PackageIndexTest, IsFetchedOnceADayAndReadFromTheCacheOffline) {
   ASSERT_TRUE(fetch::load_package_index(main, "aarch64", opts(), std::chrono::seconds(0)).has_value());
   EXPECT_EQ(s.requests("APKINDEX"), 2);
 
+  // Stale, and the repository fails: the old copy serves, and a note says so.
+  s.set_faults(R"([{"path": "APKINDEX", "kind": "status", "n": 503, "times": 100}])");
+  auto fallback = fetch::load_package_index(main, "aarch64", opts(), std::chrono::seconds(0));
+  ASSERT_TRUE(fallback.has_value()) << said_all();
+  EXPECT_EQ(said("note", "using the copy of " + main + "/aarch64/APKINDEX.tar.gz from 0 hours ago").size(), 1u)
+      << said_all();
+  s.set_faults("[]");
+  const int before_offline = s.requests("APKINDEX");
+
   fetch::Options off = opts();
   off.offline = true;
   auto offline = fetch::load_package_index(main, "aarch64", off, std::chrono::seconds(0));
@@ -143,7 +152,7 @@ TEST_F(PackageIndexTest, IsFetchedOnceADayAndReadFromTheCacheOffline) {
   EXPECT_EQ(offline->packages.size(), 10u);
   off.cache_dir = tmp / "empty-cache";
   EXPECT_FALSE(fetch::load_package_index(main, "aarch64", off).has_value());
-  EXPECT_EQ(s.requests("APKINDEX"), 2) << "offline must not touch the network";
+  EXPECT_EQ(s.requests("APKINDEX"), before_offline) << "offline must not touch the network";
 
   // A repository without an index for the arch: nothing, not an error.
   EXPECT_FALSE(fetch::load_package_index(s.url() + "/v3.22/testing", "aarch64", opts()).has_value());

@@ -59,6 +59,7 @@ struct ImageResult {
   std::uint64_t files = 0;           // regular files written
   std::uint64_t directories = 0;     // directories created
   std::uint64_t content_bytes = 0;   // bytes of file data
+  std::uint64_t free_bytes = 0;      // what further files may take on the volume (the Pi's apk cache, lbu)
   std::vector<std::string> dropped;  // tarball members left out (old apkovls)
   // The packages of the card's boot repository (apks/<arch>/NAME-VER-rN.apk):
   // what Alpine's initramfs can install without network. Empty: none there.
