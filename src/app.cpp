@@ -120,13 +120,14 @@ std::function<std::string(const std::string&)> at_least_one(const std::string& w
   };
 }
 
-void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& group) {
+void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& group, bool signature) {
   app.add_option("--mirror", f.mirrors,
                  "Alpine mirror root (https://, http://, file:// or a folder); repeat to add fallbacks")
       ->group(group);
   app.add_option("--cache-dir", f.cache_dir, "download cache (default $XDG_CACHE_HOME/rpi-provision)")->group(group);
-  app.add_flag("--offline", f.offline, "never use the network; the cache must hold the tarball")->group(group);
+  app.add_flag("--offline", f.offline, "never use the network: only what the cache holds")->group(group);
   app.add_option("--ca-cert", f.ca_cert, "extra CA certificate (PEM) for a private HTTPS mirror")->group(group);
+  if (!signature) return;
   app.add_flag("--verify-signature", f.verify_signature, "check the tarball's GPG signature (needs --keyring)")
       ->group(group);
   app.add_option("--keyring", f.keyring, "OpenPGP public key file for --verify-signature")->group(group);

@@ -44,9 +44,10 @@ struct DownloadFlags {
 
   fetch::Options options(const EventSink& events) const;
 };
-// Adds --mirror, --cache-dir, --offline, --ca-cert, --verify-signature,
-// --keyring and --signing-key-fingerprint to `app`, in help group `group`.
-void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& group);
+// Adds --mirror, --cache-dir, --offline, --ca-cert and, with `signature`,
+// --verify-signature, --keyring and --signing-key-fingerprint to `app`, in
+// help group `group`.
+void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& group, bool signature = true);
 
 // A CLI11 check for a whole number of at least 1 (at most 6 digits), whose
 // error says "'<value>' is not <what> (1 or more)": "a card number", "a number

@@ -75,12 +75,7 @@ CommandRegistration reg(20, [](CLI::App& app, AppContext& ctx) {
   sub->add_flag("--packages", o->packages,
                 "also look [apk].packages up in the repositories' package indexes (downloads them; kept a day "
                 "in the cache)");
-  sub->add_option("--mirror", o->download.mirrors,
-                  "mirror root(s) for the release's main and community "
-                  "(default: the spec's [alpine].mirror)");
-  sub->add_option("--cache-dir", o->download.cache_dir, "cache folder (default $XDG_CACHE_HOME/rpi-provision)");
-  sub->add_flag("--offline", o->download.offline, "use only package indexes already in the cache");
-  sub->add_option("--ca-cert", o->download.ca_cert, "extra CA certificate (PEM) for a private HTTPS mirror");
+  add_download_flags(*sub, o->download, "Package check (--packages)", false);
   sub->callback([o, &ctx] {
     ctx.reporter.configure(ctx.json, ctx.quiet);
     run_check(ctx, *o);
