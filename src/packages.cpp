@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
-#include <fstream>
-#include <iterator>
 #include <optional>
 #include <set>
 
@@ -16,9 +14,12 @@ namespace rpi::cli {
 
 namespace {
 
-// The entry of the first unknown one ("chromiun (did you mean …)" → "chromiun").
-std::string first_unknown(const PackageReport& r) {
-  return r.unknown.front().substr(0, r.unknown.front().find(" ("));
+// Where the first unknown entry is written ("FILE:LINE:COL"), else the spec's name.
+std::string first_unknown_at(const PackageReport& r, const overlay::HostConfig& h, const std::string& spec_path) {
+  const std::string entry = r.unknown.front().substr(0, r.unknown.front().find(" ("));
+  const auto& p = h.apk.packages;
+  const auto i = static_cast<std::size_t>(std::find(p.begin(), p.end(), entry) - p.begin());
+  return i < h.apk.package_locations.size() ? h.apk.package_locations[i] : spec_path;
 }
 
 // A close name from the readable indexes, or "". Also the Debian spellings
@@ -48,19 +49,6 @@ std::string suggestion(const std::string& name, const std::vector<const PackageR
       }
     }
   return best;
-}
-
-// "FILE:LINE:COL" of the first quoted `entry` in the spec, else "FILE": the
-// resolved configuration no longer knows where its values were written.
-std::string locate(const std::string& spec_path, const std::string& entry) {
-  std::ifstream in(spec_path, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::size_t at = std::string::npos;
-  for (const char q : {'"', '\''}) at = std::min(at, text.find(std::string(1, q) + entry + q));
-  if (at == std::string::npos) return spec_path;
-  const std::size_t line_start = text.rfind('\n', at) == std::string::npos ? 0 : text.rfind('\n', at) + 1;
-  const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n');
-  return spec_path + ":" + std::to_string(line) + ":" + std::to_string(at - line_start + 1);
 }
 
 }  // namespace
@@ -216,13 +204,13 @@ PackageReport PackageChecker::check(const overlay::HostConfig& h, const std::str
     if (r.index) read.push_back(r.url);
   const std::string n = rep.unknown.size() == 1 ? " is" : " are";
   if (!rep.unknown.empty() && rep.certain)
-    throw Error(Errc::spec, locate(spec_path, first_unknown(rep)) + ": [apk].packages " + join(rep.unknown) + n +
+    throw Error(Errc::spec, first_unknown_at(rep, h, spec_path) + ": [apk].packages " + join(rep.unknown) + n +
                                 " in none of the card's repositories for " + h.alpine.arch + " (" + join(read) +
                                 "): apk on the Pi would install none of the packages. Correct the name, or add "
                                 "the repository that has it to [apk].repositories");
   if (!rep.unknown.empty()) {
     ++warnings_;
-    reporter.warn(locate(spec_path, first_unknown(rep)) + ": [apk].packages " + join(rep.unknown) + n +
+    reporter.warn(first_unknown_at(rep, h, spec_path) + ": [apk].packages " + join(rep.unknown) + n +
                   " in none of the repositories read (" + (read.empty() ? std::string("none") : join(read)) +
                   "); not read: " + join(rep.unread) + ". If no repository has " +
                   (rep.unknown.size() == 1 ? "it" : "them") + ", apk on the Pi installs none of the packages");

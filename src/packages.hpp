@@ -70,7 +70,7 @@ class PackageChecker {
   std::vector<PackageRepo> repositories(const overlay::HostConfig& h, const std::string& branch);
 
   // Checks `h` (an unchecked report without packages). Throws Errc::spec
-  // naming `spec_path` (and the entry's line) when an entry is certainly
+  // naming the entry's FILE:LINE:COL (else `spec_path`) when an entry is certainly
   // unknown; warns about the uncertain ones (a repository was not read), and
   // notes the repositories that could not be read. Each distinct card once.
   PackageReport check(const overlay::HostConfig& h, const std::string& branch, const std::string& spec_path,

@@ -614,9 +614,13 @@ void Converter::convert_wifi(const View& root, HostConfig& h) {
 void Converter::convert_apk(const View& root, HostConfig& h) {
   View v = sub(root, "apk", "[apk]");
   check_keys(v, kApkKeys);
-  for (auto& [p, node] : str_array_nodes(v, "packages"))
+  h.apk.packages.clear();
+  h.apk.package_locations.clear();
+  for (auto& [p, node] : str_array_nodes(v, "packages")) {
     if (auto why = checks::package_name(p); !why.empty()) fail(*node, "package name \"" + p + "\" " + why);
-  h.apk.packages = str_array(v, "packages");
+    h.apk.packages.push_back(p);
+    h.apk.package_locations.push_back(where(node->source()));
+  }
   for (auto& [r, node] : str_array_nodes(v, "repositories")) {
     const std::string body = repository_line(r).location;
     if (body.empty() || (body[0] != '/' && !checks::url(body, {"http://", "https://", "ftp://"}).empty()))

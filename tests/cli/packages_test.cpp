@@ -248,6 +248,21 @@ TEST_F(PackagesRun, IndexCopiesAreListedAndAPruneLeavesThemForOfflineChecks) {
   EXPECT_NE(off.err.find("cagee (did you mean 'cage'?)"), std::string::npos) << off.err;
 }
 
+// The error points at the entry the parser read, in the [[hosts]] entry that
+// has it: not at a comment or another table that happens to hold the same words.
+TEST_F(PackagesRun, TheErrorPointsAtTheHostsOwnEntry) {
+  fs::path spec = d / "hosts.toml";
+  rpi::test::write_file(spec, "# we once had \"chromiun\" here\n[alpine]\nversion = \"3.22\"\nmirror = \"" +
+                                  tree->root.string() +
+                                  "\"\n[system]\nhostname = \"pi\"\n[apk]\npackages = [\"cage\"]\n"
+                                  "[[hosts]]\nhostname = \"a\"\n"
+                                  "[[hosts]]\nhostname = \"b\"\n[hosts.apk]\npackages = [\"cage\", \"chromiun\"]\n");
+  auto r = cli({"check", "--spec", spec.string(), "--packages", "--cache-dir", (d / "cache").string()});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(spec.string() + ":14:21: [apk].packages chromiun (did you mean 'chromium'?)"), std::string::npos)
+      << r.err;
+}
+
 TEST_F(PackagesRun, ALocalTarballIsNotCheckedAndThePlanSaysSo) {
   fs::path spec = spec_with("packages = [\"chromiun\"]\n");
   auto plan = build(spec, d / "p.img", {"--dry-run", "--tarball", tree->latest.string()});

@@ -79,7 +79,8 @@ inline RepositoryLine repository_line(const std::string& line) {
 
 struct Apk {
   std::vector<std::string> packages;
-  std::vector<std::string> repositories;  // empty = default (card apks + main + community)
+  std::vector<std::string> package_locations;  // "FILE:LINE:COL" of each of packages
+  std::vector<std::string> repositories;       // empty = default (card apks + main + community)
   std::vector<ApkKey> keys;
   bool cache = false;
 };
