@@ -30,11 +30,30 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
     cards.push_back(overlay::resolve_host(spec, o.first));
   std::optional<PackageChecker> checker;
   if (o.packages) checker.emplace(o.download.options(ctx.reporter.sink()), o.download.mirrors);
+  // latest-stable as the release it is now ("v3.22"), as a build pins it: the
+  // same indexes (and cached copies) as the build's.
+  std::optional<std::string> latest;
+  auto branch_of = [&](const overlay::HostConfig& h) {
+    if (h.alpine.version != "latest-stable") return h.alpine.branch();
+    if (!latest) {
+      latest = h.alpine.branch();
+      try {
+        fetch::Query q;
+        q.version = h.alpine.version;
+        q.arch = h.alpine.arch;
+        q.mirrors = o.download.mirrors.empty() ? std::vector<std::string>{h.alpine.mirror} : o.download.mirrors;
+        latest = fetch::resolve(q, o.download.options(ctx.reporter.sink())).branch;
+      } catch (const Error&) {
+        // Not resolvable (offline without the release in the cache): the latest-stable folder.
+      }
+    }
+    return *latest;
+  };
   for (const auto& h : cards) {
     std::string pkgs;
     JsonObject pj;
     if (checker && !h.apk.packages.empty()) {
-      PackageReport r = checker->check(h, h.alpine.branch(), o.spec, ctx.reporter);
+      PackageReport r = checker->check(h, branch_of(h), o.spec, ctx.reporter);
       pkgs = describe(r, h);
       pj.add("found", static_cast<std::uint64_t>(r.found))
           .add("download_bytes", r.download_bytes)

@@ -263,6 +263,23 @@ TEST_F(PackagesRun, TheErrorPointsAtTheHostsOwnEntry) {
       << r.err;
 }
 
+// check --packages reads latest-stable as the release it is now, as a build
+// does: the copies it leaves serve a later offline build.
+TEST_F(PackagesRun, CheckReadsLatestStableAsTheBuildDoes) {
+  fs::path spec = d / "latest.toml";
+  rpi::test::write_file(spec, "[alpine]\nversion = \"latest-stable\"\nmirror = \"" + server->url() +
+                                  "\"\n[system]\nhostname = \"pi\"\n[apk]\npackages = [\"cagee\"]\n");
+  const std::string cache = (d / "cache").string();
+  auto chk = cli({"check", "--spec", spec.string(), "--packages", "--cache-dir", cache});
+  EXPECT_EQ(chk.exit_code, 2) << chk.err;
+  EXPECT_NE(chk.err.find(server->url() + "/v3.22/main"), std::string::npos) << chk.err;
+  ASSERT_EQ(cli({"fetch", "--version", "latest-stable", "--mirror", server->url(), "--cache-dir", cache}).exit_code, 0);
+  auto off = build(spec, d / "off.img", {"--offline"});
+  EXPECT_EQ(off.exit_code, 2) << off.err;
+  EXPECT_NE(off.err.find("cagee (did you mean 'cage'?)"), std::string::npos) << "checked against the copies\n"
+                                                                             << off.err;
+}
+
 TEST_F(PackagesRun, ALocalTarballIsNotCheckedAndThePlanSaysSo) {
   fs::path spec = spec_with("packages = [\"chromiun\"]\n");
   auto plan = build(spec, d / "p.img", {"--dry-run", "--tarball", tree->latest.string()});
