@@ -181,14 +181,20 @@ std::optional<std::string> release_in_name(std::string name) {
 TarballPlan Pipeline::plan_tarball(bool resolve_release) {
   if (resolved_) return *resolved_;
   TarballPlan p = plan_tarball_uncached(resolve_release);
-  if (resolve_release) {
-    resolved_ = p;
-    if (p.release)
-      release_ = p.release->version;
-    else
-      release_ = release_in_name(p.url.empty() ? p.local.string() : p.url);
-  }
+  if (resolve_release) resolved_ = p;
   return p;
+}
+
+std::optional<std::string> Pipeline::release() const {
+  if (!resolved_) return std::nullopt;
+  if (resolved_->release) return resolved_->release->version;
+  return release_in_name(resolved_->url.empty() ? resolved_->local.string() : resolved_->url);
+}
+
+overlay::AlpineSource Pipeline::pinned(overlay::AlpineSource a) const {
+  if (a.version == "latest-stable")
+    if (auto r = release()) a.version = *r;
+  return a;
 }
 
 TarballPlan Pipeline::plan_tarball_uncached(bool resolve_release) {
@@ -238,7 +244,7 @@ std::filesystem::path Pipeline::tarball() {
   // A card whose repositories say latest-stable would mix releases once Alpine
   // publishes the next one (its kernel and modloop stay those of this tarball):
   // image_options pins them to this tarball's branch when it is known.
-  if (!release_ && spec_ && spec_->alpine().version == "latest-stable")
+  if (!release() && spec_ && spec_->alpine().version == "latest-stable")
     ctx_.reporter.note(
         "the tarball's Alpine release is unknown (its name is not alpine-rpi-X.Y.Z-ARCH.tar.gz): "
         "the cards' apk repositories follow latest-stable; set [alpine].version to the "
@@ -264,9 +270,7 @@ PackageReport Pipeline::check_packages(const overlay::HostConfig& host) {
   const bool from_mirror = spec_ && o_.tarball.empty() && spec_->alpine().tarball.empty();
   if (!from_mirror || host.apk.packages.empty()) return {};
   if (!packages_) packages_.emplace(fetch_options(), o_.download.mirrors);
-  overlay::AlpineSource a = host.alpine;
-  if (a.version == "latest-stable" && release_) a.version = *release_;
-  return packages_->check(host, a.branch(), o_.spec, ctx_.reporter);
+  return packages_->check(host, pinned(host.alpine).branch(), o_.spec, ctx_.reporter);
 }
 
 partition::ImageOptions Pipeline::image_options(const Identity& id, std::string* apkovl_name,
@@ -285,7 +289,7 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
     bo.source_date_epoch = opt.source_date_epoch;
     bo.seed = read_seed_file(o_.seed_file);
     overlay::HostConfig host = *id.host;
-    if (host.alpine.version == "latest-stable" && release_) host.alpine.version = *release_;
+    host.alpine = pinned(host.alpine);
     overlay::Apkovl a = overlay::build_apkovl(host, bo);
     overlay::BootEdits e = overlay::boot_edits(host);
     if (label.empty()) label = e.label;

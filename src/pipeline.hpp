@@ -118,12 +118,15 @@ class Pipeline {
   std::optional<overlay::Spec> spec_;
   std::string apkovl_data_, apkovl_name_;
   TarballPlan plan_tarball_uncached(bool resolve_release);
+  // The Alpine release of the resolved tarball ("3.22.2") when known: from the
+  // mirror's index, or from an alpine-rpi-X.Y.Z-ARCH.tar.gz file name.
+  std::optional<std::string> release() const;
+  // `a` with latest-stable pinned to that release: a card whose repositories
+  // follow latest-stable would mix releases once Alpine publishes the next one.
+  overlay::AlpineSource pinned(overlay::AlpineSource a) const;
 
   std::optional<TarballPlan> resolved_;
   std::optional<std::filesystem::path> tarball_;
-  // The Alpine release of that tarball ("3.22.2") when known: from the mirror's
-  // index, or from an alpine-rpi-X.Y.Z-ARCH.tar.gz file name.
-  std::optional<std::string> release_;
   const std::atomic<bool>* cancel_ = nullptr;
   std::optional<PackageChecker> packages_;
 };
