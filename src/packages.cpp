@@ -14,9 +14,20 @@ namespace rpi::cli {
 
 namespace {
 
-// Where the first unknown entry is written ("FILE:LINE:COL"), else the spec's name.
-std::string first_unknown_at(const PackageReport& r, const overlay::HostConfig& h, const std::string& spec_path) {
-  const std::string entry = r.unknown.front().substr(0, r.unknown.front().find(" ("));
+// ---- world entries ----
+
+// The constraint of a world entry: {"=", "1.2"} for "foo@edge=1.2", {"", ""} for "foo".
+std::pair<std::string_view, std::string_view> constraint_of(std::string_view entry) {
+  const auto op = entry.find_first_of("<>=~");
+  if (op == std::string_view::npos) return {};
+  const auto ver = entry.find_first_not_of("<>=~", op);
+  if (ver == std::string_view::npos) return {entry.substr(op), {}};
+  return {entry.substr(op, ver - op), entry.substr(ver)};
+}
+
+// Where the entry a report line names is written ("FILE:LINE:COL"), else the spec's name.
+std::string entry_at(const std::string& line, const overlay::HostConfig& h, const std::string& spec_path) {
+  const std::string entry = line.substr(0, line.find(" ("));
   const auto& p = h.apk.packages;
   const auto i = static_cast<std::size_t>(std::find(p.begin(), p.end(), entry) - p.begin());
   return i < h.apk.package_locations.size() ? h.apk.package_locations[i] : spec_path;
@@ -53,6 +64,31 @@ std::string suggestion(const std::string& name, const std::vector<const PackageR
 
 }  // namespace
 
+namespace {
+
+// A package named `name` in `repos` whose version meets the constraint, or one
+// whose version cannot be judged (given the benefit of the doubt); nullptr
+// when every version there is fails it. Then `have` says what there is, and a
+// likely fix: "=1.2" is exact, and 1.2-r0 is what the index calls it.
+const fetch::Package* with_version(const std::string& name, std::string_view op, std::string_view wanted,
+                                   const std::vector<const PackageRepo*>& repos, std::string& have) {
+  std::vector<std::string> versions;
+  for (const PackageRepo* r : repos)
+    for (const auto& p : r->index->packages) {  // an index may hold several versions of a name
+      if (p.name != name) continue;
+      if (fetch::version_satisfies(p.version, op, wanted).value_or(true)) return &p;
+      if (std::find(versions.begin(), versions.end(), p.version) == versions.end()) versions.push_back(p.version);
+    }
+  have = "the repositories have " + join(versions);
+  if (op == "=" && std::any_of(versions.begin(), versions.end(), [&](const std::string& v) {
+        return fetch::version_satisfies(v, "~", wanted).value_or(false);
+      }))
+    have += "; did you mean '" + name + "~" + std::string(wanted) + "'?";
+  return nullptr;
+}
+
+}  // namespace
+
 PackageReport check_packages(const std::vector<std::string>& packages, const std::vector<PackageRepo>& repos) {
   PackageReport rep;
   rep.checked = true;
@@ -79,6 +115,15 @@ PackageReport check_packages(const std::vector<std::string>& packages, const std
     for (const PackageRepo* r : readable)
       if ((found = r->index->find(name))) break;
     if (found) {
+      if (const auto [op, wanted] = constraint_of(entry); !op.empty() && found->name == name) {
+        std::string have;
+        found = with_version(name, op, wanted, readable, have);
+        if (!found) {
+          if (!all_read) rep.certain = false;
+          rep.unmatched.push_back(entry + " (" + have + ")");
+          continue;
+        }
+      }
       ++rep.found;
       todo.emplace_back(found, readable);
       continue;
@@ -121,6 +166,7 @@ std::string describe(const PackageReport& r, const overlay::HostConfig& h) {
   s += ", " + std::to_string(r.found) + " found";
   if (r.unchecked) s += ", " + std::to_string(r.unchecked) + " not checked";
   if (!r.unknown.empty()) s += ", not found: " + join(r.unknown);
+  if (!r.unmatched.empty()) s += ", no such version: " + join(r.unmatched);
   if (!r.unread.empty()) s += "; not read: " + join(r.unread);
   if (r.download_count)
     s += "; the Pi downloads about " + format_size(r.download_bytes) + " (" + std::to_string(r.download_count) +
@@ -202,18 +248,37 @@ PackageReport PackageChecker::check(const overlay::HostConfig& h, const std::str
   std::vector<std::string> read;
   for (const auto& r : repos)
     if (r.index) read.push_back(r.url);
-  const std::string n = rep.unknown.size() == 1 ? " is" : " are";
-  if (!rep.unknown.empty() && rep.certain)
-    throw Error(Errc::spec, first_unknown_at(rep, h, spec_path) + ": [apk].packages " + join(rep.unknown) + n +
-                                " in none of the card's repositories for " + h.alpine.arch + " (" + join(read) +
-                                "): apk on the Pi would install none of the packages. Correct the name, or add "
-                                "the repository that has it to [apk].repositories");
-  if (!rep.unknown.empty()) {
+  const std::string repos_read = read.empty() ? std::string("none") : join(read);
+  if (rep.certain) {
+    const char* consequence = ": apk on the Pi would install none of the packages. ";
+    if (!rep.unknown.empty())
+      throw Error(Errc::spec, entry_at(rep.unknown.front(), h, spec_path) + ": [apk].packages " + join(rep.unknown) +
+                                  (rep.unknown.size() == 1 ? " is" : " are") +
+                                  " in none of the card's repositories for " + h.alpine.arch + " (" + repos_read + ")" +
+                                  consequence +
+                                  "Correct the name, or add the repository that has it to [apk].repositories");
+    if (!rep.unmatched.empty())
+      throw Error(Errc::spec, entry_at(rep.unmatched.front(), h, spec_path) + ": [apk].packages " +
+                                  join(rep.unmatched) + ": no version in the card's repositories for " + h.alpine.arch +
+                                  " (" + repos_read + ") satisfies " + (rep.unmatched.size() == 1 ? "it" : "them") +
+                                  consequence +
+                                  "Change the version (\"=\" is exact, with the -rN; \"~1.2\" takes any 1.2.x), "
+                                  "or drop it to get the repository's version");
+  }
+  if (!rep.unknown.empty() || !rep.unmatched.empty()) {
     ++warnings_;
-    reporter.warn(first_unknown_at(rep, h, spec_path) + ": [apk].packages " + join(rep.unknown) + n +
-                  " in none of the repositories read (" + (read.empty() ? std::string("none") : join(read)) +
+    std::vector<std::string> what;
+    if (!rep.unknown.empty())
+      what.push_back(join(rep.unknown) + (rep.unknown.size() == 1 ? " is" : " are") +
+                     " in none of the repositories read");
+    if (!rep.unmatched.empty())
+      what.push_back(join(rep.unmatched) + ": no version in the repositories read satisfies " +
+                     (rep.unmatched.size() == 1 ? "it" : "them"));
+    const std::string& first = rep.unknown.empty() ? rep.unmatched.front() : rep.unknown.front();
+    reporter.warn(entry_at(first, h, spec_path) + ": [apk].packages " + join(what, "; ") + " (" + repos_read +
                   "); not read: " + join(rep.unread) + ". If no repository has " +
-                  (rep.unknown.size() == 1 ? "it" : "them") + ", apk on the Pi installs none of the packages");
+                  (rep.unknown.size() + rep.unmatched.size() == 1 ? "it" : "them") +
+                  ", apk on the Pi installs none of the packages");
   } else if (!rep.unread.empty())
     reporter.note(std::string("[apk].packages ") +
                   (rep.unchecked ? "not checked against " : "checked, but not against ") + join(rep.unread));

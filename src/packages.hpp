@@ -33,6 +33,11 @@ struct PackageReport {
   // Entries found in no repository they may come from, each with a hint:
   // "chromiun (did you mean 'chromium'?)".
   std::vector<std::string> unknown;
+  // Entries whose name is found but no version of it satisfies their
+  // constraint, with what there is: "chromium=138.0 (the repositories have
+  // 138.0.7204.157-r0; did you mean 'chromium~138.0'?)". apk on the Pi refuses
+  // them just like unknown names.
+  std::vector<std::string> unmatched;
   // Every repository those entries could come from was read: they are errors,
   // not guesses.
   bool certain = true;
@@ -49,7 +54,8 @@ struct PackageReport {
 
 // Checks world entries ("name", "name@tag", "name>=1.2") against `repos`: an
 // untagged entry may come from untagged repositories only, "name@tag" also
-// from those tagged "@tag" (apk's rule). Pure: no I/O.
+// from those tagged "@tag" (apk's rule); a version constraint must be met by a
+// package of that name. Pure: no I/O.
 PackageReport check_packages(const std::vector<std::string>& packages, const std::vector<PackageRepo>& repos);
 
 // One line for plans and `check --packages`: "6 found in …; the Pi downloads about 318 MB (…)".

@@ -104,6 +104,77 @@ TEST(PackageCheck, SizesAMirrorExaggeratesSaturateInsteadOfWrapping) {
   EXPECT_EQ(r.download_bytes, UINT64_MAX) << "a wrapped sum would size the card for almost nothing";
 }
 
+// apk's version order, on versions of the kind Alpine's indexes hold. Each
+// pair is checked both ways round.
+TEST(ApkVersion, OrdersAsApkDoes) {
+  using rpi::fetch::compare_apk_versions;
+  const std::vector<std::pair<std::string, std::string>> older_newer = {
+      {"1.2.5-r9", "1.2.5-r10"},                 // revisions are numbers
+      {"1.2.5", "1.2.5-r0"},                     // a revision is newer than none
+      {"1.2.5-r3", "1.2.6"},                     // a further part beats a revision
+      {"3.4", "3.4.1"},                          // more parts, newer
+      {"3.9", "3.10"},                           // parts are numbers, not strings
+      {"0.9", "006"},                            // so is the first, leading zeros or not
+      {"1.02", "1.1"},                           // after a dot, a leading zero compares as a string
+      {"6.5_p20250503-r0", "6.5_p20250610-r0"},  // post-release patches
+      {"6.5", "6.5_p1"},                         // a post-release suffix is newer than none
+      {"2.0_rc1", "2.0"},                        // a pre-release one older
+      {"2.0_alpha", "2.0_beta"},                 // alpha < beta < pre < rc
+      {"2.0_pre3", "2.0_rc1"},                   //
+      {"1.0_alpha_pre1", "1.0_alpha"},           // even after another suffix
+      {"2.0_git20240101", "2.0_p1"},             // cvs < svn < git < hg < p
+      {"1.1", "1.1a"},                           // a letter is newer than none
+      {"1.1a", "1.1b"},                          //
+      {"1.1z", "1.1.1"},                         // a further part beats a letter
+      {"138.0.7204.157-r0", "138.0.7204.168-r0"},
+      {"99999999999999999999999", "100000000000000000000000"},  // beyond 64 bits
+  };
+  for (const auto& [a, b] : older_newer) {
+    EXPECT_EQ(compare_apk_versions(a, b), -1) << a << " < " << b;
+    EXPECT_EQ(compare_apk_versions(b, a), 1) << b << " > " << a;
+  }
+  for (const char* v : {"1.2.5-r10", "6.5_p20250503-r0", "2.0~c0ffee-r1", "0"})
+    EXPECT_EQ(compare_apk_versions(v, v), 0) << v;
+  for (const char* bad : {"", "v1.2", "1.2.", "1..2", "1.2-3", "1.2_foo", "1.2-r", "1.2ab", "1.2a3", "1.2~", "1.2 "})
+    EXPECT_EQ(compare_apk_versions(bad, "1.2"), std::nullopt) << "'" << bad << "' is no apk version";
+}
+
+TEST(ApkVersion, ConstraintsAsWorldEntriesMeanThem) {
+  using rpi::fetch::version_satisfies;
+  EXPECT_EQ(version_satisfies("0.9.1-r0", ">=", "0.8"), true);
+  EXPECT_EQ(version_satisfies("0.9.1-r0", "<", "0.9.1"), false);
+  EXPECT_EQ(version_satisfies("0.9.1-r0", ">", "0.9.1"), true) << "the -r0 makes it newer";
+  EXPECT_EQ(version_satisfies("0.9.1-r0", "=", "0.9.1"), false) << "\"=\" is exact";
+  EXPECT_EQ(version_satisfies("0.9.1-r0", "=", "0.9.1-r0"), true);
+  EXPECT_EQ(version_satisfies("0.9.1-r0", "~", "0.9"), true) << "\"~\" matches the leading parts";
+  EXPECT_EQ(version_satisfies("0.9.1-r0", "=~", "0.9.1"), true);
+  EXPECT_EQ(version_satisfies("0.10.1-r0", "~", "0.1"), false) << "parts, not characters";
+  EXPECT_EQ(version_satisfies("0.9.1-r0", "<=", "0.9.1-r0"), true);
+  EXPECT_EQ(version_satisfies("0.9.1-r0", "><", "Q1abc"), std::nullopt) << "a checksum is not judged";
+  EXPECT_EQ(version_satisfies("not-a-version", ">=", "1"), std::nullopt);
+}
+
+TEST(PackageCheck, AVersionNoRepositoryHasIsCertainAndGetsAHint) {
+  auto repos = release_repos();  // every package there is 1.0-r0
+  auto r = check_packages({"seatd>=0.8", "cage~1", "chromium=1.0", "python3<1", "musl>=2"}, repos);
+  EXPECT_TRUE(r.unknown.empty());
+  EXPECT_TRUE(r.certain);
+  EXPECT_EQ(r.unmatched, (std::vector<std::string>{
+                             "chromium=1.0 (the repositories have 1.0-r0; did you mean 'chromium~1.0'?)",
+                             "python3<1 (the repositories have 1.0-r0)", "musl>=2 (the repositories have 1.0-r0)"}));
+  EXPECT_EQ(r.found, 2u);
+  // A name only provided is not judged by version: a provide's version is not kept.
+  EXPECT_TRUE(check_packages({"cmd:seatd>=99"}, repos).unmatched.empty());
+  // Another repository with the name and a version that fits: apk takes that one.
+  Package newer = pkg("python3", 9);
+  newer.version = "3.12.11-r0";
+  repos.push_back(PackageRepo{"", "newer", index_of({newer}), ""});
+  EXPECT_TRUE(check_packages({"python3>=3.12"}, repos).unmatched.empty());
+  // A repository not read could have it: a guess, not an error.
+  repos.push_back(PackageRepo{"", "private", nullptr, "offline"});
+  EXPECT_FALSE(check_packages({"musl>=2"}, repos).certain);
+}
+
 // ---- Whole runs against the loopback mirror ----
 
 class PackagesRun : public ::testing::Test {
@@ -246,6 +317,26 @@ TEST_F(PackagesRun, IndexCopiesAreListedAndAPruneLeavesThemForOfflineChecks) {
   auto off = build(typo, d / "b.img", {"--offline"});
   EXPECT_EQ(off.exit_code, 2) << off.err;
   EXPECT_NE(off.err.find("cagee (did you mean 'cage'?)"), std::string::npos) << off.err;
+}
+
+// A version the mirror does not have is stopped like a name it does not have;
+// "~" is the way to ask for a release without its -rN.
+TEST_F(PackagesRun, AVersionTheMirrorLacksStopsTheRunWithTheVersionsThereAre) {
+  fs::path spec = spec_with("packages = [\"cage\", \"chromium=138.0.7204.157\"]\n");
+  auto r = build(spec, d / "pi.img");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(spec.string() +
+                       ":9:21: [apk].packages chromium=138.0.7204.157 (the repositories have 138.0.7204.157-r0; "
+                       "did you mean 'chromium~138.0.7204.157'?): no version in the card's repositories for aarch64"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(d / "pi.img"));
+  EXPECT_EQ(server->requests(tree->latest_file), 0);
+
+  spec = spec_with("packages = [\"cage\", \"chromium~138\", \"seatd>=0.8\"]\n");
+  auto ok = build(spec, d / "ok.img", {"--dry-run"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("packages: 3 packages, 3 found"), std::string::npos) << ok.out;
 }
 
 // The error points at the entry the parser read, in the [[hosts]] entry that

@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <algorithm>
 
 #include <cstdio>
 #include <cstdlib>
@@ -152,6 +153,21 @@ void apkindex(const std::uint8_t* data, std::size_t size) {
       std::abort();
     }
   }
+  // The versions a mirror supplies: apk's order is an order (a version equals
+  // itself, and swapping two swaps the answer), and a prefix match is implied
+  // by equality.
+  const std::size_t n = std::min<std::size_t>(idx.packages.size(), 32);
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t j = 0; j < n; ++j) {
+      const std::string &a = idx.packages[i].version, &b = idx.packages[j].version;
+      const auto ab = fetch::compare_apk_versions(a, b), ba = fetch::compare_apk_versions(b, a);
+      const bool bad = ab.has_value() != ba.has_value() || (ab && *ab != -*ba) || (i == j && ab && *ab != 0) ||
+                       (ab && *ab == 0 && fetch::compare_apk_versions(a, b, true) != 0);
+      if (bad) {
+        std::fprintf(stderr, "versions '%s' and '%s' are not ordered consistently\n", a.c_str(), b.c_str());
+        std::abort();
+      }
+    }
 }
 
 void reader(const std::uint8_t* data, std::size_t size) {

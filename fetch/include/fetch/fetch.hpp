@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -121,6 +122,19 @@ struct PackageIndex {
   // The package named `name`, else the first one that provides it; nullptr: none.
   const Package* find(const std::string& name) const;
 };
+
+// apk's order of versions: -1, 0 or 1 as `a` is older than, the same as or
+// newer than `b`; nullopt when either is not a valid apk version. Versions are
+// "1.2.3", "1.2a", "1.0_rc2", "2.6_p20250503", "1.2~c0ffee" (a commit), each
+// with an optional "-rN". With `prefix`, `a` also counts as the same when `b`
+// is a prefix of its parts ("1.2.3-r1" for "1.2"): what "~1.2" asks for.
+std::optional<int> compare_apk_versions(std::string_view a, std::string_view b, bool prefix = false);
+
+// Whether a package of `version` satisfies a world entry's constraint, e.g.
+// op ">=" and wanted "1.2" from "foo>=1.2". "=" is exact, so "foo=1.2" is not
+// satisfied by 1.2-r0; "~" is the prefix match. nullopt: cannot tell (an
+// invalid version, or a checksum constraint "><").
+std::optional<bool> version_satisfies(std::string_view version, std::string_view op, std::string_view wanted);
 
 // Parses an APKINDEX.tar.gz (a signature tar and the index tar, gzip members
 // one after the other, as Alpine publishes them). `source` names it in errors.
