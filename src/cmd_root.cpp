@@ -36,7 +36,8 @@ std::string build_summary(const BuiltImage& b) {
   if (!b.apkovl_name.empty())
     s << "  apkovl: /" << b.apkovl_name << "\n";
   else if (b.identity.host)
-    s << "  apkovl: none on the card (served over HTTP: [boot] apkovl_url)\n";
+    s << "  apkovl: none on the card (served over HTTP: [boot] apkovl_url; `rpi-provision apkovl --out-dir` "
+         "makes the files, and their known_hosts lines with --known-hosts)\n";
   for (const auto& d : r.dropped) s << "  left out of the tarball: " << d << "\n";
   s << "  size: " << r.size_reason;
   return s.str();

@@ -290,8 +290,10 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
     bo.seed = read_seed_file(o_.seed_file);
     overlay::HostConfig host = *id.host;
     host.alpine = pinned(host.alpine);
-    overlay::Apkovl a = overlay::build_apkovl(host, bo);
     overlay::BootEdits e = overlay::boot_edits(host);
+    // A card that fetches its apkovl over HTTP carries none: building one here
+    // would generate SSH host keys (and known_hosts lines) the Pi never gets.
+    overlay::Apkovl a = e.carries_apkovl ? overlay::build_apkovl(host, bo) : overlay::Apkovl{};
     if (label.empty()) label = e.label;
     if (!size) {
       if (e.size)

@@ -99,3 +99,26 @@ TEST(Pipeline, CtrlCDuringTheDownloadOfACardRunStopsAtOnce) {
     if (e.path().extension() == ".part") kept = fs::file_size(e.path());
   EXPECT_GT(kept, 0u) << "the partial download was not kept for resuming";
 }
+
+// A card that fetches its apkovl over HTTP carries none: the image build must
+// not generate host keys (and a known_hosts file) the Pi never gets; the
+// served apkovls are where the keys are.
+TEST(Pipeline, AnImageWithoutAnApkovlWritesNoKnownHosts) {
+  TempDir d;
+  fs::path spec = d / "net.toml";
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"pi-{n}\"\n[ssh]\nhost_keys = \"generate\"\n[boot]\n"
+                        "apkovl_url = \"http://10.0.0.1/{MAC}.apkovl.tar.gz\"\n[[hosts]]\nhostname = \"a\"\n"
+                        "mac = \"dc:a6:32:01:02:03\"\n");
+  const std::string img = (d / "net.img").string();
+  auto r = cli({"--spec", spec.string(), "--output", img, "--tarball", rpi::test::fixture_tarball().string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(img + ".known_hosts")) << rpi::test::read_file(img + ".known_hosts");
+  EXPECT_EQ(r.err.find("known_hosts lines written"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("apkovl: none on the card"), std::string::npos) << r.out;
+  // The served apkovl has keys, and says so.
+  auto served =
+      cli({"apkovl", "--spec", spec.string(), "--out-dir", (d / "www").string(), "--known-hosts", (d / "kh").string()});
+  ASSERT_EQ(served.exit_code, 0) << served.err;
+  EXPECT_NE(rpi::test::read_file(d / "kh").find("ssh-ed25519 "), std::string::npos);
+}
