@@ -296,7 +296,8 @@ void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results
     if (!known_hosts_file.empty()) write_known_hosts(ctx, known_hosts_file, written_keys, true);
   }
   if (!ctx.reporter.json()) ctx.reporter.text(s.str());
-  if (failed) ctx.exit_code = results.size() > 1 ? 3 : 1;
+  // 3: some cards failed and others were written; 1: none was.
+  if (failed) ctx.exit_code = static_cast<std::size_t>(failed) < results.size() ? 3 : 1;
   if (any_started_unfinished)
     ctx.reporter.warn("interrupted: the cards that were being written have no valid partition table; write them again");
   if (any_untouched) ctx.reporter.note("interrupted: the cards that had not started were not changed");
@@ -363,7 +364,9 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   const std::atomic<bool>* cancel = install_cancel_handler();
   std::optional<ScratchDir> scratch;
-  std::vector<std::shared_ptr<const udev::FlashSource>> sources;
+  // What card i gets: its image, or why it is not written (too small for the image).
+  std::vector<std::shared_ptr<const udev::FlashSource>> sources(o.devices.size());
+  std::vector<std::string> refused(o.devices.size());
   std::vector<std::vector<std::string>> known_hosts(o.devices.size());
   std::vector<int> indices;
   for (std::size_t i = 0; i < o.devices.size(); ++i) indices.push_back(p ? ids[i].n : static_cast<int>(i) + 1);
@@ -384,21 +387,51 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   if (p) {
     p->set_cancel(cancel);
     try {
-      // The smallest card bounds the image; a new or empty image file grows to fit.
-      std::optional<std::uint64_t> smallest;
-      for (const auto& i : infos)
-        if (i.size) smallest = std::min(smallest.value_or(UINT64_MAX), i.size);
       scratch.emplace();
-      std::vector<Identity> build_ids = p->identical_cards() ? std::vector<Identity>{ids.front()} : ids;
-      std::vector<std::filesystem::path> outs;
-      for (std::size_t i = 0; i < build_ids.size(); ++i)
-        // Named by hostname: the progress lines show these names.
-        outs.push_back(scratch->path() / (std::to_string(build_ids[i].n) + "-" +
-                                          (build_ids[i].name.empty() ? "card" : build_ids[i].name) + ".img"));
-      std::vector<BuiltImage> built = p->build(build_ids, outs, smallest);
-      // Built just now into the private scratch folder: the build's own map, no re-check.
-      for (const auto& b : built) sources.push_back(udev::FlashSource::built(b.result.image, b.result.map));
-      for (std::size_t i = 0; i < o.devices.size(); ++i) known_hosts[i] = built[built.size() == 1 ? 0 : i].known_hosts;
+      for (;;) {
+        // The smallest card still to be written bounds the image; a new or empty image file grows to fit.
+        std::vector<std::size_t> active;
+        std::optional<std::uint64_t> smallest;
+        for (std::size_t i = 0; i < o.devices.size(); ++i)
+          if (refused[i].empty()) {
+            active.push_back(i);
+            if (infos[i].size) smallest = std::min(smallest.value_or(UINT64_MAX), infos[i].size);
+          }
+        if (active.empty()) break;
+        std::vector<Identity> build_ids;
+        for (std::size_t i : active)
+          if (!p->identical_cards() || build_ids.empty()) build_ids.push_back(ids[i]);
+        std::vector<std::filesystem::path> outs;
+        for (const auto& id : build_ids)
+          // Named by hostname: the progress lines show these names.
+          outs.push_back(scratch->path() /
+                         (std::to_string(id.n) + "-" + (id.name.empty() ? "card" : id.name) + ".img"));
+        std::vector<BuiltImage> built;
+        try {
+          built = p->build(build_ids, outs, smallest);
+        } catch (const CardTooSmall& e) {
+          // Those cards fail, the others are written: as a card too small for --image does.
+          bool any = false;
+          for (std::size_t i : active)
+            if (infos[i].size && infos[i].size < e.need) {
+              refused[i] = "refusing to write " + o.devices[i] + ": it has " + format_size(infos[i].size) +
+                           " but the image needs " + format_size(e.need) + "; " + e.fix;
+              any = true;
+            }
+          if (!any) throw;
+          continue;
+        }
+        // Built just now into the private scratch folder: the build's own map, no re-check.
+        for (std::size_t k = 0; k < active.size(); ++k) {
+          const BuiltImage& b = built[built.size() == 1 ? 0 : k];
+          if (k == 0 || built.size() > 1)
+            sources[active[k]] = udev::FlashSource::built(b.result.image, b.result.map);
+          else
+            sources[active[k]] = sources[active[0]];
+          known_hosts[active[k]] = b.known_hosts;
+        }
+        break;
+      }
     } catch (const Cancelled&) {
       scratch.reset();  // the finished images hold the cards' secrets
       return cancelled_before_writing();
@@ -408,11 +441,16 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
       ctx.reporter.note("no " + o.image +
                         ".bmap beside the image: every byte of it is written (rpi-provision "
                         "writes a .bmap with each image it builds)");
-    sources.push_back(udev::FlashSource::open(o.image));
+    auto shared = udev::FlashSource::open(o.image);
+    for (auto& s : sources) s = shared;
   }
   std::vector<udev::FlashJob> jobs;
+  std::vector<std::size_t> job_card;  // jobs[k] writes card job_card[k]
   for (std::size_t i = 0; i < o.devices.size(); ++i)
-    jobs.push_back({o.devices[i], sources[sources.size() == 1 ? 0 : i], names[i]});
+    if (refused[i].empty()) {
+      jobs.push_back({o.devices[i], sources[i], names[i]});
+      job_card.push_back(i);
+    }
   udev::FlashOptions fo;
   fo.verify = !o.no_verify;
   fo.wipe = o.wipe;
@@ -423,7 +461,18 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   if (o.jobs != 0 && o.jobs < jobs.size())
     ctx.reporter.note("writing " + std::to_string(o.jobs) + " of the " + std::to_string(jobs.size()) +
                       " cards at a time (--jobs); the others wait their turn");
-  std::vector<udev::FlashResult> results = udev::flash_all(jobs, fo);
+  std::vector<udev::FlashResult> results(o.devices.size());
+  for (std::size_t i = 0; i < o.devices.size(); ++i)
+    if (!refused[i].empty()) {
+      results[i].target = o.devices[i];
+      results[i].identity = names[i];
+      results[i].error = refused[i];
+      results[i].error_code = Errc::device;
+    }
+  if (!jobs.empty()) {
+    std::vector<udev::FlashResult> written = udev::flash_all(jobs, fo);
+    for (std::size_t k = 0; k < written.size(); ++k) results[job_card[k]] = std::move(written[k]);
+  }
   report_flash(ctx, results, indices, known_hosts, o.known_hosts, p != nullptr, start);
   // Like a build killed by the signal: 130 after Ctrl-C, 143 after SIGTERM.
   if (int sig = cancel_signal()) ctx.exit_code = 128 + sig;

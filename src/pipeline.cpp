@@ -339,9 +339,13 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
     opt.disk_id = static_cast<std::uint32_t>(v);
   }
   if (size) opt.image_size = *size;
-  if (card_size && opt.image_size > *card_size)
-    throw CardTooSmall(Errc::usage, "the image (" + format_size(opt.image_size) + ") is larger than the card (" +
-                                        format_size(*card_size) + ")");
+  if (card_size && opt.image_size > *card_size) {
+    const std::string fix = "use a larger card, or a smaller --size or [boot] size";
+    throw CardTooSmall(Errc::device,
+                       "the image (" + format_size(opt.image_size) + ") is larger than the card (" +
+                           format_size(*card_size) + "); " + fix,
+                       opt.image_size, fix);
+  }
   return opt;
 }
 
@@ -393,15 +397,17 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
       if (!content) content = partition::tarball_content_estimate(tb);
       std::uint64_t files = *content;
       for (const auto& x : opt.extra_files) files += x.data.size();
+      const std::uint64_t need = partition::min_image_size_for(files);
+      if (need > *card_size)
+        throw CardTooSmall(Errc::device,
+                           "the files (about " + format_size(files) + ") need an image of about " + format_size(need) +
+                               "; the card has " + format_size(*card_size) + ": use a larger card",
+                           need, "the files (about " + format_size(files) + ") need that much; use a larger card");
       if (!opt.image_size && partition::plan_image(opt, content).image_size > *card_size) {
         opt.image_size = *card_size;
         ctx_.reporter.note("the card (" + format_size(*card_size) +
                            ") is smaller than the automatic image size: the image fills the card");
       }
-      const std::uint64_t need = partition::min_image_size_for(files);
-      if (need > *card_size)
-        throw CardTooSmall(Errc::usage, "the files (about " + format_size(files) + ") need an image of about " +
-                                            format_size(need) + "; the card has " + format_size(*card_size));
     }
     jobs.push_back({outputs[i], std::move(opt)});
   }

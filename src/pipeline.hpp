@@ -36,7 +36,10 @@ struct RunOptions {
 // run — station mode reports it and waits for the next card.
 class CardTooSmall : public Error {
  public:
-  using Error::Error;
+  CardTooSmall(Errc code, const std::string& what, std::uint64_t need, std::string fix)
+      : Error(code, what), need(need), fix(std::move(fix)) {}
+  std::uint64_t need;  // the smallest card that would do, in bytes
+  std::string fix;     // what to do: "use a larger card", ...
 };
 
 // One card's identity: the n of {n} and, with a spec, its resolved configuration.

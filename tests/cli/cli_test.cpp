@@ -499,14 +499,28 @@ TEST(Cli, BatchOfCardsWithJsonAndACardTooSmall) {
   EXPECT_TRUE(contains(rpi::test::run({"mdir", "-i", a.string() + "@@8M", "::/"}).out, "class-01.apkovl.tar.gz"));
   EXPECT_TRUE(contains(rpi::test::run({"mdir", "-i", b.string() + "@@8M", "::/"}).out, "class-02.apkovl.tar.gz"));
 
-  // An image larger than the smallest card is refused before anything is written.
+  // A card too small for the image fails on its own, naming itself; the others are written.
   fs::path small = d / "small.bin";
   rpi::test::write_file(small, "");
   ASSERT_EQ(truncate(small.c_str(), 16 << 20), 0);
+  fs::remove(a);
+  ASSERT_EQ(truncate((rpi::test::write_file(a, ""), a).c_str(), 1ll << 30), 0);
   auto big = cli({"--spec", example("fleet.toml").string(), "--tarball", tarball().string(), "--size", "64MiB",
                   "--device", a.string(), "--device", small.string(), "--yes"});
-  EXPECT_EQ(big.exit_code, 2);
-  EXPECT_TRUE(contains(big.err, "larger than the card")) << big.err;
+  EXPECT_EQ(big.exit_code, 3) << big.out << big.err;
+  EXPECT_TRUE(contains(big.out, "FAILED: refusing to write " + small.string() +
+                                    ": it has 16 MiB but the image needs 64 MiB; use a larger card, or a smaller "
+                                    "--size or [boot] size"))
+      << big.out;
+  EXPECT_TRUE(contains(rpi::test::run({"mdir", "-i", a.string() + "@@8M", "::/"}).out, "class-01.apkovl.tar.gz"));
+  // Automatic size, and files that need more than a card holds: the same, and all failing is exit 1.
+  auto tiny = cli({"--spec", example("fleet.toml").string(), "--tarball", tarball().string(), "--device",
+                   small.string(), "--yes", "--json"});
+  EXPECT_EQ(tiny.exit_code, 1) << tiny.out << tiny.err;
+  EXPECT_TRUE(
+      contains(tiny.out, "\"error\":\"refusing to write " + small.string() + ": it has 16 MiB but the image needs"))
+      << tiny.out;
+  EXPECT_TRUE(contains(tiny.out, "\"exit_code\":1")) << tiny.out;
 }
 
 TEST(Cli, AFailingCardDoesNotStopTheOthersAndExitsThree) {
