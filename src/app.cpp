@@ -296,7 +296,8 @@ int run(int argc, char** argv) {
   app.set_version_flag("--version", version_text());
   const std::set<const CLI::Option*> everywhere = {
       app.add_flag("--json", ctx.json, "JSON Lines events on stdout (progress, results, errors)")->group("Output"),
-      app.add_flag("-q,--quiet", ctx.quiet, "no progress output")->group("Output"),
+      app.add_flag("-q,--quiet", ctx.quiet, "no progress output and no notes (warnings and errors are still printed)")
+          ->group("Output"),
       app.add_flag("-v,--verbose", ctx.verbose, "more detail")->group("Output")};
   app.require_subcommand(0, 1);
   // Fallthrough lets `devices --json` reach the options every command shares.

@@ -97,7 +97,8 @@ void Reporter::on_event(const Event& ev) {
     emit_json_locked(o.str());
     return;
   }
-  if (quiet_) return;
+  // Quiet drops progress and notes; a warning is something to act on, and stays.
+  if (quiet_ && ev.type != "warning") return;
   if (ev.type == "note" || ev.type == "warning") {
     clear_bars_locked();
     std::fprintf(stderr, "%s%s\n", ev.type == "warning" ? "warning: " : "", printable(ev.message, true).c_str());

@@ -122,3 +122,18 @@ TEST(Pipeline, AnImageWithoutAnApkovlWritesNoKnownHosts) {
   ASSERT_EQ(served.exit_code, 0) << served.err;
   EXPECT_NE(rpi::test::read_file(d / "kh").find("ssh-ed25519 "), std::string::npos);
 }
+
+// --quiet drops progress and notes, not what the user must act on.
+TEST(Pipeline, QuietKeepsWarnings) {
+  TempDir d;
+  fs::path spec = d / "q.toml";
+  rpi::test::write_file(
+      spec, "[system]\nhostname = \"q\"\n[ssh]\nhost_keys = \"first-boot\"\n[apk]\npackages = [\"htop\"]\n");
+  auto r = cli({"-q", "--spec", spec.string(), "--output", (d / "q.img").string(), "--tarball",
+                rpi::test::fixture_tarball().string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: [apk].packages htop is not in the card's boot repository"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("left out the tarball's"), std::string::npos) << "a note in quiet mode\n" << r.err;
+  EXPECT_EQ(r.err.find("build "), std::string::npos) << "progress in quiet mode\n" << r.err;
+}
