@@ -7,6 +7,7 @@
 #include "overlay/spec.hpp"
 #include "packages.hpp"
 #include "rpi/error.hpp"
+#include "rpi/text.hpp"
 
 namespace rpi::cli {
 namespace {
@@ -29,7 +30,10 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
   else
     cards.push_back(overlay::resolve_host(spec, o.first));
   std::optional<PackageChecker> checker;
-  if (o.packages) checker.emplace(o.download.options(ctx.reporter.sink()), o.download.mirrors);
+  if (o.packages) {
+    checker.emplace(o.download.options(ctx.reporter.sink()), o.download.mirrors);
+    checker->warn_unread();
+  }
   // latest-stable as the release it is now ("v3.22"), as a build pins it: the
   // same indexes (and cached copies) as the build's.
   std::optional<std::string> latest;
@@ -70,7 +74,11 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
     if (!pkgs.empty()) obj.add_raw("package_check", pj.str());
     std::string text = overlay::summary(h);
     if (!text.empty() && text.back() == '\n') text.pop_back();
-    if (!pkgs.empty()) text += "\n  package check: " + pkgs;
+    if (!pkgs.empty()) {
+      text += "\n  package check: " + pkgs;
+      // The summary above names the card's own mirror; the indexes came from these.
+      if (!o.download.mirrors.empty()) text += " (indexes from " + fetch::redact_urls(join(o.download.mirrors)) + ")";
+    }
     ctx.reporter.result("card", text, obj);
   }
   const std::size_t warnings = spec.warnings().size() + (checker ? checker->warnings() : 0);

@@ -279,9 +279,16 @@ PackageReport PackageChecker::check(const overlay::HostConfig& h, const std::str
                   "); not read: " + join(rep.unread) + ". If no repository has " +
                   (rep.unknown.size() + rep.unmatched.size() == 1 ? "it" : "them") +
                   ", apk on the Pi installs none of the packages");
-  } else if (!rep.unread.empty())
-    reporter.note(std::string("[apk].packages ") +
-                  (rep.unchecked ? "not checked against " : "checked, but not against ") + join(rep.unread));
+  } else if (!rep.unread.empty()) {
+    const std::string what = std::string("[apk].packages ") +
+                             (rep.unchecked ? "not checked against " : "checked, but not against ") + join(rep.unread);
+    if (warn_unread_) {
+      ++warnings_;
+      reporter.warn(what);
+    } else {
+      reporter.note(what);
+    }
+  }
   reports_.emplace(key, rep);
   return rep;
 }

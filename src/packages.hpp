@@ -86,6 +86,9 @@ class PackageChecker {
   void set_cancel(const std::atomic<bool>* flag) { opts_.cancel = flag; }
   // Warnings check() gave so far.
   std::size_t warnings() const { return warnings_; }
+  // A repository that could not be read is a warning, not a note: for
+  // `check --packages`, where the check is what the user asked for.
+  void warn_unread() { warn_unread_ = true; }
 
  private:
   PackageRepo load(const std::string& tag, const std::vector<std::string>& urls, const std::string& arch);
@@ -95,6 +98,7 @@ class PackageChecker {
   std::map<std::string, PackageRepo> loaded_;  // by "<arch> <url>"
   std::map<std::string, PackageReport> reports_;
   std::size_t warnings_ = 0;
+  bool warn_unread_ = false;
 };
 
 }  // namespace rpi::cli

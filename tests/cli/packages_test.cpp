@@ -279,6 +279,16 @@ TEST_F(PackagesRun, RepositoriesThatCannotBeReadAreNamedNotGuessedAbout) {
             std::string::npos)
       << off.err;
 
+  // check --packages was asked to check: nothing checked is a warning there, and counted.
+  auto chk_off = cli({"check", "--spec", spec.string(), "--packages", "--offline", "--cache-dir",
+                      (d / "cache").string(), "--mirror", server->url()});
+  EXPECT_EQ(chk_off.exit_code, 0) << chk_off.err;
+  EXPECT_NE(chk_off.err.find("warning: [apk].packages not checked against " + server->url() + "/v3.22/main"),
+            std::string::npos)
+      << chk_off.err;
+  EXPECT_NE(chk_off.out.find("(1 card, 1 warning)"), std::string::npos) << chk_off.out;
+  EXPECT_NE(chk_off.out.find("(indexes from " + server->url() + ")"), std::string::npos) << chk_off.out;
+
   // A private repository that refuses: the unknown name is a warning, the run goes on.
   fs::path priv =
       spec_with("packages = [\"cage\", \"in-house-kiosk\"]\nrepositories = [\"" + server->url() + "/v3.22/main\", \"" +
