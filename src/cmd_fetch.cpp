@@ -9,6 +9,7 @@
 
 #include "app.hpp"
 #include "fetch/fetch.hpp"
+#include "rpi/digest.hpp"
 #include "rpi/error.hpp"
 #include "rpi/size.hpp"
 
@@ -17,6 +18,7 @@ namespace {
 
 struct FetchOptions {
   std::string spec, version, arch, tarball, sha256;
+  bool from_spec = false;  // the tarball is the spec's [alpine].tarball
   DownloadFlags download;
 };
 
@@ -77,7 +79,10 @@ void run_fetch(AppContext& ctx, FetchOptions o) {
     if (o.version.empty() && t.version) o.version = *t.version;
     if (o.arch.empty() && t.arch) o.arch = *t.arch;
     if (o.download.mirrors.empty() && t.mirror) o.download.mirrors.push_back(*t.mirror);
-    if (o.tarball.empty() && t.tarball) o.tarball = *t.tarball;
+    if (o.tarball.empty() && t.tarball) {
+      o.tarball = *t.tarball;
+      o.from_spec = true;
+    }
     if (o.sha256.empty() && t.sha256) o.sha256 = *t.sha256;
   }
   if (!o.sha256.empty() && o.tarball.empty())
@@ -88,7 +93,21 @@ void run_fetch(AppContext& ctx, FetchOptions o) {
 
   std::filesystem::path path;
   fetch::Release rel;
-  if (!o.tarball.empty()) {
+  if (!o.tarball.empty() && o.tarball.find("://") == std::string::npos && o.sha256.empty()) {
+    // A file here, with no digest to copy it into the cache under: nothing to
+    // download or verify; said so rather than asking for a flag not given.
+    const std::string what = (o.from_spec ? "[alpine].tarball " : "--tarball ") + o.tarball;
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(o.tarball, ec))
+      throw Error(Errc::input, what + " is not a file" +
+                                   (o.from_spec ? " (in " + o.spec + "; a relative path is read from the spec's folder)"
+                                                : std::string()));
+    path = o.tarball;
+    rel.file = path.filename().string();
+    rel.sha256 = sha256_file_hex(o.tarball);
+    ctx.reporter.note(what + " is a local file: nothing to download, and with no sha256 pinned nothing to verify (" +
+                      (o.from_spec ? "[alpine].sha256" : "--sha256") + " copies it into the cache, verified)");
+  } else if (!o.tarball.empty()) {
     if (o.sha256.empty()) throw Error(Errc::usage, "--tarball needs --sha256 HEX to pin its digest");
     path = fetch::fetch_url(o.tarball, o.sha256, opts);
     rel.file = path.filename().string();
@@ -118,7 +137,8 @@ CommandRegistration reg(40, [](CLI::App& app, AppContext& ctx) {
   sub->add_option("--spec", o->spec, "read version, arch, mirror (or tarball + sha256) from the spec's [alpine] table");
   sub->add_option("--version", o->version, "latest-stable (default), edge, X.Y or X.Y.Z");
   sub->add_option("--arch", o->arch, "aarch64 (default), armv7 or armhf");
-  sub->add_option("--tarball", o->tarball, "fetch this URL instead of resolving a release (needs --sha256)");
+  sub->add_option("--tarball", o->tarball,
+                  "fetch this URL or file into the cache instead of resolving a release (needs --sha256)");
   sub->add_option("--sha256", o->sha256, "the expected SHA-256 of --tarball");
   add_download_flags(*sub, o->download, "Download");
   sub->callback([o, &ctx] {

@@ -95,6 +95,31 @@ TEST_F(FetchCli, FetchFromTheSpecsAlpineTable) {
   EXPECT_NE(r.err.find("verison"), std::string::npos) << r.err;
 }
 
+// A spec whose [alpine].tarball is a file here: nothing to download; the file
+// is checked as a build would use it (relative to the spec, against its sha256).
+TEST_F(FetchCli, ASpecsLocalTarballIsCheckedNotDownloaded) {
+  fs::copy_file(tree->older, tmp / "local.tar.gz");
+  fs::path spec = tmp / "local.toml";
+  write_file(spec, "[alpine]\ntarball = \"local.tar.gz\"\n");
+  CommandResult r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache_dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(first_line(r.out), (tmp / "local.tar.gz").string());
+  EXPECT_NE(r.err.find("is a local file: nothing to download, and with no sha256 pinned nothing to verify"),
+            std::string::npos)
+      << r.err;
+  // Pinned: copied into the cache, verified (man: --tarball).
+  write_file(spec, "[alpine]\ntarball = \"local.tar.gz\"\nsha256 = \"" + sha256_of(tree->older) + "\"\n");
+  r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache_dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(first_line(r.out).rfind(cache_dir, 0), 0u) << r.out;
+  write_file(spec, "[alpine]\ntarball = \"gone.tar.gz\"\n");
+  r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache_dir});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("[alpine].tarball " + (tmp / "gone.tar.gz").string() + " is not a file"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("--sha256"), std::string::npos) << "no flag was given\n" << r.err;
+}
+
 TEST_F(FetchCli, UsageErrorsExitTwo) {
   CommandResult r =
       cli({"fetch", "--version", "3.22", "--arch", "riscv64", "--mirror", server->url(), "--cache-dir", cache_dir});
