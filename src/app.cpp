@@ -112,6 +112,13 @@ fetch::Options DownloadFlags::options(const EventSink& events) const {
   return o;
 }
 
+void host_or_first(const std::string& host, const CLI::Option* first) {
+  if (!host.empty() && first->count() > 0)
+    throw Error(
+        Errc::usage,
+        "--host " + host + " picks a [[hosts]] entry by name and --first picks the card by number: give one of them");
+}
+
 std::function<std::string(const std::string&)> at_least_one(const std::string& what) {
   return [what](const std::string& v) -> std::string {
     if (!v.empty() && v.size() <= 6 && v.find_first_not_of("0123456789") == std::string::npos && std::stoi(v) > 0)

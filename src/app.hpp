@@ -53,6 +53,8 @@ void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& grou
 // error says "'<value>' is not <what> (1 or more)": "a card number", "a number
 // of cards".
 std::function<std::string(const std::string&)> at_least_one(const std::string& what);
+// --host and --first both choose which card: one of them, not both (the other would be ignored).
+void host_or_first(const std::string& host, const CLI::Option* first);
 
 // Writes `lines` (public host keys) to `path` as a known_hosts file, atomically,
 // and says so. With `merge`, lines already in the file for other hosts stay and

@@ -122,12 +122,14 @@ CommandRegistration reg(30, [](CLI::App& app, AppContext& ctx) {
   sub->add_option("-o,--output", o->output, "the apkovl file to write (one card)");
   sub->add_option("--out-dir", o->out_dir, "write <mac>.apkovl.tar.gz for every [[hosts]] entry with a mac");
   sub->add_option("--host", o->host, "the [[hosts]] entry with this hostname");
-  sub->add_option("--first", o->first, "the card number {n} (default 1)")->check(at_least_one("a card number"));
+  CLI::Option* first =
+      sub->add_option("--first", o->first, "the card number {n} (default 1)")->check(at_least_one("a card number"));
   sub->add_option("--seed-file", o->seed_file,
                   "derive password salts and SSH host keys from this secret file: reproducible output");
   sub->add_option("--known-hosts", o->known_hosts, "also write the generated host keys as known_hosts lines here");
-  sub->callback([o, &ctx] {
+  sub->callback([o, first, &ctx] {
     ctx.reporter.configure(ctx.json, ctx.quiet);
+    host_or_first(o->host, first);
     run_apkovl(ctx, *o);
   });
 });

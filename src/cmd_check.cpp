@@ -97,14 +97,15 @@ CommandRegistration reg(20, [](CLI::App& app, AppContext& ctx) {
   CLI::App* sub = app.add_subcommand("check", "Validate a spec and print a summary per card (secrets redacted)");
   sub->add_option("--spec", o->spec, "the TOML spec")->required();
   sub->add_option("--host", o->host, "only the [[hosts]] entry with this hostname");
-  sub->add_option("--first", o->first, "the card number {n} of the first card (default 1)")
-      ->check(at_least_one("a card number"));
+  CLI::Option* first = sub->add_option("--first", o->first, "the card number {n} of the first card (default 1)")
+                           ->check(at_least_one("a card number"));
   sub->add_flag("--packages", o->packages,
                 "also look [apk].packages up in the repositories' package indexes (downloads them; kept a day "
                 "in the cache)");
   add_download_flags(*sub, o->download, "Package check (--packages)", false);
-  sub->callback([o, &ctx] {
+  sub->callback([o, first, &ctx] {
     ctx.reporter.configure(ctx.json, ctx.quiet);
+    host_or_first(o->host, first);
     run_check(ctx, *o);
   });
 });

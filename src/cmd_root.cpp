@@ -507,9 +507,9 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
   app.add_option("--known-hosts", o->known_hosts, "write generated SSH host keys' known_hosts lines here")
       ->group("Targets");
   app.add_option("--host", o->host, "build the [[hosts]] entry with this hostname")->group("Cards");
-  app.add_option("--first", o->first, "{n} of the first card (default 1)")
-      ->check(at_least_one("a card number"))
-      ->group("Cards");
+  CLI::Option* first = app.add_option("--first", o->first, "{n} of the first card (default 1)")
+                           ->check(at_least_one("a card number"))
+                           ->group("Cards");
   app.add_option("--size", o->size, "image size, e.g. 1GiB (default: content plus room)")->group("Image");
   app.add_option("--label", o->label, "FAT volume label (default ALPINE or [boot].label; not BOOT/CIDATA)")
       ->group("Image");
@@ -530,9 +530,10 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
       "  rpi-provision --image pi.img --device /dev/sdb                write an existing image\n"
       "  rpi-provision check --spec kiosk.toml                         validate a spec\n"
       "See man rpi-provision.");
-  app.callback([o, &app, &ctx]() {
+  app.callback([o, first, &app, &ctx]() {
     if (!app.get_subcommands().empty()) return;
     ctx.reporter.configure(ctx.json, ctx.quiet);
+    host_or_first(o->host, first);
     const bool any_input = !o->spec.empty() || !o->apkovl.empty() || !o->image.empty() || !o->tarball.empty();
     if (!any_input && o->devices.empty() && o->output.empty()) throw CLI::CallForHelp();
     if (!o->output.empty() && !o->devices.empty())

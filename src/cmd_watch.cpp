@@ -273,7 +273,9 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
   add_download_flags(*sub, o.download, "Download");
   CLI::Option* first =
       sub->add_option("--first", o.first, "{n} of the first card (default 1)")->check(at_least_one("a card number"));
-  sub->add_option("--count", w->count, "stop after this many cards (default: after the last [[hosts]] entry)")
+  sub->add_option("--count", w->count,
+                  "stop after this many cards (default: after the last [[hosts]] entry, or at Ctrl-C when the hostname "
+                  "has {n})")
       ->check(at_least_one("a number of cards"));
   sub->add_option("--size", o.size, "image size");
   sub->add_option("--label", o.label, "FAT volume label");

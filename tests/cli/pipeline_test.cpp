@@ -137,3 +137,22 @@ TEST(Pipeline, QuietKeepsWarnings) {
   EXPECT_EQ(r.err.find("left out the tarball's"), std::string::npos) << "a note in quiet mode\n" << r.err;
   EXPECT_EQ(r.err.find("build "), std::string::npos) << "progress in quiet mode\n" << r.err;
 }
+
+// --host and --first both choose the card: both given, one would be ignored.
+TEST(Pipeline, HostAndFirstTogetherAreRefused) {
+  TempDir d;
+  const std::string fleet = (rpi::test::source_dir() / "examples" / "fleet.toml").string();
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"check", "--spec", fleet}, {"apkovl", "--spec", fleet, "-o", (d / "x").string()},
+        {"--spec", fleet, "--output", (d / "x.img").string()}}) {
+    std::vector<std::string> a = args;
+    a.insert(a.end(), {"--host", "class-03", "--first", "5"});
+    auto r = cli(a);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << "\n" << r.err;
+    EXPECT_NE(r.err.find("--host class-03 picks a [[hosts]] entry by name and --first picks the card by number"),
+              std::string::npos)
+        << r.err;
+  }
+  EXPECT_FALSE(fs::exists(d / "x")) << "nothing written";
+  EXPECT_EQ(cli({"check", "--spec", fleet, "--host", "class-03"}).exit_code, 0);
+}
