@@ -510,9 +510,11 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
   CLI::Option* first = app.add_option("--first", o->first, "{n} of the first card (default 1)")
                            ->check(at_least_one("a card number"))
                            ->group("Cards");
-  app.add_option("--size", o->size, "image size, e.g. 1GiB (default: content plus room)")->group("Image");
-  app.add_option("--label", o->label, "FAT volume label (default ALPINE or [boot].label; not BOOT/CIDATA)")
-      ->group("Image");
+  CLI::Option* size =
+      app.add_option("--size", o->size, "image size, e.g. 1GiB (default: content plus room)")->group("Image");
+  CLI::Option* label =
+      app.add_option("--label", o->label, "FAT volume label (default ALPINE or [boot].label; not BOOT/CIDATA)")
+          ->group("Image");
   app.add_option("--disk-id", o->disk_id,
                  "MBR disk identifier in hex (PARTUUID <id>-01); default derived from the input")
       ->group("Image");
@@ -530,10 +532,16 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
       "  rpi-provision --image pi.img --device /dev/sdb                write an existing image\n"
       "  rpi-provision check --spec kiosk.toml                         validate a spec\n"
       "See man rpi-provision.");
-  app.callback([o, first, &app, &ctx]() {
+  app.callback([o, first, size, label, &app, &ctx]() {
     if (!app.get_subcommands().empty()) return;
     ctx.reporter.configure(ctx.json, ctx.quiet);
     host_or_first(o->host, first);
+    // An empty value would quietly mean the default: say so instead.
+    if (size->count() && o->size.empty())
+      throw Error(Errc::usage, "--size needs a size such as 1GiB; leave --size out for the automatic size");
+    if (label->count() && o->label.empty())
+      throw Error(Errc::usage,
+                  "--label needs a name (up to 11 characters); leave --label out for [boot].label or ALPINE");
     const bool any_input = !o->spec.empty() || !o->apkovl.empty() || !o->image.empty() || !o->tarball.empty();
     if (!any_input && o->devices.empty() && o->output.empty()) throw CLI::CallForHelp();
     if (!o->output.empty() && !o->devices.empty())

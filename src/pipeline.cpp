@@ -282,7 +282,11 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
   opt.events = ctx_.reporter.sink();
   opt.cancel = cancel_;
   std::optional<std::uint64_t> size;
-  if (!o_.size.empty()) size = parse_size(o_.size, "--size");
+  if (!o_.size.empty()) {
+    size = parse_size(o_.size, "--size");
+    if (*size == 0)
+      throw Error(Errc::usage, "--size " + o_.size + " is no size; leave --size out for the automatic size");
+  }
   std::string label = o_.label;
   if (id.host) {
     overlay::BuildOptions bo;

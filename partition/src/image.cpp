@@ -425,7 +425,10 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
       try {
         fn(j);
       } catch (const NoSpace&) {
-        throw Error(Errc::input, no_space_message(j, std::max(j.fw->bytes_written(), current_size), current));
+        // With a size given, that size is what to change (a usage error, as one below the smallest
+        // image is); with the automatic size the tarball's content surprised the estimate.
+        throw Error(j.options->image_size ? Errc::usage : Errc::input,
+                    no_space_message(j, std::max(j.fw->bytes_written(), current_size), current));
       }
     }
   };

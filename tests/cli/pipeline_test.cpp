@@ -142,9 +142,9 @@ TEST(Pipeline, QuietKeepsWarnings) {
 TEST(Pipeline, HostAndFirstTogetherAreRefused) {
   TempDir d;
   const std::string fleet = (rpi::test::source_dir() / "examples" / "fleet.toml").string();
-  for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"check", "--spec", fleet}, {"apkovl", "--spec", fleet, "-o", (d / "x").string()},
-        {"--spec", fleet, "--output", (d / "x.img").string()}}) {
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"check", "--spec", fleet},
+                                               {"apkovl", "--spec", fleet, "-o", (d / "x").string()},
+                                               {"--spec", fleet, "--output", (d / "x.img").string()}}) {
     std::vector<std::string> a = args;
     a.insert(a.end(), {"--host", "class-03", "--first", "5"});
     auto r = cli(a);
@@ -155,4 +155,31 @@ TEST(Pipeline, HostAndFirstTogetherAreRefused) {
   }
   EXPECT_FALSE(fs::exists(d / "x")) << "nothing written";
   EXPECT_EQ(cli({"check", "--spec", fleet, "--host", "class-03"}).exit_code, 0);
+}
+
+// Values that would quietly mean the default are refused, and a size too
+// small for the files is the size's fault (exit 2), like one below the smallest image.
+TEST(Pipeline, EmptyOrZeroSizesAndLabelsAreRefused) {
+  TempDir d;
+  fs::path spec = d / "s.toml";
+  rpi::test::write_file(spec, "[system]\nhostname = \"s\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  const std::string img = (d / "s.img").string();
+  auto run = [&](std::vector<std::string> extra, const std::string& tarball) {
+    std::vector<std::string> a{"--spec", spec.string(), "--output", img, "--tarball", tarball};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return cli(a);
+  };
+  const std::string small = rpi::test::fixture_tarball().string();
+  for (const auto& [extra, message] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--size", "0"}, "--size 0 is no size"},
+           {{"--size", ""}, "--size needs a size such as 1GiB"},
+           {{"--label", ""}, "--label needs a name"}}) {
+    auto r = run(extra, small);
+    EXPECT_EQ(r.exit_code, 2) << extra[0] << " '" << extra[1] << "'\n" << r.err;
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+  }
+  auto tight = run({"--size", "17MiB"}, rpi::test::fixture_tarball({"--size-mb", "8"}).string());
+  EXPECT_EQ(tight.exit_code, 2) << tight.err;
+  EXPECT_NE(tight.err.find("the files do not fit"), std::string::npos) << tight.err;
+  EXPECT_FALSE(fs::exists(img));
 }
