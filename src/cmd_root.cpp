@@ -437,11 +437,11 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
       return cancelled_before_writing();
     }
   } else {
+    auto shared = udev::FlashSource::open(o.image);  // a missing image is the error, before any note
     if (!std::filesystem::exists(o.image + ".bmap"))
       ctx.reporter.note("no " + o.image +
                         ".bmap beside the image: every byte of it is written (rpi-provision "
                         "writes a .bmap with each image it builds)");
-    auto shared = udev::FlashSource::open(o.image);
     for (auto& s : sources) s = shared;
   }
   std::vector<udev::FlashJob> jobs;

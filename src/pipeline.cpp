@@ -426,11 +426,14 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
       const PackageReport pkgs = check_packages(*ids[i].host);
       const std::uint64_t free = results[i].free_bytes;
       if (pkgs.download_bytes > free) {
-        const std::string w = "the card's partition keeps about " + format_size(free) +
-                              " free, but [apk].packages and their dependencies take about " +
-                              format_size(pkgs.download_bytes) +
-                              " in the apk cache: apk fails once it is full. Leave [boot] size and --size out "
-                              "(the automatic size makes room), make them larger, or use a larger card";
+        const overlay::Boot& boot = ids[i].host->boot;
+        const bool given = !o_.size.empty() || boot.size || boot.size_max;
+        const std::string w =
+            "the card's partition keeps about " + format_size(free) +
+            " free, but [apk].packages and their dependencies take about " + format_size(pkgs.download_bytes) +
+            " in the apk cache: apk fails once it is full. " +
+            (given ? "Leave --size and [boot] size out (the automatic size makes room), or make them larger"
+                   : "The card is smaller than the automatic size, which makes room: use a larger card");
         if (warned.insert(w).second) ctx_.reporter.warn(w);
       }
     }

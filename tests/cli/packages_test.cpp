@@ -257,7 +257,7 @@ TEST_F(PackagesRun, AGivenSizeTooSmallForTheApkCacheIsWarnedAbout) {
   auto small = build(spec, d / "small.img", {"--size", "300MiB"});
   ASSERT_EQ(small.exit_code, 0) << small.err;
   EXPECT_NE(small.err.find("free, but [apk].packages and their dependencies take about 302.8 MiB in the apk cache: "
-                           "apk fails once it is full"),
+                           "apk fails once it is full. Leave --size and [boot] size out"),
             std::string::npos)
       << small.err;
   auto big = build(spec, d / "big.img", {"--size", "1GiB"});
