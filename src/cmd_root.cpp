@@ -82,6 +82,13 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
     s << "  tarball: " << t.description << "\n";
     j.add("tarball", t.description);
     if (!t.local.empty()) content = partition::tarball_content_estimate(t.local);
+    // A release already in the cache: its content, and so the image size, are known too.
+    if (t.release && !content)
+      for (const auto& e : fetch::list_cache(p.fetch_options().cache_dir))
+        if (e.sha256 == t.release->sha256) {
+          content = partition::tarball_content_estimate(e.path);
+          break;
+        }
   }
   std::string cards = "[", first_apkovl, first_label;
   for (std::size_t i = 0; i < targets.size(); ++i) {
@@ -110,7 +117,8 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
           s << "    warning: the files (about " << format_size(files) << ") may not fit in " << format_size(ip.capacity)
             << "; use --size " << (partition::min_image_size_for(files) >> 20) << "MiB or more, or leave --size out\n";
       } else {
-        s << "    image: " << ip.size_reason << ", label " << ip.label << "\n";
+        s << "    image: " << ip.size_reason << ", label " << ip.label
+          << (o.size.empty() ? " (the size is known once the tarball is in the cache)" : "") << "\n";
       }
       for (const auto& x : io.extra_files) s << "    adds /" << x.name << " (" << format_size(x.data.size()) << ")\n";
       for (const auto& [name, fn] : io.edits) s << "    edits /" << name << "\n";

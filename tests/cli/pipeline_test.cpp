@@ -33,7 +33,12 @@ TEST(Pipeline, SpecToImageThroughTheLoopbackMirrorThenOffline) {
       cli({"--spec", spec.string(), "--output", (d / "p.img").string(), "--cache-dir", cache.string(), "--dry-run"});
   EXPECT_EQ(plan.exit_code, 0) << plan.err;
   EXPECT_NE(plan.out.find(tree.latest_file), std::string::npos) << plan.out;
+  // The tarball is in the cache: the plan knows the image's size.
+  EXPECT_NE(plan.out.find("    size: automatic: about"), std::string::npos) << plan.out;
   EXPECT_FALSE(fs::exists(d / "p.img"));
+  auto unsized = cli({"--spec", spec.string(), "--output", (d / "p.img").string(), "--cache-dir",
+                      (d / "fresh").string(), "--dry-run"});
+  EXPECT_NE(unsized.out.find("(the size is known once the tarball is in the cache)"), std::string::npos) << unsized.out;
 
   // Offline, from the cache: no request reaches the server, the same image comes out.
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let the server log the earlier requests
