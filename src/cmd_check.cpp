@@ -1,5 +1,6 @@
 // `rpi-provision check --spec FILE`: validate the spec and print, per card, a
 // summary with every secret redacted. Warnings (literal secrets...) go to stderr.
+#include <filesystem>
 #include <memory>
 #include <optional>
 
@@ -22,6 +23,13 @@ struct CheckOptions {
 void run_check(AppContext& ctx, const CheckOptions& o) {
   auto spec = overlay::load_spec(o.spec);
   for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
+  // A build would stop there: say it now.
+  if (const std::string& tb = spec.alpine().tarball; !tb.empty() && tb.find("://") == std::string::npos) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(tb, ec))
+      throw Error(Errc::spec, o.spec + ": [alpine].tarball " + tb +
+                                  " is not a file (a relative path is read from the spec's folder)");
+  }
   std::vector<overlay::HostConfig> cards;
   if (!o.host.empty())
     cards.push_back(overlay::resolve_host(spec, 0, o.host));

@@ -213,6 +213,10 @@ TarballPlan Pipeline::plan_tarball_uncached(bool resolve_release) {
       p.sha256 = sha;
       p.description = fetch::redact_urls(src) + " (sha256 " + sha + ")";
     } else {
+      std::error_code ec;
+      if (o_.tarball.empty() && !std::filesystem::is_regular_file(src, ec))
+        throw Error(Errc::spec, o_.spec + ": [alpine].tarball " + src +
+                                    " is not a file (a relative path is read from the spec's folder)");
       p.local = src;
       p.sha256 = sha;
       p.description = src + (sha.empty() ? " (local file)" : " (local file, sha256 " + sha + ")");

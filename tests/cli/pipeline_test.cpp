@@ -188,3 +188,24 @@ TEST(Pipeline, EmptyOrZeroSizesAndLabelsAreRefused) {
   EXPECT_NE(tight.err.find("the files do not fit"), std::string::npos) << tight.err;
   EXPECT_FALSE(fs::exists(img));
 }
+
+// A spec naming a local tarball that is not there: check says so, as the build
+// would, naming the spec; --tarball on the command line takes its place.
+TEST(Pipeline, AMissingLocalTarballInTheSpecIsASpecError) {
+  TempDir d;
+  fs::path spec = d / "t.toml";
+  rpi::test::write_file(spec,
+                        "[alpine]\ntarball = \"nope-rpi.tar.gz\"\n[system]\nhostname = \"t\"\n[ssh]\n"
+                        "host_keys = \"first-boot\"\n");
+  const std::string want = spec.string() + ": [alpine].tarball " + (d / "nope-rpi.tar.gz").string() + " is not a file";
+  auto chk = cli({"check", "--spec", spec.string()});
+  EXPECT_EQ(chk.exit_code, 2);
+  EXPECT_NE(chk.err.find(want), std::string::npos) << chk.err;
+  auto b = cli({"--spec", spec.string(), "--output", (d / "t.img").string()});
+  EXPECT_EQ(b.exit_code, 2);
+  EXPECT_NE(b.err.find(want), std::string::npos) << b.err;
+  EXPECT_EQ(cli({"--spec", spec.string(), "--output", (d / "t.img").string(), "--tarball",
+                 rpi::test::fixture_tarball().string()})
+                .exit_code,
+            0);
+}
