@@ -96,6 +96,9 @@ void run_devices(AppContext& ctx, const DevicesOptions& o) {
 CommandRegistration reg(50, [](CLI::App& app, AppContext& ctx) {
   auto o = std::make_shared<DevicesOptions>();
   CLI::App* sub = app.add_subcommand("devices", "List cards that could be written, and why other disks are not");
+  // The same flag as the main command's --json (which also reaches here), made
+  // the subcommand's own so that `devices --help` lists it.
+  sub->add_flag("--json", ctx.json, "one JSON line per disk on stdout (\"type\": \"device\")")->group("Output");
   // Hidden (empty group): point discovery at fake sysfs/proc/dev trees in tests.
   sub->add_option("--sysfs-root", o->sys)->group("");
   sub->add_option("--procfs-root", o->proc)->group("");

@@ -375,6 +375,13 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   // What card i gets: its image, or why it is not written (too small for the image).
   std::vector<std::shared_ptr<const udev::FlashSource>> sources(o.devices.size());
   std::vector<std::string> refused(o.devices.size());
+  // A file standing in for a card is written like one, size kept: an empty one holds nothing.
+  for (std::size_t i = 0; i < infos.size(); ++i)
+    if (infos[i].is_file && infos[i].size == 0 && std::filesystem::exists(o.devices[i]))
+      refused[i] = "refusing to write " + o.devices[i] +
+                   ": it is an empty file, and a file standing in for a card keeps its size; give it the card's "
+                   "size first (truncate -s 8G " +
+                   o.devices[i] + "), or build an image file with --output";
   std::vector<std::vector<std::string>> known_hosts(o.devices.size());
   std::vector<int> indices;
   for (std::size_t i = 0; i < o.devices.size(); ++i) indices.push_back(p ? ids[i].n : static_cast<int>(i) + 1);
@@ -397,7 +404,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     try {
       scratch.emplace();
       for (;;) {
-        // The smallest card still to be written bounds the image; a new or empty image file grows to fit.
+        // The smallest card still to be written (or file standing in for one) bounds the image.
         std::vector<std::size_t> active;
         std::optional<std::uint64_t> smallest;
         for (std::size_t i = 0; i < o.devices.size(); ++i)

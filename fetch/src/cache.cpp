@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "rpi/atomic_file.hpp"
@@ -304,22 +305,30 @@ std::vector<CacheEntry> prune_cache(const fs::path& cache_dir, std::size_t keep,
     for (const fs::path& p : files) {
       std::string name = p.filename().string();
       const bool part = p.extension() == ".part", lock_file = p.extension() == ".lock";
+      // A download's files are named after its tarball's SHA-256 and it holds
+      // <sha256>.lock all along: a file named otherwise is no running
+      // download's (a stray copy, another tool's, an old version's), so it
+      // needs no lock to be removed.
+      const std::string sha = name.substr(0, std::min<std::size_t>(64, name.size()));
+      const bool keyed = detail::is_hex(sha, 64);
       if (name.ends_with(".part.validator")) {
         // A validator whose part file is gone (an older version left these behind).
         fs::path owner = p;
         owner.replace_extension();
-        std::string sha = name.substr(0, std::min<std::size_t>(64, name.size()));
-        if (!detail::is_hex(sha, 64) || fs::exists(owner, ec)) continue;
-        detail::EntryLock lock(cache_dir, sha, false);
-        if (lock.locked() && !fs::exists(owner, ec)) fs::remove(p, ec);
+        if (fs::exists(owner, ec)) continue;
+        std::optional<detail::EntryLock> lock;
+        if (keyed) lock.emplace(cache_dir, sha, false);
+        if ((!lock || lock->locked()) && !fs::exists(owner, ec)) fs::remove(p, ec);
         continue;
       }
       if (!part && !lock_file) continue;
-      std::string sha = name.substr(0, std::min<std::size_t>(64, name.size()));
-      if (!detail::is_hex(sha, 64) || (lock_file && name != sha + ".lock")) continue;
+      if (lock_file && (!keyed || name != sha + ".lock")) continue;
       if (!fs::exists(p, ec)) continue;  // a lock already removed with its part
-      detail::EntryLock lock(cache_dir, sha, false);
-      if (!lock.locked()) continue;  // someone is downloading it right now: keep it
+      std::optional<detail::EntryLock> lock;
+      if (keyed) {
+        lock.emplace(cache_dir, sha, false);
+        if (!lock->locked()) continue;  // someone is downloading it right now: keep it
+      }
       if (part) {
         std::uint64_t n = fs::file_size(p, ec);
         if (ec) n = 0;
@@ -333,7 +342,7 @@ std::vector<CacheEntry> prune_cache(const fs::path& cache_dir, std::size_t keep,
         gone.bytes += n;
       }
       // Held by us: nobody else can be using it (a waiter re-checks the path).
-      fs::remove(partial / (sha + ".lock"), ec);
+      if (keyed) fs::remove(partial / (sha + ".lock"), ec);
     }
   }
   if (partials) *partials = gone;

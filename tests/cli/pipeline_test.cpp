@@ -209,3 +209,20 @@ TEST(Pipeline, AMissingLocalTarballInTheSpecIsASpecError) {
                 .exit_code,
             0);
 }
+
+// An empty file given as a card holds nothing: refused by name, the others written.
+TEST(Pipeline, AnEmptyFileAsACardIsRefused) {
+  TempDir d;
+  fs::path spec = d / "e.toml", one = d / "one.bin", empty = d / "empty.bin";
+  rpi::test::write_file(spec, "[system]\nhostname = \"e\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  rpi::test::write_file(empty, "");
+  rpi::test::write_file(one, "");
+  fs::resize_file(one, 1ull << 30);
+  auto r = cli({"--spec", spec.string(), "--tarball", rpi::test::fixture_tarball().string(), "--device", one.string(),
+                "--device", empty.string(), "--yes"});
+  EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
+  EXPECT_NE(r.out.find("FAILED: refusing to write " + empty.string() + ": it is an empty file"), std::string::npos)
+      << r.out;
+  EXPECT_EQ(fs::file_size(empty), 0u);
+  EXPECT_EQ(fs::file_size(one), 1ull << 30) << "a file standing in for a card keeps its size";
+}

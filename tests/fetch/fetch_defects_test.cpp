@@ -371,6 +371,90 @@ TEST(FetchPrune, ReportsPartialsAndRemovesStaleLocksButKeepsALockedPartial) {
   EXPECT_EQ(fetch::partial_downloads(cache).count, 1u);
 }
 
+// A partial not named after a SHA-256 (a stray copy, an older version's) is
+// counted by `cache list`, so prune removes it too: no download can hold it
+// (a download's part file is <sha256>-<file>.part under its <sha256>.lock).
+// A part file whose download runs is still left alone.
+TEST(FetchPrune, RemovesPartialsOfAnyNameButKeepsALockedOne) {
+  TempDir tmp;
+  fs::path cache = tmp / "cache";
+  fs::path partial = cache / "partial";
+  fs::create_directories(partial);
+  const std::string c(64, 'c');
+  const std::string validator = "http://h/x\n\"etag\"\n";
+  write_file(partial / "deadbeef.part", std::string(1000, 'x'));
+  write_file(partial / "deadbeef.part.validator", validator);
+  write_file(partial / "alpine-rpi-3.22.0-aarch64.tar.gz.part", std::string(300, 'z'));
+  write_file(partial / "gone.part.validator", validator);  // its part file is gone
+  write_file(partial / "notes.txt", "not ours");
+  write_file(partial / (c + "-y.tar.gz.part"), std::string(500, 'y'));
+  write_file(partial / (c + ".lock"), "");
+  // Someone is downloading c right now.
+  int fd = ::open((partial / (c + ".lock")).c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+
+  EXPECT_EQ(fetch::partial_downloads(cache).count, 3u);
+  fetch::PartialSummary gone;
+  fetch::prune_cache(cache, 2, &gone);
+  EXPECT_EQ(gone.count, 2u);
+  EXPECT_EQ(gone.bytes, 1000u + validator.size() + 300u);
+  EXPECT_FALSE(fs::exists(partial / "deadbeef.part"));
+  EXPECT_FALSE(fs::exists(partial / "deadbeef.part.validator"));
+  EXPECT_FALSE(fs::exists(partial / "alpine-rpi-3.22.0-aarch64.tar.gz.part"));
+  EXPECT_FALSE(fs::exists(partial / "gone.part.validator"));
+  EXPECT_TRUE(fs::exists(partial / "notes.txt")) << "only partial downloads and locks are removed";
+  EXPECT_TRUE(fs::exists(partial / (c + "-y.tar.gz.part"))) << "a partial being downloaded stays";
+  EXPECT_TRUE(fs::exists(partial / (c + ".lock")));
+  EXPECT_EQ(fetch::partial_downloads(cache).count, 1u);
+  // Nothing is left for a second prune while the download runs; then it is done.
+  fetch::prune_cache(cache, 2, &gone);
+  EXPECT_EQ(gone.count, 0u);
+  EXPECT_TRUE(fs::exists(partial / (c + "-y.tar.gz.part")));
+  ::close(fd);
+  fetch::prune_cache(cache, 2, &gone);
+  EXPECT_EQ(gone.count, 1u);
+  EXPECT_EQ(fetch::partial_downloads(cache).count, 0u);
+}
+
+// A real download in another process (held mid-way by a trickling mirror):
+// prune leaves its part file, and removes it once that process is gone.
+TEST_F(FetchDefects, PruneLeavesTheLiveDownloadsPartFile) {
+  MirrorServer& s = serve();
+  Release r = fetch::resolve(query_on("3.22", {s.url()}), opts());
+  s.set_faults(R"([{"path": "tar.gz", "kind": "trickle", "n": 1000, "times": 1}])");
+  const fs::path part = cache / "partial" / (r.sha256 + "-" + r.file + ".part");
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    try {
+      Options o;
+      o.cache_dir = cache;
+      fetch::fetch_release(r, o);
+    } catch (...) {
+    }
+    ::_exit(0);
+  }
+  bool saw = false;
+  for (int i = 0; i < 200 && !saw; ++i) {
+    std::error_code ec;
+    saw = fs::exists(part, ec) && fs::file_size(part, ec) > 0;
+    if (!saw) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  fetch::PartialSummary gone;
+  fetch::prune_cache(cache, 2, &gone);
+  const bool kept = fs::exists(part);
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(saw) << "the download did not start";
+  EXPECT_TRUE(kept) << "prune removed the part file of a download in progress";
+  EXPECT_EQ(gone.count, 0u);
+  fetch::prune_cache(cache, 2, &gone);
+  EXPECT_EQ(gone.count, 1u);
+  EXPECT_FALSE(fs::exists(part));
+}
+
 // ---- 10. The resume validator is on disk while the body still arrives ----
 
 TEST_F(FetchDefects, ResumeValidatorIsSavedBeforeTheDownloadEnds) {

@@ -238,7 +238,7 @@ with gzip.GzipFile(sys.argv[1], "wb", compresslevel=9, mtime=0) as g:
 )");
   ASSERT_LT(fs::file_size(t), 2u << 20) << "not a bomb";
   auto b = build(d, t);
-  EXPECT_EQ(b.r.exit_code, 1) << b.r.err;
+  EXPECT_EQ(b.r.exit_code, 2) << "too big for the --size given\n" << b.r.err;
   EXPECT_TRUE(contains(b.r.err, "bomb.bin")) << b.r.err;
   EXPECT_TRUE(contains(b.r.err, "the files do not fit")) << b.r.err;
   EXPECT_TRUE(fs::is_empty(b.out_dir)) << "output left behind";

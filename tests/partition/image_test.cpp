@@ -456,7 +456,7 @@ TEST(ImageCli, DryRunWritesNothingAndLabelsAreChecked) {
                                      "--output",  out.string(),    "--size",   "16MiB"};
     if (dry) args.push_back("--dry-run");
     auto small = rpi::test::cli(args);
-    EXPECT_EQ(small.exit_code, dry ? 0 : 1);
+    EXPECT_EQ(small.exit_code, dry ? 0 : 2) << "the size given is what to change";
     EXPECT_NE((dry ? small.out : small.err).find("use --size 24MiB or more"), std::string::npos)
         << small.out << small.err;
     EXPECT_FALSE(fs::exists(out));

@@ -325,5 +325,20 @@ TEST_F(DiscoverTest, DevicesCommandJson) {
   EXPECT_EQ(py.out, "13 ['mmcblk0', 'sdb'] 000000001206 31914983424 ['/media/pi/my boot'] True 1\n");
 }
 
+// `devices --help` lists --json (the man page's `devices [--json]`), and the
+// flag works after the subcommand as well as before it.
+TEST_F(DiscoverTest, DevicesHelpListsJson) {
+  auto h = cli({"devices", "--help"});
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  EXPECT_TRUE(contains(h.out, "--json")) << h.out;
+  EXPECT_FALSE(contains(h.out, "--sysfs-root")) << "the test-only options stay hidden: " << h.out;
+  auto args = std::vector<std::string>{"devices", "--json"};
+  for (auto& a : cli_roots(fake)) args.push_back(a);
+  auto r = cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(r.out.starts_with("{\"type\":\"device\"")) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 13) << r.out;
+}
+
 }  // namespace
 }  // namespace rpi::test

@@ -86,7 +86,7 @@ TEST(FlashFile, SameBytesAsBmaptoolCopy) {
   make_image(tmp / "pi.img", size, 1);
   auto src = source_with_bmap(tmp / "pi.img", scattered_map(size));
   ASSERT_GT(src->map.extents().size(), 3u);
-  write_file(tmp / "card.img", std::string(20 * kMiB, 'Z'));  // stale content must go
+  // A new file (an existing one stands in for a card: AnExistingFileIsWrittenLikeACard).
   std::vector<Event> events;
   FlashOptions opts;
   opts.events = [&](const Event& e) { events.push_back(e); };
@@ -126,6 +126,203 @@ TEST(FlashFile, NewFileIsPrivate) {
   ASSERT_TRUE(r.ok()) << r.error;
   EXPECT_EQ(fs::status(tmp / "new.img").permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
   EXPECT_EQ(read_file(tmp / "new.img"), read_file(tmp / "pi.img"));  // no .bmap: the whole image
+}
+
+// An existing file stands in for a card and is written like one: its size
+// stays, and so do the old bytes the image does not map, inside the image and
+// beyond it; the first and last MiB are zeroed (no stale MBR or GPT backup).
+TEST(FlashFile, AnExistingFileIsWrittenLikeACard) {
+  RPI_REQUIRE_TOOL("cmp");
+  TempDir tmp;
+  const std::uint64_t size = 16 * kMiB + 1000, card_size = 64 * kMiB;
+  make_image(tmp / "pi.img", size, 16);
+  auto src = source_with_bmap(tmp / "pi.img", scattered_map(size));
+  const fs::path card = tmp / "card.img";
+  old_card(card, card_size);  // 0xff and an MBR signature
+  const std::string marker = "data beyond the image";
+  {
+    Fd fd = open_or_throw(card.string(), O_RDWR);
+    pwrite_all(fd.get(), marker.data(), marker.size(), 40 * kMiB, card.string());
+  }
+  ASSERT_EQ(::chmod(card.c_str(), 0600), 0);
+  std::vector<Event> events;
+  FlashOptions opts;
+  opts.events = [&](const Event& e) { events.push_back(e); };
+  auto r = udev::flash_one(FlashJob{card.string(), src, "kiosk-01"}, opts);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_TRUE(r.verified);
+  EXPECT_EQ(r.bytes_written, src->map.mapped_bytes());
+  EXPECT_EQ(fs::file_size(card), card_size) << "the file was resized";
+  EXPECT_EQ(read_range(card, 40 * kMiB, marker.size()), marker) << "the data beyond the image is gone";
+  expect_mapped_equal(tmp / "pi.img", card, src->map);
+  // As on a card: the unmapped space keeps its old bytes, except the first and last MiB.
+  EXPECT_EQ(read_range(card, 2 * kMiB, 4096), std::string(4096, '\xff'));
+  EXPECT_EQ(read_range(card, 32 * kMiB, 4096), std::string(4096, '\xff'));
+  EXPECT_EQ(read_range(card, 64 * 1024, 4096), std::string(4096, '\0'));
+  EXPECT_EQ(read_range(card, card_size - kMiB, kMiB), std::string(kMiB, '\0')) << "a stale GPT backup";
+  EXPECT_NO_THROW(udev::verify_target(card.string(), *src));
+  EXPECT_EQ(fs::status(card).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+  for (const auto& e : events) EXPECT_NE(e.type, "note") << e.message;
+}
+
+// The reported case: a 2 GiB file with data at 1500 MiB, written with a small
+// image, was cut down to the image's size.
+TEST(FlashFile, ALargeSparseFileKeepsItsSizeAndItsData) {
+  TempDir tmp;
+  make_image(tmp / "pi.img", 8 * kMiB, 17);
+  const fs::path card = tmp / "rf.bin";
+  const std::string marker = "MARKER at 1500 MiB";
+  write_file(card, "");
+  ASSERT_EQ(::truncate(card.c_str(), 2 * kGiB), 0);
+  {
+    Fd fd = open_or_throw(card.string(), O_RDWR);
+    pwrite_all(fd.get(), marker.data(), marker.size(), 1500 * kMiB, card.string());
+  }
+  auto src = FlashSource::open(tmp / "pi.img");
+  auto r = udev::flash_one(FlashJob{card.string(), src, "x"}, {});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(fs::file_size(card), 2 * kGiB);
+  EXPECT_EQ(read_range(card, 1500 * kMiB, marker.size()), marker);
+  EXPECT_EQ(read_range(card, 0, 8 * kMiB), read_file(tmp / "pi.img"));
+}
+
+// A file smaller than the image is refused with the message a card gets, and
+// nothing of it changes: not its size, bytes or mode.
+TEST(FlashFile, AFileSmallerThanTheImageIsRefusedLikeACard) {
+  TempDir tmp;
+  make_image(tmp / "pi.img", 8 * kMiB, 18);
+  const fs::path card = tmp / "small.bin";
+  old_card(card, 4 * kMiB);
+  ASSERT_EQ(::chmod(card.c_str(), 0644), 0);
+  const std::string before = read_file(card);
+  std::vector<Event> events;
+  FlashOptions opts;
+  opts.events = [&](const Event& e) { events.push_back(e); };
+  auto r = udev::flash_one(FlashJob{card.string(), FlashSource::open(tmp / "pi.img"), "x"}, opts);
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.error_code, Errc::device);
+  EXPECT_FALSE(r.changed);
+  EXPECT_EQ(r.error,
+            "refusing to write " + card.string() + ": it has 4 MiB but the image needs 8 MiB; use a larger card");
+  EXPECT_TRUE(read_file(card) == before) << "the refused file was changed (now " << fs::file_size(card) << " bytes)";
+  EXPECT_EQ(fs::status(card).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
+  EXPECT_TRUE(events.empty());
+}
+
+// A file that group or others can read is made 0600 before the card's secrets
+// go into it, and a note says so.
+TEST(FlashFile, AFileOthersCanReadIsMadePrivateAndTheUserIsTold) {
+  TempDir tmp;
+  make_image(tmp / "pi.img", 4 * kMiB, 19);
+  for (const mode_t mode : {0644, 0640, 0604}) {
+    const fs::path card = tmp / ("card-" + std::to_string(mode) + ".bin");
+    old_card(card, 8 * kMiB);
+    ASSERT_EQ(::chmod(card.c_str(), mode), 0);
+    std::vector<Event> events;
+    FlashOptions opts;
+    opts.events = [&](const Event& e) { events.push_back(e); };
+    auto r = udev::flash_one(FlashJob{card.string(), FlashSource::open(tmp / "pi.img"), "x"}, opts);
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(fs::status(card).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+    char octal[8];
+    std::snprintf(octal, sizeof octal, "%04o", static_cast<unsigned>(mode));
+    std::vector<std::string> notes;
+    for (const auto& e : events)
+      if (e.type == "note") {
+        EXPECT_EQ(e.subject, card.string());
+        notes.push_back(e.message);
+      }
+    ASSERT_EQ(notes.size(), 1u);
+    EXPECT_EQ(notes[0], card.string() + " was readable by group or others (mode " + octal +
+                            "); a card can hold secrets (Wi-Fi keys, SSH host keys), so it is now mode 0600");
+  }
+}
+
+// --wipe on a file: nothing old is left, in the unmapped space of the image or
+// beyond it, and the file keeps its size. `punches`: whether its file system
+// can punch holes (else zeros are written, and a note says so).
+void expect_file_wipe_erases_the_unused_space(const fs::path& dir, const fs::path& card, bool punches) {
+  const std::uint64_t size = 16 * kMiB + 1000, card_size = 48 * kMiB;
+  make_image(dir / "pi.img", size, 20);
+  auto src = source_with_bmap(dir / "pi.img", scattered_map(size));
+  old_card(card, card_size);
+  FlashOptions o;
+  o.wipe = true;
+  std::vector<Event> events;
+  o.events = [&](const Event& e) { events.push_back(e); };
+  auto r = udev::flash_one({card.string(), src, "x"}, o);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_TRUE(r.wiped);
+  EXPECT_TRUE(r.verified);
+  EXPECT_EQ(fs::file_size(card), card_size);
+  expect_mapped_equal(dir / "pi.img", card, src->map);
+  const std::string bytes = read_file(card);
+  EXPECT_EQ(bytes.find('\xff', size), std::string::npos) << "old data beyond the image";
+  auto mapped = [&](std::uint64_t at) {
+    for (const auto& e : src->map.extents())
+      if (at >= e.offset && at < e.offset + e.length) return true;
+    return false;
+  };
+  for (std::uint64_t at = 0; at < size; at += 4096)
+    if (!mapped(at)) {
+      EXPECT_NE(bytes[at], '\xff') << "old data at byte " << at;
+    }
+  bool wipe_done = false, zeros_note = false;
+  for (const auto& e : events) {
+    if (e.type == "wipe" && e.done == card_size && e.total == card_size) wipe_done = true;
+    if (e.type == "note" && contains(e.message, card.string() + " cannot have holes punched")) zeros_note = true;
+  }
+  EXPECT_TRUE(wipe_done) << "a wipe progress event reaching the file's size";
+  EXPECT_EQ(zeros_note, !punches) << "the note that zeros are written instead";
+  if (punches) {
+    struct stat st {};
+    ASSERT_EQ(::stat(card.c_str(), &st), 0);
+    EXPECT_LT(static_cast<std::uint64_t>(st.st_blocks) * 512, src->map.mapped_bytes() + 4 * kMiB)
+        << "the old data's blocks are still allocated";
+  }
+}
+
+TEST(FlashFile, WipePunchesHolesInAFile) {
+  TempDir tmp;
+  expect_file_wipe_erases_the_unused_space(tmp.path(), tmp / "card.bin", true);
+}
+
+// ramfs has no fallocate: the wipe writes zeros.
+TEST(FlashFile, WipeWritesZerosWhereTheFileCannotHaveHoles) {
+  TempDir tmp;
+  fs::create_directory(tmp / "ramfs");
+  std::unique_ptr<ScopedMount> m;
+  try {
+    m = std::make_unique<ScopedMount>(std::vector<std::string>{"-t", "ramfs", "ramfs"}, tmp / "ramfs");
+  } catch (const std::exception& e) {
+    GTEST_SKIP() << "cannot mount a ramfs: " << e.what();
+  }
+  expect_file_wipe_erases_the_unused_space(tmp.path(), tmp / "ramfs" / "card.bin", false);
+}
+
+// The CLI, as reported: `--image h.img --device FILE` keeps the file's size,
+// refuses a file smaller than the image, and tells that a readable file was
+// made private.
+TEST(FlashFile, TheCliWritesAFileLikeACard) {
+  TempDir tmp;
+  make_image(tmp / "h.img", 8 * kMiB, 21);
+  const fs::path small = tmp / "small.bin", card = tmp / "rf2.bin";
+  old_card(small, 4 * kMiB);
+  old_card(card, 32 * kMiB);
+  for (const auto& p : {small, card}) ASSERT_EQ(::chmod(p.c_str(), 0644), 0);
+  auto r = cli({"--image", (tmp / "h.img").string(), "--device", small.string(), "--yes"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.out + r.err, "refusing to write " + small.string() +
+                                          ": it has 4 MiB but the image needs 8 MiB; use a larger card"))
+      << r.out << r.err;
+  EXPECT_EQ(fs::file_size(small), 4 * kMiB);
+  r = cli({"--image", (tmp / "h.img").string(), "--device", card.string(), "--yes"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(fs::file_size(card), 32 * kMiB);
+  EXPECT_EQ(read_range(card, 0, 8 * kMiB), read_file(tmp / "h.img"));
+  EXPECT_TRUE(contains(r.err, card.string() + " was readable by group or others (mode 0644)")) << r.err;
+  EXPECT_EQ(fs::status(card).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
 }
 
 TEST(FlashFile, VerifyNamesTheFirstCorruptedByte) {
@@ -265,7 +462,10 @@ TEST(FlashFile, AnImageJustBuiltIsWrittenWithTheBuildsOwnMap) {
   auto built = partition::build_image(fixture_tarball({"--size-mb", "4"}), img, {});
   auto src = FlashSource::built(img, built.map);
   EXPECT_EQ(src->map.to_bmap_xml(), built.map.to_bmap_xml());
-  old_card(tmp / "card.bin", built.image_size + kMiB);
+  // A zeroed card (a file is written like a card: unmapped bytes stay), so the
+  // whole image compares equal only if the build's map covers all its data.
+  write_file(tmp / "card.bin", "");
+  ASSERT_EQ(::truncate((tmp / "card.bin").c_str(), static_cast<off_t>(built.image_size + kMiB)), 0);
   auto r = udev::flash_one(FlashJob{(tmp / "card.bin").string(), src, "x"}, {});
   ASSERT_TRUE(r.ok()) << r.error;
   EXPECT_TRUE(r.verified);
@@ -759,7 +959,8 @@ TEST(FlashLoop, ImageLargerThanCardIsRefused) {
   LoopDevice a(tmp / "a.bin");
   auto r = udev::flash_one({a.path(), FlashSource::open(tmp / "pi.img"), "x"}, loop_options());
   EXPECT_FALSE(r.ok());
-  EXPECT_TRUE(contains(r.error, "larger card")) << r.error;
+  EXPECT_EQ(r.error, "refusing to write " + a.path() + ": it has 4 MiB but the image needs 8 MiB; use a larger card")
+      << "a file gets the same message: AFileSmallerThanTheImageIsRefusedLikeACard";
   EXPECT_EQ(read_range(tmp / "a.bin", 510, 2), "\x55\xAA");
 }
 

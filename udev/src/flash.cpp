@@ -1,6 +1,7 @@
 #include "udev/flash.hpp"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
@@ -13,6 +14,7 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -90,7 +92,8 @@ struct Target {
   Fd fd;
   bool block = false;
   bool direct = false;
-  std::uint64_t size = 0;  // device size (block) or image size (file)
+  bool created = false;    // a file made for this write: every byte a hole, nothing old in it
+  std::uint64_t size = 0;  // the device's or the file's size
 };
 
 std::string errno_text(int err) {
@@ -144,18 +147,62 @@ Target open_block(const DeviceInfo& info, bool for_write) {
   return t;
 }
 
-Target open_file_for_write(const DeviceInfo& info, std::uint64_t image_size) {
+// The card (or the file standing in for one) must hold the whole image.
+void check_fits(const Target& t, std::uint64_t image_size) {
+  if (t.size < image_size)
+    throw Error(Errc::device, "refusing to write " + t.path + ": it has " + format_size(t.size) +
+                                  " but the image needs " + format_size(image_size) + "; use a larger card");
+}
+
+std::string octal_mode(mode_t mode) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
+  return buf;
+}
+
+// A regular file as a target. An existing one stands in for a card and is
+// written like one: its size is kept (bytes beyond the image stay), and it
+// must hold the image. A new one is created 0600 with the image's size, all
+// holes. Either way it gets what a card can hold, secrets too (Wi-Fi keys,
+// SSH host keys), so an existing file that group or others can read is made
+// 0600 first (a "note" says so).
+Target open_file_for_write(const DeviceInfo& info, std::uint64_t image_size, const EventSink& events) {
   Target t;
   t.path = info.path;
-  // Card images can hold secrets (Wi-Fi keys, password hashes): new files are 0600.
-  int fd = ::open(info.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  // O_EXCL: a path that appeared since it was checked is not taken for new.
+  int fd = ::open(info.path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  t.created = fd >= 0;
+  if (fd < 0 && errno == EEXIST) fd = ::open(info.path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) throw_errno("cannot open " + info.path);
   t.fd.reset(fd);
   lock_exclusive(t);
-  // Truncating to 0 first makes every unmapped range a hole (reads as zeros).
-  if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, static_cast<off_t>(image_size)) != 0)
-    throw_errno("cannot resize " + info.path);
-  t.size = image_size;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_errno("cannot stat " + info.path);
+  if (!S_ISREG(st.st_mode))
+    throw Error(Errc::device, info.path +
+                                  " changed since it was checked (it is no longer a regular file); list the "
+                                  "cards again");
+  if (t.created) {
+    if (::ftruncate(fd, static_cast<off_t>(image_size)) != 0) throw_errno("cannot resize " + info.path);
+    t.size = image_size;
+    return t;
+  }
+  t.size = static_cast<std::uint64_t>(st.st_size);
+  check_fits(t, image_size);
+  if (st.st_mode & (S_IRGRP | S_IROTH)) {
+    const std::string was = octal_mode(st.st_mode);
+    if (::fchmod(fd, S_IRUSR | S_IWUSR) != 0) {
+      int err = errno;
+      throw Error(Errc::device, "refusing to write " + info.path + ": group or others can read it (mode " + was +
+                                    ") and it cannot be made private (" + errno_text(err) +
+                                    "), but a card can hold secrets (Wi-Fi keys, SSH host keys); run "
+                                    "`chmod 600 " +
+                                    info.path + "` as its owner first");
+    }
+    emit(events, Event{"note", info.path, 0, 0,
+                       info.path + " was readable by group or others (mode " + was +
+                           "); a card can hold secrets (Wi-Fi keys, SSH host keys), so it is now mode 0600"});
+  }
   return t;
 }
 
@@ -386,12 +433,17 @@ class Writer {
     const auto& src = *job_.source;
     std::uint64_t total = src.map.mapped_bytes();
     // 0. With --wipe, erase everything: nothing old stays in the unmapped space.
-    if (opts_.wipe && t_.block) wipe();
+    if (opts_.wipe) {
+      if (t_.block)
+        wipe();
+      else
+        wipe_file();
+    }
     emit(opts_.events, Event{"write", t_.path, 0, total, job_.identity});
     AlignedBuffer zeros(kMiB);
     // 1. Invalidate the old card: first and last MiB (a stale GPT backup lives there).
     zero_range(t_, 0, std::min<std::uint64_t>(kMiB, t_.size), zeros);
-    if (t_.block && t_.size > kMiB) {
+    if (!t_.created && t_.size > kMiB) {
       std::uint64_t tail = std::max(t_.size - kMiB, kMiB);
       zero_range(t_, tail, t_.size - tail, zeros);
     }
@@ -447,6 +499,39 @@ class Writer {
       if (!discard && ::ioctl(t_.fd.get(), BLKZEROOUT, range) != 0)
         rethrow_write_error(t_, Error(Errc::io, "cannot erase " + t_.path + " (zeros at byte " + std::to_string(off) +
                                                     "): " + errno_text(errno)));
+      off += n;
+      emit(opts_.events, Event{"wipe", t_.path, off, t_.size, job_.identity});
+    }
+    wiped = true;
+  }
+
+  // The same for a file standing in for a card: holes punched in 1 GiB steps
+  // (they read as zeros, like discarded blocks); where the file system cannot
+  // punch holes, zeros written in 64 MiB steps. Its size stays.
+  void wipe_file() {
+    emit(opts_.events, Event{"wipe", t_.path, 0, t_.size, job_.identity});
+    bool punch = true;
+    std::optional<AlignedBuffer> zeros;
+    for (std::uint64_t off = 0; off < t_.size;) {
+      check_cancel();
+      const std::uint64_t n = std::min<std::uint64_t>(t_.size - off, punch ? 1ull << 30 : 64 * kMiB);
+      if (punch && ::fallocate(t_.fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
+                               static_cast<off_t>(n)) != 0) {
+        int err = errno;
+        if (err != EOPNOTSUPP && err != ENOSYS && err != EINVAL)
+          throw Error(Errc::io, "cannot erase " + t_.path + " (punching a hole at byte " + std::to_string(off) +
+                                    "): " + errno_text(err));
+        punch = false;
+        emit(opts_.events, Event{"note", t_.path, 0, 0,
+                                 t_.path + " cannot have holes punched (" + errno_text(err) +
+                                     "): --wipe writes zeros over all of it, which takes as long as writing "
+                                     "every byte"});
+        continue;
+      }
+      if (!punch) {
+        if (!zeros) zeros.emplace(kMiB);
+        zero_range(t_, off, n, *zeros);
+      }
       off += n;
       emit(opts_.events, Event{"wipe", t_.path, off, t_.size, job_.identity});
     }
@@ -639,12 +724,10 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
     (void)::posix_fadvise(src_fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
     std::uint64_t image_size = src.map.image_size();
     if (info.is_file) {
-      t = open_file_for_write(info, image_size);
+      t = open_file_for_write(info, image_size, opts.events);
     } else {
       t = open_block(info, true);
-      if (t.size < image_size)
-        throw Error(Errc::device, "refusing to write " + info.path + ": it has " + format_size(t.size) +
-                                      " but the image needs " + format_size(image_size) + "; use a larger card");
+      check_fits(t, image_size);
     }
     opened = true;
     auto pieces = pieces_of(src.map, opts.chunk_bytes);

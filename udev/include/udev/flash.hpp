@@ -4,7 +4,12 @@
 // 4 MiB aligned chunks (O_DIRECT where possible), fdatasync, write the first MiB
 // (the MBR) last, fdatasync, verify by reading back past the page cache and
 // comparing SHA-256 per piece, BLKRRPART. An interrupted card never carries a
-// valid MBR. Regular files are accepted as targets (sparse: holes where unmapped).
+// valid MBR. An existing regular file may stand in for a card and is written
+// like one: its size is kept (bytes beyond the image stay), one smaller than the
+// image is refused like a card, --wipe punches holes in it (else writes zeros),
+// and one that group or others can read is made 0600 first ("note" event). A
+// path that does not exist yet becomes a new file of the image's size, mode
+// 0600, sparse (holes where unmapped).
 #pragma once
 
 #include <atomic>
@@ -56,9 +61,10 @@ struct FlashJob {
 
 struct FlashOptions {
   bool verify = true;
-  // Erase the whole card before writing (block devices): BLKDISCARD, or where the
-  // card cannot discard, zeros (BLKZEROOUT: as slow as writing every byte).
-  // "wipe" progress events; the unmapped space then holds nothing old.
+  // Erase the whole card before writing: BLKDISCARD, or where the card cannot
+  // discard, zeros (BLKZEROOUT: as slow as writing every byte); a regular file:
+  // holes punched (fallocate), else zeros written. "wipe" progress events; the
+  // unmapped space then holds nothing old.
   bool wipe = false;
   EventSink events;                           // "write"/"verify" progress (subject = target path), "note"s
   const std::atomic<bool>* cancel = nullptr;  // set (e.g. from SIGINT) to stop every card
