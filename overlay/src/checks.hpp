@@ -37,7 +37,14 @@ std::string netmask4(int prefix);  // "255.255.255.0"
 
 // "b8:27:eb:12:34:56" from any of "B8:27:EB:12:34:56", "b8-27-eb-12-34-56"; nullopt if invalid.
 std::optional<std::string> normalize_mac(std::string_view s);
+// One authorized_keys entry: [OPTIONS] TYPE BASE64 [COMMENT], checked as OpenSSH
+// reads it (known options, a key type it accepts, strict base64, and a key blob of
+// that type). The reason names what is wrong and which .pub line to paste.
 std::string ssh_public_key(std::string_view s);
+// [system].keymap: "LAYOUT VARIANT" as in /usr/share/bkeymaps/LAYOUT/VARIANT.bmap.gz
+// (kbd-bkeymaps), e.g. "us us" or "de de-nodeadkeys". Form only: the list of
+// layouts depends on the xkeyboard-config Alpine built the package from.
+std::string keymap(std::string_view s);
 std::string url(std::string_view s, const std::vector<std::string_view>& schemes);
 
 // The closest candidate within distance 2 (or a prefix match), else empty.

@@ -7,6 +7,7 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -510,14 +511,7 @@ void Converter::convert_system(const View& root, const toml::table* host, int ho
     h.timezone = *x;
   }
   if (auto x = str(v, "keymap")) {
-    auto sp = x->find(' ');
-    auto ok_part = [](std::string_view p) {
-      return !p.empty() && std::all_of(p.begin(), p.end(), [](char c) {
-        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
-      });
-    };
-    if (sp == std::string::npos || !ok_part(x->substr(0, sp)) || !ok_part(x->substr(sp + 1)))
-      fail(*v.get("keymap"), "[system].keymap must be \"LAYOUT VARIANT\", e.g. \"us us\" or \"de de-latin1\"");
+    if (auto why = checks::keymap(*x); !why.empty()) fail(*v.get("keymap"), "[system].keymap \"" + *x + "\" " + why);
     h.keymap = *x;
   }
   h.motd = str(v, "motd", "");
@@ -1143,6 +1137,85 @@ std::string parse_error_text(std::string_view description) {
   return d;
 }
 
+// Line `line` (1-based) of text, without its line break.
+std::string_view source_line(std::string_view text, std::size_t line) {
+  std::size_t start = 0;
+  for (std::size_t l = 1; l < line; ++l) {
+    auto nl = text.find('\n', start);
+    if (nl == std::string_view::npos) return {};
+    start = nl + 1;
+  }
+  auto end = text.find('\n', start);
+  return text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
+}
+
+// The byte offset of column `col` (1-based, in code points as toml++ counts) of `l`.
+std::size_t byte_of_column(std::string_view l, std::size_t col) {
+  std::size_t i = 0;
+  for (std::size_t c = 1; c < col && i < l.size(); ++c) {
+    ++i;
+    while (i < l.size() && (static_cast<unsigned char>(l[i]) & 0xc0) == 0x80) ++i;
+  }
+  return i;
+}
+
+// The key a bare value at byte `at` of line `l` belongs to, when the line shows it
+// plainly ("psk = ...", "a.b = ...", "{ psk = ..."): a bare key before the last '='
+// ahead of the value, with nothing but blanks and the value's start after it.
+// Never any part of the value; empty when unsure (arrays, quoted keys).
+std::string bare_key_before(std::string_view l, std::size_t at) {
+  auto head = l.substr(0, at);
+  auto eq = head.rfind('=');
+  if (eq == std::string_view::npos) return {};
+  if (head.substr(eq + 1).find_first_of("[{\"',") != std::string_view::npos) return {};
+  auto key = head.substr(0, eq);
+  if (auto open = key.find_last_of("{,"); open != std::string_view::npos) key.remove_prefix(open + 1);
+  while (!key.empty() && (key.front() == ' ' || key.front() == '\t')) key.remove_prefix(1);
+  while (!key.empty() && (key.back() == ' ' || key.back() == '\t')) key.remove_suffix(1);
+  if (key.empty() || key.size() > 64) return {};
+  for (char c : key)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) return {};
+  return std::string(key);
+}
+
+// Our message for a toml++ syntax error: the cases we recognise said plainly (an
+// unquoted text value, a string without its closing quote), the others as toml++
+// says them. Never any part of the value, which may be a secret.
+std::string syntax_error_text(std::string_view description, std::string_view text, std::size_t line,
+                              std::size_t column) {
+  auto starts = [&](std::string_view p) { return description.substr(0, p.size()) == p; };
+  auto has = [&](std::string_view p) { return description.find(p) != std::string_view::npos; };
+  const std::string_view l = source_line(text, line);
+  const std::size_t at = byte_of_column(l, column);
+
+  if ((starts("Error while parsing string:") && has("control characters")) ||
+      (starts("Error while parsing literal string:") && has("control characters"))) {
+    // A line break inside a one-line string: its closing quote is missing.
+    if (at >= l.size() || (at + 1 == l.size() && l[at] == '\r'))
+      return "the closing quote of this string is missing (a quoted value ends on the line it starts on; text of "
+             "several lines goes in triple quotes)";
+  }
+  if ((starts("Error while parsing string:") || starts("Error while parsing literal string:")) && has("end-of-file"))
+    return "the closing quote of this string is missing: it runs to the end of the file";
+
+  std::string kind;
+  if (starts("Error while parsing boolean:"))
+    kind = "invalid value: only true and false go without quotes";
+  else if (starts("Error while parsing floating-point:") || starts("Error while parsing decimal integer:"))
+    kind = "invalid number";
+  else if (starts("Error while parsing value: could not determine value type") ||
+           starts("Error while parsing value: values may not begin with underscores")) {
+    // Only a word: "x = @" or "x = =" are other mistakes.
+    const unsigned char c = at < l.size() ? static_cast<unsigned char>(l[at]) : 0;
+    if (std::isalnum(c) || c == '_' || c == '-' || c == '+' || c >= 0x80) kind = "invalid value: TOML has no bare text";
+  }
+  if (!kind.empty()) {
+    const std::string key = bare_key_before(l, at);
+    return kind + " (text needs quotes: " + (key.empty() ? "" : key + " = ") + "\"...\")";
+  }
+  return parse_error_text(description);
+}
+
 std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::string& name, const fs::path& base_dir) {
   auto impl = std::make_shared<Spec::Impl>();
   impl->name = name;
@@ -1153,7 +1226,7 @@ std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::strin
   } catch (const toml::parse_error& e) {
     const auto& b = e.source().begin;
     throw Error(Errc::spec, name + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) + ": " +
-                                shorten_quoted(parse_error_text(e.description())));
+                                shorten_quoted(syntax_error_text(e.description(), text, b.line, b.column)));
   }
   Converter c(*impl, impl->warnings);
   c.record_files_read(&impl->files_read);

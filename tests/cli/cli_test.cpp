@@ -239,8 +239,12 @@ TEST(Cli, SpecToImageCarriesTheGeneratedApkovlAndBootEdits) {
 TEST(Cli, KnownHostsBesideTheImageIsReplacedAndAGivenFileMerged) {
   TempDir d;
   const fs::path img = d / "kiosk.img", beside = d / "kiosk.img.known_hosts", shared = d / "fleet.known_hosts";
-  rpi::test::write_file(beside, "old-image-host ssh-ed25519 AAAAold\n");
-  rpi::test::write_file(shared, "# fleet\nother-pi ssh-ed25519 AAAAother\nkiosk,kiosk.lan ssh-ed25519 AAAAstale\n");
+  rpi::test::write_file(
+      beside, "old-image-host ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP+nYAMDkJCpCL35DnnyNqDRSAJkqxKDUllZ5jzydSPs\n");
+  rpi::test::write_file(shared,
+                        "# fleet\nother-pi ssh-ed25519 "
+                        "AAAAC3NzaC1lZDI1NTE5AAAAIDJr/JUeeTwyQgTafSTTwOdJ8yYzVQz3dKkrzad36D9t\nkiosk,kiosk.lan "
+                        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKRMOQkbzqh1jnL1p2QYhq1DB3vij5b8WXbX1mtUDe89\n");
   auto r = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output", img.string()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string own = rpi::test::read_file(beside);
@@ -250,8 +254,14 @@ TEST(Cli, KnownHostsBesideTheImageIsReplacedAndAGivenFileMerged) {
            "--known-hosts", shared.string()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string merged = rpi::test::read_file(shared);
-  EXPECT_EQ(merged.rfind("# fleet\nother-pi ssh-ed25519 AAAAother\nkiosk,kiosk.lan ssh-ed25519 AAAA", 0), 0u) << merged;
-  EXPECT_FALSE(contains(merged, "AAAAstale")) << merged;
+  EXPECT_EQ(
+      merged.rfind(
+          "# fleet\nother-pi ssh-ed25519 "
+          "AAAAC3NzaC1lZDI1NTE5AAAAIDJr/JUeeTwyQgTafSTTwOdJ8yYzVQz3dKkrzad36D9t\nkiosk,kiosk.lan ssh-ed25519 AAAA",
+          0),
+      0u)
+      << merged;
+  EXPECT_FALSE(contains(merged, "AAAAC3NzaC1lZDI1NTE5AAAAIKRMOQkbzqh1jnL1p2QYhq1DB3vij5b8WXbX1mtUDe89")) << merged;
   // A rebuild without generated keys leaves no stale file beside the image.
   fs::path nokeys = d / "nokeys.toml";
   rpi::test::write_file(nokeys, "[system]\nhostname = \"kiosk\"\n[ssh]\nhost_keys = \"first-boot\"\n");
@@ -548,7 +558,7 @@ TEST(Cli, OnlyWrittenCardsAddTheirHostKeys) {
   TempDir d;
   fs::path good = d / "good.bin", locked = d / "locked.bin", spec = d / "pi.toml", kh = d / "known_hosts";
   rpi::test::write_file(spec, "[system]\nhostname = \"pi-{n}\"\n[ssh]\nhost_keys = \"generate\"\n");
-  rpi::test::write_file(kh, "pi-2 ssh-ed25519 AAAAinuse\n");
+  rpi::test::write_file(kh, "pi-2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC/0LM1SQIZbPWzvayvObEEvVl007I6YKsHZ63lJV+/x\n");
   for (const auto& p : {good, locked}) {
     rpi::test::write_file(p, "");
     ASSERT_EQ(truncate(p.c_str(), 1ll << 30), 0);
@@ -561,7 +571,8 @@ TEST(Cli, OnlyWrittenCardsAddTheirHostKeys) {
   EXPECT_EQ(m.exit_code, 3) << m.out << m.err;
   const std::string lines = rpi::test::read_file(kh);
   EXPECT_TRUE(contains(lines, "pi-1 ssh-ed25519 AAAA")) << lines;
-  EXPECT_TRUE(contains(lines, "pi-2 ssh-ed25519 AAAAinuse")) << lines;
+  EXPECT_TRUE(contains(lines, "pi-2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC/0LM1SQIZbPWzvayvObEEvVl007I6YKsHZ63lJV+/x"))
+      << lines;
   auto p = rpi::test::run({"python3", "-c",
                            "import json,sys\n"
                            "for line in sys.stdin:\n"
@@ -714,7 +725,10 @@ TEST(Cli, WatchWritesACardAttachedAfterStart) {
   });
   // An earlier run left keys: another host's stays, this host's old one goes.
   const fs::path known = d / "known_hosts";
-  rpi::test::write_file(known, "other-pi ssh-ed25519 AAAAother\npi-headless ssh-ed25519 AAAAstale\n");
+  rpi::test::write_file(
+      known,
+      "other-pi ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDJr/JUeeTwyQgTafSTTwOdJ8yYzVQz3dKkrzad36D9t\npi-headless "
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKRMOQkbzqh1jnL1p2QYhq1DB3vij5b8WXbX1mtUDe89\n");
   rpi::test::write_file(d / "next-card", "7\n");  // a restarted station goes on at card 7
   auto r = cli({"watch", "--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--poll",
                 "--count", "1", "--allow-non-removable", "--yes", "--json", "--known-hosts", known.string(), "--state",
@@ -731,8 +745,12 @@ TEST(Cli, WatchWritesACardAttachedAfterStart) {
   EXPECT_EQ(rpi::test::read_file(d / "next-card"), "8\n");
   // --known-hosts holds the card's host keys, the ones it reported.
   const std::string kh = rpi::test::read_file(known);
-  EXPECT_EQ(kh.rfind("other-pi ssh-ed25519 AAAAother\npi-headless ssh-ed25519 ", 0), 0u) << kh;
-  EXPECT_FALSE(contains(kh, "AAAAstale")) << kh;
+  EXPECT_EQ(kh.rfind("other-pi ssh-ed25519 "
+                     "AAAAC3NzaC1lZDI1NTE5AAAAIDJr/JUeeTwyQgTafSTTwOdJ8yYzVQz3dKkrzad36D9t\npi-headless ssh-ed25519 ",
+                     0),
+            0u)
+      << kh;
+  EXPECT_FALSE(contains(kh, "AAAAC3NzaC1lZDI1NTE5AAAAIKRMOQkbzqh1jnL1p2QYhq1DB3vij5b8WXbX1mtUDe89")) << kh;
   const std::string ours = kh.substr(kh.find('\n') + 1);
   EXPECT_TRUE(contains(r.out, ours.substr(0, ours.find('\n')))) << kh << "\n" << r.out;
   // The card attached later holds the image; the one present at start is untouched.

@@ -43,6 +43,9 @@ NEEDS = {  # key -> extra keys in the same table
 }
 EXCLUSIVE = {"source": ["content"], "content": ["source"], "password_hash": ["password"]}
 
+# A real public key (its private half was never kept), for the docs' placeholders.
+REAL_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPFB/Vl9sFnNdTSfmBzkZeynL0bzqkfdIQgPpCubXwqV me@laptop"
+
 failures = 0
 count = 0
 section = None
@@ -84,6 +87,17 @@ for line in open(doc, encoding="utf-8"):
         text += '[[users]]\nname = "kiosk"\n\n'
     text += table + "\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
     spec = os.path.join(work, "doc.toml")
+    # The docs show a placeholder where the user's own key goes: that must be
+    # refused as one, and a real key in its place accepted.
+    placeholder = re.search(r"ssh-[a-z0-9]+ AAAA(…|\.\.\.)[^\"]*", text)
+    if placeholder:
+        with open(spec, "w", encoding="utf-8") as f:
+            f.write(text)
+        r = subprocess.run([cli, "check", "--spec", spec], capture_output=True, text=True, env=env)
+        if r.returncode == 0 or "is a placeholder" not in r.stderr:
+            failures += 1
+            print(f"FAIL {table} {key}: the placeholder {placeholder.group(0)} was not refused as one\n{r.stderr}")
+        text = text.replace(placeholder.group(0), REAL_KEY)
     with open(spec, "w", encoding="utf-8") as f:
         f.write(text)
     r = subprocess.run([cli, "check", "--spec", spec], capture_output=True, text=True, env=env)

@@ -521,3 +521,87 @@ TEST(Spec, TomlSyntaxErrorsDoNotQuoteTheValue) {
   EXPECT_EQ(e2.find('\n'), std::string::npos) << e2;
   EXPECT_FALSE(has(e2, "abc")) << e2;
 }
+
+// Unquoted text is the common TOML slip: say that it needs quotes, with the key,
+// and never the value (it may be a secret). A missing closing quote says so.
+TEST(Spec, TomlSyntaxErrorsSayWhatToDo) {
+  const std::string wifi = kPi + "[wifi]\nssid = \"home\"\n";
+  auto e = error_of(wifi + "psk = TOPSECRET2\n");
+  EXPECT_EQ(e, "t.toml:5:7: invalid value: only true and false go without quotes (text needs quotes: psk = \"...\")");
+  EXPECT_EQ(error_of(wifi + "psk = topsecret\n"),
+            "t.toml:5:8: invalid value: only true and false go without quotes (text needs quotes: psk = \"...\")");
+  EXPECT_EQ(error_of(wifi + "psk = secret word\n"),
+            "t.toml:5:7: invalid value: TOML has no bare text (text needs quotes: psk = \"...\")");
+  EXPECT_EQ(error_of(wifi + "psk = 12345678abc\n"), "t.toml:5:15: invalid number (text needs quotes: psk = \"...\")");
+  EXPECT_EQ(error_of(wifi + "psk = Ninja2000\n"), "t.toml:5:7: invalid number (text needs quotes: psk = \"...\")");
+  EXPECT_EQ(error_of(kPi + "[alpine]\nversion = 3.22.1\n"),
+            "t.toml:4:15: invalid number (text needs quotes: version = \"...\")");
+  // In an inline table the key is the inner one; in an array there is none to name.
+  EXPECT_EQ(error_of(kPi + "[root]\npassword = { env = WIFI_PSK }\n"),
+            "t.toml:4:20: invalid value: TOML has no bare text (text needs quotes: env = \"...\")");
+  EXPECT_EQ(error_of(kPi + "[apk]\npackages = [\"chromium\", vim]\n"),
+            "t.toml:4:25: invalid value: TOML has no bare text (text needs quotes: \"...\")");
+  for (const std::string& secret : {"TOPSECRET2", "topsecret", "secret word", "12345678abc", "Ninja2000"}) {
+    auto m = error_of(wifi + "psk = " + secret + "\n");
+    EXPECT_FALSE(has(m, secret.substr(0, 3))) << m;
+    EXPECT_FALSE(has(m, secret.substr(secret.size() - 3))) << m;
+  }
+  // The closing quote: on its line, and at the end of the file.
+  const std::string closing =
+      "the closing quote of this string is missing (a quoted value ends on the line it starts on; text of several "
+      "lines goes in triple quotes)";
+  EXPECT_EQ(error_of(wifi + "psk = \"TOPSECRET2\nx = 1\n"), "t.toml:5:18: " + closing);
+  EXPECT_EQ(error_of(wifi + "psk = \"TOPSECRET2\r\nx = 1\n"), "t.toml:5:18: " + closing);
+  EXPECT_EQ(error_of(wifi + "psk = 'TOPSECRET2\n"), "t.toml:5:18: " + closing);
+  EXPECT_EQ(error_of(wifi + "psk = \"TOPSECRET2"),
+            "t.toml:5:18: the closing quote of this string is missing: it runs to the end of the file");
+  EXPECT_TRUE(has(error_of(wifi + "psk = \"\"\"TOPSECRET2\n"), "the closing quote of this string is missing: it runs"));
+  // What we do not recognise stays toml++'s, still located and without the value.
+  EXPECT_EQ(error_of(kPi + "x = [1, 2,, 3]\n"),
+            "t.toml:3:11: Error while parsing array: expected value or closing ']'");
+  EXPECT_EQ(error_of(kPi + "x = @\n"), "t.toml:3:5: Error while parsing value: could not determine value type");
+  auto ctl = error_of(wifi + "psk = \"TOP\x01SECRET\"\n");
+  EXPECT_TRUE(has(ctl, "t.toml:5:11: Error while parsing string: unescaped control characters")) << ctl;
+}
+
+// [system].keymap names /usr/share/bkeymaps/LAYOUT/VARIANT.bmap.gz of kbd-bkeymaps,
+// where VARIANT is LAYOUT or LAYOUT-XKBVARIANT; the usual slips say what to write.
+TEST(Spec, KeymapIsLayoutAndVariant) {
+  for (const std::string& ok : {"us us", "de de", "de de-nodeadkeys", "de de-T3", "fi fi-kotoistus", "us us-alt-intl",
+                                "gb gb-extd", "ch ch-de_nodeadkeys"}) {
+    auto spec = parse_spec(kPi + "keymap = \"" + ok + "\"\n", "t.toml", ".");
+    EXPECT_EQ(resolve_host(spec, 1).keymap, ok);
+  }
+  auto err = [](const std::string& keymap) { return error_of(kPi + "keymap = \"" + keymap + "\"\n"); };
+  const std::string form = "(LAYOUT VARIANT, the file /usr/share/bkeymaps/LAYOUT/VARIANT.bmap.gz)";
+  EXPECT_EQ(err("us"),
+            "t.toml:3:10: [system].keymap \"us\" needs a variant too: write \"us us\" for the plain layout " + form);
+  EXPECT_EQ(
+      err("de-nodeadkeys"),
+      "t.toml:3:10: [system].keymap \"de-nodeadkeys\" needs the layout first: write \"de de-nodeadkeys\" " + form);
+  EXPECT_EQ(err("de nodeadkeys"),
+            "t.toml:3:10: [system].keymap \"de nodeadkeys\" has a variant that does not begin with its layout: write "
+            "\"de de-nodeadkeys\" (or \"de de\" for the plain layout) " +
+                form);
+  EXPECT_EQ(err("us de-nodeadkeys"),
+            "t.toml:3:10: [system].keymap \"us de-nodeadkeys\" has the variant de-nodeadkeys, which belongs to the "
+            "layout de: write \"de de-nodeadkeys\" " +
+                form);
+  EXPECT_EQ(
+      err("de(nodeadkeys)"),
+      "t.toml:3:10: [system].keymap \"de(nodeadkeys)\" is in X11's form; Alpine's is \"de de-nodeadkeys\" " + form);
+  EXPECT_EQ(err("DE DE"),
+            "t.toml:3:10: [system].keymap \"DE DE\" has a layout with capitals; layouts are lower-case: "
+            "write \"de de\"");
+  EXPECT_EQ(err("fi fi"),
+            "t.toml:3:10: [system].keymap \"fi fi\" names a map kbd-bkeymaps does not have: Alpine "
+            "ships the plain Finnish layout as \"fi fi-kotoistus\"");
+  EXPECT_EQ(err(""),
+            "t.toml:3:10: [system].keymap \"\" is empty: leave it out for the kernel's default (US), or "
+            "write e.g. \"de de-nodeadkeys\"");
+  for (const std::string& bad : {"de  de", " de de", "de de ", "us us us", "de\tde"})
+    EXPECT_TRUE(has(err(bad), "must be two words separated by one space")) << bad << ": " << err(bad);
+  for (const std::string& bad : {"de de/../x", "de de.bmap", "us/us"})
+    EXPECT_TRUE(has(err(bad), "may contain only letters, digits, '_' and '-' in its two words")) << err(bad);
+  EXPECT_TRUE(has(err("de-x de-x"), "has a layout with a '-'")) << err("de-x de-x");
+}

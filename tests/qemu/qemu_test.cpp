@@ -267,7 +267,7 @@ with tarfile.open(out, "w:gz", format=tarfile.USTAR_FORMAT) as t:
   add(t, "etc/apk/world", "f", b"alpine-base\nchromium\nopenssh\n")
   add(t, "etc/runlevels/default/sshd", "l", target="/etc/init.d/sshd")
   add(t, "etc/runlevels/boot/hostname", "l", target="/etc/init.d/hostname")
-  add(t, "root/.ssh/authorized_keys", "f", b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITEST test\n", mode=0o600)
+  add(t, "root/.ssh/authorized_keys", "f", b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMvB+ugjRrpcDh5yxW/ob42ZAPqtb2Lua36Su24EfvAK test\n", mode=0o600)
   add(t, "etc/motd", "f", b"kiosk\n", mode=0o644, uid=1000, gid=1000)
 )";
   CommandResult r = rpi::test::run({"python3", "-c", script, out.string(), hostname});
