@@ -1000,7 +1000,9 @@ void Converter::convert_boot(const View& root, HostConfig& h) {
       } catch (const Error& e) {
         fail(*sz, std::string("[boot].size must be a size like \"1GiB\" or \"max\""));
       }
-      if (*h.boot.size < (64ull << 20)) fail(*sz, "[boot].size must be at least 64MiB");
+      // The smallest image there is (as for --size): whether the files fit is the image engine's to say.
+      if (*h.boot.size < (16ull << 20))
+        fail(*sz, "[boot].size must be at least 16MiB (8 MiB before the partition, then the smallest FAT volume)");
     } else {
       fail(*sz, "[boot].size must be a string like \"1GiB\" or \"max\"");
     }

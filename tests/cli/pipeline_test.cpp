@@ -226,3 +226,21 @@ TEST(Pipeline, AnEmptyFileAsACardIsRefused) {
   EXPECT_EQ(fs::file_size(empty), 0u);
   EXPECT_EQ(fs::file_size(one), 1ull << 30) << "a file standing in for a card keeps its size";
 }
+
+// [boot] size has the floor --size has: the smallest image, then the files decide.
+TEST(Pipeline, BootSizeHasTheFloorOfSize) {
+  TempDir d;
+  fs::path spec = d / "b.toml";
+  auto with_size = [&](const std::string& size) {
+    rpi::test::write_file(
+        spec, "[system]\nhostname = \"b\"\n[ssh]\nhost_keys = \"first-boot\"\n[boot]\nsize = \"" + size + "\"\n");
+    return cli({"--spec", spec.string(), "--output", (d / "b.img").string(), "--tarball",
+                rpi::test::fixture_tarball().string()});
+  };
+  auto low = with_size("8MiB");
+  EXPECT_EQ(low.exit_code, 2);
+  EXPECT_NE(low.err.find(spec.string() + ":6:8: [boot].size must be at least 16MiB"), std::string::npos) << low.err;
+  auto small = with_size("40MiB");
+  EXPECT_EQ(small.exit_code, 0) << small.err;
+  EXPECT_EQ(fs::file_size(d / "b.img"), 40ull << 20);
+}
