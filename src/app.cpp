@@ -132,7 +132,8 @@ void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& grou
                  "Alpine mirror root (https://, http://, file:// or a folder); repeat to add fallbacks")
       ->group(group);
   app.add_option("--cache-dir", f.cache_dir, "download cache (default $XDG_CACHE_HOME/rpi-provision)")->group(group);
-  app.add_flag("--offline", f.offline, "never use the network: only the cache (and mirrors that are local folders)")->group(group);
+  app.add_flag("--offline", f.offline, "never use the network: only the cache (and mirrors that are local folders)")
+      ->group(group);
   app.add_option("--ca-cert", f.ca_cert, "extra CA certificate (PEM) for a private HTTPS mirror")->group(group);
   if (!signature) return;
   app.add_flag("--verify-signature", f.verify_signature, "check the tarball's GPG signature (needs --keyring)")

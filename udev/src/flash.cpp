@@ -20,6 +20,7 @@
 #include <exception>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -511,7 +512,7 @@ class Writer {
   void wipe_file() {
     emit(opts_.events, Event{"wipe", t_.path, 0, t_.size, job_.identity});
     bool punch = true;
-    std::optional<AlignedBuffer> zeros;
+    std::unique_ptr<AlignedBuffer> zeros;  // made when first needed
     for (std::uint64_t off = 0; off < t_.size;) {
       check_cancel();
       const std::uint64_t n = std::min<std::uint64_t>(t_.size - off, punch ? 1ull << 30 : 64 * kMiB);
@@ -529,7 +530,7 @@ class Writer {
         continue;
       }
       if (!punch) {
-        if (!zeros) zeros.emplace(kMiB);
+        if (!zeros) zeros = std::make_unique<AlignedBuffer>(kMiB);
         zero_range(t_, off, n, *zeros);
       }
       off += n;
