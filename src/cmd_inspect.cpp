@@ -156,6 +156,9 @@ void run_inspect(const std::string& target, AppContext& ctx) {
       }
     }
     if (!vol) {
+      // What was read, and null where nothing could be: the same fields as a full result.
+      out.add_raw("fat", "null").add_raw("files", "[]").add_raw("apkovls", "[]");
+      out.add_raw("warnings", json_strings(warnings));
       ctx.reporter.result("inspect", text, std::move(out));
       if (first_error) throw Error(first_error->code(), first_error->what());
       if (!past_end.empty())
@@ -333,6 +336,8 @@ rpi::cli::CommandRegistration reg(70, [](CLI::App& app, AppContext& ctx) {
   CLI::App* sub =
       app.add_subcommand("inspect", "Show what an image or card holds: partitions, FAT, apkovl (read-only)");
   sub->add_option("target", *target, "an image file or a block device")->required();
+  // The main command's --json, made the subcommand's own so that `inspect --help` lists it.
+  sub->add_flag("--json", ctx.json, "one JSON object on stdout (\"type\": \"inspect\")")->group("Output");
   sub->callback([target, &ctx] {
     ctx.reporter.configure(ctx.json, ctx.quiet);
     run_inspect(*target, ctx);

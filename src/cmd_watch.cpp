@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <set>
@@ -32,10 +33,14 @@ struct WatchOptions {
 
 // The next card number kept in --state FILE, or nothing when the file does not exist yet.
 std::optional<int> read_state(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw Error(Errc::usage, "--state " + path + " is a folder; give a file name (it holds the next card number)");
   std::ifstream in(path);
   if (!in) return std::nullopt;
   std::string text;
   std::getline(in, text);
+  while (!text.empty() && (text.back() == '\r' || text.back() == ' ' || text.back() == '\t')) text.pop_back();
   char* end = nullptr;
   long v = std::strtol(text.c_str(), &end, 10);
   if (text.empty() || *end != '\0' || v < 1 || v > 1000000)
@@ -148,7 +153,8 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     throw Error(Errc::usage, "--first " + std::to_string(o.first) + " is beyond the " + std::to_string(last) +
                                  " [[hosts]] entries of " + o.spec);
   if (last != 0 && n > last) {
-    ctx.reporter.text("all " + std::to_string(last) + " [[hosts]] entries of " + o.spec +
+    // A note, so that --json says it too.
+    ctx.reporter.note("all " + std::to_string(last) + " [[hosts]] entries of " + o.spec +
                       " are written (next card would be " + std::to_string(n) + "); nothing to do" +
                       (w.state.empty() ? "" : " — remove " + w.state + " or pass --first to start over"));
     emit_summary(ctx, 0, 0, 0.0, 0);
@@ -194,6 +200,12 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     }
     std::shared_ptr<const udev::FlashSource> src = shared;
     std::string identity = from_image ? o.image : "";
+    if (from_image && info.size && info.size < shared->map.image_size()) {
+      // Refused like a fixed disk (and like a card too small for a spec's image): the next one may be larger.
+      ctx.reporter.note("not writing " + info.path + " (" + info.describe() + "): it has " + format_size(info.size) +
+                        " but the image needs " + format_size(shared->map.image_size()) + "; use a larger card");
+      continue;
+    }
     try {
       if (!from_image) {
         Identity id = p->identity_at(n);
@@ -235,12 +247,15 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     fo.safety = o.safety;
     udev::FlashResult r = udev::flash_one({info.path, src, identity}, fo);
     ctx.reporter.finish_progress();
-    emit_card_done(
-        ctx, CardDone{r.target, identity, n, r.ok(), r.verified, r.bytes_written, r.seconds, "", r.error, known_hosts});
+    // A failed card's keys are on no card: not shown, so nobody trusts them.
+    const std::vector<std::string> none;
+    const std::vector<std::string>& keys = r.ok() ? known_hosts : none;
+    emit_card_done(ctx, CardDone{r.target, from_image ? "" : identity, n, r.ok(), r.verified, r.bytes_written,
+                                 r.seconds, "", r.error, keys});
     std::string text = r.ok() ? identity + " written to " + r.target + " (" + format_size(r.bytes_written) +
                                     (r.verified ? ", verified" : "") + ") — safe to remove"
                               : identity + " on " + r.target + " FAILED: " + r.error;
-    for (const auto& k : known_hosts) text += "\n  known_hosts: " + k;
+    for (const auto& k : keys) text += "\n  known_hosts: " + k;
     ctx.reporter.text(text);
     if (r.ok()) {
       ++done;
@@ -255,7 +270,8 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
       ++failed;
     }
   }
-  if (failed) ctx.exit_code = 3;
+  // As for a batch: 3 when some cards were written and some failed, 1 when none was.
+  if (failed) ctx.exit_code = done > 0 ? 3 : 1;
   ctx.reporter.text(std::to_string(done) + " card(s) written, " + std::to_string(failed) + " failed");
   emit_summary(ctx, done + failed, failed,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), ctx.exit_code);

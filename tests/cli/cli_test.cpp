@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "test_support.hpp"
@@ -654,7 +655,17 @@ TEST(Cli, WatchStateFileContinuesAndStopsAfterTheLastHost) {
   auto r = cli(base);
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(contains(r.err, "continuing at card 3")) << r.err;
-  EXPECT_TRUE(contains(r.out, "all 2 [[hosts]] entries")) << r.out;
+  EXPECT_TRUE(contains(r.err, "all 2 [[hosts]] entries")) << r.err;
+  // Written on Windows, or by hand: a CR or blanks at the end are no reason to refuse it.
+  rpi::test::write_file(state, "3\r\n");
+  r = cli(base);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "continuing at card 3")) << r.err;
+  // With --json the reason is an event too.
+  auto json = base;
+  json.push_back("--json");
+  r = cli(json);
+  EXPECT_TRUE(contains(r.out, "\"type\":\"note\",\"message\":\"all 2 [[hosts]] entries")) << r.out;
   rpi::test::write_file(state, "three\n");
   r = cli(base);
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
@@ -671,6 +682,11 @@ TEST(Cli, WatchStateFileContinuesAndStopsAfterTheLastHost) {
   EXPECT_NE(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(contains(r.err, "no-such-dir")) << r.err;
   EXPECT_FALSE(contains(r.err, "watching for cards")) << r.err;
+  auto folder = base;
+  folder[6] = d.path().string();
+  r = cli(folder);
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "--state " + d.path().string() + " is a folder")) << r.err;
 }
 
 // watch --dry-run: the cards a station would write from where --state says it is,
@@ -700,6 +716,45 @@ TEST(Cli, WatchDryRunListsTheCardsToComeAndWritesNothing) {
   EXPECT_TRUE(contains(r.out, "\"last\":6")) << r.out;
   EXPECT_TRUE(contains(r.out, "\"index\":6")) << r.out;
   EXPECT_FALSE(contains(r.out, "\"index\":7")) << r.out;
+}
+
+// watch --image: a card too small for the image is passed over with a note, as
+// with a spec, and the station goes on to the next card; card-done names no host.
+TEST(Cli, WatchWithAnImagePassesOverACardTooSmall) {
+  if (geteuid() != 0 || access("/dev/loop-control", W_OK) != 0) GTEST_SKIP() << "needs root and /dev/loop-control";
+  RPI_REQUIRE_TOOL("losetup");
+  TempDir d;
+  const fs::path img = d / "pi.img";
+  ASSERT_EQ(cli({"--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--output", img.string(),
+                 "--size", "64MiB"})
+                .exit_code,
+            0);
+  fs::path small = d / "small.bin", big = d / "big.bin";
+  rpi::test::write_file(small, "");
+  fs::resize_file(small, 32ull << 20);
+  rpi::test::write_file(big, "");
+  fs::resize_file(big, 128ull << 20);
+  std::vector<std::string> devs;
+  std::mutex mu;
+  std::thread plug([&] {
+    for (const auto& p : {small, big}) {
+      std::this_thread::sleep_for(std::chrono::seconds(3));
+      auto r = rpi::test::run({"losetup", "--show", "-f", p.string()});
+      std::lock_guard lock(mu);
+      devs.push_back(r.out.substr(0, r.out.find('\n')));
+    }
+  });
+  auto r =
+      cli({"watch", "--image", img.string(), "--poll", "--count", "1", "--allow-non-removable", "--yes", "--json"});
+  plug.join();
+  for (const auto& dev : devs)
+    if (!dev.empty()) rpi::test::run({"losetup", "-d", dev});
+  ASSERT_EQ(devs.size(), 2u);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "not writing " + devs[0]) && contains(r.out, "it has 32 MiB but the image needs 64 MiB"))
+      << r.out;
+  EXPECT_TRUE(contains(r.out, "\"target\":\"" + devs[1] + "\",\"hostname\":\"\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"failed\":0")) << r.out;
 }
 
 TEST(Cli, WatchWritesACardAttachedAfterStart) {

@@ -100,6 +100,18 @@ TEST(InspectCli, NoFatPartition) {
   auto r = cli({"inspect", img.string()});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("no FAT partition"), std::string::npos) << r.err;
+  // --json (the subcommand's own flag): what could be read, and null for the FAT, then the error.
+  auto j = cli({"inspect", "--json", img.string()});
+  EXPECT_EQ(j.exit_code, 1);
+  auto check = rpi::test::run({"python3", "-c",
+                               "import json,sys\n"
+                               "e=[json.loads(l) for l in sys.stdin]\n"
+                               "i=e[0]; assert i['type']=='inspect', i\n"
+                               "assert i['fat'] is None and i['files']==[] and i['apkovls']==[], i\n"
+                               "assert i['partition_table']['partitions'][0]['type']=='0x83', i\n"
+                               "assert e[-1]['type']=='error', e\n"},
+                              j.out);
+  EXPECT_EQ(check.exit_code, 0) << j.out << check.err;
 }
 
 TEST(InspectCli, TruncatedBeforeItsFatPartitionSaysSo) {
