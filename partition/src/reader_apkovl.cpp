@@ -8,6 +8,7 @@
 #include <memory>
 #include <string_view>
 
+#include "partition/apkovl_check.hpp"
 #include "partition/reader.hpp"
 #include "rpi/archive_reader.hpp"
 #include "rpi/error.hpp"
@@ -70,8 +71,10 @@ ApkovlSummary summarize_apkovl(const std::string& data, const std::string& name)
   if (data.size() > kApkovlMaxBytes)
     throw Error(Errc::input, name + ": " + std::to_string(data.size()) + " bytes, larger than the " +
                                  std::to_string(kApkovlMaxBytes) + " bytes accepted for an apkovl");
-  if (data.size() < 2 || static_cast<unsigned char>(data[0]) != 0x1F || static_cast<unsigned char>(data[1]) != 0x8B)
-    throw Error(Errc::input, name + ": not gzip-compressed (Alpine's initramfs only unpacks .tar.gz apkovls)");
+  // The gzip layer as busybox `tar -zxf` judges it, as `--apkovl` does: gzip
+  // magic, every member's CRC-32/length trailer (libarchive below stops at
+  // the tar end without reading it), and the decompressed size.
+  (void)check_apkovl_gzip(name, data, kApkovlMaxUnpacked);
 
   ArchiveReader a(archive_read_new());
   if (!a) throw Error(Errc::internal, "archive_read_new failed");

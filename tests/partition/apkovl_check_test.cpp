@@ -1,0 +1,293 @@
+// check_apkovl (--apkovl FILE) against the Pi's own unpacker: busybox tar,
+// which the initramfs runs as `tar -zxf`. Where the decision is about the
+// gzip layer, `busybox tar -tzf` must agree with ours; where it is our policy
+// (hard links out of the overlay, size), busybox is shown to accept the input
+// so the test is about the policy and not a broken fixture.
+#include <gtest/gtest.h>
+
+#include <optional>
+
+#include "partition/apkovl_check.hpp"
+#include "partition/reader.hpp"
+#include "rpi/error.hpp"
+#include "test_support.hpp"
+
+using namespace rpi::partition;
+using rpi::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// An apkovl made by tests/partition/make_apkovl.py (Python tarfile + zlib).
+fs::path make(const TempDir& dir, const std::string& kind, const std::string& arg = "") {
+  fs::path out = dir / (kind + ".apkovl.tar.gz");
+  std::vector<std::string> argv = {"python3", (rpi::test::source_dir() / "tests/partition/make_apkovl.py").string(),
+                                   kind, out.string()};
+  if (!arg.empty()) argv.push_back(arg);
+  auto r = rpi::test::run(argv);
+  if (r.exit_code != 0) throw std::runtime_error("make_apkovl.py " + kind + ": " + r.err);
+  return out;
+}
+
+fs::path write(const TempDir& dir, const std::string& name, const std::string& data) {
+  fs::path p = dir / name;
+  rpi::test::write_file(p, data);
+  return p;
+}
+
+bool busybox_lists(const fs::path& p) {
+  return rpi::test::run({"busybox", "tar", "-tzf", p.string()}).exit_code == 0;
+}
+
+// The check's result, or the message it refused with.
+struct Outcome {
+  std::optional<ApkovlCheck> ok;
+  std::string error;
+};
+Outcome check(const fs::path& p) {
+  Outcome o;
+  try {
+    o.ok = check_apkovl(p.string(), rpi::test::read_file(p));
+  } catch (const rpi::Error& e) {
+    EXPECT_EQ(e.code(), rpi::Errc::input) << e.what();
+    o.error = e.what();
+  }
+  return o;
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += s + "\n";
+  return out;
+}
+
+}  // namespace
+
+TEST(ApkovlCheck, LbuLikeOverlayWithRunlevelSymlinksIsAcceptedQuietly) {
+  RPI_REQUIRE_TOOL("busybox");
+  TempDir d;
+  fs::path p = make(d, "ok");
+  ASSERT_TRUE(busybox_lists(p));
+  Outcome o = check(p);
+  ASSERT_TRUE(o.ok) << o.error;
+  EXPECT_EQ(o.ok->card_name, "ok.apkovl.tar.gz");
+  EXPECT_EQ(o.ok->members, 7u);
+  EXPECT_TRUE(o.ok->warnings.empty()) << joined(o.ok->warnings);
+}
+
+// Defect: a plain tar named .apkovl.tar.gz was accepted (libarchive reads
+// uncompressed tar too); busybox `tar -z` says "invalid magic" and the Pi
+// boots unconfigured.
+TEST(ApkovlCheck, PlainTarIsRefusedLikeBusybox) {
+  RPI_REQUIRE_TOOL("busybox");
+  TempDir d;
+  fs::path p = make(d, "plain-tar");
+  EXPECT_FALSE(busybox_lists(p));
+  Outcome o = check(p);
+  ASSERT_FALSE(o.ok) << "a plain tar was accepted";
+  EXPECT_TRUE(contains(o.error, p.string() + " is a plain (uncompressed) tar archive")) << o.error;
+  EXPECT_TRUE(contains(o.error, "lbu package")) << o.error;
+  EXPECT_TRUE(contains(o.error, "tar -czf")) << o.error;
+  // Other compressions busybox `tar -z` does not undo either.
+  const std::string tar = rpi::test::read_file(p);
+  for (const auto& [module, what] : {std::pair<std::string, std::string>{"lzma", "xz"}, {"bz2", "bzip2"}}) {
+    fs::path raw = write(d, "raw.tar", tar);
+    fs::path out = d / (what + ".apkovl.tar.gz");
+    auto r = rpi::test::run({"python3", "-c",
+                             "import sys," + module + "\nopen(sys.argv[2], 'wb').write(" + module +
+                                 ".compress(open(sys.argv[1], 'rb').read()))\n",
+                             raw.string(), out.string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_FALSE(busybox_lists(out)) << what;
+    Outcome c = check(out);
+    ASSERT_FALSE(c.ok) << what << " accepted";
+    EXPECT_TRUE(contains(c.error, out.string() + " is " + what + "-compressed: Alpine's initramfs")) << c.error;
+  }
+  // Not a tar either: still "not gzip".
+  Outcome text = check(write(d, "text.apkovl.tar.gz", "hostname=myhost\n"));
+  ASSERT_FALSE(text.ok);
+  EXPECT_TRUE(contains(text.error, "is not gzip-compressed")) << text.error;
+}
+
+// Defect: a flipped byte in the 8-byte gzip trailer (CRC-32, then length) was
+// accepted; busybox reports "crc error" / "incorrect length" and exits 1.
+TEST(ApkovlCheck, DamagedGzipTrailerIsRefusedLikeBusybox) {
+  RPI_REQUIRE_TOOL("busybox");
+  TempDir d;
+  const std::string good = rpi::test::read_file(make(d, "ok"));
+  for (std::size_t i = 1; i <= 8; ++i) {
+    std::string bad = good;
+    bad[bad.size() - i] = static_cast<char>(bad[bad.size() - i] ^ 0x01);
+    fs::path p = write(d, "crc" + std::to_string(i) + ".apkovl.tar.gz", bad);
+    EXPECT_FALSE(busybox_lists(p)) << "trailer byte -" << i;
+    Outcome o = check(p);
+    ASSERT_FALSE(o.ok) << "trailer byte -" << i << " flipped, yet accepted";
+    EXPECT_TRUE(
+        contains(o.error, p.string() + " is damaged (gzip: incorrect " + (i <= 4 ? "length" : "data") + " check)"))
+        << o.error;
+  }
+}
+
+// Every way of ending or joining gzip data that busybox's gunzip treats in a
+// particular way: our accept/refuse decision must be busybox's.
+TEST(ApkovlCheck, GzipLayerDecisionAgreesWithBusybox) {
+  RPI_REQUIRE_TOOL("busybox");
+  TempDir d;
+  const std::string good = rpi::test::read_file(make(d, "ok"));
+  const std::string tar = rpi::test::read_file(make(d, "plain-tar"));
+  auto gz = [&](const std::string& data) {
+    fs::path raw = write(d, "raw", data);
+    auto r = rpi::test::run({"gzip", "-nc", raw.string()});
+    if (r.exit_code != 0) throw std::runtime_error("gzip: " + r.err);
+    return r.out;
+  };
+  struct Case {
+    std::string name, data;
+    bool accepted;
+  };
+  std::vector<Case> cases = {
+      {"good", good, true},
+      {"two-gzip-members", good + good, true},  // gunzip reads both
+      {"tar-split-over-members", gz(tar.substr(0, 1000)) + gz(tar.substr(1000)), true},
+      {"trailing-zeros", good + std::string(4096, '\0'), true},  // ignored by busybox
+      {"trailing-garbage", good + "garbage", true},              // ignored by busybox
+      {"trailing-1f", good + "\x1f", true},                      // < 2 bytes: ignored
+      {"trailing-magic-only", good + "\x1f\x8b", false},         // a member must follow
+      {"trailing-magic-junk", good + "\x1f\x8b" + std::string(20, 'x'), false},
+      {"truncated-1", good.substr(0, good.size() - 1), false},
+      {"truncated-8", good.substr(0, good.size() - 8), false},
+      {"truncated-half", good.substr(0, good.size() / 2), false},
+      {"second-member-bad-crc", good + good.substr(0, good.size() - 8) + std::string(8, '\0'), false},
+      {"empty", "", false},
+      {"gzip-magic-only", "\x1f\x8b", false},
+  };
+  for (const auto& c : cases) {
+    fs::path p = write(d, c.name + ".apkovl.tar.gz", c.data);
+    Outcome o = check(p);
+    EXPECT_EQ(busybox_lists(p), c.accepted) << c.name << ": the fixture does not do what it claims";
+    EXPECT_EQ(o.ok.has_value(), c.accepted) << c.name << ": " << o.error;
+    if (o.ok && c.name == "trailing-garbage") {
+      EXPECT_TRUE(contains(joined(o.ok->warnings), p.string() + ": 7 bytes after its gzip data, not gzip; busybox"))
+          << joined(o.ok->warnings);
+    } else if (o.ok && c.name == "trailing-1f") {
+      EXPECT_TRUE(contains(joined(o.ok->warnings), p.string() + ": 1 byte after its gzip data, not gzip; busybox"))
+          << joined(o.ok->warnings);
+    } else if (o.ok) {
+      EXPECT_TRUE(o.ok->warnings.empty()) << c.name << ": " << joined(o.ok->warnings);
+    }
+  }
+}
+
+// `inspect` (summarize_apkovl) judges the gzip layer of an apkovl on a card
+// the same way.
+TEST(ApkovlCheck, InspectJudgesTheGzipLayerTheSameWay) {
+  TempDir d;
+  const std::string good = rpi::test::read_file(make(d, "ok"));
+  std::string bad_crc = good;
+  bad_crc[bad_crc.size() - 8] = static_cast<char>(bad_crc[bad_crc.size() - 8] ^ 0x01);
+  EXPECT_NO_THROW(summarize_apkovl(good + good, "x.apkovl.tar.gz"));
+  try {
+    summarize_apkovl(bad_crc, "x.apkovl.tar.gz");
+    ADD_FAILURE() << "a bad CRC passed inspect";
+  } catch (const rpi::Error& e) {
+    EXPECT_TRUE(contains(e.what(), "x.apkovl.tar.gz is damaged (gzip: incorrect data check)")) << e.what();
+  }
+  try {
+    summarize_apkovl(rpi::test::read_file(make(d, "plain-tar")), "x.apkovl.tar.gz");
+    ADD_FAILURE() << "a plain tar passed inspect";
+  } catch (const rpi::Error& e) {
+    EXPECT_TRUE(contains(e.what(), "x.apkovl.tar.gz is a plain (uncompressed) tar archive")) << e.what();
+  }
+}
+
+// Hard links are refused when their target is absolute or goes through ".."
+// (busybox lists them fine: this is our policy, as for absolute member names).
+TEST(ApkovlCheck, HardLinksOutOfTheOverlayAreRefused) {
+  RPI_REQUIRE_TOOL("busybox");
+  TempDir d;
+  struct Case {
+    std::string kind, message;
+  } cases[] = {
+      {"hardlink-absolute",
+       ": member 'etc/shadow.lnk' is a hard link to '/etc/shadow', an absolute path outside the overlay; remove"},
+      {"hardlink-dotdot",
+       ": member 'etc/shadow.lnk' is a hard link to 'etc/../../etc/shadow', which leaves the overlay through '..'"},
+  };
+  for (const auto& c : cases) {
+    fs::path p = make(d, c.kind);
+    EXPECT_TRUE(busybox_lists(p)) << c.kind;
+    Outcome o = check(p);
+    ASSERT_FALSE(o.ok) << c.kind << " was accepted";
+    EXPECT_TRUE(contains(o.error, p.string() + c.message)) << o.error;
+  }
+  // A link between the overlay's own files is fine.
+  Outcome inside = check(make(d, "hardlink"));
+  ASSERT_TRUE(inside.ok) << inside.error;
+  EXPECT_TRUE(inside.ok->warnings.empty()) << joined(inside.ok->warnings);
+}
+
+TEST(ApkovlCheck, DeviceNodesAndFifosAreWarnedAbout) {
+  RPI_REQUIRE_TOOL("busybox");
+  TempDir d;
+  struct Case {
+    std::string kind, message;
+  } cases[] = {
+      {"chardev", ": member 'etc/console' is a character device node; lbu never packs one"},
+      {"blockdev", ": member 'etc/disk' is a block device node; lbu never packs one"},
+      {"fifo", ": member 'etc/pipe' is a FIFO; lbu never packs one"},
+  };
+  for (const auto& c : cases) {
+    fs::path p = make(d, c.kind);
+    EXPECT_TRUE(busybox_lists(p)) << c.kind;
+    Outcome o = check(p);
+    ASSERT_TRUE(o.ok) << c.kind << ": " << o.error;
+    ASSERT_EQ(o.ok->warnings.size(), 1u) << joined(o.ok->warnings);
+    EXPECT_TRUE(contains(o.ok->warnings[0], p.string() + c.message)) << o.ok->warnings[0];
+  }
+}
+
+// The Pi's root is a tmpfs: an overlay's unpacked size is RAM at every boot.
+TEST(ApkovlCheck, BigOverlayIsWarnedAbout) {
+  TempDir d;
+  fs::path p = make(d, "big", "80");  // 80 MiB of zeros, ~370 kB compressed
+  Outcome o = check(p);
+  ASSERT_TRUE(o.ok) << o.error;
+  EXPECT_GT(o.ok->unpacked, 80ull << 20);
+  ASSERT_EQ(o.ok->warnings.size(), 1u) << joined(o.ok->warnings);
+  EXPECT_TRUE(contains(o.ok->warnings[0], p.string() + " unpacks to 80.0 MiB, all of it kept in the Pi's RAM"))
+      << o.ok->warnings[0];
+}
+
+TEST(ApkovlCheck, OverlayUnpackingBeyondTheLimitIsRefused) {
+  RPI_REQUIRE_TOOL("busybox");
+  TempDir d;
+  fs::path p = make(d, "big", "1024");  // 1 GiB of zeros in ~4.6 MB, as the audit found
+  EXPECT_TRUE(busybox_lists(p));
+  Outcome o = check(p);
+  ASSERT_FALSE(o.ok) << "1 GiB overlay accepted";
+  EXPECT_TRUE(
+      contains(o.error, p.string() + " unpacks to more than 512 MiB (from 4.5 MiB): the Pi keeps its whole root"))
+      << o.error;
+  EXPECT_TRUE(contains(o.error, "lbu exclude")) << o.error;
+}
+
+// Unchanged rules, kept: absolute and ".." member names are refused.
+TEST(ApkovlCheck, AbsoluteAndDotDotMemberNamesAreRefused) {
+  TempDir d;
+  for (const std::string name : {"/etc/hostname", "etc/../../root/x"}) {
+    fs::path p = d / "names.apkovl.tar.gz";
+    auto r = rpi::test::run({"python3", "-c",
+                             "import io,sys,tarfile\n"
+                             "ti = tarfile.TarInfo(sys.argv[2]); ti.size = 2\n"
+                             "with tarfile.open(sys.argv[1], 'w:gz') as t: t.addfile(ti, io.BytesIO(b'x\\n'))\n",
+                             p.string(), name});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    Outcome o = check(p);
+    ASSERT_FALSE(o.ok) << name;
+    EXPECT_TRUE(contains(o.error, "member '" + name + "'")) << o.error;
+  }
+}
