@@ -525,6 +525,42 @@ std::string ssh_public_key(std::string_view s) {
   return "is not an OpenSSH public key (TYPE BASE64 [COMMENT]): paste the whole line of ~/.ssh/id_ed25519.pub";
 }
 
+bool ssh_key_forces_command(std::string_view s) {
+  const std::string_view line = skip_blanks(s);
+  if (is_type(word(line))) return false;  // no options
+  const auto len = options_length(line);
+  if (!len) return false;
+  std::string_view opts = line.substr(0, *len);
+  // Options are separated by commas outside double quotes; sshd matches names without case.
+  while (!opts.empty()) {
+    std::size_t i = 0;
+    while (i < opts.size() && opts[i] != '=' && opts[i] != ',') ++i;
+    if (lower(opts.substr(0, i)) == "command") return true;
+    bool quoted = false;
+    for (; i < opts.size() && (quoted || opts[i] != ','); ++i) {
+      if (opts[i] == '\\' && i + 1 < opts.size() && opts[i + 1] == '"')
+        ++i;
+      else if (opts[i] == '"')
+        quoted = !quoted;
+    }
+    opts.remove_prefix(i < opts.size() ? i + 1 : i);
+  }
+  return false;
+}
+
+std::string ssh_key_label(std::string_view s) {
+  std::string_view line = skip_blanks(s);
+  if (!is_type(word(line))) {
+    const auto len = options_length(line);
+    line = skip_blanks(line.substr(len ? *len : line.size()));
+  }
+  const std::string_view type = word(line);
+  const std::string_view rest = skip_blanks(line.substr(type.size()));
+  std::string_view comment = skip_blanks(rest.substr(word(rest).size()));
+  while (!comment.empty() && blank(comment.back())) comment.remove_suffix(1);
+  return std::string(type) + (comment.empty() ? " (no comment)" : " " + std::string(comment));
+}
+
 std::string keymap(std::string_view s) {
   // kbd-bkeymaps (aports main/kbd) makes one map per xkeyboard-config layout and
   // layout-variant and stores it as LAYOUT/NAME.bmap.gz, LAYOUT being NAME up to its

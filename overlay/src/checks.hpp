@@ -41,6 +41,12 @@ std::optional<std::string> normalize_mac(std::string_view s);
 // reads it (known options, a key type it accepts, strict base64, and a key blob of
 // that type). The reason names what is wrong and which .pub line to paste.
 std::string ssh_public_key(std::string_view s);
+// Whether an authorized_keys entry (checked by ssh_public_key) has a
+// command="..." option: sshd then runs that command instead of a shell.
+bool ssh_key_forces_command(std::string_view s);
+// A key entry for messages: its type and comment ("ssh-ed25519 me@laptop"),
+// never its base64 nor its options.
+std::string ssh_key_label(std::string_view s);
 // [system].keymap: "LAYOUT VARIANT" as in /usr/share/bkeymaps/LAYOUT/VARIANT.bmap.gz
 // (kbd-bkeymaps), e.g. "us us" or "de de-nodeadkeys". Form only: the list of
 // layouts depends on the xkeyboard-config Alpine built the package from.

@@ -57,14 +57,34 @@ const std::vector<SpecInput>& Spec::files_read() const {
   return impl_->files_read;
 }
 
+namespace {
+// A [[users]] account someone can log in to: a login shell, and a password or
+// an SSH key with sshd on.
+bool logs_in(const HostConfig& h, const User& u) {
+  const bool shell = !u.shell.ends_with("/nologin") && !u.shell.ends_with("/false");
+  return shell && (u.has_password() || (h.ssh.enable && !u.ssh_authorized_keys.empty()));
+}
+}  // namespace
+
 RootLogin root_login(const HostConfig& h) {
   if (!h.root.password.empty() || !h.root.password_hash.empty() || !h.root.ssh_authorized_keys.empty())
     return RootLogin::as_configured;
-  const bool admin_logs_in = std::any_of(h.users.begin(), h.users.end(), [&](const User& u) {
-    const bool shell = !u.shell.ends_with("/nologin") && !u.shell.ends_with("/false");
-    return u.admin && shell && (u.has_password() || (h.ssh.enable && !u.ssh_authorized_keys.empty()));
-  });
+  const bool admin_logs_in =
+      std::any_of(h.users.begin(), h.users.end(), [&](const User& u) { return u.admin && logs_in(h, u); });
   return admin_logs_in ? RootLogin::locked : RootLogin::empty_password;
+}
+
+RootKeys root_keys(const HostConfig& h) {
+  const auto& keys = h.root.ssh_authorized_keys;
+  if (keys.empty()) return RootKeys::none;
+  if (!h.ssh.enable) return RootKeys::sshd_off;
+  const auto& p = h.ssh.permit_root_login;
+  if (p == "no") return RootKeys::refused;
+  if (p == "forced-commands-only")
+    return std::any_of(keys.begin(), keys.end(), [](const std::string& k) { return checks::ssh_key_forces_command(k); })
+               ? RootKeys::forced_commands
+               : RootKeys::refused;
+  return RootKeys::usable;
 }
 
 std::string AlpineSource::branch() const {
@@ -367,6 +387,7 @@ class Converter {
                        std::vector<std::string>& out);
 
   void check_files_against_generated(const HostConfig& h);
+  void check_root_access(const View& root, const HostConfig& h);
 
   const Spec::Impl& s_;
   std::vector<Warning>& warnings_;
@@ -555,6 +576,12 @@ void Converter::convert_network(const View& root, HostConfig& h) {
       fail(*iv.get("ipv6"), "[[network.interfaces]].ipv6 must be \"auto\", \"dhcp\" or \"off\"");
     if (itf.ipv6 == "dhcp" && cidr && cidr->ip.family == 6)
       fail(*iv.get("ipv6"), "interface " + itf.name + " has a static IPv6 address and ipv6 = \"dhcp\"; choose one");
+    // "off" disables IPv6 on the interface before ifupdown-ng adds the address,
+    // which the kernel then refuses: the interface would come up without one.
+    if (itf.ipv6 == "off" && cidr && cidr->ip.family == 6)
+      fail(*iv.get("address"), "interface " + itf.name + " has the static IPv6 address " + itf.address +
+                                   " but ipv6 = \"off\" disables IPv6 on it, so the address could not be set; drop "
+                                   "the address, or drop ipv6 = \"off\" (the default \"auto\" keeps a static address)");
     h.network.interfaces.push_back(std::move(itf));
   }
   for (auto& [dns, node] : str_array_nodes(v, "dns"))
@@ -709,6 +736,40 @@ bool password_hash_ok(const std::string& ph) {
   if (ph.empty() || (ph[0] != '$' && ph != "*" && ph != "!")) return false;
   return std::all_of(ph.begin(), ph.end(),
                      [](char c) { return c != ':' && static_cast<unsigned char>(c) >= 0x20 && c != 0x7f; });
+}
+
+// Why a [boot].config line makes the firmware load a file Alpine's tarball
+// lacks, or empty. The tarball ships bootcode.bin, start.elf, fixup.dat,
+// start4.elf and fixup4.dat only: none of the _x, _db or _cd variants
+// (alpine-facts §2). A Pi 5 has its firmware in the EEPROM and reads none of them.
+std::string missing_firmware(const std::string& line) {
+  static const std::string shipped =
+      ", which Alpine's tarball does not ship (it has start.elf, fixup.dat, start4.elf and fixup4.dat)";
+  auto variant = [&](const std::string& what, const std::string& v, const std::string& fix) {
+    return "[boot].config line \"" + line + "\" makes the firmware of a Pi 1-4 load " + what + " start_" + v +
+           ".elf and fixup_" + v + ".dat (start4" + v + ".elf and fixup4" + v + ".dat on a Pi 4)" + shipped + ": " +
+           fix;
+  };
+  auto lower = [](std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  };
+  const auto eq = line.find('=');
+  if (eq == std::string::npos) return {};
+  const std::string key = line.substr(0, eq), value = line.substr(eq + 1);
+  if (key == "start_x" && value == "1") return variant("the camera firmware", "x", "remove the line");
+  if (key == "start_debug" && value == "1") return variant("the debug firmware", "db", "remove the line");
+  if (key == "gpu_mem" && !value.empty() && value.size() <= 3 &&
+      std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; }) && std::stoi(value) <= 16)
+    return variant("the cut-down firmware", "cd", "give gpu_mem more than 16 or remove the line");
+  // FAT names are case-insensitive.
+  if (key == "start_file" && !value.empty() && lower(value) != "start.elf" && lower(value) != "start4.elf")
+    return "[boot].config line \"" + line + "\" makes the firmware load " + value +
+           ", which Alpine's tarball does not ship (its start files are start.elf and start4.elf): remove the line";
+  if (key == "fixup_file" && !value.empty() && lower(value) != "fixup.dat" && lower(value) != "fixup4.dat")
+    return "[boot].config line \"" + line + "\" makes the firmware load " + value +
+           ", which Alpine's tarball does not ship (its fixup files are fixup.dat and fixup4.dat): remove the line";
+  return {};
 }
 
 bool base_gid(int id) {
@@ -1015,6 +1076,7 @@ void Converter::convert_boot(const View& root, HostConfig& h) {
   for (auto& [l, node] : str_array_nodes(v, "config")) {
     if (l.size() > 98) fail(*node, "[boot].config line is longer than 98 characters (the firmware's limit)");
     if (l.find_first_of("\r\n") != std::string::npos) fail(*node, "[boot].config entries must be single lines");
+    if (auto why = missing_firmware(l); !why.empty()) warn(node->source(), why);
   }
   h.boot.config = str_array(v, "config");
   h.boot.serial_console = boolean(v, "serial_console", false);
@@ -1120,7 +1182,53 @@ HostConfig Converter::convert(const toml::table* host, int n, int host_pos) {
          "\"generate\" (the keys are then in the apkovl you serve)");
   }
   check_files_against_generated(h);
+  check_root_access(root, h);
   return h;
+}
+
+// Root with SSH keys and no password gets "*" in /etc/shadow: when sshd will
+// not take those keys and no admin can log in and use doas, nobody can
+// administer the Pi, and with no other account nobody can log in at all.
+void Converter::check_root_access(const View& root, const HostConfig& h) {
+  const RootKeys how = root_keys(h);
+  if (how == RootKeys::none || how == RootKeys::usable) return;
+  const auto& pw = h.root.password_hash;
+  if (!h.root.password.empty() || (!pw.empty() && pw[0] != '*' && pw[0] != '!')) return;  // the console
+  if (std::any_of(h.users.begin(), h.users.end(), [&](const User& u) { return u.admin && logs_in(h, u); })) return;
+  const bool someone = std::any_of(h.users.begin(), h.users.end(), [&](const User& u) { return logs_in(h, u); });
+
+  const View ssh = sub(root, "ssh", "[ssh]");
+  const toml::node* setting = ssh.get(how == RootKeys::sshd_off ? "enable" : "permit_root_login");
+  if (!setting) return;  // the defaults let root's keys in
+  std::string labels;
+  for (const auto& k : h.root.ssh_authorized_keys)
+    labels += (labels.empty() ? "\"" : ", \"") + checks::ssh_key_label(k) + "\"";
+  const std::string keys = "root's SSH keys ([root].ssh_authorized_keys: " + labels + ")";
+  const std::string nobody_else = "root has no password ([root].password) and no [[users]] admin can log in";
+
+  if (how == RootKeys::forced_commands) {
+    warn(setting->source(), "[ssh].permit_root_login = \"forced-commands-only\" lets " + keys +
+                                " run only their command=\"...\" option, " + nobody_else + ": nobody can get " +
+                                (someone ? "an interactive root login" : "an interactive login") +
+                                " on this Pi; set [root].password or add a [[users]] entry with admin = true if "
+                                "that is not intended");
+    return;
+  }
+  const std::string refuses =
+      how == RootKeys::sshd_off         ? "[ssh].enable = false: sshd does not run, so " + keys + " are never used"
+      : h.ssh.permit_root_login == "no" ? "[ssh].permit_root_login = \"no\" makes sshd refuse " + keys
+                                        : "[ssh].permit_root_login = \"forced-commands-only\" makes sshd refuse " +
+                                              keys + ", since none of them has a command=\"...\" option";
+  const std::string todo =
+      how == RootKeys::sshd_off
+          ? "set [root].password, turn SSH on ([ssh].enable = true), or add a [[users]] entry with admin = true and "
+            "a password"
+          : "set [root].password, let root in over SSH ([ssh].permit_root_login = \"prohibit-password\"), or add a "
+            "[[users]] entry with admin = true and an SSH key or a password";
+  if (someone)
+    warn(setting->source(), refuses + ", and " + nobody_else + ": nobody can become root on this Pi; " + todo);
+  else
+    fail(*setting, refuses + ", and " + nobody_else + ": nobody could log in to this Pi; " + todo);
 }
 
 // toml++'s description without its "saw '…'" part (it may quote part of a

@@ -47,8 +47,24 @@ std::string summary(const HostConfig& h) {
   switch (root_login(h)) {
     case RootLogin::as_configured:
       o << "  root      " << (!h.root.password.empty() ? "password (secret), " : "")
-        << (!h.root.password_hash.empty() ? "password_hash (secret), " : "") << keys(h.root.ssh_authorized_keys.size())
-        << "\n";
+        << (!h.root.password_hash.empty() ? "password_hash (secret), " : "") << keys(h.root.ssh_authorized_keys.size());
+      // Whether sshd takes those keys: a count alone would suggest root logs in with them.
+      switch (root_keys(h)) {
+        case RootKeys::none:
+        case RootKeys::usable:
+          break;
+        case RootKeys::sshd_off:
+          o << " (unused: ssh is disabled)";
+          break;
+        case RootKeys::refused:
+          o << " (refused: root login " << h.ssh.permit_root_login
+            << (h.ssh.permit_root_login == "no" ? "" : " and no key has command=") << ")";
+          break;
+        case RootKeys::forced_commands:
+          o << " (forced commands only, no interactive login)";
+          break;
+      }
+      o << "\n";
       break;
     case RootLogin::locked:
       o << "  root      no password login (the admins use doas)\n";

@@ -605,3 +605,147 @@ TEST(Spec, KeymapIsLayoutAndVariant) {
     EXPECT_TRUE(has(err(bad), "may contain only letters, digits, '_' and '-' in its two words")) << err(bad);
   EXPECT_TRUE(has(err("de-x de-x"), "has a layout with a '-'")) << err("de-x de-x");
 }
+
+// --- audit findings (static IPv6 with ipv6 = "off", root lock-out, firmware files)
+
+// ipv6 = "off" disables IPv6 on the interface before ifupdown-ng adds a static
+// IPv6 address, which the kernel then refuses ("IPv6 is disabled on this device").
+TEST(Spec, StaticIpv6AddressWithIpv6OffIsRefused) {
+  EXPECT_EQ(error_of(kPi + "[[network.interfaces]]\nname = \"eth0\"\naddress = \"2001:db8::2/64\"\nipv6 = \"off\"\n"),
+            "t.toml:5:11: interface eth0 has the static IPv6 address 2001:db8::2/64 but ipv6 = \"off\" disables IPv6 "
+            "on it, so the address could not be set; drop the address, or drop ipv6 = \"off\" (the default \"auto\" "
+            "keeps a static address)");
+  // A static IPv4 address with IPv6 off, and a static IPv6 address with the default, stay valid.
+  EXPECT_EQ(warnings_of(kPi + "[[network.interfaces]]\naddress = \"192.168.1.2/24\"\nipv6 = \"off\"\n"
+                              "[network]\ndns = [\"1.1.1.1\"]\n"),
+            "");
+  EXPECT_EQ(warnings_of(kPi + "[[network.interfaces]]\naddress = \"2001:db8::2/64\"\n[network]\ndns = [\"::1\"]\n"),
+            "");
+}
+
+namespace {
+const std::string kKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeLguboJt2OAmYzeA/Z4TVxebKDh2PkgXgHJPUhfUjq me@laptop";
+const std::string kForcedKey = "command=\"/usr/local/bin/backup\",no-pty " + kKey;
+// A spec whose root logs in with kKey only, plus `more`.
+std::string root_with(const std::string& key, const std::string& more) {
+  return kPi + "[root]\nssh_authorized_keys = ['" + key + "']\n" + more;
+}
+}  // namespace
+
+// Root with SSH keys and no password gets "*": when sshd will not take the
+// keys and no admin can log in, nobody can log in at all.
+TEST(Spec, RootKeysThatSshdRefusesAreNoWayIn) {
+  const std::string key_list = "([root].ssh_authorized_keys: \"ssh-ed25519 me@laptop\")";
+  const std::string nobody =
+      ", and root has no password ([root].password) and no [[users]] admin can log in: nobody "
+      "could log in to this Pi; set [root].password, ";
+  EXPECT_EQ(error_of(root_with(kKey, "[ssh]\npermit_root_login = \"no\"\n")),
+            "t.toml:6:21: [ssh].permit_root_login = \"no\" makes sshd refuse root's SSH keys " + key_list + nobody +
+                "let root in over SSH ([ssh].permit_root_login = \"prohibit-password\"), or add a [[users]] entry "
+                "with admin = true and an SSH key or a password");
+  EXPECT_EQ(error_of(root_with(kKey, "[ssh]\npermit_root_login = \"forced-commands-only\"\n")),
+            "t.toml:6:21: [ssh].permit_root_login = \"forced-commands-only\" makes sshd refuse root's SSH keys " +
+                key_list + ", since none of them has a command=\"...\" option" + nobody +
+                "let root in over SSH ([ssh].permit_root_login = \"prohibit-password\"), or add a [[users]] entry "
+                "with admin = true and an SSH key or a password");
+  EXPECT_EQ(error_of(root_with(kKey, "[ssh]\nenable = false\n")),
+            "t.toml:6:10: [ssh].enable = false: sshd does not run, so root's SSH keys " + key_list + " are never used" +
+                nobody +
+                "turn SSH on ([ssh].enable = true), or add a [[users]] entry with admin = true and a password");
+  // A locked password hash is no way in either; a user who logs in with a key
+  // needs sshd, and one without a login shell is no way in.
+  EXPECT_TRUE(has(error_of(root_with(kKey, "password_hash = \"*\"\n[ssh]\npermit_root_login = \"no\"\n")),
+                  "nobody could log in to this Pi"));
+  EXPECT_TRUE(has(error_of(root_with(kKey,
+                                     "[ssh]\nenable = false\n[[users]]\nname = \"ops\"\nadmin = true\n"
+                                     "ssh_authorized_keys = ['" +
+                                         kKey + "']\n")),
+                  "nobody could log in to this Pi"));
+  EXPECT_TRUE(has(error_of(root_with(kKey,
+                                     "[ssh]\npermit_root_login = \"no\"\n[[users]]\nname = \"ops\"\n"
+                                     "admin = true\nshell = \"/sbin/nologin\"\npassword_hash = \"$6$s$h\"\n")),
+                  "nobody could log in to this Pi"));
+  // In a [[hosts]] entry the error points at the host's setting.
+  EXPECT_EQ(
+      error_of(root_with(kKey, "[[hosts]]\nhostname = \"a\"\n[hosts.ssh]\npermit_root_login = \"no\"\n")).substr(0, 12),
+      "t.toml:8:21:");
+}
+
+TEST(Spec, RootKeysRefusedWithSomeoneElseToLogInWarn) {
+  // A user without doas can log in, but nobody can become root.
+  auto w = warnings_of(root_with(kKey,
+                                 "[ssh]\npermit_root_login = \"no\"\n[[users]]\nname = \"kiosk\"\n"
+                                 "ssh_authorized_keys = ['" +
+                                     kKey + "']\n"));
+  EXPECT_TRUE(has(w, "t.toml:6:21: [ssh].permit_root_login = \"no\" makes sshd refuse root's SSH keys")) << w;
+  EXPECT_TRUE(has(w, "nobody can become root on this Pi; set [root].password")) << w;
+  // Every key forcing a command: deliberate, but there is no interactive login.
+  w = warnings_of(root_with(kForcedKey, "[ssh]\npermit_root_login = \"forced-commands-only\"\n"));
+  EXPECT_EQ(w,
+            "t.toml:6:21: [ssh].permit_root_login = \"forced-commands-only\" lets root's SSH keys "
+            "([root].ssh_authorized_keys: \"ssh-ed25519 me@laptop\") run only their command=\"...\" option, root has "
+            "no password ([root].password) and no [[users]] admin can log in: nobody can get an interactive login on "
+            "this Pi; set [root].password or add a [[users]] entry with admin = true if that is not intended\n");
+  auto h = resolve_host(
+      parse_spec(root_with(kForcedKey, "[ssh]\npermit_root_login = \"forced-commands-only\"\n"), "t.toml", "."), 1);
+  EXPECT_TRUE(has(summary(h), "  root      1 ssh key (forced commands only, no interactive login)\n")) << summary(h);
+}
+
+TEST(Spec, RootAccessThatWorksStaysClean) {
+  const std::string admin = "[[users]]\nname = \"ops\"\nadmin = true\nssh_authorized_keys = ['" + kKey + "']\n";
+  for (const std::string& ok : {
+           root_with(kKey, ""),                                                    // prohibit-password (default)
+           root_with(kKey, "[ssh]\npermit_root_login = \"prohibit-password\"\n"),  // said explicitly
+           root_with(kKey, "[ssh]\npermit_root_login = \"yes\"\n"),
+           root_with(kKey, "password_hash = \"$6$salt$hash\"\n[ssh]\npermit_root_login = \"no\"\n"),
+           root_with(kKey, "password_hash = \"$6$salt$hash\"\n[ssh]\nenable = false\n"),
+           root_with(kKey, "[ssh]\npermit_root_login = \"no\"\n" + admin),
+           root_with(kKey, "[ssh]\npermit_root_login = \"forced-commands-only\"\n" + admin),
+           kPi + "[ssh]\npermit_root_login = \"no\"\n" + admin,
+           kPi + "[ssh]\nenable = false\n",  // root keeps Alpine's empty password: check says so
+       }) {
+    SCOPED_TRACE(ok);
+    EXPECT_EQ(warnings_of(ok), "");
+  }
+  // check's root line says the keys are refused rather than just counting them.
+  auto h = resolve_host(parse_spec(root_with(kKey, "[ssh]\npermit_root_login = \"no\"\n" + admin), "t.toml", "."), 1);
+  EXPECT_TRUE(has(summary(h), "  root      1 ssh key (refused: root login no)\n")) << summary(h);
+  h = resolve_host(
+      parse_spec(root_with(kKey, "password_hash = \"$6$salt$hash\"\n[ssh]\nenable = false\n"), "t.toml", "."), 1);
+  EXPECT_TRUE(has(summary(h), "  root      password_hash (secret), 1 ssh key (unused: ssh is disabled)\n"))
+      << summary(h);
+  h = resolve_host(parse_spec(root_with(kKey, ""), "t.toml", "."), 1);
+  EXPECT_TRUE(has(summary(h), "  root      1 ssh key\n")) << summary(h);
+}
+
+// Alpine's tarball ships start.elf, fixup.dat, start4.elf and fixup4.dat only
+// (alpine-facts §2): lines that make the firmware load another file warn.
+TEST(Spec, BootConfigNeedingFirmwareAlpineLacksWarns) {
+  auto warn = [](const std::string& line) {
+    return warnings_of(kPi + "[boot]\nconfig = [\"hdmi_force_hotplug=1\", \"" + line + "\"]\n");
+  };
+  EXPECT_EQ(warn("start_x=1"),
+            "t.toml:4:35: [boot].config line \"start_x=1\" makes the firmware of a Pi 1-4 load the camera firmware "
+            "start_x.elf and fixup_x.dat (start4x.elf and fixup4x.dat on a Pi 4), which Alpine's tarball does not "
+            "ship (it has start.elf, fixup.dat, start4.elf and fixup4.dat): remove the line\n");
+  EXPECT_TRUE(has(warn("start_debug=1"),
+                  "load the debug firmware start_db.elf and fixup_db.dat (start4db.elf and "
+                  "fixup4db.dat on a Pi 4)"));
+  EXPECT_EQ(warn("gpu_mem=16"),
+            "t.toml:4:35: [boot].config line \"gpu_mem=16\" makes the firmware of a Pi 1-4 load the cut-down "
+            "firmware start_cd.elf and fixup_cd.dat (start4cd.elf and fixup4cd.dat on a Pi 4), which Alpine's "
+            "tarball does not ship (it has start.elf, fixup.dat, start4.elf and fixup4.dat): give gpu_mem more than "
+            "16 or remove the line\n");
+  EXPECT_TRUE(has(warn("gpu_mem=8"), "start_cd.elf"));
+  EXPECT_EQ(warn("start_file=start_db.elf"),
+            "t.toml:4:35: [boot].config line \"start_file=start_db.elf\" makes the firmware load start_db.elf, which "
+            "Alpine's tarball does not ship (its start files are start.elf and start4.elf): remove the line\n");
+  EXPECT_EQ(warn("fixup_file=fixup_x.dat"),
+            "t.toml:4:35: [boot].config line \"fixup_file=fixup_x.dat\" makes the firmware load fixup_x.dat, which "
+            "Alpine's tarball does not ship (its fixup files are fixup.dat and fixup4.dat): remove the line\n");
+  for (const std::string& fine : {"start_x=0", "start_debug=0", "gpu_mem=17", "gpu_mem=128", "start_file=start4.elf",
+                                  "start_file=START.ELF", "fixup_file=fixup4.dat", "# start_x=1", "gpu_mem_256=16"}) {
+    SCOPED_TRACE(fine);
+    EXPECT_EQ(warn(fine), "");
+  }
+}

@@ -189,6 +189,13 @@ struct HostConfig {
 enum class RootLogin { as_configured, locked, empty_password };
 RootLogin root_login(const HostConfig& h);
 
+// What sshd makes of [root].ssh_authorized_keys: none given; usable for a
+// login; unused because sshd is off; refused by permit_root_login ("no", or
+// "forced-commands-only" with no command="..." key); or only running the
+// forced commands of the keys that have one ("forced-commands-only").
+enum class RootKeys { none, usable, sshd_off, refused, forced_commands };
+RootKeys root_keys(const HostConfig& h);
+
 struct Warning {
   std::string location;  // "FILE:LINE:COL"
   std::string message;
