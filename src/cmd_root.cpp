@@ -216,7 +216,7 @@ void run_output(AppContext& ctx, Pipeline& p) {
   // .bmap and its keys as they were.
   const std::string beside = o.output + ".known_hosts";
   std::unique_ptr<KnownHostsUpdate> keys;
-  std::vector<BuiltImage> built = p.build(ids, {o.output}, std::nullopt, [&](const std::vector<BuiltImage>& b) {
+  std::vector<BuiltImage> built = p.build(ids, {o.output}, {}, [&](const std::vector<BuiltImage>& b) {
     try {
       keys = std::make_unique<KnownHostsUpdate>(o.known_hosts.empty() ? beside : o.known_hosts, b.front().known_hosts,
                                                 !o.known_hosts.empty());
@@ -405,17 +405,22 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
       scratch.emplace();
       for (;;) {
         // The smallest card still to be written (or file standing in for one) bounds the image.
+        // One image for all: the smallest card bounds it. One per card: each card its own.
         std::vector<std::size_t> active;
         std::optional<std::uint64_t> smallest;
+        std::vector<std::optional<std::uint64_t>> sizes;
         for (std::size_t i = 0; i < o.devices.size(); ++i)
           if (refused[i].empty()) {
             active.push_back(i);
             if (infos[i].size) smallest = std::min(smallest.value_or(UINT64_MAX), infos[i].size);
+            sizes.push_back(infos[i].size ? std::optional<std::uint64_t>(infos[i].size) : std::nullopt);
           }
         if (active.empty()) break;
+        const bool one_image = p->identical_cards();
+        if (one_image) sizes = {smallest};
         std::vector<Identity> build_ids;
         for (std::size_t i : active)
-          if (!p->identical_cards() || build_ids.empty()) build_ids.push_back(ids[i]);
+          if (!one_image || build_ids.empty()) build_ids.push_back(ids[i]);
         std::vector<std::filesystem::path> outs;
         for (const auto& id : build_ids)
           // Named by hostname: the progress lines show these names.
@@ -423,12 +428,14 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
                          (std::to_string(id.n) + "-" + (id.name.empty() ? "card" : id.name) + ".img"));
         std::vector<BuiltImage> built;
         try {
-          built = p->build(build_ids, outs, smallest);
+          built = p->build(build_ids, outs, sizes);
         } catch (const CardTooSmall& e) {
           // Those cards fail, the others are written: as a card too small for --image does.
+          // One image for all: every card smaller than it needs; else the card of that image.
           bool any = false;
-          for (std::size_t i : active)
-            if (infos[i].size && infos[i].size < e.need) {
+          for (std::size_t k = 0; k < active.size(); ++k)
+            if (const std::size_t i = active[k];
+                infos[i].size && infos[i].size < e.need && (one_image || k == e.card)) {
               refused[i] = "refusing to write " + o.devices[i] + ": it has " + format_size(infos[i].size) +
                            " but the image needs " + format_size(e.need) + "; " + e.fix;
               any = true;

@@ -211,7 +211,8 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
         Identity id = p->identity_at(n);
         identity = id.name;
         if (!shared || !p->identical_cards()) {
-          auto built = p->build({id}, {scratch->path() / (id.name.empty() ? "card.img" : id.name + ".img")}, info.size);
+          auto built = p->build({id}, {scratch->path() / (id.name.empty() ? "card.img" : id.name + ".img")},
+                                {std::optional<std::uint64_t>(info.size)});
           src = udev::FlashSource::built(built.front().result.image, built.front().result.map);
           known_hosts = built.front().known_hosts;
           if (p->identical_cards()) shared = src;

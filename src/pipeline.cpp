@@ -304,12 +304,14 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
     overlay::Apkovl a = e.carries_apkovl ? overlay::build_apkovl(host, bo) : overlay::Apkovl{};
     if (label.empty()) label = e.label;
     if (!size) {
-      if (e.size)
+      if (e.size) {
         size = e.size;
-      else if (e.size_max) {
-        if (card_size)
+        opt.size_from = partition::ImageOptions::SizeFrom::spec;
+      } else if (e.size_max) {
+        if (card_size) {
           size = *card_size;
-        else
+          opt.size_from = partition::ImageOptions::SizeFrom::card;
+        } else
           ctx_.reporter.note("[boot] size = \"max\" applies to cards; the image gets the automatic size");
       }
     }
@@ -387,7 +389,7 @@ std::string packages_after_boot(const overlay::HostConfig& h, const std::vector<
 
 std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
                                         const std::vector<std::filesystem::path>& outputs,
-                                        std::optional<std::uint64_t> card_size,
+                                        const std::vector<std::optional<std::uint64_t>>& card_sizes,
                                         const std::function<void(const std::vector<BuiltImage>&)>& before_commit) {
   // A misspelt package stops the run before the tarball is downloaded.
   plan_tarball(true);
@@ -399,20 +401,32 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
   std::optional<std::uint64_t> content;
   for (std::size_t i = 0; i < ids.size(); ++i) {
     built[i].identity = ids[i];
-    partition::ImageOptions opt = image_options(ids[i], &built[i].apkovl_name, &built[i].known_hosts, card_size);
+    const std::optional<std::uint64_t> card_size =
+        card_sizes.empty() ? std::nullopt : card_sizes[card_sizes.size() == 1 ? 0 : i];
+    partition::ImageOptions opt;
+    try {
+      opt = image_options(ids[i], &built[i].apkovl_name, &built[i].known_hosts, card_size);
+    } catch (CardTooSmall& e) {
+      e.card = i;
+      throw;
+    }
     if (card_size) {
       // A card smaller than the automatic size gets an image that fills it, if the files fit.
       if (!content) content = partition::tarball_content_estimate(tb);
       std::uint64_t files = *content;
       for (const auto& x : opt.extra_files) files += x.data.size();
       const std::uint64_t need = partition::min_image_size_for(files);
-      if (need > *card_size)
-        throw CardTooSmall(Errc::device,
-                           "the files (about " + format_size(files) + ") need an image of about " + format_size(need) +
-                               "; the card has " + format_size(*card_size) + ": use a larger card",
-                           need, "the files (about " + format_size(files) + ") need that much; use a larger card");
+      if (need > *card_size) {
+        CardTooSmall e(Errc::device,
+                       "the files (about " + format_size(files) + ") need an image of about " + format_size(need) +
+                           "; the card has " + format_size(*card_size) + ": use a larger card",
+                       need, "the files (about " + format_size(files) + ") need that much; use a larger card");
+        e.card = i;
+        throw e;
+      }
       if (!opt.image_size && partition::plan_image(opt, content).image_size > *card_size) {
         opt.image_size = *card_size;
+        opt.size_from = partition::ImageOptions::SizeFrom::card;
         ctx_.reporter.note("the card (" + format_size(*card_size) +
                            ") is smaller than the automatic image size: the image fills the card");
       }

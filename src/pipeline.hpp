@@ -38,8 +38,9 @@ class CardTooSmall : public Error {
  public:
   CardTooSmall(Errc code, const std::string& what, std::uint64_t need, std::string fix)
       : Error(code, what), need(need), fix(std::move(fix)) {}
-  std::uint64_t need;  // the smallest card that would do, in bytes
-  std::string fix;     // what to do: "use a larger card", ...
+  std::uint64_t need;    // the smallest card that would do, in bytes
+  std::string fix;       // what to do: "use a larger card", ...
+  std::size_t card = 0;  // which image of Pipeline::build (its index in `ids`)
 };
 
 // One card's identity: the n of {n} and, with a spec, its resolved configuration.
@@ -97,8 +98,11 @@ class Pipeline {
   // `before_commit` sees the identities and host keys (not yet the results)
   // once the images are complete, before they replace any file: if it throws,
   // every output is left as it was (partition::build_images).
+  // `card_sizes`: the card each image is for, which bounds its size (one
+  // entry: every image's; none: image files). A CardTooSmall names the image
+  // (`card`) that does not fit its card.
   std::vector<BuiltImage> build(const std::vector<Identity>& ids, const std::vector<std::filesystem::path>& outputs,
-                                std::optional<std::uint64_t> card_size = std::nullopt,
+                                const std::vector<std::optional<std::uint64_t>>& card_sizes = {},
                                 const std::function<void(const std::vector<BuiltImage>&)>& before_commit = {});
 
   fetch::Options fetch_options() const;

@@ -343,10 +343,30 @@ std::string no_space_message(const Job& j, std::uint64_t needed, const std::stri
   std::uint64_t extras = 0;
   for (const auto& x : j.options->extra_files) extras += x.data.size();
   const std::uint64_t total = std::max(j.content_estimate + extras, needed);
+  const std::string mib = std::to_string(min_image_size_for(total) >> 20) + "MiB";
+  std::string fix = "use --size " + mib + " or more, or leave --size out";
+  if (j.options->image_size && j.options->size_from == ImageOptions::SizeFrom::spec)
+    fix = "set [boot] size to " + mib + " or more, or leave it out";
+  else if (j.options->image_size && j.options->size_from == ImageOptions::SizeFrom::card)
+    fix = "use a card of " + mib + " or more";
   return j.oname + ": the files do not fit: the " + format_size(j.res.geometry.partition_bytes()) +
          " partition holds " + format_size(j.capacity) + ", full at entry '" + entry + "' (" + format_size(needed) +
-         " so far, about " + format_size(total) + " in all); use --size " +
-         std::to_string(min_image_size_for(total) >> 20) + "MiB or more, or leave --size out";
+         " so far, about " + format_size(total) + " in all); " + fix;
+}
+
+// The kind of error files that do not fit are: the size given is what to
+// change (--size: usage; [boot] size: spec; the card: device); with the
+// automatic size the tarball's content surprised the estimate (input).
+Errc no_space_code(const Job& j) {
+  if (!j.options->image_size) return Errc::input;
+  switch (j.options->size_from) {
+    case ImageOptions::SizeFrom::spec:
+      return Errc::spec;
+    case ImageOptions::SizeFrom::card:
+      return Errc::device;
+    default:
+      return Errc::usage;
+  }
 }
 
 }  // namespace
@@ -425,10 +445,7 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
       try {
         fn(j);
       } catch (const NoSpace&) {
-        // With a size given, that size is what to change (a usage error, as one below the smallest
-        // image is); with the automatic size the tarball's content surprised the estimate.
-        throw Error(j.options->image_size ? Errc::usage : Errc::input,
-                    no_space_message(j, std::max(j.fw->bytes_written(), current_size), current));
+        throw Error(no_space_code(j), no_space_message(j, std::max(j.fw->bytes_written(), current_size), current));
       }
     }
   };

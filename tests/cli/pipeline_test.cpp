@@ -243,4 +243,41 @@ TEST(Pipeline, BootSizeHasTheFloorOfSize) {
   auto small = with_size("40MiB");
   EXPECT_EQ(small.exit_code, 0) << small.err;
   EXPECT_EQ(fs::file_size(d / "b.img"), 40ull << 20);
+  // Too small for the files: the spec's line is what to change, not a --size nobody gave.
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"b\"\n[ssh]\nhost_keys = \"first-boot\"\n[boot]\nsize = "
+                        "\"17MiB\"\n");
+  auto tight = cli({"--spec", spec.string(), "--output", (d / "t.img").string(), "--tarball",
+                    rpi::test::fixture_tarball({"--size-mb", "8"}).string()});
+  EXPECT_EQ(tight.exit_code, 2) << tight.err;
+  EXPECT_NE(tight.err.find("the files do not fit"), std::string::npos) << tight.err;
+  EXPECT_NE(tight.err.find("set [boot] size to"), std::string::npos) << tight.err;
+  EXPECT_EQ(tight.err.find("--size"), std::string::npos) << tight.err;
+}
+
+// Cards of different identities are each bounded by their own size: a host
+// whose [boot] size needs a big card does not get a small card of another host refused.
+TEST(Pipeline, EachHostsImageIsBoundedByItsOwnCard) {
+  TempDir d;
+  fs::path spec = d / "two.toml", a = d / "a.bin", b = d / "b.bin";
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n"
+                        "[[hosts]]\nhostname = \"big\"\n[hosts.boot]\nsize = \"64MiB\"\n"
+                        "[[hosts]]\nhostname = \"small\"\n");
+  for (const auto& [p, mib] : {std::pair{a, 128}, std::pair{b, 40}}) {
+    rpi::test::write_file(p, "");
+    fs::resize_file(p, static_cast<std::uintmax_t>(mib) << 20);
+  }
+  auto r = cli({"--spec", spec.string(), "--tarball", rpi::test::fixture_tarball().string(), "--device", a.string(),
+                "--device", b.string(), "--yes"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out.find("FAILED"), std::string::npos) << r.out;
+  // The other way round: the big host's card is the one too small, and only it fails.
+  auto swapped = cli({"--spec", spec.string(), "--tarball", rpi::test::fixture_tarball().string(), "--device",
+                      b.string(), "--device", a.string(), "--yes"});
+  EXPECT_EQ(swapped.exit_code, 3) << swapped.out << swapped.err;
+  EXPECT_NE(swapped.out.find("FAILED: refusing to write " + b.string() + ": it has 40 MiB but the image needs 64 MiB"),
+            std::string::npos)
+      << swapped.out;
+  EXPECT_NE(swapped.out.find(a.string()), std::string::npos);
 }

@@ -29,6 +29,10 @@ struct ExtraFile {
 
 struct ImageOptions {
   std::uint64_t image_size = 0;  // bytes; 0 = automatic (content plus headroom)
+  // Where a given image_size came from: what the error asks the user to
+  // change when the files do not fit, and what kind of error that is.
+  enum class SizeFrom { option, spec, card };
+  SizeFrom size_from = SizeFrom::option;
   std::string label = "ALPINE";
   std::optional<std::uint32_t> disk_id;           // MBR disk identifier; default derived from the input
   std::optional<std::uint32_t> volume_id;         // FAT serial; default derived from the input
