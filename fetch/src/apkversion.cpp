@@ -127,7 +127,10 @@ std::optional<int> compare_apk_versions(std::string_view a, std::string_view b, 
     if (const int c = compare_parts((*pa)[i], (*pb)[i])) return c;
   const VersionPart &x = (*pa)[i], &y = (*pb)[i];
   if (x.kind == y.kind) return 0;
-  if (prefix && y.kind == Part::end) return 0;
+  // "~": the same as far as both go. apk 3 also wants `b` to be the shorter
+  // one; apk 2.14 (Alpine up to 3.22) does not ("1.2-r0" meets "~1.2.3").
+  // The looser rule, so that no entry apk on the Pi takes is refused here.
+  if (prefix) return 0;
   // The same up to here, and one goes on: going on is newer, unless it goes on
   // with a pre-release suffix (1.0_rc1 < 1.0); a later kind of part is older
   // than an earlier one (1.0-r1 < 1.0.1).

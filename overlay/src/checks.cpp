@@ -323,7 +323,7 @@ constexpr KeyOption kKeyOptions[] = {
     {"touch-required", false, true},
     {"tunnel", true, false},
     {"user-rc", false, true},
-    {"verify-required", false, false},
+    {"verify-required", false, true},  // sshd also takes no-verify-required
     {"x11-forwarding", false, true},
 };
 
@@ -374,7 +374,9 @@ std::string check_options(std::string_view opts) {
       if (opts.empty() || opts[0] != '=' || opts.size() < 2 || opts[1] != '"')
         return "has the option " + name + " without a quoted value (write " + name + "=\"...\")";
       std::size_t j = 2;
-      while (j < opts.size() && opts[j] != '"') j += (opts[j] == '\\' && j + 1 < opts.size()) ? 2 : 1;
+      // Only \" escapes, as in sshd (a backslash before anything else is itself).
+      while (j < opts.size() && opts[j] != '"')
+        j += (opts[j] == '\\' && j + 1 < opts.size() && opts[j + 1] == '"') ? 2 : 1;
       if (j >= opts.size()) return "has the option " + name + " without its closing quote";
       opts.remove_prefix(j + 1);
     } else if (!opts.empty() && opts[0] == '=') {

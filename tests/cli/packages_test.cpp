@@ -149,6 +149,7 @@ TEST(ApkVersion, ConstraintsAsWorldEntriesMeanThem) {
   EXPECT_EQ(version_satisfies("0.9.1-r0", "~", "0.9"), true) << "\"~\" matches the leading parts";
   EXPECT_EQ(version_satisfies("0.9.1-r0", "=~", "0.9.1"), true);
   EXPECT_EQ(version_satisfies("0.10.1-r0", "~", "0.1"), false) << "parts, not characters";
+  EXPECT_EQ(version_satisfies("1.2-r0", "~", "1.2.3"), true) << "apk 2.14 (Alpine up to 3.22) takes it";
   EXPECT_EQ(version_satisfies("0.9.1-r0", "<=", "0.9.1-r0"), true);
   EXPECT_EQ(version_satisfies("0.9.1-r0", "><", "Q1abc"), std::nullopt) << "a checksum is not judged";
   EXPECT_EQ(version_satisfies("not-a-version", ">=", "1"), std::nullopt);

@@ -154,6 +154,12 @@ TEST(SshKeys, KeysFromSshKeygenPass) {
         "from=\"10.0.0.0/8,192.168.1.*\",command=\"echo \\\"hi there\\\"\",no-pty,No-Agent-Forwarding,restrict " + pub;
     ASSERT_TRUE(openssh_reads(dir, with_options));
     EXPECT_EQ(key_error(with_options), "");
+    // sshd's own spellings (auth-options.c): no-verify-required, and a backslash
+    // that escapes only a quote, so a value may end in one.
+    EXPECT_EQ(key_error("no-verify-required,verify-required " + pub), "");
+    EXPECT_EQ(key_error("command=\"echo a\\b\" " + pub), "") << "a backslash before a letter is itself";
+    EXPECT_NE(key_error("command=\"echo a\\\\\" " + pub).find("unterminated quote"), std::string::npos)
+        << "\\\\\" is a backslash and an escaped quote for sshd: the value goes on";
   }
   const std::string ed = generate(dir, {"-t", "ed25519"});
   auto spec = parse_spec(

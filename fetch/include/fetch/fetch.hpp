@@ -126,8 +126,9 @@ struct PackageIndex {
 // apk's order of versions: -1, 0 or 1 as `a` is older than, the same as or
 // newer than `b`; nullopt when either is not a valid apk version. Versions are
 // "1.2.3", "1.2a", "1.0_rc2", "2.6_p20250503", "1.2~c0ffee" (a commit), each
-// with an optional "-rN". With `prefix`, `a` also counts as the same when `b`
-// is a prefix of its parts ("1.2.3-r1" for "1.2"): what "~1.2" asks for.
+// with an optional "-rN". With `prefix`, `a` also counts as the same when the
+// parts both have are equal ("1.2.3-r1" for "1.2"): what "~1.2" asks for (as
+// apk 2.14 reads it; apk 3 also wants "1.2" to be the shorter one).
 std::optional<int> compare_apk_versions(std::string_view a, std::string_view b, bool prefix = false);
 
 // Whether a package of `version` satisfies a world entry's constraint, e.g.
