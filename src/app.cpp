@@ -119,6 +119,15 @@ void host_or_first(const std::string& host, const CLI::Option* first) {
         "--host " + host + " picks a [[hosts]] entry by name and --first picks the card by number: give one of them");
 }
 
+void refuse_empty_size_or_label(const CLI::Option* size, const std::string& size_value, const CLI::Option* label,
+                                const std::string& label_value) {
+  if (size->count() && size_value.empty())
+    throw Error(Errc::usage, "--size needs a size such as 1GiB; leave --size out for the automatic size");
+  if (label->count() && label_value.empty())
+    throw Error(Errc::usage,
+                "--label needs a name (up to 11 characters); leave --label out for [boot].label or ALPINE");
+}
+
 std::function<std::string(const std::string&)> at_least_one(const std::string& what) {
   return [what](const std::string& v) -> std::string {
     if (!v.empty() && v.size() <= 6 && v.find_first_not_of("0123456789") == std::string::npos && std::stoi(v) > 0)

@@ -55,6 +55,9 @@ void add_download_flags(CLI::App& app, DownloadFlags& f, const std::string& grou
 std::function<std::string(const std::string&)> at_least_one(const std::string& what);
 // --host and --first both choose which card: one of them, not both (the other would be ignored).
 void host_or_first(const std::string& host, const CLI::Option* first);
+// --size '' and --label '' would quietly mean the defaults: refused instead.
+void refuse_empty_size_or_label(const CLI::Option* size, const std::string& size_value, const CLI::Option* label,
+                                const std::string& label_value);
 
 // Writes `lines` (public host keys) to `path` as a known_hosts file, atomically,
 // and says so. With `merge`, lines already in the file for other hosts stay and

@@ -24,7 +24,9 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
   auto spec = overlay::load_spec(o.spec);
   for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
   // A build would stop there: say it now.
-  if (const std::string& tb = spec.alpine().tarball; !tb.empty() && tb.find("://") == std::string::npos) {
+  std::string tb = spec.alpine().tarball;
+  if (spec.alpine().sha256.empty() && tb.rfind("file://", 0) == 0) tb = tb.substr(7);
+  if (!tb.empty() && tb.find("://") == std::string::npos) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(tb, ec))
       throw Error(Errc::spec, o.spec + ": [alpine].tarball " + tb +

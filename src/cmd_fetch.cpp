@@ -93,6 +93,7 @@ void run_fetch(AppContext& ctx, FetchOptions o) {
 
   std::filesystem::path path;
   fetch::Release rel;
+  if (o.sha256.empty() && o.tarball.rfind("file://", 0) == 0) o.tarball = o.tarball.substr(7);
   if (!o.tarball.empty() && o.tarball.find("://") == std::string::npos && o.sha256.empty()) {
     // A file here, with no digest to copy it into the cache under: nothing to
     // download or verify; said so rather than asking for a flag not given.

@@ -118,7 +118,10 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
             << "; use --size " << (partition::min_image_size_for(files) >> 20) << "MiB or more, or leave --size out\n";
       } else {
         s << "    image: " << ip.size_reason << ", label " << ip.label
-          << (o.size.empty() ? " (the size is known once the tarball is in the cache)" : "") << "\n";
+          << (o.size.empty() && !(id.host && id.host->boot.size_max)
+                  ? " (the size is known once the tarball is in the cache)"
+                  : "")
+          << "\n";
       }
       for (const auto& x : io.extra_files) s << "    adds /" << x.name << " (" << format_size(x.data.size()) << ")\n";
       for (const auto& [name, fn] : io.edits) s << "    edits /" << name << "\n";
@@ -558,12 +561,7 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
     if (!app.get_subcommands().empty()) return;
     ctx.reporter.configure(ctx.json, ctx.quiet);
     host_or_first(o->host, first);
-    // An empty value would quietly mean the default: say so instead.
-    if (size->count() && o->size.empty())
-      throw Error(Errc::usage, "--size needs a size such as 1GiB; leave --size out for the automatic size");
-    if (label->count() && o->label.empty())
-      throw Error(Errc::usage,
-                  "--label needs a name (up to 11 characters); leave --label out for [boot].label or ALPINE");
+    refuse_empty_size_or_label(size, o->size, label, o->label);
     const bool any_input = !o->spec.empty() || !o->apkovl.empty() || !o->image.empty() || !o->tarball.empty();
     if (!any_input && o->devices.empty() && o->output.empty()) throw CLI::CallForHelp();
     if (!o->output.empty() && !o->devices.empty())

@@ -153,10 +153,11 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     throw Error(Errc::usage, "--first " + std::to_string(o.first) + " is beyond the " + std::to_string(last) +
                                  " [[hosts]] entries of " + o.spec);
   if (last != 0 && n > last) {
-    // A note, so that --json says it too.
-    ctx.reporter.note("all " + std::to_string(last) + " [[hosts]] entries of " + o.spec +
-                      " are written (next card would be " + std::to_string(n) + "); nothing to do" +
-                      (w.state.empty() ? "" : " — remove " + w.state + " or pass --first to start over"));
+    // With --json a note (the stream says it too); as text always printed, also with -q.
+    const auto say = [&](const std::string& m) { ctx.json ? ctx.reporter.note(m) : ctx.reporter.text(m); };
+    say("all " + std::to_string(last) + " [[hosts]] entries of " + o.spec + " are written (next card would be " +
+        std::to_string(n) + "); nothing to do" +
+        (w.state.empty() ? "" : " — remove " + w.state + " or pass --first to start over"));
     emit_summary(ctx, 0, 0, 0.0, 0);
     return;
   }
@@ -294,8 +295,8 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
                   "stop after this many cards (default: after the last [[hosts]] entry, or at Ctrl-C when the hostname "
                   "has {n})")
       ->check(at_least_one("a number of cards"));
-  sub->add_option("--size", o.size, "image size");
-  sub->add_option("--label", o.label, "FAT volume label");
+  CLI::Option* size = sub->add_option("--size", o.size, "image size");
+  CLI::Option* label = sub->add_option("--label", o.label, "FAT volume label");
   sub->add_option("--seed-file", o.seed_file, "derive salts and SSH host keys from this secret file");
   sub->add_option("--known-hosts", w->known_hosts,
                   "keep the SSH host keys of the cards written as known_hosts lines here (merged)");
@@ -309,8 +310,9 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
   sub->add_flag("--dry-run", o.dry_run, "print which cards would be written with what, then stop");
   sub->add_option("--state", w->state,
                   "keep the next card number in this file: start from it (unless --first), update it per card");
-  sub->callback([w, first, &ctx]() {
+  sub->callback([w, first, size, label, &ctx]() {
     w->first_given = first->count() > 0;
+    refuse_empty_size_or_label(size, w->run.size, label, w->run.label);
     ctx.reporter.configure(ctx.json, ctx.quiet);
     run_watch(ctx, *w);
   });

@@ -206,6 +206,8 @@ TarballPlan Pipeline::plan_tarball_uncached(bool resolve_release) {
     if (sha.empty()) sha = spec_->alpine().sha256;
   }
   if (!src.empty()) {
+    // A file:// URL without a digest is a local file (the spec asks a digest only of http(s)).
+    if (sha.empty() && src.rfind("file://", 0) == 0) src = src.substr(7);
     if (is_url(src)) {
       if (sha.empty())
         throw Error(Errc::usage, "a tarball URL needs its digest: --sha256 HEX (or sha256 = \"…\" in [alpine])");

@@ -655,12 +655,18 @@ TEST(Cli, WatchStateFileContinuesAndStopsAfterTheLastHost) {
   auto r = cli(base);
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(contains(r.err, "continuing at card 3")) << r.err;
-  EXPECT_TRUE(contains(r.err, "all 2 [[hosts]] entries")) << r.err;
+  EXPECT_TRUE(contains(r.out, "all 2 [[hosts]] entries")) << r.out;
+  auto quiet = base;
+  quiet.insert(quiet.begin(), "-q");
+  EXPECT_TRUE(contains(cli(quiet).out, "nothing to do")) << "a quiet station that does nothing says why";
   // Written on Windows, or by hand: a CR or blanks at the end are no reason to refuse it.
   rpi::test::write_file(state, "3\r\n");
   r = cli(base);
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(contains(r.err, "continuing at card 3")) << r.err;
+  auto empty_label = base;
+  empty_label.insert(empty_label.end(), {"--label", ""});
+  EXPECT_EQ(cli(empty_label).exit_code, 2) << "watch refuses --label '' as the main command does";
   // With --json the reason is an event too.
   auto json = base;
   json.push_back("--json");

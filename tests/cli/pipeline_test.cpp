@@ -208,6 +208,12 @@ TEST(Pipeline, AMissingLocalTarballInTheSpecIsASpecError) {
                  rpi::test::fixture_tarball().string()})
                 .exit_code,
             0);
+  // A file:// URL without sha256 (which the spec allows) is that local file.
+  rpi::test::write_file(spec, "[alpine]\ntarball = \"file://" + rpi::test::fixture_tarball().string() +
+                                  "\"\n[system]\nhostname = \"t\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  EXPECT_EQ(cli({"check", "--spec", spec.string()}).exit_code, 0);
+  auto f = cli({"--spec", spec.string(), "--output", (d / "f.img").string()});
+  EXPECT_EQ(f.exit_code, 0) << f.err;
 }
 
 // An empty file given as a card holds nothing: refused by name, the others written.

@@ -107,6 +107,11 @@ TEST_F(FetchCli, ASpecsLocalTarballIsCheckedNotDownloaded) {
   EXPECT_NE(r.err.find("is a local file: nothing to download, and with no sha256 pinned nothing to verify"),
             std::string::npos)
       << r.err;
+  // A file:// URL without a digest is the same local file (the spec asks a digest only of http).
+  write_file(spec, "[alpine]\ntarball = \"file://" + (tmp / "local.tar.gz").string() + "\"\n");
+  r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache_dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(first_line(r.out), (tmp / "local.tar.gz").string());
   // Pinned: copied into the cache, verified (man: --tarball).
   write_file(spec, "[alpine]\ntarball = \"local.tar.gz\"\nsha256 = \"" + sha256_of(tree->older) + "\"\n");
   r = cli({"fetch", "--spec", spec.string(), "--cache-dir", cache_dir});
