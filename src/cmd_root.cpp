@@ -495,8 +495,8 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
       results[i].error_code = Errc::device;
     }
   if (!jobs.empty()) {
-    std::vector<udev::FlashResult> written = udev::flash_all(jobs, fo);
-    for (std::size_t k = 0; k < written.size(); ++k) results[job_card[k]] = std::move(written[k]);
+    std::vector<udev::FlashResult> flashed = udev::flash_all(jobs, fo);
+    for (std::size_t k = 0; k < flashed.size(); ++k) results[job_card[k]] = std::move(flashed[k]);
   }
   report_flash(ctx, results, indices, known_hosts, o.known_hosts, p != nullptr, start);
   // Like a build killed by the signal: 130 after Ctrl-C, 143 after SIGTERM.

@@ -783,10 +783,10 @@ TEST(InstallSchema, DocumentedExamplesValidate) {
   const std::string placeholder = "ssh-ed25519 AAAA... me@laptop";
   CommandResult c = run({"env", "SHOP_WIFI_PSK=correct horse battery", rpi::test::cli_path().string(), "check",
                          "--spec", (t / "man.toml").string()});
-  if (auto at = spec.find(placeholder); at != std::string::npos) {
+  if (auto where = spec.find(placeholder); where != std::string::npos) {
     EXPECT_EQ(c.exit_code, 2) << describe(c);
     EXPECT_TRUE(contains(c.err, "is a placeholder")) << describe(c);
-    spec.replace(at, placeholder.size(),
+    spec.replace(where, placeholder.size(),
                  "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPFB/Vl9sFnNdTSfmBzkZeynL0bzqkfdIQgPpCubXwqV me@laptop");
     write_file(t / "man.toml", spec);
     c = run({"env", "SHOP_WIFI_PSK=correct horse battery", rpi::test::cli_path().string(), "check", "--spec",

@@ -541,7 +541,7 @@ TEST(Spec, TomlSyntaxErrorsSayWhatToDo) {
             "t.toml:4:20: invalid value: TOML has no bare text (text needs quotes: env = \"...\")");
   EXPECT_EQ(error_of(kPi + "[apk]\npackages = [\"chromium\", vim]\n"),
             "t.toml:4:25: invalid value: TOML has no bare text (text needs quotes: \"...\")");
-  for (const std::string& secret : {"TOPSECRET2", "topsecret", "secret word", "12345678abc", "Ninja2000"}) {
+  for (const std::string secret : {"TOPSECRET2", "topsecret", "secret word", "12345678abc", "Ninja2000"}) {
     auto m = error_of(wifi + "psk = " + secret + "\n");
     EXPECT_FALSE(has(m, secret.substr(0, 3))) << m;
     EXPECT_FALSE(has(m, secret.substr(secret.size() - 3))) << m;
@@ -567,8 +567,8 @@ TEST(Spec, TomlSyntaxErrorsSayWhatToDo) {
 // [system].keymap names /usr/share/bkeymaps/LAYOUT/VARIANT.bmap.gz of kbd-bkeymaps,
 // where VARIANT is LAYOUT or LAYOUT-XKBVARIANT; the usual slips say what to write.
 TEST(Spec, KeymapIsLayoutAndVariant) {
-  for (const std::string& ok : {"us us", "de de", "de de-nodeadkeys", "de de-T3", "fi fi-kotoistus", "us us-alt-intl",
-                                "gb gb-extd", "ch ch-de_nodeadkeys"}) {
+  for (const char* ok : {"us us", "de de", "de de-nodeadkeys", "de de-T3", "fi fi-kotoistus", "us us-alt-intl",
+                         "gb gb-extd", "ch ch-de_nodeadkeys"}) {
     auto spec = parse_spec(kPi + "keymap = \"" + ok + "\"\n", "t.toml", ".");
     EXPECT_EQ(resolve_host(spec, 1).keymap, ok);
   }
@@ -599,9 +599,9 @@ TEST(Spec, KeymapIsLayoutAndVariant) {
   EXPECT_EQ(err(""),
             "t.toml:3:10: [system].keymap \"\" is empty: leave it out for the kernel's default (US), or "
             "write e.g. \"de de-nodeadkeys\"");
-  for (const std::string& bad : {"de  de", " de de", "de de ", "us us us", "de\tde"})
+  for (const char* bad : {"de  de", " de de", "de de ", "us us us", "de\tde"})
     EXPECT_TRUE(has(err(bad), "must be two words separated by one space")) << bad << ": " << err(bad);
-  for (const std::string& bad : {"de de/../x", "de de.bmap", "us/us"})
+  for (const char* bad : {"de de/../x", "de de.bmap", "us/us"})
     EXPECT_TRUE(has(err(bad), "may contain only letters, digits, '_' and '-' in its two words")) << err(bad);
   EXPECT_TRUE(has(err("de-x de-x"), "has a layout with a '-'")) << err("de-x de-x");
 }
@@ -743,8 +743,8 @@ TEST(Spec, BootConfigNeedingFirmwareAlpineLacksWarns) {
   EXPECT_EQ(warn("fixup_file=fixup_x.dat"),
             "t.toml:4:35: [boot].config line \"fixup_file=fixup_x.dat\" makes the firmware load fixup_x.dat, which "
             "Alpine's tarball does not ship (its fixup files are fixup.dat and fixup4.dat): remove the line\n");
-  for (const std::string& fine : {"start_x=0", "start_debug=0", "gpu_mem=17", "gpu_mem=128", "start_file=start4.elf",
-                                  "start_file=START.ELF", "fixup_file=fixup4.dat", "# start_x=1", "gpu_mem_256=16"}) {
+  for (const char* fine : {"start_x=0", "start_debug=0", "gpu_mem=17", "gpu_mem=128", "start_file=start4.elf",
+                           "start_file=START.ELF", "fixup_file=fixup4.dat", "# start_x=1", "gpu_mem_256=16"}) {
     SCOPED_TRACE(fine);
     EXPECT_EQ(warn(fine), "");
   }
