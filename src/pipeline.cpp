@@ -418,14 +418,11 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
       std::uint64_t files = *content;
       for (const auto& x : opt.extra_files) files += x.data.size();
       const std::uint64_t need = partition::min_image_size_for(files);
-      if (need > *card_size) {
-        CardTooSmall e(Errc::device,
-                       "the files (about " + format_size(files) + ") need an image of about " + format_size(need) +
-                           "; the card has " + format_size(*card_size) + ": use a larger card",
-                       need, "the files (about " + format_size(files) + ") need that much; use a larger card");
-        e.card = i;
-        throw e;
-      }
+      if (need > *card_size)
+        throw CardTooSmall(Errc::device,
+                           "the files (about " + format_size(files) + ") need an image of about " + format_size(need) +
+                               "; the card has " + format_size(*card_size) + ": use a larger card",
+                           need, "the files (about " + format_size(files) + ") need that much; use a larger card", i);
       if (!opt.image_size && partition::plan_image(opt, content).image_size > *card_size) {
         opt.image_size = *card_size;
         opt.size_from = partition::ImageOptions::SizeFrom::card;

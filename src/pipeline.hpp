@@ -36,8 +36,9 @@ struct RunOptions {
 // run — station mode reports it and waits for the next card.
 class CardTooSmall : public Error {
  public:
-  CardTooSmall(Errc code, const std::string& what, std::uint64_t need_bytes, std::string what_to_do)
-      : Error(code, what), need(need_bytes), fix(std::move(what_to_do)) {}
+  CardTooSmall(Errc code, const std::string& what, std::uint64_t need_bytes, std::string what_to_do,
+               std::size_t image = 0)
+      : Error(code, what), need(need_bytes), fix(std::move(what_to_do)), card(image) {}
   std::uint64_t need;    // the smallest card that would do, in bytes
   std::string fix;       // what to do: "use a larger card", ...
   std::size_t card = 0;  // which image of Pipeline::build (its index in `ids`)
