@@ -15,24 +15,17 @@
 #include <mutex>
 #include <thread>
 
+#include "cli_support.hpp"
 #include "test_support.hpp"
 
 using rpi::test::cli;
+using rpi::test::contains;
+using rpi::test::example;
+using rpi::test::tarball;
 using rpi::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-fs::path example(const std::string& name) {
-  return rpi::test::source_dir() / "examples" / name;
-}
-fs::path tarball() {
-  return rpi::test::fixture_tarball({"--size-mb", "4"});
-}
-
-bool contains(const std::string& s, const std::string& what) {
-  return s.find(what) != std::string::npos;
-}
 
 // Every stdout line must be one JSON object; returns the "type"s in order.
 std::vector<std::string> json_types(const std::string& out) {

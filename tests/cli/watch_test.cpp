@@ -10,25 +10,15 @@
 #include <mutex>
 #include <thread>
 
+#include "cli_support.hpp"
 #include "test_support.hpp"
 
 using rpi::test::cli;
+using rpi::test::contains;
+using rpi::test::example;
+using rpi::test::tarball;
 using rpi::test::TempDir;
 namespace fs = std::filesystem;
-
-namespace {
-
-fs::path example(const std::string& name) {
-  return rpi::test::source_dir() / "examples" / name;
-}
-fs::path tarball() {
-  return rpi::test::fixture_tarball({"--size-mb", "4"});
-}
-bool contains(const std::string& s, const std::string& what) {
-  return s.find(what) != std::string::npos;
-}
-
-}  // namespace
 
 // watch --image: a card too small for the image is passed over with a note, as
 // with a spec, and the station goes on to the next card; card-done names no host.

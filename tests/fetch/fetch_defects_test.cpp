@@ -417,15 +417,11 @@ TEST(FetchPrune, RemovesPartialsOfAnyNameButKeepsALockedOne) {
   EXPECT_EQ(fetch::partial_downloads(cache).count, 0u);
 }
 
-// A real download in another process (held mid-way by a trickling mirror):
-// prune leaves its part file, and removes it once that process is gone.
-TEST_F(FetchDefects, PruneLeavesTheLiveDownloadsPartFile) {
-  MirrorServer& s = serve();
-  Release r = fetch::resolve(query_on("3.22", {s.url()}), opts());
-  s.set_faults(R"([{"path": "tar.gz", "kind": "trickle", "n": 1000, "times": 1}])");
-  const fs::path part = cache / "partial" / (r.sha256 + "-" + r.file + ".part");
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
+namespace {
+// `r` downloaded into `cache` by a child process, which the caller kills (a
+// Ctrl-C mid-download); its pid, or -1.
+pid_t download_in_child(const Release& r, const fs::path& cache) {
+  const pid_t pid = ::fork();
   if (pid == 0) {
     try {
       Options o;
@@ -435,6 +431,19 @@ TEST_F(FetchDefects, PruneLeavesTheLiveDownloadsPartFile) {
     }
     ::_exit(0);
   }
+  return pid;
+}
+}  // namespace
+
+// A real download in another process (held mid-way by a trickling mirror):
+// prune leaves its part file, and removes it once that process is gone.
+TEST_F(FetchDefects, PruneLeavesTheLiveDownloadsPartFile) {
+  MirrorServer& s = serve();
+  Release r = fetch::resolve(query_on("3.22", {s.url()}), opts());
+  s.set_faults(R"([{"path": "tar.gz", "kind": "trickle", "n": 1000, "times": 1}])");
+  const fs::path part = cache / "partial" / (r.sha256 + "-" + r.file + ".part");
+  const pid_t pid = download_in_child(r, cache);  // killed below, like a Ctrl-C mid-download
+  ASSERT_GE(pid, 0);
   bool saw = false;
   for (int i = 0; i < 200 && !saw; ++i) {
     std::error_code ec;
@@ -464,17 +473,8 @@ TEST_F(FetchDefects, ResumeValidatorIsSavedBeforeTheDownloadEnds) {
   const fs::path part = cache / "partial" / (r.sha256 + "-" + r.file + ".part");
   fs::path validator = part;
   validator += ".validator";
-  pid_t pid = ::fork();
+  const pid_t pid = download_in_child(r, cache);  // killed below, like a Ctrl-C mid-download
   ASSERT_GE(pid, 0);
-  if (pid == 0) {  // killed below, like a Ctrl-C mid-download
-    try {
-      Options o;
-      o.cache_dir = cache;
-      fetch::fetch_release(r, o);
-    } catch (...) {
-    }
-    ::_exit(0);
-  }
   bool saw = false;
   for (int i = 0; i < 200 && !saw; ++i) {
     std::error_code ec;

@@ -239,6 +239,17 @@ TEST(FlashFile, AFileOthersCanReadIsMadePrivateAndTheUserIsTold) {
   }
 }
 
+// A ramfs (no fallocate, so no holes and no discard) at `dir`, or null with `why`.
+std::unique_ptr<ScopedMount> mount_ramfs(const fs::path& dir, std::string& why) {
+  fs::create_directory(dir);
+  try {
+    return std::make_unique<ScopedMount>(std::vector<std::string>{"-t", "ramfs", "ramfs"}, dir);
+  } catch (const std::exception& e) {
+    why = e.what();
+    return nullptr;
+  }
+}
+
 // --wipe on a file: nothing old is left, in the unmapped space of the image or
 // beyond it, and the file keeps its size. `punches`: whether its file system
 // can punch holes (else zeros are written, and a note says so).
@@ -291,13 +302,9 @@ TEST(FlashFile, WipePunchesHolesInAFile) {
 // ramfs has no fallocate: the wipe writes zeros.
 TEST(FlashFile, WipeWritesZerosWhereTheFileCannotHaveHoles) {
   TempDir tmp;
-  fs::create_directory(tmp / "ramfs");
-  std::unique_ptr<ScopedMount> m;
-  try {
-    m = std::make_unique<ScopedMount>(std::vector<std::string>{"-t", "ramfs", "ramfs"}, tmp / "ramfs");
-  } catch (const std::exception& e) {
-    GTEST_SKIP() << "cannot mount a ramfs: " << e.what();
-  }
+  std::string why;
+  auto m = mount_ramfs(tmp / "ramfs", why);
+  if (!m) GTEST_SKIP() << "cannot mount a ramfs: " << why;
   expect_file_wipe_erases_the_unused_space(tmp.path(), tmp / "ramfs" / "card.bin", false);
 }
 
@@ -809,13 +816,9 @@ TEST(FlashLoop, WipeDiscardsTheUnusedSpace) {
 TEST(FlashLoop, WipeWritesZerosWhereTheCardCannotDiscard) {
   REQUIRE_LOOP();
   TempDir tmp;
-  fs::create_directory(tmp / "ramfs");
-  std::unique_ptr<ScopedMount> m;
-  try {
-    m = std::make_unique<ScopedMount>(std::vector<std::string>{"-t", "ramfs", "ramfs"}, tmp / "ramfs");
-  } catch (const std::exception& e) {
-    GTEST_SKIP() << "cannot mount a ramfs: " << e.what();
-  }
+  std::string why;
+  auto m = mount_ramfs(tmp / "ramfs", why);
+  if (!m) GTEST_SKIP() << "cannot mount a ramfs: " << why;
   expect_wipe_erases_the_unused_space(tmp.path(), tmp / "ramfs" / "card.bin", false);
 }
 
