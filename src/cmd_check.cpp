@@ -7,6 +7,7 @@
 #include "app.hpp"
 #include "overlay/spec.hpp"
 #include "packages.hpp"
+#include "pipeline.hpp"
 #include "rpi/error.hpp"
 #include "rpi/text.hpp"
 
@@ -24,14 +25,8 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
   auto spec = overlay::load_spec(o.spec);
   for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
   // A build would stop there: say it now.
-  std::string tb = spec.alpine().tarball;
-  if (spec.alpine().sha256.empty() && tb.rfind("file://", 0) == 0) tb = tb.substr(7);
-  if (!tb.empty() && tb.find("://") == std::string::npos) {
-    std::error_code ec;
-    if (!std::filesystem::is_regular_file(tb, ec))
-      throw Error(Errc::spec, o.spec + ": [alpine].tarball " + tb +
-                                  " is not a file (a relative path is read from the spec's folder)");
-  }
+  if (const std::string tb = local_tarball_path(spec.alpine().tarball, spec.alpine().sha256); !tb.empty())
+    require_spec_tarball(tb, o.spec);
   std::vector<overlay::HostConfig> cards;
   if (!o.host.empty())
     cards.push_back(overlay::resolve_host(spec, 0, o.host));

@@ -9,6 +9,7 @@
 
 #include "app.hpp"
 #include "fetch/fetch.hpp"
+#include "pipeline.hpp"
 #include "rpi/digest.hpp"
 #include "rpi/error.hpp"
 #include "rpi/size.hpp"
@@ -93,8 +94,8 @@ void run_fetch(AppContext& ctx, FetchOptions o) {
 
   std::filesystem::path path;
   fetch::Release rel;
-  if (o.sha256.empty() && o.tarball.rfind("file://", 0) == 0) o.tarball = o.tarball.substr(7);
-  if (!o.tarball.empty() && o.tarball.find("://") == std::string::npos && o.sha256.empty()) {
+  if (const std::string local = local_tarball_path(o.tarball, o.sha256); !local.empty() && o.sha256.empty()) {
+    o.tarball = local;
     // A file here, with no digest to copy it into the cache under: nothing to
     // download or verify; said so rather than asking for a flag not given.
     const std::string what = (o.from_spec ? "[alpine].tarball " : "--tarball ") + o.tarball;

@@ -25,6 +25,22 @@ bool is_url(const std::string& s) {
   return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0 || s.rfind("file://", 0) == 0;
 }
 
+}  // namespace
+
+std::string local_tarball_path(const std::string& source, const std::string& sha256) {
+  if (sha256.empty() && source.rfind("file://", 0) == 0) return source.substr(7);
+  return is_url(source) ? std::string() : source;
+}
+
+void require_spec_tarball(const std::string& path, const std::string& spec_path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw Error(Errc::spec, spec_path + ": [alpine].tarball " + path +
+                                " is not a file (a relative path is read from the spec's folder)");
+}
+
+namespace {
+
 std::atomic<bool> g_cancel{false};
 std::atomic<int> g_cancel_signal{0};  // the first signal that cancelled the run
 extern "C" void on_signal(int sig) {
@@ -206,22 +222,17 @@ TarballPlan Pipeline::plan_tarball_uncached(bool resolve_release) {
     if (sha.empty()) sha = spec_->alpine().sha256;
   }
   if (!src.empty()) {
-    // A file:// URL without a digest is a local file (the spec asks a digest only of http(s)).
-    if (sha.empty() && src.rfind("file://", 0) == 0) src = src.substr(7);
-    if (is_url(src)) {
+    if (const std::string local = local_tarball_path(src, sha); !local.empty()) {
+      if (o_.tarball.empty()) require_spec_tarball(local, o_.spec);
+      p.local = local;
+      p.sha256 = sha;
+      p.description = local + (sha.empty() ? " (local file)" : " (local file, sha256 " + sha + ")");
+    } else {
       if (sha.empty())
         throw Error(Errc::usage, "a tarball URL needs its digest: --sha256 HEX (or sha256 = \"…\" in [alpine])");
       p.url = src;
       p.sha256 = sha;
       p.description = fetch::redact_urls(src) + " (sha256 " + sha + ")";
-    } else {
-      std::error_code ec;
-      if (o_.tarball.empty() && !std::filesystem::is_regular_file(src, ec))
-        throw Error(Errc::spec, o_.spec + ": [alpine].tarball " + src +
-                                    " is not a file (a relative path is read from the spec's folder)");
-      p.local = src;
-      p.sha256 = sha;
-      p.description = src + (sha.empty() ? " (local file)" : " (local file, sha256 " + sha + ")");
     }
     return p;
   }

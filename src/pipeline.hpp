@@ -44,6 +44,12 @@ class CardTooSmall : public Error {
   std::size_t card = 0;  // which image of Pipeline::build (its index in `ids`)
 };
 
+// The local file a tarball source names: a path, or a file:// URL without a
+// digest (the spec asks a digest only of http(s)); "" for a URL.
+std::string local_tarball_path(const std::string& source, const std::string& sha256);
+// A spec's local [alpine].tarball must be there: Errc::spec naming `spec_path` if not.
+void require_spec_tarball(const std::string& path, const std::string& spec_path);
+
 // One card's identity: the n of {n} and, with a spec, its resolved configuration.
 struct Identity {
   int n = 1;

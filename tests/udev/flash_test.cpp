@@ -239,6 +239,21 @@ TEST(FlashFile, AFileOthersCanReadIsMadePrivateAndTheUserIsTold) {
   }
 }
 
+// After a wipe: no 0xff byte of the old card is left where the image (`size`
+// bytes) maps nothing, nor beyond it.
+void expect_no_old_data(const std::string& card, std::uint64_t size, const partition::BlockMap& map) {
+  EXPECT_EQ(card.find('\xff', size), std::string::npos) << "old data beyond the image";
+  auto mapped = [&](std::uint64_t at) {
+    for (const auto& e : map.extents())
+      if (at >= e.offset && at < e.offset + e.length) return true;
+    return false;
+  };
+  for (std::uint64_t at = 0; at < size; at += 4096)
+    if (!mapped(at)) {
+      EXPECT_NE(card[at], '\xff') << "old data at byte " << at;
+    }
+}
+
 // A ramfs (no fallocate, so no holes and no discard) at `dir`, or null with `why`.
 std::unique_ptr<ScopedMount> mount_ramfs(const fs::path& dir, std::string& why) {
   fs::create_directory(dir);
@@ -268,17 +283,7 @@ void expect_file_wipe_erases_the_unused_space(const fs::path& dir, const fs::pat
   EXPECT_TRUE(r.verified);
   EXPECT_EQ(fs::file_size(card), card_size);
   expect_mapped_equal(dir / "pi.img", card, src->map);
-  const std::string bytes = read_file(card);
-  EXPECT_EQ(bytes.find('\xff', size), std::string::npos) << "old data beyond the image";
-  auto mapped = [&](std::uint64_t at) {
-    for (const auto& e : src->map.extents())
-      if (at >= e.offset && at < e.offset + e.length) return true;
-    return false;
-  };
-  for (std::uint64_t at = 0; at < size; at += 4096)
-    if (!mapped(at)) {
-      EXPECT_NE(bytes[at], '\xff') << "old data at byte " << at;
-    }
+  expect_no_old_data(read_file(card), size, src->map);
   bool wipe_done = false, zeros_note = false;
   for (const auto& e : events) {
     if (e.type == "wipe" && e.done == card_size && e.total == card_size) wipe_done = true;
@@ -785,18 +790,7 @@ void expect_wipe_erases_the_unused_space(const fs::path& dir, const fs::path& ca
   EXPECT_TRUE(r.wiped);
   EXPECT_TRUE(r.verified);
   expect_mapped_equal(dir / "pi.img", card_file, src->map);
-  // Unmapped inside the image and beyond it: no 0xff of the old card is left.
-  const std::string card = read_file(card_file);
-  EXPECT_EQ(card.find('\xff', size), std::string::npos) << "old data beyond the image";
-  auto mapped = [&](std::uint64_t at) {
-    for (const auto& e : src->map.extents())
-      if (at >= e.offset && at < e.offset + e.length) return true;
-    return false;
-  };
-  for (std::uint64_t at = 0; at < size; at += 4096)
-    if (!mapped(at)) {
-      EXPECT_NE(card[at], '\xff') << "old data at byte " << at;
-    }
+  expect_no_old_data(read_file(card_file), size, src->map);
   bool wipe_done = false, zeros_note = false;
   for (const auto& e : events) {
     if (e.type == "wipe" && e.done == 48 * kMiB && e.total == 48 * kMiB) wipe_done = true;
