@@ -476,62 +476,76 @@ class Writer {
                          opts_.chunk_bytes);
   }
 
-  // Discards the whole card in 1 GiB steps; where the card cannot discard
-  // (common behind USB readers), zeroes it in 64 MiB steps instead.
+  // Erases the whole card in 1 GiB steps by discarding; where the card cannot
+  // discard (common behind USB readers), zeroes it in 64 MiB steps instead.
   void wipe() {
-    emit(opts_.events, Event{"wipe", t_.path, 0, t_.size, job_.identity});
-    bool discard = true;
-    for (std::uint64_t off = 0; off < t_.size;) {
-      check_cancel();
-      const std::uint64_t n = std::min<std::uint64_t>(t_.size - off, discard ? 1ull << 30 : 64 * kMiB);
-      std::uint64_t range[2] = {off, n};
-      if (discard && ::ioctl(t_.fd.get(), BLKDISCARD, range) != 0) {
-        int err = errno;
-        if (err != EOPNOTSUPP && err != EINVAL && err != ENOTTY && err != EIO)
-          throw Error(Errc::io,
-                      "cannot erase " + t_.path + " (discard at byte " + std::to_string(off) + "): " + errno_text(err));
-        discard = false;
-        emit(opts_.events, Event{"note", t_.path, 0, 0,
-                                 t_.path + " cannot discard (" + errno_text(err) +
-                                     "): --wipe writes zeros over all of it, which takes as long as writing "
-                                     "every byte"});
-        continue;
-      }
-      if (!discard && ::ioctl(t_.fd.get(), BLKZEROOUT, range) != 0)
-        rethrow_write_error(t_, Error(Errc::io, "cannot erase " + t_.path + " (zeros at byte " + std::to_string(off) +
-                                                    "): " + errno_text(errno)));
-      off += n;
-      emit(opts_.events, Event{"wipe", t_.path, off, t_.size, job_.identity});
-    }
-    wiped = true;
+    erase_all({"discard",
+               "cannot discard",
+               {EOPNOTSUPP, EINVAL, ENOTTY, EIO},
+               [this](std::uint64_t off, std::uint64_t n) {
+                 std::uint64_t range[2] = {off, n};
+                 return ::ioctl(t_.fd.get(), BLKDISCARD, range) == 0 ? 0 : errno;
+               },
+               [this](std::uint64_t off, std::uint64_t n) {
+                 std::uint64_t range[2] = {off, n};
+                 if (::ioctl(t_.fd.get(), BLKZEROOUT, range) != 0)
+                   rethrow_write_error(t_, Error(Errc::io, "cannot erase " + t_.path + " (zeros at byte " +
+                                                               std::to_string(off) + "): " + errno_text(errno)));
+               }});
   }
 
-  // The same for a file standing in for a card: holes punched in 1 GiB steps
-  // (they read as zeros, like discarded blocks); where the file system cannot
-  // punch holes, zeros written in 64 MiB steps. Its size stays.
+  // The same for a file standing in for a card: holes punched (they read as
+  // zeros, like discarded blocks); where the file system cannot punch holes,
+  // zeros written. Its size stays.
   void wipe_file() {
-    emit(opts_.events, Event{"wipe", t_.path, 0, t_.size, job_.identity});
-    bool punch = true;
     std::unique_ptr<AlignedBuffer> zeros;  // made when first needed
+    erase_all({"punching a hole",
+               "cannot have holes punched",
+               {EOPNOTSUPP, ENOSYS, EINVAL},
+               [this](std::uint64_t off, std::uint64_t n) {
+                 return ::fallocate(t_.fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
+                                    static_cast<off_t>(n)) == 0
+                            ? 0
+                            : errno;
+               },
+               [this, &zeros](std::uint64_t off, std::uint64_t n) {
+                 if (!zeros) zeros = std::make_unique<AlignedBuffer>(kMiB);
+                 zero_range(t_, off, n, *zeros);
+               }});
+  }
+
+  // How a target is erased: a fast step that returns 0 or an errno (the
+  // errnos in `unsupported` mean "not on this target"), and writing zeros.
+  struct Eraser {
+    const char* fast_step;  // for an error: "cannot erase X (<fast_step> at byte N)"
+    const char* cannot;     // for the note: "X <cannot> (reason): ..."
+    std::vector<int> unsupported;
+    std::function<int(std::uint64_t, std::uint64_t)> fast;
+    std::function<void(std::uint64_t, std::uint64_t)> zero;
+  };
+
+  // The fast way in 1 GiB steps while it works, then zeros in 64 MiB steps
+  // with a note saying why it is slow; "wipe" events along the way.
+  void erase_all(const Eraser& e) {
+    emit(opts_.events, Event{"wipe", t_.path, 0, t_.size, job_.identity});
+    bool fast = true;
     for (std::uint64_t off = 0; off < t_.size;) {
       check_cancel();
-      const std::uint64_t n = std::min<std::uint64_t>(t_.size - off, punch ? 1ull << 30 : 64 * kMiB);
-      if (punch && ::fallocate(t_.fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
-                               static_cast<off_t>(n)) != 0) {
-        int err = errno;
-        if (err != EOPNOTSUPP && err != ENOSYS && err != EINVAL)
-          throw Error(Errc::io, "cannot erase " + t_.path + " (punching a hole at byte " + std::to_string(off) +
-                                    "): " + errno_text(err));
-        punch = false;
-        emit(opts_.events, Event{"note", t_.path, 0, 0,
-                                 t_.path + " cannot have holes punched (" + errno_text(err) +
-                                     "): --wipe writes zeros over all of it, which takes as long as writing "
-                                     "every byte"});
-        continue;
-      }
-      if (!punch) {
-        if (!zeros) zeros = std::make_unique<AlignedBuffer>(kMiB);
-        zero_range(t_, off, n, *zeros);
+      const std::uint64_t n = std::min<std::uint64_t>(t_.size - off, fast ? 1ull << 30 : 64 * kMiB);
+      if (fast) {
+        if (const int err = e.fast(off, n); err != 0) {
+          if (std::find(e.unsupported.begin(), e.unsupported.end(), err) == e.unsupported.end())
+            throw Error(Errc::io, "cannot erase " + t_.path + " (" + e.fast_step + " at byte " + std::to_string(off) +
+                                      "): " + errno_text(err));
+          fast = false;
+          emit(opts_.events, Event{"note", t_.path, 0, 0,
+                                   t_.path + " " + e.cannot + " (" + errno_text(err) +
+                                       "): --wipe writes zeros over all of it, which takes as long as writing "
+                                       "every byte"});
+          continue;
+        }
+      } else {
+        e.zero(off, n);
       }
       off += n;
       emit(opts_.events, Event{"wipe", t_.path, off, t_.size, job_.identity});
