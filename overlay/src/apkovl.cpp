@@ -473,7 +473,9 @@ std::vector<Member> members_of(const HostConfig& h, const BuildOptions& opt, std
     std::string base = mirror + "/" + h.alpine.branch();
     repos = {"/media/" + h.lbu.media + "/apks", base + "/main", base + "/community"};
   }
-  t.file("etc/apk/repositories", join(repos, "\n") + "\n");
+  // Like proxy.sh: a repository URL with a password is for root (apk) only.
+  const bool secret_repo = std::any_of(repos.begin(), repos.end(), url_has_credentials);
+  t.file("etc/apk/repositories", join(repos, "\n") + "\n", secret_repo ? 0600 : 0644);
   for (const auto& k : h.apk.keys) t.file("etc/apk/keys/" + k.name, k.content);
   if (h.apk.cache) t.link("etc/apk/cache", "/media/" + h.lbu.media + "/cache");
 

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <cstdio>
 
+#include "overlay/spec.hpp"
 #include "rpi/text.hpp"
 
 namespace rpi::overlay::checks {
@@ -674,6 +675,35 @@ std::string expand_template(std::string_view s, int n) {
     }
   }
   return out;
+}
+
+std::string no_login_reason(const HostConfig& h, const User& u) {
+  for (const char* refuses : {"/nologin", "/false", "/true"})
+    if (u.shell.ends_with(refuses)) return "shell " + u.shell + " refuses logins";
+  if (u.has_password()) return {};
+  const auto& keys = u.ssh_authorized_keys;
+  if (keys.empty()) return "no password and no SSH key";
+  if (!h.ssh.enable) return "SSH keys only, and sshd is off ([ssh].enable = false)";
+  if (u.password_hash.starts_with("!")) return "password_hash starts with '!', so sshd refuses its SSH keys";
+  if (std::all_of(keys.begin(), keys.end(), [](const std::string& k) { return ssh_key_forces_command(k); }))
+    return "every SSH key forces a command=\"...\", so no shell";
+  return {};
+}
+
+bool root_logs_in(const HostConfig& h) {
+  const auto& ph = h.root.password_hash;
+  const bool locked = !ph.empty() && (ph[0] == '*' || ph[0] == '!');
+  if (!h.root.password.empty() || (!ph.empty() && !locked)) return true;  // the console
+  if (root_login(h) == RootLogin::empty_password) return true;            // Alpine's empty password, ditto
+  // A command="..." option forces its command whatever permit_root_login says.
+  const auto& keys = h.root.ssh_authorized_keys;
+  return root_keys(h) == RootKeys::usable && !ph.starts_with("!") &&
+         !std::all_of(keys.begin(), keys.end(), [](const std::string& k) { return ssh_key_forces_command(k); });
+}
+
+bool anyone_logs_in(const HostConfig& h) {
+  return root_logs_in(h) ||
+         std::any_of(h.users.begin(), h.users.end(), [&](const User& u) { return no_login_reason(h, u).empty(); });
 }
 
 bool has_template(std::string_view s) {

@@ -8,6 +8,11 @@
 #include <string_view>
 #include <vector>
 
+namespace rpi::overlay {
+struct HostConfig;
+struct User;
+}  // namespace rpi::overlay
+
 namespace rpi::overlay::checks {
 
 std::string hostname_label(std::string_view s);  // RFC 1123 label, <= 63 chars
@@ -47,6 +52,18 @@ bool ssh_key_forces_command(std::string_view s);
 // A key entry for messages: its type and comment ("ssh-ed25519 me@laptop"),
 // never its base64 nor its options.
 std::string ssh_key_label(std::string_view s);
+// Interactive logins (a shell at the console or over SSH). Why user u gets
+// none on card h, or "" when they can: a login shell, and a password (the
+// console) or, with sshd on, an SSH key without a command="..." option on an
+// account sshd does not take as locked (a password_hash starting with '!';
+// Alpine's OpenSSH has no PAM). The reason is a short clause for messages,
+// e.g. "no password and no SSH key".
+std::string no_login_reason(const HostConfig& h, const User& u);
+// Whether root gets a shell: a password (a hash that is not locked, or
+// Alpine's empty one, see root_login) at the console, or an SSH key sshd takes.
+bool root_logs_in(const HostConfig& h);
+// Whether anybody (root or a [[users]] entry) gets a shell on card h.
+bool anyone_logs_in(const HostConfig& h);
 // [system].keymap: "LAYOUT VARIANT" as in /usr/share/bkeymaps/LAYOUT/VARIANT.bmap.gz
 // (kbd-bkeymaps), e.g. "us us" or "de de-nodeadkeys". Form only: the list of
 // layouts depends on the xkeyboard-config Alpine built the package from.

@@ -58,11 +58,9 @@ const std::vector<SpecInput>& Spec::files_read() const {
 }
 
 namespace {
-// A [[users]] account someone can log in to: a login shell, and a password or
-// an SSH key with sshd on.
+// A [[users]] account someone can get a shell on (checks::no_login_reason).
 bool logs_in(const HostConfig& h, const User& u) {
-  const bool shell = !u.shell.ends_with("/nologin") && !u.shell.ends_with("/false");
-  return shell && (u.has_password() || (h.ssh.enable && !u.ssh_authorized_keys.empty()));
+  return checks::no_login_reason(h, u).empty();
 }
 }  // namespace
 
@@ -310,6 +308,14 @@ class Converter {
     std::string out;
     std::string what = label(v, key) + " (" + std::string(k.str()) + " " + ref + ")";
     if (k.str() == "env") {
+      // Not echoed unless it looks like a name: a secret typed here by mistake must not be printed.
+      const bool name = !ref.empty() && std::isdigit(static_cast<unsigned char>(ref[0])) == 0 &&
+                        std::all_of(ref.begin(), ref.end(), [](char c) {
+                          return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_';
+                        });
+      if (!name)
+        fail(val, label(v, key) + ".env must name an environment variable (letters, digits and _, e.g. " +
+                      "WIFI_PSK), not hold the value itself");
       const char* e = std::getenv(ref.c_str());
       if (!e)
         fail(val, "environment variable " + ref + " (for " + label(v, key) + ") is not set; export it or use " +
@@ -328,6 +334,9 @@ class Converter {
   // Never shows the value: only where it came from.
   void check_password_secret(const toml::node& n, const std::string& what, const std::string& value) const {
     if (value.empty()) fail(n, what + " is empty");
+    // crypt(3) stops at a NUL: "\0abc" would hash as the empty password, "ab\0c" as "ab".
+    if (value.find('\0') != std::string::npos)
+      fail(n, what + " contains a NUL byte, which would cut the password short; remove it");
     if (value.find_first_of("\r\n") != std::string::npos)
       fail(n, what + " has more than one line (only one trailing newline is dropped from a file)");
   }
@@ -388,6 +397,8 @@ class Converter {
 
   void check_files_against_generated(const HostConfig& h);
   void check_root_access(const View& root, const HostConfig& h);
+  void check_locked_keys(const View& root, const HostConfig& h);
+  void check_someone_logs_in(const View& root, const HostConfig& h);
 
   const Spec::Impl& s_;
   std::vector<Warning>& warnings_;
@@ -759,9 +770,18 @@ std::string missing_firmware(const std::string& line) {
   const std::string key = line.substr(0, eq), value = line.substr(eq + 1);
   if (key == "start_x" && value == "1") return variant("the camera firmware", "x", "remove the line");
   if (key == "start_debug" && value == "1") return variant("the debug firmware", "db", "remove the line");
-  if (key == "gpu_mem" && !value.empty() && value.size() <= 3 &&
-      std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; }) && std::stoi(value) <= 16)
+  // gpu_mem_256/512/1024 set gpu_mem on a Pi with that much RAM, and pick the firmware the same way.
+  const bool small = !value.empty() && value.size() <= 3 &&
+                     std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+                     std::stoi(value) <= 16;
+  if (key == "gpu_mem" && small)
     return variant("the cut-down firmware", "cd", "give gpu_mem more than 16 or remove the line");
+  for (const char* ram : {"256", "512", "1024"})
+    if (key == "gpu_mem_"s + ram && small)
+      return "[boot].config line \"" + line + "\" makes the firmware of a Pi with " + ram +
+             " MB of RAM load the cut-down firmware start_cd.elf and fixup_cd.dat" +
+             (key == "gpu_mem_1024" ? " (start4cd.elf and fixup4cd.dat on a Pi 4)" : "") + shipped + ": give " + key +
+             " more than 16 or remove the line";
   // FAT names are case-insensitive.
   if (key == "start_file" && !value.empty() && lower(value) != "start.elf" && lower(value) != "start4.elf")
     return "[boot].config line \"" + line + "\" makes the firmware load " + value +
@@ -1190,8 +1210,12 @@ HostConfig Converter::convert(const toml::table* host, int n, int host_pos) {
 // not take those keys and no admin can log in and use doas, nobody can
 // administer the Pi, and with no other account nobody can log in at all.
 void Converter::check_root_access(const View& root, const HostConfig& h) {
+  check_locked_keys(root, h);
   const RootKeys how = root_keys(h);
-  if (how == RootKeys::none || how == RootKeys::usable) return;
+  if (how == RootKeys::none || how == RootKeys::usable) {
+    check_someone_logs_in(root, h);
+    return;
+  }
   const auto& pw = h.root.password_hash;
   if (!h.root.password.empty() || (!pw.empty() && pw[0] != '*' && pw[0] != '!')) return;  // the console
   if (std::any_of(h.users.begin(), h.users.end(), [&](const User& u) { return u.admin && logs_in(h, u); })) return;
@@ -1229,6 +1253,56 @@ void Converter::check_root_access(const View& root, const HostConfig& h) {
     warn(setting->source(), refuses + ", and " + nobody_else + ": nobody can become root on this Pi; " + todo);
   else
     fail(*setting, refuses + ", and " + nobody_else + ": nobody could log in to this Pi; " + todo);
+}
+
+// Alpine's OpenSSH has no PAM: it takes an account whose password field starts
+// with '!' as locked and refuses its SSH keys (alpine-facts §5).
+void Converter::check_locked_keys(const View& root, const HostConfig& h) {
+  if (!h.ssh.enable) return;
+  const std::string fix = "; use password_hash = \"*\" (no password) for an account that logs in with SSH keys only";
+  const View r = sub(root, "root", "[root]");
+  // With nobody else to log in, check_someone_logs_in says it.
+  if (h.root.password_hash.starts_with("!") && root_keys(h) == RootKeys::usable && r.get("password_hash") &&
+      checks::anyone_logs_in(h))
+    warn(r.get("password_hash")->source(),
+         "[root].password_hash = \"!\" locks root, so sshd refuses root's SSH keys ([root].ssh_authorized_keys)" + fix);
+  const auto users = table_array(root, "users", "[[users]]");
+  for (std::size_t i = 0; i < h.users.size() && i < users.size(); ++i) {
+    const User& u = h.users[i];
+    if (u.password_hash.starts_with("!") && !u.ssh_authorized_keys.empty() && users[i].get("password_hash"))
+      warn(users[i].get("password_hash")->source(),
+           "password_hash = \"!\" locks user " + u.name +
+               ", so sshd refuses their SSH keys ([[users]].ssh_authorized_keys)" + fix);
+  }
+}
+
+// Every way in locked ([root] locked, no usable key, no [[users]] entry that
+// can log in) builds a Pi nobody can log in to: a sealed appliance may mean
+// that, so it warns. Without [root] nobody is locked out: root then keeps
+// Alpine's empty password (root_login) and logs in at the console.
+void Converter::check_someone_logs_in(const View& root, const HostConfig& h) {
+  if (checks::anyone_logs_in(h)) return;
+  const View r = sub(root, "root", "[root]");
+  const toml::node* at = r.get("password_hash") ? r.get("password_hash") : r.get("ssh_authorized_keys");
+  const auto& ph = h.root.password_hash;
+  const auto& keys = h.root.ssh_authorized_keys;
+  // ph is "*", "!" or unset here: any other hash is a password root logs in with.
+  const std::string locks = "[root].password_hash = \"" + ph.substr(0, 1) + "\" locks root";
+  const std::string forced = "every key in [root].ssh_authorized_keys forces a command=\"...\"";
+  std::string why;
+  if (keys.empty())
+    why = locks + "'s password and root has no SSH key";
+  else if (ph.starts_with("!"))
+    why = locks + ", so sshd refuses its SSH keys";
+  else
+    why = ph.empty() ? forced : locks + "'s password and " + forced;
+  std::string users;
+  for (const auto& u : h.users) users += (users.empty() ? "" : "; ") + u.name + ": " + checks::no_login_reason(h, u);
+  why += users.empty() ? ", and there is no [[users]] entry" : ", and no [[users]] entry can log in (" + users + ")";
+  warn(at ? at->source() : (r.empty() ? s_.doc.source() : r.anchor().source()),
+       why +
+           ": nobody can log in to this Pi, at the console or over SSH; if that is not intended, set "
+           "[root].password, or give root or a [[users]] entry an SSH key without command=\"...\" or a password");
 }
 
 // toml++'s description without its "saw '…'" part (it may quote part of a

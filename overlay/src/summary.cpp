@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <sstream>
 
+#include "checks.hpp"
 #include "overlay/spec.hpp"
 #include "rpi/size.hpp"
 #include "rpi/text.hpp"
@@ -41,17 +42,30 @@ std::string summary(const HostConfig& h) {
     o << "  user      " << u.name << " uid " << u.uid;
     if (!u.groups.empty()) o << " groups " << join(u.groups, ",");
     o << (u.admin ? " admin" : "") << (!u.password.empty() ? " password (secret)" : "")
-      << (!u.password_hash.empty() ? " password_hash (secret)" : "") << ", " << keys(u.ssh_authorized_keys.size())
-      << "\n";
+      << (!u.password_hash.empty() ? " password_hash (secret)" : "") << ", " << keys(u.ssh_authorized_keys.size());
+    // Whether the account opens a shell: "admin" alone would suggest it does.
+    if (auto why = checks::no_login_reason(h, u); !why.empty()) o << " (no interactive login: " << why << ")";
+    o << "\n";
   }
   switch (root_login(h)) {
-    case RootLogin::as_configured:
+    case RootLogin::as_configured: {
+      // A locked hash ("*" or "!": no secret in its first character) is no password.
+      const auto& ph = h.root.password_hash;
+      const bool locked = ph.starts_with("*") || ph.starts_with("!");
+      const auto& ks = h.root.ssh_authorized_keys;
       o << "  root      " << (!h.root.password.empty() ? "password (secret), " : "")
-        << (!h.root.password_hash.empty() ? "password_hash (secret), " : "") << keys(h.root.ssh_authorized_keys.size());
+        << (locked ? "password locked (password_hash \"" + ph.substr(0, 1) + "\"), " : "")
+        << (!ph.empty() && !locked ? "password_hash (secret), " : "") << keys(ks.size());
       // Whether sshd takes those keys: a count alone would suggest root logs in with them.
       switch (root_keys(h)) {
         case RootKeys::none:
+          break;
         case RootKeys::usable:
+          if (ph.starts_with("!"))
+            o << " (refused: password_hash \"!\" locks root for sshd)";
+          else if (std::all_of(ks.begin(), ks.end(),
+                               [](const std::string& k) { return checks::ssh_key_forces_command(k); }))
+            o << " (forced commands only, no interactive login)";
           break;
         case RootKeys::sshd_off:
           o << " (unused: ssh is disabled)";
@@ -66,6 +80,7 @@ std::string summary(const HostConfig& h) {
       }
       o << "\n";
       break;
+    }
     case RootLogin::locked:
       o << "  root      no password login (the admins use doas)\n";
       break;
@@ -74,6 +89,8 @@ std::string summary(const HostConfig& h) {
            "can log in, or a [root] password)\n";
       break;
   }
+  if (!checks::anyone_logs_in(h))
+    o << "  login     nobody: no account opens a shell, at the console or over SSH (see the warning)\n";
   if (h.ssh.enable)
     o << "  ssh       password authentication " << (h.ssh.password_authentication ? "yes" : "no") << ", root login "
       << h.ssh.permit_root_login << ", host keys " << h.ssh.host_keys << "\n";

@@ -999,6 +999,12 @@ TEST(Apkovl, RootIsLockedWhenAnAdminCanLogIn) {
                                  key)),
             "root:::0:::::")
       << "nor with a shell that refuses logins";
+  const std::string forced =
+      "ssh_authorized_keys = [\"command=\\\"/usr/bin/backup\\\" ssh-ed25519 "
+      "AAAAC3NzaC1lZDI1NTE5AAAAIHeLguboJt2OAmYzeA/Z4TVxebKDh2PkgXgHJPUhfUjq k@x\"]\n";
+  EXPECT_EQ(root_entry(host_from("[system]\nhostname = \"pi\"\n[[users]]\nname = \"ops\"\nadmin = true\n" + forced)),
+            "root:::0:::::")
+      << "nor with keys that only run a forced command";
   EXPECT_EQ(root_entry(host_from("[system]\nhostname = \"pi\"\n[[users]]\nname = \"ops\"\nadmin = true\n" + key +
                                  "[root]\npassword_hash = \"$6$salt$hash\"\n")),
             "root:$6$salt$hash::0:::::")
@@ -1096,6 +1102,19 @@ TEST(Apkovl, ProxyIsSingleQuotedAndPrivateWithCredentials) {
   auto pm = apkovl_members(plain, seeded());
   ASSERT_NE(member(pm, "etc/profile.d/proxy.sh"), nullptr);
   EXPECT_EQ(member(pm, "etc/profile.d/proxy.sh")->mode, 0644u);
+}
+
+// A repository URL with a password is for root's apk only, as proxy.sh is.
+TEST(Apkovl, RepositoriesArePrivateWithCredentials) {
+  const std::string base = "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n[apk]\nrepositories = [";
+  auto secret = host_from(base + "\"/media/mmcblk0p1/apks\", \"https://deploy:t0ken@repo.example/alpine/main\"]\n");
+  auto ms = apkovl_members(secret, seeded());
+  ASSERT_NE(member(ms, "etc/apk/repositories"), nullptr);
+  EXPECT_EQ(member(ms, "etc/apk/repositories")->mode, 0600u);
+  auto plain = host_from(base + "\"https://repo.example/alpine/main\"]\n");
+  auto pm = apkovl_members(plain, seeded());
+  ASSERT_NE(member(pm, "etc/apk/repositories"), nullptr);
+  EXPECT_EQ(member(pm, "etc/apk/repositories")->mode, 0644u);
 }
 
 // The sys installer reboots: it must run after every first-boot script, whatever its name.

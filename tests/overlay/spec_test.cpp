@@ -423,6 +423,37 @@ TEST(Spec, OneTrailingNewlineIsDroppedFromSecretFiles) {
   }
 }
 
+// crypt(3) reads up to the first NUL: "\0abc" would become the empty password.
+TEST(Spec, PasswordsWithANulByteAreRefused) {
+  test::TempDir dir;
+  test::write_file(dir / "nul.bin", std::string("\0whatever\n", 10));
+  test::write_file(dir / "mid.bin", std::string("abc\0xyz", 7));
+  for (auto f : {"nul.bin", "mid.bin"}) {
+    SCOPED_TRACE(f);
+    auto e = error_of(kPi + "[root]\npassword = { file = \"" + f + "\" }\n", dir.path());
+    EXPECT_EQ(e, "t.toml:4:21: [root].password (file " + std::string(f) +
+                     ") contains a NUL byte, which would cut the password short; remove it");
+    EXPECT_FALSE(has(e, "whatever")) << e;
+    EXPECT_FALSE(has(e, "xyz")) << e;
+  }
+  auto e = error_of(kPi + "[[users]]\nname = \"bob\"\nadmin = true\npassword = \"\\u0000\"\n");
+  EXPECT_TRUE(has(e, "[[users]].password contains a NUL byte")) << e;
+}
+
+// A secret typed where its variable's name belongs is not echoed.
+TEST(Spec, EnvReferenceMustBeAName) {
+  for (const char* bad : {"hunter2-pass!", "1PASS", "my secret", ""}) {
+    SCOPED_TRACE(bad);
+    auto e = error_of(kPi + "[wifi]\nssid = \"Net\"\npsk = { env = \"" + bad + "\" }\n");
+    EXPECT_EQ(e,
+              "t.toml:5:15: [wifi].psk.env must name an environment variable (letters, digits and _, e.g. "
+              "WIFI_PSK), not hold the value itself");
+  }
+  ::unsetenv("RPI_T_UNSET_9");
+  EXPECT_TRUE(has(error_of(kPi + "[wifi]\nssid = \"Net\"\npsk = { env = \"RPI_T_UNSET_9\" }\n"),
+                  "environment variable RPI_T_UNSET_9 (for [wifi].psk) is not set"));
+}
+
 TEST(Spec, ProxyIsRedactedInTheSummary) {
   auto h = resolve_host(
       parse_spec(kPi + "[network]\nproxy = \"http://user:pa$$w0rd@proxy.example:3128/\"\n", "t.toml", "."), 1);
@@ -718,6 +749,131 @@ TEST(Spec, RootAccessThatWorksStaysClean) {
   EXPECT_TRUE(has(summary(h), "  root      1 ssh key\n")) << summary(h);
 }
 
+// Every way in locked ([root].password_hash "*" or "!", no key sshd lets open
+// a shell, no [[users]] entry that can log in): nobody can log in. A sealed
+// appliance may mean it, so it warns, naming the setting; check's summary says so.
+TEST(Spec, NobodyCanLogInWarns) {
+  const std::string todo =
+      ": nobody can log in to this Pi, at the console or over SSH; if that is not intended, set [root].password, or "
+      "give root or a [[users]] entry an SSH key without command=\"...\" or a password\n";
+  EXPECT_EQ(warnings_of(kPi + "[root]\npassword_hash = \"*\"\n"),
+            "t.toml:4:17: [root].password_hash = \"*\" locks root's password and root has no SSH key, and there is "
+            "no [[users]] entry" +
+                todo);
+  // "!" also makes sshd refuse root's keys (Alpine's OpenSSH has no PAM): one warning says both.
+  EXPECT_EQ(warnings_of(kPi + "[root]\npassword_hash = \"!\"\nssh_authorized_keys = ['" + kKey + "']\n"),
+            "t.toml:4:17: [root].password_hash = \"!\" locks root, so sshd refuses its SSH keys, and there is no "
+            "[[users]] entry" +
+                todo);
+  // Keys that all force a command open no shell, whatever permit_root_login says; each user says why not.
+  EXPECT_EQ(warnings_of(root_with(kForcedKey,
+                                  "[[users]]\nname = \"svc\"\nshell = \"/sbin/nologin\"\n"
+                                  "password_hash = \"$6$s$h\"\n[[users]]\nname = \"ops\"\nadmin = true\n"
+                                  "ssh_authorized_keys = ['" +
+                                      kForcedKey + "']\n[[users]]\nname = \"off\"\npassword_hash = \"*\"\n")),
+            "t.toml:4:23: every key in [root].ssh_authorized_keys forces a command=\"...\", and no [[users]] entry "
+            "can log in (svc: shell /sbin/nologin refuses logins; ops: every SSH key forces a command=\"...\", so no "
+            "shell; off: no password and no SSH key)" +
+                todo);
+  // In a [[hosts]] entry the warning points at the host's setting.
+  EXPECT_EQ(warnings_of(kPi + "[[hosts]]\nhostname = \"a\"\n[hosts.root]\npassword_hash = \"*\"\n").substr(0, 12),
+            "t.toml:6:17:");
+  auto h = resolve_host(parse_spec(kPi + "[root]\npassword_hash = \"*\"\n", "t.toml", "."), 1);
+  EXPECT_TRUE(has(summary(h),
+                  "  root      password locked (password_hash \"*\"), 0 ssh keys\n  login     nobody: no "
+                  "account opens a shell, at the console or over SSH (see the warning)\n"))
+      << summary(h);
+
+  // One way in is enough.
+  for (const std::string& ok : {
+           kPi,  // no [root], no users: root keeps Alpine's empty password (the console)
+           kPi + "[ssh]\nenable = false\n",
+           kPi + "[root]\npassword_hash = \"*\"\n[[users]]\nname = \"ops\"\npassword_hash = \"$6$s$h\"\n",
+           kPi + "[root]\npassword_hash = \"*\"\n[[users]]\nname = \"ops\"\nssh_authorized_keys = ['" + kKey + "']\n",
+           kPi + "[root]\npassword_hash = \"*\"\nssh_authorized_keys = ['" + kKey + "', '" + kForcedKey + "']\n",
+           root_with(kForcedKey, "password_hash = \"$6$s$h\"\n"),
+       }) {
+    SCOPED_TRACE(ok);
+    EXPECT_EQ(warnings_of(ok), "");
+    EXPECT_FALSE(has(summary(resolve_host(parse_spec(ok, "t.toml", "."), 1)), "  login     nobody"));
+  }
+}
+
+// An admin whose SSH keys all carry command="..." and who has no password gets
+// no shell: no way in, as root's keys under "forced-commands-only" are not.
+TEST(Spec, AdminWithOnlyForcedCommandKeysIsNoWayIn) {
+  const std::string forced_admin =
+      "[[users]]\nname = \"ops\"\nadmin = true\nssh_authorized_keys = ['" + kForcedKey + "']\n";
+  // So root's refused keys leave nobody to log in.
+  EXPECT_TRUE(has(error_of(root_with(kKey, "[ssh]\npermit_root_login = \"no\"\n" + forced_admin)),
+                  "t.toml:6:21: [ssh].permit_root_login = \"no\" makes sshd refuse root's SSH keys"));
+  EXPECT_TRUE(has(error_of(root_with(kKey, "[ssh]\npermit_root_login = \"no\"\n" + forced_admin)),
+                  "no [[users]] admin can log in: nobody could log in to this Pi"));
+  // Without [root], root keeps Alpine's empty password (the console) rather than
+  // being locked for an admin who could never run doas; check says both.
+  auto h = resolve_host(parse_spec(kPi + forced_admin, "t.toml", "."), 1);
+  EXPECT_EQ(root_login(h), RootLogin::empty_password);
+  EXPECT_TRUE(has(summary(h),
+                  "  user      ops uid 1000 admin, 1 ssh key (no interactive login: every SSH key forces a "
+                  "command=\"...\", so no shell)\n  root      empty password"))
+      << summary(h);
+  // A password, or one key without command=, is a way in.
+  for (const std::string& more : {std::string("password_hash = \"$6$s$h\"\n"),
+                                  "ssh_authorized_keys = ['" + kForcedKey + "', '" + kKey + "']\n"}) {
+    const std::string admin = "[[users]]\nname = \"ops\"\nadmin = true\n" + more;
+    SCOPED_TRACE(admin);
+    h = resolve_host(parse_spec(kPi + admin, "t.toml", "."), 1);
+    EXPECT_EQ(root_login(h), RootLogin::locked);
+    EXPECT_TRUE(has(summary(h), "  root      no password login (the admins use doas)\n")) << summary(h);
+    EXPECT_FALSE(has(summary(h), "no interactive login")) << summary(h);
+    EXPECT_EQ(warnings_of(root_with(kKey, "[ssh]\npermit_root_login = \"no\"\n" + admin)), "");
+  }
+}
+
+// Alpine's OpenSSH takes an account whose password starts with '!' as locked and
+// refuses its keys: a "!" next to SSH keys warns, with the "*" that works.
+TEST(Spec, LockedHashNextToSshKeysWarns) {
+  const std::string fix = "; use password_hash = \"*\" (no password) for an account that logs in with SSH keys only\n";
+  const std::string ops = "[[users]]\nname = \"ops\"\npassword_hash = \"$6$s$h\"\n";
+  EXPECT_EQ(warnings_of(kPi + "[[users]]\nname = \"bob\"\npassword_hash = \"!\"\nssh_authorized_keys = ['" + kKey +
+                        "']\n" + ops),
+            "t.toml:5:17: password_hash = \"!\" locks user bob, so sshd refuses their SSH keys "
+            "([[users]].ssh_authorized_keys)" +
+                fix);
+  EXPECT_EQ(warnings_of(root_with(kKey, "password_hash = \"!\"\n" + ops)),
+            "t.toml:5:17: [root].password_hash = \"!\" locks root, so sshd refuses root's SSH keys "
+            "([root].ssh_authorized_keys)" +
+                fix);
+  auto h = resolve_host(parse_spec(root_with(kKey, "password_hash = \"!\"\n" + ops), "t.toml", "."), 1);
+  EXPECT_TRUE(has(summary(h),
+                  "  root      password locked (password_hash \"!\"), 1 ssh key (refused: password_hash "
+                  "\"!\" locks root for sshd)\n"))
+      << summary(h);
+  // "*" is no password and lets the keys in; "!" without keys, or with sshd off, has nothing to refuse.
+  EXPECT_EQ(warnings_of(root_with(kKey, "password_hash = \"*\"\n")), "");
+  EXPECT_EQ(warnings_of(kPi + "[[users]]\nname = \"bob\"\npassword_hash = \"!\"\n" + ops), "");
+  EXPECT_EQ(warnings_of(kPi +
+                        "[ssh]\nenable = false\n[[users]]\nname = \"bob\"\npassword_hash = \"!\"\n"
+                        "ssh_authorized_keys = ['" +
+                        kKey + "']\n" + ops),
+            "");
+}
+
+// docs/spec.schema.json is what editors show next to the key: any SSH key in
+// it (an "examples" value, say) must pass our own check, or copying it fails.
+TEST(Spec, SchemaShowsNoSshKeyTheCheckRefuses) {
+  const std::string schema = test::read_file(test::source_dir() / "docs" / "spec.schema.json");
+  ASSERT_TRUE(has(schema, "\"ssh_keys\"")) << "the schema has no ssh_keys definition";
+  for (const std::string type : {"\"ssh-", "\"ecdsa-sha2-", "\"sk-"}) {
+    for (auto at = schema.find(type); at != std::string::npos; at = schema.find(type, at + 1)) {
+      const std::string key = schema.substr(at + 1, schema.find('"', at + 1) - at - 1);
+      if (key.find(' ') == std::string::npos) continue;  // a pattern or a key type, not a key
+      SCOPED_TRACE(key);
+      EXPECT_EQ(error_of(root_with(key, "")), "(no error)");
+    }
+  }
+}
+
 // Alpine's tarball ships start.elf, fixup.dat, start4.elf and fixup4.dat only
 // (alpine-facts §2): lines that make the firmware load another file warn.
 TEST(Spec, BootConfigNeedingFirmwareAlpineLacksWarns) {
@@ -737,14 +893,24 @@ TEST(Spec, BootConfigNeedingFirmwareAlpineLacksWarns) {
             "tarball does not ship (it has start.elf, fixup.dat, start4.elf and fixup4.dat): give gpu_mem more than "
             "16 or remove the line\n");
   EXPECT_TRUE(has(warn("gpu_mem=8"), "start_cd.elf"));
+  // gpu_mem_256/512/1024 are gpu_mem for a Pi with that much RAM.
+  EXPECT_EQ(warn("gpu_mem_256=16"),
+            "t.toml:4:35: [boot].config line \"gpu_mem_256=16\" makes the firmware of a Pi with 256 MB of RAM load "
+            "the cut-down firmware start_cd.elf and fixup_cd.dat, which Alpine's tarball does not ship (it has "
+            "start.elf, fixup.dat, start4.elf and fixup4.dat): give gpu_mem_256 more than 16 or remove the line\n");
+  EXPECT_TRUE(has(warn("gpu_mem_512=8"), "a Pi with 512 MB of RAM load the cut-down firmware start_cd.elf"));
+  EXPECT_TRUE(has(warn("gpu_mem_1024=16"),
+                  "a Pi with 1024 MB of RAM load the cut-down firmware start_cd.elf and fixup_cd.dat (start4cd.elf and "
+                  "fixup4cd.dat on a Pi 4)"));
   EXPECT_EQ(warn("start_file=start_db.elf"),
             "t.toml:4:35: [boot].config line \"start_file=start_db.elf\" makes the firmware load start_db.elf, which "
             "Alpine's tarball does not ship (its start files are start.elf and start4.elf): remove the line\n");
   EXPECT_EQ(warn("fixup_file=fixup_x.dat"),
             "t.toml:4:35: [boot].config line \"fixup_file=fixup_x.dat\" makes the firmware load fixup_x.dat, which "
             "Alpine's tarball does not ship (its fixup files are fixup.dat and fixup4.dat): remove the line\n");
-  for (const char* fine : {"start_x=0", "start_debug=0", "gpu_mem=17", "gpu_mem=128", "start_file=start4.elf",
-                           "start_file=START.ELF", "fixup_file=fixup4.dat", "# start_x=1", "gpu_mem_256=16"}) {
+  for (const char* fine :
+       {"start_x=0", "start_debug=0", "gpu_mem=17", "gpu_mem=128", "start_file=start4.elf", "start_file=START.ELF",
+        "fixup_file=fixup4.dat", "# start_x=1", "gpu_mem_256=17", "gpu_mem_1024=256", "gpu_mem_2048=16"}) {
     SCOPED_TRACE(fine);
     EXPECT_EQ(warn(fine), "");
   }

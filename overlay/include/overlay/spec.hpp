@@ -183,8 +183,9 @@ struct HostConfig {
 };
 
 // Root's password login when [root] sets no password, hash or key: locked
-// ("*") when an admin can log in (a password, or an SSH key with sshd on, and
-// a login shell) and become root with doas; else Alpine's empty password, the
+// ("*") when an admin can log in (a password, or an SSH key without
+// command="..." with sshd on, and a login shell) and become root with doas;
+// else Alpine's empty password, the
 // only way in left.
 enum class RootLogin { as_configured, locked, empty_password };
 RootLogin root_login(const HostConfig& h);
