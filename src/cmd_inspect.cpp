@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "app.hpp"
+#include "partition/apkovl_check.hpp"
 #include "partition/reader.hpp"
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
@@ -68,8 +70,14 @@ std::string json_strings(const std::vector<std::string>& v) {
 struct ApkovlReport {
   FatEntry entry;
   std::optional<ApkovlSummary> summary;
-  std::string problem;  // why there is no summary
+  std::string problem;                 // why there is no summary
+  std::optional<ApkovlReview> review;  // --apkovl's checks (none if the file could not be read)
 };
+
+// "1 problem", "2 warnings".
+std::string count_of(std::size_t n, const char* noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
 
 void run_inspect(const std::string& target, AppContext& ctx) {
   Fd fd = open_or_throw(target, O_RDONLY);
@@ -259,28 +267,61 @@ void run_inspect(const std::string& target, AppContext& ctx) {
 
   // The apkovl(s): exactly one is expected at the top level.
   std::vector<ApkovlReport> ovls;
-  for (auto& e : find_apkovls(*vol)) ovls.push_back({e, std::nullopt, ""});
+  for (auto& e : find_apkovls(*vol)) ovls.push_back({e, std::nullopt, "", std::nullopt});
   if (ovls.size() > 1)
     warnings.push_back(std::to_string(ovls.size()) +
                        " apkovl files at the FAT root: the initramfs uses only the first it finds, in directory order; "
                        "leave exactly one");
   if (ovls.empty()) text += "apkovl: none at the FAT root (the Pi boots an unconfigured Alpine)\n";
   std::vector<std::string> ovl_json;
+  // A finding reported twice (the gzip layer's refusal is also why there is no summary) is listed once.
+  auto warn_once = [&](const std::string& w) {
+    if (std::find(warnings.begin(), warnings.end(), w) == warnings.end()) warnings.push_back(w);
+  };
   for (auto& o : ovls) {
     const std::string& n = o.entry.name;
     const bool gz = n.size() >= 7 && n.compare(n.size() - 7, 7, ".tar.gz") == 0;
+    std::optional<std::string> data;
     if (!gz) {
       o.problem = "encrypted or not a .tar.gz; not read";
     } else {
       try {
-        o.summary = summarize_apkovl(vol->read_file(n, kApkovlMaxBytes), n);
+        data = vol->read_file(n, kApkovlMaxBytes);
       } catch (const Error& err) {
         o.problem = err.what();
-        warnings.push_back(err.what());
+        warn_once(err.what());
+      }
+    }
+    // What `--apkovl` checks, as findings: an apkovl already on a card is
+    // reported, never refused (an encrypted one is judged by its name alone).
+    if (data || !gz) {
+      try {
+        o.review = review_apkovl(n, data ? *data : std::string());
+        for (const auto& w : o.review->refusals) warn_once(w);
+        for (const auto& w : o.review->check.warnings) warn_once(w);
+      } catch (const Error& err) {  // zlib or libarchive unusable: no findings, the rest is still shown
+        warn_once(err.what());
+      }
+    }
+    if (data) {
+      try {
+        o.summary = summarize_apkovl(*data, n);
+      } catch (const Error& err) {
+        o.problem = err.what();
+        warn_once(err.what());
       }
     }
     JsonObject j;
     j.add("name", n).add("size", o.entry.size);
+    if (o.review) {
+      JsonObject c;
+      c.add_bool("accepted", o.review->refusals.empty())
+          .add_raw("problems", json_strings(o.review->refusals))
+          .add_raw("warnings", json_strings(o.review->check.warnings));
+      j.add_raw("check", c.str());
+    } else {
+      j.add_raw("check", "null");
+    }
     text += "apkovl: " + n + " (" + std::to_string(o.entry.size) + " bytes";
     if (!o.summary) {
       text += "): " + o.problem + "\n";
@@ -309,6 +350,15 @@ void run_inspect(const std::string& target, AppContext& ctx) {
     text += "  users          " + join(us, ", ") + "\n";
     text += std::string("  ssh host keys  ") + (s.ssh_host_keys ? "yes" : "no") + "\n";
     text += std::string("  wifi config    ") + (s.wifi_config ? "yes" : "no") + "\n";
+    if (o.review) {
+      const std::size_t problems = o.review->refusals.size(), odd = o.review->check.warnings.size();
+      text += "  check          " +
+              (problems ? "--apkovl would refuse it: " + count_of(problems, "problem") +
+                              (odd ? ", " + count_of(odd, "warning") : std::string()) + " (under Warnings)"
+               : odd ? "passes --apkovl's checks, with " + count_of(odd, "warning") + " (under Warnings)"
+                     : std::string("passes --apkovl's checks")) +
+              "\n";
+    }
     for (auto& w : s.warnings) warnings.push_back(n + ": " + w);
     j.add("members", s.members)
         .add("hostname", s.hostname)

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "inspect_support.hpp"
+#include "partition/apkovl_check.hpp"
+#include "rpi/error.hpp"
 
 namespace rpi::test::inspect {
 namespace {
@@ -20,11 +22,26 @@ TEST(InspectCli, HumanOutput) {
   BuiltImage b = build_image(dir, "32", true);
   auto r = cli({"inspect", b.image.string()});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  for (const char* want :
-       {"disk id 0xcafef00d", "0x0c W95 FAT32 (LBA)", "16384", ": FAT32", "RPITEST", "1234-ABCD",
-        "alpine-rpi-3.22.1 250101", "modules=loop,squashfs,sd-mod,usb-storage quiet console=tty1",
-        "kiosk.apkovl.tar.gz", "kiosk-07", "alpine-base openssh chrony", "networking", "sshd", "pi (1000, /bin/sh)",
-        "ssh host keys  yes", "wifi config    yes", "longfilename_here.dat", "Grüße aus Berlin.txt", "boot/"})
+  for (const char* want : {"disk id 0xcafef00d",
+                           "0x0c W95 FAT32 (LBA)",
+                           "16384",
+                           ": FAT32",
+                           "RPITEST",
+                           "1234-ABCD",
+                           "alpine-rpi-3.22.1 250101",
+                           "modules=loop,squashfs,sd-mod,usb-storage quiet console=tty1",
+                           "kiosk.apkovl.tar.gz",
+                           "kiosk-07",
+                           "alpine-base openssh chrony",
+                           "networking",
+                           "sshd",
+                           "pi (1000, /bin/sh)",
+                           "ssh host keys  yes",
+                           "wifi config    yes",
+                           "check          passes --apkovl's checks\n",
+                           "longfilename_here.dat",
+                           "Grüße aus Berlin.txt",
+                           "boot/"})
     EXPECT_NE(r.out.find(want), std::string::npos) << "missing '" << want << "' in:\n" << r.out;
   EXPECT_EQ(r.out.find("Warnings:"), std::string::npos) << r.out;
   expect_no_secrets(r);
@@ -58,6 +75,7 @@ TEST(InspectCli, JsonOutputIsOneInspectObject) {
                  "assert a['hostname']=='kiosk-07' and a['ssh_host_keys'] is True, a\n"
                  "assert sorted(a['runlevels']['default'])==['chronyd','sshd'], a\n"
                  "assert [u['name'] for u in a['users']]==['root','pi'], a\n"
+                 "assert a['check']=={'accepted':True,'problems':[],'warnings':[]}, a\n"
                  "assert o['alpine_release']=='alpine-rpi-3.22.1 250101'\n"
                  "assert o['warnings']==[], o['warnings']\n"
                  "print(f['free_clusters'])\n",
@@ -177,6 +195,125 @@ TEST(InspectCli, ReadOnlyLoopDevice) {
   EXPECT_EQ(from_dev.out.substr(from_dev.out.find('\n')), from_img.out.substr(from_img.out.find('\n')));
   EXPECT_NE(from_dev.out.find("kiosk-07"), std::string::npos);
   EXPECT_EQ(read_file(b.image), before);
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+// Puts `apkovl` on the image's FAT as `name`, replacing a file of that name.
+void put_on_card(const BuiltImage& b, const fs::path& apkovl, const std::string& name) {
+  auto cp = sh("MTOOLS_SKIP_CHECK=1 mcopy -o -i '" + b.image.string() + "@@" + std::to_string(kPartOffset) + "' '" +
+               apkovl.string() + "' ::/" + name);
+  ASSERT_EQ(cp.exit_code, 0) << cp.err;
+}
+
+// An apkovl made by tests/partition/make_apkovl.py (Python's tarfile).
+fs::path crafted_apkovl(const TempDir& dir, const std::string& kind) {
+  fs::path out = dir / (kind + ".crafted");
+  auto r = run({"python3", (source_dir() / "tests/partition/make_apkovl.py").string(), kind, out.string()});
+  if (r.exit_code != 0) throw std::runtime_error("make_apkovl.py " + kind + ": " + r.err);
+  return out;
+}
+
+// What `--apkovl` refuses (check_apkovl's message) or warns about in the file.
+struct CheckOutcome {
+  std::string refusal;
+  std::vector<std::string> warnings;
+};
+CheckOutcome apkovl_option_says(const fs::path& file, const std::string& name) {
+  CheckOutcome c;
+  try {
+    c.warnings = rpi::partition::check_apkovl(name, read_file(file)).warnings;
+  } catch (const rpi::Error& e) {
+    c.refusal = e.what();
+  }
+  return c;
+}
+
+// An apkovl on a card that `--apkovl` would refuse (a hard link to
+// /etc/shadow) or warn about (a device node, a FIFO): inspect reports the
+// same findings, as warnings, and still summarises the rest; it does not fail.
+TEST(InspectCli, ApkovlFindingsOfTheApkovlOptionAreReported) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  RPI_REQUIRE_TOOL("python3");
+  RPI_REQUIRE_TOOL("busybox");
+  TempDir dir;
+  BuiltImage b = build_image(dir, "32", true);
+  fs::path hostile = crafted_apkovl(dir, "hostile");
+  ASSERT_EQ(run({"busybox", "tar", "-tzf", hostile.string()}).exit_code, 0);  // the Pi's tar would unpack it
+  put_on_card(b, hostile, "kiosk.apkovl.tar.gz");
+  const CheckOutcome said = apkovl_option_says(hostile, "kiosk.apkovl.tar.gz");
+  ASSERT_TRUE(contains(said.refusal, "kiosk.apkovl.tar.gz: member 'etc/shadow.lnk' is a hard link to '/etc/shadow'"))
+      << said.refusal;
+
+  auto r = cli({"inspect", b.image.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "  hostname       myhost\n")) << r.out;
+  EXPECT_TRUE(contains(r.out, "  check          --apkovl would refuse it: 1 problem, 2 warnings (under Warnings)\n"))
+      << r.out;
+  const std::string listed = r.out.substr(r.out.find("Warnings:\n"));
+  EXPECT_TRUE(contains(listed, "  " + said.refusal + "\n")) << r.out;
+  // check_apkovl refuses at the hard link; the warnings are those of the file without it.
+  const CheckOutcome warned = apkovl_option_says(crafted_apkovl(dir, "chardev"), "kiosk.apkovl.tar.gz");
+  ASSERT_EQ(warned.warnings.size(), 1u);
+  EXPECT_TRUE(contains(listed, "  " + warned.warnings[0] + "\n")) << r.out;
+  EXPECT_TRUE(contains(listed, "  kiosk.apkovl.tar.gz: member 'etc/pipe' is a FIFO; lbu never packs one")) << r.out;
+
+  auto j = cli({"inspect", "--json", b.image.string()});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  write_file(dir / "out.json", j.out);
+  write_file(dir / "refusal.txt", said.refusal);
+  auto py = run({"python3", "-c",
+                 "import json,sys\n"
+                 "o=json.loads(open(sys.argv[1]).read())\n"
+                 "refusal=open(sys.argv[2]).read()\n"
+                 "a=o['apkovls'][0]\n"
+                 "c=a['check']\n"
+                 "assert c['accepted'] is False and c['problems']==[refusal], c\n"
+                 "assert len(c['warnings'])==2 and 'character device' in c['warnings'][0], c\n"
+                 "assert 'FIFO' in c['warnings'][1], c\n"
+                 "assert a['hostname']=='myhost' and 'problem' not in a, a\n"
+                 "assert o['warnings']==c['problems']+c['warnings'], o['warnings']\n",
+                 (dir / "out.json").string(), (dir / "refusal.txt").string()});
+  EXPECT_EQ(py.exit_code, 0) << py.err << j.out;
+}
+
+// A refusal of the gzip layer is also why there is no summary: reported once.
+// An encrypted apkovl is not read; the warning --apkovl gives is shown.
+TEST(InspectCli, UnreadableAndEncryptedApkovlsGetTheApkovlOptionsFindings) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  BuiltImage b = build_image(dir, "32", true);
+  fs::path plain = crafted_apkovl(dir, "plain-tar");
+  put_on_card(b, plain, "kiosk.apkovl.tar.gz");
+  put_on_card(b, crafted_apkovl(dir, "ok"), "kiosk.apkovl.tar.gz.aes-256-cbc");
+  const std::string refusal = apkovl_option_says(plain, "kiosk.apkovl.tar.gz").refusal;
+  ASSERT_TRUE(contains(refusal, "is a plain (uncompressed) tar archive")) << refusal;
+
+  auto r = cli({"inspect", b.image.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string listed = r.out.substr(r.out.find("Warnings:\n"));
+  std::size_t times = 0;
+  for (std::size_t at = 0; (at = listed.find(refusal, at)) != std::string::npos; at += refusal.size()) ++times;
+  EXPECT_EQ(times, 1u) << r.out;
+  EXPECT_TRUE(contains(listed, "  kiosk.apkovl.tar.gz.aes-256-cbc is encrypted: the Pi asks for its password"))
+      << r.out;
+
+  auto j = cli({"inspect", "--json", b.image.string()});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  auto py = run({"python3", "-c",
+                 "import json,sys\n"
+                 "o=json.loads(sys.stdin.read())\n"
+                 "a={x['name']:x for x in o['apkovls']}\n"
+                 "p=a['kiosk.apkovl.tar.gz']\n"
+                 "assert p['check']['accepted'] is False and p['check']['problems']==[p['problem']], p\n"
+                 "e=a['kiosk.apkovl.tar.gz.aes-256-cbc']['check']\n"
+                 "assert e['accepted'] is True and e['problems']==[] and 'encrypted' in e['warnings'][0], e\n"
+                 "assert o['warnings'].count(p['problem'])==1, o['warnings']\n"},
+                j.out);
+  EXPECT_EQ(py.exit_code, 0) << py.err << j.out;
 }
 
 }  // namespace

@@ -291,3 +291,161 @@ TEST(ApkovlCheck, AbsoluteAndDotDotMemberNamesAreRefused) {
     EXPECT_TRUE(contains(o.error, "member '" + name + "'")) << o.error;
   }
 }
+
+namespace {
+
+// etc/hostname as busybox tar leaves it on the Pi: the file extracted by
+// `busybox tar -xzf`, its first line with blanks trimmed ("" if not a file).
+std::string busybox_hostname(const TempDir& dir, const fs::path& apkovl) {
+  fs::path root = dir / ("x-" + apkovl.filename().string());
+  fs::create_directories(root);
+  auto r = rpi::test::run({"busybox", "tar", "-xzf", apkovl.string(), "-C", root.string()});
+  if (r.exit_code != 0) throw std::runtime_error("busybox tar -xzf " + apkovl.string() + ": " + r.err);
+  const fs::path f = root / "etc/hostname";
+  if (fs::is_symlink(f) || !fs::is_regular_file(f)) return "";
+  std::string line = rpi::test::read_file(f);
+  line = line.substr(0, line.find('\n'));
+  const std::size_t a = line.find_first_not_of(" \t\r");
+  return a == std::string::npos ? "" : line.substr(a, line.find_last_not_of(" \t\r") - a + 1);
+}
+
+// An apkovl named `name` whose etc/hostname holds `text` (make_apkovl.py hostname).
+fs::path with_hostname(const TempDir& dir, const std::string& name, const std::string& text) {
+  fs::path out = dir / name;
+  auto r = rpi::test::run({"python3", (rpi::test::source_dir() / "tests/partition/make_apkovl.py").string(), "hostname",
+                           out.string(), text});
+  if (r.exit_code != 0) throw std::runtime_error("make_apkovl.py hostname: " + r.err);
+  return out;
+}
+
+}  // namespace
+
+// --apkovl names the card after the overlay's etc/hostname: the file busybox
+// tar leaves on the Pi (the last member of that name), first line, trimmed.
+TEST(ApkovlCheck, HostnameIsTheFirstLineOfEtcHostnameAsTarLeavesIt) {
+  RPI_REQUIRE_TOOL("busybox");
+  TempDir d;
+  struct Case {
+    fs::path apkovl;
+    std::string expected;
+  } cases[] = {
+      {make(d, "ok"), "myhost"},
+      {make(d, "dot-slash"), "myhost"},
+      {make(d, "hostname-twice"), "second"},
+      {with_hostname(d, "blanks.apkovl.tar.gz", " \tkiosk-07 \r\nsecond-line\n"), "kiosk-07"},
+      {with_hostname(d, "fqdn.apkovl.tar.gz", "pi.example.org"), "pi.example.org"},
+  };
+  for (const auto& c : cases) {
+    ASSERT_EQ(busybox_hostname(d, c.apkovl), c.expected) << c.apkovl << ": the fixture does not do what it claims";
+    Outcome o = check(c.apkovl);
+    ASSERT_TRUE(o.ok) << o.error;
+    EXPECT_EQ(o.ok->hostname, c.expected) << c.apkovl;
+    EXPECT_TRUE(o.ok->warnings.empty()) << joined(o.ok->warnings);
+  }
+}
+
+// No usable etc/hostname: no hostname (the card keeps the file name), and the
+// apkovl is still accepted.
+TEST(ApkovlCheck, HostnameIsEmptyWhenAbsentInvalidOrNotARegularFile) {
+  RPI_REQUIRE_TOOL("busybox");
+  TempDir d;
+  std::vector<fs::path> files = {make(d, "no-hostname"), make(d, "hostname-symlink")};
+  for (const auto& f : files) EXPECT_EQ(busybox_hostname(d, f), "") << f;  // absent; a symlink
+  int i = 0;
+  const std::vector<std::string> invalid = {"",
+                                            "\n",
+                                            "   \n",
+                                            "my_host\n",
+                                            "-lead\n",
+                                            "trail-\n",
+                                            "two words\n",
+                                            "a..b\n",
+                                            ".dot\n",
+                                            "dot.\n",
+                                            "h\xc3\xbc"
+                                            "bsch\n",
+                                            std::string(65, 'a'),
+                                            std::string(64, 'a') + "x",
+                                            "x\x1b[2J\n",
+                                            std::string(5000, 'a')};
+  for (const std::string& text : invalid) {
+    files.push_back(with_hostname(d, "bad" + std::to_string(i++) + ".apkovl.tar.gz", text));
+  }
+  for (const auto& f : files) {
+    Outcome o = check(f);
+    ASSERT_TRUE(o.ok) << f << ": " << o.error;
+    EXPECT_EQ(o.ok->hostname, "") << f;
+    EXPECT_EQ(o.ok->members, f.filename().string().rfind("no-hostname", 0) == 0 ? 6u : 7u) << f;
+  }
+  // The longest valid names are taken: a 63-character label, 64 characters in all.
+  const std::string label63(63, 'b'), name64 = "a." + std::string(62, 'c');
+  for (const auto& name : {label63, name64}) {
+    Outcome o = check(with_hostname(d, "long.apkovl.tar.gz", name + "\n"));
+    ASSERT_TRUE(o.ok) << o.error;
+    EXPECT_EQ(o.ok->hostname, name);
+  }
+  // An encrypted apkovl is not read: no hostname.
+  fs::path enc = d / "myhost.apkovl.tar.gz.aes-256-cbc";
+  fs::copy_file(make(d, "ok"), enc);
+  Outcome e = check(enc);
+  ASSERT_TRUE(e.ok) << e.error;
+  EXPECT_EQ(e.ok->hostname, "");
+}
+
+// `inspect` reviews an apkovl already on a card: the same findings, none thrown.
+TEST(ApkovlCheck, ReviewListsWhatCheckRefusesWithoutThrowing) {
+  RPI_REQUIRE_TOOL("busybox");
+  TempDir d;
+  fs::path hostile = make(d, "hostile");
+  EXPECT_TRUE(busybox_lists(hostile));
+  const std::string data = rpi::test::read_file(hostile);
+  ApkovlReview r = review_apkovl("card.apkovl.tar.gz", data);
+  ASSERT_EQ(r.refusals.size(), 1u) << joined(r.refusals);
+  EXPECT_TRUE(contains(r.refusals[0],
+                       "card.apkovl.tar.gz: member 'etc/shadow.lnk' is a hard link to '/etc/shadow', an absolute path"))
+      << r.refusals[0];
+  ASSERT_EQ(r.check.warnings.size(), 2u) << joined(r.check.warnings);
+  EXPECT_TRUE(contains(r.check.warnings[0], "member 'etc/console' is a character device node"))
+      << joined(r.check.warnings);
+  EXPECT_TRUE(contains(r.check.warnings[1], "member 'etc/pipe' is a FIFO")) << joined(r.check.warnings);
+  EXPECT_EQ(r.check.members, 10u);  // read to the end
+  EXPECT_EQ(r.check.hostname, "myhost");
+  // check_apkovl throws exactly the first refusal.
+  try {
+    check_apkovl("card.apkovl.tar.gz", data);
+    ADD_FAILURE() << "the hostile apkovl was accepted";
+  } catch (const rpi::Error& e) {
+    EXPECT_EQ(std::string(e.what()), r.refusals[0]);
+  }
+  // A layer that cannot be read ends the review with one refusal.
+  ApkovlReview plain = review_apkovl("p.apkovl.tar.gz", rpi::test::read_file(make(d, "plain-tar")));
+  ASSERT_EQ(plain.refusals.size(), 1u) << joined(plain.refusals);
+  EXPECT_TRUE(contains(plain.refusals[0], "p.apkovl.tar.gz is a plain (uncompressed) tar archive"))
+      << plain.refusals[0];
+  ApkovlReview empty = review_apkovl("e.apkovl.tar.gz", "");
+  ASSERT_EQ(empty.refusals.size(), 1u) << joined(empty.refusals);
+  // A name the initramfs would not find is refused, and the data still read.
+  ApkovlReview noname = review_apkovl(".apkovl.tar.gz", data);
+  ASSERT_EQ(noname.refusals.size(), 2u) << joined(noname.refusals);
+  EXPECT_TRUE(contains(noname.refusals[0], "an apkovl must be named <host>.apkovl.tar.gz")) << noname.refusals[0];
+  EXPECT_EQ(noname.check.warnings.size(), 2u) << joined(noname.check.warnings);
+}
+
+// A hostile archive can hold a million odd members: each list stops at
+// kApkovlMaxFindings and then counts the rest.
+TEST(ApkovlCheck, FindingsStopAtTheLimitAndCountTheRest) {
+  RPI_REQUIRE_TOOL("busybox");
+  TempDir d;
+  fs::path p = make(d, "fifos", "30");
+  auto listed = rpi::test::run({"busybox", "tar", "-tvzf", p.string()});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  std::size_t fifos = 0;
+  for (std::size_t at = 0; (at = listed.out.find("\np", at)) != std::string::npos; ++at) ++fifos;
+  ASSERT_EQ(fifos + (listed.out.rfind('p', 0) == 0 ? 1 : 0), 30u) << listed.out;
+  Outcome o = check(p);
+  ASSERT_TRUE(o.ok) << o.error;
+  ASSERT_EQ(o.ok->warnings.size(), kApkovlMaxFindings + 1) << joined(o.ok->warnings);
+  EXPECT_TRUE(contains(o.ok->warnings[kApkovlMaxFindings - 1], "member 'etc/pipe19' is a FIFO"))
+      << joined(o.ok->warnings);
+  EXPECT_EQ(o.ok->warnings.back(), p.string() + ": 10 more warnings like those above");
+}

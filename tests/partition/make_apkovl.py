@@ -3,8 +3,14 @@
 tarfile and zlib (independent of the libarchive/zlib code under test).
 
 usage: make_apkovl.py CASE OUTPUT [MIB]
+usage: make_apkovl.py hostname OUTPUT TEXT
 CASE: ok, plain-tar, hardlink, hardlink-absolute, hardlink-dotdot, chardev,
-      blockdev, fifo, big (one MIB-MiB file of zeros, compressed at level 1)
+      blockdev, fifo, big (one MIB-MiB file of zeros, compressed at level 1),
+      hostile (a hard link to /etc/shadow, a device node and a FIFO),
+      fifos (N FIFOs), no-hostname, hostname (etc/hostname holds TEXT),
+      hostname-twice (a second etc/hostname, "second", after the first),
+      hostname-symlink (etc/hostname a symlink), dot-slash (names "./etc/...",
+      as `tar -C DIR .` makes them)
 """
 import gzip
 import io
@@ -89,6 +95,25 @@ def main():
         m.append((info("etc/disk", tarfile.BLKTYPE, devmajor=8, devminor=0), None))
     elif case == "fifo":
         m.append((info("etc/pipe", tarfile.FIFOTYPE), None))
+    elif case == "hostile":
+        m.append((info("etc/shadow.lnk", tarfile.LNKTYPE, linkname="/etc/shadow"), None))
+        m.append((info("etc/console", tarfile.CHRTYPE, devmajor=5, devminor=1), None))
+        m.append((info("etc/pipe", tarfile.FIFOTYPE), None))
+    elif case == "fifos":
+        m += [(info("etc/pipe%d" % i, tarfile.FIFOTYPE), None) for i in range(int(sys.argv[3]))]
+    elif case == "no-hostname":
+        m = [x for x in m if x[0].name != "etc/hostname"]
+    elif case == "hostname":
+        text = sys.argv[3].encode("utf-8", "surrogateescape")
+        m = [(info("etc/hostname", size=len(text)), text) if ti.name == "etc/hostname" else (ti, d) for ti, d in m]
+    elif case == "hostname-twice":
+        m.append((info("etc/hostname", size=7), b"second\n"))
+    elif case == "hostname-symlink":
+        m = [(info("etc/hostname", tarfile.SYMTYPE, mode=0o777, linkname="/etc/other"), None)
+             if ti.name == "etc/hostname" else (ti, d) for ti, d in m]
+    elif case == "dot-slash":
+        for ti, _ in m:
+            ti.name = "./" + ti.name
     elif case != "ok":
         sys.exit("unknown case " + case)
     with open(out, "wb") as f:

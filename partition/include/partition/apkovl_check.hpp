@@ -13,7 +13,12 @@ namespace rpi::partition {
 struct ApkovlCheck {
   std::string card_name;  // the name it gets at the FAT root
   std::size_t members = 0;
-  std::uint64_t unpacked = 0;         // bytes of tar the gzip data holds (0 if encrypted)
+  std::uint64_t unpacked = 0;  // bytes of tar the gzip data holds (0 if encrypted)
+  // The first line of etc/hostname (the last such member, as tar leaves it),
+  // blanks trimmed, when it is a valid host name: RFC 1123 labels of letters,
+  // digits and '-', at most 64 characters. "" when there is none, it is not
+  // a regular file, it is invalid, or the apkovl is encrypted.
+  std::string hostname;
   std::vector<std::string> warnings;  // harmless-but-odd findings
 };
 
@@ -29,6 +34,20 @@ inline constexpr std::uint64_t kApkovlWarnUnpacked = 64ull << 20;
 // to such targets. Warns about device nodes, FIFOs, root members and big
 // overlays. Encrypted apkovls (".apkovl.tar.gz.<cipher>") are accepted unread.
 ApkovlCheck check_apkovl(const std::string& path, const std::string& data);
+
+// The same checks with nothing thrown for what the data holds, for `inspect`,
+// which reports an apkovl already on a card instead of refusing it:
+// `refusals` lists what check_apkovl refuses (its first is the message
+// check_apkovl throws). After a refusal of the name the data is still read;
+// after one of the gzip or tar layer nothing more can be. Each list stops at
+// kApkovlMaxFindings entries and then says how many more there are. Throws
+// only rpi::Error(internal) (zlib or libarchive unusable).
+struct ApkovlReview {
+  ApkovlCheck check;                  // what could be read (and its warnings)
+  std::vector<std::string> refusals;  // empty: check_apkovl accepts it
+};
+inline constexpr std::size_t kApkovlMaxFindings = 20;
+ApkovlReview review_apkovl(const std::string& path, const std::string& data);
 
 // The gzip layer alone, judged as busybox's gunzip judges it: the data must
 // start with a gzip header; every member's CRC-32 and length are checked;
