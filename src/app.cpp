@@ -93,11 +93,33 @@ std::optional<std::string> read_seed_file(const std::string& path) {
     seed = read_regular_file(path, 64 << 10);  // /dev/zero read until memory ran out, a FIFO waited for ever
   } catch (const Error& e) {
     if (e.code() != Errc::input) throw Error(Errc::usage, std::string("--seed-file: ") + e.what());
-    throw Error(Errc::usage, "--seed-file " + std::string(e.what()) +
-                                 "; a seed is a regular file of 16 to 64 random bytes: head -c 32 /dev/urandom > FILE");
+    throw Error(Errc::usage,
+                "--seed-file " + std::string(e.what()) +
+                    "; a seed is a regular file of at least 16 random bytes: head -c 32 /dev/urandom > FILE");
   }
   if (seed.size() < 16) throw Error(Errc::usage, "--seed-file " + path + " must hold at least 16 bytes");
   return seed;
+}
+
+std::vector<std::string> seed_file_warnings(const std::string& path) {
+  std::vector<std::string> out;
+  const std::optional<std::string> seed = read_seed_file(path);
+  if (!seed) return out;
+  std::set<unsigned char> values(seed->begin(), seed->end());
+  if (values.size() < 8)
+    out.push_back("--seed-file " + path + " holds only " + std::to_string(values.size()) +
+                  " different byte values, which is guessable, not random; whoever guesses it can derive every "
+                  "card's SSH host keys: make one with head -c 32 /dev/urandom > " +
+                  path);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    out.push_back("--seed-file " + path + " can be read by other users (mode " + mode +
+                  "), and whoever reads it can derive every card's SSH host keys and password salts: chmod 600 " +
+                  path);
+  }
+  return out;
 }
 
 fetch::Options DownloadFlags::options(const EventSink& events) const {
@@ -216,7 +238,7 @@ KnownHostsUpdate::KnownHostsUpdate(std::string path, const std::vector<std::stri
   }
   for (const auto& l : lines) text += l + "\n";
   try {
-    file_ = std::make_unique<AtomicFile>(path_, 0644);
+    file_ = std::make_unique<AtomicFile>(path_, 0644, merge ? Permissions::keep_existing : Permissions::given);
     write_all(file_->fd(), text.data(), text.size(), "cannot write " + path_);
   } catch (const Error& e) {
     throw Error(e.code(), "cannot write the known_hosts file " + path_ + ": " + e.what());

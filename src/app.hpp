@@ -113,6 +113,9 @@ std::optional<std::int64_t> source_date_epoch();
 // not a regular file or is larger; a FIFO is refused without waiting).
 std::string read_regular_file(const std::string& path, std::size_t limit);
 std::optional<std::string> read_seed_file(const std::string& path);
+// Warnings about a --seed-file that others could know: few distinct bytes, or
+// readable by other users. Throws as read_seed_file does.
+std::vector<std::string> seed_file_warnings(const std::string& path);
 // "0x1234abcd" (disk identifiers and the like).
 std::string hex32(std::uint32_t v);
 

@@ -36,7 +36,8 @@ void write_one(AppContext& ctx, const overlay::HostConfig& h, const overlay::Bui
                std::vector<std::string>& known_hosts) {
   auto ovl = overlay::build_apkovl(h, b);
   // 0600: the overlay holds password hashes, the Wi-Fi PSK and host private keys.
-  write_file_atomic(out, ovl.bytes, 0600);
+  // A rebuilt apkovl keeps the group and mode a user gave the old one for the web server.
+  write_file_atomic(out, ovl.bytes, 0600, Permissions::keep_existing);
   JsonObject obj;
   obj.add("card", h.index)
       .add("hostname", h.hostname)
@@ -67,6 +68,7 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
   if (o.output.empty() == o.out_dir.empty()) throw Error(Errc::usage, "give exactly one of -o FILE or --out-dir DIR");
   auto spec = overlay::load_spec(o.spec);
   for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
+  for (const auto& w : seed_file_warnings(o.seed_file)) ctx.reporter.warn(w);
   auto b = build_options(o);
   // Nothing written may be one of the files read (`-o spec.toml` or
   // `--known-hosts wifi.psk` would replace it): checked before anything is written.
@@ -98,9 +100,7 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
     outputs.push_back({"--known-hosts " + o.known_hosts, o.known_hosts});
     refuse_overwriting_inputs(outputs, inputs);
     if (!cards.empty()) note_moving_repositories(ctx, cards.front());
-    std::error_code ec;
-    fs::create_directories(o.out_dir, ec);
-    if (ec) throw Error(Errc::io, "cannot create --out-dir " + o.out_dir + ": " + ec.message());
+    rpi::create_directories(o.out_dir, "--out-dir");
     int written = 0;
     for (const auto& h : cards) {
       if (h.mac.empty()) {

@@ -46,10 +46,10 @@ std::string to_lower(std::string s) {
 fs::path cache_root(const Options& opts) {
   if (opts.cache_dir.empty())
     throw Error(Errc::usage, "no cache directory: HOME and XDG_CACHE_HOME are unset; pass --cache-dir DIR");
-  std::error_code ec;
-  fs::create_directories(opts.cache_dir / "tarballs", ec);
-  if (!ec) fs::create_directories(opts.cache_dir / "partial", ec);
-  if (ec) throw Error(Errc::io, "cannot create the cache directory " + opts.cache_dir.string() + ": " + ec.message());
+  // Folders made 0755 and partial/ 0700 whatever the umask: nobody else may
+  // put bytes into a download between its digests and its move into the cache.
+  rpi::create_directories(opts.cache_dir / "tarballs", "the cache directory");
+  rpi::create_directories(opts.cache_dir / "partial", "the cache directory", 0700);
   return opts.cache_dir;
 }
 
@@ -176,8 +176,7 @@ fs::path store(const fs::path& cache, const CacheEntry& meta, const fs::path& pa
   fs::path dir = entry_dir(cache, meta.sha256);
   std::error_code ec;
   fs::remove_all(dir, ec);
-  fs::create_directories(dir, ec);
-  if (ec) throw Error(Errc::io, "cannot create " + dir.string() + ": " + ec.message());
+  rpi::create_directories(dir, "the cache entry");
   auto now = std::chrono::system_clock::now().time_since_epoch();
   write_info(dir, meta, std::chrono::duration_cast<std::chrono::seconds>(now).count());
   if (!asc.empty()) write_file_atomic(dir / (meta.file + ".asc"), asc);

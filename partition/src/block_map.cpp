@@ -246,7 +246,7 @@ BlockMap BlockMap::from_bmap_xml(std::string_view text, const std::string& name)
 }
 
 void write_bmap(const std::filesystem::path& path, const BlockMap& map) {
-  write_file_atomic(path, map.to_bmap_xml(), 0644);
+  write_file_atomic(path, map.to_bmap_xml(), kBmapMode);
 }
 
 BlockMap read_bmap(const std::filesystem::path& path) {

@@ -1,11 +1,17 @@
 // Small pieces every command relies on: reading sizes as a user types them and
 // writing JSON that any parser accepts, whatever bytes a path or message holds.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include "json.hpp"
+#include "rpi/atomic_file.hpp"
 #include "rpi/error.hpp"
 #include "rpi/size.hpp"
 #include "rpi/text.hpp"
+#include "test_support.hpp"
 
 TEST(Size, BinaryAndDecimalUnitsAsCoreutilsReadThem) {
   EXPECT_EQ(rpi::parse_size("4096", "--size"), 4096u);
@@ -62,4 +68,64 @@ TEST(Json, EscapesControlsAndKeepsOnlyValidUtf8) {
   EXPECT_EQ(json_escape("label '\xc3'"), "\"label '\\ufffd'\"");
   EXPECT_EQ(json_escape("\xc0\xaf"), "\"\\ufffd\\ufffd\"");
   EXPECT_EQ(json_escape("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");
+}
+
+namespace {
+// Runs `f` with the process umask set to `mask`, then restores it.
+template <class F>
+void with_umask(mode_t mask, F f) {
+  const mode_t old = ::umask(mask);
+  try {
+    f();
+  } catch (...) {
+    ::umask(old);
+    throw;
+  }
+  ::umask(old);
+}
+mode_t mode_of(const std::filesystem::path& p) {
+  struct stat st {};
+  EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+  return st.st_mode & 07777;
+}
+}  // namespace
+
+// `mkdir -p -m 0755`: a umask of 0 must not make folders anyone can write to
+// (served apkovls, the download cache); a stricter umask still applies.
+TEST(Files, CreatedFoldersAreNeverWritableByOthers) {
+  rpi::test::TempDir dir;
+  with_umask(0, [&] { rpi::create_directories(dir / "a/b/c", "--out-dir"); });
+  for (const char* p : {"a", "a/b", "a/b/c"}) EXPECT_EQ(mode_of(dir / p), 0755u) << p;
+  with_umask(077, [&] { rpi::create_directories(dir / "a/b/d/e", "--out-dir"); });
+  EXPECT_EQ(mode_of(dir / "a/b/d/e"), 0700u);
+  EXPECT_EQ(mode_of(dir / "a/b"), 0755u);  // existing folders are left alone
+  rpi::test::write_file(dir / "f", "x");
+  try {
+    rpi::create_directories(dir / "f", "--out-dir");
+    ADD_FAILURE() << "a file taken for a folder";
+  } catch (const rpi::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--out-dir"), std::string::npos) << e.what();
+  }
+}
+
+// A rebuilt served file keeps the group and mode the user gave the old one;
+// a new file gets the mode asked for, and so does a replaced file by default.
+TEST(Files, ReplacedFileKeepsItsGroupAndModeWhenAsked) {
+  rpi::test::TempDir dir;
+  const auto f = dir / "aa-bb.apkovl.tar.gz";
+  rpi::write_file_atomic(f, "one", 0600, rpi::Permissions::keep_existing);
+  EXPECT_EQ(mode_of(f), 0600u);
+  // A group other than ours that we may use: as root any; else one of ours.
+  gid_t other = ::getegid();
+  if (::geteuid() == 0) other = other == 1 ? 2 : 1;
+  ASSERT_EQ(::chown(f.c_str(), static_cast<uid_t>(-1), other), 0);
+  ASSERT_EQ(::chmod(f.c_str(), 0640), 0);
+  rpi::write_file_atomic(f, "two", 0600, rpi::Permissions::keep_existing);
+  EXPECT_EQ(rpi::test::read_file(f), "two");
+  EXPECT_EQ(mode_of(f), 0640u);
+  struct stat st {};
+  ASSERT_EQ(::stat(f.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, other);
+  rpi::write_file_atomic(f, "three", 0600);
+  EXPECT_EQ(mode_of(f), 0600u);
 }

@@ -52,6 +52,11 @@ class BlockMap {
   std::vector<Extent> extents_;
 };
 
+// A .bmap is created 0600 like its image: its SHA-256 per range would let
+// anyone who can read it test guesses of the secrets in the image (a Wi-Fi
+// passphrase) by rebuilding the image and comparing.
+inline constexpr unsigned kBmapMode = 0600;
+
 void write_bmap(const std::filesystem::path& path, const BlockMap& map);
 // Reads and parses a bmap file. When it carries a BmapFileChecksum, that is
 // checked first as bmaptool does (SHA-256 of the file with the checksum's own

@@ -4,8 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -66,7 +68,7 @@ void remove_temporaries_on_signals() {
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) sigaction(sig, &sa, nullptr);
 }
 
-AtomicFile::AtomicFile(std::filesystem::path target, unsigned mode) : target_(std::move(target)) {
+AtomicFile::AtomicFile(std::filesystem::path target, unsigned mode, Permissions perms) : target_(std::move(target)) {
   // A symbolic link is followed (the file it names is replaced, the link stays);
   // a device node, folder or FIFO is never replaced by a regular file: `-o
   // /dev/sdb` or `--known-hosts /dev/null` must not swap out a device.
@@ -76,7 +78,8 @@ AtomicFile::AtomicFile(std::filesystem::path target, unsigned mode) : target_(st
     if (!ec) target_ = real;
   }
   struct stat st {};
-  if (::stat(target_.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+  const bool exists = ::stat(target_.c_str(), &st) == 0;
+  if (exists && !S_ISREG(st.st_mode))
     throw Error(Errc::usage, target_.string() + " is " + kind_of(st.st_mode) +
                                  ", not a file this tool may replace; choose another name");
   std::filesystem::path dir = target_.parent_path();
@@ -93,6 +96,8 @@ AtomicFile::AtomicFile(std::filesystem::path target, unsigned mode) : target_(st
   fd_.reset(fd);
   temp_ = buf.data();
   slot_ = arm_cleanup(temp_.string());
+  if (perms == Permissions::keep_existing && exists && ::fchown(fd, static_cast<uid_t>(-1), st.st_gid) == 0)
+    mode = st.st_mode & 0777;
   if (::fchmod(fd, mode) != 0) {
     int err = errno;
     ::unlink(temp_.c_str());
@@ -117,10 +122,40 @@ void AtomicFile::commit() {
   disarm_cleanup(slot_);
 }
 
-void write_file_atomic(const std::filesystem::path& target, const std::string& data, unsigned mode) {
-  AtomicFile out(target, mode);
+void write_file_atomic(const std::filesystem::path& target, const std::string& data, unsigned mode, Permissions perms) {
+  AtomicFile out(target, mode, perms);
   write_all(out.fd(), data.data(), data.size(), "cannot write " + target.string());
   out.commit();
+}
+
+void create_directories(const std::filesystem::path& dir, const std::string& what, unsigned mode) {
+  std::filesystem::path built;
+  for (const auto& part : dir) {
+    built /= part;
+    if (part.empty() || part == "/" || part == "." || part == "..") continue;
+    if (::mkdir(built.c_str(), mode) == 0 || errno == EEXIST) continue;
+    throw_errno("cannot create " + what + " " + dir.string() + " (at " + built.string() + ")");
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw Error(Errc::io, "cannot create " + what + " " + dir.string() + ": it exists and is not a folder");
+}
+
+std::vector<std::filesystem::path> leftover_temporaries(const std::filesystem::path& target) {
+  std::vector<std::filesystem::path> found;
+  std::string stem = target.filename().string();
+  if (stem.size() > 200) stem.resize(200);  // as the constructor shortens it
+  const std::string prefix = "." + stem + ".tmp-";
+  std::filesystem::path dir = target.parent_path();
+  if (dir.empty()) dir = ".";
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() == prefix.size() + 6 && name.compare(0, prefix.size(), prefix) == 0 && it->is_regular_file(ec))
+      found.push_back(it->path());
+  }
+  std::sort(found.begin(), found.end());
+  return found;
 }
 
 }  // namespace rpi

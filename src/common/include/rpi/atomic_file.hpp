@@ -6,15 +6,23 @@
 #pragma once
 
 #include <filesystem>
+#include <vector>
 
 #include "rpi/fd.hpp"
 
 namespace rpi {
 
+// What a replaced file's permissions become: `mode` as given, or those of the
+// file being replaced (its permission bits and group), so that access a user
+// granted to a served file (chgrp www-data; chmod 640) survives a rebuild.
+// The old bits are taken only where the old group could be set too (else
+// they would apply to another group): otherwise `mode` is used.
+enum class Permissions { given, keep_existing };
+
 class AtomicFile {
  public:
   // Creates the temporary file with `mode` (e.g. 0600 for files holding secrets).
-  explicit AtomicFile(std::filesystem::path target, unsigned mode = 0644);
+  explicit AtomicFile(std::filesystem::path target, unsigned mode = 0644, Permissions perms = Permissions::given);
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
   ~AtomicFile();
@@ -40,7 +48,18 @@ class AtomicFile {
 // cancel cooperatively (card writes) install their own handlers afterwards.
 void remove_temporaries_on_signals();
 
+// Temporaries of `target` that a killed run left (SIGKILL, power loss: no
+// handler ran), by name: ".<target's name>.tmp-XXXXXX" in its folder. One that
+// a run writing `target` right now uses looks the same.
+std::vector<std::filesystem::path> leftover_temporaries(const std::filesystem::path& target);
+
 // Writes `data` to `target` all-or-nothing with the given mode.
-void write_file_atomic(const std::filesystem::path& target, const std::string& data, unsigned mode = 0644);
+void write_file_atomic(const std::filesystem::path& target, const std::string& data, unsigned mode = 0644,
+                       Permissions perms = Permissions::given);
+
+// Creates `dir` and its missing parents with `mode` (less the umask), like
+// `mkdir -p -m`: a umask of 0 must not leave folders writable by everyone.
+// Folders that exist are left as they are. Throws Errc::io naming `what`.
+void create_directories(const std::filesystem::path& dir, const std::string& what, unsigned mode = 0755);
 
 }  // namespace rpi
