@@ -128,11 +128,13 @@ Pipeline::Pipeline(AppContext& ctx, RunOptions opts) : ctx_(ctx), o_(std::move(o
     spec_ = overlay::load_spec(o_.spec);
     for (const auto& w : spec_->warnings()) ctx_.reporter.warn(w.text());
   }
+  for (const auto& w : seed_file_warnings(o_.seed_file)) ctx_.reporter.warn(w);
   if (!o_.apkovl.empty()) {
     apkovl_data_ = read_regular_file(o_.apkovl, 256u << 20);
     partition::ApkovlCheck chk = partition::check_apkovl(o_.apkovl, apkovl_data_);
     for (const auto& w : chk.warnings) ctx_.reporter.warn(w);
     apkovl_name_ = chk.card_name;
+    apkovl_host_ = chk.hostname.empty() ? chk.card_name : chk.hostname;
   }
   if (o_.first < 1) throw Error(Errc::usage, "--first must be 1 or more");
 }
@@ -150,7 +152,7 @@ bool Pipeline::identical_cards() const {
 std::vector<Identity> Pipeline::identities(int count) const {
   std::vector<Identity> ids;
   if (!spec_) {
-    for (int i = 0; i < count; ++i) ids.push_back(Identity{o_.first + i, apkovl_name_, std::nullopt});
+    for (int i = 0; i < count; ++i) ids.push_back(Identity{o_.first + i, apkovl_host_, std::nullopt});
     return ids;
   }
   if (!o_.host.empty()) {
@@ -167,7 +169,7 @@ std::vector<Identity> Pipeline::identities(int count) const {
 }
 
 Identity Pipeline::identity_at(int n) const {
-  if (!spec_) return Identity{n, apkovl_name_, std::nullopt};
+  if (!spec_) return Identity{n, apkovl_host_, std::nullopt};
   overlay::HostConfig h = overlay::resolve_host(*spec_, n, o_.host.empty() ? std::nullopt : std::optional(o_.host));
   return Identity{h.index, h.hostname, h};
 }

@@ -53,7 +53,9 @@ void require_spec_tarball(const std::string& path, const std::string& spec_path)
 // One card's identity: the n of {n} and, with a spec, its resolved configuration.
 struct Identity {
   int n = 1;
-  std::string name;  // hostname, or the apkovl's file name
+  // The hostname: the spec's, or with --apkovl the one in the apkovl's
+  // etc/hostname, else the apkovl's file name.
+  std::string name;
   std::optional<overlay::HostConfig> host;
 };
 
@@ -131,6 +133,7 @@ class Pipeline {
   RunOptions o_;
   std::optional<overlay::Spec> spec_;
   std::string apkovl_data_, apkovl_name_;
+  std::string apkovl_host_;  // --apkovl: what names its cards (Identity::name)
   TarballPlan plan_tarball_uncached(bool resolve_release);
   // The Alpine release of the resolved tarball ("3.22.2") when known: from the
   // mirror's index, or from an alpine-rpi-X.Y.Z-ARCH.tar.gz file name.

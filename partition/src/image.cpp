@@ -552,6 +552,9 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
       for_each_job([&](Job& j) {
         auto it = j.options->edits.find(name);
         std::string bytes = it == j.options->edits.end() ? original : it->second(original);
+        // The edited bytes name the image too: two cards that differ only in
+        // cmdline.txt (apkovl=URL per host) must not share a disk id.
+        if (it != j.options->edits.end()) j.fingerprint->update("edit " + name + " " + sha256_hex(bytes) + "\n");
         j.fw->write(bytes.data(), bytes.size());
       });
     } else {
@@ -659,7 +662,7 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
   for (Job& j : jobs) {
     std::filesystem::path bmap_path = j.output;
     bmap_path += ".bmap";
-    auto bmap = std::make_unique<AtomicFile>(bmap_path, 0644);
+    auto bmap = std::make_unique<AtomicFile>(bmap_path, kBmapMode);
     std::string xml = j.res.map.to_bmap_xml();
     write_all(bmap->fd(), xml.data(), xml.size(), "cannot write " + bmap_path.string());
     j.res.image = j.output;

@@ -218,6 +218,18 @@ TEST_F(ImageTest, SameInputGivesTheSameBytes) {
   fs::path other = make_apkovl(dir, "otherhost");
   ImageResult c = build_image(tarball, dir / "c.img", with_apkovl(other));
   EXPECT_NE(a.disk_id, c.disk_id);
+  // So does a different edit alone (cmdline.txt's apkovl=URL per host, same apkovl).
+  auto edited = [&](const std::string& host) {
+    ImageOptions o = with_apkovl(apkovl);
+    o.edits["cmdline.txt"] = [host](const std::string& s) {
+      return s.substr(0, s.find('\n')) + " apkovl=http://10.0.0.1/" + host + ".apkovl.tar.gz\n";
+    };
+    return o;
+  };
+  ImageResult d = build_image(tarball, dir / "d.img", edited("pi-01"));
+  ImageResult e = build_image(tarball, dir / "e.img", edited("pi-02"));
+  EXPECT_NE(d.disk_id, e.disk_id);
+  EXPECT_NE(d.disk_id, a.disk_id);
 }
 
 TEST_F(ImageTest, Fat16AtFortyMiB) {
