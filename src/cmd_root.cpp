@@ -50,7 +50,7 @@ JsonObject build_json(const BuiltImage& b) {
   j.add("fat", r.geometry.type == partition::FatType::fat32 ? "FAT32" : "FAT16");
   j.add("cluster_bytes", r.geometry.cluster_bytes()).add("disk_id", hex32(r.disk_id));
   j.add("files", r.files).add("content_bytes", r.content_bytes).add("mapped_bytes", r.map.mapped_bytes());
-  j.add("hostname", b.identity.host ? b.identity.name : "").add("apkovl", b.apkovl_name);
+  j.add("hostname", b.identity.name).add("apkovl", b.apkovl_name);
   return j;
 }
 
@@ -97,7 +97,7 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
     if (!id.name.empty()) s << " ← " << id.name << (id.host ? " ({n}=" + std::to_string(id.n) + ")" : "");
     s << "\n";
     JsonObject c;
-    c.add("index", id.n).add("hostname", id.host ? id.name : "").add("target", targets[i]);
+    c.add("index", id.n).add("hostname", id.name).add("target", targets[i]);
     if (o.image.empty()) {
       std::string apkovl;
       std::vector<std::string> kh;
@@ -203,6 +203,20 @@ void check_output_target(const Pipeline& p) {
     throw Error(Errc::usage, "--known-hosts " + kh + ": the folder " + kh_dir.string() + " does not exist");
 }
 
+// A run killed by SIGKILL or a power cut leaves its hidden temporary (0600,
+// perhaps as big as the image, holding its secrets): nothing removes it, so say so.
+void note_leftovers(AppContext& ctx, const std::vector<std::string>& outputs) {
+  for (const auto& out : outputs)
+    for (const auto& t : leftover_temporaries(out)) {
+      std::error_code ec;
+      const auto size = std::filesystem::file_size(t, ec);
+      ctx.reporter.note(t.string() + (ec ? "" : " (" + format_size(size) + ")") +
+                        " was left by an interrupted run (killed, or a power cut) unless another rpi-provision is "
+                        "writing " +
+                        out + " now; it may hold secrets: remove it");
+    }
+}
+
 void run_output(AppContext& ctx, Pipeline& p) {
   const RunOptions& o = p.options();
   std::vector<Identity> ids = p.identities(1);
@@ -211,6 +225,7 @@ void run_output(AppContext& ctx, Pipeline& p) {
                       std::to_string(ids.front().n) + " (" + ids.front().name +
                       "); pick another with --host or --first");
   check_output_target(p);
+  note_leftovers(ctx, {o.output, o.output + ".bmap", o.output + ".known_hosts"});
   if (o.dry_run) return print_plan(ctx, p, ids, {o.output}, false);
   const auto start = std::chrono::steady_clock::now();
   // The file beside the image belongs to it and is replaced; a --known-hosts file is shared and merged.
@@ -240,8 +255,8 @@ void run_output(AppContext& ctx, Pipeline& p) {
                      " /dev/sdX   (or: rpi-provision --image " + word + " --device /dev/sdX)";
   ctx.reporter.result("build", text, build_json(b));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  emit_card_done(ctx, CardDone{o.output, b.identity.host ? b.identity.name : "", b.identity.n, true, false,
-                               b.result.map.mapped_bytes(), secs, b.result.bmap.string(), "", b.known_hosts});
+  emit_card_done(ctx, CardDone{o.output, b.identity.name, b.identity.n, true, false, b.result.map.mapped_bytes(), secs,
+                               b.result.bmap.string(), "", b.known_hosts});
   emit_summary(ctx, 1, 0, secs, 0);
 }
 
@@ -316,6 +331,21 @@ void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), ctx.exit_code);
 }
 
+// Cards of one identity get one image, generated SSH host keys included: fine
+// for clones, but a user who forgot {n} should hear that the cards share keys.
+void warn_shared_host_keys(AppContext& ctx, const std::vector<Identity>& ids) {
+  std::map<std::string, int> cards;
+  for (const auto& id : ids)
+    if (id.host && id.host->ssh.enable && id.host->ssh.host_keys == "generate" && id.host->boot.apkovl_url.empty())
+      ++cards[id.name];
+  for (const auto& [name, count] : cards)
+    if (count > 1)
+      ctx.reporter.warn(std::to_string(count) + " cards get the same identity " + name +
+                        " and so the same SSH host keys (one image for all): put {n} in [system].hostname, or use "
+                        "[[hosts]] entries, for one identity per card; set [ssh].host_keys = \"first-boot\" for "
+                        "clones with keys of their own");
+}
+
 void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   // Every target is checked before anything is built or written.
   std::vector<udev::DeviceInfo> infos;
@@ -349,6 +379,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   refuse_overwriting_inputs(written, inputs_of(o, p));
   std::vector<Identity> ids;
   if (p) ids = p->identities(static_cast<int>(o.devices.size()));
+  warn_shared_host_keys(ctx, ids);
   std::vector<std::string> names;
   for (std::size_t i = 0; i < o.devices.size(); ++i) names.push_back(p ? ids[i].name : o.image);
   if (o.dry_run) {

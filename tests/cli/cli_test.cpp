@@ -151,6 +151,48 @@ TEST(Cli, DryRunPrintsThePlanAndWritesNothing) {
   EXPECT_EQ(fs::file_size(d / "card2.bin"), 0u);
 }
 
+// Without {n} every card is the same Pi, generated host keys included: said, once.
+TEST(Cli, CardsSharingAnIdentityAndItsHostKeysAreWarnedAbout) {
+  TempDir d;
+  for (const char* c : {"c1.bin", "c2.bin", "c3.bin"}) rpi::test::write_file(d / c, std::string(64 << 20, '\0'));
+  auto run = [&](const std::string& spec_text) {
+    rpi::test::write_file(d / "pi.toml", spec_text);
+    return cli({"--spec", (d / "pi.toml").string(), "--tarball", tarball().string(), "--device",
+                (d / "c1.bin").string(), "--device", (d / "c2.bin").string(), "--device", (d / "c3.bin").string(),
+                "--dry-run"});
+  };
+  const std::string warning = "3 cards get the same identity kiosk and so the same SSH host keys";
+  auto same = run("[system]\nhostname = \"kiosk\"\n");
+  EXPECT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_TRUE(contains(same.err, warning)) << same.err;
+  EXPECT_EQ(same.err.find(warning), same.err.rfind(warning)) << same.err;
+  for (const char* fine : {"[system]\nhostname = \"kiosk-{n}\"\n",
+                           "[system]\nhostname = \"kiosk\"\n[ssh]\nhost_keys = \"first-boot\"\n"}) {
+    SCOPED_TRACE(fine);
+    auto r = run(fine);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_FALSE(contains(r.err, "same SSH host keys")) << r.err;
+  }
+}
+
+// What a SIGKILL leaves (no handler runs) is named on the next run, not removed:
+// it may be another run's file in progress.
+TEST(Cli, TemporaryLeftByAKilledRunIsNamed) {
+  TempDir d;
+  const fs::path left = d / ".k.img.tmp-Ab12Cd", other = d / ".other.img.tmp-Ab12Cd";
+  rpi::test::write_file(left, std::string(4096, 'x'));
+  rpi::test::write_file(other, "x");
+  auto r = cli(
+      {"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output", (d / "k.img").string()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, left.string() + " (4 KiB) was left by an interrupted run")) << r.err;
+  EXPECT_FALSE(contains(r.err, other.string())) << r.err;
+  EXPECT_TRUE(fs::exists(left));
+  auto q = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output",
+                (d / "k.img").string(), "--dry-run", "-q"});
+  EXPECT_FALSE(contains(q.err, "interrupted run")) << "a note: -q drops it";
+}
+
 TEST(Cli, WipeIsForCardsAndShowsInThePlan) {
   TempDir d;
   auto r = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output",
@@ -488,6 +530,43 @@ TEST(Cli, SeedFileMakesCardsWithGeneratedKeysReproducible) {
   EXPECT_FALSE(fs::exists(d / "e.img"));
 }
 
+// A seed anyone could guess or read gives away every card's host keys: said,
+// not refused (the build is still what was asked for).
+TEST(Cli, SeedFileThatOthersCouldKnowIsWarnedAbout) {
+  TempDir d;
+  fs::path spec = d / "pi.toml";
+  rpi::test::write_file(spec, "[system]\nhostname = \"seeded\"\n[ssh]\nhost_keys = \"generate\"\n");
+  const fs::path zeros = d / "zeros", open = d / "open", good = d / "good";
+  rpi::test::write_file(zeros, std::string(32, '\0'));
+  rpi::test::write_file(open, "0123456789abcdef0123456789abcdef");
+  rpi::test::write_file(good, "0123456789abcdef0123456789abcdef");
+  fs::permissions(zeros, fs::perms::owner_read | fs::perms::owner_write);
+  fs::permissions(open,
+                  fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
+  fs::permissions(good, fs::perms::owner_read | fs::perms::owner_write);
+  auto apkovl = [&](const fs::path& seed) {
+    return cli(
+        {"apkovl", "--spec", spec.string(), "-o", (d / "x.apkovl.tar.gz").string(), "--seed-file", seed.string()});
+  };
+  auto z = apkovl(zeros);
+  EXPECT_EQ(z.exit_code, 0) << z.err;
+  EXPECT_TRUE(contains(z.err, "--seed-file " + zeros.string() + " holds only 1 different byte values")) << z.err;
+  EXPECT_FALSE(contains(z.err, "can be read by other users")) << z.err;
+  auto o = apkovl(open);
+  EXPECT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_TRUE(contains(o.err, "--seed-file " + open.string() + " can be read by other users (mode 0644)")) << o.err;
+  auto g = apkovl(good);
+  EXPECT_EQ(g.exit_code, 0) << g.err;
+  EXPECT_FALSE(contains(g.err, "--seed-file")) << g.err;
+  // The main command says it too (once, however many cards).
+  auto b = cli({"--spec", spec.string(), "--tarball", tarball().string(), "--output", (d / "a.img").string(),
+                "--seed-file", zeros.string()});
+  EXPECT_EQ(b.exit_code, 0) << b.err;
+  const std::string w = "holds only 1 different byte values";
+  EXPECT_EQ(b.err.find(w), b.err.rfind(w)) << b.err;
+  EXPECT_NE(b.err.find(w), std::string::npos) << b.err;
+}
+
 TEST(Cli, BatchOfCardsWithJsonAndACardTooSmall) {
   RPI_REQUIRE_TOOL("mtype");
   TempDir d;
@@ -781,4 +860,67 @@ TEST(Cli, PackagesMissingFromTheBootRepositoryAreNamed) {
   auto wired = build("[boot]\ncmdline = [\"ip=dhcp\"]\n");
   ASSERT_EQ(wired.exit_code, 0) << wired.err;
   EXPECT_FALSE(contains(wired.err, "boot repository")) << wired.err;
+}
+
+// --apkovl: no spec names the host, so the apkovl's etc/hostname does (its
+// file name when there is no valid one), in card-done, the build result and
+// the lines that list the cards.
+TEST(Cli, ApkovlCardsAreNamedByTheirEtcHostname) {
+  RPI_REQUIRE_TOOL("python3");
+  RPI_REQUIRE_TOOL("mdir");
+  RPI_REQUIRE_TOOL("busybox");
+  TempDir d;
+  auto make = [&](const std::string& name, const std::string& hostname_file) {
+    fs::path out = d / name;
+    auto r = rpi::test::run({"python3", (rpi::test::source_dir() / "tests/partition/make_apkovl.py").string(),
+                             "hostname", out.string(), hostname_file});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return out;
+  };
+  const fs::path named = make("mine.apkovl.tar.gz", "kiosk-07\n");
+  // What the Pi's tar unpacks as etc/hostname (the oracle for the name).
+  auto bb = rpi::test::run({"busybox", "tar", "-xzOf", named.string(), "etc/hostname"});
+  ASSERT_EQ(bb.exit_code, 0) << bb.err;
+  ASSERT_EQ(bb.out, "kiosk-07\n");
+  fs::path card = d / "card.bin";
+  ASSERT_EQ(truncate((rpi::test::write_file(card, ""), card).c_str(), 256 << 20), 0);
+  auto hostname_in = [](const std::string& out, const std::string& type) {
+    auto r = rpi::test::run({"python3", "-c",
+                             "import json,sys\n"
+                             "for l in sys.stdin:\n"
+                             "    o=json.loads(l)\n"
+                             "    if o['type']==sys.argv[1] and 'hostname' in o: print(o['hostname'])\n",
+                             type},
+                            out);
+    EXPECT_EQ(r.exit_code, 0) << r.err << out;
+    return r.out;
+  };
+
+  auto plan =
+      cli({"--tarball", tarball().string(), "--apkovl", named.string(), "--device", card.string(), "--dry-run"});
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  EXPECT_TRUE(contains(plan.out, "card 1: device " + card.string() + " ← kiosk-07\n")) << plan.out;
+  EXPECT_TRUE(contains(plan.out, "adds /mine.apkovl.tar.gz")) << plan.out;  // the file keeps its name
+
+  auto dev =
+      cli({"--tarball", tarball().string(), "--apkovl", named.string(), "--device", card.string(), "--yes", "--json"});
+  ASSERT_EQ(dev.exit_code, 0) << dev.err;
+  EXPECT_EQ(hostname_in(dev.out, "card-done"), "kiosk-07\n") << dev.out;
+  EXPECT_TRUE(contains(rpi::test::run({"mdir", "-i", card.string() + "@@8M", "::/"}).out, "mine.apkovl.tar.gz"));
+
+  auto img =
+      cli({"--tarball", tarball().string(), "--apkovl", named.string(), "--output", (d / "o.img").string(), "--json"});
+  ASSERT_EQ(img.exit_code, 0) << img.err;
+  EXPECT_EQ(hostname_in(img.out, "card-done"), "kiosk-07\n") << img.out;
+  EXPECT_EQ(hostname_in(img.out, "build"), "kiosk-07\n") << img.out;
+
+  // No etc/hostname, or one that is no host name: the file name, as before.
+  for (const auto& [name, text] :
+       {std::pair<std::string, std::string>{"bad.apkovl.tar.gz", "not a host!\n"}, {"blank.apkovl.tar.gz", ""}}) {
+    fs::path p = make(name, text);
+    auto r =
+        cli({"--tarball", tarball().string(), "--apkovl", p.string(), "--device", card.string(), "--yes", "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(hostname_in(r.out, "card-done"), name + "\n") << r.out;
+  }
 }
