@@ -1,10 +1,12 @@
 // `watch`: station mode. Every card inserted from now on is checked, written
 // with the next identity, verified and announced "safe to remove".
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -12,9 +14,12 @@
 #include <sstream>
 
 #include "app.hpp"
+#include "partition/reader.hpp"
 #include "pipeline.hpp"
 #include "rpi/atomic_file.hpp"
+#include "rpi/digest.hpp"
 #include "rpi/error.hpp"
+#include "rpi/fd.hpp"
 #include "rpi/size.hpp"
 #include "rpi/text.hpp"
 #include "udev/flash.hpp"
@@ -116,6 +121,93 @@ void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n
   ctx.reporter.result("plan", s.str(), std::move(j));
 }
 
+// What tells the cards of one run apart, as read from a card or from the image
+// written to it. The disk id and the volume id derive from a digest of the
+// image's files and edits (the apkovl with its hostname and host keys, and
+// cmdline.txt with its apkovl=URL). An id given with --disk-id is the same on
+// every card, so the digest of cmdline.txt is part of the mark as well.
+struct CardMark {
+  std::uint32_t disk_id = 0;
+  std::uint32_t volume_id = 0;
+  std::string cmdline;  // SHA-256 of the boot FAT's cmdline.txt; "" when it has none
+  bool operator==(const CardMark&) const = default;
+};
+
+// A card this run wrote.
+struct WrittenCard {
+  CardMark mark;
+  std::string identity;  // hostname, apkovl or image file
+  int index = 0;         // its {n}
+  std::time_t when = 0;
+};
+
+// The mark of the medium at `path`, read only: the MBR's disk id, and unless
+// `disk_id_only` the first FAT partition's volume id and cmdline.txt. nullopt
+// for anything else (a blank card, garbage, no FAT, a read error): such a card
+// is taken for a new one.
+std::optional<CardMark> read_mark(const std::string& path, bool disk_id_only) {
+  try {
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return std::nullopt;
+    const std::uint64_t size = partition::fd_size(fd.get(), path);
+    std::uint8_t sector0[512];
+    if (size < sizeof sector0 || pread_full(fd.get(), sector0, sizeof sector0, 0, path) != sizeof sector0 ||
+        partition::looks_like_fat_boot_sector(sector0))
+      return std::nullopt;
+    partition::MbrInfo mbr = partition::read_mbr(fd.get(), size, path);
+    if (mbr.gpt_protective) return std::nullopt;
+    CardMark m;
+    m.disk_id = mbr.disk_id;
+    if (disk_id_only) return m;
+    for (const auto& e : mbr.entries) {
+      if (!e.used() || !partition::is_fat_type(e.type) || e.offset() >= size) continue;
+      auto vol = partition::FatVolume::open(fd.get(), e.offset(), std::min(e.bytes(), size - e.offset()), path);
+      if (!vol.info().has_volume_id) return std::nullopt;
+      m.volume_id = vol.info().volume_id;
+      if (auto f = vol.stat("cmdline.txt"); f && !f->is_directory())
+        m.cmdline = sha256_hex(vol.read_file("cmdline.txt", 64 * 1024));
+      return m;
+    }
+  } catch (const std::exception&) {
+    // Unreadable: a new card.
+  }
+  return std::nullopt;
+}
+
+// The card this run wrote that `path` still holds, or nullptr. The disk id is
+// read first (one sector): only a card whose disk id is known is read further.
+const WrittenCard* already_written(const std::string& path, const std::vector<WrittenCard>& written) {
+  if (written.empty()) return nullptr;
+  std::optional<CardMark> id = read_mark(path, true);
+  if (!id ||
+      std::none_of(written.begin(), written.end(), [&](const WrittenCard& c) { return c.mark.disk_id == id->disk_id; }))
+    return nullptr;
+  std::optional<CardMark> mark = read_mark(path, false);
+  if (!mark) return nullptr;
+  // The latest: with the same image on every card, they all carry the same mark.
+  auto it = std::find_if(written.rbegin(), written.rend(), [&](const WrittenCard& c) { return c.mark == *mark; });
+  return it == written.rend() ? nullptr : &*it;
+}
+
+void report_already_written(AppContext& ctx, const std::string& target, const WrittenCard& c, bool from_image) {
+  std::tm tm{};
+  ::localtime_r(&c.when, &tm);
+  char at[16];
+  std::strftime(at, sizeof at, "%H:%M:%S", &tm);
+  const std::string what = c.identity.empty() ? "card " + std::to_string(c.index) : c.identity;
+  JsonObject j;
+  j.add("target", target)
+      .add("hostname", from_image ? "" : c.identity)
+      .add("index", c.index)
+      .add("written_at", static_cast<std::int64_t>(c.when))
+      .add("disk_id", hex32(c.mark.disk_id));
+  ctx.reporter.finish_progress();
+  ctx.reporter.result("card-already-written",
+                      "card " + target + " already holds " + what + " (card " + std::to_string(c.index) +
+                          "), written by this station at " + at + ": not written again; remove it",
+                      std::move(j));
+}
+
 void run_watch(AppContext& ctx, WatchOptions& w) {
   RunOptions& o = w.run;
   const bool from_image = !o.image.empty();
@@ -182,6 +274,10 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   const auto start = std::chrono::steady_clock::now();
   int done = 0, failed = 0;
   std::vector<std::string> known_hosts, all_known_hosts;
+  // The cards written so far, to know one inserted again: in memory, for this run only.
+  std::vector<WrittenCard> written;
+  std::shared_ptr<const udev::FlashSource> marked;  // the source `mark` was read from (held: no address reuse)
+  std::optional<CardMark> mark;
   while (!cancel->load() && (w.count == 0 || done < w.count) && (last == 0 || n <= last)) {
     std::optional<std::string> dev = monitor.next(std::chrono::seconds(1), cancel);
     if (!dev) continue;
@@ -205,6 +301,12 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
       // Refused like a fixed disk (and like a card too small for a spec's image): the next one may be larger.
       ctx.reporter.note("not writing " + info.path + " (" + info.describe() + "): it has " + format_size(info.size) +
                         " but the image needs " + format_size(shared->map.image_size()) + "; use a larger card");
+      continue;
+    }
+    // A card this run wrote, inserted again, keeps its identity: writing the
+    // next one over it would leave its own (hostname, host keys) on no card.
+    if (const WrittenCard* seen = already_written(info.path, written)) {
+      report_already_written(ctx, info.path, *seen, from_image);
       continue;
     }
     try {
@@ -241,6 +343,10 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
         continue;
       }
     }
+    if (src != marked) {  // read from the image, before it is written (the next build replaces it)
+      mark = read_mark(src->image.string(), false);
+      marked = src;
+    }
     udev::FlashOptions fo;
     fo.verify = !o.no_verify;
     fo.wipe = o.wipe;
@@ -260,6 +366,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     for (const auto& k : keys) text += "\n  known_hosts: " + k;
     ctx.reporter.text(text);
     if (r.ok()) {
+      if (mark) written.push_back(WrittenCard{*mark, identity, n, std::time(nullptr)});
       ++done;
       ++n;
       if (!w.state.empty()) write_file_atomic(w.state, std::to_string(n) + "\n", 0644);
