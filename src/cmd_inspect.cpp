@@ -359,7 +359,9 @@ void run_inspect(const std::string& target, AppContext& ctx) {
                      : std::string("passes --apkovl's checks")) +
               "\n";
     }
-    for (auto& w : s.warnings) warnings.push_back(n + ": " + w);
+    for (auto& w : s.warnings)
+      // The review above already names such a member, as the refusal --apkovl gives.
+      if (!o.review || w.rfind("member with an absolute or '..' path", 0) != 0) warnings.push_back(n + ": " + w);
     j.add("members", s.members)
         .add("hostname", s.hostname)
         .add_raw("world", json_strings(s.world))

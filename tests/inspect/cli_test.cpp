@@ -279,6 +279,24 @@ TEST(InspectCli, ApkovlFindingsOfTheApkovlOptionAreReported) {
   EXPECT_EQ(py.exit_code, 0) << py.err << j.out;
 }
 
+// A member leaving the overlay is named once: as the refusal --apkovl gives,
+// not a second time by the summary's own check.
+TEST(InspectCli, AMemberLeavingTheOverlayIsNamedOnce) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  BuiltImage b = build_image(dir, "32", true);
+  fs::path bad = crafted_apkovl(dir, "dotdot-member");
+  put_on_card(b, bad, "kiosk.apkovl.tar.gz");
+  const CheckOutcome said = apkovl_option_says(bad, "kiosk.apkovl.tar.gz");
+  ASSERT_TRUE(contains(said.refusal, "etc/../../escape")) << said.refusal;
+  auto r = cli({"inspect", b.image.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string listed = r.out.substr(r.out.find("Warnings:\n"));
+  EXPECT_TRUE(contains(listed, "  " + said.refusal + "\n")) << r.out;
+  EXPECT_EQ(listed.find("etc/../../escape"), listed.rfind("etc/../../escape")) << r.out;
+}
+
 // A refusal of the gzip layer is also why there is no summary: reported once.
 // An encrypted apkovl is not read; the warning --apkovl gives is shown.
 TEST(InspectCli, UnreadableAndEncryptedApkovlsGetTheApkovlOptionsFindings) {

@@ -9,7 +9,8 @@ CASE: ok, plain-tar, hardlink, hardlink-absolute, hardlink-dotdot, chardev,
       hostile (a hard link to /etc/shadow, a device node and a FIFO),
       fifos (N FIFOs), no-hostname, hostname (etc/hostname holds TEXT),
       hostname-twice (a second etc/hostname, "second", after the first),
-      hostname-symlink (etc/hostname a symlink), dot-slash (names "./etc/...",
+      hostname-symlink (etc/hostname a symlink), dotdot-member (a member
+      named etc/../../escape), dot-slash (names "./etc/...",
       as `tar -C DIR .` makes them)
 """
 import gzip
@@ -89,6 +90,8 @@ def main():
         m.append((info("etc/shadow.lnk", tarfile.LNKTYPE, linkname="/etc/shadow"), None))
     elif case == "hardlink-dotdot":
         m.append((info("etc/shadow.lnk", tarfile.LNKTYPE, linkname="etc/../../etc/shadow"), None))
+    elif case == "dotdot-member":
+        m.append((info("etc/../../escape", size=3), b"hi\n"))
     elif case == "chardev":
         m.append((info("etc/console", tarfile.CHRTYPE, devmajor=5, devminor=1), None))
     elif case == "blockdev":
