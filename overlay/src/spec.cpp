@@ -399,6 +399,7 @@ class Converter {
   void check_root_access(const View& root, const HostConfig& h);
   void check_locked_keys(const View& root, const HostConfig& h);
   void check_someone_logs_in(const View& root, const HostConfig& h);
+  void check_admins_log_in(const View& root, const HostConfig& h);
 
   const Spec::Impl& s_;
   std::vector<Warning>& warnings_;
@@ -1211,6 +1212,7 @@ HostConfig Converter::convert(const toml::table* host, int n, int host_pos) {
 // administer the Pi, and with no other account nobody can log in at all.
 void Converter::check_root_access(const View& root, const HostConfig& h) {
   check_locked_keys(root, h);
+  check_admins_log_in(root, h);
   const RootKeys how = root_keys(h);
   if (how == RootKeys::none || how == RootKeys::usable) {
     check_someone_logs_in(root, h);
@@ -1219,7 +1221,11 @@ void Converter::check_root_access(const View& root, const HostConfig& h) {
   const auto& pw = h.root.password_hash;
   if (!h.root.password.empty() || (!pw.empty() && pw[0] != '*' && pw[0] != '!')) return;  // the console
   if (std::any_of(h.users.begin(), h.users.end(), [&](const User& u) { return u.admin && logs_in(h, u); })) return;
-  const bool someone = std::any_of(h.users.begin(), h.users.end(), [&](const User& u) { return logs_in(h, u); });
+  // Someone still reaches the Pi when a user's keys only run forced commands:
+  // then root is out of reach, not everybody.
+  const bool someone = std::any_of(h.users.begin(), h.users.end(), [&](const User& u) {
+    return logs_in(h, u) || (h.ssh.enable && !u.ssh_authorized_keys.empty());
+  });
 
   const View ssh = sub(root, "ssh", "[ssh]");
   const toml::node* setting = ssh.get(how == RootKeys::sshd_off ? "enable" : "permit_root_login");
@@ -1273,6 +1279,24 @@ void Converter::check_locked_keys(const View& root, const HostConfig& h) {
       warn(users[i].get("password_hash")->source(),
            "password_hash = \"!\" locks user " + u.name +
                ", so sshd refuses their SSH keys ([[users]].ssh_authorized_keys)" + fix);
+  }
+}
+
+// An admin who cannot log in does not lock root: with [root] unset, root
+// keeps Alpine's empty password (root_login), so whoever sits at the keyboard
+// is root. Said at load time, since a build prints no summary.
+void Converter::check_admins_log_in(const View& root, const HostConfig& h) {
+  if (root_login(h) != RootLogin::empty_password) return;
+  const auto users = table_array(root, "users", "[[users]]");
+  for (std::size_t i = 0; i < h.users.size() && i < users.size(); ++i) {
+    const User& u = h.users[i];
+    const toml::node* admin = users[i].get("admin");
+    if (!u.admin || !admin) continue;
+    warn(admin->source(), "admin " + u.name + " cannot log in (" + checks::no_login_reason(h, u) +
+                              "), so root's password login is not locked: root keeps Alpine's empty password and "
+                              "whoever sits at the keyboard is root; give " +
+                              u.name + " a password or an SSH key without command=\"...\", or set [root].password");
+    return;  // one is enough: the fix is the same
   }
 }
 
