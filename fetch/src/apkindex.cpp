@@ -203,9 +203,8 @@ std::optional<PackageIndex> load_package_index(const std::string& repository, co
   if (!t.found) return std::nullopt;
   PackageIndex idx = parse_package_index(t.body, shown);
   if (!copy.empty()) {
-    std::error_code ec;
-    fs::create_directories(copy.parent_path(), ec);
     try {
+      rpi::create_directories(copy.parent_path(), "the package index copy");
       write_file_atomic(copy, t.body);
     } catch (const Error&) {
       // Only a copy: the check goes on with what was fetched.

@@ -273,7 +273,8 @@ std::vector<CacheEntry> prune_cache(const fs::path& cache_dir, std::size_t keep,
   std::vector<CacheEntry> removed;
   std::map<std::string, std::vector<std::string>> kept_versions;  // per group, distinct versions kept
   std::error_code ec;
-  if (fs::is_directory(cache_dir / "tarballs", ec)) fs::create_directories(cache_dir / "partial", ec);  // the locks
+  if (fs::is_directory(cache_dir / "tarballs", ec))  // the locks
+    rpi::create_directories(cache_dir / "partial", "the cache directory", 0700);
   for (const CacheEntry& e : list_cache(cache_dir)) {
     // Newest version first; a tarball without a release version is a version of its own.
     std::vector<std::string>& kept = kept_versions[prune_group(e)];

@@ -1,10 +1,14 @@
 // Small pieces every command relies on: reading sizes as a user types them and
 // writing JSON that any parser accepts, whatever bytes a path or message holds.
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <vector>
 
 #include "json.hpp"
 #include "rpi/atomic_file.hpp"
@@ -115,9 +119,18 @@ TEST(Files, ReplacedFileKeepsItsGroupAndModeWhenAsked) {
   const auto f = dir / "aa-bb.apkovl.tar.gz";
   rpi::write_file_atomic(f, "one", 0600, rpi::Permissions::keep_existing);
   EXPECT_EQ(mode_of(f), 0600u);
-  // A group other than ours that we may use: as root any; else one of ours.
+  // A group other than our own that we may give a file: as root any, else a
+  // supplementary one of ours.
   gid_t other = ::getegid();
-  if (::geteuid() == 0) other = other == 1 ? 2 : 1;
+  if (::geteuid() == 0) {
+    other = other == 1 ? 2 : 1;
+  } else {
+    std::vector<gid_t> groups(static_cast<std::size_t>(std::max(::getgroups(0, nullptr), 0)));
+    groups.resize(static_cast<std::size_t>(std::max(::getgroups(static_cast<int>(groups.size()), groups.data()), 0)));
+    for (gid_t g : groups)
+      if (g != other) other = g;
+    if (other == ::getegid()) GTEST_SKIP() << "needs root or a supplementary group to give the file another group";
+  }
   ASSERT_EQ(::chown(f.c_str(), static_cast<uid_t>(-1), other), 0);
   ASSERT_EQ(::chmod(f.c_str(), 0640), 0);
   rpi::write_file_atomic(f, "two", 0600, rpi::Permissions::keep_existing);
@@ -126,6 +139,41 @@ TEST(Files, ReplacedFileKeepsItsGroupAndModeWhenAsked) {
   struct stat st {};
   ASSERT_EQ(::stat(f.c_str(), &st), 0);
   EXPECT_EQ(st.st_gid, other);
-  rpi::write_file_atomic(f, "three", 0600);
+  // Never what others had: a file anyone could read or write is rebuilt private.
+  ASSERT_EQ(::chmod(f.c_str(), 0666), 0);
+  rpi::write_file_atomic(f, "three", 0600, rpi::Permissions::keep_existing);
+  EXPECT_EQ(mode_of(f), 0660u);
+  rpi::write_file_atomic(f, "four", 0600);
   EXPECT_EQ(mode_of(f), 0600u);
+}
+
+// Where the old group cannot be set (not root, not a member), its bits would
+// apply to another group: the file gets the mode asked for.
+TEST(Files, ReplacedFileWhoseGroupCannotBeKeptGetsTheGivenMode) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to make a file of a group the writer is not in";
+  rpi::test::TempDir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0777), 0);
+  const auto f = dir / "aa-bb.apkovl.tar.gz";
+  rpi::test::write_file(f, "one");
+  ASSERT_EQ(::chown(f.c_str(), 0, 1), 0);
+  ASSERT_EQ(::chmod(f.c_str(), 0640), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // as nobody, in no group but nogroup
+    if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+    try {
+      rpi::write_file_atomic(f, "two", 0600, rpi::Permissions::keep_existing);
+    } catch (...) {
+      ::_exit(4);
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(rpi::test::read_file(f), "two");
+  EXPECT_EQ(mode_of(f), 0600u);
+  struct stat st {};
+  ASSERT_EQ(::stat(f.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, 65534u);
 }

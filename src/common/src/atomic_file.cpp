@@ -96,8 +96,10 @@ AtomicFile::AtomicFile(std::filesystem::path target, unsigned mode, Permissions 
   fd_.reset(fd);
   temp_ = buf.data();
   slot_ = arm_cleanup(temp_.string());
+  // Only the group's bits are taken over: the owner's and everybody else's
+  // stay as asked (a 0644 file from elsewhere must not make secrets public).
   if (perms == Permissions::keep_existing && exists && ::fchown(fd, static_cast<uid_t>(-1), st.st_gid) == 0)
-    mode = st.st_mode & 0777;
+    mode = (mode & ~070u) | (st.st_mode & 070u);
   if (::fchmod(fd, mode) != 0) {
     int err = errno;
     ::unlink(temp_.c_str());

@@ -12,11 +12,12 @@
 
 namespace rpi {
 
-// What a replaced file's permissions become: `mode` as given, or those of the
-// file being replaced (its permission bits and group), so that access a user
+// What a replaced file's permissions become: `mode` as given, or `mode` with
+// the group and group bits of the file being replaced, so that access a user
 // granted to a served file (chgrp www-data; chmod 640) survives a rebuild.
-// The old bits are taken only where the old group could be set too (else
-// they would apply to another group): otherwise `mode` is used.
+// Owner and other bits always come from `mode`. The old group bits are taken
+// only where the old group could be set too (else they would apply to another
+// group): otherwise `mode` is used as given.
 enum class Permissions { given, keep_existing };
 
 class AtomicFile {
