@@ -351,7 +351,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
     text += std::string("  ssh host keys  ") + (s.ssh_host_keys ? "yes" : "no") + "\n";
     text += std::string("  wifi config    ") + (s.wifi_config ? "yes" : "no") + "\n";
     if (o.review) {
-      const std::size_t problems = o.review->refusals.size(), odd = o.review->check.warnings.size();
+      const std::uint64_t problems = o.review->problems, odd = o.review->warnings;
       text += "  check          " +
               (problems ? "--apkovl would refuse it: " + count_of(problems, "problem") +
                               (odd ? ", " + count_of(odd, "warning") : std::string()) + " (under Warnings)"

@@ -306,6 +306,8 @@ ApkovlReview review_apkovl(const std::string& path, const std::string& data) {
   Findings refuse{rev.refusals};
   Findings warn{rev.check.warnings};
   review(path, data, rev.check, refuse, warn);
+  rev.problems = rev.refusals.size() + refuse.more;
+  rev.warnings = rev.check.warnings.size() + warn.more;
   refuse.finish(path, "problem");
   warn.finish(path, "warning");
   return rev;

@@ -352,22 +352,13 @@ TEST(ApkovlCheck, HostnameIsEmptyWhenAbsentInvalidOrNotARegularFile) {
   std::vector<fs::path> files = {make(d, "no-hostname"), make(d, "hostname-symlink")};
   for (const auto& f : files) EXPECT_EQ(busybox_hostname(d, f), "") << f;  // absent; a symlink
   int i = 0;
-  const std::vector<std::string> invalid = {"",
-                                            "\n",
-                                            "   \n",
-                                            "my_host\n",
-                                            "-lead\n",
-                                            "trail-\n",
-                                            "two words\n",
-                                            "a..b\n",
-                                            ".dot\n",
-                                            "dot.\n",
-                                            "h\xc3\xbc"
-                                            "bsch\n",
-                                            std::string(65, 'a'),
-                                            std::string(64, 'a') + "x",
-                                            "x\x1b[2J\n",
-                                            std::string(5000, 'a')};
+  const std::vector<std::string> invalid = {
+      "", "\n", "   \n", "my_host\n", "-lead\n", "trail-\n", "two words\n", "a..b\n", ".dot\n", "dot.\n",
+      "h\xc3\xbc"
+      "bsch\n",
+      std::string(65, 'a'), std::string(64, 'a') + "x",
+      // 65 characters in labels of 32: only the total is too long
+      std::string(32, 'a') + "." + std::string(32, 'b'), "x\x1b[2J\n", std::string(5000, 'a')};
   for (const std::string& text : invalid) {
     files.push_back(with_hostname(d, "bad" + std::to_string(i++) + ".apkovl.tar.gz", text));
   }
@@ -448,4 +439,8 @@ TEST(ApkovlCheck, FindingsStopAtTheLimitAndCountTheRest) {
   EXPECT_TRUE(contains(o.ok->warnings[kApkovlMaxFindings - 1], "member 'etc/pipe19' is a FIFO"))
       << joined(o.ok->warnings);
   EXPECT_EQ(o.ok->warnings.back(), p.string() + ": 10 more warnings like those above");
+  // The counts are of the findings, not of the lines that list them.
+  const ApkovlReview r = review_apkovl(p.string(), rpi::test::read_file(p));
+  EXPECT_EQ(r.warnings, 30u);
+  EXPECT_EQ(r.problems, 0u);
 }

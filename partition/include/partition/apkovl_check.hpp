@@ -45,6 +45,8 @@ ApkovlCheck check_apkovl(const std::string& path, const std::string& data);
 struct ApkovlReview {
   ApkovlCheck check;                  // what could be read (and its warnings)
   std::vector<std::string> refusals;  // empty: check_apkovl accepts it
+  std::uint64_t problems = 0;         // how many refusals there were, beyond the cap too
+  std::uint64_t warnings = 0;         // the same for check.warnings
 };
 inline constexpr std::size_t kApkovlMaxFindings = 20;
 ApkovlReview review_apkovl(const std::string& path, const std::string& data);
