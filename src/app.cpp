@@ -101,6 +101,18 @@ std::optional<std::string> read_seed_file(const std::string& path) {
   return seed;
 }
 
+void note_leftovers(AppContext& ctx, const std::vector<std::string>& outputs) {
+  for (const auto& out : outputs)
+    for (const auto& t : out.empty() ? std::vector<std::filesystem::path>{} : leftover_temporaries(out)) {
+      std::error_code ec;
+      const auto size = std::filesystem::file_size(t, ec);
+      ctx.reporter.note(t.string() + (ec ? "" : " (" + format_size(size) + ")") +
+                        " was left by an interrupted run (killed, or a power cut) unless another rpi-provision is "
+                        "writing " +
+                        out + " now; it may hold secrets: remove it");
+    }
+}
+
 std::vector<std::string> seed_file_warnings(const std::string& path) {
   std::vector<std::string> out;
   const std::optional<std::string> seed = read_seed_file(path);
@@ -108,11 +120,12 @@ std::vector<std::string> seed_file_warnings(const std::string& path) {
   std::set<unsigned char> values(seed->begin(), seed->end());
   if (values.size() < 8)
     out.push_back("--seed-file " + path + " holds only " + std::to_string(values.size()) +
-                  " different byte values, which is guessable, not random; whoever guesses it can derive every "
+                  (values.size() == 1 ? " byte value, repeated," : " different byte values,") +
+                  " which is guessable, not random; whoever guesses it can derive every "
                   "card's SSH host keys: make one with head -c 32 /dev/urandom > " +
                   path);
   struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 044) != 0) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
     out.push_back("--seed-file " + path + " can be read by other users (mode " + mode +

@@ -116,6 +116,10 @@ std::optional<std::string> read_seed_file(const std::string& path);
 // Warnings about a --seed-file that others could know: few distinct bytes, or
 // readable by other users. Throws as read_seed_file does.
 std::vector<std::string> seed_file_warnings(const std::string& path);
+// Notes the hidden temporaries of `outputs` that a run killed by SIGKILL or a
+// power cut left (0600, perhaps as big as an image, holding its secrets):
+// nothing removes them, and a concurrent run's look the same.
+void note_leftovers(AppContext& ctx, const std::vector<std::string>& outputs);
 // "0x1234abcd" (disk identifiers and the like).
 std::string hex32(std::uint32_t v);
 

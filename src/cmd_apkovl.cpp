@@ -81,6 +81,7 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
     outputs.push_back({"--known-hosts " + o.known_hosts, o.known_hosts});
     refuse_overwriting_inputs(outputs, inputs);
     note_moving_repositories(ctx, h);  // advice only for a run that writes
+    note_leftovers(ctx, {o.output});
     write_one(ctx, h, b, o.output, known_hosts);
   } else {
     if (spec.host_count() == 0)
@@ -100,6 +101,9 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
     outputs.push_back({"--known-hosts " + o.known_hosts, o.known_hosts});
     refuse_overwriting_inputs(outputs, inputs);
     if (!cards.empty()) note_moving_repositories(ctx, cards.front());
+    std::vector<std::string> served;
+    for (const auto& f : outputs) served.push_back(f.path);
+    note_leftovers(ctx, served);
     rpi::create_directories(o.out_dir, "--out-dir");
     int written = 0;
     for (const auto& h : cards) {

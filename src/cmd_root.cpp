@@ -203,20 +203,6 @@ void check_output_target(const Pipeline& p) {
     throw Error(Errc::usage, "--known-hosts " + kh + ": the folder " + kh_dir.string() + " does not exist");
 }
 
-// A run killed by SIGKILL or a power cut leaves its hidden temporary (0600,
-// perhaps as big as the image, holding its secrets): nothing removes it, so say so.
-void note_leftovers(AppContext& ctx, const std::vector<std::string>& outputs) {
-  for (const auto& out : outputs)
-    for (const auto& t : leftover_temporaries(out)) {
-      std::error_code ec;
-      const auto size = std::filesystem::file_size(t, ec);
-      ctx.reporter.note(t.string() + (ec ? "" : " (" + format_size(size) + ")") +
-                        " was left by an interrupted run (killed, or a power cut) unless another rpi-provision is "
-                        "writing " +
-                        out + " now; it may hold secrets: remove it");
-    }
-}
-
 void run_output(AppContext& ctx, Pipeline& p) {
   const RunOptions& o = p.options();
   std::vector<Identity> ids = p.identities(1);
@@ -336,14 +322,9 @@ void report_flash(AppContext& ctx, const std::vector<udev::FlashResult>& results
 void warn_shared_host_keys(AppContext& ctx, const std::vector<Identity>& ids) {
   std::map<std::string, int> cards;
   for (const auto& id : ids)
-    if (id.host && id.host->ssh.enable && id.host->ssh.host_keys == "generate" && id.host->boot.apkovl_url.empty())
-      ++cards[id.name];
+    if (generates_host_keys(id)) ++cards[id.name];
   for (const auto& [name, count] : cards)
-    if (count > 1)
-      ctx.reporter.warn(std::to_string(count) + " cards get the same identity " + name +
-                        " and so the same SSH host keys (one image for all): put {n} in [system].hostname, or use "
-                        "[[hosts]] entries, for one identity per card; set [ssh].host_keys = \"first-boot\" for "
-                        "clones with keys of their own");
+    if (count > 1) ctx.reporter.warn(shared_host_keys_warning(std::to_string(count) + " cards get", name));
 }
 
 void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {

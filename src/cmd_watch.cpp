@@ -253,6 +253,11 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     emit_summary(ctx, 0, 0, 0.0, 0);
     return;
   }
+  if (p && (last == 0 || last > n) && w.count != 1) {
+    const Identity a = p->identity_at(n), b = p->identity_at(n + 1);
+    if (a.name == b.name && generates_host_keys(a))
+      ctx.reporter.warn(shared_host_keys_warning("every card of this station gets", a.name));
+  }
   if (o.dry_run) return print_watch_plan(ctx, w, p ? &*p : nullptr, n, last);
   // Written now, so an unwritable --state is an error before any card rather than after the first.
   if (!w.state.empty()) write_file_atomic(w.state, std::to_string(n) + "\n", 0644);

@@ -168,6 +168,16 @@ std::vector<Identity> Pipeline::identities(int count) const {
   return ids;
 }
 
+bool generates_host_keys(const Identity& id) {
+  return id.host && id.host->ssh.enable && id.host->ssh.host_keys == "generate" && id.host->boot.apkovl_url.empty();
+}
+
+std::string shared_host_keys_warning(const std::string& who, const std::string& name) {
+  return who + " the same identity " + name +
+         " and so the same SSH host keys (one image for all): put {n} in [system].hostname, or use [[hosts]] "
+         "entries, for one identity per card; set [ssh].host_keys = \"first-boot\" for clones with keys of their own";
+}
+
 Identity Pipeline::identity_at(int n) const {
   if (!spec_) return Identity{n, apkovl_host_, std::nullopt};
   overlay::HostConfig h = overlay::resolve_host(*spec_, n, o_.host.empty() ? std::nullopt : std::optional(o_.host));

@@ -59,6 +59,12 @@ struct Identity {
   std::optional<overlay::HostConfig> host;
 };
 
+// Whether the cards of `id` carry SSH host keys generated at build time: then
+// every card built from its one image has the same keys.
+bool generates_host_keys(const Identity& id);
+// "<who> the same identity NAME and so the same SSH host keys ...: <what to do>".
+std::string shared_host_keys_warning(const std::string& who, const std::string& name);
+
 // Where the Alpine tarball comes from.
 struct TarballPlan {
   std::string description;                // for the plan printout

@@ -173,6 +173,15 @@ TEST(Cli, CardsSharingAnIdentityAndItsHostKeysAreWarnedAbout) {
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_FALSE(contains(r.err, "same SSH host keys")) << r.err;
   }
+  // A station writes card after card: the same, once, before the first.
+  rpi::test::write_file(d / "pi.toml", "[system]\nhostname = \"kiosk\"\n");
+  auto w = cli({"watch", "--spec", (d / "pi.toml").string(), "--tarball", tarball().string(), "--dry-run"});
+  EXPECT_EQ(w.exit_code, 0) << w.err;
+  EXPECT_TRUE(contains(w.err, "every card of this station gets the same identity kiosk and so the same SSH host keys"))
+      << w.err;
+  rpi::test::write_file(d / "pi.toml", "[system]\nhostname = \"kiosk-{n}\"\n");
+  w = cli({"watch", "--spec", (d / "pi.toml").string(), "--tarball", tarball().string(), "--dry-run"});
+  EXPECT_FALSE(contains(w.err, "same SSH host keys")) << w.err;
 }
 
 // What a SIGKILL leaves (no handler runs) is named on the next run, not removed:
@@ -191,6 +200,12 @@ TEST(Cli, TemporaryLeftByAKilledRunIsNamed) {
   auto q = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output",
                 (d / "k.img").string(), "--dry-run", "-q"});
   EXPECT_FALSE(contains(q.err, "interrupted run")) << "a note: -q drops it";
+  // apkovl -o too: its temporary holds the same secrets.
+  const fs::path ovl_left = d / ".k.apkovl.tar.gz.tmp-Zz99Yy";
+  rpi::test::write_file(ovl_left, "x");
+  auto a = cli({"apkovl", "--spec", example("kiosk.toml").string(), "-o", (d / "k.apkovl.tar.gz").string()});
+  EXPECT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_TRUE(contains(a.err, ovl_left.string() + " (1 B) was left by an interrupted run")) << a.err;
 }
 
 TEST(Cli, WipeIsForCardsAndShowsInThePlan) {
@@ -550,7 +565,7 @@ TEST(Cli, SeedFileThatOthersCouldKnowIsWarnedAbout) {
   };
   auto z = apkovl(zeros);
   EXPECT_EQ(z.exit_code, 0) << z.err;
-  EXPECT_TRUE(contains(z.err, "--seed-file " + zeros.string() + " holds only 1 different byte values")) << z.err;
+  EXPECT_TRUE(contains(z.err, "--seed-file " + zeros.string() + " holds only 1 byte value, repeated,")) << z.err;
   EXPECT_FALSE(contains(z.err, "can be read by other users")) << z.err;
   auto o = apkovl(open);
   EXPECT_EQ(o.exit_code, 0) << o.err;
@@ -562,7 +577,7 @@ TEST(Cli, SeedFileThatOthersCouldKnowIsWarnedAbout) {
   auto b = cli({"--spec", spec.string(), "--tarball", tarball().string(), "--output", (d / "a.img").string(),
                 "--seed-file", zeros.string()});
   EXPECT_EQ(b.exit_code, 0) << b.err;
-  const std::string w = "holds only 1 different byte values";
+  const std::string w = "holds only 1 byte value, repeated,";
   EXPECT_EQ(b.err.find(w), b.err.rfind(w)) << b.err;
   EXPECT_NE(b.err.find(w), std::string::npos) << b.err;
 }
