@@ -20,6 +20,15 @@ using rpi::test::tarball;
 using rpi::test::TempDir;
 namespace fs = std::filesystem;
 
+namespace {
+// The image the --image stations write: the headless example in 64 MiB.
+void build_headless_image(const fs::path& img) {
+  auto r = cli({"--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--output", img.string(),
+                "--size", "64MiB"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+}  // namespace
+
 // watch --image: a card too small for the image is passed over with a note, as
 // with a spec, and the station goes on to the next card; card-done names no host.
 TEST(Cli, WatchWithAnImagePassesOverACardTooSmall) {
@@ -27,10 +36,7 @@ TEST(Cli, WatchWithAnImagePassesOverACardTooSmall) {
   RPI_REQUIRE_TOOL("losetup");
   TempDir d;
   const fs::path img = d / "pi.img";
-  ASSERT_EQ(cli({"--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--output", img.string(),
-                 "--size", "64MiB"})
-                .exit_code,
-            0);
+  ASSERT_NO_FATAL_FAILURE(build_headless_image(img));
   fs::path small = d / "small.bin", big = d / "big.bin";
   rpi::test::write_file(small, "");
   fs::resize_file(small, 32ull << 20);
@@ -221,10 +227,7 @@ TEST(Cli, WatchWithAnImagePassesOverACardItWroteInsertedAgain) {
   RPI_REQUIRE_TOOL("losetup");
   TempDir d;
   const fs::path img = d / "pi.img";
-  ASSERT_EQ(cli({"--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--output", img.string(),
-                 "--size", "64MiB"})
-                .exit_code,
-            0);
+  ASSERT_NO_FATAL_FAILURE(build_headless_image(img));
   fs::path a = d / "a.bin", b = d / "b.bin";
   for (const auto& p : {a, b}) {
     rpi::test::write_file(p, "");
