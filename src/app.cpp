@@ -113,9 +113,8 @@ void note_leftovers(AppContext& ctx, const std::vector<std::string>& outputs) {
     }
 }
 
-std::vector<std::string> seed_file_warnings(const std::string& path) {
+std::vector<std::string> seed_file_warnings(const std::string& path, const std::optional<std::string>& seed) {
   std::vector<std::string> out;
-  const std::optional<std::string> seed = read_seed_file(path);
   if (!seed) return out;
   std::set<unsigned char> values(seed->begin(), seed->end());
   if (values.size() < 8)

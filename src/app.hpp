@@ -113,9 +113,9 @@ std::optional<std::int64_t> source_date_epoch();
 // not a regular file or is larger; a FIFO is refused without waiting).
 std::string read_regular_file(const std::string& path, std::size_t limit);
 std::optional<std::string> read_seed_file(const std::string& path);
-// Warnings about a --seed-file that others could know: few distinct bytes, or
-// readable by other users. Throws as read_seed_file does.
-std::vector<std::string> seed_file_warnings(const std::string& path);
+// Warnings about the --seed-file at `path` (holding `seed`, as read_seed_file
+// read it) that others could know: few distinct bytes, or readable by others.
+std::vector<std::string> seed_file_warnings(const std::string& path, const std::optional<std::string>& seed);
 // Notes the hidden temporaries of `outputs` that a run killed by SIGKILL or a
 // power cut left (0600, perhaps as big as an image, holding its secrets):
 // nothing removes them, and a concurrent run's look the same.

@@ -68,8 +68,8 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
   if (o.output.empty() == o.out_dir.empty()) throw Error(Errc::usage, "give exactly one of -o FILE or --out-dir DIR");
   auto spec = overlay::load_spec(o.spec);
   for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
-  for (const auto& w : seed_file_warnings(o.seed_file)) ctx.reporter.warn(w);
   auto b = build_options(o);
+  for (const auto& w : seed_file_warnings(o.seed_file, b.seed)) ctx.reporter.warn(w);
   // Nothing written may be one of the files read (`-o spec.toml` or
   // `--known-hosts wifi.psk` would replace it): checked before anything is written.
   std::vector<RunFile> outputs;

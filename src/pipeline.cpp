@@ -128,7 +128,8 @@ Pipeline::Pipeline(AppContext& ctx, RunOptions opts) : ctx_(ctx), o_(std::move(o
     spec_ = overlay::load_spec(o_.spec);
     for (const auto& w : spec_->warnings()) ctx_.reporter.warn(w.text());
   }
-  for (const auto& w : seed_file_warnings(o_.seed_file)) ctx_.reporter.warn(w);
+  seed_ = read_seed_file(o_.seed_file);  // once: every card's keys and salts derive from it
+  for (const auto& w : seed_file_warnings(o_.seed_file, seed_)) ctx_.reporter.warn(w);
   if (!o_.apkovl.empty()) {
     apkovl_data_ = read_regular_file(o_.apkovl, 256u << 20);
     partition::ApkovlCheck chk = partition::check_apkovl(o_.apkovl, apkovl_data_);
@@ -320,7 +321,7 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
   if (id.host) {
     overlay::BuildOptions bo;
     bo.source_date_epoch = opt.source_date_epoch;
-    bo.seed = read_seed_file(o_.seed_file);
+    bo.seed = seed_;
     overlay::HostConfig host = *id.host;
     host.alpine = pinned(host.alpine);
     overlay::BootEdits e = overlay::boot_edits(host);

@@ -139,7 +139,8 @@ class Pipeline {
   RunOptions o_;
   std::optional<overlay::Spec> spec_;
   std::string apkovl_data_, apkovl_name_;
-  std::string apkovl_host_;  // --apkovl: what names its cards (Identity::name)
+  std::string apkovl_host_;          // --apkovl: what names its cards (Identity::name)
+  std::optional<std::string> seed_;  // --seed-file's contents
   TarballPlan plan_tarball_uncached(bool resolve_release);
   // The Alpine release of the resolved tarball ("3.22.2") when known: from the
   // mirror's index, or from an alpine-rpi-X.Y.Z-ARCH.tar.gz file name.

@@ -59,6 +59,17 @@ std::string kind_of(mode_t m) {
   return "not a regular file";
 }
 
+// Where the temporaries of `target` go, less the six random characters:
+// "<folder>/.<name>.tmp-". The name must fit in NAME_MAX (255) with them: a
+// long but valid output name (say 241 bytes) is shortened here, not refused.
+std::filesystem::path temp_prefix(const std::filesystem::path& target) {
+  std::filesystem::path dir = target.parent_path();
+  if (dir.empty()) dir = ".";
+  std::string stem = target.filename().string();
+  if (stem.size() > 200) stem.resize(200);
+  return dir / ("." + stem + ".tmp-");
+}
+
 }  // namespace
 
 void remove_temporaries_on_signals() {
@@ -82,17 +93,11 @@ AtomicFile::AtomicFile(std::filesystem::path target, unsigned mode, Permissions 
   if (exists && !S_ISREG(st.st_mode))
     throw Error(Errc::usage, target_.string() + " is " + kind_of(st.st_mode) +
                                  ", not a file this tool may replace; choose another name");
-  std::filesystem::path dir = target_.parent_path();
-  if (dir.empty()) dir = ".";
-  // The temporary's name must fit in NAME_MAX (255) too: a long but valid
-  // output name (say 241 bytes) is shortened here, not refused.
-  std::string stem = target_.filename().string();
-  if (stem.size() > 200) stem.resize(200);
-  std::string pattern = (dir / ("." + stem + ".tmp-XXXXXX")).string();
+  std::string pattern = temp_prefix(target_).string() + "XXXXXX";
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
   int fd = ::mkostemp(buf.data(), O_CLOEXEC);
-  if (fd < 0) throw_errno("cannot create a file in " + dir.string());
+  if (fd < 0) throw_errno("cannot create a file in " + temp_prefix(target_).parent_path().string());
   fd_.reset(fd);
   temp_ = buf.data();
   slot_ = arm_cleanup(temp_.string());
@@ -145,11 +150,9 @@ void create_directories(const std::filesystem::path& dir, const std::string& wha
 
 std::vector<std::filesystem::path> leftover_temporaries(const std::filesystem::path& target) {
   std::vector<std::filesystem::path> found;
-  std::string stem = target.filename().string();
-  if (stem.size() > 200) stem.resize(200);  // as the constructor shortens it
-  const std::string prefix = "." + stem + ".tmp-";
-  std::filesystem::path dir = target.parent_path();
-  if (dir.empty()) dir = ".";
+  const std::filesystem::path first = temp_prefix(target);
+  const std::string prefix = first.filename().string();
+  const std::filesystem::path dir = first.parent_path();
   std::error_code ec;
   for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
