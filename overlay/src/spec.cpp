@@ -62,14 +62,16 @@ namespace {
 bool logs_in(const HostConfig& h, const User& u) {
   return checks::no_login_reason(h, u).empty();
 }
+// An admin who can log in and become root with doas.
+bool admin_logs_in(const HostConfig& h) {
+  return std::any_of(h.users.begin(), h.users.end(), [&](const User& u) { return u.admin && logs_in(h, u); });
+}
 }  // namespace
 
 RootLogin root_login(const HostConfig& h) {
   if (!h.root.password.empty() || !h.root.password_hash.empty() || !h.root.ssh_authorized_keys.empty())
     return RootLogin::as_configured;
-  const bool admin_logs_in =
-      std::any_of(h.users.begin(), h.users.end(), [&](const User& u) { return u.admin && logs_in(h, u); });
-  return admin_logs_in ? RootLogin::locked : RootLogin::empty_password;
+  return admin_logs_in(h) ? RootLogin::locked : RootLogin::empty_password;
 }
 
 RootKeys root_keys(const HostConfig& h) {
@@ -1220,7 +1222,7 @@ void Converter::check_root_access(const View& root, const HostConfig& h) {
   }
   const auto& pw = h.root.password_hash;
   if (!h.root.password.empty() || (!pw.empty() && pw[0] != '*' && pw[0] != '!')) return;  // the console
-  if (std::any_of(h.users.begin(), h.users.end(), [&](const User& u) { return u.admin && logs_in(h, u); })) return;
+  if (admin_logs_in(h)) return;
   // Someone still reaches the Pi when a user's keys only run forced commands:
   // then root is out of reach, not everybody.
   const bool someone = std::any_of(h.users.begin(), h.users.end(), [&](const User& u) {
