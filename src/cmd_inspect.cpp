@@ -4,9 +4,6 @@
 // apkovl. Read-only: the target is opened O_RDONLY and never written, so it is
 // safe on a card that is in use. Nothing secret is shown (see reader.hpp).
 #include <fcntl.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -17,6 +14,7 @@
 
 #include "app.hpp"
 #include "partition/apkovl_check.hpp"
+#include "partition/boot_fat.hpp"
 #include "partition/reader.hpp"
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
@@ -81,36 +79,22 @@ std::string count_of(std::size_t n, const char* noun) {
 
 void run_inspect(const std::string& target, AppContext& ctx) {
   Fd fd = open_or_throw(target, O_RDONLY);
-  const std::uint64_t size = fd_size(fd.get(), target);
-  if (size < 512) throw Error(Errc::input, target + ": only " + std::to_string(size) + " bytes: not a disk image");
-  std::uint8_t sector0[512];
-  if (pread_full(fd.get(), sector0, sizeof sector0, 0, "cannot read " + target) != sizeof sector0)
-    throw Error(Errc::input, target + ": cannot read sector 0");
+  BootFat boot = open_boot_fat(fd.get(), target);
+  const std::uint64_t size = boot.size;
 
   std::vector<std::string> warnings;
-  // The MBR counts 512-byte sectors; on a 4Kn device its numbers mean something else.
-  struct stat st {};
-  int logical = 512;
-  if (::fstat(fd.get(), &st) == 0 && S_ISBLK(st.st_mode) && ::ioctl(fd.get(), BLKSSZGET, &logical) == 0 &&
-      logical != 512)
-    warnings.push_back(target + " has " + std::to_string(logical) +
-                       "-byte logical sectors; this reader assumes 512 (Raspberry Pi cards use 512)");
+  for (const auto& n : boot.notes) warnings.push_back(n.message);
   std::string text;
   JsonObject out;
   out.add("path", target).add("size", size);
   text += target + ": " + std::to_string(size) + " bytes (" + format_size(size) + ")\n";
 
   // Partition table, or a FAT without one ("superfloppy").
-  std::optional<FatVolume> vol;
-  unsigned fat_partition = 0;
-  std::uint64_t fat_offset = 0;
-  if (looks_like_fat_boot_sector(sector0)) {
+  if (boot.superfloppy()) {
     text += "Partition table: none (the FAT file system starts at byte 0)\n";
     out.add_raw("partition_table", "null");
-    vol = FatVolume::open(fd.get(), 0, size, target);
   } else {
-    MbrInfo mbr = read_mbr(fd.get(), size, target);
-    for (auto& w : mbr.warnings) warnings.push_back(w);
+    const MbrInfo& mbr = *boot.mbr;
     text += "Partition table: MBR, disk id " + hex32(mbr.disk_id) +
             (mbr.gpt_protective ? " (GPT, not supported)" : "") + "\n";
     text += "  #  boot  type                          start      sectors  size\n";
@@ -136,47 +120,23 @@ void run_inspect(const std::string& target, AppContext& ctx) {
         .add("disk_id", hex32(mbr.disk_id))
         .add_raw("partitions", json_array(parts));
     out.add_raw("partition_table", pt.str());
-    if (mbr.gpt_protective) {
+    if (boot.gpt()) {
       ctx.reporter.result("inspect", text, std::move(out));
-      throw Error(Errc::input, target + ": GPT partition table, not supported (Raspberry Pi cards need an MBR)");
+      throw *boot.error;
     }
-
-    // The first FAT partition is the boot partition.
-    std::optional<Error> first_error;
-    std::string past_end;  // the first FAT partition that starts past the end
-    for (const auto& e : mbr.entries) {
-      if (!e.used() || !is_fat_type(e.type)) continue;
-      if (e.offset() >= size) {
-        std::string w = "partition " + std::to_string(e.number) + " starts at byte " + std::to_string(e.offset()) +
-                        ", past the end (" + std::to_string(size) + " bytes)";
-        if (past_end.empty()) past_end = w;
-        warnings.push_back(w);
-        continue;
-      }
-      try {
-        vol = FatVolume::open(fd.get(), e.offset(), std::min(e.bytes(), size - e.offset()),
-                              target + " partition " + std::to_string(e.number));
-        fat_partition = e.number;
-        fat_offset = e.offset();
-        break;
-      } catch (const Error& err) {
-        if (!first_error) first_error = err;
-      }
-    }
-    if (!vol) {
+    if (!boot.volume) {
       // What was read, and null where nothing could be: the same fields as a full result.
       out.add_raw("fat", "null").add_raw("files", "[]").add_raw("apkovls", "[]");
       out.add_raw("warnings", json_strings(warnings));
       ctx.reporter.result("inspect", text, std::move(out));
-      if (first_error) throw Error(first_error->code(), first_error->what());
-      if (!past_end.empty())
-        throw Error(Errc::input,
-                    target + ": " + past_end + ": a truncated image, or a card smaller than its partition table says");
-      throw Error(Errc::input, target + ": no FAT partition (a Raspberry Pi boots from a FAT partition of type 0x0c)");
+      throw *boot.error;
     }
   }
+  const FatVolume& vol = *boot.volume;
+  const unsigned fat_partition = boot.partition;
+  const std::uint64_t fat_offset = boot.offset;
 
-  const FatInfo& fi = vol->info();
+  const FatInfo& fi = vol.info();
   text += "File system" +
           (fat_partition
                ? " (partition " + std::to_string(fat_partition) + ", byte offset " + std::to_string(fat_offset) + ")"
@@ -218,7 +178,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
   // Whole-tree totals; a broken subdirectory is reported, not fatal.
   std::uint64_t files = 0, dirs = 0, bytes = 0;
   try {
-    vol->walk([&](const std::string&, const FatEntry& e) {
+    vol.walk([&](const std::string&, const FatEntry& e) {
       if (e.is_directory())
         ++dirs;
       else {
@@ -236,7 +196,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
 
   text += "Top-level entries:\n";
   std::vector<std::string> top;
-  for (const auto& e : vol->list("")) {
+  for (const auto& e : vol.list("")) {
     char size_col[32];
     std::snprintf(size_col, sizeof size_col, "%12s", e.is_directory() ? "-" : std::to_string(e.size).c_str());
     text += "  " + pad(e.name + (e.is_directory() ? "/" : ""), 32) + " " + size_col + "\n";
@@ -247,14 +207,14 @@ void run_inspect(const std::string& target, AppContext& ctx) {
   out.add_raw("files", json_array(top));
 
   auto small_text = [&](const char* path, const char* key) {
-    auto e = vol->stat(path);
+    auto e = vol.stat(path);
     if (!e || e->is_directory()) {
       text += std::string(path) + ": (absent)\n";
       out.add_raw(key, "null");
       return;
     }
     try {
-      std::string line = first_line(vol->read_file(path, kSmallTextMax));
+      std::string line = first_line(vol.read_file(path, kSmallTextMax));
       text += std::string(path) + ": " + line + "\n";
       out.add(key, line);
     } catch (const Error& err) {
@@ -267,7 +227,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
 
   // The apkovl(s): exactly one is expected at the top level.
   std::vector<ApkovlReport> ovls;
-  for (auto& e : find_apkovls(*vol)) ovls.push_back({e, std::nullopt, "", std::nullopt});
+  for (auto& e : find_apkovls(vol)) ovls.push_back({e, std::nullopt, "", std::nullopt});
   if (ovls.size() > 1)
     warnings.push_back(std::to_string(ovls.size()) +
                        " apkovl files at the FAT root: the initramfs uses only the first it finds, in directory order; "
@@ -286,7 +246,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
       o.problem = "encrypted or not a .tar.gz; not read";
     } else {
       try {
-        data = vol->read_file(n, kApkovlMaxBytes);
+        data = vol.read_file(n, kApkovlMaxBytes);
       } catch (const Error& err) {
         o.problem = err.what();
         warn_once(err.what());
@@ -294,22 +254,29 @@ void run_inspect(const std::string& target, AppContext& ctx) {
     }
     // What `--apkovl` checks, as findings: an apkovl already on a card is
     // reported, never refused (an encrypted one is judged by its name alone).
-    if (data || !gz) {
-      try {
-        o.review = review_apkovl(n, data ? *data : std::string());
+    // The checks and the summary come from one pass over the data.
+    try {
+      std::optional<ApkovlInspection> seen;
+      if (data)
+        seen = inspect_apkovl(n, *data);
+      else if (!gz)
+        seen = ApkovlInspection{review_apkovl(n, std::string()), std::nullopt, ""};
+      if (seen) {
+        o.review = std::move(seen->review);
         for (const auto& w : o.review->refusals) warn_once(w);
         for (const auto& w : o.review->check.warnings) warn_once(w);
-      } catch (const Error& err) {  // zlib or libarchive unusable: no findings, the rest is still shown
-        warn_once(err.what());
       }
-    }
-    if (data) {
-      try {
-        o.summary = summarize_apkovl(*data, n);
-      } catch (const Error& err) {
-        o.problem = err.what();
-        warn_once(err.what());
+      if (data) {
+        if (seen->summary) {
+          o.summary = std::move(seen->summary);
+        } else {
+          o.problem = seen->problem;
+          warn_once(seen->problem);
+        }
       }
+    } catch (const Error& err) {  // zlib or libarchive unusable: no findings, the rest is still shown
+      if (data) o.problem = err.what();
+      warn_once(err.what());
     }
     JsonObject j;
     j.add("name", n).add("size", o.entry.size);
@@ -374,7 +341,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
   }
   out.add_raw("apkovls", json_array(ovl_json));
 
-  for (auto& w : vol->warnings()) warnings.push_back(w);
+  for (auto& w : vol.warnings()) warnings.push_back(w);
   if (!warnings.empty()) {
     text += "Warnings:\n";
     for (auto& w : warnings) text += "  " + w + "\n";

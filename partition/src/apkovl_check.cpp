@@ -3,9 +3,13 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <exception>
 #include <filesystem>
+#include <optional>
 #include <string_view>
 
+#include "apkovl_summary.hpp"
 #include "partition/reader.hpp"
 #include "rpi/archive_reader.hpp"
 #include "rpi/error.hpp"
@@ -50,76 +54,111 @@ bool is_dotdot(const std::string& name) {
          (name.size() >= 3 && name.compare(name.size() - 3, 3, "/..") == 0);
 }
 
-}  // namespace
-
+// The gzip layer as busybox judges it, decompressed as it is read.
+//
 // busybox's unpack_gz_stream (what `tar -zxf` in the initramfs runs) reads a
 // gzip member, checks its CRC-32 and length trailer, then starts another
 // member if the next two bytes are 1f 8b and otherwise ignores the rest.
 // zlib's gzip mode checks the same trailer; it is stricter than busybox only
 // about header fields busybox skips (header CRC, reserved flags), so the
 // difference can only refuse a hand-made oddity, never accept a broken file.
-// libarchive is not used for this: it stops at the tar end-of-archive blocks
-// without reading the trailer, and it reads uncompressed tar as well.
-ApkovlGzip check_apkovl_gzip(const std::string& name, const std::string& data, std::uint64_t max_unpacked) {
-  const auto* in = reinterpret_cast<const unsigned char*>(data.data());
-  if (data.size() < 2 || in[0] != 0x1F || in[1] != 0x8B)
-    throw Error(Errc::input, name + " " + not_gzip_what(data) +
-                                 ": Alpine's initramfs unpacks an apkovl with busybox `tar -zxf`, which refuses it "
-                                 "(the Pi would boot unconfigured); compress it with `gzip`, or " +
-                                 kHowToMake);
-  z_stream zs{};
-  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) throw Error(Errc::internal, "zlib initialisation failed");
-  struct End {
-    z_stream* z;
-    ~End() { inflateEnd(z); }
-  } end{&zs};
-  std::vector<unsigned char> out(256u << 10);
-  ApkovlGzip res;
-  std::size_t fed = 0;  // input bytes handed to zlib so far
-  for (;;) {
-    if (zs.avail_in == 0) {
-      if (fed == data.size())
-        throw Error(Errc::input, name + " is truncated (its gzip data ends early); copy it again, or " + kHowToMake);
-      std::size_t n = std::min<std::size_t>(data.size() - fed, 1u << 30);
-      zs.next_in = const_cast<Bytef*>(in + fed);
-      zs.avail_in = static_cast<uInt>(n);
-      fed += n;
-    }
-    zs.next_out = out.data();
-    zs.avail_out = static_cast<uInt>(out.size());
-    int rc = inflate(&zs, Z_NO_FLUSH);
-    res.unpacked += out.size() - zs.avail_out;
-    if (res.unpacked > max_unpacked)
-      throw Error(Errc::input, name + " unpacks to more than " + mib(max_unpacked) + " (from " + mib(data.size()) +
-                                   "): the Pi keeps its whole root file system, this overlay included, in RAM; leave "
-                                   "big files out of the overlay (`lbu exclude`) and keep them on a disk");
-    if (rc == Z_STREAM_END) {
-      const std::size_t at = fed - zs.avail_in;  // just after this member's trailer
-      if (data.size() - at >= 2 && in[at] == 0x1F && in[at + 1] == 0x8B) {
-        inflateReset(&zs);
+// libarchive's gzip filter is not used for this: it stops at the tar
+// end-of-archive blocks without reading the trailer, and it reads
+// uncompressed tar as well. Instead libarchive reads the tar from this stream.
+class Gunzip {
+ public:
+  // Throws rpi::Error(input) if `data` does not start with the gzip magic.
+  Gunzip(const std::string& name, const std::string& data, std::uint64_t max_unpacked)
+      : name_(name), data_(data), max_(max_unpacked), out_(256u << 10) {
+    const auto* in = reinterpret_cast<const unsigned char*>(data.data());
+    if (data.size() < 2 || in[0] != 0x1F || in[1] != 0x8B)
+      throw Error(Errc::input, name + " " + not_gzip_what(data) +
+                                   ": Alpine's initramfs unpacks an apkovl with busybox `tar -zxf`, which refuses "
+                                   "it (the Pi would boot unconfigured); compress it with `gzip`, or " +
+                                   kHowToMake);
+    if (inflateInit2(&zs_, 16 + MAX_WBITS) != Z_OK) throw Error(Errc::internal, "zlib initialisation failed");
+  }
+  Gunzip(const Gunzip&) = delete;
+  Gunzip& operator=(const Gunzip&) = delete;
+  ~Gunzip() { inflateEnd(&zs_); }
+
+  // The next decompressed bytes (at `*out`); 0 after the last gzip member.
+  // Throws rpi::Error(input) if the data is damaged, truncated, or unpacks
+  // to more than `max_unpacked` bytes (it stops there).
+  std::size_t read(const void** out) {
+    *out = out_.data();
+    if (done_) return 0;
+    const auto* in = reinterpret_cast<const unsigned char*>(data_.data());
+    for (;;) {
+      if (zs_.avail_in == 0) {
+        if (fed_ == data_.size())
+          throw Error(Errc::input, name_ + " is truncated (its gzip data ends early); copy it again, or " + kHowToMake);
+        const std::size_t n = std::min<std::size_t>(data_.size() - fed_, 1u << 30);
+        zs_.next_in = const_cast<Bytef*>(in + fed_);
+        zs_.avail_in = static_cast<uInt>(n);
+        fed_ += n;
+      }
+      zs_.next_out = out_.data();
+      zs_.avail_out = static_cast<uInt>(out_.size());
+      const int rc = inflate(&zs_, Z_NO_FLUSH);
+      const std::size_t produced = out_.size() - zs_.avail_out;
+      unpacked_ += produced;
+      if (unpacked_ > max_)
+        throw Error(Errc::input, name_ + " unpacks to more than " + mib(max_) + " (from " + mib(data_.size()) +
+                                     "): the Pi keeps its whole root file system, this overlay included, in RAM; "
+                                     "leave big files out of the overlay (`lbu exclude`) and keep them on a disk");
+      if (rc == Z_STREAM_END) {
+        const std::size_t at = fed_ - zs_.avail_in;  // just after this member's trailer
+        if (data_.size() - at >= 2 && in[at] == 0x1F && in[at + 1] == 0x8B) {
+          inflateReset(&zs_);
+        } else {
+          trailing_ = data_.size() - at;
+          done_ = true;
+        }
+        if (produced || done_) return produced;
         continue;
       }
-      res.trailing = data.size() - at;
-      return res;
+      if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT) {
+        std::string msg = zs_.msg ? zs_.msg : "corrupt data";
+        throw Error(Errc::input, name_ + " is damaged (gzip: " + msg +
+                                     "); busybox `tar -zxf` on the Pi stops with an error on it. Copy it again, "
+                                     "or " +
+                                     kHowToMake);
+      }
+      if (rc == Z_MEM_ERROR) throw Error(Errc::internal, "zlib: out of memory");
+      // Z_OK, or Z_BUF_ERROR (it needs more input): go on.
+      if (produced) return produced;
     }
-    if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT) {
-      std::string msg = zs.msg ? zs.msg : "corrupt data";
-      throw Error(Errc::input, name + " is damaged (gzip: " + msg +
-                                   "); busybox `tar -zxf` on the Pi stops with an error on it. Copy it again, or " +
-                                   kHowToMake);
-    }
-    if (rc == Z_MEM_ERROR) throw Error(Errc::internal, "zlib: out of memory");
-    // Z_OK, or Z_BUF_ERROR (it needs more input): go on.
   }
+  // Reads to the end; what read() throws.
+  ApkovlGzip finish() {
+    const void* p = nullptr;
+    while (read(&p) != 0) {
+    }
+    return {unpacked_, trailing_};
+  }
+
+ private:
+  const std::string& name_;
+  const std::string& data_;
+  const std::uint64_t max_;
+  z_stream zs_{};
+  std::vector<unsigned char> out_;
+  std::size_t fed_ = 0;  // input bytes handed to zlib so far
+  std::uint64_t unpacked_ = 0, trailing_ = 0;
+  bool done_ = false;
+};
+
+}  // namespace
+
+ApkovlGzip check_apkovl_gzip(const std::string& name, const std::string& data, std::uint64_t max_unpacked) {
+  Gunzip gz(name, data, max_unpacked);
+  return gz.finish();
 }
 
-namespace {
+// ---- host names --------------------------------------------------------------
 
-constexpr std::uint64_t kHostnameMax = 4096;  // a longer etc/hostname is not read
-
-// A host name as sethostname(2) and DNS take it: at most 64 characters, labels
-// of 1..63 letters, digits and '-' (RFC 1123), not starting or ending in '-'.
-bool valid_hostname(std::string_view s) {
+bool valid_hostname(std::string_view s) noexcept {
   if (s.empty() || s.size() > 64) return false;
   std::size_t start = 0;
   for (;;) {
@@ -134,14 +173,37 @@ bool valid_hostname(std::string_view s) {
   }
 }
 
-// The first line of an etc/hostname, blanks trimmed; "" unless a valid host name.
-std::string hostname_of(std::string_view text) {
-  std::string_view line = text.substr(0, text.find('\n'));
-  const std::size_t first = line.find_first_not_of(" \t\r");
-  if (first == std::string_view::npos) return "";
-  line = line.substr(first, line.find_last_not_of(" \t\r") - first + 1);
-  return valid_hostname(line) ? std::string(line) : std::string();
+// busybox 1.35 hostname.c: config_read(parser, &buf, 1, 1, "# \t",
+// PARSE_NORMAL) per line, then sethostname(buf), which fails (and ends
+// `hostname -F`) for more than 64 bytes (__NEW_UTS_LEN).
+std::string hostname_from_file(std::string_view text) {
+  constexpr std::size_t kUtsLen = 64;
+  std::string set;  // the name set last
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    // One line; a '\' at its end joins the next (busybox's config parser).
+    std::string line;
+    for (;;) {
+      const std::size_t nl = text.find('\n', pos);
+      std::string_view part = text.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
+      pos = nl == std::string_view::npos ? text.size() : nl + 1;
+      const bool joined = !part.empty() && part.back() == '\\';
+      if (joined) part.remove_suffix(1);
+      line += part;
+      if (!joined || pos == text.size()) break;
+    }
+    line.resize(std::min(line.size(), line.find('\0')));  // a C string to busybox
+    const std::size_t first = line.find_first_not_of(" \t");
+    if (first == std::string::npos || line[first] == '#') continue;  // blank, or a comment
+    const std::size_t end = line.find_first_of(" \t#", first);
+    const std::string word = line.substr(first, end == std::string::npos ? std::string::npos : end - first);
+    if (word.size() > kUtsLen) break;  // sethostname: EINVAL, and busybox stops
+    set = word;
+  }
+  return set;
 }
+
+namespace {
 
 // A member's name as tar extracts it relative to "/": leading "./" dropped.
 std::string_view extracted_name(std::string_view name) {
@@ -164,6 +226,11 @@ struct Findings {
     else
       ++more;
   }
+  // Everything `other` holds, after what this one holds.
+  void add_all(const Findings& other) {
+    for (const auto& m : other.list) add(m);
+    more += other.more;
+  }
   void finish(const std::string& path, const std::string& noun) {
     if (more)
       list.push_back(path + ": " + std::to_string(more) + " more " + noun + (more == 1 ? "" : "s") +
@@ -171,33 +238,69 @@ struct Findings {
   }
 };
 
-void review_members(const std::string& path, const std::string& data, ApkovlCheck& res, Findings& refuse,
-                    Findings& warn) {
-  ArchiveReader a(archive_read_new());
-  if (!a) throw Error(Errc::internal, "archive_read_new failed");
-  archive_read_support_filter_gzip(a.get());
-  archive_read_support_format_tar(a.get());
-  auto not_tar = [&](const char* m) {
+// libarchive reads the tar from the Gunzip stream. An exception cannot cross
+// libarchive's C code: it is kept here, and the read fails.
+struct TarFeed {
+  Gunzip& gz;
+  std::exception_ptr error;
+};
+la_ssize_t feed_tar(archive* a, void* client, const void** buffer) {
+  auto* feed = static_cast<TarFeed*>(client);
+  try {
+    return static_cast<la_ssize_t>(feed->gz.read(buffer));
+  } catch (...) {
+    feed->error = std::current_exception();
+    archive_set_error(a, EIO, "the gzip layer is damaged");
+    return -1;
+  }
+}
+
+// The current member's data, at most detail::kSmallFileMax bytes; nullopt
+// with `why` (": <libarchive's message>" or " is longer than declared").
+std::optional<std::string> read_member(archive* a, std::string& why) {
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    const la_ssize_t n = archive_read_data(a, buf, sizeof buf);
+    if (n < 0) {
+      const char* m = archive_error_string(a);
+      why = std::string(": ") + (m ? m : "unreadable data");
+      return std::nullopt;
+    }
+    if (n == 0) return out;
+    out.append(buf, static_cast<std::size_t>(n));
+    if (out.size() > detail::kSmallFileMax) {
+      why = " is longer than declared";
+      return std::nullopt;
+    }
+  }
+}
+
+// What the review finds in the members (findings kept apart from those of
+// the name and the gzip layer, which come first and decide whether these count).
+struct MemberReview {
+  const std::string& path;
+  ApkovlCheck& res;
+  Findings refuse, warn;
+  bool on = true;
+  bool stopped = false;  // by a tar error, reported
+
+  std::string not_tar(const char* m) const {
     return path + " is gzip-compressed but holds no tar archive (" + std::string(m ? m : "unreadable") + "); " +
            kHowToMake;
-  };
-  if (archive_read_open_memory(a.get(), data.data(), data.size()) != ARCHIVE_OK) {
-    refuse.add(not_tar(archive_error_string(a.get())));
-    return;
   }
-  for (;;) {
-    archive_entry* e = nullptr;
-    int rc = archive_read_next_header(a.get(), &e);
-    if (rc == ARCHIVE_EOF) break;
-    if (rc < ARCHIVE_WARN) {
-      const char* m = archive_error_string(a.get());
-      if (!res.members)
-        refuse.add(not_tar(m));
-      else
-        refuse.add(path + " is damaged after " + std::to_string(res.members) + " members: " + (m ? m : "unreadable") +
-                   "; copy it again, or " + kHowToMake);
-      return;
-    }
+  void header_error(archive* a) {
+    const char* m = archive_error_string(a);
+    if (!res.members)
+      refuse.add(not_tar(m));
+    else
+      refuse.add(path + " is damaged after " + std::to_string(res.members) + " members: " + (m ? m : "unreadable") +
+                 "; copy it again, or " + kHowToMake);
+    on = false;
+    stopped = true;
+  }
+  // A member; true when its data is wanted (etc/hostname): then hostname() follows.
+  bool member(archive_entry* e) {
     ++res.members;
     const char* raw = archive_entry_pathname(e);
     std::string name = raw ? raw : "";
@@ -250,67 +353,156 @@ void review_members(const std::string& path, const std::string& data, ApkovlChec
                "you mean that");
 
     // etc/hostname: each such member replaces the one before, as on the Pi.
-    if (extracted_name(name) == "etc/hostname") {
-      res.hostname.clear();
-      if (!hl && archive_entry_filetype(e) == AE_IFREG && archive_entry_size(e) >= 0 &&
-          archive_entry_size(e) <= static_cast<la_int64_t>(kHostnameMax)) {
-        std::string text(static_cast<std::size_t>(archive_entry_size(e)), '\0');
-        const la_ssize_t n = archive_read_data(a.get(), text.data(), text.size());
-        // A short or failed read leaves it unknown (the next header reports damage).
-        if (n == static_cast<la_ssize_t>(text.size())) res.hostname = hostname_of(text);
-      }
-    }
+    if (extracted_name(name) != "etc/hostname") return false;
+    res.hostname.clear();
+    return !hl && archive_entry_filetype(e) == AE_IFREG && archive_entry_size(e) >= 0 &&
+           archive_entry_size(e) <= static_cast<la_int64_t>(detail::kSmallFileMax);
   }
-  if (res.members == 0) refuse.add(path + " is an empty archive; " + kHowToMake);
-}
-
-// The name, then the gzip layer, then the members; stops where nothing more can be read.
-void review(const std::string& path, const std::string& data, ApkovlCheck& res, Findings& refuse, Findings& warn) {
-  const std::string base = std::filesystem::path(path).filename().string();
-  const std::size_t pos = base.find(".apkovl.tar.gz");
-  res.card_name = base;
-  if (pos == std::string::npos || pos == 0)
-    refuse.add(path +
-               ": an apkovl must be named <host>.apkovl.tar.gz (the initramfs looks for *.apkovl.tar.gz* at the top "
-               "of the card); rename it");
-  if (pos != std::string::npos && pos + 14 < base.size()) {
-    warn.add(base + " is encrypted: the Pi asks for its password on the console at every boot");
-    return;
+  void hostname(const std::string& text) {
+    const std::string name = hostname_from_file(text);
+    res.hostname = valid_hostname(name) ? name : std::string();
   }
-
-  // The gzip layer first: magic, every member's CRC/length, and the size it
-  // unpacks to (which also bounds the work a gzip bomb can cause).
-  ApkovlGzip gz;
-  try {
-    gz = check_apkovl_gzip(path, data, kApkovlMaxUnpacked);
-  } catch (const Error& e) {
-    if (e.code() != Errc::input) throw;
-    refuse.add(e.what());
-    return;
-  }
-  res.unpacked = gz.unpacked;
-  if (std::any_of(data.end() - static_cast<std::ptrdiff_t>(gz.trailing), data.end(), [](char c) { return c != 0; }))
-    warn.add(path + ": " + std::to_string(gz.trailing) + (gz.trailing == 1 ? " byte" : " bytes") +
-             " after its gzip data, not gzip; busybox ignores them");
-  // The Pi's root is a tmpfs: the whole overlay sits in RAM at every boot.
-  if (gz.unpacked > kApkovlWarnUnpacked)
-    warn.add(path + " unpacks to " + mib(gz.unpacked) +
-             ", all of it kept in the Pi's RAM (its root file system is a tmpfs) at every boot");
-  review_members(path, data, res, refuse, warn);
-}
+};
 
 }  // namespace
 
+namespace detail {
+
+// The name, then the gzip layer and the members in one go: libarchive walks
+// the tar as Gunzip decompresses it, and the rest of the gzip data is checked
+// after the tar's end. Findings are reported as if the gzip layer had been
+// judged first: when it fails, its refusal replaces what the members showed.
+ApkovlInspection apkovl_pass(const std::string& path, const std::string& data, bool review, bool summary) {
+  ApkovlInspection out;
+  ApkovlCheck& res = out.review.check;
+  Findings refuse{out.review.refusals};
+  Findings warn{res.warnings};
+  std::vector<std::string> member_refusals, member_warnings;
+  MemberReview members{path, res, {member_refusals}, {member_warnings}};
+  members.on = review;
+  SummaryCollector sum(path, data.size());
+  if (!summary) sum.fail("not asked for");
+
+  // The name the initramfs looks for.
+  if (review) {
+    const std::string base = std::filesystem::path(path).filename().string();
+    const std::size_t pos = base.find(".apkovl.tar.gz");
+    res.card_name = base;
+    if (pos == std::string::npos || pos == 0)
+      refuse.add(path +
+                 ": an apkovl must be named <host>.apkovl.tar.gz (the initramfs looks for *.apkovl.tar.gz* at the "
+                 "top of the card); rename it");
+    if (pos != std::string::npos && pos + 14 < base.size()) {
+      warn.add(base + " is encrypted: the Pi asks for its password on the console at every boot");
+      members.on = false;  // not read
+    }
+  }
+  const bool review_data = members.on;
+
+  std::optional<ApkovlGzip> gz;
+  std::optional<std::string> gz_refusal;  // the gzip layer's, which decides over everything after it
+  auto gzip_failed = [&](const Error& e) {
+    if (e.code() != Errc::input) throw e;
+    gz_refusal = e.what();
+  };
+  if (review_data || sum.on()) {
+    try {
+      std::optional<Gunzip> stream;
+      try {
+        stream.emplace(path, data, kApkovlMaxUnpacked);
+      } catch (const Error& e) {
+        gzip_failed(e);
+      }
+      if (stream) {
+        TarFeed feed{*stream, nullptr};
+        ArchiveReader a(archive_read_new());
+        if (!a) throw Error(Errc::internal, "archive_read_new failed");
+        archive_read_support_format_tar(a.get());
+        if (archive_read_open(a.get(), &feed, nullptr, feed_tar, nullptr) != ARCHIVE_OK) {
+          if (members.on) members.refuse.add(members.not_tar(archive_error_string(a.get())));
+          members.on = false;
+          members.stopped = true;
+          if (sum.on()) sum.not_a_tar(a.get());
+        }
+        while (members.on || sum.on()) {
+          archive_entry* e = nullptr;
+          const int rc = archive_read_next_header(a.get(), &e);
+          if (rc == ARCHIVE_EOF) break;
+          if (members.on && rc < ARCHIVE_WARN) members.header_error(a.get());
+          const bool summarise = sum.on() && sum.header(rc, a.get());
+          const bool review_member = members.on;
+          if (!review_member && !summarise) break;
+          const bool wanted_by_review = review_member && members.member(e);
+          const bool wanted_by_summary = summarise && sum.member(e);
+          if (!wanted_by_review && !wanted_by_summary) continue;  // the next header skips its data
+          std::string why;
+          const std::optional<std::string> text = read_member(a.get(), why);
+          // A short or failed read leaves the review's hostname unknown (the next header reports damage).
+          if (wanted_by_review && text && text->size() == static_cast<std::size_t>(archive_entry_size(e)))
+            members.hostname(*text);
+          if (wanted_by_summary) {
+            if (text)
+              sum.data(*text);
+            else
+              sum.data_failed(why);
+          }
+        }
+        if (feed.error) std::rethrow_exception(feed.error);
+        gz = stream->finish();  // the rest of the gzip data, after the tar's end
+      }
+    } catch (const Error& e) {
+      gzip_failed(e);
+    }
+  }
+
+  if (review_data) {
+    if (gz_refusal) {
+      refuse.add(*gz_refusal);
+      res.members = 0;
+      res.hostname.clear();
+    } else {
+      res.unpacked = gz->unpacked;
+      if (std::any_of(data.end() - static_cast<std::ptrdiff_t>(gz->trailing), data.end(),
+                      [](char c) { return c != 0; }))
+        warn.add(path + ": " + std::to_string(gz->trailing) + (gz->trailing == 1 ? " byte" : " bytes") +
+                 " after its gzip data, not gzip; busybox ignores them");
+      // The Pi's root is a tmpfs: the whole overlay sits in RAM at every boot.
+      if (gz->unpacked > kApkovlWarnUnpacked)
+        warn.add(path + " unpacks to " + mib(gz->unpacked) +
+                 ", all of it kept in the Pi's RAM (its root file system is a tmpfs) at every boot");
+      if (!members.stopped && res.members == 0) members.refuse.add(path + " is an empty archive; " + kHowToMake);
+      refuse.add_all(members.refuse);
+      warn.add_all(members.warn);
+    }
+  }
+  if (review) {
+    out.review.problems = out.review.refusals.size() + refuse.more;
+    out.review.warnings = res.warnings.size() + warn.more;
+    refuse.finish(path, "problem");
+    warn.finish(path, "warning");
+  }
+
+  if (summary) {
+    // A summary problem found before the gzip layer (the size) stands; the
+    // gzip layer's refusal comes before any found in the members.
+    if (data.size() > kApkovlMaxBytes || (!gz_refusal && !sum.on()))
+      out.problem = sum.problem();
+    else if (gz_refusal)
+      out.problem = *gz_refusal;
+    else
+      out.summary = std::move(sum.summary());
+  }
+  return out;
+}
+
+}  // namespace detail
+
+ApkovlInspection inspect_apkovl(const std::string& path, const std::string& data) {
+  return detail::apkovl_pass(path, data, true, true);
+}
+
 ApkovlReview review_apkovl(const std::string& path, const std::string& data) {
-  ApkovlReview rev;
-  Findings refuse{rev.refusals};
-  Findings warn{rev.check.warnings};
-  review(path, data, rev.check, refuse, warn);
-  rev.problems = rev.refusals.size() + refuse.more;
-  rev.warnings = rev.check.warnings.size() + warn.more;
-  refuse.finish(path, "problem");
-  warn.finish(path, "warning");
-  return rev;
+  return detail::apkovl_pass(path, data, true, false).review;
 }
 
 ApkovlCheck check_apkovl(const std::string& path, const std::string& data) {

@@ -147,6 +147,28 @@ TEST(InspectCli, TruncatedBeforeItsFatPartitionSaysSo) {
   EXPECT_EQ(r.err.find("no FAT partition"), std::string::npos) << r.err;
 }
 
+// A first FAT partition that does not open: the next one is shown, and the
+// warning names the one passed over.
+TEST(InspectCli, ABrokenFirstFatPartitionIsNamedAndTheNextShown) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  TempDir dir;
+  fs::path img = dir / "two.img";
+  auto r0 = sh("set -e; truncate -s 48M '" + img.string() +
+               "'; printf 'label: dos\\nstart=2048, size=16384, type=c\\nstart=18432, type=c\\n' | sfdisk -q '" +
+               img.string() + "'; mkfs.vfat -F 16 -n SECOND --offset 18432 '" + img.string() + "' >/dev/null");
+  ASSERT_EQ(r0.exit_code, 0) << r0.err;
+  auto r = cli({"inspect", img.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("File system (partition 2, byte offset " + std::to_string(18432ull * 512) + "): FAT16"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("SECOND"), std::string::npos) << r.out;
+  const std::size_t w = r.out.find("Warnings:\n");
+  ASSERT_NE(w, std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  " + img.string() + " partition 1: ", w), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("; partition 2 is read instead\n", w), std::string::npos) << r.out;
+}
+
 // An image from our own engine (rpi-provision --tarball T --apkovl A --output).
 TEST(InspectCli, ImageBuiltByTheEngine) {
   RPI_REQUIRE_TOOL("tar");

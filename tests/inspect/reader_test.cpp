@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "inspect_support.hpp"
+#include "partition/boot_fat.hpp"
 #include "partition/reader.hpp"
 #include "rpi/error.hpp"
 
@@ -32,6 +33,10 @@ std::string env_export(const std::string& out, const std::string& key) {
   std::smatch m;
   std::regex re("(^|\n)" + key + "=([^\n]*)");
   return std::regex_search(out, m, re) ? m[2].str() : "<missing " + key + ">";
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
 }
 
 class ReaderTest : public ::testing::TestWithParam<std::string> {};
@@ -212,6 +217,181 @@ TEST(Reader, MtypeAgreesOnEveryFile) {
     ++checked;
   });
   EXPECT_EQ(checked, static_cast<int>(b.files.size()));
+}
+
+// ---- open_boot_fat: the boot FAT of an image, as inspect and watch find it --
+
+// The boot FAT of `image` with the descriptor it reads through.
+struct OpenedBootFat : BootFat {
+  Fd fd;
+};
+OpenedBootFat boot_fat_of(const fs::path& image, BootFatRead read = BootFatRead::volume) {
+  Fd fd = open_or_throw(image.string(), O_RDONLY);
+  BootFat b = open_boot_fat(fd.get(), "card.img", read);
+  return {std::move(b), std::move(fd)};
+}
+
+std::vector<BootFatNote::Kind> kinds(const BootFat& b) {
+  std::vector<BootFatNote::Kind> k;
+  for (const auto& n : b.notes) k.push_back(n.kind);
+  return k;
+}
+
+TEST(BootFat, MbrImage) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  TempDir dir;
+  BuiltImage b = build_image(dir, "32", true);
+  OpenedBootFat bf = boot_fat_of(b.image);
+  EXPECT_EQ(bf.size, fs::file_size(b.image));
+  ASSERT_TRUE(bf.mbr);
+  EXPECT_FALSE(bf.superfloppy());
+  EXPECT_FALSE(bf.gpt());
+  EXPECT_EQ(bf.mbr->disk_id, 0xcafef00du);  // as given to sfdisk
+  EXPECT_EQ(bf.partition, 1u);
+  EXPECT_EQ(bf.offset, kPartOffset);
+  EXPECT_TRUE(bf.notes.empty());
+  EXPECT_FALSE(bf.error);
+  ASSERT_TRUE(bf.volume);
+  EXPECT_EQ(bf.volume->info().label(), "RPITEST");  // as given to mkfs.vfat
+  EXPECT_EQ(bf.volume->info().volume_id_string(), "1234-ABCD");
+  EXPECT_EQ(bf.volume->read_file("cmdline.txt", 4096), b.files["cmdline.txt"]);
+
+  // The table alone: the same partition table, no volume.
+  OpenedBootFat table = boot_fat_of(b.image, BootFatRead::table);
+  ASSERT_TRUE(table.mbr);
+  EXPECT_EQ(table.mbr->disk_id, 0xcafef00du);
+  EXPECT_FALSE(table.volume);
+  EXPECT_FALSE(table.error);
+  EXPECT_EQ(table.partition, 0u);
+}
+
+TEST(BootFat, Superfloppy) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  TempDir dir;
+  BuiltImage b = build_image(dir, "12", false, "4M");
+  OpenedBootFat bf = boot_fat_of(b.image);
+  EXPECT_TRUE(bf.superfloppy());
+  EXPECT_FALSE(bf.gpt());
+  EXPECT_EQ(bf.partition, 0u);
+  EXPECT_EQ(bf.offset, 0u);
+  EXPECT_FALSE(bf.error);
+  ASSERT_TRUE(bf.volume);
+  EXPECT_EQ(bf.volume->info().kind, FatKind::fat12);
+  EXPECT_EQ(bf.volume->read_file(".alpine-release", 4096), b.files[".alpine-release"]);
+  EXPECT_FALSE(boot_fat_of(b.image, BootFatRead::table).volume);
+}
+
+// A GPT (its protective MBR) is reported and not read, even with a FAT
+// partition in it.
+TEST(BootFat, GptIsNotRead) {
+  RPI_REQUIRE_TOOL("sfdisk");
+  RPI_REQUIRE_TOOL("mkfs.vfat");
+  TempDir dir;
+  fs::path img = dir / "gpt.img";
+  auto r = sh("set -e; truncate -s 16M '" + img.string() +
+              "'; printf 'label: gpt\\nstart=2048, type=uefi\\n' | sfdisk -q '" + img.string() +
+              "'; mkfs.vfat --offset 2048 '" + img.string() + "' 8192 >/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (BootFatRead read : {BootFatRead::volume, BootFatRead::table}) {
+    OpenedBootFat bf = boot_fat_of(img, read);
+    ASSERT_TRUE(bf.mbr);
+    EXPECT_TRUE(bf.gpt());
+    EXPECT_EQ(bf.mbr->entries[0].type, 0xEE);
+    EXPECT_FALSE(bf.volume);
+    ASSERT_TRUE(bf.error);
+    EXPECT_EQ(bf.error->code(), Errc::input);
+    EXPECT_EQ(std::string(bf.error->what()),
+              "card.img: GPT partition table, not supported (Raspberry Pi cards need an MBR)");
+  }
+}
+
+TEST(BootFat, NoFatPartition) {
+  RPI_REQUIRE_TOOL("sfdisk");
+  TempDir dir;
+  fs::path img = dir / "linux.img";
+  auto r = sh("truncate -s 16M '" + img.string() + "' && printf 'label: dos\\nstart=2048, type=83\\n' | sfdisk -q '" +
+              img.string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  OpenedBootFat bf = boot_fat_of(img);
+  ASSERT_TRUE(bf.mbr);
+  EXPECT_EQ(bf.mbr->entries[0].type, 0x83);
+  EXPECT_FALSE(bf.volume);
+  EXPECT_TRUE(bf.notes.empty());
+  ASSERT_TRUE(bf.error);
+  EXPECT_EQ(std::string(bf.error->what()),
+            "card.img: no FAT partition (a Raspberry Pi boots from a FAT partition of type 0x0c)");
+  // Only the table asked for: no verdict on the FAT.
+  EXPECT_FALSE(boot_fat_of(img, BootFatRead::table).error);
+}
+
+TEST(BootFat, TruncatedFiles) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  TempDir dir;
+  // Cut before its FAT partition starts: sfdisk wrote the table for 16 MiB.
+  fs::path cut = dir / "cut.img";
+  auto r = sh("truncate -s 16M '" + cut.string() + "' && printf 'label: dos\\nstart=8192, type=c\\n' | sfdisk -q '" +
+              cut.string() + "' && truncate -s 1M '" + cut.string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  OpenedBootFat bf = boot_fat_of(cut);
+  EXPECT_FALSE(bf.volume);
+  EXPECT_EQ(kinds(bf), (std::vector{BootFatNote::Kind::partition_table, BootFatNote::Kind::past_end}));
+  EXPECT_TRUE(contains(bf.notes[0].message, "partition 1 ends at byte 16777216, past the end of the disk"))
+      << bf.notes[0].message;
+  EXPECT_EQ(bf.notes[1].partition, 1u);
+  EXPECT_EQ(bf.notes[1].message, "partition 1 starts at byte 4194304, past the end (1048576 bytes)");
+  ASSERT_TRUE(bf.error);
+  EXPECT_TRUE(contains(bf.error->what(), "a truncated image, or a card smaller than its partition table says"))
+      << bf.error->what();
+
+  // Cut inside its FAT: the partition's own error, naming it.
+  BuiltImage b = build_image(dir, "32", true);
+  ASSERT_EQ(sh("truncate -s " + std::to_string(kPartOffset + 4096) + " '" + b.image.string() + "'").exit_code, 0);
+  OpenedBootFat inside = boot_fat_of(b.image);
+  EXPECT_FALSE(inside.volume);
+  ASSERT_TRUE(inside.error);
+  EXPECT_EQ(inside.error->code(), Errc::input);
+  EXPECT_TRUE(contains(inside.error->what(), "card.img partition 1: ")) << inside.error->what();
+  // The error says it; it is not a note as well.
+  for (const auto& n : inside.notes) EXPECT_NE(n.kind, BootFatNote::Kind::unreadable) << n.message;
+
+  // Shorter than a sector, and a sector 0 that is neither an MBR nor a FAT: no medium at all.
+  write_file(dir / "tiny.img", std::string(100, '\0'));
+  try {
+    boot_fat_of(dir / "tiny.img");
+    ADD_FAILURE() << "a 100-byte file was taken for a disk";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::input);
+    EXPECT_EQ(std::string(e.what()), "card.img: only 100 bytes: not a disk image");
+  }
+  write_file(dir / "noise.img", pseudo_random(4096, 3));
+  EXPECT_THROW(boot_fat_of(dir / "noise.img"), Error);
+}
+
+// A first FAT partition whose file system does not open is passed over for
+// the next one, and said so.
+TEST(BootFat, ABrokenFirstFatPartitionIsPassedOver) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  RPI_REQUIRE_TOOL("blkid");
+  TempDir dir;
+  fs::path img = dir / "two.img";
+  auto r = sh("set -e; truncate -s 48M '" + img.string() +
+              "'; printf 'label: dos\\nstart=2048, size=16384, type=c\\nstart=18432, type=c\\n' | sfdisk -q '" +
+              img.string() + "'; mkfs.vfat -F 16 -n SECOND --offset 18432 '" + img.string() + "' >/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // blkid (the oracle) finds a FAT in partition 2 and nothing in partition 1.
+  EXPECT_NE(run({"blkid", "-p", "-O", std::to_string(2048 * 512), img.string()}).exit_code, 0);
+  EXPECT_EQ(run({"blkid", "-p", "-O", std::to_string(18432ull * 512), img.string()}).exit_code, 0);
+  OpenedBootFat bf = boot_fat_of(img);
+  ASSERT_TRUE(bf.volume);
+  EXPECT_FALSE(bf.error);
+  EXPECT_EQ(bf.partition, 2u);
+  EXPECT_EQ(bf.offset, 18432ull * 512);
+  EXPECT_EQ(bf.volume->info().label(), "SECOND");
+  ASSERT_EQ(bf.notes.size(), 1u);
+  EXPECT_EQ(bf.notes[0].kind, BootFatNote::Kind::unreadable);
+  EXPECT_EQ(bf.notes[0].partition, 1u);
+  EXPECT_TRUE(contains(bf.notes[0].message, "card.img partition 1: ")) << bf.notes[0].message;
+  EXPECT_TRUE(contains(bf.notes[0].message, "; partition 2 is read instead")) << bf.notes[0].message;
 }
 
 TEST(Apkovl, SummaryWithoutSecrets) {

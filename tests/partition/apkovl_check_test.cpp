@@ -3,12 +3,16 @@
 // gzip layer, `busybox tar -tzf` must agree with ours; where it is our policy
 // (hard links out of the overlay, size), busybox is shown to accept the input
 // so the test is about the policy and not a broken fixture.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
+#include <zlib.h>
 
+#include <atomic>
 #include <optional>
 
 #include "partition/apkovl_check.hpp"
 #include "partition/reader.hpp"
+#include "rpi/archive_reader.hpp"
 #include "rpi/error.hpp"
 #include "test_support.hpp"
 
@@ -294,19 +298,38 @@ TEST(ApkovlCheck, AbsoluteAndDotDotMemberNamesAreRefused) {
 
 namespace {
 
-// etc/hostname as busybox tar leaves it on the Pi: the file extracted by
-// `busybox tar -xzf`, its first line with blanks trimmed ("" if not a file).
-std::string busybox_hostname(const TempDir& dir, const fs::path& apkovl) {
+// The host name busybox `hostname -F FILE` (Alpine's hostname service) sets
+// from `text`: the real busybox, in a user and UTS namespace of its own
+// (`unshare -r -u`) so that nothing is set on this machine. "" when it sets
+// none; nullopt when busybox or such a namespace is not available here.
+std::optional<std::string> busybox_sets(const TempDir& dir, const std::string& text) {
+  static const bool usable = rpi::test::have_tool("busybox") && rpi::test::have_tool("unshare") &&
+                             rpi::test::run({"unshare", "-r", "-u", "busybox", "hostname", "x"}).exit_code == 0;
+  if (!usable) return std::nullopt;
+  const fs::path f = dir / "hostname-for-busybox";
+  rpi::test::write_file(f, text);
+  // A sentinel first: what is still set afterwards was not set by the file.
+  auto r =
+      rpi::test::run({"unshare", "-r", "-u", "sh", "-c",
+                      "busybox hostname h1-sentinel && { busybox hostname -F \"$1\" 2>/dev/null; busybox hostname; }",
+                      "sh", f.string()});
+  if (r.exit_code != 0 || r.out.empty() || r.out.back() != '\n')
+    throw std::runtime_error("busybox hostname: " + r.err + r.out);
+  const std::string name = r.out.substr(0, r.out.size() - 1);
+  return name == "h1-sentinel" ? std::string() : name;
+}
+
+// etc/hostname as busybox tar leaves it on the Pi (the file extracted by
+// `busybox tar -xzf`; "" if it is not a regular file), read by busybox
+// `hostname -F`. nullopt when busybox_sets cannot run here.
+std::optional<std::string> busybox_hostname(const TempDir& dir, const fs::path& apkovl) {
   fs::path root = dir / ("x-" + apkovl.filename().string());
   fs::create_directories(root);
   auto r = rpi::test::run({"busybox", "tar", "-xzf", apkovl.string(), "-C", root.string()});
   if (r.exit_code != 0) throw std::runtime_error("busybox tar -xzf " + apkovl.string() + ": " + r.err);
   const fs::path f = root / "etc/hostname";
-  if (fs::is_symlink(f) || !fs::is_regular_file(f)) return "";
-  std::string line = rpi::test::read_file(f);
-  line = line.substr(0, line.find('\n'));
-  const std::size_t a = line.find_first_not_of(" \t\r");
-  return a == std::string::npos ? "" : line.substr(a, line.find_last_not_of(" \t\r") - a + 1);
+  if (fs::is_symlink(f) || !fs::is_regular_file(f)) return std::string();
+  return busybox_sets(dir, rpi::test::read_file(f));
 }
 
 // An apkovl named `name` whose etc/hostname holds `text` (make_apkovl.py hostname).
@@ -320,11 +343,14 @@ fs::path with_hostname(const TempDir& dir, const std::string& name, const std::s
 
 }  // namespace
 
-// --apkovl names the card after the overlay's etc/hostname: the file busybox
-// tar leaves on the Pi (the last member of that name), first line, trimmed.
-TEST(ApkovlCheck, HostnameIsTheFirstLineOfEtcHostnameAsTarLeavesIt) {
+// --apkovl names the card after the host name the Pi sets from the overlay's
+// etc/hostname: the file busybox tar leaves on the Pi (the last member of
+// that name), read as busybox `hostname -F` reads it. inspect's summary shows
+// the same name.
+TEST(ApkovlCheck, HostnameIsWhatBusyboxSetsFromEtcHostnameAsTarLeavesIt) {
   RPI_REQUIRE_TOOL("busybox");
   TempDir d;
+  if (!busybox_sets(d, "x\n")) GTEST_SKIP() << "cannot run busybox hostname in a user+UTS namespace (unshare -r -u)";
   struct Case {
     fs::path apkovl;
     std::string expected;
@@ -332,7 +358,9 @@ TEST(ApkovlCheck, HostnameIsTheFirstLineOfEtcHostnameAsTarLeavesIt) {
       {make(d, "ok"), "myhost"},
       {make(d, "dot-slash"), "myhost"},
       {make(d, "hostname-twice"), "second"},
-      {with_hostname(d, "blanks.apkovl.tar.gz", " \tkiosk-07 \r\nsecond-line\n"), "kiosk-07"},
+      {with_hostname(d, "blanks.apkovl.tar.gz", " \tkiosk-07 \r\n\n\tsecond-line\t\n"), "second-line"},
+      {with_hostname(d, "comment.apkovl.tar.gz", "# the kiosk by the door\nkiosk-07\n"), "kiosk-07"},
+      {with_hostname(d, "words.apkovl.tar.gz", "kiosk-07 # was kiosk-06\n"), "kiosk-07"},
       {with_hostname(d, "fqdn.apkovl.tar.gz", "pi.example.org"), "pi.example.org"},
   };
   for (const auto& c : cases) {
@@ -341,6 +369,7 @@ TEST(ApkovlCheck, HostnameIsTheFirstLineOfEtcHostnameAsTarLeavesIt) {
     ASSERT_TRUE(o.ok) << o.error;
     EXPECT_EQ(o.ok->hostname, c.expected) << c.apkovl;
     EXPECT_TRUE(o.ok->warnings.empty()) << joined(o.ok->warnings);
+    EXPECT_EQ(summarize_apkovl(rpi::test::read_file(c.apkovl), "x.apkovl.tar.gz").hostname, c.expected) << c.apkovl;
   }
 }
 
@@ -350,15 +379,18 @@ TEST(ApkovlCheck, HostnameIsEmptyWhenAbsentInvalidOrNotARegularFile) {
   RPI_REQUIRE_TOOL("busybox");
   TempDir d;
   std::vector<fs::path> files = {make(d, "no-hostname"), make(d, "hostname-symlink")};
-  for (const auto& f : files) EXPECT_EQ(busybox_hostname(d, f), "") << f;  // absent; a symlink
+  for (const auto& f : files) EXPECT_EQ(busybox_hostname(d, f).value_or(""), "") << f;  // absent; a symlink
   int i = 0;
-  const std::vector<std::string> invalid = {
-      "", "\n", "   \n", "my_host\n", "-lead\n", "trail-\n", "two words\n", "a..b\n", ".dot\n", "dot.\n",
-      "h\xc3\xbc"
-      "bsch\n",
-      std::string(65, 'a'), std::string(64, 'a') + "x",
-      // 65 characters in labels of 32: only the total is too long
-      std::string(32, 'a') + "." + std::string(32, 'b'), "x\x1b[2J\n", std::string(5000, 'a')};
+  const std::vector<std::string> invalid = {"", "\n", "   \n", "# only a comment\n", "my_host\n", "-lead\n", "trail-\n",
+                                            "-two words\n", "a..b\n", ".dot\n", "dot.\n",
+                                            // CR LF line ends: busybox keeps the CR in the name it sets
+                                            "kiosk-07\r\n",
+                                            "h\xc3\xbc"
+                                            "bsch\n",
+                                            std::string(65, 'a'), std::string(64, 'a') + "x",
+                                            // 65 characters in labels of 32: only the total is too long
+                                            std::string(32, 'a') + "." + std::string(32, 'b'), "x\x1b[2J\n",
+                                            std::string(5000, 'a')};
   for (const std::string& text : invalid) {
     files.push_back(with_hostname(d, "bad" + std::to_string(i++) + ".apkovl.tar.gz", text));
   }
@@ -443,4 +475,119 @@ TEST(ApkovlCheck, FindingsStopAtTheLimitAndCountTheRest) {
   const ApkovlReview r = review_apkovl(p.string(), rpi::test::read_file(p));
   EXPECT_EQ(r.warnings, 30u);
   EXPECT_EQ(r.problems, 0u);
+}
+
+namespace {
+
+// etc/hostname texts, with the name busybox 1.35 `hostname -F` sets from
+// each (as seen running it), "" for none.
+struct HostnameCase {
+  const char* what;
+  std::string text;
+  std::string sets;
+};
+const std::vector<HostnameCase>& hostname_cases() {
+  static const std::vector<HostnameCase> cases = {
+      {"one line", "kiosk-07\n", "kiosk-07"},
+      {"no final newline", "kiosk-07", "kiosk-07"},
+      {"a comment first", "# the kiosk by the door\nkiosk-07\n", "kiosk-07"},
+      {"an indented comment", "  \t# old: kiosk-06\nkiosk-07\n", "kiosk-07"},
+      {"blank lines", "\n\n  \n\t\nkiosk-07\n\n\n", "kiosk-07"},
+      {"trailing spaces and a tab", "kiosk-07 \t \n", "kiosk-07"},
+      {"leading blanks", " \t kiosk-07\n", "kiosk-07"},
+      {"CR LF line ends (the CR stays)", "kiosk-07\r\n", "kiosk-07\r"},
+      {"several names: the last wins", "first\nsecond\nthird\n", "third"},
+      {"several names with CR LF", "first\r\nsecond\r\n", "second\r"},
+      {"only comments", "# one\n  # two\n#\n", ""},
+      {"empty", "", ""},
+      {"only blank lines", "\n \n\t\n", ""},
+      {"the first word of a line", "kiosk-07 kiosk-08\n", "kiosk-07"},
+      {"a comment after the name", "kiosk-07# was kiosk-06\n", "kiosk-07"},
+      {"a comment line after the name", "kiosk-07\n# kiosk-08\n", "kiosk-07"},
+      {"a continued line", "kio\\\nsk-07\n", "kiosk-07"},
+      {"a name longer than 64 bytes ends it", "kiosk-07\n" + std::string(65, 'a') + "\nkiosk-08\n", "kiosk-07"},
+      {"64 bytes are taken", std::string(64, 'b') + "\n", std::string(64, 'b')},
+      {"a NUL ends the line", std::string("kiosk-07\0-x\n", 12), "kiosk-07"},
+  };
+  return cases;
+}
+
+}  // namespace
+
+TEST(Hostname, FromFileIsWhatBusyboxHostnameDashFSets) {
+  for (const auto& c : hostname_cases()) EXPECT_EQ(hostname_from_file(c.text), c.sets) << c.what;
+  // Whether the card is named after it.
+  EXPECT_TRUE(valid_hostname("kiosk-07"));
+  EXPECT_FALSE(valid_hostname("kiosk-07\r"));
+  EXPECT_FALSE(valid_hostname(""));
+}
+
+// The same cases against the real busybox.
+TEST(Hostname, FromFileAgreesWithBusybox) {
+  TempDir d;
+  if (!busybox_sets(d, "x\n")) GTEST_SKIP() << "cannot run busybox hostname in a user+UTS namespace (unshare -r -u)";
+  for (const auto& c : hostname_cases()) {
+    ASSERT_EQ(busybox_sets(d, c.text), c.sets) << c.what << ": busybox does not do what the case says";
+    EXPECT_EQ(hostname_from_file(c.text), c.sets) << c.what;
+  }
+}
+
+// inspect reviews and summarises an apkovl from one decompression: every
+// gzip decompression starts with inflateInit2_ (zlib's, or libarchive's gzip
+// filter's), counted here by standing in for zlib's.
+namespace {
+std::atomic<int> inflate_inits{0};
+}  // namespace
+extern "C" int inflateInit2_(z_streamp strm, int window_bits, const char* version, int stream_size) {
+  using Real = int (*)(z_streamp, int, const char*, int);
+  static const Real real = reinterpret_cast<Real>(::dlsym(RTLD_NEXT, "inflateInit2_"));
+  if (!real) return Z_VERSION_ERROR;
+  ++inflate_inits;
+  return real(strm, window_bits, version, stream_size);
+}
+
+TEST(ApkovlCheck, InspectDecompressesOnce) {
+  TempDir d;
+  const std::string data = rpi::test::read_file(make(d, "hostile"));
+  // The count sees this library's zlib use and libarchive's.
+  inflate_inits = 0;
+  (void)check_apkovl_gzip("x.apkovl.tar.gz", data, kApkovlMaxUnpacked);
+  if (inflate_inits != 1) GTEST_SKIP() << "zlib's inflateInit2_ cannot be stood in for here";
+  inflate_inits = 0;
+  {
+    rpi::ArchiveReader a(archive_read_new());
+    archive_read_support_filter_gzip(a.get());
+    archive_read_support_format_tar(a.get());
+    ASSERT_EQ(archive_read_open_memory(a.get(), data.data(), data.size()), ARCHIVE_OK);
+    archive_entry* e = nullptr;
+    while (archive_read_next_header(a.get(), &e) == ARCHIVE_OK) {
+    }
+  }
+  const bool sees_libarchive = inflate_inits > 0;
+
+  inflate_inits = 0;
+  const ApkovlInspection seen = inspect_apkovl("card.apkovl.tar.gz", data);
+  EXPECT_EQ(inflate_inits, 1) << (sees_libarchive ? "" : "(libarchive's own decompressions are not counted here)");
+  // And it is the whole answer: the findings of --apkovl and the summary.
+  ASSERT_EQ(seen.review.refusals.size(), 1u) << joined(seen.review.refusals);
+  EXPECT_TRUE(contains(seen.review.refusals[0], "member 'etc/shadow.lnk' is a hard link to '/etc/shadow'"));
+  EXPECT_EQ(seen.review.check.warnings.size(), 2u) << joined(seen.review.check.warnings);
+  EXPECT_EQ(seen.review.check.hostname, "myhost");
+  ASSERT_TRUE(seen.summary) << seen.problem;
+  EXPECT_EQ(seen.summary->members, 10u);
+  EXPECT_EQ(seen.summary->hostname, "myhost");
+  EXPECT_EQ(seen.summary->world, (std::vector<std::string>{"alpine-base", "openssh"}));
+  EXPECT_EQ(seen.summary->runlevels.at("default"), std::vector<std::string>{"sshd"});
+  // A gzip layer that fails decides both, still from one decompression.
+  std::string bad_crc = data;
+  bad_crc[bad_crc.size() - 8] = static_cast<char>(bad_crc[bad_crc.size() - 8] ^ 0x01);
+  inflate_inits = 0;
+  const ApkovlInspection damaged = inspect_apkovl("card.apkovl.tar.gz", bad_crc);
+  EXPECT_EQ(inflate_inits, 1);
+  ASSERT_EQ(damaged.review.refusals.size(), 1u) << joined(damaged.review.refusals);
+  EXPECT_TRUE(contains(damaged.review.refusals[0], "card.apkovl.tar.gz is damaged (gzip: incorrect data check)"))
+      << damaged.review.refusals[0];
+  EXPECT_TRUE(damaged.review.check.warnings.empty()) << joined(damaged.review.check.warnings);
+  EXPECT_FALSE(damaged.summary);
+  EXPECT_EQ(damaged.problem, damaged.review.refusals[0]);
 }

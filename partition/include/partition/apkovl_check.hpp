@@ -5,8 +5,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "partition/reader.hpp"
 
 namespace rpi::partition {
 
@@ -14,10 +18,10 @@ struct ApkovlCheck {
   std::string card_name;  // the name it gets at the FAT root
   std::size_t members = 0;
   std::uint64_t unpacked = 0;  // bytes of tar the gzip data holds (0 if encrypted)
-  // The first line of etc/hostname (the last such member, as tar leaves it),
-  // blanks trimmed, when it is a valid host name: RFC 1123 labels of letters,
-  // digits and '-', at most 64 characters. "" when there is none, it is not
-  // a regular file, it is invalid, or the apkovl is encrypted.
+  // The name the Pi sets from etc/hostname (the last such member, as tar
+  // leaves it; see hostname_from_file), when it is a valid host name (see
+  // valid_hostname). "" when there is none, it is not a regular file, it is
+  // invalid, or the apkovl is encrypted.
   std::string hostname;
   std::vector<std::string> warnings;  // harmless-but-odd findings
 };
@@ -50,6 +54,31 @@ struct ApkovlReview {
 };
 inline constexpr std::size_t kApkovlMaxFindings = 20;
 ApkovlReview review_apkovl(const std::string& path, const std::string& data);
+
+// Everything `inspect` shows about an apkovl, from one pass over its data
+// (one decompression, one walk of the tar): the review above and the
+// summary (reader.hpp). The summary is judged as summarize_apkovl judges it:
+// when that would throw, `summary` is empty and `problem` is its message.
+// Throws only rpi::Error(internal) (zlib or libarchive unusable).
+struct ApkovlInspection {
+  ApkovlReview review;
+  std::optional<ApkovlSummary> summary;
+  std::string problem;  // why there is no summary; "" when there is one
+};
+ApkovlInspection inspect_apkovl(const std::string& path, const std::string& data);
+
+// The host name Alpine's `hostname` service sets from the text of
+// etc/hostname: it runs busybox `hostname -F`, which skips blank lines and
+// lines whose first non-blank character is '#', takes the first word of each
+// other line (up to a space, tab or '#'; a CR stays part of it) and sets each
+// in turn, so the last one wins; a word longer than 64 bytes fails and ends
+// it there. Lines ending in '\' continue on the next. "" when nothing is set.
+std::string hostname_from_file(std::string_view text);
+
+// A host name as sethostname(2) and DNS take it: at most 64 characters,
+// labels of 1..63 letters, digits and '-' (RFC 1123), not starting or ending
+// in '-'.
+bool valid_hostname(std::string_view name) noexcept;
 
 // The gzip layer alone, judged as busybox's gunzip judges it: the data must
 // start with a gzip header; every member's CRC-32 and length are checked;

@@ -171,7 +171,7 @@ struct ApkovlUser {
 // etc/shadow, wpa_supplicant.conf or keys, only whether they are present.
 struct ApkovlSummary {
   std::uint64_t members = 0;
-  std::string hostname;                                       // etc/hostname, first line ("" if absent)
+  std::string hostname;                                       // etc/hostname as the Pi sets it (hostname_from_file)
   std::vector<std::string> world;                             // etc/apk/world
   std::map<std::string, std::vector<std::string>> runlevels;  // runlevel -> services (symlinks)
   std::vector<ApkovlUser> users;                              // etc/passwd: name, uid, shell
@@ -188,6 +188,7 @@ inline constexpr std::uint64_t kApkovlMaxMembers = 200000;
 
 // Summarises a gzip-compressed tar (only gzip + tar are accepted). Throws
 // Errc::input "<name>: ..." if it is not one or exceeds the limits above.
+// (inspect_apkovl in apkovl_check.hpp gives this and the review in one pass.)
 ApkovlSummary summarize_apkovl(const std::string& data, const std::string& name);
 
 }  // namespace rpi::partition
