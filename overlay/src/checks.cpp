@@ -564,6 +564,32 @@ std::string ssh_key_label(std::string_view s) {
   return std::string(type) + (comment.empty() ? " (no comment)" : " " + std::string(comment));
 }
 
+namespace {
+// The public keys in rpi-provision's own examples (examples/*.toml), by their
+// base64 key data: a spec copied from an example keeps them until its user
+// puts their own key in. spec_test checks that every key in examples/,
+// README.md and docs/ is listed here.
+constexpr std::string_view kExampleKeys[] = {
+    "AAAAC3NzaC1lZDI1NTE5AAAAIHeLguboJt2OAmYzeA/Z4TVxebKDh2PkgXgHJPUhfUjq",  // admin@example
+    "AAAAC3NzaC1lZDI1NTE5AAAAIC9rEgY6ab8O/+grY8f9RMuELezi+3sHCxBW+rmCmdjP",  // teacher@school.example
+};
+}  // namespace
+
+bool ssh_key_is_example(std::string_view s) {
+  std::string_view line = skip_blanks(s);
+  if (!is_type(word(line))) {
+    const auto len = options_length(line);
+    line = skip_blanks(line.substr(len ? *len : line.size()));
+  }
+  const std::string_view rest = skip_blanks(line.substr(word(line).size()));
+  const std::string_view b64 = word(rest);
+  return std::find(std::begin(kExampleKeys), std::end(kExampleKeys), b64) != std::end(kExampleKeys);
+}
+
+bool ssh_key_opens_shell(std::string_view s) {
+  return !ssh_key_forces_command(s) && !ssh_key_is_example(s);
+}
+
 std::string keymap(std::string_view s) {
   // kbd-bkeymaps (aports main/kbd) makes one map per xkeyboard-config layout and
   // layout-variant and stores it as LAYOUT/NAME.bmap.gz, LAYOUT being NAME up to its
@@ -634,6 +660,9 @@ std::string url(std::string_view s, const std::vector<std::string_view>& schemes
 }
 
 std::string closest(std::string_view word, const std::vector<std::string_view>& candidates) {
+  // "SSID" for "ssid": the same word in other letters' case.
+  for (auto c : candidates)
+    if (lower(word) == lower(c)) return std::string(c);
   std::string best;
   std::size_t best_d = 3;
   for (auto c : candidates) {
@@ -653,6 +682,36 @@ std::string closest(std::string_view word, const std::vector<std::string_view>& 
         best_len = l;
         best = c;
       }
+    }
+  }
+  return best;
+}
+
+std::string closest_timezone(std::string_view s) {
+  // Compared in lower case, with spaces as the underscores IANA names use.
+  auto norm = [](std::string_view z) {
+    std::string out = lower(z);
+    std::replace(out.begin(), out.end(), ' ', '_');
+    return out;
+  };
+  const std::string want = norm(s);
+  if (want.empty()) return {};
+  for (const char* z : kZones)
+    if (norm(z) == want) return z;
+  // The city alone: "Berlin" for "Europe/Berlin".
+  if (want.find('/') == std::string::npos)
+    for (const char* z : kZones) {
+      const std::string_view zone(z);
+      const auto slash = zone.rfind('/');
+      if (slash != std::string_view::npos && norm(zone.substr(slash + 1)) == want) return z;
+    }
+  std::string best;
+  std::size_t best_d = 3;
+  for (const char* z : kZones) {
+    const std::size_t d = rpi::edit_distance(want, norm(z));
+    if (d < best_d) {
+      best_d = d;
+      best = z;
     }
   }
   return best;
@@ -687,6 +746,13 @@ std::string no_login_reason(const HostConfig& h, const User& u) {
   if (u.password_hash.starts_with("!")) return "password_hash starts with '!', so sshd refuses its SSH keys";
   if (std::all_of(keys.begin(), keys.end(), [](const std::string& k) { return ssh_key_forces_command(k); }))
     return "every SSH key forces a command=\"...\", so no shell";
+  if (std::all_of(keys.begin(), keys.end(), [](const std::string& k) { return ssh_key_is_example(k); }))
+    return keys.size() == 1
+               ? "no password, and its SSH key is rpi-provision's example key, whose private key nobody has"
+               : "no password, and its SSH keys are rpi-provision's example keys, whose private keys "
+                 "nobody has";
+  if (std::none_of(keys.begin(), keys.end(), [](const std::string& k) { return ssh_key_opens_shell(k); }))
+    return "no password, and every SSH key forces a command=\"...\" or is rpi-provision's example key";
   return {};
 }
 
@@ -698,7 +764,7 @@ bool root_logs_in(const HostConfig& h) {
   // A command="..." option forces its command whatever permit_root_login says.
   const auto& keys = h.root.ssh_authorized_keys;
   return root_keys(h) == RootKeys::usable && !ph.starts_with("!") &&
-         !std::all_of(keys.begin(), keys.end(), [](const std::string& k) { return ssh_key_forces_command(k); });
+         std::any_of(keys.begin(), keys.end(), [](const std::string& k) { return ssh_key_opens_shell(k); });
 }
 
 bool anyone_logs_in(const HostConfig& h) {

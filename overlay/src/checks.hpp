@@ -52,15 +52,23 @@ bool ssh_key_forces_command(std::string_view s);
 // A key entry for messages: its type and comment ("ssh-ed25519 me@laptop"),
 // never its base64 nor its options.
 std::string ssh_key_label(std::string_view s);
+// Whether an authorized_keys entry holds one of the public keys shipped in
+// rpi-provision's examples/ (compared by key data, whatever its options and
+// comment): nobody has its private key, so it lets nobody in.
+bool ssh_key_is_example(std::string_view s);
+// Whether an authorized_keys entry can give someone a shell: no command="..."
+// option, and not an example key.
+bool ssh_key_opens_shell(std::string_view s);
 // Interactive logins (a shell at the console or over SSH). Why user u gets
 // none on card h, or "" when they can: a login shell, and a password (the
-// console) or, with sshd on, an SSH key without a command="..." option on an
-// account sshd does not take as locked (a password_hash starting with '!';
-// Alpine's OpenSSH has no PAM). The reason is a short clause for messages,
-// e.g. "no password and no SSH key".
+// console) or, with sshd on, an SSH key that opens a shell (ssh_key_opens_shell)
+// on an account sshd does not take as locked (a password_hash starting with
+// '!'; Alpine's OpenSSH has no PAM). The reason is a short clause for
+// messages, e.g. "no password and no SSH key".
 std::string no_login_reason(const HostConfig& h, const User& u);
 // Whether root gets a shell: a password (a hash that is not locked, or
-// Alpine's empty one, see root_login) at the console, or an SSH key sshd takes.
+// Alpine's empty one, see root_login) at the console, or an SSH key sshd takes
+// that opens a shell.
 bool root_logs_in(const HostConfig& h);
 // Whether anybody (root or a [[users]] entry) gets a shell on card h.
 bool anyone_logs_in(const HostConfig& h);
@@ -70,8 +78,12 @@ bool anyone_logs_in(const HostConfig& h);
 std::string keymap(std::string_view s);
 std::string url(std::string_view s, const std::vector<std::string_view>& schemes);
 
-// The closest candidate within distance 2 (or a prefix match), else empty.
+// The closest candidate: one that differs only in case, else within distance 2
+// (or a prefix match), else empty.
 std::string closest(std::string_view word, const std::vector<std::string_view>& candidates);
+// The IANA zone a mistyped [system].timezone probably means ("Europe/Berln",
+// "europe/berlin", "America/New York", "Berlin"), else empty.
+std::string closest_timezone(std::string_view s);
 
 // Expands {n} and {n:0W} (W = 1..9) with the card number; other braces are kept.
 std::string expand_template(std::string_view s, int n);

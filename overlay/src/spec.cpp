@@ -4,24 +4,27 @@
 // [[hosts]] overrides are not merged by copying TOML trees (toml++ drops source
 // positions on copy); instead a View looks a key up in the host's table first
 // and the base table second, so every error still points at the line it came from.
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
 
 #include "base_system.hpp"
 #include "checks.hpp"
 #include "overlay/apkovl.hpp"
 #include "overlay/spec.hpp"
 #include "rpi/error.hpp"
+#include "rpi/fd.hpp"
 #include "rpi/size.hpp"
 
 namespace rpi::overlay {
@@ -66,12 +69,31 @@ bool logs_in(const HostConfig& h, const User& u) {
 bool admin_logs_in(const HostConfig& h) {
   return std::any_of(h.users.begin(), h.users.end(), [&](const User& u) { return u.admin && logs_in(h, u); });
 }
+// An admin meant to log in: as admin_logs_in, but rpi-provision's example key
+// counts as the key it stands for. The card does not change when the user puts
+// their own key in its place, and a card built from an unchanged example keeps
+// root locked (the example key is warned about) instead of opening root's empty
+// password at the console.
+bool admin_meant_to_log_in(const HostConfig& h) {
+  if (admin_logs_in(h)) return true;
+  return std::any_of(h.users.begin(), h.users.end(), [&](const User& u) {
+    if (!u.admin) return false;
+    // The user's own key in place of an example key that would open a shell.
+    const bool stands_for_a_shell = std::any_of(
+        u.ssh_authorized_keys.begin(), u.ssh_authorized_keys.end(),
+        [](const std::string& k) { return checks::ssh_key_is_example(k) && !checks::ssh_key_forces_command(k); });
+    if (!stands_for_a_shell) return false;
+    User own = u;
+    own.ssh_authorized_keys = {"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRoZSB1c2VyJ3Mgb3duIGtleSBzdGFuZHMgaGVyZQ"};
+    return logs_in(h, own);
+  });
+}
 }  // namespace
 
 RootLogin root_login(const HostConfig& h) {
   if (!h.root.password.empty() || !h.root.password_hash.empty() || !h.root.ssh_authorized_keys.empty())
     return RootLogin::as_configured;
-  return admin_logs_in(h) ? RootLogin::locked : RootLogin::empty_password;
+  return admin_meant_to_log_in(h) ? RootLogin::locked : RootLogin::empty_password;
 }
 
 RootKeys root_keys(const HostConfig& h) {
@@ -162,6 +184,87 @@ struct View {
   }
 };
 
+// A file the spec names, or the spec itself: a regular file of at most 16 MiB
+// (not /dev/zero, not a FIFO, which would block), or why not.
+struct FileRead {
+  enum class Failure { none, missing, denied, not_regular, too_large, other };
+  Failure failure = Failure::none;
+  int err = 0;  // errno, for Failure::other
+  std::string bytes;
+};
+FileRead read_regular_file(const fs::path& p) {
+  constexpr std::size_t kMax = 16u << 20;
+  FileRead r;
+  auto failed = [&r](int e) {
+    r.err = e;
+    r.failure = e == ENOENT || e == ENOTDIR ? FileRead::Failure::missing
+                : e == EACCES || e == EPERM ? FileRead::Failure::denied
+                                            : FileRead::Failure::other;
+    r.bytes.clear();
+    return r;
+  };
+  // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer.
+  Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!fd) return failed(errno);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return failed(errno);
+  if (!S_ISREG(st.st_mode)) {
+    r.failure = FileRead::Failure::not_regular;
+    return r;
+  }
+  if (static_cast<std::uintmax_t>(st.st_size) > kMax) {
+    r.failure = FileRead::Failure::too_large;
+    return r;
+  }
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return failed(errno);
+    if (n == 0) break;
+    r.bytes.append(buf, static_cast<std::size_t>(n));
+    if (r.bytes.size() > kMax) {
+      r.bytes.clear();
+      r.failure = FileRead::Failure::too_large;
+      return r;
+    }
+  }
+  return r;
+}
+// Why it could not be opened or read, after "cannot read X: ".
+std::string read_failure_reason(const FileRead& r) {
+  switch (r.failure) {
+    case FileRead::Failure::missing:
+      return "no such file";
+    case FileRead::Failure::denied:
+      return "permission denied";
+    default: {
+      std::string m = std::error_code(r.err, std::generic_category()).message();
+      if (!m.empty()) m[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(m[0])));
+      return m;
+    }
+  }
+}
+
+// A UTF-8 byte-order mark, as Notepad puts at the start of a file it saves as UTF-8.
+bool starts_with_bom(std::string_view s) {
+  return s.substr(0, 3) == "\xEF\xBB\xBF";
+}
+const std::string kBom = "starts with a byte-order mark (EF BB BF, as Notepad saves UTF-8)";
+
+// A secret's value and where it came from: messages about the value say where
+// it came from (the spec, a variable, a file), never what it is.
+struct Secret {
+  std::string value;
+  std::string what;          // "[wifi].psk", "[wifi].psk (env WIFI_PSK)", "[root].password (file root.pw)"
+  const toml::node* node{};  // where errors point: the literal, or the variable's or file's name
+  bool from_file = false;
+};
+// "[wifi].psk (env WIFI_PSK)": every message about a referenced secret's value names it so.
+std::string secret_origin(const std::string& label, std::string_view kind, const std::string& ref) {
+  return label + " (" + std::string(kind) + " " + ref + ")";
+}
+
 // Long quoted values in messages are shortened: a 10 MB hostname must give a
 // one-line error, not 10 MB of stderr.
 std::string shorten_quoted(const std::string& msg) {
@@ -211,9 +314,39 @@ class Converter {
     for (auto&& [k, v] : t) {
       if (std::find(allowed.begin(), allowed.end(), k.str()) != allowed.end()) continue;
       std::string msg = "unknown key '" + std::string(k.str()) + "' in " + name;
-      if (auto best = checks::closest(k.str(), allowed); !best.empty()) msg += " (did you mean '" + best + "'?)";
+      const std::string best = synonym(name, k.str(), checks::closest(k.str(), allowed));
+      if (!best.empty()) msg += " (did you mean '" + best + "'?)";
       fail(k.source(), msg);
     }
+  }
+  // The key a user means by another word they often type for it ("passphrase"
+  // for [wifi].psk), any case; else `fallback`.
+  static std::string synonym(const std::string& table, std::string_view key, const std::string& fallback) {
+    struct Synonym {
+      std::string_view table, typed, meant;
+    };
+    static constexpr Synonym kSynonyms[] = {
+        {"[wifi]", "passphrase", "psk"},
+        {"[wifi]", "password", "psk"},
+        {"[wifi]", "key", "psk"},
+        {"[wifi]", "pass", "psk"},
+        {"[wifi]", "wpa_passphrase", "psk"},
+        {"[wifi]", "network", "ssid"},
+        {"[system]", "tz", "timezone"},
+        {"[system]", "time_zone", "timezone"},
+        {"[system]", "host", "hostname"},
+        {"[system]", "host_name", "hostname"},
+        {"[[users]]", "username", "name"},
+        {"[[users]]", "user", "name"},
+        {"[[users]]", "authorized_keys", "ssh_authorized_keys"},
+        {"[[users]]", "sudo", "admin"},
+        {"[root]", "authorized_keys", "ssh_authorized_keys"},
+    };
+    std::string lower(key);
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (const auto& s : kSynonyms)
+      if (s.table == table && s.typed == lower) return std::string(s.meant);
+    return fallback;
   }
   void check_keys(const View& v, const std::vector<std::string_view>& allowed) {
     for (auto* t : v.layers) check_keys(*t, allowed, v.name);
@@ -288,14 +421,17 @@ class Converter {
   // With `password` set (passwords, the Wi-Fi psk): one trailing "\n" or "\r\n" is
   // dropped from a file (env and literal values are taken as they are), and the
   // value must be one non-empty line.
-  std::optional<std::string> secret(const View& v, std::string_view key, bool password, bool warn_literal) {
+  std::optional<Secret> secret(const View& v, std::string_view key, bool password, bool warn_literal) {
     auto* n = v.get(key);
     if (!n) return std::nullopt;
+    Secret out;
     if (n->is_string()) {
       if (warn_literal)
         warn(n->source(), label(v, key) + " is written in the spec; prefer { env = \"NAME\" } or { file = \"path\" }");
-      std::string out(n->as_string()->get());
-      if (password) check_password_secret(*n, label(v, key), out);
+      out.value = n->as_string()->get();
+      out.what = label(v, key);
+      out.node = n;
+      if (password) check_password_secret(out);
       return out;
     }
     if (!n->is_table())
@@ -307,8 +443,7 @@ class Converter {
     auto [k, val] = *t.begin();
     if (!val.is_string()) fail(val, label(v, key) + "." + std::string(k.str()) + " must be a string");
     std::string ref(val.as_string()->get());
-    std::string out;
-    std::string what = label(v, key) + " (" + std::string(k.str()) + " " + ref + ")";
+    out.node = &val;
     if (k.str() == "env") {
       // Not echoed unless it looks like a name: a secret typed here by mistake must not be printed.
       const bool name = !ref.empty() && std::isdigit(static_cast<unsigned char>(ref[0])) == 0 &&
@@ -322,25 +457,30 @@ class Converter {
       if (!e)
         fail(val, "environment variable " + ref + " (for " + label(v, key) + ") is not set; export it or use " +
                       "{ file = \"path\" }");
-      out = e;
+      out.value = e;
+      out.what = secret_origin(label(v, key), "env", ref);
     } else {
-      out = read_bounded(val, resolve_path(ref), "for " + label(v, key), label(v, key));
-      if (password && !out.empty() && out.back() == '\n') {
-        out.pop_back();
-        if (!out.empty() && out.back() == '\r') out.pop_back();
+      // The path is not echoed until the file is read: a passphrase typed here by mistake must not be printed.
+      out.value = read_bounded(val, resolve_path(ref), "for " + label(v, key), label(v, key), true);
+      out.what = secret_origin(label(v, key), "file", ref);
+      out.from_file = true;
+      if (password && !out.value.empty() && out.value.back() == '\n') {
+        out.value.pop_back();
+        if (!out.value.empty() && out.value.back() == '\r') out.value.pop_back();
       }
     }
-    if (password) check_password_secret(val, what, out);
+    if (password) check_password_secret(out);
     return out;
   }
   // Never shows the value: only where it came from.
-  void check_password_secret(const toml::node& n, const std::string& what, const std::string& value) const {
-    if (value.empty()) fail(n, what + " is empty");
+  void check_password_secret(const Secret& s) const {
+    if (s.from_file && starts_with_bom(s.value)) fail(*s.node, s.what + " " + kBom + "; save it as UTF-8 without BOM");
+    if (s.value.empty()) fail(*s.node, s.what + " is empty");
     // crypt(3) stops at a NUL: "\0abc" would hash as the empty password, "ab\0c" as "ab".
-    if (value.find('\0') != std::string::npos)
-      fail(n, what + " contains a NUL byte, which would cut the password short; remove it");
-    if (value.find_first_of("\r\n") != std::string::npos)
-      fail(n, what + " has more than one line (only one trailing newline is dropped from a file)");
+    if (s.value.find('\0') != std::string::npos)
+      fail(*s.node, s.what + " contains a NUL byte, which would cut the password short; remove it");
+    if (s.value.find_first_of("\r\n") != std::string::npos)
+      fail(*s.node, s.what + " has more than one line (only one trailing newline is dropped from a file)");
   }
 
   fs::path resolve_path(const std::string& p) const {
@@ -350,28 +490,29 @@ class Converter {
   }
   // `entry` names the spec entry that reads the file ("[[files]].source for /etc/x").
   std::string read_source(const toml::node& n, const std::string& what, const std::string& entry) const {
-    return read_bounded(n, resolve_path(std::string(n.as_string()->get())), what, entry);
+    return read_bounded(n, resolve_path(std::string(n.as_string()->get())), what, entry, false);
   }
   // Files named by the spec: regular files of at most 16 MiB (not /dev/zero, not a FIFO).
-  std::string read_bounded(const toml::node& n, const fs::path& p, const std::string& what,
-                           const std::string& entry) const {
-    constexpr std::uintmax_t kMax = 16u << 20;
+  // With `secret_path`, messages do not show the path ({ file = } of a secret: a
+  // passphrase typed there by mistake), only the entry it was given for.
+  std::string read_bounded(const toml::node& n, const fs::path& p, const std::string& what, const std::string& entry,
+                           bool secret_path) const {
     if (files_read_) {
       SpecInput in{entry, p};
       if (std::none_of(files_read_->begin(), files_read_->end(),
                        [&](const SpecInput& x) { return x.entry == in.entry && x.path == in.path; }))
         files_read_->push_back(std::move(in));
     }
-    std::error_code ec;
-    auto st = fs::status(p, ec);
-    if (ec || !fs::exists(st)) fail(n, "cannot read " + p.string() + " (" + what + "): no such file or not readable");
-    if (!fs::is_regular_file(st)) fail(n, p.string() + " (" + what + ") is not a regular file");
-    if (fs::file_size(p, ec) > kMax) fail(n, p.string() + " (" + what + ") is larger than 16 MiB");
-    std::ifstream in(p, std::ios::binary);
-    if (!in) fail(n, "cannot read " + p.string() + " (" + what + "): no such file or not readable");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
+    FileRead r = read_regular_file(p);
+    using F = FileRead::Failure;
+    if (r.failure == F::none) return std::move(r.bytes);
+    const std::string file = secret_path ? "the file given for " + entry : p.string() + " (" + what + ")";
+    if (r.failure == F::not_regular) fail(n, file + " is not a regular file");
+    if (r.failure == F::too_large) fail(n, file + " is larger than 16 MiB");
+    std::string msg = "cannot read " + file + ": " + read_failure_reason(r);
+    if (secret_path && r.failure == F::missing && !fs::path(n.as_string()->get()).is_absolute())
+      msg += " (path relative to " + fs::path(s_.name).filename().string() + "'s folder)";
+    fail(n, msg);
   }
 
   static std::string label(const View& v, std::string_view key) { return v.name + "." + std::string(key); }
@@ -540,7 +681,11 @@ void Converter::convert_system(const View& root, const toml::table* host, int ho
   }
   if (auto x = str(v, "timezone")) {
     if (!checks::is_timezone(*x)) {
-      std::string msg = "unknown time zone \"" + *x + "\" in [system].timezone (use an IANA name like Europe/Berlin)";
+      std::string msg = "unknown time zone \"" + *x + "\" in [system].timezone";
+      if (auto best = checks::closest_timezone(*x); !best.empty())
+        msg += " (did you mean '" + best + "'?)";
+      else
+        msg += " (use an IANA name like Europe/Berlin)";
       fail(*v.get("timezone"), msg);
     }
     h.timezone = *x;
@@ -629,11 +774,12 @@ void Converter::convert_wifi(const View& root, HostConfig& h) {
   h.wifi.ssid = *ssid;
   auto psk = secret(v, "psk", true, true);
   if (!psk) fail(v.anchor(), "[wifi] needs a psk (the passphrase, e.g. psk = { env = \"WIFI_PSK\" })");
-  bool hex64 = psk->size() == 64 && psk->find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
-  bool printable = std::all_of(psk->begin(), psk->end(), [](char c) { return c >= 0x20 && c < 0x7f; });
-  if (!hex64 && (psk->size() < 8 || psk->size() > 63 || !printable))
-    fail(*v.get("psk"), "[wifi].psk must be a passphrase of 8 to 63 printable ASCII characters (or 64 hex digits)");
-  h.wifi.psk = *psk;
+  const std::string& pass = psk->value;
+  bool hex64 = pass.size() == 64 && pass.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
+  bool printable = std::all_of(pass.begin(), pass.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+  if (!hex64 && (pass.size() < 8 || pass.size() > 63 || !printable))
+    fail(*psk->node, psk->what + " must be a passphrase of 8 to 63 printable ASCII characters (or 64 hex digits)");
+  h.wifi.psk = pass;
   if (auto c = str(v, "country")) {
     if (c->size() != 2 || !std::isupper(static_cast<unsigned char>((*c)[0])) ||
         !std::isupper(static_cast<unsigned char>((*c)[1])))
@@ -680,6 +826,10 @@ void Converter::convert_apk(const View& root, HostConfig& h) {
     if (key.name.size() < 5 || key.name.substr(key.name.size() - 4) != ".pub")
       fail(*node, "[apk].keys entry \"" + k + "\" must be a public key file ending in .pub");
     key.content = read_source(*node, "[apk].keys", "[apk].keys");
+    if (starts_with_bom(key.content))
+      fail(*node, "[apk].keys file " + k + " " + kBom +
+                      ", so apk would not find the key in it: save it as UTF-8 "
+                      "without BOM (or copy the file from the repository as it is)");
     h.apk.keys.push_back(std::move(key));
   }
   h.apk.cache = boolean(v, "cache", false);
@@ -795,6 +945,23 @@ std::string missing_firmware(const std::string& line) {
   return {};
 }
 
+// Groups a package creates when it is installed (its pre-install script runs
+// addgroup -S), which its users must be in: with the package in [apk].packages,
+// the group the spec creates for a user is the one the package wants (its
+// addgroup then finds it), so there is nothing to warn about.
+constexpr std::pair<std::string_view, std::string_view> kPackageGroups[] = {
+    {"seat", "seatd"},     // aports community/seatd: seatd.pre-install, and seatd -g seat in seatd.initd
+    {"docker", "docker"},  // aports community/docker: docker.pre-install
+};
+
+// The warning for one of rpi-provision's example keys in the spec; `whose` is
+// "user admin's" or "root's".
+std::string example_key_warning(const std::string& whose, const std::string& key) {
+  return whose + " SSH key \"" + checks::ssh_key_label(key) +
+         "\" is rpi-provision's example key; nobody has its private key: replace it with your own public key (the "
+         "line of ~/.ssh/id_ed25519.pub, or of the .pub file ssh-keygen made)";
+}
+
 bool base_gid(int id) {
   for (const auto& g : base::groups())
     if (static_cast<int>(g.gid) == id) return true;
@@ -853,7 +1020,7 @@ void Converter::convert_users(const View& root, HostConfig& h) {
                                           (pkg->empty() ? "make sure a package in [apk].packages provides it"
                                                         : "add \"" + *pkg + "\" to [apk].packages") +
                                           ", or the user cannot log in");
-    if (auto pw = secret(uv, "password", true, true)) u.password = *pw;
+    if (auto pw = secret(uv, "password", true, true)) u.password = pw->value;
     if (auto ph = str(uv, "password_hash")) {
       if (!u.password.empty() || uv.get("password"))
         fail(*uv.get("password_hash"), "user " + u.name + " has both password and password_hash; choose one");
@@ -861,8 +1028,10 @@ void Converter::convert_users(const View& root, HostConfig& h) {
         fail(*uv.get("password_hash"), "password_hash of user " + u.name + " must be a crypt(3) hash like \"$6$...\"");
       u.password_hash = *ph;
     }
-    for (auto& [k, node] : str_array_nodes(uv, "ssh_authorized_keys"))
+    for (auto& [k, node] : str_array_nodes(uv, "ssh_authorized_keys")) {
       if (auto why = checks::ssh_public_key(k); !why.empty()) fail(*node, "ssh_authorized_keys entry " + why);
+      if (checks::ssh_key_is_example(k)) warn(node->source(), example_key_warning("user " + u.name + "'s", k));
+    }
     u.ssh_authorized_keys = str_array(uv, "ssh_authorized_keys");
     u.admin = boolean(uv, "admin", false);
     h.users.push_back(std::move(u));
@@ -881,9 +1050,16 @@ void Converter::convert_users(const View& root, HostConfig& h) {
       while (used.count(next_gid)) ++next_gid;
       used.insert(next_gid);
       h.extra_groups.emplace_back(g, next_gid);
+      const auto* made_by = std::find_if(std::begin(kPackageGroups), std::end(kPackageGroups),
+                                         [&](const auto& pg) { return pg.first == g; });
+      const bool by_package = made_by != std::end(kPackageGroups);
+      if (by_package && lists_package(h.apk.packages, std::string(made_by->second))) continue;
       auto* node = users[i].get("groups");
-      warn(node->source(),
-           "group \"" + g + "\" is not in Alpine's base layout; it is created with gid " + std::to_string(next_gid));
+      warn(node->source(), "group \"" + g + "\" is not in Alpine's base layout; it is created with gid " +
+                               std::to_string(next_gid) +
+                               (by_package ? " (it is the group of the " + std::string(made_by->second) +
+                                                 " package, which is not in [apk].packages)"
+                                           : ""));
     }
   }
 }
@@ -892,15 +1068,17 @@ void Converter::convert_root(const View& root, HostConfig& h) {
   View v = sub(root, "root", "[root]");
   check_keys(v, kRootKeys);
   if (v.empty()) return;
-  if (auto pw = secret(v, "password", true, true)) h.root.password = *pw;
+  if (auto pw = secret(v, "password", true, true)) h.root.password = pw->value;
   if (auto ph = str(v, "password_hash")) {
     if (v.get("password")) fail(*v.get("password_hash"), "[root] has both password and password_hash; choose one");
     if (!password_hash_ok(*ph))
       fail(*v.get("password_hash"), "[root].password_hash must be a crypt(3) hash like \"$6$...\"");
     h.root.password_hash = *ph;
   }
-  for (auto& [k, node] : str_array_nodes(v, "ssh_authorized_keys"))
+  for (auto& [k, node] : str_array_nodes(v, "ssh_authorized_keys")) {
     if (auto why = checks::ssh_public_key(k); !why.empty()) fail(*node, "[root].ssh_authorized_keys entry " + why);
+    if (checks::ssh_key_is_example(k)) warn(node->source(), example_key_warning("root's", k));
+  }
   h.root.ssh_authorized_keys = str_array(v, "ssh_authorized_keys");
 }
 
@@ -955,14 +1133,24 @@ void Converter::convert_files(const View& root, HostConfig& h) {
     bool has_content = fv.get("content") != nullptr, has_source = fv.get("source") != nullptr;
     if (has_content == has_source)
       fail(fv.anchor(), "[[files]] entry " + f.path + " needs exactly one of content or source");
+    // Copied byte for byte, so a byte-order mark stays: warned, since it may be binary data.
+    const std::string bom_todo =
+        ", which is copied too and may confuse what reads the file on the Pi: save it as UTF-8 without BOM if it "
+        "is text";
     if (has_content) {
-      f.content = *secret(fv, "content", false, false);
+      auto content = *secret(fv, "content", false, false);
+      if (content.from_file && starts_with_bom(content.value))
+        warn(content.node->source(), "[[files]] " + f.path + ": " + content.what + " " + kBom + bom_todo);
+      f.content = std::move(content.value);
       // Content from { env } or { file } is a secret: private unless a mode is given.
       if (fv.get("content")->is_table()) f.mode = 0600;
     } else {
       auto* node = fv.get("source");
       if (!node->is_string()) fail(*node, "[[files]].source must be a string (a local file path)");
       f.content = read_source(*node, "source of " + f.path, "[[files]].source for " + f.path);
+      if (starts_with_bom(f.content))
+        warn(node->source(),
+             "[[files]] " + f.path + ": source " + std::string(node->as_string()->get()) + " " + kBom + bom_todo);
     }
     if (auto* m = fv.get("mode")) {
       std::optional<unsigned> mode;
@@ -1026,12 +1214,21 @@ void Converter::convert_scripts(const View& root, HostConfig& h) {
     sc.first_boot = run == "first-boot";
     bool has_content = sv.get("content") != nullptr, has_source = sv.get("source") != nullptr;
     if (has_content == has_source) fail(sv.anchor(), "script " + sc.name + " needs exactly one of content or source");
+    // A byte-order mark hides the #! line from the kernel, and the shell takes it as part of the first command.
+    const std::string bom_todo =
+        ", which hides its #! line and makes the shell read the mark as part of the first command: save it as "
+        "UTF-8 without BOM";
     if (has_content) {
-      sc.content = *secret(sv, "content", false, false);
+      auto content = *secret(sv, "content", false, false);
+      if (starts_with_bom(content.value))
+        fail(*content.node, "script " + sc.name + ": " + content.what + " " + kBom + bom_todo);
+      sc.content = std::move(content.value);
     } else {
       auto* node = sv.get("source");
       if (!node->is_string()) fail(*node, "[[scripts]].source must be a string (a local file path)");
       sc.content = read_source(*node, "source of script " + sc.name, "[[scripts]].source for " + sc.name);
+      if (starts_with_bom(sc.content))
+        fail(*node, "script " + sc.name + ": source " + std::string(node->as_string()->get()) + " " + kBom + bom_todo);
     }
     h.scripts.push_back(std::move(sc));
   }
@@ -1224,9 +1421,11 @@ void Converter::check_root_access(const View& root, const HostConfig& h) {
   if (!h.root.password.empty() || (!pw.empty() && pw[0] != '*' && pw[0] != '!')) return;  // the console
   if (admin_logs_in(h)) return;
   // Someone still reaches the Pi when a user's keys only run forced commands:
-  // then root is out of reach, not everybody.
+  // then root is out of reach, not everybody. Example keys reach nothing.
   const bool someone = std::any_of(h.users.begin(), h.users.end(), [&](const User& u) {
-    return logs_in(h, u) || (h.ssh.enable && !u.ssh_authorized_keys.empty());
+    return logs_in(h, u) ||
+           (h.ssh.enable && std::any_of(u.ssh_authorized_keys.begin(), u.ssh_authorized_keys.end(),
+                                        [](const std::string& k) { return !checks::ssh_key_is_example(k); }));
   });
 
   const View ssh = sub(root, "ssh", "[ssh]");
@@ -1314,9 +1513,20 @@ void Converter::check_someone_logs_in(const View& root, const HostConfig& h) {
   const auto& keys = h.root.ssh_authorized_keys;
   // ph is "*", "!" or unset here: any other hash is a password root logs in with.
   const std::string locks = "[root].password_hash = \"" + ph.substr(0, 1) + "\" locks root";
-  const std::string forced = "every key in [root].ssh_authorized_keys forces a command=\"...\"";
+  // Why root's keys open no shell: forced commands, or keys nobody has the private key of.
+  auto all = [&](bool (*pred)(std::string_view)) {
+    return std::all_of(keys.begin(), keys.end(), [&](const std::string& k) { return pred(k); });
+  };
+  const std::string forced =
+      all(checks::ssh_key_forces_command) ? "every key in [root].ssh_authorized_keys forces a command=\"...\""
+      : all(checks::ssh_key_is_example)
+          ? (keys.size() == 1 ? "root's SSH key is rpi-provision's example key, whose private key nobody has"
+                              : "root's SSH keys are rpi-provision's example keys, whose private keys nobody has")
+          : "every key in [root].ssh_authorized_keys forces a command=\"...\" or is rpi-provision's example key";
   std::string why;
-  if (keys.empty())
+  if (root_login(h) == RootLogin::locked)  // no [root]: locked for an admin whose key is the example's
+    why = "root's password is locked (there is no [root]; an admin with an SSH key logs in instead)";
+  else if (keys.empty())
     why = locks + "'s password and root has no SSH key";
   else if (ph.starts_with("!"))
     why = locks + ", so sshd refuses its SSH keys";
@@ -1388,6 +1598,90 @@ std::string bare_key_before(std::string_view l, std::size_t at) {
   return std::string(key);
 }
 
+// The table of `t` (or below it, in tables and arrays of tables) that holds `key`.
+const toml::table* table_holding(const toml::table& t, std::string_view key) {
+  if (t.contains(key)) return &t;
+  for (auto&& [k, v] : t) {
+    if (const auto* sub = v.as_table()) {
+      if (const auto* found = table_holding(*sub, key)) return found;
+    } else if (const auto* arr = v.as_array()) {
+      for (const auto& e : *arr)
+        if (const auto* et = e.as_table())
+          if (const auto* found = table_holding(*et, key)) return found;
+    }
+  }
+  return nullptr;
+}
+
+// toml++'s "cannot redefine existing string 'timezone'" said as what to do:
+// "timezone is set twice (first at 2:1); keep one", and the same for a table
+// header given twice. The first one's place comes from parsing the lines before
+// this one (with a probe key where this one is, to find the table it is in);
+// left out when that does not find it. Empty for other errors.
+std::string duplicate_text(std::string_view description, std::string_view text, std::size_t line, std::size_t column) {
+  constexpr std::string_view kKeyValue = "Error while parsing key-value pair: cannot redefine existing ";
+  constexpr std::string_view kHeader = "Error while parsing table header: cannot redefine existing table ";
+  const bool header = description.starts_with(kHeader);
+  if (!header && !description.starts_with(kKeyValue)) return {};
+  const auto open = description.find('\'');
+  if (open == std::string_view::npos || description.size() < open + 3 || description.back() != '\'') return {};
+  const std::string key(description.substr(open + 1, description.size() - open - 2));
+  auto said = [&](const std::string& first) {
+    return header ? "[" + key + "] appears twice" + first + "; put its keys under one [" + key + "] header"
+                  : key + " is set twice" + first + "; keep one";
+  };
+  // In an inline table ("wifi = { ssid = ..., ssid = ... }") the first one is on this line, inside it.
+  const std::string_view here = source_line(text, line);
+  if (here.substr(0, byte_of_column(here, column)).find('{') != std::string_view::npos) return said("");
+  std::size_t cut = 0;
+  for (std::size_t l = 1; l < line; ++l) {
+    cut = text.find('\n', cut);
+    if (cut == std::string_view::npos) return said("");
+    ++cut;
+  }
+  constexpr std::string_view kProbe = "__rpi_provision_probe__";
+  std::string before(text.substr(0, cut));
+  if (!header) before += "\n" + std::string(kProbe) + " = 0\n";
+  toml::table doc;
+  try {
+    doc = toml::parse(before);
+  } catch (const toml::parse_error&) {
+    return said("");
+  }
+  const toml::table* t = header ? &doc : table_holding(doc, kProbe);
+  std::vector<std::string> parts;
+  for (std::size_t start = 0;;) {
+    const auto dot = key.find('.', start);
+    parts.push_back(key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  for (std::size_t i = 0; t && i + 1 < parts.size(); ++i) {
+    const toml::node* n = t->get(parts[i]);
+    t = n ? n->as_table() : nullptr;
+  }
+  if (!t) return said("");
+  for (auto&& [k, v] : *t) {
+    if (k.str() != parts.back()) continue;
+    const auto& b = header && v.is_table() ? v.source().begin : k.source().begin;
+    if (b.line == 0) break;
+    return said(" (first at " + std::to_string(b.line) + ":" + std::to_string(b.column) + ")");
+  }
+  return said("");
+}
+
+// "UTF-16" or "UTF-32" when the text is in one of them: a byte-order mark, or
+// ASCII with a NUL byte after (or before) every character; else empty.
+std::string_view wide_encoding(std::string_view t) {
+  using namespace std::string_view_literals;
+  if (t.starts_with("\xFF\xFE\0\0"sv) || t.starts_with("\0\0\xFE\xFF"sv)) return "UTF-32";
+  if (t.starts_with("\xFF\xFE"sv) || t.starts_with("\xFE\xFF"sv)) return "UTF-16";
+  if (t.size() >= 4 &&
+      ((t[0] != 0 && t[1] == 0 && t[2] != 0 && t[3] == 0) || (t[0] == 0 && t[1] != 0 && t[2] == 0 && t[3] != 0)))
+    return "UTF-16";
+  return {};
+}
+
 // Our message for a toml++ syntax error: the cases we recognise said plainly (an
 // unquoted text value, a string without its closing quote), the others as toml++
 // says them. Never any part of the value, which may be a secret.
@@ -1397,6 +1691,11 @@ std::string syntax_error_text(std::string_view description, std::string_view tex
   auto has = [&](std::string_view p) { return description.find(p) != std::string_view::npos; };
   const std::string_view l = source_line(text, line);
   const std::size_t at = byte_of_column(l, column);
+
+  if (starts("Encountered invalid utf-8"))
+    return "this line holds text that is not UTF-8 (was the file saved as Latin-1 or Windows-1252?); save the spec "
+           "as UTF-8";
+  if (auto dup = duplicate_text(description, text, line, column); !dup.empty()) return dup;
 
   if ((starts("Error while parsing string:") && has("control characters")) ||
       (starts("Error while parsing literal string:") && has("control characters"))) {
@@ -1431,6 +1730,10 @@ std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::strin
   impl->name = name;
   impl->path = name;
   impl->base_dir = base_dir;
+  // toml++ reads UTF-8 only (and skips a UTF-8 byte-order mark); Windows editors
+  // may save UTF-16 ("Unicode"), which it would call an invalid UTF-8 sequence.
+  if (auto enc = wide_encoding(text); !enc.empty())
+    throw Error(Errc::spec, name + ":1:1: the spec is " + std::string(enc) + " text; save it as UTF-8");
   try {
     impl->doc = toml::parse(text, name);
   } catch (const toml::parse_error& e) {
@@ -1472,20 +1775,15 @@ Spec parse_spec(const std::string& text, const std::string& name, const fs::path
 
 Spec load_spec(const fs::path& path) {
   // Like { file = }: a regular file of at most 16 MiB (a FIFO would block, a folder reads as empty).
-  constexpr std::uintmax_t kMax = 16u << 20;
-  std::error_code ec;
-  auto st = fs::status(path, ec);
-  if (ec || !fs::exists(st))
-    throw Error(Errc::spec, path.string() + ": cannot read the spec (no such file or not readable)");
-  if (!fs::is_regular_file(st)) throw Error(Errc::spec, path.string() + ": the spec is not a regular file");
-  if (fs::file_size(path, ec) > kMax) throw Error(Errc::spec, path.string() + ": the spec is larger than 16 MiB");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(Errc::spec, path.string() + ": cannot read the spec (no such file or not readable)");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  FileRead r = read_regular_file(path);
+  using F = FileRead::Failure;
+  if (r.failure == F::not_regular) throw Error(Errc::spec, path.string() + ": the spec is not a regular file");
+  if (r.failure == F::too_large) throw Error(Errc::spec, path.string() + ": the spec is larger than 16 MiB");
+  if (r.failure != F::none)
+    throw Error(Errc::spec, path.string() + ": cannot read the spec: " + read_failure_reason(r));
   auto base = path.parent_path();
   if (base.empty()) base = ".";
-  auto impl = parse_impl(ss.str(), path.string(), base);
+  auto impl = parse_impl(r.bytes, path.string(), base);
   impl->path = path;
   return Spec(impl);
 }

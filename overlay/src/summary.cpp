@@ -66,6 +66,9 @@ std::string summary(const HostConfig& h) {
           else if (std::all_of(ks.begin(), ks.end(),
                                [](const std::string& k) { return checks::ssh_key_forces_command(k); }))
             o << " (forced commands only, no interactive login)";
+          else if (std::none_of(ks.begin(), ks.end(),
+                                [](const std::string& k) { return checks::ssh_key_opens_shell(k); }))
+            o << " (no interactive login: rpi-provision's example key, whose private key nobody has)";
           break;
         case RootKeys::sshd_off:
           o << " (unused: ssh is disabled)";

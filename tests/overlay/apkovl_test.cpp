@@ -953,7 +953,7 @@ TEST(Apkovl, DoasAsksOnlyAdminsThatHaveAPasswordAndLbuKeepsCustomServices) {
   auto h = host_from(
       "[system]\nhostname = \"pi\"\n"
       "[[users]]\nname = \"keys\"\nadmin = true\nssh_authorized_keys = [\"ssh-ed25519 "
-      "AAAAC3NzaC1lZDI1NTE5AAAAIHeLguboJt2OAmYzeA/Z4TVxebKDh2PkgXgHJPUhfUjq k@x\"]\n"
+      "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl k@x\"]\n"
       "[[users]]\nname = \"pw\"\nadmin = true\npassword = { env = \"RPI_TEST_PW\" }\n"
       "[[users]]\nname = \"locked\"\nadmin = true\npassword_hash = \"!\"\n"
       "[[users]]\nname = \"plain\"\n"
@@ -975,7 +975,7 @@ TEST(Apkovl, RootIsLockedWhenAnAdminCanLogIn) {
   RPI_REQUIRE_TOOL("busybox");
   const std::string key =
       "ssh_authorized_keys = [\"ssh-ed25519 "
-      "AAAAC3NzaC1lZDI1NTE5AAAAIHeLguboJt2OAmYzeA/Z4TVxebKDh2PkgXgHJPUhfUjq k@x\"]\n";
+      "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl k@x\"]\n";
   auto root_entry = [](const HostConfig& h) {
     test::TempDir dir;
     auto root = extract(dir, save(dir, build_apkovl(h, seeded())));
@@ -1001,7 +1001,7 @@ TEST(Apkovl, RootIsLockedWhenAnAdminCanLogIn) {
       << "nor with a shell that refuses logins";
   const std::string forced =
       "ssh_authorized_keys = [\"command=\\\"/usr/bin/backup\\\" ssh-ed25519 "
-      "AAAAC3NzaC1lZDI1NTE5AAAAIHeLguboJt2OAmYzeA/Z4TVxebKDh2PkgXgHJPUhfUjq k@x\"]\n";
+      "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl k@x\"]\n";
   EXPECT_EQ(root_entry(host_from("[system]\nhostname = \"pi\"\n[[users]]\nname = \"ops\"\nadmin = true\n" + forced)),
             "root:::0:::::")
       << "nor with keys that only run a forced command";
@@ -1016,6 +1016,23 @@ TEST(Apkovl, RootIsLockedWhenAnAdminCanLogIn) {
   EXPECT_NE(
       summary(host_from("[system]\nhostname = \"pi\"\n")).find("  root      empty password: anyone at the console"),
       std::string::npos);
+  // rpi-provision's example key (examples/kiosk.toml's admin) stands for the
+  // user's own key: the card is the one their key will give, root locked
+  // (rather than open at the console); the key itself is warned about.
+  const std::string example_key =
+      "ssh_authorized_keys = [\"ssh-ed25519 "
+      "AAAAC3NzaC1lZDI1NTE5AAAAIHeLguboJt2OAmYzeA/Z4TVxebKDh2PkgXgHJPUhfUjq admin@example\"]\n";
+  EXPECT_EQ(
+      root_entry(host_from("[system]\nhostname = \"pi\"\n[[users]]\nname = \"ops\"\nadmin = true\n" + example_key)),
+      "root:*::0:::::");
+  EXPECT_EQ(root_entry(host_of("kiosk.toml")), "root:*::0:::::") << "the kiosk example's admin has the example key";
+  // An example key that only runs a forced command stands for no shell: root keeps the console.
+  const std::string forced_example =
+      "ssh_authorized_keys = [\"command=\\\"/bin/true\\\" ssh-ed25519 "
+      "AAAAC3NzaC1lZDI1NTE5AAAAIHeLguboJt2OAmYzeA/Z4TVxebKDh2PkgXgHJPUhfUjq admin@example\"]\n";
+  EXPECT_EQ(
+      root_entry(host_from("[system]\nhostname = \"pi\"\n[[users]]\nname = \"ops\"\nadmin = true\n" + forced_example)),
+      "root:::0:::::");
 }
 
 TEST(Spec, UidMayNotCollideWithBaseGroups) {

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 
 #include <cstdlib>
@@ -38,10 +40,22 @@ TEST(CheckCommand, ExamplesPass) {
   }
   auto fleet = cli({"check", "--spec", example("fleet.toml")});
   EXPECT_NE(fleet.out.find("card 10: class-10.school.example (mac b8:27:eb:00:00:0a)"), std::string::npos) << fleet.out;
-  EXPECT_NE(fleet.out.find("OK (10 cards, 0 warnings)"), std::string::npos);
+  // The teacher's key is the example's: said once for the ten cards, with what it means for root.
+  EXPECT_NE(fleet.out.find("OK (10 cards, 2 warnings)"), std::string::npos) << fleet.out;
+  EXPECT_NE(fleet.err.find("user teacher's SSH key \"ssh-ed25519 teacher@school.example\" is rpi-provision's example "
+                           "key; nobody has its private key: replace it with your own public key"),
+            std::string::npos)
+      << fleet.err;
   auto kiosk = cli({"check", "--spec", example("kiosk.toml")});
-  EXPECT_NE(kiosk.err.find("warning: "), std::string::npos) << "the created group \"seat\" is reported";
+  EXPECT_NE(kiosk.err.find("warning: " + example("kiosk.toml") + ":"), std::string::npos) << kiosk.err;
+  EXPECT_NE(kiosk.err.find("user admin's SSH key \"ssh-ed25519 admin@example\" is rpi-provision's example key"),
+            std::string::npos)
+      << kiosk.err;
+  EXPECT_EQ(kiosk.err.find("group \"seat\""), std::string::npos) << "seatd, in [apk].packages, makes that group";
   EXPECT_NE(kiosk.out.find("psk (secret)"), std::string::npos);
+  auto headless = cli({"check", "--spec", example("headless.toml")});
+  EXPECT_NE(headless.err.find("nobody can log in to this Pi"), std::string::npos) << headless.err;
+  EXPECT_NE(headless.out.find("  login     nobody"), std::string::npos) << headless.out;
 }
 
 TEST(CheckCommand, BadSpecExitsTwoWithLocatedMessage) {
@@ -242,4 +256,74 @@ TEST(Secrets, NeverInOutputErrorsOrJson) {
   EXPECT_NE(tar.out.find(file_secret), std::string::npos);
   auto literal = cli({"check", "--spec", (dir / "literal.toml").string()});
   EXPECT_NE(literal.err.find("literal.toml:5:7: [wifi].psk is written in the spec"), std::string::npos) << literal.err;
+}
+
+// A passphrase typed as a { file = } path is not printed when the file is not
+// there: not on stderr, not in --json.
+TEST(CheckCommand, ASecretsFilePathIsNeverPrinted) {
+  TempDir dir;
+  const fs::path spec = dir / "x.toml";
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"pi\"\n\n[wifi]\nssid = \"home\"\ncountry = \"DE\"\n"
+                        "psk = { file = \"correct horse battery staple\" }\n");
+  auto r = cli({"check", "--spec", spec.string()});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find(spec.string() +
+                       ":7:16: cannot read the file given for [wifi].psk: no such file (path relative to x.toml's "
+                       "folder)"),
+            std::string::npos)
+      << r.err;
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"check", "--spec", spec.string()},
+           {"--json", "check", "--spec", spec.string()},
+           {"--json", "apkovl", "--spec", spec.string(), "-o", (dir / "o.tar.gz").string()}}) {
+    auto run = cli(args);
+    EXPECT_EQ(run.exit_code, 2) << run.err;
+    for (const std::string part : {"correct horse", "battery staple"}) {
+      EXPECT_EQ(run.out.find(part), std::string::npos) << run.out;
+      EXPECT_EQ(run.err.find(part), std::string::npos) << run.err;
+    }
+  }
+}
+
+// "no such file" and "permission denied" are different fixes: the spec's own
+// file errors say which, for the spec too. Root reads any file, so a test run
+// as root checks it as nobody.
+TEST(CheckCommand, PermissionDeniedIsSaid) {
+  TempDir dir;
+  ::chmod(dir.path().c_str(), 0755);
+  const fs::path spec = dir / "s.toml", locked = dir / "locked.toml";
+  rpi::test::write_file(dir / "wifi.psk", "correct horse battery staple\n");
+  ::chmod((dir / "wifi.psk").c_str(), 0);
+  rpi::test::write_file(spec, "[system]\nhostname = \"pi\"\n[wifi]\nssid = \"home\"\npsk = { file = \"wifi.psk\" }\n");
+  ::chmod(spec.c_str(), 0644);
+  rpi::test::write_file(locked, "[system]\nhostname = \"pi\"\n");
+  ::chmod(locked.c_str(), 0);
+  std::vector<std::string> as_user;
+  if (::geteuid() == 0) {
+    RPI_REQUIRE_TOOL("setpriv");
+    as_user = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+    auto can =
+        rpi::test::run({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "test", "-r", spec.string()});
+    if (can.exit_code != 0) GTEST_SKIP() << "user nobody cannot reach " << dir.path() << " (a folder above is private)";
+  }
+  auto check = [&](const fs::path& s) {
+    std::vector<std::string> argv = as_user;
+    argv.push_back(rpi::test::cli_path().string());
+    for (const std::string a : {"check", "--spec"}) argv.push_back(a);
+    argv.push_back(s.string());
+    return rpi::test::run(argv);
+  };
+  auto r = check(spec);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find(spec.string() + ":5:16: cannot read the file given for [wifi].psk: permission denied"),
+            std::string::npos)
+      << r.err;
+  r = check(locked);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find(locked.string() + ": cannot read the spec: permission denied"), std::string::npos) << r.err;
+  r = check(dir / "nope.toml");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find((dir / "nope.toml").string() + ": cannot read the spec: no such file"), std::string::npos)
+      << r.err;
 }

@@ -655,7 +655,8 @@ TEST(Spec, StaticIpv6AddressWithIpv6OffIsRefused) {
 }
 
 namespace {
-const std::string kKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeLguboJt2OAmYzeA/Z4TVxebKDh2PkgXgHJPUhfUjq me@laptop";
+// Not one of the examples' keys (those let nobody in): a key its owner has.
+const std::string kKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@laptop";
 const std::string kForcedKey = "command=\"/usr/local/bin/backup\",no-pty " + kKey;
 // A spec whose root logs in with kKey only, plus `more`.
 std::string root_with(const std::string& key, const std::string& more) {
@@ -924,4 +925,353 @@ TEST(Spec, BootConfigNeedingFirmwareAlpineLacksWarns) {
     SCOPED_TRACE(fine);
     EXPECT_EQ(warn(fine), "");
   }
+}
+
+// --- new-user audit: example keys, secrets in errors, encodings, hints
+
+namespace {
+// "FILE:LINE:COL" of the first string on the line of `path` that contains `needle`,
+// read from the file itself.
+std::string place_of(const fs::path& path, const std::string& needle) {
+  const std::string text = test::read_file(path);
+  const auto at = text.find(needle);
+  if (at == std::string::npos) return "(not found: " + needle + ")";
+  const auto line_start = text.rfind('\n', at) + 1;  // npos + 1 == 0 on the first line
+  const auto quote = text.find('"', line_start);
+  const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n');
+  return path.string() + ":" + std::to_string(line) + ":" + std::to_string(quote - line_start + 1);
+}
+std::string all_warnings(const Spec& spec) {
+  std::string all;
+  for (const auto& w : spec.warnings()) all += w.text() + "\n";
+  return all;
+}
+const std::string kExampleWarning =
+    " is rpi-provision's example key; nobody has its private key: replace it with your own public key";
+}  // namespace
+
+// The examples ship public keys whose private keys nobody has: a card built
+// from them unchanged lets nobody in over SSH. Each says so where the key is,
+// and the key is no way in for the login rules.
+TEST(Spec, ExampleKeysWarnWhereTheyAreAndLetNobodyIn) {
+  const fs::path headless = examples() / "headless.toml", kiosk = examples() / "kiosk.toml",
+                 fleet = examples() / "fleet.toml";
+  auto spec = load_spec(headless);
+  std::string w = all_warnings(spec);
+  EXPECT_TRUE(
+      has(w, place_of(headless, "admin@example") + ": root's SSH key \"ssh-ed25519 admin@example\"" + kExampleWarning))
+      << w;
+  // Root has only that key: nobody can log in, and the summary says so.
+  EXPECT_TRUE(has(w,
+                  ": root's SSH key is rpi-provision's example key, whose private key nobody has, and there is no "
+                  "[[users]] entry: nobody can log in to this Pi"))
+      << w;
+  EXPECT_TRUE(has(summary(resolve_host(spec, 1)), "  login     nobody")) << summary(resolve_host(spec, 1));
+
+  // An admin whose only key is the example's: the card is what it will be with
+  // the user's own key (root locked), and nobody can log in until then.
+  spec = load_spec(kiosk);
+  w = all_warnings(spec);
+  EXPECT_TRUE(has(
+      w, place_of(kiosk, "admin@example") + ": user admin's SSH key \"ssh-ed25519 admin@example\"" + kExampleWarning))
+      << w;
+  EXPECT_TRUE(has(w,
+                  "root's password is locked (there is no [root]; an admin with an SSH key logs in instead), and no "
+                  "[[users]] entry can log in (admin: no password, and its SSH key is rpi-provision's example key"))
+      << w;
+  EXPECT_TRUE(has(w, "nobody can log in to this Pi")) << w;
+  EXPECT_FALSE(has(w, "root's password login is not locked")) << w;
+  EXPECT_EQ(root_login(resolve_host(spec, 1)), RootLogin::locked);
+
+  spec = load_spec(fleet);
+  w = all_warnings(spec);
+  EXPECT_TRUE(has(w, place_of(fleet, "teacher@school.example") +
+                         ": user teacher's SSH key \"ssh-ed25519 teacher@school.example\"" + kExampleWarning))
+      << w;
+  // Said once for the ten cards that share the key.
+  EXPECT_EQ(std::count(w.begin(), w.end(), '\n'), 2) << w;
+}
+
+TEST(Spec, AnExampleKeyIsKnownByItsKeyDataAndIsNoWayIn) {
+  const std::string blob = "AAAAC3NzaC1lZDI1NTE5AAAAIHeLguboJt2OAmYzeA/Z4TVxebKDh2PkgXgHJPUhfUjq";
+  // Another comment, options before it: still the example's key.
+  for (const std::string& key : {"ssh-ed25519 " + blob + " me@laptop", "no-pty ssh-ed25519 " + blob,
+                                 "from=\"10.0.0.0/8\" ssh-ed25519 " + blob + " renamed"}) {
+    SCOPED_TRACE(key);
+    const std::string admin = kPi + "[[users]]\nname = \"ops\"\nadmin = true\nssh_authorized_keys = ['" + key + "']\n";
+    const std::string w = warnings_of(admin);
+    EXPECT_TRUE(has(w, "t.toml:6:24: user ops's SSH key \"ssh-ed25519 ")) << w;
+    EXPECT_TRUE(has(w, kExampleWarning)) << w;
+    const auto h = resolve_host(parse_spec(admin, "t.toml", "."), 1);
+    EXPECT_EQ(root_login(h), RootLogin::locked) << "the card is what the user's own key will give";
+    EXPECT_TRUE(has(summary(h), "(no interactive login: no password, and its SSH key is rpi-provision's example key"))
+        << summary(h);
+  }
+  // Next to a key its owner has, the admin logs in: only the example key is warned about.
+  const std::string both = kPi + "[[users]]\nname = \"ops\"\nadmin = true\nssh_authorized_keys = ['ssh-ed25519 " +
+                           blob + " x', '" + kKey + "']\n";
+  const std::string w = warnings_of(both);
+  EXPECT_EQ(std::count(w.begin(), w.end(), '\n'), 1) << w;
+  EXPECT_EQ(root_login(resolve_host(parse_spec(both, "t.toml", "."), 1)), RootLogin::locked);
+  // Root with the example key and a forced-command key: no shell for anyone.
+  const std::string root = kPi + "[root]\nssh_authorized_keys = ['ssh-ed25519 " + blob + " x', '" + kForcedKey + "']\n";
+  EXPECT_TRUE(has(warnings_of(root),
+                  "t.toml:4:23: every key in [root].ssh_authorized_keys forces a command=\"...\" or is rpi-provision's "
+                  "example key, and there is no [[users]] entry: nobody can log in to this Pi"))
+      << warnings_of(root);
+  const auto h = resolve_host(parse_spec(root, "t.toml", "."), 1);
+  EXPECT_TRUE(has(summary(h), "2 ssh keys (no interactive login: rpi-provision's example key")) << summary(h);
+  // sshd refusing root's keys, and an admin with the example key only: nobody could log in.
+  EXPECT_TRUE(has(error_of(root_with(kKey,
+                                     "[ssh]\npermit_root_login = \"no\"\n[[users]]\nname = \"ops\"\n"
+                                     "admin = true\nssh_authorized_keys = ['ssh-ed25519 " +
+                                         blob + "']\n")),
+                  "nobody could log in to this Pi"));
+}
+
+// The compiled-in list follows the keys that examples/, the README and the docs
+// show: every real key there must be one of them (placeholders are refused anyway).
+TEST(Spec, EveryKeyShownInExamplesAndDocsIsAKnownExampleKey) {
+  std::vector<fs::path> files = {test::source_dir() / "README.md", test::source_dir() / "docs" / "spec.md",
+                                 test::source_dir() / "docs" / "rpi-provision.1"};
+  for (const auto& e : fs::directory_iterator(examples()))
+    if (e.path().extension() == ".toml") files.push_back(e.path());
+  int keys = 0;
+  for (const auto& f : files) {
+    std::string text = test::read_file(f);
+    // roff: "\-" is a hyphen, "\|" and "\&" print nothing.
+    for (const auto& [escape, is] : {std::pair<std::string, std::string>{"\\-", "-"}, {"\\|", ""}, {"\\&", ""}})
+      for (std::size_t at; (at = text.find(escape)) != std::string::npos;) text.replace(at, 2, is);
+    for (const std::string type : {"ssh-ed25519 AAAA", "ssh-rsa AAAA", "ecdsa-sha2-nistp256 AAAA"}) {
+      for (auto at = text.find(type); at != std::string::npos; at = text.find(type, at + 1)) {
+        auto end = text.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=",
+                                          at + type.size() - 4);
+        if (end == std::string::npos) end = text.size();
+        const std::string key = text.substr(at, end - at);
+        if (text.compare(end, 3, "...") == 0 || text.compare(end, 3, "…") == 0) continue;  // a placeholder
+        SCOPED_TRACE(f.string() + ": " + key);
+        ++keys;
+        EXPECT_EQ(error_of(root_with(key, "")), "(no error)");
+        EXPECT_TRUE(has(warnings_of(root_with(key, "")), kExampleWarning));
+      }
+    }
+  }
+  EXPECT_GE(keys, 3) << "the examples have three keys";
+}
+
+// A { file = } path may be the passphrase typed in the wrong place: errors about
+// the file never show it. Source and key files are no secrets and keep their path.
+TEST(Spec, ASecretsFileIsNotNamedWhenItCannotBeRead) {
+  test::TempDir dir;
+  fs::create_directory(dir / "folder");
+  const std::string wifi = kPi + "[wifi]\nssid = \"home\"\n";
+  for (const auto& [spec, want] : std::vector<std::pair<std::string, std::string>>{
+           {wifi + "psk = { file = \"correct horse battery staple\" }\n",
+            "t.toml:5:16: cannot read the file given for [wifi].psk: no such file (path relative to t.toml's folder)"},
+           {wifi + "psk = { file = \"/correct horse battery staple\" }\n",
+            "t.toml:5:16: cannot read the file given for [wifi].psk: no such file"},
+           {wifi + "psk = { file = \"folder\" }\n", "t.toml:5:16: the file given for [wifi].psk is not a regular file"},
+           {kPi + "[root]\npassword = { file = \"correct horse battery staple\" }\n",
+            "t.toml:4:21: cannot read the file given for [root].password: no such file (path relative to t.toml's "
+            "folder)"},
+           {kPi + "[[files]]\npath = \"/etc/token\"\ncontent = { file = \"correct horse battery staple\" }\n",
+            "t.toml:5:20: cannot read the file given for [[files]].content: no such file (path relative to t.toml's "
+            "folder)"},
+       }) {
+    SCOPED_TRACE(spec);
+    const std::string e = error_of(spec, dir.path());
+    EXPECT_EQ(e, want);
+    EXPECT_FALSE(has(e, "horse")) << e;
+    EXPECT_FALSE(has(e, "folder\"")) << e;
+  }
+  EXPECT_EQ(error_of(kPi + "[[files]]\npath = \"/etc/motd\"\nsource = \"motd.txt\"\n", dir.path()),
+            "t.toml:5:10: cannot read " + (dir / "motd.txt").string() + " (source of /etc/motd): no such file");
+  EXPECT_EQ(error_of(kPi + "[apk]\nkeys = [\"my.rsa.pub\"]\n", dir.path()),
+            "t.toml:4:9: cannot read " + (dir / "my.rsa.pub").string() + " ([apk].keys): no such file");
+}
+
+// A rejected value names where it came from, as the "more than one line" error
+// always did: the spec line shows only the reference.
+TEST(Spec, ARejectedSecretSaysWhereItCameFrom) {
+  test::TempDir dir;
+  test::write_file(dir / "short.psk", "shortpw\n");
+  test::write_file(dir / "long.psk", std::string(70, 'x') + "\n");
+  ::setenv("RPI_T_SHORT_PSK", "shortpw", 1);
+  const std::string wifi = kPi + "[wifi]\nssid = \"home\"\n";
+  const std::string rule = " must be a passphrase of 8 to 63 printable ASCII characters (or 64 hex digits)";
+  EXPECT_EQ(error_of(wifi + "psk = { env = \"RPI_T_SHORT_PSK\" }\n"),
+            "t.toml:5:15: [wifi].psk (env RPI_T_SHORT_PSK)" + rule);
+  EXPECT_EQ(error_of(wifi + "psk = { file = \"short.psk\" }\n", dir.path()),
+            "t.toml:5:16: [wifi].psk (file short.psk)" + rule);
+  EXPECT_EQ(error_of(wifi + "psk = { file = \"long.psk\" }\n", dir.path()),
+            "t.toml:5:16: [wifi].psk (file long.psk)" + rule);
+  EXPECT_EQ(error_of(wifi + "psk = \"shortpw\"\n"), "t.toml:5:7: [wifi].psk" + rule);
+  ::unsetenv("RPI_T_SHORT_PSK");
+  for (const auto& m :
+       {error_of(wifi + "psk = { file = \"short.psk\" }\n", dir.path()), error_of(wifi + "psk = \"shortpw\"\n")})
+    EXPECT_FALSE(has(m, "shortpw")) << m;
+}
+
+// Notepad saves UTF-8 with a byte-order mark: in a passphrase or password it
+// would be part of the secret, in a script it hides the #! line, in an apk key
+// it hides the key from apk. Copied files keep it, with a warning.
+TEST(Spec, AByteOrderMarkInAFileTheSpecReadsIsSaidSo) {
+  test::TempDir dir;
+  const std::string bom = "\xEF\xBB\xBF";
+  test::write_file(dir / "bom.psk", bom + "correct horse\r\n");
+  test::write_file(dir / "bom.pw", bom + "hunter2hunter2\n");
+  test::write_file(dir / "bom.sh", bom + "#!/bin/sh\necho hi\n");
+  test::write_file(dir / "bom.rsa.pub", bom + "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n");
+  test::write_file(dir / "bom.conf", bom + "key=value\n");
+  const std::string marks = " starts with a byte-order mark (EF BB BF, as Notepad saves UTF-8)";
+  EXPECT_EQ(error_of(kPi + "[wifi]\nssid = \"home\"\npsk = { file = \"bom.psk\" }\n", dir.path()),
+            "t.toml:5:16: [wifi].psk (file bom.psk)" + marks + "; save it as UTF-8 without BOM");
+  EXPECT_EQ(error_of(kPi + "[[users]]\nname = \"bob\"\npassword = { file = \"bom.pw\" }\n", dir.path()),
+            "t.toml:5:21: [[users]].password (file bom.pw)" + marks + "; save it as UTF-8 without BOM");
+  const std::string script =
+      ", which hides its #! line and makes the shell read the mark as part of the first "
+      "command: save it as UTF-8 without BOM";
+  EXPECT_EQ(error_of(kPi + "[[scripts]]\nname = \"hello\"\nsource = \"bom.sh\"\n", dir.path()),
+            "t.toml:5:10: script hello: source bom.sh" + marks + script);
+  EXPECT_EQ(error_of(kPi + "[[scripts]]\nname = \"hello\"\ncontent = { file = \"bom.sh\" }\n", dir.path()),
+            "t.toml:5:20: script hello: [[scripts]].content (file bom.sh)" + marks + script);
+  EXPECT_EQ(error_of(kPi + "[apk]\nkeys = [\"bom.rsa.pub\"]\n", dir.path()),
+            "t.toml:4:9: [apk].keys file bom.rsa.pub" + marks +
+                ", so apk would not find the key in it: save it as UTF-8 without BOM (or copy the file from the "
+                "repository as it is)");
+  const std::string copied =
+      ", which is copied too and may confuse what reads the file on the Pi: save it as UTF-8 without BOM if it is "
+      "text\n";
+  auto spec = parse_spec(kPi + "[[files]]\npath = \"/etc/a.conf\"\nsource = \"bom.conf\"\n" +
+                             "[[files]]\npath = \"/etc/b.conf\"\ncontent = { file = \"bom.conf\" }\n",
+                         "t.toml", dir.path());
+  EXPECT_EQ(all_warnings(spec), "t.toml:5:10: [[files]] /etc/a.conf: source bom.conf" + marks + copied +
+                                    "t.toml:8:20: [[files]] /etc/b.conf: [[files]].content (file bom.conf)" + marks +
+                                    copied);
+  EXPECT_EQ(resolve_host(spec, 1).files.at(0).content, bom + "key=value\n") << "copied byte for byte";
+  // Without the mark, the same files are fine.
+  test::write_file(dir / "ok.psk", "correct horse\n");
+  EXPECT_EQ(error_of(kPi + "[wifi]\nssid = \"home\"\npsk = { file = \"ok.psk\" }\n", dir.path()), "(no error)");
+}
+
+// A spec saved with a UTF-8 byte-order mark reads as without; one saved as
+// UTF-16 ("Unicode" in Windows editors) or Latin-1 says how to save it.
+TEST(Spec, SpecEncodingsAreSaidPlainly) {
+  test::TempDir dir;
+  test::write_file(dir / "bom.toml", "\xEF\xBB\xBF" + kPi);
+  EXPECT_EQ(resolve_host(load_spec(dir / "bom.toml"), 1).hostname, "pi");
+  auto utf16 = [](const std::string& ascii, bool big_endian) {
+    std::string out;
+    for (char c : ascii) out += big_endian ? std::string{'\0', c} : std::string{c, '\0'};
+    return out;
+  };
+  for (const auto& text :
+       {"\xFF\xFE" + utf16(kPi, false), "\xFE\xFF" + utf16(kPi, true), utf16(kPi, false), utf16(kPi, true)}) {
+    EXPECT_EQ(error_of(text), "t.toml:1:1: the spec is UTF-16 text; save it as UTF-8");
+  }
+  EXPECT_EQ(error_of(std::string("\xFF\xFE\0\0[\0\0\0", 8)), "t.toml:1:1: the spec is UTF-32 text; save it as UTF-8");
+  EXPECT_EQ(error_of(kPi + "motd = \"M\xFCnchen\"\n"),
+            "t.toml:3:9: this line holds text that is not UTF-8 (was the file saved as Latin-1 or Windows-1252?); "
+            "save the spec as UTF-8");
+}
+
+TEST(Spec, LoadSpecSaysWhyItCannotReadTheSpec) {
+  test::TempDir dir;
+  try {
+    load_spec(dir / "nope.toml");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::spec);
+    EXPECT_EQ(std::string(e.what()), (dir / "nope.toml").string() + ": cannot read the spec: no such file");
+  }
+  if (::geteuid() == 0) GTEST_SKIP() << "root reads any file: CheckCommand.PermissionDeniedIsSaid runs as nobody";
+  test::write_file(dir / "locked.toml", kPi);
+  test::write_file(dir / "locked.psk", "correct horse\n");
+  ::chmod((dir / "locked.toml").c_str(), 0);
+  ::chmod((dir / "locked.psk").c_str(), 0);
+  try {
+    load_spec(dir / "locked.toml");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), (dir / "locked.toml").string() + ": cannot read the spec: permission denied");
+  }
+  EXPECT_EQ(error_of(kPi + "[wifi]\nssid = \"home\"\npsk = { file = \"locked.psk\" }\n", dir.path()),
+            "t.toml:5:16: cannot read the file given for [wifi].psk: permission denied");
+}
+
+// toml++ says "cannot redefine existing string 'timezone'": say which key, where
+// the first one is, and what to do.
+TEST(Spec, AKeySetTwiceSaysWhereTheFirstOneIs) {
+  EXPECT_EQ(error_of(kPi + "timezone = \"UTC\"\nkeymap = \"us us\"\ntimezone = \"Europe/Berlin\"\n"),
+            "t.toml:5:12: timezone is set twice (first at 3:1); keep one");
+  EXPECT_EQ(error_of(kPi + "[[users]]\nname = \"a\"\n[[users]]\nname = \"b\"\nshell = \"/bin/sh\"\n  name = \"c\"\n"),
+            "t.toml:8:10: name is set twice (first at 6:1); keep one");
+  EXPECT_EQ(error_of(kPi + "[[hosts]]\nhostname = \"a\"\n[hosts.wifi]\nssid = \"x\"\nssid = \"y\"\n"),
+            "t.toml:7:8: ssid is set twice (first at 6:1); keep one");
+  EXPECT_EQ(error_of(kPi + "[wifi]\nssid = \"x\"\n[system]\ntimezone = \"UTC\"\n"),
+            "t.toml:5:1: [system] appears twice (first at 1:1); put its keys under one [system] header");
+  // In an inline table the lines before do not show the first one.
+  EXPECT_EQ(error_of(kPi + "wifi = { ssid = \"a\", ssid = \"b\" }\n"), "t.toml:3:29: ssid is set twice; keep one");
+  // Not taken for a key of the same name in the table around it.
+  EXPECT_EQ(error_of(kPi + "x = { hostname = \"a\", hostname = \"b\" }\n"),
+            "t.toml:3:34: hostname is set twice; keep one");
+}
+
+// Unknown keys: besides spellings, the same key in other capitals and the words
+// users often type for it.
+TEST(Spec, UnknownKeysSuggestOtherCaseAndCommonWords) {
+  auto unknown = [](const std::string& spec) { return error_of(spec).substr(error_of(spec).find(": ") + 2); };
+  const std::string wifi = kPi + "[wifi]\nssid = \"home\"\n";
+  for (const char* word : {"passphrase", "password", "key", "Passphrase", "PSK"})
+    EXPECT_EQ(unknown(wifi + word + " = \"x\"\n"),
+              "unknown key '" + std::string(word) + "' in [wifi] (did you mean 'psk'?)");
+  EXPECT_EQ(unknown(kPi + "[wifi]\nSSID = \"home\"\n"), "unknown key 'SSID' in [wifi] (did you mean 'ssid'?)");
+  EXPECT_EQ(unknown("[system]\nHostname = \"pi\"\n"), "unknown key 'Hostname' in [system] (did you mean 'hostname'?)");
+  EXPECT_EQ(unknown(kPi + "tz = \"UTC\"\n"), "unknown key 'tz' in [system] (did you mean 'timezone'?)");
+  EXPECT_EQ(unknown(kPi + "[WiFi]\nssid = \"home\"\n"), "unknown key 'WiFi' in the spec (did you mean 'wifi'?)");
+  EXPECT_EQ(unknown(kPi + "[[users]]\nusername = \"bob\"\n"),
+            "unknown key 'username' in [[users]] (did you mean 'name'?)");
+  EXPECT_EQ(unknown(kPi + "[[users]]\nname = \"bob\"\nauthorized_keys = []\n"),
+            "unknown key 'authorized_keys' in [[users]] (did you mean 'ssh_authorized_keys'?)");
+  // "password" is a key of [root] and [[users]]: not taken for anything there.
+  EXPECT_EQ(error_of(kPi + "[root]\npassword_hash = \"*\"\n").find("unknown"), std::string::npos);
+}
+
+TEST(Spec, AMistypedTimeZoneSuggestsTheZone) {
+  auto tz = [](const std::string& zone) { return error_of(kPi + "timezone = \"" + zone + "\"\n"); };
+  for (const auto& [typed, meant] : std::vector<std::pair<std::string, std::string>>{
+           {"Europe/Berln", "Europe/Berlin"},
+           {"europe/berlin", "Europe/Berlin"},
+           {"Berlin", "Europe/Berlin"},
+           {"America/New York", "America/New_York"},
+           {"Asia/Kolkatta", "Asia/Kolkata"},
+       }) {
+    EXPECT_EQ(tz(typed),
+              "t.toml:3:12: unknown time zone \"" + typed + "\" in [system].timezone (did you mean '" + meant + "'?)");
+  }
+  EXPECT_EQ(tz("Mars/Olympus_Mons"),
+            "t.toml:3:12: unknown time zone \"Mars/Olympus_Mons\" in [system].timezone (use an IANA name like "
+            "Europe/Berlin)");
+}
+
+// A group that a listed package creates at install (seatd's "seat", docker's
+// "docker") is what the spec asks for: created ahead for the user, without a warning.
+TEST(Spec, AGroupThatAListedPackageCreatesIsNotWarnedAbout) {
+  auto with = [](const std::string& packages, const std::string& group) {
+    return kPi + "[apk]\npackages = [" + packages + "]\n[[users]]\nname = \"kiosk\"\ngroups = [\"video\", \"" + group +
+           "\"]\n";
+  };
+  EXPECT_EQ(warnings_of(with("\"seatd\"", "seat")), "");
+  EXPECT_EQ(warnings_of(with("\"docker>=20\"", "docker")), "");
+  EXPECT_EQ(warnings_of(with("", "seat")),
+            "t.toml:7:10: group \"seat\" is not in Alpine's base layout; it is created with gid 1100 (it is the group "
+            "of the seatd package, which is not in [apk].packages)\n");
+  EXPECT_EQ(warnings_of(with("\"seatd\"", "kiosks")),
+            "t.toml:7:10: group \"kiosks\" is not in Alpine's base layout; it is created with gid 1100\n");
+  // Created either way, so the user is in it when the package arrives.
+  const auto h = resolve_host(parse_spec(with("\"seatd\"", "seat"), "t.toml", "."), 1);
+  ASSERT_EQ(h.extra_groups.size(), 1u);
+  EXPECT_EQ(h.extra_groups[0], (std::pair<std::string, unsigned>{"seat", 1100}));
+  // The kiosk example lists seatd: no word about its group.
+  EXPECT_FALSE(has(all_warnings(load_spec(examples() / "kiosk.toml")), "group \"seat\""));
 }
