@@ -73,27 +73,9 @@ AlpineTable read_alpine_table(const std::string& path) {
   return t;
 }
 
-void run_fetch(AppContext& ctx, FetchOptions o) {
-  if (!o.spec.empty()) {
-    AlpineTable t = read_alpine_table(o.spec);
-    // Flags given on the command line win over the spec.
-    if (o.version.empty() && t.version) o.version = *t.version;
-    if (o.arch.empty() && t.arch) o.arch = *t.arch;
-    if (o.download.mirrors.empty() && t.mirror) o.download.mirrors.push_back(*t.mirror);
-    if (o.tarball.empty() && t.tarball) {
-      o.tarball = *t.tarball;
-      o.from_spec = true;
-    }
-    if (o.sha256.empty() && t.sha256) o.sha256 = *t.sha256;
-  }
-  if (!o.sha256.empty() && o.tarball.empty())
-    throw Error(Errc::usage,
-                "--sha256 pins the digest of --tarball; without --tarball the release index gives the digest "
-                "(drop --sha256, or add --tarball URL)");
-  const fetch::Options opts = o.download.options(ctx.reporter.sink());
-
-  std::filesystem::path path;
-  fetch::Release rel;
+// The tarball `o` asks for: a local file, a pinned URL or a resolved release.
+void fetch_into(FetchOptions& o, const fetch::Options& opts, AppContext& ctx, std::filesystem::path& path,
+                fetch::Release& rel) {
   if (const std::string local = local_tarball_path(o.tarball, o.sha256); !local.empty() && o.sha256.empty()) {
     o.tarball = local;
     // A file here, with no digest to copy it into the cache under: nothing to
@@ -123,6 +105,43 @@ void run_fetch(AppContext& ctx, FetchOptions o) {
     rel = fetch::resolve(q, opts);
     path = fetch::fetch_release(rel, opts);
   }
+}
+
+void run_fetch(AppContext& ctx, FetchOptions o) {
+  if (!o.spec.empty()) {
+    AlpineTable t = read_alpine_table(o.spec);
+    // Flags given on the command line win over the spec.
+    if (o.version.empty() && t.version) o.version = *t.version;
+    if (o.arch.empty() && t.arch) o.arch = *t.arch;
+    if (o.download.mirrors.empty() && t.mirror) o.download.mirrors.push_back(*t.mirror);
+    if (o.tarball.empty() && t.tarball) {
+      o.tarball = *t.tarball;
+      o.from_spec = true;
+    }
+    if (o.sha256.empty() && t.sha256) o.sha256 = *t.sha256;
+  }
+  if (!o.sha256.empty() && o.tarball.empty())
+    throw Error(Errc::usage,
+                "--sha256 pins the digest of --tarball; without --tarball the release index gives the digest "
+                "(drop --sha256, or add --tarball URL)");
+  fetch::Options opts = o.download.options(ctx.reporter.sink());
+  // Ctrl-C (or TERM, HUP, PIPE) stops the download and says what was kept for
+  // the next run, instead of killing the process without a word.
+  opts.cancel = install_cancel_handler();
+
+  std::filesystem::path path;
+  fetch::Release rel;
+  try {
+    fetch_into(o, opts, ctx, path, rel);
+  } catch (const Cancelled& e) {
+    // "cancelled: 23.0 MiB of FILE kept in CACHE/partial/; run again to resume"
+    ctx.reporter.finish_progress();
+    ctx.reporter.error(Errc::network, dynamic_cast<const fetch::DownloadCancelled*>(&e)
+                                          ? std::string(e.what())
+                                          : "cancelled; nothing was downloaded that a next run could resume from");
+    ctx.exit_code = 128 + cancel_signal();
+    return;
+  }
   ctx.reporter.finish_progress();
   std::error_code ec;
   std::uint64_t size = std::filesystem::file_size(path, ec);
@@ -131,6 +150,8 @@ void run_fetch(AppContext& ctx, FetchOptions o) {
   if (!rel.version.empty()) j.add("version", rel.version);
   if (!rel.arch.empty()) j.add("arch", rel.arch);
   ctx.reporter.result("fetch", path.string(), std::move(j));
+  // A signal that came after the download was complete: the result stands, the exit says it.
+  if (int sig = cancel_signal()) ctx.exit_code = 128 + sig;
 }
 
 CommandRegistration reg(40, [](CLI::App& app, AppContext& ctx) {

@@ -14,6 +14,7 @@
 #include <map>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "rpi/atomic_file.hpp"
 #include "rpi/digest.hpp"
@@ -80,8 +81,18 @@ EntryLock::EntryLock(const fs::path& cache, const std::string& sha256, bool wait
         emit(opts->events,
              Event{"note", subject, 0, 0, "waiting for another rpi-provision that is fetching " + subject});
       noted = true;
-      while (::flock(fd_.get(), LOCK_EX) != 0) {
-        if (errno != EINTR) throw_errno("cannot lock " + p.string());
+      if (opts && opts->cancel) {
+        // Ctrl-C must end the wait too: asked again and again, not blocked in
+        // flock (the signal may reach another thread, or come just before it).
+        while (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+          if (errno != EWOULDBLOCK && errno != EINTR) throw_errno("cannot lock " + p.string());
+          if (cancelled(opts->cancel)) throw Cancelled{};
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+      } else {
+        while (::flock(fd_.get(), LOCK_EX) != 0) {
+          if (errno != EINTR) throw_errno("cannot lock " + p.string());
+        }
       }
     }
     // `cache prune` removes unused lock files while holding them: a lock on a

@@ -11,6 +11,7 @@
 #include "cache.hpp"
 #include "rpi/atomic_file.hpp"
 #include "rpi/error.hpp"
+#include "rpi/size.hpp"
 #include "rpi/text.hpp"
 #include "transfer.hpp"
 
@@ -108,6 +109,10 @@ std::string digest_from_companion(const std::string& body, std::size_t len, cons
   return to_lower(hex);
 }
 
+// What a mirror root is, for errors that suspect the one given.
+const std::string kRootIs =
+    std::string("It is the folder that holds latest-stable/, edge/, v3.22/, e.g. ") + kDefaultMirror;
+
 // Resolution against one mirror root.
 Release resolve_on(const std::string& mirror, const Query& q, const Options& opts) {
   const std::string branch = branch_dir(q.version);
@@ -132,9 +137,15 @@ Release resolve_on(const std::string& mirror, const Query& q, const Options& opt
       if (!others.empty())
         throw Error(Errc::usage, "Alpine " + branch + " has no " + q.arch + " release on this mirror (" + index_url +
                                      " was not found; it has " + others + ")");
+      // latest-stable and edge exist on every Alpine mirror: the root is wrong.
+      if (branch == "latest-stable" || branch == "edge")
+        throw Error(Errc::usage, "the mirror " + mirror + " has no " + branch + "/ (" + index_url +
+                                     " was not found): is the mirror root right? " + kRootIs);
       throw Error(Errc::usage, "no release index for Alpine " + q.version + " (" + q.arch + "): " + index_url +
                                    " was not found — is '" + q.version +
-                                   "' an existing branch (e.g. 3.22, latest-stable, edge)?");
+                                   "' an existing branch (e.g. 3.22, latest-stable, edge)? If it is, is the mirror "
+                                   "root right? " +
+                                   kRootIs);
     }
     if (latest->arch != q.arch)
       throw Error(Errc::input, index_url + " lists arch '" + latest->arch + "', expected " + q.arch);
@@ -153,7 +164,8 @@ Release resolve_on(const std::string& mirror, const Query& q, const Options& opt
   detail::Text sha256 = detail::get_text(file_url + ".sha256", opts, 4096);
   if (!sha256.found) {
     std::string offers = latest ? "the " + branch + " index offers " + latest->version
-                                : "there is no " + branch + " index for " + q.arch + " either";
+                                : "there is no " + branch + " index for " + q.arch + " either (is " + branch +
+                                      " an existing branch? is the mirror root right? " + kRootIs + ")";
     throw Error(Errc::usage, "Alpine " + q.version + " (" + q.arch + ") is not on the mirror: " + file_url +
                                  ".sha256 was not found; " + offers);
   }
@@ -174,11 +186,11 @@ std::string shell_word(const std::string& w) {
   return out + "'";
 }
 
-Release resolve_offline(const Query& q, const Options& opts) {
-  const fs::path cache = detail::cache_root(opts);
-  std::vector<CacheEntry> all = list_cache(cache);
+// The cache entry that --offline resolves `q` to (entries are newest first),
+// else nullptr; `unverified` (when given) collects the matching names it may
+// not use: their digests came from no release index.
+const CacheEntry* offline_match(const Query& q, const std::vector<CacheEntry>& all, std::string* unverified) {
   const std::string branch = branch_dir(q.version);
-  std::string unverified;            // matching names whose digests no release index vouched for
   for (const CacheEntry& e : all) {  // newest first
     if (e.arch != q.arch) continue;
     bool match = false;
@@ -194,9 +206,32 @@ Release resolve_offline(const Query& q, const Options& opts) {
     // Only entries whose digests came from the mirror's release files stand for
     // a version: a `--tarball FILE --sha256` entry is named like a release but
     // nothing checked it against one.
-    if (e.provenance == "index" || e.provenance == "companion") return static_cast<const Release&>(e);
-    unverified += (unverified.empty() ? "" : ", ") + e.file;
+    if (e.provenance == "index" || e.provenance == "companion") return &e;
+    if (unverified) *unverified += (unverified->empty() ? "" : ", ") + e.file;
   }
+  return nullptr;
+}
+
+// For a resolution that failed on the network: "; the cache holds FILE; add
+// --offline to use it" when --offline would resolve the same query, else "".
+// Reads the cache without creating it.
+std::string offline_hint(const Query& q, const Options& opts) {
+  if (opts.cache_dir.empty()) return {};
+  std::vector<CacheEntry> all;
+  try {
+    all = list_cache(opts.cache_dir);
+  } catch (const std::exception&) {
+    return {};  // only a hint
+  }
+  const CacheEntry* e = offline_match(q, all, nullptr);
+  return e ? "; the cache holds " + e->file + "; add --offline to use it" : std::string();
+}
+
+Release resolve_offline(const Query& q, const Options& opts) {
+  const fs::path cache = detail::cache_root(opts);
+  std::vector<CacheEntry> all = list_cache(cache);
+  std::string unverified;  // matching names whose digests no release index vouched for
+  if (const CacheEntry* e = offline_match(q, all, &unverified)) return static_cast<const Release&>(*e);
   std::string have;
   for (const CacheEntry& e : all) have += (have.empty() ? "" : ", ") + e.file;
   std::string cmd = "rpi-provision fetch --version " + q.version + " --arch " + q.arch;
@@ -454,7 +489,11 @@ Release resolve_impl(const Query& query, const Options& opts) {
         if (j != i) r.urls.push_back(detail::join_url(mirrors[j], dir));
       return r;
     } catch (const Error& e) {
-      if (mirrors.size() == 1) throw;
+      if (mirrors.size() == 1) {
+        // Its error is the whole error, with the way out when there is one.
+        if (e.code() == Errc::network) throw Error(e.code(), e.what() + offline_hint(query, opts));
+        throw;
+      }
       errors += std::string(errors.empty() ? "" : "; ") + mirrors[i] + ": " + e.what();
       if (!any || error_rank(e.code()) > error_rank(code)) code = e.code();
       any = true;
@@ -463,7 +502,8 @@ Release resolve_impl(const Query& query, const Options& opts) {
                                 "mirror " + mirrors[i] + " failed: " + e.what() + "; trying the next mirror"});
     }
   }
-  throw Error(code, "no mirror could resolve Alpine " + query.version + " (" + query.arch + "): " + errors);
+  throw Error(code, "no mirror could resolve Alpine " + query.version + " (" + query.arch + "): " + errors +
+                        (code == Errc::network ? offline_hint(query, opts) : std::string()));
 }
 
 fs::path fetch_release_impl(const Release& r, const Options& opts) {
@@ -535,43 +575,64 @@ fs::path fetch_release_impl(const Release& r, const Options& opts) {
   if (!damaged.empty()) emit(opts.events, Event{"warning", rel.file, 0, 0, damaged + "; downloading again"});
 
   const fs::path part = detail::part_path(cache, rel.sha256, rel.file);
+  // The bytes of the part file the next run asks a server for the rest of (0:
+  // none, or only local copies, which start over), and where they are.
+  auto kept = [&]() -> std::uint64_t {
+    std::error_code ec;
+    const std::uintmax_t n = fs::file_size(part, ec);
+    return ec || std::none_of(urls.begin(), urls.end(), detail::is_remote) ? 0 : n;
+  };
+  const std::string kept_where = " kept in " + (cache / "partial").string() + "/; run again to resume";
+  // A network failure says "; 23.0 MiB kept in C/partial/; run again to resume".
+  auto with_kept = [&](const Error& e) {
+    const std::uint64_t n = e.code() == Errc::network ? kept() : 0;
+    return Error(e.code(), std::string(e.what()) + (n ? "; " + format_size(n) + kept_where : std::string()));
+  };
   std::string errors;
   Errc code = Errc::network;
-  for (std::size_t i = 0; i < urls.size(); ++i) {
-    const std::string& url = urls[i];
-    try {
-      detail::Downloaded d = download_verified(rel, url, part, opts);
-      std::string asc;
-      if (opts.verify_signature) {
-        try {
-          asc = fetch_signature(rel, url, part, opts, "the tarball is not trusted and was not cached");
-        } catch (...) {
-          std::error_code ec;
-          fs::remove(part, ec);  // not trusted: do not keep it around as resumable
-          fs::path validator = part;
-          validator += ".validator";
-          fs::remove(validator, ec);
-          throw;
+  try {
+    for (std::size_t i = 0; i < urls.size(); ++i) {
+      const std::string& url = urls[i];
+      try {
+        detail::Downloaded d = download_verified(rel, url, part, opts);
+        std::string asc;
+        if (opts.verify_signature) {
+          try {
+            asc = fetch_signature(rel, url, part, opts, "the tarball is not trusted and was not cached");
+          } catch (...) {
+            std::error_code ec;
+            fs::remove(part, ec);  // not trusted: do not keep it around as resumable
+            fs::path validator = part;
+            validator += ".validator";
+            fs::remove(validator, ec);
+            throw;
+          }
         }
+        CacheEntry meta;
+        static_cast<Release&>(meta) = rel;
+        meta.size = d.size;
+        meta.sha256 = d.sha256;
+        meta.sha512 = d.sha512;
+        meta.urls = {redact_urls(url)};
+        return detail::store(cache, meta, part, asc);
+      } catch (const Error& e) {
+        if (e.code() != Errc::network && e.code() != Errc::verify) throw;
+        if (urls.size() == 1) throw with_kept(e);
+        errors += std::string(errors.empty() ? "" : "; ") + e.what();
+        if (i == 0 || error_rank(e.code()) > error_rank(code)) code = e.code();
+        if (i + 1 < urls.size())
+          emit(opts.events,
+               Event{"warning", rel.file, 0, 0, "mirror " + url + " failed: " + e.what() + "; trying the next mirror"});
       }
-      CacheEntry meta;
-      static_cast<Release&>(meta) = rel;
-      meta.size = d.size;
-      meta.sha256 = d.sha256;
-      meta.sha512 = d.sha512;
-      meta.urls = {redact_urls(url)};
-      return detail::store(cache, meta, part, asc);
-    } catch (const Error& e) {
-      if (e.code() != Errc::network && e.code() != Errc::verify) throw;
-      if (urls.size() == 1) throw;
-      errors += std::string(errors.empty() ? "" : "; ") + e.what();
-      if (i == 0 || error_rank(e.code()) > error_rank(code)) code = e.code();
-      if (i + 1 < urls.size())
-        emit(opts.events,
-             Event{"warning", rel.file, 0, 0, "mirror " + url + " failed: " + e.what() + "; trying the next mirror"});
     }
+  } catch (const DownloadCancelled&) {
+    throw;
+  } catch (const Cancelled&) {
+    const std::uint64_t n = kept();
+    if (!n) throw;
+    throw DownloadCancelled("cancelled: " + format_size(n) + " of " + rel.file + kept_where);
   }
-  throw Error(code, "every mirror failed for " + rel.file + ": " + errors);
+  throw with_kept(Error(code, "every mirror failed for " + rel.file + ": " + errors));
 }
 
 }  // namespace

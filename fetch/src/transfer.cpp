@@ -12,11 +12,13 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -236,6 +238,30 @@ std::string describe_curl(CURLcode c, const char* errbuf) {
   return s;
 }
 
+// The host of an http(s) URL, without user info, port or IPv6 brackets, in lower case.
+std::string url_host(const std::string& url) {
+  std::string host = url.substr(url.find("://") + 3);
+  host = host.substr(0, host.find_first_of("/?#"));
+  host = host.substr(host.rfind('@') == std::string::npos ? 0 : host.rfind('@') + 1);
+  if (!host.empty() && host[0] == '[')
+    host = host.substr(1, host.find(']') - 1);
+  else
+    host = host.substr(0, host.find(':'));
+  return lower(host);
+}
+
+// The port an http(s) URL connects to: the one it names, else 80 or 443.
+std::string url_port(const std::string& url) {
+  std::string auth = url.substr(url.find("://") + 3);
+  auth = auth.substr(0, auth.find_first_of("/?#"));
+  auth = auth.substr(auth.rfind('@') == std::string::npos ? 0 : auth.rfind('@') + 1);
+  std::size_t colon = auth.rfind(':');
+  if (colon != std::string::npos && (auth.find(']') == std::string::npos || colon > auth.find(']')) &&
+      colon + 1 < auth.size())
+    return auth.substr(colon + 1);
+  return url.rfind("https://", 0) == 0 ? "443" : "80";
+}
+
 // " (via proxy P from VAR)" when libcurl takes a proxy from the environment for
 // `url` (its rules: http_proxy in lower case only, https_proxy, all_proxy, and
 // no_proxy), else "". A failure through a dead proxy must not look like a dead mirror.
@@ -256,14 +282,7 @@ std::string proxy_note(const std::string& url) {
     }
   }
   if (!value) return {};
-  std::string host = url.substr(url.find("://") + 3);
-  host = host.substr(0, host.find_first_of("/?#"));
-  host = host.substr(host.rfind('@') == std::string::npos ? 0 : host.rfind('@') + 1);
-  if (!host.empty() && host[0] == '[')
-    host = host.substr(1, host.find(']') - 1);
-  else
-    host = host.substr(0, host.find(':'));
-  host = lower(host);
+  const std::string host = url_host(url);
   const char* np = std::getenv("no_proxy");
   if (!np || !*np) np = std::getenv("NO_PROXY");
   if (np) {
@@ -291,7 +310,57 @@ struct AttemptError {
   std::string message;
 };
 
-AttemptError classify(const std::string& url, CURLcode c, long status, const char* errbuf, const Options& opts,
+// "connection refused" for ECONNREFUSED: the system's words, starting in lower case.
+std::string errno_text(long err) {
+  std::string s = std::error_code(static_cast<int>(err), std::system_category()).message();
+  if (!s.empty()) s[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(s[0])));
+  return s;
+}
+
+// What went wrong with a transfer, for people where that is cheap ("cannot
+// connect to 127.0.0.1 port 1 (connection refused)"), else curl's own text.
+// Through a proxy, curl's text stays: the host it could not reach is the proxy.
+std::string describe_failure(const std::string& url, CURL* h, CURLcode c, const char* errbuf, const Options& opts) {
+  long os_errno = 0;
+  curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+  const std::string curl_text = describe_curl(c, errbuf);
+  const bool proxied = !proxy_note(url).empty();
+  const std::string where = url_host(url) + " port " + url_port(url);
+  switch (c) {
+    case CURLE_COULDNT_CONNECT:
+      if (proxied) return curl_text;
+      return "cannot connect to " + where + " (" +
+             (os_errno == ECONNREFUSED  ? std::string("connection refused")
+              : os_errno == ENETUNREACH ? std::string("network unreachable: is this computer online?")
+              : os_errno                ? errno_text(os_errno)
+                                        : curl_text) +
+             ")";
+    case CURLE_COULDNT_RESOLVE_HOST:
+      if (proxied) return curl_text;
+      return "cannot find the host " + url_host(url) +
+             " (no DNS answer for it: is the name right, and is this computer online?)";
+    case CURLE_OPERATION_TIMEDOUT: {
+      curl_off_t connected = 0;
+      curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &connected);
+      if (curl_text.rfind("Operation too slow", 0) == 0)
+        return "the transfer was too slow (under " + std::to_string(opts.low_speed_limit) + " bytes/s for " +
+               std::to_string(opts.low_speed_time_s) + " s)";
+      if (connected == 0 && !proxied)
+        return "no connection to " + where + " within " + std::to_string(opts.connect_timeout_s) + " s (timed out)";
+      return curl_text;
+    }
+    case CURLE_PARTIAL_FILE:
+      return "the connection closed before the whole file had arrived";
+    case CURLE_GOT_NOTHING:
+      return "the server closed the connection without answering";
+    case CURLE_RECV_ERROR:
+      return os_errno ? "the connection broke (" + errno_text(os_errno) + ")" : curl_text;
+    default:
+      return curl_text;
+  }
+}
+
+AttemptError classify(const std::string& url, CURL* h, CURLcode c, long status, const char* errbuf, const Options& opts,
                       const std::string& location = {}) {
   if (c == CURLE_UNSUPPORTED_PROTOCOL && !location.empty()) {
     const bool tls = url.rfind("https://", 0) == 0;
@@ -306,6 +375,11 @@ AttemptError classify(const std::string& url, CURLcode c, long status, const cha
       std::string reason = status == 404   ? " (not found)"
                            : status == 403 ? " (forbidden)"
                            : status == 410 ? " (gone)"
+                           : status == 429 ? " (too many requests)"
+                           : status == 500 ? " (internal server error)"
+                           : status == 502 ? " (bad gateway)"
+                           : status == 503 ? " (service unavailable)"
+                           : status == 504 ? " (gateway timeout)"
                                            : "";
       return {transient_http(status), Errc::network, url + ": HTTP " + std::to_string(status) + reason};
     }
@@ -319,14 +393,32 @@ AttemptError classify(const std::string& url, CURLcode c, long status, const cha
             url + ": TLS verification failed (" + describe_curl(c, errbuf) +
                 "); for a private mirror pass its CA certificate with --ca-cert FILE"};
   }
-  return {transient_curl(c), Errc::network, url + ": " + describe_curl(c, errbuf) + proxy_note(url)};
+  return {transient_curl(c), Errc::network, url + ": " + describe_failure(url, h, c, errbuf, opts) + proxy_note(url)};
 }
 
+// "2 s", "0.5 s", "10 ms": a wait in the unit a person reads best.
+std::string wait_text(std::chrono::milliseconds d) {
+  const auto ms = d.count();
+  if (ms % 1000 == 0) return std::to_string(ms / 1000) + " s";
+  if (ms >= 100) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(ms) / 1000.0);
+    return buf;
+  }
+  return std::to_string(ms) + " ms";
+}
+
+// The final failure of a transient error: how many attempts it had.
+std::string gave_up(const std::string& message, int attempts) {
+  return attempts > 1 ? message + "; gave up after " + std::to_string(attempts) + " attempts" : message;
+}
+
+// Says (a note: on stderr, `note` in --json) that `why` is retried, then waits.
 void backoff(const Options& opts, int attempt, const std::string& subject, const std::string& why) {
   auto delay = opts.retry_delay * (1 << std::min(attempt, 6));
   emit(opts.events, Event{"note", subject, 0, 0,
-                          why + "; retrying in " + std::to_string(delay.count()) + " ms (attempt " +
-                              std::to_string(attempt + 2) + " of " + std::to_string(opts.retries + 1) + ")"});
+                          "retrying in " + wait_text(delay) + " (attempt " + std::to_string(attempt + 2) + " of " +
+                              std::to_string(opts.retries + 1) + "): " + why});
   // In short steps: a cancel must not wait for the longest backoff.
   const auto until = std::chrono::steady_clock::now() + delay;
   for (auto now = std::chrono::steady_clock::now(); now < until; now = std::chrono::steady_clock::now()) {
@@ -749,8 +841,9 @@ Text get_text(const std::string& url, const Options& opts, std::size_t max_bytes
       throw Error(Errc::input, url + ": larger than " + format_size(max_bytes) +
                                    ", more than a release index, digest or package index holds");
     if (c == CURLE_OK && (status == 404 || status == 410)) return t;
-    AttemptError e = classify(url, c, status, errbuf, opts, head.location);
-    if (!e.transient || attempt >= opts.retries) throw Error(e.code, e.message);
+    AttemptError e = classify(url, h.get(), c, status, errbuf, opts, head.location);
+    if (!e.transient) throw Error(e.code, e.message);
+    if (attempt >= opts.retries) throw Error(e.code, gave_up(e.message, attempt + 1));
     backoff(opts, attempt, url, e.message);
   }
 }
@@ -774,6 +867,7 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
   bool resumed = false;
   int attempt = 0;
   int stalls = 0;              // low-speed timeouts, progress or not
+  int tries = 0;               // requests made, progress or not
   std::uint64_t furthest = 0;  // the longest the part file has been
   for (;;) {
     std::uint64_t offset = file_size(fd.get(), what);
@@ -823,6 +917,7 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
     progress.update(offset, true);
 
     CURLcode c = curl_easy_perform(h.get());
+    ++tries;
     long status = head.status;
     if (!status) curl_easy_getinfo(h.get(), CURLINFO_RESPONSE_CODE, &status);
     if (sink.restarted) {
@@ -870,7 +965,7 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
       err = {true, Errc::network,
              url + ": the body ended after " + std::to_string(sink.pos) + " of " + std::to_string(expected) + " bytes"};
     } else {
-      err = classify(url, c, status, errbuf, opts, head.location);
+      err = classify(url, h.get(), c, status, errbuf, opts, head.location);
     }
     if (progressed) attempt = 0;
     if (c == CURLE_OPERATION_TIMEDOUT && ++stalls >= std::max(1, opts.max_stalls) && err.transient) {
@@ -880,13 +975,13 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
       err.message = url + ": the transfer stalled " + std::to_string(stalls) + " times (below " +
                     std::to_string(opts.low_speed_limit) + " bytes/s for " + std::to_string(opts.low_speed_time_s) +
                     " s each; " + format_size(sink.pos) + (expected ? " of " + format_size(expected) : "") +
-                    " received); giving up on this server — try another --mirror (the partial download is kept "
-                    "for resuming)";
+                    " received); giving up on this server — try another --mirror";
     }
     if (!err.transient || attempt >= opts.retries) {
       std::error_code ec;
       if (file_size(fd.get(), what) == 0) fs::remove(part, ec);  // nothing worth resuming
-      throw Error(err.code, err.message);
+      // What was kept for resuming is said by fetch_release, which knows the other mirrors.
+      throw Error(err.code, err.transient ? gave_up(err.message, tries) : err.message);
     }
     backoff(opts, attempt, subject, err.message);
     ++attempt;

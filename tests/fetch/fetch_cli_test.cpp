@@ -1,12 +1,22 @@
 // `rpi-provision fetch` and `rpi-provision cache` end to end, through the built
 // binary, against the loopback mirror.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
 #include <gtest/gtest.h>
 
 #include <cctype>
+#include <chrono>
 #include <memory>
+#include <thread>
 
 #include "mirror_fixture.hpp"
+#include "rpi/size.hpp"
 #include "test_support.hpp"
+
+extern char** environ;
 
 namespace fs = std::filesystem;
 using namespace rpi::test;
@@ -227,6 +237,144 @@ TEST_F(FetchCli, ListAndPruneTellAboutPartialDownloads) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("1 partial download(s) (2 KiB)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("2 KiB freed"), std::string::npos) << r.out;
+}
+
+// ---- Network errors that say what to do (task H6) ----
+
+// The mirror cannot be reached but the cache holds the release: the error
+// says so and names --offline; following that advice works (the oracle).
+TEST_F(FetchCli, AnUnreachableMirrorOffersTheCachedTarballWithOffline) {
+  CommandResult r = cli({"-q", "fetch", "--mirror", server->url(), "--cache-dir", cache_dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string cached = first_line(r.out);
+  const std::string dead = server->url();
+  server.reset();  // nobody listens on its port now
+  r = cli({"fetch", "--mirror", dead, "--cache-dir", cache_dir});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(
+      contains(r.err, "rpi-provision: error: " + dead + "/latest-stable/releases/aarch64/latest-releases.yaml: " +
+                          "cannot connect to 127.0.0.1 port " + dead.substr(dead.rfind(':') + 1) +
+                          " (connection refused); the cache holds " + tree->latest_file + "; add --offline to use it"))
+      << r.err;
+  r = cli({"fetch", "--mirror", dead, "--cache-dir", cache_dir, "--offline"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(first_line(r.out), cached);
+  // An empty cache: nothing to offer.
+  r = cli({"fetch", "--mirror", dead, "--cache-dir", cache_dir + "-empty"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_FALSE(contains(r.err, "--offline")) << r.err;
+}
+
+TEST_F(FetchCli, AWrongMirrorRootIsAUsageErrorThatSaysWhatARootIs) {
+  CommandResult r = cli({"fetch", "--mirror", server->url() + "/alpine", "--cache-dir", cache_dir});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "the mirror " + server->url() + "/alpine has no latest-stable/ (")) << r.err;
+  EXPECT_TRUE(contains(r.err,
+                       "is the mirror root right? It is the folder that holds latest-stable/, edge/, v3.22/, "
+                       "e.g. https://dl-cdn.alpinelinux.org/alpine"))
+      << r.err;
+}
+
+// A retried failure is said on stderr (not after the fact, not silently), and
+// with --json as a note event.
+TEST_F(FetchCli, RetriesAreShownOnStderrAndAsJsonNotes) {
+  const std::string url = server->url() + "/v3.22/releases/aarch64/" + tree->latest_file;
+  server->set_faults(R"([{"path": "tar.gz", "kind": "status", "n": 503, "times": 1}])");
+  CommandResult r = cli({"fetch", "--mirror", server->url(), "--cache-dir", cache_dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "retrying in 0.5 s (attempt 2 of 5): " + url + ": HTTP 503 (service unavailable)\n"))
+      << r.err;
+  server->set_faults(R"([{"path": "tar.gz", "kind": "status", "n": 503, "times": 1}])");
+  r = cli({"--json", "fetch", "--mirror", server->url(), "--cache-dir", cache_dir + "-json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, R"({"type":"note","subject":")" + tree->latest_file +
+                                  R"(","message":"retrying in 0.5 s (attempt 2 of 5): )" + url +
+                                  R"j(: HTTP 503 (service unavailable)"})j"))
+      << r.out;
+  EXPECT_EQ(r.err, "") << "--json keeps stderr quiet";
+}
+
+// Ctrl-C during `fetch`: the download stops, the error says how much was kept
+// and where (the oracle: the part file), the exit status is 130, and the next
+// run asks the server for the rest only.
+// Runs the tool with `args` while the server trickles the tarball, presses
+// Ctrl-C once part of it is in `part`, and returns the exit status (-1 when
+// killed by the signal) with stdout and stderr.
+struct Interrupted {
+  int exit_code = -1;
+  std::string out, err;
+  bool started = false;
+};
+Interrupted interrupt_download(std::vector<std::string> argv, const fs::path& part, const fs::path& tmp) {
+  const fs::path out = tmp / "run.out", err = tmp / "run.err";
+  argv.insert(argv.begin(), cli_path().string());
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  Interrupted r;
+  if (rc != 0) return r;
+  for (int i = 0; i < 600 && !r.started; ++i) {  // a hang guard, not a timing check
+    std::error_code ec;
+    r.started = fs::file_size(part, ec) >= 8192 && !ec;
+    if (!r.started) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::kill(pid, SIGINT);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  r.out = read_file(out);
+  r.err = read_file(err);
+  return r;
+}
+
+TEST_F(FetchCli, CtrlCSaysWhatWasKeptAndTheNextRunResumes) {
+  server->set_faults(R"([{"path": "tar.gz", "kind": "trickle", "n": 4096, "times": 1}])");
+  const fs::path part = fs::path(cache_dir) / "partial" / (sha256_of(tree->latest) + "-" + tree->latest_file + ".part");
+  Interrupted run =
+      interrupt_download({"fetch", "--mirror", server->url(), "--cache-dir", cache_dir}, part, tmp.path());
+  ASSERT_TRUE(run.started) << run.err;
+  ASSERT_NE(run.exit_code, -1) << "killed by the signal instead of stopping the download";
+  EXPECT_EQ(run.exit_code, 130);
+  const std::uint64_t kept = fs::file_size(part);
+  EXPECT_TRUE(contains(run.err, "rpi-provision: error: cancelled: " + rpi::format_size(kept) + " of " +
+                                    tree->latest_file + " kept in " + cache_dir + "/partial/; run again to resume\n"))
+      << run.err;
+  EXPECT_EQ(run.out, "") << "no result for a cancelled fetch";
+
+  CommandResult r = cli({"fetch", "--mirror", server->url(), "--cache-dir", cache_dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(sha256_of(first_line(r.out)), sha256_of(tree->latest));
+  bool resumed = false;
+  for (const auto& e : server->log())
+    if (contains(e.path, ".tar.gz") && e.range == "bytes=" + std::to_string(kept) + "-") resumed = true;
+  EXPECT_TRUE(resumed) << "the next run did not ask for the rest only";
+}
+
+// The same for an image build: Ctrl-C while its tarball downloads says what was
+// kept (it used to end the run without a word), and leaves no image behind.
+TEST_F(FetchCli, CtrlCDuringAnImageBuildsDownloadSaysWhatWasKept) {
+  server->set_faults(R"([{"path": "tar.gz", "kind": "trickle", "n": 4096, "times": 1}])");
+  const fs::path part = fs::path(cache_dir) / "partial" / (sha256_of(tree->latest) + "-" + tree->latest_file + ".part");
+  const fs::path spec = tmp / "pi.toml", dir = tmp / "images";
+  write_file(spec, "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  fs::create_directories(dir);
+  Interrupted run = interrupt_download({"--spec", spec.string(), "--output", (dir / "pi.img").string(), "--mirror",
+                                        server->url(), "--cache-dir", cache_dir},
+                                       part, tmp.path());
+  ASSERT_TRUE(run.started) << run.err;
+  ASSERT_NE(run.exit_code, -1) << "killed by the signal instead of stopping the download";
+  EXPECT_EQ(run.exit_code, 130);
+  EXPECT_TRUE(contains(run.err, "rpi-provision: error: cancelled: " + rpi::format_size(fs::file_size(part)) + " of " +
+                                    tree->latest_file + " kept in " + cache_dir + "/partial/; run again to resume\n"))
+      << run.err;
+  EXPECT_TRUE(fs::is_empty(dir)) << "an image or its temporary was left";
 }
 
 }  // namespace

@@ -2,16 +2,21 @@
 // fallback, endless trickles, silent cache repairs, offline provenance, up-front
 // option checks, signature messages, mirror validation, prune, the resume
 // validator, proxies and CA files, redaction. Each test fails without its fix.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,6 +25,7 @@
 #include "fetch/fetch.hpp"
 #include "mirror_fixture.hpp"
 #include "rpi/error.hpp"
+#include "rpi/size.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
@@ -542,6 +548,281 @@ TEST_F(FetchDefects, MissingLocalTarballIsNoSuchFile) {
   EXPECT_FALSE(contains(msg, "mirror")) << msg;
   msg = error_of([&] { fetch::fetch_url("ftp://h/x.tar.gz", std::string(64, 'a'), opts()); }, Errc::usage);
   EXPECT_TRUE(contains(msg, "unsupported scheme ftp://")) << msg;
+}
+
+// ---- 18. Network errors that say what to do (new-user audit, task H6) ----
+
+// A port on 127.0.0.1 nobody listens on: bound by the kernel's choice, then closed.
+int closed_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 9;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 9;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
+  ::close(fd);
+  return port;
+}
+
+// The part file of `r` in `cache`: its size, 0 when there is none.
+std::uint64_t part_size(const fs::path& cache, const Release& r) {
+  std::error_code ec;
+  std::uint64_t n = fs::file_size(cache / "partial" / (r.sha256 + "-" + r.file + ".part"), ec);
+  return ec ? 0 : n;
+}
+
+// An unreachable mirror while the cache holds what --offline would use: the
+// error says "cannot connect … (connection refused)" for people and offers
+// --offline, naming the tarball --offline resolves to (the oracle: resolve
+// offline). Nothing is offered when --offline would not find one.
+TEST_F(FetchDefects, UnreachableMirrorOffersTheCachedTarballWithOffline) {
+  const std::string dead = "http://127.0.0.1:" + std::to_string(closed_port());
+  Options o = opts();
+  o.retries = 0;
+  // An empty cache: the plain error, no offer.
+  std::string msg = error_of([&] { fetch::resolve(query("latest-stable", dead), o); }, Errc::network);
+  EXPECT_TRUE(contains(msg, dead + "/latest-stable/releases/aarch64/latest-releases.yaml: ")) << msg;
+  EXPECT_TRUE(
+      contains(msg, "cannot connect to 127.0.0.1 port " + dead.substr(dead.rfind(':') + 1) + " (connection refused)"))
+      << msg;
+  EXPECT_FALSE(contains(msg, "Couldn't connect")) << msg;
+  EXPECT_FALSE(contains(msg, "--offline")) << msg;
+
+  {
+    MirrorServer& s = serve();
+    fetch::fetch_release(fetch::resolve(query("3.22", s.url()), opts()), opts());
+  }
+  server.reset();
+  Options off = o;
+  off.offline = true;
+  for (std::string v : {"latest-stable", "3.22", "3.22.2"}) {
+    const Release cached = fetch::resolve(query(v, dead), off);
+    msg = error_of([&] { fetch::resolve(query(v, dead), o); }, Errc::network);
+    EXPECT_TRUE(contains(msg, "(connection refused); the cache holds " + cached.file + "; add --offline to use it"))
+        << v << ": " << msg;
+    EXPECT_EQ(cached.file, tree->latest_file);
+  }
+  // Several mirrors, all unreachable: once, at the end.
+  msg = error_of([&] { fetch::resolve(query_on("3.22", {dead, dead + "/alpine"}), o); }, Errc::network);
+  EXPECT_TRUE(contains(msg, "no mirror could resolve")) << msg;
+  EXPECT_TRUE(msg.ends_with("; the cache holds " + tree->latest_file + "; add --offline to use it")) << msg;
+  // What --offline would not find is not offered: another branch, edge, another arch.
+  for (std::string v : {"3.21", "3.22.1", "edge"}) {
+    EXPECT_THROW(fetch::resolve(query(v, dead), off), Error) << v;
+    msg = error_of([&] { fetch::resolve(query(v, dead), o); }, Errc::network);
+    EXPECT_FALSE(contains(msg, "--offline")) << v << ": " << msg;
+  }
+  Query armv7 = query("3.22", dead);
+  armv7.arch = "armv7";
+  msg = error_of([&] { fetch::resolve(armv7, o); }, Errc::network);
+  EXPECT_FALSE(contains(msg, "--offline")) << msg;
+  // Nor a tarball cached by --tarball (--offline does not take it for a release).
+  Options pinned = o;
+  pinned.cache_dir = tmp / "pinned-cache";
+  fetch::fetch_url(tree->older.string(), sha256_of(tree->older), pinned);
+  Options pinned_off = pinned;
+  pinned_off.offline = true;
+  EXPECT_THROW(fetch::resolve(query("3.22.1", dead), pinned_off), Error);
+  msg = error_of([&] { fetch::resolve(query("3.22.1", dead), pinned); }, Errc::network);
+  EXPECT_FALSE(contains(msg, "--offline")) << msg;
+}
+
+TEST_F(FetchDefects, UnknownHostIsSaidForPeople) {
+  Options o = opts();
+  o.retries = 0;
+  std::string msg =
+      error_of([&] { fetch::resolve(query("3.22", "http://no-such-host.invalid/alpine"), o); }, Errc::network);
+  EXPECT_TRUE(contains(msg, "http://no-such-host.invalid/alpine/v3.22/releases/aarch64/latest-releases.yaml: ")) << msg;
+  EXPECT_TRUE(contains(msg, "cannot find the host no-such-host.invalid")) << msg;
+}
+
+// latest-stable/ and edge/ are on every Alpine mirror: their index missing
+// means the root is wrong (here one folder too deep), and the error says what
+// a root is. A vX.Y keeps its branch hint and mentions the root too. Plain
+// http, file:// and a directory alike.
+TEST_F(FetchDefects, AWrongMirrorRootIsSaidSo) {
+  MirrorServer& s = serve();
+  fs::create_directories(tmp / "deeper" / "alpine");
+  for (const std::string& root : {s.url() + "/alpine", "file://" + (tmp / "deeper").string(), tmp.path().string()}) {
+    for (std::string v : {"latest-stable", "edge"}) {
+      std::string msg = error_of([&] { fetch::resolve(query(v, root), opts()); }, Errc::usage);
+      EXPECT_TRUE(contains(msg, "the mirror " + root + " has no " + v + "/ (" + root + "/" + v +
+                                    "/releases/aarch64/latest-releases.yaml was not found): is the mirror root "
+                                    "right? It is the folder that holds latest-stable/, edge/, v3.22/, e.g. "
+                                    "https://dl-cdn.alpinelinux.org/alpine"))
+          << msg;
+      EXPECT_FALSE(contains(msg, "an existing branch")) << msg;
+    }
+    std::string msg = error_of([&] { fetch::resolve(query("3.21", root), opts()); }, Errc::usage);
+    EXPECT_TRUE(contains(msg, "is '3.21' an existing branch")) << msg;
+    EXPECT_TRUE(contains(msg, "is the mirror root right? It is the folder that holds latest-stable/")) << msg;
+  }
+  // The right root: a missing branch is still only a branch question there.
+  std::string msg = error_of([&] { fetch::resolve(query("3.21", s.url()), opts()); }, Errc::usage);
+  EXPECT_TRUE(contains(msg, "is '3.21' an existing branch")) << msg;
+}
+
+// The server dies in the middle of the download: the retry finds nobody
+// listening. The error says so, how much of the tarball was kept where, and
+// that the next run resumes from there (the oracle: the server's cut and the
+// part file's size).
+TEST_F(FetchDefects, AServerDyingMidDownloadSaysWhatWasKeptForResuming) {
+  MirrorServer& s = serve();
+  const std::string port = std::to_string(s.port());
+  Release r = fetch::resolve(query("3.22", s.url()), opts());
+  s.set_faults(R"([{"path": "tar.gz", "kind": "cut", "n": 300000, "times": 1}])");
+  Options o = opts();
+  o.events = [&](const Event& e) {
+    if (e.type == "note" && contains(e.message, "retrying")) server.reset();  // dies before the retry
+  };
+  std::string msg = error_of([&] { fetch::fetch_release(r, o); }, Errc::network);
+  EXPECT_EQ(part_size(cache, r), 300000u);
+  EXPECT_TRUE(contains(msg, r.urls.front() + ": cannot connect to 127.0.0.1 port " + port + " (connection refused)"))
+      << msg;
+  // 300000 bytes = 292.97 KiB
+  EXPECT_TRUE(msg.ends_with("; 293.0 KiB kept in " + (cache / "partial").string() + "/; run again to resume")) << msg;
+
+  // No retries, a server that lives on: the cut itself is the error, said for
+  // people, and the next run does resume from what was kept.
+  MirrorServer again(tree->root, tmp / "state2");
+  r = fetch::resolve(query("3.22", again.url()), opts());
+  const fs::path other = tmp / "cache2";
+  again.set_faults(R"([{"path": "tar.gz", "kind": "cut", "n": 300000, "times": 1}])");
+  o = opts();
+  o.cache_dir = other;
+  o.retries = 0;
+  msg = error_of([&] { fetch::fetch_release(r, o); }, Errc::network);
+  EXPECT_TRUE(contains(msg, r.urls.front() +
+                                ": the connection closed before the whole file had arrived; 293.0 KiB "
+                                "kept in " +
+                                (other / "partial").string() + "/; run again to resume"))
+      << msg;
+  o.retries = 3;
+  EXPECT_EQ(sha256_of(fetch::fetch_release(r, o)), r.sha256);
+  bool resumed = false;
+  for (const auto& e : again.log())
+    if (contains(e.path, ".tar.gz") && e.range == "bytes=300000-") resumed = true;
+  EXPECT_TRUE(resumed) << "the next run did not ask for the rest only";
+}
+
+// Nothing received, nothing kept: no promise of a resume. A transient failure
+// that outlasts its retries says how many attempts were made.
+TEST_F(FetchDefects, AFailureWithNothingKeptPromisesNoResume) {
+  MirrorServer& s = serve();
+  Release r = fetch::resolve(query("3.22", s.url()), opts());
+  s.set_faults(R"([{"path": "tar.gz", "kind": "status", "n": 503, "times": -1}])");
+  std::string msg = error_of([&] { fetch::fetch_release(r, opts()); }, Errc::network);
+  EXPECT_TRUE(contains(msg, r.urls.front() + ": HTTP 503 (service unavailable); gave up after 4 attempts")) << msg;
+  EXPECT_FALSE(contains(msg, "kept in")) << msg;
+  EXPECT_EQ(s.requests(".tar.gz"), 4);
+  EXPECT_EQ(count_files(cache, ".part"), 0u);
+}
+
+// Every retry is said before its wait, with the wait, the attempt and the
+// reason; for the index (subject: its URL) and the tarball (its file name).
+TEST_F(FetchDefects, RetriesAreSaidWithTheWaitTheAttemptAndTheReason) {
+  MirrorServer& s = serve();
+  s.set_faults(R"([{"path": "yaml", "kind": "status", "n": 502, "times": 1},)"
+               R"( {"path": "tar.gz", "kind": "status", "n": 503, "times": 2}])");
+  Release r = fetch::resolve(query("3.22", s.url()), opts());
+  EXPECT_EQ(sha256_of(fetch::fetch_release(r, opts())), r.sha256);
+  const std::string index = s.url() + "/v3.22/releases/aarch64/latest-releases.yaml";
+  std::vector<Event> notes;
+  for (const Event& e : events)
+    if (e.type == "note" && contains(e.message, "retrying")) notes.push_back(e);
+  ASSERT_EQ(notes.size(), 3u) << said_all();
+  EXPECT_EQ(notes[0].subject, index);
+  EXPECT_EQ(notes[0].message, "retrying in 10 ms (attempt 2 of 4): " + index + ": HTTP 502 (bad gateway)");
+  EXPECT_EQ(notes[1].subject, r.file);
+  EXPECT_EQ(notes[1].message,
+            "retrying in 10 ms (attempt 2 of 4): " + r.urls.front() + ": HTTP 503 (service unavailable)");
+  EXPECT_EQ(notes[2].message,
+            "retrying in 20 ms (attempt 3 of 4): " + r.urls.front() + ": HTTP 503 (service unavailable)");
+  EXPECT_EQ(s.requests(".tar.gz"), 3);
+}
+
+// Ctrl-C mid-download: the library's Cancelled says what was kept (the
+// oracle: the part file's size); with nothing kept it is a plain Cancelled.
+TEST_F(FetchDefects, ACancelledDownloadSaysWhatWasKept) {
+  MirrorServer& s = serve();
+  Release r = fetch::resolve(query("3.22", s.url()), opts());
+  s.set_faults(R"([{"path": "tar.gz", "kind": "trickle", "n": 4096, "times": 1}])");
+  std::atomic<bool> cancel{false};
+  Options o = opts();
+  o.cancel = &cancel;
+  o.events = [&](const Event& e) {
+    if (e.type == "download" && e.done >= 8192) cancel = true;
+  };
+  std::string what;
+  try {
+    fetch::fetch_release(r, o);
+    ADD_FAILURE() << "not cancelled";
+  } catch (const fetch::DownloadCancelled& e) {
+    what = e.what();
+  }
+  const std::uint64_t kept = part_size(cache, r);
+  EXPECT_GE(kept, 8192u);
+  EXPECT_EQ(what, "cancelled: " + rpi::format_size(kept) + " of " + r.file + " kept in " +
+                      (cache / "partial").string() + "/; run again to resume");
+
+  // Cancelled in the wait before the first retry, nothing received: no promise.
+  s.set_faults(R"([{"path": "tar.gz", "kind": "status", "n": 503, "times": 1}])");
+  const fs::path fresh = tmp / "fresh";
+  o = opts();
+  o.cache_dir = fresh;
+  o.cancel = &cancel;
+  cancel = false;
+  o.events = [&](const Event& e) {
+    if (e.type == "note" && contains(e.message, "retrying")) cancel = true;
+  };
+  bool plain = false;
+  try {
+    fetch::fetch_release(r, o);
+  } catch (const fetch::DownloadCancelled& e) {
+    ADD_FAILURE() << "nothing was kept, yet: " << e.what();
+  } catch (const Cancelled&) {
+    plain = true;
+  }
+  EXPECT_TRUE(plain);
+}
+
+// A run waiting for another one's download of the same tarball stops on a
+// cancel too (it used to sit in flock until the other run ended).
+TEST_F(FetchDefects, ACancelEndsTheWaitForAnotherRunsDownload) {
+  MirrorServer& s = serve();
+  Release r = fetch::resolve(query("3.22", s.url()), opts());
+  fs::create_directories(cache / "partial");
+  const fs::path lock = cache / "partial" / (r.sha256 + ".lock");
+  int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX), 0);  // "another run" holds the entry
+  std::atomic<bool> cancel{false};
+  Options o = opts();
+  o.cancel = &cancel;
+  o.events = [&](const Event& e) {
+    if (e.type == "note" && contains(e.message, "waiting for another")) cancel = true;
+  };
+  auto outcome = std::async(std::launch::async, [&]() -> std::string {
+    try {
+      fetch::fetch_release(r, o);
+      return "fetched";
+    } catch (const Cancelled&) {
+      return "cancelled";
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+  });
+  // Not a timing check: a guard so that a wait that ignores the cancel fails
+  // the test instead of hanging it (the lock is released either way).
+  const bool ended = outcome.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+  ::close(fd);
+  EXPECT_TRUE(ended) << "the cancel did not end the wait for the lock";
+  EXPECT_EQ(outcome.get(), "cancelled");
+  EXPECT_EQ(s.requests(".tar.gz"), 0);
 }
 
 TEST(FetchRedact, QueryStringValuesAreHidden) {

@@ -18,8 +18,10 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
+#include "rpi/error.hpp"
 #include "rpi/events.hpp"
 #include "rpi/url.hpp"
 
@@ -83,14 +85,33 @@ struct Options {
   const std::atomic<bool>* cancel = nullptr;
 };
 
+// What fetch_release throws when opts.cancel stops a download that had
+// received bytes: an rpi::Cancelled (code that catches that needs no change)
+// whose what() says what was kept for the next run, e.g. "cancelled: 23.0 MiB
+// of alpine-rpi-3.22.1-aarch64.tar.gz kept in C/partial/; run again to resume".
+// A cancel with nothing kept throws a plain rpi::Cancelled.
+class DownloadCancelled : public Cancelled {
+ public:
+  explicit DownloadCancelled(std::string message) : message_(std::move(message)) {}
+  const char* what() const noexcept override { return message_.c_str(); }
+
+ private:
+  std::string message_;
+};
+
 // Turns a query into a release with digests: from the mirror's
 // latest-releases.yaml (branches, latest-stable, edge, and exact versions it
 // lists) or the file's .sha256/.sha512 companions (other exact versions).
 // Offline: from the cache only; the error says exactly what is missing.
+// Online, a mirror that cannot be reached (Errc::network) while the cache holds
+// what --offline would use adds "the cache holds FILE; add --offline to use it";
+// a missing latest-stable/ or edge/ asks whether the mirror root is right.
 Release resolve(const Query& query, const Options& opts);
 
 // Returns the verified cached tarball, downloading it (resumably, trying each
 // URL in turn) when absent. With opts.verify_signature also checks <file>.asc.
+// A download that fails (Errc::network) or is cancelled (DownloadCancelled)
+// after bytes arrived says how much was kept in <cache>/partial/ for resuming.
 std::filesystem::path fetch_release(const Release& release, const Options& opts);
 
 // `--tarball URL --sha256 HEX`: the file at `url` (http(s)://, file:// or a
