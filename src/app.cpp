@@ -3,17 +3,20 @@
 #include <archive.h>
 #include <curl/curl.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <libfdisk.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <clocale>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -25,6 +28,7 @@
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 
 #ifndef RPI_VERSION
 #define RPI_VERSION "0.0.0"
@@ -101,17 +105,126 @@ std::optional<std::string> read_seed_file(const std::string& path) {
   return seed;
 }
 
+namespace {
+
+// "4 KiB, last changed 3 h ago" for a leftover file or folder: the bytes of
+// the regular files in it (symbolic links not followed) and its newest
+// change, which tells a stale leftover from one a running process is filling.
+std::string leftover_text(const std::filesystem::path& p) {
+  struct stat st {};
+  if (::lstat(p.c_str(), &st) != 0) return "";
+  std::uint64_t bytes = S_ISREG(st.st_mode) ? static_cast<std::uint64_t>(st.st_size) : 0;
+  std::time_t changed = st.st_mtime;
+  if (S_ISDIR(st.st_mode)) {
+    std::error_code ec;
+    for (std::filesystem::recursive_directory_iterator it(p, ec), end; !ec && it != end; it.increment(ec)) {
+      struct stat e {};
+      if (::lstat(it->path().c_str(), &e) != 0) continue;
+      if (S_ISREG(e.st_mode)) bytes += static_cast<std::uint64_t>(e.st_size);
+      changed = std::max(changed, e.st_mtime);
+    }
+  }
+  const long long s = std::max<long long>(0, static_cast<long long>(std::time(nullptr) - changed));
+  const std::string age = s < 120      ? std::to_string(s) + " s"
+                          : s < 7200   ? std::to_string(s / 60) + " min"
+                          : s < 172800 ? std::to_string(s / 3600) + " h"
+                                       : std::to_string(s / 86400) + " days";
+  return format_size(bytes) + ", last changed " + age + " ago";
+}
+
+// mkdtemp's six characters: letters and digits.
+bool is_mkdtemp_name(const std::string& name, const std::string& prefix) {
+  return name.size() == prefix.size() + 6 && name.compare(0, prefix.size(), prefix) == 0 &&
+         std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()), name.end(),
+                     [](unsigned char c) { return std::isalnum(c) != 0; });
+}
+
+}  // namespace
+
 void note_leftovers(AppContext& ctx, const std::vector<std::string>& outputs) {
   for (const auto& out : outputs)
     for (const auto& t : out.empty() ? std::vector<std::filesystem::path>{} : leftover_temporaries(out)) {
-      std::error_code ec;
-      const auto size = std::filesystem::file_size(t, ec);
-      ctx.reporter.note(t.string() + (ec ? "" : " (" + format_size(size) + ")") +
+      const std::string about = leftover_text(t);
+      ctx.reporter.note(t.string() + (about.empty() ? "" : " (" + about + ")") +
                         " was left by an interrupted run (killed, or a power cut) unless another rpi-provision is "
                         "writing " +
                         out + " now; it may hold secrets: remove it");
     }
 }
+
+void warn_scratch_leftovers(AppContext& ctx, const std::filesystem::path& scratch) {
+  const std::string prefix = kScratchPrefix;
+  const std::filesystem::path parent = scratch.parent_path().lexically_normal();
+  std::vector<std::filesystem::path> found;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    struct stat st {};
+    // This user's folders only (another user's are theirs to clean), never a symbolic link.
+    if (name != scratch.filename().string() && is_mkdtemp_name(name, prefix) && ::lstat(it->path().c_str(), &st) == 0 &&
+        S_ISDIR(st.st_mode) && st.st_uid == ::geteuid())
+      found.push_back(parent / name);
+  }
+  if (found.empty()) return;
+  std::sort(found.begin(), found.end());
+  constexpr std::size_t kListed = 10;
+  std::string list;
+  for (std::size_t i = 0; i < found.size() && i < kListed; ++i) {
+    const std::string about = leftover_text(found[i]);
+    list += (i ? ", " : "") + found[i].string() + (about.empty() ? "" : " (" + about + ")");
+  }
+  if (found.size() > kListed) list += " and " + std::to_string(found.size() - kListed) + " more";
+  const bool one = found.size() == 1;
+  ctx.reporter.warn(std::string(one ? "a scratch folder was" : std::to_string(found.size()) + " scratch folders were") +
+                    " left in " + parent.string() + " by " +
+                    (one ? "a killed rpi-provision run" : "killed rpi-provision runs") + " (or a power cut), unless " +
+                    (one ? "it belongs to" : "they belong to") + " another run active now: " + list + "; " +
+                    (one ? "it holds" : "they hold") + " card images with the cards' secrets: remove " +
+                    (one ? "it" : "them") + " (rm -r) when no other rpi-provision run is active");
+}
+
+namespace {
+
+// Whether users other than the file's owner (and root) can reach `st`, the
+// file at `path`, through its folders, by their mode bits: `others` for those
+// outside the file's group, `group` for its members. A folder lets a class
+// through with its x bit for that class; its owner always (when not the file's
+// owner or root); its group bits also let through members of its group, who
+// may be outside the file's group. The folders of the file's other names
+// (hard links) are not known: then both stay true.
+struct Reach {
+  bool others = true, group = true;
+  std::filesystem::path folder;  // the file's folder
+  unsigned folder_mode = 0;
+};
+Reach reach_of(const std::string& path, const struct stat& st) {
+  Reach r;
+  std::error_code ec;
+  const std::filesystem::path real = std::filesystem::canonical(path, ec);
+  if (ec) return r;  // cannot tell: as if open
+  r.folder = real.parent_path();
+  struct stat f {};
+  if (::stat(r.folder.c_str(), &f) == 0) r.folder_mode = f.st_mode & 07777;
+  if (st.st_nlink > 1) return r;
+  for (std::filesystem::path dir = r.folder;; dir = dir.parent_path()) {
+    struct stat d {};
+    if (::stat(dir.c_str(), &d) != 0) break;
+    const bool owner = d.st_uid != st.st_uid && d.st_uid != 0 && (d.st_mode & S_IXUSR);
+    const bool ox = d.st_mode & S_IXOTH, gx = d.st_mode & S_IXGRP;
+    r.others = r.others && (owner || ox || (gx && d.st_gid != st.st_gid));
+    r.group = r.group && (owner || (d.st_gid == st.st_gid ? gx : ox || gx));
+    if ((!r.others && !r.group) || dir == dir.parent_path()) break;
+  }
+  return r;
+}
+
+std::string mode_text(unsigned mode) {
+  char m[8];
+  std::snprintf(m, sizeof m, "%04o", mode & 07777);
+  return m;
+}
+
+}  // namespace
 
 std::vector<std::string> seed_file_warnings(const std::string& path, const std::optional<std::string>& seed) {
   std::vector<std::string> out;
@@ -124,13 +237,23 @@ std::vector<std::string> seed_file_warnings(const std::string& path, const std::
                   "card's SSH host keys: make one with head -c 32 /dev/urandom > " +
                   path);
   struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 044) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    out.push_back("--seed-file " + path + " can be read by other users (mode " + mode +
-                  "), and whoever reads it can derive every card's SSH host keys and password salts: chmod 600 " +
-                  path);
+  if (::stat(path.c_str(), &st) != 0 || (st.st_mode & 044) == 0) return out;
+  const Reach r = reach_of(path, st);
+  const bool others = (st.st_mode & S_IROTH) && r.others, group = (st.st_mode & S_IRGRP) && r.group;
+  if (!others && !group) return out;  // a private folder keeps them out
+  std::string who = "other users";
+  if (!others) {
+    const struct group* g = ::getgrgid(st.st_gid);
+    who = "the members of group " + (g ? std::string(g->gr_name) : std::to_string(st.st_gid));
   }
+  std::string where;
+  if (st.st_nlink > 1)
+    where = "; it has other names (hard links), whose folders are not checked";
+  else if (!r.folder.empty())
+    where =
+        "; its folder " + r.folder.string() + " (mode " + mode_text(r.folder_mode) + ") and those above it let them in";
+  out.push_back("--seed-file " + path + " can be read by " + who + " (mode " + mode_text(st.st_mode) + where +
+                "), and whoever reads it can derive every card's SSH host keys and password salts: chmod 600 " + path);
   return out;
 }
 
@@ -160,6 +283,112 @@ void refuse_empty_size_or_label(const CLI::Option* size, const std::string& size
   if (label->count() && label_value.empty())
     throw Error(Errc::usage,
                 "--label needs a name (up to 11 characters); leave --label out for [boot].label or ALPINE");
+}
+
+std::string checked_sha256(const std::string& hex) {
+  std::string lower;
+  for (char c : hex) lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  if (lower.size() != 64 || lower.find_first_not_of("0123456789abcdef") != std::string::npos)
+    throw Error(Errc::usage, "--sha256 must be 64 hex digits, got '" + printable(hex.substr(0, 80), false) + "'");
+  return lower;
+}
+
+void check_label_option(const std::string& label) {
+  // The spec's own check of [boot].label, on a two-line spec: one rule for both.
+  // Characters a TOML string would need escaped are all refused by that rule:
+  // '?' stands in for them, so that the spec's message, not TOML's, is given.
+  std::string value;
+  for (char c : label) {
+    const auto u = static_cast<unsigned char>(c);
+    value.push_back(u < 0x20 || u >= 0x7F || c == '"' || c == '\\' ? '?' : c);
+  }
+  try {
+    overlay::parse_spec("[system]\nhostname = \"pi\"\n[boot]\nlabel = \"" + value + "\"\n", "--label", ".");
+  } catch (const Error& e) {
+    std::string why = e.what();
+    const std::size_t at = why.find("[boot].label");
+    if (at == std::string::npos) throw;
+    why = why.substr(at + std::string_view("[boot].label").size());
+    throw Error(Errc::usage, "--label '" + printable(label, false) + "':" + why.substr(0, why.find('\n')));
+  }
+}
+
+std::uint32_t parse_disk_id(const std::string& text) {
+  std::string_view hex = text;
+  if (hex.starts_with("0x") || hex.starts_with("0X")) hex.remove_prefix(2);
+  // strtoull alone would also take " 12", "+12" and "-1".
+  const bool digits = !hex.empty() && hex.size() <= 8 && hex.find_first_not_of("0123456789abcdefABCDEF") == hex.npos;
+  const unsigned long long v = digits ? std::strtoull(std::string(hex).c_str(), nullptr, 16) : 0;
+  if (v == 0)
+    throw Error(Errc::usage, "--disk-id '" + printable(text.substr(0, 40), false) +
+                                 "' is not a non-zero 32-bit hex number (e.g. 0xcafef00d)");
+  return static_cast<std::uint32_t>(v);
+}
+
+namespace {
+// The first `n` bytes of the file `flag` names, after checking that it is a
+// readable, non-empty regular file (a FIFO is not opened for reading).
+std::string head_of_option_file(const std::string& flag, const std::string& path, std::size_t n) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    throw Error(Errc::usage, flag + " " + path + ": " + std::strerror(errno) +
+                                 (errno == ENOENT ? "" : "; it must be a readable file"));
+  if (!S_ISREG(st.st_mode)) throw Error(Errc::usage, flag + " " + path + " is not a regular file");
+  if (st.st_size == 0) throw Error(Errc::usage, flag + " " + path + " is empty");
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!fd) throw Error(Errc::usage, flag + " " + path + " cannot be read: " + std::strerror(errno));
+  std::string head(n, '\0');
+  const ssize_t got = ::pread(fd.get(), head.data(), head.size(), 0);
+  if (got < 0) throw Error(Errc::usage, flag + " " + path + " cannot be read: " + std::strerror(errno));
+  head.resize(static_cast<std::size_t>(got));
+  return head;
+}
+}  // namespace
+
+void check_download_files(const DownloadFlags& f) {
+  if (!f.keyring.empty()) {
+    const std::string head = head_of_option_file("--keyring", f.keyring, 64 << 10);
+    // An armoured key block, or binary OpenPGP packets starting with a public
+    // key (tag 6, old or new packet format), or a GnuPG keybox.
+    const auto first = head.empty() ? 0u : static_cast<unsigned char>(head[0]);
+    const bool armoured = head.find("-----BEGIN PGP PUBLIC KEY BLOCK-----") != std::string::npos;
+    const bool binary = first == 0x98 || first == 0x99 || first == 0x9a || first == 0xc6;
+    const bool keybox = head.size() >= 12 && head.compare(8, 4, "KBXf") == 0;
+    if (!armoured && !binary && !keybox)
+      throw Error(Errc::usage, "--keyring " + f.keyring +
+                                   " holds no OpenPGP public key (neither an armoured \"BEGIN PGP PUBLIC KEY BLOCK\" "
+                                   "nor a binary key); Alpine's is https://alpinelinux.org/keys/ncopa.asc");
+  }
+  if (!f.ca_cert.empty()) {
+    const std::string head = head_of_option_file("--ca-cert", f.ca_cert, 1 << 20);
+    if (head.find("-----BEGIN CERTIFICATE-----") == std::string::npos &&
+        head.find("-----BEGIN TRUSTED CERTIFICATE-----") == std::string::npos)
+      throw Error(Errc::usage, "--ca-cert " + f.ca_cert +
+                                   " holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\"); convert a DER one "
+                                   "with: openssl x509 -inform der -in CERT -out ca.pem");
+  }
+}
+
+void check_output_folder(const std::string& flag, const std::string& path) {
+  const std::filesystem::path dir =
+      std::filesystem::path(path).parent_path().empty() ? "." : std::filesystem::path(path).parent_path();
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw Error(Errc::usage, flag + " " + path + ": the folder " + dir.string() + " does not exist");
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    throw Error(Errc::usage, flag + " " + path + ": cannot create files in the folder " + dir.string() + " (" +
+                                 std::strerror(errno) + "); choose another folder");
+}
+
+std::string compression_of(std::string_view head) {
+  if (head.starts_with("\x1f\x8b")) return "gzip";
+  if (head.starts_with(std::string_view("\xfd"
+                                        "7zXZ\0",
+                                        6)))
+    return "xz";
+  if (head.starts_with("\x28\xb5\x2f\xfd")) return "zstd";
+  if (head.size() >= 4 && head.starts_with("BZh") && head[3] >= '1' && head[3] <= '9') return "bzip2";
+  return "";
 }
 
 std::function<std::string(const std::string&)> at_least_one(const std::string& what) {
@@ -329,6 +558,85 @@ int checked_exit(AppContext& ctx, int code) {
   return code;
 }
 
+// Edits from `a` to `b`, a swap of two neighbours counting as one ("--outptu").
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i)
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
+}
+
+// The one of `names` that `word` probably meant: the nearest within a few
+// edits, or the only one it begins; "" when none is close.
+std::string closest(const std::string& word, const std::vector<std::string>& names) {
+  std::string best, prefixed;
+  std::size_t best_d = std::max<std::size_t>(1, std::min<std::size_t>(2, word.size() / 4)) + 1;
+  int prefixes = 0;
+  for (const auto& n : names) {
+    const std::size_t dist = edit_distance(word, n);
+    if (dist < best_d) best_d = dist, best = n;
+    if (word.size() >= 4 && n.starts_with(word)) ++prefixes, prefixed = n;
+  }
+  return !best.empty() ? best : prefixes == 1 ? prefixed : "";
+}
+
+// CLI11's messages in this tool's words: "unknown option --outptu (did you
+// mean --output?)", "--spec is given twice", "--spec needs a value". `cmd` is
+// the command being parsed (the main one or a subcommand).
+std::string parse_error_text(const CLI::App& app, const CLI::App& cmd, const CLI::ParseError& e) {
+  const std::string what = e.what();
+  std::vector<std::string> options, commands;
+  for (const CLI::App* a : {&cmd, &app})
+    for (const CLI::Option* opt : a->get_options()) {
+      // Of the main command's, a subcommand takes only those every command shares.
+      if (a != &cmd && !opt->check_lname("json") && !opt->check_lname("quiet") && !opt->check_lname("verbose"))
+        continue;
+      for (const auto& l : opt->get_lnames()) options.push_back("--" + l);
+      for (const auto& s : opt->get_snames()) options.push_back("-" + s);
+    }
+  for (const CLI::App* sub : cmd.get_subcommands({})) commands.push_back(sub->get_name());
+  const std::vector<std::string> extra = app.remaining(true);
+  // An unknown option first, whatever CLI11 complained about (`check --spce x`
+  // is "--spec is required" to it): a word after it is most likely its value.
+  for (const auto& x : extra)
+    if (x.size() > 1 && x[0] == '-') {
+      const std::string name = x.substr(0, x.find('='));
+      const std::string guess = closest(name, options);
+      return "unknown option " + printable(name) + (guess.empty() ? "" : " (did you mean " + guess + "?)");
+    }
+  if (dynamic_cast<const CLI::ExtrasError*>(&e)) {
+    if (!extra.empty()) {
+      const std::string& x = extra.front();
+      const std::string guess = closest(x, commands);
+      if (!guess.empty()) return "unknown command " + printable(x) + " (did you mean " + guess + "?)";
+      return "unexpected argument '" + printable(x) + "': a value belongs after its option (e.g. --spec kiosk.toml)" +
+             (commands.empty() ? "" : ", and a command is one of: " + [&] {
+               std::string l;
+               for (const auto& c : commands) l += (l.empty() ? "" : ", ") + c;
+               return l;
+             }());
+    }
+  }
+  if (dynamic_cast<const CLI::ArgumentMismatch*>(&e)) {
+    // "--spec: At Most 1 required but received 2", "--spec: 1 required TEXT missing"
+    const std::size_t colon = what.find(": ");
+    const std::string name = what.substr(0, colon);
+    if (colon != std::string::npos && what.find(": At Most 1 required but received ") == colon) {
+      const std::string n = what.substr(what.rfind(' ') + 1);
+      return name + " is given " + (n == "2" ? std::string("twice") : n + " times") + "; give it once";
+    }
+    if (colon != std::string::npos && what.ends_with(" missing") && what.find(" required ") != std::string::npos)
+      return name + " needs a value";
+  }
+  return what;
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
@@ -349,7 +657,9 @@ int run(int argc, char** argv) {
       app.add_flag("--json", ctx.json, "JSON Lines events on stdout (progress, results, errors)")->group("Output"),
       app.add_flag("-q,--quiet", ctx.quiet, "no progress output and no notes (warnings and errors are still printed)")
           ->group("Output"),
-      app.add_flag("-v,--verbose", ctx.verbose, "more detail")->group("Output")};
+      app.add_flag("-v,--verbose", ctx.verbose,
+                   "say where the tarball comes from and which cache is used (main command)")
+          ->group("Output")};
   app.require_subcommand(0, 1);
   // Fallthrough lets `devices --json` reach the options every command shares.
   app.fallthrough();
@@ -388,7 +698,10 @@ int run(int argc, char** argv) {
     ctx.reporter.configure(ctx.json, ctx.quiet);
     // A subcommand's own help describes its options.
     const std::vector<CLI::App*> subs = app.get_subcommands();
-    ctx.reporter.error(Errc::usage, std::string(e.what()) + " (see rpi-provision " +
+    // The innermost command given (`cache list`): its options are the ones meant.
+    const CLI::App* cmd = &app;
+    while (!cmd->get_subcommands().empty()) cmd = cmd->get_subcommands().front();
+    ctx.reporter.error(Errc::usage, parse_error_text(app, *cmd, e) + " (see rpi-provision " +
                                         (subs.empty() ? "" : subs.front()->get_name() + " ") + "--help)");
     return checked_exit(ctx, 2);
   } catch (const Error& e) {

@@ -5,10 +5,12 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -58,6 +60,25 @@ void host_or_first(const std::string& host, const CLI::Option* first);
 // --size '' and --label '' would quietly mean the defaults: refused instead.
 void refuse_empty_size_or_label(const CLI::Option* size, const std::string& size_value, const CLI::Option* label,
                                 const std::string& label_value);
+
+// Option values checked before anything is resolved or downloaded; each throws
+// Errc::usage naming the option.
+// --sha256: 64 hex digits; returns it in lower case (as digests are compared).
+std::string checked_sha256(const std::string& hex);
+// --label: the rule of the spec's [boot].label (1 to 11 letters, digits, '_' or
+// '-'; not BOOT or CIDATA), by the spec's own check.
+void check_label_option(const std::string& label);
+// --disk-id: a non-zero 32-bit hex number, "0x" optional.
+std::uint32_t parse_disk_id(const std::string& text);
+// --keyring and --ca-cert: readable, non-empty regular files that look like an
+// OpenPGP public key and a PEM certificate.
+void check_download_files(const DownloadFlags& f);
+// A file about to be written as `flag` `path`: its folder exists, is a folder
+// and this user may create files in it.
+void check_output_folder(const std::string& flag, const std::string& path);
+// "gzip", "xz", "zstd", "bzip2" when `head` (the first bytes of a file) starts
+// with that compressor's magic; "" otherwise.
+std::string compression_of(std::string_view head);
 
 // Writes `lines` (public host keys) to `path` as a known_hosts file, atomically,
 // and says so. With `merge`, lines already in the file for other hosts stay and
@@ -114,12 +135,20 @@ std::optional<std::int64_t> source_date_epoch();
 std::string read_regular_file(const std::string& path, std::size_t limit);
 std::optional<std::string> read_seed_file(const std::string& path);
 // Warnings about the --seed-file at `path` (holding `seed`, as read_seed_file
-// read it) that others could know: few distinct bytes, or readable by others.
+// read it) that others could know: few distinct bytes, or readable by other
+// users (its group or everybody) who can also pass every folder above it.
 std::vector<std::string> seed_file_warnings(const std::string& path, const std::optional<std::string>& seed);
 // Notes the hidden temporaries of `outputs` that a run killed by SIGKILL or a
 // power cut left (0600, perhaps as big as an image, holding its secrets):
 // nothing removes them, and a concurrent run's look the same.
 void note_leftovers(AppContext& ctx, const std::vector<std::string>& outputs);
+// The name of a card run's scratch folder, less mkdtemp's six characters.
+inline constexpr const char* kScratchPrefix = "rpi-provision.";
+// Warns, once, about the other scratch folders ("rpi-provision.XXXXXX", this
+// user's, not symbolic links) in the folder of `scratch`, the one this run just
+// made: a run killed by SIGKILL or a power cut left them (0700, holding whole
+// card images and their secrets). Not removed: a concurrent run's look the same.
+void warn_scratch_leftovers(AppContext& ctx, const std::filesystem::path& scratch);
 // "0x1234abcd" (disk identifiers and the like).
 std::string hex32(std::uint32_t v);
 

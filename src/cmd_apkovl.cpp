@@ -11,6 +11,7 @@
 #include "app.hpp"
 #include "overlay/apkovl.hpp"
 #include "overlay/spec.hpp"
+#include "pipeline.hpp"
 #include "rpi/atomic_file.hpp"
 #include "rpi/error.hpp"
 #include "rpi/size.hpp"
@@ -22,6 +23,7 @@ namespace fs = std::filesystem;
 
 struct ApkovlOptions {
   std::string spec, output, out_dir, host, seed_file, known_hosts;
+  std::vector<std::string> mirrors;  // --mirror: overrides [alpine].mirror in the apk repositories
   int first = 1;
 };
 
@@ -66,6 +68,8 @@ void note_moving_repositories(AppContext& ctx, const overlay::HostConfig& h) {
 
 void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
   if (o.output.empty() == o.out_dir.empty()) throw Error(Errc::usage, "give exactly one of -o FILE or --out-dir DIR");
+  // Before the apkovl is built: its folder must be there and writable.
+  if (!o.output.empty()) check_output_folder("--output", o.output);
   auto spec = overlay::load_spec(o.spec);
   for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
   auto b = build_options(o);
@@ -77,6 +81,7 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
   std::vector<std::string> known_hosts;
   if (!o.output.empty()) {
     auto h = o.host.empty() ? overlay::resolve_host(spec, o.first) : overlay::resolve_host(spec, 0, o.host);
+    override_mirror(h, o.mirrors);
     outputs.push_back({"--output " + o.output, o.output});
     outputs.push_back({"--known-hosts " + o.known_hosts, o.known_hosts});
     refuse_overwriting_inputs(outputs, inputs);
@@ -92,6 +97,7 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
       cards.push_back(overlay::resolve_host(spec, 0, o.host));
     else
       cards = overlay::resolve_hosts(spec, o.first, std::max(0, spec.host_count() - o.first + 1));
+    for (auto& h : cards) override_mirror(h, o.mirrors);
     for (const auto& h : cards)
       if (!h.mac.empty()) {
         const fs::path out = fs::path(o.out_dir) / overlay::mac_file_name(h.mac);
@@ -131,6 +137,9 @@ CommandRegistration reg(30, [](CLI::App& app, AppContext& ctx) {
   sub->add_option("--seed-file", o->seed_file,
                   "derive password salts and SSH host keys from this secret file: reproducible output");
   sub->add_option("--known-hosts", o->known_hosts, "also write the generated host keys as known_hosts lines here");
+  sub->add_option("--mirror", o->mirrors,
+                  "the Alpine mirror the apkovl's apk repositories name, instead of [alpine].mirror (the first "
+                  "https:// or http:// one)");
   sub->callback([o, first, &ctx] {
     ctx.reporter.configure(ctx.json, ctx.quiet);
     host_or_first(o->host, first);

@@ -34,6 +34,8 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
     cards = overlay::resolve_hosts(spec, o.first, std::max(1, spec.host_count() - o.first + 1));
   else
     cards.push_back(overlay::resolve_host(spec, o.first));
+  // --mirror overrides [alpine].mirror: the summaries show the repositories the cards get.
+  for (auto& h : cards) override_mirror(h, o.download.mirrors);
   std::optional<PackageChecker> checker;
   if (o.packages) {
     checker.emplace(o.download.options(ctx.reporter.sink()), o.download.mirrors);

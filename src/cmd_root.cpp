@@ -1,6 +1,7 @@
 // The root command: build an image (--output), write cards (--device, in
 // parallel, verified), or write an existing image (--image). --dry-run prints
 // the plan instead.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,8 +16,10 @@
 #include <string_view>
 
 #include "app.hpp"
+#include "partition/reader.hpp"
 #include "pipeline.hpp"
 #include "rpi/error.hpp"
+#include "rpi/fd.hpp"
 #include "rpi/size.hpp"
 #include "rpi/text.hpp"
 #include "udev/flash.hpp"
@@ -67,92 +70,135 @@ std::string parallel_text(unsigned jobs, std::size_t cards) {
   return std::to_string(n) + " cards at a time (--jobs)";
 }
 
-// --dry-run: the plan, nothing written, no device opened for writing.
+// --dry-run: the plan, nothing written, no device opened for writing. For
+// devices, `card_sizes[i]` is card i's size and `refused[i]` why the run would
+// not write it (else ""): the plan sizes each card's image as the run does, and
+// fails as the run would (exit 1 when no card would be written, 3 when some).
 void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, const std::vector<std::string>& targets,
-                bool to_devices) {
+                bool to_devices, const std::vector<std::uint64_t>& card_sizes = {},
+                std::vector<std::string> refused = {}) {
   const RunOptions& o = p.options();
   std::ostringstream s;
   JsonObject j;
   s << kPlanHeading;
   std::optional<std::uint64_t> content;  // of a local tarball: the automatic size is then known
-  if (!o.image.empty()) {
-    s << "  image: " << o.image << "\n";
-  } else {
-    TarballPlan t = p.plan_tarball(!o.download.offline);
-    s << "  tarball: " << t.description << "\n";
-    j.add("tarball", t.description);
-    if (!t.local.empty()) content = partition::tarball_content_estimate(t.local);
-    // A release already in the cache: its content, and so the image size, are known too.
-    if (t.release && !content)
-      for (const auto& e : fetch::list_cache(p.fetch_options().cache_dir))
-        if (e.sha256 == t.release->sha256) {
-          content = partition::tarball_content_estimate(e.path);
-          break;
+  std::optional<TarballScan> scan;       // what the build reads from it
+  TarballPlan t = p.plan_tarball(!o.download.offline);
+  s << "  tarball: " << t.description << "\n";
+  j.add("tarball", t.description);
+  // A local tarball (or one already in the cache) gets the run's checks: its
+  // digest, gzip, the Alpine boot files. A cached release's size is known too.
+  p.verify_local_tarball();
+  if (const std::optional<std::filesystem::path> tb = p.tarball_if_local()) {
+    content = partition::tarball_content_estimate(*tb);
+    std::set<std::string> wanted;
+    for (const auto& id : ids)
+      if (id.host)
+        for (const auto& [name, fn] : overlay::boot_edits(*id.host).edits) {
+          std::string low = name;
+          for (char& ch : low) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+          wanted.insert(low);
         }
+    scan = scan_tarball(*tb, wanted, o.force);
+    for (const auto& a : scan->apkovls)
+      s << "  leaves out the tarball's " << a << " (the card gets exactly one apkovl)\n";
   }
+  const bool one_image = p.identical_cards();
+  if (to_devices && one_image && targets.size() > 1)
+    s << "  one image for all cards (one identity), one per card size\n";
   std::string cards = "[", first_apkovl, first_label;
+  std::size_t refusals = 0;
   for (std::size_t i = 0; i < targets.size(); ++i) {
     const Identity& id = ids[std::min(i, ids.size() - 1)];
     s << "  card " << (i + 1) << ": " << (to_devices ? "device " : "image ") << targets[i];
+    if (to_devices && i < card_sizes.size() && card_sizes[i]) s << " (" << format_size(card_sizes[i]) << ")";
     if (!id.name.empty()) s << " ← " << id.name << (id.host ? " ({n}=" + std::to_string(id.n) + ")" : "");
     s << "\n";
     JsonObject c;
     c.add("index", id.n).add("hostname", id.name).add("target", targets[i]);
-    if (o.image.empty()) {
-      std::string apkovl;
-      std::vector<std::string> kh;
-      partition::ImageOptions io = p.image_options(id, &apkovl, &kh);
-      // The same planning the build does: label as stored, size as rounded, the content's room.
-      partition::ImagePlan ip = partition::plan_image(io, content);
-      io.label = ip.label;
-      if (ip.image_size) {
-        const auto& g = ip.geometry;
-        s << "    image " << format_size(ip.image_size) << ", " << geometry_text(g) << ", label " << ip.label << "\n";
-        s << "    size: " << ip.size_reason << "\n";
-        c.add("image_size", ip.image_size).add("fat", g.type == partition::FatType::fat32 ? "FAT32" : "FAT16");
-        std::uint64_t files = content ? *content : 0;
-        for (const auto& x : io.extra_files) files += x.data.size();
-        // The estimate (the tar stream's size) is a little high: a warning, not a refusal.
-        if (content && files > ip.capacity)
-          s << "    warning: the files (about " << format_size(files) << ") may not fit in " << format_size(ip.capacity)
-            << "; use --size " << (partition::min_image_size_for(files) >> 20) << "MiB or more, or leave --size out\n";
-      } else {
-        s << "    image: " << ip.size_reason << ", label " << ip.label
-          << (o.size.empty() && !(id.host && id.host->boot.size_max)
-                  ? " (the size is known once the tarball is in the cache)"
-                  : "")
-          << "\n";
-      }
-      for (const auto& x : io.extra_files) s << "    adds /" << x.name << " (" << format_size(x.data.size()) << ")\n";
-      for (const auto& [name, fn] : io.edits) s << "    edits /" << name << "\n";
-      if (id.host && !id.host->apk.packages.empty())
-        s << "    packages: " << describe(p.check_packages(*id.host), *id.host) << "\n";
-      if (!kh.empty()) {
-        // Where the run puts them: an image's go to a file beside it, a card's are printed.
-        const std::string where =
-            !to_devices ? "written to " + (o.known_hosts.empty() ? targets[i] + ".known_hosts" : o.known_hosts)
-            : o.known_hosts.empty() ? std::string("printed")
-                                    : "printed and merged into " + o.known_hosts;
-        s << "    generates SSH host keys (known_hosts lines " << where << " when run)\n";
-      }
-      c.add("apkovl", apkovl).add("label", io.label);
-      if (i == 0) first_apkovl = apkovl, first_label = io.label;
+    CardPlan cp;
+    if (i < refused.size() && !refused[i].empty()) {
+      cp.refused = refused[i];
+    } else if (to_devices && i < card_sizes.size() && card_sizes[i]) {
+      cp = p.plan_card(id, targets[i], card_sizes[i], content);
+      if (i < refused.size()) refused[i] = cp.refused;
+    } else {
+      cp.options = p.image_options(id, &cp.apkovl_name, &cp.known_hosts);
     }
+    if (!cp.refused.empty()) {
+      s << "    not written: " << cp.refused << "\n";
+      c.add("error", cp.refused);
+      cards += (cards.size() > 1 ? "," : "") + c.str();
+      ++refusals;
+      continue;
+    }
+    partition::ImageOptions& io = cp.options;
+    // The same planning the build does: label as stored, size as rounded, the content's room.
+    partition::ImagePlan ip = partition::plan_image(io, content);
+    io.label = ip.label;
+    if (ip.image_size) {
+      const auto& g = ip.geometry;
+      s << "    image " << format_size(ip.image_size) << ", " << geometry_text(g) << ", label " << ip.label << "\n";
+      s << "    size: " << ip.size_reason
+        << (cp.fills_card ? " (the card is smaller than the automatic image size: the image fills the card)" : "")
+        << "\n";
+      c.add("image_size", ip.image_size).add("fat", g.type == partition::FatType::fat32 ? "FAT32" : "FAT16");
+      c.add("cluster_bytes", g.cluster_bytes());
+      std::uint64_t files = content ? *content : 0;
+      for (const auto& x : io.extra_files) files += x.data.size();
+      // The estimate (the tar stream's size) is a little high: a warning, not a refusal.
+      if (content && files > ip.capacity)
+        s << "    warning: the files (about " << format_size(files) << ") may not fit in " << format_size(ip.capacity)
+          << "; use --size " << (partition::min_image_size_for(files) >> 20) << "MiB or more, or leave --size out\n";
+    } else {
+      s << "    image: " << ip.size_reason << ", label " << ip.label
+        << (o.size.empty() ? " (the size is known once the tarball is in the cache)" : "") << "\n";
+    }
+    for (const auto& x : io.extra_files) s << "    adds /" << x.name << " (" << format_size(x.data.size()) << ")\n";
+    for (const auto& [name, fn] : io.edits) {
+      std::string low = name;
+      for (char& ch : low) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (!scan) {
+        s << "    edits /" << name << "\n";
+        continue;
+      }
+      const auto it = scan->root_files.find(low);
+      if (it == scan->root_files.end())
+        s << "    warning: the tarball has no " << name << ": the changes the spec makes to it are not applied\n";
+      else if (fn(it->second) != it->second)
+        s << "    edits /" << name << "\n";
+    }
+    if (id.host && !id.host->apk.packages.empty())
+      s << "    packages: " << describe(p.check_packages(*id.host), *id.host) << "\n";
+    if (!cp.known_hosts.empty()) {
+      // Where the run puts them: an image's go to a file beside it, a card's are printed.
+      const std::string where =
+          !to_devices ? "written to " + (o.known_hosts.empty() ? targets[i] + ".known_hosts" : o.known_hosts)
+          : o.known_hosts.empty() ? std::string("printed")
+                                  : "printed and merged into " + o.known_hosts;
+      s << "    generates SSH host keys (known_hosts lines " << where << " when run)\n";
+    }
+    c.add("apkovl", cp.apkovl_name).add("label", io.label);
+    if (first_label.empty()) first_apkovl = cp.apkovl_name, first_label = io.label;
     cards += (cards.size() > 1 ? "," : "") + c.str();
   }
   cards += "]";
   if (to_devices) {
     if (o.wipe) s << "  first: erase each whole card (--wipe)\n";
-    s << "  writes: " << parallel_text(o.jobs, targets.size()) << "\n";
+    s << "  writes: " << parallel_text(o.jobs, targets.size() - refusals) << "\n";
     s << "  then: verify "
       << (o.no_verify ? "off (--no-verify)"
                       : "every written range by reading it back, and that the card holds its reported size");
-    j.add("jobs", cards_at_once(o.jobs, targets.size())).add_bool("wipe", o.wipe);
+    j.add("jobs", cards_at_once(o.jobs, targets.size() - refusals)).add_bool("wipe", o.wipe);
   }
   if (!to_devices && !targets.empty()) j.add("output", targets.front());
-  if (o.image.empty()) j.add("apkovl", first_apkovl).add("label", first_label);
+  j.add("apkovl", first_apkovl).add("label", first_label);
   j.add_raw("cards", cards).add_bool("dry_run", true);
   ctx.reporter.result("plan", s.str(), std::move(j));
+  // As the run fails: each refused card named, 1 when none would be written, 3 when some.
+  for (const auto& r : refused)
+    if (!r.empty()) ctx.reporter.error(Errc::device, r);
+  if (refusals) ctx.exit_code = refusals < targets.size() ? 3 : 1;
 }
 
 // A path as one word of a command line the user may paste: as it is when
@@ -214,6 +260,27 @@ void run_output(AppContext& ctx, Pipeline& p) {
   note_leftovers(ctx, {o.output, o.output + ".bmap", o.output + ".known_hosts"});
   if (o.dry_run) return print_plan(ctx, p, ids, {o.output}, false);
   const auto start = std::chrono::steady_clock::now();
+  {
+    // Ctrl-C (or TERM, HUP, PIPE) while the tarball downloads: say what was kept
+    // for the next run. Once the image is being written, a signal removes it and
+    // ends the run at once (remove_temporaries_on_signals).
+    p.set_cancel(install_cancel_handler());
+    try {
+      p.tarball_for(ids);
+    } catch (const Cancelled& e) {
+      ctx.reporter.finish_progress();
+      ctx.reporter.error(Errc::network, dynamic_cast<const fetch::DownloadCancelled*>(&e)
+                                            ? std::string(e.what())
+                                            : "cancelled; nothing was downloaded that a next run could resume from");
+      ctx.exit_code = 128 + cancel_signal();
+      return;
+    }
+    remove_temporaries_on_signals();
+    if (const int sig = cancel_signal()) {  // a signal between the download and the line above
+      ctx.exit_code = 128 + sig;
+      return;
+    }
+  }
   // The file beside the image belongs to it and is replaced; a --known-hosts file is shared and merged.
   // All or nothing: the known_hosts file is written to its temporary before the
   // image and .bmap replace anything, so a failure leaves an earlier image, its
@@ -253,6 +320,12 @@ bool confirm(AppContext& ctx, const std::vector<udev::DeviceInfo>& infos, const 
     s << "  " << infos[i].path << "  " << infos[i].describe();
     if (!names[i].empty()) s << "  ← " << names[i];
     s << "\n";
+  }
+  if (ctx.reporter.json()) {
+    // The question would be the one thing on stderr, outside the JSON stream (docs/json-events.md).
+    ctx.reporter.error(Errc::usage, s.str() + "--json asks no question: pass --yes to write without asking");
+    ctx.exit_code = 2;
+    return false;
   }
   if (!::isatty(0)) {
     ctx.reporter.error(Errc::usage, s.str() + "no terminal to confirm on: pass --yes to write without asking");
@@ -363,21 +436,57 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   warn_shared_host_keys(ctx, ids);
   std::vector<std::string> names;
   for (std::size_t i = 0; i < o.devices.size(); ++i) names.push_back(p ? ids[i].name : o.image);
+  // What card i gets: its image, or why it is not written (too small for the image).
+  std::vector<std::string> refused(o.devices.size());
+  // A file standing in for a card is written like one, size kept: an empty one holds nothing.
+  for (std::size_t i = 0; i < infos.size(); ++i)
+    if (infos[i].is_file && infos[i].size == 0 && std::filesystem::exists(o.devices[i]))
+      refused[i] = "refusing to write " + o.devices[i] +
+                   ": it is an empty file, and a file standing in for a card keeps its size; give it the card's "
+                   "size first (truncate -s 8G " +
+                   o.devices[i] + "), or build an image file with --output";
   if (o.dry_run) {
-    if (p) return print_plan(ctx, *p, ids, o.devices, true);
+    std::vector<std::uint64_t> sizes;
+    for (const auto& i : infos) sizes.push_back(i.size);
+    if (p) return print_plan(ctx, *p, ids, o.devices, true, sizes, refused);
     // The check a real run does while writing, done now: a stale .bmap shows in the plan's run.
-    udev::check_source(*udev::FlashSource::open(o.image));
+    auto src = udev::FlashSource::open(o.image);
+    udev::check_source(*src);
+    const std::uint64_t need = src->map.image_size();
     std::ostringstream s;
-    s << kPlanHeading << "  image: " << o.image << "\n";
-    for (const auto& i : infos) s << "  card: " << i.path << "  " << i.describe() << "\n";
+    s << kPlanHeading << "  image: " << o.image << " (" << format_size(need) << ")\n";
+    std::string cards = "[";
+    std::size_t refusals = 0;
+    for (std::size_t k = 0; k < infos.size(); ++k) {
+      const auto& i = infos[k];
+      // As the run checks each card: it must hold the whole image.
+      if (refused[k].empty() && i.size < need)
+        refused[k] = "refusing to write " + o.devices[k] + ": it has " + format_size(i.size) + " but the image needs " +
+                     format_size(need) + "; use a larger card";
+      s << "  card " << (k + 1) << ": device " << i.path << "  " << i.describe() << "\n";
+      JsonObject c;
+      c.add("index", static_cast<int>(k) + 1).add("target", o.devices[k]).add("image_size", need);
+      if (!refused[k].empty()) {
+        s << "    not written: " << refused[k] << "\n";
+        c.add("error", refused[k]);
+        ++refusals;
+      }
+      cards += (cards.size() > 1 ? "," : "") + c.str();
+    }
+    cards += "]";
     if (o.wipe) s << "  first: erase each whole card (--wipe)\n";
-    s << "  writes: " << parallel_text(o.jobs, infos.size()) << "\n";
+    s << "  writes: " << parallel_text(o.jobs, infos.size() - refusals) << "\n";
     JsonObject j;
     j.add("image", o.image)
-        .add("jobs", cards_at_once(o.jobs, infos.size()))
+        .add("jobs", cards_at_once(o.jobs, infos.size() - refusals))
         .add_bool("wipe", o.wipe)
+        .add_raw("cards", cards)
         .add_bool("dry_run", true);
-    return ctx.reporter.result("plan", s.str(), std::move(j));
+    ctx.reporter.result("plan", s.str(), std::move(j));
+    for (const auto& r : refused)
+      if (!r.empty()) ctx.reporter.error(Errc::device, r);
+    if (refusals) ctx.exit_code = refusals < infos.size() ? 3 : 1;
+    return;
   }
   if (!o.yes && !confirm(ctx, infos, names)) {
     if (ctx.exit_code == 0) ctx.exit_code = 1;
@@ -387,16 +496,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   const std::atomic<bool>* cancel = install_cancel_handler();
   std::optional<ScratchDir> scratch;
-  // What card i gets: its image, or why it is not written (too small for the image).
   std::vector<std::shared_ptr<const udev::FlashSource>> sources(o.devices.size());
-  std::vector<std::string> refused(o.devices.size());
-  // A file standing in for a card is written like one, size kept: an empty one holds nothing.
-  for (std::size_t i = 0; i < infos.size(); ++i)
-    if (infos[i].is_file && infos[i].size == 0 && std::filesystem::exists(o.devices[i]))
-      refused[i] = "refusing to write " + o.devices[i] +
-                   ": it is an empty file, and a file standing in for a card keeps its size; give it the card's "
-                   "size first (truncate -s 8G " +
-                   o.devices[i] + "), or build an image file with --output";
   std::vector<std::vector<std::string>> known_hosts(o.devices.size());
   std::vector<int> indices;
   for (std::size_t i = 0; i < o.devices.size(); ++i) indices.push_back(p ? ids[i].n : static_cast<int>(i) + 1);
@@ -417,30 +517,28 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   if (p) {
     p->set_cancel(cancel);
     try {
-      scratch.emplace();
+      scratch.emplace(ctx);
       for (;;) {
-        // The smallest card still to be written (or file standing in for one) bounds the image.
-        // One image for all: the smallest card bounds it. One per card: each card its own.
+        // Each card its own image, sized for it; cards of one identity whose
+        // images come out the same (same size) share one (Pipeline::build).
         std::vector<std::size_t> active;
-        std::optional<std::uint64_t> smallest;
-        std::vector<std::optional<std::uint64_t>> sizes;
         for (std::size_t i = 0; i < o.devices.size(); ++i)
-          if (refused[i].empty()) {
-            active.push_back(i);
-            if (infos[i].size) smallest = std::min(smallest.value_or(UINT64_MAX), infos[i].size);
-            sizes.push_back(infos[i].size ? std::optional<std::uint64_t>(infos[i].size) : std::nullopt);
-          }
+          if (refused[i].empty()) active.push_back(i);
         if (active.empty()) break;
         const bool one_image = p->identical_cards();
-        if (one_image) sizes = {smallest};
         std::vector<Identity> build_ids;
-        for (std::size_t i : active)
-          if (!one_image || build_ids.empty()) build_ids.push_back(ids[i]);
+        std::vector<std::optional<std::uint64_t>> sizes;
         std::vector<std::filesystem::path> outs;
-        for (const auto& id : build_ids)
-          // Named by hostname: the progress lines show these names.
-          outs.push_back(scratch->path() /
-                         (std::to_string(id.n) + "-" + (id.name.empty() ? "card" : id.name) + ".img"));
+        std::map<std::string, int> named;
+        for (std::size_t i : active) named[ids[i].name]++;
+        for (std::size_t i : active) {
+          build_ids.push_back(one_image ? ids[active.front()] : ids[i]);
+          sizes.push_back(infos[i].size ? std::optional<std::uint64_t>(infos[i].size) : std::nullopt);
+          // Named after the identity (and the card, when several share it): progress and notes show these names.
+          std::string name = ids[i].name.empty() ? "card" : ids[i].name;
+          if (named[ids[i].name] > 1) name += " for " + std::filesystem::path(o.devices[i]).filename().string();
+          outs.push_back(scratch->path() / name);
+        }
         std::vector<BuiltImage> built;
         try {
           built = p->build(build_ids, outs, sizes);
@@ -459,18 +557,20 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
           continue;
         }
         // Built just now into the private scratch folder: the build's own map, no re-check.
+        std::map<std::filesystem::path, std::shared_ptr<const udev::FlashSource>> by_image;
         for (std::size_t k = 0; k < active.size(); ++k) {
-          const BuiltImage& b = built[built.size() == 1 ? 0 : k];
-          if (k == 0 || built.size() > 1)
-            sources[active[k]] = udev::FlashSource::built(b.result.image, b.result.map);
-          else
-            sources[active[k]] = sources[active[0]];
+          const BuiltImage& b = built[k];
+          auto& src = by_image[b.result.image];
+          if (!src) src = udev::FlashSource::built(b.result.image, b.result.map);
+          sources[active[k]] = src;
           known_hosts[active[k]] = b.known_hosts;
         }
         break;
       }
-    } catch (const Cancelled&) {
+    } catch (const Cancelled& e) {
       scratch.reset();  // the finished images hold the cards' secrets
+      // "cancelled: 23.0 MiB of FILE kept in CACHE/partial/; run again to resume"
+      if (dynamic_cast<const fetch::DownloadCancelled*>(&e)) ctx.reporter.note(e.what());
       return cancelled_before_writing();
     }
   } else {
@@ -513,6 +613,58 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   report_flash(ctx, results, indices, known_hosts, o.known_hosts, p != nullptr, start);
   // Like a build killed by the signal: 130 after Ctrl-C, 143 after SIGTERM.
   if (int sig = cancel_signal()) ctx.exit_code = 128 + sig;
+}
+
+// --output x.img.xz would be a raw image under a compressed name.
+void check_output_name(const std::string& output) {
+  std::string lower;
+  for (char c : output) lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  for (const char* ext : {".gz", ".xz", ".zst", ".zstd", ".bz2", ".zip"})
+    if (lower.ends_with(ext)) {
+      const std::string raw = output.substr(0, output.size() - std::string_view(ext).size());
+      throw Error(Errc::usage, "--output " + output + ": --output writes a raw image; name it " + raw +
+                                   " and compress it afterwards (e.g. xz -k " + shell_word(raw) + ")");
+    }
+}
+
+// A folder given as --device is a usage error, as a missing path is.
+void check_devices_given(const std::vector<std::string>& devices) {
+  for (const auto& d : devices) {
+    struct stat st {};
+    if (::stat(d.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+      throw Error(Errc::usage, "--device " + d +
+                                   " is a folder; a card is a /dev path such as /dev/sdb (`rpi-provision devices` "
+                                   "lists them); to make an image file use --output " +
+                                   (std::filesystem::path(d) / "pi.img").lexically_normal().string());
+  }
+}
+
+// --image must be a disk image as it goes onto the card: not compressed, with
+// an MBR (or, without a partition table, a FAT boot sector) in sector 0.
+// A missing or unreadable file is left to the writer, which names it.
+void check_image_file(const std::string& image) {
+  Fd fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  struct stat st {};
+  if (!fd || ::fstat(fd.get(), &st) != 0 || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))) return;
+  const off_t end = ::lseek(fd.get(), 0, SEEK_END);
+  const std::uint64_t size = end > 0 ? static_cast<std::uint64_t>(end) : 0;
+  std::string head(512, '\0');
+  const ssize_t got = ::pread(fd.get(), head.data(), head.size(), 0);
+  head.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
+  if (const std::string z = compression_of(head); !z.empty()) {
+    const std::map<std::string, std::string> tool = {
+        {"gzip", "gzip -dk"}, {"xz", "xz -dk"}, {"zstd", "zstd -d"}, {"bzip2", "bzip2 -dk"}};
+    throw Error(Errc::usage, "--image " + image + " is " + z +
+                                 "-compressed, and cards get an image as it is: decompress it first (" + tool.at(z) +
+                                 " " + shell_word(image) + ") and give the .img file");
+  }
+  if (head.size() == 512 && partition::looks_like_fat_boot_sector(reinterpret_cast<const std::uint8_t*>(head.data())))
+    return;  // a FAT volume without a partition table: its own boot sector
+  try {
+    partition::read_mbr(fd.get(), size, "--image " + image);
+  } catch (const Error& e) {
+    throw Error(Errc::usage, std::string(e.what()) + "; give a disk image such as one made with --output");
+  }
 }
 
 CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
@@ -585,16 +737,81 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
     if (o->wipe && o->devices.empty())
       throw Error(Errc::usage,
                   "--wipe erases --device cards before writing them; an --output image has nothing old in it");
+    // An option the chosen input makes meaningless is refused, not ignored.
+    const auto refuse = [&app](const std::string& input,
+                               std::initializer_list<std::pair<const char*, const char*>> opts) {
+      for (const auto& [name, why] : opts)
+        if (app.get_option(name)->count() > 0)
+          throw Error(Errc::usage, std::string(name) + " has no effect with " + input + ": " + why + "; leave it out");
+    };
     if (!o->image.empty()) {
       if (!o->spec.empty() || !o->apkovl.empty() || !o->tarball.empty())
         throw Error(Errc::usage,
                     "--image writes an existing image as it is; it excludes --spec, --apkovl and --tarball");
       if (o->devices.empty()) throw Error(Errc::usage, "--image needs --device DEV");
+      constexpr const char* built = "the image keeps the label, disk id and size it was built with";
+      constexpr const char* no_spec = "an image has no spec, so no card identities, keys or known_hosts lines";
+      constexpr const char* no_tarball = "it writes an existing image and reads no tarball";
+      refuse("--image", {{"--size", built},
+                         {"--label", built},
+                         {"--disk-id", built},
+                         {"--force", no_tarball},
+                         {"--sha256", no_tarball},
+                         {"--seed-file", no_spec},
+                         {"--known-hosts", no_spec},
+                         {"--host", no_spec},
+                         {"--first", no_spec},
+                         {"--mirror", "nothing is downloaded"},
+                         {"--cache-dir", "nothing is downloaded"},
+                         {"--ca-cert", "nothing is downloaded"},
+                         {"--verify-signature", "nothing is downloaded"},
+                         {"--keyring", "nothing is downloaded"},
+                         {"--signing-key-fingerprint", "nothing is downloaded"}});
+      check_devices_given(o->devices);
+      check_image_file(o->image);
       return run_devices(ctx, nullptr, *o);
     }
     if (o->spec.empty() && o->apkovl.empty())
       throw Error(Errc::usage, "give --spec FILE (or --apkovl FILE): a card without an apkovl boots unconfigured");
+    if (!o->apkovl.empty() && o->spec.empty())
+      refuse("--apkovl",
+             {{"--seed-file", "it derives the salts and SSH host keys a spec generates; an apkovl is written as it is"},
+              {"--known-hosts", "no SSH host keys are generated for an apkovl, so there are no known_hosts lines"},
+              {"--host", "it picks a spec's [[hosts]] entry; every card gets the same apkovl"},
+              {"--first", "it numbers a spec's cards ({n}); every card gets the same apkovl"}});
+    // Every value is checked before anything is resolved or downloaded.
+    if (app.get_option("--sha256")->count() > 0) o->sha256 = checked_sha256(o->sha256);
+    if (o->size == "max") {
+      if (!o->output.empty())
+        throw Error(Errc::usage,
+                    "--size max fills each card, and an --output image has no card to fill: give a size (e.g. "
+                    "--size 8GB) or leave --size out for the automatic size");
+    }
+    if (!o->size.empty()) {
+      const std::uint64_t bytes = parse_size(o->size, "--size");
+      if (bytes < partition::min_image_size())
+        throw Error(Errc::usage, "--size " + o->size + " is too small: the smallest image is " +
+                                     format_size(partition::min_image_size()) +
+                                     "; leave --size out for the automatic size");
+    }
+    if (label->count() > 0) check_label_option(o->label);
+    if (app.get_option("--disk-id")->count() > 0) parse_disk_id(o->disk_id);
+    check_download_files(o->download);
+    if (!o->output.empty()) {
+      // An input named as --output is refused as such (before its name is judged).
+      refuse_overwriting_inputs({{"--output " + o->output, o->output}}, inputs_of(*o, nullptr));
+      check_output_name(o->output);
+      check_output_folder("--output", o->output);
+    }
+    check_devices_given(o->devices);
     Pipeline p(ctx, *o);
+    if (!o->sha256.empty() && o->tarball.empty() && p.spec() && p.spec()->alpine().tarball.empty())
+      throw Error(Errc::usage,
+                  "--sha256 pins the digest of --tarball (or of the spec's [alpine].tarball); without either the "
+                  "release index gives the digest: leave --sha256 out, or add --tarball FILE|URL");
+    if (ctx.verbose > 0)
+      ctx.reporter.note("tarball: " + p.plan_tarball(false).description +
+                        "; cache: " + p.fetch_options().cache_dir.string());
     if (!o->output.empty()) return run_output(ctx, p);
     run_devices(ctx, &p, *o);
   });

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "app.hpp"
+#include "partition/boot_fat.hpp"
 #include "partition/reader.hpp"
 #include "pipeline.hpp"
 #include "rpi/atomic_file.hpp"
@@ -71,6 +72,11 @@ void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n
     TarballPlan t = p->plan_tarball(!o.download.offline);
     s << "  tarball: " << t.description << "\n";
     j.add("tarball", t.description);
+    // A local (or cached) tarball gets the run's checks: its digest, gzip, the Alpine boot files.
+    p->verify_local_tarball();
+    if (const auto tb = p->tarball_if_local())
+      for (const auto& ovl : scan_tarball(*tb, {}, o.force).apkovls)
+        s << "  leaves out the tarball's " << ovl << " (the card gets exactly one apkovl)\n";
   } else {
     s << "  image: " << o.image << " (the same on every card)\n";
     j.add("image", o.image);
@@ -142,32 +148,24 @@ struct WrittenCard {
 };
 
 // The mark of the medium at `path`, read only: the MBR's disk id, and unless
-// `disk_id_only` the first FAT partition's volume id and cmdline.txt. nullopt
-// for anything else (a blank card, garbage, no FAT, a read error): such a card
-// is taken for a new one.
+// `disk_id_only` the boot FAT's (the first FAT partition that opens) volume id
+// and cmdline.txt. nullopt for anything else (a blank card, garbage, a GPT, no
+// partition table or no FAT, a read error): such a card is taken for a new one.
 std::optional<CardMark> read_mark(const std::string& path, bool disk_id_only) {
   try {
     Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) return std::nullopt;
-    const std::uint64_t size = partition::fd_size(fd.get(), path);
-    std::uint8_t sector0[512];
-    if (size < sizeof sector0 || pread_full(fd.get(), sector0, sizeof sector0, 0, path) != sizeof sector0 ||
-        partition::looks_like_fat_boot_sector(sector0))
-      return std::nullopt;
-    partition::MbrInfo mbr = partition::read_mbr(fd.get(), size, path);
-    if (mbr.gpt_protective) return std::nullopt;
+    const partition::BootFat boot = partition::open_boot_fat(
+        fd.get(), path, disk_id_only ? partition::BootFatRead::table : partition::BootFatRead::volume);
+    if (boot.superfloppy() || boot.gpt()) return std::nullopt;
     CardMark m;
-    m.disk_id = mbr.disk_id;
+    m.disk_id = boot.mbr->disk_id;
     if (disk_id_only) return m;
-    for (const auto& e : mbr.entries) {
-      if (!e.used() || !partition::is_fat_type(e.type) || e.offset() >= size) continue;
-      auto vol = partition::FatVolume::open(fd.get(), e.offset(), std::min(e.bytes(), size - e.offset()), path);
-      if (!vol.info().has_volume_id) return std::nullopt;
-      m.volume_id = vol.info().volume_id;
-      if (auto f = vol.stat("cmdline.txt"); f && !f->is_directory())
-        m.cmdline = sha256_hex(vol.read_file("cmdline.txt", 64 * 1024));
-      return m;
-    }
+    if (!boot.volume || !boot.volume->info().has_volume_id) return std::nullopt;
+    m.volume_id = boot.volume->info().volume_id;
+    if (auto f = boot.volume->stat("cmdline.txt"); f && !f->is_directory())
+      m.cmdline = sha256_hex(boot.volume->read_file("cmdline.txt", 64 * 1024));
+    return m;
   } catch (const std::exception&) {
     // Unreadable: a new card.
   }
@@ -267,7 +265,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     for (int k = n; k <= std::max(n, last_card(w, n, last)); ++k)
       if (Identity id = p->identity_at(k); id.host) p->check_packages(*id.host);
     p->tarball();  // fetched and verified once, before the first card
-    scratch.emplace();
+    scratch.emplace(ctx);
   }
   udev::HotplugMonitor::Options mo;
   mo.force_polling = w.poll;
@@ -326,7 +324,8 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
           if (p->identical_cards()) shared = src;
         }
       }
-    } catch (const Cancelled&) {
+    } catch (const Cancelled& e) {
+      if (dynamic_cast<const fetch::DownloadCancelled*>(&e)) ctx.reporter.note(e.what());
       ctx.reporter.note("stopped before writing card " + std::to_string(n) + ": " + info.path + " was not changed");
       break;
     } catch (const CardTooSmall& e) {

@@ -5,17 +5,22 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <set>
 #include <sstream>
 
+#include <archive.h>
+#include <archive_entry.h>
+
 #include "partition/apkovl_check.hpp"
 #include "rpi/digest.hpp"
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 
 namespace rpi::cli {
 
@@ -30,6 +35,92 @@ bool is_url(const std::string& s) {
 std::string local_tarball_path(const std::string& source, const std::string& sha256) {
   if (sha256.empty() && source.rfind("file://", 0) == 0) return source.substr(7);
   return is_url(source) ? std::string() : source;
+}
+
+void override_mirror(overlay::HostConfig& h, const std::vector<std::string>& mirrors) {
+  if (mirrors.empty()) return;
+  std::string pick;
+  for (const auto& m : mirrors)
+    if (m.rfind("http://", 0) == 0 || m.rfind("https://", 0) == 0) {
+      pick = m;
+      break;
+    }
+  if (pick.empty()) {
+    // A folder or file:// URL of this machine: the card gets the public mirror (see build_apkovl).
+    pick = mirrors.front();
+    if (pick.rfind("file://", 0) != 0) pick = std::filesystem::absolute(pick).lexically_normal().string();
+  }
+  while (pick.size() > 1 && pick.back() == '/') pick.pop_back();
+  h.alpine.mirror = pick;
+}
+
+namespace {
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+struct ArchiveReader {
+  archive* a = archive_read_new();
+  ~ArchiveReader() { archive_read_free(a); }
+  ArchiveReader() = default;
+  ArchiveReader(const ArchiveReader&) = delete;
+  ArchiveReader& operator=(const ArchiveReader&) = delete;
+};
+}  // namespace
+
+TarballScan scan_tarball(const std::filesystem::path& tarball, const std::set<std::string>& wanted, bool force) {
+  const std::string tname = tarball.string();
+  {
+    Fd fd = open_or_throw(tname, O_RDONLY);
+    unsigned char magic[2] = {0, 0};
+    if (::read(fd.get(), magic, 2) != 2 || magic[0] != 0x1f || magic[1] != 0x8b)
+      throw Error(Errc::input, tname + " is not gzip-compressed (expected a .tar.gz)");
+  }
+  ArchiveReader r;
+  if (!r.a) throw Error(Errc::internal, "libarchive: out of memory");
+  archive_read_support_filter_gzip(r.a);
+  archive_read_support_format_tar(r.a);
+  if (archive_read_open_filename(r.a, tname.c_str(), 1 << 16) != ARCHIVE_OK)
+    throw Error(Errc::input, tname + ": " + archive_error_string(r.a));
+  TarballScan scan;
+  bool cmdline = false, config = false, boot = false;
+  archive_entry* e = nullptr;
+  for (;;) {
+    const int rc = archive_read_next_header(r.a, &e);
+    if (rc == ARCHIVE_EOF) break;
+    if (rc < ARCHIVE_WARN) throw Error(Errc::input, tname + ": " + archive_error_string(r.a));
+    std::string path = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+    while (path.rfind("./", 0) == 0) path.erase(0, 2);
+    const bool dir = archive_entry_filetype(e) == AE_IFDIR;
+    while (!path.empty() && path.back() == '/') path.pop_back();
+    const std::string low = lower(path);
+    if (low.empty()) continue;
+    if (low.rfind("boot/", 0) == 0 || (low == "boot" && dir)) boot = true;
+    if (low.find('/') != std::string::npos || dir) continue;
+    if (low == "cmdline.txt") cmdline = true;
+    if (low == "config.txt") config = true;
+    if (low.find(".apkovl.tar.gz") != std::string::npos) scan.apkovls.push_back(path);
+    if (wanted.count(low) && archive_entry_size(e) <= (1 << 20)) {
+      std::string data;
+      char buf[16384];
+      for (la_ssize_t n; (n = archive_read_data(r.a, buf, sizeof buf)) != 0;) {
+        if (n < 0) throw Error(Errc::input, tname + ": cannot read " + path + ": " + archive_error_string(r.a));
+        data.append(buf, static_cast<std::size_t>(n));
+      }
+      scan.root_files[low] = std::move(data);
+    }
+  }
+  if (!force) {
+    std::vector<std::string> missing;
+    if (!cmdline) missing.push_back("cmdline.txt");
+    if (!config) missing.push_back("config.txt");
+    if (!boot) missing.push_back("boot/");
+    if (!missing.empty())
+      throw Error(Errc::input, tname + " does not look like an Alpine Raspberry Pi tarball (no " + join(missing) +
+                                   "); use --force to write it anyway");
+  }
+  return scan;
 }
 
 void require_spec_tarball(const std::string& path, const std::string& spec_path) {
@@ -107,13 +198,14 @@ int cancel_signal() {
   return g_cancel_signal.load();
 }
 
-ScratchDir::ScratchDir() {
+ScratchDir::ScratchDir(AppContext& ctx) {
   const char* tmp = std::getenv("TMPDIR");
-  std::string pattern = std::string(tmp && *tmp ? tmp : "/var/tmp") + "/rpi-provision.XXXXXX";
+  std::string pattern = std::string(tmp && *tmp ? tmp : "/var/tmp") + "/" + kScratchPrefix + "XXXXXX";
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
   if (!::mkdtemp(buf.data())) throw_errno("cannot create a temporary folder for the card images");
   path_ = buf.data();
+  warn_scratch_leftovers(ctx, path_);
 }
 
 ScratchDir::~ScratchDir() {
@@ -134,8 +226,27 @@ Pipeline::Pipeline(AppContext& ctx, RunOptions opts) : ctx_(ctx), o_(std::move(o
     apkovl_data_ = read_regular_file(o_.apkovl, 256u << 20);
     partition::ApkovlCheck chk = partition::check_apkovl(o_.apkovl, apkovl_data_);
     for (const auto& w : chk.warnings) ctx_.reporter.warn(w);
-    apkovl_name_ = chk.card_name;
     apkovl_host_ = chk.hostname.empty() ? chk.card_name : chk.hostname;
+    // `lbu commit` on the Pi writes $(hostname).apkovl.tar.gz and refuses to
+    // when another apkovl is on the card (alpine-facts §4): under that name it
+    // replaces this one instead.
+    if (!chk.hostname.empty()) {
+      apkovl_name_ = chk.hostname + ".apkovl.tar.gz";
+      if (apkovl_name_ != chk.card_name)
+        ctx_.reporter.note(chk.card_name + " goes on the card as " + apkovl_name_ + ": its etc/hostname names " +
+                           chk.hostname +
+                           ", and that is the file `lbu commit` on the "
+                           "Pi writes (and replaces)");
+    } else {
+      apkovl_name_ = chk.card_name;
+      ctx_.reporter.warn(
+          chk.card_name + " keeps its name on the card: " +
+          (chk.card_name.find(".apkovl.tar.gz.") != std::string::npos
+               ? std::string("it is encrypted, so its etc/hostname cannot be read")
+               : std::string("it has no valid etc/hostname")) +
+          ". `lbu commit` on the Pi writes <hostname>.apkovl.tar.gz and refuses while an apkovl of another name "
+          "is on the card (lbu commit -d deletes it first); name the file after the Pi's host name to avoid that");
+    }
   }
   if (o_.first < 1) throw Error(Errc::usage, "--first must be 1 or more");
 }
@@ -162,10 +273,14 @@ std::vector<Identity> Pipeline::identities(int count) const {
                   "--host picks one card's identity; for several cards leave it out (they take the "
                   "[[hosts]] entries in order from --first)");
     overlay::HostConfig h = overlay::resolve_host(*spec_, o_.first, o_.host);
+    override_mirror(h, o_.download.mirrors);
     ids.push_back(Identity{h.index, h.hostname, h});
     return ids;
   }
-  for (auto& h : overlay::resolve_hosts(*spec_, o_.first, count)) ids.push_back(Identity{h.index, h.hostname, h});
+  for (auto& h : overlay::resolve_hosts(*spec_, o_.first, count)) {
+    override_mirror(h, o_.download.mirrors);
+    ids.push_back(Identity{h.index, h.hostname, h});
+  }
   return ids;
 }
 
@@ -182,6 +297,7 @@ std::string shared_host_keys_warning(const std::string& who, const std::string& 
 Identity Pipeline::identity_at(int n) const {
   if (!spec_) return Identity{n, apkovl_host_, std::nullopt};
   overlay::HostConfig h = overlay::resolve_host(*spec_, n, o_.host.empty() ? std::nullopt : std::optional(o_.host));
+  override_mirror(h, o_.download.mirrors);
   return Identity{h.index, h.hostname, h};
 }
 
@@ -284,16 +400,32 @@ std::filesystem::path Pipeline::tarball() {
   } else if (p.release) {
     tarball_ = fetch::fetch_release(*p.release, fetch_options());
   } else {
-    if (!p.sha256.empty()) {
-      std::string got = sha256_file_hex(p.local.string());
-      if (got != p.sha256)
-        throw Error(Errc::verify,
-                    p.local.string() + ": sha256 is " + got + ", expected " + p.sha256 + "; refusing to use it");
-    }
+    verify_local_tarball();
     tarball_ = p.local;
   }
   ctx_.reporter.finish_progress();
   return *tarball_;
+}
+
+void Pipeline::verify_local_tarball() {
+  const TarballPlan p = plan_tarball(false);  // a local file's plan needs no mirror
+  if (p.local.empty() || p.sha256.empty()) return;
+  const std::string got = sha256_file_hex(p.local.string());
+  if (got != p.sha256)
+    throw Error(Errc::verify,
+                p.local.string() + ": sha256 is " + got + ", expected " + p.sha256 + "; refusing to use it");
+}
+
+std::optional<std::filesystem::path> Pipeline::tarball_if_local() {
+  if (tarball_) return tarball_;
+  const TarballPlan p = plan_tarball(!o_.download.offline);
+  if (!p.local.empty()) return p.local;
+  // A release (or a URL pinned by digest) already in the cache.
+  const std::string sha = p.release ? p.release->sha256 : p.sha256;
+  if (!sha.empty())
+    for (const auto& e : fetch::list_cache(fetch_options().cache_dir))
+      if (e.sha256 == sha) return e.path;
+  return std::nullopt;
 }
 
 PackageReport Pipeline::check_packages(const overlay::HostConfig& host) {
@@ -312,7 +444,13 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
   opt.events = ctx_.reporter.sink();
   opt.cancel = cancel_;
   std::optional<std::uint64_t> size;
-  if (!o_.size.empty()) {
+  if (o_.size == "max") {
+    // Like [boot] size = "max": each card is filled (the command line refuses it without cards).
+    if (card_size) {
+      size = *card_size;
+      opt.size_from = partition::ImageOptions::SizeFrom::card;
+    }
+  } else if (!o_.size.empty()) {
     size = parse_size(o_.size, "--size");
     if (*size == 0)
       throw Error(Errc::usage, "--size " + o_.size + " is no size; leave --size out for the automatic size");
@@ -327,7 +465,14 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
     overlay::BootEdits e = overlay::boot_edits(host);
     // A card that fetches its apkovl over HTTP carries none: building one here
     // would generate SSH host keys (and known_hosts lines) the Pi never gets.
-    overlay::Apkovl a = e.carries_apkovl ? overlay::build_apkovl(host, bo) : overlay::Apkovl{};
+    overlay::Apkovl a;
+    if (e.carries_apkovl) {
+      if (auto it = apkovls_.find(id.n); reuse_apkovls_ && it != apkovls_.end())
+        a = it->second;
+      else
+        a = overlay::build_apkovl(host, bo);
+      if (reuse_apkovls_) apkovls_.emplace(id.n, a);
+    }
     if (label.empty()) label = e.label;
     if (!size) {
       if (e.size) {
@@ -364,16 +509,7 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
     opt.extra_files.push_back({apkovl_name_, apkovl_data_});
   }
   opt.label = label.empty() ? "ALPINE" : label;
-  if (!o_.disk_id.empty()) {
-    std::string_view hex = o_.disk_id;
-    if (hex.rfind("0x", 0) == 0 || hex.rfind("0X", 0) == 0) hex.remove_prefix(2);
-    // strtoull alone would also take " 12", "+12" and "-1".
-    const bool digits = !hex.empty() && hex.size() <= 8 && hex.find_first_not_of("0123456789abcdefABCDEF") == hex.npos;
-    unsigned long long v = digits ? std::strtoull(std::string(hex).c_str(), nullptr, 16) : 0;
-    if (!digits || v == 0 || v > 0xFFFFFFFFull)
-      throw Error(Errc::usage, "--disk-id '" + o_.disk_id + "' is not a non-zero 32-bit hex number (e.g. 0xcafef00d)");
-    opt.disk_id = static_cast<std::uint32_t>(v);
-  }
+  if (!o_.disk_id.empty()) opt.disk_id = parse_disk_id(o_.disk_id);
   if (size) opt.image_size = *size;
   if (card_size && opt.image_size > *card_size) {
     const std::string fix = "use a larger card, or a smaller --size or [boot] size";
@@ -413,52 +549,99 @@ std::string packages_after_boot(const overlay::HostConfig& h, const std::vector<
 }
 }  // namespace
 
-std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
-                                        const std::vector<std::filesystem::path>& outputs,
-                                        const std::vector<std::optional<std::uint64_t>>& card_sizes,
-                                        const std::function<void(const std::vector<BuiltImage>&)>& before_commit) {
+CardPlan Pipeline::plan_card(const Identity& id, const std::string& device, std::uint64_t card_size,
+                             std::optional<std::uint64_t> content) {
+  CardPlan c;
+  try {
+    c.options = card_options(id, card_size, content, &c.apkovl_name, &c.known_hosts, &c.fills_card);
+  } catch (const CardTooSmall& e) {
+    c.refused = "refusing to write " + device + ": it has " + format_size(card_size) + " but the image needs " +
+                format_size(e.need) + "; " + e.fix;
+  }
+  return c;
+}
+
+partition::ImageOptions Pipeline::card_options(const Identity& id, std::optional<std::uint64_t> card_size,
+                                               std::optional<std::uint64_t> content, std::string* apkovl_name,
+                                               std::vector<std::string>* known_hosts, bool* fills_card) {
+  partition::ImageOptions opt = image_options(id, apkovl_name, known_hosts, card_size);
+  if (fills_card) *fills_card = false;
+  if (!card_size || !content) return opt;
+  // A card smaller than the automatic size gets an image that fills it, if the files fit.
+  std::uint64_t files = *content;
+  for (const auto& x : opt.extra_files) files += x.data.size();
+  const std::uint64_t need = partition::min_image_size_for(files);
+  if (need > *card_size)
+    throw CardTooSmall(Errc::device,
+                       "the files (about " + format_size(files) + ") need an image of about " + format_size(need) +
+                           "; the card has " + format_size(*card_size) + ": use a larger card",
+                       need, "the files (about " + format_size(files) + ") need that much; use a larger card");
+  if (!opt.image_size && partition::plan_image(opt, content).image_size > *card_size) {
+    opt.image_size = *card_size;
+    opt.size_from = partition::ImageOptions::SizeFrom::card;
+    if (fills_card) *fills_card = true;
+  }
+  return opt;
+}
+
+std::filesystem::path Pipeline::tarball_for(const std::vector<Identity>& ids) {
   // A misspelt package stops the run before the tarball is downloaded.
   plan_tarball(true);
   for (const auto& id : ids)
     if (id.host) check_packages(*id.host);
-  std::filesystem::path tb = tarball();
+  return tarball();
+}
+
+std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
+                                        const std::vector<std::filesystem::path>& outputs,
+                                        const std::vector<std::optional<std::uint64_t>>& card_sizes,
+                                        const std::function<void(const std::vector<BuiltImage>&)>& before_commit) {
+  std::filesystem::path tb = tarball_for(ids);
+  // Cards of one identity get one apkovl (one set of host keys), and one image per size.
+  struct Reuse {
+    Pipeline& p;
+    explicit Reuse(Pipeline& pl) : p(pl) { p.apkovls_.clear(), p.reuse_apkovls_ = true; }
+    ~Reuse() { p.apkovls_.clear(), p.reuse_apkovls_ = false; }
+  } reuse(*this);
   std::vector<partition::ImageJob> jobs;
+  std::vector<std::size_t> job_of(ids.size());                // ids[i] gets jobs[job_of[i]]
+  std::map<std::pair<int, std::uint64_t>, std::size_t> same;  // (n, image size) -> job
   std::vector<BuiltImage> built(ids.size());
   std::optional<std::uint64_t> content;
+  std::set<std::string> noted;
   for (std::size_t i = 0; i < ids.size(); ++i) {
     built[i].identity = ids[i];
     const std::optional<std::uint64_t> card_size =
         card_sizes.empty() ? std::nullopt : card_sizes[card_sizes.size() == 1 ? 0 : i];
+    if (card_size && !content) content = partition::tarball_content_estimate(tb);
     partition::ImageOptions opt;
+    bool fills = false;
     try {
-      opt = image_options(ids[i], &built[i].apkovl_name, &built[i].known_hosts, card_size);
+      opt = card_options(ids[i], card_size, content, &built[i].apkovl_name, &built[i].known_hosts, &fills);
     } catch (CardTooSmall& e) {
       e.card = i;
       throw;
     }
-    if (card_size) {
-      // A card smaller than the automatic size gets an image that fills it, if the files fit.
-      if (!content) content = partition::tarball_content_estimate(tb);
-      std::uint64_t files = *content;
-      for (const auto& x : opt.extra_files) files += x.data.size();
-      const std::uint64_t need = partition::min_image_size_for(files);
-      if (need > *card_size)
-        throw CardTooSmall(Errc::device,
-                           "the files (about " + format_size(files) + ") need an image of about " + format_size(need) +
-                               "; the card has " + format_size(*card_size) + ": use a larger card",
-                           need, "the files (about " + format_size(files) + ") need that much; use a larger card", i);
-      if (!opt.image_size && partition::plan_image(opt, content).image_size > *card_size) {
-        opt.image_size = *card_size;
-        opt.size_from = partition::ImageOptions::SizeFrom::card;
-        ctx_.reporter.note("the card (" + format_size(*card_size) +
-                           ") is smaller than the automatic image size: the image fills the card");
-      }
+    const std::uint64_t size =
+        opt.image_size || !content ? opt.image_size : partition::plan_image(opt, content).image_size;
+    if (auto it = same.find({ids[i].n, size}); it != same.end()) {
+      job_of[i] = it->second;
+      continue;
     }
+    if (fills) {
+      const std::string n = "the card (" + format_size(*card_size) +
+                            ") is smaller than the automatic image size: the image fills the card";
+      if (noted.insert(n).second) ctx_.reporter.note(n);
+    }
+    job_of[i] = jobs.size();
+    same.emplace(std::pair{ids[i].n, size}, jobs.size());
     jobs.push_back({outputs[i], std::move(opt)});
   }
   std::function<void()> hook;
   if (before_commit) hook = [&] { before_commit(built); };
-  std::vector<partition::ImageResult> results = partition::build_images(tb, jobs, hook);
+  std::vector<partition::ImageResult> job_results = partition::build_images(tb, jobs, hook);
+  std::vector<partition::ImageResult> results;
+  for (std::size_t i = 0; i < ids.size(); ++i) results.push_back(job_results[job_of[i]]);
   ctx_.reporter.finish_progress();
   std::set<std::string> warned;
   for (std::size_t i = 0; i < ids.size(); ++i) {

@@ -6,7 +6,9 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -81,6 +83,33 @@ struct BuiltImage {
   std::vector<std::string> known_hosts;
 };
 
+// What a card of a batch gets: its image settings as the build makes them,
+// or why it is refused (what the run then reports for that card).
+struct CardPlan {
+  partition::ImageOptions options;
+  std::string apkovl_name;
+  std::vector<std::string> known_hosts;
+  bool fills_card = false;  // smaller than the automatic size: the image fills the card
+  std::string refused;      // "refusing to write DEV: it has … but the image needs …; …"
+};
+
+// What --dry-run learns from reading a local (or cached) tarball the way the
+// build reads it: the same refusals (not gzip, not an Alpine Raspberry Pi
+// tarball), the root files the spec edits, and the apkovls it leaves out.
+struct TarballScan {
+  std::map<std::string, std::string> root_files;  // lower-case name -> bytes, of those asked for
+  std::vector<std::string> apkovls;               // root *.apkovl.tar.gz* members, left out of every card
+};
+// Throws rpi::Error(input) with the build's messages. `wanted`: lower-case
+// root file names whose bytes to keep. `force`: no check for the boot files.
+TarballScan scan_tarball(const std::filesystem::path& tarball, const std::set<std::string>& wanted, bool force);
+
+// --mirror overrides [alpine].mirror for everything it drives: the card's
+// default apk repositories name the first http(s) --mirror (a local folder or
+// file:// mirror is a path of this machine, so the card then gets the public
+// one, as with such an [alpine].mirror). Without --mirror, `h` is unchanged.
+void override_mirror(overlay::HostConfig& h, const std::vector<std::string>& mirrors);
+
 class Pipeline {
  public:
   Pipeline(AppContext& ctx, RunOptions opts);
@@ -104,11 +133,26 @@ class Pipeline {
   TarballPlan plan_tarball(bool resolve_release);
   // The verified local tarball (downloads into the cache if needed).
   std::filesystem::path tarball();
+  // The tarball for building `ids`, after their package check (a misspelt
+  // package stops the run before the download); what build() starts with.
+  std::filesystem::path tarball_for(const std::vector<Identity>& ids);
 
   // The image settings for an identity (what --dry-run prints).
   partition::ImageOptions image_options(const Identity& id, std::string* apkovl_name,
                                         std::vector<std::string>* known_hosts,
                                         std::optional<std::uint64_t> card_size = std::nullopt);
+  // The settings of `id`'s image for the card `device` of `card_size` bytes,
+  // as build() makes them: [boot] size = "max" fills it, a card smaller than
+  // the automatic size gets an image that fills it when the files fit, and a
+  // card too small for the image is refused (CardPlan::refused). `content`:
+  // the tarball's content estimate (unknown: no check of the files' size).
+  CardPlan plan_card(const Identity& id, const std::string& device, std::uint64_t card_size,
+                     std::optional<std::uint64_t> content);
+  // The tarball's content estimate when it is known without downloading: a
+  // local file, or a release already in the cache (nullopt otherwise).
+  std::optional<std::filesystem::path> tarball_if_local();
+  // --dry-run: verifies a local tarball's --sha256 / [alpine].sha256 as the run does.
+  void verify_local_tarball();
   // Builds one image per identity, all from one pass over the tarball.
   // `before_commit` sees the identities and host keys (not yet the results)
   // once the images are complete, before they replace any file: if it throws,
@@ -142,6 +186,10 @@ class Pipeline {
   std::string apkovl_host_;          // --apkovl: what names its cards (Identity::name)
   std::optional<std::string> seed_;  // --seed-file's contents
   TarballPlan plan_tarball_uncached(bool resolve_release);
+  // image_options for a card of `card_size` (see plan_card); throws CardTooSmall.
+  partition::ImageOptions card_options(const Identity& id, std::optional<std::uint64_t> card_size,
+                                       std::optional<std::uint64_t> content, std::string* apkovl_name,
+                                       std::vector<std::string>* known_hosts, bool* fills_card);
   // The Alpine release of the resolved tarball ("3.22.2") when known: from the
   // mirror's index, or from an alpine-rpi-X.Y.Z-ARCH.tar.gz file name.
   std::optional<std::string> release() const;
@@ -153,6 +201,11 @@ class Pipeline {
   std::optional<std::filesystem::path> tarball_;
   const std::atomic<bool>* cancel_ = nullptr;
   std::optional<PackageChecker> packages_;
+  // Within one build(): the apkovl of each identity (by n), built once, so
+  // that the images of cards of one identity but different sizes carry the
+  // same one (the same generated host keys and salts).
+  std::map<int, overlay::Apkovl> apkovls_;
+  bool reuse_apkovls_ = false;
 };
 
 // The files a run of `o` reads (for refuse_overwriting_inputs): the inputs
@@ -180,10 +233,12 @@ const std::atomic<bool>* install_cancel_handler();
 // The signal that cancelled the run (0: none); the exit code is then 128 + it.
 int cancel_signal();
 
-// A folder for temporary images, removed with everything in it.
+// A folder for temporary images ($TMPDIR/rpi-provision.XXXXXX, default
+// /var/tmp), removed with everything in it. Made, it warns about those that
+// killed runs left beside it (warn_scratch_leftovers).
 class ScratchDir {
  public:
-  ScratchDir();
+  explicit ScratchDir(AppContext& ctx);
   ~ScratchDir();
   ScratchDir(const ScratchDir&) = delete;
   ScratchDir& operator=(const ScratchDir&) = delete;

@@ -145,7 +145,7 @@ _rpi_provision() {
       opts+=" --host --dry-run"
       ;;
     check) opts="$common --spec --host --first --packages --mirror --cache-dir --offline --ca-cert" ;;
-    apkovl) opts="$common --spec -o --output --out-dir --host --first --seed-file --known-hosts" ;;
+    apkovl) opts="$common --spec -o --output --out-dir --host --first --seed-file --known-hosts --mirror" ;;
     fetch)
       opts="$common --spec --version --arch --tarball --sha256 $download"
       ;;

@@ -1,5 +1,6 @@
 // The command line as a user meets it: help, usage errors, --dry-run, --json,
 // the pipeline from a spec to images and to several cards, and station mode.
+#include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -11,6 +12,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -133,22 +135,37 @@ TEST(Cli, DryRunPrintsThePlanAndWritesNothing) {
   EXPECT_TRUE(contains(r.out, "kiosk.apkovl.tar.gz")) << r.out;
   EXPECT_TRUE(fs::is_empty(d.path()));
   // Devices too: nothing is opened for writing, the card file is untouched.
+  // A file standing in for a card: 1 MiB of marks, then a hole up to 256 MiB.
+  auto make_card = [&](const fs::path& p) {
+    rpi::test::write_file(p, std::string(1 << 20, 'x'));
+    fs::resize_file(p, 256u << 20);
+  };
+  auto untouched = [&](const fs::path& p) {
+    const std::string bytes = rpi::test::read_file(p);
+    return bytes.size() == (256u << 20) && bytes.compare(0, 1 << 20, std::string(1 << 20, 'x')) == 0 &&
+           bytes.find_first_not_of('\0', 1 << 20) == std::string::npos;
+  };
   fs::path card = d / "card.bin";
-  rpi::test::write_file(card, std::string(1 << 20, 'x'));
+  make_card(card);
   auto dv = cli({"--spec", example("fleet.toml").string(), "--tarball", tarball().string(), "--device", card.string(),
                  "--dry-run", "--json"});
   EXPECT_EQ(dv.exit_code, 0) << dv.err;
-  EXPECT_EQ(json_types(dv.out), std::vector<std::string>{"plan"});
+  // The plan, after the warnings about the example's SSH key.
+  std::vector<std::string> types = json_types(dv.out);
+  std::erase(types, "warning");
+  EXPECT_EQ(types, std::vector<std::string>{"plan"}) << dv.out;
   EXPECT_TRUE(contains(dv.out, "\"jobs\":1")) << dv.out;
-  EXPECT_EQ(rpi::test::read_file(card), std::string(1 << 20, 'x'));
-  rpi::test::write_file(d / "card2.bin", "");
-  rpi::test::write_file(d / "card3.bin", "");
+  EXPECT_TRUE(untouched(card));
+  make_card(d / "card2.bin");
+  make_card(d / "card3.bin");
   dv =
       cli({"--spec", example("fleet.toml").string(), "--tarball", tarball().string(), "--device", card.string(),
            "--device", (d / "card2.bin").string(), "--device", (d / "card3.bin").string(), "--jobs", "1", "--dry-run"});
   EXPECT_EQ(dv.exit_code, 0) << dv.err;
   EXPECT_TRUE(contains(dv.out, "writes: one card after another (--jobs 1)")) << dv.out;
-  EXPECT_EQ(fs::file_size(d / "card2.bin"), 0u);
+  EXPECT_TRUE(untouched(card));
+  EXPECT_TRUE(untouched(d / "card2.bin"));
+  EXPECT_TRUE(untouched(d / "card3.bin"));
 }
 
 // Without {n} every card is the same Pi, generated host keys included: said, once.
@@ -194,7 +211,8 @@ TEST(Cli, TemporaryLeftByAKilledRunIsNamed) {
   auto r = cli(
       {"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output", (d / "k.img").string()});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(contains(r.err, left.string() + " (4 KiB) was left by an interrupted run")) << r.err;
+  EXPECT_TRUE(contains(r.err, left.string() + " (4 KiB, last changed ")) << r.err;
+  EXPECT_TRUE(contains(r.err, " ago) was left by an interrupted run")) << r.err;
   EXPECT_FALSE(contains(r.err, other.string())) << r.err;
   EXPECT_TRUE(fs::exists(left));
   auto q = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--output",
@@ -205,7 +223,129 @@ TEST(Cli, TemporaryLeftByAKilledRunIsNamed) {
   rpi::test::write_file(ovl_left, "x");
   auto a = cli({"apkovl", "--spec", example("kiosk.toml").string(), "-o", (d / "k.apkovl.tar.gz").string()});
   EXPECT_EQ(a.exit_code, 0) << a.err;
-  EXPECT_TRUE(contains(a.err, ovl_left.string() + " (1 B) was left by an interrupted run")) << a.err;
+  EXPECT_TRUE(contains(a.err, ovl_left.string() + " (1 B, last changed ")) << a.err;
+}
+
+namespace {
+
+// A folder in /tmp, removed with its contents: tests of who may reach a file
+// cannot use the build folder (a CI clone sits in a 0700 folder).
+struct TmpFolder {
+  fs::path path;
+  TmpFolder() {
+    char made[] = "/tmp/rpi-h2-XXXXXX";
+    if (!::mkdtemp(made)) throw std::runtime_error("mkdtemp in /tmp failed");
+    path = made;
+  }
+  ~TmpFolder() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  TmpFolder(const TmpFolder&) = delete;
+  TmpFolder& operator=(const TmpFolder&) = delete;
+};
+
+// A card run with TMPDIR=`tmp`, writing a 1 GiB sparse file standing in for a card.
+rpi::test::CommandResult card_run(const fs::path& tmp, const fs::path& card,
+                                  const std::vector<std::string>& more = {}) {
+  if (!fs::exists(card)) {
+    rpi::test::write_file(card, "");
+    if (::truncate(card.c_str(), 1ll << 30) != 0) throw std::runtime_error("truncate failed");
+  }
+  std::vector<std::string> argv{"env",
+                                "TMPDIR=" + tmp.string(),
+                                rpi::test::cli_path().string(),
+                                "--spec",
+                                example("kiosk.toml").string(),
+                                "--tarball",
+                                tarball().string(),
+                                "--device",
+                                card.string(),
+                                "--yes"};
+  argv.insert(argv.end(), more.begin(), more.end());
+  return rpi::test::run(argv);
+}
+
+void set_mtime(const fs::path& p, std::time_t when) {
+  const struct timespec t[2] = {{when, 0}, {when, 0}};
+  if (::utimensat(AT_FDCWD, p.c_str(), t, AT_SYMLINK_NOFOLLOW) != 0) throw std::runtime_error("utimensat failed");
+}
+
+}  // namespace
+
+// A card run killed outright (SIGKILL, a power cut) leaves its scratch folder,
+// with whole card images and their secrets: the next card run names this
+// user's, once, and removes none (a concurrent run's look the same).
+TEST(Cli, ScratchFoldersLeftByKilledCardRunsAreNamed) {
+  TempDir d;
+  const fs::path tmp = d / "tmp";
+  fs::create_directory(tmp);
+  const fs::path old = tmp / "rpi-provision.Ab12Cd", recent = tmp / "rpi-provision.x9Y8z7";
+  for (const auto& f : {old, recent}) fs::create_directory(f);
+  rpi::test::write_file(old / "1-kiosk.img", std::string(5 << 10, 'x'));
+  rpi::test::write_file(old / "2-kiosk.img", std::string(3 << 10, 'x'));
+  const std::time_t days_ago = std::time(nullptr) - 3 * 86400 - 600;
+  set_mtime(old / "1-kiosk.img", days_ago);
+  set_mtime(old / "2-kiosk.img", days_ago);
+  set_mtime(old, days_ago);
+  // Not a scratch folder: another name, or a file or link by that name.
+  const fs::path short_name = tmp / "rpi-provision.Ab12C", odd = tmp / "rpi-provision.Ab-2Cd",
+                 file = tmp / "rpi-provision.Fi1eZz", link = tmp / "rpi-provision.L1nkZz", other = tmp / "other.Ab12Cd";
+  for (const auto& f : {short_name, odd, other}) fs::create_directory(f);
+  rpi::test::write_file(file, "x");
+  fs::create_directory_symlink(old, link);
+
+  const fs::path card = d / "card.bin";
+  auto r = card_run(tmp, card);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string said = "2 scratch folders were left in " + tmp.string() + " by killed rpi-provision runs";
+  EXPECT_TRUE(contains(r.err, "warning: " + said)) << r.err;
+  EXPECT_EQ(r.err.find(said), r.err.rfind(said)) << "once: " << r.err;
+  EXPECT_TRUE(contains(r.err, old.string() + " (8 KiB, last changed 3 days ago)")) << r.err;
+  EXPECT_TRUE(contains(r.err, recent.string() + " (0 B, last changed ")) << r.err;
+  EXPECT_TRUE(contains(r.err, "remove them (rm -r) when no other rpi-provision run is active")) << r.err;
+  // (" (": rpi-provision.Ab12C is the start of a name that is listed)
+  for (const auto& f : {short_name, odd, file, link, other}) EXPECT_FALSE(contains(r.err, f.string() + " (")) << r.err;
+  // Nothing removed, and this run's own folder is gone.
+  for (const auto& f : {old, recent, short_name, odd, file, link, other})
+    EXPECT_TRUE(fs::exists(fs::symlink_status(f))) << f;
+  std::size_t entries = 0;
+  for (const auto& e : fs::directory_iterator(tmp)) entries += e.path().empty() ? 0 : 1;
+  EXPECT_EQ(entries, 7u) << "this run's scratch folder was left";
+
+  // --json: a warning event, nothing on stderr; -q keeps it (it is a warning).
+  fs::remove_all(recent);
+  auto j = card_run(tmp, card, {"--json", "-q"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  EXPECT_TRUE(contains(j.out, "{\"type\":\"warning\",\"message\":\"a scratch folder was left in " + tmp.string() +
+                                  " by a killed rpi-provision run"))
+      << j.out;
+  EXPECT_TRUE(contains(j.out, old.string() + " (8 KiB, last changed 3 days ago)")) << j.out;
+  EXPECT_FALSE(contains(j.err, "scratch folder")) << j.err;
+
+  // A clean $TMPDIR: nothing said.
+  const fs::path clean = d / "clean";
+  fs::create_directory(clean);
+  auto c = card_run(clean, card);
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  EXPECT_FALSE(contains(c.err, "scratch folder")) << c.err;
+  EXPECT_TRUE(fs::is_empty(clean));
+}
+
+// Another user's scratch folder is theirs to remove: not named.
+TEST(Cli, ScratchFoldersOfOtherUsersAreNotNamed) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to make a folder another user owns";
+  TempDir d;
+  const fs::path tmp = d / "tmp", theirs = d / "tmp" / "rpi-provision.Th31rs",
+                 mine = d / "tmp" / "rpi-provision.M1neAa";
+  fs::create_directories(theirs);
+  fs::create_directory(mine);
+  ASSERT_EQ(::chown(theirs.c_str(), 65534, 65534), 0);
+  auto r = card_run(tmp, d / "card.bin");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "a scratch folder was left in " + tmp.string())) << r.err;
+  EXPECT_TRUE(contains(r.err, mine.string())) << r.err;
+  EXPECT_FALSE(contains(r.err, theirs.string())) << r.err;
 }
 
 TEST(Cli, WipeIsForCardsAndShowsInThePlan) {
@@ -217,6 +357,7 @@ TEST(Cli, WipeIsForCardsAndShowsInThePlan) {
   EXPECT_TRUE(fs::is_empty(d.path()));
   fs::path card = d / "card.bin";
   rpi::test::write_file(card, std::string(1 << 20, 'x'));
+  fs::resize_file(card, 256u << 20);
   r = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--device", card.string(),
            "--wipe", "--dry-run"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -224,7 +365,10 @@ TEST(Cli, WipeIsForCardsAndShowsInThePlan) {
   r = cli({"--spec", example("kiosk.toml").string(), "--tarball", tarball().string(), "--device", card.string(),
            "--wipe", "--dry-run", "--json"});
   EXPECT_TRUE(contains(r.out, "\"wipe\":true")) << r.out;
-  EXPECT_EQ(rpi::test::read_file(card), std::string(1 << 20, 'x'));
+  const std::string bytes = rpi::test::read_file(card);
+  EXPECT_EQ(bytes.size(), 256u << 20);
+  EXPECT_EQ(bytes.substr(0, 1 << 20), std::string(1 << 20, 'x'));
+  EXPECT_EQ(bytes.find_first_not_of('\0', 1 << 20), std::string::npos);
 }
 
 // `--device sdb` (the /dev/ forgotten) used to become a new 520 MiB file in the
@@ -546,19 +690,39 @@ TEST(Cli, SeedFileMakesCardsWithGeneratedKeysReproducible) {
 }
 
 // A seed anyone could guess or read gives away every card's host keys: said,
-// not refused (the build is still what was asked for).
+// not refused (the build is still what was asked for). "Read" means reached:
+// a 0644 file in a folder nobody else may enter is not warned about. In /tmp,
+// not the build folder, whose parents (a CI clone's) may be private.
 TEST(Cli, SeedFileThatOthersCouldKnowIsWarnedAbout) {
-  TempDir d;
+  for (fs::path up = "/tmp"; !up.empty(); up = up.parent_path()) {
+    if ((fs::status(up).permissions() & fs::perms::others_exec) == fs::perms::none)
+      GTEST_SKIP() << up << " cannot be entered by other users: no folder in /tmp is open to them";
+    if (up == up.parent_path()) break;
+  }
+  TmpFolder t;
+  const fs::path& d = t.path;
   fs::path spec = d / "pi.toml";
   rpi::test::write_file(spec, "[system]\nhostname = \"seeded\"\n[ssh]\nhost_keys = \"generate\"\n");
-  const fs::path zeros = d / "zeros", open = d / "open", good = d / "good";
+  const fs::path pub = d / "pub", priv = d / "priv", grp = d / "grp", shut = d / "shut";
+  using Modes = std::vector<std::pair<fs::path, mode_t>>;
+  for (const auto& [f, mode] : Modes{{d, 0755}, {pub, 0755}, {priv, 0700}, {grp, 0750}, {shut, 0705}}) {
+    fs::create_directories(f);
+    ASSERT_EQ(::chmod(f.c_str(), mode), 0) << f;
+  }
+  const fs::path zeros = priv / "zeros", open = pub / "open", good = pub / "good", hidden = priv / "open",
+                 linked = priv / "linked", group = grp / "seed", group_shut = shut / "seed";
   rpi::test::write_file(zeros, std::string(32, '\0'));
-  rpi::test::write_file(open, "0123456789abcdef0123456789abcdef");
-  rpi::test::write_file(good, "0123456789abcdef0123456789abcdef");
-  fs::permissions(zeros, fs::perms::owner_read | fs::perms::owner_write);
-  fs::permissions(open,
-                  fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
-  fs::permissions(good, fs::perms::owner_read | fs::perms::owner_write);
+  for (const auto& f : {open, good, hidden, linked, group, group_shut})
+    rpi::test::write_file(f, "0123456789abcdef0123456789abcdef");
+  fs::create_hard_link(linked, pub / "other-name");
+  for (const auto& [f, mode] : Modes{{zeros, 0600},
+                                     {open, 0644},
+                                     {good, 0600},
+                                     {hidden, 0644},
+                                     {linked, 0644},
+                                     {group, 0640},
+                                     {group_shut, 0640}})
+    ASSERT_EQ(::chmod(f.c_str(), mode), 0) << f;
   auto apkovl = [&](const fs::path& seed) {
     return cli(
         {"apkovl", "--spec", spec.string(), "-o", (d / "x.apkovl.tar.gz").string(), "--seed-file", seed.string()});
@@ -566,13 +730,29 @@ TEST(Cli, SeedFileThatOthersCouldKnowIsWarnedAbout) {
   auto z = apkovl(zeros);
   EXPECT_EQ(z.exit_code, 0) << z.err;
   EXPECT_TRUE(contains(z.err, "--seed-file " + zeros.string() + " holds only 1 byte value, repeated,")) << z.err;
-  EXPECT_FALSE(contains(z.err, "can be read by other users")) << z.err;
+  EXPECT_FALSE(contains(z.err, "can be read by")) << z.err;
   auto o = apkovl(open);
   EXPECT_EQ(o.exit_code, 0) << o.err;
-  EXPECT_TRUE(contains(o.err, "--seed-file " + open.string() + " can be read by other users (mode 0644)")) << o.err;
-  auto g = apkovl(good);
-  EXPECT_EQ(g.exit_code, 0) << g.err;
-  EXPECT_FALSE(contains(g.err, "--seed-file")) << g.err;
+  EXPECT_TRUE(contains(o.err, "--seed-file " + open.string() + " can be read by other users (mode 0644; its folder " +
+                                  pub.string() + " (mode 0755) and those above it let them in)"))
+      << o.err;
+  EXPECT_TRUE(contains(o.err, "chmod 600 " + open.string())) << o.err;
+  // The same file in a 0700 folder: nobody else gets to it.
+  for (const auto& quiet : {good, hidden, group_shut}) {
+    auto g = apkovl(quiet);
+    EXPECT_EQ(g.exit_code, 0) << g.err;
+    EXPECT_FALSE(contains(g.err, "--seed-file")) << quiet << ": " << g.err;
+  }
+  // Another name in an open folder lets them in whatever the folder of this one.
+  auto l = apkovl(linked);
+  EXPECT_TRUE(contains(l.err, "--seed-file " + linked.string() +
+                                  " can be read by other users (mode 0644; it has "
+                                  "other names (hard links)"))
+      << l.err;
+  // 0640 in a 0750 folder of the file's group: its members reach it.
+  auto gr = apkovl(group);
+  EXPECT_TRUE(contains(gr.err, "--seed-file " + group.string() + " can be read by the members of group ")) << gr.err;
+  EXPECT_TRUE(contains(gr.err, "(mode 0640; its folder " + grp.string() + " (mode 0750)")) << gr.err;
   // The main command says it too (once, however many cards).
   auto b = cli({"--spec", spec.string(), "--tarball", tarball().string(), "--output", (d / "a.img").string(),
                 "--seed-file", zeros.string()});
@@ -914,14 +1094,17 @@ TEST(Cli, ApkovlCardsAreNamedByTheirEtcHostname) {
   auto plan =
       cli({"--tarball", tarball().string(), "--apkovl", named.string(), "--device", card.string(), "--dry-run"});
   ASSERT_EQ(plan.exit_code, 0) << plan.err;
-  EXPECT_TRUE(contains(plan.out, "card 1: device " + card.string() + " ← kiosk-07\n")) << plan.out;
-  EXPECT_TRUE(contains(plan.out, "adds /mine.apkovl.tar.gz")) << plan.out;  // the file keeps its name
+  EXPECT_TRUE(contains(plan.out, "card 1: device " + card.string() + " (256 MiB) ← kiosk-07\n")) << plan.out;
+  // On the card it is named after its host, as `lbu commit` on the Pi names it.
+  EXPECT_TRUE(contains(plan.out, "adds /kiosk-07.apkovl.tar.gz")) << plan.out;
 
   auto dev =
       cli({"--tarball", tarball().string(), "--apkovl", named.string(), "--device", card.string(), "--yes", "--json"});
   ASSERT_EQ(dev.exit_code, 0) << dev.err;
   EXPECT_EQ(hostname_in(dev.out, "card-done"), "kiosk-07\n") << dev.out;
-  EXPECT_TRUE(contains(rpi::test::run({"mdir", "-i", card.string() + "@@8M", "::/"}).out, "mine.apkovl.tar.gz"));
+  const std::string root_dir = rpi::test::run({"mdir", "-i", card.string() + "@@8M", "::/"}).out;
+  EXPECT_TRUE(contains(root_dir, "kiosk-07 apkovl.tar.gz") || contains(root_dir, "kiosk-07.apkovl.tar.gz")) << root_dir;
+  EXPECT_FALSE(contains(root_dir, "mine.apkovl.tar.gz")) << root_dir;
 
   auto img =
       cli({"--tarball", tarball().string(), "--apkovl", named.string(), "--output", (d / "o.img").string(), "--json"});
@@ -931,7 +1114,7 @@ TEST(Cli, ApkovlCardsAreNamedByTheirEtcHostname) {
 
   // No etc/hostname, or one that is no host name: the file name, as before.
   for (const auto& [name, text] :
-       {std::pair<std::string, std::string>{"bad.apkovl.tar.gz", "not a host!\n"}, {"blank.apkovl.tar.gz", ""}}) {
+       {std::pair<std::string, std::string>{"bad.apkovl.tar.gz", "not_a_host!\n"}, {"blank.apkovl.tar.gz", ""}}) {
     fs::path p = make(name, text);
     auto r =
         cli({"--tarball", tarball().string(), "--apkovl", p.string(), "--device", card.string(), "--yes", "--json"});

@@ -176,7 +176,7 @@ TEST(Pipeline, EmptyOrZeroSizesAndLabelsAreRefused) {
   };
   const std::string small = rpi::test::fixture_tarball().string();
   for (const auto& [extra, message] : std::vector<std::pair<std::vector<std::string>, std::string>>{
-           {{"--size", "0"}, "--size 0 is no size"},
+           {{"--size", "0"}, "--size 0 is too small: the smallest image is 16 MiB"},
            {{"--size", ""}, "--size needs a size such as 1GiB"},
            {{"--label", ""}, "--label needs a name"}}) {
     auto r = run(extra, small);

@@ -476,7 +476,7 @@ TEST(ImageCli, DryRunWritesNothingAndLabelsAreChecked) {
   auto tiny = rpi::test::cli(
       {"--tarball", tarball.string(), "--apkovl", apkovl.string(), "--output", out.string(), "--size", "10MiB"});
   EXPECT_EQ(tiny.exit_code, 2);
-  EXPECT_NE(tiny.err.find("an image of 10 MiB is too small: the smallest is 16 MiB"), std::string::npos) << tiny.err;
+  EXPECT_NE(tiny.err.find("--size 10MiB is too small: the smallest image is 16 MiB"), std::string::npos) << tiny.err;
   // An apkovl the initramfs would not find is refused by name.
   fs::path badname = d / "config.tar.gz";
   fs::copy_file(apkovl, badname);

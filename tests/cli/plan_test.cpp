@@ -1,0 +1,300 @@
+// --dry-run against the run it describes: each plan here is compared with
+// what the real run then does (the card's partition table read by sfdisk, the
+// files read back with mtools, the exit code and the message). Also where
+// --mirror and an --apkovl's name end up on the card.
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "cli_support.hpp"
+#include "test_support.hpp"
+
+using rpi::test::cli;
+using rpi::test::contains;
+using rpi::test::tarball;
+using rpi::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path card_file(const fs::path& p, long long bytes) {
+  rpi::test::write_file(p, "");
+  EXPECT_EQ(truncate(p.c_str(), bytes), 0);
+  return p;
+}
+
+// The first partition's size in MiB, as sfdisk reads the card's MBR.
+long long partition_mib(const fs::path& card) {
+  auto r = rpi::test::run({"sfdisk", "--json", card.string()});
+  std::smatch m;
+  if (r.exit_code != 0 || !std::regex_search(r.out, m, std::regex("\"size\": ([0-9]+)"))) return -1;
+  return std::stoll(m[1]) * 512 / (1 << 20);
+}
+
+std::string json_field(const std::string& out, const std::string& type, const std::string& expr) {
+  auto r = rpi::test::run({"python3", "-c",
+                           "import json,sys\n"
+                           "for l in sys.stdin:\n"
+                           "    e=json.loads(l)\n"
+                           "    if e['type']==sys.argv[1]: print(eval(sys.argv[2]))\n",
+                           type, expr},
+                          out);
+  EXPECT_EQ(r.exit_code, 0) << r.err << out;
+  return r.out;
+}
+
+// etc/apk/repositories of the apkovl NAME on the FAT of `image`.
+std::string card_repositories(const fs::path& image, const std::string& name) {
+  auto r = rpi::test::sh("mtype -i '" + image.string() + "@@8M' '::/" + name + "' | tar -xzOf - etc/apk/repositories");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return r.out;
+}
+
+}  // namespace
+
+// [boot] size = "max": the plan shows the card's size and the image that fills
+// it, as the card then gets it.
+TEST(Plan, SizeMaxShowsTheCardsOwnImage) {
+  RPI_REQUIRE_TOOL("sfdisk");
+  TempDir d;
+  const fs::path spec = d / "max.toml", card = card_file(d / "card.bin", 2ll << 30);
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n[boot]\nsize = \"max\"\n");
+  std::vector<std::string> args = {"--spec", spec.string(), "--tarball", tarball().string(), "--device", card.string()};
+  auto plan_args = args;
+  plan_args.push_back("--dry-run");
+  auto plan = cli(plan_args);
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  EXPECT_TRUE(contains(plan.out, "card 1: device " + card.string() + " (2 GiB)")) << plan.out;
+  EXPECT_TRUE(contains(plan.out, "4 KiB clusters")) << plan.out;
+  EXPECT_FALSE(contains(plan.err, "applies to cards")) << plan.err;
+  plan_args.push_back("--json");
+  auto jplan = cli(plan_args);
+  ASSERT_EQ(jplan.exit_code, 0) << jplan.err;
+  args.insert(args.end(), {"--yes", "--no-verify"});
+  auto run = cli(args);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  // The oracle: the partition the card got (it starts at 8 MiB and ends with the image).
+  const long long part = partition_mib(card);
+  ASSERT_GT(part, 1024) << "the card was not filled";
+  EXPECT_EQ(json_field(jplan.out, "plan", "[(c['image_size'] >> 20, c['cluster_bytes']) for c in e['cards']]"),
+            "[(" + std::to_string(part + 8) + ", 4096)]\n")
+      << jplan.out;
+}
+
+// A card smaller than the automatic size: the plan shows the smaller image it
+// gets; cards of one identity no longer all get the smallest card's image.
+TEST(Plan, SmallCardsGetTheirOwnSizeInPlanAndRun) {
+  RPI_REQUIRE_TOOL("sfdisk");
+  TempDir d;
+  const fs::path spec = d / "one.toml";
+  rpi::test::write_file(spec, "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  const fs::path big = card_file(d / "big.bin", 1ll << 30), small = card_file(d / "small.bin", 300ll << 20);
+  std::vector<std::string> args = {"--spec",   spec.string(), "--tarball", tarball().string(),
+                                   "--device", big.string(),  "--device",  small.string()};
+  auto plan_args = args;
+  plan_args.push_back("--dry-run");
+  auto plan = cli(plan_args);
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  EXPECT_TRUE(contains(plan.out, "the image fills the card")) << plan.out;
+  plan_args.push_back("--json");
+  auto jplan = cli(plan_args);
+  ASSERT_EQ(jplan.exit_code, 0) << jplan.err;
+  args.insert(args.end(), {"--yes", "--no-verify"});
+  auto run = cli(args);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const long long big_part = partition_mib(big), small_part = partition_mib(small);
+  EXPECT_GT(big_part, small_part) << "the big card got the small card's image";
+  EXPECT_LE(small_part + 8, 300);
+  EXPECT_EQ(json_field(jplan.out, "plan", "[c['image_size'] >> 20 for c in e['cards']]"),
+            "[" + std::to_string(big_part + 8) + ", " + std::to_string(small_part + 8) + "]\n")
+      << jplan.out;
+  // One identity: the same apkovl on both cards, byte for byte.
+  auto a = rpi::test::run({"mtype", "-i", big.string() + "@@8M", "::/pi.apkovl.tar.gz"});
+  auto b = rpi::test::run({"mtype", "-i", small.string() + "@@8M", "::/pi.apkovl.tar.gz"});
+  EXPECT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+}
+
+// A card too small for the image: the plan fails as the run does, with the same message and exit code.
+TEST(Plan, ACardTooSmallFailsThePlanAsTheRun) {
+  TempDir d;
+  const fs::path spec = d / "one.toml";
+  rpi::test::write_file(spec, "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  const fs::path tiny = card_file(d / "tiny.bin", 100ll << 20);
+  const std::string msg = "refusing to write " + tiny.string() + ": it has 100 MiB but the image needs 200 MiB";
+  std::vector<std::string> args = {"--spec", spec.string(), "--tarball", tarball().string(),
+                                   "--size", "200MiB",      "--device",  tiny.string()};
+  auto plan_args = args;
+  plan_args.push_back("--dry-run");
+  auto plan = cli(plan_args);
+  args.push_back("--yes");
+  auto run = cli(args);
+  EXPECT_EQ(run.exit_code, 1) << run.out << run.err;
+  EXPECT_TRUE(contains(run.out, msg)) << run.out;
+  EXPECT_EQ(plan.exit_code, run.exit_code) << plan.out << plan.err;
+  EXPECT_TRUE(contains(plan.out + plan.err, msg)) << plan.out << plan.err;
+
+  // --image: the same.
+  const fs::path img = d / "s1.img";
+  ASSERT_EQ(
+      cli({"--spec", spec.string(), "--tarball", tarball().string(), "--size", "200MiB", "--output", img.string()})
+          .exit_code,
+      0);
+  auto iplan = cli({"--image", img.string(), "--device", tiny.string(), "--dry-run", "--json"});
+  auto irun = cli({"--image", img.string(), "--device", tiny.string(), "--yes"});
+  EXPECT_EQ(irun.exit_code, 1) << irun.out << irun.err;
+  EXPECT_TRUE(contains(irun.out, msg)) << irun.out;
+  EXPECT_EQ(iplan.exit_code, 1) << iplan.out << iplan.err;
+  EXPECT_TRUE(contains(iplan.out, msg)) << iplan.out;
+  // The --image plan lists its cards (docs/json-events.md).
+  EXPECT_EQ(json_field(iplan.out, "plan", "[c['target'] for c in e['cards']]"), "['" + tiny.string() + "']\n")
+      << iplan.out;
+  EXPECT_EQ(rpi::test::read_file(tiny), std::string(100 << 20, '\0')) << "the plan wrote to the card";
+}
+
+// The plan checks a local tarball as the run does: gzip, the Alpine boot files, --sha256.
+TEST(Plan, ALocalTarballIsCheckedAsTheRunChecksIt) {
+  RPI_REQUIRE_TOOL("tar");
+  TempDir d;
+  const fs::path spec = d / "one.toml";
+  rpi::test::write_file(spec, "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  const fs::path notgz = d / "notgz.tar.gz", notrpi = d / "notrpi.tar.gz";
+  fs::create_directories(d / "x");
+  rpi::test::write_file(d / "x" / "hello.txt", "hello\n");
+  ASSERT_EQ(rpi::test::run({"tar", "-cf", notgz.string(), "-C", (d / "x").string(), "hello.txt"}).exit_code, 0);
+  ASSERT_EQ(rpi::test::run({"tar", "-czf", notrpi.string(), "-C", (d / "x").string(), "hello.txt"}).exit_code, 0);
+  struct Case {
+    std::vector<std::string> extra;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--tarball", notgz.string()}, "is not gzip-compressed"},
+      {{"--tarball", notrpi.string()}, "does not look like an Alpine Raspberry Pi tarball"},
+      {{"--tarball", tarball().string(), "--sha256", std::string(64, 'a')},
+       "expected " + std::string(64, 'a') + "; refusing to use it"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> args = {"--spec", spec.string(), "--output", (d / "o.img").string()};
+    args.insert(args.end(), c.extra.begin(), c.extra.end());
+    auto run = cli(args);
+    args.push_back("--dry-run");
+    auto plan = cli(args);
+    EXPECT_EQ(run.exit_code, 1) << c.message << run.err;
+    EXPECT_TRUE(contains(run.err, c.message)) << run.err;
+    EXPECT_EQ(plan.exit_code, run.exit_code) << c.message << plan.out << plan.err;
+    const auto error_line = [](const std::string& err) {
+      const auto at = err.find("rpi-provision: error: ");
+      return at == std::string::npos ? std::string() : err.substr(at, err.find('\n', at) - at);
+    };
+    EXPECT_EQ(error_line(plan.err), error_line(run.err)) << "the plan's message differs from the run's";
+    EXPECT_FALSE(error_line(plan.err).empty()) << plan.err;
+    EXPECT_FALSE(fs::exists(d / "o.img"));
+  }
+}
+
+// "edits /cmdline.txt" only when the card's cmdline.txt differs from the
+// tarball's; the tarball's own apkovl is named as left out.
+TEST(Plan, EditsAndLeftOutFilesAreThoseOfTheRun) {
+  RPI_REQUIRE_TOOL("mtype");
+  RPI_REQUIRE_TOOL("tar");
+  TempDir d;
+  const std::string original = rpi::test::run({"tar", "-xzOf", tarball().string(), "./cmdline.txt"}).out;
+  ASSERT_FALSE(original.empty());
+  for (const std::string boot : {"", "[boot]\ncmdline = [\"quiet\"]\n"}) {
+    const fs::path spec = d / "s.toml", img = d / "s.img";
+    rpi::test::write_file(spec, "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n" + boot);
+    auto plan = cli({"--spec", spec.string(), "--tarball", tarball().string(), "--output", img.string(), "--dry-run"});
+    ASSERT_EQ(plan.exit_code, 0) << plan.err;
+    auto run = cli({"--spec", spec.string(), "--tarball", tarball().string(), "--output", img.string()});
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    const std::string on_card = rpi::test::run({"mtype", "-i", img.string() + "@@8M", "::/cmdline.txt"}).out;
+    EXPECT_EQ(contains(plan.out, "edits /cmdline.txt"), on_card != original) << boot << plan.out;
+    EXPECT_TRUE(contains(plan.out, "leaves out the tarball's rpi.apkovl.tar.gz")) << plan.out;
+    EXPECT_TRUE(contains(run.out, "left out of the tarball: rpi.apkovl.tar.gz")) << run.out;
+    fs::remove(img);
+    fs::remove(fs::path(img.string() + ".bmap"));
+  }
+}
+
+// --mirror overrides [alpine].mirror on the card as the spec's mirror would;
+// [apk].repositories given in the spec stay as written.
+TEST(Plan, MirrorOptionReachesTheCardsRepositories) {
+  RPI_REQUIRE_TOOL("mtype");
+  RPI_REQUIRE_TOOL("tar");
+  TempDir d;
+  const fs::path spec = d / "m.toml", img = d / "m.img";
+  rpi::test::write_file(
+      spec, "[alpine]\nversion = \"3.22\"\n[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  const std::string mirror = "https://mirror.example.org/alpine";
+  auto r = cli(
+      {"--spec", spec.string(), "--tarball", tarball().string(), "--output", img.string(), "--mirror", mirror + "/"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string repos = card_repositories(img, "pi.apkovl.tar.gz");
+  EXPECT_TRUE(contains(repos, mirror + "/v3.22/main\n")) << repos;
+  EXPECT_FALSE(contains(repos, "dl-cdn")) << repos;
+  // The same as the spec's own [alpine].mirror gives.
+  const fs::path spec2 = d / "m2.toml", img2 = d / "m2.img";
+  rpi::test::write_file(spec2, "[alpine]\nversion = \"3.22\"\nmirror = \"" + mirror +
+                                   "\"\n[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  ASSERT_EQ(cli({"--spec", spec2.string(), "--tarball", tarball().string(), "--output", img2.string()}).exit_code, 0);
+  EXPECT_EQ(card_repositories(img2, "pi.apkovl.tar.gz"), repos);
+
+  // `apkovl` and `check` too.
+  const fs::path ovl = d / "pi.apkovl.tar.gz";
+  ASSERT_EQ(cli({"apkovl", "--spec", spec.string(), "-o", ovl.string(), "--mirror", mirror}).exit_code, 0);
+  EXPECT_EQ(rpi::test::run({"tar", "-xzOf", ovl.string(), "etc/apk/repositories"}).out, repos);
+  auto chk = cli({"check", "--spec", spec.string(), "--mirror", mirror});
+  ASSERT_EQ(chk.exit_code, 0) << chk.err;
+  EXPECT_TRUE(contains(chk.out, "mirror.example.org")) << chk.out;
+
+  // Explicit repositories stay as written.
+  const fs::path spec3 = d / "m3.toml", img3 = d / "m3.img";
+  rpi::test::write_file(spec3,
+                        "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n[apk]\nrepositories = "
+                        "[\"https://own.example.net/main\"]\n");
+  ASSERT_EQ(
+      cli({"--spec", spec3.string(), "--tarball", tarball().string(), "--output", img3.string(), "--mirror", mirror})
+          .exit_code,
+      0);
+  EXPECT_EQ(card_repositories(img3, "pi.apkovl.tar.gz"), "https://own.example.net/main\n");
+}
+
+// --apkovl FILE goes on the card as <hostname>.apkovl.tar.gz, the name
+// `lbu commit` on that Pi writes; without a valid etc/hostname it keeps its
+// name, with a warning.
+TEST(Plan, AnApkovlIsNamedAfterItsHostOnTheCard) {
+  RPI_REQUIRE_TOOL("python3");
+  RPI_REQUIRE_TOOL("mdir");
+  TempDir d;
+  auto make = [&](const std::string& name, const std::string& hostname_file) {
+    const fs::path out = d / name;
+    auto r = rpi::test::run({"python3", (rpi::test::source_dir() / "tests/partition/make_apkovl.py").string(),
+                             "hostname", out.string(), hostname_file});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return out;
+  };
+  const fs::path named = make("s1.apkovl.tar.gz", "pi-lab\n");
+  const fs::path img = d / "o.img";
+  auto plan = cli({"--tarball", tarball().string(), "--apkovl", named.string(), "--output", img.string(), "--dry-run"});
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  EXPECT_TRUE(contains(plan.out, "adds /pi-lab.apkovl.tar.gz")) << plan.out;
+  auto r = cli({"--tarball", tarball().string(), "--apkovl", named.string(), "--output", img.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string ls = rpi::test::run({"mdir", "-b", "-i", img.string() + "@@8M", "::/"}).out;
+  EXPECT_TRUE(contains(ls, "pi-lab.apkovl.tar.gz")) << ls;
+  EXPECT_FALSE(contains(ls, "s1.apkovl.tar.gz")) << ls;
+  // The bytes are the file's own.
+  EXPECT_EQ(rpi::test::run({"mtype", "-i", img.string() + "@@8M", "::/pi-lab.apkovl.tar.gz"}).out,
+            rpi::test::read_file(named));
+
+  const fs::path bad = make("bad.apkovl.tar.gz", "bad_host!\n");
+  auto b = cli({"--tarball", tarball().string(), "--apkovl", bad.string(), "--output", img.string(), "--dry-run"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_TRUE(contains(b.out, "adds /bad.apkovl.tar.gz")) << b.out;
+  EXPECT_TRUE(contains(b.err, "bad.apkovl.tar.gz keeps its name on the card")) << b.err;
+}
