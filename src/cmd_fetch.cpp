@@ -108,9 +108,21 @@ void fetch_into(FetchOptions& o, const fetch::Options& opts, AppContext& ctx, st
 }
 
 void run_fetch(AppContext& ctx, FetchOptions o) {
+  check_download_files(o.download);  // before anything is resolved or downloaded
   if (!o.spec.empty()) {
     AlpineTable t = read_alpine_table(o.spec);
-    // Flags given on the command line win over the spec.
+    // Flags given on the command line win over the spec; a build from the spec
+    // would not use what they fetch, so that is said.
+    auto differs = [&](const char* flag, const std::string& given, const std::optional<std::string>& spec,
+                       const char* key, const char* fallback) {
+      const std::string from_spec = spec ? *spec : fallback;
+      // "3.22.1" for the spec's "3.22" is one of its releases: no note.
+      if (!given.empty() && given != from_spec && !given.starts_with(from_spec + "."))
+        ctx.reporter.note(std::string(flag) + " " + given + " overrides the spec's [alpine] " + key + " (" + from_spec +
+                          (spec ? "" : ", the default") + "): a build from " + o.spec + " may not use this tarball");
+    };
+    differs("--version", o.version, t.version, "version", "latest-stable");
+    differs("--arch", o.arch, t.arch, "arch", "aarch64");
     if (o.version.empty() && t.version) o.version = *t.version;
     if (o.arch.empty() && t.arch) o.arch = *t.arch;
     if (o.download.mirrors.empty() && t.mirror) o.download.mirrors.push_back(*t.mirror);

@@ -780,23 +780,14 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
               {"--host", "it picks a spec's [[hosts]] entry; every card gets the same apkovl"},
               {"--first", "it numbers a spec's cards ({n}); every card gets the same apkovl"}});
     // Every value is checked before anything is resolved or downloaded.
+    if (o->size == "max" && !o->output.empty())
+      throw Error(Errc::usage,
+                  "--size max fills each card, and an --output image has no card to fill: give a size (e.g. "
+                  "--size 8GB) or leave --size out for the automatic size");
+    // An empty --sha256 "" or --disk-id "" is refused too (check_run_values skips unset values).
     if (app.get_option("--sha256")->count() > 0) o->sha256 = checked_sha256(o->sha256);
-    if (o->size == "max") {
-      if (!o->output.empty())
-        throw Error(Errc::usage,
-                    "--size max fills each card, and an --output image has no card to fill: give a size (e.g. "
-                    "--size 8GB) or leave --size out for the automatic size");
-    }
-    if (!o->size.empty()) {
-      const std::uint64_t bytes = parse_size(o->size, "--size");
-      if (bytes < partition::min_image_size())
-        throw Error(Errc::usage, "--size " + o->size + " is too small: the smallest image is " +
-                                     format_size(partition::min_image_size()) +
-                                     "; leave --size out for the automatic size");
-    }
-    if (label->count() > 0) check_label_option(o->label);
     if (app.get_option("--disk-id")->count() > 0) parse_disk_id(o->disk_id);
-    check_download_files(o->download);
+    check_run_values(*o);
     if (!o->output.empty()) {
       // An input named as --output is refused as such (before its name is judged).
       refuse_overwriting_inputs({{"--output " + o->output, o->output}}, inputs_of(*o, nullptr));

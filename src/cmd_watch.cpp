@@ -425,6 +425,7 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
     w->first_given = first->count() > 0;
     refuse_empty_size_or_label(size, w->run.size, label, w->run.label);
     ctx.reporter.configure(ctx.json, ctx.quiet);
+    check_run_values(w->run);  // before the station waits for its first card
     run_watch(ctx, *w);
   });
 });

@@ -584,6 +584,20 @@ partition::ImageOptions Pipeline::card_options(const Identity& id, std::optional
   return opt;
 }
 
+void check_run_values(RunOptions& o) {
+  if (!o.sha256.empty()) o.sha256 = checked_sha256(o.sha256);
+  if (!o.size.empty() && o.size != "max") {
+    const std::uint64_t bytes = parse_size(o.size, "--size");
+    if (bytes < partition::min_image_size())
+      throw Error(Errc::usage, "--size " + o.size + " is too small: the smallest image is " +
+                                   format_size(partition::min_image_size()) +
+                                   "; leave --size out for the automatic size");
+  }
+  if (!o.label.empty()) check_label_option(o.label);
+  if (!o.disk_id.empty()) parse_disk_id(o.disk_id);
+  check_download_files(o.download);
+}
+
 std::filesystem::path Pipeline::tarball_for(const std::vector<Identity>& ids) {
   // A misspelt package stops the run before the tarball is downloaded.
   plan_tarball(true);

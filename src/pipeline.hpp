@@ -33,6 +33,11 @@ struct RunOptions {
   udev::SafetyOptions safety;
 };
 
+// The values of the build options (--sha256, --size, --label, --disk-id,
+// --keyring, --ca-cert), checked before anything is resolved or downloaded;
+// --sha256 is lower-cased. Throws a usage Error naming the option.
+void check_run_values(RunOptions& o);
+
 // The image cannot fit this card (an explicit size larger than the card, or
 // files that need more than the card holds): a refusal of the card, not of the
 // run — station mode reports it and waits for the next card.

@@ -278,3 +278,23 @@ TEST(CliOptions, VerboseSaysWhereTheTarballComesFrom) {
   EXPECT_EQ(q.exit_code, 0) << q.err;
   EXPECT_FALSE(contains(q.err, "tarball: ")) << q.err;
 }
+
+// watch and fetch check the same values up front: a station must not find out
+// about a bad --label when its first card goes in, nor fetch download first.
+TEST(CliOptions, WatchAndFetchCheckTheirValuesBeforeWaitingOrDownloading) {
+  TempDir d;
+  const std::string spec = example("kiosk.toml").string();
+  const std::string junk = (d / "junk").string();
+  rpi::test::write_file(junk, "not a key\n");
+  const std::string cache = (d / "cache").string();
+  expect_usage_errors({
+      {{"watch", "--spec", spec, "--label", "BOOT", "--dry-run"}, "BOOT"},
+      {{"watch", "--spec", spec, "--size", "10MiB", "--dry-run"}, "--size 10MiB is too small"},
+      {{"watch", "--spec", spec, "--keyring", junk, "--dry-run"}, "--keyring " + junk + " holds no OpenPGP public key"},
+      {{"fetch", "--version", "3.22", "--keyring", junk, "--cache-dir", cache, "--mirror", "http://127.0.0.1:1"},
+       "--keyring " + junk + " holds no OpenPGP public key"},
+      {{"fetch", "--version", "3.22", "--ca-cert", junk, "--cache-dir", cache, "--mirror", "http://127.0.0.1:1"},
+       "--ca-cert " + junk},
+  });
+  EXPECT_FALSE(fs::exists(cache)) << "nothing is resolved or cached for a run that cannot succeed";
+}

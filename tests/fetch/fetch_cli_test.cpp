@@ -297,6 +297,22 @@ TEST_F(FetchCli, RetriesAreShownOnStderrAndAsJsonNotes) {
 // Ctrl-C during `fetch`: the download stops, the error says how much was kept
 // and where (the oracle: the part file), the exit status is 130, and the next
 // run asks the server for the rest only.
+// fetch --spec with --arch (or --version) fetches what the flag says, and says
+// that a build from the spec may not use it.
+TEST_F(FetchCli, FlagsThatOverrideTheSpecAreSaid) {
+  const fs::path spec = tmp / "pi.toml";
+  write_file(spec, "[system]\nhostname = \"pi\"\n[alpine]\nversion = \"3.22\"\n");
+  CommandResult r = cli({"fetch", "--spec", spec.string(), "--arch", "armv7", "--version", "3.22.1", "--mirror",
+                         server->url(), "--cache-dir", cache_dir});
+  EXPECT_TRUE(contains(r.err, "--arch armv7 overrides the spec's [alpine] arch (aarch64, the default): a build from " +
+                                  spec.string() + " may not use this tarball"))
+      << r.err;
+  EXPECT_FALSE(contains(r.err, "--version 3.22.1 overrides")) << "3.22.1 is one of the spec's 3.22 releases\n" << r.err;
+  r = cli({"fetch", "--spec", spec.string(), "--mirror", server->url(), "--cache-dir", cache_dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(contains(r.err, "overrides")) << r.err;
+}
+
 // Runs the tool with `args` while the server trickles the tarball, presses
 // Ctrl-C once part of it is in `part`, and returns the exit status (-1 when
 // killed by the signal) with stdout and stderr.
