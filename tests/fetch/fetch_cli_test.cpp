@@ -150,8 +150,9 @@ TEST_F(FetchCli, UsageErrorsExitTwo) {
 TEST_F(FetchCli, WatchUsesTheDownloadFlags) {
   fs::path spec = tmp / "station.toml";
   write_file(spec, "[system]\nhostname = \"pi-{n}\"\n\n[alpine]\nversion = \"3.22\"\n");
+  // Looks like a key (the up-front check); the missing .asc is what fails.
   fs::path keyring = tmp / "keyring.asc";
-  write_file(keyring, "");
+  write_file(keyring, "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n-----END PGP PUBLIC KEY BLOCK-----\n");
   CommandResult r = cli({"watch", "--spec", spec.string(), "--mirror", server->url(), "--cache-dir", cache_dir,
                          "--verify-signature", "--keyring", keyring.string(), "--signing-key-fingerprint",
                          std::string(40, 'A'), "--poll", "--count", "1", "--yes"});
