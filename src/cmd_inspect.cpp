@@ -77,9 +77,37 @@ std::string count_of(std::size_t n, const char* noun) {
   return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
 }
 
+// The fields of a result without a boot FAT: null where nothing could be
+// read, so that every result has the same keys.
+void add_no_fat(JsonObject& out, const std::vector<std::string>& warnings) {
+  out.add_raw("fat", "null")
+      .add_raw("files", "[]")
+      .add_raw("alpine_release", "null")
+      .add_raw("cmdline", "null")
+      .add_raw("apkovls", "[]")
+      .add_raw("warnings", json_strings(warnings));
+}
+
 void run_inspect(const std::string& target, AppContext& ctx) {
   Fd fd = open_or_throw(target, O_RDONLY);
-  BootFat boot = open_boot_fat(fd.get(), target);
+  const std::uint64_t medium_size = fd_size(fd.get(), target);  // not a file or device: only the error
+  BootFat boot = [&] {
+    try {
+      return open_boot_fat(fd.get(), target);
+    } catch (const Error& err) {
+      // A medium that was read but holds neither a partition table nor a FAT
+      // at byte 0 (zeroed, random, too small), or whose FAT at byte 0 does
+      // not open: with --json, the result says so (null and empty), then the
+      // error. One that could not be read (Errc::io) gets only the error.
+      if (err.code() == Errc::input && ctx.reporter.json()) {
+        JsonObject out;
+        out.add("path", target).add("size", medium_size).add_raw("partition_table", "null");
+        add_no_fat(out, {});
+        ctx.reporter.result("inspect", "", std::move(out));
+      }
+      throw;
+    }
+  }();
   const std::uint64_t size = boot.size;
 
   std::vector<std::string> warnings;
@@ -120,16 +148,11 @@ void run_inspect(const std::string& target, AppContext& ctx) {
         .add("disk_id", hex32(mbr.disk_id))
         .add_raw("partitions", json_array(parts));
     out.add_raw("partition_table", pt.str());
-    if (boot.gpt()) {
-      ctx.reporter.result("inspect", text, std::move(out));
-      throw *boot.error;
-    }
-    if (!boot.volume) {
+    if (!boot.volume) {  // a GPT, or no FAT partition that opens
       // What was read, and null where nothing could be: the same fields as a full result.
-      out.add_raw("fat", "null").add_raw("files", "[]").add_raw("apkovls", "[]");
-      out.add_raw("warnings", json_strings(warnings));
+      add_no_fat(out, warnings);
       ctx.reporter.result("inspect", text, std::move(out));
-      throw *boot.error;
+      throw Error(boot.error->code(), boot.error->what());
     }
   }
   const FatVolume& vol = *boot.volume;

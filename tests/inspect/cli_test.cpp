@@ -4,6 +4,7 @@
 
 #include "inspect_support.hpp"
 #include "partition/apkovl_check.hpp"
+#include "partition/reader.hpp"
 #include "rpi/error.hpp"
 
 namespace rpi::test::inspect {
@@ -352,6 +353,154 @@ TEST(InspectCli, UnreadableAndEncryptedApkovlsGetTheApkovlOptionsFindings) {
                  "e=a['kiosk.apkovl.tar.gz.aes-256-cbc']['check']\n"
                  "assert e['accepted'] is True and e['problems']==[] and 'encrypted' in e['warnings'][0], e\n"
                  "assert o['warnings'].count(p['problem'])==1, o['warnings']\n"},
+                j.out);
+  EXPECT_EQ(py.exit_code, 0) << py.err << j.out;
+}
+
+// The keys docs/json-events.md documents for the `inspect` result, checked by
+// Python's json module on the JSON Lines given on stdin. argv[1]: "fat" (a FAT
+// was read: one event, the FAT's fields filled in) or the partition table
+// expected without one: "none", "mbr" or "gpt" (null and empty fields, then
+// an error event). Keys are checked as a subset: new fields may appear.
+const char* const kInspectShape = R"PY(
+import json, sys
+mode = sys.argv[1]
+events = [json.loads(l) for l in sys.stdin if l.strip()]
+ins = [e for e in events if e['type'] == 'inspect']
+assert len(ins) == 1, events
+o = ins[0]
+assert events[0] is o, events
+top = {'path', 'size', 'partition_table', 'fat', 'files', 'alpine_release', 'cmdline', 'apkovls', 'warnings'}
+assert top <= set(o), ('missing', sorted(top - set(o)), o)
+assert isinstance(o['path'], str) and isinstance(o['size'], int) and o['size'] > 0, o
+assert isinstance(o['files'], list) and isinstance(o['apkovls'], list), o
+assert isinstance(o['warnings'], list) and all(isinstance(w, str) for w in o['warnings']), o
+pt = o['partition_table']
+if pt is not None:
+    assert {'type', 'disk_id', 'partitions'} <= set(pt), pt
+    assert pt['partitions'], pt
+    for p in pt['partitions']:
+        assert {'number', 'type', 'type_name', 'bootable', 'start', 'sectors'} <= set(p), p
+if mode == 'fat':
+    assert len(events) == 1, events
+    f = o['fat']
+    fat_keys = {'partition', 'offset', 'type', 'label', 'boot_label', 'volume_id', 'bytes_per_sector',
+                'sectors_per_cluster', 'cluster_size', 'reserved_sectors', 'fats', 'fat_sectors',
+                'hidden_sectors', 'total_sectors', 'clusters', 'free_clusters', 'free_bytes',
+                'fsinfo_free_clusters', 'files', 'directories', 'file_bytes'}
+    assert isinstance(f, dict) and fat_keys <= set(f), ('missing', sorted(fat_keys - set(f or {})), f)
+    assert o['files'], o
+    for e in o['files']:
+        assert {'name', 'short_name', 'directory', 'size'} <= set(e), e
+    assert isinstance(o['alpine_release'], str) and isinstance(o['cmdline'], str), o
+    assert o['apkovls'], o
+    for a in o['apkovls']:
+        keys = {'name', 'size', 'check', 'members', 'hostname', 'world', 'runlevels', 'users',
+                'ssh_host_keys', 'wifi_config', 'shadow'}
+        assert keys <= set(a), ('missing', sorted(keys - set(a)), a)
+        assert {'accepted', 'problems', 'warnings'} <= set(a['check']), a
+        for u in a['users']:
+            assert {'name', 'uid', 'shell'} <= set(u), u
+else:
+    assert o['fat'] is None and o['files'] == [] and o['apkovls'] == [], o
+    assert o['alpine_release'] is None and o['cmdline'] is None, o
+    assert len(events) == 2 and events[1]['type'] == 'error', events
+    assert events[1]['code'] == 'input', events
+    if mode == 'none':
+        assert pt is None, pt
+    else:
+        assert pt is not None and pt['type'] == mode, pt
+print(mode)
+)PY";
+
+// `inspect --json TARGET`: the exit status, and the shape checked by kInspectShape.
+void expect_inspect_shape(const fs::path& target, const std::string& mode, int exit_code) {
+  auto j = cli({"inspect", "--json", target.string()});
+  EXPECT_EQ(j.exit_code, exit_code) << j.out << j.err;
+  EXPECT_EQ(j.err, "") << "--json keeps stderr quiet";
+  auto py = run({"python3", "-c", kInspectShape, mode}, j.out);
+  EXPECT_EQ(py.exit_code, 0) << py.err << j.out;
+  EXPECT_EQ(py.out, mode + "\n") << py.err << j.out;
+}
+
+TEST(InspectJsonShape, ZeroedMedium) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  fs::path img = dir / "zero.img";
+  write_file(img, std::string(4u << 20, '\0'));
+  expect_inspect_shape(img, "none", 1);
+  // The human output is unchanged: nothing on stdout, the error on stderr.
+  auto r = cli({"inspect", img.string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_NE(r.err.find(img.string()), std::string::npos) << r.err;
+  // Under one sector: the same shape.
+  fs::path tiny = dir / "tiny.img";
+  write_file(tiny, std::string(100, '\0'));
+  expect_inspect_shape(tiny, "none", 1);
+}
+
+TEST(InspectJsonShape, RandomBytes) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  fs::path img = dir / "random.img";
+  const std::string data = pseudo_random(1u << 20, 42);
+  // Precondition: sector 0 is neither an MBR (55 AA) nor a FAT boot sector.
+  ASSERT_FALSE(data[510] == '\x55' && data[511] == '\xAA');
+  ASSERT_FALSE(rpi::partition::looks_like_fat_boot_sector(reinterpret_cast<const std::uint8_t*>(data.data())));
+  write_file(img, data);
+  expect_inspect_shape(img, "none", 1);
+}
+
+TEST(InspectJsonShape, Gpt) {
+  RPI_REQUIRE_TOOL("sfdisk");
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  fs::path img = dir / "gpt.img";
+  // An EFI system partition: a FAT, but behind a GPT, which inspect does not read.
+  auto r0 = sh("truncate -s 16M '" + img.string() +
+               "' && printf 'label: gpt\\nstart=2048, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\\n' | sfdisk -q '" +
+               img.string() + "'");
+  ASSERT_EQ(r0.exit_code, 0) << r0.err;
+  expect_inspect_shape(img, "gpt", 1);
+}
+
+TEST(InspectJsonShape, MbrWithoutFatPartition) {
+  RPI_REQUIRE_TOOL("sfdisk");
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  fs::path img = dir / "linux.img";
+  auto r0 = sh("truncate -s 16M '" + img.string() + "' && printf 'label: dos\\nstart=2048, type=83\\n' | sfdisk -q '" +
+               img.string() + "'");
+  ASSERT_EQ(r0.exit_code, 0) << r0.err;
+  expect_inspect_shape(img, "mbr", 1);
+}
+
+TEST(InspectJsonShape, NormalImages) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  BuiltImage b = build_image(dir, "32", true);
+  expect_inspect_shape(b.image, "fat", 0);
+  // A FAT without a partition table: partition_table is null, the rest is there.
+  TempDir bare_dir;
+  BuiltImage bare = build_image(bare_dir, "16", false);
+  auto j = cli({"inspect", "--json", bare.image.string()});
+  ASSERT_EQ(j.exit_code, 0) << j.out << j.err;
+  auto py = run({"python3", "-c", std::string(kInspectShape) + "assert pt is None, pt\n", "fat"}, j.out);
+  EXPECT_EQ(py.exit_code, 0) << py.err << j.out;
+}
+
+// A target that cannot be opened is no medium: only the error event.
+TEST(InspectJsonShape, MissingTargetIsOnlyAnError) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  auto j = cli({"inspect", "--json", (dir / "absent.img").string()});
+  EXPECT_EQ(j.exit_code, 1) << j.out << j.err;
+  auto py = run({"python3", "-c",
+                 "import json,sys\n"
+                 "e=[json.loads(l) for l in sys.stdin if l.strip()]\n"
+                 "assert [x['type'] for x in e]==['error'], e\n"},
                 j.out);
   EXPECT_EQ(py.exit_code, 0) << py.err << j.out;
 }
