@@ -558,20 +558,6 @@ int checked_exit(AppContext& ctx, int code) {
   return code;
 }
 
-// Edits from `a` to `b`, a swap of two neighbours counting as one ("--outptu").
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
-  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
-  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i)
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
-        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
-    }
-  return d[a.size()][b.size()];
-}
-
 // The one of `names` that `word` probably meant: the nearest within a few
 // edits, or the only one it begins; "" when none is close.
 std::string closest(const std::string& word, const std::vector<std::string>& names) {
@@ -579,7 +565,7 @@ std::string closest(const std::string& word, const std::vector<std::string>& nam
   std::size_t best_d = std::max<std::size_t>(1, std::min<std::size_t>(2, word.size() / 4)) + 1;
   int prefixes = 0;
   for (const auto& n : names) {
-    const std::size_t dist = edit_distance(word, n);
+    const std::size_t dist = rpi::edit_distance(word, n);
     if (dist < best_d) best_d = dist, best = n;
     if (word.size() >= 4 && n.starts_with(word)) ++prefixes, prefixed = n;
   }

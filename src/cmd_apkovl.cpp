@@ -72,6 +72,7 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
   if (!o.output.empty()) check_output_folder("--output", o.output);
   auto spec = overlay::load_spec(o.spec);
   for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
+  for (const auto& w : mirror_override_warnings(o.mirrors, "")) ctx.reporter.warn(w);
   auto b = build_options(o);
   for (const auto& w : seed_file_warnings(o.seed_file, b.seed)) ctx.reporter.warn(w);
   // Nothing written may be one of the files read (`-o spec.toml` or

@@ -36,6 +36,8 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
     cards.push_back(overlay::resolve_host(spec, o.first));
   // --mirror overrides [alpine].mirror: the summaries show the repositories the cards get.
   for (auto& h : cards) override_mirror(h, o.download.mirrors);
+  const std::vector<std::string> mirror_warnings = mirror_override_warnings(o.download.mirrors, o.download.ca_cert);
+  for (const auto& w : mirror_warnings) ctx.reporter.warn(w);
   std::optional<PackageChecker> checker;
   if (o.packages) {
     checker.emplace(o.download.options(ctx.reporter.sink()), o.download.mirrors);
@@ -88,7 +90,7 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
     }
     ctx.reporter.result("card", text, obj);
   }
-  const std::size_t warnings = spec.warnings().size() + (checker ? checker->warnings() : 0);
+  const std::size_t warnings = spec.warnings().size() + mirror_warnings.size() + (checker ? checker->warnings() : 0);
   JsonObject done;
   done.add("spec", o.spec)
       .add("cards", static_cast<std::uint64_t>(cards.size()))

@@ -121,8 +121,17 @@ void run_fetch(AppContext& ctx, FetchOptions o) {
         ctx.reporter.note(std::string(flag) + " " + given + " overrides the spec's [alpine] " + key + " (" + from_spec +
                           (spec ? "" : ", the default") + "): a build from " + o.spec + " may not use this tarball");
     };
-    differs("--version", o.version, t.version, "version", "latest-stable");
-    differs("--arch", o.arch, t.arch, "arch", "aarch64");
+    if (t.tarball && o.tarball.empty()) {
+      // The spec names its tarball: that is what is fetched.
+      for (const auto& [flag, given] : {std::pair<const char*, const std::string&>{"--version", o.version},
+                                        std::pair<const char*, const std::string&>{"--arch", o.arch}})
+        if (!given.empty())
+          ctx.reporter.note(std::string(flag) + " " + given + " is not used: " + o.spec +
+                            " names its tarball ([alpine].tarball), and that is what is fetched");
+    } else {
+      differs("--version", o.version, t.version, "version", "latest-stable");
+      differs("--arch", o.arch, t.arch, "arch", "aarch64");
+    }
     if (o.version.empty() && t.version) o.version = *t.version;
     if (o.arch.empty() && t.arch) o.arch = *t.arch;
     if (o.download.mirrors.empty() && t.mirror) o.download.mirrors.push_back(*t.mirror);

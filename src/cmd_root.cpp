@@ -737,56 +737,24 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
     if (o->wipe && o->devices.empty())
       throw Error(Errc::usage,
                   "--wipe erases --device cards before writing them; an --output image has nothing old in it");
-    // An option the chosen input makes meaningless is refused, not ignored.
-    const auto refuse = [&app](const std::string& input,
-                               std::initializer_list<std::pair<const char*, const char*>> opts) {
-      for (const auto& [name, why] : opts)
-        if (app.get_option(name)->count() > 0)
-          throw Error(Errc::usage, std::string(name) + " has no effect with " + input + ": " + why + "; leave it out");
-    };
     if (!o->image.empty()) {
       if (!o->spec.empty() || !o->apkovl.empty() || !o->tarball.empty())
         throw Error(Errc::usage,
                     "--image writes an existing image as it is; it excludes --spec, --apkovl and --tarball");
       if (o->devices.empty()) throw Error(Errc::usage, "--image needs --device DEV");
-      constexpr const char* built = "the image keeps the label, disk id and size it was built with";
-      constexpr const char* no_spec = "an image has no spec, so no card identities, keys or known_hosts lines";
-      constexpr const char* no_tarball = "it writes an existing image and reads no tarball";
-      refuse("--image", {{"--size", built},
-                         {"--label", built},
-                         {"--disk-id", built},
-                         {"--force", no_tarball},
-                         {"--sha256", no_tarball},
-                         {"--seed-file", no_spec},
-                         {"--known-hosts", no_spec},
-                         {"--host", no_spec},
-                         {"--first", no_spec},
-                         {"--mirror", "nothing is downloaded"},
-                         {"--cache-dir", "nothing is downloaded"},
-                         {"--ca-cert", "nothing is downloaded"},
-                         {"--verify-signature", "nothing is downloaded"},
-                         {"--keyring", "nothing is downloaded"},
-                         {"--signing-key-fingerprint", "nothing is downloaded"}});
+      refuse_ignored_options(app, *o);
       check_devices_given(o->devices);
       check_image_file(o->image);
       return run_devices(ctx, nullptr, *o);
     }
     if (o->spec.empty() && o->apkovl.empty())
       throw Error(Errc::usage, "give --spec FILE (or --apkovl FILE): a card without an apkovl boots unconfigured");
-    if (!o->apkovl.empty() && o->spec.empty())
-      refuse("--apkovl",
-             {{"--seed-file", "it derives the salts and SSH host keys a spec generates; an apkovl is written as it is"},
-              {"--known-hosts", "no SSH host keys are generated for an apkovl, so there are no known_hosts lines"},
-              {"--host", "it picks a spec's [[hosts]] entry; every card gets the same apkovl"},
-              {"--first", "it numbers a spec's cards ({n}); every card gets the same apkovl"}});
+    refuse_ignored_options(app, *o);
     // Every value is checked before anything is resolved or downloaded.
     if (o->size == "max" && !o->output.empty())
       throw Error(Errc::usage,
                   "--size max fills each card, and an --output image has no card to fill: give a size (e.g. "
                   "--size 8GB) or leave --size out for the automatic size");
-    // An empty --sha256 "" or --disk-id "" is refused too (check_run_values skips unset values).
-    if (app.get_option("--sha256")->count() > 0) o->sha256 = checked_sha256(o->sha256);
-    if (app.get_option("--disk-id")->count() > 0) parse_disk_id(o->disk_id);
     check_run_values(*o);
     if (!o->output.empty()) {
       // An input named as --output is refused as such (before its name is judged).
@@ -796,10 +764,6 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
     }
     check_devices_given(o->devices);
     Pipeline p(ctx, *o);
-    if (!o->sha256.empty() && o->tarball.empty() && p.spec() && p.spec()->alpine().tarball.empty())
-      throw Error(Errc::usage,
-                  "--sha256 pins the digest of --tarball (or of the spec's [alpine].tarball); without either the "
-                  "release index gives the digest: leave --sha256 out, or add --tarball FILE|URL");
     if (ctx.verbose > 0)
       ctx.reporter.note("tarball: " + p.plan_tarball(false).description +
                         "; cache: " + p.fetch_options().cache_dir.string());

@@ -421,11 +421,13 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
   sub->add_flag("--dry-run", o.dry_run, "print which cards would be written with what, then stop");
   sub->add_option("--state", w->state,
                   "keep the next card number in this file: start from it (unless --first), update it per card");
-  sub->callback([w, first, size, label, &ctx]() {
+  sub->callback([w, first, size, label, sub, &ctx]() {
     w->first_given = first->count() > 0;
     refuse_empty_size_or_label(size, w->run.size, label, w->run.label);
     ctx.reporter.configure(ctx.json, ctx.quiet);
-    check_run_values(w->run);  // before the station waits for its first card
+    // Before the station waits for its first card.
+    refuse_ignored_options(*sub, w->run);
+    if (w->run.image.empty()) check_run_values(w->run);
     run_watch(ctx, *w);
   });
 });

@@ -16,11 +16,13 @@
 #include <archive_entry.h>
 
 #include "partition/apkovl_check.hpp"
+#include "rpi/archive_reader.hpp"
 #include "rpi/digest.hpp"
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
 #include "rpi/text.hpp"
+#include "rpi/url.hpp"
 
 namespace rpi::cli {
 
@@ -37,21 +39,40 @@ std::string local_tarball_path(const std::string& source, const std::string& sha
   return is_url(source) ? std::string() : source;
 }
 
-void override_mirror(overlay::HostConfig& h, const std::vector<std::string>& mirrors) {
-  if (mirrors.empty()) return;
-  std::string pick;
-  for (const auto& m : mirrors)
-    if (m.rfind("http://", 0) == 0 || m.rfind("https://", 0) == 0) {
-      pick = m;
-      break;
+namespace {
+// The first http(s) mirror of `mirrors`, without trailing '/', or "".
+std::string card_mirror(const std::vector<std::string>& mirrors) {
+  for (std::string m : mirrors)
+    if (m.starts_with("http://") || m.starts_with("https://")) {
+      while (m.size() > 1 && m.back() == '/') m.pop_back();
+      return m;
     }
-  if (pick.empty()) {
-    // A folder or file:// URL of this machine: the card gets the public mirror (see build_apkovl).
-    pick = mirrors.front();
-    if (pick.rfind("file://", 0) != 0) pick = std::filesystem::absolute(pick).lexically_normal().string();
-  }
-  while (pick.size() > 1 && pick.back() == '/') pick.pop_back();
-  h.alpine.mirror = pick;
+  return {};
+}
+}  // namespace
+
+void override_mirror(overlay::HostConfig& h, const std::vector<std::string>& mirrors) {
+  // Only local --mirror folders (paths of this machine): the card keeps the spec's mirror.
+  if (std::string pick = card_mirror(mirrors); !pick.empty()) h.alpine.mirror = pick;
+}
+
+std::vector<std::string> mirror_override_warnings(const std::vector<std::string>& mirrors, const std::string& ca_cert) {
+  const std::string pick = card_mirror(mirrors);
+  if (pick.empty()) return {};
+  std::vector<std::string> w;
+  const auto scheme_end = pick.find("://") + 3;
+  const auto host_end = pick.find('/', scheme_end);
+  if (pick.substr(scheme_end, host_end - scheme_end).find('@') != std::string::npos)
+    w.push_back("--mirror " + rpi::redact_urls(pick) +
+                " carries credentials, and --mirror is also the mirror the cards use: they go into every card's "
+                "/etc/apk/repositories (0600, but readable by whoever holds the card); if only this machine "
+                "should use them, give the cards another mirror in [alpine].mirror and download with --tarball");
+  if (!ca_cert.empty())
+    w.push_back("--ca-cert is for this machine only: the cards use --mirror " + rpi::redact_urls(pick) +
+                " too, and get no copy of the certificate; add it to the cards with [[files]] (e.g. "
+                "/usr/local/share/ca-certificates/mirror.crt) and run update-ca-certificates at first boot, or the "
+                "Pis' apk cannot verify that mirror");
+  return w;
 }
 
 namespace {
@@ -60,13 +81,11 @@ std::string lower(std::string s) {
   return s;
 }
 
-struct ArchiveReader {
-  archive* a = archive_read_new();
-  ~ArchiveReader() { archive_read_free(a); }
-  ArchiveReader() = default;
-  ArchiveReader(const ArchiveReader&) = delete;
-  ArchiveReader& operator=(const ArchiveReader&) = delete;
-};
+// libarchive's message for `a`, which it may not have.
+std::string archive_message(archive* a) {
+  const char* m = archive_error_string(a);
+  return m ? m : "unreadable (libarchive gives no reason)";
+}
 }  // namespace
 
 TarballScan scan_tarball(const std::filesystem::path& tarball, const std::set<std::string>& wanted, bool force) {
@@ -77,19 +96,20 @@ TarballScan scan_tarball(const std::filesystem::path& tarball, const std::set<st
     if (::read(fd.get(), magic, 2) != 2 || magic[0] != 0x1f || magic[1] != 0x8b)
       throw Error(Errc::input, tname + " is not gzip-compressed (expected a .tar.gz)");
   }
-  ArchiveReader r;
-  if (!r.a) throw Error(Errc::internal, "libarchive: out of memory");
-  archive_read_support_filter_gzip(r.a);
-  archive_read_support_format_tar(r.a);
-  if (archive_read_open_filename(r.a, tname.c_str(), 1 << 16) != ARCHIVE_OK)
-    throw Error(Errc::input, tname + ": " + archive_error_string(r.a));
+  rpi::ArchiveReader reader(archive_read_new());
+  archive* a = reader.get();
+  if (!a) throw Error(Errc::internal, "libarchive: out of memory");
+  archive_read_support_filter_gzip(a);
+  archive_read_support_format_tar(a);
+  if (archive_read_open_filename(a, tname.c_str(), 1 << 16) != ARCHIVE_OK)
+    throw Error(Errc::input, tname + ": " + archive_message(a));
   TarballScan scan;
   bool cmdline = false, config = false, boot = false;
   archive_entry* e = nullptr;
   for (;;) {
-    const int rc = archive_read_next_header(r.a, &e);
+    const int rc = archive_read_next_header(a, &e);
     if (rc == ARCHIVE_EOF) break;
-    if (rc < ARCHIVE_WARN) throw Error(Errc::input, tname + ": " + archive_error_string(r.a));
+    if (rc < ARCHIVE_WARN) throw Error(Errc::input, tname + ": " + archive_message(a));
     std::string path = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
     while (path.rfind("./", 0) == 0) path.erase(0, 2);
     const bool dir = archive_entry_filetype(e) == AE_IFDIR;
@@ -104,8 +124,8 @@ TarballScan scan_tarball(const std::filesystem::path& tarball, const std::set<st
     if (wanted.count(low) && archive_entry_size(e) <= (1 << 20)) {
       std::string data;
       char buf[16384];
-      for (la_ssize_t n; (n = archive_read_data(r.a, buf, sizeof buf)) != 0;) {
-        if (n < 0) throw Error(Errc::input, tname + ": cannot read " + path + ": " + archive_error_string(r.a));
+      for (la_ssize_t n; (n = archive_read_data(a, buf, sizeof buf)) != 0;) {
+        if (n < 0) throw Error(Errc::input, tname + ": cannot read " + path + ": " + archive_message(a));
         data.append(buf, static_cast<std::size_t>(n));
       }
       scan.root_files[low] = std::move(data);
@@ -220,6 +240,12 @@ Pipeline::Pipeline(AppContext& ctx, RunOptions opts) : ctx_(ctx), o_(std::move(o
     spec_ = overlay::load_spec(o_.spec);
     for (const auto& w : spec_->warnings()) ctx_.reporter.warn(w.text());
   }
+  if (!o_.sha256.empty() && o_.tarball.empty() && !(spec_ && !spec_->alpine().tarball.empty()))
+    throw Error(Errc::usage,
+                "--sha256 pins the digest of --tarball (or of the spec's [alpine].tarball); without either the "
+                "release index gives the digest: leave --sha256 out, or add --tarball FILE|URL");
+  if (spec_)
+    for (const auto& w : mirror_override_warnings(o_.download.mirrors, o_.download.ca_cert)) ctx_.reporter.warn(w);
   seed_ = read_seed_file(o_.seed_file);  // once: every card's keys and salts derive from it
   for (const auto& w : seed_file_warnings(o_.seed_file, seed_)) ctx_.reporter.warn(w);
   if (!o_.apkovl.empty()) {
@@ -582,6 +608,50 @@ partition::ImageOptions Pipeline::card_options(const Identity& id, std::optional
     if (fills_card) *fills_card = true;
   }
   return opt;
+}
+
+void refuse_ignored_options(const CLI::App& cmd, const RunOptions& o) {
+  const auto refuse = [&cmd](const std::string& input,
+                             std::initializer_list<std::pair<const char*, const char*>> opts) {
+    for (const auto& [name, why] : opts)
+      if (const CLI::Option* opt = cmd.get_option_no_throw(name); opt && opt->count() > 0)
+        throw Error(Errc::usage, std::string(name) + " has no effect with " + input + ": " + why + "; leave it out");
+  };
+  if (!o.image.empty()) {
+    constexpr const char* built = "the image keeps the label, disk id and size it was built with";
+    constexpr const char* no_spec = "an image has no spec, so no card identities, keys or known_hosts lines";
+    constexpr const char* no_tarball = "it writes an existing image and reads no tarball";
+    constexpr const char* no_download = "nothing is downloaded";
+    refuse("--image", {{"--size", built},
+                       {"--label", built},
+                       {"--disk-id", built},
+                       {"--force", no_tarball},
+                       {"--sha256", no_tarball},
+                       {"--seed-file", no_spec},
+                       {"--known-hosts", no_spec},
+                       {"--host", no_spec},
+                       {"--first", no_spec},
+                       {"--mirror", no_download},
+                       {"--cache-dir", no_download},
+                       {"--ca-cert", no_download},
+                       {"--verify-signature", no_download},
+                       {"--keyring", no_download},
+                       {"--signing-key-fingerprint", no_download}});
+  } else if (!o.apkovl.empty() && o.spec.empty()) {
+    refuse("--apkovl",
+           {{"--seed-file", "it derives the salts and SSH host keys a spec generates; an apkovl is written as it is"},
+            {"--known-hosts", "no SSH host keys are generated for an apkovl, so there are no known_hosts lines"},
+            {"--host", "it picks a spec's [[hosts]] entry; every card gets the same apkovl"},
+            {"--first", "it numbers a spec's cards ({n}); every card gets the same apkovl"}});
+  }
+  // An empty --sha256 "" or --disk-id "" is refused too (check_run_values skips unset values).
+  for (const char* name : {"--sha256", "--disk-id"})
+    if (const CLI::Option* opt = cmd.get_option_no_throw(name); opt && opt->count() > 0) {
+      if (std::string_view(name) == "--sha256")
+        checked_sha256(o.sha256);
+      else
+        parse_disk_id(o.disk_id);
+    }
 }
 
 void check_run_values(RunOptions& o) {

@@ -37,6 +37,11 @@ struct RunOptions {
 // --keyring, --ca-cert), checked before anything is resolved or downloaded;
 // --sha256 is lower-cased. Throws a usage Error naming the option.
 void check_run_values(RunOptions& o);
+// Options `cmd` was given that the chosen input ignores (--image: a built
+// image's settings and the download flags; --apkovl without a spec: what only a
+// spec uses), and an empty --sha256 or --disk-id: a usage Error naming the
+// option. Options `cmd` does not have are skipped (the main command and watch).
+void refuse_ignored_options(const CLI::App& cmd, const RunOptions& o);
 
 // The image cannot fit this card (an explicit size larger than the card, or
 // files that need more than the card holds): a refusal of the card, not of the
@@ -110,10 +115,13 @@ struct TarballScan {
 TarballScan scan_tarball(const std::filesystem::path& tarball, const std::set<std::string>& wanted, bool force);
 
 // --mirror overrides [alpine].mirror for everything it drives: the card's
-// default apk repositories name the first http(s) --mirror (a local folder or
-// file:// mirror is a path of this machine, so the card then gets the public
-// one, as with such an [alpine].mirror). Without --mirror, `h` is unchanged.
+// default apk repositories name the first http(s) --mirror. Local folders and
+// file:// mirrors are paths of this machine: with only those, `h` keeps the
+// spec's mirror, as it does without --mirror.
 void override_mirror(overlay::HostConfig& h, const std::vector<std::string>& mirrors);
+// What the cards get from such an override that the user may not mean: the
+// mirror's credentials, and no copy of --ca-cert.
+std::vector<std::string> mirror_override_warnings(const std::vector<std::string>& mirrors, const std::string& ca_cert);
 
 class Pipeline {
  public:

@@ -1525,7 +1525,9 @@ void Converter::check_someone_logs_in(const View& root, const HostConfig& h) {
           : "every key in [root].ssh_authorized_keys forces a command=\"...\" or is rpi-provision's example key";
   std::string why;
   if (root_login(h) == RootLogin::locked)  // no [root]: locked for an admin whose key is the example's
-    why = "root's password is locked (there is no [root]; an admin with an SSH key logs in instead)";
+    why =
+        "root's password is locked (there is no [root], so the admins' SSH keys are to be the way in, and "
+        "rpi-provision's example key stands in for the admin's own)";
   else if (keys.empty())
     why = locks + "'s password and root has no SSH key";
   else if (ph.starts_with("!"))

@@ -298,3 +298,34 @@ TEST(CliOptions, WatchAndFetchCheckTheirValuesBeforeWaitingOrDownloading) {
   });
   EXPECT_FALSE(fs::exists(cache)) << "nothing is resolved or cached for a run that cannot succeed";
 }
+
+// --mirror and the cards: a local folder leaves the spec's mirror on the card,
+// credentials and --ca-cert are warned about (the password never shown), and
+// watch refuses what its --image ignores, like the main command.
+TEST(CliOptions, MirrorOverridesAreSaidAndWatchRefusesWhatItIgnores) {
+  TempDir d;
+  const std::string spec = (d / "s.toml").string();
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n[alpine]\nmirror = "
+                        "\"https://private.example/alpine\"\nversion = \"3.22\"\n");
+  fs::create_directories(d / "local");
+  auto r = cli({"check", "--spec", spec, "--mirror", (d / "local").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "from https://private.example/alpine")) << r.out;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  // Any PEM file does for --ca-cert: check reads no mirror.
+  const std::string pem = (d / "ca.pem").string();
+  rpi::test::write_file(pem, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+  r = cli({"check", "--spec", spec, "--mirror", "https://bob:hunter2@m.example/alpine", "--ca-cert", pem});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "warning: --mirror https://bob:***@m.example/alpine carries credentials")) << r.err;
+  EXPECT_TRUE(contains(r.err, "warning: --ca-cert is for this machine only")) << r.err;
+  EXPECT_TRUE(contains(r.out, "from https://bob:***@m.example/alpine")) << r.out;
+  EXPECT_FALSE(contains(r.out + r.err, "hunter2"));
+  EXPECT_TRUE(contains(r.out, "warning")) << "the summary counts them\n" << r.out;
+  expect_usage_errors({
+      {{"watch", "--image", (d / "x.img").string(), "--label", "FOO"}, "--label has no effect with --image"},
+      {{"watch", "--spec", spec, "--sha256", std::string(64, 'a'), "--dry-run"},
+       "--sha256 pins the digest of --tarball"},
+  });
+}

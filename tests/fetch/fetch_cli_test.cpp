@@ -295,9 +295,6 @@ TEST_F(FetchCli, RetriesAreShownOnStderrAndAsJsonNotes) {
   EXPECT_EQ(r.err, "") << "--json keeps stderr quiet";
 }
 
-// Ctrl-C during `fetch`: the download stops, the error says how much was kept
-// and where (the oracle: the part file), the exit status is 130, and the next
-// run asks the server for the rest only.
 // fetch --spec with --arch (or --version) fetches what the flag says, and says
 // that a build from the spec may not use it.
 TEST_F(FetchCli, FlagsThatOverrideTheSpecAreSaid) {
@@ -351,6 +348,9 @@ Interrupted interrupt_download(std::vector<std::string> argv, const fs::path& pa
   return r;
 }
 
+// Ctrl-C during `fetch`: the download stops, the error says how much was kept
+// and where (the oracle: the part file), the exit status is 130, and the next
+// run asks the server for the rest only.
 TEST_F(FetchCli, CtrlCSaysWhatWasKeptAndTheNextRunResumes) {
   server->set_faults(R"([{"path": "tar.gz", "kind": "trickle", "n": 4096, "times": 1}])");
   const fs::path part = fs::path(cache_dir) / "partial" / (sha256_of(tree->latest) + "-" + tree->latest_file + ".part");

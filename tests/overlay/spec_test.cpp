@@ -976,8 +976,9 @@ TEST(Spec, ExampleKeysWarnWhereTheyAreAndLetNobodyIn) {
       w, place_of(kiosk, "admin@example") + ": user admin's SSH key \"ssh-ed25519 admin@example\"" + kExampleWarning))
       << w;
   EXPECT_TRUE(has(w,
-                  "root's password is locked (there is no [root]; an admin with an SSH key logs in instead), and no "
-                  "[[users]] entry can log in (admin: no password, and its SSH key is rpi-provision's example key"))
+                  "root's password is locked (there is no [root], so the admins' SSH keys are to be the way in, "
+                  "and rpi-provision's example key stands in for the admin's own), and no [[users]] entry can log "
+                  "in (admin: no password, and its SSH key is rpi-provision's example key"))
       << w;
   EXPECT_TRUE(has(w, "nobody can log in to this Pi")) << w;
   EXPECT_FALSE(has(w, "root's password login is not locked")) << w;

@@ -22,7 +22,8 @@ std::string printable(std::string_view s, bool keep_line_breaks = false);
 // The strings with `sep` between them ("a, b, c").
 std::string join(const std::vector<std::string>& parts, std::string_view sep = ", ");
 
-// Levenshtein distance (bytes), for "did you mean".
+// Edit distance (bytes) for "did you mean": insertions, deletions, changes,
+// and swaps of two neighbours, one edit each.
 std::size_t edit_distance(std::string_view a, std::string_view b);
 
 }  // namespace rpi
