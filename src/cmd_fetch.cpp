@@ -155,13 +155,7 @@ void run_fetch(AppContext& ctx, FetchOptions o) {
   try {
     fetch_into(o, opts, ctx, path, rel);
   } catch (const Cancelled& e) {
-    // "cancelled: 23.0 MiB of FILE kept in CACHE/partial/; run again to resume"
-    ctx.reporter.finish_progress();
-    ctx.reporter.error(Errc::network, dynamic_cast<const fetch::DownloadCancelled*>(&e)
-                                          ? std::string(e.what())
-                                          : "cancelled; nothing was downloaded that a next run could resume from");
-    ctx.exit_code = 128 + cancel_signal();
-    return;
+    return report_cancelled_download(ctx, e);
   }
   ctx.reporter.finish_progress();
   std::error_code ec;

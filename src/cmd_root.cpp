@@ -268,12 +268,7 @@ void run_output(AppContext& ctx, Pipeline& p) {
     try {
       p.tarball_for(ids);
     } catch (const Cancelled& e) {
-      ctx.reporter.finish_progress();
-      ctx.reporter.error(Errc::network, dynamic_cast<const fetch::DownloadCancelled*>(&e)
-                                            ? std::string(e.what())
-                                            : "cancelled; nothing was downloaded that a next run could resume from");
-      ctx.exit_code = 128 + cancel_signal();
-      return;
+      return report_cancelled_download(ctx, e);
     }
     remove_temporaries_on_signals();
     if (const int sig = cancel_signal()) {  // a signal between the download and the line above

@@ -218,6 +218,15 @@ int cancel_signal() {
   return g_cancel_signal.load();
 }
 
+void report_cancelled_download(AppContext& ctx, const Cancelled& e) {
+  // "cancelled: 23.0 MiB of FILE kept in CACHE/partial/; run again to resume"
+  ctx.reporter.finish_progress();
+  ctx.reporter.error(Errc::network, dynamic_cast<const fetch::DownloadCancelled*>(&e)
+                                        ? std::string(e.what())
+                                        : "cancelled; nothing was downloaded that a next run could resume from");
+  ctx.exit_code = 128 + cancel_signal();
+}
+
 ScratchDir::ScratchDir(AppContext& ctx) {
   const char* tmp = std::getenv("TMPDIR");
   std::string pattern = std::string(tmp && *tmp ? tmp : "/var/tmp") + "/" + kScratchPrefix + "XXXXXX";

@@ -245,6 +245,9 @@ void emit_summary(AppContext& ctx, int cards, int failed, double seconds, int ex
 const std::atomic<bool>* install_cancel_handler();
 // The signal that cancelled the run (0: none); the exit code is then 128 + it.
 int cancel_signal();
+// A download stopped by a signal: says what was kept for the next run (a
+// network error) and sets the exit status to 128 + the signal.
+void report_cancelled_download(AppContext& ctx, const Cancelled& e);
 
 // A folder for temporary images ($TMPDIR/rpi-provision.XXXXXX, default
 // /var/tmp), removed with everything in it. Made, it warns about those that
