@@ -286,8 +286,7 @@ void refuse_empty_size_or_label(const CLI::Option* size, const std::string& size
 }
 
 std::string checked_sha256(const std::string& hex) {
-  std::string lower;
-  for (char c : hex) lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  const std::string lower = ascii_lower(hex);
   if (lower.size() != 64 || lower.find_first_not_of("0123456789abcdef") != std::string::npos)
     throw Error(Errc::usage, "--sha256 must be 64 hex digits, got '" + printable(hex.substr(0, 80), false) + "'");
   return lower;

@@ -13,6 +13,7 @@
 #include "rpi/digest.hpp"
 #include "rpi/error.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 
 namespace rpi::cli {
 namespace {
@@ -95,8 +96,7 @@ void fetch_into(FetchOptions& o, const fetch::Options& opts, AppContext& ctx, st
     if (o.sha256.empty()) throw Error(Errc::usage, "--tarball needs --sha256 HEX to pin its digest");
     path = fetch::fetch_url(o.tarball, o.sha256, opts);
     rel.file = path.filename().string();
-    rel.sha256 = o.sha256;
-    for (char& c : rel.sha256) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    rel.sha256 = ascii_lower(o.sha256);
   } else {
     fetch::Query q;
     if (!o.version.empty()) q.version = o.version;

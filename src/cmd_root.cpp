@@ -94,11 +94,7 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
     std::set<std::string> wanted;
     for (const auto& id : ids)
       if (id.host)
-        for (const auto& [name, fn] : overlay::boot_edits(*id.host).edits) {
-          std::string low = name;
-          for (char& ch : low) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-          wanted.insert(low);
-        }
+        for (const auto& [name, fn] : overlay::boot_edits(*id.host).edits) wanted.insert(ascii_lower(name));
     scan = scan_tarball(*tb, wanted, o.force);
     for (const auto& a : scan->apkovls)
       s << "  leaves out the tarball's " << a << " (the card gets exactly one apkovl)\n";
@@ -156,8 +152,7 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
     }
     for (const auto& x : io.extra_files) s << "    adds /" << x.name << " (" << format_size(x.data.size()) << ")\n";
     for (const auto& [name, fn] : io.edits) {
-      std::string low = name;
-      for (char& ch : low) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      const std::string low = ascii_lower(name);
       if (!scan) {
         s << "    edits /" << name << "\n";
         continue;
@@ -612,8 +607,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
 
 // --output x.img.xz would be a raw image under a compressed name.
 void check_output_name(const std::string& output) {
-  std::string lower;
-  for (char c : output) lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  const std::string lower = ascii_lower(output);
   for (const char* ext : {".gz", ".xz", ".zst", ".zstd", ".bz2", ".zip"})
     if (lower.ends_with(ext)) {
       const std::string raw = output.substr(0, output.size() - std::string_view(ext).size());

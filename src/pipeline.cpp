@@ -76,11 +76,6 @@ std::vector<std::string> mirror_override_warnings(const std::vector<std::string>
 }
 
 namespace {
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 // libarchive's message for `a`, which it may not have.
 std::string archive_message(archive* a) {
   const char* m = archive_error_string(a);
@@ -114,7 +109,7 @@ TarballScan scan_tarball(const std::filesystem::path& tarball, const std::set<st
     while (path.rfind("./", 0) == 0) path.erase(0, 2);
     const bool dir = archive_entry_filetype(e) == AE_IFDIR;
     while (!path.empty() && path.back() == '/') path.pop_back();
-    const std::string low = lower(path);
+    const std::string low = ascii_lower(path);
     if (low.empty()) continue;
     if (low.rfind("boot/", 0) == 0 || (low == "boot" && dir)) boot = true;
     if (low.find('/') != std::string::npos || dir) continue;

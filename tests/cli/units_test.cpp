@@ -62,6 +62,19 @@ TEST(Printable, EscapesWhatCouldDriveATerminalAndKeepsTheRest) {
   EXPECT_EQ(printable("", true), "");
 }
 
+// "Did you mean": a swap of two neighbours is one edit, as a typist makes it.
+TEST(Text, EditDistanceCountsASwapAsOneEdit) {
+  EXPECT_EQ(rpi::edit_distance("--outptu", "--output"), 1u);
+  EXPECT_EQ(rpi::edit_distance("hsotname", "hostname"), 1u);
+  EXPECT_EQ(rpi::edit_distance("ab", "ba"), 1u);
+  EXPECT_EQ(rpi::edit_distance("abc", "ca"), 3u);  // no swap of letters that are not neighbours
+  EXPECT_EQ(rpi::edit_distance("kitten", "sitting"), 3u);
+  EXPECT_EQ(rpi::edit_distance("", "abc"), 3u);
+  EXPECT_EQ(rpi::edit_distance("same", "same"), 0u);
+  EXPECT_EQ(rpi::ascii_lower("Cmdline.TXT"), "cmdline.txt");
+  EXPECT_EQ(rpi::ascii_lower("\xc3\x84"), "\xc3\x84") << "bytes beyond ASCII stay";
+}
+
 TEST(Json, EscapesControlsAndKeepsOnlyValidUtf8) {
   using rpi::cli::json_escape;
   EXPECT_EQ(json_escape("a\"b\\c\n\x01"), "\"a\\\"b\\\\c\\n\\u0001\"");

@@ -77,6 +77,13 @@ std::string printable(std::string_view s, bool keep_line_breaks) {
   return out;
 }
 
+std::string ascii_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
 std::string join(const std::vector<std::string>& parts, std::string_view sep) {
   std::string s;
   for (std::size_t i = 0; i < parts.size(); ++i) {

@@ -19,6 +19,9 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i);
 // tabs stay as they are (for multi-line messages).
 std::string printable(std::string_view s, bool keep_line_breaks = false);
 
+// `s` with A-Z as a-z (bytes; no locale).
+std::string ascii_lower(std::string_view s);
+
 // The strings with `sep` between them ("a, b, c").
 std::string join(const std::vector<std::string>& parts, std::string_view sep = ", ");
 
