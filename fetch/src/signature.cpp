@@ -45,6 +45,24 @@ class TempHome {
     if (!::mkdtemp(buf.data()))
       throw_errno("cannot create a temporary GnuPG home in " + fs::temp_directory_path().string());
     path_ = buf.data();
+    // Importing public keys and checking a signature need no gpg-agent. One
+    // started for this home would outlive the check, sometimes with the home
+    // itself (its socket recreated while the folder was removed): a daemon and
+    // a folder left in /tmp per run.
+    const fs::path conf = path_ / "gpg.conf";
+    constexpr std::string_view kConf = "no-autostart\n";
+    int err = 0;
+    {
+      Fd fd(::open(conf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+      if (fd.get() < 0 || ::write(fd.get(), kConf.data(), kConf.size()) != static_cast<ssize_t>(kConf.size()))
+        err = errno ? errno : EIO;
+    }
+    if (err) {
+      std::error_code ec;
+      fs::remove_all(path_, ec);
+      errno = err;
+      throw_errno("cannot write " + conf.string());
+    }
   }
   TempHome(const TempHome&) = delete;
   TempHome& operator=(const TempHome&) = delete;

@@ -546,6 +546,33 @@ TEST_F(SignatureTest, GoodSignatureIsAccepted) {
   EXPECT_TRUE(fetch::list_cache(tmp / "cache2").empty());
 }
 
+// The check runs gpg in a throw-away home; it needs no gpg-agent. One started
+// there used to outlive the run (and now and then kept its home in $TMPDIR
+// alive): a daemon and a folder left per --verify-signature.
+TEST_F(SignatureTest, TheCheckLeavesNoGpgAgentOrFolderBehind) {
+  RPI_REQUIRE_TOOL("pgrep");
+  fs::path asc = tree->latest;
+  asc += ".asc";
+  ASSERT_TRUE(gpg->sign(tree->latest, asc));
+  MirrorServer& s = serve();
+  const fs::path scratch = tmp / "tmpdir";
+  fs::create_directories(scratch);
+  const char* old = std::getenv("TMPDIR");
+  const std::string saved = old ? old : "";
+  ::setenv("TMPDIR", scratch.c_str(), 1);  // where the check makes its GnuPG home
+  Release r = fetch::resolve(query("3.22", s.url()), signed_opts());
+  fs::path p = fetch::fetch_release(r, signed_opts());
+  if (old)
+    ::setenv("TMPDIR", saved.c_str(), 1);
+  else
+    ::unsetenv("TMPDIR");
+  EXPECT_EQ(sha256_of(p), r.sha256);
+  EXPECT_EQ(s.requests(".asc"), 1);
+  CommandResult agents = run({"pgrep", "-fa", "gpg-agent --homedir " + scratch.string()});
+  EXPECT_EQ(agents.out, "") << "a gpg-agent outlives the check";
+  EXPECT_TRUE(fs::is_empty(scratch)) << "the GnuPG home was left in TMPDIR";
+}
+
 TEST_F(SignatureTest, BadSignatureIsRejected) {
   fs::path asc = tree->latest;
   asc += ".asc";
