@@ -1,5 +1,7 @@
 // `rpi-provision check --spec FILE`: validate the spec and print, per card, a
 // summary with every secret redacted. Warnings (literal secrets...) go to stderr.
+// A { env = } secret whose variable is not set is one of them, not an error: a
+// spec is checked without its secrets (in CI, by a colleague); a build needs them.
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -22,7 +24,7 @@ struct CheckOptions {
 };
 
 void run_check(AppContext& ctx, const CheckOptions& o) {
-  auto spec = overlay::load_spec(o.spec);
+  auto spec = overlay::load_spec(o.spec, overlay::LoadOptions{.missing_env = overlay::MissingEnv::warn});
   for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
   // A build would stop there: say it now.
   if (const std::string tb = local_tarball_path(spec.alpine().tarball, spec.alpine().sha256); !tb.empty())
@@ -81,6 +83,16 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
         .add("host_keys", h.ssh.enable ? h.ssh.host_keys : std::string("none"))
         .add("install", h.install.mode);
     if (!pkgs.empty()) obj.add_raw("package_check", pj.str());
+    // Secrets the card needs whose variables were not set (each also a warning).
+    if (const auto unset = overlay::unset_secrets(h); !unset.empty()) {
+      std::string list;
+      for (const auto& u : unset) {
+        JsonObject e;
+        e.add("entry", u.entry).add("env", u.variable);
+        list += (list.empty() ? "[" : ",") + e.str();
+      }
+      obj.add_raw("not_set", list + "]");
+    }
     std::string text = overlay::summary(h);
     if (!text.empty() && text.back() == '\n') text.pop_back();
     if (!pkgs.empty()) {

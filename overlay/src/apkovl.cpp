@@ -724,6 +724,11 @@ std::vector<std::pair<std::string, bool>> generated_paths(const HostConfig& host
 }
 
 Apkovl build_apkovl(const HostConfig& host, const BuildOptions& options) {
+  // A card of a spec loaded for `check` (MissingEnv::warn) would carry empty
+  // secrets: an open root console, a Wi-Fi that never joins. Never built.
+  if (const auto unset = unset_secrets(host); !unset.empty())
+    throw Error(Errc::spec, "environment variable " + unset.front().variable + " (for " + unset.front().entry +
+                                ") is not set; export it and run again");
   Apkovl out;
   out.file_name = host.hostname + ".apkovl.tar.gz";
   auto members = apkovl_members(host, options, &out.known_hosts);

@@ -759,8 +759,8 @@ std::string no_login_reason(const HostConfig& h, const User& u) {
 bool root_logs_in(const HostConfig& h) {
   const auto& ph = h.root.password_hash;
   const bool locked = !ph.empty() && (ph[0] == '*' || ph[0] == '!');
-  if (!h.root.password.empty() || (!ph.empty() && !locked)) return true;  // the console
-  if (root_login(h) == RootLogin::empty_password) return true;            // Alpine's empty password, ditto
+  if (h.root.password_given() || (!ph.empty() && !locked)) return true;  // the console
+  if (root_login(h) == RootLogin::empty_password) return true;           // Alpine's empty password, ditto
   // A command="..." option forces its command whatever permit_root_login says.
   const auto& keys = h.root.ssh_authorized_keys;
   return root_keys(h) == RootKeys::usable && !ph.starts_with("!") &&

@@ -39,6 +39,7 @@ struct Spec::Impl {
   bool hostname_templated = false;
   std::vector<Warning> warnings;
   std::vector<SpecInput> files_read;
+  LoadOptions options;
 };
 
 const std::filesystem::path& Spec::path() const {
@@ -91,7 +92,7 @@ bool admin_meant_to_log_in(const HostConfig& h) {
 }  // namespace
 
 RootLogin root_login(const HostConfig& h) {
-  if (!h.root.password.empty() || !h.root.password_hash.empty() || !h.root.ssh_authorized_keys.empty())
+  if (h.root.password_given() || !h.root.password_hash.empty() || !h.root.ssh_authorized_keys.empty())
     return RootLogin::as_configured;
   return admin_meant_to_log_in(h) ? RootLogin::locked : RootLogin::empty_password;
 }
@@ -259,6 +260,8 @@ struct Secret {
   std::string what;          // "[wifi].psk", "[wifi].psk (env WIFI_PSK)", "[root].password (file root.pw)"
   const toml::node* node{};  // where errors point: the literal, or the variable's or file's name
   bool from_file = false;
+  // MissingEnv::warn: the { env = } variable that was not set (warned); value is then empty.
+  std::string unset_env;
 };
 // "[wifi].psk (env WIFI_PSK)": every message about a referenced secret's value names it so.
 std::string secret_origin(const std::string& label, std::string_view kind, const std::string& ref) {
@@ -454,6 +457,16 @@ class Converter {
         fail(val, label(v, key) + ".env must name an environment variable (letters, digits and _, e.g. " +
                       "WIFI_PSK), not hold the value itself");
       const char* e = std::getenv(ref.c_str());
+      // `check` goes on without the secrets (MissingEnv::warn); a password or psk
+      // can never be empty, so an empty one is a secret CI does not have.
+      if (s_.options.missing_env == MissingEnv::warn && (!e || (password && *e == '\0'))) {
+        warn(n->source(), label(v, key) + ": environment variable " + ref +
+                              (e ? " is empty; check went on without it, but building needs its value"
+                                 : " is not set; check went on without it, but building needs it"));
+        out.what = secret_origin(label(v, key), "env", ref);
+        out.unset_env = ref;
+        return out;
+      }
       if (!e)
         fail(val, "environment variable " + ref + " (for " + label(v, key) + ") is not set; export it or use " +
                       "{ file = \"path\" }");
@@ -777,9 +790,10 @@ void Converter::convert_wifi(const View& root, HostConfig& h) {
   const std::string& pass = psk->value;
   bool hex64 = pass.size() == 64 && pass.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
   bool printable = std::all_of(pass.begin(), pass.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
-  if (!hex64 && (pass.size() < 8 || pass.size() > 63 || !printable))
+  if (psk->unset_env.empty() && !hex64 && (pass.size() < 8 || pass.size() > 63 || !printable))
     fail(*psk->node, psk->what + " must be a passphrase of 8 to 63 printable ASCII characters (or 64 hex digits)");
   h.wifi.psk = pass;
+  h.wifi.psk_unset_env = psk->unset_env;
   if (auto c = str(v, "country")) {
     if (c->size() != 2 || !std::isupper(static_cast<unsigned char>((*c)[0])) ||
         !std::isupper(static_cast<unsigned char>((*c)[1])))
@@ -1020,7 +1034,10 @@ void Converter::convert_users(const View& root, HostConfig& h) {
                                           (pkg->empty() ? "make sure a package in [apk].packages provides it"
                                                         : "add \"" + *pkg + "\" to [apk].packages") +
                                           ", or the user cannot log in");
-    if (auto pw = secret(uv, "password", true, true)) u.password = pw->value;
+    if (auto pw = secret(uv, "password", true, true)) {
+      u.password = pw->value;
+      u.password_unset_env = pw->unset_env;
+    }
     if (auto ph = str(uv, "password_hash")) {
       if (!u.password.empty() || uv.get("password"))
         fail(*uv.get("password_hash"), "user " + u.name + " has both password and password_hash; choose one");
@@ -1068,7 +1085,10 @@ void Converter::convert_root(const View& root, HostConfig& h) {
   View v = sub(root, "root", "[root]");
   check_keys(v, kRootKeys);
   if (v.empty()) return;
-  if (auto pw = secret(v, "password", true, true)) h.root.password = pw->value;
+  if (auto pw = secret(v, "password", true, true)) {
+    h.root.password = pw->value;
+    h.root.password_unset_env = pw->unset_env;
+  }
   if (auto ph = str(v, "password_hash")) {
     if (v.get("password")) fail(*v.get("password_hash"), "[root] has both password and password_hash; choose one");
     if (!password_hash_ok(*ph))
@@ -1142,6 +1162,7 @@ void Converter::convert_files(const View& root, HostConfig& h) {
       if (content.from_file && starts_with_bom(content.value))
         warn(content.node->source(), "[[files]] " + f.path + ": " + content.what + " " + kBom + bom_todo);
       f.content = std::move(content.value);
+      f.content_unset_env = content.unset_env;
       // Content from { env } or { file } is a secret: private unless a mode is given.
       if (fv.get("content")->is_table()) f.mode = 0600;
     } else {
@@ -1223,6 +1244,7 @@ void Converter::convert_scripts(const View& root, HostConfig& h) {
       if (starts_with_bom(content.value))
         fail(*content.node, "script " + sc.name + ": " + content.what + " " + kBom + bom_todo);
       sc.content = std::move(content.value);
+      sc.content_unset_env = content.unset_env;
     } else {
       auto* node = sv.get("source");
       if (!node->is_string()) fail(*node, "[[scripts]].source must be a string (a local file path)");
@@ -1418,7 +1440,7 @@ void Converter::check_root_access(const View& root, const HostConfig& h) {
     return;
   }
   const auto& pw = h.root.password_hash;
-  if (!h.root.password.empty() || (!pw.empty() && pw[0] != '*' && pw[0] != '!')) return;  // the console
+  if (h.root.password_given() || (!pw.empty() && pw[0] != '*' && pw[0] != '!')) return;  // the console
   if (admin_logs_in(h)) return;
   // Someone still reaches the Pi when a user's keys only run forced commands:
   // then root is out of reach, not everybody. Example keys reach nothing.
@@ -1727,8 +1749,10 @@ std::string syntax_error_text(std::string_view description, std::string_view tex
   return parse_error_text(description);
 }
 
-std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::string& name, const fs::path& base_dir) {
+std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::string& name, const fs::path& base_dir,
+                                       const LoadOptions& options) {
   auto impl = std::make_shared<Spec::Impl>();
+  impl->options = options;
   impl->name = name;
   impl->path = name;
   impl->base_dir = base_dir;
@@ -1771,11 +1795,12 @@ std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::strin
 
 }  // namespace
 
-Spec parse_spec(const std::string& text, const std::string& name, const fs::path& base_dir) {
-  return Spec(parse_impl(text, name, base_dir));
+Spec parse_spec(const std::string& text, const std::string& name, const fs::path& base_dir,
+                const LoadOptions& options) {
+  return Spec(parse_impl(text, name, base_dir, options));
 }
 
-Spec load_spec(const fs::path& path) {
+Spec load_spec(const fs::path& path, const LoadOptions& options) {
   // Like { file = }: a regular file of at most 16 MiB (a FIFO would block, a folder reads as empty).
   FileRead r = read_regular_file(path);
   using F = FileRead::Failure;
@@ -1785,7 +1810,7 @@ Spec load_spec(const fs::path& path) {
     throw Error(Errc::spec, path.string() + ": cannot read the spec: " + read_failure_reason(r));
   auto base = path.parent_path();
   if (base.empty()) base = ".";
-  auto impl = parse_impl(r.bytes, path.string(), base);
+  auto impl = parse_impl(r.bytes, path.string(), base, options);
   impl->path = path;
   return Spec(impl);
 }

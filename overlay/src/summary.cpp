@@ -1,4 +1,5 @@
-// The redacted summary `check` prints: every secret appears as "(secret)".
+// The redacted summary `check` prints: every secret appears as "(secret)", or as
+// "not set (env NAME)" when `check` went on without its variable.
 #include <algorithm>
 #include <sstream>
 
@@ -14,7 +15,24 @@ namespace {
 std::string keys(std::size_t n) {
   return std::to_string(n) + (n == 1 ? " ssh key" : " ssh keys");
 }
+// A secret's presence: "(secret)", or "not set (env NAME)" without its variable.
+std::string secret_shown(const std::string& unset_env) {
+  return unset_env.empty() ? "(secret)" : "not set (env " + unset_env + ")";
+}
 }  // namespace
+
+std::vector<UnsetSecret> unset_secrets(const HostConfig& h) {
+  std::vector<UnsetSecret> out;
+  auto add = [&](std::string entry, const std::string& variable) {
+    if (!variable.empty()) out.push_back({std::move(entry), variable});
+  };
+  if (h.wifi.enabled) add("[wifi].psk", h.wifi.psk_unset_env);
+  for (const auto& u : h.users) add("[[users]].password for " + u.name, u.password_unset_env);
+  add("[root].password", h.root.password_unset_env);
+  for (const auto& f : h.files) add("[[files]].content for " + f.path, f.content_unset_env);
+  for (const auto& s : h.scripts) add("[[scripts]].content for " + s.name, s.content_unset_env);
+  return out;
+}
 
 std::string summary(const HostConfig& h) {
   std::ostringstream o;
@@ -33,7 +51,7 @@ std::string summary(const HostConfig& h) {
   if (!h.network.dns.empty()) o << "  dns       " << join(h.network.dns) << "\n";
   if (!h.network.proxy.empty()) o << "  proxy     " << redact_urls(h.network.proxy) << "\n";
   if (h.wifi.enabled)
-    o << "  wifi      ssid \"" << h.wifi.ssid << "\" psk (secret)"
+    o << "  wifi      ssid \"" << h.wifi.ssid << "\" psk " << secret_shown(h.wifi.psk_unset_env)
       << (h.wifi.country.empty() ? "" : " country " + h.wifi.country) << (h.wifi.hidden ? " hidden" : "") << " on "
       << h.wifi.interface << "\n";
   o << "  packages  " << (h.apk.packages.empty() ? "(base only)" : join(h.apk.packages, " "))
@@ -41,7 +59,7 @@ std::string summary(const HostConfig& h) {
   for (const auto& u : h.users) {
     o << "  user      " << u.name << " uid " << u.uid;
     if (!u.groups.empty()) o << " groups " << join(u.groups, ",");
-    o << (u.admin ? " admin" : "") << (!u.password.empty() ? " password (secret)" : "")
+    o << (u.admin ? " admin" : "") << (u.password_given() ? " password " + secret_shown(u.password_unset_env) : "")
       << (!u.password_hash.empty() ? " password_hash (secret)" : "") << ", " << keys(u.ssh_authorized_keys.size());
     // Whether the account opens a shell: "admin" alone would suggest it does.
     if (auto why = checks::no_login_reason(h, u); !why.empty()) o << " (no interactive login: " << why << ")";
@@ -53,7 +71,8 @@ std::string summary(const HostConfig& h) {
       const auto& ph = h.root.password_hash;
       const bool locked = ph.starts_with("*") || ph.starts_with("!");
       const auto& ks = h.root.ssh_authorized_keys;
-      o << "  root      " << (!h.root.password.empty() ? "password (secret), " : "")
+      o << "  root      "
+        << (h.root.password_given() ? "password " + secret_shown(h.root.password_unset_env) + ", " : "")
         << (locked ? "password locked (password_hash \"" + ph.substr(0, 1) + "\"), " : "")
         << (!ph.empty() && !locked ? "password_hash (secret), " : "") << keys(ks.size());
       // Whether sshd takes those keys: a count alone would suggest root logs in with them.
@@ -104,11 +123,14 @@ std::string summary(const HostConfig& h) {
   for (const auto& f : h.files) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", f.mode);
-    o << "  file      " << f.path << " " << mode << " " << f.owner << ":" << f.group << " (" << f.content.size()
-      << " bytes)\n";
+    o << "  file      " << f.path << " " << mode << " " << f.owner << ":" << f.group
+      << (f.content_unset_env.empty() ? " (" + std::to_string(f.content.size()) + " bytes)"
+                                      : ", content " + secret_shown(f.content_unset_env))
+      << "\n";
   }
   for (const auto& s : h.scripts)
-    o << "  script    " << s.name << " (" << (s.first_boot ? "first-boot" : "every-boot") << ")\n";
+    o << "  script    " << s.name << " (" << (s.first_boot ? "first-boot" : "every-boot") << ")"
+      << (s.content_unset_env.empty() ? "" : ", content " + secret_shown(s.content_unset_env)) << "\n";
   o << "  boot      label " << h.boot.label << ", size "
     << (h.boot.size_max ? "max"
         : h.boot.size   ? rpi::format_size(*h.boot.size)

@@ -204,6 +204,23 @@ TEST(Apkovl, FileNameFollowsHostname) {
   EXPECT_EQ(mac_file_name("B8-27-EB-00-00-0A"), "b8:27:eb:00:00:0a.apkovl.tar.gz");
 }
 
+// A host loaded the way `check` loads it (an unset { env = } secret is a
+// warning there) never becomes an apkovl: it would carry an empty psk/password.
+TEST(Apkovl, RefusesAHostWithAnUnsetEnvSecret) {
+  ::unsetenv("RPI_T_APKOVL_UNSET");
+  const std::string pi = "[system]\nhostname = \"pi\"\n[root]\npassword = { env = \"RPI_T_APKOVL_UNSET\" }\n";
+  const HostConfig h = resolve_host(parse_spec(pi, "t.toml", ".", LoadOptions{.missing_env = MissingEnv::warn}), 1);
+  ASSERT_EQ(h.root.password_unset_env, "RPI_T_APKOVL_UNSET");
+  try {
+    build_apkovl(h, seeded());
+    FAIL() << "built an apkovl without the root password";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::spec);
+    EXPECT_EQ(std::string(e.what()),
+              "environment variable RPI_T_APKOVL_UNSET (for [root].password) is not set; export it and run again");
+  }
+}
+
 TEST(Apkovl, MemberNamesFollowTheInitramfsRules) {
   RPI_REQUIRE_TOOL("busybox");
   for (auto name : {"headless.toml", "kiosk.toml", "fleet.toml"}) {

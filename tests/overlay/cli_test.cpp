@@ -327,3 +327,69 @@ TEST(CheckCommand, PermissionDeniedIsSaid) {
   EXPECT_NE(r.err.find((dir / "nope.toml").string() + ": cannot read the spec: no such file"), std::string::npos)
       << r.err;
 }
+
+// A spec that names its secrets with { env = } is checked without them (in CI,
+// by a colleague): a warning per variable, exit 0. Whatever builds or plans a
+// card still stops at the first one, exit 2, and writes nothing.
+TEST(CheckCommand, GoesOnWithoutEnvSecretsThatABuildNeeds) {
+  TempDir dir;
+  const fs::path spec = dir / "pi.toml";
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"pi\"\n\n[wifi]\nssid = \"home\"\npsk = { env = \"RPI_H2_CLI_PSK\" }\n"
+                        "\n[[users]]\nname = \"me\"\nadmin = true\npassword = { env = \"RPI_H2_CLI_PW\" }\n");
+  ::unsetenv("RPI_H2_CLI_PSK");
+  ::unsetenv("RPI_H2_CLI_PW");
+  auto r = cli({"check", "--spec", spec.string()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: " + spec.string() +
+                       ":6:7: [wifi].psk: environment variable RPI_H2_CLI_PSK is not set; check went on without it, "
+                       "but building needs it"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find(spec.string() + ":11:12: [[users]].password: environment variable RPI_H2_CLI_PW is not set"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.out.find("psk not set (env RPI_H2_CLI_PSK)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("user      me uid 1000 admin password not set (env RPI_H2_CLI_PW), 0 ssh keys\n"),
+            std::string::npos)
+      << r.out;
+  // The admin's password counts: root is locked for doas, somebody logs in.
+  EXPECT_NE(r.out.find("  root      no password login (the admins use doas)"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("nobody"), std::string::npos) << r.out;
+  EXPECT_EQ(r.err.find("nobody"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("OK (1 card, 2 warnings)"), std::string::npos) << r.out;
+
+  auto json = cli({"--json", "check", "--spec", spec.string()});
+  EXPECT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_NE(json.out.find("\"not_set\":[{\"entry\":\"[wifi].psk\",\"env\":\"RPI_H2_CLI_PSK\"},"
+                          "{\"entry\":\"[[users]].password for me\",\"env\":\"RPI_H2_CLI_PW\"}]"),
+            std::string::npos)
+      << json.out;
+
+  const std::string stops = "environment variable RPI_H2_CLI_PSK (for [wifi].psk) is not set";
+  const fs::path img = dir / "pi.img", ovl = dir / "pi.apkovl.tar.gz";
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"--spec", spec.string(), "--output", img.string(), "--dry-run"},
+                                             {"--spec", spec.string(), "--output", img.string()},
+                                             {"apkovl", "--spec", spec.string(), "-o", ovl.string()},
+                                             {"--json", "apkovl", "--spec", spec.string(), "-o", ovl.string()}}) {
+    SCOPED_TRACE(args[args.size() - 1]);
+    auto b = cli(args);
+    EXPECT_EQ(b.exit_code, 2) << b.err;
+    EXPECT_NE((b.err + b.out).find(spec.string() + ":6:15: " + stops), std::string::npos) << b.err << b.out;
+    EXPECT_FALSE(fs::exists(img));
+    EXPECT_FALSE(fs::exists(ovl));
+  }
+
+  // With the variables set, the same spec builds: the variable was all that stopped it.
+  ::setenv("RPI_H2_CLI_PSK", "h2-cli-passphrase", 1);
+  ::setenv("RPI_H2_CLI_PW", "h2-cli-password", 1);
+  auto with = cli({"check", "--spec", spec.string()});
+  EXPECT_EQ(with.exit_code, 0) << with.err;
+  EXPECT_NE(with.out.find("psk (secret)"), std::string::npos) << with.out;
+  EXPECT_NE(with.out.find("OK (1 card, 0 warnings)"), std::string::npos) << with.out;
+  EXPECT_EQ(cli({"apkovl", "--spec", spec.string(), "-o", ovl.string()}).exit_code, 0);
+  EXPECT_TRUE(fs::exists(ovl));
+  ::unsetenv("RPI_H2_CLI_PSK");
+  ::unsetenv("RPI_H2_CLI_PW");
+}

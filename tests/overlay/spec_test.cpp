@@ -1276,3 +1276,137 @@ TEST(Spec, AGroupThatAListedPackageCreatesIsNotWarnedAbout) {
   // The kiosk example lists seatd: no word about its group.
   EXPECT_FALSE(has(all_warnings(load_spec(examples() / "kiosk.toml")), "group \"seat\""));
 }
+
+// `check` (MissingEnv::warn) goes on without a { env = } secret whose variable
+// is not set, with a warning at the secret; a build (the default) stops there.
+TEST(Spec, CheckWithoutAnEnvSecretWarnsWhereABuildFails) {
+  const LoadOptions check{.missing_env = MissingEnv::warn};
+  ::unsetenv("RPI_T_H2_PSK");
+  const std::string text = kPi + "[wifi]\nssid = \"Net\"\npsk = { env = \"RPI_T_H2_PSK\" }\n";
+  EXPECT_EQ(error_of(text),
+            "t.toml:5:15: environment variable RPI_T_H2_PSK (for [wifi].psk) is not set; export it or use "
+            "{ file = \"path\" }");
+  const Spec spec = parse_spec(text, "t.toml", ".", check);
+  EXPECT_EQ(all_warnings(spec),
+            "t.toml:5:7: [wifi].psk: environment variable RPI_T_H2_PSK is not set; check went on without it, but "
+            "building needs it\n");
+  const HostConfig h = resolve_host(spec, 1);
+  EXPECT_TRUE(h.wifi.enabled);
+  EXPECT_TRUE(h.wifi.psk.empty());
+  EXPECT_EQ(h.wifi.psk_unset_env, "RPI_T_H2_PSK");
+  const std::string text_summary = summary(h);
+  EXPECT_TRUE(has(text_summary, "  wifi      ssid \"Net\" psk not set (env RPI_T_H2_PSK) on wlan0\n")) << text_summary;
+  EXPECT_FALSE(has(text_summary, "(secret)")) << text_summary;
+  const auto unset = unset_secrets(h);
+  ASSERT_EQ(unset.size(), 1u);
+  EXPECT_EQ(unset[0].entry, "[wifi].psk");
+  EXPECT_EQ(unset[0].variable, "RPI_T_H2_PSK");
+
+  // The rest of the spec is still checked.
+  try {
+    parse_spec(text + "[ssh]\nhost_keys = \"never\"\n", "t.toml", ".", check);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "t.toml:7:13: [ssh].host_keys must be \"generate\" or \"first-boot\"");
+  }
+  // A { file = } secret lives beside the spec: a missing one is still an error.
+  try {
+    parse_spec(kPi + "[root]\npassword = { file = \"no-such-pw.txt\" }\n", "t.toml", ".", check);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_TRUE(has(e.what(), "t.toml:4:21: cannot read the file given for [root].password: no such file")) << e.what();
+  }
+
+  // One warning for the [[hosts]] that share the secret; --host resolves the same way.
+  const Spec hosts = parse_spec(
+      "[system]\nhostname = \"a\"\n[wifi]\nssid = \"Net\"\npsk = { env = \"RPI_T_H2_PSK\" }\n"
+      "[[hosts]]\nsystem.hostname = \"a\"\n[[hosts]]\nsystem.hostname = \"b\"\n",
+      "t.toml", ".", check);
+  EXPECT_EQ(hosts.warnings().size(), 1u) << all_warnings(hosts);
+  EXPECT_EQ(resolve_host(hosts, 0, "b").wifi.psk_unset_env, "RPI_T_H2_PSK");
+}
+
+// Empty is a value a password or psk can never have: CI passes a secret it does
+// not have as an empty variable, so `check` takes it as not set. A build still
+// refuses it (EmptyPasswordsAndPskAreRefused); an empty file content is a value.
+TEST(Spec, CheckTakesAnEmptyPasswordVariableAsNotSet) {
+  const LoadOptions check{.missing_env = MissingEnv::warn};
+  ::setenv("RPI_T_H2_EMPTY", "", 1);
+  const std::string text = kPi + "[wifi]\nssid = \"Net\"\npsk = { env = \"RPI_T_H2_EMPTY\" }\n";
+  EXPECT_EQ(error_of(text), "t.toml:5:15: [wifi].psk (env RPI_T_H2_EMPTY) is empty");
+  const Spec spec = parse_spec(text, "t.toml", ".", check);
+  EXPECT_EQ(all_warnings(spec),
+            "t.toml:5:7: [wifi].psk: environment variable RPI_T_H2_EMPTY is empty; check went on without it, but "
+            "building needs its value\n");
+  EXPECT_EQ(resolve_host(spec, 1).wifi.psk_unset_env, "RPI_T_H2_EMPTY");
+  const Spec file =
+      parse_spec(kPi + "[[files]]\npath = \"/etc/a\"\ncontent = { env = \"RPI_T_H2_EMPTY\" }\n", "t.toml", ".", check);
+  EXPECT_EQ(all_warnings(file), "");
+  const HostConfig h = resolve_host(file, 1);
+  ASSERT_EQ(h.files.size(), 1u);
+  EXPECT_EQ(h.files[0].content_unset_env, "");
+  EXPECT_TRUE(unset_secrets(h).empty());
+  ::unsetenv("RPI_T_H2_EMPTY");
+
+  // A value that is there is checked as in a build, and never shown.
+  ::setenv("RPI_T_H2_SHORT", "h2short", 1);
+  try {
+    parse_spec(kPi + "[wifi]\nssid = \"Net\"\npsk = { env = \"RPI_T_H2_SHORT\" }\n", "t.toml", ".", check);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(),
+                 "t.toml:5:15: [wifi].psk (env RPI_T_H2_SHORT) must be a passphrase of 8 to 63 printable ASCII "
+                 "characters (or 64 hex digits)");
+  }
+  ::unsetenv("RPI_T_H2_SHORT");
+}
+
+// What depends on a secret being there (who can log in, root's lock) comes out
+// in `check` without the variable as in a build with it: the same warnings
+// (plus the one per unset variable), the same error, the same summary.
+TEST(Spec, AnUnsetEnvSecretCountsAsGivenInCheck) {
+  const LoadOptions check{.missing_env = MissingEnv::warn};
+  const std::string pw = "{ env = \"RPI_T_H2_SECRET\" }";
+  const std::string marker = "check went on without it";
+  const std::vector<std::string> specs = {
+      // An admin with a password only: root is locked, somebody logs in.
+      kPi + "[[users]]\nname = \"bob\"\nadmin = true\npassword = " + pw + "\n",
+      // Root's password is the only way in.
+      kPi + "[root]\npassword = " + pw + "\n",
+      // sshd off with root's keys: root's password is what keeps the Pi reachable.
+      kPi + "[root]\npassword = " + pw + "\nssh_authorized_keys = [\"" + kKey + "\"]\n[ssh]\nenable = false\n",
+      // A plain user with a password, root locked; Wi-Fi from the same variable.
+      kPi + "[wifi]\nssid = \"Net\"\npsk = " + pw + "\n[[users]]\nname = \"bob\"\npassword = " + pw +
+          "\n[root]\npassword_hash = \"*\"\n",
+  };
+  auto outcome = [&](const std::string& text, const LoadOptions& options) {
+    try {
+      const Spec spec = parse_spec(text, "t.toml", ".", options);
+      std::string out;
+      for (const auto& w : spec.warnings())
+        if (!has(w.message, marker)) out += w.text() + "\n";
+      std::string s = summary(resolve_host(spec, 1));
+      for (std::string::size_type at; (at = s.find("not set (env RPI_T_H2_SECRET)")) != std::string::npos;)
+        s.replace(at, std::string("not set (env RPI_T_H2_SECRET)").size(), "(secret)");
+      return out + s;
+    } catch (const Error& e) {
+      return std::string("error: ") + e.what();
+    }
+  };
+  for (const auto& text : specs) {
+    SCOPED_TRACE(text);
+    ::setenv("RPI_T_H2_SECRET", "a-good-passphrase", 1);
+    const std::string built = outcome(text, {});
+    ::unsetenv("RPI_T_H2_SECRET");
+    const std::string checked = outcome(text, check);
+    EXPECT_EQ(checked, built);
+    EXPECT_FALSE(has(checked, "error:")) << checked;
+    EXPECT_FALSE(has(checked, "nobody")) << checked;
+    EXPECT_TRUE(has(all_warnings(parse_spec(text, "t.toml", ".", check)), marker));
+  }
+  // The oracle can tell: without the passwords, the same specs lock everybody out.
+  EXPECT_TRUE(has(warnings_of(kPi + "[[users]]\nname = \"bob\"\nadmin = true\n"), "cannot log in"));
+  EXPECT_TRUE(has(warnings_of(kPi + "[root]\npassword_hash = \"*\"\n"), "nobody can log in"));
+  EXPECT_TRUE(has(error_of(kPi + "[root]\nssh_authorized_keys = [\"" + kKey + "\"]\n[ssh]\nenable = false\n"),
+                  "nobody could log in"));
+}

@@ -57,7 +57,8 @@ inline constexpr std::string_view kInstallerName = "zz-install-sys";  // etc/rpi
 // etc/init.d/NAME, in the default runlevel when [apk].packages is not empty.
 inline constexpr std::string_view kPackagesServiceName = "rpi-provision-packages";
 
-// The deterministic tar.gz of the members.
+// The deterministic tar.gz of the members. Throws Errc::spec for a host with
+// an unset { env = } secret (a spec loaded with MissingEnv::warn).
 Apkovl build_apkovl(const HostConfig& host, const BuildOptions& options);
 
 // What the image engine applies to the boot partition of this card.

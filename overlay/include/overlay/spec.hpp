@@ -46,6 +46,9 @@ struct Wifi {
   bool enabled = false;  // true when [wifi] has an ssid
   std::string ssid;
   std::string psk;  // SECRET: the passphrase (8..63 chars) or already 64 hex digits
+  // Only with MissingEnv::warn (`check`): the variable psk = { env = } names, not
+  // set; psk is then empty and counts as given. Empty otherwise.
+  std::string psk_unset_env;
   std::string country;
   bool hidden = false;
   std::string interface = "wlan0";
@@ -94,22 +97,29 @@ struct User {
   int uid = 1000;
   std::vector<std::string> groups;
   std::string shell = "/bin/ash";
-  std::string password;       // SECRET: plain text, hashed at build time
-  std::string password_hash;  // passed through
+  std::string password;            // SECRET: plain text, hashed at build time
+  std::string password_unset_env;  // as Wifi::psk_unset_env, for password
+  std::string password_hash;       // passed through
   std::vector<std::string> ssh_authorized_keys;
   bool admin = false;
 
+  // A plain password is given (its variable may be unset in `check`).
+  bool password_given() const { return !password.empty() || !password_unset_env.empty(); }
   // A password to log in with: a plain one, or a hash that is not locked
   // ("*", "!" or "!$6$…").
   bool has_password() const {
-    return !password.empty() || (!password_hash.empty() && password_hash[0] != '*' && password_hash[0] != '!');
+    return password_given() || (!password_hash.empty() && password_hash[0] != '*' && password_hash[0] != '!');
   }
 };
 
 struct Root {
-  std::string password;  // SECRET
+  std::string password;            // SECRET
+  std::string password_unset_env;  // as Wifi::psk_unset_env, for password
   std::string password_hash;
   std::vector<std::string> ssh_authorized_keys;
+
+  // A plain password is given (its variable may be unset in `check`).
+  bool password_given() const { return !password.empty() || !password_unset_env.empty(); }
 };
 
 struct Ssh {
@@ -125,8 +135,9 @@ struct Ntp {
 };
 
 struct File {
-  std::string path;     // absolute path on the Pi
-  std::string content;  // SECRET-capable
+  std::string path;               // absolute path on the Pi
+  std::string content;            // SECRET-capable
+  std::string content_unset_env;  // as Wifi::psk_unset_env, for content = { env = }
   unsigned mode = 0644;
   std::string owner = "root", group = "root";
 };
@@ -135,6 +146,7 @@ struct Script {
   std::string name;
   bool first_boot = false;  // run = "first-boot" (else every boot)
   std::string content;
+  std::string content_unset_env;  // as Wifi::psk_unset_env, for content = { env = }
 };
 
 struct Lbu {
@@ -233,10 +245,27 @@ class Spec {
   std::shared_ptr<const Impl> impl_;
 };
 
+// What a `{ env = "NAME" }` secret whose variable is not set does.
+enum class MissingEnv {
+  fail,  // an error: building and planning need the value
+  // A warning at the secret, for `check` without the secrets (CI, a colleague):
+  // the secret counts as given (a password to log in with, a Wi-Fi psk), its
+  // value is not checked, and its *_unset_env field names the variable. A
+  // password or psk variable that is set but empty is treated the same (CI
+  // systems pass a secret they do not have as an empty variable); an empty
+  // content = { env = } is an empty file, as when building.
+  warn,
+};
+struct LoadOptions {
+  MissingEnv missing_env = MissingEnv::fail;
+};
+
 // Parses and validates; throws rpi::Error(Errc::spec) "FILE:LINE:COL: message".
-Spec load_spec(const std::filesystem::path& path);
+// resolve_host() on the result follows the same options.
+Spec load_spec(const std::filesystem::path& path, const LoadOptions& options = {});
 // Same, from text; `name` is used in messages and `base_dir` for { file = } / source.
-Spec parse_spec(const std::string& text, const std::string& name, const std::filesystem::path& base_dir);
+Spec parse_spec(const std::string& text, const std::string& name, const std::filesystem::path& base_dir,
+                const LoadOptions& options = {});
 
 // The configuration of card number `n` ({n}). With `host_name`, the [[hosts]]
 // entry of that hostname (its position gives n). Otherwise the n-th [[hosts]]
@@ -246,7 +275,15 @@ HostConfig resolve_host(const Spec& spec, int n, const std::optional<std::string
 // Cards first .. first+count-1.
 std::vector<HostConfig> resolve_hosts(const Spec& spec, int first, int count);
 
-// A human summary of a card for `check`, every secret shown as "(secret)".
+// A human summary of a card for `check`, every secret shown as "(secret)", or
+// as "not set (env NAME)" when its variable was not set (MissingEnv::warn).
 std::string summary(const HostConfig& host);
+
+// The secrets of a card whose { env = } variable was not set (MissingEnv::warn):
+// the entry ("[wifi].psk", "[[users]].password for bob") and the variable's name.
+struct UnsetSecret {
+  std::string entry, variable;
+};
+std::vector<UnsetSecret> unset_secrets(const HostConfig& host);
 
 }  // namespace rpi::overlay
