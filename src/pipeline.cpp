@@ -408,7 +408,13 @@ TarballPlan Pipeline::plan_tarball_uncached(bool resolve_release) {
                     " (resolved when run)";
     return p;
   }
-  p.release = fetch::resolve(q, fetch_options());
+  try {
+    p.release = fetch::resolve(q, fetch_options());
+  } catch (const Error& e) {
+    // A release the mirror lacks: the spec's line says which one was asked for.
+    if (e.code() != Errc::usage || spec_->alpine().location.empty()) throw;
+    throw Error(Errc::usage, spec_->alpine().location + ": " + e.what());
+  }
   p.sha256 = p.release->sha256;
   p.description = p.release->file + " (Alpine " + p.release->version + ", sha256 " + p.release->sha256 + ")";
   return p;

@@ -464,3 +464,22 @@ TEST_F(FetchCliRepositories, ApkovlAloneSaysItsRepositoriesFollowLatestStable) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_FALSE(contains(r.err, "latest-stable")) << r.err;
 }
+
+// A release the mirror lacks is an error at the spec's [alpine].version line
+// (or its [alpine] table), as other spec errors are; exit 2, no image.
+TEST_F(FetchCli, AReleaseTheMirrorLacksPointsAtTheSpecsLine) {
+  const fs::path spec = tmp / "pi.toml";
+  const fs::path img = tmp / "pi.img";
+  write_file(spec, "[system]\nhostname = \"pi\"\n\n[alpine]\nmirror = \"" + server->url() + "\"\nversion = \"3.99\"\n");
+  CommandResult r = cli({"--spec", spec.string(), "--output", img.string(), "--cache-dir", cache_dir});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "rpi-provision: error: " + spec.string() + ":6:11: no release index for Alpine 3.99"))
+      << r.err;
+  EXPECT_FALSE(fs::exists(img));
+  // Without a version key the table is named: here the arch has no release.
+  write_file(spec, "[system]\nhostname = \"pi\"\n\n[alpine]\nmirror = \"" + server->url() + "\"\narch = \"armhf\"\n");
+  r = cli({"--spec", spec.string(), "--output", img.string(), "--cache-dir", cache_dir});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "rpi-provision: error: " + spec.string() + ":4:1: ")) << r.err;
+  EXPECT_FALSE(fs::exists(img));
+}

@@ -24,6 +24,9 @@ struct AlpineSource {
   std::string mirror = "https://dl-cdn.alpinelinux.org/alpine";
   std::string tarball;  // path (resolved against the spec's folder) or URL; empty = resolve
   std::string sha256;   // lower-case hex; empty = unknown
+  // "FILE:LINE:COL" of [alpine].version, else of the [alpine] table; empty when
+  // the spec has neither: where an error about the release the mirror lacks points.
+  std::string location;
   // "v3.22", "edge" or "latest-stable": the repository branch for version.
   std::string branch() const;
 };
