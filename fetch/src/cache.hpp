@@ -66,6 +66,5 @@ void record_release(const std::filesystem::path& cache, const Release& rel);
 bool parse_file_name(const std::string& file, std::string& version, std::string& arch);
 
 bool is_hex(const std::string& s, std::size_t len);
-std::string to_lower(std::string s);
 
 }  // namespace rpi::fetch::detail

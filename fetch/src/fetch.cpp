@@ -19,7 +19,6 @@ namespace rpi::fetch {
 
 namespace fs = std::filesystem;
 using detail::is_hex;
-using detail::to_lower;
 
 namespace {
 
@@ -106,7 +105,7 @@ std::string digest_from_companion(const std::string& body, std::size_t len, cons
                                  hex.substr(0, 80) + "'");
   if (!name.empty() && name != file && name != "*" + file)
     throw Error(Errc::input, source + " is the digest of '" + name + "', not of " + file);
-  return to_lower(hex);
+  return ascii_lower(hex);
 }
 
 // What a mirror root is, for errors that suspect the one given.
@@ -354,7 +353,7 @@ std::string checked_mirror(const std::string& m) {
       std::all_of(m.begin(), m.begin() + static_cast<std::ptrdiff_t>(sep), [](char c) {
         return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '-' || c == '.';
       })) {
-    const std::string scheme = to_lower(m.substr(0, sep)), rest = m.substr(sep + 3);
+    const std::string scheme = ascii_lower(m.substr(0, sep)), rest = m.substr(sep + 3);
     if (scheme == "http" || scheme == "https") {
       std::string host = rest.substr(0, rest.find_first_of("/?#"));
       host = host.substr(host.rfind('@') == std::string::npos ? 0 : host.rfind('@') + 1);
@@ -420,8 +419,8 @@ Release parse_release_index(const std::string& yaml_text, const std::string& sou
     r.version = scalar(item, "version");
     r.arch = scalar(item, "arch");
     r.branch = scalar(item, "branch");
-    r.sha256 = to_lower(scalar(item, "sha256"));
-    r.sha512 = to_lower(scalar(item, "sha512"));
+    r.sha256 = ascii_lower(scalar(item, "sha256"));
+    r.sha512 = ascii_lower(scalar(item, "sha512"));
     std::string size = scalar(item, "size");
     const std::string where = source + ": entry " + shown(file);
     if (!plain_file_name(file))
@@ -516,8 +515,8 @@ fs::path fetch_release_impl(const Release& r, const Options& opts) {
     throw Error(Errc::usage, "bad tarball file name '" + shown(r.file) + "' (a plain file name is needed)");
   const Release rel = [&] {
     Release x = r;
-    x.sha256 = to_lower(x.sha256);
-    x.sha512 = to_lower(x.sha512);
+    x.sha256 = ascii_lower(x.sha256);
+    x.sha512 = ascii_lower(x.sha512);
     return x;
   }();
   const fs::path cache = detail::cache_root(opts);
@@ -687,7 +686,7 @@ fs::path fetch_url(const std::string& url_in, const std::string& sha256_hex, con
   std::string url = url_in;
   if (url.find("://") != std::string::npos) {
     // Same rules as a mirror for the scheme and host; a local file is checked when copied.
-    std::string scheme = to_lower(url.substr(0, url.find("://")));
+    std::string scheme = ascii_lower(url.substr(0, url.find("://")));
     if (scheme == "http" || scheme == "https" || scheme == "file") {
       if (scheme != "file")
         url = redacting(opts, [&](const Options&) { return checked_mirror(url); });
@@ -700,7 +699,7 @@ fs::path fetch_url(const std::string& url_in, const std::string& sha256_hex, con
   }
   Release r;
   r.file = url_file_name(url);
-  r.sha256 = to_lower(sha256_hex);
+  r.sha256 = ascii_lower(sha256_hex);
   r.urls.push_back(url);
   if (detail::parse_file_name(r.file, r.version, r.arch) && is_exact(r.version)) r.branch = branch_dir(r.version);
   return fetch_release(r, opts);

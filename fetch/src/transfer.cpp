@@ -27,6 +27,7 @@
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 
 #ifndef RPI_VERSION
 #define RPI_VERSION "0.0.0"
@@ -130,11 +131,6 @@ std::string trim(std::string s) {
   return s.substr(i);
 }
 
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 std::size_t on_header(char* data, std::size_t size, std::size_t nitems, void* user) {
   auto* head = static_cast<ResponseHead*>(user);
   std::string line(data, size * nitems);
@@ -146,7 +142,7 @@ std::size_t on_header(char* data, std::size_t size, std::size_t nitems, void* us
   }
   std::size_t colon = line.find(':');
   if (colon == std::string::npos) return size * nitems;
-  std::string name = lower(line.substr(0, colon));
+  std::string name = ascii_lower(line.substr(0, colon));
   std::string value = trim(line.substr(colon + 1));
   if (name == "etag") {
     head->etag = value;
@@ -247,7 +243,7 @@ std::string url_host(const std::string& url) {
     host = host.substr(1, host.find(']') - 1);
   else
     host = host.substr(0, host.find(':'));
-  return lower(host);
+  return ascii_lower(host);
 }
 
 // The port an http(s) URL connects to: the one it names, else 80 or 443.
@@ -290,7 +286,7 @@ std::string proxy_note(const std::string& url) {
     for (std::size_t i = 0; i <= list.size();) {
       std::size_t comma = list.find(',', i);
       if (comma == std::string::npos) comma = list.size();
-      std::string entry = lower(trim(list.substr(i, comma - i)));
+      std::string entry = ascii_lower(trim(list.substr(i, comma - i)));
       if (!entry.empty() && entry[0] == '.') entry.erase(0, 1);
       if (entry == "*") return {};
       if (!entry.empty() && (host == entry || (host.size() > entry.size() &&

@@ -427,9 +427,7 @@ std::vector<Member> members_of(const HostConfig& h, const BuildOptions& opt, std
   // --- Wi-Fi: only the derived PSK is stored, never the passphrase.
   if (h.wifi.enabled) {
     bool hex64 = h.wifi.psk.size() == 64 && h.wifi.psk.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
-    std::string psk = hex64 ? h.wifi.psk : wifi_psk(h.wifi.psk, h.wifi.ssid);
-    std::transform(psk.begin(), psk.end(), psk.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const std::string psk = ascii_lower(hex64 ? h.wifi.psk : wifi_psk(h.wifi.psk, h.wifi.ssid));
     std::string w = "ctrl_interface=/var/run/wpa_supplicant\nctrl_interface_group=wheel\n";
     if (!h.wifi.country.empty()) w += "country=" + h.wifi.country + "\n";
     w += "\nnetwork={\n\tssid=" + ssid_value(h.wifi.ssid) + "\n";

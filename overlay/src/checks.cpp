@@ -232,11 +232,6 @@ std::string_view word(std::string_view s) {
   while (i < s.size() && !blank(s[i])) ++i;
   return s.substr(0, i);
 }
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 // At most 40 characters of a word from the entry, for a message.
 std::string shown(std::string_view s) {
   return s.size() > 40 ? std::string(s.substr(0, 40)) + "…" : std::string(s);
@@ -354,7 +349,7 @@ std::string check_options(std::string_view opts) {
   while (true) {
     std::size_t i = 0;
     while (i < opts.size() && opts[i] != '=' && opts[i] != ',') ++i;
-    const std::string name = lower(opts.substr(0, i));
+    const std::string name = ascii_lower(opts.substr(0, i));
     const KeyOption* found = nullptr;
     bool negated = false;
     for (const auto& o : kKeyOptions) {
@@ -481,7 +476,7 @@ std::string unknown_type(std::string_view type) {
   std::vector<std::string_view> types;
   for (const auto& k : kKeyKinds) types.push_back(k.type);
   std::string msg = "has an unknown key type \"" + shown(type) + "\"";
-  if (auto best = closest(lower(type), types); !best.empty()) return msg + " (did you mean \"" + best + "\"?)";
+  if (auto best = closest(ascii_lower(type), types); !best.empty()) return msg + " (did you mean \"" + best + "\"?)";
   msg += " (OpenSSH takes ";
   for (std::size_t i = 0; i < types.size(); ++i) msg += std::string(i ? ", " : "") + std::string(types[i]);
   return msg + ")";
@@ -538,7 +533,7 @@ bool ssh_key_forces_command(std::string_view s) {
   while (!opts.empty()) {
     std::size_t i = 0;
     while (i < opts.size() && opts[i] != '=' && opts[i] != ',') ++i;
-    if (lower(opts.substr(0, i)) == "command") return true;
+    if (ascii_lower(opts.substr(0, i)) == "command") return true;
     bool quoted = false;
     for (; i < opts.size() && (quoted || opts[i] != ','); ++i) {
       if (opts[i] == '\\' && i + 1 < opts.size() && opts[i + 1] == '"')
@@ -662,7 +657,7 @@ std::string url(std::string_view s, const std::vector<std::string_view>& schemes
 std::string closest(std::string_view word, const std::vector<std::string_view>& candidates) {
   // "SSID" for "ssid": the same word in other letters' case.
   for (auto c : candidates)
-    if (lower(word) == lower(c)) return std::string(c);
+    if (ascii_lower(word) == ascii_lower(c)) return std::string(c);
   std::string best;
   std::size_t best_d = 3;
   for (auto c : candidates) {
@@ -690,7 +685,7 @@ std::string closest(std::string_view word, const std::vector<std::string_view>& 
 std::string closest_timezone(std::string_view s) {
   // Compared in lower case, with spaces as the underscores IANA names use.
   auto norm = [](std::string_view z) {
-    std::string out = lower(z);
+    std::string out = ascii_lower(z);
     std::replace(out.begin(), out.end(), ' ', '_');
     return out;
   };

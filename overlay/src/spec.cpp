@@ -26,6 +26,7 @@
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 
 namespace rpi::overlay {
 
@@ -345,8 +346,7 @@ class Converter {
         {"[[users]]", "sudo", "admin"},
         {"[root]", "authorized_keys", "ssh_authorized_keys"},
     };
-    std::string lower(key);
-    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string lower = ascii_lower(key);
     for (const auto& s : kSynonyms)
       if (s.table == table && s.typed == lower) return std::string(s.meant);
     return fallback;
@@ -657,8 +657,7 @@ void Converter::convert_alpine(const View& root, AlpineSource& a) {
     a.tarball = is_url ? *x : resolve_path(*x).string();
   }
   if (auto x = str(v, "sha256")) {
-    std::string h = *x;
-    std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const std::string h = ascii_lower(*x);
     if (h.size() != 64 || h.find_first_not_of("0123456789abcdef") != std::string::npos)
       fail(*v.get("sha256"), "[alpine].sha256 must be 64 hexadecimal digits");
     a.sha256 = h;
@@ -932,10 +931,6 @@ std::string missing_firmware(const std::string& line) {
            ".elf and fixup_" + v + ".dat (start4" + v + ".elf and fixup4" + v + ".dat on a Pi 4)" + shipped + ": " +
            fix;
   };
-  auto lower = [](std::string s) {
-    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s;
-  };
   const auto eq = line.find('=');
   if (eq == std::string::npos) return {};
   const std::string key = line.substr(0, eq), value = line.substr(eq + 1);
@@ -954,10 +949,10 @@ std::string missing_firmware(const std::string& line) {
              (key == "gpu_mem_1024" ? " (start4cd.elf and fixup4cd.dat on a Pi 4)" : "") + shipped + ": give " + key +
              " more than 16 or remove the line";
   // FAT names are case-insensitive.
-  if (key == "start_file" && !value.empty() && lower(value) != "start.elf" && lower(value) != "start4.elf")
+  if (key == "start_file" && !value.empty() && ascii_lower(value) != "start.elf" && ascii_lower(value) != "start4.elf")
     return "[boot].config line \"" + line + "\" makes the firmware load " + value +
            ", which Alpine's tarball does not ship (its start files are start.elf and start4.elf): remove the line";
-  if (key == "fixup_file" && !value.empty() && lower(value) != "fixup.dat" && lower(value) != "fixup4.dat")
+  if (key == "fixup_file" && !value.empty() && ascii_lower(value) != "fixup.dat" && ascii_lower(value) != "fixup4.dat")
     return "[boot].config line \"" + line + "\" makes the firmware load " + value +
            ", which Alpine's tarball does not ship (its fixup files are fixup.dat and fixup4.dat): remove the line";
   return {};
