@@ -1,12 +1,18 @@
-// `rpi-provision inspect IMAGE|DEVICE`: what a card or image holds — the
-// partition table, the boot FAT (type, label, ID, cluster size, free space),
-// its top-level files, .alpine-release, cmdline.txt and a summary of the
-// apkovl. Read-only: the target is opened O_RDONLY and never written, so it is
-// safe on a card that is in use. Nothing secret is shown (see reader.hpp).
+// `rpi-provision inspect IMAGE|DEVICE|APKOVL|FOLDER`: what a card or image
+// holds — the partition table, the boot FAT (type, label, ID, cluster size,
+// free space), its top-level files, .alpine-release, cmdline.txt and a
+// summary of the apkovl — or the same summary of a bare apkovl file (as
+// `lbu package` or `rpi-provision apkovl` write it), or of each apkovl in a
+// folder (`apkovl --out-dir`). Read-only: the target is opened O_RDONLY and
+// never written, so it is safe on a card that is in use. Nothing secret is
+// shown (see reader.hpp).
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -65,30 +71,269 @@ std::string json_strings(const std::vector<std::string>& v) {
   return json_array(q);
 }
 
-struct ApkovlReport {
-  FatEntry entry;
-  std::optional<ApkovlSummary> summary;
-  std::string problem;                 // why there is no summary
-  std::optional<ApkovlReview> review;  // --apkovl's checks (none if the file could not be read)
-};
-
 // "1 problem", "2 warnings".
 std::string count_of(std::size_t n, const char* noun) {
   return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
 }
 
 // The fields of a result without a boot FAT: null where nothing could be
-// read, so that every result has the same keys.
-void add_no_fat(JsonObject& out, const std::vector<std::string>& warnings) {
+// read, so that every result has the same keys. `apkovls`: the JSON objects
+// of bare apkovl files (none for a medium).
+void add_no_fat(JsonObject& out, const std::vector<std::string>& warnings,
+                const std::vector<std::string>& apkovls = {}) {
   out.add_raw("fat", "null")
       .add_raw("files", "[]")
       .add_raw("alpine_release", "null")
       .add_raw("cmdline", "null")
-      .add_raw("apkovls", "[]")
+      .add_raw("apkovls", json_array(apkovls))
       .add_raw("warnings", json_strings(warnings));
 }
 
+// One apkovl's part of a result: its lines and its object in "apkovls".
+struct ApkovlPart {
+  std::string text;
+  std::string json;
+};
+
+// What inspect shows of one apkovl: what `--apkovl` would refuse or warn
+// about (added to `warnings`, once each) and the summary. `name` is its file
+// name (the JSON "name"), `shown` how messages name it (on a card, the same;
+// a bare file, its path). `read` gives its data (throws Error when it cannot);
+// with a `not_read` reason it is judged by its name alone (encrypted).
+ApkovlPart describe_apkovl(const std::string& name, const std::string& shown, std::uint64_t size,
+                           const std::function<std::string()>& read, const std::string& not_read,
+                           std::vector<std::string>& warnings) {
+  std::optional<ApkovlSummary> summary;
+  std::string problem;                 // why there is no summary
+  std::optional<ApkovlReview> review;  // --apkovl's checks (none if the file could not be read)
+  // A finding reported twice (the gzip layer's refusal is also why there is no summary) is listed once.
+  auto warn_once = [&](const std::string& w) {
+    if (std::find(warnings.begin(), warnings.end(), w) == warnings.end()) warnings.push_back(w);
+  };
+  std::optional<std::string> data;
+  if (!not_read.empty()) {
+    problem = not_read;
+  } else {
+    try {
+      data = read();
+    } catch (const Error& err) {
+      problem = err.what();
+      warn_once(err.what());
+    }
+  }
+  // What `--apkovl` checks, as findings: an apkovl already on a card (or
+  // about to go on one) is reported, never refused (an encrypted one is
+  // judged by its name alone). The checks and the summary come from one pass
+  // over the data.
+  try {
+    std::optional<ApkovlInspection> seen;
+    if (data)
+      seen = inspect_apkovl(shown, *data);
+    else if (!not_read.empty())
+      seen = ApkovlInspection{review_apkovl(shown, std::string()), std::nullopt, ""};
+    if (seen) {
+      review = std::move(seen->review);
+      for (const auto& w : review->refusals) warn_once(w);
+      for (const auto& w : review->check.warnings) warn_once(w);
+    }
+    if (data) {
+      if (seen->summary) {
+        summary = std::move(seen->summary);
+      } else {
+        problem = seen->problem;
+        warn_once(seen->problem);
+      }
+    }
+  } catch (const Error& err) {  // zlib or libarchive unusable: no findings, the rest is still shown
+    if (data) problem = err.what();
+    warn_once(err.what());
+  }
+  ApkovlPart part;
+  std::string& text = part.text;
+  JsonObject j;
+  j.add("name", name).add("size", size);
+  if (review) {
+    JsonObject c;
+    c.add_bool("accepted", review->refusals.empty())
+        .add_raw("problems", json_strings(review->refusals))
+        .add_raw("warnings", json_strings(review->check.warnings));
+    j.add_raw("check", c.str());
+  } else {
+    j.add_raw("check", "null");
+  }
+  text += "apkovl: " + name + " (" + std::to_string(size) + " bytes";
+  if (!summary) {
+    text += "): " + problem + "\n";
+    j.add("problem", problem);
+    part.json = j.str();
+    return part;
+  }
+  const ApkovlSummary& s = *summary;
+  text += ", " + std::to_string(s.members) + " members)\n";
+  text += "  hostname       " + (s.hostname.empty() ? std::string("(not set)") : s.hostname) + "\n";
+  text += "  packages       " + join(s.world, " ") + "\n";
+  std::vector<std::string> lv;
+  JsonObject rl;
+  for (auto& [level, svcs] : s.runlevels) {
+    lv.push_back(level + ": " + join(svcs, " "));
+    rl.add_raw(level, json_strings(svcs));
+  }
+  text += "  services       " + join(lv, "; ") + "\n";
+  std::vector<std::string> us, uj;
+  for (auto& u : s.users) {
+    us.push_back(u.name + " (" + std::to_string(u.uid) + ", " + u.shell + ")");
+    JsonObject x;
+    x.add("name", u.name).add("uid", static_cast<std::uint64_t>(u.uid)).add("shell", u.shell);
+    uj.push_back(x.str());
+  }
+  text += "  users          " + join(us, ", ") + "\n";
+  text += std::string("  ssh host keys  ") + (s.ssh_host_keys ? "yes" : "no") + "\n";
+  text += std::string("  wifi config    ") + (s.wifi_config ? "yes" : "no") + "\n";
+  if (review) {
+    const std::uint64_t problems = review->problems, odd = review->warnings;
+    text += "  check          " +
+            (problems ? "--apkovl would refuse it: " + count_of(problems, "problem") +
+                            (odd ? ", " + count_of(odd, "warning") : std::string()) + " (under Warnings)"
+             : odd ? "passes --apkovl's checks, with " + count_of(odd, "warning") + " (under Warnings)"
+                   : std::string("passes --apkovl's checks")) +
+            "\n";
+  }
+  for (auto& w : s.warnings)
+    // The review above already names such a member, as the refusal --apkovl gives.
+    if (!review || w.rfind("member with an absolute or '..' path", 0) != 0) warnings.push_back(shown + ": " + w);
+  j.add("members", s.members)
+      .add("hostname", s.hostname)
+      .add_raw("world", json_strings(s.world))
+      .add_raw("runlevels", rl.str())
+      .add_raw("users", json_array(uj))
+      .add_bool("ssh_host_keys", s.ssh_host_keys)
+      .add_bool("wifi_config", s.wifi_config)
+      .add_bool("shadow", s.shadow);
+  part.json = j.str();
+  return part;
+}
+
+// The largest apkovl file inspect reads (as `--apkovl` does); the summary
+// stops at kApkovlMaxBytes and says so.
+constexpr std::size_t kApkovlFileMax = 256u << 20;
+
+// An apkovl's name as the initramfs glob `*.apkovl.tar.gz*` matches it.
+bool apkovl_name(const std::string& file_name) {
+  return file_name.find(".apkovl.tar.gz") != std::string::npos;
+}
+bool encrypted_apkovl_name(const std::string& file_name) {
+  const std::size_t at = file_name.find(".apkovl.tar.gz");
+  return at != std::string::npos && at + 14 < file_name.size();
+}
+
+// Bare apkovl files (`paths`: the one file given, or those of a folder): a
+// result of the card's shape, null where only a medium has something, each
+// file in "apkovls" and as a section of the text.
+void inspect_apkovl_files(const std::string& target, const std::vector<std::string>& paths, bool folder,
+                          AppContext& ctx) {
+  std::string text;
+  std::vector<std::string> warnings, ovl_json;
+  std::uint64_t total = 0;
+  if (folder) text += target + ": " + count_of(paths.size(), "apkovl file") + ", by name\n";
+  for (const auto& path : paths) {
+    struct stat st {};
+    const std::uint64_t size = ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+    total += size;
+    const std::string name = std::filesystem::path(path).filename().string();
+    std::vector<std::string> own;  // this file's warnings
+    ApkovlPart part = describe_apkovl(
+        name, path, size, [&] { return read_regular_file(path, kApkovlFileMax); },
+        encrypted_apkovl_name(name) ? "encrypted; not read" : "", own);
+    if (folder) text += "\n";
+    text += path + ": " + std::to_string(size) + " bytes (" + format_size(size) + "), an apkovl\n" + part.text;
+    if (!own.empty()) {
+      text += "Warnings:\n";
+      for (auto& w : own) text += "  " + w + "\n";
+    }
+    warnings.insert(warnings.end(), own.begin(), own.end());
+    ovl_json.push_back(std::move(part.json));
+  }
+  JsonObject out;
+  out.add("kind", folder ? "folder" : "apkovl")
+      .add("path", target)
+      .add("size", total)
+      .add_raw("partition_table", "null");
+  add_no_fat(out, warnings, ovl_json);
+  ctx.reporter.result("inspect", text, std::move(out));
+}
+
+// The files of a folder that the initramfs glob `*.apkovl.tar.gz*` matches
+// (not hidden ones: `apkovl`'s temporaries), regular files (or links to
+// them), sorted by name.
+std::vector<std::string> folder_apkovls(const std::string& folder) {
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (std::filesystem::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    std::error_code type_ec;
+    if (name.empty() || name.front() == '.' || !apkovl_name(name) || !it->is_regular_file(type_ec)) continue;
+    names.push_back(name);
+  }
+  if (ec) throw Error(Errc::io, "cannot read the folder " + folder + ": " + ec.message());
+  std::sort(names.begin(), names.end());
+  std::vector<std::string> paths;
+  for (const auto& n : names) paths.push_back((std::filesystem::path(folder) / n).string());
+  return paths;
+}
+
+// Whether the regular file `target` is a bare apkovl: named like one, or a
+// gzip-compressed tar that is no boot tarball. Throws Errc::input naming what
+// other gzip files are (a boot tarball, a compressed image) and what to do;
+// false for the rest (read as a disk image).
+bool is_apkovl_file(const std::string& target) {
+  if (apkovl_name(std::filesystem::path(target).filename().string())) return true;
+  Fd fd = open_or_throw(target, O_RDONLY);
+  std::string head(kGzipGuessBytes, '\0');
+  head.resize(pread_full(fd.get(), head.data(), head.size(), 0, "cannot read " + target));
+  const GzipGuess g = guess_gzip_content(head);
+  switch (g.content) {
+    case GzipContent::not_gzip:
+      return false;
+    case GzipContent::tar:
+      return true;
+    case GzipContent::boot_tarball:
+      throw Error(Errc::input, target + " is an Alpine boot tarball (it holds " + g.why +
+                                   "), not an apkovl: inspect reads cards, disk images and apkovls. Make an image "
+                                   "from it (`rpi-provision --tarball " +
+                                   target + " --spec FILE --output pi.img`) and inspect that");
+    case GzipContent::disk_image:
+      throw Error(Errc::input, target + " is a gzip-compressed disk image: decompress it first (`zcat " + target +
+                                   " > pi.img`) and inspect pi.img, or write it to a card (`bmaptool copy " + target +
+                                   " /dev/sdX` decompresses it) and inspect the card");
+    case GzipContent::damaged:
+      throw Error(Errc::input, target + " is gzip-compressed, but its data is damaged from the start (gzip: " + g.why +
+                                   "): neither an apkovl nor a disk image can be read from it; copy it again");
+    case GzipContent::other:
+      break;
+  }
+  throw Error(Errc::input, target +
+                               " is gzip-compressed, but holds neither a tar archive (an apkovl) nor a disk image: "
+                               "inspect reads cards, disk images, apkovls (`lbu package`, `rpi-provision apkovl`) "
+                               "and folders of apkovls");
+}
+
 void run_inspect(const std::string& target, AppContext& ctx) {
+  // A bare apkovl, or a folder of them: no medium.
+  struct stat st {};
+  if (::stat(target.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    const std::vector<std::string> paths = folder_apkovls(target);
+    if (paths.empty())
+      throw Error(Errc::input, target +
+                                   " is a folder without *.apkovl.tar.gz files: inspect reads a card, a disk image, "
+                                   "an apkovl, or a folder of apkovls (as `rpi-provision apkovl --out-dir` writes)");
+    inspect_apkovl_files(target, paths, true, ctx);
+    return;
+  }
+  if (S_ISREG(st.st_mode) && is_apkovl_file(target)) {
+    inspect_apkovl_files(target, {target}, false, ctx);
+    return;
+  }
+
   Fd fd = open_or_throw(target, O_RDONLY);
   const std::uint64_t medium_size = fd_size(fd.get(), target);  // not a file or device: only the error
   BootFat boot = [&] {
@@ -101,7 +346,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
       // error. One that could not be read (Errc::io) gets only the error.
       if (err.code() == Errc::input && ctx.reporter.json()) {
         JsonObject out;
-        out.add("path", target).add("size", medium_size).add_raw("partition_table", "null");
+        out.add("kind", "medium").add("path", target).add("size", medium_size).add_raw("partition_table", "null");
         add_no_fat(out, {});
         ctx.reporter.result("inspect", "", std::move(out));
       }
@@ -114,7 +359,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
   for (const auto& n : boot.notes) warnings.push_back(n.message);
   std::string text;
   JsonObject out;
-  out.add("path", target).add("size", size);
+  out.add("kind", "medium").add("path", target).add("size", size);
   text += target + ": " + std::to_string(size) + " bytes (" + format_size(size) + ")\n";
 
   // Partition table, or a FAT without one ("superfloppy").
@@ -249,118 +494,21 @@ void run_inspect(const std::string& target, AppContext& ctx) {
   small_text("cmdline.txt", "cmdline");
 
   // The apkovl(s): exactly one is expected at the top level.
-  std::vector<ApkovlReport> ovls;
-  for (auto& e : find_apkovls(vol)) ovls.push_back({e, std::nullopt, "", std::nullopt});
-  if (ovls.size() > 1)
-    warnings.push_back(std::to_string(ovls.size()) +
+  const std::vector<FatEntry> found = find_apkovls(vol);
+  if (found.size() > 1)
+    warnings.push_back(std::to_string(found.size()) +
                        " apkovl files at the FAT root: the initramfs uses only the first it finds, in directory order; "
                        "leave exactly one");
-  if (ovls.empty()) text += "apkovl: none at the FAT root (the Pi boots an unconfigured Alpine)\n";
+  if (found.empty()) text += "apkovl: none at the FAT root (the Pi boots an unconfigured Alpine)\n";
   std::vector<std::string> ovl_json;
-  // A finding reported twice (the gzip layer's refusal is also why there is no summary) is listed once.
-  auto warn_once = [&](const std::string& w) {
-    if (std::find(warnings.begin(), warnings.end(), w) == warnings.end()) warnings.push_back(w);
-  };
-  for (auto& o : ovls) {
-    const std::string& n = o.entry.name;
+  for (const auto& e : found) {
+    const std::string& n = e.name;
     const bool gz = n.size() >= 7 && n.compare(n.size() - 7, 7, ".tar.gz") == 0;
-    std::optional<std::string> data;
-    if (!gz) {
-      o.problem = "encrypted or not a .tar.gz; not read";
-    } else {
-      try {
-        data = vol.read_file(n, kApkovlMaxBytes);
-      } catch (const Error& err) {
-        o.problem = err.what();
-        warn_once(err.what());
-      }
-    }
-    // What `--apkovl` checks, as findings: an apkovl already on a card is
-    // reported, never refused (an encrypted one is judged by its name alone).
-    // The checks and the summary come from one pass over the data.
-    try {
-      std::optional<ApkovlInspection> seen;
-      if (data)
-        seen = inspect_apkovl(n, *data);
-      else if (!gz)
-        seen = ApkovlInspection{review_apkovl(n, std::string()), std::nullopt, ""};
-      if (seen) {
-        o.review = std::move(seen->review);
-        for (const auto& w : o.review->refusals) warn_once(w);
-        for (const auto& w : o.review->check.warnings) warn_once(w);
-      }
-      if (data) {
-        if (seen->summary) {
-          o.summary = std::move(seen->summary);
-        } else {
-          o.problem = seen->problem;
-          warn_once(seen->problem);
-        }
-      }
-    } catch (const Error& err) {  // zlib or libarchive unusable: no findings, the rest is still shown
-      if (data) o.problem = err.what();
-      warn_once(err.what());
-    }
-    JsonObject j;
-    j.add("name", n).add("size", o.entry.size);
-    if (o.review) {
-      JsonObject c;
-      c.add_bool("accepted", o.review->refusals.empty())
-          .add_raw("problems", json_strings(o.review->refusals))
-          .add_raw("warnings", json_strings(o.review->check.warnings));
-      j.add_raw("check", c.str());
-    } else {
-      j.add_raw("check", "null");
-    }
-    text += "apkovl: " + n + " (" + std::to_string(o.entry.size) + " bytes";
-    if (!o.summary) {
-      text += "): " + o.problem + "\n";
-      j.add("problem", o.problem);
-      ovl_json.push_back(j.str());
-      continue;
-    }
-    const ApkovlSummary& s = *o.summary;
-    text += ", " + std::to_string(s.members) + " members)\n";
-    text += "  hostname       " + (s.hostname.empty() ? std::string("(not set)") : s.hostname) + "\n";
-    text += "  packages       " + join(s.world, " ") + "\n";
-    std::vector<std::string> lv;
-    JsonObject rl;
-    for (auto& [level, svcs] : s.runlevels) {
-      lv.push_back(level + ": " + join(svcs, " "));
-      rl.add_raw(level, json_strings(svcs));
-    }
-    text += "  services       " + join(lv, "; ") + "\n";
-    std::vector<std::string> us, uj;
-    for (auto& u : s.users) {
-      us.push_back(u.name + " (" + std::to_string(u.uid) + ", " + u.shell + ")");
-      JsonObject x;
-      x.add("name", u.name).add("uid", static_cast<std::uint64_t>(u.uid)).add("shell", u.shell);
-      uj.push_back(x.str());
-    }
-    text += "  users          " + join(us, ", ") + "\n";
-    text += std::string("  ssh host keys  ") + (s.ssh_host_keys ? "yes" : "no") + "\n";
-    text += std::string("  wifi config    ") + (s.wifi_config ? "yes" : "no") + "\n";
-    if (o.review) {
-      const std::uint64_t problems = o.review->problems, odd = o.review->warnings;
-      text += "  check          " +
-              (problems ? "--apkovl would refuse it: " + count_of(problems, "problem") +
-                              (odd ? ", " + count_of(odd, "warning") : std::string()) + " (under Warnings)"
-               : odd ? "passes --apkovl's checks, with " + count_of(odd, "warning") + " (under Warnings)"
-                     : std::string("passes --apkovl's checks")) +
-              "\n";
-    }
-    for (auto& w : s.warnings)
-      // The review above already names such a member, as the refusal --apkovl gives.
-      if (!o.review || w.rfind("member with an absolute or '..' path", 0) != 0) warnings.push_back(n + ": " + w);
-    j.add("members", s.members)
-        .add("hostname", s.hostname)
-        .add_raw("world", json_strings(s.world))
-        .add_raw("runlevels", rl.str())
-        .add_raw("users", json_array(uj))
-        .add_bool("ssh_host_keys", s.ssh_host_keys)
-        .add_bool("wifi_config", s.wifi_config)
-        .add_bool("shadow", s.shadow);
-    ovl_json.push_back(j.str());
+    ApkovlPart part = describe_apkovl(
+        n, n, e.size, [&] { return vol.read_file(n, kApkovlMaxBytes); },
+        gz ? "" : "encrypted or not a .tar.gz; not read", warnings);
+    text += part.text;
+    ovl_json.push_back(std::move(part.json));
   }
   out.add_raw("apkovls", json_array(ovl_json));
 
@@ -376,8 +524,10 @@ void run_inspect(const std::string& target, AppContext& ctx) {
 rpi::cli::CommandRegistration reg(70, [](CLI::App& app, AppContext& ctx) {
   auto target = std::make_shared<std::string>();
   CLI::App* sub =
-      app.add_subcommand("inspect", "Show what an image or card holds: partitions, FAT, apkovl (read-only)");
-  sub->add_option("target", *target, "an image file or a block device")->required();
+      app.add_subcommand("inspect", "Show what an image, card or apkovl holds: partitions, FAT, apkovl (read-only)");
+  sub->add_option("target", *target,
+                  "an image file, a block device, an apkovl (.apkovl.tar.gz), or a folder of apkovls")
+      ->required();
   // The main command's --json, made the subcommand's own so that `inspect --help` lists it.
   sub->add_flag("--json", ctx.json, "one JSON object on stdout (\"type\": \"inspect\")")->group("Output");
   sub->callback([target, &ctx] {

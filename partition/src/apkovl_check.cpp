@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <optional>
@@ -68,8 +69,10 @@ bool is_dotdot(const std::string& name) {
 class Gunzip {
  public:
   // Throws rpi::Error(input) if `data` does not start with the gzip magic.
-  Gunzip(const std::string& name, const std::string& data, std::uint64_t max_unpacked)
-      : name_(name), data_(data), max_(max_unpacked), out_(256u << 10) {
+  // With `partial`, `data` is the start of a file: where it ends, read()
+  // ends too instead of reporting a truncated file.
+  Gunzip(const std::string& name, const std::string& data, std::uint64_t max_unpacked, bool partial = false)
+      : name_(name), data_(data), max_(max_unpacked), partial_(partial), out_(256u << 10) {
     const auto* in = reinterpret_cast<const unsigned char*>(data.data());
     if (data.size() < 2 || in[0] != 0x1F || in[1] != 0x8B)
       throw Error(Errc::input, name + " " + not_gzip_what(data) +
@@ -91,6 +94,10 @@ class Gunzip {
     const auto* in = reinterpret_cast<const unsigned char*>(data_.data());
     for (;;) {
       if (zs_.avail_in == 0) {
+        if (fed_ == data_.size() && partial_) {
+          done_ = true;
+          return 0;
+        }
         if (fed_ == data_.size())
           throw Error(Errc::input, name_ + " is truncated (its gzip data ends early); copy it again, or " + kHowToMake);
         const std::size_t n = std::min<std::size_t>(data_.size() - fed_, 1u << 30);
@@ -119,7 +126,8 @@ class Gunzip {
         continue;
       }
       if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT) {
-        std::string msg = zs_.msg ? zs_.msg : "corrupt data";
+        const std::string msg = zs_.msg ? zs_.msg : "corrupt data";
+        zlib_message_ = msg;
         throw Error(Errc::input, name_ + " is damaged (gzip: " + msg +
                                      "); busybox `tar -zxf` on the Pi stops with an error on it. Copy it again, "
                                      "or " +
@@ -130,6 +138,8 @@ class Gunzip {
       if (produced) return produced;
     }
   }
+  // zlib's message when read() found the data damaged.
+  const std::string& zlib_message() const noexcept { return zlib_message_; }
   // Reads to the end; what read() throws.
   ApkovlGzip finish() {
     const void* p = nullptr;
@@ -142,11 +152,13 @@ class Gunzip {
   const std::string& name_;
   const std::string& data_;
   const std::uint64_t max_;
+  const bool partial_;
   z_stream zs_{};
   std::vector<unsigned char> out_;
   std::size_t fed_ = 0;  // input bytes handed to zlib so far
   std::uint64_t unpacked_ = 0, trailing_ = 0;
   bool done_ = false;
+  std::string zlib_message_;
 };
 
 }  // namespace
@@ -154,6 +166,138 @@ class Gunzip {
 ApkovlGzip check_apkovl_gzip(const std::string& name, const std::string& data, std::uint64_t max_unpacked) {
   Gunzip gz(name, data, max_unpacked);
   return gz.finish();
+}
+
+// ---- what a gzip file holds ---------------------------------------------------
+
+namespace {
+
+// A tar header block: its checksum (bytes 148..155 counted as spaces) matches,
+// as unsigned or (old tars) signed bytes, and it is not all zeros.
+bool tar_header_ok(const unsigned char* h) {
+  std::uint64_t want = 0;
+  std::size_t i = 148;
+  while (i < 156 && h[i] == ' ') ++i;
+  const std::size_t digits = i;
+  for (; i < 156 && h[i] >= '0' && h[i] <= '7'; ++i) want = want * 8 + (h[i] - '0');
+  if (i == digits) return false;
+  std::uint64_t sum = 0;
+  std::int64_t ssum = 0;
+  for (std::size_t k = 0; k < 512; ++k) {
+    const unsigned char c = (k >= 148 && k < 156) ? ' ' : h[k];
+    sum += c;
+    ssum += static_cast<signed char>(c);
+  }
+  return sum != 8 * ' ' && (sum == want || ssum == static_cast<std::int64_t>(want));
+}
+
+// A NUL-terminated field of at most `n` bytes.
+std::string tar_field(const unsigned char* p, std::size_t n) {
+  std::size_t len = 0;
+  while (len < n && p[len]) ++len;
+  return std::string(reinterpret_cast<const char*>(p), len);
+}
+
+// The names of the first members whose headers lie in `tar` (the start of a
+// tar archive), at most `max` of them; GNU long names and pax paths included.
+std::vector<std::string> tar_member_names(const std::string& tar, std::size_t max) {
+  const auto* u = reinterpret_cast<const unsigned char*>(tar.data());
+  std::vector<std::string> names;
+  std::string next_name;  // from a GNU 'L' or pax 'x' header
+  std::size_t pos = 0;
+  while (pos + 512 <= tar.size() && names.size() < max) {
+    const unsigned char* h = u + pos;
+    if (!tar_header_ok(h)) break;
+    if (h[124] & 0x80) break;  // a base-256 size: not in an overlay's first members
+    std::uint64_t size = 0;
+    for (std::size_t i = 124; i < 136 && h[i] >= '0' && h[i] <= '7'; ++i) size = size * 8 + (h[i] - '0');
+    const char type = static_cast<char>(h[156]);
+    const bool has_data = size <= tar.size() - pos - 512;
+    const std::string data = has_data ? tar.substr(pos + 512, size) : std::string();
+    if (type == 'L') {
+      next_name = tar_field(reinterpret_cast<const unsigned char*>(data.data()), data.size());
+    } else if (type == 'x') {
+      const std::size_t at = data.find(" path=");
+      if (at != std::string::npos) next_name = data.substr(at + 6, data.find('\n', at) - at - 6);
+    } else if (type != 'g' && type != 'K') {
+      std::string name = tar_field(h, 100);
+      const std::string prefix = std::memcmp(h + 257, "ustar", 5) == 0 ? tar_field(h + 345, 155) : std::string();
+      if (!prefix.empty()) name = prefix + "/" + name;
+      names.push_back(next_name.empty() ? name : next_name);
+      next_name.clear();
+    }
+    if (!has_data) break;
+    pos += 512 + (size + 511) / 512 * 512;
+  }
+  return names;
+}
+
+// A member only an Alpine boot tarball has (rpi-tarball-listing.txt): its
+// boot/, apks/ and overlays/ folders, the firmware and config files, DTBs and
+// the old default apkovl at its top. An overlay holds etc/, root/, home/, ...
+bool boot_tarball_member(std::string_view name) {
+  for (;;) {
+    if (name.rfind("./", 0) == 0)
+      name.remove_prefix(2);
+    else if (!name.empty() && name.front() == '/')
+      name.remove_prefix(1);
+    else
+      break;
+  }
+  if (name.empty()) return false;
+  const std::size_t slash = name.find('/');
+  const std::string_view top = name.substr(0, slash);
+  if (slash != std::string_view::npos) return top == "boot" || top == "apks" || top == "overlays";
+  static constexpr std::string_view kFiles[] = {".alpine-release", "cmdline.txt", "config.txt", "bootcode.bin",
+                                                "fixup.dat",       "fixup4.dat",  "start.elf",  "start4.elf"};
+  for (const auto f : kFiles)
+    if (top == f) return true;
+  return (top.size() > 4 && top.substr(top.size() - 4) == ".dtb") || top.find(".apkovl.tar.gz") != std::string::npos;
+}
+
+}  // namespace
+
+GzipGuess guess_gzip_content(const std::string& head) {
+  GzipGuess g;
+  if (head.size() < 2 || head[0] != '\x1f' || head[1] != '\x8b') return g;
+  constexpr std::size_t kLook = 256u << 10;  // decompressed bytes looked at
+  std::string out;
+  bool damaged = false;
+  {
+    const std::string name = "data";
+    Gunzip gz(name, head, ~std::uint64_t{0}, true);
+    try {
+      const void* p = nullptr;
+      while (out.size() < kLook) {
+        const std::size_t n = gz.read(&p);
+        if (n == 0) break;
+        out.append(static_cast<const char*>(p), std::min(n, kLook - out.size()));
+      }
+    } catch (const Error& e) {
+      if (e.code() != Errc::input) throw;
+      damaged = true;
+      g.why = gz.zlib_message();
+    }
+  }
+  const auto* u = reinterpret_cast<const unsigned char*>(out.data());
+  if (out.size() >= 512 && tar_header_ok(u)) {
+    g.content = GzipContent::tar;
+    g.why.clear();
+    for (const auto& name : tar_member_names(out, 64))
+      if (boot_tarball_member(name)) {
+        g.content = GzipContent::boot_tarball;
+        g.why = printable(name);
+        break;
+      }
+    return g;
+  }
+  if (out.size() >= 512 && ((u[510] == 0x55 && u[511] == 0xAA) || looks_like_fat_boot_sector(u))) {
+    g.content = GzipContent::disk_image;
+    g.why.clear();
+    return g;
+  }
+  g.content = damaged ? GzipContent::damaged : GzipContent::other;
+  return g;
 }
 
 // ---- host names --------------------------------------------------------------
@@ -173,12 +317,19 @@ bool valid_hostname(std::string_view s) noexcept {
   }
 }
 
+namespace {
+
+struct HostnameRead {
+  std::string set;        // the name set last; "" for none
+  bool too_long = false;  // it stopped at a name longer than 64 bytes
+};
+
 // busybox 1.35 hostname.c: config_read(parser, &buf, 1, 1, "# \t",
 // PARSE_NORMAL) per line, then sethostname(buf), which fails (and ends
 // `hostname -F`) for more than 64 bytes (__NEW_UTS_LEN).
-std::string hostname_from_file(std::string_view text) {
+HostnameRead read_hostname_file(std::string_view text) {
   constexpr std::size_t kUtsLen = 64;
-  std::string set;  // the name set last
+  HostnameRead r;
   std::size_t pos = 0;
   while (pos < text.size()) {
     // One line; a '\' at its end joins the next (busybox's config parser).
@@ -197,10 +348,69 @@ std::string hostname_from_file(std::string_view text) {
     if (first == std::string::npos || line[first] == '#') continue;  // blank, or a comment
     const std::size_t end = line.find_first_of(" \t#", first);
     const std::string word = line.substr(first, end == std::string::npos ? std::string::npos : end - first);
-    if (word.size() > kUtsLen) break;  // sethostname: EINVAL, and busybox stops
-    set = word;
+    if (word.size() > kUtsLen) {  // sethostname: EINVAL, and busybox stops
+      r.too_long = true;
+      break;
+    }
+    r.set = word;
   }
-  return set;
+  return r;
+}
+
+// A name as the Pi would set it, quoted for a message: a CR as \r, other
+// control bytes and bytes >= 0x80 as \xNN.
+std::string quoted_name(std::string_view name) {
+  std::string out = "'";
+  for (const char ch : name) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\r') {
+      out += "\\r";
+    } else if (c >= 0x20 && c < 0x7F) {
+      out += ch;
+    } else {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    }
+  }
+  return out + "'";
+}
+
+constexpr const char* kSetHostname = "(on the Pi: `setup-hostname NAME`, then `lbu commit`)";
+
+}  // namespace
+
+std::string hostname_from_file(std::string_view text) {
+  return read_hostname_file(text).set;
+}
+
+std::string hostname_finding(const std::string& path, std::string_view text) {
+  const HostnameRead r = read_hostname_file(text);
+  if (valid_hostname(r.set)) return "";
+  // Alpine's hostname service: `[ -s /etc/hostname ]` ? `hostname -F /etc/hostname` : `hostname localhost`.
+  if (text.empty())
+    return path + ": etc/hostname is empty: Alpine's hostname service then calls the Pi 'localhost'; write its host " +
+           "name in it " + kSetHostname;
+  if (r.set.empty())
+    return path + ": etc/hostname names no host (" +
+           (r.too_long ? std::string("its name is longer than 64 characters, which `hostname -F` fails on")
+                       : std::string("it holds only blank and '#' comment lines")) +
+           "): busybox `hostname -F` sets none, and the Pi keeps the kernel's default host name; write its host name "
+           "in it, on a line of its own " +
+           kSetHostname;
+  if (r.set.find('\r') != std::string::npos)
+    return path +
+           ": etc/hostname has Windows (CR LF) line ends: busybox `hostname -F` keeps the CR, and the Pi is called " +
+           quoted_name(r.set) +
+           ", which is no valid host name (DHCP, DNS and the file name `lbu commit` writes get it wrong); convert the "
+           "file with `dos2unix etc/hostname` (busybox has it too: on the Pi, `dos2unix /etc/hostname`, then `lbu "
+           "commit`) and pack the overlay again";
+  const std::string quoted = quoted_name(r.set);
+  return path + ": etc/hostname names " + quoted +
+         ", which is no valid host name (letters, digits and '-', in labels of at most 63 separated by '.', none "
+         "starting or ending in '-', 64 in all): the Pi is called " +
+         quoted + " all the same, and DHCP and DNS do not take it; write a valid name in it " + kSetHostname;
 }
 
 namespace {
@@ -285,6 +495,12 @@ struct MemberReview {
   bool on = true;
   bool stopped = false;  // by a tar error, reported
 
+  // The last etc/hostname member, the one busybox tar leaves on the Pi.
+  enum class HostFile { absent, not_regular, too_big, unread, read };
+  HostFile host_file = HostFile::absent;
+  std::string host_what{};  // not_regular: what it is instead
+  std::string host_text{};  // read: its content
+
   std::string not_tar(const char* m) const {
     return path + " is gzip-compressed but holds no tar archive (" + std::string(m ? m : "unreadable") + "); " +
            kHowToMake;
@@ -355,12 +571,52 @@ struct MemberReview {
     // etc/hostname: each such member replaces the one before, as on the Pi.
     if (extracted_name(name) != "etc/hostname") return false;
     res.hostname.clear();
-    return !hl && archive_entry_filetype(e) == AE_IFREG && archive_entry_size(e) >= 0 &&
-           archive_entry_size(e) <= static_cast<la_int64_t>(detail::kSmallFileMax);
+    host_text.clear();
+    const auto type = archive_entry_filetype(e);
+    if (hl || type != AE_IFREG) {
+      host_file = HostFile::not_regular;
+      if (hl) {
+        host_what = "a hard link to '" + printable(hl) + "'";
+      } else if (type == AE_IFLNK) {
+        const char* to = archive_entry_symlink(e);
+        host_what = "a symbolic link to '" + printable(to ? to : "") + "'";
+      } else {
+        host_what = type == AE_IFDIR ? "a directory" : special ? special : "not a regular file";
+      }
+      return false;
+    }
+    if (archive_entry_size(e) < 0 || archive_entry_size(e) > static_cast<la_int64_t>(detail::kSmallFileMax)) {
+      host_file = HostFile::too_big;
+      return false;
+    }
+    host_file = HostFile::unread;  // until hostname() has its whole text
+    return true;
   }
   void hostname(const std::string& text) {
     const std::string name = hostname_from_file(text);
     res.hostname = valid_hostname(name) ? name : std::string();
+    host_file = HostFile::read;
+    host_text = text;
+  }
+  // The warning when the Pi gets no valid host name from the overlay; "".
+  std::string hostname_warning() const {
+    switch (host_file) {
+      case HostFile::absent:
+        return path + ": has no etc/hostname: Alpine's hostname service then calls the Pi 'localhost'; add one " +
+               "holding its host name " + kSetHostname;
+      case HostFile::not_regular:
+        return path + ": etc/hostname is " + host_what +
+               ", not a file holding the host name: the name the Pi gets through it is not known here; make it a "
+               "regular file holding the host name";
+      case HostFile::too_big:
+        return path + ": etc/hostname is larger than " + mib(detail::kSmallFileMax) +
+               ", not read: a host name file holds one line; write the host name in it";
+      case HostFile::unread:  // its data could not be read: reported as damage
+        return "";
+      case HostFile::read:
+        return hostname_finding(path, host_text);
+    }
+    return "";
   }
 };
 
@@ -471,6 +727,10 @@ ApkovlInspection apkovl_pass(const std::string& path, const std::string& data, b
         warn.add(path + " unpacks to " + mib(gz->unpacked) +
                  ", all of it kept in the Pi's RAM (its root file system is a tmpfs) at every boot");
       if (!members.stopped && res.members == 0) members.refuse.add(path + " is an empty archive; " + kHowToMake);
+      if (!members.stopped && res.members != 0) {
+        std::string host = members.hostname_warning();
+        if (!host.empty()) members.warn.add(std::move(host));
+      }
       refuse.add_all(members.refuse);
       warn.add_all(members.warn);
     }

@@ -2,6 +2,8 @@
 // standard tools and by our own engine; no secret ever printed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "inspect_support.hpp"
 #include "partition/apkovl_check.hpp"
 #include "partition/reader.hpp"
@@ -370,8 +372,9 @@ ins = [e for e in events if e['type'] == 'inspect']
 assert len(ins) == 1, events
 o = ins[0]
 assert events[0] is o, events
-top = {'path', 'size', 'partition_table', 'fat', 'files', 'alpine_release', 'cmdline', 'apkovls', 'warnings'}
+top = {'kind', 'path', 'size', 'partition_table', 'fat', 'files', 'alpine_release', 'cmdline', 'apkovls', 'warnings'}
 assert top <= set(o), ('missing', sorted(top - set(o)), o)
+assert o['kind'] == 'medium', o
 assert isinstance(o['path'], str) and isinstance(o['size'], int) and o['size'] > 0, o
 assert isinstance(o['files'], list) and isinstance(o['apkovls'], list), o
 assert isinstance(o['warnings'], list) and all(isinstance(w, str) for w in o['warnings']), o
@@ -503,6 +506,325 @@ TEST(InspectJsonShape, MissingTargetIsOnlyAnError) {
                  "assert [x['type'] for x in e]==['error'], e\n"},
                 j.out);
   EXPECT_EQ(py.exit_code, 0) << py.err << j.out;
+}
+
+// ---- a bare apkovl, a folder of them, and gzip files that are neither ---------
+
+// What Python's tarfile reads from the apkovl argv[1] (the oracle), checked
+// against the `inspect --json` output on stdin: hostname (etc/hostname's
+// first word), world, users (etc/passwd names), and that no secret of it
+// (etc/shadow password fields, the psk= of wpa_supplicant.conf, the lines of
+// private SSH host keys) is anywhere in the output. argv[2]: the expected kind.
+const char* const kBareApkovlOracle = R"PY(
+import json, sys, tarfile
+path, kind = sys.argv[1], sys.argv[2]
+raw = sys.stdin.read()
+events = [json.loads(l) for l in raw.splitlines() if l.strip()]
+assert [e['type'] for e in events] == ['inspect'], events
+o = events[0]
+assert o['kind'] == kind and o['partition_table'] is None and o['fat'] is None, o
+assert o['files'] == [] and o['alpine_release'] is None and o['cmdline'] is None, o
+def norm(n):
+    while n.startswith('./'):
+        n = n[2:]
+    return n.lstrip('/')
+t = tarfile.open(path, 'r:gz')
+files = {norm(m.name): t.extractfile(m).read().decode() for m in t.getmembers() if m.isfile()}
+a = [x for x in o['apkovls'] if x['name'] == path.rsplit('/', 1)[-1]]
+assert len(a) == 1, o['apkovls']
+a = a[0]
+assert a['hostname'] == files['etc/hostname'].split()[0], (a['hostname'], files['etc/hostname'])
+assert a['world'] == files['etc/apk/world'].split(), (a['world'], files['etc/apk/world'])
+assert [u['name'] for u in a['users']] == [l.split(':')[0] for l in files['etc/passwd'].splitlines() if l], a['users']
+assert a['members'] == len(t.getmembers()), (a['members'], len(t.getmembers()))
+secrets = []
+for l in files.get('etc/shadow', '').splitlines():
+    f = l.split(':')
+    if len(f) > 1 and len(f[1]) > 2:
+        secrets.append(f[1])
+for l in files.get('etc/wpa_supplicant/wpa_supplicant.conf', '').splitlines():
+    if l.strip().startswith('psk='):
+        secrets.append(l.strip()[4:].strip('"'))
+for n, text in files.items():
+    if n.startswith('etc/ssh/ssh_host_') and not n.endswith('.pub'):
+        secrets += [l for l in text.splitlines() if len(l) > 16 and 'PRIVATE KEY' not in l]
+for s in secrets:
+    assert s not in raw, 'a secret is in the output'
+print(len(secrets))
+)PY";
+
+// `rpi-provision apkovl -o` writes an apkovl; `inspect` reads it as a file:
+// the summary, the checks of --apkovl, no secret, and the documented shape.
+TEST(InspectApkovl, AFileWrittenByTheApkovlCommand) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  const fs::path ovl = dir / "kiosk.apkovl.tar.gz";
+  auto made = cli({"apkovl", "--spec", (source_dir() / "examples/kiosk.toml").string(), "-o", ovl.string()});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::string psk = read_file(source_dir() / "examples/kiosk-wifi.psk");
+
+  auto r = cli({"inspect", ovl.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out.rfind(ovl.string() + ": " + std::to_string(fs::file_size(ovl)) + " bytes (", 0), 0u) << r.out;
+  EXPECT_TRUE(contains(r.out, "), an apkovl\napkovl: kiosk.apkovl.tar.gz (")) << r.out;
+  EXPECT_TRUE(contains(r.out, "  hostname       kiosk\n")) << r.out;
+  EXPECT_TRUE(contains(r.out, "  check          passes --apkovl's checks\n")) << r.out;
+  EXPECT_TRUE(contains(r.out, "  ssh host keys  yes\n")) << r.out;
+  EXPECT_TRUE(contains(r.out, "  wifi config    yes\n")) << r.out;
+  EXPECT_FALSE(contains(r.out, "Warnings:")) << r.out;
+  EXPECT_FALSE(contains(r.out, "Partition table")) << r.out;
+  EXPECT_FALSE(contains(r.out + r.err, psk.substr(0, psk.find('\n')))) << "the Wi-Fi passphrase is shown";
+
+  auto j = cli({"inspect", "--json", ovl.string()});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  EXPECT_EQ(j.err, "");
+  auto py = run({"python3", "-c", kBareApkovlOracle, ovl.string(), "apkovl"}, j.out);
+  ASSERT_EQ(py.exit_code, 0) << py.err << j.out;
+  EXPECT_NE(py.out, "0\n") << "the oracle found no secret to look for (host keys, the PSK)";
+  auto shape = run({"python3", "-c",
+                    "import json,sys\n"
+                    "o=json.loads(sys.stdin.read())\n"
+                    "assert o['path']==sys.argv[1] and o['size']==int(sys.argv[2]), o\n"
+                    "a=o['apkovls'][0]\n"
+                    "assert a['size']==o['size'] and a['check']=={'accepted':True,'problems':[],'warnings':[]}, a\n"
+                    "assert o['warnings']==[], o\n",
+                    ovl.string(), std::to_string(fs::file_size(ovl))},
+                   j.out);
+  EXPECT_EQ(shape.exit_code, 0) << shape.err << j.out;
+}
+
+// The same apkovl as a file and on a card: the same apkovl object and lines.
+TEST(InspectApkovl, AFileIsReportedAsOnACard) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  BuiltImage b = build_image(dir, "32", true);
+  fs::path ovl = dir / "kiosk.apkovl.tar.gz";
+  fs::copy_file(dir / "src/kiosk.apkovl.tar.gz", ovl);
+  auto card = cli({"inspect", "--json", b.image.string()});
+  auto file = cli({"inspect", "--json", ovl.string()});
+  ASSERT_EQ(card.exit_code, 0) << card.err;
+  ASSERT_EQ(file.exit_code, 0) << file.err;
+  write_file(dir / "card.json", card.out);
+  auto py = run({"python3", "-c",
+                 "import json,sys\n"
+                 "c=json.loads(open(sys.argv[1]).read())\n"
+                 "f=json.loads(sys.stdin.read())\n"
+                 "assert c['kind']=='medium' and f['kind']=='apkovl', (c['kind'], f['kind'])\n"
+                 "assert f['apkovls']==c['apkovls'], (f['apkovls'], c['apkovls'])\n",
+                 (dir / "card.json").string()},
+                file.out);
+  EXPECT_EQ(py.exit_code, 0) << py.err << file.out;
+  auto card_text = cli({"inspect", b.image.string()}).out;
+  auto file_text = cli({"inspect", ovl.string()}).out;
+  const std::size_t at = card_text.find("apkovl: kiosk.apkovl.tar.gz");
+  ASSERT_NE(at, std::string::npos) << card_text;
+  const std::string block = card_text.substr(at, card_text.find("\n  check", at) - at);
+  EXPECT_TRUE(contains(file_text, block)) << file_text << "\n--- card:\n" << card_text;
+  expect_no_secrets(file);
+  expect_no_secrets(cli({"inspect", ovl.string()}));
+}
+
+// `apkovl --out-dir` writes one apkovl per MAC: `inspect DIR` reports each, by
+// name, in one `inspect` object; hidden files (the command's temporaries) and
+// other files are not apkovls.
+TEST(InspectApkovl, AFolderWrittenByApkovlOutDir) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  const fs::path out = dir / "ovl";
+  auto made = cli({"apkovl", "--spec", (source_dir() / "examples/fleet.toml").string(), "--out-dir", out.string()});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  write_file(out / ".b8:27:eb:00:00:01.apkovl.tar.gz.tmp-Zz99Yy", "x");
+  write_file(out / "index.html", "<html></html>\n");
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(out)) {
+    const std::string n = e.path().filename().string();
+    if (n.front() != '.' && contains(n, ".apkovl.tar.gz")) names.push_back(n);
+  }
+  std::sort(names.begin(), names.end());
+  ASSERT_GE(names.size(), 2u);
+
+  auto r = cli({"inspect", out.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out.rfind(out.string() + ": " + std::to_string(names.size()) + " apkovl files, by name\n", 0), 0u)
+      << r.out;
+  std::size_t at = 0;
+  for (const auto& n : names) {  // one section each, in order
+    const std::size_t next = r.out.find("\n" + (out / n).string() + ": ", at);
+    ASSERT_NE(next, std::string::npos) << n << " missing or out of order:\n" << r.out;
+    at = next + 1;
+  }
+  EXPECT_FALSE(contains(r.out, "index.html")) << r.out;
+  EXPECT_FALSE(contains(r.out, "tmp-Zz99Yy")) << r.out;
+
+  auto j = cli({"inspect", "--json", out.string()});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  std::string list;
+  for (const auto& n : names) list += n + "\n";
+  write_file(dir / "names.txt", list);
+  auto py = run({"python3", "-c",
+                 "import json,sys\n"
+                 "o=json.loads(sys.stdin.read())\n"
+                 "names=open(sys.argv[2]).read().split()\n"
+                 "assert o['kind']=='folder' and o['path']==sys.argv[1], o\n"
+                 "assert [a['name'] for a in o['apkovls']]==names, ([a['name'] for a in o['apkovls']], names)\n"
+                 "assert o['size']==sum(a['size'] for a in o['apkovls']), o\n"
+                 "assert all(a['check']['accepted'] for a in o['apkovls']), o\n",
+                 out.string(), (dir / "names.txt").string()},
+                j.out);
+  EXPECT_EQ(py.exit_code, 0) << py.err << j.out;
+  for (const auto& n : names) {  // each against Python's reading of its file
+    auto each = run({"python3", "-c", kBareApkovlOracle, (out / n).string(), "folder"}, j.out);
+    EXPECT_EQ(each.exit_code, 0) << n << ": " << each.err;
+  }
+  // A folder without apkovls is an error.
+  fs::create_directories(dir / "empty");
+  auto none = cli({"inspect", (dir / "empty").string()});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_TRUE(contains(none.err, "is a folder without *.apkovl.tar.gz files")) << none.err;
+}
+
+// An apkovl made by busybox tar or Python's tarfile, with findings: the same
+// findings as --apkovl gives, and exit 0; an encrypted one is judged by name.
+TEST(InspectApkovl, FindingsOfAFileAreThoseOfTheApkovlOption) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  fs::path hostile = dir / "hostile.apkovl.tar.gz";
+  fs::copy_file(crafted_apkovl(dir, "hostile"), hostile);
+  const CheckOutcome said = apkovl_option_says(hostile, hostile.string());
+  ASSERT_FALSE(said.refusal.empty());
+  auto r = cli({"inspect", hostile.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "  check          --apkovl would refuse it: 1 problem, 2 warnings (under Warnings)\n"))
+      << r.out;
+  EXPECT_TRUE(contains(r.out, "Warnings:\n  " + said.refusal + "\n")) << r.out;
+
+  if (have_tool("busybox")) {
+    fs::create_directories(dir / "tree/etc");
+    write_file(dir / "tree/etc/hostname", "bb-host\n");
+    const fs::path bb = dir / "bb.apkovl.tar.gz";
+    auto t = sh("cd '" + (dir / "tree").string() + "' && busybox tar -czf '" + bb.string() + "' etc");
+    ASSERT_EQ(t.exit_code, 0) << t.err;
+    auto b = cli({"inspect", bb.string()});
+    ASSERT_EQ(b.exit_code, 0) << b.out << b.err;
+    EXPECT_TRUE(contains(b.out, "  hostname       bb-host\n")) << b.out;
+    EXPECT_TRUE(contains(b.out, "  check          passes --apkovl's checks\n")) << b.out;
+  }
+
+  // Named otherwise (`lbu package FILE` takes any name): an apkovl by its
+  // content, and --apkovl's refusal of the name.
+  fs::path other = dir / "backup.tar.gz";
+  fs::copy_file(crafted_apkovl(dir, "ok"), other);
+  auto o = cli({"inspect", other.string()});
+  ASSERT_EQ(o.exit_code, 0) << o.out << o.err;
+  EXPECT_TRUE(contains(o.out, "  hostname       myhost\n")) << o.out;
+  EXPECT_TRUE(contains(o.out, "an apkovl must be named <host>.apkovl.tar.gz")) << o.out;
+
+  // Encrypted: not read, the warning --apkovl gives.
+  fs::path enc = dir / "myhost.apkovl.tar.gz.aes-256-cbc";
+  write_file(enc, "Salted__" + pseudo_random(200, 3));
+  auto e = cli({"inspect", "--json", enc.string()});
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  auto py = run({"python3", "-c",
+                 "import json,sys\n"
+                 "o=json.loads(sys.stdin.read())\n"
+                 "a=o['apkovls'][0]\n"
+                 "assert a['problem']=='encrypted; not read' and a['check']['accepted'] is True, a\n"
+                 "assert 'encrypted' in a['check']['warnings'][0], a\n"},
+                e.out);
+  EXPECT_EQ(py.exit_code, 0) << py.err << e.out;
+}
+
+// etc/hostname with CR LF line ends: the Pi gets an invalid name. Warned
+// about on a card, in a bare apkovl and in an --apkovl run alike.
+TEST(InspectApkovl, AnEtcHostnameWithCrLfIsWarnedAboutEverywhere) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  const fs::path crlf = dir / "kiosk.apkovl.tar.gz";
+  auto m = run({"python3", (source_dir() / "tests/partition/make_apkovl.py").string(), "hostname", crlf.string(),
+                "kiosk-07\r\n"});
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  const std::string warning =
+      "etc/hostname has Windows (CR LF) line ends: busybox `hostname -F` keeps the CR, and "
+      "the Pi is called 'kiosk-07\\r'";
+  auto file = cli({"inspect", crlf.string()});
+  ASSERT_EQ(file.exit_code, 0) << file.err;
+  EXPECT_TRUE(contains(file.out, "  " + crlf.string() + ": " + warning)) << file.out;
+  EXPECT_TRUE(contains(file.out, "dos2unix")) << file.out;
+  EXPECT_TRUE(contains(file.out, "passes --apkovl's checks, with 1 warning (under Warnings)")) << file.out;
+
+  BuiltImage b = build_image(dir, "32", true);
+  put_on_card(b, crlf, "kiosk.apkovl.tar.gz");
+  auto card = cli({"inspect", "--json", b.image.string()});
+  ASSERT_EQ(card.exit_code, 0) << card.err;
+  write_file(dir / "warning.txt", "kiosk.apkovl.tar.gz: " + warning);
+  auto py = run({"python3", "-c",
+                 "import json,sys\n"
+                 "o=json.loads(sys.stdin.read())\n"
+                 "w=open(sys.argv[1]).read()\n"
+                 "c=o['apkovls'][0]['check']\n"
+                 "assert c['accepted'] and len(c['warnings'])==1 and c['warnings'][0].startswith(w), c\n"
+                 "assert c['warnings'][0] in o['warnings'], o['warnings']\n",
+                 (dir / "warning.txt").string()},
+                card.out);
+  EXPECT_EQ(py.exit_code, 0) << py.err << card.out;
+
+  fs::path tarball;
+  try {
+    tarball = fixture_tarball({"--size-mb", "4"});
+  } catch (const std::exception& e) {
+    GTEST_SKIP() << "fixture tarball unavailable: " << e.what();
+  }
+  auto run_it = cli(
+      {"--tarball", tarball.string(), "--apkovl", crlf.string(), "--output", (dir / "o.img").string(), "--dry-run"});
+  ASSERT_EQ(run_it.exit_code, 0) << run_it.err;
+  EXPECT_TRUE(contains(run_it.err, crlf.string() + ": " + warning)) << run_it.err;
+}
+
+// Gzip files that are no apkovl say what they are and what to do; with
+// --json only the error event.
+TEST(InspectApkovl, OtherGzipFilesSayWhatTheyAre) {
+  RPI_REQUIRE_TOOL("python3");
+  RPI_REQUIRE_TOOL("gzip");
+  RPI_REQUIRE_TOOL("sfdisk");
+  TempDir dir;
+  fs::path tarball;
+  try {
+    tarball = fixture_tarball({"--size-mb", "4"});
+  } catch (const std::exception& e) {
+    GTEST_SKIP() << "fixture tarball unavailable: " << e.what();
+  }
+  const fs::path img = dir / "pi.img";
+  ASSERT_EQ(sh("truncate -s 8M '" + img.string() + "' && printf 'label: dos\\nstart=2048, type=c\\n' | sfdisk -q '" +
+               img.string() + "' && gzip -n '" + img.string() + "'")
+                .exit_code,
+            0);
+  write_file(dir / "notes.txt", "hello\n");
+  ASSERT_EQ(sh("gzip -n '" + (dir / "notes.txt").string() + "'").exit_code, 0);
+  struct Case {
+    fs::path file;
+    std::vector<std::string> says;
+  } cases[] = {
+      {tarball, {" is an Alpine boot tarball (it holds ", "not an apkovl", "--tarball"}},
+      {dir / "pi.img.gz", {" is a gzip-compressed disk image: decompress it first (`zcat ", "bmaptool copy"}},
+      {dir / "notes.txt.gz", {" is gzip-compressed, but holds neither a tar archive (an apkovl) nor a disk image"}},
+  };
+  for (const auto& c : cases) {
+    auto r = cli({"inspect", c.file.string()});
+    EXPECT_EQ(r.exit_code, 1) << c.file << r.out;
+    EXPECT_EQ(r.out, "") << c.file;
+    EXPECT_EQ(r.err.find(c.file.string()), r.err.find(c.file.string() + " is ")) << r.err;
+    for (const auto& s : c.says) EXPECT_TRUE(contains(r.err, s)) << c.file << ": " << r.err;
+    auto j = cli({"inspect", "--json", c.file.string()});
+    EXPECT_EQ(j.exit_code, 1);
+    auto py = run({"python3", "-c",
+                   "import json,sys\n"
+                   "e=[json.loads(l) for l in sys.stdin if l.strip()]\n"
+                   "assert [x['type'] for x in e]==['error'] and e[0]['code']=='input', e\n"},
+                  j.out);
+    EXPECT_EQ(py.exit_code, 0) << py.err << j.out;
+  }
 }
 
 }  // namespace

@@ -591,3 +591,227 @@ TEST(ApkovlCheck, InspectDecompressesOnce) {
   EXPECT_FALSE(damaged.summary);
   EXPECT_EQ(damaged.problem, damaged.review.refusals[0]);
 }
+
+// ---- an etc/hostname that gives no valid host name -----------------------------
+
+namespace {
+
+// A name as the warning quotes it: a CR as \r.
+std::string quoted(const std::string& name) {
+  std::string out = "'";
+  for (char c : name) out += c == '\r' ? std::string("\\r") : std::string(1, c);
+  return out + "'";
+}
+
+}  // namespace
+
+// The warning agrees with what busybox `hostname -F` sets (hostname_cases,
+// seen running busybox in FromFileAgreesWithBusybox): none for a valid name;
+// for an invalid one, that name as what the Pi is called; for none, that the
+// Pi keeps its name.
+TEST(Hostname, FindingSaysWhatThePiIsCalled) {
+  for (const auto& c : hostname_cases()) {
+    const std::string w = hostname_finding("x.apkovl.tar.gz", c.text);
+    if (valid_hostname(c.sets)) {
+      EXPECT_EQ(w, "") << c.what;
+      continue;
+    }
+    ASSERT_FALSE(w.empty()) << c.what;
+    EXPECT_EQ(w.rfind("x.apkovl.tar.gz: etc/hostname ", 0), 0u) << w;
+    if (c.text.empty())
+      EXPECT_TRUE(contains(w, "is empty: Alpine's hostname service then calls the Pi 'localhost'")) << w;
+    else if (c.sets.empty())
+      EXPECT_TRUE(contains(w, "busybox `hostname -F` sets none, and the Pi keeps the kernel's default host name")) << w;
+    else
+      EXPECT_TRUE(contains(w, "the Pi is called " + quoted(c.sets))) << c.what << ": " << w;
+    EXPECT_TRUE(contains(w, "setup-hostname") || contains(w, "dos2unix")) << "says how to fix it: " << w;
+  }
+  // Why, where the text shows it.
+  EXPECT_TRUE(contains(hostname_finding("p", "kiosk-07\r\n"), "Windows (CR LF) line ends")) << "CR LF";
+  EXPECT_TRUE(contains(hostname_finding("p", "kiosk-07\r\n"), "`dos2unix etc/hostname`")) << "CR LF";
+  EXPECT_TRUE(contains(hostname_finding("p", "# one\n\n"), "only blank and '#' comment lines"));
+  EXPECT_TRUE(contains(hostname_finding("p", std::string(65, 'a') + "\n"), "longer than 64 characters"));
+  EXPECT_TRUE(contains(hostname_finding("p", "my_host\n"), "names 'my_host', which is no valid host name"));
+  // Bytes that are no text are shown escaped, never raw.
+  const std::string esc = hostname_finding("p", "x\x1b[2J\n");
+  EXPECT_TRUE(contains(esc, "'x\\x1b[2J'")) << esc;
+  EXPECT_FALSE(contains(esc, "\x1b")) << esc;
+}
+
+// Each apkovl whose etc/hostname gives the Pi no valid host name gets one
+// warning, from check_apkovl (--apkovl) and from inspect's review alike; the
+// Pi's own tools are the oracle for the name where they run here.
+TEST(ApkovlCheck, AnEtcHostnameWithoutAValidNameIsWarnedAbout) {
+  TempDir d;
+  const bool have_busybox = rpi::test::have_tool("busybox");
+  const bool can_set = have_busybox && busybox_sets(d, "x\n").has_value();
+  struct Case {
+    fs::path apkovl;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {with_hostname(d, "crlf.apkovl.tar.gz", "kiosk-07\r\n"), "the Pi is called 'kiosk-07\\r'"},
+      {with_hostname(d, "empty.apkovl.tar.gz", ""),
+       "is empty: Alpine's hostname service then calls the Pi 'localhost'"},
+      {with_hostname(d, "comments.apkovl.tar.gz", "# kiosk-07\n\n"), "only blank and '#' comment lines"},
+      {with_hostname(d, "under.apkovl.tar.gz", "my_host\n"), "the Pi is called 'my_host' all the same"},
+      {make(d, "no-hostname"), "has no etc/hostname: Alpine's hostname service then calls the Pi 'localhost'"},
+      {make(d, "hostname-symlink"),
+       "etc/hostname is a symbolic link to '/etc/other', not a file holding the host name"},
+  };
+  for (const auto& c : cases) {
+    Outcome o = check(c.apkovl);
+    ASSERT_TRUE(o.ok) << c.apkovl << ": " << o.error;
+    ASSERT_EQ(o.ok->warnings.size(), 1u) << c.apkovl << ":\n" << joined(o.ok->warnings);
+    EXPECT_EQ(o.ok->warnings[0].rfind(c.apkovl.string() + ": ", 0), 0u) << o.ok->warnings[0];
+    EXPECT_TRUE(contains(o.ok->warnings[0], c.says)) << o.ok->warnings[0];
+    EXPECT_EQ(o.ok->hostname, "") << c.apkovl;
+    // inspect's review (cards and bare apkovls) has the same warning.
+    const ApkovlInspection seen = inspect_apkovl(c.apkovl.string(), rpi::test::read_file(c.apkovl));
+    EXPECT_EQ(seen.review.check.warnings, o.ok->warnings);
+    EXPECT_EQ(seen.review.warnings, 1u);
+  }
+  // The name busybox sets on the Pi from the CR LF file, CR included.
+  if (can_set) {
+    EXPECT_EQ(busybox_hostname(d, cases[0].apkovl), "kiosk-07\r");
+  }
+  // A valid name, also after a CR-free second line: no warning.
+  for (const std::string text : {"kiosk-07\n", "kiosk-07 \r\n", "old\r\nkiosk-07\n"}) {
+    const fs::path p = with_hostname(d, "fine.apkovl.tar.gz", text);
+    if (can_set) {
+      ASSERT_EQ(busybox_hostname(d, p), "kiosk-07") << "the fixture does not do what it claims";
+    }
+    Outcome o = check(p);
+    ASSERT_TRUE(o.ok) << o.error;
+    EXPECT_TRUE(o.ok->warnings.empty()) << joined(o.ok->warnings);
+    EXPECT_EQ(o.ok->hostname, "kiosk-07");
+  }
+  // The last etc/hostname counts, as tar leaves it: a bad one replaced by a good one is fine.
+  Outcome twice = check(make(d, "hostname-twice"));
+  ASSERT_TRUE(twice.ok) << twice.error;
+  EXPECT_TRUE(twice.ok->warnings.empty()) << joined(twice.ok->warnings);
+  // An encrypted apkovl is not read: only the encryption is warned about.
+  fs::path enc = d / "myhost.apkovl.tar.gz.aes-256-cbc";
+  fs::copy_file(make(d, "no-hostname"), enc);
+  Outcome e = check(enc);
+  ASSERT_TRUE(e.ok) << e.error;
+  ASSERT_EQ(e.ok->warnings.size(), 1u) << joined(e.ok->warnings);
+  EXPECT_TRUE(contains(e.ok->warnings[0], "is encrypted")) << e.ok->warnings[0];
+}
+
+// ---- what a gzip file holds (inspect FILE) ---------------------------------------
+
+TEST(GzipGuess, TellsApkovlsFromBootTarballsAndCompressedImages) {
+  RPI_REQUIRE_TOOL("python3");
+  RPI_REQUIRE_TOOL("gzip");
+  TempDir d;
+  auto guess = [](const fs::path& p) {
+    std::string head = rpi::test::read_file(p);
+    if (head.size() > kGzipGuessBytes) head.resize(kGzipGuessBytes);
+    return guess_gzip_content(head);
+  };
+  auto gz = [&](const fs::path& p) {
+    auto r = rpi::test::sh("gzip -nkf '" + p.string() + "'");
+    if (r.exit_code != 0) throw std::runtime_error("gzip: " + r.err);
+    return fs::path(p.string() + ".gz");
+  };
+  // Apkovls: Python's tarfile, GNU tar (names with and without "./"), lbu's layout.
+  EXPECT_EQ(guess(make(d, "ok")).content, GzipContent::tar);
+  EXPECT_EQ(guess(make(d, "dot-slash")).content, GzipContent::tar);
+  EXPECT_EQ(guess(make(d, "hostile")).content, GzipContent::tar);
+  fs::create_directories(d / "tree/etc/apk");
+  rpi::test::write_file(d / "tree/etc/hostname", "pi\n");
+  rpi::test::write_file(d / "tree/etc/apk/world", "alpine-base\n");
+  ASSERT_EQ(rpi::test::sh("tar -czf '" + (d / "gnu.tgz").string() + "' -C '" + (d / "tree").string() + "' .").exit_code,
+            0);
+  EXPECT_EQ(guess(d / "gnu.tgz").content, GzipContent::tar);
+  // A boot tarball, as make_tarball.py makes one for the image engine's tests.
+  const fs::path boot = d / "boot.tar.gz";
+  auto r = rpi::test::run(
+      {"python3", (rpi::test::source_dir() / "tests/partition/make_tarball.py").string(), "ok", boot.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const GzipGuess b = guess(boot);
+  EXPECT_EQ(b.content, GzipContent::boot_tarball);
+  EXPECT_FALSE(b.why.empty());
+  // Compressed disk images: an MBR written by sfdisk, a FAT without one by mkfs.vfat.
+  if (rpi::test::have_tool("sfdisk")) {
+    const fs::path img = d / "mbr.img";
+    ASSERT_EQ(rpi::test::sh("truncate -s 4M '" + img.string() +
+                            "' && printf 'label: dos\\nstart=2048, type=c\\n' | "
+                            "sfdisk -q '" +
+                            img.string() + "'")
+                  .exit_code,
+              0);
+    EXPECT_EQ(guess(gz(img)).content, GzipContent::disk_image);
+  }
+  if (rpi::test::have_tool("mkfs.vfat")) {
+    const fs::path img = d / "fat.img";
+    ASSERT_EQ(
+        rpi::test::sh("truncate -s 4M '" + img.string() + "' && mkfs.vfat '" + img.string() + "' >/dev/null").exit_code,
+        0);
+    EXPECT_EQ(guess(gz(img)).content, GzipContent::disk_image);
+  }
+  // Other gzip data, damaged gzip data, no gzip at all.
+  rpi::test::write_file(d / "notes.txt", "hostname=pi\n");
+  EXPECT_EQ(guess(gz(d / "notes.txt")).content, GzipContent::other);
+  const GzipGuess bad =
+      guess_gzip_content(std::string("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", 10) + std::string(600, '\xff'));
+  EXPECT_EQ(bad.content, GzipContent::damaged);
+  EXPECT_FALSE(bad.why.empty());
+  EXPECT_EQ(guess(make(d, "plain-tar")).content, GzipContent::not_gzip);
+  EXPECT_EQ(guess_gzip_content("").content, GzipContent::not_gzip);
+  // Only the start is needed: an apkovl cut after 200 bytes is still one.
+  std::string start = rpi::test::read_file(make(d, "ok"));
+  EXPECT_EQ(guess_gzip_content(start.substr(0, std::min<std::size_t>(start.size(), 200))).content, GzipContent::tar);
+}
+
+namespace {
+
+// `data` gzip-compressed by zlib (gzip wrapper).
+std::string gzip_bytes(const std::string& data) {
+  z_stream zs{};
+  if (deflateInit2(&zs, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK) throw std::runtime_error("deflateInit2");
+  std::string out(deflateBound(&zs, data.size()) + 64, '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  zs.avail_in = static_cast<uInt>(data.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  const int rc = deflate(&zs, Z_FINISH);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  if (rc != Z_STREAM_END) throw std::runtime_error("deflate");
+  return out;
+}
+
+}  // namespace
+
+// Tar headers are hostile input too: sizes, names, GNU and pax records
+// mangled at random never make the guess read out of bounds or loop.
+TEST(GzipGuess, MangledTarHeadersAreJudgedSafely) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  const std::string tar = rpi::test::read_file(make(d, "plain-tar"));
+  ASSERT_GE(tar.size(), 2048u);
+  EXPECT_EQ(guess_gzip_content(gzip_bytes(tar)).content, GzipContent::tar);
+  std::uint32_t x = 12345;
+  auto next = [&] {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
+  };
+  for (int i = 0; i < 500; ++i) {
+    std::string t = tar;
+    for (int k = 0, n = 1 + static_cast<int>(next() % 8); k < n; ++k) {
+      const std::size_t at = next() % 2048;
+      // Size fields and type flags most often; anything else too.
+      const std::size_t block = at / 512 * 512;
+      const std::size_t pos = next() % 3 == 0 ? block + 124 + next() % 12 : next() % 3 == 0 ? block + 156 : at;
+      t[pos] = static_cast<char>(next() % 3 == 0 ? '7' : next() % 256);
+    }
+    const GzipGuess g = guess_gzip_content(gzip_bytes(t));
+    EXPECT_TRUE(g.content == GzipContent::tar || g.content == GzipContent::boot_tarball ||
+                g.content == GzipContent::other || g.content == GzipContent::disk_image)
+        << i;
+  }
+}

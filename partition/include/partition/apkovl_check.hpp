@@ -23,7 +23,9 @@ struct ApkovlCheck {
   // valid_hostname). "" when there is none, it is not a regular file, it is
   // invalid, or the apkovl is encrypted.
   std::string hostname;
-  std::vector<std::string> warnings;  // harmless-but-odd findings
+  std::vector<std::string> warnings;  // harmless-but-odd findings (among them: an
+                                      // etc/hostname that gives no valid host name,
+                                      // see hostname_finding)
 };
 
 // Above this an apkovl still boots but costs that much RAM on every boot
@@ -35,8 +37,10 @@ inline constexpr std::uint64_t kApkovlWarnUnpacked = 64ull << 20;
 // that are not gzip (busybox `tar -z` needs the gzip magic) or whose gzip data
 // is damaged (CRC-32/length trailer, truncation), more than kApkovlMaxUnpacked
 // unpacked bytes, and members with absolute paths or "..", or hard links
-// to such targets. Warns about device nodes, FIFOs, root members and big
-// overlays. Encrypted apkovls (".apkovl.tar.gz.<cipher>") are accepted unread.
+// to such targets. Warns about device nodes, FIFOs, root members, big
+// overlays and an etc/hostname that gives no valid host name (absent, empty,
+// only comments, CR LF line ends, not a regular file: see hostname_finding).
+// Encrypted apkovls (".apkovl.tar.gz.<cipher>") are accepted unread.
 ApkovlCheck check_apkovl(const std::string& path, const std::string& data);
 
 // The same checks with nothing thrown for what the data holds, for `inspect`,
@@ -79,6 +83,34 @@ std::string hostname_from_file(std::string_view text);
 // labels of 1..63 letters, digits and '-' (RFC 1123), not starting or ending
 // in '-'.
 bool valid_hostname(std::string_view name) noexcept;
+
+// The review's warning about the text of an apkovl's etc/hostname (a regular
+// file) that gives no valid host name as hostname_from_file reads it, prefixed
+// with `path`: why (empty, only blank and comment lines, a name longer than 64
+// bytes, Windows CR LF line ends, an invalid name), what the Pi is called then
+// (the name busybox `hostname -F` sets; 'localhost' for an empty file, as
+// Alpine's hostname service skips `-F` for one; the kernel's default when it
+// sets none) and how to fix it. "" when the text gives a valid host name.
+std::string hostname_finding(const std::string& path, std::string_view text);
+
+// What a gzip-compressed file holds, judged from its first bytes (pass at
+// least kGzipGuessBytes of the file when it is that long): for `inspect FILE`,
+// which reads disk images and apkovls and says what other files are.
+enum class GzipContent {
+  not_gzip,      // no gzip magic: not this function's business
+  tar,           // a tar archive with none of the members below: an apkovl
+  boot_tarball,  // a tar with an Alpine boot tarball's members (boot/, apks/, cmdline.txt, ...)
+  disk_image,    // a compressed disk image (an MBR or a FAT boot sector first)
+  other,         // gzip, but neither a tar nor a disk image
+  damaged,       // gzip data that does not decompress from the start
+};
+struct GzipGuess {
+  GzipContent content = GzipContent::not_gzip;
+  std::string why;  // boot_tarball: the member that tells ("./cmdline.txt"); damaged: zlib's message
+};
+inline constexpr std::size_t kGzipGuessBytes = 1u << 20;
+// Throws only rpi::Error(internal) (zlib unusable).
+GzipGuess guess_gzip_content(const std::string& head);
 
 // The gzip layer alone, judged as busybox's gunzip judges it: the data must
 // start with a gzip header; every member's CRC-32 and length are checked;
