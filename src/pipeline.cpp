@@ -12,11 +12,8 @@
 #include <set>
 #include <sstream>
 
-#include <archive.h>
-#include <archive_entry.h>
-
 #include "partition/apkovl_check.hpp"
-#include "rpi/archive_reader.hpp"
+#include "partition/tarball_rules.hpp"
 #include "rpi/digest.hpp"
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
@@ -75,67 +72,14 @@ std::vector<std::string> mirror_override_warnings(const std::vector<std::string>
   return w;
 }
 
-namespace {
-// libarchive's message for `a`, which it may not have.
-std::string archive_message(archive* a) {
-  const char* m = archive_error_string(a);
-  return m ? m : "unreadable (libarchive gives no reason)";
-}
-}  // namespace
-
 TarballScan scan_tarball(const std::filesystem::path& tarball, const std::set<std::string>& wanted, bool force) {
-  const std::string tname = tarball.string();
-  {
-    Fd fd = open_or_throw(tname, O_RDONLY);
-    unsigned char magic[2] = {0, 0};
-    if (::read(fd.get(), magic, 2) != 2 || magic[0] != 0x1f || magic[1] != 0x8b)
-      throw Error(Errc::input, tname + " is not gzip-compressed (expected a .tar.gz)");
-  }
-  rpi::ArchiveReader reader(archive_read_new());
-  archive* a = reader.get();
-  if (!a) throw Error(Errc::internal, "libarchive: out of memory");
-  archive_read_support_filter_gzip(a);
-  archive_read_support_format_tar(a);
-  if (archive_read_open_filename(a, tname.c_str(), 1 << 16) != ARCHIVE_OK)
-    throw Error(Errc::input, tname + ": " + archive_message(a));
-  TarballScan scan;
-  bool cmdline = false, config = false, boot = false;
-  archive_entry* e = nullptr;
-  for (;;) {
-    const int rc = archive_read_next_header(a, &e);
-    if (rc == ARCHIVE_EOF) break;
-    if (rc < ARCHIVE_WARN) throw Error(Errc::input, tname + ": " + archive_message(a));
-    std::string path = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
-    while (path.rfind("./", 0) == 0) path.erase(0, 2);
-    const bool dir = archive_entry_filetype(e) == AE_IFDIR;
-    while (!path.empty() && path.back() == '/') path.pop_back();
-    const std::string low = ascii_lower(path);
-    if (low.empty()) continue;
-    if (low.rfind("boot/", 0) == 0 || (low == "boot" && dir)) boot = true;
-    if (low.find('/') != std::string::npos || dir) continue;
-    if (low == "cmdline.txt") cmdline = true;
-    if (low == "config.txt") config = true;
-    if (low.find(".apkovl.tar.gz") != std::string::npos) scan.apkovls.push_back(path);
-    if (wanted.count(low) && archive_entry_size(e) <= (1 << 20)) {
-      std::string data;
-      char buf[16384];
-      for (la_ssize_t n; (n = archive_read_data(a, buf, sizeof buf)) != 0;) {
-        if (n < 0) throw Error(Errc::input, tname + ": cannot read " + path + ": " + archive_message(a));
-        data.append(buf, static_cast<std::size_t>(n));
-      }
-      scan.root_files[low] = std::move(data);
-    }
-  }
-  if (!force) {
-    std::vector<std::string> missing;
-    if (!cmdline) missing.push_back("cmdline.txt");
-    if (!config) missing.push_back("config.txt");
-    if (!boot) missing.push_back("boot/");
-    if (!missing.empty())
-      throw Error(Errc::input, tname + " does not look like an Alpine Raspberry Pi tarball (no " + join(missing) +
-                                   "); use --force to write it anyway");
-  }
-  return scan;
+  // The build's own pass over the tarball, writing nothing: the plan fails where
+  // the run fails, with the run's message.
+  partition::ImageOptions o;
+  o.force = force;
+  for (const auto& name : wanted) o.edits.emplace(name, nullptr);
+  partition::TarballScan s = partition::scan_tarball(tarball, o);
+  return TarballScan{std::move(s.root_files), std::move(s.apkovls)};
 }
 
 void require_spec_tarball(const std::string& path, const std::string& spec_path) {

@@ -22,6 +22,7 @@
 #include "fat_writer.hpp"
 #include "gzip_source.hpp"
 #include "partition/mbr.hpp"
+#include "partition/tarball_rules.hpp"
 #include "rpi/archive_reader.hpp"
 #include "rpi/atomic_file.hpp"
 #include "rpi/digest.hpp"
@@ -35,17 +36,11 @@ namespace rpi::partition {
 namespace {
 
 constexpr std::uint64_t MiB = 1ull << 20;
-constexpr std::size_t kMaxDepth = 32;
-constexpr std::size_t kMaxEditedFile = 1 << 20;
 constexpr std::uint64_t kChecksumPiece = 4 * MiB;
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
-}
-
-bool is_apkovl_name(const std::string& name) {
-  return lower(name).find(".apkovl.tar.gz") != std::string::npos;
 }
 
 // The label as stored: upper case, at most 11 bytes, none of the characters
@@ -90,46 +85,6 @@ std::optional<std::uint64_t> gzip_size_hint(int fd, std::uint64_t file_size) {
   return isize;
 }
 
-struct EntryPath {
-  std::vector<std::string> parts;
-  std::string display;  // as stored in the tarball
-};
-
-// Normalises a tar member name (tech-brief §6.1): "./" prefixes, "//" and "."
-// dropped; absolute names and ".." components refused.
-EntryPath parse_path(const char* raw, const std::string& tarball) {
-  EntryPath p;
-  if (!raw) throw Error(Errc::input, tarball + ": an entry has a name that is not valid UTF-8");
-  for (const char* c = raw; *c; ++c) {
-    unsigned char u = static_cast<unsigned char>(*c);
-    if (u < 0x20 || u == 0x7F) {
-      char esc[8];
-      std::snprintf(esc, sizeof esc, "\\x%02x", u);
-      p.display += esc;
-    } else {
-      p.display.push_back(*c);
-    }
-  }
-  if (p.display.empty()) throw Error(Errc::input, tarball + ": an entry has an empty name");
-  if (p.display.front() == '/')
-    throw Error(Errc::input, tarball + ": entry '" + p.display + "' has an absolute path; refusing it");
-  const std::string name = raw;
-  std::size_t start = 0;
-  while (start <= name.size()) {
-    std::size_t slash = name.find('/', start);
-    std::string comp = name.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
-    if (comp == "..")
-      throw Error(Errc::input, tarball + ": entry '" + p.display + "' has a '..' component; refusing it");
-    if (!comp.empty() && comp != ".") p.parts.push_back(comp);
-    if (slash == std::string::npos) break;
-    start = slash + 1;
-  }
-  if (p.parts.size() > kMaxDepth)
-    throw Error(Errc::input,
-                tarball + ": entry '" + p.display + "' is nested deeper than " + std::to_string(kMaxDepth));
-  return p;
-}
-
 std::string archive_message(archive* a) {
   const char* m = archive_error_string(a);
   return m ? m : "unknown libarchive error";
@@ -147,6 +102,16 @@ std::optional<std::string> boot_package_name(const std::vector<std::string>& par
   const auto ver = stem.rfind('-', rel - 1);
   if (ver == std::string::npos || ver == 0) return std::nullopt;
   return stem.substr(0, ver);
+}
+
+// The tarball, opened to read: a regular file of *size bytes.
+Fd open_tarball(const std::string& tname, std::uint64_t* size) {
+  Fd fd = open_or_throw(tname, O_RDONLY);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw_errno("cannot read " + tname);
+  if (!S_ISREG(st.st_mode)) throw Error(Errc::input, tname + " is not a regular file");
+  *size = static_cast<std::uint64_t>(st.st_size);
+  return fd;
 }
 
 // libarchive reads the tar stream from our GzipSource through this callback.
@@ -259,10 +224,8 @@ ImagePlan plan_image(const ImageOptions& o, std::optional<std::uint64_t> tarball
 }
 
 std::uint64_t tarball_content_estimate(const std::filesystem::path& tarball) {
-  Fd fd = open_or_throw(tarball.string(), O_RDONLY);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw_errno("cannot read " + tarball.string());
-  const auto size = static_cast<std::uint64_t>(st.st_size);
+  std::uint64_t size = 0;
+  Fd fd = open_tarball(tarball.string(), &size);
   return gzip_size_hint(fd.get(), size).value_or(size * 2);
 }
 
@@ -369,75 +332,52 @@ Errc no_space_code(const Job& j) {
   }
 }
 
-}  // namespace
-
-ImageResult build_image(const std::filesystem::path& tarball, const std::filesystem::path& output,
-                        const ImageOptions& options) {
-  return build_images(tarball, {ImageJob{output, options}}).front();
+// The lower-case names of the files `o` places at the FAT root (they replace
+// the tarball's files of those names); throws for a name FAT cannot hold there.
+std::set<std::string> extra_names(const ImageOptions& o) {
+  std::set<std::string> names;
+  for (const auto& x : o.extra_files) {
+    if (x.name.empty() || x.name.find('/') != std::string::npos || fatname::invalid_reason(x.name))
+      throw Error(Errc::usage, "cannot place a file named '" + x.name + "' at the FAT root");
+    names.insert(lower(x.name));
+  }
+  return names;
 }
 
-std::vector<ImageResult> build_images(const std::filesystem::path& tarball, const std::vector<ImageJob>& specs,
-                                      const std::function<void()>& before_commit) {
-  Utf8ThreadLocale utf8;
-  if (specs.empty()) return {};
-  const std::string tname = tarball.string();
-  const EventSink& events = specs.front().options.events;
-  const std::string progress_name =
-      specs.size() == 1 ? specs.front().output.filename().string() : std::to_string(specs.size()) + " images";
+// What the pass over the tarball found, the same for every job.
+struct Walk {
+  std::int64_t newest = 0;           // the latest (clamped) time of an entry
+  std::vector<std::string> dropped;  // the tarball's own apkovls, left out
+  std::set<std::string> boot_packages;
+  std::map<std::string, std::string> originals;  // names of edits -> the tarball's bytes (without write_data)
+};
 
-  Fd tar_fd = open_or_throw(tname, O_RDONLY);
-  struct stat st {};
-  if (::fstat(tar_fd.get(), &st) != 0) throw_errno("cannot read " + tname);
-  if (!S_ISREG(st.st_mode)) throw Error(Errc::input, tname + " is not a regular file");
-  const std::uint64_t tar_size = static_cast<std::uint64_t>(st.st_size);
-  const std::optional<std::uint64_t> hint = gzip_size_hint(tar_fd.get(), tar_size);
-
-  std::vector<Job> jobs(specs.size());
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    Job& j = jobs[i];
-    const ImageOptions& o = specs[i].options;
-    j.options = &o;
-    j.output = specs[i].output;
-    j.oname = j.output.string();
-    for (const auto& x : o.extra_files) {
-      if (x.name.empty() || x.name.find('/') != std::string::npos || fatname::invalid_reason(x.name))
-        throw Error(Errc::usage, "cannot place a file named '" + x.name + "' at the FAT root");
-      j.extra_names.insert(lower(x.name));
-    }
-    j.content_estimate = hint ? *hint : tar_size * 2;
-    ImagePlan plan = plan_image(o, j.content_estimate);
-    j.label = plan.label;
-    j.res.image_size = plan.image_size;
-    j.res.size_reason = plan.size_reason;
-    j.res.geometry = plan.geometry;
-    j.capacity = plan.capacity;
-    const FatGeometry& g = j.res.geometry;
-    // Created 0600 (an apkovl holds password hashes and keys), renamed at the end.
-    j.img = std::make_unique<AtomicFile>(j.output, 0600);
-    if (::ftruncate(j.img->fd(), static_cast<off_t>(j.res.image_size)) != 0) throw_errno("cannot size " + j.oname);
-    j.fw = std::make_unique<FatWriter>(j.img->fd(), j.oname, g);
-    j.fw->set_context(tname);
-    j.fingerprint = std::make_unique<Digest>(Digest::Algo::sha256);
-  }
+// The one pass over the tarball: every entry is checked by the rules of
+// tarball_rules.hpp and placed in the FAT of every job. With `write_data`
+// false (scan_tarball) the data are read and checked all the same, and only
+// the names go into the FATs; edited files' bytes are kept in Walk::originals.
+Walk walk_tarball(int tar_fd, const std::string& tname, std::uint64_t tar_size, std::vector<Job>& jobs, bool write_data,
+                  const std::string& progress_name) {
+  const ImageOptions& first = *jobs.front().options;
+  const EventSink& events = first.events;
+  const std::optional<std::int64_t> sde = first.source_date_epoch;
+  const std::atomic<bool>* cancel = first.cancel;
 
   ArchiveReader a(archive_read_new());
   if (!a) throw Error(Errc::internal, "libarchive: out of memory");
   archive_read_support_format_tar(a.get());
-  GzipSource gz(tar_fd.get(), tname);
+  GzipSource gz(tar_fd, tname);
   TarFeed feed{&gz, nullptr};
   if (archive_read_open(a.get(), &feed, nullptr, feed_read, nullptr) != ARCHIVE_OK) {
     rethrow_feed(feed);
     throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + archive_message(a.get()) + ")");
   }
 
-  std::int64_t newest = 0;
+  Walk w;
   std::uint64_t entries = 0;
   std::uint64_t next_progress = 0;
   std::string current;
   std::uint64_t current_size = 0;
-  std::vector<std::string> dropped;
-  std::set<std::string> boot_packages;
-  const std::optional<std::int64_t> sde = specs.front().options.source_date_epoch;
   auto clamp_time = [&](std::int64_t t) { return sde && t > *sde ? *sde : t; };
   auto for_each_job = [&](auto&& fn) {
     for (Job& j : jobs) {
@@ -450,7 +390,6 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
     }
   };
 
-  const std::atomic<bool>* cancel = specs.front().options.cancel;
   for (;;) {
     if (cancelled(cancel)) throw Cancelled{};
     archive_entry* e = nullptr;
@@ -462,23 +401,23 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
       if (entries == 0) throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + msg + ")");
       throw Error(Errc::input, tname + " is damaged after entry '" + current + "': " + msg);
     }
-    EntryPath path = parse_path(archive_entry_pathname_utf8(e), tname);
+    EntryPath path = parse_entry_path(archive_entry_pathname_utf8(e), tname);
     current = path.display;
     ++entries;
     if (path.parts.empty()) continue;  // the "./" root entry
     const std::string rel = join(path.parts, "/");
     const std::int64_t mtime = clamp_time(archive_entry_mtime(e));
-    newest = std::max(newest, mtime);
+    w.newest = std::max(w.newest, mtime);
     const DosTime dt = DosTime::from_unix(mtime);
     const char* hardlink = archive_entry_hardlink_utf8(e);
     const auto type = archive_entry_filetype(e);
     const std::int64_t declared = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
-    const std::string fp_line =
-        rel + "\n" + std::to_string(type) + " " + std::to_string(declared) + " " + std::to_string(mtime) + "\n";
-    for (Job& j : jobs) {
-      j.fingerprint->update(fp_line);
-      j.skip_current = false;
+    if (write_data) {
+      const std::string fp_line =
+          rel + "\n" + std::to_string(type) + " " + std::to_string(declared) + " " + std::to_string(mtime) + "\n";
+      for (Job& j : jobs) j.fingerprint->update(fp_line);
     }
+    for (Job& j : jobs) j.skip_current = false;
     const std::vector<std::string> parent_parts(path.parts.begin(), path.parts.end() - 1);
     const std::string& name = path.parts.back();
     const bool at_root = parent_parts.empty();
@@ -488,25 +427,11 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
       for_each_job([&](Job& j) { j.fw->make_dir(path.parts, dt, true, path.display); });
       continue;
     }
-    if (type == AE_IFLNK)
-      throw Error(Errc::input, tname + ": entry '" + path.display + "' is a symbolic link; FAT cannot store links");
-    if (!hardlink && type != AE_IFREG) {
-      const char* what = type == AE_IFCHR || type == AE_IFBLK ? "a device node"
-                         : type == AE_IFIFO                   ? "a FIFO"
-                         : type == AE_IFSOCK                  ? "a socket"
-                                                              : "of an unknown type";
-      throw Error(Errc::input,
-                  tname + ": entry '" + path.display + "' is " + what + "; FAT can store only files and directories");
-    }
-    if (declared > 0xFFFFFFFFll)
-      throw Error(Errc::input, tname + ": entry '" + path.display + "' has " +
-                                   format_size(static_cast<std::uint64_t>(declared)) +
-                                   ", more than FAT's file size limit of 4 GiB - 1");
-    if (auto pkg = boot_package_name(path.parts)) boot_packages.insert(*pkg);
-    if (at_root && is_apkovl_name(name)) {
-      dropped.push_back(rel);
-      emit(events,
-           Event{"note", progress_name, 0, 0, "left out the tarball's " + rel + " (the card gets exactly one apkovl)"});
+    check_entry(type, hardlink != nullptr, declared, tname, path.display);
+    if (auto pkg = boot_package_name(path.parts)) w.boot_packages.insert(*pkg);
+    if (at_root && is_old_apkovl(name)) {
+      w.dropped.push_back(rel);
+      emit(events, Event{"note", progress_name, 0, 0, left_out_apkovl_note(rel)});
       continue;
     }
     bool any = false;
@@ -519,8 +444,19 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
     const bool read_only = (archive_entry_perm(e) & 0222) == 0;
     for_each_job([&](Job& j) { j.current_parent = j.fw->make_dir(parent_parts, dt, false, path.display); });
 
+    bool edited = false;
+    for (Job& j : jobs)
+      if (!j.skip_current && at_root && find_edit(j.options->edits, name) != j.options->edits.end()) edited = true;
+
     if (hardlink && declared <= 0) {
-      EntryPath target = parse_path(hardlink, tname);
+      EntryPath target = parse_entry_path(hardlink, tname);
+      // The link is stored as a copy of its target, already written: its
+      // changes could not be made.
+      if (edited)
+        throw Error(Errc::input, tname + ": entry '" + path.display + "' is a hard link to '" + target.display +
+                                     "', and the changes the spec makes to " + name +
+                                     " can be made only to a file of its own; store it in the tarball as a regular "
+                                     "file");
       for_each_job([&](Job& j) {
         auto src = j.fw->find(target.parts);
         if (!src || j.fw->is_dir(*src))
@@ -531,11 +467,9 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
       continue;
     }
 
-    bool edited = false;
-    for (Job& j : jobs)
-      if (!j.skip_current && at_root && j.options->edits.count(name)) edited = true;
     for_each_job([&](Job& j) { j.fw->begin_file(j.current_parent, name, dt, read_only, path.display); });
     if (edited) {
+      check_edit_size(tname, path.display, static_cast<std::uint64_t>(current_size));
       std::string original;
       char buf[65536];
       for (;;) {
@@ -546,11 +480,14 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
         }
         if (n == 0) break;
         original.append(buf, static_cast<std::size_t>(n));
-        if (original.size() > kMaxEditedFile)
-          throw Error(Errc::input, tname + ": entry '" + path.display + "' is too large to edit (over 1 MiB)");
+        check_edit_size(tname, path.display, original.size());
       }
       for_each_job([&](Job& j) {
-        auto it = j.options->edits.find(name);
+        auto it = find_edit(j.options->edits, name);
+        if (!write_data) {
+          if (it != j.options->edits.end()) w.originals[it->first] = original;
+          return;
+        }
         std::string bytes = it == j.options->edits.end() ? original : it->second(original);
         // The edited bytes name the image too: two cards that differ only in
         // cmdline.txt (apkovl=URL per host) must not share a disk id.
@@ -571,50 +508,95 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
           throw Error(Errc::input, tname + ": entry '" + path.display + "': " + archive_message(a.get()));
         }
         const std::uint64_t gap = static_cast<std::uint64_t>(off) > pos ? static_cast<std::uint64_t>(off) - pos : 0;
-        for_each_job([&](Job& j) {
-          if (gap) j.fw->write_zeros(gap);
-          j.fw->write(buf, len);
-        });
+        if (write_data)
+          for_each_job([&](Job& j) {
+            if (gap) j.fw->write_zeros(gap);
+            j.fw->write(buf, len);
+          });
         pos = static_cast<std::uint64_t>(off) + len;
       }
-      if (declared > 0 && pos < static_cast<std::uint64_t>(declared))  // sparse tail
+      if (write_data && declared > 0 && pos < static_cast<std::uint64_t>(declared))  // sparse tail
         for_each_job([&](Job& j) { j.fw->write_zeros(static_cast<std::uint64_t>(declared) - pos); });
     }
     for_each_job([&](Job& j) { j.fw->end_file(); });
-    if (jobs.front().fw->bytes_written() >= next_progress) {
+    if (write_data && jobs.front().fw->bytes_written() >= next_progress) {
       next_progress = jobs.front().fw->bytes_written() + 8 * MiB;
       emit(events, Event{"build", progress_name, gz.compressed_bytes(), tar_size, ""});
     }
   }
   if (entries == 0) throw Error(Errc::input, tname + " is an empty archive");
+  return w;
+}
+
+// The checks of the tree a job's FAT got from the tarball: the Alpine boot
+// files (unless forced); returns the warnings about edits that found no file.
+std::vector<std::string> check_tree(const FatWriter& fw, const ImageOptions& o, const std::string& tname) {
+  const RootLookup root = [&fw](const std::string& name) -> std::optional<bool> {
+    auto n = fw.find({name});
+    return n ? std::optional<bool>(fw.is_dir(*n)) : std::nullopt;
+  };
+  if (!o.force) require_boot_files(tname, missing_boot_files(root));
+  std::vector<std::string> warnings;
+  for (const auto& [name, fn] : o.edits)
+    if (edit_finds_no_file(root, name)) warnings.push_back(edit_not_applied_warning(name));
+  return warnings;
+}
+
+}  // namespace
+
+ImageResult build_image(const std::filesystem::path& tarball, const std::filesystem::path& output,
+                        const ImageOptions& options) {
+  return build_images(tarball, {ImageJob{output, options}}).front();
+}
+
+std::vector<ImageResult> build_images(const std::filesystem::path& tarball, const std::vector<ImageJob>& specs,
+                                      const std::function<void()>& before_commit) {
+  Utf8ThreadLocale utf8;
+  if (specs.empty()) return {};
+  const std::string tname = tarball.string();
+  const EventSink& events = specs.front().options.events;
+  const std::string progress_name =
+      specs.size() == 1 ? specs.front().output.filename().string() : std::to_string(specs.size()) + " images";
+
+  std::uint64_t tar_size = 0;
+  Fd tar_fd = open_tarball(tname, &tar_size);
+  const std::optional<std::uint64_t> hint = gzip_size_hint(tar_fd.get(), tar_size);
+
+  std::vector<Job> jobs(specs.size());
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    Job& j = jobs[i];
+    const ImageOptions& o = specs[i].options;
+    j.options = &o;
+    j.output = specs[i].output;
+    j.oname = j.output.string();
+    j.extra_names = extra_names(o);
+    j.content_estimate = hint ? *hint : tar_size * 2;
+    ImagePlan plan = plan_image(o, j.content_estimate);
+    j.label = plan.label;
+    j.res.image_size = plan.image_size;
+    j.res.size_reason = plan.size_reason;
+    j.res.geometry = plan.geometry;
+    j.capacity = plan.capacity;
+    const FatGeometry& g = j.res.geometry;
+    // Created 0600 (an apkovl holds password hashes and keys), renamed at the end.
+    j.img = std::make_unique<AtomicFile>(j.output, 0600);
+    if (::ftruncate(j.img->fd(), static_cast<off_t>(j.res.image_size)) != 0) throw_errno("cannot size " + j.oname);
+    j.fw = std::make_unique<FatWriter>(j.img->fd(), j.oname, g);
+    j.fw->set_context(tname);
+    j.fingerprint = std::make_unique<Digest>(Digest::Algo::sha256);
+  }
+
+  const Walk walk = walk_tarball(tar_fd.get(), tname, tar_size, jobs, true, progress_name);
   emit(events, Event{"build", progress_name, tar_size, tar_size, ""});
 
-  const std::int64_t build_time = newest ? newest : sde.value_or(0);
+  const std::int64_t build_time = walk.newest ? walk.newest : specs.front().options.source_date_epoch.value_or(0);
   const DosTime bt = DosTime::from_unix(build_time);
   for (Job& j : jobs) {
     FatWriter& fw = *j.fw;
     const ImageOptions& o = *j.options;
-    if (!o.force) {
-      std::vector<std::string> missing;
-      auto cmdline = fw.find({"cmdline.txt"});
-      auto config = fw.find({"config.txt"});
-      auto boot = fw.find({"boot"});
-      if (!cmdline || fw.is_dir(*cmdline)) missing.push_back("cmdline.txt");
-      if (!config || fw.is_dir(*config)) missing.push_back("config.txt");
-      if (!boot || !fw.is_dir(*boot)) missing.push_back("boot/");
-      if (!missing.empty()) {
-        std::string list;
-        for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
-        throw Error(Errc::input, tname + " does not look like an Alpine Raspberry Pi tarball (no " + list +
-                                     "); use --force to write it anyway");
-      }
-    }
-    for (const auto& [name, fn] : o.edits)
-      if (!fw.find({name}))
-        emit(events, Event{"warning", j.oname, 0, 0,
-                           "the tarball has no " + name + ": the changes the spec makes to it were not applied"});
-    j.res.dropped.insert(j.res.dropped.begin(), dropped.begin(), dropped.end());
-    j.res.boot_packages.assign(boot_packages.begin(), boot_packages.end());
+    for (const auto& w : check_tree(fw, o, tname)) emit(events, Event{"warning", j.oname, 0, 0, w});
+    j.res.dropped.insert(j.res.dropped.begin(), walk.dropped.begin(), walk.dropped.end());
+    j.res.boot_packages.assign(walk.boot_packages.begin(), walk.boot_packages.end());
     try {
       for (const auto& x : o.extra_files) {
         fw.begin_file(fw.root(), x.name, bt, false, x.name);
@@ -679,6 +661,32 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
     out.push_back(std::move(jobs[i].res));
   }
   return out;
+}
+
+TarballScan scan_tarball(const std::filesystem::path& tarball, const ImageOptions& options) {
+  Utf8ThreadLocale utf8;
+  const std::string tname = tarball.string();
+  std::uint64_t tar_size = 0;
+  Fd tar_fd = open_tarball(tname, &tar_size);
+  // What the scan finds, it returns: no events, and the edits only by name.
+  ImageOptions o;
+  o.force = options.force;
+  for (const auto& [name, fn] : options.edits) o.edits.emplace(name, nullptr);
+  std::vector<Job> jobs(1);
+  Job& j = jobs.front();
+  j.options = &o;
+  j.oname = tname;
+  j.extra_names = extra_names(options);
+  // The FAT of the build without its bytes: it checks the names as the build's
+  // does, and nothing is written through it (it has no file).
+  j.fw = std::make_unique<FatWriter>(-1, tname, image_geometry(min_image_size(), ""));
+  j.fw->set_context(tname);
+  Walk walk = walk_tarball(tar_fd.get(), tname, tar_size, jobs, false, tname);
+  TarballScan scan;
+  scan.warnings = check_tree(*j.fw, o, tname);
+  scan.root_files = std::move(walk.originals);
+  scan.apkovls = std::move(walk.dropped);
+  return scan;
 }
 
 }  // namespace rpi::partition

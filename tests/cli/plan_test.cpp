@@ -6,7 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -219,6 +221,166 @@ TEST(Plan, EditsAndLeftOutFilesAreThoseOfTheRun) {
     fs::remove(img);
     fs::remove(fs::path(img.string() + ".bmap"));
   }
+}
+
+namespace {
+
+// A tarball of tests/partition/make_tarball.py: the Alpine-like boot tree with one twist.
+fs::path crafted_tarball(const std::string& kind, const TempDir& d) {
+  const fs::path out = d / (kind + ".tar.gz");
+  auto r = rpi::test::run(
+      {"python3", (rpi::test::source_dir() / "tests/partition/make_tarball.py").string(), kind, out.string()});
+  EXPECT_EQ(r.exit_code, 0) << kind << ": " << r.err;
+  return out;
+}
+
+// The "rpi-provision: error: ..." line of `err`, or "".
+std::string error_line(const std::string& err) {
+  const auto at = err.find("rpi-provision: error: ");
+  return at == std::string::npos ? std::string() : err.substr(at, err.find('\n', at) - at);
+}
+
+// The text of the first line of `out` that holds `what`, after "warning: ", or "".
+std::string warning_with(const std::string& out, const std::string& what) {
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);)
+    if (contains(line, what) && contains(line, "warning: ")) return line.substr(line.find("warning: ") + 9);
+  return "";
+}
+
+// A spec whose cards get a changed cmdline.txt.
+fs::path editing_spec(const TempDir& d) {
+  const fs::path spec = d / "edit.toml";
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n[boot]\ncmdline = "
+                        "[\"consoleblank=0\"]\n");
+  return spec;
+}
+
+struct TarballCase {
+  const char* kind;     // of make_tarball.py
+  const char* message;  // what the run says
+  bool force = false;
+};
+
+void PrintTo(const TarballCase& c, std::ostream* os) {
+  *os << c.kind << (c.force ? " --force" : "");
+}
+
+class PlanOnATarball : public ::testing::TestWithParam<TarballCase> {};
+
+}  // namespace
+
+// Each of these tarballs the plan once judged otherwise than the run (it
+// passed it, or refused it with another message): both read it the same way
+// now (partition::scan_tarball), and refuse it with one message and exit code.
+TEST_P(PlanOnATarball, FailsAsTheRunFails) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  const TarballCase& c = GetParam();
+  std::vector<std::string> args = {"--spec",    editing_spec(d).string(),
+                                   "--tarball", crafted_tarball(c.kind, d).string(),
+                                   "--output",  (d / "o.img").string()};
+  if (c.force) args.push_back("--force");
+  auto run = cli(args);
+  args.push_back("--dry-run");
+  auto plan = cli(args);
+  EXPECT_EQ(run.exit_code, 1) << run.out << run.err;
+  EXPECT_TRUE(contains(error_line(run.err), c.message)) << run.err;
+  EXPECT_EQ(plan.exit_code, run.exit_code) << plan.out << plan.err;
+  EXPECT_EQ(error_line(plan.err), error_line(run.err)) << "the plan's message differs from the run's";
+  EXPECT_FALSE(fs::exists(d / "o.img"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    FormerDifferences, PlanOnATarball,
+    ::testing::Values(
+        // The gzip data: the plan read it with libarchive's filter, which checks no CRC.
+        TarballCase{"crc", "is corrupt (gzip: incorrect data check)"},
+        TarballCase{"isize", "is corrupt (gzip: incorrect length check)"},
+        TarballCase{"trailing-garbage", "has unexpected data after its gzip stream"},
+        TarballCase{"truncated-gzip", "is truncated (the gzip data ends early)"},
+        TarballCase{"zero-bytes", "is empty, not a gzip-compressed tar archive"},
+        TarballCase{"folder", "folder.tar.gz is not a regular file"},
+        TarballCase{"not-tar", "is not a gzip-compressed tar archive (Unrecognized archive format)"},
+        TarballCase{"empty", "is an empty archive"}, TarballCase{"empty", "is an empty archive", true},
+        // The members' names and types: the plan checked none.
+        TarballCase{"absolute", "has an absolute path"}, TarballCase{"dotdot", "has a '..' component"},
+        TarballCase{"deep", "is nested deeper than 32"}, TarballCase{"control-char", "has a control character"},
+        TarballCase{"bad-utf8", "not valid UTF-8"}, TarballCase{"symlink", "is a symbolic link"},
+        TarballCase{"device", "is a device node"}, TarballCase{"fifo", "is a FIFO"},
+        TarballCase{"hardlink-missing", "which is not a file earlier in the archive"},
+        TarballCase{"huge-entry", "more than FAT's file size limit"},
+        // FAT names, matched without case as on the card.
+        TarballCase{"colon", "which FAT cannot store"}, TarballCase{"trailing-dot", "a trailing dot or space"},
+        TarballCase{"duplicate", "appears twice"}, TarballCase{"case-collision", "differ only by case"},
+        TarballCase{"nonascii-collision", "'Ärger.txt' and 'ärger.txt'"},
+        // The file the spec edits: the plan skipped one over 1 MiB; a hard link was not edited by the run.
+        TarballCase{"big-cmdline", "is too large to edit (over 1 MiB)"},
+        TarballCase{"hardlink-cmdline", "is a hard link to './boot/cmdline.orig', and the changes the spec makes"}),
+    [](const ::testing::TestParamInfo<TarballCase>& i) {
+      std::string n = std::string(i.param.kind) + (i.param.force ? "_force" : "");
+      for (char& ch : n)
+        if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      return n;
+    });
+
+// CMDLINE.TXT is cmdline.txt on FAT: the plan said it is edited, and the run
+// now edits it (it left it as it was).
+TEST(Plan, AnUpperCaseCmdlineIsEditedAsThePlanSays) {
+  RPI_REQUIRE_TOOL("python3");
+  RPI_REQUIRE_TOOL("mtype");
+  TempDir d;
+  const fs::path img = d / "o.img";
+  std::vector<std::string> args = {"--spec",    editing_spec(d).string(),
+                                   "--tarball", crafted_tarball("upper-cmdline", d).string(),
+                                   "--output",  img.string()};
+  auto run = cli(args);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  args.push_back("--dry-run");
+  auto plan = cli(args);
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  EXPECT_TRUE(contains(plan.out, "edits /cmdline.txt")) << plan.out;
+  const auto card = rpi::test::run({"mtype", "-i", img.string() + "@@8M", "::/CMDLINE.TXT"});
+  EXPECT_EQ(card.out, "modules=loop,squashfs,sd-mod,usb-storage quiet console=tty1 consoleblank=0\n") << card.err;
+}
+
+// A folder named cmdline.txt (with --force): the same warning from plan and run.
+TEST(Plan, AnEditWithoutItsFileWarnsInPlanAndRunAlike) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  std::vector<std::string> args = {
+      "--spec",   editing_spec(d).string(), "--tarball", crafted_tarball("dir-cmdline", d).string(),
+      "--output", (d / "o.img").string(),   "--force"};
+  auto run = cli(args);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  args.push_back("--dry-run");
+  auto plan = cli(args);
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  const std::string w = warning_with(run.err, "has no cmdline.txt");
+  EXPECT_EQ(w, "the tarball has no cmdline.txt: the changes the spec makes to it are not applied") << run.err;
+  EXPECT_EQ(warning_with(plan.out + plan.err, "has no cmdline.txt"), w) << plan.out << plan.err;
+}
+
+// ".//rpi.apkovl.tar.gz" is at the root: the plan names it as left out, as the run leaves it out.
+TEST(Plan, AnApkovlNamedWithADoubleSlashIsLeftOutByPlanAndRun) {
+  RPI_REQUIRE_TOOL("python3");
+  RPI_REQUIRE_TOOL("mdir");
+  TempDir d;
+  const fs::path img = d / "o.img";
+  std::vector<std::string> args = {"--spec",    editing_spec(d).string(),
+                                   "--tarball", crafted_tarball("nested-apkovl", d).string(),
+                                   "--output",  img.string()};
+  auto run = cli(args);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  args.push_back("--dry-run");
+  auto plan = cli(args);
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  EXPECT_TRUE(contains(run.out, "left out of the tarball: rpi.apkovl.tar.gz")) << run.out;
+  EXPECT_TRUE(contains(plan.out, "leaves out the tarball's rpi.apkovl.tar.gz")) << plan.out;
+  const std::string ls = rpi::test::run({"mdir", "-b", "-i", img.string() + "@@8M", "::/"}).out;
+  EXPECT_FALSE(contains(ls, "rpi.apkovl.tar.gz")) << ls;
+  EXPECT_TRUE(contains(ls, "pi.apkovl.tar.gz")) << ls;
 }
 
 // --mirror overrides [alpine].mirror on the card as the spec's mirror would;

@@ -125,6 +125,40 @@ def main():
         for i in range(5000):
             extra.append((f"./many/file-number-{i:05d}.dat", f"{i}\n".encode()))
         write(out, m + extra, fmt=tarfile.PAX_FORMAT)
+    # Cases where --dry-run once judged the tarball otherwise than the build (tests/cli/plan_test.cpp).
+    elif case in ("crc", "isize", "trailing-garbage"):
+        write(out, m)
+        with open(out, "r+b") as f:
+            if case == "trailing-garbage":
+                f.seek(0, 2)
+                f.write(b"garbage after the gzip stream\n")
+            else:
+                f.seek(-8 if case == "crc" else -4, 2)  # the trailer: CRC-32, then the length
+                byte = f.read(1)
+                f.seek(-1, 1)
+                f.write(bytes([byte[0] ^ 0xFF]))
+    elif case == "truncated-gzip":
+        write(out, m)
+        with open(out, "r+b") as f:
+            f.truncate(os.path.getsize(out) // 2)
+    elif case == "folder":
+        os.mkdir(out)
+    elif case == "zero-bytes":
+        open(out, "wb").close()
+    elif case == "upper-cmdline":
+        write(out, [(n.replace("cmdline.txt", "CMDLINE.TXT"), d) for n, d in m])
+    elif case == "big-cmdline":
+        write(out, [(n, b"quiet " * 200000 if n == "./cmdline.txt" else d) for n, d in m])
+    elif case == "hardlink-cmdline":
+        write(out, [(n, d) for n, d in m if n != "./cmdline.txt"] + [("./boot/cmdline.orig", b"quiet\n")],
+              [(info("./cmdline.txt", kind=tarfile.LNKTYPE, linkname="./boot/cmdline.orig"), None)])
+    elif case == "dir-cmdline":
+        write(out, [(n if n != "./cmdline.txt" else "./cmdline.txt/", None if n == "./cmdline.txt" else d)
+                    for n, d in m])
+    elif case == "nested-apkovl":
+        write(out, m + [(".//rpi.apkovl.tar.gz", b"old apkovl")])
+    elif case == "nonascii-collision":
+        write(out, m + [("./Ärger.txt", b"a"), ("./ärger.txt", b"b")], fmt=tarfile.PAX_FORMAT)
     else:
         sys.exit("unknown case " + case)
 

@@ -96,7 +96,8 @@ struct ImagePlan {
 };
 ImagePlan plan_image(const ImageOptions& options, std::optional<std::uint64_t> tarball_content);
 // The size of the files in a .tar.gz as its gzip trailer states it (or twice
-// the file's size when the trailer is implausible); throws when unreadable.
+// the file's size when the trailer is implausible); throws when unreadable or
+// not a regular file, as build_images does.
 std::uint64_t tarball_content_estimate(const std::filesystem::path& tarball);
 
 // Reads the tarball (a .tar.gz file), writes `output` (created 0600: it may hold
