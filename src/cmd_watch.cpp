@@ -15,6 +15,7 @@
 
 #include "app.hpp"
 #include "partition/boot_fat.hpp"
+#include "partition/image.hpp"
 #include "partition/reader.hpp"
 #include "pipeline.hpp"
 #include "rpi/atomic_file.hpp"
@@ -35,6 +36,10 @@ struct WatchOptions {
   std::string state;        // file holding the next card number, across restarts
   int count = 0;
   bool poll = false, first_given = false;
+  // Hidden, for tests: where the station looks for new disks (fake trees that
+  // link only the loop devices a test attached); a disk found there is
+  // inspected and written as the system sees it.
+  std::string sys = "/sys", dev = "/dev";
 };
 
 // The next card number kept in --state FILE, or nothing when the file does not exist yet.
@@ -93,7 +98,16 @@ void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n
     cards += (cards.size() > 1 ? "," : "") + c.str();
   }
   cards += "]";
-  if (p && p->identical_cards()) s << "    (every card the same: the image is built once)\n";
+  if (p && p->identical_cards()) {
+    // As run_watch builds them: an image per image size (see KeptImage).
+    const Identity id = p->identity_at(n);
+    const bool max = o.size == "max" || (o.size.empty() && id.host && !id.host->boot.size && id.host->boot.size_max);
+    const bool given = !max && (!o.size.empty() || (id.host && id.host->boot.size));
+    s << (max     ? "    (every card the same: one image per card size, each filling its card)\n"
+          : given ? "    (every card the same: the image is built once)\n"
+                  : "    (every card the same: the image is built once, and again for a card smaller than the "
+                    "automatic size: an image that fills it)\n");
+  }
   if (stop == 0)
     s << "    … and on, one card after another, until Ctrl-C\n";
   else if (stop > shown)
@@ -206,6 +220,47 @@ void report_already_written(AppContext& ctx, const std::string& target, const Wr
                       std::move(j));
 }
 
+// An image the station built, kept for the next cards that get the same one.
+// Like a batch (--device), every card gets an image of its own size: [boot]
+// size = "max" fills each card, and a card smaller than the automatic size
+// gets one that fills it. So an image serves again only a card it was built for.
+struct KeptImage {
+  std::shared_ptr<const udev::FlashSource> src;
+  std::filesystem::path bmap;
+  std::vector<std::string> known_hosts;
+  int n = 0;  // the identity ({n}) it holds
+  std::uint64_t image_size = 0;
+  // Its size is its card's (rounded down as the build does): "max", or a card
+  // smaller than the automatic size. (A given or automatic size that happens
+  // to be the card's counts too: a larger card then gets a build of its own.)
+  bool card_sized = false;
+};
+// Images kept in the scratch folder at once, the one being built included:
+// a station that sees cards of many sizes must not fill $TMPDIR.
+constexpr std::size_t kKeptImages = 2;
+
+// The size of the image that fills a card of `card_size` bytes; 0 when none fits.
+std::uint64_t filling_size(std::uint64_t card_size) {
+  if (card_size < partition::min_image_size()) return 0;
+  partition::ImageOptions io;
+  io.image_size = card_size;
+  return partition::plan_image(io, std::nullopt).image_size;
+}
+
+// Whether a card of `card_size` bytes gets `k`: an image sized from its card
+// serves cards of that size; another (a given or the automatic size) any card
+// it fits, which the build gives the same size.
+bool serves(const KeptImage& k, std::uint64_t card_size) {
+  return k.card_sized ? filling_size(card_size) == k.image_size : card_size >= k.image_size;
+}
+
+// Removes the image (and its .bmap) from the scratch folder: it holds the card's secrets.
+void discard(const KeptImage& k) {
+  std::error_code ec;
+  std::filesystem::remove(k.src->image, ec);
+  std::filesystem::remove(k.bmap, ec);
+}
+
 void run_watch(AppContext& ctx, WatchOptions& w) {
   RunOptions& o = w.run;
   const bool from_image = !o.image.empty();
@@ -269,6 +324,8 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   }
   udev::HotplugMonitor::Options mo;
   mo.force_polling = w.poll;
+  mo.roots.sys = w.sys;  // not /sys: polling only
+  mo.roots.dev = w.dev;
   udev::HotplugMonitor monitor(mo);
   const std::atomic<bool>* cancel = install_cancel_handler();
   if (p) p->set_cancel(cancel);  // Ctrl-C during a card's build ends the station at once
@@ -279,6 +336,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   std::vector<std::string> known_hosts, all_known_hosts;
   // The cards written so far, to know one inserted again: in memory, for this run only.
   std::vector<WrittenCard> written;
+  std::vector<KeptImage> kept;                      // images built for the cards so far, at most kKeptImages
   std::shared_ptr<const udev::FlashSource> marked;  // the source `mark` was read from (held: no address reuse)
   std::optional<CardMark> mark;
   while (!cancel->load() && (w.count == 0 || done < w.count) && (last == 0 || n <= last)) {
@@ -316,13 +374,36 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
       if (!from_image) {
         Identity id = p->identity_at(n);
         identity = id.name;
-        if (!shared || !p->identical_cards()) {
-          auto built = p->build({id}, {scratch->path() / (id.name.empty() ? "card.img" : id.name + ".img")},
-                                {std::optional<std::uint64_t>(info.size)});
-          src = udev::FlashSource::built(built.front().result.image, built.front().result.map);
-          known_hosts = built.front().known_hosts;
-          if (p->identical_cards()) shared = src;
+        // Every card the same: an image serves each card that gets it. Else
+        // only a retry of this identity (a card refused, skipped or failed).
+        const bool same = p->identical_cards();
+        for (auto it = kept.begin(); it != kept.end();)
+          if (!same && it->n != id.n) {
+            discard(*it);
+            it = kept.erase(it);
+          } else {
+            ++it;
+          }
+        auto hit = std::find_if(kept.begin(), kept.end(), [&](const KeptImage& k) { return serves(k, info.size); });
+        if (hit != kept.end()) {
+          std::rotate(hit, hit + 1, kept.end());  // the most recently used last
+        } else {
+          while (kept.size() >= kKeptImages) {  // the least recently used goes first
+            discard(kept.front());
+            kept.erase(kept.begin());
+          }
+          const std::string base = id.name.empty() ? "card" : id.name;
+          std::filesystem::path out = scratch->path() / (base + ".img");
+          for (int k = 2;
+               std::any_of(kept.begin(), kept.end(), [&](const KeptImage& x) { return x.src->image == out; }); ++k)
+            out = scratch->path() / (base + "-" + std::to_string(k) + ".img");
+          auto built = p->build({id}, {out}, {std::optional<std::uint64_t>(info.size)});
+          const BuiltImage& b = built.front();
+          kept.push_back(KeptImage{udev::FlashSource::built(b.result.image, b.result.map), b.result.bmap, b.known_hosts,
+                                   id.n, b.result.image_size, b.result.image_size == filling_size(info.size)});
         }
+        src = kept.back().src;
+        known_hosts = kept.back().known_hosts;
       }
     } catch (const Cancelled& e) {
       if (dynamic_cast<const fetch::DownloadCancelled*>(&e)) ctx.reporter.note(e.what());
@@ -418,6 +499,9 @@ CommandRegistration reg(60, [](CLI::App& app, AppContext& ctx) {
   sub->add_flag("--no-verify", o.no_verify, "skip reading the cards back");
   sub->add_flag("--wipe", o.wipe, "erase each whole card first (discard, else zeros: slow)");
   sub->add_flag("--poll", w->poll, "poll sysfs instead of listening to udev");
+  // Hidden (empty group): look for new disks in fake sysfs/dev trees (tests).
+  sub->add_option("--sysfs-root", w->sys)->group("");
+  sub->add_option("--dev-root", w->dev)->group("");
   sub->add_flag("--dry-run", o.dry_run, "print which cards would be written with what, then stop");
   sub->add_option("--state", w->state,
                   "keep the next card number in this file: start from it (unless --first), update it per card");

@@ -1,13 +1,17 @@
-// Station mode on real (loop) devices: `watch` writes the next card that
-// appears, so these tests run alone (RUN_SERIAL): a loop device another test
-// attaches meanwhile would be taken for a card.
+// Station mode on real (loop) devices. `watch` writes the next disk that
+// appears, so each test shows its station only the loop devices it attached
+// (CardSlots: fake sysfs and /dev trees of its own, --sysfs-root/--dev-root):
+// another test's loop device, or a second run of this suite at the same time,
+// is never taken for a card. Scratch images go to the test's own TMPDIR.
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
+#include <regex>
 #include <thread>
 
 #include "cli_support.hpp"
@@ -27,6 +31,87 @@ void build_headless_image(const fs::path& img) {
                 "--size", "64MiB"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
 }
+
+// The card slots of one test's station: loop devices this process attached,
+// linked into a sysfs and a /dev tree of the test's own (a mkdtemp folder),
+// the only disks the station looks at. Detaches what is left at the end.
+class CardSlots {
+ public:
+  CardSlots() {
+    fs::create_directories(root_ / "sys" / "block");
+    fs::create_directories(root_ / "dev");
+  }
+  ~CardSlots() {
+    std::vector<std::string> left;
+    {
+      std::lock_guard lock(mu_);
+      left = attached_;
+    }
+    for (const auto& dev : left) remove(dev);
+  }
+  CardSlots(const CardSlots&) = delete;
+  CardSlots& operator=(const CardSlots&) = delete;
+
+  // Attaches `file` to a free loop device and shows it to the station (the
+  // /dev node first: a disk counts once its sysfs entry is there); "/dev/loopN",
+  // or "" when no loop device could be attached.
+  std::string insert(const fs::path& file) {
+    auto r = rpi::test::run({"losetup", "--show", "-f", file.string()});
+    const std::string dev = r.out.substr(0, r.out.find('\n'));
+    if (r.exit_code != 0 || dev.empty()) return "";
+    const std::string name = fs::path(dev).filename().string();
+    std::lock_guard lock(mu_);
+    attached_.push_back(dev);
+    std::error_code ec;
+    fs::create_symlink(dev, root_ / "dev" / name, ec);
+    fs::create_symlink("/sys/class/block/" + name, root_ / "sys" / "block" / name, ec);
+    return dev;
+  }
+  // Hides `dev` from the station (it sees the card go), then detaches it.
+  void remove(const std::string& dev) {
+    const std::string name = fs::path(dev).filename().string();
+    {
+      std::lock_guard lock(mu_);
+      auto it = std::find(attached_.begin(), attached_.end(), dev);
+      if (it == attached_.end()) return;
+      attached_.erase(it);
+      std::error_code ec;
+      fs::remove(root_ / "sys" / "block" / name, ec);
+      fs::remove(root_ / "dev" / name, ec);
+    }
+    rpi::test::run({"losetup", "-d", dev});
+  }
+  // The options that point `watch` at these slots.
+  std::vector<std::string> args() const {
+    return {"--sysfs-root", (root_ / "sys").string(), "--dev-root", (root_ / "dev").string()};
+  }
+
+ private:
+  TempDir root_;
+  std::mutex mu_;
+  std::vector<std::string> attached_;
+};
+
+// `rpi-provision watch ARGS --poll --allow-non-removable --yes` seeing only the
+// cards of `slots`, with its scratch images in `tmp`, stopped (SIGINT) after
+// 300 s at most: a station that misses a card would wait for ever.
+rpi::test::CommandResult watch(const std::vector<std::string>& args, const CardSlots& slots, const fs::path& tmp) {
+  fs::create_directories(tmp);
+  std::vector<std::string> argv{"env", "TMPDIR=" + tmp.string(), "timeout", "-s", "INT", "300"};
+  argv.push_back(rpi::test::cli_path().string());
+  argv.push_back("watch");
+  argv.insert(argv.end(), args.begin(), args.end());
+  for (const char* x : {"--poll", "--allow-non-removable", "--yes"}) argv.emplace_back(x);
+  for (const auto& a : slots.args()) argv.push_back(a);
+  return rpi::test::run(argv);
+}
+
+// A sparse file of `mib` MiB: a blank card.
+fs::path blank_card(const fs::path& p, std::uint64_t mib) {
+  rpi::test::write_file(p, "");
+  fs::resize_file(p, mib << 20);
+  return p;
+}
 }  // namespace
 
 // watch --image: a card too small for the image is passed over with a note, as
@@ -37,27 +122,19 @@ TEST(Cli, WatchWithAnImagePassesOverACardTooSmall) {
   TempDir d;
   const fs::path img = d / "pi.img";
   ASSERT_NO_FATAL_FAILURE(build_headless_image(img));
-  fs::path small = d / "small.bin", big = d / "big.bin";
-  rpi::test::write_file(small, "");
-  fs::resize_file(small, 32ull << 20);
-  rpi::test::write_file(big, "");
-  fs::resize_file(big, 128ull << 20);
+  const fs::path small = blank_card(d / "small.bin", 32), big = blank_card(d / "big.bin", 128);
+  CardSlots slots;
   std::vector<std::string> devs;
-  std::mutex mu;
   std::thread plug([&] {
     for (const auto& p : {small, big}) {
       std::this_thread::sleep_for(std::chrono::seconds(3));
-      auto r = rpi::test::run({"losetup", "--show", "-f", p.string()});
-      std::lock_guard lock(mu);
-      devs.push_back(r.out.substr(0, r.out.find('\n')));
+      devs.push_back(slots.insert(p));
     }
   });
-  auto r =
-      cli({"watch", "--image", img.string(), "--poll", "--count", "1", "--allow-non-removable", "--yes", "--json"});
+  auto r = watch({"--image", img.string(), "--count", "1", "--json"}, slots, d / "tmp");
   plug.join();
-  for (const auto& dev : devs)
-    if (!dev.empty()) rpi::test::run({"losetup", "-d", dev});
   ASSERT_EQ(devs.size(), 2u);
+  ASSERT_FALSE(devs[0].empty() || devs[1].empty()) << "losetup failed";
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(contains(r.out, "not writing " + devs[0]) && contains(r.out, "it has 32 MiB but the image needs 64 MiB"))
       << r.out;
@@ -74,17 +151,13 @@ TEST(Cli, WatchWritesACardAttachedAfterStart) {
     rpi::test::write_file(p, "");
     ASSERT_EQ(truncate(p.c_str(), 600ll << 20), 0);
   }
-  auto attach = [](const fs::path& p) {
-    auto r = rpi::test::run({"losetup", "--show", "-f", p.string()});
-    std::string dev = r.out.substr(0, r.out.find('\n'));
-    return dev;
-  };
-  std::string dev_before = attach(before);
+  CardSlots slots;
+  const std::string dev_before = slots.insert(before);  // present when the station starts
   ASSERT_FALSE(dev_before.empty());
   std::string dev_after;
   std::thread plug([&] {
     std::this_thread::sleep_for(std::chrono::seconds(3));
-    dev_after = attach(after);
+    dev_after = slots.insert(after);
   });
   // An earlier run left keys: another host's stays, this host's old one goes.
   const fs::path known = d / "known_hosts";
@@ -93,12 +166,10 @@ TEST(Cli, WatchWritesACardAttachedAfterStart) {
       "other-pi ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDJr/JUeeTwyQgTafSTTwOdJ8yYzVQz3dKkrzad36D9t\npi-headless "
       "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKRMOQkbzqh1jnL1p2QYhq1DB3vij5b8WXbX1mtUDe89\n");
   rpi::test::write_file(d / "next-card", "7\n");  // a restarted station goes on at card 7
-  auto r = cli({"watch", "--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--poll",
-                "--count", "1", "--allow-non-removable", "--yes", "--json", "--known-hosts", known.string(), "--state",
-                (d / "next-card").string()});
+  auto r = watch({"--spec", example("headless.toml").string(), "--tarball", tarball().string(), "--count", "1",
+                  "--json", "--known-hosts", known.string(), "--state", (d / "next-card").string()},
+                 slots, d / "tmp");
   plug.join();
-  rpi::test::run({"losetup", "-d", dev_before});
-  if (!dev_after.empty()) rpi::test::run({"losetup", "-d", dev_after});
   ASSERT_FALSE(dev_after.empty());
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(contains(r.out, "\"target\":\"" + dev_after + "\"")) << r.out;
@@ -134,11 +205,6 @@ struct Reinsert {
   bool a_done = false;
 };
 
-std::string attach(const fs::path& p) {
-  auto r = rpi::test::run({"losetup", "--show", "-f", p.string()});
-  return r.out.substr(0, r.out.find('\n'));
-}
-
 bool wait_for_file(const fs::path& p, const std::string& text, std::chrono::seconds limit) {
   const auto end = std::chrono::steady_clock::now() + limit;
   std::error_code ec;
@@ -149,31 +215,28 @@ bool wait_for_file(const fs::path& p, const std::string& text, std::chrono::seco
   return false;
 }
 
-// Runs `watch ARGS --state STATE --count 2` under `timeout` (a station that
-// misses a card would wait for ever) while Reinsert's cards come and go.
+// Runs `watch ARGS --state STATE --count 2` while Reinsert's cards come and go.
 rpi::test::CommandResult run_reinsert(const std::vector<std::string>& args, const fs::path& a, const fs::path& b,
-                                      const fs::path& state, Reinsert& out) {
-  std::vector<std::string> argv{"timeout", "-s", "INT", "300", rpi::test::cli_path().string(), "watch"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  for (const char* x : {"--poll", "--count", "2", "--allow-non-removable", "--yes", "--state"}) argv.emplace_back(x);
-  argv.push_back(state.string());
+                                      const fs::path& state, const fs::path& tmp, Reinsert& out) {
+  CardSlots slots;
+  std::vector<std::string> argv = args;
+  argv.insert(argv.end(), {"--count", "2", "--state", state.string()});
   std::thread plug([&] {
     std::this_thread::sleep_for(std::chrono::seconds(3));
-    out.devs.push_back(attach(a));
+    out.devs.push_back(slots.insert(a));
     out.a_done = wait_for_file(state, "2\n", std::chrono::seconds(240));
-    rpi::test::run({"losetup", "-d", out.devs.back()});
+    slots.remove(out.devs.back());
     std::this_thread::sleep_for(std::chrono::seconds(2));  // the station sees it go
     out.a_written = rpi::test::read_file(a);
     if (!out.a_done) return;
-    out.devs.push_back(attach(a));
+    out.devs.push_back(slots.insert(a));
     std::this_thread::sleep_for(std::chrono::seconds(5));  // the station reads it and passes it over
-    rpi::test::run({"losetup", "-d", out.devs.back()});
+    slots.remove(out.devs.back());
     std::this_thread::sleep_for(std::chrono::seconds(2));
-    out.devs.push_back(attach(b));
+    out.devs.push_back(slots.insert(b));
   });
-  auto r = rpi::test::run(argv);
+  auto r = watch(argv, slots, tmp);
   plug.join();
-  if (out.devs.size() == 3) rpi::test::run({"losetup", "-d", out.devs.back()});
   return r;
 }
 
@@ -190,14 +253,10 @@ TEST(Cli, WatchPassesOverACardItWroteInsertedAgain) {
   rpi::test::write_file(spec,
                         "[system]\nhostname = \"class-{n:02}\"\n[root]\nssh_authorized_keys = [\"ssh-ed25519 "
                         "AAAAC3NzaC1lZDI1NTE5AAAAIHeLguboJt2OAmYzeA/Z4TVxebKDh2PkgXgHJPUhfUjq admin@example\"]\n");
-  fs::path a = d / "a.bin", b = d / "b.bin";
-  for (const auto& p : {a, b}) {
-    rpi::test::write_file(p, "");
-    fs::resize_file(p, 128ull << 20);
-  }
+  const fs::path a = blank_card(d / "a.bin", 128), b = blank_card(d / "b.bin", 128);
   Reinsert cards;
   auto r = run_reinsert({"--spec", spec.string(), "--tarball", tarball().string(), "--size", "64MiB"}, a, b,
-                        d / "next-card", cards);
+                        d / "next-card", d / "tmp", cards);
   ASSERT_TRUE(cards.a_done) << r.out << r.err;
   ASSERT_EQ(cards.devs.size(), 3u) << r.out << r.err;
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
@@ -228,13 +287,9 @@ TEST(Cli, WatchWithAnImagePassesOverACardItWroteInsertedAgain) {
   TempDir d;
   const fs::path img = d / "pi.img";
   ASSERT_NO_FATAL_FAILURE(build_headless_image(img));
-  fs::path a = d / "a.bin", b = d / "b.bin";
-  for (const auto& p : {a, b}) {
-    rpi::test::write_file(p, "");
-    fs::resize_file(p, 128ull << 20);
-  }
+  const fs::path a = blank_card(d / "a.bin", 128), b = blank_card(d / "b.bin", 128);
   Reinsert cards;
-  auto r = run_reinsert({"--image", img.string(), "--json"}, a, b, d / "next-card", cards);
+  auto r = run_reinsert({"--image", img.string(), "--json"}, a, b, d / "next-card", d / "tmp", cards);
   ASSERT_TRUE(cards.a_done) << r.out << r.err;
   ASSERT_EQ(cards.devs.size(), 3u) << r.out << r.err;
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
@@ -246,4 +301,88 @@ TEST(Cli, WatchWithAnImagePassesOverACardItWroteInsertedAgain) {
   EXPECT_TRUE(contains(r.out, "{\"type\":\"summary\",\"cards\":2,\"ok\":2,\"failed\":0")) << r.out;
   EXPECT_EQ(rpi::test::read_file(d / "next-card"), "3\n");
   EXPECT_TRUE(rpi::test::read_file(a) == cards.a_written) << "card A was changed when inserted again";
+}
+
+namespace {
+// The sectors of the first partition of the MBR on `card`, as sfdisk reads it
+// (0 when it finds none).
+std::uint64_t first_partition_sectors(const fs::path& card, std::uint64_t* start) {
+  auto r = rpi::test::run({"sfdisk", "-J", card.string()});
+  std::smatch m;
+  if (r.exit_code != 0 || !std::regex_search(r.out, m, std::regex(R"("start":\s*(\d+),\s*"size":\s*(\d+))"))) return 0;
+  *start = std::stoull(m[1]);
+  return std::stoull(m[2]);
+}
+
+// The known_hosts lines the station printed after "NAME written to DEV (".
+std::string keys_printed(const std::string& out, const std::string& what) {
+  std::size_t at = out.find(what);
+  if (at == std::string::npos) return "";
+  std::string keys;
+  for (at = out.find('\n', at); at != std::string::npos && out.compare(at + 1, 15, "  known_hosts: ") == 0;
+       at = out.find('\n', at + 1))
+    keys += out.substr(at + 1, out.find('\n', at + 1) - at);
+  return keys;
+}
+}  // namespace
+
+// Every card the same, [boot] size = "max": each card gets an image that fills
+// it, as with --device, not the first card's. A card of a size seen before gets
+// the image built for it (the same host keys), and the scratch folder keeps at
+// most two images however many sizes come by.
+TEST(Cli, WatchFillsEachCardWithSizeMax) {
+  if (geteuid() != 0 || access("/dev/loop-control", W_OK) != 0) GTEST_SKIP() << "needs root and /dev/loop-control";
+  RPI_REQUIRE_TOOL("losetup");
+  RPI_REQUIRE_TOOL("sfdisk");
+  TempDir d;
+  const fs::path spec = d / "station.toml";
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"pi-station\"\n[boot]\nsize = \"max\"\n[root]\nssh_authorized_keys = "
+                        "[\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeLguboJt2OAmYzeA/Z4TVxebKDh2PkgXgHJPUhfUjq "
+                        "admin@example\"]\n");
+  // In the order inserted (MiB); the third is the first's size again.
+  const std::vector<std::uint64_t> mib{96, 160, 96, 224, 160};
+  std::vector<fs::path> files;
+  for (std::size_t i = 0; i < mib.size(); ++i)
+    files.push_back(blank_card(d / ("card" + std::to_string(i) + ".bin"), mib[i]));
+  const fs::path state = d / "next-card", tmp = d / "tmp";
+  CardSlots slots;
+  std::vector<std::string> devs;
+  std::vector<std::size_t> images_kept;  // image files in the scratch folder after each card
+  std::thread plug([&] {
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      std::this_thread::sleep_for(std::chrono::seconds(2));
+      devs.push_back(slots.insert(files[i]));  // the cards stay in: each keeps its own /dev/loopN
+      if (!wait_for_file(state, std::to_string(i + 2) + "\n", std::chrono::seconds(120))) return;
+      std::size_t n = 0;
+      std::error_code ec;
+      for (fs::recursive_directory_iterator it(tmp, ec), end; !ec && it != end; it.increment(ec))
+        if (it->is_regular_file() && it->path().extension() == ".img") ++n;
+      images_kept.push_back(n);
+    }
+  });
+  auto r = watch({"--spec", spec.string(), "--tarball", tarball().string(), "--count", std::to_string(mib.size()),
+                  "--state", state.string()},
+                 slots, tmp);
+  plug.join();
+  ASSERT_EQ(devs.size(), mib.size()) << r.out << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "5 card(s) written, 0 failed")) << r.out << r.err;
+  // sfdisk: the partition starts at 8 MiB and runs to the card's end (its sizes are multiples of 4 MiB).
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    std::uint64_t start = 0;
+    EXPECT_EQ(first_partition_sectors(files[i], &start), ((mib[i] - 8) << 20) / 512) << "card " << i << " " << mib[i];
+    EXPECT_EQ(start, (8u << 20) / 512) << "card " << i;
+  }
+  // The third card (96 MiB again) got the first card's image: the same generated host keys.
+  const std::string k0 = keys_printed(r.out, "pi-station written to " + devs[0] + " (");
+  const std::string k1 = keys_printed(r.out, "pi-station written to " + devs[1] + " (");
+  const std::string k2 = keys_printed(r.out, "pi-station written to " + devs[2] + " (");
+  EXPECT_TRUE(contains(k0, "pi-station ssh-ed25519 ")) << r.out;
+  EXPECT_EQ(k2, k0) << r.out;
+  EXPECT_NE(k1, k0) << "the 160 MiB card got an image built for it\n" << r.out;
+  // Three sizes built, never more than two images kept.
+  ASSERT_EQ(images_kept.size(), mib.size()) << r.out << r.err;
+  for (std::size_t i = 0; i < images_kept.size(); ++i) EXPECT_LE(images_kept[i], 2u) << "after card " << i;
+  EXPECT_EQ(images_kept[3], 2u);
 }
