@@ -709,6 +709,7 @@ void Converter::convert_system(const View& root, const toml::table* host, int ho
   if (auto x = str(v, "keymap")) {
     if (auto why = checks::keymap(*x); !why.empty()) fail(*v.get("keymap"), "[system].keymap \"" + *x + "\" " + why);
     h.keymap = *x;
+    h.keymap_location = where(v.get("keymap")->source());
   }
   h.motd = str(v, "motd", "");
 }

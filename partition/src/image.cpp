@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -350,7 +351,36 @@ struct Walk {
   std::vector<std::string> dropped;  // the tarball's own apkovls, left out
   std::set<std::string> boot_packages;
   std::map<std::string, std::string> originals;  // names of edits -> the tarball's bytes (without write_data)
+  BootKeymaps keymaps;
 };
+
+// Takes in the keymaps of kbd-bkeymaps apk `rel` (its bytes `apk`, or
+// `too_big`), and notes when they cannot be known.
+void take_keymap_apk(Walk& w, const std::string& rel, const std::string& apk, bool too_big, const EventSink& events,
+                     const std::string& progress_name) {
+  std::string unknown;
+  std::vector<std::string> maps;
+  if (too_big) {
+    unknown = "it is larger than " + format_size(kMaxKeymapApkBytes);
+  } else {
+    try {
+      maps = apk_keymaps(apk, rel);
+    } catch (const Error& e) {
+      unknown = e.what();
+    }
+  }
+  BootKeymaps& k = w.keymaps;
+  k.apk += (k.apk.empty() ? "" : ", ") + rel;
+  if (!unknown.empty()) {
+    k.unknown = unknown;
+    emit(events, Event{"note", progress_name, 0, 0,
+                       "cannot read the keymaps of the tarball's " + rel + " (" + unknown +
+                           "): [system].keymap is not checked against them"});
+  }
+  std::vector<std::string> all;
+  std::set_union(k.keymaps.begin(), k.keymaps.end(), maps.begin(), maps.end(), std::back_inserter(all));
+  k.keymaps = k.unknown.empty() ? std::move(all) : std::vector<std::string>{};
+}
 
 // The one pass over the tarball: every entry is checked by the rules of
 // tarball_rules.hpp and placed in the FAT of every job. With `write_data`
@@ -429,6 +459,11 @@ Walk walk_tarball(int tar_fd, const std::string& tname, std::uint64_t tar_size, 
     }
     check_entry(type, hardlink != nullptr, declared, tname, path.display);
     if (auto pkg = boot_package_name(path.parts)) w.boot_packages.insert(*pkg);
+    // kbd-bkeymaps' bytes are kept on their way to the card: its keymaps are
+    // what [system].keymap can name.
+    const bool keymap_apk = is_keymap_apk(path.parts);
+    std::string keymap_bytes;
+    bool keymap_too_big = keymap_apk && current_size > kMaxKeymapApkBytes;
     if (at_root && is_old_apkovl(name)) {
       w.dropped.push_back(rel);
       emit(events, Event{"note", progress_name, 0, 0, left_out_apkovl_note(rel)});
@@ -508,6 +543,15 @@ Walk walk_tarball(int tar_fd, const std::string& tname, std::uint64_t tar_size, 
           throw Error(Errc::input, tname + ": entry '" + path.display + "': " + archive_message(a.get()));
         }
         const std::uint64_t gap = static_cast<std::uint64_t>(off) > pos ? static_cast<std::uint64_t>(off) - pos : 0;
+        if (keymap_apk && !keymap_too_big) {
+          keymap_too_big = keymap_bytes.size() + gap + len > kMaxKeymapApkBytes;
+          if (keymap_too_big) {
+            std::string().swap(keymap_bytes);
+          } else {
+            keymap_bytes.append(gap, '\0');
+            keymap_bytes.append(static_cast<const char*>(buf), len);
+          }
+        }
         if (write_data)
           for_each_job([&](Job& j) {
             if (gap) j.fw->write_zeros(gap);
@@ -519,6 +563,7 @@ Walk walk_tarball(int tar_fd, const std::string& tname, std::uint64_t tar_size, 
         for_each_job([&](Job& j) { j.fw->write_zeros(static_cast<std::uint64_t>(declared) - pos); });
     }
     for_each_job([&](Job& j) { j.fw->end_file(); });
+    if (keymap_apk) take_keymap_apk(w, rel, keymap_bytes, keymap_too_big, events, progress_name);
     if (write_data && jobs.front().fw->bytes_written() >= next_progress) {
       next_progress = jobs.front().fw->bytes_written() + 8 * MiB;
       emit(events, Event{"build", progress_name, gz.compressed_bytes(), tar_size, ""});
@@ -587,6 +632,10 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
   }
 
   const Walk walk = walk_tarball(tar_fd.get(), tname, tar_size, jobs, true, progress_name);
+  for (Job& j : jobs) {
+    j.res.keymaps = walk.keymaps;
+    if (j.options->check_keymaps && walk.keymaps.known()) j.options->check_keymaps(walk.keymaps);
+  }
   emit(events, Event{"build", progress_name, tar_size, tar_size, ""});
 
   const std::int64_t build_time = walk.newest ? walk.newest : specs.front().options.source_date_epoch.value_or(0);
@@ -686,6 +735,7 @@ TarballScan scan_tarball(const std::filesystem::path& tarball, const ImageOption
   scan.warnings = check_tree(*j.fw, o, tname);
   scan.root_files = std::move(walk.originals);
   scan.apkovls = std::move(walk.dropped);
+  scan.keymaps = std::move(walk.keymaps);
   return scan;
 }
 

@@ -5,11 +5,14 @@ usage: make_tarball.py CASE OUTPUT
 Each CASE is an Alpine-like minimal boot tree plus (or minus) one twist.
 """
 import gzip
+import importlib.machinery
+import importlib.util
 import io
 import os
 import random
 import sys
 import tarfile
+import zlib
 
 MTIME = 1760000000
 
@@ -49,6 +52,23 @@ def write(path, members, raw_entries=(), fmt=tarfile.GNU_FORMAT):
             tar.addfile(ti, io.BytesIO(data) if data is not None else None)
     with open(path, "wb") as f:
         f.write(gzip.compress(buf.getvalue(), mtime=0))
+
+
+def fixture_script():
+    """scripts/make-fixture-tarball, whose kbd_bkeymaps_apk() makes a real-format apk."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "make-fixture-tarball")
+    loader = importlib.machinery.SourceFileLoader("make_fixture_tarball", path)
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+KEYMAP_APK = "./apks/aarch64/kbd-bkeymaps-2.7.4-r0.apk"
+
+
+def with_apk(members, apk):
+    return members + [("./apks/", None), ("./apks/aarch64/", None), (KEYMAP_APK, apk)]
 
 
 def main():
@@ -159,6 +179,39 @@ def main():
         write(out, m + [(".//rpi.apkovl.tar.gz", b"old apkovl")])
     elif case == "nonascii-collision":
         write(out, m + [("./Ärger.txt", b"a"), ("./ärger.txt", b"b")], fmt=tarfile.PAX_FORMAT)
+    # kbd-bkeymaps: the apk alone (apk-*), and boot tarballs that carry one (keymaps-*).
+    elif case.startswith("apk-") or case.startswith("keymaps"):
+        fx = fixture_script()
+        keymaps = fx.KEYMAPS
+        apk = fx.kbd_bkeymaps_apk(keymaps)
+        if case == "apk-uncut":  # the signature and control tars keep their end blocks
+            apk = b"".join(gzip.compress(fx.tar_members(part, True), mtime=0) for part in (
+                [(".SIGN.RSA.key.rsa.pub", b"sig")], [(".PKGINFO", b"pkgname = kbd-bkeymaps\n")],
+                [(f"usr/share/bkeymaps/{k}.bmap.gz", b"map") for k in keymaps]))
+        elif case == "apk-other-package":
+            apk = gzip.compress(fx.tar_members([("usr/bin/loadkeys", b"x"), ("usr/share/bkeymaps.txt", b"y")], True),
+                                mtime=0)
+        elif case == "apk-bomb":  # 64 KiB that unpack to 256 MiB
+            ti = tarfile.TarInfo("usr/share/bkeymaps/us/us.bmap.gz")
+            ti.size = 256 << 20
+            z = zlib.compressobj(9, zlib.DEFLATED, 31)
+            apk = z.compress(ti.tobuf(tarfile.GNU_FORMAT))
+            for _ in range(256):
+                apk += z.compress(b"\0" * (1 << 20))
+            apk += z.flush()
+        elif case in ("apk-truncated", "keymaps-truncated"):
+            apk = apk[: len(apk) * 2 // 3]
+        elif case in ("apk-random", "keymaps-random"):
+            apk = rnd.randbytes(3000)
+        elif case == "keymaps-huge":  # more than the 4 MiB that are buffered
+            apk = apk + rnd.randbytes(5 << 20)
+        elif case not in ("apk-keymaps", "keymaps"):
+            sys.exit("unknown case " + case)
+        if case.startswith("apk-"):
+            with open(out, "wb") as f:
+                f.write(apk)
+        else:
+            write(out, with_apk(m, apk))
     else:
         sys.exit("unknown case " + case)
 

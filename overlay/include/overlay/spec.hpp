@@ -177,7 +177,8 @@ struct Install {
 struct HostConfig {
   int index = 1;  // {n}
   std::string hostname, domain, timezone = "UTC", keymap, motd;
-  std::string mac;  // lower-case colon form, or empty
+  std::string keymap_location;  // "FILE:LINE:COL" of keymap
+  std::string mac;              // lower-case colon form, or empty
   AlpineSource alpine;
   Network network;
   Wifi wifi;

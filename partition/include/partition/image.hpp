@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "partition/apk_keymaps.hpp"
 #include "partition/block_map.hpp"
 #include "partition/fat.hpp"
 #include "rpi/events.hpp"
@@ -51,6 +52,10 @@ struct ImageOptions {
   // tarball and throws rpi::Cancelled; no output is left (the first job's flag
   // counts for a batch).
   const std::atomic<bool>* cancel = nullptr;
+  // When set, called with the keymaps of the tarball's kbd-bkeymaps once the
+  // tarball is read, before any output is made (not when they are unknown):
+  // what it throws stops the build, and no output is left.
+  std::function<void(const BootKeymaps&)> check_keymaps;
 };
 
 struct ImageResult {
@@ -68,6 +73,8 @@ struct ImageResult {
   // The packages of the card's boot repository (apks/<arch>/NAME-VER-rN.apk):
   // what Alpine's initramfs can install without network. Empty: none there.
   std::vector<std::string> boot_packages;
+  // The keymaps of its kbd-bkeymaps package (BootKeymaps::apk "": none there).
+  BootKeymaps keymaps;
   std::string size_reason;  // how the image size was chosen
 };
 

@@ -84,6 +84,7 @@ struct TarballScan {
   std::map<std::string, std::string> root_files;
   std::vector<std::string> apkovls;   // its root apkovls, left out (ImageResult::dropped)
   std::vector<std::string> warnings;  // the build's warnings: edits that cannot be made
+  BootKeymaps keymaps;                // its kbd-bkeymaps' keymaps (ImageResult::keymaps)
 };
 TarballScan scan_tarball(const std::filesystem::path& tarball, const ImageOptions& options);
 
