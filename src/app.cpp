@@ -29,6 +29,7 @@
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
 #include "rpi/text.hpp"
+#include "udev/flash.hpp"
 
 #ifndef RPI_VERSION
 #define RPI_VERSION "0.0.0"
@@ -380,14 +381,7 @@ void check_output_folder(const std::string& flag, const std::string& path) {
 }
 
 std::string compression_of(std::string_view head) {
-  if (head.starts_with("\x1f\x8b")) return "gzip";
-  if (head.starts_with(std::string_view("\xfd"
-                                        "7zXZ\0",
-                                        6)))
-    return "xz";
-  if (head.starts_with("\x28\xb5\x2f\xfd")) return "zstd";
-  if (head.size() >= 4 && head.starts_with("BZh") && head[3] >= '1' && head[3] <= '9') return "bzip2";
-  return "";
+  return udev::compression_of(head);  // one table of magics: the decompressor's
 }
 
 std::function<std::string(const std::string&)> at_least_one(const std::string& what) {

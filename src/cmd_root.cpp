@@ -2,6 +2,7 @@
 // parallel, verified), or write an existing image (--image). --dry-run prints
 // the plan instead.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,7 +10,9 @@
 #include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -33,6 +36,9 @@ std::string build_summary(const BuiltImage& b) {
   std::ostringstream s;
   s << r.image.string() << ": " << format_size(r.image_size) << " image, " << geometry_text(r.geometry) << ", disk id "
     << hex32(r.disk_id) << "\n";
+  if (b.compression != partition::Compression::none)
+    s << "  compressed: " << format_size(b.compressed_size) << ", " << partition::compression_settings(b.compression)
+      << "; the .bmap describes the image uncompressed\n";
   s << "  " << r.files << " files in " << r.directories << " directories, " << format_size(r.content_bytes)
     << " of data; " << format_size(r.map.mapped_bytes()) << " to write (" << r.bmap.string() << ")\n";
   if (!b.identity.name.empty() && b.identity.host) s << "  host: " << b.identity.name << "\n";
@@ -54,6 +60,8 @@ JsonObject build_json(const BuiltImage& b) {
   j.add("cluster_bytes", r.geometry.cluster_bytes()).add("disk_id", hex32(r.disk_id));
   j.add("files", r.files).add("content_bytes", r.content_bytes).add("mapped_bytes", r.map.mapped_bytes());
   j.add("hostname", b.identity.name).add("apkovl", b.apkovl_name);
+  if (b.compression != partition::Compression::none)
+    j.add("compression", partition::compression_name(b.compression)).add("compressed_size", b.compressed_size);
   return j;
 }
 
@@ -96,6 +104,10 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
       if (id.host)
         for (const auto& [name, fn] : overlay::boot_edits(*id.host).edits) wanted.insert(ascii_lower(name));
     scan = scan_tarball(*tb, wanted, o.force);
+    for (const auto& id : ids)
+      if (id.host)
+        if (const std::string e = keymap_error(*id.host, scan->keymaps, p.release()); !e.empty())
+          throw Error(Errc::spec, e);
     for (const auto& a : scan->apkovls)
       s << "  leaves out the tarball's " << a << " (the card gets exactly one apkovl)\n";
   }
@@ -110,6 +122,10 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
     if (to_devices && i < card_sizes.size() && card_sizes[i]) s << " (" << format_size(card_sizes[i]) << ")";
     if (!id.name.empty()) s << " ← " << id.name << (id.host ? " ({n}=" + std::to_string(id.n) + ")" : "");
     s << "\n";
+    if (const auto z = to_devices ? partition::Compression::none : partition::compression_for(targets[i]);
+        z != partition::Compression::none)
+      s << "    compressed once built: " << partition::compression_settings(z) << "; " << targets[i]
+        << ".bmap describes the image uncompressed\n";
     JsonObject c;
     c.add("index", id.n).add("hostname", id.name).add("target", targets[i]);
     CardPlan cp;
@@ -186,7 +202,11 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
                       : "every written range by reading it back, and that the card holds its reported size");
     j.add("jobs", cards_at_once(o.jobs, targets.size() - refusals)).add_bool("wipe", o.wipe);
   }
-  if (!to_devices && !targets.empty()) j.add("output", targets.front());
+  if (!to_devices && !targets.empty()) {
+    j.add("output", targets.front());
+    if (const auto z = partition::compression_for(targets.front()); z != partition::Compression::none)
+      j.add("compression", partition::compression_name(z));
+  }
   j.add("apkovl", first_apkovl).add("label", first_label);
   j.add_raw("cards", cards).add_bool("dry_run", true);
   ctx.reporter.result("plan", s.str(), std::move(j));
@@ -390,6 +410,19 @@ void warn_shared_host_keys(AppContext& ctx, const std::vector<Identity>& ids) {
     if (count > 1) ctx.reporter.warn(shared_host_keys_warning(std::to_string(count) + " cards get", name));
 }
 
+// Where ScratchDir makes the run's private folder: $TMPDIR, else /var/tmp.
+std::string scratch_parent() {
+  const char* tmp = std::getenv("TMPDIR");
+  return tmp && *tmp ? tmp : "/var/tmp";
+}
+
+// "looked for pi.img.xz.bmap, pi.img.bmap, pi.bmap": the names bmaptool tries.
+std::string bmap_names(const std::string& image) {
+  std::string out = "looked for ";
+  for (const auto& c : udev::bmap_candidates(image)) out += (out.size() > 11 ? ", " : "") + c.string();
+  return out;
+}
+
 void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   // Every target is checked before anything is built or written.
   std::vector<udev::DeviceInfo> infos;
@@ -439,23 +472,50 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     std::vector<std::uint64_t> sizes;
     for (const auto& i : infos) sizes.push_back(i.size);
     if (p) return print_plan(ctx, *p, ids, o.devices, true, sizes, refused);
-    // The check a real run does while writing, done now: a stale .bmap shows in the plan's run.
-    auto src = udev::FlashSource::open(o.image);
-    udev::check_source(*src);
-    const std::uint64_t need = src->map.image_size();
+    std::optional<std::uint64_t> need;
     std::ostringstream s;
-    s << kPlanHeading << "  image: " << o.image << " (" << format_size(need) << ")\n";
+    s << kPlanHeading;
+    const std::string z = udev::compression_of_file(o.image);
+    if (z.empty()) {
+      // The check a real run does while writing, done now: a stale .bmap shows in the plan's run.
+      auto src = udev::FlashSource::open(o.image);
+      udev::check_source(*src);
+      need = src->map.image_size();
+      s << "  image: " << o.image << " (" << format_size(*need) << ")\n";
+    } else {
+      // A plan does not decompress: the size is the one the .bmap, the xz index
+      // or the zstd frame headers give (checked against each other), else unknown.
+      const udev::CompressedImage c = udev::probe_compressed(o.image);
+      need = c.map ? std::optional(c.map->image_size()) : c.size;
+      s << "  image: " << o.image << ", " << z << "-compressed: "
+        << (need ? format_size(*need) + " decompressed (" +
+                       (c.map       ? "its .bmap says"
+                        : z == "xz" ? "its xz index says"
+                                    : "its zstd frame headers say") +
+                       ")"
+                 : "its size is known once it is decompressed (" + z +
+                       (z == "gzip" ? " records it only modulo 4 GiB" : " does not record it") +
+                       "): cards too small for it are refused then")
+        << "\n    decompressed once, before any card is written, into a private scratch folder in " << scratch_parent()
+        << " (holes for its all-zero blocks)\n";
+      if (c.map)
+        s << "  block map: " << c.bmap.string() << ", " << format_size(c.map->mapped_bytes())
+          << " to write (its checksums are compared with the data while it is decompressed)\n";
+      else
+        s << "  block map: none (" << bmap_names(o.image) << "): every byte of the image is written\n";
+    }
     std::string cards = "[";
     std::size_t refusals = 0;
     for (std::size_t k = 0; k < infos.size(); ++k) {
       const auto& i = infos[k];
       // As the run checks each card: it must hold the whole image.
-      if (refused[k].empty() && i.size < need)
+      if (refused[k].empty() && need && i.size < *need)
         refused[k] = "refusing to write " + o.devices[k] + ": it has " + format_size(i.size) + " but the image needs " +
-                     format_size(need) + "; use a larger card";
+                     format_size(*need) + "; use a larger card";
       s << "  card " << (k + 1) << ": device " << i.path << "  " << i.describe() << "\n";
       JsonObject c;
-      c.add("index", static_cast<int>(k) + 1).add("target", o.devices[k]).add("image_size", need);
+      c.add("index", static_cast<int>(k) + 1).add("target", o.devices[k]);
+      if (need) c.add("image_size", *need);
       if (!refused[k].empty()) {
         s << "    not written: " << refused[k] << "\n";
         c.add("error", refused[k]);
@@ -467,8 +527,9 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     if (o.wipe) s << "  first: erase each whole card (--wipe)\n";
     s << "  writes: " << parallel_text(o.jobs, infos.size() - refusals) << "\n";
     JsonObject j;
-    j.add("image", o.image)
-        .add("jobs", cards_at_once(o.jobs, infos.size() - refusals))
+    j.add("image", o.image);
+    if (!z.empty()) j.add("compression", z);
+    j.add("jobs", cards_at_once(o.jobs, infos.size() - refusals))
         .add_bool("wipe", o.wipe)
         .add_raw("cards", cards)
         .add_bool("dry_run", true);
@@ -563,6 +624,27 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
       if (dynamic_cast<const fetch::DownloadCancelled*>(&e)) ctx.reporter.note(e.what());
       return cancelled_before_writing();
     }
+  } else if (!udev::compression_of_file(o.image).empty()) {
+    // Decompressed once, before any card is opened, into the private scratch
+    // folder (removed with it, also after Ctrl-C or an error): the writer reads
+    // the image at random, once per card and again to verify.
+    std::shared_ptr<const udev::FlashSource> shared;
+    try {
+      scratch.emplace(ctx);
+      udev::DecompressOptions d;
+      d.folder = scratch->path();
+      d.events = ctx.reporter.sink();
+      d.cancel = cancel;
+      d.full_hint = "set TMPDIR to a folder with more room (now " + scratch_parent() + ")";
+      shared = udev::FlashSource::decompress(o.image, d);
+    } catch (const Cancelled&) {
+      scratch.reset();
+      return cancelled_before_writing();
+    }
+    if (udev::find_bmap(o.image).empty())
+      ctx.reporter.note("no block map for " + o.image + " (" + bmap_names(o.image) +
+                        "): every byte of the image is written");
+    for (auto& s : sources) s = shared;
   } else {
     auto shared = udev::FlashSource::open(o.image);  // a missing image is the error, before any note
     if (!std::filesystem::exists(o.image + ".bmap"))
@@ -605,15 +687,38 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   if (int sig = cancel_signal()) ctx.exit_code = 128 + sig;
 }
 
-// --output x.img.xz would be a raw image under a compressed name.
+// --output x.img.xz (.gz, .zst, .bz2) writes the image compressed. Names that
+// bmaptool and the decompressors would not take for that (upper case, .zstd),
+// or that promise a tar or zip archive, are refused.
 void check_output_name(const std::string& output) {
   const std::string lower = ascii_lower(output);
-  for (const char* ext : {".gz", ".xz", ".zst", ".zstd", ".bz2", ".zip"})
-    if (lower.ends_with(ext)) {
-      const std::string raw = output.substr(0, output.size() - std::string_view(ext).size());
-      throw Error(Errc::usage, "--output " + output + ": --output writes a raw image; name it " + raw +
-                                   " and compress it afterwards (e.g. xz -k " + shell_word(raw) + ")");
+  auto without = [&output](std::string_view ext) { return output.substr(0, output.size() - ext.size()); };
+  const std::pair<const char*, const char*> tools[] = {
+      {".gz", "gzip"}, {".xz", "xz"}, {".zst", "zstd"}, {".bz2", "bzip2"}};
+  for (const auto& [ext, tool] : tools) {
+    if (!lower.ends_with(ext)) continue;
+    const std::string raw = without(ext);
+    if (ascii_lower(raw).ends_with(".tar")) {
+      const std::string stem = raw.substr(0, raw.size() - 4);
+      throw Error(Errc::usage, "--output " + output + ": a .tar" + ext +
+                                   " is a tar archive, and --output writes a disk image; name it " + stem +
+                                   (ascii_lower(stem).ends_with(".img") ? "" : ".img") + ext);
     }
+    if (!output.ends_with(ext))
+      throw Error(Errc::usage, "--output " + output + ": name it " + raw + ext + " (lower case): bmaptool and " + tool +
+                                   " take only that spelling for a " + tool + "-compressed image");
+    return;
+  }
+  if (lower.ends_with(".zstd"))
+    throw Error(Errc::usage, "--output " + output + ": name it " + without(".zstd") +
+                                 ".zst: bmaptool and zstd take a zstd-compressed image only as .zst");
+  if (lower.ends_with(".zip")) {
+    const std::string raw = without(".zip");
+    throw Error(Errc::usage, "--output " + output +
+                                 ": a .zip is an archive of files, and --output writes one disk image; name it " + raw +
+                                 ".xz (or .gz, .zst, .bz2) to have it compressed, or name it " + raw +
+                                 " and zip it afterwards (zip " + shell_word(output) + " " + shell_word(raw) + ")");
+  }
 }
 
 // A folder given as --device is a usage error, as a missing path is.
@@ -628,29 +733,39 @@ void check_devices_given(const std::vector<std::string>& devices) {
   }
 }
 
-// --image must be a disk image as it goes onto the card: not compressed, with
-// an MBR (or, without a partition table, a FAT boot sector) in sector 0.
-// A missing or unreadable file is left to the writer, which names it.
+// --image must be a disk image as it goes onto the card, or one compressed
+// with gzip, xz, zstd or bzip2 (told by its first bytes, whatever its name):
+// an MBR (or, without a partition table, a FAT boot sector) in sector 0 — of
+// the decompressed data, of which only that much is decompressed here. A
+// truncated xz file (no stream footer), a damaged start or a block map of
+// another size is an input error now, before any card is opened. A missing or
+// unreadable file is left to the writer, which names it.
 void check_image_file(const std::string& image) {
   Fd fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   struct stat st {};
   if (!fd || ::fstat(fd.get(), &st) != 0 || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))) return;
   const off_t end = ::lseek(fd.get(), 0, SEEK_END);
-  const std::uint64_t size = end > 0 ? static_cast<std::uint64_t>(end) : 0;
+  std::uint64_t size = end > 0 ? static_cast<std::uint64_t>(end) : 0;
   std::string head(512, '\0');
   const ssize_t got = ::pread(fd.get(), head.data(), head.size(), 0);
   head.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
+  std::string what = "--image " + image;
   if (const std::string z = compression_of(head); !z.empty()) {
-    const std::map<std::string, std::string> tool = {
-        {"gzip", "gzip -dk"}, {"xz", "xz -dk"}, {"zstd", "zstd -d"}, {"bzip2", "bzip2 -dk"}};
-    throw Error(Errc::usage, "--image " + image + " is " + z +
-                                 "-compressed, and cards get an image as it is: decompress it first (" + tool.at(z) +
-                                 " " + shell_word(image) + ") and give the .img file");
+    const udev::CompressedImage c = udev::probe_compressed(image);
+    head = udev::decompressed_head(image, 512);
+    // Sector 0 as read_mbr reads it: from a file of its own, in memory.
+    fd.reset(::memfd_create("sector0", MFD_CLOEXEC));
+    if (!fd) throw_errno("cannot check the start of " + image + " (memfd_create)");
+    pwrite_all(fd.get(), head.data(), head.size(), 0, "cannot check the start of " + image);
+    size = c.map    ? c.map->image_size()
+           : c.size ? *c.size
+                    : (head.size() < 512 ? head.size() : std::numeric_limits<std::uint64_t>::max());
+    what += " (" + z + "-compressed)";
   }
   if (head.size() == 512 && partition::looks_like_fat_boot_sector(reinterpret_cast<const std::uint8_t*>(head.data())))
     return;  // a FAT volume without a partition table: its own boot sector
   try {
-    partition::read_mbr(fd.get(), size, "--image " + image);
+    partition::read_mbr(fd.get(), size, what);
   } catch (const Error& e) {
     throw Error(Errc::usage, std::string(e.what()) + "; give a disk image such as one made with --output");
   }
@@ -661,12 +776,17 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
   app.add_option("--spec", o->spec, "the TOML spec describing the Pi(s)")->group("Input");
   app.add_option("--apkovl", o->apkovl, "use an existing apkovl (e.g. from `lbu package`) instead of a spec")
       ->group("Input");
-  app.add_option("--image", o->image, "write an existing image (and its .bmap when present) to the devices")
+  app.add_option("--image", o->image,
+                 "write an existing image (and its .bmap when present) to the devices; a compressed one (.img.xz, "
+                 ".gz, .zst, .bz2) is decompressed first")
       ->group("Input");
   app.add_option("--tarball", o->tarball, "the Alpine RPi tarball: a file or a URL (then --sha256)")->group("Input");
   app.add_option("--sha256", o->sha256, "pin the tarball's SHA-256 (required for a --tarball URL)")->group("Input");
   add_download_flags(app, o->download, "Download");
-  app.add_option("--output,-o", o->output, "write an image file FILE.img (and FILE.img.bmap)")->group("Targets");
+  app.add_option("--output,-o", o->output,
+                 "write an image file FILE.img (and FILE.img.bmap); FILE.img.xz, .gz, .zst or .bz2: compressed (and "
+                 "FILE.img.xz.bmap)")
+      ->group("Targets");
   app.add_option("--device", o->devices, "a card to write; repeat for a batch (written in parallel)")->group("Targets");
   app.add_option("--jobs,-j", o->jobs, "write at most N cards at once (default: all; 1: one after another)")
       ->type_name("N")

@@ -272,12 +272,45 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   std::optional<ScratchDir> scratch;
   std::shared_ptr<const udev::FlashSource> shared;
   if (from_image) {
-    // A station checks its image against the .bmap once, before the first
-    // card, instead of failing every card inserted.
-    auto src = std::make_shared<udev::FlashSource>(*udev::FlashSource::open(o.image));
-    udev::check_source(*src);
-    src->check_ranges = false;
-    shared = std::move(src);
+    if (const std::string z = udev::compression_of_file(o.image); !z.empty()) {
+      // A compressed image (gzip, xz, zstd, bzip2) is decompressed once for
+      // the station, before the first card, into its private scratch folder,
+      // and its .bmap (bmaptool's names) compared with the data as it goes.
+      // A plan only checks what it can without decompressing.
+      const udev::CompressedImage c = udev::probe_compressed(o.image);
+      if (o.dry_run) {
+        const std::optional<std::uint64_t> size = c.map ? std::optional(c.map->image_size()) : c.size;
+        ctx.reporter.note(o.image + " is " + z +
+                          "-compressed: the station decompresses it once, before the first card" +
+                          (size ? " (" + format_size(*size) + ")" : std::string()) +
+                          (c.map ? ", and writes what " + c.bmap.string() + " maps"
+                                 : ", and writes every byte of it (no .bmap beside it)"));
+      } else {
+        scratch.emplace(ctx);
+        udev::DecompressOptions d;
+        d.folder = scratch->path();
+        d.events = ctx.reporter.sink();
+        d.cancel = install_cancel_handler();  // Ctrl-C now: no card touched, the scratch folder removed
+        const char* tmp = std::getenv("TMPDIR");
+        d.full_hint = "set TMPDIR to a folder with more room (now " + std::string(tmp && *tmp ? tmp : "/var/tmp") + ")";
+        try {
+          shared = udev::FlashSource::decompress(o.image, d);
+        } catch (const Cancelled&) {
+          ctx.reporter.finish_progress();
+          ctx.reporter.note("stopped while decompressing " + o.image + ": no card was written");
+          ctx.exit_code = 128 + cancel_signal();
+          return;
+        }
+        ctx.reporter.finish_progress();
+      }
+    } else {
+      // A station checks its image against the .bmap once, before the first
+      // card, instead of failing every card inserted.
+      auto src = std::make_shared<udev::FlashSource>(*udev::FlashSource::open(o.image));
+      udev::check_source(*src);
+      src->check_ranges = false;
+      shared = std::move(src);
+    }
   } else {
     p.emplace(ctx, o);
   }

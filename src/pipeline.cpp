@@ -1,10 +1,12 @@
 #include "pipeline.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <csignal>
 #include <cstdio>
@@ -14,6 +16,7 @@
 
 #include "partition/apkovl_check.hpp"
 #include "partition/tarball_rules.hpp"
+#include "rpi/atomic_file.hpp"
 #include "rpi/digest.hpp"
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
@@ -79,7 +82,7 @@ TarballScan scan_tarball(const std::filesystem::path& tarball, const std::set<st
   o.force = force;
   for (const auto& name : wanted) o.edits.emplace(name, nullptr);
   partition::TarballScan s = partition::scan_tarball(tarball, o);
-  return TarballScan{std::move(s.root_files), std::move(s.apkovls)};
+  return TarballScan{std::move(s.root_files), std::move(s.apkovls), std::move(s.keymaps)};
 }
 
 void require_spec_tarball(const std::string& path, const std::string& spec_path) {
@@ -501,7 +504,47 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
   return opt;
 }
 
+std::string keymap_error(const overlay::HostConfig& h, const partition::BootKeymaps& k,
+                         const std::optional<std::string>& release) {
+  if (h.keymap.empty() || !k.known() || k.has(h.keymap)) return {};
+  std::string msg = (h.keymap_location.empty() ? "" : h.keymap_location + ": ") + "[system].keymap \"" + h.keymap +
+                    "\" is not in " + (release ? "Alpine " + *release + "'s kbd-bkeymaps" : "the tarball's " + k.apk) +
+                    ": the Pi's keyboard would stay US";
+  const std::string layout = h.keymap.substr(0, h.keymap.find(' '));
+  std::vector<std::string> variants;
+  std::size_t more = 0;
+  for (const auto& m : k.keymaps) {
+    if (m.compare(0, layout.size() + 1, layout + " ") != 0) continue;
+    if (variants.size() < 12)
+      variants.push_back(m.substr(layout.size() + 1));
+    else
+      ++more;
+  }
+  if (auto best = partition::closest_keymap(h.keymap, k.keymaps); !best.empty())
+    msg += " (did you mean \"" + best + "\"?)";
+  else if (variants.empty())
+    msg += " (it has no layout \"" + layout + "\")";
+  else
+    msg += " (the layout " + layout + " has " + join(variants) + (more ? ", …)" : ")");
+  return msg;
+}
+
 namespace {
+// A card whose [system].keymap its kbd-bkeymaps lacks loads no keymap at any
+// boot (loadkmap fails; the keyboard stays US): the job of `jobs` that makes
+// the cards of such an identity stops the build once the tarball is read,
+// before any image is made (keymap_error). Keymaps not known (no
+// kbd-bkeymaps in the tarball, or one that cannot be read): no check.
+void check_keymaps_when_read(const std::vector<Identity>& ids, const std::vector<std::size_t>& job_of,
+                             std::vector<partition::ImageJob>& jobs, const std::optional<std::string>& release) {
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (!ids[i].host || ids[i].host->keymap.empty()) continue;
+    jobs[job_of[i]].options.check_keymaps = [host = ids[i].host, release](const partition::BootKeymaps& k) {
+      if (const std::string e = keymap_error(*host, k, release); !e.empty()) throw Error(Errc::spec, e);
+    };
+  }
+}
+
 // Alpine's initramfs installs /etc/apk/world from the card's apks/ (and the
 // apk cache) with --no-network unless the kernel command line gives it a
 // network (alpine-facts §1.7); the apkovl's rpi-provision-packages service
@@ -630,6 +673,92 @@ std::filesystem::path Pipeline::tarball_for(const std::vector<Identity>& ids) {
   return tarball();
 }
 
+namespace {
+
+// Signals that end the run wait while finished files of the image builder move
+// to temporaries that a signal removes (a moment: renames), so that none is
+// ever left behind: recorded, then raised again once this ends.
+std::atomic<int> g_deferred_signal{0};
+extern "C" void defer_signal(int sig) {
+  int none = 0;
+  g_deferred_signal.compare_exchange_strong(none, sig);
+}
+constexpr std::array<int, 4> kEndingSignals{SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+
+class DeferredSignals {
+ public:
+  DeferredSignals() {
+    struct sigaction sa {};
+    sa.sa_handler = defer_signal;
+    sigemptyset(&sa.sa_mask);
+    for (std::size_t i = 0; i < kEndingSignals.size(); ++i) sigaction(kEndingSignals[i], &sa, &old_[i]);
+  }
+  ~DeferredSignals() {
+    for (std::size_t i = 0; i < kEndingSignals.size(); ++i) sigaction(kEndingSignals[i], &old_[i], nullptr);
+    if (const int sig = g_deferred_signal.exchange(0)) ::raise(sig);  // the run's own handler takes it now
+  }
+  DeferredSignals(const DeferredSignals&) = delete;
+  DeferredSignals& operator=(const DeferredSignals&) = delete;
+
+ private:
+  std::array<struct sigaction, kEndingSignals.size()> old_{};
+};
+
+// An output named .xz, .gz, .zst or .bz2. The image builder writes the raw
+// image onto `raw`'s temporary (and its block map beside that, moved at once
+// into `bmap`'s), and the image is compressed into `out`'s: temporaries that a
+// failure or a signal removes, until the compressed file and its .bmap are
+// committed. `raw` is never committed: the raw image goes with it.
+struct PackedOutput {
+  PackedOutput(partition::Compression c, const std::filesystem::path& output)
+      : kind(c),
+        target(output),
+        out(std::make_unique<AtomicFile>(output, 0600)),
+        raw(std::make_unique<AtomicFile>(output, 0600)),
+        bmap(std::make_unique<AtomicFile>(std::filesystem::path(output.string() + ".bmap"), partition::kBmapMode)) {}
+  ~PackedOutput() { ::unlink(raw_bmap().c_str()); }  // when it was not moved (a failure)
+  PackedOutput(const PackedOutput&) = delete;
+  PackedOutput& operator=(const PackedOutput&) = delete;
+
+  const std::filesystem::path& raw_image() const { return raw->temp_path(); }
+  std::filesystem::path raw_bmap() const { return raw->temp_path().string() + ".bmap"; }
+
+  partition::Compression kind;
+  std::filesystem::path target;
+  std::unique_ptr<AtomicFile> out, raw, bmap;
+  std::uint64_t size = 0;  // of the compressed file
+};
+
+// `text` with the raw image's temporary name replaced by the output's.
+std::string output_named(std::string text, const PackedOutput& p) {
+  for (const auto& [from, to] : {std::pair{p.raw_image().string(), p.target.string()},
+                                 std::pair{p.raw_image().filename().string(), p.target.filename().string()}})
+    for (std::size_t at = 0; (at = text.find(from, at)) != std::string::npos; at += to.size())
+      text.replace(at, from.size(), to);
+  return text;
+}
+
+// The lock the image builder takes on an output folder while it renames
+// (partition/src/image.cpp, FolderLocks): a compressed file and its .bmap of
+// two runs at once must not end up side by side. Unlocked where flock fails.
+class FolderLock {
+ public:
+  explicit FolderLock(const std::filesystem::path& file) {
+    const std::filesystem::path dir = file.parent_path();
+    fd_.reset(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd_) return;
+    int rc;
+    while ((rc = ::flock(fd_.get(), LOCK_EX)) != 0 && errno == EINTR) {
+    }
+    if (rc != 0) fd_.reset();
+  }
+
+ private:
+  Fd fd_;  // closing it releases the lock
+};
+
+}  // namespace
+
 std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
                                         const std::vector<std::filesystem::path>& outputs,
                                         const std::vector<std::optional<std::uint64_t>>& card_sizes,
@@ -645,6 +774,10 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
   std::vector<std::size_t> job_of(ids.size());                // ids[i] gets jobs[job_of[i]]
   std::map<std::pair<int, std::uint64_t>, std::size_t> same;  // (n, image size) -> job
   std::vector<BuiltImage> built(ids.size());
+  // Destroyed after `packed` (declared later), so that a signal it held back
+  // finds no file of theirs left to remove but the armed temporaries.
+  std::optional<DeferredSignals> deferred;
+  std::map<std::size_t, std::unique_ptr<PackedOutput>> packed;  // job -> its compressed output
   std::optional<std::uint64_t> content;
   std::set<std::string> noted;
   for (std::size_t i = 0; i < ids.size(); ++i) {
@@ -673,14 +806,76 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
     }
     job_of[i] = jobs.size();
     same.emplace(std::pair{ids[i].n, size}, jobs.size());
-    jobs.push_back({outputs[i], std::move(opt)});
+    std::filesystem::path output = outputs[i];
+    // Only --output itself: a card run's scratch images are named after their cards (kiosk.apkovl.tar.gz).
+    const partition::Compression kind = !o_.output.empty() && output == std::filesystem::path(o_.output)
+                                            ? partition::compression_for(output)
+                                            : partition::Compression::none;
+    if (kind != partition::Compression::none) {
+      auto pk = std::make_unique<PackedOutput>(kind, output);
+      output = pk->raw_image();
+      // Progress and warnings name the output, not the raw image's temporary name.
+      if (opt.events)
+        opt.events = [sink = opt.events, p = pk.get()](const Event& ev) {
+          sink(Event{ev.type, output_named(ev.subject, *p), ev.done, ev.total, output_named(ev.message, *p)});
+        };
+      packed.emplace(jobs.size(), std::move(pk));
+    }
+    jobs.push_back({output, std::move(opt)});
   }
+  check_keymaps_when_read(ids, job_of, jobs, release());
   std::function<void()> hook;
-  if (before_commit) hook = [&] { before_commit(built); };
-  std::vector<partition::ImageResult> job_results = partition::build_images(tb, jobs, hook);
-  std::vector<partition::ImageResult> results;
-  for (std::size_t i = 0; i < ids.size(); ++i) results.push_back(job_results[job_of[i]]);
+  if (before_commit || !packed.empty())
+    hook = [&] {
+      if (before_commit) before_commit(built);
+      if (!packed.empty()) deferred.emplace();  // until the raw images' .bmap files are moved
+    };
+  std::vector<partition::ImageResult> job_results;
+  try {
+    job_results = partition::build_images(tb, jobs, hook);
+  } catch (const Error& e) {
+    std::string what = e.what();
+    for (const auto& [job, pk] : packed) what = output_named(what, *pk);
+    if (what == e.what()) throw;
+    throw Error(e.code(), what);
+  }
+  for (auto& [job, pk] : packed) {
+    if (::rename(pk->raw_bmap().c_str(), pk->bmap->temp_path().c_str()) != 0)
+      throw_errno("cannot create " + pk->bmap->target().string());
+    job_results[job].image = pk->target;
+    job_results[job].bmap = pk->target.string() + ".bmap";
+  }
+  deferred.reset();  // a signal held back ends the run now, removing every temporary
   ctx_.reporter.finish_progress();
+  for (auto& [job, pk] : packed) {
+    const std::string name = pk->target.string();
+    try {
+      Fd raw = open_or_throw(pk->raw_image().string(), O_RDONLY);
+      pk->size = partition::compress_image(raw.get(), "the image built for " + name, job_results[job].image_size,
+                                           pk->out->fd(), name, pk->kind,
+                                           {ctx_.reporter.sink(), pk->target.filename().string(), cancel_});
+    } catch (const Error& e) {
+      throw Error(e.code(),
+                  std::string(e.what()) + "; nothing was written (" + name + ", if there was one, is left as it was)");
+    }
+  }
+  if (!packed.empty()) {
+    ctx_.reporter.finish_progress();
+    for (auto& [job, pk] : packed) {
+      FolderLock renaming(pk->out->target());
+      pk->out->commit();
+      pk->bmap->commit();
+    }
+  }
+  std::vector<partition::ImageResult> results;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    results.push_back(job_results[job_of[i]]);
+    if (auto it = packed.find(job_of[i]); it != packed.end()) {
+      built[i].compression = it->second->kind;
+      built[i].compressed_size = it->second->size;
+    }
+  }
+  packed.clear();  // the raw images
   std::set<std::string> warned;
   for (std::size_t i = 0; i < ids.size(); ++i) {
     if (ids[i].host && ids[i].host->apk.cache) {

@@ -17,6 +17,7 @@
 #include "overlay/apkovl.hpp"
 #include "overlay/spec.hpp"
 #include "packages.hpp"
+#include "partition/compress.hpp"
 #include "partition/image.hpp"
 #include "udev/device.hpp"
 
@@ -91,6 +92,11 @@ struct BuiltImage {
   partition::ImageResult result;
   std::string apkovl_name;
   std::vector<std::string> known_hosts;
+  // An output named .xz, .gz, .zst or .bz2: result.image is that compressed
+  // file, of `compressed_size` bytes; result.bmap (its name + ".bmap") and the
+  // other sizes describe the image uncompressed.
+  partition::Compression compression = partition::Compression::none;
+  std::uint64_t compressed_size = 0;
 };
 
 // What a card of a batch gets: its image settings as the build makes them,
@@ -109,10 +115,18 @@ struct CardPlan {
 struct TarballScan {
   std::map<std::string, std::string> root_files;  // lower-case name -> bytes, of those asked for
   std::vector<std::string> apkovls;               // root *.apkovl.tar.gz* members, left out of every card
+  partition::BootKeymaps keymaps;                 // of its kbd-bkeymaps apk (unknown without one)
 };
 // Throws rpi::Error(input) with the build's messages. `wanted`: lower-case
 // root file names whose bytes to keep. `force`: no check for the boot files.
 TarballScan scan_tarball(const std::filesystem::path& tarball, const std::set<std::string>& wanted, bool force);
+
+// Why the card of `h` cannot have its [system].keymap, at the spec's line
+// (with a did-you-mean from `k`, the tarball's kbd-bkeymaps, of Alpine
+// `release`), or "" when it can or the tarball's keymaps are unknown. The
+// build and the plan both refuse with it (Errc::spec).
+std::string keymap_error(const overlay::HostConfig& h, const partition::BootKeymaps& k,
+                         const std::optional<std::string>& release);
 
 // --mirror overrides [alpine].mirror for everything it drives: the card's
 // default apk repositories name the first http(s) --mirror. Local folders and
@@ -172,7 +186,10 @@ class Pipeline {
   // every output is left as it was (partition::build_images).
   // `card_sizes`: the card each image is for, which bounds its size (one
   // entry: every image's; none: image files). A CardTooSmall names the image
-  // (`card`) that does not fit its card.
+  // (`card`) that does not fit its card. The --output file, named .xz, .gz,
+  // .zst or .bz2 (partition::compression_for), is built raw under a temporary
+  // name beside it, then compressed into it; its .bmap (its name + ".bmap")
+  // describes the raw image, and no temporary outlives the call (or a signal).
   std::vector<BuiltImage> build(const std::vector<Identity>& ids, const std::vector<std::filesystem::path>& outputs,
                                 const std::vector<std::optional<std::uint64_t>>& card_sizes = {},
                                 const std::function<void(const std::vector<BuiltImage>&)>& before_commit = {});
@@ -191,6 +208,10 @@ class Pipeline {
     if (packages_) packages_->set_cancel(flag);  // made before (watch checks at start)
   }
 
+  // The Alpine release of the resolved tarball ("3.22.2") when known: from the
+  // mirror's index, or from an alpine-rpi-X.Y.Z-ARCH.tar.gz file name.
+  std::optional<std::string> release() const;
+
  private:
   AppContext& ctx_;
   RunOptions o_;
@@ -203,9 +224,6 @@ class Pipeline {
   partition::ImageOptions card_options(const Identity& id, std::optional<std::uint64_t> card_size,
                                        std::optional<std::uint64_t> content, std::string* apkovl_name,
                                        std::vector<std::string>* known_hosts, bool* fills_card);
-  // The Alpine release of the resolved tarball ("3.22.2") when known: from the
-  // mirror's index, or from an alpine-rpi-X.Y.Z-ARCH.tar.gz file name.
-  std::optional<std::string> release() const;
   // `a` with latest-stable pinned to that release: a card whose repositories
   // follow latest-stable would mix releases once Alpine publishes the next one.
   overlay::AlpineSource pinned(overlay::AlpineSource a) const;

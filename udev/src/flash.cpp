@@ -271,9 +271,9 @@ std::uint64_t padded(const Target& t, std::uint64_t len) {
 
 // Reads a piece of the image into buf (zero-padded to the O_DIRECT size).
 void read_source(int src_fd, const FlashSource& src, const Piece& p, AlignedBuffer& buf, std::uint64_t pad_len) {
-  std::size_t got = pread_full(src_fd, buf.data(), p.length, p.offset, "cannot read " + src.image.string());
+  std::size_t got = pread_full(src_fd, buf.data(), p.length, p.offset, "cannot read " + src.display_name());
   if (got != p.length)
-    throw Error(Errc::input, src.image.string() + " is shorter than its block map says (at byte " +
+    throw Error(Errc::input, src.display_name() + " is shorter than its block map says (at byte " +
                                  std::to_string(p.offset + got) + ")");
   if (pad_len > p.length) std::memset(buf.data() + p.length, 0, pad_len - p.length);
 }
@@ -603,7 +603,7 @@ class Writer {
         std::uint64_t bad = p.offset + k;
         char hex[32];
         std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(bad));
-        throw Error(Errc::verify, "verify failed: " + t.path + " differs from " + src.image.string() +
+        throw Error(Errc::verify, "verify failed: " + t.path + " differs from " + src.display_name() +
                                       " at byte offset " + std::to_string(bad) + " (" + hex +
                                       "); the card may be failing or counterfeit, try another one");
       }

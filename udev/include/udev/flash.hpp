@@ -16,7 +16,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "partition/block_map.hpp"
@@ -26,11 +28,33 @@
 
 namespace rpi::udev {
 
+// A file this process made for one run (a decompressed image): removed when
+// this object goes.
+class ScratchFile {
+ public:
+  explicit ScratchFile(std::filesystem::path path) : path_(std::move(path)) {}
+  ~ScratchFile();
+  ScratchFile(const ScratchFile&) = delete;
+  ScratchFile& operator=(const ScratchFile&) = delete;
+  const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct DecompressOptions;
+
 // An image file and the ranges of it that must be written. Shared (read-only)
 // by every job that writes the same identity.
 struct FlashSource {
   std::filesystem::path image;
   partition::BlockMap map;
+  // How messages name the image when `image` is not the user's file (a
+  // decompressed copy: "pi.img.xz (decompressed)"); "" names `image`.
+  std::string name;
+  // The decompressed copy `image` is, removed with the last source that
+  // holds it (copies of a source share it).
+  std::shared_ptr<const ScratchFile> scratch;
   // The ranges' SHA-256 in `map` (from a .bmap file) still have to be compared
   // with the image: flash_one/flash_all do it on a thread of their own while
   // the cards' bodies are written, and no card gets its first MiB (the MBR)
@@ -46,7 +70,61 @@ struct FlashSource {
   // second read of the image. Throws Errc::input when the file's size is not
   // the map's.
   static std::shared_ptr<const FlashSource> built(const std::filesystem::path& image, partition::BlockMap map);
+  // A compressed image (gzip, xz, zstd or bzip2: compression_of its first
+  // bytes), decompressed once into a new 0600 file in opts.folder: holes
+  // where a 4 KiB block is all zeros, "decompress" progress events. Its block
+  // map is found as bmaptool finds one (find_bmap); its size and every range's
+  // SHA-256 are compared with the data as it is decompressed, so a source
+  // comes back checked (check_ranges false). Without one the map covers the
+  // whole image: a zero block of an image is not free space (a FAT's free
+  // clusters, the end of a directory), and the card's old bytes must not show
+  // through. Throws Errc::input for a damaged or truncated file (naming the
+  // byte of it where the decoder stopped) or a block map that does not match,
+  // Errc::io when opts.folder fills up, Cancelled when opts.cancel turns true;
+  // the partly written file is removed each time.
+  static std::shared_ptr<const FlashSource> decompress(const std::filesystem::path& image,
+                                                       const DecompressOptions& opts);
+  // `name`, or `image` when that is empty.
+  std::string display_name() const { return name.empty() ? image.string() : name; }
 };
+
+struct DecompressOptions {
+  std::filesystem::path folder;  // a private folder for the decompressed image (the run's scratch folder)
+  EventSink events;              // "decompress" progress (subject: the compressed file), "note"s
+  const std::atomic<bool>* cancel = nullptr;
+  std::string full_hint;  // what else to do when `folder` fills up ("set TMPDIR to ...")
+};
+
+// "gzip", "xz", "zstd" or "bzip2" when `head` (the first bytes of a file)
+// starts with that compressor's magic; "" otherwise.
+std::string compression_of(std::string_view head);
+// The same for the file at `path` ("" also when it cannot be read).
+std::string compression_of_file(const std::filesystem::path& path);
+
+// What can be learnt of a compressed image without decompressing it.
+struct CompressedImage {
+  std::string compression;                 // "gzip", "xz", "zstd", "bzip2"
+  std::uint64_t file_size = 0;             // of the compressed file
+  std::optional<std::uint64_t> size;       // uncompressed, when the file records it (xz index, zstd frame headers)
+  std::filesystem::path bmap;              // find_bmap(image); "" when there is none
+  std::optional<partition::BlockMap> map;  // read from `bmap` (its BmapFileChecksum checked)
+};
+// Reads the xz index or the zstd frame headers (a gzip ISIZE is the size
+// modulo 4 GiB, and bzip2 records none: no size for those), and the block map
+// when there is one. Throws Errc::input when the file is not compressed, is an
+// xz file that does not end with a stream footer or whose index is damaged
+// (truncated: a download cut short), or when the block map cannot be read or
+// describes an image of another size than the file records.
+CompressedImage probe_compressed(const std::filesystem::path& image);
+// The first `n` bytes of the decompressed data (fewer when it is shorter);
+// throws Errc::input when they cannot be decompressed.
+std::string decompressed_head(const std::filesystem::path& image, std::size_t n);
+// bmaptool's rule (bmaptools/CLI.py, find_and_open_bmap): IMAGE.bmap, then
+// with one extension less at a time, as long as the name has one:
+// pi.img.xz.bmap, pi.img.bmap, pi.bmap. The first regular file found; "" when none.
+std::filesystem::path find_bmap(const std::filesystem::path& image);
+// The names find_bmap tries, in order.
+std::vector<std::filesystem::path> bmap_candidates(const std::filesystem::path& image);
 
 // Compares the range checksums of the source's .bmap with its image now (one
 // read of the mapped data); throws Errc::input naming the first bad range.

@@ -1,0 +1,486 @@
+// --image with a compressed image (gzip, xz, zstd, bzip2, told by its first
+// bytes): decompressed once into the run's scratch folder, then written like
+// the raw image. Oracles: the compressors' own tools make the files from an
+// image this tool built with --output; `cmp` of the file standing in for a card
+// with that image; the .bmap's own ranges; the scratch folder ($TMPDIR) left
+// empty.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "cli_support.hpp"
+#include "test_support.hpp"
+
+using rpi::test::cli;
+using rpi::test::contains;
+using rpi::test::example;
+using rpi::test::tarball;
+using rpi::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Compressor {
+  std::string tool, ext;
+};
+const std::vector<Compressor> kCompressors = {{"gzip", ".gz"}, {"xz", ".xz"}, {"zstd", ".zst"}, {"bzip2", ".bz2"}};
+
+std::string q(const fs::path& p) {
+  return "'" + p.string() + "'";
+}
+
+// `tool` compresses `img` into `out` (the tool's defaults, as users share images).
+void compress(const Compressor& c, const fs::path& img, const fs::path& out) {
+  auto r = rpi::test::sh(c.tool + " -c " + (c.tool == "zstd" ? "-q " : "") + q(img) + " > " + q(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+
+// The images the tests compress, built once: kiosk and headless in 64 MiB
+// (same size, other bytes), and kiosk in 128 MiB.
+struct Images {
+  TempDir dir;
+  fs::path kiosk = dir / "pi.img", other = dir / "other.img", big = dir / "big.img";
+};
+const Images& images() {
+  static std::unique_ptr<Images> im;
+  if (!im) {
+    im = std::make_unique<Images>();
+    for (const auto& [spec, out, size] :
+         {std::tuple{"kiosk.toml", im->kiosk, "64MiB"}, std::tuple{"headless.toml", im->other, "64MiB"},
+          std::tuple{"kiosk.toml", im->big, "128MiB"}}) {
+      auto r = cli({"--spec", example(spec).string(), "--tarball", tarball().string(), "--size", size, "--output",
+                    out.string()});
+      EXPECT_EQ(r.exit_code, 0) << r.err;
+    }
+  }
+  return *im;
+}
+
+// $TMPDIR for the runs of one test: where their scratch folders go; it must be
+// empty again afterwards.
+class Scratch {
+ public:
+  Scratch() {
+    if (const char* t = std::getenv("TMPDIR")) old_ = t;
+    ::setenv("TMPDIR", dir_.path().c_str(), 1);
+  }
+  ~Scratch() {
+    if (old_)
+      ::setenv("TMPDIR", old_->c_str(), 1);
+    else
+      ::unsetenv("TMPDIR");
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  const fs::path& path() const { return dir_.path(); }
+  std::string left() const {
+    std::string out;
+    for (const auto& e : fs::recursive_directory_iterator(dir_.path())) out += e.path().string() + "\n";
+    return out;
+  }
+
+ private:
+  TempDir dir_;
+  std::optional<std::string> old_;
+};
+
+// A file standing in for a card: `size` bytes of `fill`.
+fs::path card(const fs::path& path, std::uint64_t size = 64u << 20, char fill = 'c') {
+  rpi::test::write_file(path, std::string(size, fill));
+  return path;
+}
+
+bool same_files(const fs::path& a, const fs::path& b) {
+  if (rpi::test::have_tool("cmp")) return rpi::test::run({"cmp", "-s", a.string(), b.string()}).exit_code == 0;
+  return rpi::test::read_file(a) == rpi::test::read_file(b);
+}
+
+const Compressor* first_available(const std::vector<std::string>& preferred) {
+  for (const auto& t : preferred)
+    for (const auto& c : kCompressors)
+      if (c.tool == t && rpi::test::have_tool(t)) return &c;
+  return nullptr;
+}
+
+// The mapped block ranges of a .bmap file, [first, last] in 4 KiB blocks.
+std::vector<std::pair<std::uint64_t, std::uint64_t>> bmap_ranges(const fs::path& bmap) {
+  const std::string xml = rpi::test::read_file(bmap);
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+  const std::regex range(R"(<Range[^>]*>\s*(\d+)(?:\s*-\s*(\d+))?\s*</Range>)");
+  for (std::sregex_iterator it(xml.begin(), xml.end(), range), end; it != end; ++it) {
+    const std::uint64_t a = std::stoull((*it)[1]);
+    out.emplace_back(a, (*it)[2].matched ? std::stoull((*it)[2]) : a);
+  }
+  return out;
+}
+
+}  // namespace
+
+// Each compressor's file is written exactly as the image it was made from,
+// zero blocks included (no .bmap: every byte, over a card full of 'c'); the
+// content says what it is, not the name.
+TEST(ImageInput, EachCompressionIsWrittenByteForByte) {
+  const Images& im = images();
+  Scratch scratch;
+  TempDir d;
+  int tried = 0;
+  for (const auto& c : kCompressors) {
+    if (!rpi::test::have_tool(c.tool)) {
+      std::cout << "[  NOTE    ] " << c.tool << " not installed: not tried\n";
+      continue;
+    }
+    ++tried;
+    SCOPED_TRACE(c.tool);
+    // One of them under a name that says nothing.
+    const fs::path file = d / (c.tool == "zstd" ? "pi-image.bin" : "pi.img" + c.ext);
+    ASSERT_NO_FATAL_FAILURE(compress(c, im.kiosk, file));
+    const fs::path target = card(d / "card.bin");
+    auto r = cli({"--image", file.string(), "--device", target.string(), "--yes"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_TRUE(contains(r.out, "ok — safe to remove")) << r.out;
+    EXPECT_TRUE(contains(r.err, "no block map for " + file.string())) << r.err;
+    EXPECT_TRUE(contains(r.err, "every byte of the image is written")) << r.err;
+    EXPECT_TRUE(same_files(target, im.kiosk)) << "the card is not the image";
+    EXPECT_EQ(scratch.left(), "");
+  }
+  if (tried == 0) GTEST_SKIP() << "none of gzip, xz, zstd, bzip2 is installed";
+}
+
+// A .bmap under bmaptool's names: pi.img.bmap for pi.img.xz, and
+// pi.img.xz.bmap before it. Only its ranges are written (the card keeps its
+// 'c' elsewhere), and those are the image's.
+TEST(ImageInput, ABmapBesideItIsUsedUnderBmaptoolsNames) {
+  const Images& im = images();
+  const Compressor* c = first_available({"xz", "zstd", "gzip", "bzip2"});
+  if (!c) GTEST_SKIP() << "none of gzip, xz, zstd, bzip2 is installed";
+  Scratch scratch;
+  TempDir d;
+  const fs::path file = d / ("pi.img" + c->ext);
+  ASSERT_NO_FATAL_FAILURE(compress(*c, im.kiosk, file));
+  const fs::path bmap = im.kiosk.string() + ".bmap";
+  const auto ranges = bmap_ranges(bmap);
+  ASSERT_FALSE(ranges.empty());
+  std::uint64_t mapped = 0;
+  for (const auto& [a, b] : ranges) mapped += (b - a + 1) * 4096;
+  const std::string image = rpi::test::read_file(im.kiosk);
+  for (const std::string& name : {std::string("pi.img.bmap"), "pi.img" + c->ext + ".bmap"}) {
+    SCOPED_TRACE(name);
+    fs::copy_file(bmap, d / name, fs::copy_options::overwrite_existing);
+    if (name != "pi.img.bmap")  // the first name wins: the other one may be anything
+      fs::copy_file(im.other.string() + ".bmap", d / "pi.img.bmap", fs::copy_options::overwrite_existing);
+    const fs::path target = card(d / "card.bin");
+    auto r = cli({"--image", file.string(), "--device", target.string(), "--yes", "--json"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_TRUE(contains(r.out, "\"bytes\":" + std::to_string(mapped) + ",")) << r.out;
+    EXPECT_FALSE(contains(r.out, "no block map")) << r.out;
+    const std::string written = rpi::test::read_file(target);
+    ASSERT_EQ(written.size(), image.size());
+    for (const auto& [a, b] : ranges)
+      EXPECT_TRUE(written.compare(a * 4096, (b - a + 1) * 4096, image, a * 4096, (b - a + 1) * 4096) == 0)
+          << "blocks " << a << "-" << b;
+    EXPECT_NE(written.find(std::string(4096, 'c')), std::string::npos) << "unmapped blocks were written";
+    EXPECT_EQ(scratch.left(), "");
+  }
+}
+
+// A .bmap of other bytes (the same size), or of another size: refused before
+// any card is written, naming it; the card is as it was, nothing is left.
+TEST(ImageInput, AMismatchingBmapIsRefusedBeforeAnyCard) {
+  const Images& im = images();
+  Scratch scratch;
+  TempDir d;
+  int tried = 0;
+  for (const char* tool : {"xz", "gzip"}) {
+    const Compressor* c = first_available({tool});
+    if (!c) continue;
+    ++tried;
+    SCOPED_TRACE(tool);
+    const fs::path file = d / ("pi.img" + c->ext), bmap = d / "pi.img.bmap";
+    ASSERT_NO_FATAL_FAILURE(compress(*c, im.kiosk, file));
+    const fs::path target = card(d / "card.bin");
+    const std::string before = rpi::test::read_file(target);
+    fs::copy_file(im.other.string() + ".bmap", bmap, fs::copy_options::overwrite_existing);
+    auto r = cli({"--image", file.string(), "--device", target.string(), "--yes"});
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    EXPECT_TRUE(contains(r.err, bmap.string() + ": checksum mismatch for blocks range")) << r.err;
+    EXPECT_TRUE(rpi::test::read_file(target) == before) << "the card was changed";
+    EXPECT_EQ(scratch.left(), "");
+    // Another size: known before decompressing from the xz index (the plan
+    // refuses it too); gzip does not record it, and the first range of other
+    // bytes is refused as it goes by.
+    fs::copy_file(im.big.string() + ".bmap", bmap, fs::copy_options::overwrite_existing);
+    const std::string msg =
+        bmap.string() + " describes a " + std::to_string(128u << 20) + "-byte image but " + file.string();
+    r = cli({"--image", file.string(), "--device", target.string(), "--yes"});
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    EXPECT_TRUE(contains(r.err, c->tool == "xz" ? msg : bmap.string() + ": checksum mismatch")) << r.err;
+    EXPECT_TRUE(rpi::test::read_file(target) == before) << "the card was changed";
+    EXPECT_EQ(scratch.left(), "");
+    if (c->tool == "xz") {
+      auto plan = cli({"--image", file.string(), "--device", target.string(), "--dry-run"});
+      EXPECT_EQ(plan.exit_code, 1) << plan.out << plan.err;
+      EXPECT_TRUE(contains(plan.err, msg + " holds 67108864 bytes decompressed (its xz index says)")) << plan.err;
+    }
+    fs::remove(bmap);
+  }
+  if (tried == 0) GTEST_SKIP() << "neither xz nor gzip is installed";
+}
+
+// Cut short or damaged: an input error naming the file, no card written or
+// created, no scratch file left. A truncated xz file is refused from its end
+// before anything else; a gzip member's CRC-32 is checked.
+TEST(ImageInput, ATruncatedOrDamagedFileIsRefusedAndNothingIsLeft) {
+  const Images& im = images();
+  Scratch scratch;
+  TempDir d;
+  int tried = 0;
+  for (const auto& c : kCompressors) {
+    if (!rpi::test::have_tool(c.tool)) continue;
+    ++tried;
+    SCOPED_TRACE(c.tool);
+    const fs::path whole = d / ("whole" + c.ext);
+    ASSERT_NO_FATAL_FAILURE(compress(c, im.kiosk, whole));
+    const std::string bytes = rpi::test::read_file(whole);
+    const fs::path cut = d / ("cut.img" + c.ext);
+    rpi::test::write_file(cut, bytes.substr(0, bytes.size() - 4096));
+    const fs::path target = card(d / "card.bin");
+    const std::string before = rpi::test::read_file(target);
+    auto r = cli({"--image", cut.string(), "--device", target.string(), "--yes"});
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    EXPECT_TRUE(contains(r.err, cut.string() + (c.tool == "xz" ? " is truncated or damaged: it does not end with an "
+                                                                 "xz stream footer"
+                                                               : "")))
+        << r.err;
+    EXPECT_TRUE(contains(r.err, "download it again")) << r.err;
+    EXPECT_TRUE(rpi::test::read_file(target) == before) << "the card was changed";
+    EXPECT_EQ(scratch.left(), "");
+    // A card path that does not exist yet is not created.
+    const fs::path missing = d / "new-card.bin";
+    r = cli({"--image", cut.string(), "--device", missing.string(), "--yes"});
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_FALSE(fs::exists(missing));
+    if (c.tool == "gzip") {
+      // One byte changed in the middle: what only the CRC-32 may catch.
+      std::string flipped = bytes;
+      flipped[bytes.size() / 2] ^= 0x01;
+      const fs::path bad = d / "bad.img.gz";
+      rpi::test::write_file(bad, flipped);
+      ASSERT_NE(rpi::test::sh("gzip -t " + q(bad) + " 2>/dev/null").exit_code, 0);
+      r = cli({"--image", bad.string(), "--device", target.string(), "--yes"});
+      EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+      EXPECT_TRUE(contains(r.err, bad.string() + " cannot be decompressed")) << r.err;
+      EXPECT_TRUE(rpi::test::read_file(target) == before) << "the card was changed";
+      EXPECT_EQ(scratch.left(), "");
+    }
+  }
+  if (tried == 0) GTEST_SKIP() << "none of gzip, xz, zstd, bzip2 is installed";
+}
+
+// Compressed, but no disk image inside: the usage error a raw file gets.
+TEST(ImageInput, NotADiskImageInsideGzipIsRefused) {
+  RPI_REQUIRE_TOOL("gzip");
+  Scratch scratch;
+  TempDir d;
+  const fs::path text = d / "notes.txt", file = d / "notes.img.gz";
+  rpi::test::write_file(text, std::string(1 << 20, 'x'));
+  ASSERT_EQ(rpi::test::sh("gzip -c " + q(text) + " > " + q(file)).exit_code, 0);
+  const fs::path target = card(d / "card.bin");
+  auto r = cli({"--image", file.string(), "--device", target.string(), "--yes"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "--image " + file.string() + " (gzip-compressed): not a disk image: no MBR signature"))
+      << r.err;
+  EXPECT_TRUE(contains(r.err, "give a disk image such as one made with --output")) << r.err;
+  EXPECT_TRUE(rpi::test::read_file(target) == std::string(64u << 20, 'c')) << "the card was changed";
+  EXPECT_EQ(scratch.left(), "");
+}
+
+// --dry-run decompresses nothing: the size from the xz index (and a card too
+// small for it refused as the run refuses it), "known once it is
+// decompressed" for gzip; no scratch folder is made.
+TEST(ImageInput, APlanDoesNotDecompress) {
+  const Images& im = images();
+  Scratch scratch;
+  TempDir d;
+  const fs::path target = card(d / "card.bin", 64u << 20, '\0');
+  if (rpi::test::have_tool("xz")) {
+    const fs::path file = d / "pi.img.xz";
+    ASSERT_NO_FATAL_FAILURE(compress(kCompressors[1], im.kiosk, file));
+    auto r = cli({"--image", file.string(), "--device", target.string(), "--dry-run"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_TRUE(contains(r.out, "image: " + file.string() + ", xz-compressed: 64 MiB decompressed (its xz index says)"))
+        << r.out;
+    EXPECT_TRUE(contains(r.out, "block map: none (looked for " + file.string() + ".bmap, " +
+                                    (d / "pi.img.bmap").string() + ", " + (d / "pi.bmap").string() +
+                                    "): every byte of the image is written"))
+        << r.out;
+    auto j = cli({"--image", file.string(), "--device", target.string(), "--dry-run", "--json"});
+    EXPECT_TRUE(contains(j.out, "\"compression\":\"xz\"")) << j.out;
+    EXPECT_TRUE(contains(j.out, "\"image_size\":67108864")) << j.out;
+    // A card too small: the plan fails as the run does.
+    const fs::path small = card(d / "small.bin", 32u << 20, '\0');
+    const std::string msg = "refusing to write " + small.string() + ": it has 32 MiB but the image needs 64 MiB";
+    auto plan = cli({"--image", file.string(), "--device", small.string(), "--dry-run"});
+    auto run = cli({"--image", file.string(), "--device", small.string(), "--yes"});
+    EXPECT_EQ(plan.exit_code, 1) << plan.out << plan.err;
+    EXPECT_EQ(run.exit_code, 1) << run.out << run.err;
+    EXPECT_TRUE(contains(plan.out, msg)) << plan.out;
+    EXPECT_TRUE(contains(run.out, msg)) << run.out;
+  }
+  if (rpi::test::have_tool("gzip")) {
+    const fs::path file = d / "pi.img.gz";
+    ASSERT_NO_FATAL_FAILURE(compress(kCompressors[0], im.kiosk, file));
+    auto r = cli({"--image", file.string(), "--device", target.string(), "--dry-run"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_TRUE(contains(r.out, "gzip-compressed: its size is known once it is decompressed")) << r.out;
+    auto j = cli({"--image", file.string(), "--device", target.string(), "--dry-run", "--json"});
+    EXPECT_TRUE(contains(j.out, "\"compression\":\"gzip\"")) << j.out;
+    EXPECT_FALSE(contains(j.out, "image_size")) << j.out;
+  }
+  EXPECT_EQ(rpi::test::read_file(target), std::string(64u << 20, '\0')) << "the plan wrote to the card";
+  // The plans made no scratch folder, the run above removed its own.
+  EXPECT_EQ(scratch.left(), "");
+}
+
+// $TMPDIR too small for the decompressed image: an error naming it and
+// TMPDIR, the card untouched, nothing left (a 1 MiB tmpfs in a mount
+// namespace of its own).
+TEST(ImageInput, NotEnoughScratchSpaceSaysWhereAndWhatToDo) {
+  const Images& im = images();
+  const Compressor* c = first_available({"xz", "gzip", "zstd", "bzip2"});
+  if (!c) GTEST_SKIP() << "none of gzip, xz, zstd, bzip2 is installed";
+  RPI_REQUIRE_TOOL("unshare");
+  TempDir d;
+  const fs::path file = d / ("pi.img" + c->ext), small = d / "small";
+  ASSERT_NO_FATAL_FAILURE(compress(*c, im.kiosk, file));
+  fs::create_directories(small);
+  if (rpi::test::sh("unshare -Urm sh -c " + q("mount -t tmpfs -o size=1m tmpfs " + small.string())).exit_code != 0)
+    GTEST_SKIP() << "cannot mount a small tmpfs in a mount namespace (unshare -Urm) here";
+  const fs::path target = card(d / "card.bin");
+  const std::string inner = "mount -t tmpfs -o size=1m tmpfs " + q(small) + " && TMPDIR=" + q(small) + " " +
+                            q(rpi::test::cli_path()) + " --image " + q(file) + " --device " + q(target) +
+                            " --yes; rc=$?; echo \"left:[$(ls -A " + q(small) + ")]\"; exit $rc";
+  auto r = rpi::test::run({"unshare", "-Urm", "sh", "-c", inner});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "no space left in " + small.string() + "/")) << r.err;
+  EXPECT_TRUE(contains(r.err, "set TMPDIR to a folder with more room (now " + small.string() + ")")) << r.err;
+  EXPECT_TRUE(contains(r.out, "left:[]")) << r.out;
+  EXPECT_TRUE(rpi::test::read_file(target) == std::string(64u << 20, 'c')) << "the card was changed";
+}
+
+// Ctrl-C while the image is decompressed: the decompression stops, no card is
+// touched, the scratch folder is removed, exit 130. The run is stopped
+// (SIGSTOP) at its first "decompress" event, signalled, and let go on.
+TEST(ImageInput, CtrlCWhileDecompressingTouchesNoCard) {
+  const Images& im = images();
+  const Compressor* c = first_available({"bzip2", "gzip", "xz", "zstd"});  // the slowest to decompress first
+  if (!c) GTEST_SKIP() << "none of gzip, xz, zstd, bzip2 is installed";
+  Scratch scratch;
+  TempDir d;
+  const fs::path file = d / ("big.img" + c->ext), target = d / "card.bin";
+  ASSERT_NO_FATAL_FAILURE(compress(*c, im.big, file));
+  rpi::test::write_file(target, "");
+  fs::resize_file(target, 128u << 20);  // sparse: any write to it allocates blocks
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  const std::string bin = rpi::test::cli_path().string();
+  std::vector<std::string> args = {bin, "--image", file.string(), "--device", target.string(), "--yes", "--json"};
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 2);
+    ::close(out[0]);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(bin.c_str(), argv.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  // The last "decompress" event: the image was decompressed to its end.
+  const std::string size = std::to_string(fs::file_size(file));
+  const std::string finished = "\"done\":" + size + ",\"total\":" + size;
+  std::string seen, line;
+  bool stopped = false;
+  char ch;
+  while (::read(out[0], &ch, 1) == 1) {
+    seen += ch;
+    if (ch != '\n') {
+      line += ch;
+      continue;
+    }
+    if (!stopped && contains(line, "\"type\":\"decompress\"")) {
+      ::kill(pid, SIGSTOP);
+      stopped = true;
+      // What it printed before it stopped: a card already being written means
+      // the decompression was over before the signal could come.
+      ::fcntl(out[0], F_SETFL, O_NONBLOCK);
+      while (::read(out[0], &ch, 1) == 1) seen += ch;
+      ::fcntl(out[0], F_SETFL, 0);
+      if (contains(seen, finished) || contains(seen, "\"type\":\"write\"")) {
+        ::kill(pid, SIGCONT);
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+        ::close(out[0]);
+        GTEST_SKIP() << "the image was decompressed before the run could be stopped (a loaded machine)";
+      }
+      ::kill(pid, SIGINT);
+      ::kill(pid, SIGCONT);
+    }
+    line.clear();
+  }
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(stopped) << seen;
+  ASSERT_TRUE(WIFEXITED(status)) << seen;
+  EXPECT_EQ(WEXITSTATUS(status), 130) << seen;
+  EXPECT_TRUE(contains(seen, "cancelled: " + target.string() + " was not changed")) << seen;
+  EXPECT_FALSE(contains(seen, "\"type\":\"write\"")) << seen;
+  EXPECT_FALSE(contains(seen, finished)) << "the decompression went on to its end:\n" << seen;
+  struct stat st {};
+  ASSERT_EQ(::stat(target.c_str(), &st), 0);
+  EXPECT_EQ(st.st_blocks, 0) << "the card was written to";
+  EXPECT_EQ(st.st_size, 128 << 20);
+  EXPECT_EQ(scratch.left(), "");
+}
+
+// watch --image with a compressed image: the plan says it is decompressed
+// once, before the first card, and decompresses nothing; a truncated one is
+// refused as the main command refuses it.
+TEST(ImageInput, WatchPlansACompressedImageWithoutDecompressing) {
+  RPI_REQUIRE_TOOL("xz");
+  const Images& im = images();
+  Scratch scratch;
+  TempDir d;
+  const fs::path file = d / "pi.img.xz";
+  ASSERT_NO_FATAL_FAILURE(compress(kCompressors[1], im.kiosk, file));
+  fs::copy_file(im.kiosk.string() + ".bmap", d / "pi.img.bmap");
+  auto r = cli({"watch", "--image", file.string(), "--dry-run"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, file.string() +
+                                  " is xz-compressed: the station decompresses it once, before the first card (64 "
+                                  "MiB), and writes what " +
+                                  (d / "pi.img.bmap").string() + " maps"))
+      << r.err;
+  EXPECT_TRUE(contains(r.out, "image: " + file.string())) << r.out;
+  EXPECT_EQ(scratch.left(), "");
+  const std::string bytes = rpi::test::read_file(file);
+  const fs::path cut = d / "cut.img.xz";
+  rpi::test::write_file(cut, bytes.substr(0, bytes.size() / 2));
+  r = cli({"watch", "--image", cut.string(), "--dry-run"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, cut.string() + " is truncated or damaged")) << r.err;
+}

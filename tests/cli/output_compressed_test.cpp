@@ -1,0 +1,350 @@
+// --output pi.img.xz (.gz, .zst, .bz2): a compressed image and a .bmap of the
+// image uncompressed. Oracles: the compressors' own command-line tools (test
+// and decompress), cmp against a raw --output of the same spec, bmaptool copy
+// (which must discover the .bmap), fsck.fat, stat, and the files left in the
+// folder after failures and signals.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "partition/compress.hpp"
+#include "rpi/error.hpp"
+#include "rpi/fd.hpp"
+#include "test_support.hpp"
+
+namespace fs = std::filesystem;
+using rpi::Fd;
+using rpi::partition::Compression;
+using rpi::test::TempDir;
+
+namespace {
+
+fs::path tarball() {
+  return rpi::test::fixture_tarball({"--size-mb", "4"});
+}
+
+// A spec whose images are the same bytes every time (no random keys or salts).
+fs::path spec_in(const TempDir& dir) {
+  fs::path p = dir / "pi.toml";
+  rpi::test::write_file(p, "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  return p;
+}
+
+// The main command building `output` from the spec in `dir` (64 MiB: quick to compress).
+rpi::test::CommandResult build(const TempDir& dir, const fs::path& output, std::vector<std::string> more = {}) {
+  std::vector<std::string> args{"--spec",   spec_in(dir).string(), "--tarball", tarball().string(),
+                                "--output", output.string(),       "--size",    "64MiB"};
+  args.insert(args.end(), more.begin(), more.end());
+  return rpi::test::cli(args);
+}
+
+// The names in `dir` but those in `keep`, one per line (hidden temporaries included).
+std::string others_in(const fs::path& dir, const std::set<std::string>& keep) {
+  std::string out;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (!keep.count(e.path().filename().string())) out += e.path().filename().string() + "\n";
+  return out;
+}
+
+unsigned mode_of(const fs::path& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 ? st.st_mode & 07777 : 0;
+}
+
+bool contains(const std::string& s, const std::string& what) {
+  return s.find(what) != std::string::npos;
+}
+
+std::string q(const fs::path& p) {
+  return "'" + p.string() + "'";
+}
+
+struct Format {
+  std::string ext, tool, name;  // ".xz", the command-line tool, the JSON "compression"
+};
+
+class CompressedOutput : public ::testing::TestWithParam<Format> {};
+
+}  // namespace
+
+// Each compression: the tool's own test passes, the tool decompresses it to the
+// raw image's bytes, the .bmap beside it is the raw image's, both are 0600,
+// the result names the compressed file and its size, and a second build gives
+// the same bytes.
+TEST_P(CompressedOutput, DecompressesToTheRawImageWithItsBmap) {
+  const Format& f = GetParam();
+  RPI_REQUIRE_TOOL(f.tool);
+  TempDir dir;
+  const fs::path raw = dir / "pi.img", packed = dir / ("pi.img" + f.ext);
+  ASSERT_EQ(build(dir, raw, {"-q"}).exit_code, 0);
+  auto r = build(dir, packed, {"--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+
+  auto t = rpi::test::run({f.tool, "-t", packed.string()});
+  EXPECT_EQ(t.exit_code, 0) << f.tool << " -t: " << t.out << t.err;
+  auto same = rpi::test::sh(f.tool + " -dc " + q(packed) + " | cmp - " + q(raw));
+  EXPECT_EQ(same.exit_code, 0) << same.out << same.err;
+  auto bmap = rpi::test::run({"cmp", (dir / "pi.img.bmap").string(), packed.string() + ".bmap"});
+  EXPECT_EQ(bmap.exit_code, 0) << "the .bmap must describe the image uncompressed: " << bmap.out;
+  EXPECT_EQ(mode_of(packed), 0600u);
+  EXPECT_EQ(mode_of(packed.string() + ".bmap"), 0600u);
+  EXPECT_EQ(others_in(dir.path(), {"pi.toml", "pi.img", "pi.img.bmap", packed.filename().string(),
+                                   packed.filename().string() + ".bmap"}),
+            "");
+
+  const std::string size = std::to_string(fs::file_size(packed)), raw_size = std::to_string(fs::file_size(raw));
+  EXPECT_TRUE(contains(r.out, "\"image\":\"" + packed.string() + "\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"bmap\":\"" + packed.string() + ".bmap\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"image_size\":" + raw_size + ",")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"compression\":\"" + f.name + "\",\"compressed_size\":" + size)) << r.out;
+  EXPECT_TRUE(contains(r.out, "{\"type\":\"compress\",\"subject\":\"" + packed.filename().string() +
+                                  "\",\"done\":" + raw_size + ",\"total\":" + raw_size + "}"))
+      << r.out;
+  EXPECT_FALSE(contains(r.out, ".tmp-")) << "a temporary name reached the output: " << r.out;
+
+  // Reproducible: built again elsewhere (a second later, too), the same bytes.
+  TempDir again;
+  ASSERT_EQ(build(again, again / packed.filename().string(), {"-q"}).exit_code, 0);
+  auto cmp = rpi::test::run({"cmp", packed.string(), (again / packed.filename().string()).string()});
+  EXPECT_EQ(cmp.exit_code, 0) << cmp.out;
+  if (f.ext == ".gz") {
+    // RFC 1952 header: no FNAME/FCOMMENT flags, MTIME zero.
+    const std::string head = rpi::test::read_file(packed).substr(0, 10);
+    EXPECT_EQ(head[3], '\0') << "gzip header flags";
+    EXPECT_EQ(head.substr(4, 4), std::string(4, '\0')) << "gzip header time";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, CompressedOutput,
+                         ::testing::Values(Format{".xz", "xz", "xz"}, Format{".gz", "gzip", "gzip"},
+                                           Format{".zst", "zstd", "zstd"}, Format{".bz2", "bzip2", "bzip2"}),
+                         [](const auto& p) { return p.param.name; });
+
+// bmaptool finds the .bmap of pi.img.xz by its own lookup, uses it, and the
+// file it writes is the raw image, with a clean FAT.
+TEST(CompressedOutputTools, BmaptoolCopyFindsTheBmapAndGivesTheImage) {
+  RPI_REQUIRE_TOOL("bmaptool");
+  RPI_REQUIRE_TOOL("fsck.fat");
+  TempDir dir;
+  const fs::path raw = dir / "pi.img", packed = dir / "pi.img.xz", target = dir / "card.img";
+  ASSERT_EQ(build(dir, raw, {"-q"}).exit_code, 0);
+  ASSERT_EQ(build(dir, packed, {"-q"}).exit_code, 0);
+  fs::rename(raw.string() + ".bmap", dir / "raw.bmap");  // only the compressed image's .bmap is there to find
+  auto c = rpi::test::run({"bmaptool", "copy", packed.string(), target.string()});
+  ASSERT_EQ(c.exit_code, 0) << c.out << c.err;
+  EXPECT_TRUE(contains(c.err + c.out, "discovered bmap file '" + packed.string() + ".bmap'")) << c.err;
+  EXPECT_TRUE(contains(c.err + c.out, "using bmap file 'pi.img.xz.bmap'")) << c.err;
+  EXPECT_EQ(rpi::test::run({"cmp", raw.string(), target.string()}).exit_code, 0);
+  const fs::path part = dir / "part.img";
+  ASSERT_EQ(rpi::test::sh("dd if=" + q(target) + " of=" + q(part) + " bs=1M skip=8 status=none").exit_code, 0);
+  auto fsck = rpi::test::run({"fsck.fat", "-n", part.string()});
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
+}
+
+// --dry-run says how the image would be compressed, and writes nothing.
+TEST(CompressedOutputTools, DryRunSaysHowTheImageIsCompressed) {
+  TempDir dir;
+  const fs::path packed = dir / "pi.img.zst";
+  auto r = build(dir, packed, {"--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "compressed once built: zstd (level 3); " + packed.string() + ".bmap describes"))
+      << r.out;
+  auto j = build(dir, packed, {"--dry-run", "--json"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  EXPECT_TRUE(contains(j.out, "\"output\":\"" + packed.string() + "\",\"compression\":\"zstd\"")) << j.out;
+  EXPECT_EQ(others_in(dir.path(), {"pi.toml"}), "");
+}
+
+// Names bmaptool or the decompressors would not take for a compressed image,
+// and archive formats, are refused before anything is built.
+TEST(CompressedOutputTools, NamesTheToolsWouldNotTakeAreRefused) {
+  TempDir dir;
+  const std::string d = dir.path().string() + "/";
+  struct Case {
+    std::string name, says;
+  } cases[] = {
+      {"pi.img.XZ", "name it " + d + "pi.img.xz (lower case): bmaptool and xz take only that spelling"},
+      {"pi.img.Gz", "name it " + d + "pi.img.gz (lower case)"},
+      {"pi.img.zstd", "name it " + d + "pi.img.zst: bmaptool and zstd take a zstd-compressed image only as .zst"},
+      {"pi.img.zip", "a .zip is an archive of files, and --output writes one disk image; name it " + d + "pi.img.xz"},
+      {"pi.tar.gz", "a .tar.gz is a tar archive, and --output writes a disk image; name it " + d + "pi.img.gz"},
+  };
+  for (const auto& c : cases) {
+    auto r = build(dir, dir / c.name);
+    EXPECT_EQ(r.exit_code, 2) << c.name << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, c.says)) << c.name << ": " << r.err;
+  }
+  EXPECT_EQ(others_in(dir.path(), {"pi.toml"}), "");
+}
+
+// A build that fails leaves no compressed file, no .bmap and no temporary, and
+// its message names the output, not a temporary.
+TEST(CompressedOutputTools, AFailedBuildLeavesNothing) {
+  TempDir dir;
+  const fs::path packed = dir / "small.img.gz";
+  auto r = rpi::test::cli({"--spec", spec_in(dir).string(), "--tarball",
+                           rpi::test::fixture_tarball({"--size-mb", "16"}).string(), "--output", packed.string(),
+                           "--size", "20MiB"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, packed.string() + ": the files do not fit")) << r.err;
+  EXPECT_FALSE(contains(r.err, ".tmp-")) << r.err;
+  EXPECT_EQ(others_in(dir.path(), {"pi.toml"}), "");
+}
+
+namespace {
+
+// Starts the CLI with stdout on a pipe; returns its pid and the pipe's read end.
+pid_t spawn(const std::vector<std::string>& args, Fd& out) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return -1;
+  const std::string tool = rpi::test::cli_path().string();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(p[1], 1);
+    int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 2);
+    std::vector<char*> argv{const_cast<char*>(tool.c_str())};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(tool.c_str(), argv.data());
+    ::_exit(127);
+  }
+  ::close(p[1]);
+  out.reset(p[0]);
+  return pid;
+}
+
+// Reads `fd` until `what` was seen (true) or the stream ended (false).
+bool read_until(int fd, const std::string& what) {
+  std::string seen;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return false;
+    seen.append(buf, static_cast<std::size_t>(n));
+    if (contains(seen, what)) return true;
+  }
+}
+
+}  // namespace
+
+// Ctrl-C (or TERM, HUP) while the image is being compressed: the run ends by
+// that signal and leaves neither the compressed file, nor its .bmap, nor the
+// raw image it was compressing.
+TEST(CompressedOutputSignals, ASignalWhileCompressingLeavesNoFile) {
+  RPI_REQUIRE_TOOL("xz");
+  for (int sig : {SIGINT, SIGTERM}) {
+    TempDir dir;
+    Fd out;
+    // 1 GiB of image to compress: seconds of work, stopped after its first MiB.
+    const pid_t pid = spawn({"--json", "--spec", spec_in(dir).string(), "--tarball", tarball().string(), "--size",
+                             "1GiB", "--output", (dir / "pi.img.xz").string()},
+                            out);
+    ASSERT_GT(pid, 0);
+    const bool compressing = read_until(out.get(), "{\"type\":\"compress\"");
+    ::kill(pid, sig);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(compressing) << "the run ended before it compressed: status " << status;
+    ASSERT_TRUE(WIFSIGNALED(status)) << strsignal(sig) << ": status " << status;
+    EXPECT_EQ(WTERMSIG(status), sig);
+    EXPECT_EQ(others_in(dir.path(), {"pi.toml"}), "") << strsignal(sig);
+  }
+}
+
+// A signal that comes while the finished raw image and its .bmap pass from the
+// image builder to the compressor (held here: the builder's renames wait for
+// the folder's lock) waits until they are where a signal removes them, then
+// ends the run: no file is left.
+TEST(CompressedOutputSignals, ASignalAtTheRenamesEndsTheRunWithoutLeftovers) {
+  TempDir dir;
+  const fs::path spec = spec_in(dir);
+  Fd folder(::open(dir.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(folder);
+  ASSERT_EQ(::flock(folder.get(), LOCK_EX), 0);
+  Fd out;
+  const pid_t pid = spawn({"-q", "--spec", spec.string(), "--tarball", tarball().string(), "--size", "64MiB",
+                           "--output", (dir / "pi.img.xz").string()},
+                          out);
+  ASSERT_GT(pid, 0);
+  // The image builder's .bmap temporary ("..pi.img.xz.tmp-XXXXXX.bmap.tmp-XXXXXX", beside the raw
+  // image's) exists once it is at its renames.
+  auto at_the_renames = [&] {
+    for (const auto& e : fs::directory_iterator(dir.path()))
+      if (const std::string name = e.path().filename().string(); name.starts_with("..") && contains(name, ".bmap.tmp-"))
+        return true;
+    return false;
+  };
+  for (int i = 0; i < 600 && !at_the_renames(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(at_the_renames()) << "the run never got to its renames";
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ::kill(pid, SIGINT);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  int status = 0;
+  EXPECT_EQ(::waitpid(pid, &status, WNOHANG), 0) << "the signal did not wait for the renames";
+  folder.reset();  // releases the lock: the renames go on, then the signal ends the run
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "status " << status;
+  EXPECT_EQ(WTERMSIG(status), SIGINT);
+  EXPECT_EQ(others_in(dir.path(), {"pi.toml"}), "");
+}
+
+// The library function itself: which names ask for compression, a failed write
+// named with its reason, and a cancel flag that stops it.
+TEST(CompressImage, NamesAskForCompressionInLowerCaseOnly) {
+  using rpi::partition::compression_for;
+  EXPECT_EQ(compression_for("a/pi.img.xz"), Compression::xz);
+  EXPECT_EQ(compression_for("pi.img.gz"), Compression::gzip);
+  EXPECT_EQ(compression_for("pi.img.zst"), Compression::zstd);
+  EXPECT_EQ(compression_for("pi.img.bz2"), Compression::bzip2);
+  EXPECT_EQ(compression_for("pi.img"), Compression::none);
+  EXPECT_EQ(compression_for("pi.img.XZ"), Compression::none);
+  EXPECT_EQ(compression_for("pi.xz/pi.img"), Compression::none);
+}
+
+TEST(CompressImage, AFailedWriteIsAnIoErrorNamingTheFile) {
+  TempDir dir;
+  const fs::path in = dir / "in.img";
+  rpi::test::write_file(in, std::string(1 << 20, 'x'));
+  Fd src = rpi::open_or_throw(in.string(), O_RDONLY);
+  Fd full(::open("/dev/full", O_WRONLY | O_CLOEXEC));
+  if (!full) GTEST_SKIP() << "no /dev/full";
+  try {
+    rpi::partition::compress_image(src.get(), in.string(), 1 << 20, full.get(), "out.img.gz", Compression::gzip);
+    ADD_FAILURE() << "writing to /dev/full succeeded";
+  } catch (const rpi::Error& e) {
+    EXPECT_EQ(e.code(), rpi::Errc::io);
+    EXPECT_TRUE(contains(e.what(), "cannot write out.img.gz: No space left on device")) << e.what();
+  }
+  // An image shorter than the size asked for: named, not padded.
+  Fd sink(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+  try {
+    rpi::partition::compress_image(src.get(), in.string(), 2 << 20, sink.get(), "out.img.gz", Compression::gzip);
+    ADD_FAILURE() << "a short image was compressed";
+  } catch (const rpi::Error& e) {
+    EXPECT_TRUE(contains(e.what(), in.string() + ": it ends after 1048576 of 2097152 bytes")) << e.what();
+  }
+}
+
+TEST(CompressImage, ACancelFlagStopsIt) {
+  TempDir dir;
+  const fs::path in = dir / "in.img";
+  rpi::test::write_file(in, std::string(4 << 20, '\0'));
+  Fd src = rpi::open_or_throw(in.string(), O_RDONLY);
+  Fd sink(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+  std::atomic<bool> cancel{true};
+  EXPECT_THROW(rpi::partition::compress_image(src.get(), in.string(), 4 << 20, sink.get(), "out.img.xz",
+                                              Compression::xz, {{}, "out.img.xz", &cancel}),
+               rpi::Cancelled);
+}

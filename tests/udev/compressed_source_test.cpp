@@ -1,0 +1,354 @@
+// FlashSource::decompress and what it reads without decompressing (the xz
+// index, zstd frame headers, bmaptool's names for the .bmap). Oracles: the
+// gzip, xz, zstd and bzip2 tools make the files; the decompressed copy is
+// compared byte for byte with the data they were made from; the sizes with
+// that file's size.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "partition/block_map.hpp"
+#include "rpi/error.hpp"
+#include "rpi/fd.hpp"
+#include "test_support.hpp"
+#include "udev/flash.hpp"
+
+namespace rpi::test {
+namespace {
+
+namespace fs = std::filesystem;
+using partition::BlockMap;
+using udev::FlashSource;
+
+constexpr std::uint64_t kMiB = 1 << 20;
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+std::string q(const fs::path& p) {
+  return "'" + p.string() + "'";
+}
+
+struct Compressor {
+  std::string tool, ext, command;  // command: compresses the file it is given to stdout
+};
+const std::vector<Compressor> kCompressors = {{"gzip", ".gz", "gzip -c"},
+                                              {"xz", ".xz", "xz -c -T1"},
+                                              {"zstd", ".zst", "zstd -q -c"},
+                                              {"bzip2", ".bz2", "bzip2 -c"}};
+
+// An "image" of `size` bytes: 55 AA at byte 510, random data in some 4 KiB
+// blocks, zeros elsewhere, a short random tail (the size need not be a
+// multiple of 4096).
+std::string test_image(std::uint64_t size, unsigned seed) {
+  std::string img(size, '\0');
+  std::mt19937 rng(seed);
+  for (std::uint64_t b = 0; b * 4096 < size; ++b)
+    if (b % 7 == 0 || b % 11 == 3)
+      for (std::uint64_t i = b * 4096; i < std::min(size, (b + 1) * 4096); ++i) img[i] = static_cast<char>(rng());
+  for (std::uint64_t i = size - std::min<std::uint64_t>(size, 777); i < size; ++i) img[i] = static_cast<char>(rng());
+  img[510] = '\x55';
+  img[511] = '\xaa';
+  return img;
+}
+
+fs::path compressed(const TempDir& d, const std::string& name, const std::string& data, const Compressor& c,
+                    const std::string& extra = "") {
+  const fs::path raw = d / (name + ".raw");
+  write_file(raw, data);
+  const fs::path out = d / (name + c.ext);
+  const CommandResult r = sh(c.command + " " + extra + " " + q(raw) + " > " + q(out));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  fs::remove(raw);
+  return out;
+}
+
+std::size_t entries(const fs::path& dir) {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++n;
+  return n;
+}
+
+udev::DecompressOptions options_in(const fs::path& folder) {
+  udev::DecompressOptions o;
+  o.folder = folder;
+  return o;
+}
+
+// Every compressor: the copy holds exactly the data, in a private file, sparse
+// where the data is zeros (where the file system has holes), removed with the
+// last source that holds it; progress counts the compressed file's bytes.
+TEST(CompressedSource, EachCompressionDecompressesToTheSameBytes) {
+  const std::string data = test_image(9 * kMiB + 1234, 1);
+  int tried = 0;
+  for (const auto& c : kCompressors) {
+    if (!have_tool(c.tool)) {
+      std::cout << "[  NOTE    ] " << c.tool << " not installed: not tried\n";
+      continue;
+    }
+    ++tried;
+    SCOPED_TRACE(c.tool);
+    TempDir d;
+    fs::create_directories(d / "scratch");
+    const fs::path file = compressed(d, "pi.img", data, c);
+    EXPECT_EQ(udev::compression_of_file(file), c.tool);
+    std::vector<Event> events;
+    udev::DecompressOptions o = options_in(d / "scratch");
+    o.events = [&](const Event& e) { events.push_back(e); };
+    std::shared_ptr<const FlashSource> src = FlashSource::decompress(file, o);
+    EXPECT_EQ(read_file(src->image), data);
+    EXPECT_EQ(src->image.parent_path(), d / "scratch");
+    EXPECT_EQ(src->name, file.string() + " (decompressed)");
+    EXPECT_FALSE(src->check_ranges);
+    // No .bmap: the whole image is written (its zero blocks are not free space).
+    EXPECT_EQ(src->map.image_size(), data.size());
+    EXPECT_EQ(src->map.mapped_bytes(), data.size());
+    struct stat st {};
+    ASSERT_EQ(::stat(src->image.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    // Holes: the file takes less room than its size (where the file system has holes at all).
+    {
+      const fs::path probe = d / "hole-probe";
+      Fd fd = open_or_throw(probe.string(), O_RDWR | O_CREAT, 0600);
+      ASSERT_EQ(::ftruncate(fd.get(), 8 * kMiB), 0);
+      struct stat ps {};
+      ASSERT_EQ(::fstat(fd.get(), &ps), 0);
+      if (ps.st_blocks == 0) {
+        const std::uint64_t data_blocks = (data.size() / 4096) / 7 + (data.size() / 4096) / 11 + 2;
+        EXPECT_LE(static_cast<std::uint64_t>(st.st_blocks) * 512, (data_blocks + 16) * 4096)
+            << "the zero blocks were written, not left as holes";
+      }
+    }
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.front().type, "decompress");
+    EXPECT_EQ(events.front().subject, file.string());
+    EXPECT_EQ(events.back().done, fs::file_size(file));
+    EXPECT_EQ(events.back().total, fs::file_size(file));
+    // Copies of the source share the file; the last one removes it.
+    auto copy = std::make_shared<FlashSource>(*src);
+    const fs::path image = src->image;
+    src.reset();
+    EXPECT_TRUE(fs::exists(image));
+    copy.reset();
+    EXPECT_FALSE(fs::exists(image));
+    EXPECT_EQ(entries(d / "scratch"), 0u);
+  }
+  if (tried == 0) GTEST_SKIP() << "none of gzip, xz, zstd, bzip2 is installed";
+}
+
+// The file's own records of the uncompressed size: an xz index (one stream or
+// several, several blocks, stream padding, other checks) and zstd frame
+// headers; none for gzip and bzip2, nor for zstd without them.
+TEST(CompressedSource, TheSizeIsReadFromTheXzIndexAndTheZstdFrames) {
+  const std::string data = test_image(3 * kMiB + 4321, 2);
+  const std::string more = test_image(kMiB + 17, 3);
+  if (have_tool("xz")) {
+    TempDir d;
+    const Compressor xz = kCompressors[1];
+    for (const char* extra : {"", "--check=sha256", "--check=none", "-T2 --block-size=300000"}) {
+      SCOPED_TRACE(extra);
+      const fs::path f = compressed(d, "one", data, xz, extra);
+      EXPECT_EQ(udev::probe_compressed(f).size, data.size());
+    }
+    // Two streams, with stream padding between and after them, as xz reads it.
+    const fs::path a = compressed(d, "a", data, xz), b = compressed(d, "b", more, xz);
+    const fs::path both = d / "both.xz";
+    write_file(both, read_file(a) + std::string(8, '\0') + read_file(b) + std::string(4, '\0'));
+    ASSERT_EQ(sh("xz -t " + q(both)).exit_code, 0) << "xz itself does not take this file";
+    EXPECT_EQ(udev::probe_compressed(both).size, data.size() + more.size());
+    udev::DecompressOptions o = options_in(d.path());
+    EXPECT_EQ(read_file(FlashSource::decompress(both, o)->image), data + more);
+    // Cut short: refused from its end, as `xz -t` refuses it.
+    const std::string whole = read_file(a);
+    for (std::size_t cut : {std::size_t{4}, std::size_t{12}, whole.size() / 2}) {
+      const fs::path t = d / ("cut" + std::to_string(cut) + ".xz");
+      write_file(t, whole.substr(0, whole.size() - cut));
+      EXPECT_NE(sh("xz -t " + q(t) + " 2>/dev/null").exit_code, 0);
+      try {
+        udev::probe_compressed(t);
+        ADD_FAILURE() << "a truncated xz file was taken";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), Errc::input);
+        EXPECT_TRUE(contains(e.what(), t.string() + " is truncated or damaged")) << e.what();
+      }
+    }
+  }
+  if (have_tool("zstd")) {
+    TempDir d;
+    const Compressor zstd = kCompressors[2];
+    EXPECT_EQ(udev::probe_compressed(compressed(d, "z", data, zstd)).size, data.size());
+    // Several frames (as zstd writes for concatenated files).
+    const fs::path a = compressed(d, "a", data, zstd), b = compressed(d, "b", more, zstd);
+    const fs::path both = d / "both.zst";
+    write_file(both, read_file(a) + read_file(b));
+    EXPECT_EQ(udev::probe_compressed(both).size, data.size() + more.size());
+    // Without the size in its frame header (--no-content-size).
+    const fs::path none = compressed(d, "none", data, zstd, "--no-content-size");
+    EXPECT_FALSE(udev::probe_compressed(none).size.has_value());
+    EXPECT_EQ(read_file(FlashSource::decompress(none, options_in(d.path()))->image), data);
+  }
+  for (const auto& c : {kCompressors[0], kCompressors[3]})
+    if (have_tool(c.tool)) {
+      TempDir d;
+      EXPECT_FALSE(udev::probe_compressed(compressed(d, "x", data, c)).size.has_value()) << c.tool;
+    }
+  if (!have_tool("xz") && !have_tool("zstd")) GTEST_SKIP() << "neither xz nor zstd is installed";
+}
+
+// bmaptool's names (bmaptools/CLI.py, find_and_open_bmap): IMAGE.bmap, then
+// one extension less at a time.
+TEST(CompressedSource, TheBmapIsFoundByBmaptoolsNames) {
+  TempDir d;
+  const fs::path img = d / "pi.img.xz";
+  EXPECT_EQ(udev::bmap_candidates(img),
+            (std::vector<fs::path>{d / "pi.img.xz.bmap", d / "pi.img.bmap", d / "pi.bmap"}));
+  EXPECT_EQ(udev::bmap_candidates(d / ".hidden.xz"),
+            (std::vector<fs::path>{d / ".hidden.xz.bmap", d / ".hidden.bmap"}));
+  EXPECT_EQ(udev::bmap_candidates(fs::path("a.b/pi")), (std::vector<fs::path>{"a.b/pi.bmap"}));
+  EXPECT_EQ(udev::find_bmap(img), fs::path());
+  write_file(d / "pi.bmap", "x");
+  EXPECT_EQ(udev::find_bmap(img), d / "pi.bmap");
+  write_file(d / "pi.img.bmap", "x");
+  EXPECT_EQ(udev::find_bmap(img), d / "pi.img.bmap");
+  fs::create_directories(d / "pi.img.xz.bmap");  // a folder is no block map
+  EXPECT_EQ(udev::find_bmap(img), d / "pi.img.bmap");
+  fs::remove(d / "pi.img.xz.bmap");
+  write_file(d / "pi.img.xz.bmap", "x");
+  EXPECT_EQ(udev::find_bmap(img), d / "pi.img.xz.bmap");
+}
+
+// A .bmap made for the data: its map is the source's, its ranges checked as
+// the data goes by. One for other data of the same size, or of another size,
+// is refused naming it, and nothing stays in the folder.
+TEST(CompressedSource, ABmapIsComparedWithTheDecompressedData) {
+  if (!have_tool("gzip")) GTEST_SKIP() << "tool not installed: gzip";
+  TempDir d;
+  fs::create_directories(d / "scratch");
+  const std::string data = test_image(5 * kMiB, 4);
+  const fs::path file = compressed(d, "pi.img", data, kCompressors[0]);  // pi.img.gz: bmaptool looks for pi.img.bmap
+  auto bmap_for = [&](const std::string& bytes) {
+    const fs::path raw = d / "raw";
+    write_file(raw, bytes);
+    BlockMap m(bytes.size());
+    m.add(0, 64 * 1024);
+    m.add(2 * kMiB, 300000);
+    m.add(bytes.size() - 4096, 4096);
+    m.split(64 * 1024);
+    Fd fd = open_or_throw(raw.string(), O_RDONLY);
+    m.compute_checksums(fd.get(), raw.string());
+    partition::write_bmap(d / "pi.img.bmap", m);
+    fs::remove(raw);
+    return m;
+  };
+  const BlockMap good = bmap_for(data);
+  auto src = FlashSource::decompress(file, options_in(d / "scratch"));
+  EXPECT_EQ(read_file(src->image), data);
+  EXPECT_EQ(src->map.mapped_bytes(), good.mapped_bytes());
+  EXPECT_FALSE(src->check_ranges);
+  src.reset();
+  // One byte different inside a mapped range, the same size.
+  std::string other = data;
+  other[2 * kMiB + 100000] ^= 1;
+  bmap_for(other);
+  try {
+    FlashSource::decompress(file, options_in(d / "scratch"));
+    ADD_FAILURE() << "a block map of other data was taken";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::input);
+    EXPECT_TRUE(contains(e.what(), (d / "pi.img.bmap").string() + ": checksum mismatch for blocks range")) << e.what();
+  }
+  EXPECT_EQ(entries(d / "scratch"), 0u);
+  // Another size: gzip does not record it, so this shows once decompressed.
+  bmap_for(data + std::string(4096, '\0'));
+  try {
+    FlashSource::decompress(file, options_in(d / "scratch"));
+    ADD_FAILURE() << "a block map of another size was taken";
+  } catch (const Error& e) {
+    EXPECT_TRUE(contains(e.what(), "describes a " + std::to_string(data.size() + 4096) + "-byte image")) << e.what();
+  }
+  EXPECT_EQ(entries(d / "scratch"), 0u);
+}
+
+// Damaged or cut short: an input error naming the file, nothing left behind.
+// gzip's CRC-32 is checked (a flipped byte in stored data inflates fine).
+TEST(CompressedSource, DamagedOrTruncatedFilesAreRefused) {
+  const std::string data = test_image(6 * kMiB, 5);
+  int tried = 0;
+  for (const auto& c : kCompressors) {
+    if (!have_tool(c.tool)) continue;
+    ++tried;
+    SCOPED_TRACE(c.tool);
+    TempDir d;
+    fs::create_directories(d / "scratch");
+    const std::string whole = read_file(compressed(d, "pi.img", data, c));
+    const fs::path cut = d / ("cut" + c.ext);
+    write_file(cut, whole.substr(0, whole.size() * 2 / 3));
+    std::string flipped = whole;
+    flipped[whole.size() / 2] ^= 0x10;
+    const fs::path bad = d / ("bad" + c.ext);
+    write_file(bad, flipped);
+    for (const fs::path& f : {cut, bad}) {
+      // The tool itself refuses it: the oracle that it is damaged.
+      ASSERT_NE(sh(c.tool + " -t " + q(f) + " 2>/dev/null").exit_code, 0) << f;
+      try {
+        FlashSource::decompress(f, options_in(d / "scratch"));
+        ADD_FAILURE() << f << " was taken";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), Errc::input) << e.what();
+        EXPECT_TRUE(contains(e.what(), f.string())) << e.what();
+        EXPECT_TRUE(contains(e.what(), "download it again")) << e.what();
+      }
+      EXPECT_EQ(entries(d / "scratch"), 0u) << f;
+    }
+  }
+  if (tried == 0) GTEST_SKIP() << "none of gzip, xz, zstd, bzip2 is installed";
+}
+
+// Cancelled part-way (the flag turns true after the first progress): Cancelled,
+// and the partly written file is gone.
+TEST(CompressedSource, CancellingRemovesThePartlyWrittenFile) {
+  if (!have_tool("gzip")) GTEST_SKIP() << "tool not installed: gzip";
+  TempDir d;
+  fs::create_directories(d / "scratch");
+  std::string data(24 * kMiB, '\0');
+  std::mt19937 rng(6);
+  for (auto& ch : data) ch = static_cast<char>(rng());  // incompressible: many progress steps
+  const fs::path file = compressed(d, "pi.img", data, {"gzip", ".gz", "gzip -1 -c"});
+  std::atomic<bool> cancel{false};
+  std::uint64_t seen = 0;
+  udev::DecompressOptions o = options_in(d / "scratch");
+  o.cancel = &cancel;
+  o.events = [&](const Event& e) {
+    if (e.type != "decompress" || e.done == 0) return;
+    seen = e.done;
+    cancel = true;
+  };
+  EXPECT_THROW(FlashSource::decompress(file, o), Cancelled);
+  EXPECT_GT(seen, 0u);
+  EXPECT_LT(seen, fs::file_size(file)) << "cancelled only at the end";
+  EXPECT_EQ(entries(d / "scratch"), 0u);
+}
+
+// Not compressed: said so, for the plan's probe and the decompressor alike.
+TEST(CompressedSource, APlainFileIsNotTakenForCompressed) {
+  TempDir d;
+  const fs::path plain = d / "pi.img";
+  write_file(plain, test_image(kMiB, 7));
+  EXPECT_EQ(udev::compression_of_file(plain), "");
+  EXPECT_EQ(udev::compression_of_file(d / "missing"), "");
+  EXPECT_THROW(udev::probe_compressed(plain), Error);
+  EXPECT_THROW(FlashSource::decompress(plain, options_in(d.path())), Error);
+  EXPECT_EQ(udev::compression_of("BZh9"), "bzip2");
+  EXPECT_EQ(udev::compression_of("BZh0"), "");
+}
+
+}  // namespace
+}  // namespace rpi::test
