@@ -21,7 +21,12 @@ _rpi_provision_add() {
 
 # Files matching a glob, plus directories to descend into.
 _rpi_provision_files() {
+  # The pattern may be an extglob one (@(a|b)); the user's setting is restored.
+  local extglob
+  extglob=$(shopt -p extglob)
+  shopt -s extglob
   _rpi_provision_add compgen -f -X "!$1" -- "$cur"
+  eval "$extglob"
   _rpi_provision_add compgen -d -- "$cur"
   compopt -o filenames 2>/dev/null
 }
@@ -80,7 +85,7 @@ _rpi_provision() {
       if [[ $cmd == apkovl ]]; then
         _rpi_provision_files '*.apkovl.tar.gz'
       else
-        _rpi_provision_files '*.img'
+        _rpi_provision_files '*.img?(.gz|.xz|.zst|.bz2)'
       fi
       return
       ;;

@@ -410,7 +410,7 @@ TEST(InstallCompletions, BashParsesAndPassesShellcheck) {
 
 // Drives the bash completion function the way bash does (COMP_WORDS/COMP_CWORD) in
 // folder `dir` and returns COMPREPLY, sorted, one per line.
-std::string bash_complete(const fs::path& dir, const std::string& words) {
+std::string bash_complete(const fs::path& dir, const std::string& words, const std::string& after = "") {
   std::string script = "cd '" + dir.string() + "' || exit 9\nsource '" + bash_completion().string() +
                        "'\n"
                        "COMP_WORDS=(" +
@@ -418,7 +418,8 @@ std::string bash_complete(const fs::path& dir, const std::string& words) {
                        ")\n"
                        "COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))\n"
                        "_rpi_provision\n"
-                       "printf '%s\\n' \"${COMPREPLY[@]}\" | sort\n";
+                       "printf '%s\\n' \"${COMPREPLY[@]}\" | sort\n" +
+                       after;
   CommandResult r = run({"bash", "--norc", "--noprofile", "-c", script});
   EXPECT_EQ(r.exit_code, 0) << describe(r);
   return r.out;
@@ -442,6 +443,15 @@ TEST(InstallCompletions, BashCompletesCommandsFilesAndValues) {
   // fetch's --version does take one.
   EXPECT_EQ(complete("rpi-provision --version devices --j"), "--json\n");
   EXPECT_EQ(complete("rpi-provision fetch --version ''"), "edge\nlatest-stable\n");
+  // Images raw or compressed (--image reads them, --output writes them); the
+  // pattern's extglob leaves the shell's own setting as it was.
+  for (const char* f : {"a.img", "b.img.xz", "c.img.gz", "d.img.zst", "e.img.bz2", "f.img.zip", "g.xz"})
+    write_file(t / f, "");
+  EXPECT_EQ(complete("rpi-provision --image ''"), "a.img\nb.img.xz\nc.img.gz\nd.img.zst\ne.img.bz2\nspecs\n");
+  EXPECT_EQ(complete("rpi-provision --spec kiosk.toml --output ''"),
+            "a.img\nb.img.xz\nc.img.gz\nd.img.zst\ne.img.bz2\nspecs\n");
+  EXPECT_EQ(bash_complete(t.path(), "rpi-provision --image ''", "shopt -p extglob || true\n"),
+            "a.img\nb.img.xz\nc.img.gz\nd.img.zst\ne.img.bz2\nspecs\nshopt -u extglob\n");
 }
 
 TEST(InstallCompletions, ZshParses) {
