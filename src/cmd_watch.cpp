@@ -352,7 +352,8 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     p->plan_tarball(true);
     for (int k = n; k <= std::max(n, last_card(w, n, last)); ++k)
       if (Identity id = p->identity_at(k); id.host) p->check_packages(*id.host);
-    p->tarball();  // fetched and verified once, before the first card
+    p->tarball();                 // fetched and verified once, before the first card
+    p->keep_identical_apkovls();  // an image for another card size keeps the first card's host keys
     scratch.emplace(ctx);
   }
   udev::HotplugMonitor::Options mo;

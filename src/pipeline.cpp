@@ -450,11 +450,13 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
     // would generate SSH host keys (and known_hosts lines) the Pi never gets.
     overlay::Apkovl a;
     if (e.carries_apkovl) {
-      if (auto it = apkovls_.find(id.n); reuse_apkovls_ && it != apkovls_.end())
+      // Identical cards are one identity whatever their number (watch counts them).
+      const int key = keep_apkovls_ && identical_cards() ? 0 : id.n;
+      if (auto it = apkovls_.find(key); (reuse_apkovls_ || keep_apkovls_) && it != apkovls_.end())
         a = it->second;
       else
         a = overlay::build_apkovl(host, bo);
-      if (reuse_apkovls_) apkovls_.emplace(id.n, a);
+      if (reuse_apkovls_ || keep_apkovls_) apkovls_.emplace(key, a);
     }
     if (label.empty()) label = e.label;
     if (!size) {
@@ -767,8 +769,14 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
   // Cards of one identity get one apkovl (one set of host keys), and one image per size.
   struct Reuse {
     Pipeline& p;
-    explicit Reuse(Pipeline& pl) : p(pl) { p.apkovls_.clear(), p.reuse_apkovls_ = true; }
-    ~Reuse() { p.apkovls_.clear(), p.reuse_apkovls_ = false; }
+    explicit Reuse(Pipeline& pl) : p(pl) {
+      if (!p.keep_apkovls_) p.apkovls_.clear();
+      p.reuse_apkovls_ = true;
+    }
+    ~Reuse() {
+      if (!p.keep_apkovls_) p.apkovls_.clear();
+      p.reuse_apkovls_ = false;
+    }
   } reuse(*this);
   std::vector<partition::ImageJob> jobs;
   std::vector<std::size_t> job_of(ids.size());                // ids[i] gets jobs[job_of[i]]

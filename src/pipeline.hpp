@@ -208,6 +208,12 @@ class Pipeline {
     if (packages_) packages_->set_cancel(flag);  // made before (watch checks at start)
   }
 
+  // Every build() after this one gives identical cards the apkovl (SSH host
+  // keys, salts) the first built: a station (watch) that builds again for a
+  // card of another size then keeps one identity, as a --device batch does.
+  // Only for identical_cards(): the map would grow with each card number.
+  void keep_identical_apkovls() { keep_apkovls_ = identical_cards(); }
+
   // The Alpine release of the resolved tarball ("3.22.2") when known: from the
   // mirror's index, or from an alpine-rpi-X.Y.Z-ARCH.tar.gz file name.
   std::optional<std::string> release() const;
@@ -237,6 +243,7 @@ class Pipeline {
   // same one (the same generated host keys and salts).
   std::map<int, overlay::Apkovl> apkovls_;
   bool reuse_apkovls_ = false;
+  bool keep_apkovls_ = false;  // keep_identical_apkovls
 };
 
 // The files a run of `o` reads (for refuse_overwriting_inputs): the inputs
