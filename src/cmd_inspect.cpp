@@ -26,6 +26,7 @@
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
 #include "rpi/text.hpp"
+#include "udev/flash.hpp"
 
 namespace rpi::cli {
 namespace {
@@ -281,10 +282,27 @@ std::vector<std::string> folder_apkovls(const std::string& folder) {
   return paths;
 }
 
+// What inspect says of a compressed disk image (`z`: "gzip", "xz", "zstd" or
+// "bzip2"): decompress it with the tool of that name (to the name without its
+// suffix, as `-dk` makes it; to pi.img when it has none), or write it to a
+// card. The paths as words of a command line the user may paste.
+std::string compressed_image_error(const std::string& target, const std::string& z) {
+  const std::string suffix = z == "gzip" ? ".gz" : z == "xz" ? ".xz" : z == "zstd" ? ".zst" : ".bz2";
+  const std::string name = std::filesystem::path(target).filename().string();
+  const bool suffixed = name.size() > suffix.size() && name.ends_with(suffix);
+  const std::string image = suffixed ? target.substr(0, target.size() - suffix.size()) : "pi.img";
+  const std::string command =
+      z + (suffixed ? " -dk " + shell_word(target) : " -dc " + shell_word(target) + " > " + shell_word(image));
+  return target + " is " + (z == "xz" ? "an " : "a ") + z + "-compressed disk image: decompress it first (`" + command +
+         "`) and inspect " + shell_word(image) + ", or write it to a card (`rpi-provision --image " +
+         shell_word(target) + " --device /dev/sdX` decompresses it) and inspect the card";
+}
+
 // Whether the regular file `target` is a bare apkovl: named like one, or a
 // gzip-compressed tar that is no boot tarball. Throws Errc::input naming what
-// other gzip files are (a boot tarball, a compressed image) and what to do;
-// false for the rest (read as a disk image).
+// other compressed files are (a boot tarball, a compressed image: gzip, xz,
+// zstd or bzip2, told by their first bytes) and what to do; false for the
+// rest (read as a disk image).
 bool is_apkovl_file(const std::string& target) {
   if (apkovl_name(std::filesystem::path(target).filename().string())) return true;
   Fd fd = open_or_throw(target, O_RDONLY);
@@ -293,28 +311,47 @@ bool is_apkovl_file(const std::string& target) {
   const GzipGuess g = guess_gzip_content(head);
   switch (g.content) {
     case GzipContent::not_gzip:
-      return false;
+      break;
     case GzipContent::tar:
       return true;
     case GzipContent::boot_tarball:
       throw Error(Errc::input, target + " is an Alpine boot tarball (it holds " + g.why +
                                    "), not an apkovl: inspect reads cards, disk images and apkovls. Make an image "
                                    "from it (`rpi-provision --tarball " +
-                                   target + " --spec FILE --output pi.img`) and inspect that");
+                                   shell_word(target) + " --spec FILE --output pi.img`) and inspect that");
     case GzipContent::disk_image:
-      throw Error(Errc::input, target + " is a gzip-compressed disk image: decompress it first (`zcat " + target +
-                                   " > pi.img`) and inspect pi.img, or write it to a card (`bmaptool copy " + target +
-                                   " /dev/sdX` decompresses it) and inspect the card");
+      throw Error(Errc::input, compressed_image_error(target, "gzip"));
     case GzipContent::damaged:
       throw Error(Errc::input, target + " is gzip-compressed, but its data is damaged from the start (gzip: " + g.why +
                                    "): neither an apkovl nor a disk image can be read from it; copy it again");
     case GzipContent::other:
-      break;
+      throw Error(Errc::input, target +
+                                   " is gzip-compressed, but holds neither a tar archive (an apkovl) nor a disk "
+                                   "image: inspect reads cards, disk images, apkovls (`lbu package`, `rpi-provision "
+                                   "apkovl`) and folders of apkovls");
   }
-  throw Error(Errc::input, target +
-                               " is gzip-compressed, but holds neither a tar archive (an apkovl) nor a disk image: "
-                               "inspect reads cards, disk images, apkovls (`lbu package`, `rpi-provision apkovl`) "
-                               "and folders of apkovls");
+  // xz, zstd or bzip2 (as --image and the writer tell them): a disk image
+  // when its decompressed start is an MBR or a FAT boot sector; an apkovl is
+  // never one of these (the initramfs reads only gzip).
+  const std::string z = udev::compression_of(head);
+  if (z.empty()) return false;
+  std::string start;
+  try {
+    start = udev::decompressed_head(target, 512);
+  } catch (const Error& err) {
+    if (err.code() != Errc::input) throw;  // the decompressor unusable: its own error
+    throw Error(Errc::input, target + " is " + z + "-compressed, but its data is damaged from the start (`" + z +
+                                 " -t " + shell_word(target) +
+                                 "` says where): neither an apkovl nor a disk image can be read from it; copy it "
+                                 "again");
+  }
+  const auto* u = reinterpret_cast<const std::uint8_t*>(start.data());
+  if (start.size() == 512 && ((u[510] == 0x55 && u[511] == 0xAA) || looks_like_fat_boot_sector(u)))
+    throw Error(Errc::input, compressed_image_error(target, z));
+  throw Error(Errc::input, target + " is " + z +
+                               "-compressed, but holds no disk image: inspect reads cards, disk images, apkovls "
+                               "(gzip-compressed tar archives, as `lbu package` and `rpi-provision apkovl` write "
+                               "them) and folders of apkovls");
 }
 
 void run_inspect(const std::string& target, AppContext& ctx) {

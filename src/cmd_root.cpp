@@ -20,6 +20,7 @@
 
 #include "app.hpp"
 #include "partition/reader.hpp"
+#include "partition/tarball_rules.hpp"
 #include "pipeline.hpp"
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
@@ -90,26 +91,57 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
   JsonObject j;
   s << kPlanHeading;
   std::optional<std::uint64_t> content;  // of a local tarball: the automatic size is then known
-  std::optional<TarballScan> scan;       // what the build reads from it
   TarballPlan t = p.plan_tarball(!o.download.offline);
   s << "  tarball: " << t.description << "\n";
   j.add("tarball", t.description);
   // A local tarball (or one already in the cache) gets the run's checks: its
   // digest, gzip, the Alpine boot files. A cached release's size is known too.
   p.verify_local_tarball();
-  if (const std::optional<std::filesystem::path> tb = p.tarball_if_local()) {
-    content = partition::tarball_content_estimate(*tb);
-    std::set<std::string> wanted;
-    for (const auto& id : ids)
-      if (id.host)
-        for (const auto& [name, fn] : overlay::boot_edits(*id.host).edits) wanted.insert(ascii_lower(name));
-    scan = scan_tarball(*tb, wanted, o.force);
-    for (const auto& id : ids)
-      if (id.host)
-        if (const std::string e = keymap_error(*id.host, scan->keymaps, p.release()); !e.empty())
-          throw Error(Errc::spec, e);
-    for (const auto& a : scan->apkovls)
-      s << "  leaves out the tarball's " << a << " (the card gets exactly one apkovl)\n";
+  const std::optional<std::filesystem::path> tb = p.tarball_if_local();
+  if (tb) content = partition::tarball_content_estimate(*tb);
+  // Each card's image settings as the build makes them, or why the run refuses the card.
+  std::vector<CardPlan> plans(targets.size());
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    const Identity& id = ids[std::min(i, ids.size() - 1)];
+    CardPlan& cp = plans[i];
+    if (i < refused.size() && !refused[i].empty()) {
+      cp.refused = refused[i];
+    } else if (to_devices && i < card_sizes.size() && card_sizes[i]) {
+      cp = p.plan_card(id, targets[i], card_sizes[i], content);
+      if (i < refused.size()) refused[i] = cp.refused;
+    } else {
+      cp.options = p.image_options(id, &cp.apkovl_name, &cp.known_hosts);
+    }
+  }
+  // What the build reads from the tarball for each card it makes, with the
+  // card's own settings: its files (usercfg.txt, the apkovl) replace the
+  // tarball's root files of their names, and its edits find their files or
+  // warn. One scan per set of such names (a root file named like an apkovl is
+  // left out whatever the card's names, so apkovl names do not count).
+  std::vector<const TarballScan*> scan_of(targets.size(), nullptr);
+  std::map<std::vector<std::string>, TarballScan> scans;
+  if (tb) {
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+      if (!plans[i].refused.empty()) continue;
+      const partition::ImageOptions& io = plans[i].options;
+      std::vector<std::string> key = {io.force ? "force" : "", "edits:"};
+      for (const auto& [name, fn] : io.edits) key.push_back(name);
+      key.push_back("files:");
+      for (const auto& x : io.extra_files)
+        if (!partition::is_old_apkovl(x.name)) key.push_back(x.name);
+      auto it = scans.find(key);
+      if (it == scans.end()) it = scans.emplace(key, cli::scan_tarball(*tb, io)).first;
+      scan_of[i] = &it->second;
+    }
+    if (!scans.empty()) {
+      const TarballScan& any = scans.begin()->second;  // the keymaps and apkovls are every card's
+      for (const auto& id : ids)
+        if (id.host)
+          if (const std::string e = keymap_error(*id.host, any.keymaps, p.release()); !e.empty())
+            throw Error(Errc::spec, e);
+      for (const auto& a : any.apkovls)
+        s << "  leaves out the tarball's " << a << " (the card gets exactly one apkovl)\n";
+    }
   }
   const bool one_image = p.identical_cards();
   if (to_devices && one_image && targets.size() > 1)
@@ -128,15 +160,7 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
         << ".bmap describes the image uncompressed\n";
     JsonObject c;
     c.add("index", id.n).add("hostname", id.name).add("target", targets[i]);
-    CardPlan cp;
-    if (i < refused.size() && !refused[i].empty()) {
-      cp.refused = refused[i];
-    } else if (to_devices && i < card_sizes.size() && card_sizes[i]) {
-      cp = p.plan_card(id, targets[i], card_sizes[i], content);
-      if (i < refused.size()) refused[i] = cp.refused;
-    } else {
-      cp.options = p.image_options(id, &cp.apkovl_name, &cp.known_hosts);
-    }
+    CardPlan& cp = plans[i];
     if (!cp.refused.empty()) {
       s << "    not written: " << cp.refused << "\n";
       c.add("error", cp.refused);
@@ -167,18 +191,17 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
         << (o.size.empty() ? " (the size is known once the tarball is in the cache)" : "") << "\n";
     }
     for (const auto& x : io.extra_files) s << "    adds /" << x.name << " (" << format_size(x.data.size()) << ")\n";
+    // With the tarball read: only the files an edit changes, then the build's warnings.
+    const TarballScan* scan = scan_of[i];
     for (const auto& [name, fn] : io.edits) {
-      const std::string low = ascii_lower(name);
-      if (!scan) {
-        s << "    edits /" << name << "\n";
-        continue;
+      if (scan) {
+        const auto it = scan->root_files.find(name);
+        if (it == scan->root_files.end() || fn(it->second) == it->second) continue;
       }
-      const auto it = scan->root_files.find(low);
-      if (it == scan->root_files.end())
-        s << "    warning: the tarball has no " << name << ": the changes the spec makes to it are not applied\n";
-      else if (fn(it->second) != it->second)
-        s << "    edits /" << name << "\n";
+      s << "    edits /" << name << "\n";
     }
+    if (scan)
+      for (const auto& w : scan->warnings) s << "    warning: " << w << "\n";
     if (id.host && !id.host->apk.packages.empty())
       s << "    packages: " << describe(p.check_packages(*id.host), *id.host) << "\n";
     if (!cp.known_hosts.empty()) {
@@ -214,20 +237,6 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
   for (const auto& r : refused)
     if (!r.empty()) ctx.reporter.error(Errc::device, r);
   if (refusals) ctx.exit_code = refusals < targets.size() ? 3 : 1;
-}
-
-// A path as one word of a command line the user may paste: as it is when
-// that is safe, "./-x.img" for a name that would read as an option, else in
-// single quotes ("my card.img", a newline, '$').
-std::string shell_word(const std::string& path) {
-  const bool plain = !path.empty() && std::all_of(path.begin(), path.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) ||
-           std::string_view("@%+=:,./_-").find(c) != std::string_view::npos;
-  });
-  if (plain) return path[0] == '-' ? "./" + path : path;
-  std::string out = "'";
-  for (char c : path) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
 }
 
 // --output must name a new or regular file in an existing folder, and none of
@@ -410,12 +419,6 @@ void warn_shared_host_keys(AppContext& ctx, const std::vector<Identity>& ids) {
     if (count > 1) ctx.reporter.warn(shared_host_keys_warning(std::to_string(count) + " cards get", name));
 }
 
-// Where ScratchDir makes the run's private folder: $TMPDIR, else /var/tmp.
-std::string scratch_parent() {
-  const char* tmp = std::getenv("TMPDIR");
-  return tmp && *tmp ? tmp : "/var/tmp";
-}
-
 // "looked for pi.img.xz.bmap, pi.img.bmap, pi.bmap": the names bmaptool tries.
 std::string bmap_names(const std::string& image) {
   std::string out = "looked for ";
@@ -496,8 +499,8 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
                  : "its size is known once it is decompressed (" + z +
                        (z == "gzip" ? " records it only modulo 4 GiB" : " does not record it") +
                        "): cards too small for it are refused then")
-        << "\n    decompressed once, before any card is written, into a private scratch folder in " << scratch_parent()
-        << " (holes for its all-zero blocks)\n";
+        << "\n    decompressed once, before any card is written, into a private scratch folder in "
+        << ScratchDir::parent() << " (holes for its all-zero blocks)\n";
       if (c.map)
         s << "  block map: " << c.bmap.string() << ", " << format_size(c.map->mapped_bytes())
           << " to write (its checksums are compared with the data while it is decompressed)\n";
@@ -627,24 +630,31 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   } else if (!udev::compression_of_file(o.image).empty()) {
     // Decompressed once, before any card is opened, into the private scratch
     // folder (removed with it, also after Ctrl-C or an error): the writer reads
-    // the image at random, once per card and again to verify.
-    std::shared_ptr<const udev::FlashSource> shared;
-    try {
-      scratch.emplace(ctx);
-      udev::DecompressOptions d;
-      d.folder = scratch->path();
-      d.events = ctx.reporter.sink();
-      d.cancel = cancel;
-      d.full_hint = "set TMPDIR to a folder with more room (now " + scratch_parent() + ")";
-      shared = udev::FlashSource::decompress(o.image, d);
-    } catch (const Cancelled&) {
-      scratch.reset();
-      return cancelled_before_writing();
+    // the image at random, once per card and again to verify. A card too small
+    // for the size the file records (xz index, zstd frame headers) is refused
+    // as the plan refuses it; the decompression stops once the image is
+    // larger than the largest other card. (A .bmap's size alone may be that of
+    // another image: one that is not the data's is refused as it goes by.)
+    const udev::CompressedImage c = udev::probe_compressed(o.image);
+    const std::optional<std::uint64_t> need = c.size;
+    std::optional<std::size_t> largest;
+    for (std::size_t i = 0; i < infos.size(); ++i) {
+      if (refused[i].empty() && need && infos[i].size < *need)
+        refused[i] = "refusing to write " + o.devices[i] + ": it has " + format_size(infos[i].size) +
+                     " but the image needs " + format_size(*need) + "; use a larger card";
+      if (refused[i].empty() && (!largest || infos[i].size > infos[*largest].size)) largest = i;
     }
-    if (udev::find_bmap(o.image).empty())
-      ctx.reporter.note("no block map for " + o.image + " (" + bmap_names(o.image) +
-                        "): every byte of the image is written");
-    for (auto& s : sources) s = shared;
+    if (largest) {  // else no card is written: nothing to decompress
+      const std::uint64_t max = infos[*largest].size;
+      const std::string too_large = std::string(o.devices.size() > 1 ? "the largest card, " : "the card, ") +
+                                    o.devices[*largest] + ", has " + format_size(max) + "; use a larger card";
+      auto shared = decompress_for_cards(ctx, o.image, scratch, cancel, max, too_large);
+      if (!shared) return cancelled_before_writing();
+      if (c.bmap.empty())
+        ctx.reporter.note("no block map for " + o.image + " (" + bmap_names(o.image) +
+                          "): every byte of the image is written");
+      for (auto& s : sources) s = shared;
+    }
   } else {
     auto shared = udev::FlashSource::open(o.image);  // a missing image is the error, before any note
     if (!std::filesystem::exists(o.image + ".bmap"))
@@ -693,10 +703,9 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
 void check_output_name(const std::string& output) {
   const std::string lower = ascii_lower(output);
   auto without = [&output](std::string_view ext) { return output.substr(0, output.size() - ext.size()); };
-  const std::pair<const char*, const char*> tools[] = {
-      {".gz", "gzip"}, {".xz", "xz"}, {".zst", "zstd"}, {".bz2", "bzip2"}};
-  for (const auto& [ext, tool] : tools) {
-    if (!lower.ends_with(ext)) continue;
+  // The names that ask for compression, in any case (the builder takes them in lower case only).
+  if (const partition::Compression c = partition::compression_for(lower); c != partition::Compression::none) {
+    const std::string ext = partition::compression_extension(c), tool = partition::compression_name(c);
     const std::string raw = without(ext);
     if (ascii_lower(raw).ends_with(".tar")) {
       const std::string stem = raw.substr(0, raw.size() - 4);

@@ -286,22 +286,19 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
                           (c.map ? ", and writes what " + c.bmap.string() + " maps"
                                  : ", and writes every byte of it (no .bmap beside it)"));
       } else {
-        scratch.emplace(ctx);
-        udev::DecompressOptions d;
-        d.folder = scratch->path();
-        d.events = ctx.reporter.sink();
-        d.cancel = install_cancel_handler();  // Ctrl-C now: no card touched, the scratch folder removed
-        const char* tmp = std::getenv("TMPDIR");
-        d.full_hint = "set TMPDIR to a folder with more room (now " + std::string(tmp && *tmp ? tmp : "/var/tmp") + ")";
-        try {
-          shared = udev::FlashSource::decompress(o.image, d);
-        } catch (const Cancelled&) {
-          ctx.reporter.finish_progress();
+        // No card the station takes holds more than 512 GiB (without --allow-large).
+        const std::optional<std::uint64_t> max =
+            o.safety.allow_large ? std::nullopt : std::optional<std::uint64_t>(udev::kLargeDevice);
+        // Ctrl-C now: no card touched, the scratch folder removed.
+        shared = decompress_for_cards(ctx, o.image, scratch, install_cancel_handler(), max,
+                                      "the station takes cards of at most " + format_size(udev::kLargeDevice) +
+                                          "; --allow-large permits larger ones");
+        ctx.reporter.finish_progress();
+        if (!shared) {
           ctx.reporter.note("stopped while decompressing " + o.image + ": no card was written");
           ctx.exit_code = 128 + cancel_signal();
           return;
         }
-        ctx.reporter.finish_progress();
       }
     } else {
       // A station checks its image against the .bmap once, before the first

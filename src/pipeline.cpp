@@ -1,7 +1,6 @@
 #include "pipeline.hpp"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +19,7 @@
 #include "rpi/digest.hpp"
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
+#include "rpi/folder_lock.hpp"
 #include "rpi/size.hpp"
 #include "rpi/text.hpp"
 #include "rpi/url.hpp"
@@ -75,14 +75,18 @@ std::vector<std::string> mirror_override_warnings(const std::vector<std::string>
   return w;
 }
 
+TarballScan scan_tarball(const std::filesystem::path& tarball, const partition::ImageOptions& card) {
+  // The build's own pass over the tarball, writing nothing: the plan fails and
+  // warns where the run does, with the run's messages.
+  partition::TarballScan s = partition::scan_tarball(tarball, card);
+  return TarballScan{std::move(s.root_files), std::move(s.apkovls), std::move(s.warnings), std::move(s.keymaps)};
+}
+
 TarballScan scan_tarball(const std::filesystem::path& tarball, const std::set<std::string>& wanted, bool force) {
-  // The build's own pass over the tarball, writing nothing: the plan fails where
-  // the run fails, with the run's message.
   partition::ImageOptions o;
   o.force = force;
   for (const auto& name : wanted) o.edits.emplace(name, nullptr);
-  partition::TarballScan s = partition::scan_tarball(tarball, o);
-  return TarballScan{std::move(s.root_files), std::move(s.apkovls), std::move(s.keymaps)};
+  return cli::scan_tarball(tarball, o);
 }
 
 void require_spec_tarball(const std::string& path, const std::string& spec_path) {
@@ -169,9 +173,13 @@ void report_cancelled_download(AppContext& ctx, const Cancelled& e) {
   ctx.exit_code = 128 + cancel_signal();
 }
 
-ScratchDir::ScratchDir(AppContext& ctx) {
+std::string ScratchDir::parent() {
   const char* tmp = std::getenv("TMPDIR");
-  std::string pattern = std::string(tmp && *tmp ? tmp : "/var/tmp") + "/" + kScratchPrefix + "XXXXXX";
+  return tmp && *tmp ? tmp : "/var/tmp";
+}
+
+ScratchDir::ScratchDir(AppContext& ctx) {
+  std::string pattern = parent() + "/" + kScratchPrefix + "XXXXXX";
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
   if (!::mkdtemp(buf.data())) throw_errno("cannot create a temporary folder for the card images");
@@ -182,6 +190,27 @@ ScratchDir::ScratchDir(AppContext& ctx) {
 ScratchDir::~ScratchDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+std::shared_ptr<const udev::FlashSource> decompress_for_cards(AppContext& ctx, const std::string& image,
+                                                              std::optional<ScratchDir>& scratch,
+                                                              const std::atomic<bool>* cancel,
+                                                              std::optional<std::uint64_t> max_size,
+                                                              const std::string& too_large) {
+  try {
+    scratch.emplace(ctx);
+    udev::DecompressOptions d;
+    d.folder = scratch->path();
+    d.events = ctx.reporter.sink();
+    d.cancel = cancel;
+    d.full_hint = "set TMPDIR to a folder with more room (now " + ScratchDir::parent() + ")";
+    d.max_size = max_size;
+    d.too_large = too_large;
+    return udev::FlashSource::decompress(image, d);
+  } catch (const Cancelled&) {
+    scratch.reset();
+    return nullptr;
+  }
 }
 
 Pipeline::Pipeline(AppContext& ctx, RunOptions opts) : ctx_(ctx), o_(std::move(opts)) {
@@ -740,25 +769,6 @@ std::string output_named(std::string text, const PackedOutput& p) {
   return text;
 }
 
-// The lock the image builder takes on an output folder while it renames
-// (partition/src/image.cpp, FolderLocks): a compressed file and its .bmap of
-// two runs at once must not end up side by side. Unlocked where flock fails.
-class FolderLock {
- public:
-  explicit FolderLock(const std::filesystem::path& file) {
-    const std::filesystem::path dir = file.parent_path();
-    fd_.reset(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!fd_) return;
-    int rc;
-    while ((rc = ::flock(fd_.get(), LOCK_EX)) != 0 && errno == EINTR) {
-    }
-    if (rc != 0) fd_.reset();
-  }
-
- private:
-  Fd fd_;  // closing it releases the lock
-};
-
 }  // namespace
 
 std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
@@ -869,8 +879,12 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
   }
   if (!packed.empty()) {
     ctx_.reporter.finish_progress();
+    // Under the lock the image builder renames under: a compressed file and its
+    // .bmap of two runs at once must not end up side by side.
+    std::vector<std::filesystem::path> targets;
+    for (auto& [job, pk] : packed) targets.push_back(pk->out->target());
+    FolderLocks renaming(targets);
     for (auto& [job, pk] : packed) {
-      FolderLock renaming(pk->out->target());
       pk->out->commit();
       pk->bmap->commit();
     }

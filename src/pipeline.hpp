@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -20,6 +21,7 @@
 #include "partition/compress.hpp"
 #include "partition/image.hpp"
 #include "udev/device.hpp"
+#include "udev/flash.hpp"
 
 namespace rpi::cli {
 
@@ -110,15 +112,23 @@ struct CardPlan {
 };
 
 // What --dry-run learns from reading a local (or cached) tarball the way the
-// build reads it: the same refusals (not gzip, not an Alpine Raspberry Pi
-// tarball), the root files the spec edits, and the apkovls it leaves out.
+// build reads it for one card (partition::scan_tarball): the same refusals
+// (not gzip, not an Alpine Raspberry Pi tarball, names FAT cannot hold once
+// the card's own files have replaced the tarball's of their names), the root
+// files the card's edits change, the apkovls it leaves out, and the warnings
+// the build gives.
 struct TarballScan {
-  std::map<std::string, std::string> root_files;  // lower-case name -> bytes, of those asked for
+  std::map<std::string, std::string> root_files;  // edit name (as in ImageOptions::edits) -> the tarball's bytes
   std::vector<std::string> apkovls;               // root *.apkovl.tar.gz* members, left out of every card
+  std::vector<std::string> warnings;              // the build's: edits that find no file
   partition::BootKeymaps keymaps;                 // of its kbd-bkeymaps apk (unknown without one)
 };
-// Throws rpi::Error(input) with the build's messages. `wanted`: lower-case
-// root file names whose bytes to keep. `force`: no check for the boot files.
+// Throws rpi::Error(input) with the build's messages. `card`: the card's image
+// settings as Pipeline::image_options / plan_card make them (what counts:
+// force, the names of its edits and of its extra files).
+TarballScan scan_tarball(const std::filesystem::path& tarball, const partition::ImageOptions& card);
+// The same for a card with no files of its own: `wanted`, the names of the
+// root files whose bytes to keep; `force`: no check for the boot files.
 TarballScan scan_tarball(const std::filesystem::path& tarball, const std::set<std::string>& wanted, bool force);
 
 // Why the card of `h` cannot have its [system].keymap, at the spec's line
@@ -284,9 +294,23 @@ class ScratchDir {
   ScratchDir(const ScratchDir&) = delete;
   ScratchDir& operator=(const ScratchDir&) = delete;
   const std::filesystem::path& path() const { return path_; }
+  // Where the folder is made: $TMPDIR, else /var/tmp.
+  static std::string parent();
 
  private:
   std::filesystem::path path_;
 };
+
+// A compressed --image decompressed once, before any card is opened, into a
+// new ScratchDir put in `scratch` (its removal removes the image):
+// "decompress" progress, "set TMPDIR" when it fills up. An image larger than
+// `max_size` (the largest card it is for; nothing: no bound) is an
+// Errc::device error ending with `too_large` (udev::DecompressOptions). After
+// `cancel` turned true: nullptr, and `scratch` is emptied.
+std::shared_ptr<const udev::FlashSource> decompress_for_cards(AppContext& ctx, const std::string& image,
+                                                              std::optional<ScratchDir>& scratch,
+                                                              const std::atomic<bool>* cancel,
+                                                              std::optional<std::uint64_t> max_size,
+                                                              const std::string& too_large);
 
 }  // namespace rpi::cli

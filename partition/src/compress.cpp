@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <memory>
 #include <vector>
 
@@ -18,11 +19,19 @@ namespace rpi::partition {
 
 namespace {
 
+// Progress: at most one event per 8 MiB and per 200 ms (a fast compressor
+// passes 8 MiB hundreds of times a second), then the final one.
 constexpr std::uint64_t kProgressStep = 8ull << 20;
+constexpr std::chrono::milliseconds kProgressInterval{200};
 constexpr std::size_t kChunk = 1 << 20;
 // xz: the default level (8 MiB dictionary), and a fixed thread count: the
 // multi-threaded encoder cuts the stream into 24 MiB blocks whatever the count,
 // but one thread would use the single-threaded encoder and give other bytes.
+// A libarchive built without liblzma's multi-threaded encoder
+// (HAVE_LZMA_STREAM_ENCODER_MT) takes the "threads" option all the same and
+// uses the single-threaded one: a valid .xz, in one block, other bytes (hence
+// "the same bytes with the same library versions"); a liblzma that cannot start
+// its threads fails archive_write_open, which is an error here, not a fallback.
 constexpr const char* kXzLevel = "6";
 constexpr const char* kXzThreads = "2";
 
@@ -42,6 +51,27 @@ struct Output {
   int fd = -1;
   int error = 0;  // errno of the first failed write
   std::uint64_t written = 0;
+};
+
+// Ends a writer whose stream was not finished (an error, a cancel) without
+// finishing it: archive_write_free would otherwise close the stream, that is
+// compress what the encoder holds (xz: up to two 24 MiB blocks, seconds of
+// work) and write it out. libarchive (3.6 to 3.8 at least) then leaves the
+// encoder's state allocated (its gzip, xz and bzip2 filters end their streams
+// only in close; xz's two worker threads stay, idle): a run that gets here
+// ends, so that is accepted.
+class Unfinished {
+ public:
+  explicit Unfinished(archive* a) : a_(a) {}
+  ~Unfinished() {
+    if (a_) archive_write_fail(a_);
+  }
+  Unfinished(const Unfinished&) = delete;
+  Unfinished& operator=(const Unfinished&) = delete;
+  void finished() { a_ = nullptr; }
+
+ private:
+  archive* a_;
 };
 
 la_ssize_t write_cb(archive*, void* client, const void* buf, std::size_t len) {
@@ -71,15 +101,25 @@ std::string archive_message(archive* a) {
 
 Compression compression_for(const std::filesystem::path& file) {
   const std::string name = file.filename().string();
-  auto ends = [&name](const char* ext) {
-    const std::string e = ext;
-    return name.size() >= e.size() && name.compare(name.size() - e.size(), e.size(), e) == 0;
-  };
-  if (ends(".gz")) return Compression::gzip;
-  if (ends(".xz")) return Compression::xz;
-  if (ends(".zst")) return Compression::zstd;
-  if (ends(".bz2")) return Compression::bzip2;
+  for (Compression c : {Compression::gzip, Compression::xz, Compression::zstd, Compression::bzip2})
+    if (name.ends_with(compression_extension(c))) return c;
   return Compression::none;
+}
+
+std::string compression_extension(Compression c) {
+  switch (c) {
+    case Compression::gzip:
+      return ".gz";
+    case Compression::xz:
+      return ".xz";
+    case Compression::zstd:
+      return ".zst";
+    case Compression::bzip2:
+      return ".bz2";
+    case Compression::none:
+      break;
+  }
+  return "";
 }
 
 std::string compression_name(Compression c) {
@@ -117,6 +157,9 @@ std::string compression_settings(Compression c) {
 std::uint64_t compress_image(int in_fd, const std::string& in_name, std::uint64_t size, int out_fd,
                              const std::string& out_name, Compression c, const CompressOptions& options) {
   if (c == Compression::none) throw Error(Errc::internal, "compress_image: no compression asked for " + out_name);
+  // Declared before the writer, so that it outlives it: freeing a writer that
+  // is still open calls write_cb with `out`.
+  Output out{out_fd};
   ArchiveWriter a(archive_write_new());
   if (!a) throw Error(Errc::internal, "libarchive: out of memory");
   archive* w = a.get();
@@ -149,11 +192,12 @@ std::uint64_t compress_image(int in_fd, const std::string& in_name, std::uint64_
   // Unblocked: no padding after the compressed stream (the tools would call it trailing garbage).
   check(archive_write_set_bytes_per_block(w, 0), "block size");
   check(archive_write_set_bytes_in_last_block(w, 1), "block size");
-  Output out{out_fd};
   auto failed = [&](const std::string& what) {
     if (out.error) throw_errno("cannot write " + out_name, out.error);
     throw Error(Errc::io, "cannot compress " + out_name + " (" + what + "): " + archive_message(w));
   };
+  // From here on, a throw leaves the stream unfinished (see Unfinished).
+  Unfinished unfinished(w);
   if (archive_write_open(w, &out, nullptr, write_cb, nullptr) != ARCHIVE_OK) failed("open");
   ArchiveEntry e(archive_entry_new());
   if (!e) throw Error(Errc::internal, "libarchive: out of memory");
@@ -165,6 +209,7 @@ std::uint64_t compress_image(int in_fd, const std::string& in_name, std::uint64_
 
   std::vector<char> buf(kChunk);
   std::uint64_t done = 0, next_progress = 0;
+  auto next_time = std::chrono::steady_clock::time_point::min();
   while (done < size) {
     if (cancelled(options.cancel)) throw Cancelled{};
     const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), size - done));
@@ -175,12 +220,16 @@ std::uint64_t compress_image(int in_fd, const std::string& in_name, std::uint64_
     const la_ssize_t n = archive_write_data(w, buf.data(), got);
     if (n < 0 || static_cast<std::size_t>(n) != got) failed("data");
     done += got;
-    if (done >= next_progress && done < size) {
-      next_progress = done + kProgressStep;
-      emit(options.events, Event{"compress", options.subject, done, size, ""});
+    if (done >= next_progress && done < size && options.events) {
+      if (const auto now = std::chrono::steady_clock::now(); now >= next_time) {
+        next_progress = done + kProgressStep;
+        next_time = now + kProgressInterval;
+        emit(options.events, Event{"compress", options.subject, done, size, ""});
+      }
     }
   }
   if (archive_write_close(w) != ARCHIVE_OK) failed("end of stream");
+  unfinished.finished();
   emit(options.events, Event{"compress", options.subject, size, size, ""});
   return out.written;
 }

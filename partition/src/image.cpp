@@ -29,6 +29,7 @@
 #include "rpi/digest.hpp"
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
+#include "rpi/folder_lock.hpp"
 #include "rpi/size.hpp"
 #include "rpi/text.hpp"
 
@@ -257,36 +258,6 @@ class Utf8ThreadLocale {
 namespace {
 
 // Everything that belongs to one output image of a batch.
-// Two runs writing the same --output at once must not leave one's image
-// beside the other's .bmap (it happened: bmaptool then failed the checksums).
-// The renames happen under an exclusive flock of each output folder, held only
-// for the renames: builds into one folder still run side by side. Folders are
-// locked once each (by device and inode) and in that order, so two batches
-// cannot deadlock. Where a folder cannot be locked (NFS without locks), the
-// renames go ahead unlocked.
-class FolderLocks {
- public:
-  explicit FolderLocks(const std::vector<std::filesystem::path>& outputs) {
-    std::map<std::pair<dev_t, ino_t>, Fd> dirs;
-    for (const auto& out : outputs) {
-      std::filesystem::path dir = out.parent_path();
-      Fd fd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-      struct stat st {};
-      if (!fd || ::fstat(fd.get(), &st) != 0) continue;  // the rename reports what is wrong
-      dirs.try_emplace({st.st_dev, st.st_ino}, std::move(fd));
-    }
-    for (auto& [id, fd] : dirs) {
-      int rc;
-      while ((rc = ::flock(fd.get(), LOCK_EX)) != 0 && errno == EINTR) {
-      }
-      if (rc == 0) held_.push_back(std::move(fd));
-    }
-  }
-
- private:
-  std::vector<Fd> held_;  // closing a descriptor releases its lock
-};
-
 struct Job {
   const ImageOptions* options = nullptr;
   std::filesystem::path output;

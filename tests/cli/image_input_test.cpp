@@ -484,3 +484,60 @@ TEST(ImageInput, WatchPlansACompressedImageWithoutDecompressing) {
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_TRUE(contains(r.err, cut.string() + " is truncated or damaged")) << r.err;
 }
+
+// An image larger than every card: a file that does not record its size
+// (gzip; zstd written from a pipe) is decompressed only until it passes the
+// largest card, then refused naming how much came out; one that records it
+// (xz index) is not decompressed at all, each card refused as the plan refuses
+// it. The cards are as they were, the scratch folder is empty. Oracle: the
+// image is the first MiB of a built one and 127 MiB of zeros (a sparse file
+// that would grow without bound).
+TEST(ImageInput, AnImageLargerThanEveryCardIsNotDecompressedToItsEnd) {
+  const Images& im = images();
+  Scratch scratch;
+  TempDir d;
+  const std::string stream =
+      "{ head -c 1048576 " + q(im.kiosk) + "; head -c " + std::to_string(127u << 20) + " /dev/zero; } | ";
+  const fs::path small = card(d / "small.bin", 8u << 20), larger = card(d / "larger.bin", 16u << 20);
+  int tried = 0;
+  for (const std::string tool : {"gzip", "zstd"}) {
+    if (!rpi::test::have_tool(tool)) continue;
+    ++tried;
+    SCOPED_TRACE(tool);
+    const fs::path file = d / ("huge.img" + std::string(tool == "gzip" ? ".gz" : ".zst"));
+    ASSERT_EQ(rpi::test::sh(stream + tool + " -1 -c -q > " + q(file)).exit_code, 0);
+    auto r = cli({"--image", file.string(), "--device", small.string(), "--device", larger.string(), "--yes"});
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    std::smatch got;
+    ASSERT_TRUE(
+        std::regex_search(r.err, got,
+                          std::regex(std::regex_replace(file.string(), std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)") +
+                                     R"( is larger than any card: stopped after (\d+) MiB of it decompressed)")))
+        << r.err;
+    const std::uint64_t mib = std::stoull(got[1]);
+    EXPECT_GT(mib, 16u) << r.err;
+    EXPECT_LT(mib, 128u) << "decompressed to its end: " << r.err;
+    EXPECT_TRUE(contains(r.err, "the largest card, " + larger.string() + ", has 16 MiB; use a larger card")) << r.err;
+    EXPECT_FALSE(contains(r.out, "safe to remove")) << r.out;
+    EXPECT_TRUE(rpi::test::read_file(small) == std::string(8u << 20, 'c')) << "the small card was changed";
+    EXPECT_TRUE(rpi::test::read_file(larger) == std::string(16u << 20, 'c')) << "the larger card was changed";
+    EXPECT_EQ(scratch.left(), "");
+  }
+  if (rpi::test::have_tool("xz")) {
+    ++tried;
+    const fs::path file = d / "huge.img.xz";
+    ASSERT_EQ(rpi::test::sh(stream + "xz -0 -T1 -c > " + q(file)).exit_code, 0);
+    auto r =
+        cli({"--image", file.string(), "--device", small.string(), "--device", larger.string(), "--yes", "--json"});
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    for (const auto& [c, size] : {std::pair{small, "8 MiB"}, std::pair{larger, "16 MiB"}})
+      EXPECT_TRUE(contains(r.out, "refusing to write " + c.string() + ": it has " + size +
+                                      " but the image needs 128 MiB; use a larger card"))
+          << r.out;
+    EXPECT_FALSE(contains(r.out, "\"type\":\"decompress\"")) << "it was decompressed: " << r.out;
+    EXPECT_TRUE(rpi::test::read_file(small) == std::string(8u << 20, 'c')) << "the small card was changed";
+    EXPECT_TRUE(rpi::test::read_file(larger) == std::string(16u << 20, 'c')) << "the larger card was changed";
+    EXPECT_EQ(scratch.left(), "");
+  }
+  if (tried == 0) GTEST_SKIP() << "none of gzip, zstd, xz is installed";
+}

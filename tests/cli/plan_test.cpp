@@ -383,6 +383,67 @@ TEST(Plan, AnApkovlNamedWithADoubleSlashIsLeftOutByPlanAndRun) {
   EXPECT_TRUE(contains(ls, "pi.apkovl.tar.gz")) << ls;
 }
 
+// The card's own files replace the tarball's root files of their names (in
+// any case), and the plan reads the tarball with the card's files as the run
+// does: a tarball holding usercfg.txt and USERCFG.TXT, and an apkovl of the
+// card's name in either case, makes a card whose spec writes usercfg.txt
+// ([boot].config; the plan refused it), and is refused for a card whose spec
+// does not, with one message from plan and run.
+TEST(Plan, TheCardsOwnFilesReplaceTheTarballsInPlanAndRun) {
+  RPI_REQUIRE_TOOL("tar");
+  RPI_REQUIRE_TOOL("mtype");
+  TempDir d;
+  const fs::path tree = d / "tree";
+  fs::create_directories(tree / "boot");
+  const std::vector<std::pair<std::string, std::string>> files = {
+      {"cmdline.txt", "modules=loop,squashfs quiet\n"},
+      {"config.txt", "kernel=boot/vmlinuz-rpi\ninclude usercfg.txt\n"},
+      {"boot/vmlinuz-rpi", "kernel\n"},
+      {"usercfg.txt", "dtoverlay=lower\n"},
+      {"USERCFG.TXT", "dtoverlay=upper\n"},
+      {"pi.apkovl.tar.gz", "the tarball's own\n"},
+      {"PI.APKOVL.TAR.GZ", "the tarball's own too\n"}};
+  for (const auto& [name, data] : files) rpi::test::write_file(tree / name, data);
+  const fs::path tb = d / "clash.tar.gz";
+  ASSERT_EQ(rpi::test::run({"tar", "-czf", tb.string(), "-C", tree.string(), "."}).exit_code, 0);
+  const fs::path img = d / "o.img";
+  for (const bool own_usercfg : {true, false}) {
+    SCOPED_TRACE(own_usercfg ? "the spec writes usercfg.txt" : "no usercfg.txt of the card's");
+    const fs::path spec = d / "s.toml";
+    rpi::test::write_file(spec, std::string("[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n") +
+                                    (own_usercfg ? "[boot]\nconfig = [\"dtparam=audio=on\"]\n" : ""));
+    std::vector<std::string> args = {"--spec", spec.string(), "--tarball", tb.string(), "--output", img.string()};
+    args.push_back("--dry-run");
+    auto plan = cli(args);
+    args.pop_back();
+    auto run = cli(args);
+    EXPECT_EQ(plan.exit_code, run.exit_code) << plan.out << plan.err << run.err;
+    EXPECT_EQ(error_line(plan.err), error_line(run.err)) << "the plan's message differs from the run's";
+    if (!own_usercfg) {
+      EXPECT_EQ(run.exit_code, 1);
+      EXPECT_TRUE(contains(error_line(run.err), "'USERCFG.TXT' and 'usercfg.txt'")) << run.err;
+      EXPECT_TRUE(contains(error_line(run.err), "differ only by case")) << run.err;
+      EXPECT_FALSE(fs::exists(img));
+      continue;
+    }
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    EXPECT_TRUE(contains(plan.out, "adds /usercfg.txt")) << plan.out;
+    for (const char* a : {"pi.apkovl.tar.gz", "PI.APKOVL.TAR.GZ"}) {
+      EXPECT_TRUE(contains(plan.out, std::string("leaves out the tarball's ") + a)) << plan.out;
+      EXPECT_TRUE(contains(run.out, std::string("left out of the tarball: ") + a)) << run.out;
+    }
+    // On the card: its own usercfg.txt and apkovl, none of the tarball's.
+    const auto usercfg = rpi::test::run({"mtype", "-i", img.string() + "@@8M", "::/usercfg.txt"});
+    EXPECT_TRUE(contains(usercfg.out, "dtparam=audio=on")) << usercfg.out << usercfg.err;
+    EXPECT_FALSE(contains(usercfg.out, "dtoverlay=")) << usercfg.out;
+    const auto hostname =
+        rpi::test::sh("mtype -i '" + img.string() + "@@8M' ::/pi.apkovl.tar.gz | tar -xzOf - etc/hostname");
+    EXPECT_EQ(hostname.out, "pi\n") << hostname.err;
+    fs::remove(img);
+    fs::remove(fs::path(img.string() + ".bmap"));
+  }
+}
+
 // --mirror overrides [alpine].mirror on the card as the spec's mirror would;
 // [apk].repositories given in the spec stay as written.
 TEST(Plan, MirrorOptionReachesTheCardsRepositories) {

@@ -807,7 +807,8 @@ TEST(InspectApkovl, OtherGzipFilesSayWhatTheyAre) {
     std::vector<std::string> says;
   } cases[] = {
       {tarball, {" is an Alpine boot tarball (it holds ", "not an apkovl", "--tarball"}},
-      {dir / "pi.img.gz", {" is a gzip-compressed disk image: decompress it first (`zcat ", "bmaptool copy"}},
+      {dir / "pi.img.gz",
+       {" is a gzip-compressed disk image: decompress it first (`gzip -dk ", "`rpi-provision --image "}},
       {dir / "notes.txt.gz", {" is gzip-compressed, but holds neither a tar archive (an apkovl) nor a disk image"}},
   };
   for (const auto& c : cases) {
@@ -825,6 +826,121 @@ TEST(InspectApkovl, OtherGzipFilesSayWhatTheyAre) {
                   j.out);
     EXPECT_EQ(py.exit_code, 0) << py.err << j.out;
   }
+}
+
+// The text between the `n`th pair of backticks of `s` ("" when there is none).
+std::string quoted_command(const std::string& s, int n) {
+  std::size_t at = 0;
+  for (int i = 0; i <= n; ++i) {
+    at = s.find('`', at);
+    if (at == std::string::npos) return "";
+    const std::size_t end = s.find('`', at + 1);
+    if (end == std::string::npos) return "";
+    if (i == n) return s.substr(at + 1, end - at - 1);
+    at = end + 1;
+  }
+  return "";
+}
+
+// What the POSIX shell makes of `word` (one word of a command line, as the
+// error quotes it): the oracle for the paths in the suggested commands.
+std::string unquoted(const std::string& word) {
+  return sh("printf '%s' " + word).out;
+}
+
+// A disk image compressed with gzip, xz, zstd or bzip2 (as --output writes
+// them) is told by its first bytes, not read as a disk image: the error says
+// how to decompress it, and the commands it gives, pasted into a shell, work
+// for a path with a space (and, without a suffix the tool knows, a quote).
+TEST(InspectCompressed, ImagesSayHowToDecompressThem) {
+  RPI_REQUIRE_IMAGE_TOOLS();
+  RPI_REQUIRE_TOOL("python3");
+  TempDir dir;
+  const BuiltImage b = build_image(dir, "32", true);
+  const fs::path sub = dir / "my cards";
+  fs::create_directories(sub);
+  const fs::path raw = sub / "pi 1.img";
+  struct Case {
+    std::string tool, suffix, says;
+  };
+  int tried = 0;
+  for (const Case& c : {Case{"gzip", ".gz", "a gzip"}, Case{"xz", ".xz", "an xz"}, Case{"zstd", ".zst", "a zstd"},
+                        Case{"bzip2", ".bz2", "a bzip2"}}) {
+    if (!have_tool(c.tool)) continue;
+    ++tried;
+    SCOPED_TRACE(c.tool);
+    fs::copy_file(b.image, raw, fs::copy_options::overwrite_existing);
+    ASSERT_EQ(run({c.tool, "-q", "-k", raw.string()}).exit_code, 0);
+    fs::remove(raw);
+    const fs::path packed = raw.string() + c.suffix;
+    for (const fs::path& target : {packed, sub / "pi 'named' oddly"}) {
+      if (target != packed) fs::copy_file(packed, target);
+      auto r = cli({"inspect", target.string()});
+      EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+      EXPECT_EQ(r.out, "");
+      EXPECT_TRUE(contains(r.err, target.string() + " is " + c.says + "-compressed disk image: decompress it first (`"))
+          << r.err;
+      EXPECT_FALSE(contains(r.err, "MBR signature")) << r.err;
+      // The decompression it suggests, pasted into a shell, makes the image it then names.
+      const std::string decompress = quoted_command(r.err, 0);
+      const auto image_at = r.err.find("`) and inspect ") + 15;
+      const std::string image_word = r.err.substr(image_at, r.err.find(", or write it") - image_at);
+      const fs::path image = sub / unquoted(image_word);
+      EXPECT_EQ(image, target == packed ? raw : sub / "pi.img") << r.err;
+      auto d = sh("cd '" + sub.string() + "' && " + decompress);
+      ASSERT_EQ(d.exit_code, 0) << decompress << ": " << d.err;
+      auto ok = cli({"inspect", image.string()});
+      EXPECT_EQ(ok.exit_code, 0) << ok.err;
+      EXPECT_TRUE(contains(ok.out, "RPITEST")) << ok.out;
+      fs::remove(image);
+      // The card writer is given the file as the shell reads the word.
+      const std::string write = quoted_command(r.err, 1);
+      EXPECT_TRUE(write.starts_with("rpi-provision --image ")) << r.err;
+      EXPECT_EQ(unquoted(write.substr(22, write.find(" --device") - 22)), target.string()) << write;
+      auto j = cli({"inspect", "--json", target.string()});
+      EXPECT_EQ(j.exit_code, 1);
+      EXPECT_TRUE(contains(j.out, "\"type\":\"error\"")) << j.out;
+      EXPECT_FALSE(contains(j.out, "\"type\":\"inspect\"")) << j.out;
+    }
+    fs::remove(packed);
+    fs::remove(sub / "pi 'named' oddly");
+  }
+  if (tried == 0) GTEST_SKIP() << "none of gzip, xz, zstd, bzip2 installed";
+}
+
+// An xz, zstd or bzip2 file that holds no disk image, or whose data is
+// damaged from the start: neither is read as a disk image.
+TEST(InspectCompressed, OtherCompressedFilesSayWhatTheyAre) {
+  TempDir dir;
+  int tried = 0;
+  for (const auto& [tool, suffix] :
+       std::vector<std::pair<std::string, std::string>>{{"xz", ".xz"}, {"zstd", ".zst"}, {"bzip2", ".bz2"}}) {
+    if (!have_tool(tool)) continue;
+    ++tried;
+    SCOPED_TRACE(tool);
+    const fs::path notes = dir / "notes.txt";
+    write_file(notes, std::string(4000, 'x') + "\n");
+    ASSERT_EQ(run({tool, "-q", "-f", notes.string()}).exit_code, 0);
+    const fs::path packed = notes.string() + suffix;
+    auto r = cli({"inspect", packed.string()});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_TRUE(contains(r.err, packed.string() + " is " + tool + "-compressed, but holds no disk image")) << r.err;
+    // The magic, then bytes no decompressor takes.
+    std::string damaged = read_file(packed).substr(0, 6) + pseudo_random(2000, 7);
+    write_file(packed, damaged);
+    r = cli({"inspect", packed.string()});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_TRUE(
+        contains(r.err, packed.string() + " is " + tool + "-compressed, but its data is damaged from the start"))
+        << r.err;
+    EXPECT_FALSE(contains(r.err, "MBR signature")) << r.err;
+    // The test it suggests finds the damage too.
+    const std::string test = quoted_command(r.err, 0);
+    EXPECT_TRUE(test.starts_with(tool + " -t ")) << r.err;
+    EXPECT_NE(sh(test).exit_code, 0) << test;
+    fs::remove(packed);
+  }
+  if (tried == 0) GTEST_SKIP() << "none of xz, zstd, bzip2 installed";
 }
 
 }  // namespace

@@ -10,7 +10,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <random>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -312,29 +314,145 @@ TEST(CompressedSource, DamagedOrTruncatedFilesAreRefused) {
   if (tried == 0) GTEST_SKIP() << "none of gzip, xz, zstd, bzip2 is installed";
 }
 
-// Cancelled part-way (the flag turns true after the first progress): Cancelled,
-// and the partly written file is gone.
+// Cancelled once decompressing began (the flag turns true at the first
+// progress event, when the file for the image exists): Cancelled, and that
+// file is gone.
 TEST(CompressedSource, CancellingRemovesThePartlyWrittenFile) {
   if (!have_tool("gzip")) GTEST_SKIP() << "tool not installed: gzip";
   TempDir d;
   fs::create_directories(d / "scratch");
   std::string data(24 * kMiB, '\0');
   std::mt19937 rng(6);
-  for (auto& ch : data) ch = static_cast<char>(rng());  // incompressible: many progress steps
+  for (auto& ch : data) ch = static_cast<char>(rng());
   const fs::path file = compressed(d, "pi.img", data, {"gzip", ".gz", "gzip -1 -c"});
   std::atomic<bool> cancel{false};
-  std::uint64_t seen = 0;
+  std::size_t files = 0, events = 0;
   udev::DecompressOptions o = options_in(d / "scratch");
   o.cancel = &cancel;
   o.events = [&](const Event& e) {
-    if (e.type != "decompress" || e.done == 0) return;
-    seen = e.done;
+    if (e.type != "decompress") return;
+    ++events;
+    files = entries(d / "scratch");
     cancel = true;
   };
   EXPECT_THROW(FlashSource::decompress(file, o), Cancelled);
-  EXPECT_GT(seen, 0u);
-  EXPECT_LT(seen, fs::file_size(file)) << "cancelled only at the end";
+  EXPECT_EQ(events, 1u) << "went on after the cancel";
+  EXPECT_EQ(files, 1u) << "no file was made before the first progress event";
   EXPECT_EQ(entries(d / "scratch"), 0u);
+}
+
+// "decompress" progress at most every 200 ms plus the last one (the JSON
+// stream's "a few times per second"), however fast the data comes: between
+// the first (0) and the last event, no more than the time taken allows. The
+// last says the whole file; `done` never goes back.
+TEST(CompressedSource, ProgressIsLimitedInRate) {
+  if (!have_tool("gzip")) GTEST_SKIP() << "tool not installed: gzip";
+  TempDir d;
+  fs::create_directories(d / "scratch");
+  std::string data(12 * kMiB, '\0');
+  std::mt19937 rng(8);
+  for (auto& ch : data) ch = static_cast<char>(rng());  // incompressible: 12 MiB of input
+  const fs::path file = compressed(d, "pi.img", data, {"gzip", ".gz", "gzip -1 -c"});
+  ASSERT_GT(fs::file_size(file), 4 * kMiB);  // the old rule (every MiB read) would send more than 4
+  std::vector<Event> events;
+  udev::DecompressOptions o = options_in(d / "scratch");
+  o.events = [&](const Event& e) { events.push_back(e); };
+  const auto start = std::chrono::steady_clock::now();
+  auto src = FlashSource::decompress(file, o);
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events.front().done, 0u);
+  EXPECT_EQ(events.back().done, fs::file_size(file));
+  for (std::size_t i = 1; i < events.size(); ++i) EXPECT_LE(events[i - 1].done, events[i].done);
+  // Events in between: each at least 200 ms after the one before it.
+  const std::size_t between = events.size() - 2;
+  EXPECT_LE(between, static_cast<std::size_t>(took / std::chrono::milliseconds(200)))
+      << events.size() << " events in " << std::chrono::duration<double>(took).count() << " s";
+}
+
+// The decompressed image larger than max_size (the largest card): refused
+// before anything is decompressed when the file records its size (xz index,
+// zstd frame header), else as soon as more than that came out; Errc::device,
+// saying how much was decompressed, ending with the caller's text; nothing
+// stays in the folder. An image of exactly max_size is taken.
+TEST(CompressedSource, AnImageLargerThanAnyCardStopsEarly) {
+  const std::string zeros(64 * kMiB, '\0');  // decompressed in full, a sparse 64 MiB file
+  const std::uint64_t max = 8 * kMiB;
+  const std::string end = "the largest card, /dev/sdz, has 8 MiB; use a larger card";
+  int tried = 0;
+  for (const auto& [c, extra] :
+       {std::pair{kCompressors[0], ""}, std::pair{kCompressors[1], ""}, std::pair{kCompressors[2], ""},
+        std::pair{kCompressors[2], "--no-content-size"}, std::pair{kCompressors[3], ""}}) {
+    if (!have_tool(c.tool)) continue;
+    ++tried;
+    SCOPED_TRACE(c.tool + " " + extra);
+    TempDir d;
+    fs::create_directories(d / "scratch");
+    const fs::path file = compressed(d, "zeros.img", zeros, c, extra);
+    const bool recorded = udev::probe_compressed(file).size.has_value();
+    EXPECT_EQ(recorded, c.tool == "xz" || (c.tool == "zstd" && std::string(extra).empty()));
+    std::vector<Event> events;
+    std::size_t files = 0;
+    udev::DecompressOptions o = options_in(d / "scratch");
+    o.max_size = max;
+    o.too_large = end;
+    o.events = [&](const Event& e) {
+      events.push_back(e);
+      files = std::max(files, entries(d / "scratch"));
+    };
+    try {
+      FlashSource::decompress(file, o);
+      ADD_FAILURE() << "an image larger than max_size was decompressed";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_EQ(e.code(), Errc::device) << m;
+      EXPECT_TRUE(contains(m, file.string() + " is larger than any card: ")) << m;
+      EXPECT_TRUE(m.ends_with("; " + end)) << m;
+      if (recorded) {
+        EXPECT_TRUE(contains(m, "it decompresses to 64 MiB (its " +
+                                    std::string(c.tool == "xz" ? "xz index says" : "zstd frame headers say") + ")"))
+            << m;
+        EXPECT_TRUE(events.empty()) << "decompressing began";
+      } else {
+        std::smatch got;
+        ASSERT_TRUE(std::regex_search(m, got, std::regex(R"(stopped after (\d+) MiB of it decompressed \()"))) << m;
+        const std::uint64_t mib = std::stoull(got[1]);
+        EXPECT_GT(mib * kMiB, max) << m;
+        EXPECT_LE(mib * kMiB, max + 4 * kMiB) << "went on past the bound: " << m;
+        EXPECT_TRUE(contains(m, " file read); ")) << m;
+        EXPECT_EQ(files, 1u);
+      }
+    }
+    EXPECT_EQ(entries(d / "scratch"), 0u);
+    // Exactly the bound: taken; one byte less: refused.
+    const std::string data = test_image(2 * kMiB + 100, 9);
+    const fs::path small = compressed(d, "small.img", data, c, extra);
+    o.max_size = data.size() - 1;
+    EXPECT_THROW(FlashSource::decompress(small, o), Error);
+    EXPECT_EQ(entries(d / "scratch"), 0u);
+    o.max_size = data.size();
+    EXPECT_EQ(read_file(FlashSource::decompress(small, o)->image), data);
+  }
+  if (tried == 0) GTEST_SKIP() << "none of gzip, xz, zstd, bzip2 is installed";
+}
+
+// A command the error suggests names the file as one shell word.
+TEST(CompressedSource, SuggestedCommandsQuoteTheFileName) {
+  if (!have_tool("xz")) GTEST_SKIP() << "tool not installed: xz";
+  TempDir d;
+  const std::string whole = read_file(compressed(d, "pi.img", test_image(kMiB, 10), kCompressors[1]));
+  const fs::path cut = d / "my pi's $HOME.img.xz";
+  write_file(cut, whole.substr(0, whole.size() - 8));
+  try {
+    udev::probe_compressed(cut);
+    ADD_FAILURE() << "a truncated xz file was taken";
+  } catch (const Error& e) {
+    const std::string word = "'" + std::regex_replace(cut.string(), std::regex("'"), "'\\''") + "'";
+    EXPECT_TRUE(contains(e.what(), "(xz -t " + word + " tests it)")) << e.what();
+    // The oracle: a shell takes that word for the file.
+    EXPECT_NE(sh("xz -t " + word + " 2>/dev/null").exit_code, 0);
+    EXPECT_EQ(sh("test -f " + word).exit_code, 0);
+  }
 }
 
 // Not compressed: said so, for the plan's probe and the decompressor alike.

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -24,6 +25,7 @@
 #include "rpi/digest.hpp"
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 #include "udev/flash.hpp"
 
 namespace fs = std::filesystem;
@@ -33,8 +35,9 @@ namespace rpi::udev {
 namespace {
 
 constexpr std::size_t kBlock = partition::BlockMap::kBlockSize;
-constexpr std::size_t kChunk = 4u << 20;        // decompressed bytes handled at a time
-constexpr std::uint64_t kMaxIndex = 64u << 20;  // an xz index larger than this is not read for a plan
+constexpr std::size_t kChunk = 4u << 20;                  // decompressed bytes handled at a time
+constexpr std::uint64_t kMaxIndex = 64u << 20;            // an xz index larger than this is not read for a plan
+constexpr std::chrono::milliseconds kProgressEvery{200};  // "decompress" events: at most one per this
 
 std::uint64_t le(const unsigned char* p, int n) {
   std::uint64_t v = 0;
@@ -74,8 +77,8 @@ bool read_vli(const unsigned char*& p, const unsigned char* end, std::uint64_t& 
 // nothing when an index is too large to read for this.
 std::optional<std::uint64_t> xz_size(int fd, std::uint64_t size, const std::string& name) {
   const auto bad = [&](const std::string& what) {
-    return Error(Errc::input,
-                 name + " is truncated or damaged: " + what + "; download it again (xz -t " + name + " tests it)");
+    return Error(Errc::input, name + " is truncated or damaged: " + what + "; download it again (xz -t " +
+                                  shell_word(name) + " tests it)");
   };
   if (size % 4 != 0)
     throw bad("an xz file is a multiple of 4 bytes long and ends with a stream footer, and it has " +
@@ -302,8 +305,9 @@ class GzipDecoder : public Decoder {
 
 class ArchiveDecoder : public Decoder {
  public:
-  ArchiveDecoder(const fs::path& path, const std::string& name, const std::string& format, std::uint64_t file_size)
-      : Decoder(name, format, file_size), a_(archive_read_new()) {
+  // Reads `fd` (the file open_decoder opened, measured and advised) from where it is.
+  ArchiveDecoder(Fd fd, const std::string& name, const std::string& format, std::uint64_t file_size)
+      : Decoder(name, format, file_size), fd_(std::move(fd)), a_(archive_read_new()) {
     archive* a = a_.get();
     if (!a) throw Error(Errc::internal, "libarchive: out of memory");
     // Only the filter the magic named: nothing else is tried on the data.
@@ -313,7 +317,7 @@ class ArchiveDecoder : public Decoder {
     if (rc < ARCHIVE_WARN) throw Error(Errc::internal, "libarchive cannot decompress " + format + ": " + message());
     archive_read_support_format_raw(a);
     // Its first block is read and decoded here already.
-    if (archive_read_open_filename(a, path.c_str(), 1 << 20) != ARCHIVE_OK) throw damaged(message());
+    if (archive_read_open_fd(a, fd_.get(), 1 << 20) != ARCHIVE_OK) throw damaged(message());
     archive_entry* e = nullptr;
     const int h = archive_read_next_header(a, &e);
     if (h == ARCHIVE_EOF) {
@@ -343,6 +347,7 @@ class ArchiveDecoder : public Decoder {
     return m ? m : "unreadable (libarchive gives no reason)";
   }
 
+  Fd fd_;  // libarchive reads it and leaves it open: closed after a_ is freed
   ArchiveReader a_;
   bool done_ = false;
 };
@@ -356,7 +361,7 @@ std::unique_ptr<Decoder> open_decoder(const fs::path& image, const std::string& 
   if (file_size) *file_size = size;
   if (compression == "gzip") return std::make_unique<GzipDecoder>(std::move(fd), image.string(), size);
   if (compression == "xz" || compression == "zstd" || compression == "bzip2")
-    return std::make_unique<ArchiveDecoder>(image, image.string(), compression, size);
+    return std::make_unique<ArchiveDecoder>(std::move(fd), image.string(), compression, size);
   throw Error(Errc::input, image.string() + " is not compressed with gzip, xz, zstd or bzip2");
 }
 
@@ -557,6 +562,16 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
   const std::string name = image.string();
   std::optional<partition::BlockMap>& bmap = c.map;
   const std::optional<std::uint64_t> expected = bmap ? std::optional(bmap->image_size()) : c.size;
+  const std::string too_large_end = opts.too_large.empty() && opts.max_size
+                                        ? "no card it is for has more than " + format_size(*opts.max_size)
+                                        : opts.too_large;
+  // Recorded in the file (checked with the .bmap): nothing is decompressed. A
+  // .bmap's size alone is not taken for it: a gzip or bzip2 file shows
+  // whether the .bmap is its own only as it is decompressed.
+  if (opts.max_size && c.size && *c.size > *opts.max_size)
+    throw Error(Errc::device, name + " is larger than any card: it decompresses to " + format_size(*c.size) + " (" +
+                                  (c.compression == "xz" ? "its xz index says" : "its zstd frame headers say") + "); " +
+                                  too_large_end);
   if (cancelled(opts.cancel)) throw Cancelled{};
   // A private file (0600, in the caller's private folder), removed with its source.
   std::string tmpl = (opts.folder / "decompressed.XXXXXX").string();
@@ -584,7 +599,8 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
   std::vector<unsigned char> buf(kChunk);
   std::uint64_t offset = 0;  // of buf[0] in the image
   std::size_t have = 0;
-  std::uint64_t shown = 0;
+  // Progress at most every kProgressEvery, and once at the end.
+  auto shown_at = std::chrono::steady_clock::now();
   emit(opts.events, Event{"decompress", name, 0, file_size, ""});
   for (bool end = false; !end;) {
     if (cancelled(opts.cancel)) throw Cancelled{};
@@ -600,14 +616,21 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
       throw size_mismatch(c.bmap, bmap->image_size(), image, "decompresses to more");
     // Whole blocks now; the last, partial one at the end.
     const std::size_t whole = end ? have : have / kBlock * kBlock;
-    if (ranges) ranges->feed(offset, buf.data(), whole);
+    if (ranges) ranges->feed(offset, buf.data(), whole);  // a .bmap of other data: said first
+    // Larger than every card: stop now, before zeros make a sparse file of
+    // any size or data fills the folder (the file goes with `file`).
+    if (opts.max_size && offset + have > *opts.max_size)
+      throw Error(Errc::device, name + " is larger than any card: stopped after " + format_size(offset + have) +
+                                    " of it decompressed (" + format_size(std::min(dec->consumed(), file_size)) +
+                                    " of the " + format_size(file_size) + " file read); " + too_large_end);
     writer.write(offset, buf.data(), whole);
     offset += whole;
     std::memmove(buf.data(), buf.data() + whole, have - whole);
     have -= whole;
-    if (const std::uint64_t done = std::min(dec->consumed(), file_size); done - shown >= (1u << 20) || end) {
-      emit(opts.events, Event{"decompress", name, end ? file_size : done, file_size, ""});
-      shown = done;
+    if (const auto now = std::chrono::steady_clock::now(); end || now - shown_at >= kProgressEvery) {
+      emit(opts.events,
+           Event{"decompress", name, end ? file_size : std::min(dec->consumed(), file_size), file_size, ""});
+      shown_at = now;
     }
   }
   const std::uint64_t size = offset;

@@ -18,8 +18,10 @@ enum class Compression { none, gzip, xz, zstd, bzip2 };
 // compressed); none for any other name.
 Compression compression_for(const std::filesystem::path& file);
 
-// "gzip", "xz", "zstd" or "bzip2" ("" for none).
+// "gzip", "xz", "zstd" or "bzip2" ("" for none): also the command-line tool.
 std::string compression_name(Compression c);
+// The file name extension that asks for `c`: ".gz", ".xz", ".zst" or ".bz2" ("" for none).
+std::string compression_extension(Compression c);
 // How this tool compresses, in words: "xz (level 6, 2 threads)".
 std::string compression_settings(Compression c);
 
@@ -36,7 +38,10 @@ struct CompressOptions {
 // returns how many bytes it wrote there. The same image gives the same bytes:
 // no file name or time in the stream, a fixed level and (xz) thread count.
 // Throws rpi::Error naming `in_name` or `out_name` (Errc::io when reading or
-// writing fails, e.g. the disk is full).
+// writing fails, e.g. the disk is full). After a throw (or rpi::Cancelled)
+// nothing more is written to `out_fd` and the stream is left unfinished at
+// once; libarchive then keeps the encoder's memory (and xz's idle worker
+// threads) until the process ends: for runs that end on failure.
 std::uint64_t compress_image(int in_fd, const std::string& in_name, std::uint64_t size, int out_fd,
                              const std::string& out_name, Compression c, const CompressOptions& options = {});
 

@@ -74,10 +74,17 @@ std::string edit_not_applied_warning(const std::string& name);
 
 // What a build of `options` reads from `tarball`, without writing anything:
 // one pass as build_images makes it (the same gzip checks, entry rules and FAT
-// names, in the same order), so it throws what the build would throw about the
-// tarball and the names of options.extra_files. Not checked: whether the files
-// fit the image (its size is not known here) and the label and size
-// (plan_image checks those).
+// names, in the same order; a root file named like one of options.extra_files,
+// in any case, left out as the build leaves it out), so it throws what the
+// build would throw about the tarball's entries, and warns where it warns.
+// Give it the card's own options (every edit and extra file): what the
+// tarball may hold depends on them (usercfg.txt and USERCFG.TXT are refused
+// unless the card brings its own usercfg.txt). Only their names, `force` and
+// the edits' names count. Not checked: the extra files and extra_dirs
+// themselves, which the build adds after the tarball (a tarball folder named
+// like one is refused by the build only); the keymaps, which the caller checks
+// (the build does so before the boot files); whether the files fit the image
+// (its size is not known here) and the label and size (plan_image checks those).
 struct TarballScan {
   // The tarball's bytes of each root file options.edits changes, under the
   // edit's name; a name the tarball has no file for is missing.

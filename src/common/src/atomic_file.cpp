@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "rpi/error.hpp"
@@ -148,6 +149,34 @@ void create_directories(const std::filesystem::path& dir, const std::string& wha
     throw Error(Errc::io, "cannot create " + what + " " + dir.string() + ": it exists and is not a folder");
 }
 
+namespace {
+
+// Whether `name` is `pattern` with any character where it has '?' (mkostemp's
+// six), or — `cut` — its first 200 bytes (a temporary of a long name: temp_prefix).
+bool fits(std::string_view name, std::string_view pattern, bool cut) {
+  if (name.size() != pattern.size() && !(cut && name.size() == 200 && pattern.size() > 200)) return false;
+  for (std::size_t i = 0; i < name.size(); ++i)
+    if (pattern[i] != '?' && pattern[i] != name[i]) return false;
+  return true;
+}
+
+// Whether `name` is a temporary of `target` (".<name>.tmp-XXXXXX", `prefix`
+// then six characters), or one of what a compressed output builds beside its
+// own temporary T: T.bmap (the raw image's block map), and the image
+// builder's temporaries of T and T.bmap (".T.tmp-XXXXXX", ".T.bmap.tmp-XXXXXX").
+bool is_leftover_name(const std::string& name, const std::string& prefix) {
+  const std::string own = prefix + "??????";
+  if (fits(name, own, false) || fits(name, own + ".bmap", false)) return true;
+  // ".<inner, cut to 200 bytes>.tmp-XXXXXX", as temp_prefix names it.
+  constexpr std::string_view kTail = ".tmp-??????";
+  if (name.size() < 1 + kTail.size() || name[0] != '.' || !fits(name.substr(name.size() - kTail.size()), kTail, false))
+    return false;
+  const std::string_view inner = std::string_view(name).substr(1, name.size() - 1 - kTail.size());
+  return fits(inner, own, true) || fits(inner, own + ".bmap", true);
+}
+
+}  // namespace
+
 std::vector<std::filesystem::path> leftover_temporaries(const std::filesystem::path& target) {
   std::vector<std::filesystem::path> found;
   const std::filesystem::path first = temp_prefix(target);
@@ -156,8 +185,7 @@ std::vector<std::filesystem::path> leftover_temporaries(const std::filesystem::p
   std::error_code ec;
   for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (name.size() == prefix.size() + 6 && name.compare(0, prefix.size(), prefix) == 0 && it->is_regular_file(ec))
-      found.push_back(it->path());
+    if (is_leftover_name(name, prefix) && it->is_regular_file(ec)) found.push_back(it->path());
   }
   std::sort(found.begin(), found.end());
   return found;

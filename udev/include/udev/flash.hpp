@@ -80,8 +80,10 @@ struct FlashSource {
   // clusters, the end of a directory), and the card's old bytes must not show
   // through. Throws Errc::input for a damaged or truncated file (naming the
   // byte of it where the decoder stopped) or a block map that does not match,
-  // Errc::io when opts.folder fills up, Cancelled when opts.cancel turns true;
-  // the partly written file is removed each time.
+  // Errc::device for an image larger than opts.max_size, Errc::io when
+  // opts.folder fills up, Cancelled when opts.cancel turns true; the partly
+  // written file is removed each time. "decompress" progress at most every
+  // 200 ms, and once at the end.
   static std::shared_ptr<const FlashSource> decompress(const std::filesystem::path& image,
                                                        const DecompressOptions& opts);
   // `name`, or `image` when that is empty.
@@ -93,6 +95,14 @@ struct DecompressOptions {
   EventSink events;              // "decompress" progress (subject: the compressed file), "note"s
   const std::atomic<bool>* cancel = nullptr;
   std::string full_hint;  // what else to do when `folder` fills up ("set TMPDIR to ...")
+  // The largest image any card it is for can take: an image known to be
+  // larger (its xz index or zstd frame headers) is refused before
+  // anything is decompressed, one of unknown size as soon as more than this
+  // came out (zeros would make a sparse file of any size). Errc::device,
+  // naming how much was decompressed and ending with `too_large` ("the
+  // largest card, /dev/sdb, has 7.4 GiB; use a larger card").
+  std::optional<std::uint64_t> max_size;
+  std::string too_large;
 };
 
 // "gzip", "xz", "zstd" or "bzip2" when `head` (the first bytes of a file)

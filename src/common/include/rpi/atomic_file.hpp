@@ -50,8 +50,11 @@ class AtomicFile {
 void remove_temporaries_on_signals();
 
 // Temporaries of `target` that a killed run left (SIGKILL, power loss: no
-// handler ran), by name: ".<target's name>.tmp-XXXXXX" in its folder. One that
-// a run writing `target` right now uses looks the same.
+// handler ran), by name: ".<target's name>.tmp-XXXXXX" in its folder, and what
+// a compressed output (pi.img.xz) builds beside such a temporary T: "T.bmap"
+// and the image builder's ".T.tmp-XXXXXX" and ".T.bmap.tmp-XXXXXX" (the raw
+// image, with its secrets). One that a run writing `target` right now uses
+// looks the same.
 std::vector<std::filesystem::path> leftover_temporaries(const std::filesystem::path& target);
 
 // Writes `data` to `target` all-or-nothing with the given mode.

@@ -25,6 +25,11 @@ std::string ascii_lower(std::string_view s);
 // The strings with `sep` between them ("a, b, c").
 std::string join(const std::vector<std::string>& parts, std::string_view sep = ", ");
 
+// `s` as one word of a command line the user may paste into a POSIX shell:
+// as it is when that is safe, "./-x.img" for a relative name that would read
+// as an option, else in single quotes ("'my card.img'", a newline, '$').
+std::string shell_word(std::string_view s);
+
 // Edit distance (bytes) for "did you mean": insertions, deletions, changes,
 // and swaps of two neighbours, one edit each.
 std::size_t edit_distance(std::string_view a, std::string_view b);
