@@ -346,7 +346,7 @@ bool is_apkovl_file(const std::string& target) {
                                  "again");
   }
   const auto* u = reinterpret_cast<const std::uint8_t*>(start.data());
-  if (start.size() == 512 && ((u[510] == 0x55 && u[511] == 0xAA) || looks_like_fat_boot_sector(u)))
+  if (start.size() == 512 && partition::has_boot_signature(u))
     throw Error(Errc::input, compressed_image_error(target, z));
   throw Error(Errc::input, target + " is " + z +
                                "-compressed, but holds no disk image: inspect reads cards, disk images, apkovls "

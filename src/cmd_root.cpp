@@ -2,7 +2,6 @@
 // parallel, verified), or write an existing image (--image). --dry-run prints
 // the plan instead.
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -130,7 +129,7 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
       for (const auto& x : io.extra_files)
         if (!partition::is_old_apkovl(x.name)) key.push_back(x.name);
       auto it = scans.find(key);
-      if (it == scans.end()) it = scans.emplace(key, cli::scan_tarball(*tb, io)).first;
+      if (it == scans.end()) it = scans.emplace(key, scan_tarball(*tb, io)).first;
       scan_of[i] = &it->second;
     }
     if (!scans.empty()) {
@@ -762,10 +761,6 @@ void check_image_file(const std::string& image) {
   if (const std::string z = compression_of(head); !z.empty()) {
     const udev::CompressedImage c = udev::probe_compressed(image);
     head = udev::decompressed_head(image, 512);
-    // Sector 0 as read_mbr reads it: from a file of its own, in memory.
-    fd.reset(::memfd_create("sector0", MFD_CLOEXEC));
-    if (!fd) throw_errno("cannot check the start of " + image + " (memfd_create)");
-    pwrite_all(fd.get(), head.data(), head.size(), 0, "cannot check the start of " + image);
     size = c.map    ? c.map->image_size()
            : c.size ? *c.size
                     : (head.size() < 512 ? head.size() : std::numeric_limits<std::uint64_t>::max());
@@ -774,7 +769,7 @@ void check_image_file(const std::string& image) {
   if (head.size() == 512 && partition::looks_like_fat_boot_sector(reinterpret_cast<const std::uint8_t*>(head.data())))
     return;  // a FAT volume without a partition table: its own boot sector
   try {
-    partition::read_mbr(fd.get(), size, what);
+    partition::parse_mbr(reinterpret_cast<const std::uint8_t*>(head.data()), head.size(), size, what);
   } catch (const Error& e) {
     throw Error(Errc::usage, std::string(e.what()) + "; give a disk image such as one made with --output");
   }

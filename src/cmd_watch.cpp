@@ -79,9 +79,12 @@ void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n
     j.add("tarball", t.description);
     // A local (or cached) tarball gets the run's checks: its digest, gzip, the Alpine boot files.
     p->verify_local_tarball();
-    if (const auto tb = p->tarball_if_local())
-      for (const auto& ovl : scan_tarball(*tb, {}, o.force).apkovls)
+    if (const auto tb = p->tarball_if_local()) {
+      partition::ImageOptions io;
+      io.force = o.force;
+      for (const auto& ovl : scan_tarball(*tb, io).apkovls)
         s << "  leaves out the tarball's " << ovl << " (the card gets exactly one apkovl)\n";
+    }
   } else {
     s << "  image: " << o.image << " (the same on every card)\n";
     j.add("image", o.image);

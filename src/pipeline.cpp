@@ -75,20 +75,6 @@ std::vector<std::string> mirror_override_warnings(const std::vector<std::string>
   return w;
 }
 
-TarballScan scan_tarball(const std::filesystem::path& tarball, const partition::ImageOptions& card) {
-  // The build's own pass over the tarball, writing nothing: the plan fails and
-  // warns where the run does, with the run's messages.
-  partition::TarballScan s = partition::scan_tarball(tarball, card);
-  return TarballScan{std::move(s.root_files), std::move(s.apkovls), std::move(s.warnings), std::move(s.keymaps)};
-}
-
-TarballScan scan_tarball(const std::filesystem::path& tarball, const std::set<std::string>& wanted, bool force) {
-  partition::ImageOptions o;
-  o.force = force;
-  for (const auto& name : wanted) o.edits.emplace(name, nullptr);
-  return cli::scan_tarball(tarball, o);
-}
-
 void require_spec_tarball(const std::string& path, const std::string& spec_path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec))
@@ -480,12 +466,13 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
     overlay::Apkovl a;
     if (e.carries_apkovl) {
       // Identical cards are one identity whatever their number (watch counts them).
-      const int key = keep_apkovls_ && identical_cards() ? 0 : id.n;
-      if (auto it = apkovls_.find(key); (reuse_apkovls_ || keep_apkovls_) && it != apkovls_.end())
+      const int key = keep_apkovls_ ? 0 : id.n;
+      const bool remember = reuse_apkovls_ || keep_apkovls_;
+      if (auto it = apkovls_.find(key); remember && it != apkovls_.end())
         a = it->second;
       else
         a = overlay::build_apkovl(host, bo);
-      if (reuse_apkovls_ || keep_apkovls_) apkovls_.emplace(key, a);
+      if (remember) apkovls_.emplace(key, a);
     }
     if (label.empty()) label = e.label;
     if (!size) {

@@ -20,6 +20,7 @@
 #include "packages.hpp"
 #include "partition/compress.hpp"
 #include "partition/image.hpp"
+#include "partition/tarball_rules.hpp"
 #include "udev/device.hpp"
 #include "udev/flash.hpp"
 
@@ -111,25 +112,13 @@ struct CardPlan {
   std::string refused;      // "refusing to write DEV: it has … but the image needs …; …"
 };
 
-// What --dry-run learns from reading a local (or cached) tarball the way the
-// build reads it for one card (partition::scan_tarball): the same refusals
-// (not gzip, not an Alpine Raspberry Pi tarball, names FAT cannot hold once
-// the card's own files have replaced the tarball's of their names), the root
-// files the card's edits change, the apkovls it leaves out, and the warnings
-// the build gives.
-struct TarballScan {
-  std::map<std::string, std::string> root_files;  // edit name (as in ImageOptions::edits) -> the tarball's bytes
-  std::vector<std::string> apkovls;               // root *.apkovl.tar.gz* members, left out of every card
-  std::vector<std::string> warnings;              // the build's: edits that find no file
-  partition::BootKeymaps keymaps;                 // of its kbd-bkeymaps apk (unknown without one)
-};
-// Throws rpi::Error(input) with the build's messages. `card`: the card's image
-// settings as Pipeline::image_options / plan_card make them (what counts:
-// force, the names of its edits and of its extra files).
-TarballScan scan_tarball(const std::filesystem::path& tarball, const partition::ImageOptions& card);
-// The same for a card with no files of its own: `wanted`, the names of the
-// root files whose bytes to keep; `force`: no check for the boot files.
-TarballScan scan_tarball(const std::filesystem::path& tarball, const std::set<std::string>& wanted, bool force);
+// What --dry-run learns from reading a local (or cached) tarball is what the
+// build learns from it for one card (partition::scan_tarball with the card's
+// image settings, as Pipeline::image_options / plan_card make them): the same
+// refusals with the same messages, the root files its edits change, the
+// apkovls it leaves out, the build's warnings and the kbd-bkeymaps keymaps.
+using partition::scan_tarball;
+using partition::TarballScan;
 
 // Why the card of `h` cannot have its [system].keymap, at the spec's line
 // (with a did-you-mean from `k`, the tarball's kbd-bkeymaps, of Alpine

@@ -291,7 +291,7 @@ GzipGuess guess_gzip_content(const std::string& head) {
       }
     return g;
   }
-  if (out.size() >= 512 && ((u[510] == 0x55 && u[511] == 0xAA) || looks_like_fat_boot_sector(u))) {
+  if (out.size() >= 512 && has_boot_signature(u)) {
     g.content = GzipContent::disk_image;
     g.why.clear();
     return g;

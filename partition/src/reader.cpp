@@ -263,8 +263,13 @@ bool is_fat_type(std::uint8_t type) noexcept {
 MbrInfo read_mbr(int fd, std::uint64_t disk_size, const std::string& name) {
   if (disk_size < 512) bad(name, "only " + std::to_string(disk_size) + " bytes: too small to be a disk image");
   std::uint8_t s[512];
-  if (pread_full(fd, s, sizeof s, 0, "cannot read " + name) != sizeof s)
-    bad(name, "cannot read sector 0 (file shorter than 512 bytes)");
+  const std::size_t got = pread_full(fd, s, sizeof s, 0, "cannot read " + name);
+  return parse_mbr(s, got, disk_size, name);
+}
+
+MbrInfo parse_mbr(const std::uint8_t* s, std::size_t got, std::uint64_t disk_size, const std::string& name) {
+  if (disk_size < 512) bad(name, "only " + std::to_string(disk_size) + " bytes: too small to be a disk image");
+  if (got < 512) bad(name, "cannot read sector 0 (file shorter than 512 bytes)");
   if (s[510] != 0x55 || s[511] != 0xAA)
     bad(name,
         "not a disk image: no MBR signature (55 AA) at byte 510 (found " + hex(s[510], 2) + " " + hex(s[511], 2) + ")");

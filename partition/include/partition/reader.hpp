@@ -54,10 +54,20 @@ struct MbrInfo {
 // (a "superfloppy": a FAT volume without a partition table).
 bool looks_like_fat_boot_sector(const std::uint8_t* sector) noexcept;
 
+// True if `sector` (512 bytes) ends in the boot signature 55 AA, as an MBR and
+// a FAT boot sector do: the first sector of a disk image.
+inline bool has_boot_signature(const std::uint8_t* sector) noexcept {
+  return sector[510] == 0x55 && sector[511] == 0xAA;
+}
+
 // Reads the MBR in sector 0 of a disk of `disk_size` bytes. Throws
 // Errc::input if the 55 AA signature is missing or the sector is a FAT boot
 // sector (check looks_like_fat_boot_sector first for superfloppies).
 MbrInfo read_mbr(int fd, std::uint64_t disk_size, const std::string& name = "image");
+// The same for sector 0 already read: `got` bytes of it at `sector` (fewer
+// than 512: "file shorter than 512 bytes").
+MbrInfo parse_mbr(const std::uint8_t* sector, std::size_t got, std::uint64_t disk_size,
+                  const std::string& name = "image");
 
 // "FAT32 (LBA)", "Linux", "GPT protective", ... or "unknown" for a type code.
 const char* mbr_type_name(std::uint8_t type) noexcept;
