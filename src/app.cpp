@@ -29,7 +29,6 @@
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
 #include "rpi/text.hpp"
-#include "udev/flash.hpp"
 
 #ifndef RPI_VERSION
 #define RPI_VERSION "0.0.0"
@@ -378,10 +377,6 @@ void check_output_folder(const std::string& flag, const std::string& path) {
   if (::access(dir.c_str(), W_OK | X_OK) != 0)
     throw Error(Errc::usage, flag + " " + path + ": cannot create files in the folder " + dir.string() + " (" +
                                  std::strerror(errno) + "); choose another folder");
-}
-
-std::string compression_of(std::string_view head) {
-  return udev::compression_of(head);  // one table of magics: the decompressor's
 }
 
 std::function<std::string(const std::string&)> at_least_one(const std::string& what) {

@@ -76,9 +76,6 @@ void check_download_files(const DownloadFlags& f);
 // A file about to be written as `flag` `path`: its folder exists, is a folder
 // and this user may create files in it.
 void check_output_folder(const std::string& flag, const std::string& path);
-// "gzip", "xz", "zstd", "bzip2" when `head` (the first bytes of a file) starts
-// with that compressor's magic; "" otherwise.
-std::string compression_of(std::string_view head);
 
 // Writes `lines` (public host keys) to `path` as a known_hosts file, atomically,
 // and says so. With `merge`, lines already in the file for other hosts stay and

@@ -488,13 +488,9 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
       // A plan does not decompress: the size is the one the .bmap, the xz index
       // or the zstd frame headers give (checked against each other), else unknown.
       const udev::CompressedImage c = udev::probe_compressed(o.image);
-      need = c.map ? std::optional(c.map->image_size()) : c.size;
+      need = c.expected_size();
       s << "  image: " << o.image << ", " << z << "-compressed: "
-        << (need ? format_size(*need) + " decompressed (" +
-                       (c.map       ? "its .bmap says"
-                        : z == "xz" ? "its xz index says"
-                                    : "its zstd frame headers say") +
-                       ")"
+        << (need ? format_size(*need) + " decompressed (" + (c.map ? "its .bmap says" : c.size_source()) + ")"
                  : "its size is known once it is decompressed (" + z +
                        (z == "gzip" ? " records it only modulo 4 GiB" : " does not record it") +
                        "): cards too small for it are refused then")
@@ -511,9 +507,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     for (std::size_t k = 0; k < infos.size(); ++k) {
       const auto& i = infos[k];
       // As the run checks each card: it must hold the whole image.
-      if (refused[k].empty() && need && i.size < *need)
-        refused[k] = "refusing to write " + o.devices[k] + ": it has " + format_size(i.size) + " but the image needs " +
-                     format_size(*need) + "; use a larger card";
+      if (refused[k].empty() && need && i.size < *need) refused[k] = card_too_small(o.devices[k], i.size, *need);
       s << "  card " << (k + 1) << ": device " << i.path << "  " << i.describe() << "\n";
       JsonObject c;
       c.add("index", static_cast<int>(k) + 1).add("target", o.devices[k]);
@@ -602,8 +596,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
           for (std::size_t k = 0; k < active.size(); ++k)
             if (const std::size_t i = active[k];
                 infos[i].size && infos[i].size < e.need && (one_image || k == e.card)) {
-              refused[i] = "refusing to write " + o.devices[i] + ": it has " + format_size(infos[i].size) +
-                           " but the image needs " + format_size(e.need) + "; " + e.fix;
+              refused[i] = card_too_small(o.devices[i], infos[i].size, e.need, e.fix);
               any = true;
             }
           if (!any) throw;
@@ -639,15 +632,14 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     std::optional<std::size_t> largest;
     for (std::size_t i = 0; i < infos.size(); ++i) {
       if (refused[i].empty() && need && infos[i].size < *need)
-        refused[i] = "refusing to write " + o.devices[i] + ": it has " + format_size(infos[i].size) +
-                     " but the image needs " + format_size(*need) + "; use a larger card";
+        refused[i] = card_too_small(o.devices[i], infos[i].size, *need);
       if (refused[i].empty() && (!largest || infos[i].size > infos[*largest].size)) largest = i;
     }
     if (largest) {  // else no card is written: nothing to decompress
       const std::uint64_t max = infos[*largest].size;
       const std::string too_large = std::string(o.devices.size() > 1 ? "the largest card, " : "the card, ") +
                                     o.devices[*largest] + ", has " + format_size(max) + "; use a larger card";
-      auto shared = decompress_for_cards(ctx, o.image, scratch, cancel, max, too_large);
+      auto shared = decompress_for_cards(ctx, o.image, c, scratch, cancel, max, too_large);
       if (!shared) return cancelled_before_writing();
       if (c.bmap.empty())
         ctx.reporter.note("no block map for " + o.image + " (" + bmap_names(o.image) +
@@ -758,7 +750,7 @@ void check_image_file(const std::string& image) {
   const ssize_t got = ::pread(fd.get(), head.data(), head.size(), 0);
   head.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
   std::string what = "--image " + image;
-  if (const std::string z = compression_of(head); !z.empty()) {
+  if (const std::string z = udev::compression_of(head); !z.empty()) {
     const udev::CompressedImage c = udev::probe_compressed(image);
     head = udev::decompressed_head(image, 512);
     size = c.map    ? c.map->image_size()

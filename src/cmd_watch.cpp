@@ -282,7 +282,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
       // A plan only checks what it can without decompressing.
       const udev::CompressedImage c = udev::probe_compressed(o.image);
       if (o.dry_run) {
-        const std::optional<std::uint64_t> size = c.map ? std::optional(c.map->image_size()) : c.size;
+        const std::optional<std::uint64_t> size = c.expected_size();
         ctx.reporter.note(o.image + " is " + z +
                           "-compressed: the station decompresses it once, before the first card" +
                           (size ? " (" + format_size(*size) + ")" : std::string()) +
@@ -293,7 +293,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
         const std::optional<std::uint64_t> max =
             o.safety.allow_large ? std::nullopt : std::optional<std::uint64_t>(udev::kLargeDevice);
         // Ctrl-C now: no card touched, the scratch folder removed.
-        shared = decompress_for_cards(ctx, o.image, scratch, install_cancel_handler(), max,
+        shared = decompress_for_cards(ctx, o.image, c, scratch, install_cancel_handler(), max,
                                       "the station takes cards of at most " + format_size(udev::kLargeDevice) +
                                           "; --allow-large permits larger ones");
         ctx.reporter.finish_progress();

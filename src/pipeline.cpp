@@ -178,11 +178,14 @@ ScratchDir::~ScratchDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-std::shared_ptr<const udev::FlashSource> decompress_for_cards(AppContext& ctx, const std::string& image,
-                                                              std::optional<ScratchDir>& scratch,
-                                                              const std::atomic<bool>* cancel,
-                                                              std::optional<std::uint64_t> max_size,
-                                                              const std::string& too_large) {
+std::string card_too_small(const std::string& device, std::uint64_t has, std::uint64_t need, const std::string& fix) {
+  return "refusing to write " + device + ": it has " + format_size(has) + " but the image needs " + format_size(need) +
+         "; " + fix;
+}
+
+std::shared_ptr<const udev::FlashSource> decompress_for_cards(
+    AppContext& ctx, const std::string& image, const udev::CompressedImage& probed, std::optional<ScratchDir>& scratch,
+    const std::atomic<bool>* cancel, std::optional<std::uint64_t> max_size, const std::string& too_large) {
   try {
     scratch.emplace(ctx);
     udev::DecompressOptions d;
@@ -192,6 +195,7 @@ std::shared_ptr<const udev::FlashSource> decompress_for_cards(AppContext& ctx, c
     d.full_hint = "set TMPDIR to a folder with more room (now " + ScratchDir::parent() + ")";
     d.max_size = max_size;
     d.too_large = too_large;
+    d.probed = &probed;
     return udev::FlashSource::decompress(image, d);
   } catch (const Cancelled&) {
     scratch.reset();
@@ -596,8 +600,7 @@ CardPlan Pipeline::plan_card(const Identity& id, const std::string& device, std:
   try {
     c.options = card_options(id, card_size, content, &c.apkovl_name, &c.known_hosts, &c.fills_card);
   } catch (const CardTooSmall& e) {
-    c.refused = "refusing to write " + device + ": it has " + format_size(card_size) + " but the image needs " +
-                format_size(e.need) + "; " + e.fix;
+    c.refused = card_too_small(device, card_size, e.need, e.fix);
   }
   return c;
 }

@@ -290,16 +290,21 @@ class ScratchDir {
   std::filesystem::path path_;
 };
 
-// A compressed --image decompressed once, before any card is opened, into a
+// Why a card of `has` bytes is not written with an image of `need`:
+// "refusing to write DEV: it has … but the image needs …; FIX" (the plan, the
+// run and watch say it alike).
+std::string card_too_small(const std::string& device, std::uint64_t has, std::uint64_t need,
+                           const std::string& fix = "use a larger card");
+
+// A compressed --image (`probed`: udev::probe_compressed of it, not read
+// again) decompressed once, before any card is opened, into a
 // new ScratchDir put in `scratch` (its removal removes the image):
 // "decompress" progress, "set TMPDIR" when it fills up. An image larger than
 // `max_size` (the largest card it is for; nothing: no bound) is an
 // Errc::device error ending with `too_large` (udev::DecompressOptions). After
 // `cancel` turned true: nullptr, and `scratch` is emptied.
-std::shared_ptr<const udev::FlashSource> decompress_for_cards(AppContext& ctx, const std::string& image,
-                                                              std::optional<ScratchDir>& scratch,
-                                                              const std::atomic<bool>* cancel,
-                                                              std::optional<std::uint64_t> max_size,
-                                                              const std::string& too_large);
+std::shared_ptr<const udev::FlashSource> decompress_for_cards(
+    AppContext& ctx, const std::string& image, const udev::CompressedImage& probed, std::optional<ScratchDir>& scratch,
+    const std::atomic<bool>* cancel, std::optional<std::uint64_t> max_size, const std::string& too_large);
 
 }  // namespace rpi::cli

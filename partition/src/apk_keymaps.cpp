@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "partition/compress.hpp"
 #include "rpi/archive_reader.hpp"
 #include "rpi/error.hpp"
 #include "rpi/size.hpp"
@@ -33,8 +34,7 @@ std::vector<std::string> apk_keymaps(std::string_view apk, const std::string& na
   const auto unreadable = [&](const std::string& why) {
     return Error(Errc::input, name + " is not a readable Alpine package (" + why + ")");
   };
-  if (apk.size() < 2 || static_cast<unsigned char>(apk[0]) != 0x1F || static_cast<unsigned char>(apk[1]) != 0x8B)
-    throw unreadable("not gzip data");
+  if (compression_of(apk) != Compression::gzip) throw unreadable("not gzip data");
   ArchiveReader a(archive_read_new());
   if (!a) throw Error(Errc::internal, "libarchive: out of memory");
   // libarchive's gzip filter reads the three gzip streams one after the other;

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "apkovl_summary.hpp"
+#include "partition/compress.hpp"
 #include "partition/reader.hpp"
 #include "rpi/archive_reader.hpp"
 #include "rpi/error.hpp"
@@ -259,7 +260,7 @@ bool boot_tarball_member(std::string_view name) {
 
 GzipGuess guess_gzip_content(const std::string& head) {
   GzipGuess g;
-  if (head.size() < 2 || head[0] != '\x1f' || head[1] != '\x8b') return g;
+  if (compression_of(head) != Compression::gzip) return g;
   constexpr std::size_t kLook = 256u << 10;  // decompressed bytes looked at
   std::string out;
   bool damaged = false;

@@ -106,6 +106,17 @@ Compression compression_for(const std::filesystem::path& file) {
   return Compression::none;
 }
 
+Compression compression_of(std::string_view head) noexcept {
+  if (head.starts_with("\x1f\x8b")) return Compression::gzip;
+  if (head.starts_with(std::string_view("\xfd"
+                                        "7zXZ\0",
+                                        6)))
+    return Compression::xz;
+  if (head.starts_with("\x28\xb5\x2f\xfd")) return Compression::zstd;
+  if (head.size() >= 4 && head.starts_with("BZh") && head[3] >= '1' && head[3] <= '9') return Compression::bzip2;
+  return Compression::none;
+}
+
 std::string compression_extension(Compression c) {
   switch (c) {
     case Compression::gzip:

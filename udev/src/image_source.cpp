@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "partition/compress.hpp"
 #include "rpi/archive_reader.hpp"
 #include "rpi/digest.hpp"
 #include "rpi/fd.hpp"
@@ -481,14 +482,7 @@ ScratchFile::~ScratchFile() {
 }
 
 std::string compression_of(std::string_view head) {
-  if (head.starts_with("\x1f\x8b")) return "gzip";
-  if (head.starts_with(std::string_view("\xfd"
-                                        "7zXZ\0",
-                                        6)))
-    return "xz";
-  if (head.starts_with("\x28\xb5\x2f\xfd")) return "zstd";
-  if (head.size() >= 4 && head.starts_with("BZh") && head[3] >= '1' && head[3] <= '9') return "bzip2";
-  return "";
+  return partition::compression_name(partition::compression_of(head));
 }
 
 std::string compression_of_file(const fs::path& path) {
@@ -538,8 +532,7 @@ CompressedImage probe_compressed(const fs::path& image) {
     c.map = partition::read_bmap(c.bmap);
     if (c.size && *c.size != c.map->image_size())
       throw size_mismatch(c.bmap, c.map->image_size(), image,
-                          "holds " + std::to_string(*c.size) + " bytes decompressed (its " + c.compression +
-                              (c.compression == "xz" ? " index says" : " frame headers say") + ")");
+                          "holds " + std::to_string(*c.size) + " bytes decompressed (" + c.size_source() + ")");
   }
   return c;
 }
@@ -558,10 +551,10 @@ std::string decompressed_head(const fs::path& image, std::size_t n) {
 }
 
 std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image, const DecompressOptions& opts) {
-  CompressedImage c = probe_compressed(image);
+  const CompressedImage c = opts.probed ? *opts.probed : probe_compressed(image);
   const std::string name = image.string();
-  std::optional<partition::BlockMap>& bmap = c.map;
-  const std::optional<std::uint64_t> expected = bmap ? std::optional(bmap->image_size()) : c.size;
+  const std::optional<partition::BlockMap>& bmap = c.map;
+  const std::optional<std::uint64_t> expected = c.expected_size();
   const std::string too_large_end = opts.too_large.empty() && opts.max_size
                                         ? "no card it is for has more than " + format_size(*opts.max_size)
                                         : opts.too_large;
@@ -570,8 +563,7 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
   // whether the .bmap is its own only as it is decompressed.
   if (opts.max_size && c.size && *c.size > *opts.max_size)
     throw Error(Errc::device, name + " is larger than any card: it decompresses to " + format_size(*c.size) + " (" +
-                                  (c.compression == "xz" ? "its xz index says" : "its zstd frame headers say") + "); " +
-                                  too_large_end);
+                                  c.size_source() + "); " + too_large_end);
   if (cancelled(opts.cancel)) throw Cancelled{};
   // A private file (0600, in the caller's private folder), removed with its source.
   std::string tmpl = (opts.folder / "decompressed.XXXXXX").string();
@@ -642,7 +634,7 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
   auto src = std::make_shared<FlashSource>();
   src->image = file->path();
   src->name = name + " (decompressed)";
-  src->map = bmap ? std::move(*bmap) : partition::BlockMap::whole(size);
+  src->map = bmap ? *bmap : partition::BlockMap::whole(size);
   src->check_ranges = false;  // compared above, as the data went by
   src->scratch = std::move(file);
   return src;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 #include "rpi/events.hpp"
 
@@ -17,6 +18,9 @@ enum class Compression { none, gzip, xz, zstd, bzip2 };
 // lower case (the only spelling bmaptool and the command-line tools take for
 // compressed); none for any other name.
 Compression compression_for(const std::filesystem::path& file);
+// The compression whose magic `head` (a file's first bytes) starts with:
+// what the data is, whatever its name (none: not compressed, or not by these).
+Compression compression_of(std::string_view head) noexcept;
 
 // "gzip", "xz", "zstd" or "bzip2" ("" for none): also the command-line tool.
 std::string compression_name(Compression c);

@@ -43,6 +43,7 @@ class ScratchFile {
 };
 
 struct DecompressOptions;
+struct CompressedImage;
 
 // An image file and the ranges of it that must be written. Shared (read-only)
 // by every job that writes the same identity.
@@ -103,6 +104,8 @@ struct DecompressOptions {
   // largest card, /dev/sdb, has 7.4 GiB; use a larger card").
   std::optional<std::uint64_t> max_size;
   std::string too_large;
+  // probe_compressed(image), when the caller has it already: not read again.
+  const CompressedImage* probed = nullptr;
 };
 
 // "gzip", "xz", "zstd" or "bzip2" when `head` (the first bytes of a file)
@@ -118,6 +121,10 @@ struct CompressedImage {
   std::optional<std::uint64_t> size;       // uncompressed, when the file records it (xz index, zstd frame headers)
   std::filesystem::path bmap;              // find_bmap(image); "" when there is none
   std::optional<partition::BlockMap> map;  // read from `bmap` (its BmapFileChecksum checked)
+  // The image's size as the .bmap, else the file itself, gives it.
+  std::optional<std::uint64_t> expected_size() const { return map ? std::optional(map->image_size()) : size; }
+  // Where `size` comes from: "its xz index says", "its zstd frame headers say".
+  std::string size_source() const { return compression == "xz" ? "its xz index says" : "its zstd frame headers say"; }
 };
 // Reads the xz index or the zstd frame headers (a gzip ISIZE is the size
 // modulo 4 GiB, and bzip2 records none: no size for those), and the block map
