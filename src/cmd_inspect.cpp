@@ -218,15 +218,6 @@ ApkovlPart describe_apkovl(const std::string& name, const std::string& shown, st
 // stops at kApkovlMaxBytes and says so.
 constexpr std::size_t kApkovlFileMax = 256u << 20;
 
-// An apkovl's name as the initramfs glob `*.apkovl.tar.gz*` matches it.
-bool apkovl_name(const std::string& file_name) {
-  return file_name.find(".apkovl.tar.gz") != std::string::npos;
-}
-bool encrypted_apkovl_name(const std::string& file_name) {
-  const std::size_t at = file_name.find(".apkovl.tar.gz");
-  return at != std::string::npos && at + 14 < file_name.size();
-}
-
 // Bare apkovl files (`paths`: the one file given, or those of a folder): a
 // result of the card's shape, null where only a medium has something, each
 // file in "apkovls" and as a section of the text.
@@ -244,7 +235,7 @@ void inspect_apkovl_files(const std::string& target, const std::vector<std::stri
     std::vector<std::string> own;  // this file's warnings
     ApkovlPart part = describe_apkovl(
         name, path, size, [&] { return read_regular_file(path, kApkovlFileMax); },
-        encrypted_apkovl_name(name) ? "encrypted; not read" : "", own);
+        is_encrypted_apkovl_name(name) ? "encrypted; not read" : "", own);
     if (folder) text += "\n";
     text += path + ": " + std::to_string(size) + " bytes (" + format_size(size) + "), an apkovl\n" + part.text;
     if (!own.empty()) {
@@ -272,7 +263,7 @@ std::vector<std::string> folder_apkovls(const std::string& folder) {
   for (std::filesystem::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     std::error_code type_ec;
-    if (name.empty() || name.front() == '.' || !apkovl_name(name) || !it->is_regular_file(type_ec)) continue;
+    if (name.empty() || name.front() == '.' || !is_apkovl_name(name) || !it->is_regular_file(type_ec)) continue;
     names.push_back(name);
   }
   if (ec) throw Error(Errc::io, "cannot read the folder " + folder + ": " + ec.message());
@@ -304,7 +295,7 @@ std::string compressed_image_error(const std::string& target, const std::string&
 // zstd or bzip2, told by their first bytes) and what to do; false for the
 // rest (read as a disk image).
 bool is_apkovl_file(const std::string& target) {
-  if (apkovl_name(std::filesystem::path(target).filename().string())) return true;
+  if (is_apkovl_name(std::filesystem::path(target).filename().string())) return true;
   Fd fd = open_or_throw(target, O_RDONLY);
   std::string head(kGzipGuessBytes, '\0');
   head.resize(pread_full(fd.get(), head.data(), head.size(), 0, "cannot read " + target));

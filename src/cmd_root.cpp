@@ -469,7 +469,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
       refused[i] = "refusing to write " + o.devices[i] +
                    ": it is an empty file, and a file standing in for a card keeps its size; give it the card's "
                    "size first (truncate -s 8G " +
-                   o.devices[i] + "), or build an image file with --output";
+                   rpi::shell_word(o.devices[i]) + "), or build an image file with --output";
   if (o.dry_run) {
     std::vector<std::uint64_t> sizes;
     for (const auto& i : infos) sizes.push_back(i.size);

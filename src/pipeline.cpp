@@ -221,11 +221,25 @@ Pipeline::Pipeline(AppContext& ctx, RunOptions opts) : ctx_(ctx), o_(std::move(o
   if (!o_.apkovl.empty()) {
     apkovl_data_ = read_regular_file(o_.apkovl, 256u << 20);
     partition::ApkovlCheck chk = partition::check_apkovl(o_.apkovl, apkovl_data_);
-    for (const auto& w : chk.warnings) ctx_.reporter.warn(w);
     apkovl_host_ = chk.hostname.empty() ? chk.card_name : chk.hostname;
     // `lbu commit` on the Pi writes $(hostname).apkovl.tar.gz and refuses to
     // when another apkovl is on the card (alpine-facts §4): under that name it
-    // replaces this one instead.
+    // replaces this one instead. Without a host name the file keeps its name,
+    // said once: with the check's finding about etc/hostname (and its fix) when
+    // there is one.
+    const std::string keeps = chk.card_name + " keeps its name on the card";
+    const std::string lbu =
+        "`lbu commit` on the Pi writes <hostname>.apkovl.tar.gz and refuses while an apkovl of "
+        "another name is on the card (lbu commit -d deletes it first)";
+    bool said = !chk.hostname.empty();
+    for (const auto& w : chk.warnings) {
+      if (!said && !chk.hostname_warning.empty() && w == chk.hostname_warning) {
+        ctx_.reporter.warn(w + ". Until then " + keeps + ", and " + lbu);
+        said = true;
+      } else {
+        ctx_.reporter.warn(w);
+      }
+    }
     if (!chk.hostname.empty()) {
       apkovl_name_ = chk.hostname + ".apkovl.tar.gz";
       if (apkovl_name_ != chk.card_name)
@@ -235,13 +249,12 @@ Pipeline::Pipeline(AppContext& ctx, RunOptions opts) : ctx_(ctx), o_(std::move(o
                            "Pi writes (and replaces)");
     } else {
       apkovl_name_ = chk.card_name;
-      ctx_.reporter.warn(
-          chk.card_name + " keeps its name on the card: " +
-          (chk.card_name.find(".apkovl.tar.gz.") != std::string::npos
-               ? std::string("it is encrypted, so its etc/hostname cannot be read")
-               : std::string("it has no valid etc/hostname")) +
-          ". `lbu commit` on the Pi writes <hostname>.apkovl.tar.gz and refuses while an apkovl of another name "
-          "is on the card (lbu commit -d deletes it first); name the file after the Pi's host name to avoid that");
+      if (!said)
+        ctx_.reporter.warn(keeps + ": " +
+                           (partition::is_encrypted_apkovl_name(chk.card_name)
+                                ? std::string("it is encrypted, so its etc/hostname cannot be read")
+                                : std::string("it has no valid etc/hostname")) +
+                           ". " + lbu + "; name the file after the Pi's host name to avoid that");
     }
   }
   if (o_.first < 1) throw Error(Errc::usage, "--first must be 1 or more");
@@ -529,8 +542,10 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
 std::string keymap_error(const overlay::HostConfig& h, const partition::BootKeymaps& k,
                          const std::optional<std::string>& release) {
   if (h.keymap.empty() || !k.known() || k.has(h.keymap)) return {};
+  // The tarball's own .alpine-release tells its release better than its name or the mirror.
+  const std::optional<std::string> rel = k.release.empty() ? release : std::optional<std::string>(k.release);
   std::string msg = (h.keymap_location.empty() ? "" : h.keymap_location + ": ") + "[system].keymap \"" + h.keymap +
-                    "\" is not in " + (release ? "Alpine " + *release + "'s kbd-bkeymaps" : "the tarball's " + k.apk) +
+                    "\" is not in " + (rel ? "Alpine " + *rel + "'s kbd-bkeymaps" : "the tarball's " + k.apk) +
                     ": the Pi's keyboard would stay US";
   const std::string layout = h.keymap.substr(0, h.keymap.find(' '));
   std::vector<std::string> variants;

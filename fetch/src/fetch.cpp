@@ -175,16 +175,6 @@ Release resolve_on(const std::string& mirror, const Query& q, const Options& opt
   return r;
 }
 
-// A word for a shell command line, quoted when needed.
-std::string shell_word(const std::string& w) {
-  if (!w.empty() && w.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_") ==
-                        std::string::npos)
-    return w;
-  std::string out = "'";
-  for (char c : w) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
 // The cache entry that --offline resolves `q` to (entries are newest first),
 // else nullptr; `unverified` (when given) collects the matching names it may
 // not use: their digests came from no release index.
@@ -234,8 +224,8 @@ Release resolve_offline(const Query& q, const Options& opts) {
   std::string have;
   for (const CacheEntry& e : all) have += (have.empty() ? "" : ", ") + e.file;
   std::string cmd = "rpi-provision fetch --version " + q.version + " --arch " + q.arch;
-  for (const std::string& m : q.mirrors) cmd += " --mirror " + shell_word(m);
-  if (opts.cache_dir != default_cache_dir()) cmd += " --cache-dir " + shell_word(opts.cache_dir.string());
+  for (const std::string& m : q.mirrors) cmd += " --mirror " + rpi::shell_word(m);
+  if (opts.cache_dir != default_cache_dir()) cmd += " --cache-dir " + rpi::shell_word(opts.cache_dir.string());
   throw Error(Errc::network,
               "offline: the cache " + cache.string() + " holds no Alpine " + q.version + " tarball for " + q.arch +
                   " (it holds: " + (have.empty() ? std::string("nothing") : have) + ")" +

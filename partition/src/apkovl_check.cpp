@@ -301,6 +301,17 @@ GzipGuess guess_gzip_content(const std::string& head) {
   return g;
 }
 
+// ---- names -------------------------------------------------------------------
+
+bool is_apkovl_name(std::string_view file_name) noexcept {
+  return file_name.find(".apkovl.tar.gz") != std::string_view::npos;
+}
+
+bool is_encrypted_apkovl_name(std::string_view file_name) noexcept {
+  // initramfs-init: suffix=${ovl##*.}; "gz" is unpacked with tar -z, anything else is a cipher.
+  return is_apkovl_name(file_name) && file_name.substr(file_name.rfind('.') + 1) != "gz";
+}
+
 // ---- host names --------------------------------------------------------------
 
 bool valid_hostname(std::string_view s) noexcept {
@@ -643,13 +654,12 @@ ApkovlInspection apkovl_pass(const std::string& path, const std::string& data, b
   // The name the initramfs looks for.
   if (review) {
     const std::string base = std::filesystem::path(path).filename().string();
-    const std::size_t pos = base.find(".apkovl.tar.gz");
     res.card_name = base;
-    if (pos == std::string::npos || pos == 0)
+    if (!is_apkovl_name(base) || base.rfind(".apkovl.tar.gz", 0) == 0)
       refuse.add(path +
                  ": an apkovl must be named <host>.apkovl.tar.gz (the initramfs looks for *.apkovl.tar.gz* at the "
                  "top of the card); rename it");
-    if (pos != std::string::npos && pos + 14 < base.size()) {
+    if (is_encrypted_apkovl_name(base)) {
       warn.add(base + " is encrypted: the Pi asks for its password on the console at every boot");
       members.on = false;  // not read
     }
@@ -729,8 +739,8 @@ ApkovlInspection apkovl_pass(const std::string& path, const std::string& data, b
                  ", all of it kept in the Pi's RAM (its root file system is a tmpfs) at every boot");
       if (!members.stopped && res.members == 0) members.refuse.add(path + " is an empty archive; " + kHowToMake);
       if (!members.stopped && res.members != 0) {
-        std::string host = members.hostname_warning();
-        if (!host.empty()) members.warn.add(std::move(host));
+        res.hostname_warning = members.hostname_warning();
+        if (!res.hostname_warning.empty()) members.warn.add(res.hostname_warning);
       }
       refuse.add_all(members.refuse);
       warn.add_all(members.warn);

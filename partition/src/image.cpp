@@ -268,7 +268,7 @@ struct Job {
   std::uint64_t content_estimate = 0;  // the tarball's files, from its gzip trailer
   std::unique_ptr<AtomicFile> img;
   std::unique_ptr<FatWriter> fw;
-  std::set<std::string> extra_names;
+  std::map<std::string, std::string> extra_names;  // extra_names(): lower-case name -> name
   std::unique_ptr<Digest> fingerprint;
   bool skip_current = false;  // this job leaves the current entry out
   FatWriter::NodeId current_parent = 0;
@@ -304,14 +304,15 @@ Errc no_space_code(const Job& j) {
   }
 }
 
-// The lower-case names of the files `o` places at the FAT root (they replace
-// the tarball's files of those names); throws for a name FAT cannot hold there.
-std::set<std::string> extra_names(const ImageOptions& o) {
-  std::set<std::string> names;
+// The names of the files `o` places at the FAT root (they replace the
+// tarball's files of those names), under their lower-case forms; throws for a
+// name FAT cannot hold there.
+std::map<std::string, std::string> extra_names(const ImageOptions& o) {
+  std::map<std::string, std::string> names;
   for (const auto& x : o.extra_files) {
     if (x.name.empty() || x.name.find('/') != std::string::npos || fatname::invalid_reason(x.name))
       throw Error(Errc::usage, "cannot place a file named '" + x.name + "' at the FAT root");
-    names.insert(lower(x.name));
+    names.emplace(lower(x.name), x.name);
   }
   return names;
 }
@@ -424,6 +425,13 @@ Walk walk_tarball(int tar_fd, const std::string& tname, std::uint64_t tar_size, 
     const bool at_root = parent_parts.empty();
     current_size = std::max<std::int64_t>(declared, 0);
 
+    // A root folder (or what is in one) named like a file a job places at the
+    // root after the tarball: the card cannot have both.
+    if (type == AE_IFDIR || !at_root)
+      for (const Job& j : jobs)
+        if (auto x = j.extra_names.find(lower(path.parts.front())); x != j.extra_names.end())
+          throw Error(Errc::input, folder_for_file_message(tname, path, x->second));
+
     if (type == AE_IFDIR) {
       for_each_job([&](Job& j) { j.fw->make_dir(path.parts, dt, true, path.display); });
       continue;
@@ -435,6 +443,9 @@ Walk walk_tarball(int tar_fd, const std::string& tname, std::uint64_t tar_size, 
     const bool keymap_apk = is_keymap_apk(path.parts);
     std::string keymap_bytes;
     bool keymap_too_big = keymap_apk && current_size > kMaxKeymapApkBytes;
+    // .alpine-release names the release the keymaps are of (BootKeymaps::release).
+    const bool release_file = at_root && name == ".alpine-release";
+    std::string release_text;
     if (at_root && is_old_apkovl(name)) {
       w.dropped.push_back(rel);
       emit(events, Event{"note", progress_name, 0, 0, left_out_apkovl_note(rel)});
@@ -514,6 +525,8 @@ Walk walk_tarball(int tar_fd, const std::string& tname, std::uint64_t tar_size, 
           throw Error(Errc::input, tname + ": entry '" + path.display + "': " + archive_message(a.get()));
         }
         const std::uint64_t gap = static_cast<std::uint64_t>(off) > pos ? static_cast<std::uint64_t>(off) - pos : 0;
+        if (release_file && release_text.size() < kMaxReleaseFileBytes)
+          release_text.append(static_cast<const char*>(buf), std::min(len, kMaxReleaseFileBytes - release_text.size()));
         if (keymap_apk && !keymap_too_big) {
           keymap_too_big = keymap_bytes.size() + gap + len > kMaxKeymapApkBytes;
           if (keymap_too_big) {
@@ -535,6 +548,7 @@ Walk walk_tarball(int tar_fd, const std::string& tname, std::uint64_t tar_size, 
     }
     for_each_job([&](Job& j) { j.fw->end_file(); });
     if (keymap_apk) take_keymap_apk(w, rel, keymap_bytes, keymap_too_big, events, progress_name);
+    if (release_file) w.keymaps.release = alpine_release_of(release_text);
     if (write_data && jobs.front().fw->bytes_written() >= next_progress) {
       next_progress = jobs.front().fw->bytes_written() + 8 * MiB;
       emit(events, Event{"build", progress_name, gz.compressed_bytes(), tar_size, ""});

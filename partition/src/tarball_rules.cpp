@@ -73,6 +73,24 @@ std::string left_out_apkovl_note(const std::string& name) {
   return "left out the tarball's " + name + " (the card gets exactly one apkovl)";
 }
 
+std::string alpine_release_of(std::string_view text) {
+  const std::size_t start = text.find_first_not_of(" \t");
+  if (start == std::string_view::npos) return {};
+  std::string_view word = text.substr(start, text.find_first_of(" \t\r\n", start) - start);
+  if (const std::size_t dash = word.rfind('-'); dash != std::string_view::npos) word.remove_prefix(dash + 1);
+  if (word.empty() || word.size() > 32 || word.front() < '0' || word.front() > '9' ||
+      word.find('.') == std::string_view::npos)
+    return {};
+  for (char c : word)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '.' || c == '_')) return {};
+  return std::string(word);
+}
+
+std::string folder_for_file_message(const std::string& tarball, const EntryPath& path, const std::string& file) {
+  return tarball + ": it has a folder '" + printable(path.parts.front()) + "' (entry '" + path.display +
+         "') where the card needs its own file " + file + "; take the folder out of the tarball";
+}
+
 bool same_fat_name(std::string_view a, std::string_view b) {
   if (ascii_lower(a) == ascii_lower(b)) return true;
   const auto ascii = [](std::string_view s) {

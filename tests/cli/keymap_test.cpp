@@ -67,9 +67,7 @@ TEST(Keymap, AKeymapThePackageLacksStopsTheBuildAndLeavesNothing) {
   TempDir d;
   auto r = build(spec_with(d, "de de-nodeadkey"), keymap_tarball(), d / "pi.img");
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_TRUE(has(r.err,
-                  "kiosk.toml:3:10: [system].keymap \"de de-nodeadkey\" is not in the tarball's "
-                  "apks/aarch64/kbd-bkeymaps-2.7.4-r0.apk"))
+  EXPECT_TRUE(has(r.err, "kiosk.toml:3:10: [system].keymap \"de de-nodeadkey\" is not in Alpine 3.22.2's kbd-bkeymaps"))
       << r.err;
   EXPECT_TRUE(has(r.err, "(did you mean \"de de-nodeadkeys\"?)")) << r.err;
   EXPECT_EQ(left_in(d.path()), "");
@@ -96,6 +94,47 @@ TEST(Keymap, TheMessageNamesTheAlpineRelease) {
                   "kbd-bkeymaps: the Pi's keyboard would stay US (did you mean \"de de-nodeadkeys\"?)"))
       << r.err;
   EXPECT_EQ(left_in(d.path()), "alpine-rpi-3.22.2-aarch64.tar.gz\n");
+}
+
+// The tarball's own .alpine-release ("alpine-rpi-3.21.4 251010") names the
+// release when its file name does not; it wins over the name.
+TEST(Keymap, TheMessageNamesTheReleaseOfTheTarballsAlpineRelease) {
+  TempDir d;
+  const fs::path older = rpi::test::fixture_tarball({"--size-mb", "4", "--kbd-bkeymaps", "--version", "3.21.4"});
+  ASSERT_TRUE(has(rpi::test::sh("tar -xzOf '" + older.string() + "' ./.alpine-release").out, "alpine-rpi-3.21.4 "))
+      << "the fixture does not do what it claims";
+  for (const std::string name : {"boot.tar.gz", "alpine-rpi-3.22.2-aarch64.tar.gz"}) {
+    SCOPED_TRACE(name);
+    const fs::path tb = d / name;
+    fs::copy_file(older, tb, fs::copy_options::overwrite_existing);
+    for (const bool dry_run : {false, true}) {
+      auto r = build(spec_with(d, "de de-nodeadkey"), tb, d / "pi.img",
+                     dry_run ? std::vector<std::string>{"--dry-run"} : std::vector<std::string>{});
+      EXPECT_EQ(r.exit_code, 2) << r.err;
+      EXPECT_TRUE(has(r.err,
+                      "kiosk.toml:3:10: [system].keymap \"de de-nodeadkey\" is not in Alpine 3.21.4's "
+                      "kbd-bkeymaps: the Pi's keyboard would stay US (did you mean \"de de-nodeadkeys\"?)"))
+          << r.err;
+    }
+    fs::remove(tb);
+    EXPECT_EQ(left_in(d.path()), "");
+  }
+}
+
+// Without .alpine-release and a release in its name, the message names the package.
+TEST(Keymap, WithoutAReleaseTheMessageNamesThePackage) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  const fs::path tb = d / "keymaps.tar.gz";
+  auto made = rpi::test::run(
+      {"python3", (rpi::test::source_dir() / "tests/partition/make_tarball.py").string(), "keymaps", tb.string()});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  auto r = build(spec_with(d, "de de-nodeadkey"), tb, d / "pi.img");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(has(r.err,
+                  "kiosk.toml:3:10: [system].keymap \"de de-nodeadkey\" is not in the tarball's "
+                  "apks/aarch64/kbd-bkeymaps-2.7.4-r0.apk"))
+      << r.err;
 }
 
 TEST(Keymap, AKeymapThePackageHasBuilds) {

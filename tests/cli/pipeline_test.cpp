@@ -233,6 +233,29 @@ TEST(Pipeline, AnEmptyFileAsACardIsRefused) {
   EXPECT_EQ(fs::file_size(one), 1ull << 30) << "a file standing in for a card keeps its size";
 }
 
+// The hint for an empty file as a card is a command to paste: its path quoted
+// as one shell word (rpi::shell_word); it was pasted in raw.
+TEST(Pipeline, TheEmptyFileHintQuotesThePath) {
+  TempDir d;
+  fs::path spec = d / "e.toml", empty = d / "my card.bin";
+  rpi::test::write_file(spec, "[system]\nhostname = \"e\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  rpi::test::write_file(empty, "");
+  auto r = cli({"--spec", spec.string(), "--tarball", rpi::test::fixture_tarball().string(), "--device", empty.string(),
+                "--yes"});
+  EXPECT_NE(r.exit_code, 0) << r.out << r.err;
+  const std::string all = r.out + r.err;
+  const std::size_t at = all.find("(truncate -s 8G ");
+  ASSERT_NE(at, std::string::npos) << all;
+  const std::string command = all.substr(at + 1, all.find("), or build", at) - at - 1);
+  EXPECT_EQ(command, "truncate -s 8G '" + empty.string() + "'");
+  // Pasted into a shell, it sizes that file and makes no other.
+  ASSERT_EQ(rpi::test::sh(command).exit_code, 0);
+  EXPECT_EQ(fs::file_size(empty), 8ull << 30);
+  std::size_t files = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(d.path())) ++files;
+  EXPECT_EQ(files, 2u) << "the spec and the card file";
+}
+
 // [boot] size has the floor --size has: the smallest image, then the files decide.
 TEST(Pipeline, BootSizeHasTheFloorOfSize) {
   TempDir d;

@@ -521,3 +521,97 @@ TEST(Plan, AnApkovlIsNamedAfterItsHostOnTheCard) {
   EXPECT_TRUE(contains(b.out, "adds /bad.apkovl.tar.gz")) << b.out;
   EXPECT_TRUE(contains(b.err, "bad.apkovl.tar.gz keeps its name on the card")) << b.err;
 }
+
+// An etc/hostname with Windows line ends gives no valid host name: one
+// warning says so, with its fix (dos2unix), and that the file keeps its name
+// on the card (there were two, the second without the fix).
+TEST(Plan, AnApkovlWithCrLfHostnameGetsOneWarningWithItsFix) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  const fs::path crlf = d / "crlf.apkovl.tar.gz";
+  auto made = rpi::test::run({"python3", (rpi::test::source_dir() / "tests/partition/make_apkovl.py").string(),
+                              "hostname", crlf.string(), "pi-lab\r\n"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  for (const bool dry_run : {true, false}) {
+    SCOPED_TRACE(dry_run ? "--dry-run" : "the build");
+    std::vector<std::string> args = {"--tarball",   tarball().string(), "--apkovl",
+                                     crlf.string(), "--output",         (d / "o.img").string()};
+    if (dry_run) args.push_back("--dry-run");
+    auto r = cli(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::istringstream in(r.err);
+    std::vector<std::string> warnings;
+    for (std::string line; std::getline(in, line);)
+      if (contains(line, "warning: ") && contains(line, "crlf.apkovl.tar.gz")) warnings.push_back(line);
+    ASSERT_EQ(warnings.size(), 1u) << r.err;
+    EXPECT_TRUE(contains(warnings[0], "etc/hostname has Windows (CR LF) line ends")) << warnings[0];
+    EXPECT_TRUE(contains(warnings[0], "`dos2unix etc/hostname`")) << warnings[0];
+    EXPECT_TRUE(contains(warnings[0], "crlf.apkovl.tar.gz keeps its name on the card")) << warnings[0];
+    EXPECT_TRUE(contains(warnings[0], "lbu commit -d")) << warnings[0];
+  }
+}
+
+// The initramfs takes an apkovl for encrypted when the text after its last
+// '.' is not "gz" (alpine-facts §1.6): --apkovl says it keeps its name because
+// it is encrypted (it said "no valid etc/hostname" unless a '.' followed
+// ".apkovl.tar.gz"); "x.apkovl.tar.gz.gz" is unpacked with tar -z, so it is read.
+TEST(Plan, AnApkovlIsEncryptedAsTheInitramfsJudgesItsName) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  const fs::path enc = d / "e.apkovl.tar.gzaes";
+  rpi::test::write_file(enc, "Salted__ not read");
+  auto r =
+      cli({"--tarball", tarball().string(), "--apkovl", enc.string(), "--output", (d / "o.img").string(), "--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "e.apkovl.tar.gzaes keeps its name on the card: it is encrypted")) << r.err;
+  EXPECT_FALSE(contains(r.err, "no valid etc/hostname")) << r.err;
+
+  const fs::path gz = d / "g.apkovl.tar.gz.gz";
+  auto made = rpi::test::run({"python3", (rpi::test::source_dir() / "tests/partition/make_apkovl.py").string(),
+                              "hostname", gz.string(), "pi-gz\n"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  r = cli({"--tarball", tarball().string(), "--apkovl", gz.string(), "--output", (d / "o.img").string(), "--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "adds /pi-gz.apkovl.tar.gz")) << r.out << r.err;
+  EXPECT_FALSE(contains(r.err, "encrypted")) << r.err;
+}
+
+// A tarball folder usercfg.txt (an entry of its own, or made by a member in
+// it) where the card needs its file usercfg.txt ([boot].config): --dry-run
+// passed it and the build said "appears twice"; both now refuse it with one
+// message that says so, exit 1, and no image is left.
+TEST(Plan, ATarballFolderWhereTheCardNeedsItsFileIsRefusedByPlanAndRun) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  const fs::path spec = d / "u.toml";
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n[boot]\nconfig = "
+                        "[\"dtparam=audio=on\"]\n");
+  for (const std::string kind : {"dir-usercfg", "in-usercfg"}) {
+    SCOPED_TRACE(kind);
+    const fs::path tb = crafted_tarball(kind, d);
+    std::vector<std::string> args = {"--spec",    spec.string(), "--tarball",
+                                     tb.string(), "--output",    (d / "o.img").string()};
+    auto run = cli(args);
+    args.push_back("--dry-run");
+    auto plan = cli(args);
+    EXPECT_EQ(run.exit_code, 1) << run.out << run.err;
+    const std::string folder = kind == "dir-usercfg" ? "usercfg.txt" : "USERCFG.TXT";
+    const std::string entry = kind == "dir-usercfg" ? "./usercfg.txt/" : "./USERCFG.TXT/note";
+    EXPECT_EQ(error_line(run.err), "rpi-provision: error: " + tb.string() + ": it has a folder '" + folder +
+                                       "' (entry '" + entry +
+                                       "') where the card needs its own file usercfg.txt; take the folder out of "
+                                       "the tarball")
+        << run.err;
+    EXPECT_EQ(plan.exit_code, run.exit_code) << plan.out << plan.err;
+    EXPECT_EQ(error_line(plan.err), error_line(run.err)) << "the plan's message differs from the run's";
+    EXPECT_FALSE(fs::exists(d / "o.img"));
+    EXPECT_FALSE(fs::exists(d / "o.img.bmap"));
+  }
+  // Without a usercfg.txt of the card's, the folder is the tarball's own business.
+  const fs::path plain = d / "p.toml";
+  rpi::test::write_file(plain, "[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  auto ok = cli({"--spec", plain.string(), "--tarball", crafted_tarball("dir-usercfg", d).string(), "--output",
+                 (d / "o.img").string()});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}

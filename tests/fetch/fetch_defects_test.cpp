@@ -542,6 +542,25 @@ TEST_F(FetchDefects, OfflineHintCarriesCacheDirAndMirror) {
       << msg;
 }
 
+// The command the offline error offers quotes as rpi::shell_word does: a
+// relative --cache-dir that starts with '-' would read as an option.
+TEST_F(FetchDefects, OfflineHintKeepsALeadingDashCacheDirAWord) {
+  struct Cwd {
+    fs::path old = fs::current_path();
+    ~Cwd() { fs::current_path(old); }
+  } back;
+  fs::current_path(tmp.path());
+  Options off = opts();
+  off.offline = true;
+  off.cache_dir = "-cache";
+  std::string msg =
+      error_of([&] { fetch::resolve(query_on("3.22", {"https://mirror.example/alpine"}), off); }, Errc::network);
+  EXPECT_TRUE(contains(msg, "--mirror https://mirror.example/alpine --cache-dir ./-cache`")) << msg;
+  off.cache_dir = tmp / "my cache";
+  msg = error_of([&] { fetch::resolve(query_on("3.22", {"https://mirror.example/alpine"}), off); }, Errc::network);
+  EXPECT_TRUE(contains(msg, "--cache-dir '" + (tmp / "my cache").string() + "'`")) << msg;
+}
+
 TEST_F(FetchDefects, MissingLocalTarballIsNoSuchFile) {
   std::string msg = error_of([&] { fetch::fetch_url("/nope/x.tar.gz", std::string(64, 'a'), opts()); }, Errc::network);
   EXPECT_TRUE(contains(msg, "/nope/x.tar.gz: no such file")) << msg;

@@ -4,6 +4,7 @@
 // (hard links out of the overlay, size), busybox is shown to accept the input
 // so the test is about the policy and not a broken fixture.
 #include <dlfcn.h>
+#include <fnmatch.h>
 #include <gtest/gtest.h>
 #include <zlib.h>
 
@@ -814,4 +815,66 @@ TEST(GzipGuess, MangledTarHeadersAreJudgedSafely) {
                 g.content == GzipContent::other || g.content == GzipContent::disk_image)
         << i;
   }
+}
+
+// ---- the names the initramfs takes (alpine-facts §1.2, §1.6) ----------------
+
+// nlplug-findfs: fnmatch("*.apkovl.tar.gz*", name, 0); initramfs-init: the text
+// after the last '.' is "gz" (tar -z) or an OpenSSL cipher. The oracle for the
+// glob is fnmatch(3) itself.
+TEST(ApkovlNames, AsTheInitramfsMatchesAndUnpacksThem) {
+  struct Case {
+    const char* name;
+    bool apkovl, encrypted;
+  };
+  for (const Case& c : std::vector<Case>{{"pi.apkovl.tar.gz", true, false},
+                                         {"pi.apkovl.tar.gz.aes-256-cbc", true, true},
+                                         {"pi.apkovl.tar.gzaes", true, true},
+                                         {"pi.apkovl.tar.gz.gz", true, false},
+                                         {"pi.apkovl.tar.gz.bak.gz", true, false},
+                                         {".apkovl.tar.gz", true, false},
+                                         {"pi.APKOVL.tar.gz", false, false},
+                                         {"pi.apkovl.tgz", false, false},
+                                         {"pi.tar.gz", false, false}}) {
+    EXPECT_EQ(is_apkovl_name(c.name), ::fnmatch("*.apkovl.tar.gz*", c.name, 0) == 0) << c.name;
+    EXPECT_EQ(is_apkovl_name(c.name), c.apkovl) << c.name;
+    EXPECT_EQ(is_encrypted_apkovl_name(c.name), c.encrypted) << c.name;
+  }
+}
+
+// "pi.apkovl.tar.gz.gz" is unpacked with busybox tar -z like any other: it is
+// read (it was taken for encrypted and left unread), and its host name counts.
+TEST(ApkovlNames, AGzSuffixAfterTheNameIsReadNotTakenForACipher) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  const fs::path gz = d / "pi.apkovl.tar.gz.gz";
+  fs::copy_file(make(d, "hostname", "kiosk-07\n"), gz);
+  Outcome o = check(gz);
+  ASSERT_TRUE(o.ok) << o.error;
+  EXPECT_EQ(o.ok->hostname, "kiosk-07");
+  EXPECT_TRUE(o.ok->warnings.empty()) << joined(o.ok->warnings);
+  EXPECT_EQ(o.ok->hostname_warning, "");
+  // One that is a cipher is not read.
+  const fs::path enc = d / "pi.apkovl.tar.gzaes";
+  fs::copy_file(gz, enc);
+  o = check(enc);
+  ASSERT_TRUE(o.ok) << o.error;
+  EXPECT_EQ(o.ok->hostname, "");
+  EXPECT_EQ(o.ok->hostname_warning, "");
+  ASSERT_EQ(o.ok->warnings.size(), 1u) << joined(o.ok->warnings);
+  EXPECT_TRUE(contains(o.ok->warnings[0], "is encrypted")) << o.ok->warnings[0];
+}
+
+// The finding about etc/hostname is named apart, as it stands among the
+// warnings: --apkovl merges it with its own note about the file's name.
+TEST(ApkovlNames, TheHostnameFindingIsNamedApart) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  Outcome o = check(make(d, "hostname", "pi-lab\r\n"));
+  ASSERT_TRUE(o.ok) << o.error;
+  EXPECT_TRUE(contains(o.ok->hostname_warning, "`dos2unix etc/hostname`")) << o.ok->hostname_warning;
+  EXPECT_EQ(o.ok->warnings, std::vector<std::string>{o.ok->hostname_warning});
+  o = check(make(d, "no-hostname"));
+  ASSERT_TRUE(o.ok) << o.error;
+  EXPECT_TRUE(contains(o.ok->hostname_warning, "has no etc/hostname")) << o.ok->hostname_warning;
 }

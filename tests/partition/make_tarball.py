@@ -175,6 +175,10 @@ def main():
     elif case == "dir-cmdline":
         write(out, [(n if n != "./cmdline.txt" else "./cmdline.txt/", None if n == "./cmdline.txt" else d)
                     for n, d in m])
+    elif case == "dir-usercfg":  # a folder where a card with [boot].config needs its file usercfg.txt
+        write(out, m + [("./usercfg.txt/", None)])
+    elif case == "in-usercfg":  # the same folder, made by its member alone (no entry of its own)
+        write(out, m + [("./USERCFG.TXT/note", b"x")])
     elif case == "nested-apkovl":
         write(out, m + [(".//rpi.apkovl.tar.gz", b"old apkovl")])
     elif case == "nonascii-collision":

@@ -193,7 +193,9 @@ TEST(TarballScan, FailsWhereTheBuildFailsWithItsMessage) {
                                           "hardlink-cmdline",
                                           "dir-cmdline",
                                           "nested-apkovl",
-                                          "nonascii-collision"};
+                                          "nonascii-collision",
+                                          "dir-usercfg",
+                                          "in-usercfg"};
   int failures = 0;
   for (const auto& kind : kinds) {
     const fs::path t = crafted(kind, d);
@@ -208,7 +210,54 @@ TEST(TarballScan, FailsWhereTheBuildFailsWithItsMessage) {
   }
   // Every case but ok, hardlink, upper-cmdline and nested-apkovl is refused; no-boot-files and
   // dir-cmdline only without force.
-  EXPECT_EQ(failures, 54);
+  EXPECT_EQ(failures, 58);
+}
+
+// A root folder named like a file the card places at the root (usercfg.txt
+// here), or a member inside one, is refused by name by both: the build said
+// "appears twice" (the folder's entry came first), the scan passed it.
+TEST(TarballScan, AFolderWhereTheCardNeedsItsFileIsRefusedByBoth) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  ImageOptions o;
+  o.extra_files.push_back({"usercfg.txt", "enable_uart=1\n"});
+  for (const auto& [kind, entry] :
+       std::vector<std::pair<std::string, std::string>>{{"dir-usercfg", "'usercfg.txt' (entry './usercfg.txt/')"},
+                                                        {"in-usercfg", "'USERCFG.TXT' (entry './USERCFG.TXT/note')"}}) {
+    const fs::path t = crafted(kind, d);
+    const std::string want = t.string() + ": it has a folder " + entry +
+                             " where the card needs its own file usercfg.txt; take the folder out of the tarball";
+    EXPECT_EQ(error_of([&] { build_image(t, d / "x.img", o); }), want) << kind;
+    EXPECT_EQ(error_of([&] { scan_tarball(t, o); }), want) << kind;
+    EXPECT_FALSE(fs::exists(d / "x.img")) << kind;
+    // A card without a usercfg.txt of its own takes the folder.
+    EXPECT_EQ(error_of([&] { scan_tarball(t, ImageOptions{}); }), "") << kind;
+  }
+}
+
+// .alpine-release: "<image name>-<release> <build date>" (alpine-facts §2).
+TEST(TarballRules, AlpineReleaseIsTheReleaseNumberOfItsFirstWord) {
+  EXPECT_EQ(alpine_release_of("alpine-rpi-3.22.2 251010\n"), "3.22.2");
+  EXPECT_EQ(alpine_release_of("alpine-rpi-3.12.0 200529\n"), "3.12.0");
+  EXPECT_EQ(alpine_release_of("3.21.4\n"), "3.21.4");
+  EXPECT_EQ(alpine_release_of("3.21.4"), "3.21.4");
+  EXPECT_EQ(alpine_release_of("alpine-rpi-3.23.0_rc1 251101\r\n"), "3.23.0_rc1");
+  for (const char* bad : {"", "\n", "alpine-rpi-edge 251010\n", "hello", "3", "alpine-rpi-3.22.2$(x) 1\n",
+                          "alpine-rpi-3.22.2\x1b[2J 1\n", "x-.3.22\n"})
+    EXPECT_EQ(alpine_release_of(bad), "") << bad;
+}
+
+// The walk reads the release from the tarball's .alpine-release, for the keymap message.
+TEST(TarballScan, KeymapsKnowTheReleaseOfTheTarball) {
+  RPI_REQUIRE_TOOL("python3");
+  const fs::path t = rpi::test::fixture_tarball({"--size-mb", "4", "--kbd-bkeymaps", "--version", "3.21.4"});
+  const TarballScan s = scan_tarball(t, ImageOptions{});
+  EXPECT_TRUE(s.keymaps.known());
+  EXPECT_EQ(s.keymaps.release, "3.21.4");
+  TempDir d;
+  EXPECT_EQ(scan_tarball(crafted("keymaps", d), ImageOptions{}).keymaps.release, "") << "it has no .alpine-release";
+  const ImageResult r = build_image(t, d / "x.img", ImageOptions{});
+  EXPECT_EQ(r.keymaps.release, "3.21.4");
 }
 
 TEST(TarballScan, KeepsTheEditedFilesAndTheApkovlsTheBuildLeavesOut) {

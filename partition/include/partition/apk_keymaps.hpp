@@ -31,6 +31,7 @@ struct BootKeymaps {
   std::string apk;                   // the member read ("apks/aarch64/kbd-bkeymaps-2.7.4-r0.apk"); "": none
   std::vector<std::string> keymaps;  // "LAYOUT VARIANT", sorted; empty when unknown
   std::string unknown;               // why they are unknown although there is an apk ("": read)
+  std::string release;               // the tarball's Alpine release, from its .alpine-release ("": none)
   bool known() const { return !apk.empty() && unknown.empty(); }
   bool has(std::string_view keymap) const;
 };

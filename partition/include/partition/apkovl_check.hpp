@@ -26,7 +26,22 @@ struct ApkovlCheck {
   std::vector<std::string> warnings;  // harmless-but-odd findings (among them: an
                                       // etc/hostname that gives no valid host name,
                                       // see hostname_finding)
+  // That finding about etc/hostname (absent, not a regular file, too big, or
+  // no valid host name in it), as it stands in `warnings` (unless past
+  // kApkovlMaxFindings); "" when the Pi gets a valid host name from it or
+  // the apkovl is encrypted.
+  std::string hostname_warning;
 };
+
+// Whether a file at the FAT root named `file_name` is an apkovl to Alpine's
+// initramfs: nlplug-findfs takes the top-level files that fnmatch(3), without
+// flags, matches to `*.apkovl.tar.gz*` (case-sensitive; '*' matches a leading
+// '.' too), alpine-facts §1.2.
+bool is_apkovl_name(std::string_view file_name) noexcept;
+// Whether the initramfs takes apkovl `file_name` (is_apkovl_name) for an
+// encrypted one: the text after its last '.' is not "gz" but, it assumes, an
+// OpenSSL cipher ("host.apkovl.tar.gz.aes-256-cbc"), alpine-facts §1.6.
+bool is_encrypted_apkovl_name(std::string_view file_name) noexcept;
 
 // Above this an apkovl still boots but costs that much RAM on every boot
 // (the diskless root is a tmpfs): warned about. Above kApkovlMaxUnpacked
@@ -40,7 +55,7 @@ inline constexpr std::uint64_t kApkovlWarnUnpacked = 64ull << 20;
 // to such targets. Warns about device nodes, FIFOs, root members, big
 // overlays and an etc/hostname that gives no valid host name (absent, empty,
 // only comments, CR LF line ends, not a regular file: see hostname_finding).
-// Encrypted apkovls (".apkovl.tar.gz.<cipher>") are accepted unread.
+// Encrypted apkovls (is_encrypted_apkovl_name) are accepted unread.
 ApkovlCheck check_apkovl(const std::string& path, const std::string& data);
 
 // The same checks with nothing thrown for what the data holds, for `inspect`,

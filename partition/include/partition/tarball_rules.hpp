@@ -4,6 +4,7 @@
 // nothing, so that the plan fails where the build fails, with its message.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -46,6 +47,20 @@ bool is_old_apkovl(std::string_view root_name);
 // The note that says so, for `name` (the member as normalised).
 std::string left_out_apkovl_note(const std::string& name);
 
+// The message of the rpi::Error(input) for entry `path` of `tarball` that is
+// a root folder named like a file the card places at the root itself
+// (ImageOptions::extra_files by their lower-case names: usercfg.txt of
+// [boot].config, its apkovl), or is inside one: the card cannot have both.
+std::string folder_for_file_message(const std::string& tarball, const EntryPath& path, const std::string& file);
+
+// The Alpine release a boot tarball's .alpine-release names ("3.22.2" for
+// "alpine-rpi-3.22.2 251010\n", alpine-facts §2; a bare "3.22.2" too): its
+// first word, after the image name's last '-'; "" when that is no release
+// number (a digit first, then digits, '.', '_' and lower-case letters, such as
+// "3.23.0_rc1"). The walk reads the first kMaxReleaseFileBytes of the file.
+inline constexpr std::size_t kMaxReleaseFileBytes = 256;
+std::string alpine_release_of(std::string_view text);
+
 // Whether two names are one name on FAT, which matches names regardless of
 // case (case folded as FatWriter folds it: ASCII always, other letters under
 // the UTF-8 locale build_images and scan_tarball run with). Names that are not
@@ -79,10 +94,11 @@ std::string edit_not_applied_warning(const std::string& name);
 // build would throw about the tarball's entries, and warns where it warns.
 // Give it the card's own options (every edit and extra file): what the
 // tarball may hold depends on them (usercfg.txt and USERCFG.TXT are refused
-// unless the card brings its own usercfg.txt). Only their names, `force` and
-// the edits' names count. Not checked: the extra files and extra_dirs
-// themselves, which the build adds after the tarball (a tarball folder named
-// like one is refused by the build only); the keymaps, which the caller checks
+// unless the card brings its own usercfg.txt; a folder named like one of the
+// extra files is refused, see folder_for_file_message). Only their names,
+// `force` and the edits' names count. Not checked: the extra files and
+// extra_dirs themselves, which the build adds after the tarball (a tarball
+// folder named like an extra_dir is refused by the build only); the keymaps, which the caller checks
 // (the build does so before the boot files); whether the files fit the image
 // (its size is not known here) and the label and size (plan_image checks those).
 struct TarballScan {
