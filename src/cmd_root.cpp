@@ -11,14 +11,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
-#include <limits>
 #include <map>
 #include <memory>
 #include <sstream>
 #include <string_view>
 
 #include "app.hpp"
-#include "partition/reader.hpp"
 #include "partition/tarball_rules.hpp"
 #include "pipeline.hpp"
 #include "rpi/error.hpp"
@@ -484,6 +482,10 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
       udev::check_source(*src);
       need = src->map.image_size();
       s << "  image: " << o.image << " (" << format_size(*need) << ")\n";
+      if (!src->bmap.empty())
+        s << "  block map: " << src->bmap.string() << ", " << format_size(src->map.mapped_bytes()) << " to write\n";
+      else
+        s << "  block map: none (" << bmap_names(o.image) << "): every byte of the image is written\n";
     } else {
       // A plan does not decompress: the size is the one the .bmap, the xz index
       // or the zstd frame headers give (checked against each other), else unknown.
@@ -648,10 +650,10 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     }
   } else {
     auto shared = udev::FlashSource::open(o.image);  // a missing image is the error, before any note
-    if (!std::filesystem::exists(o.image + ".bmap"))
-      ctx.reporter.note("no " + o.image +
-                        ".bmap beside the image: every byte of it is written (rpi-provision "
-                        "writes a .bmap with each image it builds)");
+    if (shared->bmap.empty())
+      ctx.reporter.note("no block map for " + o.image + " (" + bmap_names(o.image) +
+                        "): every byte of the image is written (rpi-provision writes a .bmap with each image it "
+                        "builds)");
     for (auto& s : sources) s = shared;
   }
   std::vector<udev::FlashJob> jobs;
@@ -730,40 +732,6 @@ void check_devices_given(const std::vector<std::string>& devices) {
                                    " is a folder; a card is a /dev path such as /dev/sdb (`rpi-provision devices` "
                                    "lists them); to make an image file use --output " +
                                    (std::filesystem::path(d) / "pi.img").lexically_normal().string());
-  }
-}
-
-// --image must be a disk image as it goes onto the card, or one compressed
-// with gzip, xz, zstd or bzip2 (told by its first bytes, whatever its name):
-// an MBR (or, without a partition table, a FAT boot sector) in sector 0 — of
-// the decompressed data, of which only that much is decompressed here. A
-// truncated xz file (no stream footer), a damaged start or a block map of
-// another size is an input error now, before any card is opened. A missing or
-// unreadable file is left to the writer, which names it.
-void check_image_file(const std::string& image) {
-  Fd fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-  struct stat st {};
-  if (!fd || ::fstat(fd.get(), &st) != 0 || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))) return;
-  const off_t end = ::lseek(fd.get(), 0, SEEK_END);
-  std::uint64_t size = end > 0 ? static_cast<std::uint64_t>(end) : 0;
-  std::string head(512, '\0');
-  const ssize_t got = ::pread(fd.get(), head.data(), head.size(), 0);
-  head.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
-  std::string what = "--image " + image;
-  if (const std::string z = udev::compression_of(head); !z.empty()) {
-    const udev::CompressedImage c = udev::probe_compressed(image);
-    head = udev::decompressed_head(image, 512);
-    size = c.map    ? c.map->image_size()
-           : c.size ? *c.size
-                    : (head.size() < 512 ? head.size() : std::numeric_limits<std::uint64_t>::max());
-    what += " (" + z + "-compressed)";
-  }
-  if (head.size() == 512 && partition::looks_like_fat_boot_sector(reinterpret_cast<const std::uint8_t*>(head.data())))
-    return;  // a FAT volume without a partition table: its own boot sector
-  try {
-    partition::parse_mbr(reinterpret_cast<const std::uint8_t*>(head.data()), head.size(), size, what);
-  } catch (const Error& e) {
-    throw Error(Errc::usage, std::string(e.what()) + "; give a disk image such as one made with --output");
   }
 }
 

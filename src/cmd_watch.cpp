@@ -274,46 +274,9 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   std::optional<Pipeline> p;
   std::optional<ScratchDir> scratch;
   std::shared_ptr<const udev::FlashSource> shared;
-  if (from_image) {
-    if (const std::string z = udev::compression_of_file(o.image); !z.empty()) {
-      // A compressed image (gzip, xz, zstd, bzip2) is decompressed once for
-      // the station, before the first card, into its private scratch folder,
-      // and its .bmap (bmaptool's names) compared with the data as it goes.
-      // A plan only checks what it can without decompressing.
-      const udev::CompressedImage c = udev::probe_compressed(o.image);
-      if (o.dry_run) {
-        const std::optional<std::uint64_t> size = c.expected_size();
-        ctx.reporter.note(o.image + " is " + z +
-                          "-compressed: the station decompresses it once, before the first card" +
-                          (size ? " (" + format_size(*size) + ")" : std::string()) +
-                          (c.map ? ", and writes what " + c.bmap.string() + " maps"
-                                 : ", and writes every byte of it (no .bmap beside it)"));
-      } else {
-        // No card the station takes holds more than 512 GiB (without --allow-large).
-        const std::optional<std::uint64_t> max =
-            o.safety.allow_large ? std::nullopt : std::optional<std::uint64_t>(udev::kLargeDevice);
-        // Ctrl-C now: no card touched, the scratch folder removed.
-        shared = decompress_for_cards(ctx, o.image, c, scratch, install_cancel_handler(), max,
-                                      "the station takes cards of at most " + format_size(udev::kLargeDevice) +
-                                          "; --allow-large permits larger ones");
-        ctx.reporter.finish_progress();
-        if (!shared) {
-          ctx.reporter.note("stopped while decompressing " + o.image + ": no card was written");
-          ctx.exit_code = 128 + cancel_signal();
-          return;
-        }
-      }
-    } else {
-      // A station checks its image against the .bmap once, before the first
-      // card, instead of failing every card inserted.
-      auto src = std::make_shared<udev::FlashSource>(*udev::FlashSource::open(o.image));
-      udev::check_source(*src);
-      src->check_ranges = false;
-      shared = std::move(src);
-    }
-  } else {
-    p.emplace(ctx, o);
-  }
+  if (!from_image) p.emplace(ctx, o);
+  // Every option is checked before the image is read through (a compressed
+  // one decompressed): a typo in --state or --known-hosts costs nothing.
   // Neither file a station keeps may be one it reads.
   refuse_overwriting_inputs({{"--known-hosts " + w.known_hosts, w.known_hosts}, {"--state " + w.state, w.state}},
                             inputs_of(o, p ? &*p : nullptr));
@@ -344,9 +307,58 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     if (a.name == b.name && generates_host_keys(a))
       ctx.reporter.warn(shared_host_keys_warning("every card of this station gets", a.name));
   }
-  if (o.dry_run) return print_watch_plan(ctx, w, p ? &*p : nullptr, n, last);
+  // The image: what can be checked without reading it through, as the root
+  // command checks it (its first sector; of a compressed one only that much is
+  // decompressed), its .bmap under bmaptool's names.
+  std::optional<udev::CompressedImage> packed;
+  std::shared_ptr<udev::FlashSource> raw;
+  if (from_image) {
+    check_image_file(o.image);
+    if (const std::string z = udev::compression_of_file(o.image); !z.empty()) {
+      packed = udev::probe_compressed(o.image);
+      if (o.dry_run) {
+        const udev::CompressedImage& c = *packed;
+        const std::optional<std::uint64_t> size = c.expected_size();
+        ctx.reporter.note(o.image + " is " + z +
+                          "-compressed: the station decompresses it once, before the first card" +
+                          (size ? " (" + format_size(*size) + ")" : std::string()) +
+                          (c.map ? ", and writes what " + c.bmap.string() + " maps"
+                                 : ", and writes every byte of it (no .bmap beside it)"));
+      }
+    } else {
+      raw = std::make_shared<udev::FlashSource>(*udev::FlashSource::open(o.image));
+    }
+  }
+  if (o.dry_run) {
+    if (raw) udev::check_source(*raw);  // a stale .bmap shows in the plan
+    return print_watch_plan(ctx, w, p ? &*p : nullptr, n, last);
+  }
   // Written now, so an unwritable --state is an error before any card rather than after the first.
   if (!w.state.empty()) write_file_atomic(w.state, std::to_string(n) + "\n", 0644);
+  if (packed) {
+    // A compressed image (gzip, xz, zstd, bzip2) is decompressed once for
+    // the station, before the first card, into its private scratch folder,
+    // and its .bmap (bmaptool's names) compared with the data as it goes.
+    // No card the station takes holds more than 512 GiB (without --allow-large).
+    const std::optional<std::uint64_t> max =
+        o.safety.allow_large ? std::nullopt : std::optional<std::uint64_t>(udev::kLargeDevice);
+    // Ctrl-C now: no card touched, the scratch folder removed.
+    shared = decompress_for_cards(ctx, o.image, *packed, scratch, install_cancel_handler(), max,
+                                  "the station takes cards of at most " + format_size(udev::kLargeDevice) +
+                                      "; --allow-large permits larger ones");
+    ctx.reporter.finish_progress();
+    if (!shared) {
+      ctx.reporter.note("stopped while decompressing " + o.image + ": no card was written");
+      ctx.exit_code = 128 + cancel_signal();
+      return;
+    }
+  } else if (raw) {
+    // A station checks its image against the .bmap once, before the first
+    // card, instead of failing every card inserted.
+    udev::check_source(*raw);
+    raw->check_ranges = false;
+    shared = std::move(raw);
+  }
   if (p) {
     // A misspelt package is an error now, not when the first card is inserted.
     p->plan_tarball(true);

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "partition/apkovl_check.hpp"
+#include "partition/reader.hpp"
 #include "partition/tarball_rules.hpp"
 #include "rpi/atomic_file.hpp"
 #include "rpi/digest.hpp"
@@ -933,6 +934,36 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
     built[i].result = std::move(results[i]);
   }
   return built;
+}
+
+// The root command's and watch's --image check, before any card is opened: a
+// truncated xz file (no stream footer), a damaged start or a block map of
+// another size is an error now, not after the whole file was decompressed.
+void check_image_file(const std::string& image) {
+  Fd fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  struct stat st {};
+  if (!fd || ::fstat(fd.get(), &st) != 0 || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))) return;
+  const off_t end = ::lseek(fd.get(), 0, SEEK_END);
+  std::uint64_t size = end > 0 ? static_cast<std::uint64_t>(end) : 0;
+  std::string head(512, '\0');
+  const ssize_t got = ::pread(fd.get(), head.data(), head.size(), 0);
+  head.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
+  std::string what = "--image " + image;
+  if (const std::string z = udev::compression_of(head); !z.empty()) {
+    const udev::CompressedImage c = udev::probe_compressed(image);
+    head = udev::decompressed_head(image, 512);
+    size = c.map    ? c.map->image_size()
+           : c.size ? *c.size
+                    : (head.size() < 512 ? head.size() : ~std::uint64_t{0});  // unknown: no bound
+    what += " (" + z + "-compressed)";
+  }
+  if (head.size() == 512 && partition::looks_like_fat_boot_sector(reinterpret_cast<const std::uint8_t*>(head.data())))
+    return;  // a FAT volume without a partition table: its own boot sector
+  try {
+    partition::parse_mbr(reinterpret_cast<const std::uint8_t*>(head.data()), head.size(), size, what);
+  } catch (const Error& e) {
+    throw Error(Errc::usage, std::string(e.what()) + "; give a disk image such as one made with --output");
+  }
 }
 
 }  // namespace rpi::cli

@@ -307,4 +307,13 @@ std::shared_ptr<const udev::FlashSource> decompress_for_cards(
     AppContext& ctx, const std::string& image, const udev::CompressedImage& probed, std::optional<ScratchDir>& scratch,
     const std::atomic<bool>* cancel, std::optional<std::uint64_t> max_size, const std::string& too_large);
 
+// --image FILE (the root command's and watch's) is a disk image: an MBR with
+// its 55 AA signature in sector 0, or a FAT boot sector (no partition table),
+// of the file or, when it is compressed, of its first 512 bytes decompressed
+// (only those are). Throws Errc::usage ("--image FILE: not a disk image: ...;
+// give a disk image such as one made with --output"), Errc::input for a
+// damaged or truncated compressed file or a block map of another size. A
+// missing or unreadable file is left to the writer, which names it.
+void check_image_file(const std::string& image);
+
 }  // namespace rpi::cli

@@ -195,6 +195,69 @@ TEST(ImageInput, ABmapBesideItIsUsedUnderBmaptoolsNames) {
   }
 }
 
+// A raw image finds its .bmap under bmaptool's names too: pi.bmap beside
+// pi.img when there is no pi.img.bmap. Only its ranges are written (the card
+// keeps its 'c' elsewhere), and those are the image's; the plan names the file
+// it uses, or the names it looked for.
+TEST(ImageInput, ARawImageFindsItsBmapUnderBmaptoolsNames) {
+  const Images& im = images();
+  TempDir d;
+  const fs::path file = d / "pi.img", target = card(d / "card.bin");
+  fs::copy_file(im.kiosk, file);
+  auto plan = cli({"--image", file.string(), "--device", target.string(), "--dry-run"});
+  EXPECT_EQ(plan.exit_code, 0) << plan.out << plan.err;
+  EXPECT_TRUE(contains(plan.out, "block map: none (looked for " + file.string() + ".bmap, " + (d / "pi.bmap").string() +
+                                     "): every byte of the image is written"))
+      << plan.out;
+  fs::copy_file(im.kiosk.string() + ".bmap", d / "pi.bmap");
+  const auto ranges = bmap_ranges(d / "pi.bmap");
+  ASSERT_FALSE(ranges.empty());
+  std::uint64_t mapped = 0;
+  for (const auto& [a, b] : ranges) mapped += (b - a + 1) * 4096;
+  plan = cli({"--image", file.string(), "--device", target.string(), "--dry-run"});
+  EXPECT_EQ(plan.exit_code, 0) << plan.out << plan.err;
+  EXPECT_TRUE(contains(plan.out, "block map: " + (d / "pi.bmap").string() + ", ")) << plan.out;
+  auto r = cli({"--image", file.string(), "--device", target.string(), "--yes", "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "\"bytes\":" + std::to_string(mapped) + ",")) << r.out;
+  EXPECT_FALSE(contains(r.out, "no block map")) << r.out;
+  const std::string image = rpi::test::read_file(file), written = rpi::test::read_file(target);
+  ASSERT_EQ(written.size(), image.size());
+  for (const auto& [a, b] : ranges)
+    EXPECT_TRUE(written.compare(a * 4096, (b - a + 1) * 4096, image, a * 4096, (b - a + 1) * 4096) == 0)
+        << "blocks " << a << "-" << b;
+  EXPECT_NE(written.find(std::string(4096, 'c')), std::string::npos) << "unmapped blocks were written";
+}
+
+// A wrong pi.bmap beside a raw pi.img: one of another size is refused before
+// a card is opened (the card byte for byte as it was); one of other bytes of
+// the same size by the plan, and by the run before the card's MBR, naming it.
+TEST(ImageInput, AWrongBmapOfARawImageIsRefused) {
+  const Images& im = images();
+  TempDir d;
+  const fs::path file = d / "pi.img", bmap = d / "pi.bmap", target = card(d / "card.bin");
+  fs::copy_file(im.kiosk, file);
+  const std::string before = rpi::test::read_file(target);
+  fs::copy_file(im.big.string() + ".bmap", bmap);
+  auto r = cli({"--image", file.string(), "--device", target.string(), "--yes"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, bmap.string() + " describes a " + std::to_string(128u << 20) + "-byte image but " +
+                                  file.string() + " has " + std::to_string(64u << 20) + " bytes"))
+      << r.err;
+  EXPECT_FALSE(contains(r.out, target.string())) << r.out;
+  EXPECT_TRUE(rpi::test::read_file(target) == before) << "the card was changed";
+  fs::copy_file(im.other.string() + ".bmap", bmap, fs::copy_options::overwrite_existing);
+  const std::string msg = bmap.string() + ": checksum mismatch for blocks range ";
+  auto plan = cli({"--image", file.string(), "--device", target.string(), "--dry-run"});
+  EXPECT_EQ(plan.exit_code, 1) << plan.out << plan.err;
+  EXPECT_TRUE(contains(plan.err, msg)) << plan.err;
+  EXPECT_TRUE(rpi::test::read_file(target) == before) << "the plan changed the card";
+  r = cli({"--image", file.string(), "--device", target.string(), "--yes"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, msg)) << r.out;
+  EXPECT_EQ(rpi::test::read_file(target).substr(0, 512), std::string(512, '\0')) << "the card has an MBR";
+}
+
 // A .bmap of other bytes (the same size), or of another size: refused before
 // any card is written, naming it; the card is as it was, nothing is left.
 TEST(ImageInput, AMismatchingBmapIsRefusedBeforeAnyCard) {

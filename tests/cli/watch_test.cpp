@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <iostream>
 #include <mutex>
 #include <regex>
 #include <thread>
@@ -94,10 +95,11 @@ class CardSlots {
 
 // `rpi-provision watch ARGS --poll --allow-non-removable --yes` seeing only the
 // cards of `slots`, with its scratch images in `tmp`, stopped (SIGINT) after
-// 300 s at most: a station that misses a card would wait for ever.
-rpi::test::CommandResult watch(const std::vector<std::string>& args, const CardSlots& slots, const fs::path& tmp) {
+// `limit` s at most: a station that misses a card would wait for ever.
+rpi::test::CommandResult watch(const std::vector<std::string>& args, const CardSlots& slots, const fs::path& tmp,
+                               int limit = 300) {
   fs::create_directories(tmp);
-  std::vector<std::string> argv{"env", "TMPDIR=" + tmp.string(), "timeout", "-s", "INT", "300"};
+  std::vector<std::string> argv{"env", "TMPDIR=" + tmp.string(), "timeout", "-s", "INT", std::to_string(limit)};
   argv.push_back(rpi::test::cli_path().string());
   argv.push_back("watch");
   argv.insert(argv.end(), args.begin(), args.end());
@@ -113,6 +115,88 @@ fs::path blank_card(const fs::path& p, std::uint64_t mib) {
   return p;
 }
 }  // namespace
+
+namespace {
+// The files left in `dir` and below, one a line.
+std::string left_in(const fs::path& dir) {
+  std::string out;
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    out += it->path().string() + "\n";
+  return out;
+}
+
+// The line of `err` that holds `part`, from `part` on ("" when none).
+std::string line_from(const std::string& err, const std::string& part) {
+  const std::size_t at = err.find(part);
+  return at == std::string::npos ? "" : err.substr(at, err.find('\n', at) - at);
+}
+}  // namespace
+
+// watch --image refuses a file that is not a disk image (no MBR signature in
+// its first sector; of a compressed one, in its first sector decompressed)
+// with the root command's error, before it waits for any card: a station
+// that took it would wait (here until it is stopped after 60 s).
+TEST(Cli, WatchRefusesAnImageWithoutAnMbrAsTheRootCommandDoes) {
+  TempDir d;
+  const fs::path text = d / "notes.img", packed = d / "notes.img.gz";
+  rpi::test::write_file(text, std::string(1 << 20, 'x'));
+  std::vector<fs::path> files{text};
+  if (rpi::test::have_tool("gzip")) {
+    ASSERT_EQ(rpi::test::sh("gzip -c '" + text.string() + "' > '" + packed.string() + "'").exit_code, 0);
+    files.push_back(packed);
+  } else {
+    std::cout << "[  NOTE    ] gzip not installed: a compressed file not tried\n";
+  }
+  const fs::path card = blank_card(d / "card.bin", 64);
+  CardSlots slots;
+  for (const auto& f : files) {
+    SCOPED_TRACE(f.string());
+    auto root = cli({"--image", f.string(), "--device", card.string(), "--dry-run"});
+    EXPECT_EQ(root.exit_code, 2) << root.out << root.err;
+    const std::string msg = line_from(root.err, "--image " + f.string());
+    EXPECT_TRUE(contains(msg, ": not a disk image: no MBR signature")) << root.err;
+    EXPECT_TRUE(contains(msg, "give a disk image such as one made with --output")) << root.err;
+    EXPECT_EQ(contains(msg, "(gzip-compressed)"), f == packed) << msg;
+    for (const bool dry : {true, false}) {
+      std::vector<std::string> args{"--image", f.string()};
+      if (dry) args.emplace_back("--dry-run");
+      auto r = watch(args, slots, d / "tmp", 60);
+      EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+      EXPECT_EQ(line_from(r.err, "--image " + f.string()), msg) << r.err;
+      EXPECT_FALSE(contains(r.err, "watching for cards")) << r.err;
+      EXPECT_EQ(left_in(d / "tmp"), "");
+    }
+  }
+  EXPECT_EQ(rpi::test::read_file(card), std::string(64u << 20, '\0'));
+}
+
+// watch checks its options before it reads the image through: a --state that
+// is a folder, that is the image itself, or that cannot be written (its folder
+// does not exist) is an error before anything is decompressed (no "decompress"
+// event, nothing in the scratch folder).
+TEST(Cli, WatchChecksItsOptionsBeforeDecompressing) {
+  RPI_REQUIRE_TOOL("xz");
+  TempDir d;
+  const fs::path img = d / "pi.img", packed = d / "pi.img.xz", tmp = d / "tmp";
+  ASSERT_NO_FATAL_FAILURE(build_headless_image(img));
+  ASSERT_EQ(rpi::test::sh("xz -0 -T1 -c '" + img.string() + "' > '" + packed.string() + "'").exit_code, 0);
+  fs::create_directories(d / "folder");
+  const std::string missing = (d / "no-such-folder" / "next-card").string();
+  CardSlots slots;
+  for (const auto& [state, expect] :
+       {std::pair{(d / "folder").string(), "--state " + (d / "folder").string() + " is a folder"},
+        std::pair{packed.string(), "--state " + packed.string()},
+        std::pair{missing, "cannot create a file in " + (d / "no-such-folder").string()}}) {
+    SCOPED_TRACE(state);
+    auto r = watch({"--image", packed.string(), "--state", state, "--json"}, slots, tmp, 60);
+    EXPECT_NE(r.exit_code, 0) << r.out << r.err;
+    EXPECT_TRUE(contains(r.out + r.err, expect)) << r.out << r.err;
+    EXPECT_FALSE(contains(r.out, "\"type\":\"decompress\"")) << "decompressed first: " << r.out;
+    EXPECT_EQ(left_in(tmp), "");
+  }
+  EXPECT_FALSE(fs::exists(missing));
+}
 
 // watch --image: a card too small for the image is passed over with a note, as
 // with a spec, and the station goes on to the next card; card-done names no host.

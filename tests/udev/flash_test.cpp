@@ -390,6 +390,49 @@ std::string open_error(const fs::path& img) {
   }
 }
 
+// A raw image's block map under bmaptool's names (bmaptools/CLI.py,
+// find_and_open_bmap): pi.img.bmap, else pi.bmap. The source names the file
+// it read, and so do its errors.
+TEST(FlashFile, ARawImageFindsItsBmapUnderBmaptoolsNames) {
+  TempDir tmp;
+  const std::uint64_t size = 16 * kMiB;
+  make_image(tmp / "pi.img", size, 21);
+  EXPECT_EQ(FlashSource::open(tmp / "pi.img")->bmap, fs::path());  // none: the whole image
+  EXPECT_EQ(FlashSource::open(tmp / "pi.img")->map.mapped_bytes(), size);
+  source_with_bmap(tmp / "pi.img", scattered_map(size));
+  fs::rename(tmp / "pi.img.bmap", tmp / "pi.bmap");
+  auto src = FlashSource::open(tmp / "pi.img");
+  EXPECT_EQ(src->bmap, tmp / "pi.bmap");
+  EXPECT_TRUE(src->check_ranges);
+  EXPECT_EQ(src->map.to_bmap_xml(), partition::read_bmap(tmp / "pi.bmap").to_bmap_xml());
+  EXPECT_LT(src->map.mapped_bytes(), size);
+  // pi.img.bmap comes first: pi.bmap may then be anything.
+  partition::write_bmap(tmp / "pi.img.bmap", BlockMap::whole(size));
+  write_file(tmp / "pi.bmap", "not a block map");
+  src = FlashSource::open(tmp / "pi.img");
+  EXPECT_EQ(src->bmap, tmp / "pi.img.bmap");
+  EXPECT_EQ(src->map.mapped_bytes(), size);
+  // A pi.bmap of other bytes (the same size): the range check names it.
+  fs::remove(tmp / "pi.img.bmap");
+  make_image(tmp / "other.img", size, 22);
+  source_with_bmap(tmp / "other.img", scattered_map(size));
+  fs::copy_file(tmp / "other.img.bmap", tmp / "pi.bmap", fs::copy_options::overwrite_existing);
+  const std::string err = open_error(tmp / "pi.img");
+  EXPECT_TRUE(contains(err, (tmp / "pi.bmap").string() + ": checksum mismatch for blocks range ")) << err;
+  // Of another size: refused when opened.
+  make_image(tmp / "big.img", 2 * size, 23);
+  source_with_bmap(tmp / "big.img", scattered_map(2 * size));
+  fs::copy_file(tmp / "big.img.bmap", tmp / "pi.bmap", fs::copy_options::overwrite_existing);
+  try {
+    FlashSource::open(tmp / "pi.img");
+    ADD_FAILURE() << "a pi.bmap of another size was taken";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::input);
+    EXPECT_TRUE(contains(e.what(), (tmp / "pi.bmap").string() + " describes a " + std::to_string(2 * size)))
+        << e.what();
+  }
+}
+
 // "blocks range A-B" as named in an error message, "" if none.
 std::string named_range(const std::string& message) {
   std::size_t at = message.find("blocks range ");

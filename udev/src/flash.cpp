@@ -361,7 +361,7 @@ class SourceCheck {
       try {
         Fd fd = open_or_throw(src.image.string(), O_RDONLY);
         (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
-        partition::check_bmap_against(src.map, fd.get(), src.image.string(), src.image.string() + ".bmap", &stop_);
+        partition::check_bmap_against(src.map, fd.get(), src.image.string(), src.bmap.string(), &stop_);
       } catch (const Error& e) {
         failed = e;
       } catch (const std::exception& e) {
@@ -678,9 +678,9 @@ std::shared_ptr<const FlashSource> FlashSource::open(const fs::path& image) {
   if (ec) throw Error(Errc::input, "cannot read image " + image.string() + ": " + ec.message());
   auto src = std::make_shared<FlashSource>();
   src->image = image;
-  fs::path bmap = image;
-  bmap += ".bmap";
-  if (fs::exists(bmap)) {
+  const fs::path bmap = find_bmap(image);  // bmaptool's names, as for a compressed image
+  if (!bmap.empty()) {
+    src->bmap = bmap;
     src->map = partition::read_bmap(bmap);
     if (src->map.image_size() != size)
       throw Error(Errc::input, bmap.string() + " describes a " + std::to_string(src->map.image_size()) +
@@ -700,7 +700,7 @@ void check_source(const FlashSource& src) {
   if (!src.check_ranges) return;
   Fd fd = open_or_throw(src.image.string(), O_RDONLY);
   (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
-  partition::check_bmap_against(src.map, fd.get(), src.image.string(), src.image.string() + ".bmap");
+  partition::check_bmap_against(src.map, fd.get(), src.image.string(), src.bmap.string());
 }
 
 std::shared_ptr<const FlashSource> FlashSource::built(const fs::path& image, partition::BlockMap map) {

@@ -527,6 +527,11 @@ CompressedImage probe_compressed(const fs::path& image) {
     throw Error(Errc::input, image.string() + " is not compressed with gzip, xz, zstd or bzip2");
   if (c.compression == "xz") c.size = xz_size(fd.get(), c.file_size, image.string());
   if (c.compression == "zstd") c.size = zstd_size(fd.get(), c.file_size, image.string());
+  if (c.compression == "gzip" && c.file_size >= 18) {  // header 10 + trailer 8
+    unsigned char t[4] = {};
+    if (pread_full(fd.get(), t, sizeof t, c.file_size - 4, "cannot read " + image.string()) == sizeof t)
+      c.gzip_isize = static_cast<std::uint32_t>(t[0] | t[1] << 8 | t[2] << 16 | static_cast<std::uint32_t>(t[3]) << 24);
+  }
   c.bmap = find_bmap(image);
   if (!c.bmap.empty()) {
     c.map = partition::read_bmap(c.bmap);
@@ -583,6 +588,24 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
                                   " decompressed: it fits only if enough of it is zeros (they take no room)" +
                                   (opts.full_hint.empty() ? "" : "; if it does not, " + opts.full_hint)});
   }
+  // Where decompressing may stop: after the last mapped block, as bmaptool's
+  // does, when the .bmap has a checksum for every range (each is compared as
+  // it goes by) and the file records its whole size as the .bmap's (xz index,
+  // zstd frames, or a gzip's size modulo 4 GiB). The rest is never written to
+  // a card: mostly the free space of the image's file system, all zeros, which
+  // would cost as long to decompress as the data (a 4 GiB image with 200 MiB in it).
+  std::optional<std::uint64_t> stop_at;
+  if (bmap && !bmap->extents().empty() &&
+      std::all_of(bmap->extents().begin(), bmap->extents().end(), [](const auto& e) { return !e.sha256.empty(); }) &&
+      ((c.size && *c.size == bmap->image_size()) ||
+       (c.gzip_isize && *c.gzip_isize == static_cast<std::uint32_t>(bmap->image_size())))) {
+    const partition::Extent& last = bmap->extents().back();
+    if (last.offset + last.length < bmap->image_size()) stop_at = last.offset + last.length;
+  }
+  // The size the .bmap gives is then all there is to bound.
+  if (stop_at && opts.max_size && bmap->image_size() > *opts.max_size)
+    throw Error(Errc::device, name + " is larger than any card: it decompresses to " + format_size(bmap->image_size()) +
+                                  " (its .bmap says); " + too_large_end);
   std::uint64_t file_size = 0;
   std::unique_ptr<Decoder> dec = open_decoder(image, c.compression, &file_size);
   SparseWriter writer(out.get(), file->path().string(), opts.folder.string(), opts.full_hint, expected, name);
@@ -619,13 +642,14 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
     offset += whole;
     std::memmove(buf.data(), buf.data() + whole, have - whole);
     have -= whole;
+    if (stop_at && offset >= *stop_at) end = true;  // the rest is unmapped
     if (const auto now = std::chrono::steady_clock::now(); end || now - shown_at >= kProgressEvery) {
       emit(opts.events,
            Event{"decompress", name, end ? file_size : std::min(dec->consumed(), file_size), file_size, ""});
       shown_at = now;
     }
   }
-  const std::uint64_t size = offset;
+  const std::uint64_t size = stop_at && offset >= *stop_at ? bmap->image_size() : offset;
   if (size == 0) throw Error(Errc::input, name + " decompresses to nothing: it holds no disk image");
   if (bmap && size != bmap->image_size())
     throw size_mismatch(c.bmap, bmap->image_size(), image, "decompresses to " + std::to_string(size) + " bytes");
@@ -635,6 +659,7 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
   src->image = file->path();
   src->name = name + " (decompressed)";
   src->map = bmap ? *bmap : partition::BlockMap::whole(size);
+  src->bmap = c.bmap;
   src->check_ranges = false;  // compared above, as the data went by
   src->scratch = std::move(file);
   return src;

@@ -50,6 +50,9 @@ struct CompressedImage;
 struct FlashSource {
   std::filesystem::path image;
   partition::BlockMap map;
+  // The .bmap file `map` was read from (find_bmap); "" when there is none
+  // (the whole image, or a map a build computed).
+  std::filesystem::path bmap;
   // How messages name the image when `image` is not the user's file (a
   // decompressed copy: "pi.img.xz (decompressed)"); "" names `image`.
   std::string name;
@@ -62,9 +65,10 @@ struct FlashSource {
   // before the check passed; check_source() does it at once.
   bool check_ranges = false;
 
-  // The image with `<image>.bmap` when that file exists, else BlockMap::whole.
-  // Throws Errc::input when the image is missing, or the bmap's size or own
-  // BmapFileChecksum does not match (the range checksums: see check_ranges).
+  // The image with its block map, found as bmaptool finds one (find_bmap:
+  // pi.img.bmap, then pi.bmap), else BlockMap::whole. Throws Errc::input when
+  // the image is missing, or the bmap's size or own BmapFileChecksum does not
+  // match (the range checksums: see check_ranges).
   static std::shared_ptr<const FlashSource> open(const std::filesystem::path& image);
   // An image this process has just built into a private folder, with the map
   // the build computed from the bytes it wrote: nothing to compare, so no
@@ -119,6 +123,7 @@ struct CompressedImage {
   std::string compression;                 // "gzip", "xz", "zstd", "bzip2"
   std::uint64_t file_size = 0;             // of the compressed file
   std::optional<std::uint64_t> size;       // uncompressed, when the file records it (xz index, zstd frame headers)
+  std::optional<std::uint32_t> gzip_isize;  // a gzip file's last 4 bytes: its (last member's) size modulo 4 GiB
   std::filesystem::path bmap;              // find_bmap(image); "" when there is none
   std::optional<partition::BlockMap> map;  // read from `bmap` (its BmapFileChecksum checked)
   // The image's size as the .bmap, else the file itself, gives it.
@@ -127,7 +132,7 @@ struct CompressedImage {
   std::string size_source() const { return compression == "xz" ? "its xz index says" : "its zstd frame headers say"; }
 };
 // Reads the xz index or the zstd frame headers (a gzip ISIZE is the size
-// modulo 4 GiB, and bzip2 records none: no size for those), and the block map
+// modulo 4 GiB, kept apart; bzip2 records none: no size for those), and the block map
 // when there is one. Throws Errc::input when the file is not compressed, is an
 // xz file that does not end with a stream footer or whose index is damaged
 // (truncated: a download cut short), or when the block map cannot be read or
@@ -136,9 +141,10 @@ CompressedImage probe_compressed(const std::filesystem::path& image);
 // The first `n` bytes of the decompressed data (fewer when it is shorter);
 // throws Errc::input when they cannot be decompressed.
 std::string decompressed_head(const std::filesystem::path& image, std::size_t n);
-// bmaptool's rule (bmaptools/CLI.py, find_and_open_bmap): IMAGE.bmap, then
-// with one extension less at a time, as long as the name has one:
-// pi.img.xz.bmap, pi.img.bmap, pi.bmap. The first regular file found; "" when none.
+// bmaptool's rule (bmaptools/CLI.py, find_and_open_bmap), for raw and
+// compressed images alike: IMAGE.bmap, then with one extension less at a time,
+// as long as the name has one: pi.img.xz.bmap, pi.img.bmap, pi.bmap (a raw
+// pi.img: pi.img.bmap, pi.bmap). The first regular file found; "" when none.
 std::filesystem::path find_bmap(const std::filesystem::path& image);
 // The names find_bmap tries, in order.
 std::vector<std::filesystem::path> bmap_candidates(const std::filesystem::path& image);
