@@ -74,12 +74,15 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
           .add("download_bytes", r.download_bytes)
           .add("download_packages", static_cast<std::uint64_t>(r.download_count));
     }
+    std::string ssids;  // every Wi-Fi network's ssid, in order (never a psk)
+    for (const auto& n : h.wifi.networks) ssids += (ssids.empty() ? "" : ",") + json_escape(n.ssid);
     JsonObject obj;
     obj.add("spec", o.spec).add("card", h.index).add("hostname", h.hostname);
     if (!h.mac.empty()) obj.add("mac", h.mac);
     obj.add("users", static_cast<std::uint64_t>(h.users.size()))
         .add("packages", static_cast<std::uint64_t>(h.apk.packages.size()))
         .add_bool("wifi", h.wifi.enabled)
+        .add_raw("wifi_networks", "[" + ssids + "]")
         .add("host_keys", h.ssh.enable ? h.ssh.host_keys : std::string("none"))
         .add("install", h.install.mode);
     if (!pkgs.empty()) obj.add_raw("package_check", pj.str());

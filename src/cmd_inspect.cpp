@@ -189,7 +189,9 @@ ApkovlPart describe_apkovl(const std::string& name, const std::string& shown, st
   }
   text += "  users          " + join(us, ", ") + "\n";
   text += std::string("  ssh host keys  ") + (s.ssh_host_keys ? "yes" : "no") + "\n";
-  text += std::string("  wifi config    ") + (s.wifi_config ? "yes" : "no") + "\n";
+  std::string ssids;  // the networks it joins, never a psk
+  for (const auto& n : s.wifi_ssids) ssids += (ssids.empty() ? ": \"" : ", \"") + n + "\"";
+  text += std::string("  wifi config    ") + (s.wifi_config ? "yes" + ssids : std::string("no")) + "\n";
   if (review) {
     const std::uint64_t problems = review->problems, odd = review->warnings;
     text += "  check          " +
@@ -209,6 +211,7 @@ ApkovlPart describe_apkovl(const std::string& name, const std::string& shown, st
       .add_raw("users", json_array(uj))
       .add_bool("ssh_host_keys", s.ssh_host_keys)
       .add_bool("wifi_config", s.wifi_config)
+      .add_raw("wifi_networks", json_strings(s.wifi_ssids))
       .add_bool("shadow", s.shadow);
   part.json = j.str();
   return part;

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -131,7 +132,9 @@ const std::vector<std::string_view> kAlpineKeys = {"version", "arch", "mirror", 
 const std::vector<std::string_view> kSystemKeys = {"hostname", "domain", "timezone", "keymap", "motd"};
 const std::vector<std::string_view> kNetworkKeys = {"interfaces", "dns", "search", "proxy"};
 const std::vector<std::string_view> kInterfaceKeys = {"name", "dhcp", "address", "gateway", "ipv6"};
-const std::vector<std::string_view> kWifiKeys = {"ssid", "psk", "country", "hidden", "interface"};
+const std::vector<std::string_view> kWifiKeys = {"ssid",      "psk",      "country", "hidden",
+                                                 "interface", "priority", "networks"};
+const std::vector<std::string_view> kWifiNetworkKeys = {"ssid", "psk", "hidden", "priority"};
 const std::vector<std::string_view> kApkKeys = {"packages", "repositories", "keys", "cache"};
 const std::vector<std::string_view> kServicesKeys = {"sysinit", "boot", "default", "shutdown", "disable"};
 const std::vector<std::string_view> kUserKeys = {
@@ -318,7 +321,9 @@ class Converter {
     for (auto&& [k, v] : t) {
       if (std::find(allowed.begin(), allowed.end(), k.str()) != allowed.end()) continue;
       std::string msg = "unknown key '" + std::string(k.str()) + "' in " + name;
-      const std::string best = synonym(name, k.str(), checks::closest(k.str(), allowed));
+      std::string best = synonym(name, k.str(), checks::closest(k.str(), allowed));
+      // "network" with a table or list under it in [wifi] is meant for more networks, not the ssid.
+      if (name == "[wifi]" && ascii_lower(k.str()) == "network" && (v.is_table() || v.is_array())) best = "networks";
       if (!best.empty()) msg += " (did you mean '" + best + "'?)";
       fail(k.source(), msg);
     }
@@ -336,6 +341,13 @@ class Converter {
         {"[wifi]", "pass", "psk"},
         {"[wifi]", "wpa_passphrase", "psk"},
         {"[wifi]", "network", "ssid"},
+        {"[[wifi.networks]]", "passphrase", "psk"},
+        {"[[wifi.networks]]", "password", "psk"},
+        {"[[wifi.networks]]", "key", "psk"},
+        {"[[wifi.networks]]", "pass", "psk"},
+        {"[[wifi.networks]]", "wpa_passphrase", "psk"},
+        {"[[wifi.networks]]", "network", "ssid"},
+        {"[[wifi.networks]]", "name", "ssid"},
         {"[system]", "tz", "timezone"},
         {"[system]", "time_zone", "timezone"},
         {"[system]", "host", "hostname"},
@@ -537,6 +549,7 @@ class Converter {
   void convert_system(const View& root, const toml::table* host, int host_pos, HostConfig& h);
   void convert_network(const View& root, HostConfig& h);
   void convert_wifi(const View& root, HostConfig& h);
+  void convert_wifi_network(const View& v, std::vector<std::pair<std::string, const toml::node*>>& seen, HostConfig& h);
   void convert_apk(const View& root, HostConfig& h);
   void convert_services(const View& root, HostConfig& h);
   void convert_users(const View& root, HostConfig& h);
@@ -780,31 +793,78 @@ void Converter::convert_network(const View& root, HostConfig& h) {
   }
 }
 
-void Converter::convert_wifi(const View& root, HostConfig& h) {
-  View v = sub(root, "wifi", "[wifi]");
-  check_keys(v, kWifiKeys);
-  if (v.empty()) return;
+// [wifi]'s own network (v is [wifi]) or a [[wifi.networks]] entry: appended to
+// h.wifi.networks. `seen` holds the ssids so far and where they were given.
+void Converter::convert_wifi_network(const View& v, std::vector<std::pair<std::string, const toml::node*>>& seen,
+                                     HostConfig& h) {
+  const bool own = v.name == "[wifi]";
+  WifiNetwork net;
+  net.entry = v.name;
   auto ssid = str(v, "ssid");
-  if (!ssid) fail(v.anchor(), "[wifi] needs an ssid");
-  if (ssid->empty() || ssid->size() > 32) fail(*v.get("ssid"), "[wifi].ssid must be 1 to 32 bytes");
-  h.wifi.enabled = true;
-  h.wifi.ssid = *ssid;
+  if (!ssid)
+    fail(v.anchor(),
+         own ? "[wifi] needs an ssid (or [[wifi.networks]] entries)" : "[[wifi.networks]] entry needs an ssid");
+  const toml::node& ssid_node = *v.get("ssid");
+  if (ssid->empty() || ssid->size() > 32) fail(ssid_node, v.name + ".ssid must be 1 to 32 bytes");
+  for (const auto& [other, node] : seen)
+    if (other == *ssid)
+      fail(ssid_node,
+           "Wi-Fi network \"" + *ssid + "\" is given twice (first at " + where(node->source()) + "); keep one");
+  seen.emplace_back(*ssid, &ssid_node);
+  net.ssid = *ssid;
   auto psk = secret(v, "psk", true, true);
-  if (!psk) fail(v.anchor(), "[wifi] needs a psk (the passphrase, e.g. psk = { env = \"WIFI_PSK\" })");
+  if (!psk)
+    fail(v.anchor(), own ? "[wifi] needs a psk (the passphrase, e.g. psk = { env = \"WIFI_PSK\" })"
+                         : "[[wifi.networks]] entry \"" + net.ssid +
+                               "\" needs a psk (the passphrase, e.g. psk = { env = \"STAFF_PSK\" })");
   const std::string& pass = psk->value;
   bool hex64 = pass.size() == 64 && pass.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
   bool printable = std::all_of(pass.begin(), pass.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
   if (psk->unset_env.empty() && !hex64 && (pass.size() < 8 || pass.size() > 63 || !printable))
     fail(*psk->node, psk->what + " must be a passphrase of 8 to 63 printable ASCII characters (or 64 hex digits)");
-  h.wifi.psk = pass;
-  h.wifi.psk_unset_env = psk->unset_env;
+  net.psk = pass;
+  net.psk_unset_env = psk->unset_env;
+  net.hidden = boolean(v, "hidden", false);
+  if (auto p = integer(v, "priority")) {
+    // wpa_supplicant reads priority= as a C int.
+    using Int = std::numeric_limits<std::int32_t>;
+    if (*p < Int::min() || *p > Int::max())
+      fail(*v.get("priority"),
+           v.name + ".priority must be between " + std::to_string(Int::min()) + " and " + std::to_string(Int::max()));
+    net.priority = *p;
+  }
+  h.wifi.networks.push_back(std::move(net));
+}
+
+// [wifi] and its [[wifi.networks]]. In a [[hosts]] entry, [hosts.wifi] keys
+// override the base's one by one like every table's; `networks` is one key, so
+// a host's list replaces the base's whole (networks = [] drops them).
+void Converter::convert_wifi(const View& root, HostConfig& h) {
+  View v = sub(root, "wifi", "[wifi]");
+  check_keys(v, kWifiKeys);
+  if (v.empty()) return;
+  auto entries = table_array(v, "networks", "[[wifi.networks]]");
+  std::vector<std::pair<std::string, const toml::node*>> seen;
+  if (v.get("ssid") || entries.empty()) {
+    convert_wifi_network(v, seen, h);
+  } else {
+    for (const char* key : {"psk", "hidden", "priority"})
+      if (const toml::node* n = v.get(key))
+        fail(*n, "[wifi]." + std::string(key) +
+                     " is for the network [wifi].ssid names, and [wifi] has no ssid; add one, or move it into a "
+                     "[[wifi.networks]] entry");
+  }
+  for (const auto& nv : entries) {
+    check_keys(nv, kWifiNetworkKeys);
+    convert_wifi_network(nv, seen, h);
+  }
+  h.wifi.enabled = true;
   if (auto c = str(v, "country")) {
     if (c->size() != 2 || !std::isupper(static_cast<unsigned char>((*c)[0])) ||
         !std::isupper(static_cast<unsigned char>((*c)[1])))
       fail(*v.get("country"), "[wifi].country must be a two-letter ISO 3166 code in capitals, like \"DE\"");
     h.wifi.country = *c;
   }
-  h.wifi.hidden = boolean(v, "hidden", false);
   h.wifi.interface = str(v, "interface", "wlan0");
   if (auto why = checks::interface_name(h.wifi.interface); !why.empty())
     fail(*v.get("interface"), "[wifi].interface " + why);

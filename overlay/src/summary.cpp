@@ -26,7 +26,8 @@ std::vector<UnsetSecret> unset_secrets(const HostConfig& h) {
   auto add = [&](std::string entry, const std::string& variable) {
     if (!variable.empty()) out.push_back({std::move(entry), variable});
   };
-  if (h.wifi.enabled) add("[wifi].psk", h.wifi.psk_unset_env);
+  for (const auto& n : h.wifi.networks)
+    add(n.entry == "[wifi]" ? "[wifi].psk" : n.entry + ".psk for " + n.ssid, n.psk_unset_env);
   for (const auto& u : h.users) add("[[users]].password for " + u.name, u.password_unset_env);
   add("[root].password", h.root.password_unset_env);
   for (const auto& f : h.files) add("[[files]].content for " + f.path, f.content_unset_env);
@@ -50,10 +51,16 @@ std::string summary(const HostConfig& h) {
   }
   if (!h.network.dns.empty()) o << "  dns       " << join(h.network.dns) << "\n";
   if (!h.network.proxy.empty()) o << "  proxy     " << redact_urls(h.network.proxy) << "\n";
-  if (h.wifi.enabled)
-    o << "  wifi      ssid \"" << h.wifi.ssid << "\" psk " << secret_shown(h.wifi.psk_unset_env)
-      << (h.wifi.country.empty() ? "" : " country " + h.wifi.country) << (h.wifi.hidden ? " hidden" : "") << " on "
-      << h.wifi.interface << "\n";
+  // One line per network; the first also names the country and the interface, which are for all.
+  for (std::size_t i = 0; i < h.wifi.networks.size(); ++i) {
+    const WifiNetwork& n = h.wifi.networks[i];
+    o << "  wifi      ssid \"" << n.ssid << "\" psk " << secret_shown(n.psk_unset_env);
+    if (i == 0 && !h.wifi.country.empty()) o << " country " << h.wifi.country;
+    if (n.hidden) o << " hidden";
+    if (n.priority) o << " priority " << *n.priority;
+    if (i == 0) o << " on " << h.wifi.interface;
+    o << "\n";
+  }
   o << "  packages  " << (h.apk.packages.empty() ? "(base only)" : join(h.apk.packages, " "))
     << (h.apk.cache ? " [apk cache on card]" : "") << "\n";
   for (const auto& u : h.users) {

@@ -42,7 +42,7 @@ class SummaryCollector {
   const std::string& problem() const noexcept { return problem_; }
 
  private:
-  enum class Want { none, hostname, world, passwd };
+  enum class Want { none, hostname, world, passwd, wifi };
   std::string name_;
   ApkovlSummary sum_;
   std::string problem_;

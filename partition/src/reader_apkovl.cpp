@@ -118,6 +118,8 @@ bool SummaryCollector::member(archive_entry* e) {
     want_ = Want::world;
   else if (path_ == "etc/passwd")
     want_ = Want::passwd;
+  else if (path_ == "etc/wpa_supplicant/wpa_supplicant.conf")
+    want_ = Want::wifi;
   else
     return false;
   if (size > static_cast<la_int64_t>(kSmallFileMax)) {
@@ -141,6 +143,27 @@ void SummaryCollector::data(const std::string& text) {
     case Want::world:
       sum_.world.clear();
       for (auto& p : split_any(text, " \t\r\n")) sum_.world.push_back(printable(p));
+      return;
+    case Want::wifi:
+      // Only `ssid=` lines: `ssid="name"`, or the name's bytes in hex. A psk
+      // (passphrase or derived key) is on other lines and never looked at.
+      sum_.wifi_ssids.clear();
+      for (auto& line : split_any(text, "\n")) {
+        const std::size_t start = line.find_first_not_of(" \t");
+        if (start == std::string::npos || line.compare(start, 5, "ssid=") != 0) continue;
+        std::string v = line.substr(start + 5);
+        while (!v.empty() && (v.back() == '\r' || v.back() == ' ' || v.back() == '\t')) v.pop_back();
+        if (v.size() >= 2 && v.front() == '"' && v.back() == '"') {
+          v = v.substr(1, v.size() - 2);
+        } else if (!v.empty() && v.size() % 2 == 0 &&
+                   v.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos) {
+          std::string bytes;
+          for (std::size_t i = 0; i < v.size(); i += 2)
+            bytes.push_back(static_cast<char>(std::stoi(v.substr(i, 2), nullptr, 16)));
+          v = bytes;
+        }
+        sum_.wifi_ssids.push_back(printable(v));
+      }
       return;
     case Want::passwd:
       sum_.users.clear();

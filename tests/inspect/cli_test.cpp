@@ -399,7 +399,7 @@ if mode == 'fat':
     assert o['apkovls'], o
     for a in o['apkovls']:
         keys = {'name', 'size', 'check', 'members', 'hostname', 'world', 'runlevels', 'users',
-                'ssh_host_keys', 'wifi_config', 'shadow'}
+                'ssh_host_keys', 'wifi_config', 'wifi_networks', 'shadow'}
         assert keys <= set(a), ('missing', sorted(keys - set(a)), a)
         assert {'accepted', 'problems', 'warnings'} <= set(a['check']), a
         for u in a['users']:
@@ -537,6 +537,13 @@ assert a['hostname'] == files['etc/hostname'].split()[0], (a['hostname'], files[
 assert a['world'] == files['etc/apk/world'].split(), (a['world'], files['etc/apk/world'])
 assert [u['name'] for u in a['users']] == [l.split(':')[0] for l in files['etc/passwd'].splitlines() if l], a['users']
 assert a['members'] == len(t.getmembers()), (a['members'], len(t.getmembers()))
+ssids = []
+for l in files.get('etc/wpa_supplicant/wpa_supplicant.conf', '').splitlines():
+    l = l.strip()
+    if l.startswith('ssid='):
+        v = l[5:]
+        ssids.append(v[1:-1] if v.startswith('"') else bytes.fromhex(v).decode())
+assert a['wifi_networks'] == ssids, (a['wifi_networks'], ssids)
 secrets = []
 for l in files.get('etc/shadow', '').splitlines():
     f = l.split(':')
@@ -570,7 +577,7 @@ TEST(InspectApkovl, AFileWrittenByTheApkovlCommand) {
   EXPECT_TRUE(contains(r.out, "  hostname       kiosk\n")) << r.out;
   EXPECT_TRUE(contains(r.out, "  check          passes --apkovl's checks\n")) << r.out;
   EXPECT_TRUE(contains(r.out, "  ssh host keys  yes\n")) << r.out;
-  EXPECT_TRUE(contains(r.out, "  wifi config    yes\n")) << r.out;
+  EXPECT_TRUE(contains(r.out, "  wifi config    yes: \"Office\"\n")) << r.out;
   EXPECT_FALSE(contains(r.out, "Warnings:")) << r.out;
   EXPECT_FALSE(contains(r.out, "Partition table")) << r.out;
   EXPECT_FALSE(contains(r.out + r.err, psk.substr(0, psk.find('\n')))) << "the Wi-Fi passphrase is shown";

@@ -411,6 +411,8 @@ TEST(Apkovl, SummaryWithoutSecrets) {
   EXPECT_EQ(s.users[1].shell, "/bin/sh");
   EXPECT_TRUE(s.ssh_host_keys);
   EXPECT_TRUE(s.wifi_config);
+  // The ssid lines only ("staff" given in hex, as wpa_supplicant takes it); no psk.
+  EXPECT_EQ(s.wifi_ssids, (std::vector<std::string>{"x", "staff"}));
   EXPECT_TRUE(s.shadow);
   // busybox tar (the initramfs' tar) counts the same members.
   if (have_tool("busybox")) {

@@ -393,3 +393,58 @@ TEST(CheckCommand, GoesOnWithoutEnvSecretsThatABuildNeeds) {
   ::unsetenv("RPI_H2_CLI_PSK");
   ::unsetenv("RPI_H2_CLI_PW");
 }
+
+// `check` with several Wi-Fi networks: every ssid in the summary and in --json,
+// no passphrase anywhere; an entry's unset variable is a warning there (named
+// with its ssid in "not_set") and stops a build.
+TEST(CheckCommand, ListsEveryWifiNetworkNeverAPsk) {
+  TempDir dir;
+  const fs::path spec = dir / "pi.toml";
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"pi\"\n"
+                        "[wifi]\ncountry = \"DE\"\nssid = \"classroom\"\npsk = { env = \"RPI_W_CLI_CLASS\" }\n"
+                        "[[wifi.networks]]\nssid = \"staff\"\npsk = { env = \"RPI_W_CLI_STAFF\" }\nhidden = true\n"
+                        "priority = 5\n"
+                        "[[wifi.networks]]\nssid = \"home\"\npsk = { file = \"home.psk\" }\n");
+  const std::string class_psk = "leak-marker-class-4e1b", staff_psk = "leak-marker-staff-90aa",
+                    home_psk = "leak-marker-home-c3d7";
+  rpi::test::write_file(dir / "home.psk", home_psk + "\n");
+  ::setenv("RPI_W_CLI_CLASS", class_psk.c_str(), 1);
+  ::setenv("RPI_W_CLI_STAFF", staff_psk.c_str(), 1);
+  auto text = cli({"check", "--spec", spec.string()});
+  EXPECT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("  wifi      ssid \"classroom\" psk (secret) country DE on wlan0\n"
+                          "  wifi      ssid \"staff\" psk (secret) hidden priority 5\n"
+                          "  wifi      ssid \"home\" psk (secret)\n"),
+            std::string::npos)
+      << text.out;
+  auto json = cli({"--json", "check", "--spec", spec.string()});
+  EXPECT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_NE(json.out.find("\"wifi\":true,\"wifi_networks\":[\"classroom\",\"staff\",\"home\"]"), std::string::npos)
+      << json.out;
+  const fs::path ovl = dir / "pi.apkovl.tar.gz";
+  auto built = cli({"apkovl", "--spec", spec.string(), "-o", ovl.string()});
+  EXPECT_EQ(built.exit_code, 0) << built.err;
+  EXPECT_EQ(mode_of(ovl), 0600u);
+  const auto tar = rpi::test::sh("gzip -dc '" + ovl.string() + "'");
+  for (const auto& r : {text, json, built, tar})
+    for (const auto& secret : {class_psk, staff_psk, home_psk}) {
+      EXPECT_EQ(r.out.find(secret), std::string::npos) << r.out;
+      EXPECT_EQ(r.err.find(secret), std::string::npos) << r.err;
+    }
+
+  ::unsetenv("RPI_W_CLI_STAFF");
+  auto unset = cli({"--json", "check", "--spec", spec.string()});
+  EXPECT_EQ(unset.exit_code, 0) << unset.err;
+  EXPECT_NE(unset.out.find("\"not_set\":[{\"entry\":\"[[wifi.networks]].psk for staff\",\"env\":\"RPI_W_CLI_STAFF\"}]"),
+            std::string::npos)
+      << unset.out;
+  auto stops = cli({"apkovl", "--spec", spec.string(), "-o", (dir / "no.apkovl.tar.gz").string()});
+  EXPECT_EQ(stops.exit_code, 2) << stops.err;
+  EXPECT_NE(stops.err.find(spec.string() +
+                           ":9:15: environment variable RPI_W_CLI_STAFF (for [[wifi.networks]].psk) is not set"),
+            std::string::npos)
+      << stops.err;
+  EXPECT_FALSE(fs::exists(dir / "no.apkovl.tar.gz"));
+  ::unsetenv("RPI_W_CLI_CLASS");
+}

@@ -130,7 +130,8 @@ TEST(Spec, SecretsFromEnvAndFile) {
       "[root]\npassword = { file = \"pw.txt\" }\n",
       "t.toml", dir.path());
   auto h = resolve_host(spec, 1);
-  EXPECT_EQ(h.wifi.psk, "env-secret-passphrase");
+  ASSERT_EQ(h.wifi.networks.size(), 1u);
+  EXPECT_EQ(h.wifi.networks[0].psk, "env-secret-passphrase");
   EXPECT_EQ(h.root.password, "file-secret-value");  // trailing newline dropped
   EXPECT_TRUE(spec.warnings().empty());
   ::unsetenv("RPI_SPEC_TEST_PSK");
@@ -1292,8 +1293,9 @@ TEST(Spec, CheckWithoutAnEnvSecretWarnsWhereABuildFails) {
             "building needs it\n");
   const HostConfig h = resolve_host(spec, 1);
   EXPECT_TRUE(h.wifi.enabled);
-  EXPECT_TRUE(h.wifi.psk.empty());
-  EXPECT_EQ(h.wifi.psk_unset_env, "RPI_T_H2_PSK");
+  ASSERT_EQ(h.wifi.networks.size(), 1u);
+  EXPECT_TRUE(h.wifi.networks[0].psk.empty());
+  EXPECT_EQ(h.wifi.networks[0].psk_unset_env, "RPI_T_H2_PSK");
   const std::string text_summary = summary(h);
   EXPECT_TRUE(has(text_summary, "  wifi      ssid \"Net\" psk not set (env RPI_T_H2_PSK) on wlan0\n")) << text_summary;
   EXPECT_FALSE(has(text_summary, "(secret)")) << text_summary;
@@ -1323,7 +1325,7 @@ TEST(Spec, CheckWithoutAnEnvSecretWarnsWhereABuildFails) {
       "[[hosts]]\nsystem.hostname = \"a\"\n[[hosts]]\nsystem.hostname = \"b\"\n",
       "t.toml", ".", check);
   EXPECT_EQ(hosts.warnings().size(), 1u) << all_warnings(hosts);
-  EXPECT_EQ(resolve_host(hosts, 0, "b").wifi.psk_unset_env, "RPI_T_H2_PSK");
+  EXPECT_EQ(resolve_host(hosts, 0, "b").wifi.networks.at(0).psk_unset_env, "RPI_T_H2_PSK");
 }
 
 // Empty is a value a password or psk can never have: CI passes a secret it does
@@ -1338,7 +1340,7 @@ TEST(Spec, CheckTakesAnEmptyPasswordVariableAsNotSet) {
   EXPECT_EQ(all_warnings(spec),
             "t.toml:5:7: [wifi].psk: environment variable RPI_T_H2_EMPTY is empty; check went on without it, but "
             "building needs its value\n");
-  EXPECT_EQ(resolve_host(spec, 1).wifi.psk_unset_env, "RPI_T_H2_EMPTY");
+  EXPECT_EQ(resolve_host(spec, 1).wifi.networks.at(0).psk_unset_env, "RPI_T_H2_EMPTY");
   const Spec file =
       parse_spec(kPi + "[[files]]\npath = \"/etc/a\"\ncontent = { env = \"RPI_T_H2_EMPTY\" }\n", "t.toml", ".", check);
   EXPECT_EQ(all_warnings(file), "");
@@ -1409,4 +1411,208 @@ TEST(Spec, AnUnsetEnvSecretCountsAsGivenInCheck) {
   EXPECT_TRUE(has(warnings_of(kPi + "[root]\npassword_hash = \"*\"\n"), "nobody can log in"));
   EXPECT_TRUE(has(error_of(kPi + "[root]\nssh_authorized_keys = [\"" + kKey + "\"]\n[ssh]\nenable = false\n"),
                   "nobody could log in"));
+}
+
+// --- several Wi-Fi networks: [wifi]'s own, then [[wifi.networks]] in order
+
+namespace {
+// [wifi] with its own network and two more (line numbers in the tests below).
+const std::string kThreeNetworks = kPi +                                  // 1-2
+                                   "[wifi]\n"                             // 3
+                                   "country = \"DE\"\n"                   // 4
+                                   "ssid = \"classroom\"\n"               // 5
+                                   "psk = { env = \"RPI_T_W_CLASS\" }\n"  // 6
+                                   "[[wifi.networks]]\n"                  // 7
+                                   "ssid = \"staff\"\n"                   // 8
+                                   "psk = { env = \"RPI_T_W_STAFF\" }\n"  // 9
+                                   "hidden = true\n"                      // 10
+                                   "priority = 5\n"                       // 11
+                                   "[[wifi.networks]]\n"                  // 12
+                                   "ssid = \"lab-{n}\"\n"                 // 13
+                                   "psk = { env = \"RPI_T_W_LAB\" }\n";   // 14
+void set_network_secrets() {
+  ::setenv("RPI_T_W_CLASS", "classroom-passphrase", 1);
+  ::setenv("RPI_T_W_STAFF", "staff-room-passphrase", 1);
+  ::setenv("RPI_T_W_LAB", "lab-bench-passphrase", 1);
+}
+}  // namespace
+
+TEST(Spec, WifiNetworksFollowTheWifiTablesOwnInSpecOrder) {
+  set_network_secrets();
+  const HostConfig h = resolve_host(parse_spec(kThreeNetworks, "t.toml", "."), 3);
+  ASSERT_TRUE(h.wifi.enabled);
+  ASSERT_EQ(h.wifi.networks.size(), 3u);
+  EXPECT_EQ(h.wifi.country, "DE");
+  EXPECT_EQ(h.wifi.interface, "wlan0");
+  const auto& n = h.wifi.networks;
+  EXPECT_EQ(n[0].ssid, "classroom");
+  EXPECT_EQ(n[0].psk, "classroom-passphrase");
+  EXPECT_EQ(n[0].entry, "[wifi]");
+  EXPECT_FALSE(n[0].hidden);
+  EXPECT_FALSE(n[0].priority.has_value());
+  EXPECT_EQ(n[1].ssid, "staff");
+  EXPECT_EQ(n[1].psk, "staff-room-passphrase");
+  EXPECT_EQ(n[1].entry, "[[wifi.networks]]");
+  EXPECT_TRUE(n[1].hidden);
+  EXPECT_EQ(n[1].priority, std::optional<std::int64_t>(5));
+  EXPECT_EQ(n[2].ssid, "lab-3") << "{n} is expanded in an entry's ssid";
+  EXPECT_EQ(n[2].psk, "lab-bench-passphrase");
+  EXPECT_FALSE(n[2].hidden);
+  EXPECT_FALSE(n[2].priority.has_value());
+  // The summary lists every ssid, never a passphrase.
+  const std::string s = summary(h);
+  EXPECT_TRUE(has(s,
+                  "  wifi      ssid \"classroom\" psk (secret) country DE on wlan0\n"
+                  "  wifi      ssid \"staff\" psk (secret) hidden priority 5\n"
+                  "  wifi      ssid \"lab-3\" psk (secret)\n"))
+      << s;
+  for (const char* secret : {"classroom-passphrase", "staff-room-passphrase", "lab-bench-passphrase"})
+    EXPECT_FALSE(has(s, secret)) << s;
+  // Only the wifi interface is added (once) for all of them.
+  ASSERT_EQ(h.network.interfaces.size(), 2u);
+  EXPECT_EQ(h.network.interfaces[1].name, "wlan0");
+
+  // [wifi] may give only networks; [wifi].priority is its own network's.
+  const HostConfig only = resolve_host(
+      parse_spec(kPi + "[wifi]\ninterface = \"wlan1\"\nnetworks = [{ ssid = \"a\", psk = \"passphrase-a\", priority = "
+                       "-2 }, { ssid = \"b\", psk = { env = \"RPI_T_W_LAB\" } }]\n",
+                 "t.toml", "."),
+      1);
+  ASSERT_EQ(only.wifi.networks.size(), 2u);
+  EXPECT_EQ(only.wifi.networks[0].ssid, "a");
+  EXPECT_EQ(only.wifi.networks[0].priority, std::optional<std::int64_t>(-2));
+  EXPECT_EQ(only.wifi.networks[1].ssid, "b");
+  EXPECT_TRUE(has(summary(only), "  wifi      ssid \"a\" psk (secret) priority -2 on wlan1\n")) << summary(only);
+  const HostConfig own =
+      resolve_host(parse_spec(kPi + "[wifi]\nssid = \"a\"\npsk = \"passphrase-a\"\npriority = 3\n", "t.toml", "."), 1);
+  ASSERT_EQ(own.wifi.networks.size(), 1u);
+  EXPECT_EQ(own.wifi.networks[0].priority, std::optional<std::int64_t>(3));
+}
+
+TEST(Spec, WifiNetworkErrorsAreLocated) {
+  set_network_secrets();
+  const std::string wifi = kPi + "[wifi]\nssid = \"classroom\"\npsk = \"passphrase-1\"\n";  // lines 3-5
+  // The same ssid twice names both places: [wifi]'s and an entry's, or two entries'.
+  EXPECT_EQ(error_of(wifi + "[[wifi.networks]]\nssid = \"classroom\"\npsk = \"passphrase-2\"\n"),
+            "t.toml:7:8: Wi-Fi network \"classroom\" is given twice (first at t.toml:4:8); keep one");
+  EXPECT_EQ(error_of(kThreeNetworks + "[[wifi.networks]]\npsk = \"passphrase-3\"\nssid = \"staff\"\n"),
+            "t.toml:17:8: Wi-Fi network \"staff\" is given twice (first at t.toml:8:8); keep one");
+  // After {n}: two entries that only the template told apart.
+  EXPECT_EQ(error_of(wifi + "[[wifi.networks]]\nssid = \"lab-{n}\"\npsk = \"passphrase-2\"\n"
+                            "[[wifi.networks]]\nssid = \"lab-1\"\npsk = \"passphrase-3\"\n"),
+            "t.toml:10:8: Wi-Fi network \"lab-1\" is given twice (first at t.toml:7:8); keep one");
+  // Unknown keys in an entry, with a did-you-mean (a spelling, or a word meant for psk).
+  EXPECT_EQ(error_of(wifi + "[[wifi.networks]]\nssid = \"staff\"\npsk = \"passphrase-2\"\nprio = 5\n"),
+            "t.toml:9:1: unknown key 'prio' in [[wifi.networks]] (did you mean 'priority'?)");
+  EXPECT_EQ(error_of(wifi + "[[wifi.networks]]\nssid = \"staff\"\npassphrase = \"passphrase-2\"\n"),
+            "t.toml:8:1: unknown key 'passphrase' in [[wifi.networks]] (did you mean 'psk'?)");
+  // country and interface are [wifi]'s, for all networks.
+  EXPECT_EQ(error_of(wifi + "[[wifi.networks]]\nssid = \"staff\"\npsk = \"passphrase-2\"\ncountry = \"DE\"\n"),
+            "t.toml:9:1: unknown key 'country' in [[wifi.networks]]");
+  // "network" in [wifi] is the ssid as a string, more networks as a table or list.
+  EXPECT_EQ(error_of(wifi + "[[wifi.network]]\nssid = \"staff\"\n"),
+            "t.toml:6:8: unknown key 'network' in [wifi] (did you mean 'networks'?)");
+  EXPECT_EQ(error_of(kPi + "[wifi]\nnetwork = \"home\"\n"),
+            "t.toml:4:1: unknown key 'network' in [wifi] (did you mean 'ssid'?)");
+  // A psk is required as in [wifi]; so is the ssid.
+  EXPECT_EQ(error_of(wifi + "[[wifi.networks]]\nssid = \"staff\"\nhidden = true\n"),
+            "t.toml:6:1: [[wifi.networks]] entry \"staff\" needs a psk (the passphrase, e.g. psk = { env = "
+            "\"STAFF_PSK\" })");
+  EXPECT_EQ(error_of(wifi + "[[wifi.networks]]\npsk = \"passphrase-2\"\n"),
+            "t.toml:6:1: [[wifi.networks]] entry needs an ssid");
+  EXPECT_EQ(error_of(wifi + "[[wifi.networks]]\nssid = \"\"\npsk = \"passphrase-2\"\n"),
+            "t.toml:7:8: [[wifi.networks]].ssid must be 1 to 32 bytes");
+  // The psk rules are [wifi].psk's, named after where the value came from (never the value).
+  ::setenv("RPI_T_W_SHORT", "short", 1);
+  EXPECT_EQ(error_of(wifi + "[[wifi.networks]]\nssid = \"staff\"\npsk = { env = \"RPI_T_W_SHORT\" }\n"),
+            "t.toml:8:15: [[wifi.networks]].psk (env RPI_T_W_SHORT) must be a passphrase of 8 to 63 printable ASCII "
+            "characters (or 64 hex digits)");
+  ::unsetenv("RPI_T_W_SHORT");
+  EXPECT_EQ(error_of(wifi + "[[wifi.networks]]\nssid = \"staff\"\npsk = { env = \"RPI_T_W_SHORT\" }\n"),
+            "t.toml:8:15: environment variable RPI_T_W_SHORT (for [[wifi.networks]].psk) is not set; export it or "
+            "use { file = \"path\" }");
+  EXPECT_EQ(error_of(wifi + "[[wifi.networks]]\nssid = \"staff\"\npsk = \"passphrase-2\"\npriority = 2147483648\n"),
+            "t.toml:9:12: [[wifi.networks]].priority must be between -2147483648 and 2147483647");
+  EXPECT_EQ(error_of(wifi + "[[wifi.networks]]\nssid = \"staff\"\npsk = \"passphrase-2\"\npriority = \"5\"\n"),
+            "t.toml:9:12: [[wifi.networks]].priority must be an integer, not a string");
+  EXPECT_EQ(error_of(kPi + "[wifi]\nnetworks = { ssid = \"staff\" }\n"),
+            "t.toml:4:12: [[wifi.networks]] must be an array of tables, not a table");
+  // Without networks [wifi] still needs its ssid; with them, its psk has no network to go with.
+  EXPECT_EQ(error_of(kPi + "[wifi]\ncountry = \"DE\"\n"),
+            "t.toml:3:1: [wifi] needs an ssid (or [[wifi.networks]] entries)");
+  EXPECT_EQ(error_of(kPi + "[wifi]\npsk = \"passphrase-1\"\n[[wifi.networks]]\nssid = \"staff\"\npsk = "
+                           "\"passphrase-2\"\n"),
+            "t.toml:4:7: [wifi].psk is for the network [wifi].ssid names, and [wifi] has no ssid; add one, or move "
+            "it into a [[wifi.networks]] entry");
+  EXPECT_EQ(error_of(wifi + "[[wifi.networks]]\nssid = \"staff\"\npsk = \"passphrase-2\"\n"), "(no error)");
+}
+
+// `check` without an entry's variable: a warning at it, the entry named with its
+// ssid among the unset secrets, the summary says so; a build stops.
+TEST(Spec, CheckGoesOnWithoutAWifiNetworksVariable) {
+  set_network_secrets();
+  ::unsetenv("RPI_T_W_STAFF");
+  EXPECT_EQ(error_of(kThreeNetworks),
+            "t.toml:9:15: environment variable RPI_T_W_STAFF (for [[wifi.networks]].psk) is not set; export it or "
+            "use { file = \"path\" }");
+  const Spec spec = parse_spec(kThreeNetworks, "t.toml", ".", LoadOptions{.missing_env = MissingEnv::warn});
+  EXPECT_EQ(all_warnings(spec),
+            "t.toml:9:7: [[wifi.networks]].psk: environment variable RPI_T_W_STAFF is not set; check went on "
+            "without it, but building needs it\n");
+  const HostConfig h = resolve_host(spec, 1);
+  ASSERT_EQ(h.wifi.networks.size(), 3u);
+  EXPECT_EQ(h.wifi.networks[1].psk_unset_env, "RPI_T_W_STAFF");
+  const auto unset = unset_secrets(h);
+  ASSERT_EQ(unset.size(), 1u);
+  EXPECT_EQ(unset[0].entry, "[[wifi.networks]].psk for staff");
+  EXPECT_EQ(unset[0].variable, "RPI_T_W_STAFF");
+  EXPECT_TRUE(has(summary(h), "  wifi      ssid \"staff\" psk not set (env RPI_T_W_STAFF) hidden priority 5\n"))
+      << summary(h);
+}
+
+// A host's [hosts.wifi] overrides key by key, like every table; `networks` is
+// one key: a host's list replaces the base's whole, and `networks = []` drops it.
+TEST(Spec, AHostsWifiNetworksReplaceTheBaseList) {
+  set_network_secrets();
+  const Spec spec = parse_spec(kThreeNetworks +
+                                   "[[hosts]]\nhostname = \"keeps\"\n"
+                                   "[[hosts]]\nhostname = \"own\"\n[hosts.wifi]\nssid = \"library\"\n"
+                                   "[[hosts.wifi.networks]]\nssid = \"office\"\npsk = \"office-passphrase\"\n"
+                                   "[[hosts]]\nhostname = \"none\"\nwifi.networks = []\n",
+                               "t.toml", ".");
+  auto ssids = [](const HostConfig& h) {
+    std::vector<std::string> out;
+    for (const auto& n : h.wifi.networks) out.push_back(n.ssid);
+    return out;
+  };
+  const HostConfig keeps = resolve_host(spec, 0, "keeps");
+  EXPECT_EQ(ssids(keeps), (std::vector<std::string>{"classroom", "staff", "lab-1"}));
+  const HostConfig own = resolve_host(spec, 0, "own");
+  EXPECT_EQ(ssids(own), (std::vector<std::string>{"library", "office"}));
+  // The ssid is the host's, the psk and country still the base's.
+  EXPECT_EQ(own.wifi.networks[0].psk, "classroom-passphrase");
+  EXPECT_EQ(own.wifi.country, "DE");
+  EXPECT_EQ(own.wifi.networks[1].psk, "office-passphrase");
+  EXPECT_EQ(ssids(resolve_host(spec, 0, "none")), (std::vector<std::string>{"classroom"}));
+  // A host's entry is checked against the base's [wifi].ssid, which it keeps.
+  EXPECT_EQ(error_of(kThreeNetworks + "[[hosts]]\nhostname = \"a\"\n[[hosts.wifi.networks]]\nssid = \"classroom\"\n"
+                                      "psk = \"passphrase-2\"\n"),
+            "t.toml:18:8: Wi-Fi network \"classroom\" is given twice (first at t.toml:5:8); keep one");
+}
+
+// The docs' [wifi] example loads through the loader with the networks it shows.
+TEST(Spec, TheDocsWifiExampleLoads) {
+  const std::string doc = test::read_file(test::source_dir() / "docs" / "spec.md");
+  const auto section = doc.find("## `[[wifi.networks]]`");
+  ASSERT_NE(section, std::string::npos) << "docs/spec.md has no [[wifi.networks]] section";
+  const auto open = doc.find("```toml\n", section);
+  ASSERT_NE(open, std::string::npos);
+  const auto body = open + 8;
+  const std::string block = doc.substr(body, doc.find("```", body) - body);
+  ::setenv("WIFI_PSK", "classroom-passphrase", 1);
+  ::setenv("STAFF_PSK", "staff-room-passphrase", 1);
+  const HostConfig h = resolve_host(parse_spec(kPi + block, "spec.md", "."), 1);
+  ::unsetenv("WIFI_PSK");
+  ::unsetenv("STAFF_PSK");
+  EXPECT_GE(h.wifi.networks.size(), 2u) << block;
 }

@@ -45,15 +45,25 @@ struct Network {
   std::string proxy;
 };
 
-struct Wifi {
-  bool enabled = false;  // true when [wifi] has an ssid
+// One Wi-Fi network: [wifi]'s own (ssid, psk, hidden, priority) or a
+// [[wifi.networks]] entry.
+struct WifiNetwork {
   std::string ssid;
   std::string psk;  // SECRET: the passphrase (8..63 chars) or already 64 hex digits
   // Only with MissingEnv::warn (`check`): the variable psk = { env = } names, not
   // set; psk is then empty and counts as given. Empty otherwise.
   std::string psk_unset_env;
-  std::string country;
   bool hidden = false;
+  std::optional<std::int64_t> priority;  // wpa_supplicant's priority= (higher wins); unset: not written
+  std::string entry;                     // "[wifi]" or "[[wifi.networks]]": where it was given
+};
+
+struct Wifi {
+  bool enabled = false;  // true when [wifi] gives at least one network
+  // In spec order: [wifi]'s own network first (when it has an ssid), then each
+  // [[wifi.networks]] entry. SSIDs are unique.
+  std::vector<WifiNetwork> networks;
+  std::string country;  // for all networks
   std::string interface = "wlan0";
 };
 
@@ -101,7 +111,7 @@ struct User {
   std::vector<std::string> groups;
   std::string shell = "/bin/ash";
   std::string password;            // SECRET: plain text, hashed at build time
-  std::string password_unset_env;  // as Wifi::psk_unset_env, for password
+  std::string password_unset_env;  // as WifiNetwork::psk_unset_env, for password
   std::string password_hash;       // passed through
   std::vector<std::string> ssh_authorized_keys;
   bool admin = false;
@@ -117,7 +127,7 @@ struct User {
 
 struct Root {
   std::string password;            // SECRET
-  std::string password_unset_env;  // as Wifi::psk_unset_env, for password
+  std::string password_unset_env;  // as WifiNetwork::psk_unset_env, for password
   std::string password_hash;
   std::vector<std::string> ssh_authorized_keys;
 
@@ -140,7 +150,7 @@ struct Ntp {
 struct File {
   std::string path;               // absolute path on the Pi
   std::string content;            // SECRET-capable
-  std::string content_unset_env;  // as Wifi::psk_unset_env, for content = { env = }
+  std::string content_unset_env;  // as WifiNetwork::psk_unset_env, for content = { env = }
   unsigned mode = 0644;
   std::string owner = "root", group = "root";
 };
@@ -149,7 +159,7 @@ struct Script {
   std::string name;
   bool first_boot = false;  // run = "first-boot" (else every boot)
   std::string content;
-  std::string content_unset_env;  // as Wifi::psk_unset_env, for content = { env = }
+  std::string content_unset_env;  // as WifiNetwork::psk_unset_env, for content = { env = }
 };
 
 struct Lbu {
@@ -284,7 +294,8 @@ std::vector<HostConfig> resolve_hosts(const Spec& spec, int first, int count);
 std::string summary(const HostConfig& host);
 
 // The secrets of a card whose { env = } variable was not set (MissingEnv::warn):
-// the entry ("[wifi].psk", "[[users]].password for bob") and the variable's name.
+// the entry ("[wifi].psk", "[[wifi.networks]].psk for staff", "[[users]].password for
+// bob") and the variable's name.
 struct UnsetSecret {
   std::string entry, variable;
 };

@@ -178,7 +178,8 @@ struct ApkovlUser {
 };
 
 // What an apkovl configures, without any secret: never the content of
-// etc/shadow, wpa_supplicant.conf or keys, only whether they are present.
+// etc/shadow or keys, only whether they are present; of wpa_supplicant.conf
+// only the networks' ssid lines (never a psk).
 struct ApkovlSummary {
   std::uint64_t members = 0;
   std::string hostname;                                       // etc/hostname as the Pi sets it (hostname_from_file)
@@ -187,6 +188,7 @@ struct ApkovlSummary {
   std::vector<ApkovlUser> users;                              // etc/passwd: name, uid, shell
   bool ssh_host_keys = false;                                 // any etc/ssh/ssh_host_* member
   bool wifi_config = false;                                   // etc/wpa_supplicant/wpa_supplicant.conf present
+  std::vector<std::string> wifi_ssids;                        // its networks' ssids, in order (hex ones decoded)
   bool shadow = false;                                        // etc/shadow present
   std::vector<std::string> warnings;                          // absolute or ".." member names, truncated files
 };
