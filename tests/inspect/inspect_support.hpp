@@ -49,8 +49,9 @@ inline void make_apkovl(const fs::path& work, const fs::path& out) {
   write_file(r / "etc/passwd",
              "root:x:0:0:root:/root:/bin/ash\npi:SECRETHASHinPASSWD:1000:1000:Pi User:/home/pi:/bin/sh\n");
   write_file(r / "etc/shadow", "root:SHADOWSECRETvalue:19000:0:::::\n");
-  write_file(r / "etc/wpa_supplicant/wpa_supplicant.conf",
-             "network={\n ssid=\"x\"\n psk=WIFISECRETpsk\n}\nnetwork={\n\tssid=7374616666\r\n\tpsk=\"WIFISECRETtwo\"\n}\n");
+  write_file(
+      r / "etc/wpa_supplicant/wpa_supplicant.conf",
+      "network={\n ssid=\"x\"\n psk=WIFISECRETpsk\n}\nnetwork={\n\tssid=7374616666\r\n\tpsk=\"WIFISECRETtwo\"\n}\n");
   write_file(r / "etc/ssh/ssh_host_ed25519_key", "KEYSECRETmaterial\n");
   fs::create_symlink("/etc/init.d/sshd", r / "etc/runlevels/default/sshd");
   fs::create_symlink("/etc/init.d/chronyd", r / "etc/runlevels/default/chronyd");

@@ -120,12 +120,12 @@ std::string compression_of_file(const std::filesystem::path& path);
 
 // What can be learnt of a compressed image without decompressing it.
 struct CompressedImage {
-  std::string compression;                 // "gzip", "xz", "zstd", "bzip2"
-  std::uint64_t file_size = 0;             // of the compressed file
-  std::optional<std::uint64_t> size;       // uncompressed, when the file records it (xz index, zstd frame headers)
+  std::string compression;                  // "gzip", "xz", "zstd", "bzip2"
+  std::uint64_t file_size = 0;              // of the compressed file
+  std::optional<std::uint64_t> size;        // uncompressed, when the file records it (xz index, zstd frame headers)
   std::optional<std::uint32_t> gzip_isize;  // a gzip file's last 4 bytes: its (last member's) size modulo 4 GiB
-  std::filesystem::path bmap;              // find_bmap(image); "" when there is none
-  std::optional<partition::BlockMap> map;  // read from `bmap` (its BmapFileChecksum checked)
+  std::filesystem::path bmap;               // find_bmap(image); "" when there is none
+  std::optional<partition::BlockMap> map;   // read from `bmap` (its BmapFileChecksum checked)
   // The image's size as the .bmap, else the file itself, gives it.
   std::optional<std::uint64_t> expected_size() const { return map ? std::optional(map->image_size()) : size; }
   // Where `size` comes from: "its xz index says", "its zstd frame headers say".
