@@ -341,13 +341,7 @@ class Converter {
         {"[wifi]", "pass", "psk"},
         {"[wifi]", "wpa_passphrase", "psk"},
         {"[wifi]", "network", "ssid"},
-        {"[[wifi.networks]]", "passphrase", "psk"},
-        {"[[wifi.networks]]", "password", "psk"},
-        {"[[wifi.networks]]", "key", "psk"},
-        {"[[wifi.networks]]", "pass", "psk"},
-        {"[[wifi.networks]]", "wpa_passphrase", "psk"},
-        {"[[wifi.networks]]", "network", "ssid"},
-        {"[[wifi.networks]]", "name", "ssid"},
+        {"[[wifi.networks]]", "name", "ssid"},  // and [wifi]'s above, for the same keys
         {"[system]", "tz", "timezone"},
         {"[system]", "time_zone", "timezone"},
         {"[system]", "host", "hostname"},
@@ -359,8 +353,10 @@ class Converter {
         {"[root]", "authorized_keys", "ssh_authorized_keys"},
     };
     const std::string lower = ascii_lower(key);
+    // A [[wifi.networks]] entry has [wifi]'s network keys: their synonyms too.
+    const bool network_entry = table == "[[wifi.networks]]";
     for (const auto& s : kSynonyms)
-      if (s.table == table && s.typed == lower) return std::string(s.meant);
+      if ((s.table == table || (network_entry && s.table == "[wifi]")) && s.typed == lower) return std::string(s.meant);
     return fallback;
   }
   void check_keys(const View& v, const std::vector<std::string_view>& allowed) {
