@@ -416,13 +416,6 @@ void warn_shared_host_keys(AppContext& ctx, const std::vector<Identity>& ids) {
     if (count > 1) ctx.reporter.warn(shared_host_keys_warning(std::to_string(count) + " cards get", name));
 }
 
-// "looked for pi.img.xz.bmap, pi.img.bmap, pi.bmap": the names bmaptool tries.
-std::string bmap_names(const std::string& image) {
-  std::string out = "looked for ";
-  for (const auto& c : udev::bmap_candidates(image)) out += (out.size() > 11 ? ", " : "") + c.string();
-  return out;
-}
-
 void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
   // Every target is checked before anything is built or written.
   std::vector<udev::DeviceInfo> infos;

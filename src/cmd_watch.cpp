@@ -68,7 +68,9 @@ int last_card(const WatchOptions& w, int n, int last) {
 }
 
 // --dry-run: what the station would do, from which card on; nothing is written, not even --state.
-void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n, int last) {
+// `bmap`: with --image, the block map used ("" for none) and its mapped bytes.
+void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n, int last,
+                      const std::filesystem::path& bmap = {}, std::uint64_t mapped = 0) {
   const RunOptions& o = w.run;
   std::ostringstream s;
   JsonObject j;
@@ -87,7 +89,11 @@ void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n
     }
   } else {
     s << "  image: " << o.image << " (the same on every card)\n";
-    j.add("image", o.image);
+    j.add("image", o.image).add("bmap", bmap.string());
+    if (!bmap.empty())
+      s << "  block map: " << bmap.string() << ", " << format_size(mapped) << " to write\n";
+    else
+      s << "  block map: none (" << bmap_names(o.image) << "): every byte of the image is written\n";
   }
   const int stop = last_card(w, n, last);
   const int shown = stop == 0 ? n + 2 : std::min(stop, n + 9);
@@ -331,6 +337,9 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   }
   if (o.dry_run) {
     if (raw) udev::check_source(*raw);  // a stale .bmap shows in the plan
+    if (packed && packed->map)
+      return print_watch_plan(ctx, w, nullptr, n, last, packed->bmap, packed->map->mapped_bytes());
+    if (raw) return print_watch_plan(ctx, w, nullptr, n, last, raw->bmap, raw->map.mapped_bytes());
     return print_watch_plan(ctx, w, p ? &*p : nullptr, n, last);
   }
   // Written now, so an unwritable --state is an error before any card rather than after the first.

@@ -966,4 +966,10 @@ void check_image_file(const std::string& image) {
   }
 }
 
+std::string bmap_names(const std::string& image) {
+  std::string out = "looked for ";
+  for (const auto& c : udev::bmap_candidates(image)) out += (out.size() > 11 ? ", " : "") + c.string();
+  return out;
+}
+
 }  // namespace rpi::cli

@@ -316,4 +316,8 @@ std::shared_ptr<const udev::FlashSource> decompress_for_cards(
 // missing or unreadable file is left to the writer, which names it.
 void check_image_file(const std::string& image);
 
+// "looked for pi.img.xz.bmap, pi.img.bmap, pi.bmap": the names bmaptool tries
+// for an --image, for a plan or note that found none.
+std::string bmap_names(const std::string& image);
+
 }  // namespace rpi::cli

@@ -469,3 +469,31 @@ TEST(Cli, WatchFillsEachCardWithSizeMax) {
   for (std::size_t i = 0; i < images_kept.size(); ++i) EXPECT_LE(images_kept[i], 2u) << "after card " << i;
   EXPECT_EQ(images_kept[3], 2u);
 }
+
+// watch --dry-run with --image names the block map it would use, found under
+// bmaptool's names as the root command finds it (pi.img.bmap, then pi.bmap),
+// or the names it looked for; --json has it as "bmap" ("" for none).
+TEST(Cli, WatchPlanNamesTheBlockMapOfItsImage) {
+  TempDir d;
+  const fs::path img = d / "pi.img";
+  ASSERT_NO_FATAL_FAILURE(build_headless_image(img));
+  const fs::path own = d / "pi.img.bmap", short_name = d / "pi.bmap";
+  ASSERT_TRUE(fs::exists(own));
+  CardSlots slots;
+  auto plan = [&] { return watch({"--image", img.string(), "--dry-run"}, slots, d / "tmp", 60); };
+  auto r = plan();
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "  block map: " + own.string() + ", ")) << r.out;
+  fs::rename(own, short_name);
+  r = plan();
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "  block map: " + short_name.string() + ", ")) << r.out;
+  auto j = watch({"--image", img.string(), "--dry-run", "--json"}, slots, d / "tmp", 60);
+  EXPECT_TRUE(contains(j.out, "\"bmap\":\"" + short_name.string() + "\"")) << j.out;
+  fs::remove(short_name);
+  r = plan();
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "  block map: none (looked for " + own.string() + ", " + short_name.string() +
+                                  "): every byte of the image is written"))
+      << r.out;
+}
