@@ -556,19 +556,36 @@ std::string decompressed_head(const fs::path& image, std::size_t n) {
 }
 
 std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image, const DecompressOptions& opts) {
-  const CompressedImage c = opts.probed ? *opts.probed : probe_compressed(image);
+  std::optional<CompressedImage> own;  // probed here when the caller did not
+  const CompressedImage& c = opts.probed ? *opts.probed : own.emplace(probe_compressed(image));
   const std::string name = image.string();
   const std::optional<partition::BlockMap>& bmap = c.map;
   const std::optional<std::uint64_t> expected = c.expected_size();
   const std::string too_large_end = opts.too_large.empty() && opts.max_size
                                         ? "no card it is for has more than " + format_size(*opts.max_size)
                                         : opts.too_large;
-  // Recorded in the file (checked with the .bmap): nothing is decompressed. A
-  // .bmap's size alone is not taken for it: a gzip or bzip2 file shows
+  // Where decompressing may stop: after the last mapped block, as bmaptool's
+  // does, when the .bmap has a checksum for every range (each is compared as
+  // it goes by) and the file records its whole size as the .bmap's (xz index,
+  // zstd frames, or a gzip's size modulo 4 GiB). The rest is never written to
+  // a card: mostly the free space of the image's file system, all zeros, which
+  // would cost as long to decompress as the data (a 4 GiB image with 200 MiB in it).
+  std::optional<std::uint64_t> stop_at;
+  if (bmap && !bmap->extents().empty() &&
+      std::all_of(bmap->extents().begin(), bmap->extents().end(), [](const auto& e) { return !e.sha256.empty(); }) &&
+      ((c.size && *c.size == bmap->image_size()) ||
+       (c.gzip_isize && *c.gzip_isize == static_cast<std::uint32_t>(bmap->image_size())))) {
+    const partition::Extent& last = bmap->extents().back();
+    if (last.offset + last.length < bmap->image_size()) stop_at = last.offset + last.length;
+  }
+  // Recorded in the file (checked with the .bmap), or the .bmap's when
+  // decompressing stops at its last block: nothing is decompressed. A .bmap's
+  // size alone is not taken for it otherwise: a gzip or bzip2 file shows
   // whether the .bmap is its own only as it is decompressed.
-  if (opts.max_size && c.size && *c.size > *opts.max_size)
-    throw Error(Errc::device, name + " is larger than any card: it decompresses to " + format_size(*c.size) + " (" +
-                                  c.size_source() + "); " + too_large_end);
+  const std::optional<std::uint64_t> known = c.size ? c.size : stop_at ? expected : std::nullopt;
+  if (opts.max_size && known && *known > *opts.max_size)
+    throw Error(Errc::device, name + " is larger than any card: it decompresses to " + format_size(*known) + " (" +
+                                  (c.size ? c.size_source() : std::string("its .bmap says")) + "); " + too_large_end);
   if (cancelled(opts.cancel)) throw Cancelled{};
   // A private file (0600, in the caller's private folder), removed with its source.
   std::string tmpl = (opts.folder / "decompressed.XXXXXX").string();
@@ -588,24 +605,6 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
                                   " decompressed: it fits only if enough of it is zeros (they take no room)" +
                                   (opts.full_hint.empty() ? "" : "; if it does not, " + opts.full_hint)});
   }
-  // Where decompressing may stop: after the last mapped block, as bmaptool's
-  // does, when the .bmap has a checksum for every range (each is compared as
-  // it goes by) and the file records its whole size as the .bmap's (xz index,
-  // zstd frames, or a gzip's size modulo 4 GiB). The rest is never written to
-  // a card: mostly the free space of the image's file system, all zeros, which
-  // would cost as long to decompress as the data (a 4 GiB image with 200 MiB in it).
-  std::optional<std::uint64_t> stop_at;
-  if (bmap && !bmap->extents().empty() &&
-      std::all_of(bmap->extents().begin(), bmap->extents().end(), [](const auto& e) { return !e.sha256.empty(); }) &&
-      ((c.size && *c.size == bmap->image_size()) ||
-       (c.gzip_isize && *c.gzip_isize == static_cast<std::uint32_t>(bmap->image_size())))) {
-    const partition::Extent& last = bmap->extents().back();
-    if (last.offset + last.length < bmap->image_size()) stop_at = last.offset + last.length;
-  }
-  // The size the .bmap gives is then all there is to bound.
-  if (stop_at && opts.max_size && bmap->image_size() > *opts.max_size)
-    throw Error(Errc::device, name + " is larger than any card: it decompresses to " + format_size(bmap->image_size()) +
-                                  " (its .bmap says); " + too_large_end);
   std::uint64_t file_size = 0;
   std::unique_ptr<Decoder> dec = open_decoder(image, c.compression, &file_size);
   SparseWriter writer(out.get(), file->path().string(), opts.folder.string(), opts.full_hint, expected, name);
