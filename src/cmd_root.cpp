@@ -95,7 +95,13 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
   // digest, gzip, the Alpine boot files. A cached release's size is known too.
   p.verify_local_tarball();
   const std::optional<std::filesystem::path> tb = p.tarball_if_local();
-  if (tb) content = partition::tarball_content_estimate(*tb);
+  if (tb) {
+    content = partition::tarball_content_estimate(*tb);
+    p.learn_release(*tb);  // before the cards' options: their repositories follow it
+  }
+  if (const std::string n = tb ? p.release_note() : std::string(); !n.empty()) s << "  note: " << n << "\n";
+  if (const std::string w = p.release_mismatch(); !w.empty()) s << "  warning: " << w << "\n";
+  if (const auto r = p.release()) j.add("release", *r);
   // Each card's image settings as the build makes them, or why the run refuses the card.
   std::vector<CardPlan> plans(targets.size());
   for (std::size_t i = 0; i < targets.size(); ++i) {

@@ -341,9 +341,49 @@ TarballPlan Pipeline::plan_tarball(bool resolve_release) {
 }
 
 std::optional<std::string> Pipeline::release() const {
-  if (!resolved_) return std::nullopt;
-  if (resolved_->release) return resolved_->release->version;
-  return release_in_name(resolved_->url.empty() ? resolved_->local.string() : resolved_->url);
+  if (resolved_ && resolved_->release) return resolved_->release->version;
+  if (resolved_)
+    if (auto r = release_in_name(resolved_->url.empty() ? resolved_->local.string() : resolved_->url)) return r;
+  if (file_release_ && !file_release_->empty()) return *file_release_;
+  return std::nullopt;
+}
+
+namespace {
+// "3.22" of "3.22.1", "3.22" or "3.23.0_rc1": the branch of a release.
+std::string branch_of(const std::string& v) {
+  const std::size_t dot = v.find('.');
+  return dot == std::string::npos ? v : v.substr(0, v.find_first_of("._", dot + 1));
+}
+}  // namespace
+
+void Pipeline::learn_release(const std::filesystem::path& tarball) {
+  // Only a spec's cards take their repositories from the release (an
+  // --apkovl brings its own), and edge's follow edge whatever the tarball.
+  if (file_release_ || !spec_ || spec_->alpine().version == "edge" || release()) return;
+  file_release_ = partition::tarball_release(tarball);
+}
+
+std::string Pipeline::release_note() const {
+  if (!spec_ || spec_->alpine().version != "latest-stable") return {};
+  if (!release())
+    return "the tarball's Alpine release is unknown (it has no .alpine-release, and its name is not "
+           "alpine-rpi-X.Y.Z-ARCH.tar.gz): the cards' apk repositories follow latest-stable; set "
+           "[alpine].version to the tarball's release to keep them on it";
+  if (file_release_ && *release() == *file_release_)
+    return "the tarball's .alpine-release says Alpine " + *file_release_ + ": the cards' apk repositories follow v" +
+           branch_of(*file_release_);
+  return {};
+}
+
+std::string Pipeline::release_mismatch() const {
+  if (!spec_) return {};
+  const std::string& v = spec_->alpine().version;
+  const std::optional<std::string> r = release();
+  if (v == "latest-stable" || v == "edge" || !r || branch_of(*r) == branch_of(v)) return {};
+  const std::string& at = spec_->alpine().location;
+  return (at.empty() ? "" : at + ": ") + "[alpine].version is \"" + v + "\", but the tarball is Alpine " + *r +
+         ": the cards' apk repositories would follow v" + branch_of(v) + " while their kernel and boot packages are " +
+         branch_of(*r) + "'s; set version = \"" + branch_of(*r) + "\", or use a " + branch_of(v) + " tarball";
 }
 
 overlay::AlpineSource Pipeline::pinned(overlay::AlpineSource a) const {
@@ -403,23 +443,23 @@ TarballPlan Pipeline::plan_tarball_uncached(bool resolve_release) {
 std::filesystem::path Pipeline::tarball() {
   if (tarball_) return *tarball_;
   TarballPlan p = plan_tarball(true);
-  // A card whose repositories say latest-stable would mix releases once Alpine
-  // publishes the next one (its kernel and modloop stay those of this tarball):
-  // image_options pins them to this tarball's branch when it is known.
-  if (!release() && spec_ && spec_->alpine().version == "latest-stable")
-    ctx_.reporter.note(
-        "the tarball's Alpine release is unknown (its name is not alpine-rpi-X.Y.Z-ARCH.tar.gz): "
-        "the cards' apk repositories follow latest-stable; set [alpine].version to the "
-        "tarball's release to keep them on it");
+  std::filesystem::path got;
   if (!p.url.empty()) {
-    tarball_ = fetch::fetch_url(p.url, p.sha256, fetch_options());
+    got = fetch::fetch_url(p.url, p.sha256, fetch_options());
   } else if (p.release) {
-    tarball_ = fetch::fetch_release(*p.release, fetch_options());
+    got = fetch::fetch_release(*p.release, fetch_options());
   } else {
     verify_local_tarball();
-    tarball_ = p.local;
+    got = p.local;
   }
   ctx_.reporter.finish_progress();
+  // A card whose repositories say latest-stable would mix releases once Alpine
+  // publishes the next one (its kernel and modloop stay those of this tarball):
+  // image_options pins them to this tarball's release when it is known.
+  learn_release(got);
+  if (const std::string n = release_note(); !n.empty()) ctx_.reporter.note(n);
+  if (const std::string w = release_mismatch(); !w.empty()) ctx_.reporter.warn(w);
+  tarball_ = got;
   return *tarball_;
 }
 

@@ -214,8 +214,20 @@ class Pipeline {
   void keep_identical_apkovls() { keep_apkovls_ = identical_cards(); }
 
   // The Alpine release of the resolved tarball ("3.22.2") when known: from the
-  // mirror's index, or from an alpine-rpi-X.Y.Z-ARCH.tar.gz file name.
+  // mirror's index, from an alpine-rpi-X.Y.Z-ARCH.tar.gz file name, or from
+  // the tarball's own .alpine-release once learn_release has read it.
   std::optional<std::string> release() const;
+  // Reads `tarball`'s .alpine-release (partition::tarball_release) when the
+  // spec's cards need the release (not edge, not --apkovl) and neither the
+  // index nor the name tells it: a tarball its owner named. Once per run;
+  // tarball() calls it, and a plan with the tarball at hand.
+  void learn_release(const std::filesystem::path& tarball);
+  // What to tell about the release the latest-stable cards' repositories
+  // follow: unknown, or read from .alpine-release ("" when nothing to tell).
+  std::string release_note() const;
+  // A warning when [alpine].version names another branch than the tarball's
+  // release ("" when they agree or either is unknown).
+  std::string release_mismatch() const;
 
  private:
   AppContext& ctx_;
@@ -235,6 +247,7 @@ class Pipeline {
 
   std::optional<TarballPlan> resolved_;
   std::optional<std::filesystem::path> tarball_;
+  std::optional<std::string> file_release_;  // learn_release's reading ("" none)
   const std::atomic<bool>* cancel_ = nullptr;
   std::optional<PackageChecker> packages_;
   // Within one build(): the apkovl of each identity (by n), built once, so

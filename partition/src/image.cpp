@@ -724,4 +724,49 @@ TarballScan scan_tarball(const std::filesystem::path& tarball, const ImageOption
   return scan;
 }
 
+std::string tarball_release(const std::filesystem::path& tarball) {
+  const std::string tname = tarball.string();
+  std::uint64_t tar_size = 0;
+  Fd tar_fd = open_tarball(tname, &tar_size);
+  ArchiveReader a(archive_read_new());
+  if (!a) throw Error(Errc::internal, "libarchive: out of memory");
+  archive_read_support_format_tar(a.get());
+  GzipSource gz(tar_fd.get(), tname);
+  TarFeed feed{&gz, nullptr};
+  if (archive_read_open(a.get(), &feed, nullptr, feed_read, nullptr) != ARCHIVE_OK) {
+    rethrow_feed(feed);
+    throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + archive_message(a.get()) + ")");
+  }
+  std::string current;
+  for (std::uint64_t entries = 0;; ++entries) {
+    archive_entry* e = nullptr;
+    const int rc = archive_read_next_header(a.get(), &e);
+    if (rc == ARCHIVE_EOF) return {};
+    if (rc < ARCHIVE_WARN) {
+      rethrow_feed(feed);
+      const std::string msg = archive_message(a.get());
+      if (entries == 0) throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + msg + ")");
+      throw Error(Errc::input, tname + " is damaged after entry '" + current + "': " + msg);
+    }
+    const EntryPath path = parse_entry_path(archive_entry_pathname_utf8(e), tname);
+    current = path.display;
+    if (path.parts.size() != 1 || path.parts.front() != ".alpine-release" || archive_entry_filetype(e) != AE_IFREG)
+      continue;
+    // The walk keeps the same first bytes (kMaxReleaseFileBytes) of it.
+    std::string text(kMaxReleaseFileBytes, '\0');
+    std::size_t got = 0;
+    while (got < text.size()) {
+      const la_ssize_t n = archive_read_data(a.get(), text.data() + got, text.size() - got);
+      if (n < 0) {
+        rethrow_feed(feed);
+        throw Error(Errc::input, tname + " is damaged in entry '" + current + "': " + archive_message(a.get()));
+      }
+      if (n == 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    text.resize(got);
+    return alpine_release_of(text);
+  }
+}
+
 }  // namespace rpi::partition

@@ -443,15 +443,63 @@ TEST_F(FetchCliRepositories, LatestStableIsPinnedToTheReleaseInTheTarballsName) 
   EXPECT_TRUE(contains(repositories(img), "/v3.21/main\n")) << repositories(img);
   EXPECT_FALSE(contains(r.err, "latest-stable")) << r.err;
 
-  // Another name: the release is unknown, the repositories stay latest-stable and the user is told.
+  // Another name: the tarball's own .alpine-release (3.22.1) tells the release, and the user is told.
   fs::path other = tmp / "boot-files.tar.gz";
   fs::copy_file(tree->older, other);
   img = tmp / "other.img";
   r = cli({"--spec", spec().string(), "--tarball", other.string(), "--output", img.string(), "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(repositories(img), "/v3.22/main\n")) << repositories(img);
+  EXPECT_FALSE(contains(repositories(img), "latest-stable")) << repositories(img);
+  EXPECT_TRUE(contains(r.err, "the tarball's .alpine-release says Alpine 3.22.1")) << r.err;
+  // Its --dry-run says the same before anything is written.
+  r = cli({"--spec", spec().string(), "--tarball", other.string(), "--output", (tmp / "plan.img").string(),
+           "--cache-dir", cache_dir, "--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "the tarball's .alpine-release says Alpine 3.22.1")) << r.out;
+  EXPECT_FALSE(fs::exists(tmp / "plan.img"));
+
+  // Neither a release in its name nor an .alpine-release: the repositories stay latest-stable, and the user is told.
+  fs::path bare = tmp / "bare-boot-files.tar.gz";
+  fs::copy_file(fixture_tarball({"--size-mb", "1", "--no-alpine-release"}), bare);
+  img = tmp / "bare.img";
+  r = cli({"--spec", spec().string(), "--tarball", bare.string(), "--output", img.string(), "--cache-dir", cache_dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(repositories(img), "/latest-stable/main\n")) << repositories(img);
-  EXPECT_TRUE(contains(r.err, "the tarball's Alpine release is unknown")) << r.err;
+  EXPECT_TRUE(contains(r.err, "the tarball's Alpine release is unknown (it has no .alpine-release")) << r.err;
   EXPECT_TRUE(contains(r.err, "set [alpine].version")) << r.err;
+}
+
+// A spec that asks for one branch with a tarball of another gets a warning at
+// its [alpine].version line, in the plan and in the run; its repositories
+// follow what it asked for.
+TEST_F(FetchCliRepositories, AVersionThatIsNotTheTarballsReleaseIsWarnedAbout) {
+  fs::path other = tmp / "boot-files.tar.gz";
+  fs::copy_file(tree->older, other);  // Alpine 3.22.1, by its .alpine-release only
+  fs::path p = tmp / "old.toml";
+  write_file(p, "[alpine]\nversion = \"3.21\"\nmirror = \"" + server->url() + "\"\n[system]\nhostname = \"pi\"\n");
+  const std::string warning = p.string() +
+                              ":2:11: [alpine].version is \"3.21\", but the tarball is Alpine 3.22.1: the cards' apk "
+                              "repositories would follow v3.21 while their kernel and boot packages are 3.22's";
+  CommandResult r = cli({"--spec", p.string(), "--tarball", other.string(), "--output", (tmp / "plan.img").string(),
+                         "--cache-dir", cache_dir, "--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "warning: " + warning)) << r.out;
+  r = cli({"--json", "--spec", p.string(), "--tarball", other.string(), "--output", (tmp / "plan.img").string(),
+           "--cache-dir", cache_dir, "--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "\"release\":\"3.22.1\"")) << r.out;
+  fs::path img = tmp / "old.img";
+  r = cli({"--spec", p.string(), "--tarball", other.string(), "--output", img.string(), "--cache-dir", cache_dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, warning)) << r.err;
+  EXPECT_TRUE(contains(repositories(img), "/v3.21/main\n")) << repositories(img);
+  // The same branch in another spelling is no mismatch.
+  write_file(p, "[alpine]\nversion = \"3.22.1\"\nmirror = \"" + server->url() + "\"\n[system]\nhostname = \"pi\"\n");
+  r = cli({"--spec", p.string(), "--tarball", other.string(), "--output", (tmp / "same.img").string(), "--cache-dir",
+           cache_dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(contains(r.err, "[alpine].version is")) << r.err;
 }
 
 TEST_F(FetchCliRepositories, ApkovlAloneSaysItsRepositoriesFollowLatestStable) {

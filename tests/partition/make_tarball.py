@@ -121,6 +121,12 @@ def main():
             f.write(gzip.compress(raw, mtime=0))
     elif case == "too-big":
         write(out, m + [("./big.bin", rnd.randbytes(48 << 20))])
+    elif case == "release-last":
+        # .alpine-release after 2 MB of data; one in a folder before it does not count.
+        write(out, m + [("./boot/.alpine-release", b"alpine-rpi-9.9.9 1\n"), ("./data.bin", rnd.randbytes(2 << 20)),
+                        ("./.alpine-release", b"alpine-rpi-3.21.4 251010\n")])
+    elif case == "release-in-folder":
+        write(out, m + [("./boot/.alpine-release", b"alpine-rpi-9.9.9 1\n")])
     elif case == "empty":
         write(out, [])
     elif case == "no-boot-files":

@@ -247,6 +247,34 @@ TEST(TarballRules, AlpineReleaseIsTheReleaseNumberOfItsFirstWord) {
     EXPECT_EQ(alpine_release_of(bad), "") << bad;
 }
 
+// tarball_release reads the root .alpine-release wherever it is in the tarball
+// (the oracle: tar itself), nothing from a folder's, and fails as the build
+// fails on what is not a tar.gz.
+TEST(TarballRelease, IsTheRootAlpineReleaseAsTarReadsIt) {
+  RPI_REQUIRE_TOOL("python3");
+  RPI_REQUIRE_TOOL("tar");
+  TempDir d;
+  const fs::path first = rpi::test::fixture_tarball({"--size-mb", "1", "--version", "3.23.0_rc1"});
+  const auto tar_reads = [](const fs::path& t) {
+    return rpi::test::run({"tar", "-xzOf", t.string(), "./.alpine-release"}).out;
+  };
+  EXPECT_EQ(tar_reads(first), "alpine-rpi-3.23.0_rc1 251010\n");
+  EXPECT_EQ(tarball_release(first), "3.23.0_rc1");
+  const fs::path last = crafted("release-last", d);
+  EXPECT_EQ(tar_reads(last), "alpine-rpi-3.21.4 251010\n");
+  EXPECT_EQ(tarball_release(last), "3.21.4");
+  EXPECT_EQ(tarball_release(crafted("release-in-folder", d)), "");
+  EXPECT_EQ(tarball_release(rpi::test::fixture_tarball({"--size-mb", "1", "--no-alpine-release"})), "");
+  EXPECT_EQ(tarball_release(crafted("ok", d)), "");
+  for (const char* bad : {"not-tar", "random"}) {
+    const fs::path t = crafted(bad, d);
+    const std::string e = error_of([&] { tarball_release(t); });
+    EXPECT_FALSE(e.empty()) << bad;
+    EXPECT_EQ(e, error_of([&] { build_image(t, d / "x.img", ImageOptions{}); })) << bad;
+  }
+  EXPECT_TRUE(has(error_of([&] { tarball_release(d / "missing.tar.gz"); }), "missing.tar.gz")) << "names the file";
+}
+
 // The walk reads the release from the tarball's .alpine-release, for the keymap message.
 TEST(TarballScan, KeymapsKnowTheReleaseOfTheTarball) {
   RPI_REQUIRE_TOOL("python3");

@@ -60,6 +60,11 @@ std::string folder_for_file_message(const std::string& tarball, const EntryPath&
 // "3.23.0_rc1"). The walk reads the first kMaxReleaseFileBytes of the file.
 inline constexpr std::size_t kMaxReleaseFileBytes = 256;
 std::string alpine_release_of(std::string_view text);
+// The release the root .alpine-release of `tarball` (a .tar.gz file) names, by
+// alpine_release_of; "" when it has none. Reads the tarball only up to that
+// entry. Throws rpi::Error(input) as build_images does for a file that is not
+// a gzip-compressed tar, or is damaged before that entry.
+std::string tarball_release(const std::filesystem::path& tarball);
 
 // Whether two names are one name on FAT, which matches names regardless of
 // case (case folded as FatWriter folds it: ASCII always, other letters under
