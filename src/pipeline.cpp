@@ -366,8 +366,8 @@ void Pipeline::learn_release(const std::filesystem::path& tarball) {
 std::string Pipeline::release_note() const {
   if (!spec_ || spec_->alpine().version != "latest-stable") return {};
   if (!release())
-    return "the tarball's Alpine release is unknown (it has no .alpine-release, and its name is not "
-           "alpine-rpi-X.Y.Z-ARCH.tar.gz): the cards' apk repositories follow latest-stable; set "
+    return "the tarball's Alpine release is unknown (neither its name, as in alpine-rpi-X.Y.Z-ARCH.tar.gz, nor an "
+           ".alpine-release in it gives one): the cards' apk repositories follow latest-stable; set "
            "[alpine].version to the tarball's release to keep them on it";
   if (file_release_ && *release() == *file_release_)
     return "the tarball's .alpine-release says Alpine " + *file_release_ + ": the cards' apk repositories follow v" +
