@@ -44,6 +44,30 @@ struct Spec::Impl {
   LoadOptions options;
 };
 
+namespace {
+std::string more_line(std::size_t more, bool at_least) {
+  if (more == 0 && !at_least) return {};
+  return "… and " + std::string(at_least ? "at least " : "") + std::to_string(more) +
+         (more == 1 && !at_least ? " more error" : " more errors");
+}
+std::string joined(const std::vector<std::string>& messages, std::size_t more, bool at_least) {
+  std::string all;
+  for (const auto& m : messages) all += (all.empty() ? "" : "\n") + m;
+  if (auto line = more_line(more, at_least); !line.empty()) all += (all.empty() ? "" : "\n") + line;
+  return all;
+}
+}  // namespace
+
+SpecErrors::SpecErrors(std::vector<std::string> messages, std::size_t more, bool at_least)
+    : Error(Errc::spec, joined(messages, more, at_least)),
+      messages_(std::make_shared<const std::vector<std::string>>(std::move(messages))),
+      more_(more),
+      at_least_(at_least) {}
+
+std::string SpecErrors::more_text() const {
+  return more_line(more_, at_least_);
+}
+
 const std::filesystem::path& Spec::path() const {
   return impl_->path;
 }
@@ -306,10 +330,38 @@ class Converter {
   std::string where(const toml::source_region& r) const {
     return s_.name + ":" + std::to_string(r.begin.line) + ":" + std::to_string(r.begin.column);
   }
+  std::string located(const toml::source_region& r, const std::string& msg) const {
+    return where(r) + ": " + shorten_quoted(msg);
+  }
   [[noreturn]] void fail(const toml::source_region& r, const std::string& msg) const {
-    throw Error(Errc::spec, where(r) + ": " + shorten_quoted(msg));
+    throw Error(Errc::spec, located(r, msg));
   }
   [[noreturn]] void fail(const toml::node& n, const std::string& msg) const { fail(n.source(), msg); }
+
+  // Every problem of a spec is collected, not only the first: a section (a
+  // table, an entry of an array of tables) stops at its first problem, which
+  // guard() records, and the next one is checked. One place is said once: a
+  // base table is seen by every [[hosts]] entry, and a second problem at the
+  // same place is one the first caused.
+  void record(const std::string& text);
+  void record(const toml::source_region& r, const std::string& msg) { record(located(r, msg)); }
+  // Runs f, recording the Errc::spec error it throws; false when it threw one.
+  // Other errors (io, internal) go on up, as do EnoughErrors.
+  template <class F>
+  bool guard(F&& f) {
+    try {
+      f();
+      return true;
+    } catch (const Error& e) {
+      if (e.code() != Errc::spec) throw;
+      record(e.what());
+      return false;
+    }
+  }
+  // The last convert() found a problem (possibly one an earlier card found too).
+  bool failed() const { return failed_; }
+  // Throws what was found: the one error as it is, several as SpecErrors. Nothing when none.
+  void throw_found();
   void warn(const toml::source_region& r, const std::string& msg) {
     Warning w{where(r), msg};
     for (const auto& x : warnings_)
@@ -317,7 +369,12 @@ class Converter {
     warnings_.push_back(std::move(w));
   }
 
-  void check_keys(const toml::table& t, const std::vector<std::string_view>& allowed, const std::string& name) {
+  // Every unknown key of t is recorded, the last one thrown: the table is not
+  // checked further (a value under a mistyped key would be missing). `meant`
+  // gets the keys they probably stand for.
+  void check_keys(const toml::table& t, const std::vector<std::string_view>& allowed, const std::string& name,
+                  std::set<std::string>* meant = nullptr) {
+    std::optional<std::pair<toml::source_region, std::string>> last;
     for (auto&& [k, v] : t) {
       if (std::find(allowed.begin(), allowed.end(), k.str()) != allowed.end()) continue;
       std::string msg = "unknown key '" + std::string(k.str()) + "' in " + name;
@@ -325,8 +382,11 @@ class Converter {
       // "network" with a table or list under it in [wifi] is meant for more networks, not the ssid.
       if (name == "[wifi]" && ascii_lower(k.str()) == "network" && (v.is_table() || v.is_array())) best = "networks";
       if (!best.empty()) msg += " (did you mean '" + best + "'?)";
-      fail(k.source(), msg);
+      if (meant && !best.empty()) meant->insert(best);
+      if (last) record(last->first, last->second);
+      last.emplace(k.source(), std::move(msg));
     }
+    if (last) fail(last->first, last->second);
   }
   // The key a user means by another word they often type for it ("passphrase"
   // for [wifi].psk), any case; else `fallback`.
@@ -359,8 +419,20 @@ class Converter {
       if ((s.table == table || (network_entry && s.table == "[wifi]")) && s.typed == lower) return std::string(s.meant);
     return fallback;
   }
+  // Each layer's unknown keys (the host's and the base's), then the first error thrown.
   void check_keys(const View& v, const std::vector<std::string_view>& allowed) {
-    for (auto* t : v.layers) check_keys(*t, allowed, v.name);
+    std::optional<Error> first;
+    for (auto* t : v.layers) {
+      try {
+        check_keys(*t, allowed, v.name);
+      } catch (const Error& e) {
+        if (first)
+          record(e.what());
+        else
+          first.emplace(e);
+      }
+    }
+    if (first) throw *first;
   }
 
   View sub(const View& v, std::string_view key, const std::string& name) const {
@@ -571,7 +643,74 @@ class Converter {
   int n_ = 1;
   std::vector<std::pair<std::string, const toml::node*>> file_nodes_;  // [[files]] paths of this card
   std::vector<SpecInput>* files_read_ = nullptr;
+
+  // A problem found: where (0:0 when its message has no FILE:LINE:COL) and the message.
+  struct Found {
+    std::size_t line = 0, column = 0;
+    std::string text;
+  };
+  std::vector<Found> found_;      // in the order found, over every card converted
+  std::set<std::string> places_;  // "LINE:COL" of each (the message when it has none)
+  bool stopped_ = false;          // kMaxFound reached: the rest of the spec was not checked
+  bool failed_ = false;           // this convert() found a problem
+  // This card: the tables not checked (a mistyped key probably meant them, or
+  // they are not tables), and whether its [[users]] may be missing an entry.
+  std::set<std::string> skip_;
+  bool users_unsure_ = false;
 };
+
+// The search stops after this many problems: a spec that is mostly mistakes
+// (or a generated one) is not checked to its end, and memory stays bounded.
+constexpr std::size_t kMaxFound = 1000;
+// Thrown when kMaxFound problems were found; no guard catches it.
+struct EnoughErrors {};
+
+void Converter::record(const std::string& text) {
+  failed_ = true;
+  Found f;
+  f.text = text;
+  std::string place = text;
+  // "NAME:LINE:COL: ..."
+  if (text.size() > s_.name.size() && text.compare(0, s_.name.size(), s_.name) == 0 && text[s_.name.size()] == ':') {
+    std::size_t i = s_.name.size() + 1;
+    auto number = [&](std::size_t& out) {
+      const std::size_t start = i;
+      out = 0;
+      while (i < text.size() && i - start < 9 && std::isdigit(static_cast<unsigned char>(text[i])))
+        out = out * 10 + static_cast<std::size_t>(text[i++] - '0');
+      return i > start && i < text.size() && text[i++] == ':';
+    };
+    std::size_t line = 0, column = 0;
+    if (number(line) && number(column)) {
+      f.line = line;
+      f.column = column;
+      place = std::to_string(line) + ":" + std::to_string(column);
+    }
+  }
+  if (!places_.insert(place).second) return;
+  found_.push_back(std::move(f));
+  if (found_.size() >= kMaxFound) {
+    stopped_ = true;
+    throw EnoughErrors{};
+  }
+}
+
+void Converter::throw_found() {
+  if (found_.empty()) return;
+  // Those without a place (none today) after the others.
+  std::stable_sort(found_.begin(), found_.end(), [](const Found& a, const Found& b) {
+    auto key = [](const Found& f) {
+      return f.line == 0 ? std::pair(std::numeric_limits<std::size_t>::max(), std::size_t{0})
+                         : std::pair(f.line, f.column);
+    };
+    return key(a) < key(b);
+  });
+  if (found_.size() == 1 && !stopped_) throw Error(Errc::spec, found_.front().text);
+  std::vector<std::string> shown;
+  for (std::size_t i = 0; i < found_.size() && i < SpecErrors::kShown; ++i) shown.push_back(found_[i].text);
+  const std::size_t more = found_.size() - shown.size();
+  throw SpecErrors(std::move(shown), more, stopped_);
+}
 
 // [[files]] against what the generator writes: replacing a generated file is
 // allowed (documented; warned), but a file where the generator needs a folder,
@@ -727,48 +866,51 @@ void Converter::convert_network(const View& root, HostConfig& h) {
   View v = sub(root, "network", "[network]");
   check_keys(v, kNetworkKeys);
   std::set<std::string> names;
-  for (auto& iv : table_array(v, "interfaces", "[[network.interfaces]]")) {
-    check_keys(iv, kInterfaceKeys);
-    Interface itf;
-    itf.name = str(iv, "name", "eth0");
-    if (auto why = checks::interface_name(itf.name); !why.empty()) fail(iv.at("name"), "interface name " + why);
-    if (!names.insert(itf.name).second)
-      fail(iv.anchor(), "interface " + itf.name + " is listed twice in [[network.interfaces]]");
-    auto addr = str(iv, "address");
-    itf.dhcp = boolean(iv, "dhcp", !addr.has_value());
-    if (itf.dhcp && addr)
-      fail(*iv.get("address"), "interface " + itf.name + " has both dhcp = true and an address; choose one");
-    if (!itf.dhcp && !addr)
-      fail(iv.anchor(), "interface " + itf.name + " has dhcp = false but no address (e.g. \"192.168.1.20/24\")");
-    std::optional<checks::Cidr> cidr;
-    if (addr) {
-      cidr = checks::parse_cidr(*addr);
-      if (!cidr)
+  for (auto& iv : table_array(v, "interfaces", "[[network.interfaces]]"))
+    guard([&] {
+      check_keys(iv, kInterfaceKeys);
+      Interface itf;
+      itf.name = str(iv, "name", "eth0");
+      if (auto why = checks::interface_name(itf.name); !why.empty()) fail(iv.at("name"), "interface name " + why);
+      if (!names.insert(itf.name).second)
+        fail(iv.anchor(), "interface " + itf.name + " is listed twice in [[network.interfaces]]");
+      auto addr = str(iv, "address");
+      itf.dhcp = boolean(iv, "dhcp", !addr.has_value());
+      if (itf.dhcp && addr)
+        fail(*iv.get("address"), "interface " + itf.name + " has both dhcp = true and an address; choose one");
+      if (!itf.dhcp && !addr)
+        fail(iv.anchor(), "interface " + itf.name + " has dhcp = false but no address (e.g. \"192.168.1.20/24\")");
+      std::optional<checks::Cidr> cidr;
+      if (addr) {
+        cidr = checks::parse_cidr(*addr);
+        if (!cidr)
+          fail(*iv.get("address"),
+               "invalid address \"" + *addr + "\" for " + itf.name + ": expected CIDR like 192.168.1.20/24");
+        itf.address = *addr;
+      }
+      if (auto gw = str(iv, "gateway")) {
+        auto ip = checks::parse_ip(*gw);
+        if (!ip) fail(*iv.get("gateway"), "invalid gateway \"" + *gw + "\" for " + itf.name + ": not an IP address");
+        if (cidr && !checks::same_subnet(*cidr, *ip))
+          fail(*iv.get("gateway"), "gateway " + *gw + " is outside " + itf.name + "'s network " + *addr);
+        if (itf.dhcp)
+          fail(*iv.get("gateway"), "interface " + itf.name + " uses DHCP; a gateway needs a static address");
+        itf.gateway = *gw;
+      }
+      itf.ipv6 = str(iv, "ipv6", "auto");
+      if (itf.ipv6 != "auto" && itf.ipv6 != "dhcp" && itf.ipv6 != "off")
+        fail(*iv.get("ipv6"), "[[network.interfaces]].ipv6 must be \"auto\", \"dhcp\" or \"off\"");
+      if (itf.ipv6 == "dhcp" && cidr && cidr->ip.family == 6)
+        fail(*iv.get("ipv6"), "interface " + itf.name + " has a static IPv6 address and ipv6 = \"dhcp\"; choose one");
+      // "off" disables IPv6 on the interface before ifupdown-ng adds the address,
+      // which the kernel then refuses: the interface would come up without one.
+      if (itf.ipv6 == "off" && cidr && cidr->ip.family == 6)
         fail(*iv.get("address"),
-             "invalid address \"" + *addr + "\" for " + itf.name + ": expected CIDR like 192.168.1.20/24");
-      itf.address = *addr;
-    }
-    if (auto gw = str(iv, "gateway")) {
-      auto ip = checks::parse_ip(*gw);
-      if (!ip) fail(*iv.get("gateway"), "invalid gateway \"" + *gw + "\" for " + itf.name + ": not an IP address");
-      if (cidr && !checks::same_subnet(*cidr, *ip))
-        fail(*iv.get("gateway"), "gateway " + *gw + " is outside " + itf.name + "'s network " + *addr);
-      if (itf.dhcp) fail(*iv.get("gateway"), "interface " + itf.name + " uses DHCP; a gateway needs a static address");
-      itf.gateway = *gw;
-    }
-    itf.ipv6 = str(iv, "ipv6", "auto");
-    if (itf.ipv6 != "auto" && itf.ipv6 != "dhcp" && itf.ipv6 != "off")
-      fail(*iv.get("ipv6"), "[[network.interfaces]].ipv6 must be \"auto\", \"dhcp\" or \"off\"");
-    if (itf.ipv6 == "dhcp" && cidr && cidr->ip.family == 6)
-      fail(*iv.get("ipv6"), "interface " + itf.name + " has a static IPv6 address and ipv6 = \"dhcp\"; choose one");
-    // "off" disables IPv6 on the interface before ifupdown-ng adds the address,
-    // which the kernel then refuses: the interface would come up without one.
-    if (itf.ipv6 == "off" && cidr && cidr->ip.family == 6)
-      fail(*iv.get("address"), "interface " + itf.name + " has the static IPv6 address " + itf.address +
-                                   " but ipv6 = \"off\" disables IPv6 on it, so the address could not be set; drop "
-                                   "the address, or drop ipv6 = \"off\" (the default \"auto\" keeps a static address)");
-    h.network.interfaces.push_back(std::move(itf));
-  }
+             "interface " + itf.name + " has the static IPv6 address " + itf.address +
+                 " but ipv6 = \"off\" disables IPv6 on it, so the address could not be set; drop "
+                 "the address, or drop ipv6 = \"off\" (the default \"auto\" keeps a static address)");
+      h.network.interfaces.push_back(std::move(itf));
+    });
   for (auto& [dns, node] : str_array_nodes(v, "dns"))
     if (!checks::parse_ip(dns)) fail(*node, "[network].dns entry \"" + dns + "\" is not an IP address");
   h.network.dns = str_array(v, "dns");
@@ -842,18 +984,21 @@ void Converter::convert_wifi(const View& root, HostConfig& h) {
   auto entries = table_array(v, "networks", "[[wifi.networks]]");
   std::vector<std::pair<std::string, const toml::node*>> seen;
   if (v.get("ssid") || entries.empty()) {
-    convert_wifi_network(v, seen, h);
+    guard([&] { convert_wifi_network(v, seen, h); });
   } else {
     for (const char* key : {"psk", "hidden", "priority"})
-      if (const toml::node* n = v.get(key))
-        fail(*n, "[wifi]." + std::string(key) +
-                     " is for the network [wifi].ssid names, and [wifi] has no ssid; add one, or move it into a "
-                     "[[wifi.networks]] entry");
+      guard([&] {
+        if (const toml::node* n = v.get(key))
+          fail(*n, "[wifi]." + std::string(key) +
+                       " is for the network [wifi].ssid names, and [wifi] has no ssid; add one, or move it into a "
+                       "[[wifi.networks]] entry");
+      });
   }
-  for (const auto& nv : entries) {
-    check_keys(nv, kWifiNetworkKeys);
-    convert_wifi_network(nv, seen, h);
-  }
+  for (const auto& nv : entries)
+    guard([&] {
+      check_keys(nv, kWifiNetworkKeys);
+      convert_wifi_network(nv, seen, h);
+    });
   h.wifi.enabled = true;
   if (auto c = str(v, "country")) {
     if (c->size() != 2 || !std::isupper(static_cast<unsigned char>((*c)[0])) ||
@@ -1042,72 +1187,84 @@ void Converter::convert_users(const View& root, HostConfig& h) {
   std::set<std::string> names;
   std::set<int> uids;
   auto users = table_array(root, "users", "[[users]]");
+  // A uid that is not an integer is said at its entry.
   for (auto& uv : users)
-    if (auto uid = integer(uv, "uid")) uids.insert(static_cast<int>(*uid));
+    if (const toml::node* uid = uv.get("uid"); uid && uid->is_integer())
+      uids.insert(static_cast<int>(uid->as_integer()->get()));
   int next_uid = 1000;
   std::set<int> seen_uids;
+  std::vector<const View*> user_views;  // the entry of each of h.users
+  // Each entry on its own: a problem in one does not hide the next one's.
   for (auto& uv : users) {
-    check_keys(uv, kUserKeys);
-    User u;
-    auto name = str(uv, "name");
-    if (!name) fail(uv.anchor(), "[[users]] entry needs a name");
-    if (auto why = checks::user_name(*name); !why.empty()) fail(*uv.get("name"), "user name \"" + *name + "\" " + why);
-    if (*name == "root") fail(*uv.get("name"), "configure root in [root], not [[users]]");
-    if (base::find_account(*name))
-      fail(*uv.get("name"), "user name \"" + *name + "\" is a system account of Alpine's base layout");
-    if (base::find_group(*name))
-      fail(*uv.get("name"), "user name \"" + *name + "\" is a group of Alpine's base layout (its own group would " +
-                                "appear twice in /etc/group)");
-    if (!names.insert(*name).second) fail(*uv.get("name"), "duplicate user \"" + *name + "\"");
-    u.name = *name;
-    if (auto uid = integer(uv, "uid")) {
-      if (*uid < 1 || *uid > 65533) fail(*uv.get("uid"), "uid must be between 1 and 65533");
-      u.uid = static_cast<int>(*uid);
-    } else {
-      while (uids.count(next_uid) || base_gid(next_uid)) ++next_uid;
-      u.uid = next_uid++;
-    }
-    if (!seen_uids.insert(u.uid).second) fail(uv.at("uid"), "duplicate uid " + std::to_string(u.uid));
-    for (const auto& a : base::accounts())
-      if (static_cast<int>(a.uid) == u.uid)
-        fail(uv.at("uid"), "uid " + std::to_string(u.uid) + " belongs to the system account " + std::string(a.name));
-    // The user's primary group gets gid = uid, so it must not be a base group's gid.
-    for (const auto& g : base::groups())
-      if (static_cast<int>(g.gid) == u.uid)
-        fail(uv.at("uid"), "uid " + std::to_string(u.uid) + " would give user " + u.name + " the gid of group " +
-                               std::string(g.name) + "; choose another uid");
-    for (auto& [g, node] : str_array_nodes(uv, "groups"))
-      if (auto why = checks::user_name(g); !why.empty()) fail(*node, "group name \"" + g + "\" " + why);
-    u.groups = str_array(uv, "groups");
-    u.shell = str(uv, "shell", "/bin/ash");
-    if (auto why = checks::abs_path(u.shell); !why.empty()) fail(*uv.get("shell"), "shell " + why);
-    if (u.shell.find(':') != std::string::npos)
-      fail(*uv.get("shell"), "shell of user " + u.name + " must not contain ':' (the /etc/passwd separator)");
-    // sshd refuses a user whose shell does not exist: possibly the only admin.
-    if (auto pkg = shell_package(u.shell); pkg && !(!pkg->empty() && lists_package(h.apk.packages, *pkg)))
-      warn(uv.get("shell")->source(), "shell " + u.shell + " of user " + u.name +
-                                          " is not part of Alpine's base system: " +
-                                          (pkg->empty() ? "make sure a package in [apk].packages provides it"
-                                                        : "add \"" + *pkg + "\" to [apk].packages") +
-                                          ", or the user cannot log in");
-    if (auto pw = secret(uv, "password", true, true)) {
-      u.password = pw->value;
-      u.password_unset_env = pw->unset_env;
-    }
-    if (auto ph = str(uv, "password_hash")) {
-      if (!u.password.empty() || uv.get("password"))
-        fail(*uv.get("password_hash"), "user " + u.name + " has both password and password_hash; choose one");
-      if (!password_hash_ok(*ph))
-        fail(*uv.get("password_hash"), "password_hash of user " + u.name + " must be a crypt(3) hash like \"$6$...\"");
-      u.password_hash = *ph;
-    }
-    for (auto& [k, node] : str_array_nodes(uv, "ssh_authorized_keys")) {
-      if (auto why = checks::ssh_public_key(k); !why.empty()) fail(*node, "ssh_authorized_keys entry " + why);
-      if (checks::ssh_key_is_example(k)) warn(node->source(), example_key_warning("user " + u.name + "'s", k));
-    }
-    u.ssh_authorized_keys = str_array(uv, "ssh_authorized_keys");
-    u.admin = boolean(uv, "admin", false);
-    h.users.push_back(std::move(u));
+    const bool ok = guard([&] {
+      check_keys(uv, kUserKeys);
+      User u;
+      auto name = str(uv, "name");
+      if (!name) fail(uv.anchor(), "[[users]] entry needs a name");
+      if (auto why = checks::user_name(*name); !why.empty())
+        fail(*uv.get("name"), "user name \"" + *name + "\" " + why);
+      if (*name == "root") fail(*uv.get("name"), "configure root in [root], not [[users]]");
+      if (base::find_account(*name))
+        fail(*uv.get("name"), "user name \"" + *name + "\" is a system account of Alpine's base layout");
+      if (base::find_group(*name))
+        fail(*uv.get("name"), "user name \"" + *name + "\" is a group of Alpine's base layout (its own group would " +
+                                  "appear twice in /etc/group)");
+      if (!names.insert(*name).second) fail(*uv.get("name"), "duplicate user \"" + *name + "\"");
+      u.name = *name;
+      if (auto uid = integer(uv, "uid")) {
+        if (*uid < 1 || *uid > 65533) fail(*uv.get("uid"), "uid must be between 1 and 65533");
+        u.uid = static_cast<int>(*uid);
+      } else {
+        while (uids.count(next_uid) || base_gid(next_uid)) ++next_uid;
+        u.uid = next_uid++;
+      }
+      if (!seen_uids.insert(u.uid).second) fail(uv.at("uid"), "duplicate uid " + std::to_string(u.uid));
+      for (const auto& a : base::accounts())
+        if (static_cast<int>(a.uid) == u.uid)
+          fail(uv.at("uid"), "uid " + std::to_string(u.uid) + " belongs to the system account " + std::string(a.name));
+      // The user's primary group gets gid = uid, so it must not be a base group's gid.
+      for (const auto& g : base::groups())
+        if (static_cast<int>(g.gid) == u.uid)
+          fail(uv.at("uid"), "uid " + std::to_string(u.uid) + " would give user " + u.name + " the gid of group " +
+                                 std::string(g.name) + "; choose another uid");
+      for (auto& [g, node] : str_array_nodes(uv, "groups"))
+        if (auto why = checks::user_name(g); !why.empty()) fail(*node, "group name \"" + g + "\" " + why);
+      u.groups = str_array(uv, "groups");
+      u.shell = str(uv, "shell", "/bin/ash");
+      if (auto why = checks::abs_path(u.shell); !why.empty()) fail(*uv.get("shell"), "shell " + why);
+      if (u.shell.find(':') != std::string::npos)
+        fail(*uv.get("shell"), "shell of user " + u.name + " must not contain ':' (the /etc/passwd separator)");
+      // sshd refuses a user whose shell does not exist: possibly the only admin.
+      if (auto pkg = shell_package(u.shell); pkg && !(!pkg->empty() && lists_package(h.apk.packages, *pkg)))
+        warn(uv.get("shell")->source(), "shell " + u.shell + " of user " + u.name +
+                                            " is not part of Alpine's base system: " +
+                                            (pkg->empty() ? "make sure a package in [apk].packages provides it"
+                                                          : "add \"" + *pkg + "\" to [apk].packages") +
+                                            ", or the user cannot log in");
+      if (auto pw = secret(uv, "password", true, true)) {
+        u.password = pw->value;
+        u.password_unset_env = pw->unset_env;
+      }
+      if (auto ph = str(uv, "password_hash")) {
+        if (!u.password.empty() || uv.get("password"))
+          fail(*uv.get("password_hash"), "user " + u.name + " has both password and password_hash; choose one");
+        if (!password_hash_ok(*ph))
+          fail(*uv.get("password_hash"),
+               "password_hash of user " + u.name + " must be a crypt(3) hash like \"$6$...\"");
+        u.password_hash = *ph;
+      }
+      for (auto& [k, node] : str_array_nodes(uv, "ssh_authorized_keys")) {
+        if (auto why = checks::ssh_public_key(k); !why.empty()) fail(*node, "ssh_authorized_keys entry " + why);
+        if (checks::ssh_key_is_example(k)) warn(node->source(), example_key_warning("user " + u.name + "'s", k));
+      }
+      u.ssh_authorized_keys = str_array(uv, "ssh_authorized_keys");
+      u.admin = boolean(uv, "admin", false);
+      h.users.push_back(std::move(u));
+    });
+    if (ok)
+      user_views.push_back(&uv);
+    else
+      users_unsure_ = true;
   }
   // Supplementary groups unknown to the base layout get gids from 1100 upwards.
   std::set<unsigned> used;
@@ -1127,7 +1284,7 @@ void Converter::convert_users(const View& root, HostConfig& h) {
                                          [&](const auto& pg) { return pg.first == g; });
       const bool by_package = made_by != std::end(kPackageGroups);
       if (by_package && lists_package(h.apk.packages, std::string(made_by->second))) continue;
-      auto* node = users[i].get("groups");
+      auto* node = user_views[i]->get("groups");
       warn(node->source(), "group \"" + g + "\" is not in Alpine's base layout; it is created with gid " +
                                std::to_string(next_gid) +
                                (by_package ? " (it is the group of the " + std::string(made_by->second) +
@@ -1185,131 +1342,137 @@ void Converter::convert_ntp(const View& root, HostConfig& h) {
 
 void Converter::convert_files(const View& root, HostConfig& h) {
   std::set<std::string> paths;
-  for (auto& fv : table_array(root, "files", "[[files]]")) {
-    check_keys(fv, kFileKeys);
-    File f;
-    auto path = str(fv, "path");
-    if (!path) fail(fv.anchor(), "[[files]] entry needs a path");
-    if (auto why = checks::abs_path(*path); !why.empty())
-      fail(*fv.get("path"), "[[files]].path \"" + *path + "\" " + why);
-    if (!paths.insert(*path).second) fail(*fv.get("path"), "duplicate [[files]] path " + *path);
-    // A file and a directory of one name cannot both be in the tarball (busybox tar aborts).
-    for (const auto& [other, node] : file_nodes_) {
-      if (path->rfind(other + "/", 0) == 0)
-        fail(*fv.get("path"), "[[files]] path " + *path + " is inside " + other +
-                                  ", which another [[files]] entry (line " + std::to_string(node->source().begin.line) +
-                                  ") makes a file");
-      if (other.rfind(*path + "/", 0) == 0)
-        fail(*fv.get("path"), "[[files]] path " + *path + " would have to be the folder of " + other +
-                                  ", which another [[files]] entry (line " + std::to_string(node->source().begin.line) +
-                                  ") makes a file");
-    }
-    file_nodes_.emplace_back(*path, fv.get("path"));
-    f.path = *path;
-    bool has_content = fv.get("content") != nullptr, has_source = fv.get("source") != nullptr;
-    if (has_content == has_source)
-      fail(fv.anchor(), "[[files]] entry " + f.path + " needs exactly one of content or source");
-    // Copied byte for byte, so a byte-order mark stays: warned, since it may be binary data.
-    const std::string bom_todo =
-        ", which is copied too and may confuse what reads the file on the Pi: save it as UTF-8 without BOM if it "
-        "is text";
-    if (has_content) {
-      auto content = *secret(fv, "content", false, false);
-      if (content.from_file && starts_with_bom(content.value))
-        warn(content.node->source(), "[[files]] " + f.path + ": " + content.what + " " + kBom + bom_todo);
-      f.content = std::move(content.value);
-      f.content_unset_env = content.unset_env;
-      // Content from { env } or { file } is a secret: private unless a mode is given.
-      if (fv.get("content")->is_table()) f.mode = 0600;
-    } else {
-      auto* node = fv.get("source");
-      if (!node->is_string()) fail(*node, "[[files]].source must be a string (a local file path)");
-      f.content = read_source(*node, "source of " + f.path, "[[files]].source for " + f.path);
-      if (starts_with_bom(f.content))
-        warn(node->source(),
-             "[[files]] " + f.path + ": source " + std::string(node->as_string()->get()) + " " + kBom + bom_todo);
-    }
-    if (auto* m = fv.get("mode")) {
-      std::optional<unsigned> mode;
-      if (m->is_string()) mode = checks::octal_mode(m->as_string()->get());
-      if (!mode || *mode > 07777) fail(*m, "[[files]].mode must be an octal string like \"0644\" (in quotes)");
-      f.mode = *mode;
-    }
-    // Files that hold secrets or that their program checks: private unless a
-    // mode is given, and a mode the program would refuse is an error here
-    // rather than a Pi whose sshd or doas will not start.
-    if (auto rule = sensitive_file(f.path)) {
-      if (!fv.get("mode"))
-        f.mode = 0600;
-      else if (f.mode & rule->forbidden) {
-        char text[16];
-        std::snprintf(text, sizeof text, "%04o", f.mode);
-        fail(*fv.get("mode"), "[[files]] " + f.path + " with mode " + text + ": " + rule->why + "; use \"0600\"");
+  for (auto& fv : table_array(root, "files", "[[files]]"))
+    guard([&] {
+      check_keys(fv, kFileKeys);
+      File f;
+      auto path = str(fv, "path");
+      if (!path) fail(fv.anchor(), "[[files]] entry needs a path");
+      if (auto why = checks::abs_path(*path); !why.empty())
+        fail(*fv.get("path"), "[[files]].path \"" + *path + "\" " + why);
+      if (!paths.insert(*path).second) fail(*fv.get("path"), "duplicate [[files]] path " + *path);
+      // A file and a directory of one name cannot both be in the tarball (busybox tar aborts).
+      for (const auto& [other, node] : file_nodes_) {
+        if (path->rfind(other + "/", 0) == 0)
+          fail(*fv.get("path"), "[[files]] path " + *path + " is inside " + other +
+                                    ", which another [[files]] entry (line " +
+                                    std::to_string(node->source().begin.line) + ") makes a file");
+        if (other.rfind(*path + "/", 0) == 0)
+          fail(*fv.get("path"), "[[files]] path " + *path + " would have to be the folder of " + other +
+                                    ", which another [[files]] entry (line " +
+                                    std::to_string(node->source().begin.line) + ") makes a file");
       }
-    }
-    if (auto o = str(fv, "owner")) {
-      auto colon = o->find(':');
-      f.owner = o->substr(0, colon);
-      f.group = colon == std::string::npos ? "" : o->substr(colon + 1);
-      bool user_ok = base::find_account(f.owner) != nullptr;
-      std::string primary;
-      for (const auto& u : h.users)
-        if (u.name == f.owner) user_ok = true;
-      if (!user_ok) fail(*fv.get("owner"), "owner \"" + f.owner + "\" of " + f.path + " names no user");
-      if (f.group.empty()) {
-        auto* a = base::find_account(f.owner);
-        f.group = a ? std::string(base::groups().front().name) : f.owner;
-        if (a)
-          for (const auto& g : base::groups())
-            if (g.gid == a->gid) f.group = g.name;
+      file_nodes_.emplace_back(*path, fv.get("path"));
+      f.path = *path;
+      bool has_content = fv.get("content") != nullptr, has_source = fv.get("source") != nullptr;
+      if (has_content == has_source)
+        fail(fv.anchor(), "[[files]] entry " + f.path + " needs exactly one of content or source");
+      // Copied byte for byte, so a byte-order mark stays: warned, since it may be binary data.
+      const std::string bom_todo =
+          ", which is copied too and may confuse what reads the file on the Pi: save it as UTF-8 without BOM if it "
+          "is text";
+      if (has_content) {
+        auto content = *secret(fv, "content", false, false);
+        if (content.from_file && starts_with_bom(content.value))
+          warn(content.node->source(), "[[files]] " + f.path + ": " + content.what + " " + kBom + bom_todo);
+        f.content = std::move(content.value);
+        f.content_unset_env = content.unset_env;
+        // Content from { env } or { file } is a secret: private unless a mode is given.
+        if (fv.get("content")->is_table()) f.mode = 0600;
+      } else {
+        auto* node = fv.get("source");
+        if (!node->is_string()) fail(*node, "[[files]].source must be a string (a local file path)");
+        f.content = read_source(*node, "source of " + f.path, "[[files]].source for " + f.path);
+        if (starts_with_bom(f.content))
+          warn(node->source(),
+               "[[files]] " + f.path + ": source " + std::string(node->as_string()->get()) + " " + kBom + bom_todo);
       }
-      bool group_ok = base::find_group(f.group) != nullptr;
-      for (const auto& u : h.users) group_ok = group_ok || u.name == f.group;
-      for (const auto& [g, gid] : h.extra_groups) group_ok = group_ok || g == f.group;
-      if (!group_ok) fail(*fv.get("owner"), "group \"" + f.group + "\" of " + f.path + " names no group");
-    }
-    h.files.push_back(std::move(f));
-  }
+      if (auto* m = fv.get("mode")) {
+        std::optional<unsigned> mode;
+        if (m->is_string()) mode = checks::octal_mode(m->as_string()->get());
+        if (!mode || *mode > 07777) fail(*m, "[[files]].mode must be an octal string like \"0644\" (in quotes)");
+        f.mode = *mode;
+      }
+      // Files that hold secrets or that their program checks: private unless a
+      // mode is given, and a mode the program would refuse is an error here
+      // rather than a Pi whose sshd or doas will not start.
+      if (auto rule = sensitive_file(f.path)) {
+        if (!fv.get("mode"))
+          f.mode = 0600;
+        else if (f.mode & rule->forbidden) {
+          char text[16];
+          std::snprintf(text, sizeof text, "%04o", f.mode);
+          fail(*fv.get("mode"), "[[files]] " + f.path + " with mode " + text + ": " + rule->why + "; use \"0600\"");
+        }
+      }
+      if (auto o = str(fv, "owner")) {
+        auto colon = o->find(':');
+        f.owner = o->substr(0, colon);
+        f.group = colon == std::string::npos ? "" : o->substr(colon + 1);
+        bool user_ok = base::find_account(f.owner) != nullptr;
+        std::string primary;
+        for (const auto& u : h.users)
+          if (u.name == f.owner) user_ok = true;
+        // With a [[users]] entry that has a problem, the owner may be that user.
+        if (!user_ok && !users_unsure_)
+          fail(*fv.get("owner"), "owner \"" + f.owner + "\" of " + f.path + " names no user");
+        if (f.group.empty()) {
+          auto* a = base::find_account(f.owner);
+          f.group = a ? std::string(base::groups().front().name) : f.owner;
+          if (a)
+            for (const auto& g : base::groups())
+              if (g.gid == a->gid) f.group = g.name;
+        }
+        bool group_ok = base::find_group(f.group) != nullptr;
+        for (const auto& u : h.users) group_ok = group_ok || u.name == f.group;
+        for (const auto& [g, gid] : h.extra_groups) group_ok = group_ok || g == f.group;
+        if (!group_ok && !users_unsure_)
+          fail(*fv.get("owner"), "group \"" + f.group + "\" of " + f.path + " names no group");
+      }
+      h.files.push_back(std::move(f));
+    });
 }
 
 void Converter::convert_scripts(const View& root, HostConfig& h) {
   std::set<std::string> names;
-  for (auto& sv : table_array(root, "scripts", "[[scripts]]")) {
-    check_keys(sv, kScriptKeys);
-    Script sc;
-    auto name = str(sv, "name");
-    if (!name) fail(sv.anchor(), "[[scripts]] entry needs a name");
-    if (auto why = checks::script_name(*name); !why.empty())
-      fail(*sv.get("name"), "script name \"" + *name + "\" " + why);
-    if (*name == kFirstBootRunnerName || *name == kInstallerName)
-      fail(*sv.get("name"), "script name \"" + *name + "\" is reserved for a script rpi-provision generates");
-    if (!names.insert(*name).second) fail(*sv.get("name"), "duplicate script name \"" + *name + "\"");
-    sc.name = *name;
-    auto run = str(sv, "run", "every-boot");
-    if (run != "first-boot" && run != "every-boot")
-      fail(*sv.get("run"), "[[scripts]].run must be \"first-boot\" or \"every-boot\"");
-    sc.first_boot = run == "first-boot";
-    bool has_content = sv.get("content") != nullptr, has_source = sv.get("source") != nullptr;
-    if (has_content == has_source) fail(sv.anchor(), "script " + sc.name + " needs exactly one of content or source");
-    // A byte-order mark hides the #! line from the kernel, and the shell takes it as part of the first command.
-    const std::string bom_todo =
-        ", which hides its #! line and makes the shell read the mark as part of the first command: save it as "
-        "UTF-8 without BOM";
-    if (has_content) {
-      auto content = *secret(sv, "content", false, false);
-      if (starts_with_bom(content.value))
-        fail(*content.node, "script " + sc.name + ": " + content.what + " " + kBom + bom_todo);
-      sc.content = std::move(content.value);
-      sc.content_unset_env = content.unset_env;
-    } else {
-      auto* node = sv.get("source");
-      if (!node->is_string()) fail(*node, "[[scripts]].source must be a string (a local file path)");
-      sc.content = read_source(*node, "source of script " + sc.name, "[[scripts]].source for " + sc.name);
-      if (starts_with_bom(sc.content))
-        fail(*node, "script " + sc.name + ": source " + std::string(node->as_string()->get()) + " " + kBom + bom_todo);
-    }
-    h.scripts.push_back(std::move(sc));
-  }
+  for (auto& sv : table_array(root, "scripts", "[[scripts]]"))
+    guard([&] {
+      check_keys(sv, kScriptKeys);
+      Script sc;
+      auto name = str(sv, "name");
+      if (!name) fail(sv.anchor(), "[[scripts]] entry needs a name");
+      if (auto why = checks::script_name(*name); !why.empty())
+        fail(*sv.get("name"), "script name \"" + *name + "\" " + why);
+      if (*name == kFirstBootRunnerName || *name == kInstallerName)
+        fail(*sv.get("name"), "script name \"" + *name + "\" is reserved for a script rpi-provision generates");
+      if (!names.insert(*name).second) fail(*sv.get("name"), "duplicate script name \"" + *name + "\"");
+      sc.name = *name;
+      auto run = str(sv, "run", "every-boot");
+      if (run != "first-boot" && run != "every-boot")
+        fail(*sv.get("run"), "[[scripts]].run must be \"first-boot\" or \"every-boot\"");
+      sc.first_boot = run == "first-boot";
+      bool has_content = sv.get("content") != nullptr, has_source = sv.get("source") != nullptr;
+      if (has_content == has_source) fail(sv.anchor(), "script " + sc.name + " needs exactly one of content or source");
+      // A byte-order mark hides the #! line from the kernel, and the shell takes it as part of the first command.
+      const std::string bom_todo =
+          ", which hides its #! line and makes the shell read the mark as part of the first command: save it as "
+          "UTF-8 without BOM";
+      if (has_content) {
+        auto content = *secret(sv, "content", false, false);
+        if (starts_with_bom(content.value))
+          fail(*content.node, "script " + sc.name + ": " + content.what + " " + kBom + bom_todo);
+        sc.content = std::move(content.value);
+        sc.content_unset_env = content.unset_env;
+      } else {
+        auto* node = sv.get("source");
+        if (!node->is_string()) fail(*node, "[[scripts]].source must be a string (a local file path)");
+        sc.content = read_source(*node, "source of script " + sc.name, "[[scripts]].source for " + sc.name);
+        if (starts_with_bom(sc.content))
+          fail(*node,
+               "script " + sc.name + ": source " + std::string(node->as_string()->get()) + " " + kBom + bom_todo);
+      }
+      h.scripts.push_back(std::move(sc));
+    });
 }
 
 void Converter::convert_lbu(const View& root, HostConfig& h) {
@@ -1407,51 +1570,70 @@ void Converter::convert_install(const View& root, HostConfig& h) {
 HostConfig Converter::convert(const toml::table* host, int n, int host_pos) {
   n_ = n;
   file_nodes_.clear();
+  failed_ = false;
+  skip_.clear();
+  users_unsure_ = false;
   HostConfig h;
   h.index = n;
-  check_keys(s_.doc, kTopKeys, "the spec");
+  // A mistyped table name ("sytem"): the table it stands for is not checked,
+  // since what it lacks ([system].hostname) is the typo, not another mistake.
+  guard([&] { check_keys(s_.doc, kTopKeys, "the spec", &skip_); });
   View root{{}, "the spec"};
   if (host) {
     std::vector<std::string_view> host_keys = {"hostname", "mac"};
     for (auto k : kTopKeys)
       if (k != "hosts") host_keys.push_back(k);
-    check_keys(*host, host_keys, "[[hosts]]");
-    if (auto* a = host->get("alpine")) fail(*a, "[alpine] cannot differ per host: a batch is built from one tarball");
+    std::set<std::string> meant;
+    guard([&] { check_keys(*host, host_keys, "[[hosts]]", &meant); });
+    for (const auto& m : meant) skip_.insert(m == "hostname" ? "system" : m);
+    guard([&] {
+      if (auto* a = host->get("alpine")) fail(*a, "[alpine] cannot differ per host: a batch is built from one tarball");
+    });
     root.layers.push_back(host);
-    if (auto* m = host->get("mac")) {
-      if (!m->is_string()) fail(*m, "[[hosts]].mac must be a string");
-      auto mac = checks::normalize_mac(m->as_string()->get());
-      if (!mac) fail(*m, "[[hosts]].mac must be a MAC address like \"b8:27:eb:12:34:56\"");
-      h.mac = *mac;
-    }
+    guard([&] {
+      if (auto* m = host->get("mac")) {
+        if (!m->is_string()) fail(*m, "[[hosts]].mac must be a string");
+        auto mac = checks::normalize_mac(m->as_string()->get());
+        if (!mac) fail(*m, "[[hosts]].mac must be a MAC address like \"b8:27:eb:12:34:56\"");
+        h.mac = *mac;
+      }
+    });
   }
   root.layers.push_back(&s_.doc);
-  // Type check of every top-level entry that must be a table.
+  // Type check of every top-level entry that must be a table (unknown keys are said above).
   for (auto* layer : root.layers)
     for (auto&& [k, node] : *layer) {
       std::string_view key = k.str();
+      if (std::find(kTopKeys.begin(), kTopKeys.end(), key) == kTopKeys.end()) continue;
       bool array = key == "users" || key == "files" || key == "scripts" || key == "hosts";
-      if (key == "hostname" || key == "mac") continue;
-      if (array && !node.is_array()) fail(node, "[[" + std::string(key) + "]] must be an array of tables");
-      if (!array && !node.is_table())
-        fail(node, "[" + std::string(key) + "] must be a table, not " + type_name(node.type()));
+      const bool ok = guard([&] {
+        if (array && !node.is_array()) fail(node, "[[" + std::string(key) + "]] must be an array of tables");
+        if (!array && !node.is_table())
+          fail(node, "[" + std::string(key) + "] must be a table, not " + type_name(node.type()));
+      });
+      if (!ok) skip_.insert(std::string(key));
     }
+  // Each table on its own: a problem in one does not hide those of the next.
+  auto section = [&](const std::string& name, auto&& convert_it) {
+    const bool ok = !skip_.count(name) && guard(convert_it);
+    if (!ok && name == "users") users_unsure_ = true;
+  };
   View base_only{{&s_.doc}, "the spec"};
-  convert_alpine(base_only, h.alpine);
-  convert_system(root, host, host_pos, h);
-  convert_network(root, h);
-  convert_wifi(root, h);
-  convert_apk(root, h);
-  convert_services(root, h);
-  convert_users(root, h);
-  convert_root(root, h);
-  convert_ssh(root, h);
-  convert_ntp(root, h);
-  convert_files(root, h);
-  convert_scripts(root, h);
-  convert_lbu(root, h);
-  convert_boot(root, h);
-  convert_install(root, h);
+  section("alpine", [&] { convert_alpine(base_only, h.alpine); });
+  section("system", [&] { convert_system(root, host, host_pos, h); });
+  section("network", [&] { convert_network(root, h); });
+  section("wifi", [&] { convert_wifi(root, h); });
+  section("apk", [&] { convert_apk(root, h); });
+  section("services", [&] { convert_services(root, h); });
+  section("users", [&] { convert_users(root, h); });
+  section("root", [&] { convert_root(root, h); });
+  section("ssh", [&] { convert_ssh(root, h); });
+  section("ntp", [&] { convert_ntp(root, h); });
+  section("files", [&] { convert_files(root, h); });
+  section("scripts", [&] { convert_scripts(root, h); });
+  section("lbu", [&] { convert_lbu(root, h); });
+  section("boot", [&] { convert_boot(root, h); });
+  section("install", [&] { convert_install(root, h); });
   // Defaults that depend on other tables.
   if (h.network.interfaces.empty()) h.network.interfaces.push_back(Interface{});
   if (h.wifi.enabled) {
@@ -1463,6 +1645,9 @@ HostConfig Converter::convert(const toml::table* host, int n, int host_pos) {
       h.network.interfaces.push_back(w);
     }
   }
+  // What follows looks at the whole card: with a part of it missing, it would
+  // say things that are not so (nobody can log in, no DHCP).
+  if (failed_) return h;
   bool any_dhcp = false;
   for (const auto& i : h.network.interfaces) any_dhcp = any_dhcp || i.dhcp;
   if (!any_dhcp && h.network.dns.empty()) {
@@ -1479,8 +1664,8 @@ HostConfig Converter::convert(const toml::table* host, int n, int host_pos) {
          "boot, not what lbu commit saves on the card, so it gets new SSH host keys at every boot; use host_keys = "
          "\"generate\" (the keys are then in the apkovl you serve)");
   }
-  check_files_against_generated(h);
-  check_root_access(root, h);
+  guard([&] { check_files_against_generated(h); });
+  guard([&] { check_root_access(root, h); });
   return h;
 }
 
@@ -1832,21 +2017,40 @@ std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::strin
   if (auto* sys = impl->doc.get("system"); sys && sys->is_table())
     if (auto* hn = sys->as_table()->get("hostname"); hn && hn->is_string())
       impl->hostname_templated = checks::has_template(hn->as_string()->get());
-  // Validate every card the file defines (the base alone when there are no hosts).
+  // Validate every card the file defines (the base alone when there are no hosts),
+  // collecting the problems of all of them.
   std::set<std::string> names, macs;
-  if (impl->hosts.empty()) {
-    impl->alpine = c.convert(nullptr, 1, 0).alpine;
-  } else {
-    for (std::size_t i = 0; i < impl->hosts.size(); ++i) {
-      auto h = c.convert(impl->hosts[i], static_cast<int>(i) + 1, static_cast<int>(i) + 1);
-      if (!names.insert(h.hostname).second)
-        c.fail(impl->hosts[i]->source(), "hostname \"" + h.hostname + "\" is used by two [[hosts]] entries");
-      if (!h.mac.empty() && !macs.insert(h.mac).second)
-        c.fail(impl->hosts[i]->source(), "mac " + h.mac + " is used by two [[hosts]] entries");
-      impl->alpine = h.alpine;
+  try {
+    if (impl->hosts.empty()) {
+      impl->alpine = c.convert(nullptr, 1, 0).alpine;
+    } else {
+      for (std::size_t i = 0; i < impl->hosts.size(); ++i) {
+        auto h = c.convert(impl->hosts[i], static_cast<int>(i) + 1, static_cast<int>(i) + 1);
+        impl->alpine = h.alpine;
+        // A card with a problem may lack its hostname or mac: not compared.
+        if (c.failed()) continue;
+        if (!names.insert(h.hostname).second)
+          c.record(impl->hosts[i]->source(), "hostname \"" + h.hostname + "\" is used by two [[hosts]] entries");
+        if (!h.mac.empty() && !macs.insert(h.mac).second)
+          c.record(impl->hosts[i]->source(), "mac " + h.mac + " is used by two [[hosts]] entries");
+      }
     }
+  } catch (const EnoughErrors&) {
   }
+  c.throw_found();
   return impl;
+}
+
+// One card, its problems thrown.
+HostConfig convert_checked(Converter& c, const toml::table* host, int n, int host_pos) {
+  try {
+    HostConfig h = c.convert(host, n, host_pos);
+    c.throw_found();
+    return h;
+  } catch (const EnoughErrors&) {
+    c.throw_found();
+    throw;
+  }
 }
 
 }  // namespace
@@ -1878,7 +2082,7 @@ HostConfig resolve_host(const Spec& spec, int n, const std::optional<std::string
   if (host_name) {
     std::vector<std::string> known;
     for (std::size_t i = 0; i < impl.hosts.size(); ++i) {
-      auto h = c.convert(impl.hosts[i], static_cast<int>(i) + 1, static_cast<int>(i) + 1);
+      auto h = convert_checked(c, impl.hosts[i], static_cast<int>(i) + 1, static_cast<int>(i) + 1);
       if (h.hostname == *host_name) return h;
       known.push_back(h.hostname);
     }
@@ -1889,11 +2093,11 @@ HostConfig resolve_host(const Spec& spec, int n, const std::optional<std::string
   }
   if (n < 1) throw Error(Errc::usage, "card numbers start at 1 (--first " + std::to_string(n) + ")");
   if (static_cast<std::size_t>(n) <= impl.hosts.size())
-    return c.convert(impl.hosts[static_cast<std::size_t>(n) - 1], n, n);
+    return convert_checked(c, impl.hosts[static_cast<std::size_t>(n) - 1], n, n);
   if (!impl.hosts.empty() && !impl.hostname_templated)
     throw Error(Errc::usage, "card " + std::to_string(n) + " is beyond the " + std::to_string(impl.hosts.size()) +
                                  " [[hosts]] entries of " + impl.name + " and [system].hostname has no {n} to name it");
-  return c.convert(nullptr, n, 0);
+  return convert_checked(c, nullptr, n, 0);
 }
 
 std::vector<HostConfig> resolve_hosts(const Spec& spec, int first, int count) {

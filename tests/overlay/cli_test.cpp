@@ -448,3 +448,86 @@ TEST(CheckCommand, ListsEveryWifiNetworkNeverAPsk) {
   EXPECT_FALSE(fs::exists(dir / "no.apkovl.tar.gz"));
   ::unsetenv("RPI_W_CLI_CLASS");
 }
+
+namespace {
+// A JSON string as the JSON events write it (the texts here need only '"' and '\' escaped).
+std::string quoted(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out + "\"";
+}
+}  // namespace
+
+// Every mistake of a spec in one run: each its own "error:" line on stderr, and
+// in --json one error event that lists them; a spec with one mistake reads as before.
+TEST(CheckCommand, SaysEveryErrorOfTheSpecAtOnce) {
+  TempDir dir;
+  const fs::path spec = dir / "bad.toml";
+  ::setenv("RPI_MANY_PSK", "leak7mk", 1);  // too short: an error about a secret's value
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"pi\"\ncolour = \"blue\"\n"
+                        "[network]\ndns = [\"999.1.1.1\"]\n"
+                        "[wifi]\nssid = \"home\"\npsk = { env = \"RPI_MANY_PSK\" }\n"
+                        "[boot]\nlabel = \"BOOT\"\n");
+  const std::string s = spec.string();
+  const std::vector<std::string> messages = {
+      s + ":3:1: unknown key 'colour' in [system]",
+      s + ":5:8: [network].dns entry \"999.1.1.1\" is not an IP address",
+      s + ":8:15: [wifi].psk (env RPI_MANY_PSK) must be a passphrase of 8 to 63 printable ASCII characters (or 64 "
+          "hex digits)",
+      s + ":10:9: [boot].label must not be BOOT: the Pi firmware then fails to load boot/ files "
+          "(raspberrypi/firmware#1529)",
+  };
+  for (const auto& cmd : {std::vector<std::string>{"check", "--spec", s},
+                          std::vector<std::string>{"apkovl", "--spec", s, "-o", (dir / "o.apkovl.tar.gz").string()}}) {
+    SCOPED_TRACE(cmd.front());
+    auto r = cli(cmd);
+    EXPECT_EQ(r.exit_code, 2);
+    std::string want;
+    for (const auto& m : messages) want += "rpi-provision: error: " + m + "\n";
+    EXPECT_EQ(r.err, want);
+    EXPECT_TRUE(r.out.empty()) << r.out;
+    std::vector<std::string> json_cmd = {"--json"};
+    json_cmd.insert(json_cmd.end(), cmd.begin(), cmd.end());
+    auto j = cli(json_cmd);
+    EXPECT_EQ(j.exit_code, 2);
+    std::string list;
+    for (const auto& m : messages) list += (list.empty() ? "" : ",") + quoted(m);
+    EXPECT_EQ(j.out, "{\"type\":\"error\",\"code\":\"spec\",\"message\":" + quoted(messages.front()) +
+                         ",\"messages\":[" + list + "]}\n");
+    for (const auto& out : {r.out, r.err, j.out, j.err}) EXPECT_EQ(out.find("leak7mk"), std::string::npos) << out;
+  }
+  EXPECT_FALSE(fs::exists(dir / "o.apkovl.tar.gz"));
+  ::unsetenv("RPI_MANY_PSK");
+
+  // One mistake: the one line, and an event without "messages", as always.
+  const fs::path one = dir / "one.toml";
+  rpi::test::write_file(one, "[system]\nhostname = \"pi\"\n[boot]\nlabel = \"BOOT\"\n");
+  const std::string m = one.string() +
+                        ":4:9: [boot].label must not be BOOT: the Pi firmware then fails to load boot/ files "
+                        "(raspberrypi/firmware#1529)";
+  auto r = cli({"check", "--spec", one.string()});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "rpi-provision: error: " + m + "\n");
+  auto j = cli({"--json", "check", "--spec", one.string()});
+  EXPECT_EQ(j.exit_code, 2);
+  EXPECT_EQ(j.out, "{\"type\":\"error\",\"code\":\"spec\",\"message\":" + quoted(m) + "}\n");
+
+  // Over 20: twenty lines, then the count of the others.
+  const fs::path many = dir / "many.toml";
+  std::string text = "[system]\nhostname = \"pi\"\n";
+  for (int i = 0; i < 23; ++i) text += "[[users]]\nname = \"Bad" + std::to_string(i) + "\"\n";
+  rpi::test::write_file(many, text);
+  auto lots = cli({"check", "--spec", many.string()});
+  EXPECT_EQ(lots.exit_code, 2);
+  EXPECT_EQ(std::count(lots.err.begin(), lots.err.end(), '\n'), 21) << lots.err;
+  EXPECT_NE(lots.err.find("rpi-provision: error: " + many.string() + ":42:8: user name \"Bad19\""), std::string::npos)
+      << lots.err;
+  EXPECT_TRUE(lots.err.ends_with("\nrpi-provision: error: … and 3 more errors\n")) << lots.err;
+  auto lots_json = cli({"--json", "check", "--spec", many.string()});
+  EXPECT_NE(lots_json.out.find(",\"more_errors\":3}"), std::string::npos) << lots_json.out;
+  EXPECT_EQ(std::count(lots_json.out.begin(), lots_json.out.end(), '\n'), 1) << lots_json.out;
+}

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 
@@ -1615,4 +1616,136 @@ TEST(Spec, TheDocsWifiExampleLoads) {
   ::unsetenv("WIFI_PSK");
   ::unsetenv("STAFF_PSK");
   EXPECT_GE(h.wifi.networks.size(), 2u) << block;
+}
+
+// --- every error of a spec at once
+
+namespace {
+// The messages of a spec with several errors (SpecErrors); none when it loads
+// or has one error.
+std::vector<std::string> errors_of(const std::string& text) {
+  try {
+    parse_spec(text, "t.toml", ".");
+  } catch (const SpecErrors& e) {
+    EXPECT_EQ(e.code(), Errc::spec);
+    return e.messages();
+  } catch (const Error& e) {
+    ADD_FAILURE() << "one error only: " << e.what();
+  }
+  return {};
+}
+}  // namespace
+
+// Three independent mistakes in three tables: all three, in line order (not the
+// order the tables are checked in), each as the spec with only that mistake says it.
+TEST(Spec, EveryErrorOfASpecIsSaidInLineOrder) {
+  const std::string boot = "[boot]\nlabel = \"BOOT\"\n";
+  const std::string system = "[system]\nhostname = \"pi\"\ncolour = \"blue\"\n";
+  const std::string network = "[network]\ndns = [\"192.168.1.1\", \"999.1.1.1\"]\n";
+  const std::string text = boot + system + network;
+  const auto got = errors_of(text);
+  // Each alone, at the line it has in the whole spec (blank lines keep the places).
+  const std::string alone_boot = error_of(boot + "[system]\nhostname = \"pi\"\n");
+  const std::string alone_system = error_of("\n\n" + system);
+  const std::string alone_network = error_of(kPi + "\n\n\n" + network);
+  EXPECT_EQ(alone_boot.substr(0, 11), "t.toml:2:9:");
+  EXPECT_EQ(alone_system, "t.toml:5:1: unknown key 'colour' in [system]");
+  EXPECT_EQ(alone_network, "t.toml:7:23: [network].dns entry \"999.1.1.1\" is not an IP address");
+  EXPECT_EQ(got, (std::vector<std::string>{alone_boot, alone_system, alone_network}));
+  // what() is them one per line: callers that print it show them all.
+  EXPECT_EQ(error_of(text), alone_boot + "\n" + alone_system + "\n" + alone_network);
+}
+
+TEST(Spec, EveryBadEntryOfAnArrayOfTablesIsSaid) {
+  const auto users =
+      errors_of(kPi + "[[users]]\nname = \"Bad Name\"\n[[users]]\nname = \"ok\"\n[[users]]\nname = \"root\"\n");
+  ASSERT_EQ(users.size(), 2u);
+  EXPECT_TRUE(has(users[0], "t.toml:4:8: user name \"Bad Name\" ")) << users[0];
+  EXPECT_EQ(users[1], "t.toml:8:8: configure root in [root], not [[users]]");
+  const auto files =
+      errors_of(kPi +
+                "[[files]]\npath = \"relative\"\ncontent = \"a\"\n[[files]]\npath = \"/etc/b\"\nmode = \"999\"\n"
+                "content = \"b\"\n[[scripts]]\nname = \"a\"\n[[scripts]]\nname = \"b\"\ncontent = \"\"\n");
+  ASSERT_EQ(files.size(), 3u);
+  EXPECT_TRUE(has(files[0], "t.toml:4:8: [[files]].path \"relative\" ")) << files[0];
+  EXPECT_TRUE(has(files[1], "t.toml:8:8: [[files]].mode must be an octal string")) << files[1];
+  EXPECT_EQ(files[2], "t.toml:10:1: script a needs exactly one of content or source");
+  // An entry with a mistake still counts for the next ones: its ssid is taken.
+  const auto nets = errors_of(kPi +
+                              "[[network.interfaces]]\nname = \"eth0\"\ndhcp = false\n"
+                              "[[network.interfaces]]\nname = \"eth1\"\naddress = \"10.0.0.300/24\"\n"
+                              "[wifi]\ncountry = \"de\"\n[[wifi.networks]]\nssid = \"a\"\npsk = \"short\"\n"
+                              "[[wifi.networks]]\nssid = \"a\"\npsk = \"long-enough\"\n");
+  ASSERT_EQ(nets.size(), 5u);
+  EXPECT_TRUE(has(nets[0], "t.toml:3:1: interface eth0 has dhcp = false but no address")) << nets[0];
+  EXPECT_TRUE(has(nets[1], "t.toml:8:11: invalid address \"10.0.0.300/24\" for eth1")) << nets[1];
+  EXPECT_TRUE(has(nets[2], "t.toml:10:11: [wifi].country must be")) << nets[2];
+  EXPECT_TRUE(has(nets[3], "t.toml:13:7: [[wifi.networks]].psk must be a passphrase")) << nets[3];
+  EXPECT_EQ(nets[4], "t.toml:15:8: Wi-Fi network \"a\" is given twice (first at t.toml:12:8); keep one");
+}
+
+// A base table is seen by every [[hosts]] entry: its mistake is said once. The
+// hosts' own mistakes are each said.
+TEST(Spec, AMistakeInABaseTableIsSaidOnceForAllHosts) {
+  EXPECT_EQ(error_of("[system]\nhostname = \"pi-{n}\"\ncolour = \"blue\"\n[[hosts]]\n[[hosts]]\n[[hosts]]\n"),
+            "t.toml:3:1: unknown key 'colour' in [system]");
+  // A templated value gives each card its own text: still one place, one error.
+  const std::string zone =
+      error_of("[system]\nhostname = \"pi-{n}\"\ntimezone = \"Mars/{n}\"\n[[hosts]]\n[[hosts]]\n[[hosts]]\n");
+  EXPECT_EQ(zone.find('\n'), std::string::npos) << zone;
+  EXPECT_EQ(zone.substr(0, 12), "t.toml:3:12:") << zone;
+  const auto macs = errors_of(
+      "[system]\nhostname = \"pi-{n}\"\ncolour = \"blue\"\n[[hosts]]\nmac = \"x\"\n[[hosts]]\n[[hosts]]\nmac = "
+      "\"y\"\n");
+  EXPECT_EQ(macs, (std::vector<std::string>{
+                      "t.toml:3:1: unknown key 'colour' in [system]",
+                      "t.toml:5:7: [[hosts]].mac must be a MAC address like \"b8:27:eb:12:34:56\"",
+                      "t.toml:8:7: [[hosts]].mac must be a MAC address like \"b8:27:eb:12:34:56\"",
+                  }));
+}
+
+// A check of the whole card does not run on a card with a problem: it would
+// see the card without the broken part and say what is not so.
+TEST(Spec, ABrokenEntryCausesNoErrorsAboutTheWholeCard) {
+  const std::string refused = root_with(kKey, "[ssh]\npermit_root_login = \"no\"\n");
+  // Control: without an admin, nobody could log in (an error).
+  ASSERT_TRUE(has(error_of(refused), "nobody could log in to this Pi"));
+  const std::string admin = "[[users]]\nname = \"ops\"\nadmin = true\nssh_authorized_keys = ['" + kKey + "']\n";
+  const std::string owned = "[[files]]\npath = \"/etc/ops.conf\"\ncontent = \"a\"\nowner = \"ops\"\n";
+  // Control: with a working admin who owns a file, the spec loads.
+  EXPECT_NO_THROW(parse_spec(refused + admin + owned, "t.toml", "."));
+  // The admin's entry has a mistake: that mistake alone, not "nobody could log
+  // in", nor "owner ops names no user" for the file.
+  EXPECT_EQ(error_of(refused + admin + "shell = \"bin/ash\"\n" + owned),
+            "t.toml:11:9: shell must be an absolute path (start with '/')");
+  // A mistyped table name: the typo, not "[system].hostname is required".
+  EXPECT_EQ(error_of("sytem = { hostname = \"pi\" }\n"),
+            "t.toml:1:1: unknown key 'sytem' in the spec (did you mean 'system'?)");
+  // Nor a hostname the card lacks for a [[hosts]] entry's typo.
+  EXPECT_EQ(error_of("[system]\nhostname = \"pi-{n}\"\n[[hosts]]\nhostnme = \"a\"\n"),
+            "t.toml:4:1: unknown key 'hostnme' in [[hosts]] (did you mean 'hostname'?)");
+  // A table that is not a table is said once, not again by its own check.
+  EXPECT_EQ(error_of("users = 5\n" + kPi), "t.toml:1:9: [[users]] must be an array of tables");
+}
+
+TEST(Spec, AtMostTwentyErrorsThenHowManyMore) {
+  std::string text = kPi;
+  for (int i = 0; i < 25; ++i) text += "[[users]]\nname = \"Bad" + std::to_string(i) + "\"\n";
+  try {
+    parse_spec(text, "t.toml", ".");
+    FAIL() << "no error";
+  } catch (const SpecErrors& e) {
+    ASSERT_EQ(e.messages().size(), 20u);
+    EXPECT_EQ(e.more(), 5u);
+    for (std::size_t i = 0; i < 20; ++i) {
+      // Entry i is on line 4 + 2i, in file order.
+      EXPECT_TRUE(has(e.messages()[i],
+                      "t.toml:" + std::to_string(4 + 2 * i) + ":8: user name \"Bad" + std::to_string(i) + "\""))
+          << e.messages()[i];
+    }
+    const std::string what = e.what();
+    EXPECT_EQ(std::count(what.begin(), what.end(), '\n'), 20) << what;
+    EXPECT_EQ(what.substr(what.rfind('\n') + 1), "… and 5 more errors");
+    EXPECT_EQ(e.more_text(), "… and 5 more errors");
+  }
 }

@@ -4,9 +4,11 @@
 // load_spec() parses and validates the whole file (every [[hosts]] entry is
 // resolved once, so a bad entry fails early); resolve_host() turns it into the
 // fully typed HostConfig of one card. Errors are rpi::Error(Errc::spec) whose
-// message starts "FILE:LINE:COL: ". No message ever contains a secret value.
+// message starts "FILE:LINE:COL: ", or SpecErrors when the spec has several
+// problems. No message ever contains a secret value.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -15,7 +17,31 @@
 #include <utility>
 #include <vector>
 
+#include "rpi/error.hpp"
+
 namespace rpi::overlay {
+
+// Several problems found in one spec (Errc::spec): each message
+// "FILE:LINE:COL: message", in file order (line, then column), each place said
+// once (a base table seen by every [[hosts]] entry included). At most kShown
+// are kept; what() is them one per line, then more_text() when some were left
+// out. A spec with one problem throws a plain rpi::Error with that message.
+class SpecErrors : public Error {
+ public:
+  static constexpr std::size_t kShown = 20;
+  // `more`: problems found beyond `messages`; `at_least`: the search stopped
+  // before the end of the spec, so there may be more still.
+  SpecErrors(std::vector<std::string> messages, std::size_t more, bool at_least = false);
+  const std::vector<std::string>& messages() const noexcept { return *messages_; }
+  std::size_t more() const noexcept { return more_; }
+  // "… and 3 more errors" ("… and at least 3 more errors"); empty when none was left out.
+  std::string more_text() const;
+
+ private:
+  std::shared_ptr<const std::vector<std::string>> messages_;  // shared: copying an exception must not throw
+  std::size_t more_;
+  bool at_least_;
+};
 
 // [alpine]: which release tarball the card is built from (used by fetch).
 struct AlpineSource {
@@ -274,8 +300,10 @@ struct LoadOptions {
   MissingEnv missing_env = MissingEnv::fail;
 };
 
-// Parses and validates; throws rpi::Error(Errc::spec) "FILE:LINE:COL: message".
-// resolve_host() on the result follows the same options.
+// Parses and validates; throws rpi::Error(Errc::spec) "FILE:LINE:COL: message",
+// or SpecErrors with every problem it found when there are several (a TOML
+// syntax error comes alone: parsing stops there). resolve_host() on the result
+// follows the same options.
 Spec load_spec(const std::filesystem::path& path, const LoadOptions& options = {});
 // Same, from text; `name` is used in messages and `base_dir` for { file = } / source.
 Spec parse_spec(const std::string& text, const std::string& name, const std::filesystem::path& base_dir,
@@ -284,7 +312,7 @@ Spec parse_spec(const std::string& text, const std::string& name, const std::fil
 // The configuration of card number `n` ({n}). With `host_name`, the [[hosts]]
 // entry of that hostname (its position gives n). Otherwise the n-th [[hosts]]
 // entry, or the base tables when there are none or n is beyond them and the
-// hostname is templated. Throws Errc::spec / Errc::usage.
+// hostname is templated. Throws Errc::spec (or SpecErrors) / Errc::usage.
 HostConfig resolve_host(const Spec& spec, int n, const std::optional<std::string>& host_name = std::nullopt);
 // Cards first .. first+count-1.
 std::vector<HostConfig> resolve_hosts(const Spec& spec, int first, int count);
