@@ -422,7 +422,9 @@ void warn_shared_host_keys(AppContext& ctx, const std::vector<Identity>& ids) {
     if (count > 1) ctx.reporter.warn(shared_host_keys_warning(std::to_string(count) + " cards get", name));
 }
 
-void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
+// `packed`: with --image, check_image_file's probe of a compressed image (nothing for a raw one).
+void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
+                 const std::optional<udev::CompressedImage>& packed = std::nullopt) {
   // Every target is checked before anything is built or written.
   std::vector<udev::DeviceInfo> infos;
   std::map<std::pair<dev_t, ino_t>, std::string> seen;  // the same card under two names is written once or not at all
@@ -472,14 +474,16 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     for (const auto& i : infos) sizes.push_back(i.size);
     if (p) return print_plan(ctx, *p, ids, o.devices, true, sizes, refused);
     std::optional<std::uint64_t> need;
+    std::string bmap;  // the block map the run would use, "" for none
     std::ostringstream s;
     s << kPlanHeading;
-    const std::string z = udev::compression_of_file(o.image);
-    if (z.empty()) {
+    const std::string z = packed ? packed->compression : "";
+    if (!packed) {
       // The check a real run does while writing, done now: a stale .bmap shows in the plan's run.
       auto src = udev::FlashSource::open(o.image);
       udev::check_source(*src);
       need = src->map.image_size();
+      bmap = src->bmap.string();
       s << "  image: " << o.image << " (" << format_size(*need) << ")\n";
       if (!src->bmap.empty())
         s << "  block map: " << src->bmap.string() << ", " << format_size(src->map.mapped_bytes()) << " to write\n";
@@ -488,8 +492,9 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     } else {
       // A plan does not decompress: the size is the one the .bmap, the xz index
       // or the zstd frame headers give (checked against each other), else unknown.
-      const udev::CompressedImage c = udev::probe_compressed(o.image);
+      const udev::CompressedImage& c = *packed;
       need = c.expected_size();
+      if (c.map) bmap = c.bmap.string();
       s << "  image: " << o.image << ", " << z << "-compressed: "
         << (need ? format_size(*need) + " decompressed (" + (c.map ? "its .bmap says" : c.size_source()) + ")"
                  : "its size is known once it is decompressed (" + z +
@@ -524,7 +529,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     if (o.wipe) s << "  first: erase each whole card (--wipe)\n";
     s << "  writes: " << parallel_text(o.jobs, infos.size() - refusals) << "\n";
     JsonObject j;
-    j.add("image", o.image);
+    j.add("image", o.image).add("bmap", bmap);
     if (!z.empty()) j.add("compression", z);
     j.add("jobs", cards_at_once(o.jobs, infos.size() - refusals))
         .add_bool("wipe", o.wipe)
@@ -620,7 +625,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
       if (dynamic_cast<const fetch::DownloadCancelled*>(&e)) ctx.reporter.note(e.what());
       return cancelled_before_writing();
     }
-  } else if (!udev::compression_of_file(o.image).empty()) {
+  } else if (packed) {
     // Decompressed once, before any card is opened, into the private scratch
     // folder (removed with it, also after Ctrl-C or an error): the writer reads
     // the image at random, once per card and again to verify. A card too small
@@ -628,7 +633,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o) {
     // as the plan refuses it; the decompression stops once the image is
     // larger than the largest other card. (A .bmap's size alone may be that of
     // another image: one that is not the data's is refused as it goes by.)
-    const udev::CompressedImage c = udev::probe_compressed(o.image);
+    const udev::CompressedImage& c = *packed;
     const std::optional<std::uint64_t> need = c.size;
     std::optional<std::size_t> largest;
     for (std::size_t i = 0; i < infos.size(); ++i) {
@@ -816,8 +821,8 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
       if (o->devices.empty()) throw Error(Errc::usage, "--image needs --device DEV");
       refuse_ignored_options(app, *o);
       check_devices_given(o->devices);
-      check_image_file(o->image);
-      return run_devices(ctx, nullptr, *o);
+      const std::optional<udev::CompressedImage> packed = check_image_file(o->image);
+      return run_devices(ctx, nullptr, *o, packed);
     }
     if (o->spec.empty() && o->apkovl.empty())
       throw Error(Errc::usage, "give --spec FILE (or --apkovl FILE): a card without an apkovl boots unconfigured");

@@ -319,20 +319,17 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   std::optional<udev::CompressedImage> packed;
   std::shared_ptr<udev::FlashSource> raw;
   if (from_image) {
-    check_image_file(o.image);
-    if (const std::string z = udev::compression_of_file(o.image); !z.empty()) {
-      packed = udev::probe_compressed(o.image);
-      if (o.dry_run) {
-        const udev::CompressedImage& c = *packed;
-        const std::optional<std::uint64_t> size = c.expected_size();
-        ctx.reporter.note(o.image + " is " + z +
-                          "-compressed: the station decompresses it once, before the first card" +
-                          (size ? " (" + format_size(*size) + ")" : std::string()) +
-                          (c.map ? ", and writes what " + c.bmap.string() + " maps"
-                                 : ", and writes every byte of it (no .bmap beside it)"));
-      }
-    } else {
+    packed = check_image_file(o.image);  // probed there when compressed
+    if (!packed) {
       raw = std::make_shared<udev::FlashSource>(*udev::FlashSource::open(o.image));
+    } else if (o.dry_run) {
+      const udev::CompressedImage& c = *packed;
+      const std::optional<std::uint64_t> size = c.expected_size();
+      ctx.reporter.note(o.image + " is " + c.compression +
+                        "-compressed: the station decompresses it once, before the first card" +
+                        (size ? " (" + format_size(*size) + ")" : std::string()) +
+                        (c.map ? ", and writes what " + c.bmap.string() + " maps"
+                               : ", and writes every byte of it (no .bmap beside it)"));
     }
   }
   if (o.dry_run) {

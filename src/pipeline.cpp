@@ -979,18 +979,19 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
 // The root command's and watch's --image check, before any card is opened: a
 // truncated xz file (no stream footer), a damaged start or a block map of
 // another size is an error now, not after the whole file was decompressed.
-void check_image_file(const std::string& image) {
+std::optional<udev::CompressedImage> check_image_file(const std::string& image) {
   Fd fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   struct stat st {};
-  if (!fd || ::fstat(fd.get(), &st) != 0 || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))) return;
+  if (!fd || ::fstat(fd.get(), &st) != 0 || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))) return std::nullopt;
   const off_t end = ::lseek(fd.get(), 0, SEEK_END);
   std::uint64_t size = end > 0 ? static_cast<std::uint64_t>(end) : 0;
   std::string head(512, '\0');
   const ssize_t got = ::pread(fd.get(), head.data(), head.size(), 0);
   head.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
   std::string what = "--image " + image;
+  std::optional<udev::CompressedImage> probed;
   if (const std::string z = udev::compression_of(head); !z.empty()) {
-    const udev::CompressedImage c = udev::probe_compressed(image);
+    const udev::CompressedImage& c = probed.emplace(udev::probe_compressed(image));
     head = udev::decompressed_head(image, 512);
     size = c.map    ? c.map->image_size()
            : c.size ? *c.size
@@ -998,12 +999,13 @@ void check_image_file(const std::string& image) {
     what += " (" + z + "-compressed)";
   }
   if (head.size() == 512 && partition::looks_like_fat_boot_sector(reinterpret_cast<const std::uint8_t*>(head.data())))
-    return;  // a FAT volume without a partition table: its own boot sector
+    return probed;  // a FAT volume without a partition table: its own boot sector
   try {
     partition::parse_mbr(reinterpret_cast<const std::uint8_t*>(head.data()), head.size(), size, what);
   } catch (const Error& e) {
     throw Error(Errc::usage, std::string(e.what()) + "; give a disk image such as one made with --output");
   }
+  return probed;
 }
 
 std::string bmap_names(const std::string& image) {

@@ -326,8 +326,10 @@ std::shared_ptr<const udev::FlashSource> decompress_for_cards(
 // (only those are). Throws Errc::usage ("--image FILE: not a disk image: ...;
 // give a disk image such as one made with --output"), Errc::input for a
 // damaged or truncated compressed file or a block map of another size. A
-// missing or unreadable file is left to the writer, which names it.
-void check_image_file(const std::string& image);
+// missing or unreadable file is left to the writer, which names it. Returns
+// the probe of a compressed image (udev::probe_compressed), for the caller to
+// plan and decompress with; nothing for a raw one (or one left to the writer).
+std::optional<udev::CompressedImage> check_image_file(const std::string& image);
 
 // "looked for pi.img.xz.bmap, pi.img.bmap, pi.bmap": the names bmaptool tries
 // for an --image, for a plan or note that found none.

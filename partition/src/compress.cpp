@@ -46,36 +46,50 @@ struct ArchiveEntryFree {
 using ArchiveEntry = std::unique_ptr<archive_entry, ArchiveEntryFree>;
 
 // Where libarchive's compressed blocks go. A C callback must not throw: the
-// failure is kept here and thrown once libarchive has returned.
+// failure is kept here and thrown once libarchive has returned. `discard`:
+// the blocks are accepted and dropped (Discarding).
 struct Output {
   int fd = -1;
   int error = 0;  // errno of the first failed write
   std::uint64_t written = 0;
+  bool discard = false;
 };
 
-// Ends a writer whose stream was not finished (an error, a cancel) without
-// finishing it: archive_write_free would otherwise close the stream, that is
-// compress what the encoder holds (xz: up to two 24 MiB blocks, seconds of
-// work) and write it out. libarchive (3.6 to 3.8 at least) then leaves the
-// encoder's state allocated (its gzip, xz and bzip2 filters end their streams
-// only in close; xz's two worker threads stay, idle): a run that gets here
-// ends, so that is accepted.
-class Unfinished {
+// Ends a writer whose stream was not finished (an error): the output is
+// switched to discard mode first, then the stream is closed, so libarchive
+// finishes it into nothing, and not a byte more reaches out_fd. Closing is
+// what ends the encoder (libarchive's gzip, xz and bzip2 filters end their
+// streams, lzma_end included, only in close; archive_write_free skips the
+// close of a writer in ARCHIVE_STATE_FATAL): its memory is freed and xz's
+// worker threads are joined. It costs the compression of what the encoder
+// holds (xz: the blocks under way, up to 24 MiB of input each, seconds).
+// A cancel does not wait for that (abandon): the user asked to stop now, and
+// the run ends, which frees what libarchive keeps.
+class Discarding {
  public:
-  explicit Unfinished(archive* a) : a_(a) {}
-  ~Unfinished() {
-    if (a_) archive_write_fail(a_);
+  Discarding(archive* a, Output& out) : a_(a), out_(out) {}
+  ~Discarding() {
+    if (!a_) return;
+    out_.discard = true;
+    if (abandoned_)
+      archive_write_fail(a_);
+    else
+      archive_write_close(a_);  // its result: the failure thrown already says what went wrong
   }
-  Unfinished(const Unfinished&) = delete;
-  Unfinished& operator=(const Unfinished&) = delete;
+  Discarding(const Discarding&) = delete;
+  Discarding& operator=(const Discarding&) = delete;
   void finished() { a_ = nullptr; }
+  void abandon() { abandoned_ = true; }
 
  private:
   archive* a_;
+  Output& out_;
+  bool abandoned_ = false;
 };
 
 la_ssize_t write_cb(archive*, void* client, const void* buf, std::size_t len) {
   Output& out = *static_cast<Output*>(client);
+  if (out.discard) return static_cast<la_ssize_t>(len);
   const char* p = static_cast<const char*>(buf);
   std::size_t left = len;
   while (left > 0) {
@@ -168,9 +182,11 @@ std::string compression_settings(Compression c) {
 std::uint64_t compress_image(int in_fd, const std::string& in_name, std::uint64_t size, int out_fd,
                              const std::string& out_name, Compression c, const CompressOptions& options) {
   if (c == Compression::none) throw Error(Errc::internal, "compress_image: no compression asked for " + out_name);
-  // Declared before the writer, so that it outlives it: freeing a writer that
-  // is still open calls write_cb with `out`.
+  // Declared before the writer, so that they outlive it: closing or freeing a
+  // writer that is still open calls write_cb with `out`, and its encoder may
+  // still read the last block it was given from `buf`.
   Output out{out_fd};
+  std::vector<char> buf(kChunk);
   ArchiveWriter a(archive_write_new());
   if (!a) throw Error(Errc::internal, "libarchive: out of memory");
   archive* w = a.get();
@@ -207,8 +223,8 @@ std::uint64_t compress_image(int in_fd, const std::string& in_name, std::uint64_
     if (out.error) throw_errno("cannot write " + out_name, out.error);
     throw Error(Errc::io, "cannot compress " + out_name + " (" + what + "): " + archive_message(w));
   };
-  // From here on, a throw leaves the stream unfinished (see Unfinished).
-  Unfinished unfinished(w);
+  // From here on, a throw finishes the stream into nothing (see Discarding).
+  Discarding discarding(w, out);
   if (archive_write_open(w, &out, nullptr, write_cb, nullptr) != ARCHIVE_OK) failed("open");
   ArchiveEntry e(archive_entry_new());
   if (!e) throw Error(Errc::internal, "libarchive: out of memory");
@@ -218,11 +234,13 @@ std::uint64_t compress_image(int in_fd, const std::string& in_name, std::uint64_
   archive_entry_set_size(e.get(), static_cast<la_int64_t>(size));
   if (archive_write_header(w, e.get()) != ARCHIVE_OK) failed("header");
 
-  std::vector<char> buf(kChunk);
   std::uint64_t done = 0, next_progress = 0;
   auto next_time = std::chrono::steady_clock::time_point::min();
   while (done < size) {
-    if (cancelled(options.cancel)) throw Cancelled{};
+    if (cancelled(options.cancel)) {
+      discarding.abandon();
+      throw Cancelled{};
+    }
     const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), size - done));
     const std::size_t got = pread_full(in_fd, buf.data(), want, done, "cannot read " + in_name);
     if (got < want)
@@ -240,7 +258,7 @@ std::uint64_t compress_image(int in_fd, const std::string& in_name, std::uint64_
     }
   }
   if (archive_write_close(w) != ARCHIVE_OK) failed("end of stream");
-  unfinished.finished();
+  discarding.finished();
   emit(options.events, Event{"compress", options.subject, size, size, ""});
   return out.written;
 }

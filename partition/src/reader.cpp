@@ -3,7 +3,6 @@
 // cluster; all arithmetic on them is done in 64 bits.
 #include "partition/reader.hpp"
 
-#include <fnmatch.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -15,6 +14,7 @@
 #include <unordered_set>
 
 #include "le.hpp"
+#include "partition/apkovl_check.hpp"
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
 
@@ -863,7 +863,7 @@ std::vector<std::string> FatVolume::warnings() const {
 std::vector<FatEntry> find_apkovls(const FatVolume& volume) {
   std::vector<FatEntry> out;
   for (auto& e : volume.list(""))
-    if (!e.is_directory() && ::fnmatch("*.apkovl.tar.gz*", e.name.c_str(), 0) == 0) out.push_back(e);
+    if (!e.is_directory() && is_apkovl_name(e.name)) out.push_back(e);
   return out;
 }
 

@@ -229,6 +229,43 @@ TEST(ImageInput, ARawImageFindsItsBmapUnderBmaptoolsNames) {
   EXPECT_NE(written.find(std::string(4096, 'c')), std::string::npos) << "unmapped blocks were written";
 }
 
+// The plan's --json names the block map the run would use, as watch's plan
+// does: the .bmap found under bmaptool's names (pi.bmap beside pi.img,
+// pi.img.bmap beside pi.img.xz), "" when there is none. Oracle: watch
+// --dry-run --json on the same image says the same.
+TEST(ImageInput, ThePlanNamesItsBlockMapInJsonAsWatchDoes) {
+  const Images& im = images();
+  TempDir d;
+  const fs::path target = card(d / "card.bin");
+  auto bmap_in_plan = [](const std::string& out) -> std::string {
+    static const std::regex plan(R"re(\{"type":"plan"[^\n]*?"bmap":"([^"]*)")re");
+    std::smatch m;
+    return std::regex_search(out, m, plan) ? m[1].str() : "(no bmap field in the plan)";
+  };
+  auto check = [&](const fs::path& file, const std::string& want) {
+    auto r = cli({"--image", file.string(), "--device", target.string(), "--dry-run", "--json"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(bmap_in_plan(r.out), want) << r.out;
+    auto w = cli({"watch", "--image", file.string(), "--dry-run", "--json"});
+    EXPECT_EQ(w.exit_code, 0) << w.out << w.err;
+    EXPECT_EQ(bmap_in_plan(w.out), want) << w.out;
+  };
+  const fs::path raw = d / "raw" / "pi.img";
+  fs::create_directories(raw.parent_path());
+  fs::copy_file(im.kiosk, raw);
+  check(raw, "");
+  fs::copy_file(im.kiosk.string() + ".bmap", raw.parent_path() / "pi.bmap");
+  check(raw, (raw.parent_path() / "pi.bmap").string());
+  const Compressor* c = first_available({"xz", "gzip", "zstd", "bzip2"});
+  if (!c) GTEST_SKIP() << "none of gzip, xz, zstd, bzip2 is installed (the raw image was checked)";
+  const fs::path packed = d / "packed" / ("pi.img" + c->ext);
+  fs::create_directories(packed.parent_path());
+  ASSERT_NO_FATAL_FAILURE(compress(*c, im.kiosk, packed));
+  check(packed, "");
+  fs::copy_file(im.kiosk.string() + ".bmap", packed.parent_path() / "pi.img.bmap");
+  check(packed, (packed.parent_path() / "pi.img.bmap").string());
+}
+
 // A wrong pi.bmap beside a raw pi.img: one of another size is refused before
 // a card is opened (the card byte for byte as it was); one of other bytes of
 // the same size by the plan, and by the run before the card's MBR, naming it.

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <set>
@@ -405,9 +406,10 @@ namespace {
 
 // Runs `body` in a child process that ends with _exit, and returns what it
 // returned ("" when it passed) or how the child ended (a sanitizer's report
-// ends it). After a failure or a cancel compress_image leaves libarchive's
-// encoder allocated (compress.hpp): a leak checker at this binary's exit would
-// report that, so those paths run here.
+// ends it). The failure paths change the process (signal handlers, file size
+// limits) and count its threads: a child has only the thread that forked it.
+// After a cancel compress_image leaves libarchive's encoder allocated
+// (compress.hpp): a leak checker at this binary's exit would report that.
 std::string in_child(const std::function<std::string()>& body) {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return "pipe failed";
@@ -450,6 +452,37 @@ fs::path image_in(const TempDir& dir, std::size_t size) {
 std::uint64_t size_of(int fd) {
   struct stat st {};
   return ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+}
+
+// The threads of this process ("Threads:" in /proc/self/status; 0 when it
+// cannot be read), read with async-signal-safe calls only: a signal handler
+// counts them too.
+std::size_t threads_now() {
+  static constexpr char kKey[] = "\nThreads:";
+  char buf[8192];
+  const int fd = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  std::size_t have = 0;
+  for (ssize_t n; have < sizeof buf - 1 && (n = ::read(fd, buf + have, sizeof buf - 1 - have)) > 0;)
+    have += static_cast<std::size_t>(n);
+  ::close(fd);
+  buf[have] = '\0';
+  const char* p = std::strstr(buf, kKey);
+  if (!p) return 0;
+  p += sizeof kKey - 1;
+  while (*p == ' ' || *p == '\t') ++p;
+  std::size_t n = 0;
+  for (; *p >= '0' && *p <= '9'; ++p) n = n * 10 + static_cast<std::size_t>(*p - '0');
+  return n;
+}
+
+// Writes past RLIMIT_FSIZE tried so far (the kernel raises SIGXFSZ for each),
+// and the threads of the process at the first.
+volatile std::sig_atomic_t g_xfsz = 0;
+volatile std::sig_atomic_t g_threads_at_xfsz = 0;
+extern "C" void count_xfsz(int) {
+  if (g_xfsz == 0) g_threads_at_xfsz = static_cast<std::sig_atomic_t>(threads_now());
+  g_xfsz = g_xfsz + 1;
 }
 
 const std::pair<Compression, const char*> kKinds[] = {
@@ -521,8 +554,9 @@ TEST(CompressImage, AWriteErrorPartWayStopsThere) {
 }
 
 // A cancel part-way (here from the first progress event) ends the compression
-// at the next block: rpi::Cancelled, and not a byte more reaches the file (the
-// stream is left unfinished rather than finished and flushed).
+// at the next block: rpi::Cancelled, and not a byte more reaches the file. It
+// does not wait for the encoder to finish what it holds (the run ends: see
+// compress.hpp); a write error does (the next test).
 TEST(CompressImage, ACancelPartWayWritesNothingMore) {
   TempDir dir;
   const fs::path in = image_in(dir, 16 << 20);
@@ -545,6 +579,62 @@ TEST(CompressImage, ACancelPartWayWritesNothingMore) {
                 if (events != 1) return "progress events after the cancel: " + std::to_string(events);
                 if (size_of(dst.get()) != at_cancel)
                   return "written after the cancel: " + std::to_string(size_of(dst.get()) - at_cancel) + " bytes";
+                return "";
+              }),
+              "")
+        << name;
+  }
+}
+
+// A write that fails part-way through the data (not at the end of the stream)
+// frees the encoder: the process has as many threads as before, where xz had
+// started its worker threads (counted when the write failed), and no write is tried after the failed one
+// (each write past RLIMIT_FSIZE raises a SIGXFSZ, counted here: finishing the
+// stream into the file would raise more). The image: 1 MiB that does not
+// compress, then zeros (a hole) up to 64 MiB: xz (24 MiB blocks, two threads)
+// needs a free thread for its third block, that is the first block done, and
+// its output fails to be written while the second block is compressed.
+TEST(CompressImage, AWriteErrorPartWayFreesTheEncoderAndTriesNoMoreWrites) {
+  TempDir dir;
+  const fs::path in = dir / "in.img";
+  {
+    std::string noise(1 << 20, '\0');
+    std::uint64_t x = 88172645463325252ull;
+    for (auto& c : noise) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      c = static_cast<char>(x >> 56);
+    }
+    rpi::test::write_file(in, noise);
+    fs::resize_file(in, 256 << 20);
+  }
+  for (const auto& [kind, name] : kKinds) {
+    EXPECT_EQ(in_child([&, kind = kind]() -> std::string {
+                struct sigaction sa {};
+                sa.sa_handler = count_xfsz;
+                ::sigemptyset(&sa.sa_mask);
+                if (::sigaction(SIGXFSZ, &sa, nullptr) != 0) return "sigaction failed";
+                constexpr rlim_t kLimit = 16 << 10;
+                const struct rlimit lim { kLimit, kLimit };
+                if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) return "setrlimit failed";
+                Fd src = rpi::open_or_throw(in.string(), O_RDONLY);
+                Fd dst(::open((dir / "out").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+                const std::size_t threads = threads_now();
+                if (threads == 0) return "cannot read the threads from /proc/self/status";
+                try {
+                  rpi::partition::compress_image(src.get(), in.string(), 256 << 20, dst.get(), "out.img", kind);
+                  return "the file grew past its limit";
+                } catch (const rpi::Error& e) {
+                  if (e.code() != rpi::Errc::io || !contains(e.what(), "cannot write out.img: File too large"))
+                    return e.what();
+                }
+                if (g_xfsz != 1) return "writes tried past the limit: " + std::to_string(g_xfsz) + ", not 1";
+                if (size_of(dst.get()) != kLimit)
+                  return "the file has " + std::to_string(size_of(dst.get())) + " bytes";
+                if (kind == Compression::xz && static_cast<std::size_t>(g_threads_at_xfsz) <= threads)
+                  return "xz had started no worker thread when the write failed";
+                if (threads_now() != threads)
+                  return "threads after the failure: " + std::to_string(threads_now()) +
+                         ", before: " + std::to_string(threads);
                 return "";
               }),
               "")

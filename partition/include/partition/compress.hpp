@@ -43,9 +43,12 @@ struct CompressOptions {
 // no file name or time in the stream, a fixed level and (xz) thread count.
 // Throws rpi::Error naming `in_name` or `out_name` (Errc::io when reading or
 // writing fails, e.g. the disk is full). After a throw (or rpi::Cancelled)
-// nothing more is written to `out_fd` and the stream is left unfinished at
-// once; libarchive then keeps the encoder's memory (and xz's idle worker
-// threads) until the process ends: for runs that end on failure.
+// nothing more is written to `out_fd`. After an error the stream is finished
+// into nothing (what the encoder holds is compressed and dropped: xz, up to
+// two 24 MiB blocks), so that the encoder is freed, xz's worker threads
+// joined, before it returns. A cancel returns at once instead: libarchive
+// then keeps the encoder (and xz's idle threads) until the process ends, as
+// a cancelled run does right after.
 std::uint64_t compress_image(int in_fd, const std::string& in_name, std::uint64_t size, int out_fd,
                              const std::string& out_name, Compression c, const CompressOptions& options = {});
 
