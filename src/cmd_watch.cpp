@@ -466,7 +466,10 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
       ctx.reporter.note("not writing " + info.path + " (" + info.describe() + "): " + e.what());
       continue;
     } catch (const Error& e) {
-      ctx.reporter.error(e.code(), "card " + std::to_string(n) + " on " + info.path + ": " + e.what());
+      // A spec's several errors (overlay::SpecErrors, one per line): each names the card.
+      std::istringstream lines(e.what());
+      for (std::string line; std::getline(lines, line);)
+        ctx.reporter.error(e.code(), "card " + std::to_string(n) + " on " + info.path + ": " + line);
       ++failed;
       break;
     }

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <mutex>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "cli_support.hpp"
@@ -496,4 +497,68 @@ TEST(Cli, WatchPlanNamesTheBlockMapOfItsImage) {
   EXPECT_TRUE(contains(r.out, "  block map: none (looked for " + own.string() + ", " + short_name.string() +
                                   "): every byte of the image is written"))
       << r.out;
+}
+
+// A card number that makes the spec wrong ({n} = 256 in addresses) gets the
+// spec's errors, every one on its own line: at the start for the cards the
+// station checks then (the first), and for a later card, naming that card,
+// which is not written.
+TEST(Cli, WatchSaysEachSpecErrorOfACardOnItsOwnLine) {
+  if (geteuid() != 0 || access("/dev/loop-control", W_OK) != 0) GTEST_SKIP() << "needs root and /dev/loop-control";
+  RPI_REQUIRE_TOOL("losetup");
+  TempDir d;
+  const fs::path spec = d / "lab.toml";
+  rpi::test::write_file(spec,
+                        "[system]\nhostname = \"lab-{n}\"\n[ssh]\nhost_keys = \"first-boot\"\n"
+                        "[[network.interfaces]]\nname = \"eth0\"\naddress = \"10.0.{n}.2/24\"\n"
+                        "[network]\ndns = [\"10.1.{n}.53\"]\n");
+  // The error lines of `err`, without the "rpi-provision: error: " before them.
+  const auto errors_in = [](const std::string& err) {
+    std::vector<std::string> errors;
+    std::istringstream lines(err);
+    for (std::string l; std::getline(lines, l);)
+      if (contains(l, "error: ")) errors.push_back(l.substr(l.find("error: ") + 7));
+    return errors;
+  };
+  const fs::path state = d / "next-card";
+  const fs::path a = blank_card(d / "a.bin", 64), b = blank_card(d / "b.bin", 64), c = blank_card(d / "c.bin", 64);
+  {
+    rpi::test::write_file(state, "256\n");
+    CardSlots slots;
+    auto r =
+        watch({"--spec", spec.string(), "--tarball", tarball().string(), "--count", "1", "--state", state.string()},
+              slots, d / "tmp", 120);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    const auto errors = errors_in(r.err);
+    ASSERT_EQ(errors.size(), 2u) << r.err;
+    EXPECT_EQ(errors[0].rfind(spec.string() + ":7:11: ", 0), 0u) << errors[0];
+    EXPECT_EQ(errors[1].rfind(spec.string() + ":9:8: ", 0), 0u) << errors[1];
+    EXPECT_FALSE(contains(r.err, "watching for cards")) << r.err;
+  }
+  // A station checks its first two cards at the start: cards 254 and 255 are
+  // written, card 256 is refused when it comes.
+  rpi::test::write_file(state, "254\n");
+  CardSlots slots;
+  std::vector<std::string> devs;
+  std::thread plug([&] {
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    devs.push_back(slots.insert(a));
+    if (!wait_for_file(state, "255\n", std::chrono::seconds(120))) return;
+    devs.push_back(slots.insert(b));
+    if (!wait_for_file(state, "256\n", std::chrono::seconds(120))) return;
+    devs.push_back(slots.insert(c));
+  });
+  auto r = watch({"--spec", spec.string(), "--tarball", tarball().string(), "--state", state.string()}, slots,
+                 d / "tmp", 300);
+  plug.join();
+  ASSERT_EQ(devs.size(), 3u) << r.err;
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  const auto errors = errors_in(r.err);
+  ASSERT_EQ(errors.size(), 2u) << r.err;
+  for (const auto& e : errors) EXPECT_EQ(e.rfind("card 256 on " + devs[2] + ": " + spec.string() + ":", 0), 0u) << e;
+  EXPECT_TRUE(contains(errors[0], "10.0.256.2/24")) << errors[0];
+  EXPECT_TRUE(contains(errors[1], "10.1.256.53")) << errors[1];
+  EXPECT_EQ(rpi::test::read_file(c), std::string(64u << 20, '\0'));
+  auto ls = rpi::test::run({"mdir", "-i", a.string() + "@@8M", "::/"});
+  EXPECT_TRUE(contains(ls.out, "lab-254.apkovl.tar.gz")) << ls.out << ls.err;
 }
