@@ -657,8 +657,15 @@ int run(int argc, char** argv) {
       app.add_flag("--json", ctx.json, "JSON Lines events on stdout (progress, results, errors)")->group("Output"),
       app.add_flag("-q,--quiet", ctx.quiet, "no progress output and no notes (warnings and errors are still printed)")
           ->group("Output"),
-      app.add_flag("-v,--verbose", ctx.verbose,
-                   "say where the tarball comes from and which cache is used (main command)")
+      // Set on the reporter as it is parsed: before any command's callback configures it.
+      app.add_flag_function(
+             "-v,--verbose",
+             [&ctx](std::int64_t n) {
+               ctx.verbose = static_cast<int>(n);
+               ctx.reporter.set_verbose(n > 0);
+             },
+             "tell each step of the run and how long it took: requests, cache, image build, card "
+             "writes (debug: lines; \"detail\" events with --json)")
           ->group("Output")};
   app.require_subcommand(0, 1);
   // Fallthrough lets `devices --json` reach the options every command shares.

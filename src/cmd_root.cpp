@@ -842,8 +842,8 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
     check_devices_given(o->devices);
     Pipeline p(ctx, *o);
     if (ctx.verbose > 0)
-      ctx.reporter.note("tarball: " + p.plan_tarball(false).description +
-                        "; cache: " + p.fetch_options().cache_dir.string());
+      ctx.reporter.detail("tarball", "tarball: " + p.plan_tarball(false).description +
+                                         "; cache: " + p.fetch_options().cache_dir.string());
     if (!o->output.empty()) return run_output(ctx, p);
     run_devices(ctx, &p, *o);
   });

@@ -360,7 +360,11 @@ void Pipeline::learn_release(const std::filesystem::path& tarball) {
   // Only a spec's cards take their repositories from the release (an
   // --apkovl brings its own), and edge's follow edge whatever the tarball.
   if (file_release_ || !spec_ || spec_->alpine().version == "edge" || release()) return;
+  const Stopwatch took;
   file_release_ = partition::tarball_release(tarball);
+  ctx_.reporter.detail(tarball.string(), tarball.string() + ": its .alpine-release " +
+                                             (file_release_->empty() ? "gives no release" : "says " + *file_release_) +
+                                             ", read in " + took.elapsed());
 }
 
 std::string Pipeline::release_note() const {
@@ -466,10 +470,12 @@ std::filesystem::path Pipeline::tarball() {
 void Pipeline::verify_local_tarball() {
   const TarballPlan p = plan_tarball(false);  // a local file's plan needs no mirror
   if (p.local.empty() || p.sha256.empty()) return;
+  const Stopwatch took;
   const std::string got = sha256_file_hex(p.local.string());
   if (got != p.sha256)
     throw Error(Errc::verify,
                 p.local.string() + ": sha256 is " + got + ", expected " + p.sha256 + "; refusing to use it");
+  ctx_.reporter.detail(p.local.string(), p.local.string() + ": sha256 as given, checked in " + took.elapsed());
 }
 
 std::optional<std::filesystem::path> Pipeline::tarball_if_local() {

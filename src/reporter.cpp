@@ -83,11 +83,13 @@ void Reporter::emit_json_locked(const std::string& line) {
 
 void Reporter::on_event(const Event& ev) {
   std::lock_guard lock(mu_);
+  const bool is_detail = ev.type == "detail";
+  if (is_detail && !verbose_) return;
   if (json_) {
     JsonObject o;
     o.add("type", ev.type);
     if (!ev.subject.empty()) o.add("subject", ev.subject);
-    if (ev.type == "note" || ev.type == "warning") {
+    if (ev.type == "note" || ev.type == "warning" || is_detail) {
       o.add("message", ev.message);
     } else {
       o.add("done", ev.done);
@@ -97,11 +99,15 @@ void Reporter::on_event(const Event& ev) {
     emit_json_locked(o.str());
     return;
   }
-  // Quiet drops progress and notes; a warning is something to act on, and stays.
+  // Quiet drops progress, notes and details; a warning is something to act on, and stays.
   if (quiet_ && ev.type != "warning") return;
-  if (ev.type == "note" || ev.type == "warning") {
+  if (ev.type == "note" || ev.type == "warning" || is_detail) {
     clear_bars_locked();
-    std::fprintf(stderr, "%s%s\n", ev.type == "warning" ? "warning: " : "", printable(ev.message, true).c_str());
+    std::fprintf(stderr, "%s%s\n",
+                 ev.type == "warning" ? "warning: "
+                 : is_detail          ? "debug: "
+                                      : "",
+                 printable(ev.message, true).c_str());
     redraw_locked();
     return;
   }
@@ -183,6 +189,9 @@ void Reporter::text(const std::string& txt) {
 
 void Reporter::note(const std::string& message) {
   on_event(Event{"note", "", 0, 0, message});
+}
+void Reporter::detail(const std::string& subject, const std::string& message) {
+  on_event(Event{"detail", subject, 0, 0, message});
 }
 void Reporter::warn(const std::string& message) {
   on_event(Event{"warning", "", 0, 0, message});

@@ -1,6 +1,8 @@
 // One printer for everything the tool tells the user. Libraries emit rpi::Event
 // values; the reporter renders them: multi-line progress bars on a TTY, plain
 // periodic lines otherwise, JSON Lines on stdout with --json, nothing with -q.
+// "detail" events (the step-by-step trail) only with -v: "debug: " lines on
+// stderr (none with -q), or "detail" JSON lines.
 // Progress goes to stderr, results to stdout. Thread-safe (one card per thread).
 #pragma once
 
@@ -20,7 +22,10 @@ namespace rpi::cli {
 class Reporter {
  public:
   void configure(bool json, bool quiet);
+  // -v: "detail" events are shown (set as -v is parsed, before any command configures).
+  void set_verbose(bool verbose) { verbose_ = verbose; }
   bool json() const noexcept { return json_; }
+  bool verbose() const noexcept { return verbose_; }
 
   EventSink sink();
   void on_event(const Event& ev);
@@ -31,6 +36,8 @@ class Reporter {
   // Human-only text on stdout (ignored in --json mode).
   void text(const std::string& text);
   void note(const std::string& message);
+  // A "detail" event (shown only when verbose).
+  void detail(const std::string& subject, const std::string& message);
   void warn(const std::string& message);
   void error(Errc code, const std::string& message);
   // Finishes any progress display (call before printing results).
@@ -60,6 +67,7 @@ class Reporter {
   std::mutex mu_;
   bool json_ = false;
   bool quiet_ = false;
+  bool verbose_ = false;
   bool tty_ = false;
   bool out_tty_ = false;  // stdout is a terminal: its text is shown through printable()
   bool color_ = false;

@@ -61,6 +61,7 @@ EntryLock::EntryLock(const fs::path& cache, const std::string& sha256, bool wait
                      const std::string& subject) {
   fs::path p = cache / "partial" / (sha256 + ".lock");
   bool noted = false;
+  Stopwatch waited;
   for (;;) {
     int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0 && (errno == EROFS || errno == EACCES)) {
@@ -98,6 +99,9 @@ EntryLock::EntryLock(const fs::path& cache, const std::string& sha256, bool wait
     if (::stat(p.c_str(), &now) == 0 && now.st_ino == held.st_ino && now.st_dev == held.st_dev) break;
   }
   locked_ = true;
+  if (opts && noted)
+    emit_detail(opts->events, subject,
+                "the other rpi-provision is done with " + subject + ": waited " + waited.elapsed());
 }
 
 std::optional<CacheEntry> read_entry(const fs::path& dir) {

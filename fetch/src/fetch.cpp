@@ -255,6 +255,7 @@ detail::Downloaded download_verified(const Release& r, const std::string& url, c
     fs::remove(validator, ec);
   };
   for (int round = 0;; ++round) {
+    Stopwatch took;
     detail::Downloaded d;
     try {
       d = detail::download(url, part, r.size, opts, r.file);
@@ -271,7 +272,16 @@ detail::Downloaded download_verified(const Release& r, const std::string& url, c
       problem = "SHA-256 mismatch: expected " + r.sha256 + ", got " + d.sha256;
     else if (!r.sha512.empty() && d.sha512 != r.sha512)
       problem = "SHA-512 mismatch: expected " + r.sha512 + ", got " + d.sha512;
-    if (problem.empty()) return d;
+    if (problem.empty()) {
+      emit_detail(opts.events, r.file,
+                  r.file + ": " + std::to_string(d.size) + " bytes, sha256 " + d.sha256 +
+                      (r.sha512.empty() ? "" : " and its sha512") + " as expected" +
+                      (r.provenance == "index"       ? " (from the release index)"
+                       : r.provenance == "companion" ? " (from the mirror's .sha256)"
+                                                     : "") +
+                      "; fetched and checked in " + took.elapsed());
+      return d;
+    }
     discard();
     // Bytes kept from an earlier run may belong to an older upload: one clean retry.
     if (d.resumed && round == 0) {
@@ -314,8 +324,13 @@ void check_options(const Options& opts) {
 void check_signature(const Release& r, const fs::path& file, const std::string& asc, const std::string& asc_source,
                      const Options& opts, const std::string& outcome) {
   try {
+    Stopwatch took;
     verify_detached_signature(file, asc, opts.keyring, opts.signing_key_fingerprint,
                               r.file + " (signature " + asc_source + ")");
+    emit_detail(opts.events, r.file,
+                r.file + ": good signature " + asc_source + " by " +
+                    (opts.signing_key_fingerprint.empty() ? kAlpineSigningKey : opts.signing_key_fingerprint) +
+                    ", checked in " + took.elapsed());
   } catch (const Error& e) {
     if (e.code() != Errc::verify) throw;
     throw Error(Errc::verify, std::string(e.what()) + " — " + outcome);
@@ -468,8 +483,14 @@ Release resolve_impl(const Query& query, const Options& opts) {
   Errc code = Errc::usage;
   bool any = false;
   for (std::size_t i = 0; i < mirrors.size(); ++i) {
+    Stopwatch took;
     try {
       Release r = resolve_on(mirrors[i], query, opts);
+      emit_detail(opts.events, mirrors[i],
+                  "resolved Alpine " + query.version + " (" + query.arch + ") on " + mirrors[i] + ": " + r.file +
+                      (r.size ? ", " + std::to_string(r.size) + " bytes" : std::string()) + ", sha256 " + r.sha256 +
+                      " (" + (r.provenance == "index" ? "release index" : "the mirror's .sha256") + ") in " +
+                      took.elapsed());
       // Download from the mirror that answered first, then the others in order.
       // The index's own branch (vX.Y) is used, not the latest-stable alias.
       std::string dir = releases_dir(r.branch.empty() ? branch_dir(query.version) : r.branch, r.arch) + r.file;
@@ -486,9 +507,13 @@ Release resolve_impl(const Query& query, const Options& opts) {
       errors += std::string(errors.empty() ? "" : "; ") + mirrors[i] + ": " + e.what();
       if (!any || error_rank(e.code()) > error_rank(code)) code = e.code();
       any = true;
-      if (i + 1 < mirrors.size())
+      if (i + 1 < mirrors.size()) {
         emit(opts.events, Event{"warning", mirrors[i], 0, 0,
                                 "mirror " + mirrors[i] + " failed: " + e.what() + "; trying the next mirror"});
+        emit_detail(opts.events, mirrors[i + 1],
+                    "moving on to mirror " + mirrors[i + 1] + ": " + mirrors[i] + " failed after " + took.elapsed() +
+                        " (" + e.what() + ")");
+      }
     }
   }
   throw Error(code, "no mirror could resolve Alpine " + query.version + " (" + query.arch + "): " + errors +
@@ -513,7 +538,13 @@ fs::path fetch_release_impl(const Release& r, const Options& opts) {
   detail::EntryLock lock(cache, rel.sha256, true, &opts, rel.file);
 
   std::string damage;
-  if (auto hit = detail::lookup(cache, rel.file, rel.sha256, rel.size, &damage)) {
+  Stopwatch looked;
+  std::optional<fs::path> hit = detail::lookup(cache, rel.file, rel.sha256, rel.size, &damage);
+  emit_detail(opts.events, rel.file,
+              hit ? "cache hit: " + hit->string() + " (size and sha256 checked in " + looked.elapsed() + ")"
+                  : "cache miss: " + rel.file + " (sha256 " + rel.sha256 + ") is not in " + cache.string() +
+                        (damage.empty() ? std::string() : " intact (its copy " + damage + ")"));
+  if (hit) {
     if (opts.verify_signature) {
       fs::path asc = hit->parent_path() / (hit->filename().string() + ".asc");
       const std::string kept = "the cached tarball " + hit->string() + " was not used (it stays in the cache)";
@@ -603,15 +634,19 @@ fs::path fetch_release_impl(const Release& r, const Options& opts) {
         meta.sha256 = d.sha256;
         meta.sha512 = d.sha512;
         meta.urls = {redact_urls(url)};
-        return detail::store(cache, meta, part, asc);
+        fs::path stored = detail::store(cache, meta, part, asc);
+        emit_detail(opts.events, rel.file, "stored in the cache: " + stored.string());
+        return stored;
       } catch (const Error& e) {
         if (e.code() != Errc::network && e.code() != Errc::verify) throw;
         if (urls.size() == 1) throw with_kept(e);
         errors += std::string(errors.empty() ? "" : "; ") + e.what();
         if (i == 0 || error_rank(e.code()) > error_rank(code)) code = e.code();
-        if (i + 1 < urls.size())
+        if (i + 1 < urls.size()) {
           emit(opts.events,
                Event{"warning", rel.file, 0, 0, "mirror " + url + " failed: " + e.what() + "; trying the next mirror"});
+          emit_detail(opts.events, rel.file, "moving on to " + urls[i + 1] + " (" + url + " failed: " + e.what() + ")");
+        }
       }
     }
   } catch (const DownloadCancelled&) {

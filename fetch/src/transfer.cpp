@@ -234,6 +234,15 @@ std::string describe_curl(CURLcode c, const char* errbuf) {
   return s;
 }
 
+// How a request ended, for details: "HTTP 206", or without an answer curl's
+// short text ("no answer: Couldn't connect to server").
+std::string outcome_text(CURLcode c, long status) {
+  if (!status) return std::string("no answer: ") + curl_easy_strerror(c);
+  std::string s = "HTTP " + std::to_string(status);
+  if (c != CURLE_OK && c != CURLE_HTTP_RETURNED_ERROR) s += std::string(" (") + curl_easy_strerror(c) + ")";
+  return s;
+}
+
 // The host of an http(s) URL, without user info, port or IPv6 brackets, in lower case.
 std::string url_host(const std::string& url) {
   std::string host = url.substr(url.find("://") + 3);
@@ -758,6 +767,7 @@ Downloaded copy_local(const fs::path& src, const fs::path& part, std::uint64_t e
   if (expected && total != expected)
     throw Error(Errc::verify, src.string() + ": size is " + std::to_string(total) + " bytes, the release index says " +
                                   std::to_string(expected));
+  Stopwatch took;
   Fd out = open_or_throw(part.string(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   reserve_space(out.get(), part, total, subject);
   Hashes h(out.get(), part.string());
@@ -776,7 +786,10 @@ Downloaded copy_local(const fs::path& src, const fs::path& part, std::uint64_t e
     progress.update(h.upto);
   }
   progress.update(h.upto, true);
-  return finish(h, h.upto, false);
+  Downloaded d = finish(h, h.upto, false);
+  emit_detail(opts.events, subject,
+              "copied " + src.string() + ": " + format_size(d.size) + " (digests computed) in " + took.elapsed());
+  return d;
 }
 
 }  // namespace
@@ -824,10 +837,17 @@ Text get_text(const std::string& url, const Options& opts, std::size_t max_bytes
     ResponseHead head;
     curl_easy_setopt(h.get(), CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h.get(), CURLOPT_HEADERDATA, &head);
+    Stopwatch took;
     CURLcode c = curl_easy_perform(h.get());
     if (cancelled(opts.cancel)) throw Cancelled{};
     long status = 0;
     curl_easy_getinfo(h.get(), CURLINFO_RESPONSE_CODE, &status);
+    {
+      const std::string shown = fetch::redact_urls(url);
+      emit_detail(
+          opts.events, shown,
+          "GET " + shown + ": " + outcome_text(c, status) + ", " + format_size(body.size()) + " in " + took.elapsed());
+    }
     if (c == CURLE_OK && status >= 200 && status < 300) {
       t.found = true;
       t.body = std::move(body);
@@ -912,10 +932,21 @@ Downloaded download(const std::string& url, const fs::path& part, std::uint64_t 
     curl_easy_setopt(h.get(), CURLOPT_WRITEDATA, &sink);
     progress.update(offset, true);
 
+    const std::string shown = fetch::redact_urls(url);
+    emit_detail(opts.events, subject,
+                "GET " + shown +
+                    (offset > 0 ? " (Range: bytes=" + std::to_string(offset) + "-" +
+                                      (validator.url == url && !validator.value.empty() ? ", If-Range" : "") + ")"
+                                : std::string()));
+    Stopwatch took;
     CURLcode c = curl_easy_perform(h.get());
     ++tries;
     long status = head.status;
     if (!status) curl_easy_getinfo(h.get(), CURLINFO_RESPONSE_CODE, &status);
+    emit_detail(opts.events, subject,
+                shown + ": " + outcome_text(c, status) + ", " +
+                    format_size(sink.pos - std::min(sink.pos, sink.restarted ? 0 : sink.offset)) + " received in " +
+                    took.elapsed());
     if (sink.restarted) {
       emit(opts.events, Event{"note", subject, 0, expected,
                               url + " did not continue the partial download; downloading it again from the start"});

@@ -324,6 +324,7 @@ struct Walk {
   std::set<std::string> boot_packages;
   std::map<std::string, std::string> originals;  // names of edits -> the tarball's bytes (without write_data)
   BootKeymaps keymaps;
+  std::uint64_t entries = 0;  // tarball entries read
 };
 
 // Takes in the keymaps of kbd-bkeymaps apk `rel` (its bytes `apk`, or
@@ -555,6 +556,7 @@ Walk walk_tarball(int tar_fd, const std::string& tname, std::uint64_t tar_size, 
     }
   }
   if (entries == 0) throw Error(Errc::input, tname + " is an empty archive");
+  w.entries = entries;
   return w;
 }
 
@@ -588,6 +590,7 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
   const std::string progress_name =
       specs.size() == 1 ? specs.front().output.filename().string() : std::to_string(specs.size()) + " images";
 
+  Stopwatch step;
   std::uint64_t tar_size = 0;
   Fd tar_fd = open_tarball(tname, &tar_size);
   const std::optional<std::uint64_t> hint = gzip_size_hint(tar_fd.get(), tar_size);
@@ -617,6 +620,10 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
   }
 
   const Walk walk = walk_tarball(tar_fd.get(), tname, tar_size, jobs, true, progress_name);
+  emit_detail(events, progress_name,
+              "read " + tname + " (" + format_size(tar_size) + " compressed): " + std::to_string(walk.entries) +
+                  " entries, " + format_size(jobs.front().fw->bytes_written()) + " of files into " +
+                  (jobs.size() == 1 ? jobs.front().oname : progress_name) + " in " + step.lap());
   for (Job& j : jobs) {
     j.res.keymaps = walk.keymaps;
     if (j.options->check_keymaps && walk.keymaps.known()) j.options->check_keymaps(walk.keymaps);
@@ -670,6 +677,11 @@ std::vector<ImageResult> build_images(const std::filesystem::path& tarball, cons
     j.res.directories = fw.dir_count();
     j.res.content_bytes = fw.bytes_written();
     j.res.free_bytes = fw.bytes_free();
+    emit_detail(events, j.oname,
+                "wrote " + j.oname + ": " + std::to_string(j.res.files) + " files, " +
+                    format_size(j.res.content_bytes) + " of " + format_size(j.res.image_size) + " (" +
+                    (g.type == FatType::fat32 ? "FAT32" : "FAT16") + ") and the MBR; " +
+                    format_size(j.res.map.mapped_bytes()) + " mapped and checksummed for the .bmap, in " + step.lap());
   }
 
   // Commit only when every image of the batch is complete.

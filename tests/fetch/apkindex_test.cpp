@@ -183,4 +183,21 @@ TEST_F(PackageIndexTest, AnUnreachableRepositoryIsANetworkErrorWithoutItsPasswor
   }
 }
 
+// The index request's "detail" (for -v) names the URL and its answer, with the
+// repository's password hidden: load_package_index says nothing else with it.
+TEST_F(PackageIndexTest, TheRequestDetailHidesThePassword) {
+  MirrorServer& s = serve();
+  const std::string port = s.url().substr(s.url().rfind(':') + 1);
+  auto idx = fetch::load_package_index("http://u:pw-4kQz9@127.0.0.1:" + port + "/v3.22/main", "aarch64", opts());
+  ASSERT_TRUE(idx.has_value());
+  const auto got =
+      said("detail", "GET http://u:***@127.0.0.1:" + port + "/v3.22/main/aarch64/APKINDEX.tar.gz: HTTP 200, ");
+  EXPECT_EQ(got.size(), 1u) << said_all();
+  std::lock_guard lock(mu);
+  for (const auto& e : events) {
+    EXPECT_EQ(e.message.find("pw-4kQz9"), std::string::npos) << e.type << ": " << e.message;
+    EXPECT_EQ(e.subject.find("pw-4kQz9"), std::string::npos) << e.type << ": " << e.subject;
+  }
+}
+
 }  // namespace

@@ -66,4 +66,32 @@ TEST(FetchReporter, RateAfterAResumeCountsOnlyThisRunsBytes) {
   EXPECT_GT(rate, 4.0 * 1024 * 1024) << last;
 }
 
+// "detail" events: a "debug: " line only when verbose, none with quiet. A
+// command that configures the reporter without saying (configure(json,
+// quiet)) keeps the verbosity -v set as it was parsed.
+TEST(FetchReporter, DetailsOnlyWhenVerboseAndNotQuiet) {
+  TempDir tmp;
+  auto shown = [&](bool verbose_by_flag, bool quiet) {
+    return capture_stderr(tmp / "err.txt", [&] {
+      cli::Reporter r;
+      r.set_verbose(verbose_by_flag);
+      r.configure(false, quiet);
+      r.on_event(Event{"detail", "x.tar.gz", 0, 0, "GET http://m/x.tar.gz: HTTP 200, 1 KiB in 0.01 s"});
+      r.note("a note");
+    });
+  };
+  EXPECT_EQ(shown(true, false), "debug: GET http://m/x.tar.gz: HTTP 200, 1 KiB in 0.01 s\na note\n");
+  EXPECT_EQ(shown(false, false), "a note\n");
+  EXPECT_EQ(shown(true, true), "");
+  const std::string toggled = capture_stderr(tmp / "err.txt", [] {
+    cli::Reporter r;
+    r.configure(false, false);
+    r.set_verbose(true);
+    r.detail("card", "card: flush (fdatasync) in 0.00 s");
+    r.set_verbose(false);
+    r.detail("card", "not shown");
+  });
+  EXPECT_EQ(toggled, "debug: card: flush (fdatasync) in 0.00 s\n");
+}
+
 }  // namespace

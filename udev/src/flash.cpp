@@ -443,37 +443,54 @@ class Writer {
     emit(opts_.events, Event{"write", t_.path, 0, total, job_.identity});
     AlignedBuffer zeros(kMiB);
     // 1. Invalidate the old card: first and last MiB (a stale GPT backup lives there).
+    Stopwatch step;
     zero_range(t_, 0, std::min<std::uint64_t>(kMiB, t_.size), zeros);
-    if (!t_.created && t_.size > kMiB) {
+    const bool tail_zeroed = !t_.created && t_.size > kMiB;
+    if (tail_zeroed) {
       std::uint64_t tail = std::max(t_.size - kMiB, kMiB);
       zero_range(t_, tail, t_.size - tail, zeros);
     }
     sync_target(t_);
     head_zeroed = true;
+    say(std::string("invalidated: first ") + (tail_zeroed ? "and last MiB" : "MiB") + " zeroed and flushed in " +
+        step.lap());
     // 1b. With verify, on a card: the capacity probes, before the image (which
     // overwrites a probe that a counterfeit card wraps onto its start).
     if (opts_.verify && t_.block) {
       probe_.emplace(probe_offsets(t_.size, src.map));
       TargetProbeIo io(t_);
       probe_->write(io);
+      say("capacity probes: " + std::to_string(probe_->offsets().size()) + " test blocks written in " + step.lap());
     }
     // 2. Everything except the first MiB, then 3. flush, 4. the first MiB, flush.
     first_ = pieces.data();
     std::vector<Piece*> body, head;
     for (auto& p : pieces) (p.offset >= kMiB ? body : head).push_back(&p);
     write_pieces(body, total);
+    say("body (all but the first MiB): " + format_size(bytes_written) + " written in " + step.lap());
     sync_target(t_);
+    say("flush (fdatasync) in " + step.lap());
     // The image matches its .bmap (else the card keeps its zeroed head).
-    if (check_) check_->wait();
+    if (check_) {
+      check_->wait();
+      if (job_.source->check_ranges)
+        say("the .bmap's range checksums matched " + job_.source->display_name() + " (waited " + step.lap() + ")");
+    }
+    const std::uint64_t before_head = bytes_written;
     write_pieces(head, total);
+    say("head (the first MiB, MBR last): " + format_size(bytes_written - before_head) + " written in " + step.lap());
     sync_target(t_);
+    say("flush (fdatasync) in " + step.lap());
   }
 
   void verify_pieces(const std::vector<Piece>& pieces) {
     check_cancel();
+    Stopwatch took;
     drop_cache(t_);
     verify_target_pieces(t_, *job_.source, src_fd_, pieces, opts_.events, opts_.cancel, job_.identity,
                          opts_.chunk_bytes);
+    say("verify: " + format_size(job_.source->map.mapped_bytes()) + " read back" +
+        (t_.direct ? " (O_DIRECT)" : " (page cache dropped)") + " and compared in " + took.elapsed());
   }
 
   // Erases the whole card in 1 GiB steps by discarding; where the card cannot
@@ -527,6 +544,7 @@ class Writer {
   // The fast way in 1 GiB steps while it works, then zeros in 64 MiB steps
   // with a note saying why it is slow; "wipe" events along the way.
   void erase_all(const Eraser& e) {
+    Stopwatch took;
     emit(opts_.events, Event{"wipe", t_.path, 0, t_.size, job_.identity});
     bool fast = true;
     for (std::uint64_t off = 0; off < t_.size;) {
@@ -551,6 +569,8 @@ class Writer {
       emit(opts_.events, Event{"wipe", t_.path, off, t_.size, job_.identity});
     }
     wiped = true;
+    say("wipe: " + format_size(t_.size) + " erased (" +
+        (fast ? (t_.block ? "discarded" : "holes punched") : "zeros written") + ") in " + took.elapsed());
   }
 
   // After verify: every probe reads back as written (then it is erased), or the
@@ -558,6 +578,7 @@ class Writer {
   std::size_t check_capacity() {
     if (!probe_) return 0;
     check_cancel();
+    Stopwatch took;
     drop_cache(t_);
     TargetProbeIo io(t_);
     if (auto bad = probe_->first_bad(io))
@@ -568,6 +589,8 @@ class Writer {
                                     "use another card (f3probe, from the f3 package, measures its real size)");
     probe_->erase(io);
     sync_target(t_);
+    say("capacity check: " + std::to_string(probe_->offsets().size()) + " test blocks read back and erased in " +
+        took.elapsed());
     return probe_->offsets().size();
   }
 
@@ -617,6 +640,8 @@ class Writer {
   void check_cancel() const {
     if (cancelled(opts_.cancel)) throw Cancelled{};
   }
+  // A "detail" about this card: "<target>: <what>".
+  void say(const std::string& what) const { emit_detail(opts_.events, t_.path, t_.path + ": " + what); }
 
   // Helper thread: read the image (and hash it when verifying); this thread: write.
   void write_pieces(const std::vector<Piece*>& list, std::uint64_t total) {
@@ -745,6 +770,15 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
       check_fits(t, image_size);
     }
     opened = true;
+    emit_detail(opts.events, t.path,
+                t.path + ": " +
+                    (t.block     ? "block device"
+                     : t.created ? "new file (sparse, mode 0600)"
+                                 : "regular file") +
+                    " of " + format_size(t.size) + ", opened " +
+                    (t.block ? (t.direct ? "O_DIRECT|O_EXCL" : "O_EXCL (buffered: no O_DIRECT)") : "buffered") +
+                    " and flock'ed; the image has " + format_size(image_size) + ", " +
+                    format_size(src.map.mapped_bytes()) + " of it mapped");
     auto pieces = pieces_of(src.map, opts.chunk_bytes);
     Writer w(job, opts, t, src_fd.get(), shared, check);
     try {
