@@ -361,14 +361,23 @@ void Pipeline::learn_release(const std::filesystem::path& tarball) {
   // --apkovl brings its own), and edge's follow edge whatever the tarball.
   if (file_release_ || !spec_ || spec_->alpine().version == "edge" || release()) return;
   const Stopwatch took;
-  file_release_ = partition::tarball_release(tarball);
+  try {
+    file_release_ = partition::tarball_release(tarball);
+  } catch (const Error& e) {
+    // A damaged tarball: the build (or the plan's scan) refuses it with its
+    // own message, which names the rule the tarball breaks.
+    if (e.code() != Errc::input) throw;
+    file_release_ = "";
+    release_unread_ = true;
+    return;
+  }
   ctx_.reporter.detail(tarball.string(), tarball.string() + ": its .alpine-release " +
                                              (file_release_->empty() ? "gives no release" : "says " + *file_release_) +
                                              ", read in " + took.elapsed());
 }
 
 std::string Pipeline::release_note() const {
-  if (!spec_ || spec_->alpine().version != "latest-stable") return {};
+  if (!spec_ || spec_->alpine().version != "latest-stable" || release_unread_) return {};
   if (!release())
     return "the tarball's Alpine release is unknown (neither its name, as in alpine-rpi-X.Y.Z-ARCH.tar.gz, nor an "
            ".alpine-release in it gives one): the cards' apk repositories follow latest-stable; set "

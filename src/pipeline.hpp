@@ -248,6 +248,7 @@ class Pipeline {
   std::optional<TarballPlan> resolved_;
   std::optional<std::filesystem::path> tarball_;
   std::optional<std::string> file_release_;  // learn_release's reading ("" none)
+  bool release_unread_ = false;              // learn_release found the tarball damaged
   const std::atomic<bool>* cancel_ = nullptr;
   std::optional<PackageChecker> packages_;
   // Within one build(): the apkovl of each identity (by n), built once, so
