@@ -432,7 +432,7 @@ class Converter {
           first.emplace(e);
       }
     }
-    if (first) throw *first;
+    if (first) throw Error(first->code(), first->what());
   }
 
   View sub(const View& v, std::string_view key, const std::string& name) const {
@@ -1602,10 +1602,11 @@ HostConfig Converter::convert(const toml::table* host, int n, int host_pos) {
   root.layers.push_back(&s_.doc);
   // Type check of every top-level entry that must be a table (unknown keys are said above).
   for (auto* layer : root.layers)
-    for (auto&& [k, node] : *layer) {
+    for (auto&& [k, v] : *layer) {
       std::string_view key = k.str();
       if (std::find(kTopKeys.begin(), kTopKeys.end(), key) == kTopKeys.end()) continue;
       bool array = key == "users" || key == "files" || key == "scripts" || key == "hosts";
+      const toml::node& node = v;  // a structured binding is not captured by clang before 16
       const bool ok = guard([&] {
         if (array && !node.is_array()) fail(node, "[[" + std::string(key) + "]] must be an array of tables");
         if (!array && !node.is_table())
