@@ -711,6 +711,24 @@ size = "max"
   EXPECT_EQ(r.exit_code, 0) << describe(r);
 }
 
+// A [hosts.wifi] overrides [wifi] key by key, as the loader takes it: an ssid
+// alone keeps the base's psk, and hidden alone needs no ssid. Both the schema
+// and `rpi-provision check` accept it.
+TEST(InstallSchema, AcceptsHostWifiOverridingSomeKeys) {
+  REQUIRE_SCHEMA_PYTHON(py);
+  TempDir t;
+  const fs::path p = t / "hosts-wifi.toml";
+  write_file(p,
+             "[system]\nhostname = \"pi\"\n[wifi]\ncountry = \"DE\"\nssid = \"lab\"\npsk = { env = \"LAB_PSK\" "
+             "}\n[[hosts]]\nhostname = \"a\"\n[hosts.wifi]\nssid = \"lab-2\"\n[[hosts]]\nhostname = \"b\"\n"
+             "[hosts.wifi]\nhidden = true\n");
+  CommandResult r = validate(py, {p.string()});
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  CommandResult c =
+      run({"env", "LAB_PSK=correct horse battery", rpi::test::cli_path().string(), "check", "--spec", p.string()});
+  EXPECT_EQ(c.exit_code, 0) << describe(c);
+}
+
 // The schema is not a rubber stamp: each of these must be rejected.
 TEST(InstallSchema, RejectsBadSpecs) {
   REQUIRE_SCHEMA_PYTHON(py);
@@ -741,6 +759,7 @@ TEST(InstallSchema, RejectsBadSpecs) {
       {"mode-integer", "[system]\nhostname = \"a\"\n[[files]]\npath = \"/etc/x\"\ncontent = \"x\"\nmode = 420\n"},
       {"cmdline-space", "[system]\nhostname = \"a\"\n[boot]\ncmdline = [\"quiet splash\"]\n"},
       {"label-space", "[system]\nhostname = \"a\"\n[boot]\nlabel = \"MY PI\"\n"},
+      {"host-wifi-unknown", "[[hosts]]\nhostname = \"a\"\n[hosts.wifi]\nssid = \"s\"\npassword = \"x\"\n"},
   };
   TempDir t;
   std::vector<std::string> files;
