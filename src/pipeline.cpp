@@ -349,10 +349,12 @@ std::optional<std::string> Pipeline::release() const {
 }
 
 namespace {
-// "3.22" of "3.22.1", "3.22" or "3.23.0_rc1": the branch of a release.
-std::string branch_of(const std::string& v) {
-  const std::size_t dot = v.find('.');
-  return dot == std::string::npos ? v : v.substr(0, v.find_first_of("._", dot + 1));
+// "3.22" of "3.22.1", "3.22" or "3.23.0_rc1": the branch of a release
+// (AlpineSource::branch without its "v").
+std::string branch_of(const std::string& version) {
+  overlay::AlpineSource a;
+  a.version = version;
+  return a.branch().substr(1);
 }
 }  // namespace
 

@@ -355,6 +355,32 @@ void take_keymap_apk(Walk& w, const std::string& rel, const std::string& apk, bo
   k.keymaps = k.unknown.empty() ? std::move(all) : std::vector<std::string>{};
 }
 
+// Reads the tar stream `feed` gives (GzipSource: the build's gzip checks)
+// with `a`; throws the build's error for a file that is not a gzip-compressed tar.
+void open_tar(archive* a, TarFeed& feed, const std::string& tname) {
+  archive_read_support_format_tar(a);
+  if (archive_read_open(a, &feed, nullptr, feed_read, nullptr) != ARCHIVE_OK) {
+    rethrow_feed(feed);
+    throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + archive_message(a) + ")");
+  }
+}
+
+// The next entry of `a` (nullptr at the end). After `entries` entries, the
+// last named `current`: a damaged tarball is refused naming where it broke.
+archive_entry* next_entry(archive* a, TarFeed& feed, const std::string& tname, std::uint64_t entries,
+                          const std::string& current) {
+  archive_entry* e = nullptr;
+  const int rc = archive_read_next_header(a, &e);
+  if (rc == ARCHIVE_EOF) return nullptr;
+  if (rc < ARCHIVE_WARN) {
+    rethrow_feed(feed);
+    const std::string msg = archive_message(a);
+    if (entries == 0) throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + msg + ")");
+    throw Error(Errc::input, tname + " is damaged after entry '" + current + "': " + msg);
+  }
+  return e;
+}
+
 // The one pass over the tarball: every entry is checked by the rules of
 // tarball_rules.hpp and placed in the FAT of every job. With `write_data`
 // false (scan_tarball) the data are read and checked all the same, and only
@@ -368,13 +394,9 @@ Walk walk_tarball(int tar_fd, const std::string& tname, std::uint64_t tar_size, 
 
   ArchiveReader a(archive_read_new());
   if (!a) throw Error(Errc::internal, "libarchive: out of memory");
-  archive_read_support_format_tar(a.get());
   GzipSource gz(tar_fd, tname);
   TarFeed feed{&gz, nullptr};
-  if (archive_read_open(a.get(), &feed, nullptr, feed_read, nullptr) != ARCHIVE_OK) {
-    rethrow_feed(feed);
-    throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + archive_message(a.get()) + ")");
-  }
+  open_tar(a.get(), feed, tname);
 
   Walk w;
   std::uint64_t entries = 0;
@@ -395,15 +417,8 @@ Walk walk_tarball(int tar_fd, const std::string& tname, std::uint64_t tar_size, 
 
   for (;;) {
     if (cancelled(cancel)) throw Cancelled{};
-    archive_entry* e = nullptr;
-    int rc = archive_read_next_header(a.get(), &e);
-    if (rc == ARCHIVE_EOF) break;
-    if (rc < ARCHIVE_WARN) {
-      rethrow_feed(feed);
-      std::string msg = archive_message(a.get());
-      if (entries == 0) throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + msg + ")");
-      throw Error(Errc::input, tname + " is damaged after entry '" + current + "': " + msg);
-    }
+    archive_entry* e = next_entry(a.get(), feed, tname, entries, current);
+    if (!e) break;
     EntryPath path = parse_entry_path(archive_entry_pathname_utf8(e), tname);
     current = path.display;
     ++entries;
@@ -742,24 +757,13 @@ std::string tarball_release(const std::filesystem::path& tarball) {
   Fd tar_fd = open_tarball(tname, &tar_size);
   ArchiveReader a(archive_read_new());
   if (!a) throw Error(Errc::internal, "libarchive: out of memory");
-  archive_read_support_format_tar(a.get());
   GzipSource gz(tar_fd.get(), tname);
   TarFeed feed{&gz, nullptr};
-  if (archive_read_open(a.get(), &feed, nullptr, feed_read, nullptr) != ARCHIVE_OK) {
-    rethrow_feed(feed);
-    throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + archive_message(a.get()) + ")");
-  }
+  open_tar(a.get(), feed, tname);
   std::string current;
   for (std::uint64_t entries = 0;; ++entries) {
-    archive_entry* e = nullptr;
-    const int rc = archive_read_next_header(a.get(), &e);
-    if (rc == ARCHIVE_EOF) return {};
-    if (rc < ARCHIVE_WARN) {
-      rethrow_feed(feed);
-      const std::string msg = archive_message(a.get());
-      if (entries == 0) throw Error(Errc::input, tname + " is not a gzip-compressed tar archive (" + msg + ")");
-      throw Error(Errc::input, tname + " is damaged after entry '" + current + "': " + msg);
-    }
+    archive_entry* e = next_entry(a.get(), feed, tname, entries, current);
+    if (!e) return {};
     const EntryPath path = parse_entry_path(archive_entry_pathname_utf8(e), tname);
     current = path.display;
     if (path.parts.size() != 1 || path.parts.front() != ".alpine-release" || archive_entry_filetype(e) != AE_IFREG)
