@@ -57,25 +57,10 @@ int exit_code_for(Errc code) {
 // --json one error event whose "message" is the first and "messages" all of them.
 void report_error(AppContext& ctx, const Error& e) {
   const auto* several = dynamic_cast<const overlay::SpecErrors*>(&e);
-  if (!several || several->messages().empty()) {
+  if (!several || several->messages().empty())
     ctx.reporter.error(e.code(), e.what());
-    return;
-  }
-  std::vector<std::string> lines = several->messages();
-  if (std::string more = several->more_text(); !more.empty()) lines.push_back(std::move(more));
-  if (!ctx.reporter.json()) {
-    for (const auto& line : lines) ctx.reporter.error(e.code(), line);
-    return;
-  }
-  std::string list;
-  for (const auto& m : several->messages()) list += (list.empty() ? "[" : ",") + json_escape(m);
-  JsonObject o;
-  o.add("code", errc_name(e.code())).add("message", several->messages().front()).add_raw("messages", list + "]");
-  if (several->more() > 0) o.add("more_errors", static_cast<std::uint64_t>(several->more()));
-  ctx.reporter.result("error", "", std::move(o));
-  // The event was lost with stdout (as Reporter::error does): the errors must still reach someone.
-  if (ctx.reporter.output_error())
-    for (const auto& line : lines) std::fprintf(stderr, "rpi-provision: error: %s\n", printable(line, true).c_str());
+  else
+    ctx.reporter.errors(e.code(), several->messages(), several->more(), several->more_text());
 }
 }  // namespace
 

@@ -198,22 +198,38 @@ void Reporter::warn(const std::string& message) {
 }
 
 void Reporter::error(Errc code, const std::string& message) {
+  errors(code, {message}, 0, "");
+}
+
+void Reporter::errors(Errc code, const std::vector<std::string>& messages, std::uint64_t more,
+                      const std::string& more_line) {
   std::lock_guard lock(mu_);
+  std::vector<std::string> lines = messages;
+  if (!more_line.empty()) lines.push_back(more_line);
   if (json_) {
     JsonObject o;
-    o.add("type", "error").add("code", errc_name(code)).add("message", message);
+    o.add("type", "error").add("code", errc_name(code)).add("message", messages.empty() ? more_line : messages.front());
+    if (messages.size() > 1 || more > 0) {
+      std::string list;
+      for (const auto& m : messages) list += (list.empty() ? "[" : ",") + json_escape(m);
+      o.add_raw("messages", list.empty() ? "[]" : list + "]");
+    }
+    if (more > 0) o.add("more_errors", more);
     emit_json_locked(o.str());
-    // The event was lost with stdout: the error must still reach someone.
-    if (out_errno_) std::fprintf(stderr, "rpi-provision: error: %s\n", printable(message, true).c_str());
+    // The event was lost with stdout: the errors must still reach someone.
+    if (out_errno_)
+      for (const auto& l : lines) std::fprintf(stderr, "rpi-provision: error: %s\n", printable(l, true).c_str());
     return;
   }
   clear_bars_locked();
   // Messages name paths, devices and mirror answers: shown escaped, never raw.
-  const std::string shown = printable(message, true);
-  if (color_)
-    std::fprintf(stderr, "rpi-provision: \x1b[31merror:\x1b[0m %s\n", shown.c_str());
-  else
-    std::fprintf(stderr, "rpi-provision: error: %s\n", shown.c_str());
+  for (const auto& l : lines) {
+    const std::string shown = printable(l, true);
+    if (color_)
+      std::fprintf(stderr, "rpi-provision: \x1b[31merror:\x1b[0m %s\n", shown.c_str());
+    else
+      std::fprintf(stderr, "rpi-provision: error: %s\n", shown.c_str());
+  }
 }
 
 }  // namespace rpi::cli
