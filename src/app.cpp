@@ -52,15 +52,19 @@ int exit_code_for(Errc code) {
   }
 }
 
-// An error as the user sees it. A spec's several problems (overlay::SpecErrors)
-// each on its own "error:" line, then the "… and N more errors" line; with
+// An error as the user sees it. A spec's problems (overlay::SpecErrors) each on
+// its own "error:" line with the spec's line it points at under it, then the
+// "… and N more errors" line; with
 // --json one error event whose "message" is the first and "messages" all of them.
 void report_error(AppContext& ctx, const Error& e) {
-  const auto* several = dynamic_cast<const overlay::SpecErrors*>(&e);
-  if (!several || several->messages().empty())
+  const auto* spec = dynamic_cast<const overlay::SpecErrors*>(&e);
+  if (!spec || spec->problems().empty()) {
     ctx.reporter.error(e.code(), e.what());
-  else
-    ctx.reporter.errors(e.code(), several->messages(), several->more(), several->more_text());
+    return;
+  }
+  std::vector<Reporter::Located> errors;
+  for (const auto& p : spec->problems()) errors.push_back({p.message, p.excerpt, p.line, p.column});
+  ctx.reporter.errors(e.code(), errors, spec->more(), spec->more_text());
 }
 }  // namespace
 

@@ -2,9 +2,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <string_view>
 
 #include "rpi/size.hpp"
 #include "rpi/text.hpp"
@@ -198,20 +201,66 @@ void Reporter::warn(const std::string& message) {
 }
 
 void Reporter::error(Errc code, const std::string& message) {
-  errors(code, {message}, 0, "");
+  errors(code, {Located{message, {}, 0, 0}}, 0, "");
 }
 
-void Reporter::errors(Errc code, const std::vector<std::string>& messages, std::uint64_t more,
-                      const std::string& more_line) {
+namespace {
+// The length, in characters, of what starts at byte `at` of `line`: a quoted
+// string up to its closing quote, a table header up to its last ']', a run of
+// bare-key characters; else 1. What the caret line underlines.
+std::size_t token_length(std::string_view line, std::size_t at) {
+  if (at >= line.size()) return 1;
+  std::size_t end = at + 1;
+  const char c = line[at];
+  if (c == '"' || c == '\'') {
+    while (end < line.size() && line[end] != c) end += c == '"' && line[end] == '\\' ? 2 : 1;
+    end = std::min(end + 1, line.size());
+  } else if (c == '[' && line.find_first_not_of(' ') == at) {
+    const auto close = line.find_last_of(']');
+    if (close != std::string_view::npos && close > at) end = close + 1;
+  } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-') {
+    while (end < line.size() &&
+           (std::isalnum(static_cast<unsigned char>(line[end])) || line[end] == '_' || line[end] == '-'))
+      ++end;
+  }
+  std::size_t chars = 0;  // code points: what a terminal shows as one column each
+  for (std::size_t i = at; i < end && i < line.size(); ++i)
+    if ((static_cast<unsigned char>(line[i]) & 0xc0) != 0x80) ++chars;
+  return std::max<std::size_t>(chars, 1);
+}
+
+// "    7 | hostname = \"pi\"" and "      | ^~~~~~~~" under it, compilers' way.
+std::string excerpt_lines(const Reporter::Located& e, bool color) {
+  std::string_view line = e.excerpt;
+  std::size_t at = 0, col = 1;  // the byte and the character the caret is under
+  while (col < e.column && at < line.size()) {
+    ++at;
+    while (at < line.size() && (static_cast<unsigned char>(line[at]) & 0xc0) == 0x80) ++at;
+    ++col;
+  }
+  if (col < e.column) return {};  // the column is past the line's end: no caret to place
+  char number[32];
+  std::snprintf(number, sizeof number, "%5zu | ", e.line);
+  std::string out = number + std::string(line) + "\n      | " + std::string(col - 1, ' ');
+  const std::string mark = "^" + std::string(token_length(line, at) - 1, '~');
+  out += color ? "\x1b[32m" + mark + "\x1b[0m" : mark;
+  return out + "\n";
+}
+}  // namespace
+
+void Reporter::errors(Errc code, const std::vector<Located>& errors, std::uint64_t more, const std::string& more_line) {
   std::lock_guard lock(mu_);
-  std::vector<std::string> lines = messages;
+  std::vector<std::string> lines;
+  for (const auto& e : errors) lines.push_back(e.message);
   if (!more_line.empty()) lines.push_back(more_line);
   if (json_) {
     JsonObject o;
-    o.add("type", "error").add("code", errc_name(code)).add("message", messages.empty() ? more_line : messages.front());
-    if (messages.size() > 1 || more > 0) {
+    o.add("type", "error")
+        .add("code", errc_name(code))
+        .add("message", errors.empty() ? more_line : errors.front().message);
+    if (errors.size() > 1 || more > 0) {
       std::string list;
-      for (const auto& m : messages) list += (list.empty() ? "[" : ",") + json_escape(m);
+      for (const auto& e : errors) list += (list.empty() ? "[" : ",") + json_escape(e.message);
       o.add_raw("messages", list.empty() ? "[]" : list + "]");
     }
     if (more > 0) o.add("more_errors", more);
@@ -223,12 +272,15 @@ void Reporter::errors(Errc code, const std::vector<std::string>& messages, std::
   }
   clear_bars_locked();
   // Messages name paths, devices and mirror answers: shown escaped, never raw.
-  for (const auto& l : lines) {
-    const std::string shown = printable(l, true);
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const std::string shown = printable(lines[i], true);
     if (color_)
       std::fprintf(stderr, "rpi-provision: \x1b[31merror:\x1b[0m %s\n", shown.c_str());
     else
       std::fprintf(stderr, "rpi-provision: error: %s\n", shown.c_str());
+    // An excerpt is printable text already (the spec loader leaves out any other).
+    if (i < errors.size() && !errors[i].excerpt.empty() && errors[i].line > 0 && errors[i].column > 0)
+      std::fputs(excerpt_lines(errors[i], color_).c_str(), stderr);
   }
 }
 

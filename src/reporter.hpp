@@ -40,10 +40,19 @@ class Reporter {
   void detail(const std::string& subject, const std::string& message);
   void warn(const std::string& message);
   void error(Errc code, const std::string& message);
-  // Several errors of one kind (a spec's): each its own error line, then
-  // `more_line` when given; in --json one error event whose message is the
-  // first, with "messages" (all) and, when more > 0, "more_errors".
-  void errors(Errc code, const std::vector<std::string>& messages, std::uint64_t more, const std::string& more_line);
+  // One error as the user reads it: its message and, for a spec's, the line
+  // of the spec it points at (`excerpt`, empty: none) with a caret under
+  // `column` (1-based, in characters).
+  struct Located {
+    std::string message;
+    std::string excerpt;
+    std::size_t line = 0, column = 0;
+  };
+  // Several errors of one kind (a spec's): each its own error line (and its
+  // excerpt with a caret, not in --json), then `more_line` when given; in
+  // --json one error event whose message is the first, with "messages" (all)
+  // and, when more > 0, "more_errors".
+  void errors(Errc code, const std::vector<Located>& errors, std::uint64_t more, const std::string& more_line);
   // Finishes any progress display (call before printing results).
   void finish_progress();
   // Standard output was closed when the program started (it now points to

@@ -36,6 +36,7 @@ struct Spec::Impl {
   std::string name;  // as shown in messages
   std::filesystem::path base_dir;
   toml::table doc;
+  std::string source;  // the spec's text: errors show its lines (SpecProblem::excerpt)
   std::vector<const toml::table*> hosts;
   AlpineSource alpine;
   bool hostname_templated = false;
@@ -56,11 +57,158 @@ std::string joined(const std::vector<std::string>& messages, std::size_t more, b
   if (auto line = more_line(more, at_least); !line.empty()) all += (all.empty() ? "" : "\n") + line;
   return all;
 }
+
+// --- excerpts: a spec's line shown under its error, never one with a secret
+
+// Words that make a line of a spec unfit to show: the keys of secrets (psk,
+// password, password_hash, a file's content) and what users name theirs; and
+// escapes, which could spell one of those keys.
+bool secret_looking(std::string_view line) {
+  const std::string l = ascii_lower(line);
+  for (std::string_view w : {"psk", "pass", "secret", "content", "token", "private", "\\u"})
+    if (l.find(w) != std::string::npos) return true;
+  return false;
+}
+
+// What a rough TOML lexer sees of each line (index = line number, 1-based):
+// `multiline` when a multi-line string starts, ends or continues on it;
+// `open` when the line starts inside an array or inline table left open on an
+// earlier line (its key is out of sight).
+struct LineShapes {
+  std::vector<bool> multiline, open;
+};
+
+LineShapes line_shapes(std::string_view text) {
+  enum class S { normal, basic, literal, ml_basic, ml_literal, comment };
+  LineShapes out;
+  out.multiline.assign(2, false);
+  out.open.assign(2, false);
+  S s = S::normal;
+  std::size_t line = 1;
+  int depth = 0;
+  auto at = [&](std::size_t i, std::string_view w) { return text.substr(i, w.size()) == w; };
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n') {
+      const bool ml = s == S::ml_basic || s == S::ml_literal;
+      if (ml) out.multiline[line] = true;
+      if (s == S::basic || s == S::literal || s == S::comment) s = S::normal;
+      ++line;
+      out.multiline.push_back(ml);
+      out.open.push_back(depth > 0);
+      continue;
+    }
+    switch (s) {
+      case S::normal:
+        if (c == '#') {
+          s = S::comment;
+        } else if (at(i, "\"\"\"")) {
+          s = S::ml_basic;
+          out.multiline[line] = true;
+          i += 2;
+        } else if (at(i, "'''")) {
+          s = S::ml_literal;
+          out.multiline[line] = true;
+          i += 2;
+        } else if (c == '"') {
+          s = S::basic;
+        } else if (c == '\'') {
+          s = S::literal;
+        } else if (c == '[' || c == '{') {
+          ++depth;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+          --depth;
+        }
+        break;
+      case S::basic:
+        if (c == '\\' && i + 1 < text.size() && text[i + 1] != '\n')
+          ++i;
+        else if (c == '"')
+          s = S::normal;
+        break;
+      case S::literal:
+        if (c == '\'') s = S::normal;
+        break;
+      case S::ml_basic:
+        if (c == '\\' && i + 1 < text.size() && text[i + 1] != '\n') {
+          ++i;
+        } else if (at(i, "\"\"\"")) {
+          s = S::normal;
+          out.multiline[line] = true;
+          i += 2;
+        }
+        break;
+      case S::ml_literal:
+        if (at(i, "'''")) {
+          s = S::normal;
+          out.multiline[line] = true;
+          i += 2;
+        }
+        break;
+      case S::comment:
+        break;
+    }
+  }
+  return out;
+}
+
+// The lines of every value under a secret-looking key of `t`, at any depth
+// (arrays and tables spanning lines included).
+void secret_lines(const toml::node& n, bool secret, std::set<std::size_t>& out) {
+  if (secret) {
+    const auto& r = n.source();
+    for (std::size_t l = r.begin.line; l > 0 && l <= r.end.line && l - r.begin.line < 100000; ++l) out.insert(l);
+  }
+  if (const auto* t = n.as_table()) {
+    for (auto&& [k, v] : *t) {
+      const bool sk = secret || secret_looking(k.str());
+      if (sk && k.source().begin.line > 0) out.insert(k.source().begin.line);
+      secret_lines(v, sk, out);
+    }
+  } else if (const auto* a = n.as_array()) {
+    for (const auto& e : *a) secret_lines(e, secret, out);
+  }
+}
+
+// Line `line` of `text` fit to show under an error at it, else "" (see
+// SpecProblem::excerpt). `doc`: the parsed spec (its secret values' lines are
+// left out), or null for a syntax error: then every line inside an array or
+// inline table opened on an earlier line is left out too.
+std::string excerpt_of(std::string_view text, const LineShapes& shapes, const std::set<std::size_t>* secrets,
+                       std::size_t line) {
+  if (line == 0 || line >= shapes.multiline.size() || shapes.multiline[line]) return {};
+  if (secrets ? secrets->count(line) > 0 : shapes.open[line]) return {};
+  std::size_t start = 0;
+  for (std::size_t l = 1; l < line; ++l) {
+    start = text.find('\n', start);
+    if (start == std::string_view::npos) return {};
+    ++start;
+  }
+  const std::size_t end = text.find('\n', start);
+  std::string_view l = text.substr(start, end == std::string_view::npos ? end : end - start);
+  if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
+  while (!l.empty() && (l.back() == ' ' || l.back() == '\t')) l.remove_suffix(1);
+  if (l.empty() || l.size() > 160 || secret_looking(l)) return {};
+  std::string out(l);
+  std::replace(out.begin(), out.end(), '\t', ' ');
+  // Control characters, bidirectional overrides and bytes that are not UTF-8
+  // would change what is shown (or the terminal): not shown at all.
+  if (printable(out) != out) return {};
+  return out;
+}
+
+std::vector<std::string> messages_of(const std::vector<SpecProblem>& problems) {
+  std::vector<std::string> out;
+  out.reserve(problems.size());
+  for (const auto& p : problems) out.push_back(p.message);
+  return out;
+}
 }  // namespace
 
-SpecErrors::SpecErrors(std::vector<std::string> messages, std::size_t more, bool at_least)
-    : Error(Errc::spec, joined(messages, more, at_least)),
-      messages_(std::make_shared<const std::vector<std::string>>(std::move(messages))),
+SpecErrors::SpecErrors(std::vector<SpecProblem> problems, std::size_t more, bool at_least)
+    : Error(Errc::spec, joined(messages_of(problems), more, at_least)),
+      problems_(std::make_shared<const std::vector<SpecProblem>>(std::move(problems))),
+      messages_(std::make_shared<const std::vector<std::string>>(messages_of(*problems_))),
       more_(more),
       at_least_(at_least) {}
 
@@ -360,7 +508,7 @@ class Converter {
   }
   // The last convert() found a problem (possibly one an earlier card found too).
   bool failed() const { return failed_; }
-  // Throws what was found: the one error as it is, several as SpecErrors. Nothing when none.
+  // Throws what was found as SpecErrors. Nothing when none.
   void throw_found();
   void warn(const toml::source_region& r, const std::string& msg) {
     Warning w{where(r), msg};
@@ -705,9 +853,14 @@ void Converter::throw_found() {
     };
     return key(a) < key(b);
   });
-  if (found_.size() == 1 && !stopped_) throw Error(Errc::spec, found_.front().text);
-  std::vector<std::string> shown;
-  for (std::size_t i = 0; i < found_.size() && i < SpecErrors::kShown; ++i) shown.push_back(found_[i].text);
+  const LineShapes shapes = line_shapes(s_.source);
+  std::set<std::size_t> secrets;
+  secret_lines(s_.doc, false, secrets);
+  std::vector<SpecProblem> shown;
+  for (std::size_t i = 0; i < found_.size() && i < SpecErrors::kShown; ++i) {
+    const Found& f = found_[i];
+    shown.push_back({f.text, f.line, f.column, excerpt_of(s_.source, shapes, &secrets, f.line)});
+  }
   const std::size_t more = found_.size() - shown.size();
   throw SpecErrors(std::move(shown), more, stopped_);
 }
@@ -2006,9 +2159,12 @@ std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::strin
     impl->doc = toml::parse(text, name);
   } catch (const toml::parse_error& e) {
     const auto& b = e.source().begin;
-    throw Error(Errc::spec, name + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) + ": " +
-                                shorten_quoted(syntax_error_text(e.description(), text, b.line, b.column)));
+    SpecProblem p{name + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) + ": " +
+                      shorten_quoted(syntax_error_text(e.description(), text, b.line, b.column)),
+                  b.line, b.column, excerpt_of(text, line_shapes(text), nullptr, b.line)};
+    throw SpecErrors({std::move(p)}, 0);
   }
+  impl->source = text;
   Converter c(*impl, impl->warnings);
   c.record_files_read(&impl->files_read);
   if (auto* hosts = impl->doc.get("hosts")) {

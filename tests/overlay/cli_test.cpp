@@ -486,8 +486,15 @@ TEST(CheckCommand, SaysEveryErrorOfTheSpecAtOnce) {
     SCOPED_TRACE(cmd.front());
     auto r = cli(cmd);
     EXPECT_EQ(r.exit_code, 2);
+    // Each with the line it points at and a caret under the place, compilers' way; the psk's line is not shown.
+    const std::vector<std::string> excerpts = {
+        "    3 | colour = \"blue\"\n      | ^~~~~~\n",
+        "    5 | dns = [\"999.1.1.1\"]\n      |        ^~~~~~~~~~~\n",
+        "",
+        "   10 | label = \"BOOT\"\n      |         ^~~~~~\n",
+    };
     std::string want;
-    for (const auto& m : messages) want += "rpi-provision: error: " + m + "\n";
+    for (std::size_t i = 0; i < messages.size(); ++i) want += "rpi-provision: error: " + messages[i] + "\n" + excerpts[i];
     EXPECT_EQ(r.err, want);
     EXPECT_TRUE(r.out.empty()) << r.out;
     std::vector<std::string> json_cmd = {"--json"};
@@ -511,7 +518,7 @@ TEST(CheckCommand, SaysEveryErrorOfTheSpecAtOnce) {
                         "(raspberrypi/firmware#1529)";
   auto r = cli({"check", "--spec", one.string()});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_EQ(r.err, "rpi-provision: error: " + m + "\n");
+  EXPECT_EQ(r.err, "rpi-provision: error: " + m + "\n    4 | label = \"BOOT\"\n      |         ^~~~~~\n");
   auto j = cli({"--json", "check", "--spec", one.string()});
   EXPECT_EQ(j.exit_code, 2);
   EXPECT_EQ(j.out, "{\"type\":\"error\",\"code\":\"spec\",\"message\":" + quoted(m) + "}\n");
@@ -523,7 +530,7 @@ TEST(CheckCommand, SaysEveryErrorOfTheSpecAtOnce) {
   rpi::test::write_file(many, text);
   auto lots = cli({"check", "--spec", many.string()});
   EXPECT_EQ(lots.exit_code, 2);
-  EXPECT_EQ(std::count(lots.err.begin(), lots.err.end(), '\n'), 21) << lots.err;
+  EXPECT_EQ(std::count(lots.err.begin(), lots.err.end(), '\n'), 21 + 2 * 20) << "each error, its line and caret";
   EXPECT_NE(lots.err.find("rpi-provision: error: " + many.string() + ":42:8: user name \"Bad19\""), std::string::npos)
       << lots.err;
   EXPECT_TRUE(lots.err.ends_with("\nrpi-provision: error: … and 3 more errors\n")) << lots.err;

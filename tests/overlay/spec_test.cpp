@@ -1628,9 +1628,8 @@ std::vector<std::string> errors_of(const std::string& text) {
     parse_spec(text, "t.toml", ".");
   } catch (const SpecErrors& e) {
     EXPECT_EQ(e.code(), Errc::spec);
+    if (e.messages().size() == 1) ADD_FAILURE() << "one error only: " << e.what();
     return e.messages();
-  } catch (const Error& e) {
-    ADD_FAILURE() << "one error only: " << e.what();
   }
   return {};
 }
@@ -1748,4 +1747,101 @@ TEST(Spec, AtMostTwentyErrorsThenHowManyMore) {
     EXPECT_EQ(what.substr(what.rfind('\n') + 1), "… and 5 more errors");
     EXPECT_EQ(e.more_text(), "… and 5 more errors");
   }
+}
+
+// --- the spec's line under each error (SpecProblem::excerpt), never one with a secret
+
+namespace {
+// The problems of a spec that does not load (none when it does).
+std::vector<SpecProblem> problems_of(const std::string& text) {
+  try {
+    parse_spec(text, "t.toml", ".");
+  } catch (const SpecErrors& e) {
+    EXPECT_EQ(e.messages().size(), e.problems().size());
+    return e.problems();
+  }
+  ADD_FAILURE() << "the spec loaded:\n" << text;
+  return {};
+}
+}  // namespace
+
+TEST(SpecExcerpt, AnErrorCarriesItsPlaceAndTheLineAsWritten) {
+  const auto p = problems_of(kPi + "\ttimezon = \"Europe/Berlin\"   \n[network]\ndns = [\"1.1.1.1\", \"x\"]\n");
+  ASSERT_EQ(p.size(), 2u);
+  EXPECT_EQ(p[0].message.rfind("t.toml:3:2: unknown key 'timezon' in [system] (did you mean 'timezone'?)", 0), 0u)
+      << p[0].message;
+  EXPECT_EQ(p[0].line, 3u);
+  EXPECT_EQ(p[0].column, 2u);
+  EXPECT_EQ(p[0].excerpt, " timezon = \"Europe/Berlin\"") << "a tab is one space, trailing blanks dropped";
+  EXPECT_EQ(p[1].line, 5u);
+  EXPECT_EQ(p[1].excerpt, "dns = [\"1.1.1.1\", \"x\"]");
+  // One error is a SpecErrors too, what() its message alone.
+  try {
+    parse_spec(kPi + "colour = 1\n", "t.toml", ".");
+    FAIL() << "loaded";
+  } catch (const SpecErrors& e) {
+    ASSERT_EQ(e.problems().size(), 1u);
+    EXPECT_EQ(std::string(e.what()), e.problems()[0].message);
+    EXPECT_EQ(e.problems()[0].excerpt, "colour = 1");
+  }
+}
+
+TEST(SpecExcerpt, ASyntaxErrorShowsItsLine) {
+  const auto p = problems_of(kPi + "[network]\ndns = [\"1.1.1.1\" \"8.8.8.8\"]\n");
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].line, 4u);
+  EXPECT_EQ(p[0].excerpt, "dns = [\"1.1.1.1\" \"8.8.8.8\"]");
+}
+
+TEST(SpecExcerpt, NoLineThatMayHoldASecretIsShown) {
+  struct Case {
+    const char* what;
+    std::string text;
+    std::size_t line;
+  };
+  const std::string wifi = kPi + "[wifi]\nssid = \"lab\"\n";
+  const std::vector<Case> cases = {
+      {"a psk too short", wifi + "psk = \"hunter2\"\n", 5},
+      {"a password key", kPi + "[root]\npassword = 12345\n", 4},
+      {"an unknown key that is a password", kPi + "wifi_pass = \"hunter22\"\n", 3},
+      {"an escape spelling psk", wifi + "\"\\u0070sk\" = \"hunter2\"\n", 5},
+      {"inside a multi-line string: a bad escape", wifi + "psk = \"\"\"\nhun\\qter22\n\"\"\"\n", 6},
+      {"inside an array spanning lines: a missing comma", wifi + "psk = [\n\"hunter22\" \"x\"\n]\n", 6},
+      {"a file's content in an array spanning lines",
+       kPi + "[[files]]\npath = \"/etc/x\"\ncontent = [\n  \"hunter22\",\n]\n", 5},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    const auto p = problems_of(c.text);
+    ASSERT_FALSE(p.empty());
+    for (const auto& x : p) {
+      EXPECT_EQ(x.excerpt.find("hunter2"), std::string::npos) << x.message;
+      if (x.line == c.line) {
+        EXPECT_EQ(x.excerpt, "") << x.message;
+      }
+    }
+    EXPECT_TRUE(std::any_of(p.begin(), p.end(), [&](const SpecProblem& x) { return x.line == c.line; }))
+        << "no error at line " << c.line << ": " << p.front().message;
+  }
+  // A line over 160 bytes is left out, one of 160 is shown.
+  for (std::size_t len : {160u, 161u}) {
+    const std::string line = "bad = \"" + std::string(len - 8, 'm') + "\"";
+    ASSERT_EQ(line.size(), len);
+    const auto p = problems_of(kPi + line + "\n");
+    ASSERT_EQ(p.size(), 1u);
+    EXPECT_EQ(p[0].excerpt, len == 160 ? line : "");
+  }
+}
+
+TEST(SpecExcerpt, ControlCharactersAndBrokenUtf8AreNotShown) {
+  for (const std::string& bad : {std::string("colour = 1 # \x1b[2J"), std::string("colour = 1 # \xff"),
+                                std::string("colour = 1 # \xe2\x80\xae")}) {
+    const auto p = problems_of(kPi + bad + "\n");
+    ASSERT_FALSE(p.empty());
+    EXPECT_EQ(p[0].line, 3u) << p[0].message;
+    EXPECT_EQ(p[0].excerpt, "") << p[0].message;
+  }
+  const auto p = problems_of(kPi + "colour = \"gr\u00fcn\"\n");
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].excerpt, "colour = \"gr\u00fcn\"") << "UTF-8 text is shown as it is";
 }

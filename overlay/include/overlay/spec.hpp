@@ -3,9 +3,10 @@
 //
 // load_spec() parses and validates the whole file (every [[hosts]] entry is
 // resolved once, so a bad entry fails early); resolve_host() turns it into the
-// fully typed HostConfig of one card. Errors are rpi::Error(Errc::spec) whose
-// message starts "FILE:LINE:COL: ", or SpecErrors when the spec has several
-// problems. No message ever contains a secret value.
+// fully typed HostConfig of one card. A bad spec throws SpecErrors (an
+// rpi::Error, Errc::spec) whose messages start "FILE:LINE:COL: "; a spec that
+// cannot be read throws a plain rpi::Error. No message, and no excerpt of the
+// spec, ever contains a secret value.
 #pragma once
 
 #include <cstddef>
@@ -21,24 +22,38 @@
 
 namespace rpi::overlay {
 
-// Several problems found in one spec (Errc::spec): each message
+// One problem of a spec and where it is.
+struct SpecProblem {
+  std::string message;               // "FILE:LINE:COL: text", one line
+  std::size_t line = 0, column = 0;  // 1-based; 0 when the problem has no place
+  // The spec's line `line` as written (a tab as one space), to be shown under
+  // the message with a caret at `column`. Empty when that line may hold a
+  // secret (a psk, password, hash or a file's content, also inside a string
+  // or array spanning lines), is not printable UTF-8, or is over 160 bytes.
+  std::string excerpt;
+};
+
+// The problems found in one spec (Errc::spec): one or several, each message
 // "FILE:LINE:COL: message", in file order (line, then column), each place said
 // once (a base table seen by every [[hosts]] entry included). At most kShown
-// are kept; what() is them one per line, then more_text() when some were left
-// out. A spec with one problem throws a plain rpi::Error with that message.
+// are kept; what() is their messages one per line, then more_text() when some
+// were left out (a single problem's what() is its message).
 class SpecErrors : public Error {
  public:
   static constexpr std::size_t kShown = 20;
-  // `more`: problems found beyond `messages`; `at_least`: the search stopped
+  // `more`: problems found beyond `problems`; `at_least`: the search stopped
   // before the end of the spec, so there may be more still.
-  SpecErrors(std::vector<std::string> messages, std::size_t more, bool at_least = false);
+  SpecErrors(std::vector<SpecProblem> problems, std::size_t more, bool at_least = false);
+  const std::vector<SpecProblem>& problems() const noexcept { return *problems_; }
   const std::vector<std::string>& messages() const noexcept { return *messages_; }
   std::size_t more() const noexcept { return more_; }
   // "… and 3 more errors" ("… and at least 3 more errors"); empty when none was left out.
   std::string more_text() const;
 
  private:
-  std::shared_ptr<const std::vector<std::string>> messages_;  // shared: copying an exception must not throw
+  // shared: copying an exception must not throw
+  std::shared_ptr<const std::vector<SpecProblem>> problems_;
+  std::shared_ptr<const std::vector<std::string>> messages_;
   std::size_t more_;
   bool at_least_;
 };
