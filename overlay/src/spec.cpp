@@ -508,6 +508,9 @@ class Converter {
   }
   // The last convert() found a problem (possibly one an earlier card found too).
   bool failed() const { return failed_; }
+  // The last convert() found the card's hostname, and it is valid: it can be
+  // compared with other cards' even when something else of the card is wrong.
+  bool hostname_ok() const { return hostname_ok_; }
   // Throws what was found as SpecErrors. Nothing when none.
   void throw_found();
   void warn(const toml::source_region& r, const std::string& msg) {
@@ -805,6 +808,7 @@ class Converter {
   // they are not tables), and whether its [[users]] may be missing an entry.
   std::set<std::string> skip_;
   bool users_unsure_ = false;
+  bool hostname_ok_ = false;  // see hostname_ok()
 };
 
 // The search stops after this many problems: a spec that is mostly mistakes
@@ -992,6 +996,7 @@ void Converter::convert_system(const View& root, const toml::table* host, int ho
   }
   if (auto why = checks::hostname_label(h.hostname); !why.empty())
     fail(*name_node, "hostname \"" + h.hostname + "\" " + why);
+  hostname_ok_ = true;
   if (auto x = str(v, "domain")) {
     if (auto why = checks::domain_name(*x); !why.empty()) fail(*v.get("domain"), "[system].domain " + why);
     h.domain = *x;
@@ -1726,6 +1731,7 @@ HostConfig Converter::convert(const toml::table* host, int n, int host_pos) {
   failed_ = false;
   skip_.clear();
   users_unsure_ = false;
+  hostname_ok_ = false;
   HostConfig h;
   h.index = n;
   // A mistyped table name ("sytem"): the table it stands for is not checked,
@@ -2184,9 +2190,9 @@ std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::strin
       for (std::size_t i = 0; i < impl->hosts.size(); ++i) {
         auto h = c.convert(impl->hosts[i], static_cast<int>(i) + 1, static_cast<int>(i) + 1);
         impl->alpine = h.alpine;
-        // A card with a problem may lack its hostname or mac: not compared.
-        if (c.failed()) continue;
-        if (!names.insert(h.hostname).second)
+        // A card with a problem is compared by what of it is known to be right:
+        // a hostname that passed its checks, a mac (set only when valid).
+        if (c.hostname_ok() && !names.insert(h.hostname).second)
           c.record(impl->hosts[i]->source(), "hostname \"" + h.hostname + "\" is used by two [[hosts]] entries");
         if (!h.mac.empty() && !macs.insert(h.mac).second)
           c.record(impl->hosts[i]->source(), "mac " + h.mac + " is used by two [[hosts]] entries");

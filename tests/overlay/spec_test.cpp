@@ -1703,6 +1703,23 @@ TEST(Spec, AMistakeInABaseTableIsSaidOnceForAllHosts) {
                   }));
 }
 
+// A duplicate hostname or mac is said even when one of the cards has another
+// problem (fixing that one would only reveal it); a hostname that is itself
+// wrong is not compared.
+TEST(Spec, ADuplicateIsSaidBesideACardsOtherProblem) {
+  const auto dup = errors_of(
+      "[system]\nhostname = \"pi\"\n[[hosts]]\nhostname = \"a\"\nmac = \"b8:27:eb:00:00:01\"\n"
+      "[[hosts]]\nhostname = \"a\"\nmac = \"b8:27:eb:00:00:01\"\nnetwork = { dns = [\"x\"] }\n");
+  EXPECT_EQ(dup, (std::vector<std::string>{
+                     "t.toml:6:1: hostname \"a\" is used by two [[hosts]] entries",
+                     "t.toml:9:20: [network].dns entry \"x\" is not an IP address",
+                 }))
+      << "one place, so the mac's duplicate (also at 6:1) is not said twice";
+  const auto bad = errors_of("[system]\nhostname = \"pi\"\n[[hosts]]\nhostname = \"a b\"\n[[hosts]]\nhostname = \"a b\"\n");
+  ASSERT_EQ(bad.size(), 2u);
+  for (const auto& m : bad) EXPECT_EQ(m.find("used by two"), std::string::npos) << m;
+}
+
 // A check of the whole card does not run on a card with a problem: it would
 // see the card without the broken part and say what is not so.
 TEST(Spec, ABrokenEntryCausesNoErrorsAboutTheWholeCard) {
