@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "app.hpp"
@@ -56,10 +57,18 @@ void write_one(AppContext& ctx, const overlay::HostConfig& h, const overlay::Bui
   known_hosts.insert(known_hosts.end(), ovl.known_hosts.begin(), ovl.known_hosts.end());
 }
 
-// Without a tarball there is no release to pin the default repositories to
-// (an image build pins them to its tarball's branch): say so, once.
-void note_moving_repositories(AppContext& ctx, const overlay::HostConfig& h) {
-  if (h.alpine.version != "latest-stable" || !h.apk.repositories.empty()) return;
+// An image build pins latest-stable repositories to its tarball's release:
+// with a local [alpine].tarball whose release is known, so do these apkovls
+// (`h` is pinned), and they say so as the build does. Without one there is no
+// release to pin them to: say so, once.
+void note_moving_repositories(AppContext& ctx, const overlay::HostConfig& h, const overlay::Spec& spec,
+                              const std::optional<TarballRelease>& release) {
+  if (!h.apk.repositories.empty()) return;
+  if (release && release->version && spec.alpine().version == "latest-stable") {
+    if (const std::string n = release_note_for(spec.alpine(), *release); !n.empty()) ctx.reporter.note(n);
+    return;
+  }
+  if (h.alpine.version != "latest-stable") return;
   ctx.reporter.note(
       "the apkovl's apk repositories follow latest-stable, which moves to each new Alpine "
       "release while the card keeps its kernel; set [alpine].version (e.g. \"3.22\") to the "
@@ -73,6 +82,15 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
   auto spec = overlay::load_spec(o.spec);
   for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
   for (const auto& w : mirror_override_warnings(o.mirrors, "")) ctx.reporter.warn(w);
+  // The release of the spec's own local tarball, the one a card built from
+  // this spec (or booted over the network from its files) runs: its default
+  // repositories follow it as a build's do. A URL is not downloaded here.
+  const std::optional<TarballRelease> release = local_tarball_release(ctx, spec);
+  if (release)
+    if (const std::string w = release_mismatch_for(spec.alpine(), *release); !w.empty()) ctx.reporter.warn(w);
+  auto pin = [&](overlay::HostConfig& h) {
+    if (release) h.alpine = pin_to_release(h.alpine, *release);
+  };
   auto b = build_options(o);
   for (const auto& w : seed_file_warnings(o.seed_file, b.seed)) ctx.reporter.warn(w);
   // Nothing written may be one of the files read (`-o spec.toml` or
@@ -83,10 +101,11 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
   if (!o.output.empty()) {
     auto h = o.host.empty() ? overlay::resolve_host(spec, o.first) : overlay::resolve_host(spec, 0, o.host);
     override_mirror(h, o.mirrors);
+    pin(h);
     outputs.push_back({"--output " + o.output, o.output});
     outputs.push_back({"--known-hosts " + o.known_hosts, o.known_hosts});
     refuse_overwriting_inputs(outputs, inputs);
-    note_moving_repositories(ctx, h);  // advice only for a run that writes
+    note_moving_repositories(ctx, h, spec, release);  // advice only for a run that writes
     note_leftovers(ctx, {o.output});
     write_one(ctx, h, b, o.output, known_hosts);
   } else {
@@ -98,7 +117,10 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
       cards.push_back(overlay::resolve_host(spec, 0, o.host));
     else
       cards = overlay::resolve_hosts(spec, o.first, std::max(0, spec.host_count() - o.first + 1));
-    for (auto& h : cards) override_mirror(h, o.mirrors);
+    for (auto& h : cards) {
+      override_mirror(h, o.mirrors);
+      pin(h);
+    }
     for (const auto& h : cards)
       if (!h.mac.empty()) {
         const fs::path out = fs::path(o.out_dir) / overlay::mac_file_name(h.mac);
@@ -107,7 +129,7 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
       }
     outputs.push_back({"--known-hosts " + o.known_hosts, o.known_hosts});
     refuse_overwriting_inputs(outputs, inputs);
-    if (!cards.empty()) note_moving_repositories(ctx, cards.front());
+    if (!cards.empty()) note_moving_repositories(ctx, cards.front(), spec, release);
     std::vector<std::string> served;
     for (const auto& f : outputs) served.push_back(f.path);
     note_leftovers(ctx, served);

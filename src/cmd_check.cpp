@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "app.hpp"
 #include "overlay/spec.hpp"
@@ -29,6 +31,13 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
   // A build would stop there: say it now.
   if (const std::string tb = local_tarball_path(spec.alpine().tarball, spec.alpine().sha256); !tb.empty())
     require_spec_tarball(tb, o.spec);
+  // The release of that local tarball pins latest-stable repositories as a
+  // build pins them (a URL is not downloaded here).
+  const std::optional<TarballRelease> release = local_tarball_release(ctx, spec);
+  const std::string mismatch = release ? release_mismatch_for(spec.alpine(), *release) : "";
+  if (release)
+    if (const std::string n = release_note_for(spec.alpine(), *release); !n.empty()) ctx.reporter.note(n);
+  if (!mismatch.empty()) ctx.reporter.warn(mismatch);
   std::vector<overlay::HostConfig> cards;
   if (!o.host.empty())
     cards.push_back(overlay::resolve_host(spec, 0, o.host));
@@ -45,11 +54,13 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
     checker.emplace(o.download.options(ctx.reporter.sink()), o.download.mirrors);
     checker->warn_unread();
   }
-  // latest-stable as the release it is now ("v3.22"), as a build pins it: the
-  // same indexes (and cached copies) as the build's.
+  auto pinned = [&](const overlay::AlpineSource& a) { return release ? pin_to_release(a, *release) : a; };
+  // latest-stable as the release of the spec's local tarball, or else as the
+  // release it is now ("v3.22"), as a build pins it: the same indexes (and
+  // cached copies) as the build's.
   std::optional<std::string> latest;
   auto branch_of = [&](const overlay::HostConfig& h) {
-    if (h.alpine.version != "latest-stable") return h.alpine.branch();
+    if (const auto a = pinned(h.alpine); a.version != "latest-stable") return a.branch();
     if (!latest) {
       latest = h.alpine.branch();
       try {
@@ -98,6 +109,14 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
     }
     std::string text = overlay::summary(h);
     if (!text.empty() && text.back() == '\n') text.pop_back();
+    // latest-stable pinned to the local tarball's release: the branch the
+    // card's default repositories name, under the summary's alpine line.
+    if (const auto a = pinned(h.alpine); a.version != h.alpine.version && h.apk.repositories.empty()) {
+      const std::string line = "\n  repos     " + a.branch() + " (the tarball's release, Alpine " + a.version + ")";
+      const std::size_t alpine = text.find("\n  alpine ");
+      const std::size_t end = alpine == std::string::npos ? std::string::npos : text.find('\n', alpine + 1);
+      text.insert(end == std::string::npos ? text.size() : end, line);
+    }
     if (!pkgs.empty()) {
       text += "\n  package check: " + pkgs;
       // The summary above names the card's own mirror; the indexes came from these.
@@ -105,7 +124,8 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
     }
     ctx.reporter.result("card", text, obj);
   }
-  const std::size_t warnings = spec.warnings().size() + mirror_warnings.size() + (checker ? checker->warnings() : 0);
+  const std::size_t warnings = spec.warnings().size() + (mismatch.empty() ? 0U : 1U) + mirror_warnings.size() +
+                               (checker ? checker->warnings() : 0);
   JsonObject done;
   done.add("spec", o.spec)
       .add("cards", static_cast<std::uint64_t>(cards.size()))

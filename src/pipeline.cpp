@@ -344,8 +344,16 @@ std::optional<std::string> Pipeline::release() const {
   if (resolved_ && resolved_->release) return resolved_->release->version;
   if (resolved_)
     if (auto r = release_in_name(resolved_->url.empty() ? resolved_->local.string() : resolved_->url)) return r;
-  if (file_release_ && !file_release_->empty()) return *file_release_;
+  if (file_release_) return file_release_->version;
   return std::nullopt;
+}
+
+TarballRelease Pipeline::learnt() const {
+  TarballRelease r;
+  r.version = release();
+  r.from_file = file_release_ && file_release_->version && r.version == file_release_->version;
+  r.unread = file_release_ && file_release_->unread;
+  return r;
 }
 
 namespace {
@@ -358,53 +366,88 @@ std::string branch_of(const std::string& version) {
 }
 }  // namespace
 
-void Pipeline::learn_release(const std::filesystem::path& tarball) {
-  // Only a spec's cards take their repositories from the release (an
-  // --apkovl brings its own), and edge's follow edge whatever the tarball.
-  if (file_release_ || !spec_ || spec_->alpine().version == "edge" || release()) return;
+TarballRelease read_tarball_release(AppContext& ctx, const std::filesystem::path& tarball) {
+  TarballRelease r;
   const Stopwatch took;
+  std::string got;
   try {
-    file_release_ = partition::tarball_release(tarball);
+    got = partition::tarball_release(tarball);
   } catch (const Error& e) {
     // A damaged tarball: the build (or the plan's scan) refuses it with its
     // own message, which names the rule the tarball breaks.
     if (e.code() != Errc::input) throw;
-    file_release_ = "";
-    release_unread_ = true;
-    return;
+    r.unread = true;
+    return r;
   }
-  ctx_.reporter.detail(tarball.string(), tarball.string() + ": its .alpine-release " +
-                                             (file_release_->empty() ? "gives no release" : "says " + *file_release_) +
-                                             ", read in " + took.elapsed());
+  r.from_file = true;
+  if (!got.empty()) r.version = got;
+  ctx.reporter.detail(tarball.string(), tarball.string() + ": its .alpine-release " +
+                                            (got.empty() ? "gives no release" : "says " + got) + ", read in " +
+                                            took.elapsed());
+  return r;
 }
 
-std::string Pipeline::release_note() const {
-  if (!spec_ || spec_->alpine().version != "latest-stable" || release_unread_) return {};
-  if (!release())
+std::optional<TarballRelease> local_tarball_release(AppContext& ctx, const overlay::Spec& spec,
+                                                    const std::string& tarball, const std::string& sha256) {
+  // The tarball as plan_tarball picks it: --tarball (with --sha256), else the spec's.
+  const bool given = !tarball.empty();
+  const std::string src = given ? tarball : spec.alpine().tarball;
+  const std::string sha = given || !sha256.empty() ? sha256 : spec.alpine().sha256;
+  if (src.empty() || spec.alpine().version == "edge") return std::nullopt;
+  const std::string local = local_tarball_path(src, sha);
+  std::error_code ec;
+  if (local.empty() || !std::filesystem::is_regular_file(local, ec)) return std::nullopt;
+  TarballRelease r;
+  if ((r.version = release_in_name(local))) return r;
+  try {
+    r = read_tarball_release(ctx, local);
+  } catch (const Error&) {
+    // Unreadable: whatever needs the tarball itself says so; this only pins.
+    r.unread = true;
+  }
+  return r;
+}
+
+overlay::AlpineSource pin_to_release(overlay::AlpineSource a, const TarballRelease& r) {
+  if (a.version == "latest-stable" && r.version) a.version = *r.version;
+  return a;
+}
+
+std::string release_note_for(const overlay::AlpineSource& spec, const TarballRelease& r) {
+  if (spec.version != "latest-stable" || r.unread) return {};
+  if (!r.version)
     return "the tarball's Alpine release is unknown (neither its name, as in alpine-rpi-X.Y.Z-ARCH.tar.gz, nor an "
            ".alpine-release in it gives one): the cards' apk repositories follow latest-stable; set "
            "[alpine].version to the tarball's release to keep them on it";
-  if (file_release_ && *release() == *file_release_)
-    return "the tarball's .alpine-release says Alpine " + *file_release_ + ": the cards' apk repositories follow v" +
-           branch_of(*file_release_);
+  if (r.from_file)
+    return "the tarball's .alpine-release says Alpine " + *r.version + ": the cards' apk repositories follow v" +
+           branch_of(*r.version);
   return {};
 }
 
-std::string Pipeline::release_mismatch() const {
-  if (!spec_) return {};
-  const std::string& v = spec_->alpine().version;
-  const std::optional<std::string> r = release();
-  if (v == "latest-stable" || v == "edge" || !r || branch_of(*r) == branch_of(v)) return {};
-  const std::string& at = spec_->alpine().location;
-  return (at.empty() ? "" : at + ": ") + "[alpine].version is \"" + v + "\", but the tarball is Alpine " + *r +
-         ": the cards' apk repositories would follow v" + branch_of(v) + " while their kernel and boot packages are " +
-         branch_of(*r) + "'s; set version = \"" + branch_of(*r) + "\", or use a " + branch_of(v) + " tarball";
+std::string release_mismatch_for(const overlay::AlpineSource& spec, const TarballRelease& r) {
+  const std::string& v = spec.version;
+  if (v == "latest-stable" || v == "edge" || !r.version || branch_of(*r.version) == branch_of(v)) return {};
+  const std::string& rel = *r.version;
+  return (spec.location.empty() ? "" : spec.location + ": ") + "[alpine].version is \"" + v +
+         "\", but the tarball is Alpine " + rel + ": the cards' apk repositories would follow v" + branch_of(v) +
+         " while their kernel and boot packages are " + branch_of(rel) + "'s; set version = \"" + branch_of(rel) +
+         "\", or use a " + branch_of(v) + " tarball";
 }
 
-overlay::AlpineSource Pipeline::pinned(overlay::AlpineSource a) const {
-  if (a.version == "latest-stable")
-    if (auto r = release()) a.version = *r;
-  return a;
+void Pipeline::learn_release(const std::filesystem::path& tarball) {
+  // Only a spec's cards take their repositories from the release (an
+  // --apkovl brings its own), and edge's follow edge whatever the tarball.
+  if (file_release_ || !spec_ || spec_->alpine().version == "edge" || release()) return;
+  file_release_ = read_tarball_release(ctx_, tarball);
+}
+
+std::string Pipeline::release_note() const {
+  return spec_ ? release_note_for(spec_->alpine(), learnt()) : "";
+}
+
+std::string Pipeline::release_mismatch() const {
+  return spec_ ? release_mismatch_for(spec_->alpine(), learnt()) : "";
 }
 
 TarballPlan Pipeline::plan_tarball_uncached(bool resolve_release) {

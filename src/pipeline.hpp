@@ -11,6 +11,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "app.hpp"
@@ -65,6 +66,35 @@ class CardTooSmall : public Error {
 std::string local_tarball_path(const std::string& source, const std::string& sha256);
 // A spec's local [alpine].tarball must be there: Errc::spec naming `spec_path` if not.
 void require_spec_tarball(const std::string& path, const std::string& spec_path);
+
+// The Alpine release of a tarball, as a build learns it for a spec's cards.
+struct TarballRelease {
+  std::optional<std::string> version;  // "3.22.2"; nothing: unknown
+  bool from_file = false;              // read from the tarball's own .alpine-release
+  bool unread = false;                 // damaged: its .alpine-release could not be read
+};
+// Reads `tarball`'s .alpine-release (partition::tarball_release), with a
+// detail line: from_file, and unread for a damaged tarball (the build refuses
+// it with its own message); other errors (an unreadable file) are thrown.
+TarballRelease read_tarball_release(AppContext& ctx, const std::filesystem::path& tarball);
+// The release of the local tarball a run of `spec` boots, learnt without
+// downloading anything, in the build's order: the file's name
+// (alpine-rpi-X.Y.Z-ARCH.tar.gz), else its .alpine-release. `tarball` and
+// `sha256` (--tarball, --sha256) replace the spec's [alpine] ones. Nothing for
+// a tarball URL, no tarball, a file that is not there, or [alpine].version
+// "edge" (whose repositories follow edge whatever the tarball); a file that
+// cannot be read gives `unread`, not an error.
+std::optional<TarballRelease> local_tarball_release(AppContext& ctx, const overlay::Spec& spec,
+                                                    const std::string& tarball = {}, const std::string& sha256 = {});
+// `a` with latest-stable pinned to `r`'s release (when known): repositories
+// that follow latest-stable would mix releases once Alpine publishes the next.
+overlay::AlpineSource pin_to_release(overlay::AlpineSource a, const TarballRelease& r);
+// What to tell about the release the cards of a spec whose [alpine] is `spec`
+// follow: unknown, or read from .alpine-release ("" when nothing to tell).
+std::string release_note_for(const overlay::AlpineSource& spec, const TarballRelease& r);
+// A warning when `spec`'s [alpine].version names another branch than `r`'s
+// release ("" when they agree or either is unknown).
+std::string release_mismatch_for(const overlay::AlpineSource& spec, const TarballRelease& r);
 
 // One card's identity: the n of {n} and, with a spec, its resolved configuration.
 struct Identity {
@@ -241,14 +271,14 @@ class Pipeline {
   partition::ImageOptions card_options(const Identity& id, std::optional<std::uint64_t> card_size,
                                        std::optional<std::uint64_t> content, std::string* apkovl_name,
                                        std::vector<std::string>* known_hosts, bool* fills_card);
-  // `a` with latest-stable pinned to that release: a card whose repositories
-  // follow latest-stable would mix releases once Alpine publishes the next one.
-  overlay::AlpineSource pinned(overlay::AlpineSource a) const;
+  // `a` with latest-stable pinned to that release (pin_to_release).
+  overlay::AlpineSource pinned(overlay::AlpineSource a) const { return pin_to_release(std::move(a), learnt()); }
+  // What is known of the release: release(), and whether learn_release read it.
+  TarballRelease learnt() const;
 
   std::optional<TarballPlan> resolved_;
   std::optional<std::filesystem::path> tarball_;
-  std::optional<std::string> file_release_;  // learn_release's reading ("" none)
-  bool release_unread_ = false;              // learn_release found the tarball damaged
+  std::optional<TarballRelease> file_release_;  // learn_release's reading
   const std::atomic<bool>* cancel_ = nullptr;
   std::optional<PackageChecker> packages_;
   // Within one build(): the apkovl of each identity (by n), built once, so

@@ -513,6 +513,168 @@ TEST_F(FetchCliRepositories, ApkovlAloneSaysItsRepositoriesFollowLatestStable) {
   EXPECT_FALSE(contains(r.err, "latest-stable")) << r.err;
 }
 
+// ---- apkovl and check follow the release of the spec's own local tarball ----
+
+class FetchCliSpecTarball : public FetchCliRepositories {
+ protected:
+  // A boot tarball of Alpine 3.21.4 named as its owner likes: only its
+  // .alpine-release tells the release (another branch than the mirror's
+  // latest-stable, 3.22).
+  fs::path boot_files(const std::vector<std::string>& extra = {}) {
+    fs::path p = tmp / "boot-files.tar.gz";
+    std::vector<std::string> args = {"--size-mb", "1", "--version", "3.21.4"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    fs::remove(p);
+    fs::copy_file(fixture_tarball(args), p);
+    return p;
+  }
+  // A spec whose [alpine] names `tarball` (as written: relative to the spec's folder, or a file:// URL).
+  fs::path spec_with(const std::string& tarball, const std::string& alpine = "", const std::string& rest = "") {
+    fs::path p = tmp / "local.toml";
+    write_file(p, "[alpine]\ntarball = \"" + tarball + "\"\nmirror = \"" + server->url() + "\"\n" + alpine +
+                      "[system]\nhostname = \"pi\"\n" + rest);
+    return p;
+  }
+  // /etc/apk/repositories of an apkovl file.
+  std::string apkovl_repositories(const fs::path& ovl) {
+    CommandResult t = run({"tar", "-xzOf", ovl.string(), "--wildcards", "*etc/apk/repositories"});
+    EXPECT_EQ(t.exit_code, 0) << t.err;
+    return t.out;
+  }
+  const std::string note = "the tarball's .alpine-release says Alpine 3.21.4: the cards' apk repositories follow v3.21";
+};
+
+TEST_F(FetchCliSpecTarball, ApkovlRepositoriesFollowTheReleaseAsTheImageBuildsDo) {
+  boot_files();
+  const fs::path spec = spec_with("boot-files.tar.gz");
+  const fs::path ovl = tmp / "pi.apkovl.tar.gz";
+  CommandResult r = cli({"apkovl", "--spec", spec.string(), "-o", ovl.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string repos = apkovl_repositories(ovl);
+  EXPECT_TRUE(contains(repos, server->url() + "/v3.21/main\n")) << repos;
+  EXPECT_TRUE(contains(repos, server->url() + "/v3.21/community\n")) << repos;
+  EXPECT_FALSE(contains(repos, "latest-stable")) << repos;
+  EXPECT_TRUE(contains(r.err, note)) << r.err;
+  EXPECT_FALSE(contains(r.err, "follow latest-stable")) << r.err;
+
+  // An image built from the same spec carries the same repositories.
+  const fs::path img = tmp / "pi.img";
+  r = cli({"--spec", spec.string(), "--output", img.string(), "--cache-dir", cache_dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, note)) << r.err;
+  EXPECT_EQ(repositories(img), repos);
+
+  // The tarball as a file:// URL without a digest is a local file too.
+  r = cli(
+      {"apkovl", "--spec", spec_with("file://" + (tmp / "boot-files.tar.gz").string()).string(), "-o", ovl.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(apkovl_repositories(ovl), repos);
+  EXPECT_TRUE(contains(r.err, note)) << r.err;
+}
+
+TEST_F(FetchCliSpecTarball, ApkovlOutDirServesTheTarballsRelease) {
+  boot_files();
+  const fs::path spec = spec_with("boot-files.tar.gz", "",
+                                  "[[hosts]]\nhostname = \"pi-a\"\nmac = \"DC:A6:32:01:02:03\"\n"
+                                  "[[hosts]]\nhostname = \"pi-b\"\nmac = \"dc:a6:32:01:02:04\"\n");
+  const fs::path dir = tmp / "served";
+  CommandResult r = cli({"apkovl", "--spec", spec.string(), "--out-dir", dir.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* mac : {"dc:a6:32:01:02:03", "dc:a6:32:01:02:04"}) {
+    const std::string repos = apkovl_repositories(dir / (std::string(mac) + ".apkovl.tar.gz"));
+    EXPECT_TRUE(contains(repos, server->url() + "/v3.21/main\n")) << mac << ": " << repos;
+    EXPECT_FALSE(contains(repos, "latest-stable")) << mac << ": " << repos;
+  }
+  EXPECT_TRUE(contains(r.err, note)) << r.err;
+  EXPECT_FALSE(contains(r.err, "follow latest-stable")) << r.err;
+}
+
+TEST_F(FetchCliSpecTarball, CheckShowsAndUsesTheTarballsBranch) {
+  boot_files();
+  fs::path spec = spec_with("boot-files.tar.gz");
+  CommandResult r = cli({"check", "--spec", spec.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "\n  repos     v3.21 (the tarball's release, Alpine 3.21.4)\n")) << r.out;
+  EXPECT_TRUE(contains(r.err, note)) << r.err;
+  EXPECT_TRUE(contains(r.out, "OK (1 card, 0 warnings)")) << r.out;
+  // The package check reads the indexes of that branch, not of the mirror's latest-stable
+  // (the test mirror has none: the check says which it could not read).
+  spec = spec_with("boot-files.tar.gz", "", "[apk]\npackages = [\"htop\"]\n");
+  r = cli({"check", "--spec", spec.string(), "--packages", "--cache-dir", cache_dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, server->url() + "/v3.21/main")) << r.err;
+  EXPECT_FALSE(contains(r.err, "/v3.22/")) << r.err;
+  EXPECT_FALSE(contains(r.err, "latest-stable")) << r.err;
+  // Its own [apk].repositories: no line about the default ones.
+  spec = spec_with("boot-files.tar.gz", "", "[apk]\nrepositories = [\"https://example.org/alpine/main\"]\n");
+  r = cli({"check", "--spec", spec.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(contains(r.out, "  repos ")) << r.out;
+}
+
+TEST_F(FetchCliSpecTarball, AVersionOfAnotherBranchIsWarnedAboutByApkovlAndCheck) {
+  boot_files();
+  const fs::path spec = spec_with("boot-files.tar.gz", "version = \"3.22\"\n");
+  const std::string warning = spec.string() +
+                              ":4:11: [alpine].version is \"3.22\", but the tarball is Alpine 3.21.4: the cards' apk "
+                              "repositories would follow v3.22 while their kernel and boot packages are 3.21's";
+  const fs::path ovl = tmp / "pi.apkovl.tar.gz";
+  CommandResult r = cli({"apkovl", "--spec", spec.string(), "-o", ovl.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "warning: " + warning)) << r.err;
+  EXPECT_TRUE(contains(apkovl_repositories(ovl), "/v3.22/main\n")) << apkovl_repositories(ovl);  // as asked
+  r = cli({"check", "--spec", spec.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "warning: " + warning)) << r.err;
+  EXPECT_TRUE(contains(r.out, "OK (1 card, 1 warning)")) << r.out;
+  EXPECT_FALSE(contains(r.out, "  repos ")) << r.out;
+  // The build says the same.
+  r = cli({"--spec", spec.string(), "--output", (tmp / "plan.img").string(), "--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "warning: " + warning)) << r.out;
+}
+
+TEST_F(FetchCliSpecTarball, WithoutAKnownReleaseTheOldAdviceStays) {
+  // No .alpine-release and a name that tells nothing: latest-stable, and the advice to set a version.
+  boot_files({"--no-alpine-release"});
+  const fs::path spec = spec_with("boot-files.tar.gz");
+  const fs::path ovl = tmp / "pi.apkovl.tar.gz";
+  CommandResult r = cli({"apkovl", "--spec", spec.string(), "-o", ovl.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(apkovl_repositories(ovl), "/latest-stable/main\n")) << apkovl_repositories(ovl);
+  EXPECT_TRUE(contains(r.err, "the apkovl's apk repositories follow latest-stable")) << r.err;
+  r = cli({"check", "--spec", spec.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(contains(r.out, "  repos ")) << r.out;
+
+  // A damaged tarball: no pinning, and no error from apkovl or check (the build refuses it).
+  write_file(tmp / "boot-files.tar.gz", "this is not gzip data\n");
+  r = cli({"apkovl", "--spec", spec.string(), "-o", ovl.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(apkovl_repositories(ovl), "/latest-stable/main\n")) << apkovl_repositories(ovl);
+  EXPECT_TRUE(contains(r.err, "the apkovl's apk repositories follow latest-stable")) << r.err;
+  r = cli({"check", "--spec", spec.string()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(contains(r.out, "  repos ")) << r.out;
+
+  // A missing one: apkovl goes on as before, check refuses the spec as before.
+  fs::remove(tmp / "boot-files.tar.gz");
+  r = cli({"apkovl", "--spec", spec.string(), "-o", ovl.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "the apkovl's apk repositories follow latest-stable")) << r.err;
+  r = cli({"check", "--spec", spec.string()});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "[alpine].tarball " + (tmp / "boot-files.tar.gz").string() + " is not a file")) << r.err;
+
+  // A release in the tarball's name pins without a note, as in a build.
+  fs::copy_file(fixture_tarball({"--size-mb", "1", "--version", "3.21.4", "--no-alpine-release"}),
+                tmp / "alpine-rpi-3.21.4-aarch64.tar.gz");
+  r = cli({"apkovl", "--spec", spec_with("alpine-rpi-3.21.4-aarch64.tar.gz").string(), "-o", ovl.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(apkovl_repositories(ovl), "/v3.21/main\n")) << apkovl_repositories(ovl);
+  EXPECT_FALSE(contains(r.err, "latest-stable")) << r.err;
+}
+
 // A release the mirror lacks is an error at the spec's [alpine].version line
 // (or its [alpine] table), as other spec errors are; exit 2, no image.
 TEST_F(FetchCli, AReleaseTheMirrorLacksPointsAtTheSpecsLine) {
