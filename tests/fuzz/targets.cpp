@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <zlib.h>
 #include <algorithm>
+#include <cctype>
 
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include "partition/reader.hpp"
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
+#include "rpi/text.hpp"
 
 namespace rpi::fuzz {
 namespace {
@@ -107,11 +109,46 @@ void read_volume(const partition::FatVolume& vol) {
 
 }  // namespace
 
+namespace {
+// What every excerpt under a spec error must be (overlay::SpecProblem): the
+// spec's own line at `line` (a tab as a space, trailing blanks cut), printable,
+// at most 160 bytes, naming no secret's key. Aborts (a finding) otherwise.
+void check_excerpts(std::string_view text, const overlay::SpecErrors& e) {
+  for (const auto& p : e.problems()) {
+    if (p.excerpt.empty()) continue;
+    std::string_view rest = text;
+    for (std::size_t l = 1; l < p.line; ++l) {
+      const auto nl = rest.find('\n');
+      if (nl == std::string_view::npos || p.line == 0) std::abort();
+      rest.remove_prefix(nl + 1);
+    }
+    std::string line(rest.substr(0, rest.find('\n')));
+    std::replace(line.begin(), line.end(), '\t', ' ');
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.pop_back();
+    std::string lower = p.excerpt;
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const bool secret_key = lower.find("psk") != std::string::npos || lower.find("pass") != std::string::npos ||
+                            lower.find("content") != std::string::npos;
+    if (p.line == 0 || line != p.excerpt || p.excerpt.size() > 160 || rpi::printable(p.excerpt) != p.excerpt ||
+        secret_key) {
+      std::fprintf(stderr, "bad excerpt for %s\n", p.message.c_str());
+      std::abort();
+    }
+  }
+}
+}  // namespace
+
 void spec(const std::uint8_t* data, std::size_t size) {
+  const std::string text(view(data, size));
   // { file = "relative" } references resolve inside the (empty) scratch folder.
   expect_error_or_success([&] {
-    overlay::Spec s = overlay::parse_spec(std::string(view(data, size)), "fuzz.toml", scratch());
-    (void)overlay::resolve_host(s, 1);
+    try {
+      overlay::Spec s = overlay::parse_spec(text, "fuzz.toml", scratch());
+      (void)overlay::resolve_host(s, 1);
+    } catch (const overlay::SpecErrors& e) {
+      check_excerpts(text, e);
+      throw;
+    }
   });
 }
 
