@@ -6,6 +6,7 @@
 #include <archive_entry.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include "rpi/atomic_file.hpp"
 #include "rpi/digest.hpp"
 #include "rpi/error.hpp"
+#include "rpi/events.hpp"
 #include "rpi/size.hpp"
 #include "transfer.hpp"
 
@@ -158,21 +160,36 @@ std::optional<PackageIndex> load_package_index(const std::string& repository, co
                                                const Options& opts, std::chrono::seconds max_age) {
   const std::string url = detail::join_url(repository, arch + "/APKINDEX.tar.gz");
   const std::string shown = redact_urls(url);
+  Stopwatch took;
+  // The detail (-v) of how the index was had: "package index URL: <how>, N packages, in 0.12 s".
+  auto told = [&](const std::string& how, const PackageIndex& idx) {
+    emit_detail(opts.events, shown,
+                "package index " + shown + ": " + how + ", " + std::to_string(idx.packages.size()) + " packages, in " +
+                    took.elapsed());
+  };
   if (!detail::is_remote(url)) {
     detail::Text t = detail::get_text(url, opts, kMaxIndexFile);
-    if (!t.found) return std::nullopt;
-    return parse_package_index(t.body, shown);
+    if (!t.found) {
+      emit_detail(opts.events, shown, "package index " + shown + ": no such file (looked in " + took.elapsed() + ")");
+      return std::nullopt;
+    }
+    PackageIndex idx = parse_package_index(t.body, shown);
+    told("read in place (a local repository: no copy kept), " + format_size(t.body.size()), idx);
+    return idx;
   }
   // The copy kept from an earlier run: used while fresh, offline at any age,
   // and when the repository cannot be reached.
   fs::path copy;
   std::optional<std::chrono::hours> age;
+  std::string age_text;  // "25 minutes", "3 hours": for the details
+  bool copy_damaged = false;
   auto read_copy = [&]() -> std::optional<PackageIndex> {
     try {
       detail::Text t = detail::get_text(copy.string(), opts, kMaxIndexFile);
       if (t.found) return parse_package_index(t.body, shown);
     } catch (const Error&) {
       // A damaged copy: as good as none.
+      copy_damaged = true;
     }
     return std::nullopt;
   };
@@ -182,11 +199,28 @@ std::optional<PackageIndex> load_package_index(const std::string& repository, co
     if (::stat(copy.c_str(), &st) == 0) {
       const auto since = std::chrono::system_clock::now() - std::chrono::system_clock::from_time_t(st.st_mtime);
       age = std::chrono::duration_cast<std::chrono::hours>(since);
+      const auto minutes = std::chrono::duration_cast<std::chrono::minutes>(since).count();
+      age_text = minutes < 120 ? std::to_string(std::max<long long>(minutes, 0)) + " minutes"
+                               : std::to_string(age->count()) + " hours";
       if (opts.offline || since < max_age)
-        if (auto idx = read_copy()) return idx;
+        if (auto idx = read_copy()) {
+          told("the copy kept in " + (opts.cache_dir / "indexes").string() + " from " + age_text + " ago used (" +
+                   (opts.offline ? "offline: a copy of any age serves"
+                                 : "younger than " +
+                                       std::to_string(std::chrono::duration_cast<std::chrono::hours>(max_age).count()) +
+                                       " hours: not downloaded again") +
+                   ")",
+               *idx);
+          return idx;
+        }
     }
   }
-  if (opts.offline) return std::nullopt;
+  if (opts.offline) {
+    emit_detail(opts.events, shown,
+                "package index " + shown + ": offline, and " +
+                    (copy_damaged ? "the cached copy of it cannot be read" : "the cache has no copy of it"));
+    return std::nullopt;
+  }
   detail::Text t;
   try {
     t = detail::get_text(url, opts, kMaxIndexFile);
@@ -196,20 +230,33 @@ std::optional<PackageIndex> load_package_index(const std::string& repository, co
         emit(opts.events, Event{"note", shown, 0, 0,
                                 "using the copy of " + shown + " from " + std::to_string(age->count()) +
                                     " hours ago: " + redact_urls(e.what())});
+        told("the repository failed after " + took.lap() + "; the copy from " + age_text + " ago used instead", *idx);
         return idx;
       }
     throw Error(e.code(), redact_urls(e.what()));
   }
-  if (!t.found) return std::nullopt;
+  if (!t.found) {
+    emit_detail(opts.events, shown,
+                "package index " + shown + ": the repository has none (looked in " + took.elapsed() + ")");
+    return std::nullopt;
+  }
   PackageIndex idx = parse_package_index(t.body, shown);
+  std::string kept;
   if (!copy.empty()) {
     try {
       rpi::create_directories(copy.parent_path(), "the package index copy");
       write_file_atomic(copy, t.body);
+      kept = "; a copy kept in " + copy.parent_path().string();
     } catch (const Error&) {
       // Only a copy: the check goes on with what was fetched.
+      kept = "; no copy could be kept in " + copy.parent_path().string();
     }
   }
+  told("downloaded, " + format_size(t.body.size()) +
+           (age ? " (the copy from " + age_text + " ago was " + (copy_damaged ? "unreadable" : "too old") + ")"
+                : std::string(copy.empty() ? "" : " (no copy in the cache)")) +
+           kept,
+       idx);
   return idx;
 }
 

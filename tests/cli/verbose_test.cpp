@@ -4,6 +4,7 @@
 // form are checked: never how long a step took.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <regex>
 #include <string>
 #include <vector>
@@ -245,4 +246,93 @@ TEST(Verbose, AFetchNamesItsRequestsAndNeverThePassword) {
   ASSERT_EQ(j.exit_code, 0) << j.err;
   EXPECT_TRUE(contains(j.out, "\"type\":\"detail\"")) << j.out;
   EXPECT_FALSE(contains(j.out + j.err, password)) << j.out;
+}
+
+// --image pi.img.xz: the probe (the xz index and the .bmap read before any
+// card is opened) and the decompression (bytes read and out), each a timed
+// detail naming the compressed file; without -v neither.
+TEST(Verbose, ACompressedImageTellsItsProbeAndItsDecompression) {
+  TempDir d;
+  const fs::path xz = d / "pi.img.xz";
+  auto built = cli(
+      {"--spec", small_spec(d).string(), "--tarball", tarball().string(), "--size", "64MiB", "--output", xz.string()});
+  ASSERT_EQ(built.exit_code, 0) << built.err;
+  ASSERT_TRUE(fs::exists(d / "pi.img.xz.bmap")) << "--output writes a .bmap with the image";
+  const std::string x = xz.string();
+  const fs::path card = d / "card.img";  // a file standing in for a card
+  rpi::test::write_file(card, std::string(1 << 20, 'x'));
+  fs::resize_file(card, 128u << 20);
+  const std::vector<std::string> args = {"--image", x, "--device", card.string(), "--yes"};
+  std::vector<std::string> with_v = args;
+  with_v.push_back("-v");
+  auto v = cli(with_v);
+  ASSERT_EQ(v.exit_code, 0) << v.err << v.out;
+  const auto lines = details(v.err);
+  const std::string all = joined(lines);
+  const std::string probe =
+      detail_with(lines, {"probed " + x + " in ", ": xz, ",
+                          "; 64 MiB decompressed (its xz index says); block map " + x + ".bmap (64 MiB image, "});
+  EXPECT_NE(probe, "") << all;
+  EXPECT_TRUE(timed(probe)) << probe;
+  const std::string dec = detail_with(
+      lines, {"decompressed " + x + " (xz): ", " read", " out (", " range checksums in " + x + ".bmap matched"});
+  EXPECT_NE(dec, "") << all;
+  EXPECT_TRUE(timed(dec)) << dec;
+  // Probed, then decompressed, then the card written.
+  const auto at = [&](const std::string& line) { return std::find(lines.begin(), lines.end(), line) - lines.begin(); };
+  const std::string opened = detail_with(lines, {card.string() + ": regular file of 128 MiB"});
+  ASSERT_NE(opened, "") << all;
+  EXPECT_LT(at(probe), at(dec)) << all;
+  EXPECT_LT(at(dec), at(opened)) << all;
+
+  auto plain = cli(args);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_FALSE(contains(plain.err + plain.out, "debug: ")) << plain.err;
+  EXPECT_FALSE(contains(plain.err, "probed ")) << plain.err;
+}
+
+// [apk].packages are checked against the mirror's indexes: downloaded the
+// first time (bytes, packages, time), the kept copy the next (its age); each
+// a detail naming the index's URL. Without -v neither.
+TEST(Verbose, ThePackageIndexCheckTellsWhetherItDownloadedOrUsedTheCopy) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  rpi::test::MirrorTree tree(d.path());
+  rpi::test::MirrorServer server(tree.root, d / "state");
+  const fs::path spec = d / "pkg.toml";
+  rpi::test::write_file(spec, "[alpine]\nversion = \"3.22\"\nmirror = \"" + server.url() +
+                                  "\"\n[system]\nhostname = \"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n[apk]\n"
+                                  "packages = [\"cage\"]\n");
+  const std::vector<std::string> args = {
+      "--spec", spec.string(), "--output", (d / "pi.img").string(), "--dry-run", "--cache-dir", (d / "cache").string()};
+  std::vector<std::string> with_v = args;
+  with_v.push_back("-v");
+  auto first = cli(with_v);
+  ASSERT_EQ(first.exit_code, 0) << first.err << first.out;
+  auto lines = details(first.err);
+  for (const char* repo : {"main", "community"}) {
+    SCOPED_TRACE(repo);
+    const std::string url = server.url() + "/v3.22/" + repo + "/aarch64/APKINDEX.tar.gz";
+    const std::string got = detail_with(lines, {"package index " + url + ": downloaded, ", " packages, in "});
+    EXPECT_NE(got, "") << joined(lines);
+    EXPECT_TRUE(timed(got)) << got;
+    EXPECT_TRUE(contains(got, "a copy kept in " + (d / "cache" / "indexes").string())) << got;
+  }
+  EXPECT_EQ(server.requests("APKINDEX"), 2);
+
+  auto again = cli(with_v);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  lines = details(again.err);
+  const std::string main_url = server.url() + "/v3.22/main/aarch64/APKINDEX.tar.gz";
+  const std::string copy = detail_with(
+      lines, {"package index " + main_url + ": the copy kept in " + (d / "cache" / "indexes").string() + " from ",
+              " minutes ago used (younger than 24 hours: not downloaded again)"});
+  EXPECT_NE(copy, "") << joined(lines);
+  EXPECT_TRUE(timed(copy)) << copy;
+  EXPECT_EQ(detail_with(lines, {": downloaded, "}), "") << joined(lines);
+  EXPECT_EQ(server.requests("APKINDEX"), 2) << "a fresh copy is not downloaded again";
+
+  auto plain = cli(args);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_FALSE(contains(plain.err + plain.out, "package index ")) << plain.err;
 }

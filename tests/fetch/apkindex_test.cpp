@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <regex>
 
 #include "fetch/fetch.hpp"
 #include "mirror_fixture.hpp"
 #include "rpi/error.hpp"
+#include "rpi/size.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
@@ -198,6 +200,66 @@ TEST_F(PackageIndexTest, TheRequestDetailHidesThePassword) {
     EXPECT_EQ(e.message.find("pw-4kQz9"), std::string::npos) << e.type << ": " << e.message;
     EXPECT_EQ(e.subject.find("pw-4kQz9"), std::string::npos) << e.type << ": " << e.subject;
   }
+}
+
+// Each way an index is had is one "detail" (for -v) naming its URL, with the
+// packages it holds and the time: downloaded (with its size, the copy kept),
+// the fresh copy used (its age), downloaded again when the copy is too old,
+// the old copy when the repository fails, offline with and without a copy,
+// no index there, and a local repository read in place.
+TEST_F(PackageIndexTest, EachWayTheIndexIsHadIsATimedDetail) {
+  MirrorServer& s = serve();
+  const std::string main = s.url() + "/v3.22/main";
+  const std::string url = main + "/aarch64/APKINDEX.tar.gz";
+  const std::string kept = (cache / "indexes").string();
+  const std::regex timed(R"((in|after) [0-9]+\.[0-9]{2} s)");
+  // The one detail said since the last call, which must start with `start` and contain `part`.
+  std::size_t seen = 0;
+  auto next_detail = [&](const std::string& start, const std::string& part) {
+    std::lock_guard lock(mu);
+    std::vector<std::string> got;
+    for (std::size_t i = seen; i < events.size(); ++i)
+      if (events[i].type == "detail" && events[i].message.starts_with("package index "))
+        got.push_back(events[i].message);
+    seen = events.size();
+    EXPECT_EQ(got.size(), 1u);
+    if (got.size() != 1) return;
+    EXPECT_TRUE(got[0].starts_with(start)) << got[0];
+    EXPECT_TRUE(contains(got[0], part)) << got[0];
+    EXPECT_TRUE(std::regex_search(got[0], timed)) << got[0];
+  };
+  const std::size_t bytes = read_file(tree->root / "v3.22/main/aarch64/APKINDEX.tar.gz").size();
+  ASSERT_TRUE(fetch::load_package_index(main, "aarch64", opts()).has_value());
+  next_detail("package index " + url + ": downloaded, " + format_size(bytes) +
+                  " (no copy in the cache); a copy kept in " + kept + ", 10 packages, in ",
+              "");
+  ASSERT_TRUE(fetch::load_package_index(main, "aarch64", opts()).has_value());
+  next_detail("package index " + url + ": the copy kept in " + kept + " from 0 minutes ago used (younger than 24 hours",
+              ", 10 packages, in ");
+  ASSERT_TRUE(fetch::load_package_index(main, "aarch64", opts(), std::chrono::seconds(0)).has_value());
+  next_detail("package index " + url + ": downloaded, ", "(the copy from 0 minutes ago was too old)");
+  s.set_faults(R"([{"path": "APKINDEX", "kind": "status", "n": 503, "times": 100}])");
+  ASSERT_TRUE(fetch::load_package_index(main, "aarch64", opts(), std::chrono::seconds(0)).has_value());
+  next_detail("package index " + url + ": the repository failed after ", "; the copy from 0 minutes ago used instead");
+  s.set_faults("[]");
+  fetch::Options off = opts();
+  off.offline = true;
+  ASSERT_TRUE(fetch::load_package_index(main, "aarch64", off, std::chrono::seconds(0)).has_value());
+  next_detail("package index " + url + ": the copy kept in ", "(offline: a copy of any age serves), 10 packages");
+  off.cache_dir = tmp / "empty-cache";
+  EXPECT_FALSE(fetch::load_package_index(main, "aarch64", off).has_value());
+  {
+    std::lock_guard lock(mu);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back().message, "package index " + url + ": offline, and the cache has no copy of it");
+    seen = events.size();
+  }
+  EXPECT_FALSE(fetch::load_package_index(main, "armv7", opts()).has_value());
+  next_detail("package index " + main + "/armv7/APKINDEX.tar.gz: the repository has none (looked in ", "");
+  const std::string local = (tree->root / "v3.22/community").string();
+  ASSERT_TRUE(fetch::load_package_index(local, "aarch64", opts()).has_value());
+  next_detail("package index " + local + "/aarch64/APKINDEX.tar.gz: read in place (a local repository: no copy kept)",
+              ", 2 packages, in ");
 }
 
 }  // namespace

@@ -102,9 +102,9 @@ TEST(CompressedSource, EachCompressionDecompressesToTheSameBytes) {
     fs::create_directories(d / "scratch");
     const fs::path file = compressed(d, "pi.img", data, c);
     EXPECT_EQ(udev::compression_of_file(file), c.tool);
-    std::vector<Event> events;
+    std::vector<Event> events, details;  // progress; -v's details apart
     udev::DecompressOptions o = options_in(d / "scratch");
-    o.events = [&](const Event& e) { events.push_back(e); };
+    o.events = [&](const Event& e) { (e.type == "detail" ? details : events).push_back(e); };
     std::shared_ptr<const FlashSource> src = FlashSource::decompress(file, o);
     EXPECT_EQ(read_file(src->image), data);
     EXPECT_EQ(src->image.parent_path(), d / "scratch");
@@ -134,6 +134,12 @@ TEST(CompressedSource, EachCompressionDecompressesToTheSameBytes) {
     EXPECT_EQ(events.front().subject, file.string());
     EXPECT_EQ(events.back().done, fs::file_size(file));
     EXPECT_EQ(events.back().total, fs::file_size(file));
+    // The details: what the probe found, then the decompression's bytes in and out.
+    ASSERT_EQ(details.size(), 2u);
+    EXPECT_TRUE(details[0].message.starts_with("probed " + file.string() + " in ")) << details[0].message;
+    EXPECT_TRUE(details[1].message.starts_with("decompressed " + file.string() + " (" + c.tool + "): ") &&
+                details[1].message.find(" read, 9.0 MiB out (") != std::string::npos)
+        << details[1].message;
     // Copies of the source share the file; the last one removes it.
     auto copy = std::make_shared<FlashSource>(*src);
     const fs::path image = src->image;
@@ -356,7 +362,9 @@ TEST(CompressedSource, ProgressIsLimitedInRate) {
   ASSERT_GT(fs::file_size(file), 4 * kMiB);  // the old rule (every MiB read) would send more than 4
   std::vector<Event> events;
   udev::DecompressOptions o = options_in(d / "scratch");
-  o.events = [&](const Event& e) { events.push_back(e); };
+  o.events = [&](const Event& e) {
+    if (e.type == "decompress") events.push_back(e);  // progress only, not -v's details
+  };
   const auto start = std::chrono::steady_clock::now();
   auto src = FlashSource::decompress(file, o);
   const auto took = std::chrono::steady_clock::now() - start;

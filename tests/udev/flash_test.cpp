@@ -17,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <regex>
 
 #include "loop_device.hpp"
 #include "partition/block_map.hpp"
@@ -809,6 +810,76 @@ TEST(FlashLoop, CapacityProbesReadBackAndLeaveNoTrace) {
     EXPECT_EQ(read_range(card, 2 * kGiB, 4096), std::string(4096, '\0'));
     EXPECT_EQ(read_range(card, card_size - 4096, 4096), std::string(4096, '\0'));
     expect_mapped_equal(tmp / "pi.img", card, FlashSource::open(tmp / "pi.img")->map);
+  }
+}
+
+// The "detail" events -v shows, on a block device: the capacity probes
+// written before the image and read back after verify, each timed and naming
+// the card, and the partition table re-read at the end (refused and ignored
+// on a loop device without partition scanning: sysfs says which to expect).
+// None about probes with --no-verify.
+TEST(FlashLoop, DetailsTellTheCapacityProbesAndThePartitionTableReread) {
+  REQUIRE_LOOP();
+  TempDir tmp;
+  const std::uint64_t card_size = 2 * kGiB + 4 * kMiB;
+  make_image(tmp / "pi.img", 4 * kMiB, 11);
+  for (bool verify : {true, false}) {
+    SCOPED_TRACE(verify ? "verify" : "--no-verify");
+    const fs::path card = tmp / (verify ? "v.bin" : "nv.bin");
+    write_file(card, "");
+    ASSERT_EQ(::truncate(card.c_str(), static_cast<off_t>(card_size)), 0);
+    LoopDevice dev(card);
+    FlashOptions o = loop_options();
+    o.verify = verify;
+    std::vector<Event> details;
+    std::mutex mu;
+    o.events = [&](const Event& e) {
+      std::lock_guard lock(mu);
+      if (e.type == "detail") details.push_back(e);
+    };
+    auto r = udev::flash_one({dev.path(), FlashSource::open(tmp / "pi.img"), "x"}, o);
+    ASSERT_TRUE(r.ok()) << r.error;
+    std::string all;
+    for (const auto& e : details) all += e.subject + " | " + e.message + "\n";
+    // The index of the first detail about this card that starts with `what`; details.size() when none.
+    auto find = [&](const std::string& what) {
+      std::size_t i = 0;
+      while (i < details.size() && !(details[i].subject == dev.path() && details[i].message.starts_with(what))) ++i;
+      return i;
+    };
+    const auto timed = [](const std::string& m) {
+      return std::regex_search(m, std::regex(R"((in|after) [0-9]+\.[0-9]{2} s)"));
+    };
+    const std::size_t written = find(dev.path() + ": capacity probes: 3 test blocks written in ");
+    const std::size_t body = find(dev.path() + ": body (all but the first MiB): ");
+    const std::size_t verified = find(dev.path() + ": verify: ");
+    const std::size_t checked = find(dev.path() + ": capacity check: 3 test blocks read back and erased in ");
+    const std::size_t reread = find(dev.path() + ": partition table ");
+    ASSERT_LT(body, details.size()) << all;
+    ASSERT_LT(reread, details.size()) << all;
+    if (verify) {
+      ASSERT_LT(written, details.size()) << all;
+      ASSERT_LT(verified, details.size()) << all;
+      ASSERT_LT(checked, details.size()) << all;
+      EXPECT_LT(written, body) << "the probes are written before the image:\n" << all;
+      EXPECT_LT(verified, checked) << "and read back after verify:\n" << all;
+      EXPECT_LT(checked, reread) << all;
+      EXPECT_TRUE(timed(details[written].message)) << details[written].message;
+      EXPECT_TRUE(timed(details[checked].message)) << details[checked].message;
+    } else {
+      for (const auto& e : details) EXPECT_FALSE(contains(e.message, "capacity")) << e.message;
+    }
+    // Partition scanning on or off for this loop device (losetup -P, or loop's max_part).
+    const std::string partscan = read_file("/sys/block/" + fs::path(dev.path()).filename().string() + "/loop/partscan");
+    const std::string& m = details[reread].message;
+    if (partscan.starts_with("1"))
+      EXPECT_TRUE(m.starts_with(dev.path() + ": partition table re-read by the kernel (BLKRRPART) in ")) << m;
+    else
+      EXPECT_TRUE(m.starts_with(dev.path() + ": partition table not re-read: the kernel refused BLKRRPART (") &&
+                  contains(m, "ignored"))
+          << m;
+    EXPECT_TRUE(timed(m)) << m;
+    EXPECT_EQ(reread, details.size() - 1) << "the re-read is the last step:\n" << all;
   }
 }
 

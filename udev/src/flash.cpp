@@ -685,11 +685,26 @@ class Writer {
   std::optional<CapacityProbe> probe_;
 };
 
+// Asks the kernel to read the new partition table (a file has none for it to
+// read: nothing is done). A "detail" says how it went and how long it took.
 void reread_partitions(const Target& t, const EventSink& events) {
   if (!t.block) return;
-  if (::ioctl(t.fd.get(), BLKRRPART) == 0) return;
+  Stopwatch took;
+  if (::ioctl(t.fd.get(), BLKRRPART) == 0) {
+    emit_detail(events, t.path, t.path + ": partition table re-read by the kernel (BLKRRPART) in " + took.elapsed());
+    return;
+  }
   int err = errno;
-  if (err == EINVAL) return;  // loop devices without partition scanning
+  if (err == EINVAL) {  // loop devices without partition scanning
+    emit_detail(events, t.path,
+                t.path + ": partition table not re-read: the kernel refused BLKRRPART (" + errno_text(err) +
+                    ": a device without partition scanning, such as a loop device without -P), ignored, after " +
+                    took.elapsed());
+    return;
+  }
+  emit_detail(events, t.path,
+              t.path + ": partition table not re-read: BLKRRPART failed (" + errno_text(err) + ") after " +
+                  took.elapsed() + "; the card is written all the same (see the note)");
   emit(events, Event{"note", t.path, 0, 0,
                      "the kernel did not re-read the partition table of " + t.path + " (" + errno_text(err) +
                          "); unplug and re-insert the card to see its partitions"});

@@ -447,9 +447,12 @@ class SparseWriter {
       k += run;
     }
   }
+  // The bytes written so far that are not all-zero blocks.
+  std::uint64_t data_bytes() const noexcept { return data_; }
 
  private:
   void put(std::uint64_t offset, const unsigned char* p, std::size_t n) {
+    data_ += n;
     while (n > 0) {
       const ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
       if (w < 0 && errno == EINTR) continue;
@@ -473,7 +476,32 @@ class SparseWriter {
   std::string path_, folder_, hint_;
   std::optional<std::uint64_t> size_;
   std::string image_;
+  std::uint64_t data_ = 0;
 };
+
+// The probe's detail (-v): "probed pi.img.xz in 0.01 s: xz, 12.3 MiB; 64 MiB
+// decompressed (its xz index says); block map pi.img.xz.bmap (...)".
+std::string probe_text(const std::string& name, const CompressedImage& c, const std::string& took) {
+  std::string s = "probed " + name + (took.empty() ? std::string() : " in " + took) + ": " + c.compression + ", " +
+                  format_size(c.file_size) + "; ";
+  if (c.size)
+    s += format_size(*c.size) + " decompressed (" + c.size_source() + ")";
+  else if (c.gzip_isize)
+    s += "its size is known once it is decompressed (a gzip file records it modulo 4 GiB: " +
+         std::to_string(*c.gzip_isize) + ")";
+  else
+    s += "its size is known once it is decompressed (" +
+         std::string(c.compression == "zstd"    ? "its zstd frames do not all record it"
+                     : c.compression == "bzip2" ? "bzip2 records none"
+                                                : "it records none") +
+         ")";
+  if (c.map)
+    s += "; block map " + c.bmap.string() + " (" + format_size(c.map->image_size()) + " image, " +
+         format_size(c.map->mapped_bytes()) + " mapped in " + std::to_string(c.map->extents().size()) + " ranges)";
+  else
+    s += "; no block map: every byte is written";
+  return s;
+}
 
 }  // namespace
 
@@ -517,6 +545,7 @@ fs::path find_bmap(const fs::path& image) {
 }
 
 CompressedImage probe_compressed(const fs::path& image) {
+  const Stopwatch took;
   Fd fd = open_or_throw(image.string(), O_RDONLY | O_CLOEXEC);
   CompressedImage c;
   c.file_size = file_size_of(fd.get());
@@ -539,6 +568,7 @@ CompressedImage probe_compressed(const fs::path& image) {
       throw size_mismatch(c.bmap, c.map->image_size(), image,
                           "holds " + std::to_string(*c.size) + " bytes decompressed (" + c.size_source() + ")");
   }
+  c.probed_in = took.elapsed();
   return c;
 }
 
@@ -587,6 +617,8 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
     throw Error(Errc::device, name + " is larger than any card: it decompresses to " + format_size(*known) + " (" +
                                   (c.size ? c.size_source() : std::string("its .bmap says")) + "); " + too_large_end);
   if (cancelled(opts.cancel)) throw Cancelled{};
+  // Not refused: what the probe found (for -v), before it is decompressed.
+  emit_detail(opts.events, name, probe_text(name, c, c.probed_in));
   // A private file (0600, in the caller's private folder), removed with its source.
   std::string tmpl = (opts.folder / "decompressed.XXXXXX").string();
   std::vector<char> buf_name(tmpl.begin(), tmpl.end());
@@ -606,6 +638,7 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
                                   (opts.full_hint.empty() ? "" : "; if it does not, " + opts.full_hint)});
   }
   std::uint64_t file_size = 0;
+  const Stopwatch took;  // the decompression, for its detail
   std::unique_ptr<Decoder> dec = open_decoder(image, c.compression, &file_size);
   SparseWriter writer(out.get(), file->path().string(), opts.folder.string(), opts.full_hint, expected, name);
   std::optional<RangeCheck> ranges;
@@ -654,6 +687,23 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
     throw size_mismatch(c.bmap, bmap->image_size(), image, "decompresses to " + std::to_string(size) + " bytes");
   if (::ftruncate(out.get(), static_cast<off_t>(size)) != 0)
     throw_errno("cannot set the size of the decompressed image " + file->path().string());
+  const std::uint64_t bytes_in = std::min(dec->consumed(), file_size);
+  const auto checksums = bmap ? std::count_if(bmap->extents().begin(), bmap->extents().end(),
+                                              [](const auto& e) { return !e.sha256.empty(); })
+                              : 0;
+  emit_detail(
+      opts.events, name,
+      "decompressed " + name + " (" + c.compression + "): " +
+          (bytes_in < file_size ? std::to_string(bytes_in) + " of its " + std::to_string(file_size) + " bytes"
+                                : format_size(bytes_in)) +
+          " read, " + format_size(offset) + " out (" + format_size(writer.data_bytes()) +
+          " of it data, all-zero blocks left as holes" +
+          (size > offset ? "; stopped after the .bmap's last mapped block: the " + format_size(size - offset) +
+                               " after it are not written to a card"
+                         : std::string()) +
+          (checksums ? "; the " + std::to_string(checksums) + " range checksums in " + c.bmap.string() + " matched"
+                     : std::string()) +
+          ") into a private scratch file in " + took.elapsed());
   auto src = std::make_shared<FlashSource>();
   src->image = file->path();
   src->name = name + " (decompressed)";

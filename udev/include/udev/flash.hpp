@@ -88,7 +88,10 @@ struct FlashSource {
   // Errc::device for an image larger than opts.max_size, Errc::io when
   // opts.folder fills up, Cancelled when opts.cancel turns true; the partly
   // written file is removed each time. "decompress" progress at most every
-  // 200 ms, and once at the end.
+  // 200 ms, and once at the end. With opts.events, two "detail" events (for
+  // -v) about the compressed file: what the probe learnt (format, the size it
+  // records, the .bmap) and how long that took, then once it is decompressed:
+  // the bytes read and out and the time.
   static std::shared_ptr<const FlashSource> decompress(const std::filesystem::path& image,
                                                        const DecompressOptions& opts);
   // `name`, or `image` when that is empty.
@@ -97,7 +100,7 @@ struct FlashSource {
 
 struct DecompressOptions {
   std::filesystem::path folder;  // a private folder for the decompressed image (the run's scratch folder)
-  EventSink events;              // "decompress" progress (subject: the compressed file), "note"s
+  EventSink events;              // "decompress" progress (subject: the compressed file), "note"s, "detail"s
   const std::atomic<bool>* cancel = nullptr;
   std::string full_hint;  // what else to do when `folder` fills up ("set TMPDIR to ...")
   // The largest image any card it is for can take: an image known to be
@@ -126,6 +129,7 @@ struct CompressedImage {
   std::optional<std::uint32_t> gzip_isize;  // a gzip file's last 4 bytes: its (last member's) size modulo 4 GiB
   std::filesystem::path bmap;               // find_bmap(image); "" when there is none
   std::optional<partition::BlockMap> map;   // read from `bmap` (its BmapFileChecksum checked)
+  std::string probed_in;                    // how long probe_compressed took ("0.01 s"): for -v's detail
   // The image's size as the .bmap, else the file itself, gives it.
   std::optional<std::uint64_t> expected_size() const { return map ? std::optional(map->image_size()) : size; }
   // Where `size` comes from: "its xz index says", "its zstd frame headers say".
