@@ -96,6 +96,7 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
         .add_raw("wifi_networks", "[" + ssids + "]")
         .add("host_keys", h.ssh.enable ? h.ssh.host_keys : std::string("none"))
         .add("install", h.install.mode);
+    if (h.apk.repositories.empty()) obj.add("repositories", pinned(h.alpine).branch());
     if (!pkgs.empty()) obj.add_raw("package_check", pj.str());
     // Secrets the card needs whose variables were not set (each also a warning).
     if (const auto unset = overlay::unset_secrets(h); !unset.empty()) {

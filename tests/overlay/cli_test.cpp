@@ -494,7 +494,8 @@ TEST(CheckCommand, SaysEveryErrorOfTheSpecAtOnce) {
         "   10 | label = \"BOOT\"\n      |         ^~~~~~\n",
     };
     std::string want;
-    for (std::size_t i = 0; i < messages.size(); ++i) want += "rpi-provision: error: " + messages[i] + "\n" + excerpts[i];
+    for (std::size_t i = 0; i < messages.size(); ++i)
+      want += "rpi-provision: error: " + messages[i] + "\n" + excerpts[i];
     EXPECT_EQ(r.err, want);
     EXPECT_TRUE(r.out.empty()) << r.out;
     std::vector<std::string> json_cmd = {"--json"};
@@ -537,4 +538,27 @@ TEST(CheckCommand, SaysEveryErrorOfTheSpecAtOnce) {
   auto lots_json = cli({"--json", "check", "--spec", many.string()});
   EXPECT_NE(lots_json.out.find(",\"more_errors\":3}"), std::string::npos) << lots_json.out;
   EXPECT_EQ(std::count(lots_json.out.begin(), lots_json.out.end(), '\n'), 1) << lots_json.out;
+}
+
+// check --json names the branch each card's default repositories follow.
+TEST(CheckCommand, JsonNamesTheBranchTheRepositoriesFollow) {
+  TempDir dir;
+  const std::string base = "[system]\nhostname = \"pi\"\n";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"", "\"repositories\":\"latest-stable\""},
+      {"[alpine]\nversion = \"3.21\"\n", "\"repositories\":\"v3.21\""},
+      {"[alpine]\nversion = \"3.21.4\"\n", "\"repositories\":\"v3.21\""},
+      {"[alpine]\nversion = \"edge\"\n", "\"repositories\":\"edge\""},
+      {"[apk]\nrepositories = [\"https://mirror.example/alpine/v3.22/main\"]\n", ""},
+  };
+  for (const auto& [extra, want] : cases) {
+    SCOPED_TRACE(extra);
+    rpi::test::write_file(dir / "s.toml", base + extra);
+    auto r = cli({"--json", "check", "--spec", (dir / "s.toml").string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    if (want.empty())
+      EXPECT_EQ(r.out.find("\"repositories\""), std::string::npos) << "the card's own repositories: " << r.out;
+    else
+      EXPECT_NE(r.out.find(want), std::string::npos) << r.out;
+  }
 }
