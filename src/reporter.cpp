@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
@@ -205,46 +206,81 @@ void Reporter::error(Errc code, const std::string& message) {
 }
 
 namespace {
-// The length, in characters, of what starts at byte `at` of `line`: a quoted
-// string up to its closing quote, a table header up to its last ']', a run of
-// bare-key characters; else 1. What the caret line underlines.
-std::size_t token_length(std::string_view line, std::size_t at) {
-  if (at >= line.size()) return 1;
+// The columns a terminal gives the code point starting at byte `i` of `s`:
+// 2 for East Asian wide and fullwidth characters and emoji, else 1; `len`
+// gets its length in bytes. (`s` is printable UTF-8: the spec loader's excerpt.)
+std::size_t columns_at(std::string_view s, std::size_t i, std::size_t* len) {
+  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]) & 0x3fU; };
+  const auto c = static_cast<unsigned char>(s[i]);
+  std::uint32_t cp = c;
+  std::size_t n = 1;
+  if (c >= 0xf0 && i + 3 < s.size()) {
+    n = 4;
+    cp = ((c & 0x07U) << 18) | (b(1) << 12) | (b(2) << 6) | b(3);
+  } else if (c >= 0xe0 && i + 2 < s.size()) {
+    n = 3;
+    cp = ((c & 0x0fU) << 12) | (b(1) << 6) | b(2);
+  } else if (c >= 0xc0 && i + 1 < s.size()) {
+    n = 2;
+    cp = ((c & 0x1fU) << 6) | b(1);
+  }
+  *len = n;
+  const bool wide = (cp >= 0x1100 && cp <= 0x115f) || (cp >= 0x2e80 && cp <= 0xa4cf && cp != 0x303f) ||
+                    (cp >= 0xac00 && cp <= 0xd7a3) || (cp >= 0xf900 && cp <= 0xfaff) ||
+                    (cp >= 0xfe30 && cp <= 0xfe4f) || (cp >= 0xff00 && cp <= 0xff60) ||
+                    (cp >= 0xffe0 && cp <= 0xffe6) || (cp >= 0x1f300 && cp <= 0x1f64f) ||
+                    (cp >= 0x1f900 && cp <= 0x1f9ff) || (cp >= 0x20000 && cp <= 0x3fffd);
+  return wide ? 2 : 1;
+}
+
+// The byte just past what starts at byte `at` of `line`: a quoted string up to
+// its closing quote, a table header up to its last ']', a run of bare-key
+// characters; else the one character. What the caret line underlines.
+std::size_t token_end(std::string_view line, std::size_t at) {
   std::size_t end = at + 1;
   const char c = line[at];
   if (c == '"' || c == '\'') {
     while (end < line.size() && line[end] != c) end += c == '"' && line[end] == '\\' ? 2 : 1;
-    end = std::min(end + 1, line.size());
-  } else if (c == '[' && line.find_first_not_of(' ') == at) {
+    return std::min(end + 1, line.size());
+  }
+  if (c == '[' && line.find_first_not_of(' ') == at) {
     const auto close = line.find_last_of(']');
-    if (close != std::string_view::npos && close > at) end = close + 1;
-  } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-') {
+    return close != std::string_view::npos && close > at ? close + 1 : end;
+  }
+  if (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-') {
     while (end < line.size() &&
            (std::isalnum(static_cast<unsigned char>(line[end])) || line[end] == '_' || line[end] == '-'))
       ++end;
+    return end;
   }
-  std::size_t chars = 0;  // code points: what a terminal shows as one column each
-  for (std::size_t i = at; i < end && i < line.size(); ++i)
-    if ((static_cast<unsigned char>(line[i]) & 0xc0) != 0x80) ++chars;
-  return std::max<std::size_t>(chars, 1);
+  std::size_t len = 1;
+  (void)columns_at(line, at, &len);
+  return std::min(at + len, line.size());
 }
 
-// "    7 | hostname = \"pi\"" and "      | ^~~~~~~~" under it, compilers' way.
+// "    7 | hostname = \"pi\"" and "      | ^~~~~~~~" under it, compilers' way:
+// the caret under `column` (in characters, as toml++ counts them).
 std::string excerpt_lines(const Reporter::Located& e, bool color) {
-  std::string_view line = e.excerpt;
-  std::size_t at = 0, col = 1;  // the byte and the character the caret is under
-  while (col < e.column && at < line.size()) {
-    ++at;
-    while (at < line.size() && (static_cast<unsigned char>(line[at]) & 0xc0) == 0x80) ++at;
-    ++col;
+  const std::string_view line = e.excerpt;
+  std::size_t at = 0, pad = 0;  // the caret's byte, and the columns before it
+  for (std::size_t col = 1; col < e.column; ++col) {
+    if (at >= line.size()) return {};  // past the line's end: no place to show
+    std::size_t len = 1;
+    pad += columns_at(line, at, &len);
+    at += len;
   }
-  if (col < e.column) return {};  // the column is past the line's end: no caret to place
+  if (at >= line.size()) return {};
+  std::size_t width = 0;
+  for (std::size_t i = at, end = token_end(line, at); i < end;) {
+    std::size_t len = 1;
+    width += columns_at(line, i, &len);
+    i += len;
+  }
   char number[32];
   std::snprintf(number, sizeof number, "%5zu | ", e.line);
-  std::string out = number + std::string(line) + "\n      | " + std::string(col - 1, ' ');
-  const std::string mark = "^" + std::string(token_length(line, at) - 1, '~');
-  out += color ? "\x1b[32m" + mark + "\x1b[0m" : mark;
-  return out + "\n";
+  const std::string mark = "^" + std::string(std::max<std::size_t>(width, 1) - 1, '~');
+  return number + std::string(line) + "\n      | " + std::string(pad, ' ') +
+         (color ? "\x1b[32m" + mark + "\x1b[0m" : mark) + "\n";
 }
 }  // namespace
 

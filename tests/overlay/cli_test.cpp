@@ -562,3 +562,18 @@ TEST(CheckCommand, JsonNamesTheBranchTheRepositoriesFollow) {
       EXPECT_NE(r.out.find(want), std::string::npos) << r.out;
   }
 }
+
+// The caret stands under the place on a terminal also after (and under) wide
+// characters, which take two columns.
+TEST(CheckCommand, TheCaretCountsWideCharactersAsTwoColumns) {
+  TempDir dir;
+  rpi::test::write_file(dir / "wide.toml", "[system]\nhostname = \"pi\"\nmotd = \"日本\" x\n");
+  auto r = cli({"check", "--spec", (dir / "wide.toml").string()});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find(":3:13: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("\n    3 | motd = \"日本\" x\n      |               ^\n"), std::string::npos) << r.err;
+  rpi::test::write_file(dir / "label.toml", "[system]\nhostname = \"pi\"\n[boot]\nlabel = \"ラベル\"\n");
+  r = cli({"check", "--spec", (dir / "label.toml").string()});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("\n    4 | label = \"ラベル\"\n      |         ^~~~~~~~\n"), std::string::npos) << r.err;
+}
