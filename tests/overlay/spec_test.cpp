@@ -1715,7 +1715,8 @@ TEST(Spec, ADuplicateIsSaidBesideACardsOtherProblem) {
                      "t.toml:9:20: [network].dns entry \"x\" is not an IP address",
                  }))
       << "one place, so the mac's duplicate (also at 6:1) is not said twice";
-  const auto bad = errors_of("[system]\nhostname = \"pi\"\n[[hosts]]\nhostname = \"a b\"\n[[hosts]]\nhostname = \"a b\"\n");
+  const auto bad =
+      errors_of("[system]\nhostname = \"pi\"\n[[hosts]]\nhostname = \"a b\"\n[[hosts]]\nhostname = \"a b\"\n");
   ASSERT_EQ(bad.size(), 2u);
   for (const auto& m : bad) EXPECT_EQ(m.find("used by two"), std::string::npos) << m;
 }
@@ -1852,7 +1853,7 @@ TEST(SpecExcerpt, NoLineThatMayHoldASecretIsShown) {
 
 TEST(SpecExcerpt, ControlCharactersAndBrokenUtf8AreNotShown) {
   for (const std::string& bad : {std::string("colour = 1 # \x1b[2J"), std::string("colour = 1 # \xff"),
-                                std::string("colour = 1 # \xe2\x80\xae")}) {
+                                 std::string("colour = 1 # \xe2\x80\xae")}) {
     const auto p = problems_of(kPi + bad + "\n");
     ASSERT_FALSE(p.empty());
     EXPECT_EQ(p[0].line, 3u) << p[0].message;
