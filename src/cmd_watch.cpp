@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "app.hpp"
+#include "overlay/spec.hpp"
 #include "partition/boot_fat.hpp"
 #include "partition/image.hpp"
 #include "partition/reader.hpp"
@@ -466,10 +467,17 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
       ctx.reporter.note("not writing " + info.path + " (" + info.describe() + "): " + e.what());
       continue;
     } catch (const Error& e) {
-      // A spec's several errors (overlay::SpecErrors, one per line): each names the card.
-      std::istringstream lines(e.what());
-      for (std::string line; std::getline(lines, line);)
-        ctx.reporter.error(e.code(), "card " + std::to_string(n) + " on " + info.path + ": " + line);
+      // Each error names the card; a spec's (overlay::SpecErrors) with its line.
+      const std::string card = "card " + std::to_string(n) + " on " + info.path + ": ";
+      if (const auto* spec = dynamic_cast<const overlay::SpecErrors*>(&e); spec && !spec->problems().empty()) {
+        std::vector<Reporter::Located> errors;
+        for (const auto& x : spec->problems()) errors.push_back({card + x.message, x.excerpt, x.line, x.column});
+        const std::string more = spec->more_text();
+        ctx.reporter.errors(e.code(), errors, spec->more(), more.empty() ? more : card + more);
+      } else {
+        std::istringstream lines(e.what());
+        for (std::string line; std::getline(lines, line);) ctx.reporter.error(e.code(), card + line);
+      }
       ++failed;
       break;
     }

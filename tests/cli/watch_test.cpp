@@ -558,6 +558,8 @@ TEST(Cli, WatchSaysEachSpecErrorOfACardOnItsOwnLine) {
   for (const auto& e : errors) EXPECT_EQ(e.rfind("card 256 on " + devs[2] + ": " + spec.string() + ":", 0), 0u) << e;
   EXPECT_TRUE(contains(errors[0], "10.0.256.2/24")) << errors[0];
   EXPECT_TRUE(contains(errors[1], "10.1.256.53")) << errors[1];
+  // Each with the spec's line, as the command line's own check shows it.
+  EXPECT_TRUE(contains(r.err, "\n    7 | address = \"10.0.{n}.2/24\"\n      |           ^~~~~~~~~~~~~~~\n")) << r.err;
   EXPECT_EQ(rpi::test::read_file(c), std::string(64u << 20, '\0'));
   auto ls = rpi::test::run({"mdir", "-i", a.string() + "@@8M", "::/"});
   EXPECT_TRUE(contains(ls.out, "lab-254.apkovl.tar.gz")) << ls.out << ls.err;
