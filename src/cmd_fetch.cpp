@@ -2,6 +2,7 @@
 // tarball, from flags or a spec's [alpine] table; prints the cached path.
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <memory>
 #include <optional>
@@ -20,7 +21,8 @@ namespace {
 
 struct FetchOptions {
   std::string spec, version, arch, tarball, sha256;
-  bool from_spec = false;  // the tarball is the spec's [alpine].tarball
+  bool from_spec = false;          // the tarball is the spec's [alpine].tarball
+  bool list = false, all = false;  // --list [--all]: which releases the mirror offers
   DownloadFlags download;
 };
 
@@ -107,7 +109,91 @@ void fetch_into(FetchOptions& o, const fetch::Options& opts, AppContext& ctx, st
   }
 }
 
+// `fetch --list`: one line (or "release_branch" event) per branch of the mirror.
+void run_list(AppContext& ctx, const FetchOptions& o) {
+  if (o.download.offline)
+    throw Error(Errc::usage,
+                "fetch --list reads the mirror's listings, so it cannot run with --offline; `rpi-provision cache list` "
+                "shows what is cached");
+  for (const auto& [flag, given] :
+       {std::pair<const char*, bool>{"--version", !o.version.empty()},
+        std::pair<const char*, bool>{"--tarball", !o.tarball.empty()},
+        std::pair<const char*, bool>{"--sha256", !o.sha256.empty()},
+        std::pair<const char*, bool>{"--verify-signature", o.download.verify_signature},
+        std::pair<const char*, bool>{"--keyring", !o.download.keyring.empty()},
+        std::pair<const char*, bool>{"--signing-key-fingerprint", !o.download.signing_key_fingerprint.empty()}})
+    if (given)
+      throw Error(Errc::usage, std::string(flag) +
+                                   " cannot be used with --list: the list names releases and downloads nothing "
+                                   "(drop " +
+                                   flag + ", or drop --list to fetch)");
+  check_download_files(o.download);
+  fetch::ListQuery q;
+  if (!o.arch.empty()) q.arch = o.arch;
+  q.mirrors = o.download.mirrors;
+  q.all = o.all;
+  if (!o.spec.empty()) {
+    // The spec's [alpine] arch and mirror; flags win.
+    AlpineTable t = read_alpine_table(o.spec);
+    if (o.arch.empty() && t.arch) q.arch = *t.arch;
+    if (q.mirrors.empty() && t.mirror) q.mirrors.push_back(*t.mirror);
+  }
+  fetch::Options opts = o.download.options(ctx.reporter.sink());
+  opts.cancel = install_cancel_handler();
+  const std::vector<fetch::BranchReleases> branches = fetch::list_releases(q, opts);
+
+  std::size_t width = 0;
+  for (const auto& b : branches) width = std::max(width, b.branch.size());
+  bool any_cached = false, any_index = false;
+  const fetch::BranchReleases* newest = nullptr;  // the newest stable branch with releases
+  for (const auto& b : branches) {
+    JsonObject j;
+    std::string releases = "[", cached = "[";
+    std::string line = b.branch + std::string(width + 2 - b.branch.size(), ' ');
+    for (const std::string& v : b.releases) {
+      const bool in_cache = std::find(b.cached.begin(), b.cached.end(), v) != b.cached.end();
+      releases += (releases.size() > 1 ? "," : "") + json_escape(v);
+      if (in_cache) cached += (cached.size() > 1 ? "," : "") + json_escape(v);
+      line += (line.back() == ' ' ? "" : " ") + printable(v) + (in_cache ? "*" : "");
+      any_cached = any_cached || in_cache;
+    }
+    if (b.releases.empty()) line += "(no alpine-rpi tarball for " + q.arch + ": skipped)";
+    if (b.source == "index") {
+      line += "   (newest only: no listing)";
+      any_index = true;
+    }
+    if (b.latest_stable) line += "   (latest-stable)";
+    if (!newest && !b.releases.empty() && b.branch != "edge") newest = &b;
+    j.add("branch", b.branch)
+        .add("arch", q.arch)
+        .add_raw("releases", releases + "]")
+        .add_bool("latest_stable", b.latest_stable)
+        .add_raw("cached", cached + "]")
+        .add("source", b.source.empty() ? "none" : b.source)
+        .add("mirror", b.mirror);
+    ctx.reporter.result("release_branch", line, std::move(j));
+  }
+  if (std::none_of(branches.begin(), branches.end(), [](const auto& b) { return !b.releases.empty(); }))
+    throw Error(
+        Errc::usage,
+        "no branch on the mirror " +
+            (branches.empty() ? fetch::redact_urls(q.mirrors.empty() ? fetch::kDefaultMirror : q.mirrors.front())
+                              : branches.front().mirror) +
+            " has an alpine-rpi tarball for " + q.arch + (q.all ? "" : " (--all lists every branch it has)") +
+            "; the Raspberry Pi tarballs are built for aarch64, armv7 and armhf");
+  if (any_cached) ctx.reporter.text("* in the cache (" + opts.cache_dir.string() + ")");
+  if (any_index)
+    ctx.reporter.text(
+        "(newest only: the mirror lists no files there, so only its latest-releases.yaml release is shown)");
+  const std::string branch = newest ? newest->branch.substr(1) : "3.22";
+  const std::string exact = newest ? newest->releases.back() : "3.22.1";
+  ctx.reporter.text("set [alpine] version = \"" + branch + "\" (newest of a branch) or \"" + exact +
+                    "\" (exactly), or fetch --version " + exact);
+}
+
 void run_fetch(AppContext& ctx, FetchOptions o) {
+  if (o.list) return run_list(ctx, o);
+  if (o.all) throw Error(Errc::usage, "--all goes with --list (fetch --list --all)");
   check_download_files(o.download);  // before anything is resolved or downloaded
   if (!o.spec.empty()) {
     AlpineTable t = read_alpine_table(o.spec);
@@ -178,6 +264,10 @@ CommandRegistration reg(40, [](CLI::App& app, AppContext& ctx) {
   sub->add_option("--tarball", o->tarball,
                   "fetch this URL or file into the cache instead of resolving a release (needs --sha256)");
   sub->add_option("--sha256", o->sha256, "the expected SHA-256 of --tarball");
+  sub->add_flag("--list", o->list,
+                "list the Alpine releases the mirror offers for --arch (per branch; * = in the cache); downloads "
+                "nothing");
+  sub->add_flag("--all", o->all, "with --list: every branch, not only the newest 6 stable ones and edge");
   add_download_flags(*sub, o->download, "Download");
   sub->callback([o, &ctx] {
     ctx.reporter.configure(ctx.json, ctx.quiet);

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <fstream>
 #include <sstream>
@@ -728,6 +729,261 @@ fs::path fetch_url(const std::string& url_in, const std::string& sha256_hex, con
   r.urls.push_back(url);
   if (detail::parse_file_name(r.file, r.version, r.arch) && is_exact(r.version)) r.branch = branch_dir(r.version);
   return fetch_release(r, opts);
+}
+
+// ---- fetch --list ----
+
+namespace {
+
+constexpr std::size_t kMaxListing = 4 << 20;  // an HTML listing or a folder's entries, like an index
+constexpr std::size_t kMaxFolderEntries = 100000;
+constexpr int kMaxBranchWalk = 20;
+constexpr std::array<const char*, 3> kArches{"aarch64", "armv7", "armhf"};
+
+// "edge" or "vX.Y" (short enough for X and Y to be ints: a hostile index may say anything).
+bool is_branch_name(const std::string& n) {
+  return n == "edge" || (n.size() > 1 && n.size() <= 12 && n[0] == 'v' && numeric_parts(n.substr(1), 2));
+}
+
+// Newest stable first, edge last.
+bool newer_branch(const std::string& a, const std::string& b) {
+  if (a == "edge" || b == "edge") return b == "edge" && a != "edge";
+  return compare_versions(a.substr(1), b.substr(1)) > 0;
+}
+
+// One mirror's listings and yaml files, each read at most once per listing.
+class MirrorReader {
+ public:
+  MirrorReader(std::string mirror, const Options& opts) : mirror_(std::move(mirror)), opts_(opts) {}
+  const std::string& root() const { return mirror_; }
+
+  // The entries of the folder `rel` ("" for the root, else "v3.22/releases/aarch64/"):
+  // a local folder's names, or the links of the HTML page an http(s) server
+  // serves for it (folders end in '/'); nullopt: no listing there.
+  std::optional<std::vector<std::string>> entries(const std::string& rel) {
+    const std::string url = detail::join_url(mirror_, rel);
+    if (!detail::is_remote(url)) {
+      const fs::path dir = detail::local_path(url);
+      std::error_code ec;
+      if (!fs::is_directory(dir, ec)) return std::nullopt;
+      Stopwatch took;
+      std::vector<std::string> names;
+      for (fs::directory_iterator it(dir, ec), end; !ec && it != end && names.size() < kMaxFolderEntries;
+           it.increment(ec)) {
+        std::error_code ec2;
+        names.push_back(it->path().filename().string() + (it->is_directory(ec2) ? "/" : ""));
+      }
+      if (ec) throw Error(Errc::io, "cannot list the mirror folder " + dir.string() + ": " + ec.message());
+      emit_detail(opts_.events, url,
+                  "listed " + dir.string() + ": " + std::to_string(names.size()) + " entries in " + took.elapsed());
+      return names;
+    }
+    detail::Text page;
+    try {
+      page = detail::get_text(url, opts_, kMaxListing);
+    } catch (const Error& e) {
+      // A server that lists no folders may refuse them (403): its yaml files still answer.
+      if (e.code() != Errc::network) throw;
+      emit_detail(opts_.events, url, "no listing at " + url + " (" + e.what() + "); reading its index instead");
+      return std::nullopt;
+    }
+    if (!page.found) return std::nullopt;
+    return listing_entries(page.body);
+  }
+
+  // <branch>/releases/<arch>/latest-releases.yaml, nullopt when absent.
+  std::optional<std::string> yaml(const std::string& branch, const std::string& arch) {
+    const std::string url = detail::join_url(mirror_, releases_dir(branch, arch) + "latest-releases.yaml");
+    if (auto it = yaml_.find(url); it != yaml_.end()) return it->second;
+    detail::Text t = detail::get_text(url, opts_);
+    std::optional<std::string> body;
+    if (t.found) body = std::move(t.body);
+    yaml_.emplace(url, body);
+    return body;
+  }
+  std::string yaml_url(const std::string& branch, const std::string& arch) const {
+    return detail::join_url(mirror_, releases_dir(branch, arch) + "latest-releases.yaml");
+  }
+
+  // The `branch` a latest-releases.yaml of `branch_dir` names (the arch's,
+  // else another arch's); nullopt when the branch has none.
+  std::optional<std::string> named_branch(const std::string& dir, const std::string& arch) {
+    std::vector<std::string> order{arch};
+    for (const char* a : kArches)
+      if (arch != a) order.emplace_back(a);
+    for (const std::string& a : order) {
+      std::optional<std::string> text = yaml(dir, a);
+      if (!text) continue;
+      const std::string source = yaml_url(dir, a);
+      YAML::Node root = load_yaml(*text, source);
+      if (root.IsSequence())
+        for (const YAML::Node& item : root)
+          if (item.IsMap())
+            if (std::string b = scalar(item, "branch"); is_branch_name(b)) return b;
+      return dir;  // there, without a branch: its own folder name
+    }
+    return std::nullopt;
+  }
+
+  // The version of the alpine-rpi .tar.gz entry of the branch's index for the arch.
+  std::optional<std::string> indexed_version(const std::string& branch, const std::string& arch) {
+    std::optional<std::string> text = yaml(branch, arch);
+    if (!text) return std::nullopt;
+    YAML::Node root = load_yaml(*text, yaml_url(branch, arch));
+    if (!root.IsSequence()) return std::nullopt;
+    for (const YAML::Node& item : root) {
+      if (!item.IsMap() || scalar(item, "flavor") != "alpine-rpi") continue;
+      std::string file = scalar(item, "file"), version, file_arch;
+      if (!plain_file_name(file) || !detail::parse_file_name(file, version, file_arch) || file_arch != arch) continue;
+      std::string v = scalar(item, "version");
+      return plain_file_name(v) ? v : version;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  static YAML::Node load_yaml(const std::string& text, const std::string& source) {
+    try {
+      return YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      throw Error(Errc::input, source + ":" + std::to_string(e.mark.line + 1) + ":" +
+                                   std::to_string(e.mark.column + 1) + ": malformed YAML: " + e.msg);
+    }
+  }
+
+  std::string mirror_;
+  const Options& opts_;
+  std::unordered_map<std::string, std::optional<std::string>> yaml_;
+};
+
+// The versions of the arch's alpine-rpi tarballs among a folder's entries, oldest first.
+std::vector<std::string> tarball_versions(const std::vector<std::string>& entries, const std::string& arch) {
+  std::vector<std::string> out;
+  for (const std::string& name : entries) {
+    std::string version, file_arch;
+    if (plain_file_name(name) && detail::parse_file_name(name, version, file_arch) && file_arch == arch &&
+        std::find(out.begin(), out.end(), version) == out.end())
+      out.push_back(version);
+  }
+  std::sort(out.begin(), out.end(),
+            [](const std::string& a, const std::string& b) { return compare_versions(a, b) < 0; });
+  return out;
+}
+
+std::vector<BranchReleases> list_on(const std::string& mirror, const ListQuery& q, const Options& opts,
+                                    const std::vector<CacheEntry>& cached) {
+  Stopwatch took;
+  MirrorReader reader(mirror, opts);
+  const std::optional<std::string> latest = reader.named_branch("latest-stable", q.arch);
+
+  std::vector<std::string> branches;
+  std::string how = "its listing";
+  if (auto root = reader.entries(""))
+    for (const std::string& e : *root)
+      if (e.size() > 1 && e.back() == '/' && is_branch_name(e.substr(0, e.size() - 1)) &&
+          std::find(branches.begin(), branches.end(), e.substr(0, e.size() - 1)) == branches.end())
+        branches.push_back(e.substr(0, e.size() - 1));
+  if (branches.empty()) {
+    // No listing: down from latest-stable's branch while the branches exist.
+    if (!latest || *latest == "edge" || *latest == "latest-stable")
+      throw Error(Errc::usage, "the mirror " + mirror + " lists no branches (" + detail::join_url(mirror, "") +
+                                   " has no listing of vX.Y/ folders) and has no latest-stable/ (" +
+                                   reader.yaml_url("latest-stable", q.arch) +
+                                   " was not found): is the mirror root right? " + kRootIs);
+    how = "walking down from latest-stable (" + *latest + "; the root has no listing)";
+    const std::string xy = latest->substr(1);
+    const int major = std::stoi(xy.substr(0, xy.find('.')));
+    const int newest_minor = std::stoi(xy.substr(xy.find('.') + 1));
+    for (int minor = newest_minor; minor >= 0 && newest_minor - minor < kMaxBranchWalk; --minor) {
+      const std::string b = "v" + std::to_string(major) + "." + std::to_string(minor);
+      if (!reader.named_branch(b, q.arch)) break;  // the first one missing ends the walk
+      branches.push_back(b);
+    }
+    if (reader.named_branch("edge", q.arch)) branches.emplace_back("edge");
+  }
+  std::sort(branches.begin(), branches.end(), newer_branch);
+
+  std::vector<BranchReleases> out;
+  std::size_t stable_with_tarball = 0;
+  for (const std::string& b : branches) {
+    if (!q.all && b != "edge" && stable_with_tarball >= kListedStableBranches) continue;
+    BranchReleases br;
+    br.branch = b;
+    br.mirror = mirror;
+    br.latest_stable = latest && *latest == b;
+    if (auto entries = reader.entries(releases_dir(b, q.arch))) {
+      br.releases = tarball_versions(*entries, q.arch);
+      br.source = "listing";
+    }
+    if (br.releases.empty()) {
+      if (std::optional<std::string> v = reader.indexed_version(b, q.arch)) {
+        br.releases.push_back(*v);
+        br.source = "index";
+      }
+    }
+    if (br.releases.empty()) {
+      br.source.clear();
+      if (q.all) out.push_back(std::move(br));  // shown as skipped
+      continue;
+    }
+    if (b != "edge") ++stable_with_tarball;
+    for (const std::string& v : br.releases) {
+      const std::string file = "alpine-rpi-" + v + "-" + q.arch + ".tar.gz";
+      if (std::any_of(cached.begin(), cached.end(), [&](const CacheEntry& e) { return e.file == file; }))
+        br.cached.push_back(v);
+    }
+    out.push_back(std::move(br));
+  }
+  emit_detail(opts.events, mirror,
+              "listed " + std::to_string(out.size()) + " Alpine branches for " + q.arch + " on " + mirror + " by " +
+                  how + " in " + took.elapsed());
+  return out;
+}
+
+std::vector<BranchReleases> list_releases_impl(const ListQuery& query, const Options& opts) {
+  if (opts.offline)
+    throw Error(Errc::usage,
+                "listing releases needs the mirror (--offline was given); `rpi-provision cache list` shows what is "
+                "cached");
+  if (std::find_if(kArches.begin(), kArches.end(), [&](const char* a) { return query.arch == a; }) == kArches.end())
+    throw Error(Errc::usage,
+                "arch '" + shown(query.arch) + "' has no Alpine Raspberry Pi tarball (use aarch64, armv7 or armhf)");
+  check_options(opts);
+  std::vector<std::string> mirrors = query.mirrors.empty() ? std::vector<std::string>{kDefaultMirror} : query.mirrors;
+  for (std::string& m : mirrors) m = checked_mirror(m);
+  std::vector<CacheEntry> cached;
+  if (!opts.cache_dir.empty()) {
+    try {
+      cached = list_cache(opts.cache_dir);
+    } catch (const std::exception&) {
+      // Only the marks: the list stands without them.
+    }
+  }
+  std::string errors;
+  Errc code = Errc::usage;
+  for (std::size_t i = 0; i < mirrors.size(); ++i) {
+    try {
+      return list_on(mirrors[i], query, opts, cached);
+    } catch (const Error& e) {
+      if (mirrors.size() == 1) throw;
+      errors += std::string(errors.empty() ? "" : "; ") + mirrors[i] + ": " + e.what();
+      if (i == 0 || error_rank(e.code()) > error_rank(code)) code = e.code();
+      if (i + 1 < mirrors.size())
+        emit(opts.events, Event{"warning", mirrors[i], 0, 0,
+                                "mirror " + mirrors[i] + " failed: " + e.what() + "; trying the next mirror"});
+    }
+  }
+  throw Error(code, "no mirror could list the Alpine releases (" + query.arch + "): " + errors);
+}
+
+}  // namespace
+
+std::vector<BranchReleases> list_releases(const ListQuery& query, const Options& opts) {
+  return redacting(opts, [&](const Options& o) {
+    std::vector<BranchReleases> out = list_releases_impl(query, o);
+    for (BranchReleases& b : out) b.mirror = redact_urls(b.mirror);
+    return out;
+  });
 }
 
 }  // namespace rpi::fetch

@@ -152,7 +152,7 @@ _rpi_provision() {
     check) opts="$common --spec --host --first --packages --mirror --cache-dir --offline --ca-cert" ;;
     apkovl) opts="$common --spec -o --output --out-dir --host --first --seed-file --known-hosts --mirror" ;;
     fetch)
-      opts="$common --spec --version --arch --tarball --sha256 $download"
+      opts="$common --spec --version --arch --tarball --sha256 --list --all $download"
       ;;
     cache)
       if [[ -z $sub && $cur != -* ]]; then

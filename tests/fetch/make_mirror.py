@@ -8,7 +8,8 @@ The newest --release of each branch is listed in
 <branch>/releases/<arch>/latest-releases.yaml (next to an .img.gz item sharing
 flavor alpine-rpi and an unrelated flavor, as on the real mirrors); every
 tarball gets .sha256 and .sha512 companions ("<hex>  <file>"). The newest
-branch is also reachable as latest-stable/. Tarballs are hard-linked (copied
+branch is also reachable as latest-stable/. A version without a dot (a date,
+e.g. 20250108) is an edge snapshot: it goes to edge/. Tarballs are hard-linked (copied
 across file systems), so the tree is cheap for big fixtures.
 
 With --apkindex every branch also gets main/<arch>/APKINDEX.tar.gz and
@@ -109,7 +110,7 @@ def main():
     branches = {}
     for spec in args.release:
         version, _, src = spec.partition("=")
-        branch = "v" + ".".join(version.split(".")[:2])
+        branch = "v" + ".".join(version.split(".")[:2]) if "." in version else "edge"
         d = os.path.join(args.root, branch, "releases", args.arch)
         os.makedirs(d, exist_ok=True)
         name = "alpine-rpi-%s-%s.tar.gz" % (version, args.arch)
@@ -150,7 +151,7 @@ def main():
             for repo in PACKAGES:
                 write_apkindex(os.path.join(args.root, branch, repo, args.arch, "APKINDEX.tar.gz"), repo, args.arch)
 
-    newest = max(branches, key=lambda b: vkey(b[1:]))
+    newest = max((b for b in branches if b != "edge"), key=lambda b: vkey(b[1:]))
     link = os.path.join(args.root, "latest-stable")
     if os.path.lexists(link):
         os.remove(link)

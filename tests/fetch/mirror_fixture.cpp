@@ -37,7 +37,8 @@ MirrorTree::MirrorTree(const fs::path& dir) : root(dir / "mirror") {
   older = root / "v3.22/releases/aarch64" / older_file;
 }
 
-MirrorServer::MirrorServer(const fs::path& root, const fs::path& state_dir, const fs::path& cert, const fs::path& key)
+MirrorServer::MirrorServer(const fs::path& root, const fs::path& state_dir, const fs::path& cert, const fs::path& key,
+                           const std::string& autoindex)
     : state_(state_dir), tls_(!cert.empty()) {
   fs::create_directories(state_);
   std::vector<std::string> argv{"python3",      script("mirror_server.py").string(), "--root", root.string(), "--state",
@@ -45,6 +46,7 @@ MirrorServer::MirrorServer(const fs::path& root, const fs::path& state_dir, cons
   if (tls_) {
     argv.insert(argv.end(), {"--cert", cert.string(), "--key", key.string()});
   }
+  if (!autoindex.empty()) argv.insert(argv.end(), {"--autoindex", autoindex});
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);

@@ -40,9 +40,11 @@ struct LogEntry {
 
 class MirrorServer {
  public:
-  // tls: serve HTTPS with `cert`/`key`.
+  // tls: serve HTTPS with `cert`/`key`. autoindex: "nginx", "apache" or
+  // "lighttpd" answers folders with that server's HTML listing; empty: 404.
   MirrorServer(const std::filesystem::path& root, const std::filesystem::path& state_dir,
-               const std::filesystem::path& cert = {}, const std::filesystem::path& key = {});
+               const std::filesystem::path& cert = {}, const std::filesystem::path& key = {},
+               const std::string& autoindex = {});
   ~MirrorServer();
   MirrorServer(const MirrorServer&) = delete;
   MirrorServer& operator=(const MirrorServer&) = delete;

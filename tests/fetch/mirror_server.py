@@ -21,6 +21,9 @@ affects (-1 = all). Kinds:
             hangs up
   redirect  answer with status n (default 302) and "Location: <to>", e.g.
             {"path": "tar.gz", "kind": "redirect", "to": "https://127.0.0.1:PORT/x"}
+With --autoindex nginx|apache|lighttpd a folder is answered with the HTML
+listing that server's autoindex module writes (apache's with absolute hrefs);
+without it (or "none") a folder is 404, as on a mirror that lists nothing.
 Every response is logged to <state>/log.jsonl: path, range, status, bytes sent, the client's port.
 <state>/active holds the number of requests being handled (0 = the log is complete).
 """
@@ -144,6 +147,47 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 pass  # the client hung up: the only way this response ends
         self.finish_log(200, sent, rng)
 
+    def listing(self, full, path, head, rng):
+        """A folder's index page in the style of --autoindex."""
+        if not path.endswith("/"):
+            path += "/"
+        names = sorted(n + "/" if os.path.isdir(os.path.join(full, n)) else n for n in os.listdir(full))
+        q = lambda n: urllib.parse.quote(n)
+        style = self.server.autoindex
+        if style == "nginx":
+            rows = ['<a href="../">../</a>'] + ['<a href="%s">%s</a>%s10-Oct-2025 10:10    -' % (q(n), n, " " * 20)
+                                                for n in names]
+            page = ("<html>\r\n<head><title>Index of %s</title></head>\r\n<body>\r\n<h1>Index of %s</h1><hr><pre>"
+                    % (path, path) + "\r\n".join(rows) + "\r\n</pre><hr></body>\r\n</html>\r\n")
+        elif style == "apache":
+            rows = ['<tr><td valign="top"><img src="/icons/folder.gif" alt="[DIR]"></td><td><a href="%s">%s</a></td>'
+                    '<td align="right">2025-10-10 10:10  </td><td align="right">  - </td></tr>' % (path + q(n), n)
+                    for n in names]
+            page = ('<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">\n<html>\n <head>\n  <title>Index of %s'
+                    '</title>\n </head>\n <body>\n<h1>Index of %s</h1>\n  <table>\n   <tr><th><a href="?C=N;O=D">Name'
+                    '</a></th><th><a href="?C=M;O=A">Last modified</a></th><th><a href="?C=S;O=A">Size</a></th></tr>\n'
+                    '<tr><td><a href="%s">Parent Directory</a></td></tr>\n' % (path, path, os.path.dirname(path[:-1]).rstrip("/") + "/")
+                    + "\n".join(rows) + "\n</table>\n<address>Apache/2.4 Server</address>\n</body></html>\n")
+        else:  # lighttpd
+            rows = ['<tr class="d"><td class="n"><a href="../">..</a>/</td></tr>']
+            for n in names:
+                shown = n[:-1] if n.endswith("/") else n
+                rows.append("<tr><td class='n'><a href='%s'>%s</a>%s</td><td class='m'>2025-Oct-10 10:10:10</td></tr>"
+                            % (q(n), shown, "/" if n.endswith("/") else ""))
+            page = ('<?xml version="1.0" encoding="utf-8"?>\n<!DOCTYPE html>\n<html><head><title>Index of %s</title>'
+                    '</head><body><h2>Index of %s</h2><div class="list"><table summary="Directory Listing">'
+                    "<thead><tr><th class='n'>Name</th></tr></thead><tbody>\n" % (path, path)
+                    + "\n".join(rows) + '\n</tbody></table></div><div class="foot">lighttpd/1.4</div></body></html>\n')
+        body = page.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+        self.finish_log(200, 0 if head else len(body), rng)
+
     def handle_get(self, head):
         self.close_connection = True
         rel = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
@@ -155,6 +199,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if kind == "redirect":
             return self.redirect(int(fault.get("n", 302)), fault["to"], rng)
         full = os.path.realpath(os.path.join(self.server.root, rel.lstrip("/")))
+        if (self.server.autoindex != "none" and full.startswith(os.path.realpath(self.server.root))
+                and os.path.isdir(full) and not kind):
+            return self.listing(full, urllib.parse.urlsplit(self.path).path, head, rng)
         if not full.startswith(os.path.realpath(self.server.root)) or not os.path.isfile(full):
             return self.simple(404, rng)
         if kind == "endless":
@@ -262,6 +309,8 @@ def main():
     ap.add_argument("--state", required=True)
     ap.add_argument("--cert")
     ap.add_argument("--key")
+    ap.add_argument("--autoindex", default="none", choices=["none", "nginx", "apache", "lighttpd"],
+                    help="answer folders with this server's HTML listing")
     ap.add_argument("--rate-mbs", type=float, default=0,
                     help="send plain-http bodies at most this fast (MB/s), like a real link")
     args = ap.parse_args()
@@ -269,6 +318,7 @@ def main():
     srv.root = args.root
     srv.state = args.state
     srv.rate = args.rate_mbs * 1e6
+    srv.autoindex = args.autoindex
     if args.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.cert, args.key)

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -123,6 +124,49 @@ std::filesystem::path fetch_url(const std::string& url, const std::string& sha25
 // presigned URLs carry their credentials there. Used in everything the
 // library says or stores.
 std::string redact_urls(std::string text);
+
+// ---- Which releases a mirror offers (`fetch --list`) ----
+
+struct ListQuery {
+  std::string arch = "aarch64";      // aarch64 | armv7 | armhf
+  std::vector<std::string> mirrors;  // as in Query; empty: kDefaultMirror
+  // Every branch the mirror has (and those without an RPi tarball, as skipped);
+  // otherwise the newest kListedStableBranches stable branches with one, and edge.
+  bool all = false;
+};
+inline constexpr std::size_t kListedStableBranches = 6;
+
+// One branch of a mirror and the alpine-rpi tarballs it offers for the arch.
+struct BranchReleases {
+  std::string branch;                 // "v3.22" or "edge"
+  std::vector<std::string> releases;  // versions, oldest first ("3.22.0", "3.22.1"); empty: skipped
+  std::vector<std::string> cached;    // those of `releases` whose tarball is in opts.cache_dir
+  bool latest_stable = false;         // latest-stable/ is this branch
+  // Where the versions came from: "listing" (the releases folder's listing,
+  // every point release) or "index" (its latest-releases.yaml: the newest only).
+  std::string source;
+  std::string mirror;  // the mirror root that answered (secrets hidden)
+};
+
+// Which Alpine releases the first mirror that answers offers for the arch:
+// the branches from the root's listing (a folder's entries, or the HTML index
+// page of an nginx/Apache/lighttpd autoindex), else from latest-stable's
+// latest-releases.yaml `branch`, walking down vX.(Y-1)... while they exist (at
+// most 20). Per branch: the `alpine-rpi-VERSION-ARCH.tar.gz` names of its
+// releases/<arch>/ listing, else its latest-releases.yaml entry. Stable branches
+// newest first, then edge. Only listings and yaml files are read; nothing is
+// downloaded. Throws Errc::usage (offline, bad arch, a mirror with neither a
+// listing nor latest-stable/), Errc::network, Errc::input.
+std::vector<BranchReleases> list_releases(const ListQuery& query, const Options& opts);
+
+// The href values of the links in an HTML page (an autoindex listing), in
+// order, with &amp;-style entities decoded; at most 100000 links of at most
+// 4096 bytes each (longer ones are dropped). Pure: for tests.
+std::vector<std::string> listing_hrefs(std::string_view html);
+// The entries an autoindex page lists: each href's last path segment (a
+// folder keeps its trailing '/'), without query, fragment, "../" or links that
+// leave the page ("?C=N;O=D", "mailto:"), percent-decoded. Pure: for tests.
+std::vector<std::string> listing_entries(std::string_view html);
 
 // ---- Package repositories ----
 
