@@ -187,6 +187,8 @@ std::string excerpt_of(std::string_view text, const LineShapes& shapes, const st
   const std::size_t end = text.find('\n', start);
   std::string_view l = text.substr(start, end == std::string_view::npos ? end : end - start);
   if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
+  // toml++ skips a byte-order mark and counts columns after it.
+  if (line == 1 && l.starts_with("\xef\xbb\xbf")) l.remove_prefix(3);
   while (!l.empty() && (l.back() == ' ' || l.back() == '\t')) l.remove_suffix(1);
   if (l.empty() || l.size() > 160 || secret_looking(l)) return {};
   std::string out(l);

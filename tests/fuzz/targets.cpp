@@ -123,6 +123,7 @@ void check_excerpts(std::string_view text, const overlay::SpecErrors& e) {
       rest.remove_prefix(nl + 1);
     }
     std::string line(rest.substr(0, rest.find('\n')));
+    if (p.line == 1 && line.starts_with("\xef\xbb\xbf")) line.erase(0, 3);  // a byte-order mark
     std::replace(line.begin(), line.end(), '\t', ' ');
     while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.pop_back();
     std::string lower = p.excerpt;

@@ -1804,6 +1804,18 @@ TEST(SpecExcerpt, AnErrorCarriesItsPlaceAndTheLineAsWritten) {
   }
 }
 
+TEST(SpecExcerpt, AByteOrderMarkAndWindowsLineEndsAreNotPartOfTheLine) {
+  const auto p = problems_of(
+      "\xef\xbb\xbf"
+      "colour = 1\r\n[system]\r\nhostname = \"pi\"\r\nshape = 2\r\n");
+  ASSERT_EQ(p.size(), 2u);
+  EXPECT_EQ(p[0].line, 1u);
+  EXPECT_EQ(p[0].column, 1u);
+  EXPECT_EQ(p[0].excerpt, "colour = 1");
+  EXPECT_EQ(p[1].line, 4u);
+  EXPECT_EQ(p[1].excerpt, "shape = 2");
+}
+
 TEST(SpecExcerpt, ASyntaxErrorShowsItsLine) {
   const auto p = problems_of(kPi + "[network]\ndns = [\"1.1.1.1\" \"8.8.8.8\"]\n");
   ASSERT_EQ(p.size(), 1u);
