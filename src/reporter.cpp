@@ -206,33 +206,6 @@ void Reporter::error(Errc code, const std::string& message) {
 }
 
 namespace {
-// The columns a terminal gives the code point starting at byte `i` of `s`:
-// 2 for East Asian wide and fullwidth characters and emoji, else 1; `len`
-// gets its length in bytes. (`s` is printable UTF-8: the spec loader's excerpt.)
-std::size_t columns_at(std::string_view s, std::size_t i, std::size_t* len) {
-  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]) & 0x3fU; };
-  const auto c = static_cast<unsigned char>(s[i]);
-  std::uint32_t cp = c;
-  std::size_t n = 1;
-  if (c >= 0xf0 && i + 3 < s.size()) {
-    n = 4;
-    cp = ((c & 0x07U) << 18) | (b(1) << 12) | (b(2) << 6) | b(3);
-  } else if (c >= 0xe0 && i + 2 < s.size()) {
-    n = 3;
-    cp = ((c & 0x0fU) << 12) | (b(1) << 6) | b(2);
-  } else if (c >= 0xc0 && i + 1 < s.size()) {
-    n = 2;
-    cp = ((c & 0x1fU) << 6) | b(1);
-  }
-  *len = n;
-  const bool wide = (cp >= 0x1100 && cp <= 0x115f) || (cp >= 0x2e80 && cp <= 0xa4cf && cp != 0x303f) ||
-                    (cp >= 0xac00 && cp <= 0xd7a3) || (cp >= 0xf900 && cp <= 0xfaff) ||
-                    (cp >= 0xfe30 && cp <= 0xfe4f) || (cp >= 0xff00 && cp <= 0xff60) ||
-                    (cp >= 0xffe0 && cp <= 0xffe6) || (cp >= 0x1f300 && cp <= 0x1f64f) ||
-                    (cp >= 0x1f900 && cp <= 0x1f9ff) || (cp >= 0x20000 && cp <= 0x3fffd);
-  return wide ? 2 : 1;
-}
-
 // The byte just past what starts at byte `at` of `line`: a quoted string up to
 // its closing quote, a table header up to its last ']', a run of bare-key
 // characters; else the one character. What the caret line underlines.
@@ -253,29 +226,21 @@ std::size_t token_end(std::string_view line, std::size_t at) {
       ++end;
     return end;
   }
-  std::size_t len = 1;
-  (void)columns_at(line, at, &len);
-  return std::min(at + len, line.size());
+  return std::min(at + std::max<std::size_t>(utf8_sequence(line, at), 1), line.size());
 }
 
 // "    7 | hostname = \"pi\"" and "      | ^~~~~~~~" under it, compilers' way:
 // the caret under `column` (in characters, as toml++ counts them).
 std::string excerpt_lines(const Reporter::Located& e, bool color) {
   const std::string_view line = e.excerpt;
-  std::size_t at = 0, pad = 0;  // the caret's byte, and the columns before it
+  std::size_t at = 0;  // the caret's byte
   for (std::size_t col = 1; col < e.column; ++col) {
     if (at >= line.size()) return {};  // past the line's end: no place to show
-    std::size_t len = 1;
-    pad += columns_at(line, at, &len);
-    at += len;
+    at += std::max<std::size_t>(utf8_sequence(line, at), 1);
   }
   if (at >= line.size()) return {};
-  std::size_t width = 0;
-  for (std::size_t i = at, end = token_end(line, at); i < end;) {
-    std::size_t len = 1;
-    width += columns_at(line, i, &len);
-    i += len;
-  }
+  const std::size_t pad = terminal_columns(line.substr(0, at));
+  const std::size_t width = terminal_columns(line.substr(at, token_end(line, at) - at));
   char number[32];
   std::snprintf(number, sizeof number, "%5zu | ", e.line);
   const std::string mark = "^" + std::string(std::max<std::size_t>(width, 1) - 1, '~');

@@ -60,6 +60,18 @@ std::string joined(const std::vector<std::string>& messages, std::size_t more, b
 
 // --- excerpts: a spec's line shown under its error, never one with a secret
 
+// Line `line` (1-based) of text, without its line break.
+std::string_view source_line(std::string_view text, std::size_t line) {
+  std::size_t start = 0;
+  for (std::size_t l = 1; l < line; ++l) {
+    auto nl = text.find('\n', start);
+    if (nl == std::string_view::npos) return {};
+    start = nl + 1;
+  }
+  auto end = text.find('\n', start);
+  return text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
+}
+
 // Words that make a line of a spec unfit to show: the keys of secrets (psk,
 // password, password_hash, a file's content) and what users name theirs; and
 // escapes, which could spell one of those keys.
@@ -178,14 +190,7 @@ std::string excerpt_of(std::string_view text, const LineShapes& shapes, const st
                        std::size_t line) {
   if (line == 0 || line >= shapes.multiline.size() || shapes.multiline[line]) return {};
   if (secrets ? secrets->count(line) > 0 : shapes.open[line]) return {};
-  std::size_t start = 0;
-  for (std::size_t l = 1; l < line; ++l) {
-    start = text.find('\n', start);
-    if (start == std::string_view::npos) return {};
-    ++start;
-  }
-  const std::size_t end = text.find('\n', start);
-  std::string_view l = text.substr(start, end == std::string_view::npos ? end : end - start);
+  std::string_view l = source_line(text, line);
   if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
   // toml++ skips a byte-order mark and counts columns after it.
   if (line == 1 && l.starts_with("\xef\xbb\xbf")) l.remove_prefix(3);
@@ -1982,18 +1987,6 @@ std::string parse_error_text(std::string_view description) {
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
   while (!d.empty() && d.back() == ' ') d.pop_back();
   return d;
-}
-
-// Line `line` (1-based) of text, without its line break.
-std::string_view source_line(std::string_view text, std::size_t line) {
-  std::size_t start = 0;
-  for (std::size_t l = 1; l < line; ++l) {
-    auto nl = text.find('\n', start);
-    if (nl == std::string_view::npos) return {};
-    start = nl + 1;
-  }
-  auto end = text.find('\n', start);
-  return text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
 }
 
 // The byte offset of column `col` (1-based, in code points as toml++ counts) of `l`.

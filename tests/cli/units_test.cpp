@@ -62,6 +62,21 @@ TEST(Printable, EscapesWhatCouldDriveATerminalAndKeepsTheRest) {
   EXPECT_EQ(printable("", true), "");
 }
 
+// The caret under a spec error stands where a terminal shows the place.
+TEST(Text, TerminalColumnsCountWideCharactersTwice) {
+  EXPECT_EQ(rpi::terminal_columns(""), 0u);
+  EXPECT_EQ(rpi::terminal_columns("label = 1"), 9u);
+  EXPECT_EQ(rpi::terminal_columns("gr\u00fcn"), 4u) << "a Latin letter with two bytes is one column";
+  EXPECT_EQ(rpi::terminal_columns("\u65e5\u672c"), 4u) << "CJK: two each";
+  EXPECT_EQ(rpi::terminal_columns("\uff21"), 2u) << "fullwidth A";
+  EXPECT_EQ(rpi::terminal_columns("\U0001f600"), 2u) << "emoji";
+  EXPECT_EQ(rpi::terminal_columns("\u20ac"), 1u) << "the euro sign is narrow";
+  EXPECT_EQ(rpi::terminal_columns("a\xff"
+                                  "b"),
+            3u)
+      << "a byte that is not UTF-8 counts one";
+}
+
 // "Did you mean": a swap of two neighbours is one edit, as a typist makes it.
 TEST(Text, EditDistanceCountsASwapAsOneEdit) {
   EXPECT_EQ(rpi::edit_distance("--outptu", "--output"), 1u);

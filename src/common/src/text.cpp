@@ -52,6 +52,22 @@ bool hidden_control(unsigned cp) {
 
 }  // namespace
 
+std::size_t terminal_columns(std::string_view s) {
+  std::size_t columns = 0;
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = utf8_sequence(s, i);
+    const unsigned cp = n ? code_point(s, i, n) : 0;
+    const bool wide = (cp >= 0x1100 && cp <= 0x115f) || (cp >= 0x2e80 && cp <= 0xa4cf && cp != 0x303f) ||
+                      (cp >= 0xac00 && cp <= 0xd7a3) || (cp >= 0xf900 && cp <= 0xfaff) ||
+                      (cp >= 0xfe30 && cp <= 0xfe4f) || (cp >= 0xff00 && cp <= 0xff60) ||
+                      (cp >= 0xffe0 && cp <= 0xffe6) || (cp >= 0x1f300 && cp <= 0x1f64f) ||
+                      (cp >= 0x1f900 && cp <= 0x1f9ff) || (cp >= 0x20000 && cp <= 0x3fffd);
+    columns += wide ? 2 : 1;
+    i += n ? n : 1;
+  }
+  return columns;
+}
+
 std::string printable(std::string_view s, bool keep_line_breaks) {
   std::string out;
   out.reserve(s.size());

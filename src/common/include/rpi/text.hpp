@@ -19,6 +19,11 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i);
 // tabs stay as they are (for multi-line messages).
 std::string printable(std::string_view s, bool keep_line_breaks = false);
 
+// The columns a terminal gives `s` (UTF-8): two for each East Asian wide or
+// fullwidth character and emoji, one for every other code point (or byte
+// that is not UTF-8).
+std::size_t terminal_columns(std::string_view s);
+
 // `s` with A-Z as a-z (bytes; no locale).
 std::string ascii_lower(std::string_view s);
 
