@@ -387,14 +387,10 @@ TarballRelease read_tarball_release(AppContext& ctx, const std::filesystem::path
   return r;
 }
 
-std::optional<TarballRelease> local_tarball_release(AppContext& ctx, const overlay::Spec& spec,
-                                                    const std::string& tarball, const std::string& sha256) {
-  // The tarball as plan_tarball picks it: --tarball (with --sha256), else the spec's.
-  const bool given = !tarball.empty();
-  const std::string src = given ? tarball : spec.alpine().tarball;
-  const std::string sha = given || !sha256.empty() ? sha256 : spec.alpine().sha256;
+std::optional<TarballRelease> local_tarball_release(AppContext& ctx, const overlay::Spec& spec) {
+  const std::string& src = spec.alpine().tarball;
   if (src.empty() || spec.alpine().version == "edge") return std::nullopt;
-  const std::string local = local_tarball_path(src, sha);
+  const std::string local = local_tarball_path(src, spec.alpine().sha256);
   std::error_code ec;
   if (local.empty() || !std::filesystem::is_regular_file(local, ec)) return std::nullopt;
   TarballRelease r;

@@ -79,13 +79,11 @@ struct TarballRelease {
 TarballRelease read_tarball_release(AppContext& ctx, const std::filesystem::path& tarball);
 // The release of the local tarball a run of `spec` boots, learnt without
 // downloading anything, in the build's order: the file's name
-// (alpine-rpi-X.Y.Z-ARCH.tar.gz), else its .alpine-release. `tarball` and
-// `sha256` (--tarball, --sha256) replace the spec's [alpine] ones. Nothing for
-// a tarball URL, no tarball, a file that is not there, or [alpine].version
-// "edge" (whose repositories follow edge whatever the tarball); a file that
-// cannot be read gives `unread`, not an error.
-std::optional<TarballRelease> local_tarball_release(AppContext& ctx, const overlay::Spec& spec,
-                                                    const std::string& tarball = {}, const std::string& sha256 = {});
+// (alpine-rpi-X.Y.Z-ARCH.tar.gz), else its .alpine-release. Nothing for a
+// tarball URL, no [alpine].tarball, a file that is not there, or
+// [alpine].version "edge" (whose repositories follow edge whatever the
+// tarball); a file that cannot be read gives `unread`, not an error.
+std::optional<TarballRelease> local_tarball_release(AppContext& ctx, const overlay::Spec& spec);
 // `a` with latest-stable pinned to `r`'s release (when known): repositories
 // that follow latest-stable would mix releases once Alpine publishes the next.
 overlay::AlpineSource pin_to_release(overlay::AlpineSource a, const TarballRelease& r);

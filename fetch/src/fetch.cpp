@@ -793,7 +793,7 @@ class MirrorReader {
 
   // <branch>/releases/<arch>/latest-releases.yaml, nullopt when absent.
   std::optional<std::string> yaml(const std::string& branch, const std::string& arch) {
-    const std::string url = detail::join_url(mirror_, releases_dir(branch, arch) + "latest-releases.yaml");
+    const std::string url = yaml_url(branch, arch);
     if (auto it = yaml_.find(url); it != yaml_.end()) return it->second;
     detail::Text t = detail::get_text(url, opts_);
     std::optional<std::string> body;
