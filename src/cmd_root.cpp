@@ -82,7 +82,7 @@ std::string parallel_text(unsigned jobs, std::size_t cards) {
 // fails as the run would (exit 1 when no card would be written, 3 when some).
 void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, const std::vector<std::string>& targets,
                 bool to_devices, const std::vector<std::uint64_t>& card_sizes = {},
-                std::vector<std::string> refused = {}) {
+                std::vector<std::string> refused = {}, const std::vector<std::string>& holds = {}) {
   const RunOptions& o = p.options();
   std::ostringstream s;
   JsonObject j;
@@ -157,12 +157,14 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
     if (to_devices && i < card_sizes.size() && card_sizes[i]) s << " (" << format_size(card_sizes[i]) << ")";
     if (!id.name.empty()) s << " ← " << id.name << (id.host ? " ({n}=" + std::to_string(id.n) + ")" : "");
     s << "\n";
+    if (i < holds.size() && !holds[i].empty()) s << "    holds now: " << holds[i] << "\n";
     if (const auto z = to_devices ? partition::Compression::none : partition::compression_for(targets[i]);
         z != partition::Compression::none)
       s << "    compressed once built: " << partition::compression_settings(z) << "; " << targets[i]
         << ".bmap describes the image uncompressed\n";
     JsonObject c;
     c.add("index", id.n).add("hostname", id.name).add("target", targets[i]);
+    if (i < holds.size() && !holds[i].empty()) c.add("holds", holds[i]);
     CardPlan& cp = plans[i];
     if (!cp.refused.empty()) {
       s << "    not written: " << cp.refused << "\n";
@@ -342,6 +344,7 @@ bool confirm(AppContext& ctx, const std::vector<udev::DeviceInfo>& infos, const 
     s << "  " << infos[i].path << "  " << infos[i].describe();
     if (!names[i].empty()) s << "  ← " << names[i];
     s << "\n";
+    if (const std::string h = infos[i].contents(); !h.empty()) s << "    holds now: " << h << "\n";
   }
   if (ctx.reporter.json()) {
     // The question would be the one thing on stderr, outside the JSON stream (docs/json-events.md).
@@ -471,8 +474,9 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
                    rpi::shell_word(o.devices[i]) + "), or build an image file with --output";
   if (o.dry_run) {
     std::vector<std::uint64_t> sizes;
-    for (const auto& i : infos) sizes.push_back(i.size);
-    if (p) return print_plan(ctx, *p, ids, o.devices, true, sizes, refused);
+    std::vector<std::string> holds;
+    for (const auto& i : infos) sizes.push_back(i.size), holds.push_back(i.contents());
+    if (p) return print_plan(ctx, *p, ids, o.devices, true, sizes, refused, holds);
     std::optional<std::uint64_t> need;
     std::string bmap;  // the block map the run would use, "" for none
     std::ostringstream s;
@@ -493,6 +497,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
       // A plan does not decompress: the size is the one the .bmap, the xz index
       // or the zstd frame headers give (checked against each other), else unknown.
       const udev::CompressedImage& c = *packed;
+      ctx.reporter.detail(o.image, udev::probe_detail(o.image, c));  // as the run says it before decompressing
       need = c.expected_size();
       if (c.map) bmap = c.bmap.string();
       s << "  image: " << o.image << ", " << z << "-compressed: "
@@ -515,8 +520,11 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
       // As the run checks each card: it must hold the whole image.
       if (refused[k].empty() && need && i.size < *need) refused[k] = card_too_small(o.devices[k], i.size, *need);
       s << "  card " << (k + 1) << ": device " << i.path << "  " << i.describe() << "\n";
+      const std::string h = i.contents();
+      if (!h.empty()) s << "    holds now: " << h << "\n";
       JsonObject c;
       c.add("index", static_cast<int>(k) + 1).add("target", o.devices[k]);
+      if (!h.empty()) c.add("holds", h);
       if (need) c.add("image_size", *need);
       if (!refused[k].empty()) {
         s << "    not written: " << refused[k] << "\n";

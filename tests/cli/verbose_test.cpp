@@ -289,6 +289,16 @@ TEST(Verbose, ACompressedImageTellsItsProbeAndItsDecompression) {
   ASSERT_EQ(plain.exit_code, 0) << plain.err;
   EXPECT_FALSE(contains(plain.err + plain.out, "debug: ")) << plain.err;
   EXPECT_FALSE(contains(plain.err, "probed ")) << plain.err;
+
+  // --dry-run probes the same way (it decompresses nothing): the same probe line.
+  with_v.push_back("--dry-run");
+  auto plan = cli(with_v);
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  const auto plan_lines = details(plan.err);
+  const std::string planned =
+      detail_with(plan_lines, {"probed " + x + " in ", ": xz, ", "; 64 MiB decompressed (its xz index says)"});
+  EXPECT_NE(planned, "") << joined(plan_lines);
+  EXPECT_EQ(detail_with(plan_lines, {"decompressed " + x}), "") << joined(plan_lines);
 }
 
 // [apk].packages are checked against the mirror's indexes: downloaded the

@@ -284,6 +284,40 @@ std::vector<std::string> cli_roots(const FakeSystem& f) {
           "--dev-root",   (f.root() / "dev").string()};
 }
 
+// What the question before writing and the plan say a card holds (libblkid's
+// findings, set here as read_disk sets them).
+TEST(DeviceContents, SaysWhatTheCardHoldsInOneLine) {
+  DeviceInfo d;
+  d.name = "sdb";
+  EXPECT_EQ(d.contents(), "") << "not probed: nothing is claimed";
+  d.content = DeviceInfo::Content::read;
+  EXPECT_EQ(d.contents(), "no partition table or file system libblkid knows (blank, or unknown data)");
+  d.fstype = "vfat";
+  d.label = "NO NAME";
+  EXPECT_EQ(d.contents(), "a whole-disk vfat \"NO NAME\", no partition table");
+  d.fstype.clear();
+  d.label.clear();
+  d.pttype = "dos";
+  EXPECT_EQ(d.contents(), "a dos partition table (the kernel lists no partitions of it)");
+  for (int i = 1; i <= 8; ++i) {
+    udev::PartitionInfo p;
+    p.name = "sdb" + std::to_string(i);
+    if (i == 1) p.fstype = "vfat", p.label = "bootfs";
+    if (i == 2) p.fstype = "ext4", p.label = "root\x1b[2J\nfs";  // a label is the card's bytes
+    d.partitions.push_back(p);
+  }
+  const std::string c = d.contents();
+  EXPECT_EQ(c.rfind("a dos partition table: sdb1 vfat \"bootfs\", sdb2 ext4 \"root", 0), 0u) << c;
+  EXPECT_TRUE(contains(c, ", sdb3 no file system libblkid knows, ")) << c;
+  EXPECT_TRUE(contains(c, ", sdb6 no file system libblkid knows, 2 more")) << c;
+  EXPECT_EQ(c.find('\x1b'), std::string::npos) << "a label must not drive the terminal: " << c;
+  EXPECT_EQ(c.find('\n'), std::string::npos) << "one line: " << c;
+  d.content = DeviceInfo::Content::ambivalent;
+  EXPECT_TRUE(contains(d.contents(), "contradict each other")) << d.contents();
+  d.is_file = true;
+  EXPECT_EQ(d.contents(), "") << "an image file standing in for a card is not probed";
+}
+
 TEST_F(DiscoverTest, DevicesCommandText) {
   auto args = std::vector<std::string>{"devices"};
   for (auto& a : cli_roots(fake)) args.push_back(a);

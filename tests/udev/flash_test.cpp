@@ -1075,6 +1075,48 @@ TEST(FlashLoop, ImageLargerThanCardIsRefused) {
   EXPECT_EQ(read_range(tmp / "a.bin", 510, 2), "\x55\xAA");
 }
 
+// Sectors read from a block device so far (/sys/block/NAME/stat, field 3).
+std::uint64_t sectors_read(const std::string& dev) {
+  std::ifstream in("/sys/block/" + fs::path(dev).filename().string() + "/stat");
+  std::uint64_t ios = 0, merges = 0, sectors = 0;
+  in >> ios >> merges >> sectors;
+  return sectors;
+}
+
+// The question before writing (and the plan) say what a card holds, from
+// libblkid; the writer's own check just before writing reads nothing of the
+// card (libblkid's probe costs about 1 MiB of reads, ZFS's labels at both ends).
+TEST(FlashLoop, ContentIsProbedForTheQuestionNotBeforeWriting) {
+  REQUIRE_LOOP();
+  RPI_REQUIRE_TOOL("sfdisk");
+  RPI_REQUIRE_TOOL("partx");
+  RPI_REQUIRE_TOOL("mkfs.vfat");
+  TempDir tmp;
+  write_file(tmp / "a.bin", "");
+  fs::resize_file(tmp / "a.bin", 16 * kMiB);
+  ASSERT_EQ(sh("echo 'start=2048, type=c' | sfdisk -q " + (tmp / "a.bin").string()).exit_code, 0);
+  LoopDevice a(tmp / "a.bin");
+  auto px = run({"partx", "-a", a.path()});
+  if (px.exit_code != 0) GTEST_SKIP() << "partx -a failed: " << px.err;
+  const std::string part = a.path() + "p1";
+  for (int i = 0; i < 50 && !fs::exists(part); ++i) ::usleep(20000);
+  ASSERT_TRUE(fs::exists(part));
+  ASSERT_EQ(run({"mkfs.vfat", "-n", "BOOTFS", part}).exit_code, 0);
+  auto info = udev::inspect_target(a.path());
+  EXPECT_EQ(info.content, udev::DeviceInfo::Content::read);
+  const std::string name = fs::path(a.path()).filename().string();
+  EXPECT_EQ(info.contents(), "a dos partition table: " + name + "p1 vfat \"BOOTFS\"");
+  const std::uint64_t before = sectors_read(a.path());
+  udev::SafetyOptions safety;
+  safety.allow_non_removable = true;
+  auto checked = udev::prepare_target(a.path(), safety);
+  EXPECT_EQ(checked.content, udev::DeviceInfo::Content::not_read);
+  EXPECT_EQ(checked.contents(), "");
+  EXPECT_EQ(sectors_read(a.path()), before) << "the check before writing read the card";
+  EXPECT_GT(sectors_read(a.path()), 0u) << "the stat file is not counting: the test proves nothing";
+  run({"partx", "-d", a.path()});
+}
+
 TEST(FlashLoop, PartitionIsRejectedNamingTheDisk) {
   REQUIRE_LOOP();
   RPI_REQUIRE_TOOL("sfdisk");

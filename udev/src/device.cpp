@@ -160,6 +160,7 @@ std::string serial_of(const fs::path& sys_root, const fs::path& disk_dir) {
 
 struct Probe {
   std::string pttype, fstype, label;
+  DeviceInfo::Content content = DeviceInfo::Content::not_read;
 };
 
 // libblkid's view of a device node; empty when it can not be read (fake trees,
@@ -174,7 +175,11 @@ Probe probe(const fs::path& node) {
   blkid_probe_set_partitions_flags(pr, BLKID_PARTS_ENTRY_DETAILS);
   blkid_probe_enable_superblocks(pr, 1);
   blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_LABEL);
-  if (blkid_do_safeprobe(pr) == 0) {
+  const int rc = blkid_do_safeprobe(pr);
+  if (rc == 1) r.content = DeviceInfo::Content::read;  // nothing libblkid knows
+  if (rc == -2) r.content = DeviceInfo::Content::ambivalent;
+  if (rc == 0) {
+    r.content = DeviceInfo::Content::read;
     const char* v = nullptr;
     if (blkid_probe_lookup_value(pr, "PTTYPE", &v, nullptr) == 0 && v) r.pttype = v;
     if (blkid_probe_lookup_value(pr, "TYPE", &v, nullptr) == 0 && v) r.fstype = v;
@@ -225,6 +230,8 @@ DeviceInfo read_disk(const SystemRoots& roots, const std::string& name, bool wit
     Probe pr = probe(d.path);
     d.pttype = pr.pttype;
     d.fstype = pr.fstype;
+    d.label = pr.label;
+    d.content = pr.content;
     for (auto& p : d.partitions) {
       Probe pp = probe(p.path);
       p.fstype = pp.fstype;
@@ -344,6 +351,27 @@ std::string DeviceInfo::describe() const {
   return join(parts, " ");
 }
 
+std::string DeviceInfo::contents() const {
+  if (is_file || content == Content::not_read) return {};
+  if (content == Content::ambivalent)
+    return "signatures that contradict each other (libblkid will not say which is valid)";
+  auto labelled = [](const std::string& type, const std::string& lbl) {
+    std::string s = type.empty() ? std::string("no file system libblkid knows") : type;
+    if (!lbl.empty()) s += " \"" + printable(lbl) + "\"";  // the card's bytes: no line breaks, no escapes
+    return s;
+  };
+  if (!fstype.empty()) return "a whole-disk " + labelled(fstype, label) + ", no partition table";
+  if (pttype.empty()) return "no partition table or file system libblkid knows (blank, or unknown data)";
+  std::string s = "a " + pttype + " partition table";
+  if (partitions.empty()) return s + " (the kernel lists no partitions of it)";
+  constexpr std::size_t kShown = 6;
+  std::vector<std::string> parts;
+  for (std::size_t i = 0; i < partitions.size() && i < kShown; ++i)
+    parts.push_back(partitions[i].name + " " + labelled(partitions[i].fstype, partitions[i].label));
+  if (partitions.size() > kShown) parts.push_back(std::to_string(partitions.size() - kShown) + " more");
+  return s + ": " + join(parts, ", ");
+}
+
 std::vector<DeviceInfo> discover(const SystemRoots& roots) {
   std::vector<DeviceInfo> disks;
   for (const auto& name : list_dir(roots.sys / "block")) {
@@ -385,7 +413,7 @@ void check_target(const DeviceInfo& info, const SafetyOptions& opts) {
   throw Error(Errc::device, "refusing to write " + info.path + " (" + info.describe() + "): " + join(r, "; "));
 }
 
-DeviceInfo inspect_target(const std::string& path, const SystemRoots& roots) {
+DeviceInfo inspect_target(const std::string& path, const SystemRoots& roots, ContentProbe probe) {
   std::error_code ec;
   fs::path real = fs::canonical(path, ec);
   if (ec) {
@@ -432,7 +460,8 @@ DeviceInfo inspect_target(const std::string& path, const SystemRoots& roots) {
   // The whole-system scan gives mounts, swaps and the system disk.
   std::vector<DeviceInfo> all;
   // libblkid only for the target: other disks may be slow or busy.
-  for (const auto& n : list_dir(roots.sys / "block")) all.push_back(read_disk(roots, n, n == name));
+  for (const auto& n : list_dir(roots.sys / "block"))
+    all.push_back(read_disk(roots, n, n == name && probe == ContentProbe::read));
   add_context(all, roots);
   for (auto& d : all) {
     if (d.name != name) continue;
@@ -463,11 +492,11 @@ std::vector<std::string> unmount_all(const DeviceInfo& info) {
 
 DeviceInfo prepare_target(const std::string& path, const SafetyOptions& opts, const SystemRoots& roots,
                           std::vector<std::string>* unmounted) {
-  DeviceInfo d = inspect_target(path, roots);
+  DeviceInfo d = inspect_target(path, roots, ContentProbe::skip);
   if (opts.unmount && !d.is_file && !d.system && !d.all_mountpoints().empty()) {
     auto u = unmount_all(d);
     if (unmounted) unmounted->insert(unmounted->end(), u.begin(), u.end());
-    d = inspect_target(path, roots);
+    d = inspect_target(path, roots, ContentProbe::skip);
   }
   check_target(d, opts);
   return d;

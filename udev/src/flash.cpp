@@ -895,7 +895,7 @@ std::vector<FlashResult> flash_all(const std::vector<FlashJob>& jobs, const Flas
 }
 
 void verify_target(const std::string& target, const FlashSource& source, const EventSink& events) {
-  DeviceInfo info = inspect_target(target);
+  DeviceInfo info = inspect_target(target, {}, ContentProbe::skip);
   Target t;
   if (info.is_file) {
     t.path = target;

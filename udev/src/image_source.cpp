@@ -505,6 +505,10 @@ std::string probe_text(const std::string& name, const CompressedImage& c, const 
 
 }  // namespace
 
+std::string probe_detail(const std::string& name, const CompressedImage& c) {
+  return probe_text(name, c, c.probed_in);
+}
+
 ScratchFile::~ScratchFile() {
   if (!path_.empty()) ::unlink(path_.c_str());
 }
@@ -618,7 +622,7 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
                                   (c.size ? c.size_source() : std::string("its .bmap says")) + "); " + too_large_end);
   if (cancelled(opts.cancel)) throw Cancelled{};
   // Not refused: what the probe found (for -v), before it is decompressed.
-  emit_detail(opts.events, name, probe_text(name, c, c.probed_in));
+  emit_detail(opts.events, name, probe_detail(name, c));
   // A private file (0600, in the caller's private folder), removed with its source.
   std::string tmpl = (opts.folder / "decompressed.XXXXXX").string();
   std::vector<char> buf_name(tmpl.begin(), tmpl.end());

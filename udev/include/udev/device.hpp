@@ -42,6 +42,11 @@ struct DeviceInfo {
   std::string transport;              // "usb", "mmc", "nvme", "virtio", "scsi", "loop", "dm", "md", "" (unknown)
   std::string pttype;                 // partition table from libblkid: "dos", "gpt", "" (none/unreadable)
   std::string fstype;                 // a filesystem directly on the disk (libblkid)
+  std::string label;                  // that filesystem's label (libblkid)
+  // What libblkid made of the card: read (pttype/fstype say what it holds,
+  // both empty: nothing it knows), ambivalent (signatures that contradict each
+  // other), or not read (no permission, no medium, a file, or not probed).
+  enum class Content { not_read, read, ambivalent } content = Content::not_read;
   std::vector<PartitionInfo> partitions;
   std::vector<std::string> mountpoints;  // of the whole disk itself
   std::vector<std::string> holders;      // of the disk and all its partitions
@@ -55,6 +60,12 @@ struct DeviceInfo {
   std::vector<std::string> all_mountpoints() const;
   // "SanDisk Ultra 32 GiB" style description for confirmations and messages.
   std::string describe() const;
+  // What the card holds now, for the question before it is overwritten and
+  // the plan: "a dos partition table: sdb1 vfat \"bootfs\", sdb2 ext4
+  // \"rootfs\"", "no partition table or file system libblkid knows", ...;
+  // "" when the content was not read. Labels are the card's own bytes: print
+  // it with rpi::printable.
+  std::string contents() const;
 };
 
 struct SafetyOptions {
@@ -81,14 +92,21 @@ void check_target(const DeviceInfo& info, const SafetyOptions& opts);
 // regular file (or a path that does not exist yet outside roots.dev) is a file
 // target. Throws Errc::device for a partition (naming its disk), a character
 // device, a directory, or a block device missing from sysfs.
-DeviceInfo inspect_target(const std::string& path, const SystemRoots& roots = {});
+// With ContentProbe::read, libblkid reads what the card holds (pttype, fstype,
+// the partitions' file systems and labels; about 1 MiB of reads, most of it
+// ZFS's labels at both ends); ContentProbe::skip leaves `content` not_read.
+enum class ContentProbe { read, skip };
+DeviceInfo inspect_target(const std::string& path, const SystemRoots& roots = {},
+                          ContentProbe probe = ContentProbe::read);
 
 // Unmounts every mounted partition of `info` (umount2); returns "<source> from
 // <mountpoint>" for each. Throws Errc::device naming the mount point on failure.
 std::vector<std::string> unmount_all(const DeviceInfo& info);
 
 // inspect_target + (with opts.unmount) unmount_all + inspect again + check_target.
-// `unmounted` receives what was unmounted.
+// `unmounted` receives what was unmounted. The card's content is not probed:
+// the checks need only sysfs and the mount table, and each probe costs a card
+// about 1 MiB of reads just before it is written.
 DeviceInfo prepare_target(const std::string& path, const SafetyOptions& opts, const SystemRoots& roots = {},
                           std::vector<std::string>* unmounted = nullptr);
 

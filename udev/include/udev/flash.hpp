@@ -142,6 +142,9 @@ struct CompressedImage {
 // (truncated: a download cut short), or when the block map cannot be read or
 // describes an image of another size than the file records.
 CompressedImage probe_compressed(const std::filesystem::path& image);
+// What probe_compressed found, for -v: "probed pi.img.xz in 0.01 s: xz,
+// 12.3 MiB; 64 MiB decompressed (its xz index says); block map ...".
+std::string probe_detail(const std::string& name, const CompressedImage& c);
 // The first `n` bytes of the decompressed data (fewer when it is shorter);
 // throws Errc::input when they cannot be decompressed.
 std::string decompressed_head(const std::filesystem::path& image, std::size_t n);
