@@ -71,6 +71,9 @@ TEST(Text, TerminalColumnsCountWideCharactersTwice) {
   EXPECT_EQ(rpi::terminal_columns("\uff21"), 2u) << "fullwidth A";
   EXPECT_EQ(rpi::terminal_columns("\U0001f600"), 2u) << "emoji";
   EXPECT_EQ(rpi::terminal_columns("\u20ac"), 1u) << "the euro sign is narrow";
+  EXPECT_EQ(rpi::terminal_columns("gru\u0308n"), 4u) << "u + a combining diaeresis is one column";
+  EXPECT_EQ(rpi::terminal_columns("a\u200bb"), 2u) << "a zero-width space takes none";
+  EXPECT_EQ(rpi::terminal_columns("\u845b\U000e0100"), 2u) << "an ideographic variation selector takes none";
   EXPECT_EQ(rpi::terminal_columns("a\xff"
                                   "b"),
             3u)

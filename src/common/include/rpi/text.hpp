@@ -20,8 +20,9 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i);
 std::string printable(std::string_view s, bool keep_line_breaks = false);
 
 // The columns a terminal gives `s` (UTF-8): two for each East Asian wide or
-// fullwidth character and emoji, one for every other code point (or byte
-// that is not UTF-8).
+// fullwidth character and emoji, none for combining marks, zero-width spaces
+// and joiners and variation selectors, one for every other code point (or
+// byte that is not UTF-8).
 std::size_t terminal_columns(std::string_view s);
 
 // `s` with A-Z as a-z (bytes; no locale).
