@@ -13,6 +13,7 @@
 #include "packages.hpp"
 #include "pipeline.hpp"
 #include "rpi/error.hpp"
+#include "rpi/events.hpp"
 #include "rpi/text.hpp"
 
 namespace rpi::cli {
@@ -28,9 +29,16 @@ struct CheckOptions {
 void run_check(AppContext& ctx, const CheckOptions& o) {
   auto spec = overlay::load_spec(o.spec, overlay::LoadOptions{.missing_env = overlay::MissingEnv::warn});
   for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
-  // A build would stop there: say it now.
-  if (const std::string tb = local_tarball_path(spec.alpine().tarball, spec.alpine().sha256); !tb.empty())
+  // A build would stop there: say it now, with the build's words (a tarball
+  // pinned by [alpine].sha256 is read whole; a URL is not downloaded).
+  if (const std::string tb = local_tarball_path(spec.alpine().tarball, spec.alpine().sha256); !tb.empty()) {
     require_spec_tarball(tb, o.spec);
+    if (const std::string& sha = spec.alpine().sha256; !sha.empty()) {
+      const Stopwatch took;
+      verify_tarball_sha256(tb, sha);
+      ctx.reporter.detail(tb, tb + ": SHA-256 matches [alpine].sha256, read in " + took.elapsed());
+    }
+  }
   // The release of that local tarball pins latest-stable repositories as a
   // build pins them (a URL is not downloaded here).
   const std::optional<TarballRelease> release = local_tarball_release(ctx, spec);

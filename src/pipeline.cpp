@@ -83,6 +83,13 @@ void require_spec_tarball(const std::string& path, const std::string& spec_path)
                                 " is not a file (a relative path is read from the spec's folder)");
 }
 
+void verify_tarball_sha256(const std::filesystem::path& tarball, const std::string& sha256) {
+  const std::string got = sha256_file_hex(tarball.string());
+  if (got != sha256)
+    throw Error(Errc::verify,
+                tarball.string() + ": sha256 is " + got + ", expected " + sha256 + "; refusing to use it");
+}
+
 namespace {
 
 std::atomic<bool> g_cancel{false};
@@ -521,10 +528,7 @@ void Pipeline::verify_local_tarball() {
   const TarballPlan p = plan_tarball(false);  // a local file's plan needs no mirror
   if (p.local.empty() || p.sha256.empty()) return;
   const Stopwatch took;
-  const std::string got = sha256_file_hex(p.local.string());
-  if (got != p.sha256)
-    throw Error(Errc::verify,
-                p.local.string() + ": sha256 is " + got + ", expected " + p.sha256 + "; refusing to use it");
+  verify_tarball_sha256(p.local, p.sha256);
   ctx_.reporter.detail(p.local.string(), p.local.string() + ": sha256 as given, checked in " + took.elapsed());
 }
 

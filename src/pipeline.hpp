@@ -66,6 +66,11 @@ class CardTooSmall : public Error {
 std::string local_tarball_path(const std::string& source, const std::string& sha256);
 // A spec's local [alpine].tarball must be there: Errc::spec naming `spec_path` if not.
 void require_spec_tarball(const std::string& path, const std::string& spec_path);
+// A local tarball must have the SHA-256 it is pinned to (`sha256`, lower-case
+// hex): read in 1 MiB blocks, and Errc::verify "PATH: sha256 is GOT, expected
+// SHA256; refusing to use it" if not. What a build, its --dry-run and `check`
+// say of a pinned local tarball.
+void verify_tarball_sha256(const std::filesystem::path& tarball, const std::string& sha256);
 
 // The Alpine release of a tarball, as a build learns it for a spec's cards.
 struct TarballRelease {

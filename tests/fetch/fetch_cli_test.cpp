@@ -634,6 +634,58 @@ TEST_F(FetchCliSpecTarball, AVersionOfAnotherBranchIsWarnedAboutByApkovlAndCheck
   EXPECT_TRUE(contains(r.out, "warning: " + warning)) << r.out;
 }
 
+// A local tarball pinned by [alpine].sha256: check reads it as the build
+// does, and refuses a digest the build would refuse, with the build's words
+// and exit code.
+TEST_F(FetchCliSpecTarball, CheckVerifiesThePinnedDigestAsTheBuildDoes) {
+  const fs::path tarball = boot_files();
+  const std::string good = sha256_of(tarball);
+  fs::path spec = spec_with("boot-files.tar.gz", "sha256 = \"" + good + "\"\n");
+  CommandResult r = cli({"-v", "check", "--spec", spec.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "debug: " + tarball.string() + ": SHA-256 matches [alpine].sha256, read in ")) << r.err;
+  EXPECT_TRUE(contains(r.out, "OK (1 card, 0 warnings)")) << r.out;
+  r = cli({"check", "--spec", spec.string()});  // without -v: no line
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(contains(r.err, "SHA-256 matches")) << r.err;
+
+  // Another digest: the build refuses the tarball; check says the same, with the same exit code.
+  const std::string other = sha256_of(tree->older);
+  ASSERT_NE(other, good);
+  spec = spec_with("boot-files.tar.gz", "sha256 = \"" + other + "\"\n");
+  const std::string refusal = tarball.string() + ": sha256 is " + good + ", expected " + other + "; refusing to use it";
+  const CommandResult build =
+      cli({"--spec", spec.string(), "--output", (tmp / "pi.img").string(), "--cache-dir", cache_dir});
+  EXPECT_EQ(build.exit_code, 1) << build.err;
+  EXPECT_TRUE(contains(build.err, "error: " + refusal + "\n")) << build.err;
+  EXPECT_FALSE(fs::exists(tmp / "pi.img"));
+  r = cli({"-v", "check", "--spec", spec.string()});
+  EXPECT_EQ(r.exit_code, build.exit_code) << r.err;
+  EXPECT_TRUE(contains(r.err, "error: " + refusal + "\n")) << r.err;
+  EXPECT_FALSE(contains(r.err, "SHA-256 matches")) << r.err;
+  EXPECT_FALSE(contains(r.out, "OK (")) << r.out;
+  // --json: the error event the build's --json gives.
+  r = cli({"--json", "check", "--spec", spec.string()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.out, "{\"type\":\"error\",\"code\":\"verify\",\"message\":\"" + refusal + "\"}")) << r.out;
+
+  // The message names the file and the digests, never what the file holds.
+  const std::string secret = "not a tarball but private text 4f1c9e\n";
+  write_file(tmp / "boot-files.tar.gz", secret);
+  const std::string text_digest = sha256_of(tmp / "boot-files.tar.gz");
+  r = cli({"check", "--spec", spec.string()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, ": sha256 is " + text_digest + ", expected " + other)) << r.err;
+  EXPECT_FALSE(contains(r.err + r.out, "private text")) << r.err << r.out;
+
+  // A tarball URL is not downloaded to be checked: the build checks it as it downloads it.
+  spec = spec_with(server->url() + "/v3.22/releases/aarch64/" + tree->older_file, "sha256 = \"" + good + "\"\n");
+  r = cli({"-v", "check", "--spec", spec.string()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(contains(r.err, "sha256 is")) << r.err;
+  EXPECT_EQ(server->requests(".tar.gz"), 0);
+}
+
 TEST_F(FetchCliSpecTarball, WithoutAKnownReleaseTheOldAdviceStays) {
   // No .alpine-release and a name that tells nothing: latest-stable, and the advice to set a version.
   boot_files({"--no-alpine-release"});
