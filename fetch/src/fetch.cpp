@@ -751,6 +751,18 @@ bool newer_branch(const std::string& a, const std::string& b) {
   return compare_versions(a.substr(1), b.substr(1)) > 0;
 }
 
+// "3 entries, " for a latest-releases.yaml that is a list of 3 (what a
+// detail line says of it); "" for anything else (its reader says what is wrong).
+std::string yaml_entries(const std::string& text) {
+  try {
+    const YAML::Node root = YAML::Load(text);
+    if (root.IsSequence()) return std::to_string(root.size()) + (root.size() == 1 ? " entry, " : " entries, ");
+  } catch (const YAML::Exception&) {
+    // Malformed: MirrorReader::load_yaml throws with its line and column.
+  }
+  return {};
+}
+
 // One mirror's listings and yaml files, each read at most once per listing.
 class MirrorReader {
  public:
@@ -765,7 +777,10 @@ class MirrorReader {
     if (!detail::is_remote(url)) {
       const fs::path dir = detail::local_path(url);
       std::error_code ec;
-      if (!fs::is_directory(dir, ec)) return std::nullopt;
+      if (!fs::is_directory(dir, ec)) {
+        emit_detail(opts_.events, url, dir.string() + ": absent (no such folder to list)");
+        return std::nullopt;
+      }
       Stopwatch took;
       std::vector<std::string> names;
       for (fs::directory_iterator it(dir, ec), end; !ec && it != end && names.size() < kMaxFolderEntries;
@@ -795,7 +810,16 @@ class MirrorReader {
   std::optional<std::string> yaml(const std::string& branch, const std::string& arch) {
     const std::string url = yaml_url(branch, arch);
     if (auto it = yaml_.find(url); it != yaml_.end()) return it->second;
+    const Stopwatch took;
     detail::Text t = detail::get_text(url, opts_);
+    // An http(s) read has its GET line (get_text); a local file gets one here.
+    if (!detail::is_remote(url)) {
+      const std::string path = detail::local_path(url).string();
+      emit_detail(
+          opts_.events, url,
+          t.found ? "read " + path + ": " + yaml_entries(t.body) + format_size(t.body.size()) + " in " + took.elapsed()
+                  : path + ": absent");
+    }
     std::optional<std::string> body;
     if (t.found) body = std::move(t.body);
     yaml_.emplace(url, body);

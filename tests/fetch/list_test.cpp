@@ -8,6 +8,7 @@
 
 #include "fetch/fetch.hpp"
 #include "mirror_fixture.hpp"
+#include "rpi/text.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
@@ -258,6 +259,49 @@ TEST_F(ListMirror, VerboseShowsEachRequestAndHidesThePassword) {
   EXPECT_TRUE(contains(r.err, "/v3.22/releases/aarch64/: HTTP 200")) << r.err;
   EXPECT_TRUE(contains(r.err, "latest-stable/releases/aarch64/latest-releases.yaml: HTTP 200")) << r.err;
   EXPECT_FALSE(contains(r.err + r.out, "hunter2")) << r.err << r.out;
+}
+
+// A folder mirror has no GET lines: each listing and yaml file it reads (or
+// finds absent) gets a detail line of its own, and no file is told one by one.
+TEST_F(ListMirror, VerboseTellsEachReadOfAFolderMirror) {
+  expect_full_list(list(root.string()));
+  std::vector<std::string> details;
+  for (const auto& e : events)
+    if (e.type == "detail") details.push_back(e.message);
+  auto count = [&](const std::string& start) {
+    return std::count_if(details.begin(), details.end(), [&](const std::string& d) { return d.starts_with(start); });
+  };
+  const std::string all = join(details, "\n");
+  // 8 stable branches, edge and latest-stable.
+  EXPECT_EQ(count("listed " + root.string() + "/: 10 entries in "), 1) << all;
+  // The newest 6 stable branches and edge: their releases folders (each
+  // release's tarball, .sha256 and .sha512, and the branch's yaml).
+  for (const auto& [b, n] : std::vector<std::pair<std::string, int>>{
+           {"v3.22", 10}, {"v3.21", 7}, {"v3.20", 4}, {"v3.19", 4}, {"v3.18", 4}, {"v3.17", 4}, {"edge", 4}})
+    EXPECT_EQ(count("listed " + root.string() + "/" + b + "/releases/aarch64/: " + std::to_string(n) + " entries in "),
+              1)
+        << b << "\n"
+        << all;
+  EXPECT_EQ(count("listed " + root.string() + "/v3.16/"), 0) << all;  // not listed without --all
+  // latest-stable's index tells its branch: read once (3 items: the tarball, an image, another flavor).
+  EXPECT_EQ(count("read " + root.string() + "/latest-stable/releases/aarch64/latest-releases.yaml: 3 entries, "), 1)
+      << all;
+  // Those lines and the summary, nothing per file.
+  EXPECT_EQ(details.size(), 10U) << all;
+  EXPECT_FALSE(contains(all, ".tar.gz")) << all;
+
+  // What is absent is said too: an arch the mirror has no folder or index for, through the CLI.
+  const std::string url = "file://" + root.string();
+  CommandResult r = cli({"-v", "fetch", "--list", "--arch", "armv7", "--mirror", url, "--cache-dir", cache.string()});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(
+      contains(r.err, "debug: " + root.string() + "/latest-stable/releases/armv7/latest-releases.yaml: absent\n"))
+      << r.err;
+  EXPECT_TRUE(contains(r.err, "debug: " + root.string() + "/v3.22/releases/armv7/: absent (no such folder to list)\n"))
+      << r.err;
+  EXPECT_TRUE(contains(r.err, "debug: " + root.string() + "/v3.22/releases/armv7/latest-releases.yaml: absent\n"))
+      << r.err;
+  EXPECT_TRUE(contains(r.err, "debug: listed " + root.string() + "/: 10 entries in ")) << r.err;
 }
 
 TEST_F(ListMirror, TheNextMirrorIsTriedWhenTheFirstFails) {
