@@ -431,8 +431,11 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
   // Every target is checked before anything is built or written.
   std::vector<udev::DeviceInfo> infos;
   std::map<std::pair<dev_t, ino_t>, std::string> seen;  // the same card under two names is written once or not at all
+  // What a card holds is read (libblkid, about 1 MiB of reads) only to be shown:
+  // in the question before writing and in the plan; not with --yes.
+  const auto content = o.yes && !o.dry_run ? udev::ContentProbe::skip : udev::ContentProbe::read;
   for (const auto& d : o.devices) {
-    udev::DeviceInfo info = udev::inspect_target(d);
+    udev::DeviceInfo info = udev::inspect_target(d, {}, content);
     udev::check_target(info, o.safety);
     struct stat st {};
     if (::stat(d.c_str(), &st) == 0) {

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <regex>
@@ -640,4 +641,63 @@ TEST(ImageInput, AnImageLargerThanEveryCardIsNotDecompressedToItsEnd) {
     EXPECT_EQ(scratch.left(), "");
   }
   if (tried == 0) GTEST_SKIP() << "none of gzip, zstd, xz is installed";
+}
+
+namespace {
+// Sectors read from a block device so far (/sys/block/NAME/stat, field 3).
+std::uint64_t sectors_read(const std::string& dev) {
+  std::ifstream in("/sys/block/" + fs::path(dev).filename().string() + "/stat");
+  std::uint64_t ios = 0, merges = 0, sectors = 0;
+  in >> ios >> merges >> sectors;
+  return sectors;
+}
+}  // namespace
+
+// A card (a loop device): the plan says what it holds now (libblkid's
+// reading), as the question before writing does; a run with --yes, which shows
+// neither, reads nothing of the card (libblkid's probe is about 1 MiB of reads).
+TEST(ImageInputLoop, ThePlanSaysWhatTheCardHoldsAndYesReadsNothingOfIt) {
+  if (geteuid() != 0 || access("/dev/loop-control", W_OK) != 0) GTEST_SKIP() << "needs root and /dev/loop-control";
+  RPI_REQUIRE_TOOL("losetup");
+  RPI_REQUIRE_TOOL("sfdisk");
+  TempDir d;
+  const fs::path backing = d / "card.bin";
+  rpi::test::write_file(backing, "");
+  fs::resize_file(backing, 128u << 20);
+  ASSERT_EQ(rpi::test::sh("echo 'start=2048, type=83' | sfdisk -q " + q(backing)).exit_code, 0);
+  auto attached = rpi::test::run({"losetup", "--show", "-f", backing.string()});
+  if (attached.exit_code != 0) GTEST_SKIP() << "losetup failed: " << attached.err;
+  std::string dev = attached.out;
+  while (!dev.empty() && (dev.back() == '\n' || dev.back() == ' ')) dev.pop_back();
+  struct Detach {
+    std::string dev;
+    ~Detach() { rpi::test::run({"losetup", "-d", dev}); }
+  } detach{dev};
+  const std::string img = images().kiosk.string();
+  const std::vector<std::string> base = {"--image", img, "--device", dev, "--allow-non-removable"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  auto plan = cli(with({"--dry-run"}));
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  EXPECT_TRUE(contains(plan.out, "  card 1: device " + dev + "  128 MiB\n    holds now: a dos partition table"))
+      << plan.out;
+  auto json = cli(with({"--dry-run", "--json"}));
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_TRUE(contains(json.out, "\"holds\":\"a dos partition table")) << json.out;
+  // The question names what is on the card too (no terminal: it is refused with the question as the error).
+  auto asked = cli(base);
+  EXPECT_EQ(asked.exit_code, 2) << asked.err;
+  EXPECT_TRUE(contains(asked.err, "    holds now: a dos partition table")) << asked.err;
+
+  const std::uint64_t before = sectors_read(dev);
+  auto run = cli(with({"--yes", "--no-verify"}));
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(sectors_read(dev), before) << "a run with --yes and --no-verify read the card";
+  EXPECT_GT(before, 0u) << "the stat file counts nothing: the test proves nothing";
+  // Now it holds the image: a dos table, a FAT32 partition (not scanned by the kernel: no partitions listed).
+  auto again = cli(with({"--dry-run"}));
+  EXPECT_TRUE(contains(again.out, "holds now: a dos partition table")) << again.out;
 }
