@@ -55,7 +55,8 @@ int exit_code_for(Errc code) {
 // An error as the user sees it. A spec's problems (overlay::SpecErrors) each on
 // its own "error:" line with the spec's line it points at under it, then the
 // "… and N more errors" line; with
-// --json one error event whose "message" is the first and "messages" all of them.
+// --json one error event whose "message" is the first and "messages" all of them
+// ("file", "line", "column" and "problems" say where they are).
 void report_error(AppContext& ctx, const Error& e) {
   const auto* spec = dynamic_cast<const overlay::SpecErrors*>(&e);
   if (!spec || spec->problems().empty()) {
@@ -63,7 +64,7 @@ void report_error(AppContext& ctx, const Error& e) {
     return;
   }
   std::vector<Reporter::Located> errors;
-  for (const auto& p : spec->problems()) errors.push_back({p.message, p.excerpt, p.line, p.column});
+  for (const auto& p : spec->problems()) errors.push_back({p.message, p.excerpt, p.line, p.column, p.file});
   ctx.reporter.errors(e.code(), errors, spec->more(), spec->more_text());
 }
 }  // namespace

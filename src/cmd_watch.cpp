@@ -471,7 +471,8 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
       const std::string card = "card " + std::to_string(n) + " on " + info.path + ": ";
       if (const auto* spec = dynamic_cast<const overlay::SpecErrors*>(&e); spec && !spec->problems().empty()) {
         std::vector<Reporter::Located> errors;
-        for (const auto& x : spec->problems()) errors.push_back({card + x.message, x.excerpt, x.line, x.column});
+        for (const auto& x : spec->problems())
+          errors.push_back({card + x.message, x.excerpt, x.line, x.column, x.file});
         const std::string more = spec->more_text();
         ctx.reporter.errors(e.code(), errors, spec->more(), more.empty() ? more : card + more);
       } else {

@@ -202,7 +202,7 @@ void Reporter::warn(const std::string& message) {
 }
 
 void Reporter::error(Errc code, const std::string& message) {
-  errors(code, {Located{message, {}, 0, 0}}, 0, "");
+  errors(code, {Located{message, {}, 0, 0, {}}}, 0, "");
 }
 
 namespace {
@@ -259,10 +259,25 @@ void Reporter::errors(Errc code, const std::vector<Located>& errors, std::uint64
     o.add("type", "error")
         .add("code", errc_name(code))
         .add("message", errors.empty() ? more_line : errors.front().message);
+    // Where an error is: its file, line and column (1-based), when it has a place.
+    auto place = [](JsonObject& to, const Located& e) {
+      if (e.line == 0 || e.file.empty()) return;
+      to.add("file", e.file)
+          .add("line", static_cast<std::uint64_t>(e.line))
+          .add("column", static_cast<std::uint64_t>(e.column));
+    };
+    if (!errors.empty()) place(o, errors.front());
     if (errors.size() > 1 || more > 0) {
-      std::string list;
-      for (const auto& e : errors) list += (list.empty() ? "[" : ",") + json_escape(e.message);
+      std::string list, problems;
+      for (const auto& e : errors) {
+        list += (list.empty() ? "[" : ",") + json_escape(e.message);
+        JsonObject p;
+        p.add("message", e.message);
+        place(p, e);
+        problems += (problems.empty() ? "[" : ",") + p.str();
+      }
       o.add_raw("messages", list.empty() ? "[]" : list + "]");
+      o.add_raw("problems", problems.empty() ? "[]" : problems + "]");
     }
     if (more > 0) o.add("more_errors", more);
     emit_json_locked(o.str());

@@ -42,16 +42,20 @@ class Reporter {
   void error(Errc code, const std::string& message);
   // One error as the user reads it: its message and, for a spec's, the line
   // of the spec it points at (`excerpt`, empty: none) with a caret under
-  // `column` (1-based, in characters).
+  // `column` (1-based, in characters); `file` is the spec the place is in
+  // (line 0: the error has no place).
   struct Located {
     std::string message;
     std::string excerpt;
     std::size_t line = 0, column = 0;
+    std::string file;
   };
   // Several errors of one kind (a spec's): each its own error line (and its
   // excerpt with a caret, not in --json), then `more_line` when given; in
-  // --json one error event whose message is the first, with "messages" (all)
-  // and, when more > 0, "more_errors".
+  // --json one error event whose message is the first, with the first one's
+  // "file", "line" and "column" when it has a place, "messages" (all) and
+  // "problems" (each message with its place) when there are several, and,
+  // when more > 0, "more_errors". No excerpt in JSON.
   void errors(Errc code, const std::vector<Located>& errors, std::uint64_t more, const std::string& more_line);
   // Finishes any progress display (call before printing results).
   void finish_progress();

@@ -476,6 +476,20 @@ std::string shorten_quoted(const std::string& msg) {
   return out.size() > 2000 ? out.substr(0, 2000) + "…" : out;
 }
 
+// A spec error at one place of the spec: what() is "NAME:LINE:COL: message", as
+// the user reads it, and the place is data too (Converter::record takes it from
+// here, never from the text). Caught by Converter::guard; none leaves the loader.
+class PlacedError : public Error {
+ public:
+  PlacedError(const std::string& text, std::size_t line, std::size_t column)
+      : Error(Errc::spec, text), line_(line), column_(column) {}
+  std::size_t line() const noexcept { return line_; }
+  std::size_t column() const noexcept { return column_; }
+
+ private:
+  std::size_t line_, column_;
+};
+
 class Converter {
  public:
   Converter(const Spec::Impl& impl, std::vector<Warning>& warnings) : s_(impl), warnings_(warnings) {}
@@ -489,7 +503,7 @@ class Converter {
     return where(r) + ": " + shorten_quoted(msg);
   }
   [[noreturn]] void fail(const toml::source_region& r, const std::string& msg) const {
-    throw Error(Errc::spec, located(r, msg));
+    throw PlacedError(located(r, msg), r.begin.line, r.begin.column);
   }
   [[noreturn]] void fail(const toml::node& n, const std::string& msg) const { fail(n.source(), msg); }
 
@@ -498,8 +512,12 @@ class Converter {
   // guard() records, and the next one is checked. One place is said once: a
   // base table is seen by every [[hosts]] entry, and a second problem at the
   // same place is one the first caused.
-  void record(const std::string& text);
-  void record(const toml::source_region& r, const std::string& msg) { record(located(r, msg)); }
+  // `text` as the user reads it, at `line`:`column` (0:0: no place).
+  void record(const std::string& text, std::size_t line, std::size_t column);
+  void record(const PlacedError& e) { record(e.what(), e.line(), e.column()); }
+  void record(const toml::source_region& r, const std::string& msg) {
+    record(located(r, msg), r.begin.line, r.begin.column);
+  }
   // Runs f, recording the Errc::spec error it throws; false when it threw one.
   // Other errors (io, internal) go on up, as do EnoughErrors.
   template <class F>
@@ -507,9 +525,12 @@ class Converter {
     try {
       f();
       return true;
+    } catch (const PlacedError& e) {
+      record(e);
+      return false;
     } catch (const Error& e) {
       if (e.code() != Errc::spec) throw;
-      record(e.what());
+      record(e.what(), 0, 0);  // none today: every spec error of the checks is a PlacedError
       return false;
     }
   }
@@ -579,18 +600,18 @@ class Converter {
   }
   // Each layer's unknown keys (the host's and the base's), then the first error thrown.
   void check_keys(const View& v, const std::vector<std::string_view>& allowed) {
-    std::optional<Error> first;
+    std::optional<PlacedError> first;
     for (auto* t : v.layers) {
       try {
         check_keys(*t, allowed, v.name);
-      } catch (const Error& e) {
+      } catch (const PlacedError& e) {
         if (first)
-          record(e.what());
+          record(e);
         else
           first.emplace(e);
       }
     }
-    if (first) throw Error(first->code(), first->what());
+    if (first) throw PlacedError(*first);
   }
 
   View sub(const View& v, std::string_view key, const std::string& name) const {
@@ -802,7 +823,7 @@ class Converter {
   std::vector<std::pair<std::string, const toml::node*>> file_nodes_;  // [[files]] paths of this card
   std::vector<SpecInput>* files_read_ = nullptr;
 
-  // A problem found: where (0:0 when its message has no FILE:LINE:COL) and the message.
+  // A problem found: where (0:0 when it has no place) and the message.
   struct Found {
     std::size_t line = 0, column = 0;
     std::string text;
@@ -824,28 +845,13 @@ constexpr std::size_t kMaxFound = 1000;
 // Thrown when kMaxFound problems were found; no guard catches it.
 struct EnoughErrors {};
 
-void Converter::record(const std::string& text) {
+void Converter::record(const std::string& text, std::size_t line, std::size_t column) {
   failed_ = true;
   Found f;
+  f.line = line;
+  f.column = column;
   f.text = text;
-  std::string place = text;
-  // "NAME:LINE:COL: ..."
-  if (text.size() > s_.name.size() && text.compare(0, s_.name.size(), s_.name) == 0 && text[s_.name.size()] == ':') {
-    std::size_t i = s_.name.size() + 1;
-    auto number = [&](std::size_t& out) {
-      const std::size_t start = i;
-      out = 0;
-      while (i < text.size() && i - start < 9 && std::isdigit(static_cast<unsigned char>(text[i])))
-        out = out * 10 + static_cast<std::size_t>(text[i++] - '0');
-      return i > start && i < text.size() && text[i++] == ':';
-    };
-    std::size_t line = 0, column = 0;
-    if (number(line) && number(column)) {
-      f.line = line;
-      f.column = column;
-      place = std::to_string(line) + ":" + std::to_string(column);
-    }
-  }
+  const std::string place = line == 0 ? text : std::to_string(line) + ":" + std::to_string(column);
   if (!places_.insert(place).second) return;
   found_.push_back(std::move(f));
   if (found_.size() >= kMaxFound) {
@@ -870,7 +876,7 @@ void Converter::throw_found() {
   std::vector<SpecProblem> shown;
   for (std::size_t i = 0; i < found_.size() && i < SpecErrors::kShown; ++i) {
     const Found& f = found_[i];
-    shown.push_back({f.text, f.line, f.column, excerpt_of(s_.source, shapes, &secrets, f.line)});
+    shown.push_back({f.text, f.line, f.column, excerpt_of(s_.source, shapes, &secrets, f.line), s_.name});
   }
   const std::size_t more = found_.size() - shown.size();
   throw SpecErrors(std::move(shown), more, stopped_);
@@ -2155,21 +2161,24 @@ std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::strin
   // toml++ reads UTF-8 only (and skips a UTF-8 byte-order mark); Windows editors
   // may save UTF-16 ("Unicode"), which it would call an invalid UTF-8 sequence.
   if (auto enc = wide_encoding(text); !enc.empty())
-    throw Error(Errc::spec, name + ":1:1: the spec is " + std::string(enc) + " text; save it as UTF-8");
+    throw SpecErrors({{name + ":1:1: the spec is " + std::string(enc) + " text; save it as UTF-8", 1, 1, "", name}}, 0);
   try {
     impl->doc = toml::parse(text, name);
   } catch (const toml::parse_error& e) {
     const auto& b = e.source().begin;
     SpecProblem p{name + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) + ": " +
                       shorten_quoted(syntax_error_text(e.description(), text, b.line, b.column)),
-                  b.line, b.column, excerpt_of(text, line_shapes(text), nullptr, b.line)};
+                  b.line, b.column, excerpt_of(text, line_shapes(text), nullptr, b.line), name};
     throw SpecErrors({std::move(p)}, 0);
   }
   impl->source = text;
   Converter c(*impl, impl->warnings);
   c.record_files_read(&impl->files_read);
   if (auto* hosts = impl->doc.get("hosts")) {
-    if (!hosts->is_array_of_tables()) c.fail(*hosts, "[[hosts]] must be an array of tables");
+    if (!hosts->is_array_of_tables()) {
+      c.record(hosts->source(), "[[hosts]] must be an array of tables");
+      c.throw_found();
+    }
     for (auto& e : *hosts->as_array()) impl->hosts.push_back(e.as_table());
   }
   if (auto* sys = impl->doc.get("system"); sys && sys->is_table())

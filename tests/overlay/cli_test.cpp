@@ -502,16 +502,25 @@ TEST(CheckCommand, SaysEveryErrorOfTheSpecAtOnce) {
     json_cmd.insert(json_cmd.end(), cmd.begin(), cmd.end());
     auto j = cli(json_cmd);
     EXPECT_EQ(j.exit_code, 2);
-    std::string list;
-    for (const auto& m : messages) list += (list.empty() ? "" : ",") + quoted(m);
-    EXPECT_EQ(j.out, "{\"type\":\"error\",\"code\":\"spec\",\"message\":" + quoted(messages.front()) +
-                         ",\"messages\":[" + list + "]}\n");
+    // Each with its place as data too: file, line and column (1-based); no excerpt.
+    const std::vector<std::pair<int, int>> places = {{3, 1}, {5, 8}, {8, 15}, {10, 9}};
+    auto place = [&](std::size_t i) {
+      return ",\"file\":" + quoted(s) + ",\"line\":" + std::to_string(places[i].first) +
+             ",\"column\":" + std::to_string(places[i].second);
+    };
+    std::string list, problems;
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      list += (list.empty() ? "" : ",") + quoted(messages[i]);
+      problems += std::string(problems.empty() ? "" : ",") + "{\"message\":" + quoted(messages[i]) + place(i) + "}";
+    }
+    EXPECT_EQ(j.out, "{\"type\":\"error\",\"code\":\"spec\",\"message\":" + quoted(messages.front()) + place(0) +
+                         ",\"messages\":[" + list + "],\"problems\":[" + problems + "]}\n");
     for (const auto& out : {r.out, r.err, j.out, j.err}) EXPECT_EQ(out.find("leak7mk"), std::string::npos) << out;
   }
   EXPECT_FALSE(fs::exists(dir / "o.apkovl.tar.gz"));
   ::unsetenv("RPI_MANY_PSK");
 
-  // One mistake: the one line, and an event without "messages", as always.
+  // One mistake: the one line, and an event with its place but without "messages" or "problems".
   const fs::path one = dir / "one.toml";
   rpi::test::write_file(one, "[system]\nhostname = \"pi\"\n[boot]\nlabel = \"BOOT\"\n");
   const std::string m = one.string() +
@@ -522,7 +531,8 @@ TEST(CheckCommand, SaysEveryErrorOfTheSpecAtOnce) {
   EXPECT_EQ(r.err, "rpi-provision: error: " + m + "\n    4 | label = \"BOOT\"\n      |         ^~~~~~\n");
   auto j = cli({"--json", "check", "--spec", one.string()});
   EXPECT_EQ(j.exit_code, 2);
-  EXPECT_EQ(j.out, "{\"type\":\"error\",\"code\":\"spec\",\"message\":" + quoted(m) + "}\n");
+  EXPECT_EQ(j.out, "{\"type\":\"error\",\"code\":\"spec\",\"message\":" + quoted(m) +
+                       ",\"file\":" + quoted(one.string()) + ",\"line\":4,\"column\":9}\n");
 
   // Over 20: twenty lines, then the count of the others.
   const fs::path many = dir / "many.toml";
@@ -537,7 +547,30 @@ TEST(CheckCommand, SaysEveryErrorOfTheSpecAtOnce) {
   EXPECT_TRUE(lots.err.ends_with("\nrpi-provision: error: … and 3 more errors\n")) << lots.err;
   auto lots_json = cli({"--json", "check", "--spec", many.string()});
   EXPECT_NE(lots_json.out.find(",\"more_errors\":3}"), std::string::npos) << lots_json.out;
+  EXPECT_NE(lots_json.out.find(",\"line\":42,\"column\":8}"), std::string::npos) << "the 20th in \"problems\"";
+  EXPECT_EQ(lots_json.out.find(",\"line\":44,"), std::string::npos) << "those left out are not listed";
   EXPECT_EQ(std::count(lots_json.out.begin(), lots_json.out.end(), '\n'), 1) << lots_json.out;
+}
+
+// An error without a place in a spec (a spec file that is missing, an unknown
+// option) gives an error event without "file", "line", "column" or "problems".
+TEST(CheckCommand, JsonErrorsWithoutAPlaceHaveNoPosition) {
+  TempDir dir;
+  const std::string missing = (dir / "missing.toml").string();
+  for (const auto& cmd : {std::vector<std::string>{"--json", "check", "--spec", missing},
+                          std::vector<std::string>{"--json", "check", "--no-such-option"}}) {
+    SCOPED_TRACE(cmd.back());
+    auto j = cli(cmd);
+    EXPECT_EQ(j.exit_code, 2) << j.err;
+    EXPECT_TRUE(j.out.starts_with("{\"type\":\"error\",")) << j.out;
+    for (const char* field : {"\"file\"", "\"line\"", "\"column\"", "\"problems\"", "\"messages\""})
+      EXPECT_EQ(j.out.find(field), std::string::npos) << field << " in " << j.out;
+  }
+  // Control: the same spec with a mistake in it says where.
+  rpi::test::write_file(missing, "[system]\nhostname = \"pi\"\ncolour = 1\n");
+  auto j = cli({"--json", "check", "--spec", missing});
+  EXPECT_EQ(j.exit_code, 2) << j.err;
+  EXPECT_NE(j.out.find(",\"file\":" + quoted(missing) + ",\"line\":3,\"column\":1}"), std::string::npos) << j.out;
 }
 
 // check --json names the branch each card's default repositories follow.

@@ -1816,6 +1816,64 @@ TEST(SpecExcerpt, AByteOrderMarkAndWindowsLineEndsAreNotPartOfTheLine) {
   EXPECT_EQ(p[1].excerpt, "shape = 2");
 }
 
+// Every problem carries its place as data (file, line, column), the place its
+// message starts with: the command line gives it to --json as it is, never
+// reading it back out of the text. Each way a problem is found: a table's
+// check, an unknown key of a [[hosts]] entry beside the base's, a duplicate
+// between cards, a [[hosts]] that is no array, a syntax error, a UTF-16 file.
+TEST(SpecExcerpt, EveryProblemCarriesItsPlaceAsData) {
+  using Place = std::pair<std::size_t, std::size_t>;
+  auto utf16 = [](const std::string& ascii) {
+    std::string out = "\xFF\xFE";
+    for (char c : ascii) out += std::string{c, '\0'};
+    return out;
+  };
+  struct Case {
+    const char* what;
+    std::string text;
+    std::vector<Place> places;
+  };
+  const std::vector<Case> cases = {
+      {"checks of several tables",
+       kPi + "colour = 1\n[network]\ndns = [\"x\"]\n[boot]\nlabel = \"BOOT\"\n",
+       {{3, 1}, {5, 8}, {7, 9}}},
+      {"unknown keys of a card and of the base",
+       "[system]\nhostname = \"pi-{n}\"\ncolour = 1\n[[hosts]]\nsystem = { shape = 2 }\n",
+       {{3, 1}, {5, 12}}},
+      {"a hostname two cards use", kPi + "[[hosts]]\nhostname = \"a\"\n[[hosts]]\nhostname = \"a\"\n", {{5, 1}}},
+      {"[[hosts]] that is no array", "hosts = 5\n" + kPi, {{1, 9}}},
+      {"a syntax error", kPi + "[network]\ndns = [\"1.1.1.1\" \"8.8.8.8\"]\n", {{4, 18}}},
+      {"a UTF-16 spec", utf16(kPi), {{1, 1}}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    const auto p = problems_of(c.text);
+    std::vector<Place> places;
+    for (const auto& x : p) {
+      places.emplace_back(x.line, x.column);
+      EXPECT_EQ(x.file, "t.toml") << x.message;
+      const std::string prefix = "t.toml:" + std::to_string(x.line) + ":" + std::to_string(x.column) + ": ";
+      EXPECT_EQ(x.message.rfind(prefix, 0), 0u) << x.message;
+    }
+    EXPECT_EQ(places, c.places);
+  }
+  EXPECT_EQ(error_of("hosts = 5\n" + kPi), "t.toml:1:9: [[hosts]] must be an array of tables") << "as ever";
+  // load_spec: the file as it was named.
+  test::TempDir dir;
+  const fs::path path = dir / "bad.toml";
+  test::write_file(path, kPi + "colour = 1\n");
+  try {
+    load_spec(path);
+    FAIL() << "loaded";
+  } catch (const SpecErrors& e) {
+    ASSERT_EQ(e.problems().size(), 1u);
+    EXPECT_EQ(e.problems()[0].file, path.string());
+    EXPECT_EQ(e.problems()[0].line, 3u);
+    EXPECT_EQ(e.problems()[0].column, 1u);
+    EXPECT_EQ(std::string(e.what()), path.string() + ":3:1: unknown key 'colour' in [system]");
+  }
+}
+
 TEST(SpecExcerpt, ASyntaxErrorShowsItsLine) {
   const auto p = problems_of(kPi + "[network]\ndns = [\"1.1.1.1\" \"8.8.8.8\"]\n");
   ASSERT_EQ(p.size(), 1u);

@@ -4,8 +4,9 @@
 // load_spec() parses and validates the whole file (every [[hosts]] entry is
 // resolved once, so a bad entry fails early); resolve_host() turns it into the
 // fully typed HostConfig of one card. A bad spec throws SpecErrors (an
-// rpi::Error, Errc::spec) whose messages start "FILE:LINE:COL: "; a spec that
-// cannot be read throws a plain rpi::Error. No message, and no excerpt of the
+// rpi::Error, Errc::spec) whose messages start "FILE:LINE:COL: ", each problem's
+// file, line and column also given as data; a spec that cannot be read throws
+// a plain rpi::Error. No message, and no excerpt of the
 // spec, ever contains a secret value.
 #pragma once
 
@@ -31,6 +32,8 @@ struct SpecProblem {
   // secret (a psk, password, hash or a file's content, also inside a string
   // or array spanning lines), is not printable UTF-8, or is over 160 bytes.
   std::string excerpt;
+  // FILE of the message: the spec's name as load_spec/parse_spec were given it.
+  std::string file;
 };
 
 // The problems found in one spec (Errc::spec): one or several, each message
@@ -315,9 +318,9 @@ struct LoadOptions {
   MissingEnv missing_env = MissingEnv::fail;
 };
 
-// Parses and validates; throws rpi::Error(Errc::spec) "FILE:LINE:COL: message",
-// or SpecErrors with every problem it found when there are several (a TOML
-// syntax error comes alone: parsing stops there). resolve_host() on the result
+// Parses and validates; throws SpecErrors with every problem it found (a TOML
+// syntax error comes alone: parsing stops there), or a plain rpi::Error
+// (Errc::spec) "FILE: ..." when the file cannot be read. resolve_host() on the result
 // follows the same options.
 Spec load_spec(const std::filesystem::path& path, const LoadOptions& options = {});
 // Same, from text; `name` is used in messages and `base_dir` for { file = } / source.
