@@ -397,7 +397,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     if (!dev) continue;
     udev::DeviceInfo info;
     try {
-      info = udev::inspect_target(*dev);
+      info = udev::inspect_target(*dev, {}, udev::ContentProbe::skip);  // nothing here shows what it holds
     } catch (const Error& e) {
       ctx.reporter.note("ignoring " + *dev + ": " + e.what());
       continue;
