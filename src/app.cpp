@@ -69,6 +69,10 @@ void report_error(AppContext& ctx, const Error& e) {
 }
 }  // namespace
 
+void report_spec_warnings(AppContext& ctx, const overlay::Spec& spec) {
+  for (const auto& w : spec.warnings()) ctx.reporter.warn_at(w.text(), w.file, w.line, w.column);
+}
+
 CommandRegistration::CommandRegistration(int order, Registrar registrar) {
   registry().emplace_back(order, std::move(registrar));
 }

@@ -37,6 +37,10 @@ struct CommandRegistration {
 };
 void register_all(CLI::App& app, AppContext& ctx);
 
+// A spec's warnings, each a "warning:" line (in --json an event with its
+// file, line and column).
+void report_spec_warnings(AppContext& ctx, const overlay::Spec& spec);
+
 // The download flags of the main command, `watch` and `fetch`: one set of
 // names, help texts and defaults, turned into fetch::Options in one place.
 struct DownloadFlags {

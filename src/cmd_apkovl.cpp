@@ -80,7 +80,7 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
   // Before the apkovl is built: its folder must be there and writable.
   if (!o.output.empty()) check_output_folder("--output", o.output);
   auto spec = overlay::load_spec(o.spec);
-  for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
+  report_spec_warnings(ctx, spec);
   for (const auto& w : mirror_override_warnings(o.mirrors, "")) ctx.reporter.warn(w);
   // The release of the spec's own local tarball, the one a card built from
   // this spec (or booted over the network from its files) runs: its default

@@ -28,7 +28,7 @@ struct CheckOptions {
 
 void run_check(AppContext& ctx, const CheckOptions& o) {
   auto spec = overlay::load_spec(o.spec, overlay::LoadOptions{.missing_env = overlay::MissingEnv::warn});
-  for (const auto& w : spec.warnings()) ctx.reporter.warn(w.text());
+  report_spec_warnings(ctx, spec);
   // A build would stop there: say it now, with the build's words (a tarball
   // pinned by [alpine].sha256 is read whole; a URL is not downloaded).
   if (const std::string tb = local_tarball_path(spec.alpine().tarball, spec.alpine().sha256); !tb.empty()) {

@@ -216,7 +216,7 @@ Pipeline::Pipeline(AppContext& ctx, RunOptions opts) : ctx_(ctx), o_(std::move(o
     throw Error(Errc::usage, "--spec and --apkovl exclude each other: the spec generates the apkovl");
   if (!o_.spec.empty()) {
     spec_ = overlay::load_spec(o_.spec);
-    for (const auto& w : spec_->warnings()) ctx_.reporter.warn(w.text());
+    report_spec_warnings(ctx_, *spec_);
   }
   if (!o_.sha256.empty() && o_.tarball.empty() && !(spec_ && !spec_->alpine().tarball.empty()))
     throw Error(Errc::usage,

@@ -200,6 +200,17 @@ void Reporter::detail(const std::string& subject, const std::string& message) {
 void Reporter::warn(const std::string& message) {
   on_event(Event{"warning", "", 0, 0, message});
 }
+void Reporter::warn_at(const std::string& message, const std::string& file, std::size_t line, std::size_t column) {
+  if (!json_ || file.empty() || line == 0) return warn(message);
+  std::lock_guard lock(mu_);
+  JsonObject o;
+  o.add("type", "warning")
+      .add("message", message)
+      .add("file", file)
+      .add("line", static_cast<std::uint64_t>(line))
+      .add("column", static_cast<std::uint64_t>(column));
+  emit_json_locked(o.str());
+}
 
 void Reporter::error(Errc code, const std::string& message) {
   errors(code, {Located{message, {}, 0, 0, {}}}, 0, "");

@@ -39,6 +39,9 @@ class Reporter {
   // A "detail" event (shown only when verbose).
   void detail(const std::string& subject, const std::string& message);
   void warn(const std::string& message);
+  // A warning at a place of a file (a spec's): in --json the event also has
+  // "file", "line" and "column" (1-based), as a spec error's does.
+  void warn_at(const std::string& message, const std::string& file, std::size_t line, std::size_t column);
   void error(Errc code, const std::string& message);
   // One error as the user reads it: its message and, for a spec's, the line
   // of the spec it points at (`excerpt`, empty: none) with a caret under

@@ -542,7 +542,7 @@ class Converter {
   // Throws what was found as SpecErrors. Nothing when none.
   void throw_found();
   void warn(const toml::source_region& r, const std::string& msg) {
-    Warning w{where(r), msg};
+    Warning w{where(r), msg, s_.name, r.begin.line, r.begin.column};
     for (const auto& x : warnings_)
       if (x.location == w.location && x.message == w.message) return;
     warnings_.push_back(std::move(w));

@@ -573,6 +573,24 @@ TEST(CheckCommand, JsonErrorsWithoutAPlaceHaveNoPosition) {
   EXPECT_NE(j.out.find(",\"file\":" + quoted(missing) + ",\"line\":3,\"column\":1}"), std::string::npos) << j.out;
 }
 
+// A spec's warnings say where they are as data too, as its errors do; the
+// secret the warning is about is in no field.
+TEST(CheckCommand, JsonWarningsOfTheSpecGiveTheirPlace) {
+  TempDir dir;
+  const std::string spec = (dir / "w.toml").string();
+  rpi::test::write_file(spec, "[system]\nhostname = \"pi\"\n\n[wifi]\nssid = \"x\"\npsk = \"hunter2hunter2\"\n");
+  auto j = cli({"--json", "check", "--spec", spec});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  EXPECT_NE(
+      j.out.find(
+          "{\"type\":\"warning\",\"message\":" +
+          quoted(spec + ":6:7: [wifi].psk is written in the spec; prefer { env = \"NAME\" } or { file = \"path\" }") +
+          ",\"file\":" + quoted(spec) + ",\"line\":6,\"column\":7}\n"),
+      std::string::npos)
+      << j.out;
+  EXPECT_EQ(j.out.find("hunter2"), std::string::npos) << j.out;
+}
+
 // check --json names the branch each card's default repositories follow.
 TEST(CheckCommand, JsonNamesTheBranchTheRepositoriesFollow) {
   TempDir dir;

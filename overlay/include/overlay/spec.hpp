@@ -270,6 +270,10 @@ RootKeys root_keys(const HostConfig& h);
 struct Warning {
   std::string location;  // "FILE:LINE:COL"
   std::string message;
+  // The place of `location` as data: the spec's name as load_spec was given
+  // it, and its 1-based line and column.
+  std::string file;
+  std::size_t line = 0, column = 0;
   std::string text() const { return location + ": " + message; }
 };
 
