@@ -302,6 +302,7 @@ TEST(DeviceContents, SaysWhatTheCardHoldsInOneLine) {
   for (int i = 1; i <= 8; ++i) {
     udev::PartitionInfo p;
     p.name = "sdb" + std::to_string(i);
+    p.content_read = i != 7;  // sdb7: no /dev node, say (no udev), or no permission
     if (i == 1) p.fstype = "vfat", p.label = "bootfs";
     if (i == 2) p.fstype = "ext4", p.label = "root\x1b[2J\nfs";  // a label is the card's bytes
     d.partitions.push_back(p);
@@ -310,6 +311,10 @@ TEST(DeviceContents, SaysWhatTheCardHoldsInOneLine) {
   EXPECT_EQ(c.rfind("a dos partition table: sdb1 vfat \"bootfs\", sdb2 ext4 \"root", 0), 0u) << c;
   EXPECT_TRUE(contains(c, ", sdb3 no file system libblkid knows, ")) << c;
   EXPECT_TRUE(contains(c, ", sdb6 no file system libblkid knows, 2 more")) << c;
+  d.partitions.resize(7);
+  EXPECT_TRUE(contains(d.contents(), ", sdb6 no file system libblkid knows, 1 more")) << d.contents();
+  d.partitions.erase(d.partitions.begin(), d.partitions.begin() + 6);
+  EXPECT_EQ(d.contents(), "a dos partition table: sdb7 (could not be read)");
   EXPECT_EQ(c.find('\x1b'), std::string::npos) << "a label must not drive the terminal: " << c;
   EXPECT_EQ(c.find('\n'), std::string::npos) << "one line: " << c;
   d.content = DeviceInfo::Content::ambivalent;

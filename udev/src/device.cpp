@@ -236,6 +236,7 @@ DeviceInfo read_disk(const SystemRoots& roots, const std::string& name, bool wit
       Probe pp = probe(p.path);
       p.fstype = pp.fstype;
       p.label = pp.label;
+      p.content_read = pp.content != DeviceInfo::Content::not_read;
     }
   }
   return d;
@@ -367,7 +368,9 @@ std::string DeviceInfo::contents() const {
   constexpr std::size_t kShown = 6;
   std::vector<std::string> parts;
   for (std::size_t i = 0; i < partitions.size() && i < kShown; ++i)
-    parts.push_back(partitions[i].name + " " + labelled(partitions[i].fstype, partitions[i].label));
+    parts.push_back(partitions[i].name + " " +
+                    (partitions[i].content_read ? labelled(partitions[i].fstype, partitions[i].label)
+                                                : std::string("(could not be read)")));
   if (partitions.size() > kShown) parts.push_back(std::to_string(partitions.size() - kShown) + " more");
   return s + ": " + join(parts, ", ");
 }

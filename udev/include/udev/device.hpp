@@ -24,6 +24,7 @@ struct PartitionInfo {
   std::uint64_t size = 0;                // bytes
   std::string fstype;                    // from libblkid ("vfat", "ext4"; "" = unknown/unreadable)
   std::string label;                     // from libblkid
+  bool content_read = false;             // libblkid could read it (fstype "" then means: nothing it knows)
   std::vector<std::string> mountpoints;  // from mountinfo
   std::vector<std::string> holders;      // dm-0, md127 ...
   bool swap = false;                     // active swap (/proc/swaps)
