@@ -26,7 +26,6 @@
 #include <thread>
 #include <tuple>
 
-#include "rpi/digest.hpp"
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
 #include "udev/capacity_probe.hpp"
@@ -60,7 +59,6 @@ class AlignedBuffer {
 
 struct Piece {
   std::uint64_t offset = 0, length = 0;
-  std::string sha256;  // of the image bytes, recorded while writing
 };
 
 // The mapped ranges cut at multiples of `chunk` (so writes are chunk-aligned)
@@ -72,20 +70,12 @@ std::vector<Piece> pieces_of(const partition::BlockMap& map, std::uint64_t chunk
     while (cur < end) {
       std::uint64_t next = std::min(end, (cur / chunk + 1) * chunk);
       if (cur < kMiB) next = std::min(next, kMiB);
-      out.push_back(Piece{cur, next - cur, {}});
+      out.push_back(Piece{cur, next - cur});
       cur = next;
     }
   }
   return out;
 }
-
-// The image's per-piece SHA-256, shared by every card of a batch that writes the
-// same source: each piece is hashed once (std::call_once), not once per card.
-struct SharedDigests {
-  explicit SharedDigests(std::size_t n) : once(n), digests(n) {}
-  std::vector<std::once_flag> once;
-  std::vector<std::string> digests;
-};
 
 // An open target: the exclusive, locked descriptor and what we know about it.
 struct Target {
@@ -340,10 +330,6 @@ void pipelined(std::size_t n, std::size_t buf_size, const std::function<void(std
   helper.join();
 }
 
-std::string digest_of(const AlignedBuffer& b, std::uint64_t len) {
-  return sha256_hex(std::string_view(reinterpret_cast<const char*>(b.data()), len));
-}
-
 // check_source() on a thread of its own, once per source however many cards
 // write it, started before the first card is opened: at card speed it costs
 // no time (bmaptool checks as it writes, too). A card waits for its verdict
@@ -422,9 +408,8 @@ class TargetProbeIo : public ProbeDevice {
 
 class Writer {
  public:
-  Writer(const FlashJob& job, const FlashOptions& opts, Target& t, int src_fd, SharedDigests* shared,
-         SourceCheck* check)
-      : job_(job), opts_(opts), t_(t), src_fd_(src_fd), shared_(shared), check_(check) {}
+  Writer(const FlashJob& job, const FlashOptions& opts, Target& t, int src_fd, SourceCheck* check)
+      : job_(job), opts_(opts), t_(t), src_fd_(src_fd), check_(check) {}
 
   std::uint64_t bytes_written = 0;
   bool head_zeroed = false;  // the old first MiB is gone (step 1 reached the medium)
@@ -463,7 +448,6 @@ class Writer {
       say("capacity probes: " + std::to_string(probe_->offsets().size()) + " test blocks written in " + step.lap());
     }
     // 2. Everything except the first MiB, then 3. flush, 4. the first MiB, flush.
-    first_ = pieces.data();
     std::vector<Piece*> body, head;
     for (auto& p : pieces) (p.offset >= kMiB ? body : head).push_back(&p);
     write_pieces(body, total);
@@ -599,7 +583,9 @@ class Writer {
                                    const std::atomic<bool>* cancel, const std::string& identity, std::uint64_t chunk) {
     std::uint64_t total = src.map.mapped_bytes(), done = 0;
     emit(events, Event{"verify", t.path, 0, total, identity});
-    // Helper thread: read the card back; this thread: hash and compare.
+    // Helper thread: read the card back; this thread: read the image (the page
+    // cache's copy, usually) and compare byte for byte. (Hashing both, as this
+    // did, cost a CPU twice the work of memcmp on fast media.)
     auto produce = [&](std::size_t i, AlignedBuffer& buf) {
       const Piece& p = pieces[i];
       if (cancelled(cancel)) throw Cancelled{};
@@ -608,21 +594,14 @@ class Writer {
         throw Error(Errc::verify, "verify failed: " + t.path + " ends at byte " + std::to_string(p.offset + got) +
                                       ", before the image does");
     };
+    AlignedBuffer image(std::max<std::uint64_t>(chunk, kMiB));
     auto consume = [&](std::size_t i, AlignedBuffer& buf) {
       const Piece& p = pieces[i];
-      std::string expect = p.sha256;
-      if (expect.empty()) {
-        // No digest recorded while writing (standalone verify): hash the image piece.
-        AlignedBuffer s(p.length);
-        read_source(src_fd, src, p, s, p.length);
-        expect = digest_of(s, p.length);
-      }
-      if (digest_of(buf, p.length) != expect) {
-        // Name the first bad byte: compare with the image itself.
-        AlignedBuffer s(p.length);
-        read_source(src_fd, src, p, s, p.length);
+      read_source(src_fd, src, p, image, p.length);
+      if (std::memcmp(buf.data(), image.data(), p.length) != 0) {
+        // Name the first bad byte.
         std::uint64_t k = 0;
-        while (k < p.length && s.data()[k] == buf.data()[k]) ++k;
+        while (k < p.length && image.data()[k] == buf.data()[k]) ++k;
         std::uint64_t bad = p.offset + k;
         char hex[32];
         std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(bad));
@@ -643,19 +622,11 @@ class Writer {
   // A "detail" about this card: "<target>: <what>".
   void say(const std::string& what) const { emit_detail(opts_.events, t_.path, t_.path + ": " + what); }
 
-  // Helper thread: read the image (and hash it when verifying); this thread: write.
+  // Helper thread: read the image; this thread: write.
   void write_pieces(const std::vector<Piece*>& list, std::uint64_t total) {
     auto produce = [&](std::size_t i, AlignedBuffer& buf) {
-      Piece& p = *list[i];
+      const Piece& p = *list[i];
       read_source(src_fd_, *job_.source, p, buf, padded(t_, p.length));
-      if (!opts_.verify) return;
-      if (shared_) {
-        auto k = static_cast<std::size_t>(&p - first_);
-        std::call_once(shared_->once.at(k), [&] { shared_->digests[k] = digest_of(buf, p.length); });
-        p.sha256 = shared_->digests[k];
-      } else {
-        p.sha256 = digest_of(buf, p.length);
-      }
     };
     auto consume = [&](std::size_t i, AlignedBuffer& buf) {
       check_cancel();
@@ -679,9 +650,7 @@ class Writer {
   const FlashOptions& opts_;
   Target& t_;
   int src_fd_;
-  SharedDigests* shared_;
   SourceCheck* check_;
-  const Piece* first_ = nullptr;
   std::optional<CapacityProbe> probe_;
 };
 
@@ -757,7 +726,7 @@ std::shared_ptr<const FlashSource> FlashSource::built(const fs::path& image, par
 }
 
 namespace {
-FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDigests* shared, SourceCheck* check) {
+FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SourceCheck* check) {
   FlashResult r;
   r.target = job.target;
   r.identity = job.identity;
@@ -795,7 +764,7 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
                     " and flock'ed; the image has " + format_size(image_size) + ", " +
                     format_size(src.map.mapped_bytes()) + " of it mapped");
     auto pieces = pieces_of(src.map, opts.chunk_bytes);
-    Writer w(job, opts, t, src_fd.get(), shared, check);
+    Writer w(job, opts, t, src_fd.get(), check);
     try {
       w.write_all_pieces(pieces);
     } catch (...) {
@@ -843,14 +812,13 @@ FlashResult flash_impl(const FlashJob& job, const FlashOptions& opts, SharedDige
 FlashResult flash_one(const FlashJob& job, const FlashOptions& opts) {
   std::optional<SourceCheck> check;
   if (job.source) check.emplace(*job.source);
-  return flash_impl(job, opts, nullptr, check ? &*check : nullptr);
+  return flash_impl(job, opts, check ? &*check : nullptr);
 }
 
 std::vector<FlashResult> flash_all(const std::vector<FlashJob>& jobs, const FlashOptions& opts) {
   std::vector<FlashResult> results(jobs.size());
-  std::vector<std::tuple<std::size_t, SharedDigests*, SourceCheck*>> queue;  // the jobs to run, in order
+  std::vector<std::pair<std::size_t, SourceCheck*>> queue;  // the jobs to run, in order
   std::map<std::string, std::size_t> seen;
-  std::map<const FlashSource*, std::unique_ptr<SharedDigests>> shared;
   std::map<const FlashSource*, std::unique_ptr<SourceCheck>> checks;  // started here, before any card
   for (std::size_t i = 0; i < jobs.size(); ++i) {
     std::error_code ec;
@@ -864,26 +832,20 @@ std::vector<FlashResult> flash_all(const std::vector<FlashJob>& jobs, const Flas
       results[i].error = jobs[i].target + " is given twice (same device as " + jobs[it->second].target + ")";
       continue;
     }
-    SharedDigests* digests = nullptr;
-    if (jobs[i].source && opts.verify && opts.chunk_bytes && opts.chunk_bytes % kAlign == 0) {
-      auto& d = shared[jobs[i].source.get()];
-      if (!d) d = std::make_unique<SharedDigests>(pieces_of(jobs[i].source->map, opts.chunk_bytes).size());
-      digests = d.get();
-    }
     SourceCheck* check = nullptr;
     if (jobs[i].source) {
       auto& c = checks[jobs[i].source.get()];
       if (!c) c = std::make_unique<SourceCheck>(*jobs[i].source);
       check = c.get();
     }
-    queue.emplace_back(i, digests, check);
+    queue.emplace_back(i, check);
   }
   // Each worker takes the next job of the queue: cards start in the order given.
   std::atomic<std::size_t> next{0};
   auto work = [&] {
     for (std::size_t k = next++; k < queue.size(); k = next++) {
-      const auto [i, digests, check] = queue[k];
-      results[i] = flash_impl(jobs[i], opts, digests, check);
+      const auto [i, check] = queue[k];
+      results[i] = flash_impl(jobs[i], opts, check);
     }
   };
   std::size_t n_workers = queue.size();

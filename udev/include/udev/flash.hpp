@@ -3,7 +3,7 @@
 // first and last MiB, fdatasync, write the mapped ranges except the first MiB in
 // 4 MiB aligned chunks (O_DIRECT where possible), fdatasync, write the first MiB
 // (the MBR) last, fdatasync, verify by reading back past the page cache and
-// comparing SHA-256 per piece, BLKRRPART. An interrupted card never carries a
+// comparing byte for byte with the image, BLKRRPART. An interrupted card never carries a
 // valid MBR. An existing regular file may stand in for a card and is written
 // like one: its size is kept (bytes beyond the image stay), one smaller than the
 // image is refused like a card, --wipe punches holes in it (else writes zeros),
