@@ -61,7 +61,7 @@ void run_devices(AppContext& ctx, const DevicesOptions& o) {
   }
   // Offered cards as a table (columns as wide as their widest cell), then every
   // other disk with the reasons it is not offered.
-  std::vector<std::vector<std::string>> rows{{"DEVICE", "SIZE", "BUS", "MODEL", "SERIAL", "MOUNTED"}};
+  std::vector<std::vector<std::string>> rows{{"DEVICE", "SIZE", "BUS", "MODEL", "SERIAL", "MOUNTED", "HOLDS"}};
   std::ostringstream others;
   for (const auto& d : devices) {
     if (!d.refusals.empty()) {
@@ -73,8 +73,8 @@ void run_devices(AppContext& ctx, const DevicesOptions& o) {
     std::string model = d.vendor.empty() ? d.model : d.vendor + " " + d.model;
     std::string mounted;
     for (const auto& m : d.all_mountpoints()) mounted += (mounted.empty() ? "" : ",") + m;
-    rows.push_back(
-        {d.path, format_size(d.size), or_dash(d.transport), or_dash(model), or_dash(d.serial), or_dash(mounted)});
+    rows.push_back({d.path, format_size(d.size), or_dash(d.transport), or_dash(model), or_dash(d.serial),
+                    or_dash(mounted), or_dash(d.contents())});
   }
   std::string text;
   if (rows.size() > 1) {

@@ -343,6 +343,32 @@ TEST_F(DiscoverTest, DevicesCommandText) {
   EXPECT_TRUE(contains(others, "--unmount")) << r.out;
 }
 
+// The table says what each card holds (libblkid reads the /dev node: here
+// files standing in for them), so the user can tell the cards apart.
+TEST_F(DiscoverTest, DevicesCommandSaysWhatEachCardHolds) {
+  RPI_REQUIRE_TOOL("sfdisk");
+  RPI_REQUIRE_TOOL("mkfs.vfat");
+  namespace fs = std::filesystem;
+  const fs::path dev = fake.roots().dev;
+  fs::resize_file(dev / "sdb", 4u << 20);
+  ASSERT_EQ(rpi::test::sh("echo 'start=2048, type=c' | sfdisk -q " + (dev / "sdb").string()).exit_code, 0);
+  fs::resize_file(dev / "sdb1", 1u << 20);
+  ASSERT_EQ(rpi::test::run({"mkfs.vfat", "-n", "KIOSK", (dev / "sdb1").string()}).exit_code, 0);
+  auto args = std::vector<std::string>{"devices"};
+  for (auto& a : cli_roots(fake)) args.push_back(a);
+  auto r = cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out.substr(0, r.out.find('\n')), "HOLDS")) << r.out;
+  std::string row;
+  for (std::size_t at = 0; at < r.out.size();) {
+    const std::size_t end = r.out.find('\n', at);
+    const std::string line = r.out.substr(at, end - at);
+    if (line.rfind((dev / "sdb").string() + " ", 0) == 0) row = line;
+    at = end == std::string::npos ? r.out.size() : end + 1;
+  }
+  EXPECT_TRUE(row.ends_with("a dos partition table: sdb1 vfat \"KIOSK\"")) << r.out;
+}
+
 TEST_F(DiscoverTest, DevicesCommandJson) {
   RPI_REQUIRE_TOOL("python3");
   TempDir out;
