@@ -2,8 +2,15 @@
 // parallel, verified), or write an existing image (--image). --dry-run prints
 // the plan instead.
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 
 #include <algorithm>
 #include <cctype>
@@ -29,16 +36,26 @@ namespace rpi::cli {
 
 namespace {
 
-std::string build_summary(const BuiltImage& b) {
+// `--output -`: the image goes to standard output (a pipe or a file it is redirected to).
+bool to_stdout(const std::string& output) {
+  return output == "-";
+}
+
+// `piped`: the image went to standard output (no file, no .bmap).
+std::string build_summary(const BuiltImage& b, bool piped = false) {
   const partition::ImageResult& r = b.result;
   std::ostringstream s;
-  s << r.image.string() << ": " << format_size(r.image_size) << " image, " << geometry_text(r.geometry) << ", disk id "
-    << hex32(r.disk_id) << "\n";
+  s << (piped ? std::string("standard output") : r.image.string()) << ": " << format_size(r.image_size) << " image, "
+    << geometry_text(r.geometry) << ", disk id " << hex32(r.disk_id) << "\n";
   if (b.compression != partition::Compression::none)
     s << "  compressed: " << format_size(b.compressed_size) << ", " << partition::compression_settings(b.compression)
       << "; the .bmap describes the image uncompressed\n";
   s << "  " << r.files << " files in " << r.directories << " directories, " << format_size(r.content_bytes)
-    << " of data; " << format_size(r.map.mapped_bytes()) << " to write (" << r.bmap.string() << ")\n";
+    << " of data; ";
+  if (piped)
+    s << "every byte written to standard output (no .bmap)\n";
+  else
+    s << format_size(r.map.mapped_bytes()) << " to write (" << r.bmap.string() << ")\n";
   if (!b.identity.name.empty() && b.identity.host) s << "  host: " << b.identity.name << "\n";
   if (!b.apkovl_name.empty())
     s << "  apkovl: /" << b.apkovl_name << "\n";
@@ -153,12 +170,19 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
   std::size_t refusals = 0;
   for (std::size_t i = 0; i < targets.size(); ++i) {
     const Identity& id = ids[std::min(i, ids.size() - 1)];
-    s << "  card " << (i + 1) << ": " << (to_devices ? "device " : "image ") << targets[i];
+    const bool piped = !to_devices && to_stdout(targets[i]);
+    s << "  card " << (i + 1) << ": "
+      << (to_devices ? "device " + targets[i]
+          : piped    ? "image to standard output (--output -)"
+                     : "image " + targets[i]);
     if (to_devices && i < card_sizes.size() && card_sizes[i]) s << " (" << format_size(card_sizes[i]) << ")";
     if (!id.name.empty()) s << " ← " << id.name << (id.host ? " ({n}=" + std::to_string(id.n) + ")" : "");
     s << "\n";
     if (i < holds.size() && !holds[i].empty()) s << "    holds now: " << holds[i] << "\n";
-    if (const auto z = to_devices ? partition::Compression::none : partition::compression_for(targets[i]);
+    if (piped)
+      s << "    built in a private scratch folder in " << ScratchDir::parent()
+        << ", then copied to standard output (every byte; no .bmap: bmaptool needs the image file)\n";
+    if (const auto z = to_devices || piped ? partition::Compression::none : partition::compression_for(targets[i]);
         z != partition::Compression::none)
       s << "    compressed once built: " << partition::compression_settings(z) << "; " << targets[i]
         << ".bmap describes the image uncompressed\n";
@@ -211,11 +235,16 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
       s << "    packages: " << describe(p.check_packages(*id.host), *id.host) << "\n";
     if (!cp.known_hosts.empty()) {
       // Where the run puts them: an image's go to a file beside it, a card's are printed.
+      // With --output - there is no file to put them beside: kept only in a --known-hosts file.
       const std::string where =
           !to_devices ? "written to " + (o.known_hosts.empty() ? targets[i] + ".known_hosts" : o.known_hosts)
           : o.known_hosts.empty() ? std::string("printed")
                                   : "printed and merged into " + o.known_hosts;
-      s << "    generates SSH host keys (known_hosts lines " << where << " when run)\n";
+      if (piped && o.known_hosts.empty())
+        s << "    generates SSH host keys (their known_hosts lines are not kept with --output -: give "
+             "--known-hosts FILE to keep them)\n";
+      else
+        s << "    generates SSH host keys (known_hosts lines " << where << " when run)\n";
     }
     c.add("apkovl", cp.apkovl_name).add("label", io.label);
     if (first_label.empty()) first_apkovl = cp.apkovl_name, first_label = io.label;
@@ -232,7 +261,9 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
   }
   if (!to_devices && !targets.empty()) {
     j.add("output", targets.front());
-    if (const auto z = partition::compression_for(targets.front()); z != partition::Compression::none)
+    if (const auto z =
+            to_stdout(targets.front()) ? partition::Compression::none : partition::compression_for(targets.front());
+        z != partition::Compression::none)
       j.add("compression", partition::compression_name(z));
   }
   j.add("apkovl", first_apkovl).add("label", first_label);
@@ -250,32 +281,203 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
 void check_output_target(const Pipeline& p) {
   const RunOptions& o = p.options();
   const std::filesystem::path out = o.output;
-  struct stat st {};
-  if (o.output.back() == '/' || (::stat(out.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
-    throw Error(Errc::usage, "--output " + o.output + " is a folder: give the image a file name, e.g. " +
-                                 (out / "pi.img").lexically_normal().string());
-  if (::stat(out.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-    if (S_ISBLK(st.st_mode))
-      throw Error(Errc::usage, "--output " + o.output +
-                                   " is a block device; --output makes an image file. To write a card: --device " +
-                                   o.output);
-    throw Error(Errc::usage, "--output " + o.output + " exists and is not a regular file; choose another name");
-  }
-  const std::filesystem::path dir = out.parent_path().empty() ? "." : out.parent_path();
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    throw Error(Errc::usage, "--output " + o.output + ": the folder " + dir.string() + " does not exist");
   const std::string kh = o.known_hosts.empty() ? o.output + ".known_hosts" : o.known_hosts;
-  refuse_overwriting_inputs(
-      {{"--output " + o.output, o.output},
-       {"--output " + o.output + ": its block map " + o.output + ".bmap", o.output + ".bmap"},
-       {o.known_hosts.empty() ? "--output " + o.output + ": its known_hosts file " + kh : "--known-hosts " + kh, kh}},
-      inputs_of(o, &p));
+  struct stat st {};
+  if (to_stdout(o.output)) {
+    // Standard output: no file of its own and no .bmap; only a --known-hosts file is written.
+    if (o.known_hosts.empty()) return;
+    refuse_overwriting_inputs({{"--known-hosts " + o.known_hosts, o.known_hosts}}, inputs_of(o, &p));
+  } else {
+    if (o.output.back() == '/' || (::stat(out.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
+      throw Error(Errc::usage, "--output " + o.output + " is a folder: give the image a file name, e.g. " +
+                                   (out / "pi.img").lexically_normal().string());
+    if (::stat(out.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+      if (S_ISBLK(st.st_mode))
+        throw Error(Errc::usage, "--output " + o.output +
+                                     " is a block device; --output makes an image file. To write a card: --device " +
+                                     o.output);
+      throw Error(Errc::usage, "--output " + o.output + " exists and is not a regular file; choose another name");
+    }
+    const std::filesystem::path dir = out.parent_path().empty() ? "." : out.parent_path();
+    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      throw Error(Errc::usage, "--output " + o.output + ": the folder " + dir.string() + " does not exist");
+    refuse_overwriting_inputs(
+        {{"--output " + o.output, o.output},
+         {"--output " + o.output + ": its block map " + o.output + ".bmap", o.output + ".bmap"},
+         {o.known_hosts.empty() ? "--output " + o.output + ": its known_hosts file " + kh : "--known-hosts " + kh, kh}},
+        inputs_of(o, &p));
+  }
   if (::stat(kh.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
     throw Error(Errc::usage, "--known-hosts " + kh + " exists and is not a regular file; choose another name");
   const std::filesystem::path kh_dir =
       std::filesystem::path(kh).parent_path().empty() ? "." : std::filesystem::path(kh).parent_path();
   if (::stat(kh_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     throw Error(Errc::usage, "--known-hosts " + kh + ": the folder " + kh_dir.string() + " does not exist");
+}
+
+// How a copy to standard output ended: `error` (an errno) or `cancelled`
+// (the cancel flag) stopped it after `written` bytes.
+struct StreamEnd {
+  std::uint64_t written = 0;
+  int error = 0;
+  bool cancelled = false;
+};
+
+// Copies the `size` bytes of `in` (holes read as zeros) to `out`, with
+// sendfile (pipes and files take it), else read and write; "write" progress
+// on `events`. Stops at the first failed write (EPIPE: the reader went away)
+// or once `cancel` is set. A short image is an Errc::io error.
+StreamEnd copy_to_stdout(int in, int out, std::uint64_t size, const std::atomic<bool>* cancel,
+                         const EventSink& events) {
+  constexpr std::uint64_t kChunk = 8u << 20;
+  StreamEnd end;
+  bool use_sendfile = true;
+  std::vector<char> buf;
+  std::size_t pending = 0, at = 0;  // read and not yet written, when sendfile is not used
+  if (events) events(Event{"write", "standard output", 0, size, ""});
+  while (end.written < size) {
+    if (cancelled(cancel)) {
+      end.cancelled = true;
+      return end;
+    }
+    const auto chunk = static_cast<std::size_t>(std::min(size - end.written, kChunk));
+    ssize_t n = 0;
+    if (use_sendfile) {
+      auto off = static_cast<off_t>(end.written);
+      n = ::sendfile(out, in, &off, chunk);
+      if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {  // e.g. an output opened with O_APPEND
+        use_sendfile = false;
+        continue;
+      }
+      if (n == 0)
+        throw Error(Errc::io,
+                    "the built image ended after " + std::to_string(end.written) + " bytes of " + std::to_string(size));
+    } else {
+      if (pending == 0) {
+        buf.resize(kChunk);
+        pending = pread_full(in, buf.data(), chunk, end.written, "the built image");
+        at = 0;
+        if (pending == 0)
+          throw Error(Errc::io, "the built image ended after " + std::to_string(end.written) + " bytes of " +
+                                    std::to_string(size));
+      }
+      n = ::write(out, buf.data() + at, pending);
+      if (n > 0) pending -= static_cast<std::size_t>(n), at += static_cast<std::size_t>(n);
+    }
+    if (n < 0 && errno == EAGAIN) {  // a non-blocking pipe that is full: wait for its reader
+      pollfd pfd{out, POLLOUT, 0};
+      ::poll(&pfd, 1, 1000);
+      continue;
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;  // a signal: the cancel flag is looked at first
+      end.error = errno;
+      return end;
+    }
+    end.written += static_cast<std::uint64_t>(n);
+    if (events) events(Event{"write", "standard output", end.written, size, ""});
+  }
+  return end;
+}
+
+// Standard output is a regular file that group or others can read: the image
+// holds the card's secrets, so it is made 0600 (as a file given as --device is).
+void make_stdout_file_private(AppContext& ctx, int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & (S_IRGRP | S_IROTH))) return;
+  char was[8];
+  std::snprintf(was, sizeof was, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  std::string name = "standard output";
+  std::error_code ec;
+  if (const auto target = std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(fd), ec); !ec)
+    name += " (" + target.string() + ")";
+  if (::fchmod(fd, S_IRUSR | S_IWUSR) != 0) {
+    const int err = errno;
+    ctx.reporter.warn(name + " is readable by group or others (mode " + was + ") and could not be made private (" +
+                      std::strerror(err) +
+                      "), but an image can hold secrets (Wi-Fi keys, SSH host keys); chmod 600 it as its owner");
+    return;
+  }
+  ctx.reporter.note(name + " was readable by group or others (mode " + was +
+                    "); an image can hold secrets (Wi-Fi keys, SSH host keys), so it is now mode 0600");
+}
+
+// --output -: the image is built into a private scratch folder (removed on
+// exit, on error, after Ctrl-C), then copied to standard output. Standard
+// output carries the image and nothing else: from the start of the run its
+// fd 1 is stderr, so the results (and any other text) are printed there; a
+// failed build writes nothing to it.
+void run_stdout(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids) {
+  const RunOptions& o = p.options();
+  std::fflush(stdout);
+  Fd out(::fcntl(1, F_DUPFD_CLOEXEC, 3));
+  if (!out) throw_errno("cannot duplicate standard output");
+  if (::dup2(2, 1) < 0) throw_errno("cannot point standard output at standard error");
+  ctx.reporter.configure(ctx.json, ctx.quiet);  // stdout is now stderr: on a terminal, its text made printable
+  // Signals stop the download, the build and the copy through the cancel flag
+  // (as for cards): the scratch folder is then removed on the way out.
+  const std::atomic<bool>* cancel = install_cancel_handler();
+  p.set_cancel(cancel);
+  std::optional<ScratchDir> scratch;
+  std::unique_ptr<KnownHostsUpdate> keys;
+  std::vector<BuiltImage> built;
+  auto report_cancel = [&](const std::string& what) {
+    scratch.reset();  // the image holds the card's secrets
+    ctx.reporter.finish_progress();
+    ctx.reporter.error(Errc::io, what);
+    ctx.exit_code = 128 + cancel_signal();
+  };
+  try {
+    p.tarball_for(ids);
+  } catch (const Cancelled& e) {
+    return report_cancelled_download(ctx, e);
+  }
+  try {
+    scratch.emplace(ctx);
+    const std::string name = ids.front().name.empty() ? "image" : ids.front().name;
+    built = p.build(ids, {scratch->path() / (name + ".img")}, {}, [&](const std::vector<BuiltImage>& b) {
+      // A --known-hosts file is merged once the image is out; its temporary is written now.
+      if (o.known_hosts.empty()) return;
+      try {
+        keys = std::make_unique<KnownHostsUpdate>(o.known_hosts, b.front().known_hosts, true);
+      } catch (const Error& e) {
+        throw Error(e.code(), std::string(e.what()) + "; nothing was written to standard output");
+      }
+    });
+  } catch (const Cancelled&) {
+    return report_cancel("cancelled: nothing was written to standard output");
+  }
+  const BuiltImage& b = built.front();
+  const std::uint64_t size = b.result.image_size;
+  make_stdout_file_private(ctx, out.get());
+  // A reader that goes away (`| head -c 1000`): write() fails with EPIPE, reported below.
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  sigaction(SIGPIPE, &ignore, nullptr);
+  StreamEnd end;
+  {
+    Fd in = open_or_throw(b.result.image.string(), O_RDONLY | O_CLOEXEC);
+    end = copy_to_stdout(in.get(), out.get(), size, cancel, ctx.reporter.sink());
+  }
+  const std::string of = std::to_string(end.written) + " bytes of " + std::to_string(size);
+  if (end.cancelled) return report_cancel("cancelled after " + of + ": the image on standard output is incomplete");
+  if (end.error == EPIPE) throw Error(Errc::io, "standard output was closed after " + of + ": the image is incomplete");
+  if (end.error)
+    throw Error(Errc::io, "cannot write the image to standard output after " + of + " (" + std::strerror(end.error) +
+                              "): the image is incomplete");
+  out.reset();
+  scratch.reset();
+  ctx.reporter.finish_progress();
+  if (keys) {
+    keys->commit(ctx);
+  } else if (!b.known_hosts.empty()) {
+    ctx.reporter.note(
+        "the generated SSH host keys' known_hosts lines were not kept (--output - has no file to put "
+        "them beside); give --known-hosts FILE to keep them");
+  }
+  ctx.reporter.note("--output -: no .bmap (bmaptool needs the image file); build with --output FILE.img for one");
+  ctx.reporter.result("build", build_summary(b, true), build_json(b));
 }
 
 void run_output(AppContext& ctx, Pipeline& p) {
@@ -286,8 +488,12 @@ void run_output(AppContext& ctx, Pipeline& p) {
                       std::to_string(ids.front().n) + " (" + ids.front().name +
                       "); pick another with --host or --first");
   check_output_target(p);
-  note_leftovers(ctx, {o.output, o.output + ".bmap", o.output + ".known_hosts"});
+  if (!to_stdout(o.output))
+    note_leftovers(ctx, {o.output, o.output + ".bmap", o.output + ".known_hosts"});
+  else if (!o.known_hosts.empty())
+    note_leftovers(ctx, {o.known_hosts});
   if (o.dry_run) return print_plan(ctx, p, ids, {o.output}, false);
+  if (to_stdout(o.output)) return run_stdout(ctx, p, ids);
   const auto start = std::chrono::steady_clock::now();
   {
     // Ctrl-C (or TERM, HUP, PIPE) while the tarball downloads: say what was kept
@@ -764,7 +970,8 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
   add_download_flags(app, o->download, "Download");
   app.add_option("--output,-o", o->output,
                  "write an image file FILE.img (and FILE.img.bmap); FILE.img.xz, .gz, .zst or .bz2: compressed (and "
-                 "FILE.img.xz.bmap)")
+                 "FILE.img.xz.bmap); -: the raw image to standard output, for a pipe (no .bmap; ./- for a file "
+                 "named -)")
       ->group("Targets");
   app.add_option("--device", o->devices, "a card to write; repeat for a batch (written in parallel)")->group("Targets");
   app.add_option("--jobs,-j", o->jobs, "write at most N cards at once (default: all; 1: one after another)")
@@ -803,6 +1010,8 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
   app.footer(
       "Examples:\n"
       "  rpi-provision --spec kiosk.toml --output kiosk.img            build an image (+ kiosk.img.bmap)\n"
+      "  rpi-provision --spec kiosk.toml --output - | ssh pi@host 'doas dd of=/dev/mmcblk0 bs=4M'   the image to a "
+      "pipe\n"
       "  rpi-provision --spec kiosk.toml --device /dev/sdb             write a card (asks first), verify it\n"
       "  rpi-provision --spec fleet.toml --device /dev/sdb --device /dev/sdc --yes   two cards, two identities\n"
       "  rpi-provision --tarball alpine-rpi-3.22.2-aarch64.tar.gz --apkovl host.apkovl.tar.gz --output pi.img\n"
@@ -818,6 +1027,23 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
     if (!any_input && o->devices.empty() && o->output.empty()) throw CLI::CallForHelp();
     if (!o->output.empty() && !o->devices.empty())
       throw Error(Errc::usage, "--output and --device exclude each other: build the image, then write it with --image");
+    if (to_stdout(o->output) && !o->dry_run) {
+      // Standard output carries the image and nothing else (a plan is only text: it may go there).
+      if (ctx.json)
+        throw Error(Errc::usage,
+                    "--json writes its events to standard output, and --output - writes the image there: use "
+                    "--output FILE.img with --json");
+      if (::isatty(1) == 1)
+        throw Error(Errc::usage, "refusing to write a disk image to a terminal: pipe it or redirect it");
+      // `2>&1`: the messages would end up inside the image.
+      struct stat out_st {
+      }, err_st{};
+      if (::fstat(1, &out_st) == 0 && ::fstat(2, &err_st) == 0 && out_st.st_dev == err_st.st_dev &&
+          out_st.st_ino == err_st.st_ino && !S_ISCHR(out_st.st_mode))
+        throw Error(Errc::usage,
+                    "standard error goes where standard output does (2>&1?): its messages would end up in the image; "
+                    "send it elsewhere (2>FILE)");
+    }
     if (o->output.empty() && o->devices.empty())
       throw Error(Errc::usage, "say where to write: --output FILE.img or --device DEV");
     if (o->jobs != 0 && o->devices.empty())
@@ -844,7 +1070,7 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
                   "--size max fills each card, and an --output image has no card to fill: give a size (e.g. "
                   "--size 8GB) or leave --size out for the automatic size");
     check_run_values(*o);
-    if (!o->output.empty()) {
+    if (!o->output.empty() && !to_stdout(o->output)) {
       // An input named as --output is refused as such (before its name is judged).
       refuse_overwriting_inputs({{"--output " + o->output, o->output}}, inputs_of(*o, nullptr));
       check_output_name(o->output);
