@@ -643,16 +643,6 @@ TEST(ImageInput, AnImageLargerThanEveryCardIsNotDecompressedToItsEnd) {
   if (tried == 0) GTEST_SKIP() << "none of gzip, zstd, xz is installed";
 }
 
-namespace {
-// Sectors read from a block device so far (/sys/block/NAME/stat, field 3).
-std::uint64_t sectors_read(const std::string& dev) {
-  std::ifstream in("/sys/block/" + fs::path(dev).filename().string() + "/stat");
-  std::uint64_t ios = 0, merges = 0, sectors = 0;
-  in >> ios >> merges >> sectors;
-  return sectors;
-}
-}  // namespace
-
 // A card (a loop device): the plan says what it holds now (libblkid's
 // reading), as the question before writing does; a run with --yes, which shows
 // neither, reads nothing of the card (libblkid's probe is about 1 MiB of reads).
@@ -692,10 +682,10 @@ TEST(ImageInputLoop, ThePlanSaysWhatTheCardHoldsAndYesReadsNothingOfIt) {
   EXPECT_EQ(asked.exit_code, 2) << asked.err;
   EXPECT_TRUE(contains(asked.err, "    holds now: a dos partition table")) << asked.err;
 
-  const std::uint64_t before = sectors_read(dev);
+  const std::uint64_t before = rpi::test::sectors_read(dev);
   auto run = cli(with({"--yes", "--no-verify"}));
   ASSERT_EQ(run.exit_code, 0) << run.err;
-  EXPECT_EQ(sectors_read(dev), before) << "a run with --yes and --no-verify read the card";
+  EXPECT_EQ(rpi::test::sectors_read(dev), before) << "a run with --yes and --no-verify read the card";
   EXPECT_GT(before, 0u) << "the stat file counts nothing: the test proves nothing";
   // Now it holds the image: a dos table, a FAT32 partition (not scanned by the kernel: no partitions listed).
   auto again = cli(with({"--dry-run"}));

@@ -99,6 +99,13 @@ CommandResult cli(const std::vector<std::string>& args, const std::string& input
   return run(argv, input);
 }
 
+std::uint64_t sectors_read(const std::string& dev) {
+  std::ifstream in("/sys/block/" + std::filesystem::path(dev).filename().string() + "/stat");
+  std::uint64_t ios = 0, merges = 0, sectors = 0;
+  in >> ios >> merges >> sectors;
+  return sectors;
+}
+
 bool have_tool(const std::string& tool) {
   if (tool.find('/') != std::string::npos) return access(tool.c_str(), X_OK) == 0;
   return sh("command -v '" + tool + "' >/dev/null 2>&1").exit_code == 0;

@@ -1,6 +1,7 @@
 // Helpers shared by every test binary.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -22,6 +23,9 @@ CommandResult cli(const std::vector<std::string>& args, const std::string& input
 
 // True if `tool` is on PATH (or is an absolute executable path).
 bool have_tool(const std::string& tool);
+// Sectors read from the block device `dev` (/dev/NAME) so far: field 3 of
+// /sys/block/NAME/stat (0 when it cannot be read).
+std::uint64_t sectors_read(const std::string& dev);
 
 // A fresh folder under the build tree, removed at destruction.
 class TempDir {

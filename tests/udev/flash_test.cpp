@@ -1075,12 +1075,20 @@ TEST(FlashLoop, ImageLargerThanCardIsRefused) {
   EXPECT_EQ(read_range(tmp / "a.bin", 510, 2), "\x55\xAA");
 }
 
-// Sectors read from a block device so far (/sys/block/NAME/stat, field 3).
-std::uint64_t sectors_read(const std::string& dev) {
-  std::ifstream in("/sys/block/" + fs::path(dev).filename().string() + "/stat");
-  std::uint64_t ios = 0, merges = 0, sectors = 0;
-  in >> ios >> merges >> sectors;
-  return sectors;
+// A 16 MiB card file: a DOS table with one FAT32 (LBA) partition from 1 MiB.
+void make_partitioned_card(const fs::path& file) {
+  write_file(file, "");
+  fs::resize_file(file, 16 * kMiB);
+  ASSERT_EQ(sh("echo 'start=2048, type=c' | sfdisk -q " + file.string()).exit_code, 0);
+}
+
+// The kernel learns `a`'s partitions (partx -a; waits up to a second for the
+// first one's /dev node). "" when done, else why it could not be (a skip).
+std::string add_partitions(const LoopDevice& a) {
+  auto px = run({"partx", "-a", a.path()});
+  if (px.exit_code != 0) return "partx -a failed: " + px.err;
+  for (int i = 0; i < 50 && !fs::exists(a.path() + "p1"); ++i) ::usleep(20000);
+  return {};
 }
 
 // The question before writing (and the plan) say what a card holds, from
@@ -1092,28 +1100,24 @@ TEST(FlashLoop, ContentIsProbedForTheQuestionNotBeforeWriting) {
   RPI_REQUIRE_TOOL("partx");
   RPI_REQUIRE_TOOL("mkfs.vfat");
   TempDir tmp;
-  write_file(tmp / "a.bin", "");
-  fs::resize_file(tmp / "a.bin", 16 * kMiB);
-  ASSERT_EQ(sh("echo 'start=2048, type=c' | sfdisk -q " + (tmp / "a.bin").string()).exit_code, 0);
+  make_partitioned_card(tmp / "a.bin");
   LoopDevice a(tmp / "a.bin");
-  auto px = run({"partx", "-a", a.path()});
-  if (px.exit_code != 0) GTEST_SKIP() << "partx -a failed: " << px.err;
+  if (const std::string why = add_partitions(a); !why.empty()) GTEST_SKIP() << why;
   const std::string part = a.path() + "p1";
-  for (int i = 0; i < 50 && !fs::exists(part); ++i) ::usleep(20000);
   ASSERT_TRUE(fs::exists(part));
   ASSERT_EQ(run({"mkfs.vfat", "-n", "BOOTFS", part}).exit_code, 0);
   auto info = udev::inspect_target(a.path());
   EXPECT_EQ(info.content, udev::DeviceInfo::Content::read);
   const std::string name = fs::path(a.path()).filename().string();
   EXPECT_EQ(info.contents(), "a dos partition table: " + name + "p1 vfat \"BOOTFS\"");
-  const std::uint64_t before = sectors_read(a.path());
+  const std::uint64_t before = rpi::test::sectors_read(a.path());
   udev::SafetyOptions safety;
   safety.allow_non_removable = true;
   auto checked = udev::prepare_target(a.path(), safety);
   EXPECT_EQ(checked.content, udev::DeviceInfo::Content::not_read);
   EXPECT_EQ(checked.contents(), "");
-  EXPECT_EQ(sectors_read(a.path()), before) << "the check before writing read the card";
-  EXPECT_GT(sectors_read(a.path()), 0u) << "the stat file is not counting: the test proves nothing";
+  EXPECT_EQ(rpi::test::sectors_read(a.path()), before) << "the check before writing read the card";
+  EXPECT_GT(rpi::test::sectors_read(a.path()), 0u) << "the stat file is not counting: the test proves nothing";
   run({"partx", "-d", a.path()});
 }
 
@@ -1122,14 +1126,10 @@ TEST(FlashLoop, PartitionIsRejectedNamingTheDisk) {
   RPI_REQUIRE_TOOL("sfdisk");
   RPI_REQUIRE_TOOL("partx");
   TempDir tmp;
-  write_file(tmp / "a.bin", "");
-  fs::resize_file(tmp / "a.bin", 16 * kMiB);
-  ASSERT_EQ(sh("echo 'start=2048, type=c' | sfdisk -q " + (tmp / "a.bin").string()).exit_code, 0);
+  make_partitioned_card(tmp / "a.bin");
   LoopDevice a(tmp / "a.bin");
-  auto px = run({"partx", "-a", a.path()});
-  if (px.exit_code != 0) GTEST_SKIP() << "partx -a failed: " << px.err;
+  if (const std::string why = add_partitions(a); !why.empty()) GTEST_SKIP() << why;
   std::string part = a.path() + "p1";
-  for (int i = 0; i < 50 && !fs::exists(part); ++i) ::usleep(20000);
   ASSERT_TRUE(fs::exists(part));
   try {
     udev::inspect_target(part);
