@@ -385,8 +385,7 @@ StreamEnd copy_to_stdout(int in, int out, std::uint64_t size, const std::atomic<
 void make_stdout_file_private(AppContext& ctx, int fd) {
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & (S_IRGRP | S_IROTH))) return;
-  char was[8];
-  std::snprintf(was, sizeof was, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  const std::string was = octal_mode(st.st_mode);
   std::string name = "standard output";
   std::error_code ec;
   if (const auto target = std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(fd), ec); !ec)

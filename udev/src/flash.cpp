@@ -28,6 +28,7 @@
 
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 #include "udev/capacity_probe.hpp"
 
 namespace fs = std::filesystem;
@@ -143,12 +144,6 @@ void check_fits(const Target& t, std::uint64_t image_size) {
   if (t.size < image_size)
     throw Error(Errc::device, "refusing to write " + t.path + ": it has " + format_size(t.size) +
                                   " but the image needs " + format_size(image_size) + "; use a larger card");
-}
-
-std::string octal_mode(mode_t mode) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
-  return buf;
 }
 
 // A regular file as a target. An existing one stands in for a card and is

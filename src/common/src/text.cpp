@@ -1,6 +1,7 @@
 #include "rpi/text.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <vector>
 
 namespace rpi {
@@ -73,6 +74,12 @@ std::size_t terminal_columns(std::string_view s) {
     i += n ? n : 1;
   }
   return columns;
+}
+
+std::string octal_mode(unsigned mode) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%04o", mode & 07777);
+  return buf;
 }
 
 std::string printable(std::string_view s, bool keep_line_breaks) {

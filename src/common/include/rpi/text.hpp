@@ -19,6 +19,9 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i);
 // tabs stay as they are (for multi-line messages).
 std::string printable(std::string_view s, bool keep_line_breaks = false);
 
+// A file mode's permission bits as chmod takes them: "0644".
+std::string octal_mode(unsigned mode);
+
 // The columns a terminal gives `s` (UTF-8): two for each East Asian wide or
 // fullwidth character and emoji, none for combining marks, zero-width spaces
 // and joiners and variation selectors, one for every other code point (or
