@@ -5,11 +5,13 @@
 #include <gpgme.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <mutex>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "fetch/fetch.hpp"
@@ -66,9 +68,18 @@ class TempHome {
   }
   TempHome(const TempHome&) = delete;
   TempHome& operator=(const TempHome&) = delete;
+  // gpgme may hand back a result while its gpg still runs: after an unreadable
+  // signature, gpg goes on to write its trustdb and lock files here. One made
+  // between remove_all's listing and its rmdir kept the folder (empty or with
+  // the late file) in $TMPDIR. So it is removed again until it is gone (gpg
+  // makes no home but its default one, so gone stays gone), for 2 s at most.
   ~TempHome() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
+    for (int tries = 0; tries < 400; ++tries) {
+      std::error_code ec;
+      fs::remove_all(path_, ec);
+      if (!fs::exists(path_, ec) && !ec) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
   }
   const fs::path& path() const { return path_; }
 

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include "fetch/fetch.hpp"
 #include "mirror_fixture.hpp"
@@ -571,6 +572,49 @@ TEST_F(SignatureTest, TheCheckLeavesNoGpgAgentOrFolderBehind) {
   CommandResult agents = run({"pgrep", "-fa", "gpg-agent --homedir " + scratch.string()});
   EXPECT_EQ(agents.out, "") << "a gpg-agent outlives the check";
   EXPECT_TRUE(fs::is_empty(scratch)) << "the GnuPG home was left in TMPDIR";
+}
+
+// gpg may still be running (writing its trustdb) when gpgme hands back the
+// result: an unreadable signature ends the operation early. A home removed at
+// that moment kept the late file and stayed in $TMPDIR. Many checks, good and
+// unreadable, two at a time, must leave nothing.
+TEST_F(SignatureTest, ManyChecksAtOnceLeaveNoFolderBehind) {
+  fs::path asc = tree->latest;
+  asc += ".asc";
+  ASSERT_TRUE(gpg->sign(tree->latest, asc));
+  const std::string signature = read_file(asc);
+  const fs::path scratch = tmp / "tmpdir";
+  fs::create_directories(scratch);
+  const char* old = std::getenv("TMPDIR");
+  const std::string saved = old ? old : "";
+  ::setenv("TMPDIR", scratch.c_str(), 1);  // where the check makes its GnuPG home
+  std::atomic<int> failed{0}, refused{0};
+  auto checks = [&] {
+    for (int i = 0; i < 12; ++i) {
+      try {
+        fetch::verify_detached_signature(tree->latest, signature, gpg->keyring, gpg->fingerprint);
+      } catch (const Error&) {
+        ++failed;
+      }
+      try {
+        fetch::verify_detached_signature(tree->latest, "garbage", gpg->keyring, gpg->fingerprint);
+      } catch (const Error& e) {
+        if (e.code() == Errc::verify) ++refused;
+      }
+    }
+  };
+  std::thread a(checks), b(checks);
+  a.join();
+  b.join();
+  if (old)
+    ::setenv("TMPDIR", saved.c_str(), 1);
+  else
+    ::unsetenv("TMPDIR");
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(refused.load(), 24);
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(scratch)) left.push_back(e.path().filename().string());
+  EXPECT_TRUE(left.empty()) << "GnuPG homes left in TMPDIR: " << testing::PrintToString(left);
 }
 
 TEST_F(SignatureTest, BadSignatureIsRejected) {
