@@ -70,7 +70,7 @@ void report_error(AppContext& ctx, const Error& e) {
 }  // namespace
 
 void report_spec_warnings(AppContext& ctx, const overlay::Spec& spec) {
-  for (const auto& w : spec.warnings()) ctx.reporter.warn_at(w.text(), w.file, w.line, w.column);
+  for (const auto& w : spec.warnings()) ctx.reporter.warn_at({w.text(), w.excerpt, w.line, w.column, w.file});
 }
 
 CommandRegistration::CommandRegistration(int order, Registrar registrar) {

@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <cctype>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <sstream>
 
 #include "app.hpp"
 #include "fetch/fetch.hpp"
+#include "overlay/spec.hpp"
 #include "pipeline.hpp"
 #include "rpi/digest.hpp"
 #include "rpi/error.hpp"
@@ -32,8 +34,14 @@ struct AlpineTable {
   std::optional<std::string> version, arch, mirror, tarball, sha256;
 };
 
-std::string where(const std::string& file, const toml::source_region& r) {
-  return file + ":" + std::to_string(r.begin.line) + ":" + std::to_string(r.begin.column);
+// The spec error `message` at r, as the loader gives one: "FILE:LINE:COL: message",
+// the place as data and the spec's line under it (never one that may hold a secret).
+[[noreturn]] void spec_error(const std::string& path, const toml::source_region& r, const std::string& message) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  const overlay::Place at = overlay::place_in(text.str(), path, r.begin.line, r.begin.column);
+  throw overlay::SpecErrors({at.problem(at.text() + ": " + message)}, 0);
 }
 
 AlpineTable read_alpine_table(const std::string& path) {
@@ -42,13 +50,13 @@ AlpineTable read_alpine_table(const std::string& path) {
     root = toml::parse_file(path);
   } catch (const toml::parse_error& e) {
     if (!std::filesystem::exists(path)) throw Error(Errc::usage, "spec " + path + " does not exist");
-    throw Error(Errc::spec, where(path, e.source()) + ": " + std::string(e.description()));
+    spec_error(path, e.source(), std::string(e.description()));
   }
   AlpineTable t;
   const toml::node* node = root.get("alpine");
   if (!node) return t;
   const toml::table* alpine = node->as_table();
-  if (!alpine) throw Error(Errc::spec, where(path, node->source()) + ": [alpine] must be a table");
+  if (!alpine) spec_error(path, node->source(), "[alpine] must be a table");
   for (const auto& [key, value] : *alpine) {
     std::optional<std::string>* slot = nullptr;
     if (key == "version")
@@ -62,11 +70,10 @@ AlpineTable read_alpine_table(const std::string& path) {
     else if (key == "sha256")
       slot = &t.sha256;
     else
-      throw Error(Errc::spec, where(path, value.source()) + ": unknown key alpine." + std::string(key.str()) +
-                                  " (known: version, arch, mirror, tarball, sha256)");
+      spec_error(path, value.source(),
+                 "unknown key alpine." + std::string(key.str()) + " (known: version, arch, mirror, tarball, sha256)");
     const auto* s = value.as_string();
-    if (!s)
-      throw Error(Errc::spec, where(path, value.source()) + ": alpine." + std::string(key.str()) + " must be a string");
+    if (!s) spec_error(path, value.source(), "alpine." + std::string(key.str()) + " must be a string");
     *slot = s->get();
   }
   if (t.tarball && !t.tarball->empty() && t.tarball->find("://") == std::string::npos && t.tarball->front() != '/') {

@@ -158,7 +158,7 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
       for (const auto& id : ids)
         if (id.host)
           if (const std::string e = keymap_error(*id.host, any.keymaps, p.release()); !e.empty())
-            throw Error(Errc::spec, e);
+            throw overlay::SpecErrors({id.host->keymap_location.problem(e)}, 0);
       for (const auto& a : any.apkovls)
         s << "  leaves out the tarball's " << a << " (the card gets exactly one apkovl)\n";
     }

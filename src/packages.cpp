@@ -25,12 +25,12 @@ std::pair<std::string_view, std::string_view> constraint_of(std::string_view ent
   return {entry.substr(op, ver - op), entry.substr(ver)};
 }
 
-// Where the entry a report line names is written ("FILE:LINE:COL"), else the spec's name.
-std::string entry_at(const std::string& line, const overlay::HostConfig& h, const std::string& spec_path) {
+// Where the entry a report line names is written, else the spec's name (no line).
+overlay::Place entry_at(const std::string& line, const overlay::HostConfig& h, const std::string& spec_path) {
   const std::string entry = line.substr(0, line.find(" ("));
   const auto& p = h.apk.packages;
   const auto i = static_cast<std::size_t>(std::find(p.begin(), p.end(), entry) - p.begin());
-  return i < h.apk.package_locations.size() ? h.apk.package_locations[i] : spec_path;
+  return i < h.apk.package_locations.size() ? h.apk.package_locations[i] : overlay::Place{spec_path, 0, 0, {}};
 }
 
 // A close name from the readable indexes, or "". Also the Debian spellings
@@ -251,19 +251,25 @@ PackageReport PackageChecker::check(const overlay::HostConfig& h, const std::str
   const std::string repos_read = read.empty() ? std::string("none") : join(read);
   if (rep.certain) {
     const char* consequence = ": apk on the Pi would install none of the packages. ";
-    if (!rep.unknown.empty())
-      throw Error(Errc::spec, entry_at(rep.unknown.front(), h, spec_path) + ": [apk].packages " + join(rep.unknown) +
-                                  (rep.unknown.size() == 1 ? " is" : " are") +
-                                  " in none of the card's repositories for " + h.alpine.arch + " (" + repos_read + ")" +
-                                  consequence +
-                                  "Correct the name, or add the repository that has it to [apk].repositories");
-    if (!rep.unmatched.empty())
-      throw Error(Errc::spec, entry_at(rep.unmatched.front(), h, spec_path) + ": [apk].packages " +
-                                  join(rep.unmatched) + ": no version in the card's repositories for " + h.alpine.arch +
-                                  " (" + repos_read + ") satisfies " + (rep.unmatched.size() == 1 ? "it" : "them") +
-                                  consequence +
-                                  "Change the version (\"=\" is exact, with the -rN; \"~1.2\" takes any 1.2.x), "
-                                  "or drop it to get the repository's version");
+    // A spec error at the entry: shown with the spec's line, placed in --json.
+    if (!rep.unknown.empty()) {
+      const overlay::Place at = entry_at(rep.unknown.front(), h, spec_path);
+      throw overlay::SpecErrors(
+          {at.problem(at.text() + ": [apk].packages " + join(rep.unknown) + (rep.unknown.size() == 1 ? " is" : " are") +
+                      " in none of the card's repositories for " + h.alpine.arch + " (" + repos_read + ")" +
+                      consequence + "Correct the name, or add the repository that has it to [apk].repositories")},
+          0);
+    }
+    if (!rep.unmatched.empty()) {
+      const overlay::Place at = entry_at(rep.unmatched.front(), h, spec_path);
+      throw overlay::SpecErrors(
+          {at.problem(at.text() + ": [apk].packages " + join(rep.unmatched) +
+                      ": no version in the card's repositories for " + h.alpine.arch + " (" + repos_read +
+                      ") satisfies " + (rep.unmatched.size() == 1 ? "it" : "them") + consequence +
+                      "Change the version (\"=\" is exact, with the -rN; \"~1.2\" takes any 1.2.x), "
+                      "or drop it to get the repository's version")},
+          0);
+    }
   }
   if (!rep.unknown.empty() || !rep.unmatched.empty()) {
     ++warnings_;
@@ -275,10 +281,12 @@ PackageReport PackageChecker::check(const overlay::HostConfig& h, const std::str
       what.push_back(join(rep.unmatched) + ": no version in the repositories read satisfies " +
                      (rep.unmatched.size() == 1 ? "it" : "them"));
     const std::string& first = rep.unknown.empty() ? rep.unmatched.front() : rep.unknown.front();
-    reporter.warn(entry_at(first, h, spec_path) + ": [apk].packages " + join(what, "; ") + " (" + repos_read +
-                  "); not read: " + join(rep.unread) + ". If no repository has " +
-                  (rep.unknown.size() + rep.unmatched.size() == 1 ? "it" : "them") +
-                  ", apk on the Pi installs none of the packages");
+    const overlay::Place at = entry_at(first, h, spec_path);
+    reporter.warn_at({at.text() + ": [apk].packages " + join(what, "; ") + " (" + repos_read +
+                          "); not read: " + join(rep.unread) + ". If no repository has " +
+                          (rep.unknown.size() + rep.unmatched.size() == 1 ? "it" : "them") +
+                          ", apk on the Pi installs none of the packages",
+                      at.excerpt, at.line, at.column, at.file});
   } else if (!rep.unread.empty()) {
     const std::string what = std::string("[apk].packages ") +
                              (rep.unchecked ? "not checked against " : "checked, but not against ") + join(rep.unread);

@@ -645,8 +645,9 @@ std::string keymap_error(const overlay::HostConfig& h, const partition::BootKeym
   if (h.keymap.empty() || !k.known() || k.has(h.keymap)) return {};
   // The tarball's own .alpine-release tells its release better than its name or the mirror.
   const std::optional<std::string> rel = k.release.empty() ? release : std::optional<std::string>(k.release);
-  std::string msg = (h.keymap_location.empty() ? "" : h.keymap_location + ": ") + "[system].keymap \"" + h.keymap +
-                    "\" is not in " + (rel ? "Alpine " + *rel + "'s kbd-bkeymaps" : "the tarball's " + k.apk) +
+  const std::string at = h.keymap_location.text();
+  std::string msg = (at.empty() ? "" : at + ": ") + "[system].keymap \"" + h.keymap + "\" is not in " +
+                    (rel ? "Alpine " + *rel + "'s kbd-bkeymaps" : "the tarball's " + k.apk) +
                     ": the Pi's keyboard would stay US";
   const std::string layout = h.keymap.substr(0, h.keymap.find(' '));
   std::vector<std::string> variants;
@@ -678,7 +679,9 @@ void check_keymaps_when_read(const std::vector<Identity>& ids, const std::vector
   for (std::size_t i = 0; i < ids.size(); ++i) {
     if (!ids[i].host || ids[i].host->keymap.empty()) continue;
     jobs[job_of[i]].options.check_keymaps = [host = ids[i].host, release](const partition::BootKeymaps& k) {
-      if (const std::string e = keymap_error(*host, k, release); !e.empty()) throw Error(Errc::spec, e);
+      // At the keymap's place: shown with the spec's line, placed in --json.
+      if (std::string e = keymap_error(*host, k, release); !e.empty())
+        throw overlay::SpecErrors({host->keymap_location.problem(std::move(e))}, 0);
     };
   }
 }

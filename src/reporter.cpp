@@ -200,18 +200,6 @@ void Reporter::detail(const std::string& subject, const std::string& message) {
 void Reporter::warn(const std::string& message) {
   on_event(Event{"warning", "", 0, 0, message});
 }
-void Reporter::warn_at(const std::string& message, const std::string& file, std::size_t line, std::size_t column) {
-  if (!json_ || file.empty() || line == 0) return warn(message);
-  std::lock_guard lock(mu_);
-  JsonObject o;
-  o.add("type", "warning")
-      .add("message", message)
-      .add("file", file)
-      .add("line", static_cast<std::uint64_t>(line))
-      .add("column", static_cast<std::uint64_t>(column));
-  emit_json_locked(o.str());
-}
-
 void Reporter::error(Errc code, const std::string& message) {
   errors(code, {Located{message, {}, 0, 0, {}}}, 0, "");
 }
@@ -258,7 +246,34 @@ std::string excerpt_lines(const Reporter::Located& e, bool color) {
   return number + std::string(line) + "\n      | " + std::string(pad, ' ') +
          (color ? "\x1b[32m" + mark + "\x1b[0m" : mark) + "\n";
 }
+
+// The excerpt of an error or warning and the caret under it, on stderr, when it has one.
+void put_excerpt(const Reporter::Located& e, bool color) {
+  // An excerpt is printable text already (the spec loader leaves out any other).
+  if (!e.excerpt.empty() && e.line > 0 && e.column > 0) std::fputs(excerpt_lines(e, color).c_str(), stderr);
+}
 }  // namespace
+
+void Reporter::warn_at(const Located& w) {
+  const bool placed = !w.file.empty() && w.line > 0;
+  if (json_ && !placed) return warn(w.message);
+  std::lock_guard lock(mu_);
+  if (json_) {
+    JsonObject o;
+    o.add("type", "warning")
+        .add("message", w.message)
+        .add("file", w.file)
+        .add("line", static_cast<std::uint64_t>(w.line))
+        .add("column", static_cast<std::uint64_t>(w.column));
+    emit_json_locked(o.str());
+    return;
+  }
+  // As on_event shows a warning (quiet too: a warning is something to act on), the excerpt under it.
+  clear_bars_locked();
+  std::fprintf(stderr, "warning: %s\n", printable(w.message, true).c_str());
+  put_excerpt(w, color_);
+  redraw_locked();
+}
 
 void Reporter::errors(Errc code, const std::vector<Located>& errors, std::uint64_t more, const std::string& more_line) {
   std::lock_guard lock(mu_);
@@ -305,9 +320,7 @@ void Reporter::errors(Errc code, const std::vector<Located>& errors, std::uint64
       std::fprintf(stderr, "rpi-provision: \x1b[31merror:\x1b[0m %s\n", shown.c_str());
     else
       std::fprintf(stderr, "rpi-provision: error: %s\n", shown.c_str());
-    // An excerpt is printable text already (the spec loader leaves out any other).
-    if (i < errors.size() && !errors[i].excerpt.empty() && errors[i].line > 0 && errors[i].column > 0)
-      std::fputs(excerpt_lines(errors[i], color_).c_str(), stderr);
+    if (i < errors.size()) put_excerpt(errors[i], color_);
   }
 }
 

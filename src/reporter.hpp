@@ -39,20 +39,21 @@ class Reporter {
   // A "detail" event (shown only when verbose).
   void detail(const std::string& subject, const std::string& message);
   void warn(const std::string& message);
-  // A warning at a place of a file (a spec's): in --json the event also has
-  // "file", "line" and "column" (1-based), as a spec error's does.
-  void warn_at(const std::string& message, const std::string& file, std::size_t line, std::size_t column);
   void error(Errc code, const std::string& message);
-  // One error as the user reads it: its message and, for a spec's, the line
-  // of the spec it points at (`excerpt`, empty: none) with a caret under
-  // `column` (1-based, in characters); `file` is the spec the place is in
-  // (line 0: the error has no place).
+  // One error or warning as the user reads it: its message and, for a spec's,
+  // the line of the spec it points at (`excerpt`, empty: none) with a caret
+  // under `column` (1-based, in characters); `file` is the spec the place is
+  // in (line 0: it has no place).
   struct Located {
     std::string message;
     std::string excerpt;
     std::size_t line = 0, column = 0;
     std::string file;
   };
+  // A warning at a place of a file (a spec's): its excerpt with a caret under
+  // it, as an error's; in --json the event also has "file", "line" and
+  // "column" (1-based), as a spec error's does (no excerpt).
+  void warn_at(const Located& warning);
   // Several errors of one kind (a spec's): each its own error line (and its
   // excerpt with a caret, not in --json), then `more_line` when given; in
   // --json one error event whose message is the first, with the first one's

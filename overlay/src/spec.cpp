@@ -204,6 +204,19 @@ std::string excerpt_of(std::string_view text, const LineShapes& shapes, const st
   return out;
 }
 
+// What excerpt_of needs of a spec, worked out once: its lines' shapes and,
+// when it parsed, the lines of its secrets.
+struct Excerpts {
+  LineShapes shapes;
+  std::optional<std::set<std::size_t>> secrets;  // none: the text did not parse
+  Excerpts(std::string_view text, const toml::node* doc) : shapes(line_shapes(text)) {
+    if (doc) secret_lines(*doc, false, secrets.emplace());
+  }
+  std::string at(std::string_view text, std::size_t line) const {
+    return excerpt_of(text, shapes, secrets ? &*secrets : nullptr, line);
+  }
+};
+
 std::vector<std::string> messages_of(const std::vector<SpecProblem>& problems) {
   std::vector<std::string> out;
   out.reserve(problems.size());
@@ -221,6 +234,24 @@ SpecErrors::SpecErrors(std::vector<SpecProblem> problems, std::size_t more, bool
 
 std::string SpecErrors::more_text() const {
   return more_line(more_, at_least_);
+}
+
+std::string Place::text() const {
+  if (line == 0) return file;
+  return file + ":" + std::to_string(line) + ":" + std::to_string(column);
+}
+
+SpecProblem Place::problem(std::string message) const {
+  return {std::move(message), line, column, line == 0 ? std::string() : excerpt, file};
+}
+
+Place place_in(std::string_view text, const std::string& name, std::size_t line, std::size_t column) {
+  std::optional<toml::table> doc;
+  try {
+    doc = toml::parse(text, name);
+  } catch (const toml::parse_error&) {
+  }
+  return {name, line, column, Excerpts(text, doc ? &*doc : nullptr).at(text, line)};
 }
 
 const std::filesystem::path& Spec::path() const {
@@ -499,6 +530,15 @@ class Converter {
   std::string where(const toml::source_region& r) const {
     return s_.name + ":" + std::to_string(r.begin.line) + ":" + std::to_string(r.begin.column);
   }
+  // Where r begins, as data, with the spec's line there when it is fit to show.
+  Place place(const toml::source_region& r) const {
+    return {s_.name, r.begin.line, r.begin.column, excerpt(r.begin.line)};
+  }
+  // The spec's line `line` fit to show under a message at it (SpecProblem::excerpt), else "".
+  std::string excerpt(std::size_t line) const {
+    if (!excerpts_) excerpts_.emplace(s_.source, &s_.doc);
+    return excerpts_->at(s_.source, line);
+  }
   std::string located(const toml::source_region& r, const std::string& msg) const {
     return where(r) + ": " + shorten_quoted(msg);
   }
@@ -542,9 +582,10 @@ class Converter {
   // Throws what was found as SpecErrors. Nothing when none.
   void throw_found();
   void warn(const toml::source_region& r, const std::string& msg) {
-    Warning w{where(r), msg, s_.name, r.begin.line, r.begin.column};
+    Warning w{where(r), msg, s_.name, r.begin.line, r.begin.column, {}};
     for (const auto& x : warnings_)
       if (x.location == w.location && x.message == w.message) return;
+    w.excerpt = excerpt(w.line);
     warnings_.push_back(std::move(w));
   }
 
@@ -818,6 +859,7 @@ class Converter {
   void check_admins_log_in(const View& root, const HostConfig& h);
 
   const Spec::Impl& s_;
+  mutable std::optional<Excerpts> excerpts_;  // of s_, worked out at the first excerpt
   std::vector<Warning>& warnings_;
   int n_ = 1;
   std::vector<std::pair<std::string, const toml::node*>> file_nodes_;  // [[files]] paths of this card
@@ -870,13 +912,10 @@ void Converter::throw_found() {
     };
     return key(a) < key(b);
   });
-  const LineShapes shapes = line_shapes(s_.source);
-  std::set<std::size_t> secrets;
-  secret_lines(s_.doc, false, secrets);
   std::vector<SpecProblem> shown;
   for (std::size_t i = 0; i < found_.size() && i < SpecErrors::kShown; ++i) {
     const Found& f = found_[i];
-    shown.push_back({f.text, f.line, f.column, excerpt_of(s_.source, shapes, &secrets, f.line), s_.name});
+    shown.push_back({f.text, f.line, f.column, excerpt(f.line), s_.name});
   }
   const std::size_t more = found_.size() - shown.size();
   throw SpecErrors(std::move(shown), more, stopped_);
@@ -1028,7 +1067,7 @@ void Converter::convert_system(const View& root, const toml::table* host, int ho
   if (auto x = str(v, "keymap")) {
     if (auto why = checks::keymap(*x); !why.empty()) fail(*v.get("keymap"), "[system].keymap \"" + *x + "\" " + why);
     h.keymap = *x;
-    h.keymap_location = where(v.get("keymap")->source());
+    h.keymap_location = place(v.get("keymap")->source());
   }
   h.motd = str(v, "motd", "");
 }
@@ -1190,7 +1229,7 @@ void Converter::convert_apk(const View& root, HostConfig& h) {
   for (auto& [p, node] : str_array_nodes(v, "packages")) {
     if (auto why = checks::package_name(p); !why.empty()) fail(*node, "package name \"" + p + "\" " + why);
     h.apk.packages.push_back(p);
-    h.apk.package_locations.push_back(where(node->source()));
+    h.apk.package_locations.push_back(place(node->source()));
   }
   for (auto& [r, node] : str_array_nodes(v, "repositories")) {
     const std::string body = repository_line(r).location;

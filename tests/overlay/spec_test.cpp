@@ -1767,6 +1767,79 @@ TEST(Spec, AtMostTwentyErrorsThenHowManyMore) {
   }
 }
 
+// --- places as data (Place) for errors found after loading, and warnings' excerpts
+
+// [apk].packages entries and [system].keymap carry their place and the line
+// there: packages a repository lacks and a keymap the tarball lacks are found
+// after loading, and shown like the loader's errors.
+TEST(SpecPlace, PackagesAndKeymapCarryTheirPlaceAndLine) {
+  auto spec =
+      parse_spec(kPi + "keymap = \"de de-nodeadkeys\"\n[apk]\npackages = [\"cage\",\n  \"seatd\"]\n", "t.toml", ".");
+  const HostConfig h = resolve_host(spec, 1);
+  EXPECT_EQ(h.keymap_location.text(), "t.toml:3:10");
+  EXPECT_EQ(h.keymap_location.file, "t.toml");
+  EXPECT_EQ(h.keymap_location.line, 3u);
+  EXPECT_EQ(h.keymap_location.column, 10u);
+  EXPECT_EQ(h.keymap_location.excerpt, "keymap = \"de de-nodeadkeys\"");
+  ASSERT_EQ(h.apk.package_locations.size(), 2u);
+  EXPECT_EQ(h.apk.package_locations[0].text(), "t.toml:5:13");
+  EXPECT_EQ(h.apk.package_locations[0].excerpt, "packages = [\"cage\",");
+  // A line inside an array opened on an earlier line is shown too: the loader
+  // knows it holds no secret.
+  EXPECT_EQ(h.apk.package_locations[1].text(), "t.toml:6:3");
+  EXPECT_EQ(h.apk.package_locations[1].excerpt, "  \"seatd\"]");
+
+  const SpecProblem p = h.keymap_location.problem("t.toml:3:10: [system].keymap is wrong");
+  EXPECT_EQ(p.message, "t.toml:3:10: [system].keymap is wrong");
+  EXPECT_EQ(p.file, "t.toml");
+  EXPECT_EQ(p.line, 3u);
+  EXPECT_EQ(p.column, 10u);
+  EXPECT_EQ(p.excerpt, h.keymap_location.excerpt);
+  // No place: the spec's name alone, nothing shown under the message.
+  const Place none{"t.toml", 0, 0, "x"};
+  EXPECT_EQ(none.text(), "t.toml");
+  EXPECT_EQ(none.problem("t.toml: m").excerpt, "");
+  EXPECT_EQ(Place{}.text(), "");
+}
+
+// A warning carries the line it is at, unless that line may hold a secret.
+TEST(SpecPlace, WarningsCarryTheirLineButNeverASecretOne) {
+  auto spec =
+      parse_spec(kPi +
+                     "[ssh]\nhost_keys = \"first-boot\"\n[boot]\napkovl_url = \"http://srv/{MAC}.apkovl.tar.gz\"\n"
+                     "[wifi]\nssid = \"Net\"\npsk = \"literal-passphrase\"\n"
+                     "[[users]]\nname = \"bob\"\npassword = \"hunter2hunter2\"\n",
+                 "t.toml", ".");
+  bool boot = false;
+  for (const auto& w : spec.warnings()) {
+    if (w.location == "t.toml:5:1") {
+      boot = true;
+      EXPECT_EQ(w.excerpt, "[boot]");
+    } else {
+      EXPECT_EQ(w.excerpt, "") << w.text();
+    }
+    EXPECT_EQ(w.excerpt.find("literal-passphrase"), std::string::npos);
+    EXPECT_EQ(w.excerpt.find("hunter2"), std::string::npos);
+  }
+  EXPECT_TRUE(boot) << "no warning at [boot]";
+  EXPECT_GE(spec.warnings().size(), 3u);
+}
+
+// place_in: the loader's rule for a reader outside it (fetch --spec).
+TEST(SpecPlace, PlaceInFollowsTheLoadersRule) {
+  const std::string text = "[alpine]\narch = 3\npassword = \"hunter2\"\nx = [\n  \"a\",\n]\n";
+  const Place arch = place_in(text, "s.toml", 2, 8);
+  EXPECT_EQ(arch.text(), "s.toml:2:8");
+  EXPECT_EQ(arch.excerpt, "arch = 3");
+  EXPECT_EQ(place_in(text, "s.toml", 3, 12).excerpt, "") << "a secret's line";
+  EXPECT_EQ(place_in(text, "s.toml", 5, 3).excerpt, "  \"a\",") << "the text parses: its secrets are known";
+  EXPECT_EQ(place_in(text, "s.toml", 99, 1).excerpt, "");
+  // A text that does not parse: a line inside an array opened earlier is not shown.
+  const std::string broken = "[alpine]\nkey = [\n  \"s3cr3t\",\n  =\n]\n";
+  EXPECT_EQ(place_in(broken, "s.toml", 3, 3).excerpt, "");
+  EXPECT_EQ(place_in(broken, "s.toml", 1, 1).excerpt, "[alpine]");
+}
+
 // --- the spec's line under each error (SpecProblem::excerpt), never one with a secret
 
 namespace {

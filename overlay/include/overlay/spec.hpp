@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -35,6 +36,27 @@ struct SpecProblem {
   // FILE of the message: the spec's name as load_spec/parse_spec were given it.
   std::string file;
 };
+
+// A place in a spec, as data: where an entry is written, for an error or a
+// warning about it found after loading (packages a repository lacks, a keymap
+// the tarball lacks). The loader fills it in, `excerpt` by the rule of
+// SpecProblem::excerpt.
+struct Place {
+  std::string file;                  // the spec's name as load_spec/parse_spec were given it
+  std::size_t line = 0, column = 0;  // 1-based; 0 when there is no place (then `file` alone, or nothing)
+  std::string excerpt;               // the spec's line `line`, fit to show; empty when it may hold a secret
+  // "FILE:LINE:COL"; FILE when there is no line; "" when there is neither.
+  std::string text() const;
+  // The problem `message` is, at this place: `message` is its whole text, which
+  // starts with text() + ": " (only that is shown: the place is data here).
+  SpecProblem problem(std::string message) const;
+};
+
+// The place `line`:`column` of a spec whose text is `text`, named `name`, for
+// a reader of the spec outside load_spec (fetch --spec reads [alpine] alone).
+// Its excerpt follows the loader's rule: the text is parsed to find the lines
+// of secrets (a text that does not parse: the rule for a syntax error).
+Place place_in(std::string_view text, const std::string& name, std::size_t line, std::size_t column);
 
 // The problems found in one spec (Errc::spec): one or several, each message
 // "FILE:LINE:COL: message", in file order (line, then column), each place said
@@ -139,8 +161,8 @@ inline RepositoryLine repository_line(const std::string& line) {
 
 struct Apk {
   std::vector<std::string> packages;
-  std::vector<std::string> package_locations;  // "FILE:LINE:COL" of each of packages
-  std::vector<std::string> repositories;       // empty = default (card apks + main + community)
+  std::vector<Place> package_locations;   // where each of packages is written
+  std::vector<std::string> repositories;  // empty = default (card apks + main + community)
   std::vector<ApkKey> keys;
   bool cache = false;
 };
@@ -231,8 +253,8 @@ struct Install {
 struct HostConfig {
   int index = 1;  // {n}
   std::string hostname, domain, timezone = "UTC", keymap, motd;
-  std::string keymap_location;  // "FILE:LINE:COL" of keymap
-  std::string mac;              // lower-case colon form, or empty
+  Place keymap_location;  // where keymap is written
+  std::string mac;        // lower-case colon form, or empty
   AlpineSource alpine;
   Network network;
   Wifi wifi;
@@ -274,6 +296,9 @@ struct Warning {
   // it, and its 1-based line and column.
   std::string file;
   std::size_t line = 0, column = 0;
+  // The spec's line `line`, to be shown under the warning with a caret at
+  // `column`: SpecProblem::excerpt's rule (empty when it may hold a secret).
+  std::string excerpt;
   std::string text() const { return location + ": " + message; }
 };
 
