@@ -41,7 +41,7 @@ bool to_stdout(const std::string& output) {
   return output == "-";
 }
 
-// `piped`: the image went to standard output (no file, no .bmap).
+// `piped`: the image went to standard output (no file; a .bmap only with --bmap: then r.bmap, else "").
 std::string build_summary(const BuiltImage& b, bool piped = false) {
   const partition::ImageResult& r = b.result;
   std::ostringstream s;
@@ -52,8 +52,11 @@ std::string build_summary(const BuiltImage& b, bool piped = false) {
       << "; the .bmap describes the image uncompressed\n";
   s << "  " << r.files << " files in " << r.directories << " directories, " << format_size(r.content_bytes)
     << " of data; ";
-  if (piped)
+  if (piped && r.bmap.empty())
     s << "every byte written to standard output (no .bmap)\n";
+  else if (piped)
+    s << "every byte written to standard output; its block map (" << format_size(r.map.mapped_bytes())
+      << " to write) in " << r.bmap.string() << "\n";
   else
     s << format_size(r.map.mapped_bytes()) << " to write (" << r.bmap.string() << ")\n";
   if (!b.identity.name.empty() && b.identity.host) s << "  host: " << b.identity.name << "\n";
@@ -179,13 +182,19 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
     if (!id.name.empty()) s << " ← " << id.name << (id.host ? " ({n}=" + std::to_string(id.n) + ")" : "");
     s << "\n";
     if (i < holds.size() && !holds[i].empty()) s << "    holds now: " << holds[i] << "\n";
-    if (piped)
+    if (piped && o.bmap.empty())
       s << "    built in a private scratch folder in " << ScratchDir::parent()
-        << ", then copied to standard output (every byte; no .bmap: bmaptool needs the image file)\n";
+        << ", then copied to standard output (every byte; no .bmap: give --bmap FILE for one)\n";
+    else if (piped)
+      s << "    built in a private scratch folder in " << ScratchDir::parent()
+        << ", then copied to standard output (every byte); its block map written to " << o.bmap
+        << " (--bmap) once the image is out\n";
+    else if (!to_devices && !o.bmap.empty())
+      s << "    block map: " << o.bmap << " (--bmap; no " << targets[i] << ".bmap)\n";
     if (const auto z = to_devices || piped ? partition::Compression::none : partition::compression_for(targets[i]);
         z != partition::Compression::none)
-      s << "    compressed once built: " << partition::compression_settings(z) << "; " << targets[i]
-        << ".bmap describes the image uncompressed\n";
+      s << "    compressed once built: " << partition::compression_settings(z) << "; "
+        << (o.bmap.empty() ? targets[i] + ".bmap" : o.bmap) << " describes the image uncompressed\n";
     JsonObject c;
     c.add("index", id.n).add("hostname", id.name).add("target", targets[i]);
     if (i < holds.size() && !holds[i].empty()) c.add("holds", holds[i]);
@@ -261,6 +270,7 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
   }
   if (!to_devices && !targets.empty()) {
     j.add("output", targets.front());
+    if (!o.bmap.empty()) j.add("bmap", o.bmap);
     if (const auto z =
             to_stdout(targets.front()) ? partition::Compression::none : partition::compression_for(targets.front());
         z != partition::Compression::none)
@@ -275,6 +285,18 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
   if (refusals) ctx.exit_code = refusals < targets.size() ? 3 : 1;
 }
 
+// --bmap FILE written: a new or regular file in an existing folder (as --output's).
+void check_bmap_output(const std::string& bmap) {
+  const std::filesystem::path f = bmap;
+  struct stat st {};
+  if (bmap.back() == '/' || (::stat(f.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
+    throw Error(Errc::usage, "--bmap " + bmap + " is a folder: give the block map a file name, e.g. " +
+                                 (f / "pi.img.bmap").lexically_normal().string());
+  if (::stat(f.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw Error(Errc::usage, "--bmap " + bmap + " exists and is not a regular file; choose another name");
+  check_output_folder("--bmap", bmap);
+}
+
 // --output must name a new or regular file in an existing folder, and none of
 // the run's own inputs: `-o /dev/sdb`, `-o kiosk.toml` or `-o wifi.psk` would
 // otherwise replace a device node, the spec or a secret with an image, and exit 0.
@@ -284,9 +306,13 @@ void check_output_target(const Pipeline& p) {
   const std::string kh = o.known_hosts.empty() ? o.output + ".known_hosts" : o.known_hosts;
   struct stat st {};
   if (to_stdout(o.output)) {
-    // Standard output: no file of its own and no .bmap; only a --known-hosts file is written.
+    // Standard output: no file of its own; only a --bmap and a --known-hosts file are written.
+    std::vector<RunFile> files;
+    if (!o.bmap.empty()) files.push_back({"--bmap " + o.bmap, o.bmap});
+    if (!o.known_hosts.empty()) files.push_back({"--known-hosts " + o.known_hosts, o.known_hosts});
+    if (!files.empty()) refuse_overwriting_inputs(files, inputs_of(o, &p));
+    if (!o.bmap.empty()) check_bmap_output(o.bmap);
     if (o.known_hosts.empty()) return;
-    refuse_overwriting_inputs({{"--known-hosts " + o.known_hosts, o.known_hosts}}, inputs_of(o, &p));
   } else {
     if (o.output.back() == '/' || (::stat(out.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
       throw Error(Errc::usage, "--output " + o.output + " is a folder: give the image a file name, e.g. " +
@@ -303,9 +329,11 @@ void check_output_target(const Pipeline& p) {
       throw Error(Errc::usage, "--output " + o.output + ": the folder " + dir.string() + " does not exist");
     refuse_overwriting_inputs(
         {{"--output " + o.output, o.output},
-         {"--output " + o.output + ": its block map " + o.output + ".bmap", o.output + ".bmap"},
+         {o.bmap.empty() ? "--output " + o.output + ": its block map " + o.output + ".bmap" : "--bmap " + o.bmap,
+          o.bmap.empty() ? o.output + ".bmap" : o.bmap},
          {o.known_hosts.empty() ? "--output " + o.output + ": its known_hosts file " + kh : "--known-hosts " + kh, kh}},
         inputs_of(o, &p));
+    if (!o.bmap.empty()) check_bmap_output(o.bmap);
   }
   if (::stat(kh.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
     throw Error(Errc::usage, "--known-hosts " + kh + " exists and is not a regular file; choose another name");
@@ -446,8 +474,18 @@ void run_stdout(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids) 
   } catch (const Cancelled&) {
     return report_cancel("cancelled: nothing was written to standard output");
   }
-  const BuiltImage& b = built.front();
+  BuiltImage& b = built.front();
   const std::uint64_t size = b.result.image_size;
+  // --bmap FILE: the block map the build computed, written to its temporary
+  // now and put in place only once the whole image is out (a failed or
+  // cancelled copy leaves none, nor a partial one).
+  std::unique_ptr<AtomicFile> bmap;
+  if (!o.bmap.empty()) {
+    bmap = std::make_unique<AtomicFile>(o.bmap, partition::kBmapMode);
+    const std::string xml = b.result.map.to_bmap_xml();
+    write_all(bmap->fd(), xml.data(), xml.size(), "cannot write " + o.bmap);
+  }
+  b.result.bmap = o.bmap;  // not the scratch folder's: it is removed
   make_stdout_file_private(ctx, out.get());
   // A reader that goes away (`| head -c 1000`): write() fails with EPIPE, reported below.
   struct sigaction ignore {};
@@ -468,6 +506,7 @@ void run_stdout(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids) 
   out.reset();
   scratch.reset();
   ctx.reporter.finish_progress();
+  if (bmap) bmap->commit();
   if (keys) {
     keys->commit(ctx);
   } else if (!b.known_hosts.empty()) {
@@ -475,7 +514,9 @@ void run_stdout(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids) 
         "the generated SSH host keys' known_hosts lines were not kept (--output - has no file to put "
         "them beside); give --known-hosts FILE to keep them");
   }
-  ctx.reporter.note("--output -: no .bmap (bmaptool needs the image file); build with --output FILE.img for one");
+  if (!bmap)
+    ctx.reporter.note(
+        "--output -: no .bmap; give --bmap FILE for one (bmaptool copy --bmap FILE needs it before the image)");
   ctx.reporter.result("build", build_summary(b, true), build_json(b));
 }
 
@@ -487,10 +528,14 @@ void run_output(AppContext& ctx, Pipeline& p) {
                       std::to_string(ids.front().n) + " (" + ids.front().name +
                       "); pick another with --host or --first");
   check_output_target(p);
-  if (!to_stdout(o.output))
-    note_leftovers(ctx, {o.output, o.output + ".bmap", o.output + ".known_hosts"});
-  else if (!o.known_hosts.empty())
-    note_leftovers(ctx, {o.known_hosts});
+  if (!to_stdout(o.output)) {
+    note_leftovers(ctx, {o.output, o.bmap.empty() ? o.output + ".bmap" : o.bmap, o.output + ".known_hosts"});
+  } else {
+    std::vector<std::string> files;
+    for (const std::string& f : {o.bmap, o.known_hosts})
+      if (!f.empty()) files.push_back(f);
+    if (!files.empty()) note_leftovers(ctx, files);
+  }
   if (o.dry_run) return print_plan(ctx, p, ids, {o.output}, false);
   if (to_stdout(o.output)) return run_stdout(ctx, p, ids);
   const auto start = std::chrono::steady_clock::now();
@@ -533,13 +578,132 @@ void run_output(AppContext& ctx, Pipeline& p) {
       !std::filesystem::equivalent(beside, o.known_hosts, ec) && std::filesystem::remove(beside, ec))
     ctx.reporter.note("removed " + beside + ": it held the keys of the image this build replaced");
   const std::string word = shell_word(b.result.image.string());
-  std::string text = build_summary(b) + "\nwrite it with: bmaptool copy " + word +
-                     " /dev/sdX   (or: rpi-provision --image " + word + " --device /dev/sdX)";
+  // bmaptool finds FILE.img.bmap beside the image; a --bmap elsewhere is named.
+  const std::string with_bmap = o.bmap.empty() ? "" : " --bmap " + shell_word(o.bmap);
+  std::string text = build_summary(b) + "\nwrite it with: bmaptool copy" + with_bmap + " " + word +
+                     " /dev/sdX   (or: rpi-provision --image " + word + with_bmap + " --device /dev/sdX)";
   ctx.reporter.result("build", text, build_json(b));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   emit_card_done(ctx, CardDone{o.output, b.identity.name, b.identity.n, true, false, b.result.map.mapped_bytes(), secs,
                                b.result.bmap.string(), "", b.known_hosts});
   emit_summary(ctx, 1, 0, secs, 0);
+}
+
+// `--image -`: the image comes from standard input.
+bool from_stdin(const std::string& image) {
+  return image == "-";
+}
+
+constexpr const char* kStdin = "standard input";
+
+// `text` with the spooled copy of standard input named as the user gave it.
+std::string stdin_named(std::string text, const std::filesystem::path& spooled) {
+  for (const auto& [from, to] : {std::pair{"--image " + spooled.string(), std::string("--image -")},
+                                 std::pair{spooled.string(), std::string(kStdin)}})
+    for (std::size_t at = 0; (at = text.find(from, at)) != std::string::npos; at += to.size())
+      text.replace(at, from.size(), to);
+  return text;
+}
+
+// Standard input copied into `spooled` (a new 0600 file in the run's private
+// scratch folder), all-zero 4 KiB blocks left as holes. More than `max` bytes
+// is an Errc::device error ending with `too_large`; Cancelled once `cancel`
+// turns true (a signal interrupts the read). Returns the bytes read.
+std::uint64_t spool_stdin(const std::filesystem::path& spooled, std::uint64_t max, const std::string& too_large,
+                          const std::atomic<bool>* cancel) {
+  constexpr std::size_t kBlock = 4096, kChunk = 4u << 20;
+  Fd out = open_or_throw(spooled.string(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  std::vector<char> buf(kChunk);
+  std::uint64_t offset = 0;  // of buf[0]
+  std::size_t have = 0;
+  auto put = [&](std::size_t n) {  // buf[0, n) at `offset`, its zero blocks skipped
+    for (std::size_t k = 0; k < n; k += kBlock) {
+      const std::size_t len = std::min(kBlock, n - k);
+      if (std::all_of(buf.begin() + static_cast<std::ptrdiff_t>(k), buf.begin() + static_cast<std::ptrdiff_t>(k + len),
+                      [](char c) { return c == 0; }))
+        continue;
+      const std::string what = "cannot write standard input's image to the scratch folder " +
+                               spooled.parent_path().string() + " (set TMPDIR to a folder with more room, now " +
+                               ScratchDir::parent() + ")";
+      std::size_t done = 0;
+      while (done < len) {
+        const ssize_t w = ::pwrite(out.get(), buf.data() + k + done, len - done, static_cast<off_t>(offset + k + done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) throw_errno(what);
+        done += static_cast<std::size_t>(w);
+      }
+    }
+  };
+  for (bool end = false; !end;) {
+    if (cancelled(cancel)) throw Cancelled{};
+    const ssize_t n = ::read(0, buf.data() + have, buf.size() - have);
+    if (n < 0 && errno == EINTR) continue;  // a signal: the cancel flag is looked at first
+    if (n < 0) throw_errno("cannot read the image from standard input");
+    if (n == 0) end = true;
+    have += static_cast<std::size_t>(n);
+    if (offset + have > max)
+      throw Error(Errc::device, "standard input holds a larger image than any card: stopped after " +
+                                    format_size(offset + have) + " of it; " + too_large);
+    if (have == buf.size() || end) {
+      put(have);
+      offset += have;
+      have = 0;
+    }
+  }
+  if (::ftruncate(out.get(), static_cast<off_t>(offset)) != 0)
+    throw_errno("cannot set the size of " + spooled.string());
+  return offset;
+}
+
+// --image -: standard input read into a new private scratch folder (put in
+// `scratch`) before any card is opened, decompressed there when it starts
+// with gzip's, xz's, zstd's or bzip2's magic bytes, and checked as an --image
+// file is (a disk image; `bmap` (--bmap) of its size, its checksums compared
+// with the data now). An image larger than `max_size` (the largest card)
+// is refused with `too_large`. After `cancel` turned true: nullptr, and
+// `scratch` is emptied (nothing of standard input stays behind).
+std::shared_ptr<const udev::FlashSource> read_stdin_for_cards(AppContext& ctx, const std::string& bmap,
+                                                              std::optional<ScratchDir>& scratch,
+                                                              const std::atomic<bool>* cancel, std::uint64_t max_size,
+                                                              const std::string& too_large) {
+  scratch.emplace(ctx);
+  const std::filesystem::path spooled = scratch->path() / "standard-input";
+  try {
+    const std::uint64_t bytes = spool_stdin(spooled, max_size, too_large, cancel);
+    if (bytes == 0) throw Error(Errc::input, "standard input is empty: it holds no disk image");
+    std::shared_ptr<udev::FlashSource> src;
+    if (const std::optional<udev::CompressedImage> packed = check_image_file(spooled.string(), bmap)) {
+      ctx.reporter.detail(kStdin, "read " + format_size(bytes) + " of " + packed->compression +
+                                      "-compressed data from standard input; decompressing it");
+      udev::DecompressOptions d;
+      d.folder = scratch->path();
+      d.events = [sink = ctx.reporter.sink(), spooled](const Event& ev) {
+        sink(Event{ev.type, stdin_named(ev.subject, spooled), ev.done, ev.total, stdin_named(ev.message, spooled)});
+      };
+      d.cancel = cancel;
+      d.full_hint = "set TMPDIR to a folder with more room (now " + ScratchDir::parent() + ")";
+      d.max_size = max_size;
+      d.too_large = too_large;
+      d.probed = &*packed;
+      src = std::make_shared<udev::FlashSource>(*udev::FlashSource::decompress(spooled, d));
+      src->name = std::string(kStdin) + " (decompressed)";
+      std::filesystem::remove(spooled);  // its decompressed copy is what the cards get
+    } else {
+      ctx.reporter.detail(kStdin, "read " + format_size(bytes) + " from standard input (a raw image)");
+      src = std::make_shared<udev::FlashSource>(*udev::FlashSource::open(spooled, bmap));
+      src->name = kStdin;
+      // Compared now, before any card is opened: standard input cannot be read again.
+      udev::check_source(*src);
+      src->check_ranges = false;
+    }
+    return src;
+  } catch (const Cancelled&) {
+    scratch.reset();
+    return nullptr;
+  } catch (const Error& e) {
+    scratch.reset();
+    throw Error(e.code(), stdin_named(e.what(), spooled));
+  }
 }
 
 bool confirm(AppContext& ctx, const std::vector<udev::DeviceInfo>& infos, const std::vector<std::string>& names) {
@@ -670,7 +834,8 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
   if (p) ids = p->identities(static_cast<int>(o.devices.size()));
   warn_shared_host_keys(ctx, ids);
   std::vector<std::string> names;
-  for (std::size_t i = 0; i < o.devices.size(); ++i) names.push_back(p ? ids[i].name : o.image);
+  for (std::size_t i = 0; i < o.devices.size(); ++i)
+    names.push_back(p ? ids[i].name : from_stdin(o.image) ? std::string(kStdin) : o.image);
   // What card i gets: its image, or why it is not written (too small for the image).
   std::vector<std::string> refused(o.devices.size());
   // A file standing in for a card is written like one, size kept: an empty one holds nothing.
@@ -690,9 +855,24 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
     std::ostringstream s;
     s << kPlanHeading;
     const std::string z = packed ? packed->compression : "";
-    if (!packed) {
+    if (from_stdin(o.image)) {
+      // Standard input is not read: the plan would use up the image the run needs.
+      s << "  image: standard input (--image -), read when the run starts (not by this plan): a raw image, or "
+           "one compressed with gzip, xz, zstd or bzip2 (told by its first bytes), copied (and decompressed) "
+           "into a private scratch folder in "
+        << ScratchDir::parent() << " before any card is written; its size is known once it is read\n";
+      if (!o.bmap.empty()) {
+        const partition::BlockMap m = partition::read_bmap(o.bmap);
+        need = m.image_size();
+        bmap = o.bmap;
+        s << "  block map: " << o.bmap << " (--bmap), " << format_size(*need) << " image, "
+          << format_size(m.mapped_bytes()) << " to write (its checksums are compared with the image once read)\n";
+      } else {
+        s << "  block map: none (give --bmap FILE for one): every byte of the image is written\n";
+      }
+    } else if (!packed) {
       // The check a real run does while writing, done now: a stale .bmap shows in the plan's run.
-      auto src = udev::FlashSource::open(o.image);
+      auto src = udev::FlashSource::open(o.image, o.bmap);
       udev::check_source(*src);
       need = src->map.image_size();
       bmap = src->bmap.string();
@@ -841,6 +1021,28 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
       if (dynamic_cast<const fetch::DownloadCancelled*>(&e)) ctx.reporter.note(e.what());
       return cancelled_before_writing();
     }
+  } else if (from_stdin(o.image)) {
+    // Read before any card is opened, into the private scratch folder
+    // (removed with it, also after Ctrl-C or an error); no more of it than
+    // the largest card can take.
+    std::optional<std::size_t> largest;
+    for (std::size_t i = 0; i < infos.size(); ++i)
+      if (refused[i].empty() && (!largest || infos[i].size > infos[*largest].size)) largest = i;
+    if (largest) {  // else no card is written: nothing to read
+      const std::uint64_t max = infos[*largest].size;
+      const std::string too_large = std::string(o.devices.size() > 1 ? "the largest card, " : "the card, ") +
+                                    o.devices[*largest] + ", has " + format_size(max) + "; use a larger card";
+      auto shared = read_stdin_for_cards(ctx, o.bmap, scratch, cancel, max, too_large);
+      if (!shared) return cancelled_before_writing();
+      if (shared->bmap.empty())
+        ctx.reporter.note(
+            "no block map for standard input (give --bmap FILE for one): every byte of the image is "
+            "written");
+      for (std::size_t i = 0; i < infos.size(); ++i)
+        if (refused[i].empty() && infos[i].size && infos[i].size < shared->map.image_size())
+          refused[i] = card_too_small(o.devices[i], infos[i].size, shared->map.image_size());
+      for (auto& s : sources) s = shared;
+    }
   } else if (packed) {
     // Decompressed once, before any card is opened, into the private scratch
     // folder (removed with it, also after Ctrl-C or an error): the writer reads
@@ -869,7 +1071,15 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
       for (auto& s : sources) s = shared;
     }
   } else {
-    auto shared = udev::FlashSource::open(o.image);  // a missing image is the error, before any note
+    std::shared_ptr<const udev::FlashSource> shared =
+        udev::FlashSource::open(o.image, o.bmap);  // a missing image is the error, before any note
+    if (!o.bmap.empty()) {
+      // A block map given for the image: its checksums are compared now, before any card is opened.
+      udev::check_source(*shared);
+      auto checked = std::make_shared<udev::FlashSource>(*shared);
+      checked->check_ranges = false;
+      shared = checked;
+    }
     if (shared->bmap.empty())
       ctx.reporter.note("no block map for " + o.image + " (" + bmap_names(o.image) +
                         "): every byte of the image is written (rpi-provision writes a .bmap with each image it "
@@ -962,15 +1172,21 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
       ->group("Input");
   app.add_option("--image", o->image,
                  "write an existing image (and its .bmap when present) to the devices; a compressed one (.img.xz, "
-                 ".gz, .zst, .bz2) is decompressed first")
+                 ".gz, .zst, .bz2) is decompressed first; -: read it from standard input (raw or compressed; needs "
+                 "--yes)")
       ->group("Input");
   app.add_option("--tarball", o->tarball, "the Alpine RPi tarball: a file or a URL (then --sha256)")->group("Input");
   app.add_option("--sha256", o->sha256, "pin the tarball's SHA-256 (required for a --tarball URL)")->group("Input");
   add_download_flags(app, o->download, "Download");
   app.add_option("--output,-o", o->output,
                  "write an image file FILE.img (and FILE.img.bmap); FILE.img.xz, .gz, .zst or .bz2: compressed (and "
-                 "FILE.img.xz.bmap); -: the raw image to standard output, for a pipe (no .bmap; ./- for a file "
-                 "named -)")
+                 "FILE.img.xz.bmap); -: the raw image to standard output, for a pipe (a .bmap only with --bmap "
+                 "FILE; ./- for a file named -)")
+      ->group("Targets");
+  app.add_option("--bmap", o->bmap,
+                 "the block map, as bmaptool's --bmap: with --output, written to FILE instead of beside the image "
+                 "(with --output -: written to FILE at all); with --image, read from FILE instead of beside it")
+      ->type_name("FILE")
       ->group("Targets");
   app.add_option("--device", o->devices, "a card to write; repeat for a batch (written in parallel)")->group("Targets");
   app.add_option("--jobs,-j", o->jobs, "write at most N cards at once (default: all; 1: one after another)")
@@ -1015,6 +1231,8 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
       "  rpi-provision --spec fleet.toml --device /dev/sdb --device /dev/sdc --yes   two cards, two identities\n"
       "  rpi-provision --tarball alpine-rpi-3.22.2-aarch64.tar.gz --apkovl host.apkovl.tar.gz --output pi.img\n"
       "  rpi-provision --image pi.img --device /dev/sdb                write an existing image\n"
+      "  ssh build rpi-provision --spec kiosk.toml --output - | rpi-provision --image - --device /dev/sdb --yes\n"
+      "  rpi-provision --spec kiosk.toml --output - --bmap kiosk.bmap > kiosk.img   the image and its block map\n"
       "  rpi-provision check --spec kiosk.toml                         validate a spec\n"
       "See man rpi-provision.");
   app.callback([o, first, size, label, &app, &ctx]() {
@@ -1045,6 +1263,17 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
     }
     if (o->output.empty() && o->devices.empty())
       throw Error(Errc::usage, "say where to write: --output FILE.img or --device DEV");
+    if (!o->bmap.empty()) {
+      if (o->image.empty() && o->output.empty())
+        throw Error(Errc::usage,
+                    "--bmap names the block map of an --output image (written) or of an --image (read); cards "
+                    "written from a spec get images built for them, with no block map to keep: build with --output "
+                    "FILE.img --bmap FILE, then write it with --image");
+      if (o->bmap == "-")
+        throw Error(Errc::usage,
+                    "--bmap -: standard input and output carry the image; give the block map a file "
+                    "name (./- for a file named -)");
+    }
     if (o->jobs != 0 && o->devices.empty())
       throw Error(Errc::usage, "--jobs limits how many --device cards are written at once; there is no --device");
     if (o->wipe && o->devices.empty())
@@ -1057,7 +1286,28 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
       if (o->devices.empty()) throw Error(Errc::usage, "--image needs --device DEV");
       refuse_ignored_options(app, *o);
       check_devices_given(o->devices);
-      const std::optional<udev::CompressedImage> packed = check_image_file(o->image);
+      if (!o->bmap.empty()) {
+        // Read now: a missing or damaged block map is an error before any card is looked at.
+        struct stat st {};
+        if (::stat(o->bmap.c_str(), &st) != 0)
+          throw Error(Errc::usage, "--bmap " + o->bmap + ": " + std::strerror(errno) +
+                                       "; give the image's block map (leave --bmap out to use the one beside it)");
+        if (!S_ISREG(st.st_mode)) throw Error(Errc::usage, "--bmap " + o->bmap + " is not a regular file");
+        (void)partition::read_bmap(o->bmap);
+      }
+      if (from_stdin(o->image)) {
+        if (::isatty(0) == 1)
+          throw Error(Errc::usage,
+                      "--image - reads the image from standard input, and that is a terminal: pipe the image in "
+                      "(rpi-provision --spec FILE --output - | rpi-provision --image - --device DEV --yes) or "
+                      "redirect it (< pi.img)");
+        if (!o->yes && !o->dry_run)
+          throw Error(Errc::usage,
+                      "--image - reads the image from standard input, so the question before writing has nothing "
+                      "to read its answer from: pass --yes");
+        return run_devices(ctx, nullptr, *o);
+      }
+      const std::optional<udev::CompressedImage> packed = check_image_file(o->image, o->bmap);
       return run_devices(ctx, nullptr, *o, packed);
     }
     if (o->spec.empty() && o->apkovl.empty())

@@ -105,7 +105,8 @@ extern "C" void on_signal(int sig) {
 std::vector<RunFile> inputs_of(const RunOptions& o, const Pipeline* p) {
   return run_inputs(p && p->spec() ? &*p->spec() : nullptr, {{"--spec", o.spec},
                                                              {"--apkovl", o.apkovl},
-                                                             {"--image", o.image},
+                                                             {"--image", o.image == "-" ? "" : o.image},
+                                                             {"--bmap", o.image.empty() ? "" : o.bmap},
                                                              {"--tarball", is_url(o.tarball) ? "" : o.tarball},
                                                              {"--seed-file", o.seed_file}});
 }
@@ -844,19 +845,21 @@ class DeferredSignals {
   std::array<struct sigaction, kEndingSignals.size()> old_{};
 };
 
-// An output named .xz, .gz, .zst or .bz2. The image builder writes the raw
-// image onto `raw`'s temporary (and its block map beside that, moved at once
-// into `bmap`'s), and the image is compressed into `out`'s: temporaries that a
-// failure or a signal removes, until the compressed file and its .bmap are
-// committed. `raw` is never committed: the raw image goes with it.
+// An output named .xz, .gz, .zst or .bz2, or one whose .bmap goes elsewhere
+// (--bmap FILE). The image builder writes the raw image onto `raw`'s
+// temporary (and its block map beside that, written at once into `bmap`'s,
+// whose target is `bmap_target`), and the image is compressed into `out`'s:
+// temporaries that a failure or a signal removes, until the image and its
+// .bmap are committed. A compressed output's `raw` is never committed: the raw
+// image goes with it; an uncompressed one (no `out`) commits `raw`.
 struct PackedOutput {
-  PackedOutput(partition::Compression c, const std::filesystem::path& output)
+  PackedOutput(partition::Compression c, const std::filesystem::path& output, const std::filesystem::path& bmap_target)
       : kind(c),
         target(output),
-        out(std::make_unique<AtomicFile>(output, 0600)),
+        out(c == partition::Compression::none ? nullptr : std::make_unique<AtomicFile>(output, 0600)),
         raw(std::make_unique<AtomicFile>(output, 0600)),
-        bmap(std::make_unique<AtomicFile>(std::filesystem::path(output.string() + ".bmap"), partition::kBmapMode)) {}
-  ~PackedOutput() { ::unlink(raw_bmap().c_str()); }  // when it was not moved (a failure)
+        bmap(std::make_unique<AtomicFile>(bmap_target, partition::kBmapMode)) {}
+  ~PackedOutput() { ::unlink(raw_bmap().c_str()); }  // the builder's .bmap beside the raw image
   PackedOutput(const PackedOutput&) = delete;
   PackedOutput& operator=(const PackedOutput&) = delete;
 
@@ -935,11 +938,11 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
     same.emplace(std::pair{ids[i].n, size}, jobs.size());
     std::filesystem::path output = outputs[i];
     // Only --output itself: a card run's scratch images are named after their cards (kiosk.apkovl.tar.gz).
-    const partition::Compression kind = !o_.output.empty() && output == std::filesystem::path(o_.output)
-                                            ? partition::compression_for(output)
-                                            : partition::Compression::none;
-    if (kind != partition::Compression::none) {
-      auto pk = std::make_unique<PackedOutput>(kind, output);
+    const bool is_output = !o_.output.empty() && output == std::filesystem::path(o_.output);
+    const partition::Compression kind = is_output ? partition::compression_for(output) : partition::Compression::none;
+    if (kind != partition::Compression::none || (is_output && !o_.bmap.empty())) {
+      auto pk = std::make_unique<PackedOutput>(
+          kind, output, std::filesystem::path(o_.bmap.empty() ? output.string() + ".bmap" : o_.bmap));
       output = pk->raw_image();
       // Progress and warnings name the output, not the raw image's temporary name.
       if (opt.events)
@@ -967,14 +970,18 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
     throw Error(e.code(), what);
   }
   for (auto& [job, pk] : packed) {
-    if (::rename(pk->raw_bmap().c_str(), pk->bmap->temp_path().c_str()) != 0)
-      throw_errno("cannot create " + pk->bmap->target().string());
+    // The builder's .bmap, written into the temporary of its target (which
+    // may be in another folder, or file system, than the image).
+    const std::string xml = job_results[job].map.to_bmap_xml();
+    write_all(pk->bmap->fd(), xml.data(), xml.size(), "cannot write " + pk->bmap->target().string());
+    ::unlink(pk->raw_bmap().c_str());
     job_results[job].image = pk->target;
-    job_results[job].bmap = pk->target.string() + ".bmap";
+    job_results[job].bmap = pk->bmap->target();
   }
   deferred.reset();  // a signal held back ends the run now, removing every temporary
   ctx_.reporter.finish_progress();
   for (auto& [job, pk] : packed) {
+    if (!pk->out) continue;  // not compressed: the raw image is the output
     const std::string name = pk->target.string();
     try {
       Fd raw = open_or_throw(pk->raw_image().string(), O_RDONLY);
@@ -991,17 +998,17 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
     // Under the lock the image builder renames under: a compressed file and its
     // .bmap of two runs at once must not end up side by side.
     std::vector<std::filesystem::path> targets;
-    for (auto& [job, pk] : packed) targets.push_back(pk->out->target());
+    for (auto& [job, pk] : packed) targets.push_back(pk->target);
     FolderLocks renaming(targets);
     for (auto& [job, pk] : packed) {
-      pk->out->commit();
+      (pk->out ? pk->out : pk->raw)->commit();
       pk->bmap->commit();
     }
   }
   std::vector<partition::ImageResult> results;
   for (std::size_t i = 0; i < ids.size(); ++i) {
     results.push_back(job_results[job_of[i]]);
-    if (auto it = packed.find(job_of[i]); it != packed.end()) {
+    if (auto it = packed.find(job_of[i]); it != packed.end() && it->second->out) {
       built[i].compression = it->second->kind;
       built[i].compressed_size = it->second->size;
     }
@@ -1042,7 +1049,11 @@ std::vector<BuiltImage> Pipeline::build(const std::vector<Identity>& ids,
 // The root command's and watch's --image check, before any card is opened: a
 // truncated xz file (no stream footer), a damaged start or a block map of
 // another size is an error now, not after the whole file was decompressed.
-std::optional<udev::CompressedImage> check_image_file(const std::string& image) {
+std::optional<udev::CompressedImage> check_image_file(const std::string& image, const std::string& bmap) {
+  if (image == "-")
+    throw Error(Errc::usage,
+                "watch --image -: standard input is read once, and watch writes card after card: save the image "
+                "to a file and give that (--image FILE; ./- for a file named -)");
   Fd fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   struct stat st {};
   if (!fd || ::fstat(fd.get(), &st) != 0 || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))) return std::nullopt;
@@ -1054,7 +1065,7 @@ std::optional<udev::CompressedImage> check_image_file(const std::string& image) 
   std::string what = "--image " + image;
   std::optional<udev::CompressedImage> probed;
   if (const std::string z = udev::compression_of(head); !z.empty()) {
-    const udev::CompressedImage& c = probed.emplace(udev::probe_compressed(image));
+    const udev::CompressedImage& c = probed.emplace(udev::probe_compressed(image, bmap));
     head = udev::decompressed_head(image, 512);
     size = c.map    ? c.map->image_size()
            : c.size ? *c.size

@@ -29,6 +29,9 @@ namespace rpi::cli {
 
 struct RunOptions {
   std::string spec, apkovl, image, output, tarball, sha256, size, label, host, known_hosts, seed_file;
+  // --bmap FILE: the block map of --output's image (written there instead of
+  // beside it), or of --image's (read instead of looking beside it).
+  std::string bmap;
   std::vector<std::string> devices;
   std::string disk_id;
   DownloadFlags download;
@@ -363,7 +366,10 @@ std::shared_ptr<const udev::FlashSource> decompress_for_cards(
 // missing or unreadable file is left to the writer, which names it. Returns
 // the probe of a compressed image (udev::probe_compressed), for the caller to
 // plan and decompress with; nothing for a raw one (or one left to the writer).
-std::optional<udev::CompressedImage> check_image_file(const std::string& image);
+// `bmap` (--bmap) is the compressed image's block map instead of the one
+// beside it. "-" (standard input: the root command spools it first) is a usage
+// error: watch writes card after card, and standard input is read once.
+std::optional<udev::CompressedImage> check_image_file(const std::string& image, const std::string& bmap = "");
 
 // "looked for pi.img.xz.bmap, pi.img.bmap, pi.bmap": the names bmaptool tries
 // for an --image, for a plan or note that found none.

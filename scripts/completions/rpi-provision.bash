@@ -55,7 +55,7 @@ _rpi_provision() {
     w=${words[i]}
     case $w in
       --spec | --apkovl | --image | --tarball | --sha256 | --mirror | --cache-dir | --size | --host | --first | \
-        --device | --output | -o | --out-dir | --known-hosts | --version | --arch | --label | --disk-id | --seed-file | \
+        --device | --output | -o | --bmap | --out-dir | --known-hosts | --version | --arch | --label | --disk-id | --seed-file | \
         --ca-cert | --keyring | --signing-key-fingerprint | --keep | --state)
         # `fetch --version V` takes a value; the top-level --version does not.
         [[ $w == --version && -z $cmd ]] || ((i++))
@@ -87,6 +87,10 @@ _rpi_provision() {
       else
         _rpi_provision_files '*.img?(.gz|.xz|.zst|.bz2)'
       fi
+      return
+      ;;
+    --bmap)
+      _rpi_provision_files '*.bmap'
       return
       ;;
     --ca-cert)
@@ -145,7 +149,7 @@ _rpi_provision() {
         _rpi_provision_add compgen -W "$commands" -- "$cur"
         return
       fi
-      opts="$common --version $build $download $write -j --jobs -o --output --size --label --disk-id --force"
+      opts="$common --version $build $download $write -j --jobs -o --output --bmap --size --label --disk-id --force"
       opts+=" --known-hosts"
       opts+=" --host --dry-run"
       ;;

@@ -3,7 +3,8 @@
 // folders (no .bmap, the scratch folder in $TMPDIR removed), stat (a 0644
 // file stdout points at ends up 0600), the exit status and stderr when the
 // reader goes away (`| head -c 4096`) or a signal stops the copy, and the
-// refusals (--json, a terminal) that write nothing.
+// refusals (--json, a terminal) that write nothing. --bmap FILE: bmaptool
+// copies the captured image with it; with --output FILE.img it replaces FILE.img.bmap.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <spawn.h>
@@ -99,7 +100,7 @@ TEST(OutputStdout, RedirectedToAFileIsTheImageFileByteForByte) {
   // The results on stderr, naming no scratch path.
   EXPECT_TRUE(contains(err, "standard output: 64 MiB image, ")) << err;
   EXPECT_TRUE(contains(err, "every byte written to standard output (no .bmap)")) << err;
-  EXPECT_TRUE(contains(err, "--output -: no .bmap (bmaptool needs the image file)")) << err;
+  EXPECT_TRUE(contains(err, "--output -: no .bmap; give --bmap FILE for one")) << err;
   EXPECT_FALSE(contains(err, tmp.string() + "/")) << err;
   // Only the file --output file.img made has a .bmap; the scratch folder is gone.
   EXPECT_EQ(files_ending(dir.path(), ".bmap"), file.string() + ".bmap\n");
@@ -289,4 +290,91 @@ TEST(OutputStdout, FailedBuildWritesNothing) {
   EXPECT_EQ(s.exit_code, 2) << s.err;
   EXPECT_EQ(s.out, "");
   EXPECT_FALSE(s.err.empty());
+}
+
+// --output - --bmap F: F is the captured image's block map, as bmaptool
+// checks it (its range checksums against the image); mode 0600 like the
+// image; the summary names it and no other .bmap is left.
+TEST(OutputStdout, BmapFileIsTheCapturedImagesBlockMap) {
+  TempDir dir;
+  const fs::path tmp = made_dir(dir / "tmp"), img = dir / "piped.img", bmap = made_dir(dir / "maps") / "k.bmap";
+  auto r = rpi::test::sh(command(dir, tmp, "--output - --bmap " + q(bmap) + " >" + q(img)));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(fs::exists(bmap)) << r.err;
+  EXPECT_EQ(mode_of(bmap), 0600u);
+  EXPECT_TRUE(contains(r.err, "every byte written to standard output; its block map (")) << r.err;
+  EXPECT_TRUE(contains(r.err, " in " + bmap.string())) << r.err;
+  EXPECT_FALSE(contains(r.err, "no .bmap")) << r.err;
+  EXPECT_EQ(files_ending(dir.path(), ".bmap"), bmap.string() + "\n");
+  EXPECT_EQ(left_in(tmp), "");
+  // The same inputs with --output FILE.img: the same map (the oracle for its ranges).
+  auto f = rpi::test::sh(command(dir, tmp, "-q --output " + q(dir / "file.img")));
+  ASSERT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_EQ(rpi::test::read_file(bmap), rpi::test::read_file(dir / "file.img.bmap"));
+  if (!rpi::test::have_tool("bmaptool")) GTEST_SKIP() << "bmaptool is not installed (the map matched --output's)";
+  const fs::path out = dir / "copied.img";
+  auto b = rpi::test::run({"bmaptool", "copy", "--bmap", bmap.string(), img.string(), out.string()});
+  EXPECT_EQ(b.exit_code, 0) << b.out << b.err;
+  EXPECT_EQ(rpi::test::run({"cmp", img.string(), out.string()}).exit_code, 0);
+  // Another image's map fails bmaptool's check: it is an oracle that can fail.
+  const fs::path other = dir / "other.img";
+  rpi::test::write_file(other, std::string(fs::file_size(img), '\0'));
+  auto bad = rpi::test::run({"bmaptool", "copy", "--bmap", bmap.string(), other.string(), (dir / "o2.img").string()});
+  EXPECT_NE(bad.exit_code, 0) << bad.out << bad.err;
+}
+
+// --output - --bmap F when the image does not get out whole (a failed build,
+// a reader that goes away): no F, nor a temporary of it.
+TEST(OutputStdout, NoBmapFileWithoutTheWholeImage) {
+  TempDir dir;
+  const fs::path tmp = made_dir(dir / "tmp"), bad = dir / "not.tar.gz", bmap = made_dir(dir / "maps") / "k.bmap";
+  rpi::test::write_file(bad, "this is not a tarball\n");
+  auto r = rpi::test::sh("TMPDIR=" + q(tmp) + " " + q(rpi::test::cli_path()) + " --spec " + q(spec_in(dir)) +
+                         " --tarball " + q(bad) + " --output - --bmap " + q(bmap) + " >/dev/null");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  auto s = rpi::test::sh("{ " + command(dir, tmp, "--output - --bmap " + q(bmap) + " 2>" + q(dir / "err")) +
+                         "; } | head -c 4096 >/dev/null");
+  const std::string err = rpi::test::read_file(dir / "err");
+  EXPECT_TRUE(contains(err, "standard output was closed after")) << err;
+  EXPECT_EQ(left_in(dir / "maps"), "");
+  EXPECT_EQ(left_in(tmp), "");
+}
+
+// --output FILE.img --bmap F: F written (bmaptool takes it with the image),
+// no FILE.img.bmap; refusals of names another output or input has, a folder,
+// and --bmap with cards only; --dry-run names F and writes nothing.
+TEST(OutputFileBmap, TheBmapGoesToTheFileGiven) {
+  TempDir dir;
+  const fs::path tmp = made_dir(dir / "tmp"), img = dir / "x.img", bmap = made_dir(dir / "maps") / "x.bmap";
+  auto plan = rpi::test::sh(command(dir, tmp, "--dry-run --output " + q(img) + " --bmap " + q(bmap)));
+  EXPECT_EQ(plan.exit_code, 0) << plan.out << plan.err;
+  EXPECT_TRUE(contains(plan.out, "block map: " + bmap.string() + " (--bmap; no " + img.string() + ".bmap)"))
+      << plan.out;
+  EXPECT_FALSE(fs::exists(bmap));
+  EXPECT_FALSE(fs::exists(img));
+  auto r = rpi::test::sh(command(dir, tmp, "--output " + q(img) + " --bmap " + q(bmap)));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(bmap));
+  EXPECT_FALSE(fs::exists(img.string() + ".bmap"));
+  EXPECT_EQ(mode_of(bmap), 0600u);
+  EXPECT_EQ(mode_of(img), 0600u);
+  EXPECT_TRUE(contains(r.out, "bmaptool copy --bmap " + bmap.string() + " ")) << r.out;
+  EXPECT_EQ(files_ending(dir.path(), ".bmap"), bmap.string() + "\n");
+  using Case = std::pair<std::string, std::string>;
+  for (const auto& [more, says] :
+       {Case{"--output " + q(img) + " --bmap " + q(img), "--bmap " + img.string() + " is also written as"},
+        Case{"--output " + q(img) + " --bmap " + q(dir / "pi.toml"), "is the file given as --spec"},
+        Case{"--output " + q(img) + " --bmap " + q(dir / "maps"), "is a folder"},
+        Case{"--output " + q(img) + " --bmap " + q(dir / "none" / "x.bmap"), "does not exist"},
+        Case{"--device " + q(img) + " --bmap " + q(bmap), "--bmap names the block map of an --output image"}}) {
+    auto bad = rpi::test::sh(command(dir, tmp, more));
+    EXPECT_EQ(bad.exit_code, 2) << more << ": " << bad.err;
+    EXPECT_TRUE(contains(bad.err, says)) << more << ": " << bad.err;
+  }
+  EXPECT_EQ(left_in(tmp), "");
+  if (!rpi::test::have_tool("bmaptool")) GTEST_SKIP() << "bmaptool is not installed";
+  const fs::path out = dir / "copied.img";
+  auto b = rpi::test::run({"bmaptool", "copy", "--bmap", bmap.string(), img.string(), out.string()});
+  EXPECT_EQ(b.exit_code, 0) << b.out << b.err;
+  EXPECT_EQ(rpi::test::run({"cmp", img.string(), out.string()}).exit_code, 0);
 }

@@ -676,13 +676,14 @@ void reread_partitions(const Target& t, const EventSink& events) {
 
 }  // namespace
 
-std::shared_ptr<const FlashSource> FlashSource::open(const fs::path& image) {
+std::shared_ptr<const FlashSource> FlashSource::open(const fs::path& image, const fs::path& given_bmap) {
   std::error_code ec;
   auto size = fs::file_size(image, ec);
   if (ec) throw Error(Errc::input, "cannot read image " + image.string() + ": " + ec.message());
   auto src = std::make_shared<FlashSource>();
   src->image = image;
-  const fs::path bmap = find_bmap(image);  // bmaptool's names, as for a compressed image
+  const fs::path bmap =
+      given_bmap.empty() ? find_bmap(image) : given_bmap;  // bmaptool's names, as for a compressed image
   if (!bmap.empty()) {
     src->bmap = bmap;
     src->map = partition::read_bmap(bmap);

@@ -548,7 +548,7 @@ fs::path find_bmap(const fs::path& image) {
   return {};
 }
 
-CompressedImage probe_compressed(const fs::path& image) {
+CompressedImage probe_compressed(const fs::path& image, const fs::path& bmap) {
   const Stopwatch took;
   Fd fd = open_or_throw(image.string(), O_RDONLY | O_CLOEXEC);
   CompressedImage c;
@@ -565,7 +565,7 @@ CompressedImage probe_compressed(const fs::path& image) {
     if (pread_full(fd.get(), t, sizeof t, c.file_size - 4, "cannot read " + image.string()) == sizeof t)
       c.gzip_isize = static_cast<std::uint32_t>(t[0] | t[1] << 8 | t[2] << 16 | static_cast<std::uint32_t>(t[3]) << 24);
   }
-  c.bmap = find_bmap(image);
+  c.bmap = bmap.empty() ? find_bmap(image) : bmap;
   if (!c.bmap.empty()) {
     c.map = partition::read_bmap(c.bmap);
     if (c.size && *c.size != c.map->image_size())

@@ -68,8 +68,10 @@ struct FlashSource {
   // The image with its block map, found as bmaptool finds one (find_bmap:
   // pi.img.bmap, then pi.bmap), else BlockMap::whole. Throws Errc::input when
   // the image is missing, or the bmap's size or own BmapFileChecksum does not
-  // match (the range checksums: see check_ranges).
-  static std::shared_ptr<const FlashSource> open(const std::filesystem::path& image);
+  // match (the range checksums: see check_ranges). A `bmap` given (--bmap) is
+  // used instead of looking for one, and must be there.
+  static std::shared_ptr<const FlashSource> open(const std::filesystem::path& image,
+                                                 const std::filesystem::path& bmap = {});
   // An image this process has just built into a private folder, with the map
   // the build computed from the bytes it wrote: nothing to compare, so no
   // second read of the image. Throws Errc::input when the file's size is not
@@ -140,8 +142,9 @@ struct CompressedImage {
 // when there is one. Throws Errc::input when the file is not compressed, is an
 // xz file that does not end with a stream footer or whose index is damaged
 // (truncated: a download cut short), or when the block map cannot be read or
-// describes an image of another size than the file records.
-CompressedImage probe_compressed(const std::filesystem::path& image);
+// describes an image of another size than the file records. A `bmap` given
+// (--bmap) is read instead of looking for one beside the image.
+CompressedImage probe_compressed(const std::filesystem::path& image, const std::filesystem::path& bmap = {});
 // What probe_compressed found, for -v: "probed pi.img.xz in 0.01 s: xz,
 // 12.3 MiB; 64 MiB decompressed (its xz index says); block map ...".
 std::string probe_detail(const std::string& name, const CompressedImage& c);
