@@ -868,7 +868,9 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
         s << "  block map: " << o.bmap << " (--bmap), " << format_size(*need) << " image, "
           << format_size(m.mapped_bytes()) << " to write (its checksums are compared with the image once read)\n";
       } else {
-        s << "  block map: none (give --bmap FILE for one): every byte of the image is written\n";
+        s << "  block map: none (give --bmap FILE for one): derived from the image's FAT once it is read (written "
+             "where its FAT holds data; free clusters are left as the card has them), else every byte of the image "
+             "is written\n";
       }
     } else if (!packed) {
       // The check a real run does while writing, done now: a stale .bmap shows in the plan's run.
@@ -880,7 +882,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
       if (!src->bmap.empty())
         s << "  block map: " << src->bmap.string() << ", " << format_size(src->map.mapped_bytes()) << " to write\n";
       else
-        s << "  block map: none (" << bmap_names(o.image) << "): every byte of the image is written\n";
+        s << "  block map: none (" << bmap_names(o.image) << "): " << unmapped_text(*src) << "\n";
     } else {
       // A plan does not decompress: the size is the one the .bmap, the xz index
       // or the zstd frame headers give (checked against each other), else unknown.
@@ -899,7 +901,9 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
         s << "  block map: " << c.bmap.string() << ", " << format_size(c.map->mapped_bytes())
           << " to write (its checksums are compared with the data while it is decompressed)\n";
       else
-        s << "  block map: none (" << bmap_names(o.image) << "): every byte of the image is written\n";
+        s << "  block map: none (" << bmap_names(o.image)
+          << "): derived from its FAT once it is decompressed (written where its FAT holds data; free clusters are "
+             "left as the card has them), else every byte of the image is written\n";
     }
     std::string cards = "[";
     std::size_t refusals = 0;
@@ -1035,9 +1039,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
       auto shared = read_stdin_for_cards(ctx, o.bmap, scratch, cancel, max, too_large);
       if (!shared) return cancelled_before_writing();
       if (shared->bmap.empty())
-        ctx.reporter.note(
-            "no block map for standard input (give --bmap FILE for one): every byte of the image is "
-            "written");
+        ctx.reporter.note("no block map for standard input (give --bmap FILE for one): " + unmapped_text(*shared));
       for (std::size_t i = 0; i < infos.size(); ++i)
         if (refused[i].empty() && infos[i].size && infos[i].size < shared->map.image_size())
           refused[i] = card_too_small(o.devices[i], infos[i].size, shared->map.image_size());
@@ -1066,8 +1068,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
       auto shared = decompress_for_cards(ctx, o.image, c, scratch, cancel, max, too_large);
       if (!shared) return cancelled_before_writing();
       if (c.bmap.empty())
-        ctx.reporter.note("no block map for " + o.image + " (" + bmap_names(o.image) +
-                          "): every byte of the image is written");
+        ctx.reporter.note("no block map for " + o.image + " (" + bmap_names(o.image) + "): " + unmapped_text(*shared));
       for (auto& s : sources) s = shared;
     }
   } else {
@@ -1081,9 +1082,8 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
       shared = checked;
     }
     if (shared->bmap.empty())
-      ctx.reporter.note("no block map for " + o.image + " (" + bmap_names(o.image) +
-                        "): every byte of the image is written (rpi-provision writes a .bmap with each image it "
-                        "builds)");
+      ctx.reporter.note("no block map for " + o.image + " (" + bmap_names(o.image) + "): " + unmapped_text(*shared) +
+                        " (rpi-provision writes a .bmap with each image it builds)");
     for (auto& s : sources) s = shared;
   }
   std::vector<udev::FlashJob> jobs;

@@ -69,9 +69,11 @@ int last_card(const WatchOptions& w, int n, int last) {
 }
 
 // --dry-run: what the station would do, from which card on; nothing is written, not even --state.
-// `bmap`: with --image, the block map used ("" for none) and its mapped bytes.
+// `bmap`: with --image, the block map used ("" for none) and its mapped bytes;
+// `unmapped`: without one, how the image is written (unmapped_text).
 void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n, int last,
-                      const std::filesystem::path& bmap = {}, std::uint64_t mapped = 0) {
+                      const std::filesystem::path& bmap = {}, std::uint64_t mapped = 0,
+                      const std::string& unmapped = "every byte of the image is written") {
   const RunOptions& o = w.run;
   std::ostringstream s;
   JsonObject j;
@@ -94,7 +96,7 @@ void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n
     if (!bmap.empty())
       s << "  block map: " << bmap.string() << ", " << format_size(mapped) << " to write\n";
     else
-      s << "  block map: none (" << bmap_names(o.image) << "): every byte of the image is written\n";
+      s << "  block map: none (" << bmap_names(o.image) << "): " << unmapped << "\n";
   }
   const int stop = last_card(w, n, last);
   const int shown = stop == 0 ? n + 2 : std::min(stop, n + 9);
@@ -330,14 +332,14 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
                         "-compressed: the station decompresses it once, before the first card" +
                         (size ? " (" + format_size(*size) + ")" : std::string()) +
                         (c.map ? ", and writes what " + c.bmap.string() + " maps"
-                               : ", and writes every byte of it (no .bmap beside it)"));
+                               : ", and writes where its FAT holds data, else every byte of it (no .bmap beside it)"));
     }
   }
   if (o.dry_run) {
     if (raw) udev::check_source(*raw);  // a stale .bmap shows in the plan
     if (packed && packed->map)
       return print_watch_plan(ctx, w, nullptr, n, last, packed->bmap, packed->map->mapped_bytes());
-    if (raw) return print_watch_plan(ctx, w, nullptr, n, last, raw->bmap, raw->map.mapped_bytes());
+    if (raw) return print_watch_plan(ctx, w, nullptr, n, last, raw->bmap, raw->map.mapped_bytes(), unmapped_text(*raw));
     return print_watch_plan(ctx, w, p ? &*p : nullptr, n, last);
   }
   // Written now, so an unwritable --state is an error before any card rather than after the first.

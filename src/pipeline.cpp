@@ -1088,4 +1088,12 @@ std::string bmap_names(const std::string& image) {
   return out;
 }
 
+std::string unmapped_text(const udev::FlashSource& src) {
+  if (src.map_from == "fat")
+    return "written where its FAT holds data (" + format_size(src.map.mapped_bytes()) + " of " +
+           format_size(src.map.image_size()) +
+           ", the map derived from its FAT; free clusters are left as the card has them)";
+  return "every byte of the image is written";
+}
+
 }  // namespace rpi::cli

@@ -375,4 +375,9 @@ std::optional<udev::CompressedImage> check_image_file(const std::string& image, 
 // for an --image, for a plan or note that found none.
 std::string bmap_names(const std::string& image);
 
+// How an image without a .bmap is written, for a note or a plan: where its FAT
+// volumes hold data (the map derived from its FAT: udev::map_without_bmap),
+// else every byte.
+std::string unmapped_text(const udev::FlashSource& src);
+
 }  // namespace rpi::cli

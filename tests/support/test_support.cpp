@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 
@@ -168,6 +169,18 @@ void write_file(const std::filesystem::path& p, const std::string& data) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
   if (!out) throw std::runtime_error("cannot write " + p.string());
   out << data;
+}
+
+// The mapped block ranges of a .bmap file, [first, last] in 4 KiB blocks.
+std::vector<std::pair<std::uint64_t, std::uint64_t>> bmap_ranges(const std::filesystem::path& bmap) {
+  const std::string xml = read_file(bmap);
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+  const std::regex range(R"(<Range[^>]*>\s*(\d+)(?:\s*-\s*(\d+))?\s*</Range>)");
+  for (std::sregex_iterator it(xml.begin(), xml.end(), range), end; it != end; ++it) {
+    const std::uint64_t a = std::stoull((*it)[1]);
+    out.emplace_back(a, (*it)[2].matched ? std::stoull((*it)[2]) : a);
+  }
+  return out;
 }
 
 }  // namespace rpi::test

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rpi::test {
@@ -51,6 +52,9 @@ std::filesystem::path fixture_tarball(const std::vector<std::string>& args = {})
 
 std::string read_file(const std::filesystem::path& p);
 void write_file(const std::filesystem::path& p, const std::string& data);
+
+// The mapped block ranges of a .bmap file, [first, last] in 4 KiB blocks.
+std::vector<std::pair<std::uint64_t, std::uint64_t>> bmap_ranges(const std::filesystem::path& bmap);
 
 }  // namespace rpi::test
 

@@ -695,10 +695,22 @@ std::shared_ptr<const FlashSource> FlashSource::open(const fs::path& image, cons
     // image's .bmap): the ranges' checksums are compared while the cards are
     // written (SourceCheck), as bmaptool does, but before any card's MBR.
     src->check_ranges = true;
+    src->map_from = "bmap";
   } else {
-    src->map = partition::BlockMap::whole(size);
+    map_without_bmap(*src, size);
   }
   return src;
+}
+
+void map_without_bmap(FlashSource& src, std::uint64_t size) {
+  Fd fd = open_or_throw(src.image.string(), O_RDONLY | O_CLOEXEC);
+  if (std::optional<partition::BlockMap> fat = partition::map_from_fat(fd.get(), size, src.display_name())) {
+    src.map = std::move(*fat);
+    src.map_from = "fat";
+  } else {
+    src.map = partition::BlockMap::whole(size);
+    src.map_from = "whole";
+  }
 }
 
 void check_source(const FlashSource& src) {
@@ -718,6 +730,7 @@ std::shared_ptr<const FlashSource> FlashSource::built(const fs::path& image, par
   auto src = std::make_shared<FlashSource>();
   src->image = image;
   src->map = std::move(map);
+  src->map_from = "built";
   return src;
 }
 

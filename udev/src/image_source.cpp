@@ -711,8 +711,13 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
   auto src = std::make_shared<FlashSource>();
   src->image = file->path();
   src->name = name + " (decompressed)";
-  src->map = bmap ? *bmap : partition::BlockMap::whole(size);
   src->bmap = c.bmap;
+  if (bmap) {
+    src->map = *bmap;
+    src->map_from = "bmap";
+  } else {
+    map_without_bmap(*src, size);  // read from the decompressed copy
+  }
   src->check_ranges = false;  // compared above, as the data went by
   src->scratch = std::move(file);
   return src;

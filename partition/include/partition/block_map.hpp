@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -51,6 +52,22 @@ class BlockMap {
   std::uint64_t image_size_;
   std::vector<Extent> extents_;
 };
+
+// The map of an image without a .bmap, derived from what it holds: the
+// whole image minus the free clusters (FAT entry 0) of each MBR partition (or
+// of a FAT volume without a partition table) that is a FAT12/16/32 volume the
+// reader (reader.hpp) reads without any error or warning. Everything else stays
+// mapped: sector 0 and the gap before the first partition, reserved sectors,
+// both FATs, the root directory, every allocated cluster (bad- and
+// reserved-marked ones too), the slack after the last cluster, other
+// partitions, the space after them. Only whole 4 KiB blocks that hold nothing
+// but free-cluster bytes are left out. Any doubt gives nullopt (write every
+// byte): no 55 AA, a GPT, an MBR or reader warning or error, overlapping
+// partitions, a FAT chain that loops, is cross-linked, leaves the volume or
+// runs into a free cluster, a directory entry that starts in a free cluster.
+// No range checksums (Extent::sha256 ""). `size` is the image's size; `name`
+// names it in nothing that escapes (reader errors become nullopt).
+std::optional<BlockMap> map_from_fat(int fd, std::uint64_t size, const std::string& name);
 
 // A .bmap is created 0600 like its image: its SHA-256 per range would let
 // anyone who can read it test guesses of the secrets in the image (a Wi-Fi

@@ -64,9 +64,15 @@ struct FlashSource {
   // the cards' bodies are written, and no card gets its first MiB (the MBR)
   // before the check passed; check_source() does it at once.
   bool check_ranges = false;
+  // Where `map` comes from: "bmap" (a .bmap file), "fat" (no .bmap: derived
+  // from the image's FAT volumes, their free clusters left out:
+  // partition::map_from_fat), "whole" (no .bmap and no FAT map: every byte),
+  // "built" (the map a build computed).
+  std::string map_from = "whole";
 
   // The image with its block map, found as bmaptool finds one (find_bmap:
-  // pi.img.bmap, then pi.bmap), else BlockMap::whole. Throws Errc::input when
+  // pi.img.bmap, then pi.bmap), else the map derived from its FAT volumes
+  // (map_without_bmap), else BlockMap::whole. Throws Errc::input when
   // the image is missing, or the bmap's size or own BmapFileChecksum does not
   // match (the range checksums: see check_ranges). A `bmap` given (--bmap) is
   // used instead of looking for one, and must be there.
@@ -82,10 +88,11 @@ struct FlashSource {
   // where a 4 KiB block is all zeros, "decompress" progress events. Its block
   // map is found as bmaptool finds one (find_bmap); its size and every range's
   // SHA-256 are compared with the data as it is decompressed, so a source
-  // comes back checked (check_ranges false). Without one the map covers the
-  // whole image: a zero block of an image is not free space (a FAT's free
-  // clusters, the end of a directory), and the card's old bytes must not show
-  // through. Throws Errc::input for a damaged or truncated file (naming the
+  // comes back checked (check_ranges false). Without one the map is derived
+  // from the decompressed image's FAT volumes (map_without_bmap), else covers
+  // the whole image: a zero block of an image is not free space (the end of a
+  // directory), and the card's old bytes must not show through; only a FAT's
+  // free clusters may keep them. Throws Errc::input for a damaged or truncated file (naming the
   // byte of it where the decoder stopped) or a block map that does not match,
   // Errc::device for an image larger than opts.max_size, Errc::io when
   // opts.folder fills up, Cancelled when opts.cancel turns true; the partly
@@ -116,6 +123,12 @@ struct DecompressOptions {
   // probe_compressed(image), when the caller has it already: not read again.
   const CompressedImage* probed = nullptr;
 };
+
+// The map of an image of `size` bytes at `image` that has no .bmap: the one
+// partition::map_from_fat derives from its FAT volumes (map_from "fat"), else
+// the whole image (map_from "whole"). Throws Errc::input when the image
+// cannot be opened.
+void map_without_bmap(FlashSource& src, std::uint64_t size);
 
 // "gzip", "xz", "zstd" or "bzip2" when `head` (the first bytes of a file)
 // starts with that compressor's magic; "" otherwise.
