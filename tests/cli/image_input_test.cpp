@@ -27,6 +27,7 @@
 using rpi::test::cli;
 using rpi::test::contains;
 using rpi::test::example;
+using rpi::test::expect_same_fat;
 using rpi::test::tarball;
 using rpi::test::TempDir;
 namespace fs = std::filesystem;
@@ -101,45 +102,6 @@ class Scratch {
 fs::path card(const fs::path& path, std::uint64_t size = 64u << 20, char fill = 'c') {
   rpi::test::write_file(path, std::string(size, fill));
   return path;
-}
-
-// The FAT partition (MBR entry 1) of `card`, written from `image` without a
-// .bmap (only where its FAT holds data): fsck.fat -n passes on it, mtools reads
-// the same files from it as from the image, and the card still holds its old
-// 'c' bytes somewhere (not every byte was written). Scratch files go to `work`.
-// Oracles independent of rpi-provision: the MBR bytes, fsck.fat, mtools, diff.
-void expect_same_fat(const fs::path& card, const fs::path& image, const fs::path& work) {
-  std::string mbr(512, '\0');
-  {
-    std::ifstream in(image, std::ios::binary);
-    in.read(mbr.data(), 512);
-  }
-  auto le32 = [&](std::size_t at) {
-    std::uint64_t v = 0;
-    for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(mbr[at + i]);
-    return v;
-  };
-  const std::uint64_t start = le32(454), sectors = le32(458);
-  ASSERT_GT(sectors, 0u);
-  fs::remove_all(work);
-  fs::create_directories(work / "card");
-  fs::create_directories(work / "image");
-  const fs::path cut = work / "part.img";
-  auto r = rpi::test::sh("dd if=" + q(card) + " of=" + q(cut) + " bs=512 skip=" + std::to_string(start) +
-                         " count=" + std::to_string(sectors) + " status=none");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  r = rpi::test::run({"fsck.fat", "-n", cut.string()});
-  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  const std::string at = "@@" + std::to_string(start * 512);
-  for (const auto& [from, to] : {std::pair{card, work / "card"}, std::pair{image, work / "image"}}) {
-    r = rpi::test::run({"mcopy", "-s", "-n", "-m", "-i", from.string() + at, "::/*", to.string()});
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
-  r = rpi::test::run({"diff", "-r", (work / "card").string(), (work / "image").string()});
-  EXPECT_EQ(r.exit_code, 0) << "the card's files are not the image's: " << r.out << r.err;
-  EXPECT_NE(rpi::test::read_file(card).find(std::string(4096, 'c')), std::string::npos)
-      << "every byte was written: free clusters too";
-  fs::remove_all(work);
 }
 
 const Compressor* first_available(const std::vector<std::string>& preferred) {
