@@ -616,23 +616,19 @@ std::uint64_t spool_stdin(const std::filesystem::path& spooled, std::uint64_t ma
   std::vector<char> buf(kChunk);
   std::uint64_t offset = 0;  // of buf[0]
   std::size_t have = 0;
-  auto put = [&](std::size_t n) {  // buf[0, n) at `offset`, its zero blocks skipped
+  const std::string what = "cannot write standard input's image to the scratch folder " +
+                           spooled.parent_path().string() + " (set TMPDIR to a folder with more room, now " +
+                           ScratchDir::parent() + ")";
+  auto put = [&](std::size_t n) {  // buf[0, n) at `offset`, its zero blocks skipped, each run of others in one write
+    std::size_t run = 0;           // where the run of non-zero blocks before k begins
     for (std::size_t k = 0; k < n; k += kBlock) {
       const std::size_t len = std::min(kBlock, n - k);
-      if (std::all_of(buf.begin() + static_cast<std::ptrdiff_t>(k), buf.begin() + static_cast<std::ptrdiff_t>(k + len),
-                      [](char c) { return c == 0; }))
-        continue;
-      const std::string what = "cannot write standard input's image to the scratch folder " +
-                               spooled.parent_path().string() + " (set TMPDIR to a folder with more room, now " +
-                               ScratchDir::parent() + ")";
-      std::size_t done = 0;
-      while (done < len) {
-        const ssize_t w = ::pwrite(out.get(), buf.data() + k + done, len - done, static_cast<off_t>(offset + k + done));
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) throw_errno(what);
-        done += static_cast<std::size_t>(w);
-      }
+      const bool zero = std::all_of(buf.begin() + static_cast<std::ptrdiff_t>(k),
+                                    buf.begin() + static_cast<std::ptrdiff_t>(k + len), [](char c) { return c == 0; });
+      if (zero && run < k) pwrite_all(out.get(), buf.data() + run, k - run, offset + run, what);
+      if (zero) run = k + len;
     }
+    if (run < n) pwrite_all(out.get(), buf.data() + run, n - run, offset + run, what);
   };
   for (bool end = false; !end;) {
     if (cancelled(cancel)) throw Cancelled{};

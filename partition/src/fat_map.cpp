@@ -19,7 +19,7 @@ namespace {
 
 constexpr std::uint64_t kBlock = BlockMap::kBlockSize;
 // A larger FAT (a FAT32 volume of several hundred GiB with small clusters) is
-// not read into memory: such an image is written whole.
+// not walked (three passes over every entry): such an image is written whole.
 constexpr std::uint64_t kMaxFatBytes = 64ull << 20;
 
 struct Hole {
@@ -27,39 +27,11 @@ struct Hole {
   std::uint64_t end = 0;
 };
 
-// The active FAT of a volume, read whole, with its entries decoded.
-class FatTable {
- public:
-  FatTable(std::vector<std::uint8_t> bytes, FatKind kind) : bytes_(std::move(bytes)), kind_(kind) {}
-
-  std::uint32_t entry(std::uint32_t c) const {
-    const std::uint64_t n = c;
-    switch (kind_) {
-      case FatKind::fat12: {
-        const std::uint64_t pos = n + n / 2;
-        const std::uint32_t v = bytes_[pos] | (std::uint32_t(bytes_[pos + 1]) << 8);
-        return (n & 1) ? (v >> 4) : (v & 0xFFF);
-      }
-      case FatKind::fat16:
-        return bytes_[n * 2] | (std::uint32_t(bytes_[n * 2 + 1]) << 8);
-      case FatKind::fat32:
-        break;
-    }
-    const std::uint64_t p = n * 4;
-    const std::uint32_t v = bytes_[p] | (std::uint32_t(bytes_[p + 1]) << 8) | (std::uint32_t(bytes_[p + 2]) << 16) |
-                            (std::uint32_t(bytes_[p + 3]) << 24);
-    return v & 0x0FFFFFFF;
-  }
-  // The first value that is not a cluster number: reserved (..F0-..F6), bad
-  // (..F7) and end-of-chain (..F8-..FF) marks all keep a cluster allocated.
-  std::uint32_t reserved_min() const {
-    return kind_ == FatKind::fat12 ? 0xFF0 : kind_ == FatKind::fat16 ? 0xFFF0 : 0x0FFFFFF0;
-  }
-
- private:
-  std::vector<std::uint8_t> bytes_;
-  FatKind kind_;
-};
+// The first value that is not a cluster number: reserved (..F0-..F6), bad
+// (..F7) and end-of-chain (..F8-..FF) marks all keep a cluster allocated.
+std::uint32_t reserved_min(FatKind kind) {
+  return kind == FatKind::fat12 ? 0xFF0 : kind == FatKind::fat16 ? 0xFFF0 : 0x0FFFFFF0;
+}
 
 // The holes (whole 4 KiB blocks of free clusters only) of the FAT volume at
 // image byte `offset`, `avail` bytes long, added to `holes`; false when the
@@ -81,53 +53,49 @@ bool free_holes(int fd, std::uint64_t offset, std::uint64_t avail, const std::st
   const std::uint64_t data_end = data_start + std::uint64_t(f.clusters) * cs;
   if (cs == 0 || f.volume_bytes() > avail || data_end > offset + f.volume_bytes()) return false;
 
-  const std::uint64_t fat_bytes = std::uint64_t(f.fat_sectors) * bps;
-  const unsigned bits = f.kind == FatKind::fat12 ? 12 : f.kind == FatKind::fat16 ? 16 : 32;
-  if (fat_bytes > kMaxFatBytes || fat_bytes * 8 / bits < std::uint64_t(f.clusters) + 2) return false;
-  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(fat_bytes) + 1, 0);  // +1: FAT12's last pair
-  const std::uint64_t fat_at = offset + (f.reserved_sectors + std::uint64_t(f.active_fat) * f.fat_sectors) * bps;
-  if (pread_full(fd, bytes.data(), static_cast<std::size_t>(fat_bytes), fat_at, "cannot read " + name) != fat_bytes)
-    return false;
-  const FatTable fat(std::move(bytes), f.kind);
+  // The reader's own decoding of the active FAT (it checked that the FAT covers every cluster).
+  if (std::uint64_t(f.fat_sectors) * bps > kMaxFatBytes) return false;
+  const std::uint32_t marks = reserved_min(f.kind);
 
   const std::uint32_t last = f.clusters + 1;
   auto in_range = [&](std::uint32_t v) { return v >= 2 && v <= last; };
   // Every link must lead to an allocated cluster that no other links to.
   std::vector<bool> has_pred(std::size_t(last) + 1, false);
   for (std::uint32_t c = 2; c <= last; ++c) {
-    const std::uint32_t v = fat.entry(c);
-    if (v == 0 || v >= fat.reserved_min()) continue;
-    if (!in_range(v) || fat.entry(v) == 0 || has_pred[v]) return false;  // out of range, into free space, cross-linked
+    const std::uint32_t v = vol.fat_entry(c);
+    if (v == 0 || v >= marks) continue;
+    if (!in_range(v) || vol.fat_entry(v) == 0 || has_pred[v])
+      return false;  // out of range, into free space, cross-linked
     has_pred[v] = true;
   }
   // With at most one link into each cluster, what no chain head reaches is a loop.
   std::vector<bool> reached(std::size_t(last) + 1, false);
   for (std::uint32_t c = 2; c <= last; ++c) {
-    if (fat.entry(c) == 0 || has_pred[c]) continue;
+    if (vol.fat_entry(c) == 0 || has_pred[c]) continue;
     for (std::uint32_t k = c;;) {
       reached[k] = true;
-      const std::uint32_t v = fat.entry(k);
-      if (v >= fat.reserved_min() || !in_range(v) || reached[v]) break;
+      const std::uint32_t v = vol.fat_entry(k);
+      if (v >= marks || !in_range(v) || reached[v]) break;
       k = v;
     }
   }
   for (std::uint32_t c = 2; c <= last; ++c)
-    if (fat.entry(c) != 0 && !reached[c]) return false;
+    if (vol.fat_entry(c) != 0 && !reached[c]) return false;
   // A file or directory starts at the head of an allocated chain.
   if (f.kind == FatKind::fat32) firsts.push_back(f.root_cluster);
   for (const std::uint32_t first : firsts) {
     if (first == 0) continue;  // an empty file
-    if (!in_range(first) || fat.entry(first) == 0 || has_pred[first]) return false;
+    if (!in_range(first) || vol.fat_entry(first) == 0 || has_pred[first]) return false;
   }
 
   // Runs of free clusters; of each, the blocks that hold nothing else.
   for (std::uint32_t c = 2; c <= last;) {
-    if (fat.entry(c) != 0) {
+    if (vol.fat_entry(c) != 0) {
       ++c;
       continue;
     }
     std::uint32_t e = c;
-    while (e <= last && fat.entry(e) == 0) ++e;
+    while (e <= last && vol.fat_entry(e) == 0) ++e;
     const std::uint64_t begin = data_start + std::uint64_t(c - 2) * cs;
     const std::uint64_t end = data_start + std::uint64_t(e - 2) * cs;
     const std::uint64_t hb = (begin + kBlock - 1) / kBlock * kBlock;

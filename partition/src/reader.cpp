@@ -793,6 +793,10 @@ const FatInfo& FatVolume::info() const noexcept {
   return impl_->info;
 }
 
+std::uint32_t FatVolume::fat_entry(std::uint32_t c) const {
+  return impl_->valid_cluster(c) ? impl_->fat_entry(c) : 0;
+}
+
 std::vector<FatEntry> FatVolume::list(std::string_view path) const {
   if (split_path(path).empty()) return impl_->list_root();
   auto e = impl_->lookup(path);

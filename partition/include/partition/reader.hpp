@@ -156,6 +156,9 @@ class FatVolume {
   // path ("boot/vmlinuz-rpi"). Stops descending at `max_depth`.
   void walk(const std::function<void(const std::string& path, const FatEntry& entry)>& visit,
             unsigned max_depth = 32) const;
+  // The active FAT's entry for cluster `c` (2 .. info().clusters + 1; 0 for
+  // any other c): 0 free, else the next cluster or a bad or end-of-chain mark.
+  std::uint32_t fat_entry(std::uint32_t c) const;
   // Oddities noticed so far (grows as directories are read).
   std::vector<std::string> warnings() const;
 
