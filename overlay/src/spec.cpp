@@ -196,6 +196,9 @@ std::string excerpt_of(std::string_view text, const LineShapes& shapes, const st
   if (line == 1 && l.starts_with("\xef\xbb\xbf")) l.remove_prefix(3);
   while (!l.empty() && (l.back() == ' ' || l.back() == '\t')) l.remove_suffix(1);
   if (l.empty() || l.size() > 160 || secret_looking(l)) return {};
+  // A comment says nothing of a place (it is where a problem of the whole spec
+  // lands when the spec begins with one).
+  if (l.substr(std::min(l.find_first_not_of(" \t"), l.size())).starts_with('#')) return {};
   std::string out(l);
   std::replace(out.begin(), out.end(), '\t', ' ');
   // Control characters, bidirectional overrides and bytes that are not UTF-8
@@ -585,7 +588,9 @@ class Converter {
     Warning w{where(r), msg, s_.name, r.begin.line, r.begin.column, {}};
     for (const auto& x : warnings_)
       if (x.location == w.location && x.message == w.message) return;
-    w.excerpt = excerpt(w.line);
+    // A warning about the whole spec is at its start, but no line of it is the place.
+    const toml::source_region& doc = s_.doc.source();
+    if (r.begin != doc.begin || r.end != doc.end) w.excerpt = excerpt(w.line);
     warnings_.push_back(std::move(w));
   }
 

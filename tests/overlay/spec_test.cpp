@@ -1825,6 +1825,30 @@ TEST(SpecPlace, WarningsCarryTheirLineButNeverASecretOne) {
   EXPECT_GE(spec.warnings().size(), 3u);
 }
 
+// A warning about the whole spec (nobody can log in, with no [root] and no
+// [[users]] entry to point at) is at 1:1, but neither line 1 nor a comment is
+// shown as its place.
+TEST(SpecPlace, AWarningAboutTheWholeSpecShowsNoLine) {
+  const std::string admin =
+      "[[users]]\nname = \"admin\"\nadmin = true\nssh_authorized_keys = [\"ssh-ed25519 "
+      "AAAAC3NzaC1lZDI1NTE5AAAAIHeLguboJt2OAmYzeA/Z4TVxebKDh2PkgXgHJPUhfUjq admin@example\"]\n";
+  for (const std::string& head : {std::string("# the lab's Pi\n"), std::string()}) {
+    auto spec = parse_spec(head + kPi + admin, "t.toml", ".");
+    bool whole = false;
+    for (const auto& w : spec.warnings()) {
+      if (w.message.find("nobody can log in") == std::string::npos) continue;
+      whole = true;
+      EXPECT_EQ(w.location, "t.toml:1:1");
+      EXPECT_EQ(w.excerpt, "") << "head: " << head;
+    }
+    EXPECT_TRUE(whole) << "no warning that nobody can log in; head: " << head;
+  }
+  // Nor is a comment the place of anything found at its line.
+  EXPECT_EQ(place_in("# note\n[system]\n", "s.toml", 1, 1).excerpt, "");
+  EXPECT_EQ(place_in("  # note\n[system]\n", "s.toml", 1, 3).excerpt, "");
+  EXPECT_EQ(place_in("[system] # note\n", "s.toml", 1, 1).excerpt, "[system] # note");
+}
+
 // place_in: the loader's rule for a reader outside it (fetch --spec).
 TEST(SpecPlace, PlaceInFollowsTheLoadersRule) {
   const std::string text = "[alpine]\narch = 3\npassword = \"hunter2\"\nx = [\n  \"a\",\n]\n";
