@@ -20,10 +20,12 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string_view>
 
 #include "app.hpp"
+#include "partition/reader.hpp"
 #include "partition/tarball_rules.hpp"
 #include "pipeline.hpp"
 #include "rpi/error.hpp"
@@ -605,17 +607,47 @@ std::string stdin_named(std::string text, const std::filesystem::path& spooled) 
   return text;
 }
 
+// Where the last partition of the MBR in `sector` (the first 512 bytes of a
+// raw image) ends: the image holds at least that many bytes. nullopt when
+// the sector is no MBR to go by: no 55 AA, a FAT boot sector (a volume
+// without a partition table), a GPT's protective MBR, anything parse_mbr warns
+// of (a bad status byte, an entry without sectors or over the MBR, an
+// extended partition, overlaps), no partition at all.
+std::optional<std::uint64_t> mbr_end(const char* sector) {
+  const auto* s = reinterpret_cast<const std::uint8_t*>(sector);
+  if (!partition::has_boot_signature(s) || partition::looks_like_fat_boot_sector(s)) return std::nullopt;
+  try {
+    // No disk size yet: none is too small for an entry.
+    const partition::MbrInfo mbr = partition::parse_mbr(s, 512, UINT64_MAX, kStdin);
+    if (mbr.gpt_protective || !mbr.warnings.empty()) return std::nullopt;
+    std::uint64_t end = 0;
+    for (const partition::MbrEntry& e : mbr.entries)
+      if (e.used()) end = std::max(end, e.offset() + e.bytes());
+    return end ? std::optional<std::uint64_t>(end) : std::nullopt;
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+
 // Standard input copied into `spooled` (a new 0600 file in the run's private
-// scratch folder), all-zero 4 KiB blocks left as holes. More than `max` bytes
-// is an Errc::device error ending with `too_large`; Cancelled once `cancel`
-// turns true (a signal interrupts the read). Returns the bytes read.
+// scratch folder), all-zero 4 KiB blocks left as holes, with "read" progress
+// (subject "-", total 0 until the end; then done and total are the bytes
+// read) at most every 200 ms, and once at the end. More than `max` bytes is
+// an Errc::device error ending with `too_large`: as soon as the first 512
+// bytes are in when they hold an MBR that says so (mbr_end), else once that
+// many are read. (A card too small for a smaller image is refused once it is
+// read, as for --image FILE: the other cards are written.) Cancelled once
+// `cancel` turns true (a signal interrupts the read). Returns the bytes read.
 std::uint64_t spool_stdin(const std::filesystem::path& spooled, std::uint64_t max, const std::string& too_large,
-                          const std::atomic<bool>* cancel) {
+                          const std::atomic<bool>* cancel, const EventSink& events) {
   constexpr std::size_t kBlock = 4096, kChunk = 4u << 20;
   Fd out = open_or_throw(spooled.string(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   std::vector<char> buf(kChunk);
   std::uint64_t offset = 0;  // of buf[0]
   std::size_t have = 0;
+  bool head_seen = false;  // the first 512 bytes were looked at (mbr_end)
+  using Clock = std::chrono::steady_clock;
+  std::optional<Clock::time_point> shown;  // the last "read" event
   const std::string what = "cannot write standard input's image to the scratch folder " +
                            spooled.parent_path().string() + " (set TMPDIR to a folder with more room, now " +
                            ScratchDir::parent() + ")";
@@ -637,9 +669,27 @@ std::uint64_t spool_stdin(const std::filesystem::path& spooled, std::uint64_t ma
     if (n < 0) throw_errno("cannot read the image from standard input");
     if (n == 0) end = true;
     have += static_cast<std::size_t>(n);
+    if (const auto now = Clock::now(); n > 0 && (!shown || now - *shown >= std::chrono::milliseconds(200))) {
+      emit(events, Event{"read", "-", offset + have, 0, ""});
+      shown = now;
+    }
     if (offset + have > max)
       throw Error(Errc::device, "standard input holds a larger image than any card: stopped after " +
                                     format_size(offset + have) + " of it; " + too_large);
+    // A raw image starts with its MBR: an image too large for every card is
+    // refused now, not once the whole image is in. (A compressed stream is
+    // not looked into: its size is known once it is decompressed.)
+    if (!head_seen && offset + have >= 512) {
+      head_seen = true;
+      const std::optional<std::uint64_t> need =
+          offset == 0 && udev::compression_of(std::string_view(buf.data(), have)).empty() ? mbr_end(buf.data())
+                                                                                          : std::nullopt;
+      if (need && *need > max)
+        throw Error(Errc::device,
+                    "standard input holds a larger image than any card: its partition table says it "
+                    "has at least " +
+                        format_size(*need) + " (stopped after " + format_size(offset + have) + " of it); " + too_large);
+    }
     if (have == buf.size() || end) {
       put(have);
       offset += have;
@@ -648,6 +698,7 @@ std::uint64_t spool_stdin(const std::filesystem::path& spooled, std::uint64_t ma
   }
   if (::ftruncate(out.get(), static_cast<off_t>(offset)) != 0)
     throw_errno("cannot set the size of " + spooled.string());
+  emit(events, Event{"read", "-", offset, offset, ""});  // its size is known now
   return offset;
 }
 
@@ -656,7 +707,7 @@ std::uint64_t spool_stdin(const std::filesystem::path& spooled, std::uint64_t ma
 // with gzip's, xz's, zstd's or bzip2's magic bytes, and checked as an --image
 // file is (a disk image; `bmap` (--bmap) of its size, its checksums compared
 // with the data now). An image larger than `max_size` (the largest card)
-// is refused with `too_large`. After `cancel` turned true: nullptr, and
+// is refused with `too_large` (a raw one as soon as its MBR says so). After `cancel` turned true: nullptr, and
 // `scratch` is emptied (nothing of standard input stays behind).
 std::shared_ptr<const udev::FlashSource> read_stdin_for_cards(AppContext& ctx, const std::string& bmap,
                                                               std::optional<ScratchDir>& scratch,
@@ -665,7 +716,7 @@ std::shared_ptr<const udev::FlashSource> read_stdin_for_cards(AppContext& ctx, c
   scratch.emplace(ctx);
   const std::filesystem::path spooled = scratch->path() / "standard-input";
   try {
-    const std::uint64_t bytes = spool_stdin(spooled, max_size, too_large, cancel);
+    const std::uint64_t bytes = spool_stdin(spooled, max_size, too_large, cancel, ctx.reporter.sink());
     if (bytes == 0) throw Error(Errc::input, "standard input is empty: it holds no disk image");
     std::shared_ptr<udev::FlashSource> src;
     if (const std::optional<udev::CompressedImage> packed = check_image_file(spooled.string(), bmap)) {
@@ -684,10 +735,14 @@ std::shared_ptr<const udev::FlashSource> read_stdin_for_cards(AppContext& ctx, c
       src = std::make_shared<udev::FlashSource>(*udev::FlashSource::decompress(spooled, d));
       src->name = std::string(kStdin) + " (decompressed)";
       std::filesystem::remove(spooled);  // its decompressed copy is what the cards get
+      // Derived as the decompression ended: its time is in the decompression's.
+      if (const std::string m = map_detail(*src, ""); !m.empty()) ctx.reporter.detail(kStdin, m);
     } else {
       ctx.reporter.detail(kStdin, "read " + format_size(bytes) + " from standard input (a raw image)");
+      const Stopwatch took;
       src = std::make_shared<udev::FlashSource>(*udev::FlashSource::open(spooled, bmap));
       src->name = kStdin;
+      if (const std::string d = map_detail(*src, took.elapsed()); !d.empty()) ctx.reporter.detail(kStdin, d);
       // Compared now, before any card is opened: standard input cannot be read again.
       udev::check_source(*src);
       src->check_ranges = false;
@@ -848,6 +903,10 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
     if (p) return print_plan(ctx, *p, ids, o.devices, true, sizes, refused, holds);
     std::optional<std::uint64_t> need;
     std::string bmap;  // the block map the run would use, "" for none
+    // Where that map comes from (FlashSource::map_from): "bmap", "fat" or
+    // "whole"; "unknown" when only the image the plan does not read can tell
+    // (standard input, a compressed image, without a .bmap).
+    std::string map = "unknown";
     std::ostringstream s;
     s << kPlanHeading;
     const std::string z = packed ? packed->compression : "";
@@ -861,6 +920,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
         const partition::BlockMap m = partition::read_bmap(o.bmap);
         need = m.image_size();
         bmap = o.bmap;
+        map = "bmap";
         s << "  block map: " << o.bmap << " (--bmap), " << format_size(*need) << " image, "
           << format_size(m.mapped_bytes()) << " to write (its checksums are compared with the image once read)\n";
       } else {
@@ -870,10 +930,13 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
       }
     } else if (!packed) {
       // The check a real run does while writing, done now: a stale .bmap shows in the plan's run.
+      const Stopwatch took;
       auto src = udev::FlashSource::open(o.image, o.bmap);
+      if (const std::string d = map_detail(*src, took.elapsed()); !d.empty()) ctx.reporter.detail(o.image, d);
       udev::check_source(*src);
       need = src->map.image_size();
       bmap = src->bmap.string();
+      map = src->map_from;
       s << "  image: " << o.image << " (" << format_size(*need) << ")\n";
       if (!src->bmap.empty())
         s << "  block map: " << src->bmap.string() << ", " << format_size(src->map.mapped_bytes()) << " to write\n";
@@ -885,7 +948,10 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
       const udev::CompressedImage& c = *packed;
       ctx.reporter.detail(o.image, udev::probe_detail(o.image, c));  // as the run says it before decompressing
       need = c.expected_size();
-      if (c.map) bmap = c.bmap.string();
+      if (c.map) {
+        bmap = c.bmap.string();
+        map = "bmap";
+      }
       s << "  image: " << o.image << ", " << z << "-compressed: "
         << (need ? format_size(*need) + " decompressed (" + (c.map ? "its .bmap says" : c.size_source()) + ")"
                  : "its size is known once it is decompressed (" + z +
@@ -925,7 +991,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
     if (o.wipe) s << "  first: erase each whole card (--wipe)\n";
     s << "  writes: " << parallel_text(o.jobs, infos.size() - refusals) << "\n";
     JsonObject j;
-    j.add("image", o.image).add("bmap", bmap);
+    j.add("image", o.image).add("bmap", bmap).add("map", map);
     if (!z.empty()) j.add("compression", z);
     j.add("jobs", cards_at_once(o.jobs, infos.size() - refusals))
         .add_bool("wipe", o.wipe)
@@ -1063,13 +1129,17 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
                                     o.devices[*largest] + ", has " + format_size(max) + "; use a larger card";
       auto shared = decompress_for_cards(ctx, o.image, c, scratch, cancel, max, too_large);
       if (!shared) return cancelled_before_writing();
+      // Derived as the decompression ended: its time is in the decompression's.
+      if (const std::string d = map_detail(*shared, ""); !d.empty()) ctx.reporter.detail(o.image, d);
       if (c.bmap.empty())
         ctx.reporter.note("no block map for " + o.image + " (" + bmap_names(o.image) + "): " + unmapped_text(*shared));
       for (auto& s : sources) s = shared;
     }
   } else {
+    const Stopwatch took;
     std::shared_ptr<const udev::FlashSource> shared =
         udev::FlashSource::open(o.image, o.bmap);  // a missing image is the error, before any note
+    if (const std::string d = map_detail(*shared, took.elapsed()); !d.empty()) ctx.reporter.detail(o.image, d);
     if (!o.bmap.empty()) {
       // A block map given for the image: its checksums are compared now, before any card is opened.
       udev::check_source(*shared);

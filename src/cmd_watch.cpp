@@ -70,10 +70,13 @@ int last_card(const WatchOptions& w, int n, int last) {
 
 // --dry-run: what the station would do, from which card on; nothing is written, not even --state.
 // `bmap`: with --image, the block map used ("" for none) and its mapped bytes;
-// `unmapped`: without one, how the image is written (unmapped_text).
+// `unmapped`: without one, how the image is written (unmapped_text); `map`:
+// where the map comes from (FlashSource::map_from, "unknown" for a compressed
+// image without a .bmap: the plan does not decompress it).
 void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n, int last,
                       const std::filesystem::path& bmap = {}, std::uint64_t mapped = 0,
-                      const std::string& unmapped = "every byte of the image is written") {
+                      const std::string& unmapped = "every byte of the image is written",
+                      const std::string& map = "unknown") {
   const RunOptions& o = w.run;
   std::ostringstream s;
   JsonObject j;
@@ -92,7 +95,7 @@ void print_watch_plan(AppContext& ctx, const WatchOptions& w, Pipeline* p, int n
     }
   } else {
     s << "  image: " << o.image << " (the same on every card)\n";
-    j.add("image", o.image).add("bmap", bmap.string());
+    j.add("image", o.image).add("bmap", bmap.string()).add("map", map);
     if (!bmap.empty())
       s << "  block map: " << bmap.string() << ", " << format_size(mapped) << " to write\n";
     else
@@ -324,7 +327,9 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   if (from_image) {
     packed = check_image_file(o.image);  // probed there when compressed
     if (!packed) {
+      const Stopwatch took;
       raw = std::make_shared<udev::FlashSource>(*udev::FlashSource::open(o.image));
+      if (const std::string d = map_detail(*raw, took.elapsed()); !d.empty()) ctx.reporter.detail(o.image, d);
     } else if (o.dry_run) {
       const udev::CompressedImage& c = *packed;
       const std::optional<std::uint64_t> size = c.expected_size();
@@ -338,8 +343,14 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
   if (o.dry_run) {
     if (raw) udev::check_source(*raw);  // a stale .bmap shows in the plan
     if (packed && packed->map)
-      return print_watch_plan(ctx, w, nullptr, n, last, packed->bmap, packed->map->mapped_bytes());
-    if (raw) return print_watch_plan(ctx, w, nullptr, n, last, raw->bmap, raw->map.mapped_bytes(), unmapped_text(*raw));
+      return print_watch_plan(ctx, w, nullptr, n, last, packed->bmap, packed->map->mapped_bytes(), "", "bmap");
+    if (raw)
+      return print_watch_plan(ctx, w, nullptr, n, last, raw->bmap, raw->map.mapped_bytes(), unmapped_text(*raw),
+                              raw->map_from);
+    if (packed)
+      return print_watch_plan(ctx, w, nullptr, n, last, {}, 0,
+                              "derived from its FAT once it is decompressed (written where its FAT holds data; free "
+                              "clusters are left as the card has them), else every byte of the image is written");
     return print_watch_plan(ctx, w, p ? &*p : nullptr, n, last);
   }
   // Written now, so an unwritable --state is an error before any card rather than after the first.
@@ -361,6 +372,8 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
       ctx.exit_code = 128 + cancel_signal();
       return;
     }
+    // Derived as the decompression ended: its time is in the decompression's.
+    if (const std::string d = map_detail(*shared, ""); !d.empty()) ctx.reporter.detail(o.image, d);
   } else if (raw) {
     // A station checks its image against the .bmap once, before the first
     // card, instead of failing every card inserted.

@@ -1096,4 +1096,19 @@ std::string unmapped_text(const udev::FlashSource& src) {
   return "every byte of the image is written";
 }
 
+std::string map_detail(const udev::FlashSource& src, const std::string& took) {
+  const std::string name = src.display_name();
+  const std::string when = took.empty() ? "" : " in " + took;
+  if (src.map_from == "fat")
+    return name + ": block map derived from its FAT" + when + ": " + std::to_string(src.map.extents().size()) +
+           (src.map.extents().size() == 1 ? " range, " : " ranges, ") + format_size(src.map.mapped_bytes()) + " of " +
+           format_size(src.map.image_size()) + " to write (its free clusters left out)";
+  if (src.map_from == "whole")
+    // map_from_fat does not say why (any doubt is the same nullopt): the line gives no reason.
+    return name + ": no block map derived from its FAT (looked" + when +
+           "; no MBR or FAT volume read without any doubt, or no free cluster to leave out): every byte of its " +
+           format_size(src.map.image_size()) + " is written";
+  return "";
+}
+
 }  // namespace rpi::cli

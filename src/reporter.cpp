@@ -26,7 +26,8 @@ std::string human_rate(double bytes_per_s) {
 // download), which do not count towards the rate.
 std::string bar_text(const std::string& subject, const std::string& type, std::uint64_t done, std::uint64_t total,
                      std::uint64_t base, double seconds) {
-  std::string s = type + " " + subject + " ";
+  // `read -` is standard input (--image -), its total unknown until it ends.
+  std::string s = type + " " + (type == "read" && subject == "-" ? std::string("standard input") : subject) + " ";
   if (total) {
     int pct = static_cast<int>(done * 100 / total);
     int width = 24;
@@ -97,7 +98,8 @@ void Reporter::on_event(const Event& ev) {
       o.add("message", ev.message);
     } else {
       o.add("done", ev.done);
-      if (ev.total) o.add("total", ev.total);
+      // "read" (standard input) says its unknown total as 0; the others leave it out.
+      if (ev.total || ev.type == "read") o.add("total", ev.total);
       if (!ev.message.empty()) o.add("message", ev.message);
     }
     emit_json_locked(o.str());
@@ -106,13 +108,7 @@ void Reporter::on_event(const Event& ev) {
   // Quiet drops progress, notes and details; a warning is something to act on, and stays.
   if (quiet_ && ev.type != "warning") return;
   if (ev.type == "note" || ev.type == "warning" || is_detail) {
-    clear_bars_locked();
-    std::fprintf(stderr, "%s%s\n",
-                 ev.type == "warning" ? "warning: "
-                 : is_detail          ? "debug: "
-                                      : "",
-                 printable(ev.message, true).c_str());
-    redraw_locked();
+    message_locked(ev.type == "warning" ? "warning: " : is_detail ? "debug: " : "", ev.message, nullptr);
     return;
   }
   std::string key = ev.type + "\x1f" + ev.subject;
@@ -269,9 +265,13 @@ void Reporter::warn_at(const Located& w) {
     return;
   }
   // As on_event shows a warning (quiet too: a warning is something to act on), the excerpt under it.
+  message_locked("warning: ", w.message, &w);
+}
+
+void Reporter::message_locked(const char* prefix, const std::string& message, const Located* place) {
   clear_bars_locked();
-  std::fprintf(stderr, "warning: %s\n", printable(w.message, true).c_str());
-  put_excerpt(w, color_);
+  std::fprintf(stderr, "%s%s\n", prefix, printable(message, true).c_str());
+  if (place) put_excerpt(*place, color_);
   redraw_locked();
 }
 

@@ -81,6 +81,10 @@ class Reporter {
   };
   void redraw_locked();
   void clear_bars_locked();
+  // A note, warning or debug line on stderr (`prefix` before `message`, and
+  // `place`'s excerpt with its caret when given) with the bars cleared and
+  // drawn again below it.
+  void message_locked(const char* prefix, const std::string& message, const Located* place);
   void emit_json_locked(const std::string& line);
   // Writes `text` (+ a newline) to stdout and flushes it; records a failure.
   void out_locked(const std::string& text, bool newline);
