@@ -753,14 +753,9 @@ bool newer_branch(const std::string& a, const std::string& b) {
 
 // "3 entries, " for a latest-releases.yaml that is a list of 3 (what a
 // detail line says of it); "" for anything else (its reader says what is wrong).
-std::string yaml_entries(const std::string& text) {
-  try {
-    const YAML::Node root = YAML::Load(text);
-    if (root.IsSequence()) return std::to_string(root.size()) + (root.size() == 1 ? " entry, " : " entries, ");
-  } catch (const YAML::Exception&) {
-    // Malformed: MirrorReader::load_yaml throws with its line and column.
-  }
-  return {};
+std::string yaml_entries(const YAML::Node& root) {
+  if (!root.IsSequence()) return {};
+  return std::to_string(root.size()) + (root.size() == 1 ? " entry, " : " entries, ");
 }
 
 // One mirror's listings and yaml files, each read at most once per listing.
@@ -806,24 +801,39 @@ class MirrorReader {
     return listing_entries(page.body);
   }
 
-  // <branch>/releases/<arch>/latest-releases.yaml, nullopt when absent.
-  std::optional<std::string> yaml(const std::string& branch, const std::string& arch) {
+  // <branch>/releases/<arch>/latest-releases.yaml, parsed; nullopt when
+  // absent. Read and parsed once: its detail line and every question asked of
+  // it use that one parse. Malformed: Errc::input with its line and column,
+  // at each use.
+  std::optional<YAML::Node> yaml(const std::string& branch, const std::string& arch) {
     const std::string url = yaml_url(branch, arch);
-    if (auto it = yaml_.find(url); it != yaml_.end()) return it->second;
-    const Stopwatch took;
-    detail::Text t = detail::get_text(url, opts_);
-    // An http(s) read has its GET line (get_text); a local file gets one here.
-    if (!detail::is_remote(url)) {
-      const std::string path = detail::local_path(url).string();
-      emit_detail(
-          opts_.events, url,
-          t.found ? "read " + path + ": " + yaml_entries(t.body) + format_size(t.body.size()) + " in " + took.elapsed()
-                  : path + ": absent");
+    auto it = yaml_.find(url);
+    if (it == yaml_.end()) {
+      const Stopwatch took;
+      detail::Text t = detail::get_text(url, opts_);
+      Yaml y;
+      y.found = t.found;
+      if (t.found) {
+        try {
+          y.root = YAML::Load(t.body);
+        } catch (const YAML::Exception& e) {
+          y.error = url + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                    ": malformed YAML: " + e.msg;
+        }
+      }
+      // An http(s) read has its GET line (get_text); a local file gets one here.
+      if (!detail::is_remote(url)) {
+        const std::string path = detail::local_path(url).string();
+        emit_detail(opts_.events, url,
+                    t.found ? "read " + path + ": " + yaml_entries(y.root) + format_size(t.body.size()) + " in " +
+                                  took.elapsed()
+                            : path + ": absent");
+      }
+      it = yaml_.emplace(url, std::move(y)).first;
     }
-    std::optional<std::string> body;
-    if (t.found) body = std::move(t.body);
-    yaml_.emplace(url, body);
-    return body;
+    if (!it->second.found) return std::nullopt;
+    if (!it->second.error.empty()) throw Error(Errc::input, it->second.error);
+    return it->second.root;
   }
   std::string yaml_url(const std::string& branch, const std::string& arch) const {
     return detail::join_url(mirror_, releases_dir(branch, arch) + "latest-releases.yaml");
@@ -836,10 +846,9 @@ class MirrorReader {
     for (const char* a : kArches)
       if (arch != a) order.emplace_back(a);
     for (const std::string& a : order) {
-      std::optional<std::string> text = yaml(dir, a);
-      if (!text) continue;
-      const std::string source = yaml_url(dir, a);
-      YAML::Node root = load_yaml(*text, source);
+      std::optional<YAML::Node> doc = yaml(dir, a);
+      if (!doc) continue;
+      const YAML::Node& root = *doc;
       if (root.IsSequence())
         for (const YAML::Node& item : root)
           if (item.IsMap())
@@ -851,9 +860,9 @@ class MirrorReader {
 
   // The version of the alpine-rpi .tar.gz entry of the branch's index for the arch.
   std::optional<std::string> indexed_version(const std::string& branch, const std::string& arch) {
-    std::optional<std::string> text = yaml(branch, arch);
-    if (!text) return std::nullopt;
-    YAML::Node root = load_yaml(*text, yaml_url(branch, arch));
+    std::optional<YAML::Node> doc = yaml(branch, arch);
+    if (!doc) return std::nullopt;
+    const YAML::Node& root = *doc;
     if (!root.IsSequence()) return std::nullopt;
     for (const YAML::Node& item : root) {
       if (!item.IsMap() || scalar(item, "flavor") != "alpine-rpi") continue;
@@ -866,18 +875,16 @@ class MirrorReader {
   }
 
  private:
-  static YAML::Node load_yaml(const std::string& text, const std::string& source) {
-    try {
-      return YAML::Load(text);
-    } catch (const YAML::Exception& e) {
-      throw Error(Errc::input, source + ":" + std::to_string(e.mark.line + 1) + ":" +
-                                   std::to_string(e.mark.column + 1) + ": malformed YAML: " + e.msg);
-    }
-  }
+  // A latest-releases.yaml as read: there or not, its document, or why it is malformed.
+  struct Yaml {
+    bool found = false;
+    YAML::Node root;
+    std::string error;
+  };
 
   std::string mirror_;
   const Options& opts_;
-  std::unordered_map<std::string, std::optional<std::string>> yaml_;
+  std::unordered_map<std::string, Yaml> yaml_;
 };
 
 // The versions of the arch's alpine-rpi tarballs among a folder's entries, oldest first.

@@ -304,6 +304,35 @@ TEST_F(ListMirror, VerboseTellsEachReadOfAFolderMirror) {
   EXPECT_TRUE(contains(r.err, "debug: listed " + root.string() + "/: 10 entries in ")) << r.err;
 }
 
+// fetch --list -v of a folder mirror parses each latest-releases.yaml it reads
+// once, for its detail line and for what it tells together (it was parsed
+// for each). Oracle: gdb counts the calls of yaml-cpp's
+// YAML::Load(std::istream&), which every parse of a text goes through, against
+// the yaml files the detail lines say were read. It can miss a second parse
+// made by another yaml-cpp entry point (none is used).
+TEST_F(ListMirror, VerboseParsesEachYamlFileOnce) {
+  if (!have_tool("gdb")) GTEST_SKIP() << "tool not installed: gdb (counts the parses)";
+  CommandResult r =
+      run({"gdb", "-batch", "-nx", "-q", "-ex", "set breakpoint pending on", "-ex",
+           "dprintf YAML::Load(std::istream&),\"yaml-parse\\n\"", "-ex", "run", "--args", cli_path().string(), "-v",
+           "fetch", "--list", "--mirror", "file://" + root.string(), "--cache-dir", cache.string()});
+  if (!contains(r.out, "[Inferior 1 (process "))
+    GTEST_SKIP() << "gdb cannot run the program here (ptrace not permitted?)\n" << r.out << r.err;
+  ASSERT_TRUE(contains(r.out, "exited normally]")) << r.out << r.err;
+  auto count = [](const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++n;
+    return n;
+  };
+  const std::size_t parses = count(r.out, "yaml-parse\n");
+  if (parses == 0) GTEST_SKIP() << "gdb sees no YAML::Load (yaml-cpp linked statically or without symbols)";
+  const std::size_t read = count(r.out + r.err, "debug: read " + root.string() + "/");
+  EXPECT_EQ(read, 1U) << r.out << r.err;  // latest-stable's, which names the branch
+  EXPECT_TRUE(contains(r.out + r.err, "/latest-stable/releases/aarch64/latest-releases.yaml: 3 entries, "))
+      << r.out << r.err;
+  EXPECT_EQ(parses, read) << r.out << r.err;
+}
+
 TEST_F(ListMirror, TheNextMirrorIsTriedWhenTheFirstFails) {
   MirrorServer& s = serve("nginx");
   CommandResult r = cli({"fetch", "--list", "--mirror", s.url() + "/nothing-here", "--mirror", root.string(),
