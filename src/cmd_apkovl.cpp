@@ -87,7 +87,8 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
   // repositories follow it as a build's do. A URL is not downloaded here.
   const std::optional<TarballRelease> release = local_tarball_release(ctx, spec);
   if (release)
-    if (const std::string w = release_mismatch_for(spec.alpine(), *release); !w.empty()) ctx.reporter.warn(w);
+    if (const std::string w = release_mismatch_for(spec.alpine(), *release); !w.empty())
+      warn_release_mismatch(ctx, spec.alpine(), w);
   auto pin = [&](overlay::HostConfig& h) {
     if (release) h.alpine = pin_to_release(h.alpine, *release);
   };

@@ -29,23 +29,15 @@ struct CheckOptions {
 void run_check(AppContext& ctx, const CheckOptions& o) {
   auto spec = overlay::load_spec(o.spec, overlay::LoadOptions{.missing_env = overlay::MissingEnv::warn});
   report_spec_warnings(ctx, spec);
-  // A build would stop there: say it now, with the build's words (a tarball
-  // pinned by [alpine].sha256 is read whole; a URL is not downloaded).
-  if (const std::string tb = local_tarball_path(spec.alpine().tarball, spec.alpine().sha256); !tb.empty()) {
-    require_spec_tarball(tb, o.spec);
-    if (const std::string& sha = spec.alpine().sha256; !sha.empty()) {
-      const Stopwatch took;
-      verify_tarball_sha256(tb, sha);
-      ctx.reporter.detail(tb, tb + ": SHA-256 matches [alpine].sha256, read in " + took.elapsed());
-    }
-  }
-  // The release of that local tarball pins latest-stable repositories as a
-  // build pins them (a URL is not downloaded here).
-  const std::optional<TarballRelease> release = local_tarball_release(ctx, spec);
+  // A build would stop there: say it now, with the build's words (a local
+  // tarball, a path or a file:// URL, pinned by [alpine].sha256 is read whole,
+  // once; a URL is not downloaded). Its release pins latest-stable
+  // repositories as a build pins them.
+  const std::optional<TarballRelease> release = check_spec_tarball(ctx, spec, o.spec);
   const std::string mismatch = release ? release_mismatch_for(spec.alpine(), *release) : "";
   if (release)
     if (const std::string n = release_note_for(spec.alpine(), *release); !n.empty()) ctx.reporter.note(n);
-  if (!mismatch.empty()) ctx.reporter.warn(mismatch);
+  if (!mismatch.empty()) warn_release_mismatch(ctx, spec.alpine(), mismatch);
   std::vector<overlay::HostConfig> cards;
   if (!o.host.empty())
     cards.push_back(overlay::resolve_host(spec, 0, o.host));

@@ -35,9 +35,22 @@ bool is_url(const std::string& s) {
 
 }  // namespace
 
+namespace {
+// The path a file:// URL names, as fetch copies it: "/x" of "file:///x" and of "file://localhost/x".
+std::string file_url_path(const std::string& url) {
+  if (url.rfind("file://localhost/", 0) == 0) return url.substr(16);
+  return url.substr(7);
+}
+}  // namespace
+
 std::string local_tarball_path(const std::string& source, const std::string& sha256) {
-  if (sha256.empty() && source.rfind("file://", 0) == 0) return source.substr(7);
+  if (sha256.empty() && source.rfind("file://", 0) == 0) return file_url_path(source);
   return is_url(source) ? std::string() : source;
+}
+
+std::string spec_tarball_file(const overlay::AlpineSource& a) {
+  if (a.tarball.rfind("file://", 0) == 0) return file_url_path(a.tarball);
+  return is_url(a.tarball) ? std::string() : a.tarball;
 }
 
 namespace {
@@ -83,11 +96,16 @@ void require_spec_tarball(const std::string& path, const std::string& spec_path)
                                 " is not a file (a relative path is read from the spec's folder)");
 }
 
+namespace {
+// verify_tarball_sha256's refusal of `tarball`, whose digest is `got`.
+[[noreturn]] void refuse_tarball_sha256(const std::string& tarball, const std::string& got, const std::string& sha256) {
+  throw Error(Errc::verify, tarball + ": sha256 is " + got + ", expected " + sha256 + "; refusing to use it");
+}
+}  // namespace
+
 void verify_tarball_sha256(const std::filesystem::path& tarball, const std::string& sha256) {
   const std::string got = sha256_file_hex(tarball.string());
-  if (got != sha256)
-    throw Error(Errc::verify,
-                tarball.string() + ": sha256 is " + got + ", expected " + sha256 + "; refusing to use it");
+  if (got != sha256) refuse_tarball_sha256(tarball.string(), got, sha256);
 }
 
 namespace {
@@ -374,8 +392,22 @@ std::string branch_of(const std::string& version) {
 }
 }  // namespace
 
-TarballRelease read_tarball_release(AppContext& ctx, const std::filesystem::path& tarball) {
+namespace {
+// The release `got` (partition::tarball_release's answer) read from `tarball`
+// in `took`, with its detail line.
+TarballRelease release_read(AppContext& ctx, const std::string& tarball, const std::string& got,
+                            const std::string& took) {
   TarballRelease r;
+  r.from_file = true;
+  if (!got.empty()) r.version = got;
+  ctx.reporter.detail(tarball, tarball + ": its .alpine-release " + (got.empty() ? "gives no release" : "says " + got) +
+                                   ", read in " + took);
+  return r;
+}
+
+}  // namespace
+
+TarballRelease read_tarball_release(AppContext& ctx, const std::filesystem::path& tarball) {
   const Stopwatch took;
   std::string got;
   try {
@@ -384,21 +416,16 @@ TarballRelease read_tarball_release(AppContext& ctx, const std::filesystem::path
     // A damaged tarball: the build (or the plan's scan) refuses it with its
     // own message, which names the rule the tarball breaks.
     if (e.code() != Errc::input) throw;
+    TarballRelease r;
     r.unread = true;
     return r;
   }
-  r.from_file = true;
-  if (!got.empty()) r.version = got;
-  ctx.reporter.detail(tarball.string(), tarball.string() + ": its .alpine-release " +
-                                            (got.empty() ? "gives no release" : "says " + got) + ", read in " +
-                                            took.elapsed());
-  return r;
+  return release_read(ctx, tarball.string(), got, took.elapsed());
 }
 
 std::optional<TarballRelease> local_tarball_release(AppContext& ctx, const overlay::Spec& spec) {
-  const std::string& src = spec.alpine().tarball;
-  if (src.empty() || spec.alpine().version == "edge") return std::nullopt;
-  const std::string local = local_tarball_path(src, spec.alpine().sha256);
+  if (spec.alpine().tarball.empty() || spec.alpine().version == "edge") return std::nullopt;
+  const std::string local = spec_tarball_file(spec.alpine());
   std::error_code ec;
   if (local.empty() || !std::filesystem::is_regular_file(local, ec)) return std::nullopt;
   TarballRelease r;
@@ -410,6 +437,54 @@ std::optional<TarballRelease> local_tarball_release(AppContext& ctx, const overl
     r.unread = true;
   }
   return r;
+}
+
+std::optional<TarballRelease> check_spec_tarball(AppContext& ctx, const overlay::Spec& spec,
+                                                 const std::string& spec_path) {
+  const overlay::AlpineSource& a = spec.alpine();
+  const std::string tb = spec_tarball_file(a);
+  if (tb.empty()) return std::nullopt;  // a URL is not downloaded
+  require_spec_tarball(tb, spec_path);
+  if (a.sha256.empty()) return local_tarball_release(ctx, spec);
+  // The release from the name (as a build learns it), else from the file, in
+  // the pass that hashes it; edge's repositories follow edge whatever it is.
+  const std::optional<std::string> named = release_in_name(tb);
+  if (named || a.version == "edge") {
+    const Stopwatch took;
+    verify_tarball_sha256(tb, a.sha256);
+    ctx.reporter.detail(tb, tb + ": SHA-256 matches [alpine].sha256, read in " + took.elapsed());
+    if (a.version == "edge") return std::nullopt;
+    TarballRelease r;
+    r.version = named;
+    return r;
+  }
+  const Stopwatch took;
+  Digest digest(Digest::Algo::sha256);
+  std::optional<std::string> found;  // none: damaged (the build refuses it with its own message)
+  std::string found_in;
+  try {
+    found = partition::tarball_release(tb, [&](const void* p, std::size_t n) { digest.update(p, n); });
+    found_in = took.elapsed();
+  } catch (const Error& e) {
+    if (e.code() != Errc::input) throw;
+  }
+  if (found) {
+    if (const std::string got = digest.finish_hex(); got != a.sha256) refuse_tarball_sha256(tb, got, a.sha256);
+  } else {
+    verify_tarball_sha256(tb, a.sha256);  // a damaged tarball is read again, whole, for its digest
+  }
+  ctx.reporter.detail(tb, tb + ": SHA-256 matches [alpine].sha256, read in " + took.elapsed());
+  if (!found) {
+    TarballRelease r;
+    r.unread = true;
+    return r;
+  }
+  return release_read(ctx, tb, *found, found_in);
+}
+
+void warn_release_mismatch(AppContext& ctx, const overlay::AlpineSource& spec, const std::string& warning) {
+  const overlay::Place& at = spec.location;
+  ctx.reporter.warn_at({warning, at.excerpt, at.line, at.column, at.file});
 }
 
 overlay::AlpineSource pin_to_release(overlay::AlpineSource a, const TarballRelease& r) {
@@ -433,10 +508,10 @@ std::string release_mismatch_for(const overlay::AlpineSource& spec, const Tarbal
   const std::string& v = spec.version;
   if (v == "latest-stable" || v == "edge" || !r.version || branch_of(*r.version) == branch_of(v)) return {};
   const std::string& rel = *r.version;
-  return (spec.location.empty() ? "" : spec.location + ": ") + "[alpine].version is \"" + v +
-         "\", but the tarball is Alpine " + rel + ": the cards' apk repositories would follow v" + branch_of(v) +
-         " while their kernel and boot packages are " + branch_of(rel) + "'s; set version = \"" + branch_of(rel) +
-         "\", or use a " + branch_of(v) + " tarball";
+  const std::string at = spec.location.text();
+  return (at.empty() ? "" : at + ": ") + "[alpine].version is \"" + v + "\", but the tarball is Alpine " + rel +
+         ": the cards' apk repositories would follow v" + branch_of(v) + " while their kernel and boot packages are " +
+         branch_of(rel) + "'s; set version = \"" + branch_of(rel) + "\", or use a " + branch_of(v) + " tarball";
 }
 
 void Pipeline::learn_release(const std::filesystem::path& tarball) {
@@ -494,8 +569,10 @@ TarballPlan Pipeline::plan_tarball_uncached(bool resolve_release) {
     p.release = fetch::resolve(q, fetch_options());
   } catch (const Error& e) {
     // A release the mirror lacks: the spec's line says which one was asked for.
-    if (e.code() != Errc::usage || spec_->alpine().location.empty()) throw;
-    throw Error(Errc::usage, spec_->alpine().location + ": " + e.what());
+    // At [alpine].version's place: shown with the spec's line, placed in --json.
+    const overlay::Place& at = spec_->alpine().location;
+    if (e.code() != Errc::usage || at.text().empty()) throw;
+    throw overlay::SpecErrors({at.problem(at.text() + ": " + e.what())}, 0);
   }
   p.sha256 = p.release->sha256;
   p.description = p.release->file + " (Alpine " + p.release->version + ", sha256 " + p.release->sha256 + ")";
@@ -520,7 +597,7 @@ std::filesystem::path Pipeline::tarball() {
   // image_options pins them to this tarball's release when it is known.
   learn_release(got);
   if (const std::string n = release_note(); !n.empty()) ctx_.reporter.note(n);
-  if (const std::string w = release_mismatch(); !w.empty()) ctx_.reporter.warn(w);
+  if (const std::string w = release_mismatch(); !w.empty()) warn_release_mismatch(ctx_, spec_->alpine(), w);
   tarball_ = got;
   return *tarball_;
 }

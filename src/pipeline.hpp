@@ -67,6 +67,10 @@ class CardTooSmall : public Error {
 // The local file a tarball source names: a path, or a file:// URL without a
 // digest (the spec asks a digest only of http(s)); "" for a URL.
 std::string local_tarball_path(const std::string& source, const std::string& sha256);
+// The local file a spec's [alpine].tarball names: a path, or a file:// URL
+// with or without a digest (a build copies a pinned one into the cache,
+// verified); "" for an http(s) URL or no tarball.
+std::string spec_tarball_file(const overlay::AlpineSource& a);
 // A spec's local [alpine].tarball must be there: Errc::spec naming `spec_path` if not.
 void require_spec_tarball(const std::string& path, const std::string& spec_path);
 // A local tarball must have the SHA-256 it is pinned to (`sha256`, lower-case
@@ -87,11 +91,22 @@ struct TarballRelease {
 TarballRelease read_tarball_release(AppContext& ctx, const std::filesystem::path& tarball);
 // The release of the local tarball a run of `spec` boots, learnt without
 // downloading anything, in the build's order: the file's name
-// (alpine-rpi-X.Y.Z-ARCH.tar.gz), else its .alpine-release. Nothing for a
-// tarball URL, no [alpine].tarball, a file that is not there, or
+// (alpine-rpi-X.Y.Z-ARCH.tar.gz), else its .alpine-release. Nothing for an
+// http(s) tarball URL, no [alpine].tarball, a file that is not there, or
 // [alpine].version "edge" (whose repositories follow edge whatever the
 // tarball); a file that cannot be read gives `unread`, not an error.
 std::optional<TarballRelease> local_tarball_release(AppContext& ctx, const overlay::Spec& spec);
+// What `check` reads of a spec's local tarball (spec_tarball_file; nothing is
+// downloaded): it must be there (require_spec_tarball); pinned by
+// [alpine].sha256, the file is read once for both its digest
+// (verify_tarball_sha256's refusal and its detail line) and its
+// .alpine-release, as local_tarball_release learns it (a damaged one is read
+// again, whole, for its digest). Nothing for a URL, no [alpine].tarball or "edge".
+std::optional<TarballRelease> check_spec_tarball(AppContext& ctx, const overlay::Spec& spec,
+                                                 const std::string& spec_path);
+// `warning` (release_mismatch_for's) at [alpine].version's place in the spec
+// whose [alpine] is `spec`: the spec's line with a caret; in --json its place.
+void warn_release_mismatch(AppContext& ctx, const overlay::AlpineSource& spec, const std::string& warning);
 // `a` with latest-stable pinned to `r`'s release (when known): repositories
 // that follow latest-stable would mix releases once Alpine publishes the next.
 overlay::AlpineSource pin_to_release(overlay::AlpineSource a, const TarballRelease& r);

@@ -976,9 +976,9 @@ void Converter::convert_alpine(const View& root, AlpineSource& a) {
   View v = sub(root, "alpine", "[alpine]");
   check_keys(v, kAlpineKeys);
   if (const toml::node* n = v.get("version"))
-    a.location = where(n->source());
+    a.location = place(n->source());
   else if (!v.empty())
-    a.location = where(v.anchor().source());
+    a.location = place(v.anchor().source());
   if (auto x = str(v, "version")) {
     const auto& s = *x;
     bool ok = s == "latest-stable" || s == "edge";

@@ -31,6 +31,7 @@ bool GzipSource::fill() {
   zs_.next_in = in_.data();
   zs_.avail_in = static_cast<uInt>(n);
   consumed_ += static_cast<std::uint64_t>(n);
+  if (tap_) tap_(in_.data(), static_cast<std::size_t>(n));
   return true;
 }
 

@@ -7,6 +7,7 @@
 #include <zlib.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,9 @@ class GzipSource {
   // for data that is not gzip, is corrupt or is truncated.
   std::size_t read(const void** out);
   std::uint64_t compressed_bytes() const noexcept { return consumed_; }
+  // Every block of compressed bytes read from the file, in order, is given to
+  // `tap` too (e.g. to hash the file in the same pass).
+  void set_tap(std::function<void(const void*, std::size_t)> tap) { tap_ = std::move(tap); }
 
  private:
   bool fill();
@@ -31,6 +35,7 @@ class GzipSource {
   z_stream zs_{};
   std::vector<unsigned char> in_, out_;
   std::uint64_t consumed_ = 0;
+  std::function<void(const void*, std::size_t)> tap_;
   bool eof_ = false;      // no more compressed input
   bool done_ = false;     // last member ended
   bool started_ = false;  // at least one member begun

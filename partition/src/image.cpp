@@ -752,18 +752,36 @@ TarballScan scan_tarball(const std::filesystem::path& tarball, const ImageOption
 }
 
 std::string tarball_release(const std::filesystem::path& tarball) {
+  return tarball_release(tarball, {});
+}
+
+std::string tarball_release(const std::filesystem::path& tarball,
+                            const std::function<void(const void*, std::size_t)>& every_block) {
   const std::string tname = tarball.string();
   std::uint64_t tar_size = 0;
   Fd tar_fd = open_tarball(tname, &tar_size);
+  // The rest of the file after what the decompressor read, when every block is asked for.
+  auto rest = [&](std::string release) {
+    if (!every_block) return release;
+    std::vector<char> buf(std::size_t{1} << 20);
+    for (;;) {
+      const ssize_t n = ::read(tar_fd.get(), buf.data(), buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw_errno("cannot read " + tname);
+      if (n == 0) return release;
+      every_block(buf.data(), static_cast<std::size_t>(n));
+    }
+  };
   ArchiveReader a(archive_read_new());
   if (!a) throw Error(Errc::internal, "libarchive: out of memory");
   GzipSource gz(tar_fd.get(), tname);
+  if (every_block) gz.set_tap(every_block);
   TarFeed feed{&gz, nullptr};
   open_tar(a.get(), feed, tname);
   std::string current;
   for (std::uint64_t entries = 0;; ++entries) {
     archive_entry* e = next_entry(a.get(), feed, tname, entries, current);
-    if (!e) return {};
+    if (!e) return rest({});
     const EntryPath path = parse_entry_path(archive_entry_pathname_utf8(e), tname);
     current = path.display;
     if (path.parts.size() != 1 || path.parts.front() != ".alpine-release" || archive_entry_filetype(e) != AE_IFREG)
@@ -781,7 +799,7 @@ std::string tarball_release(const std::filesystem::path& tarball) {
       got += static_cast<std::size_t>(n);
     }
     text.resize(got);
-    return alpine_release_of(text);
+    return rest(alpine_release_of(text));
   }
 }
 

@@ -112,6 +112,65 @@ TEST(SpecPlaces, AnUnknownKeymapShowsItsLineWithACaretAndItsPlaceInJson) {
   EXPECT_TRUE(has(j.out, json_place(spec.string(), 3, 10) + "}\n")) << j.out;
 }
 
+// ---- [alpine].version: a release the mirror lacks, a tarball of another branch ----
+
+TEST(SpecPlaces, AReleaseTheMirrorLacksShowsTheVersionLineWithACaretAndItsPlaceInJson) {
+  if (!rpi::test::have_tool("python3")) GTEST_SKIP() << "tool not installed: python3 (writes the test mirror)";
+  TempDir d;
+  rpi::test::MirrorTree tree(d.path());
+  const fs::path spec = d / "pi.toml";
+  // Line 2, the value at column 11.
+  rpi::test::write_file(
+      spec, "[alpine]\nversion = \"3.99\"\nmirror = \"" + tree.root.string() + "\"\n[system]\nhostname = \"pi\"\n");
+  const std::vector<std::string> args{"--spec",      spec.string(),         "--output", (d / "pi.img").string(),
+                                      "--cache-dir", (d / "cache").string()};
+  auto r = cli(args);
+  ASSERT_EQ(r.exit_code, 2) << r.err;
+  const std::string message = spec.string() + ":2:11: no release index for Alpine 3.99";
+  EXPECT_TRUE(has(r.err, "rpi-provision: error: " + message)) << r.err;
+  EXPECT_TRUE(has(r.err, "\n    2 | version = \"3.99\"\n" + caret(11, 6))) << r.err;
+  EXPECT_FALSE(fs::exists(d / "pi.img"));
+
+  std::vector<std::string> json{"--json"};
+  json.insert(json.end(), args.begin(), args.end());
+  auto j = cli(json);
+  ASSERT_EQ(j.exit_code, 2) << j.err;
+  EXPECT_TRUE(has(j.out, "{\"type\":\"error\",\"code\":\"spec\",\"message\":" + quoted_prefix(message))) << j.out;
+  EXPECT_TRUE(has(j.out, json_place(spec.string(), 2, 11) + "}\n")) << j.out;
+  EXPECT_FALSE(has(j.out, "version = ")) << "no excerpt in JSON\n" << j.out;
+}
+
+TEST(SpecPlaces, AVersionOfAnotherBranchThanTheTarballIsWarnedAboutAtItsLine) {
+  TempDir d;
+  fs::copy_file(rpi::test::fixture_tarball({"--size-mb", "1", "--version", "3.21.4"}), d / "boot.tar.gz");
+  const fs::path spec = d / "pi.toml";
+  // Line 3, the value at column 11.
+  rpi::test::write_file(spec,
+                        "[alpine]\ntarball = \"boot.tar.gz\"\nversion = \"3.22\"\n[system]\nhostname = "
+                        "\"pi\"\n[ssh]\nhost_keys = \"first-boot\"\n");
+  const std::string warning = "warning: " + spec.string() +
+                              ":3:11: [alpine].version is \"3.22\", but the tarball is Alpine 3.21.4: the cards' apk "
+                              "repositories would follow v3.22";
+  const std::string excerpt = "\n    3 | version = \"3.22\"\n" + caret(11, 6);
+  auto r = cli({"check", "--spec", spec.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(has(r.err, warning)) << r.err;
+  EXPECT_TRUE(has(r.err, excerpt)) << r.err;
+  // The build warns alike.
+  r = cli({"--spec", spec.string(), "--output", (d / "pi.img").string(), "--size", "64MiB"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(has(r.err, warning)) << r.err;
+  EXPECT_TRUE(has(r.err, excerpt)) << r.err;
+
+  auto j = cli({"--json", "check", "--spec", spec.string()});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  EXPECT_TRUE(has(j.out, "{\"type\":\"warning\",\"message\":" +
+                             quoted_prefix(spec.string() + ":3:11: [alpine].version is \"3.22\"")))
+      << j.out;
+  EXPECT_TRUE(has(j.out, json_place(spec.string(), 3, 11) + "}\n")) << j.out;
+  EXPECT_FALSE(has(j.out, "| version = ")) << "no excerpt in JSON\n" << j.out;
+}
+
 // ---- fetch --spec: its own reader of [alpine] ----
 
 TEST(SpecPlaces, FetchSpecErrorsShowTheirLineWithACaretAndTheirPlaceInJson) {

@@ -9,7 +9,9 @@
 
 #include <cctype>
 #include <chrono>
+#include <cstdlib>
 #include <memory>
+#include <sstream>
 #include <thread>
 
 #include "mirror_fixture.hpp"
@@ -684,6 +686,131 @@ TEST_F(FetchCliSpecTarball, CheckVerifiesThePinnedDigestAsTheBuildDoes) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_FALSE(contains(r.err, "sha256 is")) << r.err;
   EXPECT_EQ(server->requests(".tar.gz"), 0);
+}
+
+// What `check` does with the tarball a spec pins, seen from outside: the
+// file's opens and the bytes read from it, as `strace -y` shows them (each
+// openat of `file` and each read of a descriptor open on it). Skips when
+// strace is missing or may not trace.
+struct TarballReads {
+  int opens = 0;
+  std::uint64_t bytes = 0;
+};
+TarballReads traced_reads(const fs::path& dir, const fs::path& file, const std::vector<std::string>& args,
+                          CommandResult& r) {
+  const fs::path log = dir / "strace.log";
+  std::vector<std::string> argv{"strace",
+                                "-f",
+                                "-qq",
+                                "-y",
+                                "-s",
+                                "0",
+                                "-e",
+                                "trace=openat,open,read,pread64,readv",
+                                "-o",
+                                log.string(),
+                                cli_path().string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  r = run(argv);
+  TarballReads t;
+  const std::string tag = "<" + fs::canonical(file).string() + ">";
+  std::istringstream in(read_file(log));
+  // "PID read(3</tmp/x/boot-files.tar.gz>, ""..., 1048576) = 1048576"; "PID openat(…) = 3</tmp/x/…>".
+  for (std::string line; std::getline(in, line);) {
+    const std::size_t paren = line.find('('), eq = line.rfind(") = ");
+    if (paren == std::string::npos || eq == std::string::npos) continue;
+    const std::string call = line.substr(0, paren);
+    const std::string name = call.substr(call.find_last_of(' ') + 1);
+    const std::string first_arg = line.substr(paren + 1, line.find(',', paren) - paren - 1);
+    const std::string result = line.substr(eq + 4);
+    if (name == "openat" || name == "open") {
+      if (result.find(tag) != std::string::npos) ++t.opens;
+    } else if (first_arg.find(tag) != std::string::npos) {
+      t.bytes += std::strtoull(result.c_str(), nullptr, 10);
+    }
+  }
+  return t;
+}
+
+// A tarball pinned by [alpine].sha256 whose release only its .alpine-release
+// tells: check hashes it and reads that release in one pass (it was read
+// whole for the digest, then again from its start for the release). Oracle:
+// strace — one open, and exactly the file's size read from it. It cannot see
+// a second pass that re-reads through the same descriptor after a seek that
+// strace does not trace (it would show as more bytes than the file has).
+TEST_F(FetchCliSpecTarball, CheckReadsAPinnedTarballOnce) {
+  if (!have_tool("strace")) GTEST_SKIP() << "tool not installed: strace (the oracle of the file's reads)";
+  if (run({"strace", "-qq", "-o", "/dev/null", "true"}).exit_code != 0)
+    GTEST_SKIP() << "strace cannot trace here (ptrace not permitted)";
+  const fs::path tarball = boot_files({"--size-mb", "3"});
+  const fs::path spec = spec_with("boot-files.tar.gz", "sha256 = \"" + sha256_of(tarball) + "\"\n");
+  CommandResult r;
+  const TarballReads t = traced_reads(tmp.path(), tarball, {"-v", "check", "--spec", spec.string()}, r);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // The -v details of both, and what the release gives.
+  EXPECT_TRUE(contains(r.err, "debug: " + tarball.string() + ": SHA-256 matches [alpine].sha256, read in ")) << r.err;
+  EXPECT_TRUE(contains(r.err, "debug: " + tarball.string() + ": its .alpine-release says 3.21.4, read in ")) << r.err;
+  EXPECT_TRUE(contains(r.err, note)) << r.err;
+  EXPECT_TRUE(contains(r.out, "  repos     v3.21 (the tarball's release, Alpine 3.21.4)")) << r.out;
+  EXPECT_EQ(t.opens, 1) << r.err;
+  EXPECT_EQ(t.bytes, fs::file_size(tarball));
+
+  // A tarball without a release is read whole for its digest, still once.
+  boot_files({"--size-mb", "3", "--no-alpine-release"});
+  const fs::path bare = spec_with("boot-files.tar.gz", "sha256 = \"" + sha256_of(tarball) + "\"\n");
+  const TarballReads u = traced_reads(tmp.path(), tarball, {"-v", "check", "--spec", bare.string()}, r);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, tarball.string() + ": its .alpine-release gives no release")) << r.err;
+  EXPECT_EQ(u.opens, 1) << r.err;
+  EXPECT_EQ(u.bytes, fs::file_size(tarball));
+}
+
+// [alpine].tarball = "file:///…" pinned by [alpine].sha256: the build copies
+// the file into the cache, verified; check reads it as it reads a path: it
+// must be there, its digest is verified, its release pins the repositories.
+TEST_F(FetchCliSpecTarball, CheckReadsAPinnedFileUrlAsALocalPath) {
+  const fs::path tarball = boot_files();
+  const std::string good = sha256_of(tarball);
+  const std::string other = sha256_of(tree->older);
+  ASSERT_NE(good, other);
+  const std::string url = "file://" + tarball.string();
+  fs::path spec = spec_with(url, "sha256 = \"" + good + "\"\n");
+  CommandResult r = cli({"-v", "check", "--spec", spec.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "debug: " + tarball.string() + ": SHA-256 matches [alpine].sha256, read in ")) << r.err;
+  EXPECT_TRUE(contains(r.err, note)) << r.err;
+  EXPECT_TRUE(contains(r.out, "  repos     v3.21 (the tarball's release, Alpine 3.21.4)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "OK (1 card, 0 warnings)")) << r.out;
+  EXPECT_EQ(server->requests(".tar.gz"), 0);
+  // apkovl pins the repositories to it as well, as an image built from the spec has them.
+  const fs::path ovl = tmp / "pi.apkovl.tar.gz";
+  r = cli({"apkovl", "--spec", spec.string(), "-o", ovl.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(apkovl_repositories(ovl), "/v3.21/main\n")) << apkovl_repositories(ovl);
+  // file://localhost/ names the same file.
+  r = cli(
+      {"check", "--spec", spec_with("file://localhost" + tarball.string(), "sha256 = \"" + good + "\"\n").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "  repos     v3.21 (the tarball's release, Alpine 3.21.4)")) << r.out;
+
+  // Another digest: refused naming the file, exit 1 as the build's.
+  spec = spec_with(url, "sha256 = \"" + other + "\"\n");
+  r = cli({"check", "--spec", spec.string()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(
+      r.err, "error: " + tarball.string() + ": sha256 is " + good + ", expected " + other + "; refusing to use it\n"))
+      << r.err;
+  EXPECT_FALSE(contains(r.out, "OK (")) << r.out;
+  const CommandResult build =
+      cli({"--spec", spec.string(), "--output", (tmp / "pi.img").string(), "--cache-dir", cache_dir});
+  EXPECT_EQ(build.exit_code, r.exit_code) << build.err;
+  EXPECT_FALSE(fs::exists(tmp / "pi.img"));
+
+  // Not there: the spec is refused, as for a path.
+  fs::remove(tarball);
+  r = cli({"check", "--spec", spec.string()});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "[alpine].tarball " + tarball.string() + " is not a file")) << r.err;
 }
 
 TEST_F(FetchCliSpecTarball, WithoutAKnownReleaseTheOldAdviceStays) {

@@ -275,6 +275,24 @@ TEST(TarballRelease, IsTheRootAlpineReleaseAsTarReadsIt) {
   EXPECT_TRUE(has(error_of([&] { tarball_release(d / "missing.tar.gz"); }), "missing.tar.gz")) << "names the file";
 }
 
+// tarball_release with every block asked for: the same answer, and the blocks
+// are the whole file, in order, once (so check hashes a pinned tarball in the
+// pass that reads its release) — where the release is first, last, or absent.
+TEST(TarballRelease, EveryBlockIsTheWholeFileOnce) {
+  RPI_REQUIRE_TOOL("python3");
+  TempDir d;
+  const fs::path big = rpi::test::fixture_tarball({"--size-mb", "3", "--version", "3.22.2"});
+  for (const fs::path& t :
+       {big, crafted("release-last", d), rpi::test::fixture_tarball({"--size-mb", "3", "--no-alpine-release"})}) {
+    std::string seen;
+    const std::string release =
+        tarball_release(t, [&](const void* p, std::size_t n) { seen.append(static_cast<const char*>(p), n); });
+    EXPECT_EQ(release, tarball_release(t)) << t;
+    EXPECT_TRUE(seen == rpi::test::read_file(t)) << t << ": " << seen.size() << " bytes seen of " << fs::file_size(t);
+  }
+  EXPECT_GT(fs::file_size(big), std::uintmax_t{2} << 20) << "more than the decompressor's first read";
+}
+
 // The walk reads the release from the tarball's .alpine-release, for the keymap message.
 TEST(TarballScan, KeymapsKnowTheReleaseOfTheTarball) {
   RPI_REQUIRE_TOOL("python3");

@@ -90,9 +90,10 @@ struct AlpineSource {
   std::string mirror = "https://dl-cdn.alpinelinux.org/alpine";
   std::string tarball;  // path (resolved against the spec's folder) or URL; empty = resolve
   std::string sha256;   // lower-case hex; empty = unknown
-  // "FILE:LINE:COL" of [alpine].version, else of the [alpine] table; empty when
-  // the spec has neither: where an error about the release the mirror lacks points.
-  std::string location;
+  // Where [alpine].version is written, else the [alpine] table; no place
+  // (Place::text() "") when the spec has neither: where an error about the
+  // release the mirror lacks, or a warning about the tarball's, points.
+  Place location;
   // "v3.22", "edge" or "latest-stable": the repository branch for version.
   std::string branch() const;
 };

@@ -65,6 +65,12 @@ std::string alpine_release_of(std::string_view text);
 // entry. Throws rpi::Error(input) as build_images does for a file that is not
 // a gzip-compressed tar, or is damaged before that entry.
 std::string tarball_release(const std::filesystem::path& tarball);
+// The same, reading the whole file once: every byte of it, in order, goes to
+// `every_block` as it is read (the rest of the file after that entry too), so
+// a caller can hash the file in the same pass. After a throw, `every_block`
+// has seen only a part of the file.
+std::string tarball_release(const std::filesystem::path& tarball,
+                            const std::function<void(const void*, std::size_t)>& every_block);
 
 // Whether two names are one name on FAT, which matches names regardless of
 // case (case folded as FatWriter folds it: ASCII always, other letters under
