@@ -1088,6 +1088,15 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
       return cancelled_before_writing();
     }
   } else if (from_stdin(o.image)) {
+    // With --bmap the image's size is known before it is read: a card too
+    // small for it is refused now, as the plan refuses it, and none of
+    // standard input is read when no card is left.
+    if (!o.bmap.empty()) {
+      const std::uint64_t need = partition::read_bmap(o.bmap).image_size();
+      for (std::size_t i = 0; i < infos.size(); ++i)
+        if (refused[i].empty() && infos[i].size && infos[i].size < need)
+          refused[i] = card_too_small(o.devices[i], infos[i].size, need);
+    }
     // Read before any card is opened, into the private scratch folder
     // (removed with it, also after Ctrl-C or an error); no more of it than
     // the largest card can take.

@@ -212,6 +212,34 @@ TEST(ImageStdinProgress, AnMbrLargerThanTheCardStopsTheRunAtOnce) {
   EXPECT_EQ(left_in(tmp), "");
 }
 
+// With --bmap the image's size is known before standard input is read: a
+// card too small for it is refused at once, with the words of --image FILE,
+// and nothing is read (not a byte is written into the pipe, which stays
+// open: a run that waited for the image would not end).
+TEST(ImageStdinProgress, WithABmapACardTooSmallIsRefusedBeforeReading) {
+  const Images& im = images();
+  TempDir d;
+  const fs::path tmp = d / "tmp", target = card(d / "card.bin", 32u << 20);
+  fs::create_directories(tmp);
+  const Stalled s = run_with_stalled_stdin(
+      tmp, {"--image", "-", "--bmap", im.kiosk.string() + ".bmap", "--device", target.string(), "--yes"},
+      rpi::test::read_file(im.kiosk), 0, d / "err");
+  ASSERT_NE(s.status, -1) << "the run waited for standard input: " << s.err;
+  ASSERT_TRUE(WIFEXITED(s.status)) << s.err;
+  EXPECT_EQ(WEXITSTATUS(s.status), 1) << s.err;
+  EXPECT_EQ(rpi::test::read_file(target), std::string(32u << 20, 'c')) << "the card was changed";
+  EXPECT_EQ(left_in(tmp), "");
+  // Its words, in the results on standard output; an empty standard input is
+  // not even looked at (read, it would be "standard input is empty").
+  auto r = rpi::test::sh(tool(tmp) + " --image - --bmap " + q(im.kiosk.string() + ".bmap") + " --device " + q(target) +
+                         " --yes < /dev/null");
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(
+      r.out, "refusing to write " + target.string() + ": it has 32 MiB but the image needs 64 MiB; use a larger card"))
+      << r.out << r.err;
+  EXPECT_FALSE(contains(r.out + r.err, "standard input is empty")) << r.out << r.err;
+}
+
 // Two cards, one too small for the image (its MBR says so at once, but the
 // larger card can take it): the image is read whole, and as with --image
 // FILE only the small card is refused, in the same words; the other is
