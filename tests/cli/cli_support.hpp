@@ -21,6 +21,10 @@ inline std::filesystem::path example(const std::string& name) {
 inline std::filesystem::path tarball() {
   return fixture_tarball({"--size-mb", "4"});
 }
+// The command line of the built tool with its scratch folders in `tmp`.
+inline std::string tool_in(const std::filesystem::path& tmp) {
+  return "TMPDIR=" + shell_quoted(tmp) + " " + shell_quoted(cli_path());
+}
 inline bool contains(const std::string& s, const std::string& what) {
   return s.find(what) != std::string::npos;
 }

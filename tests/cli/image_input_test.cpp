@@ -28,6 +28,7 @@ using rpi::test::cli;
 using rpi::test::contains;
 using rpi::test::example;
 using rpi::test::expect_same_fat;
+using rpi::test::shell_quoted;
 using rpi::test::tarball;
 using rpi::test::TempDir;
 namespace fs = std::filesystem;
@@ -39,13 +40,10 @@ struct Compressor {
 };
 const std::vector<Compressor> kCompressors = {{"gzip", ".gz"}, {"xz", ".xz"}, {"zstd", ".zst"}, {"bzip2", ".bz2"}};
 
-std::string q(const fs::path& p) {
-  return "'" + p.string() + "'";
-}
-
 // `tool` compresses `img` into `out` (the tool's defaults, as users share images).
 void compress(const Compressor& c, const fs::path& img, const fs::path& out) {
-  auto r = rpi::test::sh(c.tool + " -c " + (c.tool == "zstd" ? "-q " : "") + q(img) + " > " + q(out));
+  auto r =
+      rpi::test::sh(c.tool + " -c " + (c.tool == "zstd" ? "-q " : "") + shell_quoted(img) + " > " + shell_quoted(out));
   ASSERT_EQ(r.exit_code, 0) << r.err;
 }
 
@@ -391,7 +389,7 @@ TEST(ImageInput, ATruncatedOrDamagedFileIsRefusedAndNothingIsLeft) {
       flipped[bytes.size() / 2] ^= 0x01;
       const fs::path bad = d / "bad.img.gz";
       rpi::test::write_file(bad, flipped);
-      ASSERT_NE(rpi::test::sh("gzip -t " + q(bad) + " 2>/dev/null").exit_code, 0);
+      ASSERT_NE(rpi::test::sh("gzip -t " + shell_quoted(bad) + " 2>/dev/null").exit_code, 0);
       r = cli({"--image", bad.string(), "--device", target.string(), "--yes"});
       EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
       EXPECT_TRUE(contains(r.err, bad.string() + " cannot be decompressed")) << r.err;
@@ -409,7 +407,7 @@ TEST(ImageInput, NotADiskImageInsideGzipIsRefused) {
   TempDir d;
   const fs::path text = d / "notes.txt", file = d / "notes.img.gz";
   rpi::test::write_file(text, std::string(1 << 20, 'x'));
-  ASSERT_EQ(rpi::test::sh("gzip -c " + q(text) + " > " + q(file)).exit_code, 0);
+  ASSERT_EQ(rpi::test::sh("gzip -c " + shell_quoted(text) + " > " + shell_quoted(file)).exit_code, 0);
   const fs::path target = card(d / "card.bin");
   auto r = cli({"--image", file.string(), "--device", target.string(), "--yes"});
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
@@ -479,12 +477,14 @@ TEST(ImageInput, NotEnoughScratchSpaceSaysWhereAndWhatToDo) {
   const fs::path file = d / ("pi.img" + c->ext), small = d / "small";
   ASSERT_NO_FATAL_FAILURE(compress(*c, im.kiosk, file));
   fs::create_directories(small);
-  if (rpi::test::sh("unshare -Urm sh -c " + q("mount -t tmpfs -o size=1m tmpfs " + small.string())).exit_code != 0)
+  if (rpi::test::sh("unshare -Urm sh -c " + shell_quoted("mount -t tmpfs -o size=1m tmpfs " + small.string()))
+          .exit_code != 0)
     GTEST_SKIP() << "cannot mount a small tmpfs in a mount namespace (unshare -Urm) here";
   const fs::path target = card(d / "card.bin");
-  const std::string inner = "mount -t tmpfs -o size=1m tmpfs " + q(small) + " && TMPDIR=" + q(small) + " " +
-                            q(rpi::test::cli_path()) + " --image " + q(file) + " --device " + q(target) +
-                            " --yes; rc=$?; echo \"left:[$(ls -A " + q(small) + ")]\"; exit $rc";
+  const std::string inner = "mount -t tmpfs -o size=1m tmpfs " + shell_quoted(small) +
+                            " && TMPDIR=" + shell_quoted(small) + " " + shell_quoted(rpi::test::cli_path()) +
+                            " --image " + shell_quoted(file) + " --device " + shell_quoted(target) +
+                            " --yes; rc=$?; echo \"left:[$(ls -A " + shell_quoted(small) + ")]\"; exit $rc";
   auto r = rpi::test::run({"unshare", "-Urm", "sh", "-c", inner});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_TRUE(contains(r.err, "no space left in " + small.string() + "/")) << r.err;
@@ -611,7 +611,7 @@ TEST(ImageInput, AnImageLargerThanEveryCardIsNotDecompressedToItsEnd) {
   Scratch scratch;
   TempDir d;
   const std::string stream =
-      "{ head -c 1048576 " + q(im.kiosk) + "; head -c " + std::to_string(127u << 20) + " /dev/zero; } | ";
+      "{ head -c 1048576 " + shell_quoted(im.kiosk) + "; head -c " + std::to_string(127u << 20) + " /dev/zero; } | ";
   const fs::path small = card(d / "small.bin", 8u << 20), larger = card(d / "larger.bin", 16u << 20);
   int tried = 0;
   for (const std::string tool : {"gzip", "zstd"}) {
@@ -619,7 +619,7 @@ TEST(ImageInput, AnImageLargerThanEveryCardIsNotDecompressedToItsEnd) {
     ++tried;
     SCOPED_TRACE(tool);
     const fs::path file = d / ("huge.img" + std::string(tool == "gzip" ? ".gz" : ".zst"));
-    ASSERT_EQ(rpi::test::sh(stream + tool + " -1 -c -q > " + q(file)).exit_code, 0);
+    ASSERT_EQ(rpi::test::sh(stream + tool + " -1 -c -q > " + shell_quoted(file)).exit_code, 0);
     auto r = cli({"--image", file.string(), "--device", small.string(), "--device", larger.string(), "--yes"});
     EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
     std::smatch got;
@@ -640,7 +640,7 @@ TEST(ImageInput, AnImageLargerThanEveryCardIsNotDecompressedToItsEnd) {
   if (rpi::test::have_tool("xz")) {
     ++tried;
     const fs::path file = d / "huge.img.xz";
-    ASSERT_EQ(rpi::test::sh(stream + "xz -0 -T1 -c > " + q(file)).exit_code, 0);
+    ASSERT_EQ(rpi::test::sh(stream + "xz -0 -T1 -c > " + shell_quoted(file)).exit_code, 0);
     auto r =
         cli({"--image", file.string(), "--device", small.string(), "--device", larger.string(), "--yes", "--json"});
     EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
@@ -667,7 +667,7 @@ TEST(ImageInputLoop, ThePlanSaysWhatTheCardHoldsAndYesReadsNothingOfIt) {
   const fs::path backing = d / "card.bin";
   rpi::test::write_file(backing, "");
   fs::resize_file(backing, 128u << 20);
-  ASSERT_EQ(rpi::test::sh("echo 'start=2048, type=83' | sfdisk -q " + q(backing)).exit_code, 0);
+  ASSERT_EQ(rpi::test::sh("echo 'start=2048, type=83' | sfdisk -q " + shell_quoted(backing)).exit_code, 0);
   auto attached = rpi::test::run({"losetup", "--show", "-f", backing.string()});
   if (attached.exit_code != 0) GTEST_SKIP() << "losetup failed: " << attached.err;
   std::string dev = attached.out;

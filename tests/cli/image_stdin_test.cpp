@@ -6,15 +6,23 @@
 // there is no .bmap, or the .bmap's ranges, with the card's old 'c' bytes
 // elsewhere); the card byte for byte as it was after a
 // refusal; what is left in the run's $TMPDIR (its scratch folders); `wc -c` of
-// what a --dry-run left unread on its standard input.
+// what a --dry-run left unread on its standard input. Also: "read" progress
+// while standard input is read; a raw image whose MBR says it is larger than
+// every card refused as soon as its first bytes are in (a pipe the test keeps
+// open, the rest never written: a run that waited for it would not end); the
+// plan's "map" (bmap, fat, whole, unknown), with the image's partition typed
+// Linux for "whole" (no FAT volume to derive a map from); the -v line about a
+// derived map; the reporter's drawing of a progress whose total is unknown.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -24,27 +32,30 @@
 #include <vector>
 
 #include "cli_support.hpp"
+#include "reporter.hpp"
 #include "test_support.hpp"
 
 extern char** environ;
 
 namespace fs = std::filesystem;
+using rpi::test::capture_stderr;
 using rpi::test::cli;
 using rpi::test::contains;
 using rpi::test::expect_same_fat;
+using rpi::test::files_under;
+using rpi::test::shell_quoted;
 using rpi::test::TempDir;
+using rpi::test::tool_in;
 
 namespace {
 
-std::string q(const fs::path& p) {
-  return "'" + p.string() + "'";
-}
-
 // One 64 MiB image with its .bmap, and another of the same size (other
-// bytes, other .bmap), built once.
+// bytes, other .bmap), built once; a copy of the first without its .bmap,
+// and one whose partition is typed Linux (0x83): no FAT volume to derive a map from.
 struct Images {
   TempDir dir;
-  fs::path kiosk = dir / "pi.img", other = dir / "other.img";
+  fs::path kiosk = dir / "pi.img", other = dir / "other.img", bare = dir / "bare" / "pi.img",
+           linux_typed = dir / "linux" / "pi.img";
 };
 const Images& images() {
   static std::unique_ptr<Images> im;
@@ -55,6 +66,13 @@ const Images& images() {
                     "64MiB", "--output", out.string()});
       EXPECT_EQ(r.exit_code, 0) << r.err;
     }
+    fs::create_directories(im->bare.parent_path());
+    fs::create_directories(im->linux_typed.parent_path());
+    fs::copy_file(im->kiosk, im->bare);
+    std::string bytes = rpi::test::read_file(im->kiosk);
+    EXPECT_EQ(static_cast<unsigned char>(bytes[446 + 4]), 0x0C);  // partition 1: FAT32 (LBA)
+    bytes[446 + 4] = static_cast<char>(0x83);
+    rpi::test::write_file(im->linux_typed, bytes);
   }
   return *im;
 }
@@ -63,18 +81,6 @@ const Images& images() {
 fs::path card(const fs::path& path, std::uint64_t size = 64u << 20) {
   rpi::test::write_file(path, std::string(size, 'c'));
   return path;
-}
-
-// Every path under `dir`, one per line ("" when empty).
-std::string left_in(const fs::path& dir) {
-  std::string out;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) out += e.path().string() + "\n";
-  return out;
-}
-
-// The command line of the tool with its scratch folders in `tmp`.
-std::string tool(const fs::path& tmp) {
-  return "TMPDIR=" + q(tmp) + " " + q(rpi::test::cli_path());
 }
 
 // `written` holds `image` in the ranges of `bmap`, and still the card's 'c' somewhere else.
@@ -102,6 +108,63 @@ std::string with_bad_range_checksum(const fs::path& bmap) {
   return xml;
 }
 
+// The tool run with `args`, its standard input the read end of a pipe whose
+// write end the test holds: the first `head` bytes of `image` are written,
+// and nothing more until the run has ended. Its exit status (-1: still
+// running after a bounded wait; then it is killed) and stderr.
+struct Stalled {
+  int status = -1;
+  std::string err;
+  bool rest_refused = false;  // writing on after the run ended failed (EPIPE): nobody reads the pipe any more
+};
+Stalled run_with_stalled_stdin(const fs::path& tmp, const std::vector<std::string>& args, const std::string& image,
+                               std::size_t head, const fs::path& err_path) {
+  Stalled s;
+  std::signal(SIGPIPE, SIG_IGN);
+  int in[2];
+  EXPECT_EQ(::pipe2(in, O_CLOEXEC), 0);
+  const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  EXPECT_GE(err, 0);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, err, 2);
+  std::vector<std::string> argv{"env", "TMPDIR=" + tmp.string(), rpi::test::cli_path().string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargs;
+  for (const auto& a : argv) cargs.push_back(const_cast<char*>(a.c_str()));
+  cargs.push_back(nullptr);
+  pid_t pid = 0;
+  EXPECT_EQ(posix_spawnp(&pid, "env", &fa, nullptr, cargs.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(in[0]);
+  ::close(err);
+  // The head fits in the pipe's buffer (64 KiB at least): this write does not wait for the reader.
+  EXPECT_LE(head, 4096u);
+  EXPECT_EQ(::write(in[1], image.data(), head), static_cast<ssize_t>(head));
+  // A bounded wait for the end of the run (not a timing: a run that waits for the rest never ends).
+  int status = 0;
+  bool ended = false;
+  for (int i = 0; i < 6000 && !ended; ++i) {
+    const pid_t got = ::waitpid(pid, &status, WNOHANG);
+    if (got == pid) ended = true;
+    if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!ended) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+  } else {
+    s.status = status;
+    // The writer goes on only now: the pipe has no reader left.
+    const ssize_t n = ::write(in[1], image.data() + head, 4096);
+    s.rest_refused = n < 0 && errno == EPIPE;
+  }
+  ::close(in[1]);
+  s.err = rpi::test::read_file(err_path);
+  return s;
+}
+
 }  // namespace
 
 // A raw image and its xz-, gzip-, zstd- and bzip2-compressed streams on
@@ -116,12 +179,12 @@ TEST(ImageStdin, RawAndCompressedStreamsAreWrittenWhereTheirFatHoldsData) {
   const fs::path tmp = d / "tmp", target = d / "card.bin";
   fs::create_directories(tmp);
   const std::string image = rpi::test::read_file(im.kiosk);
-  std::vector<std::string> feeds = {"cat " + q(im.kiosk)};
+  std::vector<std::string> feeds = {"cat " + shell_quoted(im.kiosk)};
   for (const std::string t : {"xz", "gzip", "zstd", "bzip2"})
-    if (rpi::test::have_tool(t)) feeds.push_back(t + " -c " + (t == "zstd" ? "-q " : "") + q(im.kiosk));
+    if (rpi::test::have_tool(t)) feeds.push_back(t + " -c " + (t == "zstd" ? "-q " : "") + shell_quoted(im.kiosk));
   for (const auto& feed : feeds) {
     card(target);
-    auto r = rpi::test::sh(feed + " | " + tool(tmp) + " --image - --device " + q(target) + " --yes");
+    auto r = rpi::test::sh(feed + " | " + tool_in(tmp) + " --image - --device " + shell_quoted(target) + " --yes");
     EXPECT_EQ(r.exit_code, 0) << feed << ": " << r.out << r.err;
     EXPECT_TRUE(contains(r.out, "standard input")) << r.out;
     EXPECT_TRUE(contains(r.err,
@@ -131,17 +194,18 @@ TEST(ImageStdin, RawAndCompressedStreamsAreWrittenWhereTheirFatHoldsData) {
     EXPECT_TRUE(contains(r.err, "the map derived from its FAT; free clusters are left as the card has them)")) << r.err;
     EXPECT_FALSE(contains(r.err, "every byte")) << r.err;
     expect_same_fat(target, im.kiosk, d / "check");
-    EXPECT_EQ(left_in(tmp), "") << feed;
+    EXPECT_EQ(files_under(tmp), "") << feed;
     // The card event: far fewer bytes written than the image has; verified.
     card(target);
-    auto j = rpi::test::sh(feed + " | " + tool(tmp) + " --image - --device " + q(target) + " --yes --json");
+    auto j =
+        rpi::test::sh(feed + " | " + tool_in(tmp) + " --image - --device " + shell_quoted(target) + " --yes --json");
     EXPECT_EQ(j.exit_code, 0) << feed << ": " << j.out << j.err;
     std::smatch m;
     ASSERT_TRUE(std::regex_search(j.out, m, std::regex(R"("bytes":(\d+),)"))) << j.out;
     EXPECT_LT(std::stoull(m[1]), image.size() / 4) << j.out;
     EXPECT_TRUE(contains(j.out, "\"verified\":true")) << j.out;
     expect_same_fat(target, im.kiosk, d / "check");
-    EXPECT_EQ(left_in(tmp), "") << feed;
+    EXPECT_EQ(files_under(tmp), "") << feed;
   }
   if (feeds.size() < 3) GTEST_SKIP() << "raw checked; fewer than two of xz, gzip, zstd, bzip2 are installed";
 }
@@ -156,16 +220,16 @@ TEST(ImageStdin, BmapGivenWritesItsRanges) {
   fs::create_directories(bmap.parent_path());
   fs::copy_file(im.kiosk.string() + ".bmap", bmap);
   const std::string image = rpi::test::read_file(im.kiosk);
-  std::vector<std::string> feeds = {"cat " + q(im.kiosk)};
-  if (rpi::test::have_tool("gzip")) feeds.push_back("gzip -c " + q(im.kiosk));
+  std::vector<std::string> feeds = {"cat " + shell_quoted(im.kiosk)};
+  if (rpi::test::have_tool("gzip")) feeds.push_back("gzip -c " + shell_quoted(im.kiosk));
   for (const auto& feed : feeds) {
     card(target);
-    auto r =
-        rpi::test::sh(feed + " | " + tool(tmp) + " --image - --bmap " + q(bmap) + " --device " + q(target) + " --yes");
+    auto r = rpi::test::sh(feed + " | " + tool_in(tmp) + " --image - --bmap " + shell_quoted(bmap) + " --device " +
+                           shell_quoted(target) + " --yes");
     EXPECT_EQ(r.exit_code, 0) << feed << ": " << r.out << r.err;
     EXPECT_FALSE(contains(r.err, "no block map")) << r.err;
     expect_mapped_ranges(rpi::test::read_file(target), image, bmap);
-    EXPECT_EQ(left_in(tmp), "") << feed;
+    EXPECT_EQ(files_under(tmp), "") << feed;
   }
 }
 
@@ -226,14 +290,14 @@ TEST(ImageFileBmap, ABadOrMissingBmapIsRefusedAndTheCardIsUntouched) {
   EXPECT_TRUE(contains(missing.err, "--bmap " + (d / "no.bmap").string() + ": No such file")) << missing.err;
   EXPECT_TRUE(rpi::test::read_file(target) == before) << "the card was changed";
 
-  auto piped =
-      rpi::test::sh(tool(tmp) + " --image - --bmap " + q(ranges) + " --device " + q(target) + " --yes < " + q(file));
+  auto piped = rpi::test::sh(tool_in(tmp) + " --image - --bmap " + shell_quoted(ranges) + " --device " +
+                             shell_quoted(target) + " --yes < " + shell_quoted(file));
   EXPECT_EQ(piped.exit_code, 1) << piped.out << piped.err;
   EXPECT_TRUE(contains(piped.err, "checksum mismatch for blocks range")) << piped.err;
   EXPECT_TRUE(contains(piped.err, "of standard input")) << piped.err;
   EXPECT_FALSE(contains(piped.err, tmp.string())) << "names the scratch file: " << piped.err;
   EXPECT_TRUE(rpi::test::read_file(target) == before) << "the card was changed";
-  EXPECT_EQ(left_in(tmp), "");
+  EXPECT_EQ(files_under(tmp), "");
 }
 
 // An image larger than the card: refused while it is read, the card as it
@@ -244,11 +308,12 @@ TEST(ImageStdin, AnImageLargerThanTheCardIsRefused) {
   const fs::path tmp = d / "tmp", target = card(d / "card.bin", 32u << 20);
   fs::create_directories(tmp);
   const std::string before = rpi::test::read_file(target);
-  auto r = rpi::test::sh(tool(tmp) + " --image - --device " + q(target) + " --yes < " + q(im.kiosk));
+  auto r = rpi::test::sh(tool_in(tmp) + " --image - --device " + shell_quoted(target) + " --yes < " +
+                         shell_quoted(im.kiosk));
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_TRUE(contains(r.err, "standard input holds a larger image than any card")) << r.err;
   EXPECT_TRUE(rpi::test::read_file(target) == before) << "the card was changed";
-  EXPECT_EQ(left_in(tmp), "");
+  EXPECT_EQ(files_under(tmp), "");
 }
 
 // Standard input a terminal: refused (exit 2) before anything is read or written.
@@ -259,13 +324,14 @@ TEST(ImageStdin, TerminalIsRefused) {
   const fs::path tmp = d / "tmp", target = card(d / "card.bin");
   fs::create_directories(tmp);
   const std::string before = rpi::test::read_file(target);
-  auto r = rpi::test::run({"script", "-qec", tool(tmp) + " --image - --device " + q(target) + " --yes", "/dev/null"});
+  auto r = rpi::test::run(
+      {"script", "-qec", tool_in(tmp) + " --image - --device " + shell_quoted(target) + " --yes", "/dev/null"});
   if (contains(r.out + r.err, "openpty") || contains(r.out + r.err, "failed to create pseudo-terminal"))
     GTEST_SKIP() << "no pseudo-terminal here: " << r.out << r.err;
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_TRUE(contains(r.out, "--image - reads the image from standard input, and that is a terminal")) << r.out;
   EXPECT_TRUE(rpi::test::read_file(target) == before) << "the card was changed";
-  EXPECT_EQ(left_in(tmp), "");
+  EXPECT_EQ(files_under(tmp), "");
 }
 
 // The question before writing reads its answer from standard input, which
@@ -278,17 +344,17 @@ TEST(ImageStdin, NeedsYesAndAPlanReadsNothing) {
   const fs::path tmp = d / "tmp", target = card(d / "card.bin");
   fs::create_directories(tmp);
   const std::string size = std::to_string(fs::file_size(im.kiosk));
-  auto ask =
-      rpi::test::sh("{ " + tool(tmp) + " --image - --device " + q(target) + "; echo rc=$?; wc -c; } < " + q(im.kiosk));
+  auto ask = rpi::test::sh("{ " + tool_in(tmp) + " --image - --device " + shell_quoted(target) +
+                           "; echo rc=$?; wc -c; } < " + shell_quoted(im.kiosk));
   EXPECT_TRUE(contains(ask.out, "rc=2\n" + size)) << ask.out << ask.err;
   EXPECT_TRUE(contains(ask.err, "pass --yes")) << ask.err;
-  auto plan = rpi::test::sh("{ " + tool(tmp) + " --image - --device " + q(target) +
-                            " --dry-run; echo rc=$?; wc -c; } < " + q(im.kiosk));
+  auto plan = rpi::test::sh("{ " + tool_in(tmp) + " --image - --device " + shell_quoted(target) +
+                            " --dry-run; echo rc=$?; wc -c; } < " + shell_quoted(im.kiosk));
   EXPECT_TRUE(contains(plan.out, "rc=0\n" + size)) << plan.out << plan.err;
   EXPECT_TRUE(contains(plan.out, "image: standard input (--image -), read when the run starts")) << plan.out;
   EXPECT_TRUE(contains(plan.out, "block map: none")) << plan.out;
   EXPECT_EQ(rpi::test::read_file(target), std::string(64u << 20, 'c'));
-  EXPECT_EQ(left_in(tmp), "");
+  EXPECT_EQ(files_under(tmp), "");
 }
 
 // watch writes card after card and cannot read standard input again: refused.
@@ -361,5 +427,206 @@ TEST(ImageStdin, CtrlCWhileReadingLeavesNothing) {
   ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status) << ": " << text;
   EXPECT_EQ(WEXITSTATUS(status), 130) << text;
   EXPECT_EQ(rpi::test::read_file(target), std::string(64u << 20, 'c')) << "the card was changed";
-  EXPECT_EQ(left_in(tmp), "") << text;
+  EXPECT_EQ(files_under(tmp), "") << text;
+}
+
+// --json: "read" events for standard input ("-"), done growing, total 0 until
+// the last one, whose done and total are the image's size; without --json
+// (stderr no terminal) plain "read standard input" lines, no percentage.
+TEST(ImageStdinProgress, ReadEventsGrowUntilTheImageIsIn) {
+  const Images& im = images();
+  TempDir d;
+  const fs::path tmp = d / "tmp", target = card(d / "card.bin", 64u << 20);
+  fs::create_directories(tmp);
+  const std::uint64_t size = fs::file_size(im.kiosk);
+  auto j = rpi::test::sh("cat " + shell_quoted(im.kiosk) + " | " + tool_in(tmp) + " --image - --device " +
+                         shell_quoted(target) + " --yes --json");
+  EXPECT_EQ(j.exit_code, 0) << j.out << j.err;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> reads;  // done, total
+  const std::regex event(R"(\{"type":"read","subject":"-","done":(\d+),"total":(\d+)\})");
+  for (auto it = std::sregex_iterator(j.out.begin(), j.out.end(), event); it != std::sregex_iterator(); ++it)
+    reads.emplace_back(std::stoull((*it)[1]), std::stoull((*it)[2]));
+  ASSERT_GE(reads.size(), 2u) << j.out;
+  for (std::size_t k = 1; k < reads.size(); ++k) EXPECT_GT(reads[k].first, reads[k - 1].first) << j.out;
+  for (std::size_t k = 0; k + 1 < reads.size(); ++k) EXPECT_EQ(reads[k].second, 0u) << j.out;
+  EXPECT_EQ(reads.back().first, size) << j.out;
+  EXPECT_EQ(reads.back().second, size) << j.out;
+  // Read before any card is written.
+  EXPECT_LT(j.out.find("\"type\":\"read\""), j.out.find("\"type\":\"write\"")) << j.out;
+
+  auto t = rpi::test::sh("cat " + shell_quoted(im.kiosk) + " | " + tool_in(tmp) + " --image - --device " +
+                         shell_quoted(target) + " --yes");
+  EXPECT_EQ(t.exit_code, 0) << t.out << t.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(t.err, m, std::regex("read standard input [^\n]*"))) << t.err;
+  EXPECT_FALSE(contains(m[0], "%")) << m[0];
+  EXPECT_FALSE(contains(m[0], "ETA")) << m[0];
+  EXPECT_EQ(files_under(tmp), "");
+}
+
+// A raw image whose MBR says 64 MiB, the card 32 MiB: refused once its first
+// 4 KiB are in (the rest is never written while the run goes), the card as
+// it was, the scratch folder gone.
+TEST(ImageStdinProgress, AnMbrLargerThanTheCardStopsTheRunAtOnce) {
+  const Images& im = images();
+  TempDir d;
+  const fs::path tmp = d / "tmp", target = card(d / "card.bin", 32u << 20);
+  fs::create_directories(tmp);
+  const std::string image = rpi::test::read_file(im.kiosk);
+  const Stalled s =
+      run_with_stalled_stdin(tmp, {"--image", "-", "--device", target.string(), "--yes"}, image, 4096, d / "err");
+  ASSERT_NE(s.status, -1) << "the run waited for the rest of standard input: " << s.err;
+  ASSERT_TRUE(WIFEXITED(s.status)) << s.err;
+  EXPECT_EQ(WEXITSTATUS(s.status), 1) << s.err;
+  EXPECT_TRUE(contains(s.err,
+                       "standard input holds a larger image than any card: its partition table says it has "
+                       "at least 64 MiB"))
+      << s.err;
+  EXPECT_TRUE(contains(s.err, "the card, " + target.string() + ", has 32 MiB; use a larger card")) << s.err;
+  EXPECT_TRUE(s.rest_refused) << "standard input was still open after the run";
+  EXPECT_EQ(rpi::test::read_file(target), std::string(32u << 20, 'c')) << "the card was changed";
+  EXPECT_EQ(files_under(tmp), "");
+}
+
+// With --bmap the image's size is known before standard input is read: a
+// card too small for it is refused at once, with the words of --image FILE,
+// and nothing is read (not a byte is written into the pipe, which stays
+// open: a run that waited for the image would not end).
+TEST(ImageStdinProgress, WithABmapACardTooSmallIsRefusedBeforeReading) {
+  const Images& im = images();
+  TempDir d;
+  const fs::path tmp = d / "tmp", target = card(d / "card.bin", 32u << 20);
+  fs::create_directories(tmp);
+  const Stalled s = run_with_stalled_stdin(
+      tmp, {"--image", "-", "--bmap", im.kiosk.string() + ".bmap", "--device", target.string(), "--yes"},
+      rpi::test::read_file(im.kiosk), 0, d / "err");
+  ASSERT_NE(s.status, -1) << "the run waited for standard input: " << s.err;
+  ASSERT_TRUE(WIFEXITED(s.status)) << s.err;
+  EXPECT_EQ(WEXITSTATUS(s.status), 1) << s.err;
+  EXPECT_EQ(rpi::test::read_file(target), std::string(32u << 20, 'c')) << "the card was changed";
+  EXPECT_EQ(files_under(tmp), "");
+  // Its words, in the results on standard output; an empty standard input is
+  // not even looked at (read, it would be "standard input is empty").
+  auto r = rpi::test::sh(tool_in(tmp) + " --image - --bmap " + shell_quoted(im.kiosk.string() + ".bmap") +
+                         " --device " + shell_quoted(target) + " --yes < /dev/null");
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(
+      r.out, "refusing to write " + target.string() + ": it has 32 MiB but the image needs 64 MiB; use a larger card"))
+      << r.out << r.err;
+  EXPECT_FALSE(contains(r.out + r.err, "standard input is empty")) << r.out << r.err;
+}
+
+// Two cards, one too small for the image (its MBR says so at once, but the
+// larger card can take it): the image is read whole, and as with --image
+// FILE only the small card is refused, in the same words; the other is
+// written (exit 3: not every card was written).
+TEST(ImageStdinProgress, AnImageTooLargeForOneOfTheCardsFailsThatCardOnly) {
+  const Images& im = images();
+  TempDir d;
+  const fs::path tmp = d / "tmp", big = card(d / "big.bin", 64u << 20), small = card(d / "small.bin", 32u << 20);
+  fs::create_directories(tmp);
+  const std::string image = rpi::test::read_file(im.kiosk);
+  auto r = rpi::test::sh(tool_in(tmp) + " --image - --device " + shell_quoted(big) + " --device " +
+                         shell_quoted(small) + " --yes < " + shell_quoted(im.kiosk));
+  EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
+  const std::string words =
+      "refusing to write " + small.string() + ": it has 32 MiB but the image needs 64 MiB; use a larger card";
+  EXPECT_TRUE(contains(r.out + r.err, words)) << r.out << r.err;
+  EXPECT_EQ(rpi::test::read_file(small), std::string(32u << 20, 'c')) << "the small card was changed";
+  EXPECT_EQ(rpi::test::read_file(big).substr(0, 512), image.substr(0, 512))
+      << "the larger card has not the image's MBR";
+  EXPECT_EQ(files_under(tmp), "");
+  // As --image FILE says it of the same card (the words reused).
+  auto file = cli({"--image", im.kiosk.string(), "--device", small.string(), "--dry-run"});
+  EXPECT_TRUE(contains(file.out + file.err, words)) << file.out << file.err;
+}
+
+// The plan's "map": "bmap" with a .bmap (beside or --bmap), "fat" without
+// one, "whole" for an image without a FAT volume; "unknown" for --image -
+// without --bmap (the plan reads nothing of it); watch's plan alike. With -v
+// the plan says how the map came about.
+TEST(ImageStdinProgress, ThePlanSaysWhichMap) {
+  const Images& im = images();
+  TempDir d;
+  const fs::path target = card(d / "card.bin", 64u << 20);
+  auto map_of = [](const std::string& out) {
+    std::smatch m;
+    return std::regex_search(out, m, std::regex(R"re("map":"([a-z]+)")re")) ? m[1].str() : std::string("(none)");
+  };
+  struct Case {
+    fs::path image;
+    std::string map;
+  };
+  for (const auto& [image, map] : {Case{im.kiosk, "bmap"}, Case{im.bare, "fat"}, Case{im.linux_typed, "whole"}}) {
+    auto r = cli({"--image", image.string(), "--device", target.string(), "--dry-run", "--json"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(map_of(r.out), map) << r.out;
+    auto w = cli({"watch", "--image", image.string(), "--dry-run", "--json", "--count", "1"});
+    EXPECT_EQ(w.exit_code, 0) << w.out << w.err;
+    EXPECT_EQ(map_of(w.out), map) << w.out;
+  }
+  auto fat = cli({"-v", "--image", im.bare.string(), "--device", target.string(), "--dry-run"});
+  EXPECT_TRUE(std::regex_search(fat.err, std::regex(R"(debug: [^\n]*pi\.img: block map derived from its FAT in )"
+                                                    R"([0-9.]+ s: \d+ ranges?, [0-9.]+ [KM]iB of 64 MiB to write)")))
+      << fat.err;
+  auto whole = cli({"-v", "--image", im.linux_typed.string(), "--device", target.string(), "--dry-run"});
+  EXPECT_TRUE(contains(whole.err, "pi.img: no block map derived from its FAT (looked in ")) << whole.err;
+  EXPECT_TRUE(contains(whole.err, "every byte of its 64 MiB is written")) << whole.err;
+
+  auto piped = rpi::test::sh(shell_quoted(rpi::test::cli_path()) + " --image - --device " + shell_quoted(target) +
+                             " --dry-run --json < " + shell_quoted(im.kiosk));
+  EXPECT_EQ(piped.exit_code, 0) << piped.out << piped.err;
+  EXPECT_EQ(map_of(piped.out), "unknown") << piped.out;
+  auto given = rpi::test::sh(shell_quoted(rpi::test::cli_path()) + " --image - --bmap " +
+                             shell_quoted(im.kiosk.string() + ".bmap") + " --device " + shell_quoted(target) +
+                             " --dry-run --json < " + shell_quoted(im.kiosk));
+  EXPECT_EQ(given.exit_code, 0) << given.out << given.err;
+  EXPECT_EQ(map_of(given.out), "bmap") << given.out;
+}
+
+// The reporter: a progress whose total is unknown (0) shows bytes and a rate,
+// never a percentage or an ETA; in --json its total is 0. A warning at a place
+// still prints its line and excerpt (the text path warn_at shares).
+TEST(ImageStdinProgress, ReporterDrawsAnUnknownTotal) {
+  TempDir tmp;
+  const std::uint64_t mib = 1024 * 1024;
+  const std::string text = capture_stderr(tmp / "err.txt", [&] {
+    rpi::cli::Reporter r;
+    r.configure(false, false);
+    r.on_event(rpi::Event{"read", "-", 0, 0, {}});
+    r.on_event(rpi::Event{"read", "-", 2 * mib, 0, {}});  // not due yet (5 s between plain lines): not shown
+    // The next plain line is due 5 s after the first (stderr is no terminal here).
+    std::this_thread::sleep_for(std::chrono::milliseconds(5200));
+    r.on_event(rpi::Event{"read", "-", 3 * mib, 0, {}});
+    r.on_event(rpi::Event{"read", "-", 4 * mib, 4 * mib, {}});  // the end: always shown
+    r.warn_at({"spec.toml:1:1: a warning", "hostname = \"x\"", 1, 1, "spec.toml"});
+  });
+  EXPECT_TRUE(contains(text, "read standard input 0 B\n")) << text;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(text, m, std::regex("read standard input 3 MiB[^\n]*"))) << text;
+  EXPECT_TRUE(std::regex_search(m[0].str(), std::regex(R"(^read standard input 3 MiB [0-9.]+ [KM]iB/s$)"))) << m[0];
+  EXPECT_FALSE(contains(text, "2 MiB")) << text;
+  EXPECT_TRUE(contains(text, "read standard input [########################] 100% 4 MiB/4 MiB")) << text;
+  EXPECT_FALSE(contains(text, "ETA")) << text;
+  EXPECT_TRUE(contains(text, "warning: spec.toml:1:1: a warning\n    1 | hostname = \"x\"\n      | ^~~~~~~~\n"))
+      << text;
+
+  const std::string out_file = (tmp / "out.txt").string();
+  std::fflush(stdout);
+  const int saved = ::dup(1);
+  const int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ::dup2(fd, 1);
+  ::close(fd);
+  {
+    rpi::cli::Reporter r;
+    r.configure(true, false);
+    r.on_event(rpi::Event{"read", "-", 65536, 0, {}});
+    r.on_event(rpi::Event{"download", "x.tar.gz", 65536, 0, {}});
+  }
+  std::fflush(stdout);
+  ::dup2(saved, 1);
+  ::close(saved);
+  const std::string json = rpi::test::read_file(out_file);
+  EXPECT_TRUE(contains(json, R"({"type":"read","subject":"-","done":65536,"total":0})")) << json;
+  EXPECT_TRUE(contains(json, R"({"type":"download","subject":"x.tar.gz","done":65536})")) << json;
 }

@@ -30,6 +30,7 @@
 namespace fs = std::filesystem;
 using rpi::Fd;
 using rpi::partition::Compression;
+using rpi::test::shell_quoted;
 using rpi::test::TempDir;
 
 namespace {
@@ -70,10 +71,6 @@ bool contains(const std::string& s, const std::string& what) {
   return s.find(what) != std::string::npos;
 }
 
-std::string q(const fs::path& p) {
-  return "'" + p.string() + "'";
-}
-
 struct Format {
   std::string ext, tool, name;  // ".xz", the command-line tool, the JSON "compression"
 };
@@ -97,7 +94,7 @@ TEST_P(CompressedOutput, DecompressesToTheRawImageWithItsBmap) {
 
   auto t = rpi::test::run({f.tool, "-t", packed.string()});
   EXPECT_EQ(t.exit_code, 0) << f.tool << " -t: " << t.out << t.err;
-  auto same = rpi::test::sh(f.tool + " -dc " + q(packed) + " | cmp - " + q(raw));
+  auto same = rpi::test::sh(f.tool + " -dc " + shell_quoted(packed) + " | cmp - " + shell_quoted(raw));
   EXPECT_EQ(same.exit_code, 0) << same.out << same.err;
   auto bmap = rpi::test::run({"cmp", (dir / "pi.img.bmap").string(), packed.string() + ".bmap"});
   EXPECT_EQ(bmap.exit_code, 0) << "the .bmap must describe the image uncompressed: " << bmap.out;
@@ -151,7 +148,9 @@ TEST(CompressedOutputTools, BmaptoolCopyFindsTheBmapAndGivesTheImage) {
   EXPECT_TRUE(contains(c.err + c.out, "using bmap file 'pi.img.xz.bmap'")) << c.err;
   EXPECT_EQ(rpi::test::run({"cmp", raw.string(), target.string()}).exit_code, 0);
   const fs::path part = dir / "part.img";
-  ASSERT_EQ(rpi::test::sh("dd if=" + q(target) + " of=" + q(part) + " bs=1M skip=8 status=none").exit_code, 0);
+  ASSERT_EQ(rpi::test::sh("dd if=" + shell_quoted(target) + " of=" + shell_quoted(part) + " bs=1M skip=8 status=none")
+                .exit_code,
+            0);
   auto fsck = rpi::test::run({"fsck.fat", "-n", part.string()});
   EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
 }

@@ -26,6 +26,7 @@ extern char** environ;
 
 namespace fs = std::filesystem;
 using rpi::test::contains;
+using rpi::test::shell_quoted;
 using rpi::test::TempDir;
 
 namespace {
@@ -39,15 +40,12 @@ fs::path spec_in(const TempDir& dir) {
   return p;
 }
 
-std::string q(const fs::path& p) {
-  return "'" + p.string() + "'";
-}
-
 // The command line building from the spec in `dir` (64 MiB: quick to copy)
 // with `more` appended, its scratch folders in `tmp`.
 std::string command(const TempDir& dir, const fs::path& tmp, const std::string& more) {
-  return "TMPDIR=" + q(tmp) + " SOURCE_DATE_EPOCH=" + kEpoch + " " + q(rpi::test::cli_path()) + " --spec " +
-         q(spec_in(dir)) + " --tarball " + q(rpi::test::tarball()) + " --size 64MiB " + more;
+  return "TMPDIR=" + shell_quoted(tmp) + " SOURCE_DATE_EPOCH=" + kEpoch + " " + shell_quoted(rpi::test::cli_path()) +
+         " --spec " + shell_quoted(spec_in(dir)) + " --tarball " + shell_quoted(rpi::test::tarball()) +
+         " --size 64MiB " + more;
 }
 
 unsigned mode_of(const fs::path& p) {
@@ -85,10 +83,10 @@ TEST(OutputStdout, RedirectedToAFileIsTheImageFileByteForByte) {
   const fs::path tmp = made_dir(dir / "tmp"), piped = dir / "piped.img", file = dir / "file.img";
   rpi::test::write_file(piped, "old");
   ASSERT_EQ(::chmod(piped.c_str(), 0644), 0);
-  auto r = rpi::test::sh(command(dir, tmp, "--output - >" + q(piped) + " 2>" + q(dir / "err")));
+  auto r = rpi::test::sh(command(dir, tmp, "--output - >" + shell_quoted(piped) + " 2>" + shell_quoted(dir / "err")));
   const std::string err = rpi::test::read_file(dir / "err");
   ASSERT_EQ(r.exit_code, 0) << err;
-  auto f = rpi::test::sh(command(dir, tmp, "-q --output " + q(file)));
+  auto f = rpi::test::sh(command(dir, tmp, "-q --output " + shell_quoted(file)));
   ASSERT_EQ(f.exit_code, 0) << f.err << f.out;
 
   EXPECT_EQ(fs::file_size(piped), fs::file_size(file));
@@ -109,7 +107,7 @@ TEST(OutputStdout, RedirectedToAFileIsTheImageFileByteForByte) {
   // `>>`: an output opened with O_APPEND, which sendfile refuses (EINVAL): read and write instead.
   const fs::path appended = dir / "appended.img";
   rpi::test::write_file(appended, "");
-  auto a = rpi::test::sh(command(dir, tmp, "-q --output - >>" + q(appended)));
+  auto a = rpi::test::sh(command(dir, tmp, "-q --output - >>" + shell_quoted(appended)));
   ASSERT_EQ(a.exit_code, 0) << a.err;
   auto same_appended = rpi::test::run({"cmp", appended.string(), file.string()});
   EXPECT_EQ(same_appended.exit_code, 0) << same_appended.out << same_appended.err;
@@ -131,8 +129,8 @@ TEST(OutputStdout, StdoutHoldsOnlyTheImage) {
 TEST(OutputStdout, ReaderThatGoesAwayIsAnErrorNotASilentDeath) {
   TempDir dir;
   const fs::path tmp = made_dir(dir / "tmp"), rc = dir / "rc";
-  auto r = rpi::test::sh("{ " + command(dir, tmp, "--output - 2>" + q(dir / "err")) + "; echo $? >" + q(rc) +
-                         "; } | head -c 4096 >/dev/null");
+  auto r = rpi::test::sh("{ " + command(dir, tmp, "--output - 2>" + shell_quoted(dir / "err")) + "; echo $? >" +
+                         shell_quoted(rc) + "; } | head -c 4096 >/dev/null");
   const std::string err = rpi::test::read_file(dir / "err");
   EXPECT_EQ(rpi::test::read_file(rc), "1\n") << err;
   EXPECT_TRUE(contains(err, "standard output was closed after ")) << err;
@@ -210,7 +208,7 @@ TEST(OutputStdout, JsonIsRefused) {
 TEST(OutputStdout, StderrIntoTheSameFileIsRefused) {
   TempDir dir;
   const fs::path tmp = made_dir(dir / "tmp"), out = dir / "out.img";
-  auto r = rpi::test::sh(command(dir, tmp, "--output - >" + q(out) + " 2>&1"));
+  auto r = rpi::test::sh(command(dir, tmp, "--output - >" + shell_quoted(out) + " 2>&1"));
   EXPECT_EQ(r.exit_code, 2);
   const std::string text = rpi::test::read_file(out);
   EXPECT_TRUE(contains(text, "standard error goes where standard output does (2>&1?)")) << text;
@@ -256,13 +254,14 @@ TEST(OutputStdout, KnownHostsGoToKnownHostsFileOrAreSaidLost) {
   rpi::test::write_file(spec, "[system]\nhostname = \"pi\"\n");
   rpi::test::write_file(seed, "0123456789abcdef-a-secret-seed");
   ASSERT_EQ(::chmod(seed.c_str(), 0600), 0);
-  const std::string base = "TMPDIR=" + q(tmp) + " " + q(rpi::test::cli_path()) + " --spec " + q(spec) + " --tarball " +
-                           q(rpi::test::tarball()) + " --size 64MiB --seed-file " + q(seed) + " --output - ";
-  auto with = rpi::test::sh(base + "--known-hosts " + q(kh) + " >" + q(dir / "a.img"));
+  const std::string base = "TMPDIR=" + shell_quoted(tmp) + " " + shell_quoted(rpi::test::cli_path()) + " --spec " +
+                           shell_quoted(spec) + " --tarball " + shell_quoted(rpi::test::tarball()) +
+                           " --size 64MiB --seed-file " + shell_quoted(seed) + " --output - ";
+  auto with = rpi::test::sh(base + "--known-hosts " + shell_quoted(kh) + " >" + shell_quoted(dir / "a.img"));
   ASSERT_EQ(with.exit_code, 0) << with.err;
   EXPECT_TRUE(contains(rpi::test::read_file(kh), "pi ssh-ed25519 ")) << rpi::test::read_file(kh);
   EXPECT_FALSE(fs::exists(dir / "a.img.known_hosts"));
-  auto without = rpi::test::sh(base + ">" + q(dir / "b.img"));
+  auto without = rpi::test::sh(base + ">" + shell_quoted(dir / "b.img"));
   ASSERT_EQ(without.exit_code, 0) << without.err;
   EXPECT_TRUE(contains(without.err, "known_hosts lines were not kept")) << without.err;
   EXPECT_TRUE(contains(without.err, "give --known-hosts FILE to keep them")) << without.err;
@@ -277,8 +276,9 @@ TEST(OutputStdout, FailedBuildWritesNothing) {
   TempDir dir;
   const fs::path tmp = made_dir(dir / "tmp"), bad = dir / "not.tar.gz", out = dir / "out.img";
   rpi::test::write_file(bad, "this is not a tarball\n");
-  auto r = rpi::test::sh("TMPDIR=" + q(tmp) + " " + q(rpi::test::cli_path()) + " --spec " + q(spec_in(dir)) +
-                         " --tarball " + q(bad) + " --output - >" + q(out));
+  auto r = rpi::test::sh("TMPDIR=" + shell_quoted(tmp) + " " + shell_quoted(rpi::test::cli_path()) + " --spec " +
+                         shell_quoted(spec_in(dir)) + " --tarball " + shell_quoted(bad) + " --output - >" +
+                         shell_quoted(out));
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_EQ(fs::file_size(out), 0u) << r.err;
   EXPECT_FALSE(r.err.empty());
@@ -298,7 +298,7 @@ TEST(OutputStdout, FailedBuildWritesNothing) {
 TEST(OutputStdout, BmapFileIsTheCapturedImagesBlockMap) {
   TempDir dir;
   const fs::path tmp = made_dir(dir / "tmp"), img = dir / "piped.img", bmap = made_dir(dir / "maps") / "k.bmap";
-  auto r = rpi::test::sh(command(dir, tmp, "--output - --bmap " + q(bmap) + " >" + q(img)));
+  auto r = rpi::test::sh(command(dir, tmp, "--output - --bmap " + shell_quoted(bmap) + " >" + shell_quoted(img)));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   ASSERT_TRUE(fs::exists(bmap)) << r.err;
   EXPECT_EQ(mode_of(bmap), 0600u);
@@ -308,7 +308,7 @@ TEST(OutputStdout, BmapFileIsTheCapturedImagesBlockMap) {
   EXPECT_EQ(files_ending(dir.path(), ".bmap"), bmap.string() + "\n");
   EXPECT_EQ(left_in(tmp), "");
   // The same inputs with --output FILE.img: the same map (the oracle for its ranges).
-  auto f = rpi::test::sh(command(dir, tmp, "-q --output " + q(dir / "file.img")));
+  auto f = rpi::test::sh(command(dir, tmp, "-q --output " + shell_quoted(dir / "file.img")));
   ASSERT_EQ(f.exit_code, 0) << f.err;
   EXPECT_EQ(rpi::test::read_file(bmap), rpi::test::read_file(dir / "file.img.bmap"));
   if (!rpi::test::have_tool("bmaptool")) GTEST_SKIP() << "bmaptool is not installed (the map matched --output's)";
@@ -329,11 +329,13 @@ TEST(OutputStdout, NoBmapFileWithoutTheWholeImage) {
   TempDir dir;
   const fs::path tmp = made_dir(dir / "tmp"), bad = dir / "not.tar.gz", bmap = made_dir(dir / "maps") / "k.bmap";
   rpi::test::write_file(bad, "this is not a tarball\n");
-  auto r = rpi::test::sh("TMPDIR=" + q(tmp) + " " + q(rpi::test::cli_path()) + " --spec " + q(spec_in(dir)) +
-                         " --tarball " + q(bad) + " --output - --bmap " + q(bmap) + " >/dev/null");
+  auto r = rpi::test::sh("TMPDIR=" + shell_quoted(tmp) + " " + shell_quoted(rpi::test::cli_path()) + " --spec " +
+                         shell_quoted(spec_in(dir)) + " --tarball " + shell_quoted(bad) + " --output - --bmap " +
+                         shell_quoted(bmap) + " >/dev/null");
   EXPECT_EQ(r.exit_code, 1) << r.err;
-  auto s = rpi::test::sh("{ " + command(dir, tmp, "--output - --bmap " + q(bmap) + " 2>" + q(dir / "err")) +
-                         "; } | head -c 4096 >/dev/null");
+  auto s = rpi::test::sh(
+      "{ " + command(dir, tmp, "--output - --bmap " + shell_quoted(bmap) + " 2>" + shell_quoted(dir / "err")) +
+      "; } | head -c 4096 >/dev/null");
   const std::string err = rpi::test::read_file(dir / "err");
   EXPECT_TRUE(contains(err, "standard output was closed after")) << err;
   EXPECT_EQ(left_in(dir / "maps"), "");
@@ -346,13 +348,14 @@ TEST(OutputStdout, NoBmapFileWithoutTheWholeImage) {
 TEST(OutputFileBmap, TheBmapGoesToTheFileGiven) {
   TempDir dir;
   const fs::path tmp = made_dir(dir / "tmp"), img = dir / "x.img", bmap = made_dir(dir / "maps") / "x.bmap";
-  auto plan = rpi::test::sh(command(dir, tmp, "--dry-run --output " + q(img) + " --bmap " + q(bmap)));
+  auto plan =
+      rpi::test::sh(command(dir, tmp, "--dry-run --output " + shell_quoted(img) + " --bmap " + shell_quoted(bmap)));
   EXPECT_EQ(plan.exit_code, 0) << plan.out << plan.err;
   EXPECT_TRUE(contains(plan.out, "block map: " + bmap.string() + " (--bmap; no " + img.string() + ".bmap)"))
       << plan.out;
   EXPECT_FALSE(fs::exists(bmap));
   EXPECT_FALSE(fs::exists(img));
-  auto r = rpi::test::sh(command(dir, tmp, "--output " + q(img) + " --bmap " + q(bmap)));
+  auto r = rpi::test::sh(command(dir, tmp, "--output " + shell_quoted(img) + " --bmap " + shell_quoted(bmap)));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(fs::exists(bmap));
   EXPECT_FALSE(fs::exists(img.string() + ".bmap"));
@@ -362,11 +365,14 @@ TEST(OutputFileBmap, TheBmapGoesToTheFileGiven) {
   EXPECT_EQ(files_ending(dir.path(), ".bmap"), bmap.string() + "\n");
   using Case = std::pair<std::string, std::string>;
   for (const auto& [more, says] :
-       {Case{"--output " + q(img) + " --bmap " + q(img), "--bmap " + img.string() + " is also written as"},
-        Case{"--output " + q(img) + " --bmap " + q(dir / "pi.toml"), "is the file given as --spec"},
-        Case{"--output " + q(img) + " --bmap " + q(dir / "maps"), "is a folder"},
-        Case{"--output " + q(img) + " --bmap " + q(dir / "none" / "x.bmap"), "does not exist"},
-        Case{"--device " + q(img) + " --bmap " + q(bmap), "--bmap names the block map of an --output image"}}) {
+       {Case{"--output " + shell_quoted(img) + " --bmap " + shell_quoted(img),
+             "--bmap " + img.string() + " is also written as"},
+        Case{"--output " + shell_quoted(img) + " --bmap " + shell_quoted(dir / "pi.toml"),
+             "is the file given as --spec"},
+        Case{"--output " + shell_quoted(img) + " --bmap " + shell_quoted(dir / "maps"), "is a folder"},
+        Case{"--output " + shell_quoted(img) + " --bmap " + shell_quoted(dir / "none" / "x.bmap"), "does not exist"},
+        Case{"--device " + shell_quoted(img) + " --bmap " + shell_quoted(bmap),
+             "--bmap names the block map of an --output image"}}) {
     auto bad = rpi::test::sh(command(dir, tmp, more));
     EXPECT_EQ(bad.exit_code, 2) << more << ": " << bad.err;
     EXPECT_TRUE(contains(bad.err, says)) << more << ": " << bad.err;

@@ -18,21 +18,6 @@ using namespace rpi::test;
 
 namespace {
 
-// Everything written to stderr while `f` runs.
-template <class F>
-std::string capture_stderr(const std::filesystem::path& file, F&& f) {
-  std::fflush(stderr);
-  int saved = ::dup(2);
-  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ::dup2(fd, 2);
-  ::close(fd);
-  f();
-  std::fflush(stderr);
-  ::dup2(saved, 2);
-  ::close(saved);
-  return read_file(file);
-}
-
 // "… 1.2 MiB/s …" → bytes per second.
 double rate_of(const std::string& line) {
   std::size_t slash = line.find("/s");

@@ -17,11 +17,9 @@ namespace rpi::test {
 
 namespace fs = std::filesystem;
 
-namespace {
-std::string q(const fs::path& p) {
-  return "'" + p.string() + "'";
-}
+using rpi::test::shell_quoted;
 
+namespace {
 fs::path script(const char* name) {
   return source_dir() / "tests" / "fetch" / name;
 }
@@ -159,7 +157,7 @@ TestPki::TestPki(const fs::path& dir) {
              "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
              "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n");
   std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-  std::string cmd = "set -e; cd " + q(dir) + "; openssl req -x509 " + ec +
+  std::string cmd = "set -e; cd " + shell_quoted(dir) + "; openssl req -x509 " + ec +
                     " -keyout ca.key -out ca.pem -days 2 -subj '/CN=rpi-provision test CA'"
                     " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>&1;"
                     " openssl req " +
@@ -184,7 +182,7 @@ TestGpg::TestGpg(const fs::path& dir, const std::string& name) {
   }
   home = buf.data();
   keyring = home / "keyring.asc";
-  std::string g = "gpg --homedir " + q(home) + " --batch ";
+  std::string g = "gpg --homedir " + shell_quoted(home) + " --batch ";
   CommandResult r =
       sh(g + "--passphrase '' --quick-gen-key '" + name + " <signer@example.invalid>' ed25519 sign 1d 2>&1");
   if (r.exit_code != 0) {
@@ -197,20 +195,20 @@ TestGpg::TestGpg(const fs::path& dir, const std::string& name) {
     error = "no fingerprint: " + r.out;
     return;
   }
-  r = sh(g + "--armor --export " + fingerprint + " > " + q(keyring));
+  r = sh(g + "--armor --export " + fingerprint + " > " + shell_quoted(keyring));
   ok = r.exit_code == 0 && fs::file_size(keyring) > 0;
   if (!ok) error = "gpg --export failed";
 }
 
 bool TestGpg::sign(const fs::path& file, const fs::path& out) const {
-  return sh("gpg --homedir " + q(home) + " --batch --yes --pinentry-mode loopback --passphrase '' --armor " +
-            "--detach-sign -o " + q(out) + " " + q(file) + " 2>&1")
+  return sh("gpg --homedir " + shell_quoted(home) + " --batch --yes --pinentry-mode loopback --passphrase '' --armor " +
+            "--detach-sign -o " + shell_quoted(out) + " " + shell_quoted(file) + " 2>&1")
              .exit_code == 0;
 }
 
 TestGpg::~TestGpg() {
   if (home.empty()) return;
-  sh("gpgconf --homedir " + q(home) + " --kill gpg-agent >/dev/null 2>&1");
+  sh("gpgconf --homedir " + shell_quoted(home) + " --kill gpg-agent >/dev/null 2>&1");
   // The agent may still be removing its sockets as it exits: retry the removal.
   for (int i = 0; i < 100 && fs::exists(home); ++i) {
     std::error_code ec;

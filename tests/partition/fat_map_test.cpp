@@ -20,6 +20,7 @@
 #include "test_support.hpp"
 
 using namespace rpi::partition;
+using rpi::test::shell_quoted;
 using rpi::test::TempDir;
 namespace fs = std::filesystem;
 
@@ -44,10 +45,6 @@ void sh_ok(const std::string& cmd) {
   ASSERT_EQ(r.exit_code, 0) << cmd << "\n" << r.out << r.err;
 }
 
-std::string q(const fs::path& p) {
-  return "'" + p.string() + "'";
-}
-
 // A FAT volume made by mkfs.fat with `cluster_bytes` clusters and FAT `bits`,
 // of `kib` KiB, with files and a folder copied by mtools, then some of them
 // deleted (free gaps between data). The files are kept in `files` (name ->
@@ -61,8 +58,8 @@ Volume make_volume(const TempDir& dir, unsigned cluster_bytes, unsigned bits, un
   Volume v;
   v.part = dir / "part.img";
   const unsigned spc = cluster_bytes / 512;
-  sh_ok("mkfs.fat -C -F " + std::to_string(bits) + " -S 512 -s " + std::to_string(spc) + " -n TESTFAT " + q(v.part) +
-        " " + std::to_string(kib) + " >/dev/null");
+  sh_ok("mkfs.fat -C -F " + std::to_string(bits) + " -S 512 -s " + std::to_string(spc) + " -n TESTFAT " +
+        shell_quoted(v.part) + " " + std::to_string(kib) + " >/dev/null");
   fs::create_directories(dir / "src");
   const std::vector<std::size_t> sizes = {100, 5000, 70000, 1, 300000, 4096, 12345, 2048, 777777};
   for (std::size_t i = 0; i < sizes.size(); ++i) {
@@ -70,15 +67,16 @@ Volume make_volume(const TempDir& dir, unsigned cluster_bytes, unsigned bits, un
     const std::string data = random_bytes(sizes[i], static_cast<unsigned>(i + 1));
     rpi::test::write_file(dir / "src" / name, data);
     const std::string where = i % 3 == 2 ? "::/sub/" : "::/";
-    if (i == 2) sh_ok("MTOOLS_SKIP_CHECK=1 mmd -i " + q(v.part) + " ::/sub");
-    sh_ok("MTOOLS_SKIP_CHECK=1 mcopy -i " + q(v.part) + " " + q(dir / "src" / name) + " " + where);
+    if (i == 2) sh_ok("MTOOLS_SKIP_CHECK=1 mmd -i " + shell_quoted(v.part) + " ::/sub");
+    sh_ok("MTOOLS_SKIP_CHECK=1 mcopy -i " + shell_quoted(v.part) + " " + shell_quoted(dir / "src" / name) + " " +
+          where);
     v.files.emplace_back(where.substr(3) + name, data);
   }
   // Free gaps between the data: every other file goes.
   std::vector<std::pair<std::string, std::string>> kept;
   for (std::size_t i = 0; i < v.files.size(); ++i) {
     if (i % 2 == 1)
-      sh_ok("MTOOLS_SKIP_CHECK=1 mdel -i " + q(v.part) + " ::/" + v.files[i].first);
+      sh_ok("MTOOLS_SKIP_CHECK=1 mdel -i " + shell_quoted(v.part) + " ::/" + v.files[i].first);
     else
       kept.push_back(v.files[i]);
   }
@@ -92,15 +90,16 @@ fs::path with_mbr(const TempDir& dir, const fs::path& part, std::uint64_t start,
   const fs::path img = dir / "disk.img";
   const std::uint64_t part_sectors = fs::file_size(part) / 512;
   const std::uint64_t size = (start + part_sectors) * 512 + MiB;
-  sh_ok("truncate -s " + std::to_string(size) + " " + q(img));
+  sh_ok("truncate -s " + std::to_string(size) + " " + shell_quoted(img));
   char t[8];
   snprintf(t, sizeof t, "%x", type);
   sh_ok("printf 'label: dos\\nstart=" + std::to_string(start) + ", size=" + std::to_string(part_sectors) +
-        ", type=" + t + "\\n' | sfdisk --no-reread -q " + q(img));
-  sh_ok("dd if=" + q(part) + " of=" + q(img) + " bs=512 seek=" + std::to_string(start) + " conv=notrunc status=none");
+        ", type=" + t + "\\n' | sfdisk --no-reread -q " + shell_quoted(img));
+  sh_ok("dd if=" + shell_quoted(part) + " of=" + shell_quoted(img) + " bs=512 seek=" + std::to_string(start) +
+        " conv=notrunc status=none");
   // Data in the gap before the partition and after it: kept as it is.
-  sh_ok("printf 'gap-data' | dd of=" + q(img) + " bs=1 seek=4096 conv=notrunc status=none");
-  sh_ok("printf 'tail-data' | dd of=" + q(img) + " bs=1 seek=" + std::to_string(size - 100) +
+  sh_ok("printf 'gap-data' | dd of=" + shell_quoted(img) + " bs=1 seek=4096 conv=notrunc status=none");
+  sh_ok("printf 'tail-data' | dd of=" + shell_quoted(img) + " bs=1 seek=" + std::to_string(size - 100) +
         " conv=notrunc status=none");
   return img;
 }
@@ -127,14 +126,15 @@ fs::path write_mapped(const TempDir& dir, const fs::path& img, const BlockMap& m
 void expect_volume_intact(const TempDir& dir, const fs::path& card, std::uint64_t offset, std::uint64_t bytes,
                           const Volume& v) {
   const fs::path cut = dir / "cut.img";
-  sh_ok("dd if=" + q(card) + " of=" + q(cut) + " bs=512 skip=" + std::to_string(offset / 512) +
+  sh_ok("dd if=" + shell_quoted(card) + " of=" + shell_quoted(cut) + " bs=512 skip=" + std::to_string(offset / 512) +
         " count=" + std::to_string(bytes / 512) + " status=none");
   auto f = rpi::test::run({"fsck.fat", "-n", cut.string()});
   EXPECT_EQ(f.exit_code, 0) << f.out << f.err;
   for (const auto& [name, data] : v.files) {
     const fs::path got = dir / "got.bin";
     fs::remove(got);
-    sh_ok("MTOOLS_SKIP_CHECK=1 mcopy -n -i " + q(card) + "@@" + std::to_string(offset) + " ::/" + name + " " + q(got));
+    sh_ok("MTOOLS_SKIP_CHECK=1 mcopy -n -i " + shell_quoted(card) + "@@" + std::to_string(offset) + " ::/" + name +
+          " " + shell_quoted(got));
     EXPECT_TRUE(rpi::test::read_file(got) == data) << name << " differs after a write of the derived ranges";
   }
 }
@@ -265,7 +265,7 @@ TEST_F(FatMapTest, TheUntouchedDiskHasAMap) {
 
 TEST_F(FatMapTest, NoBootSignatureGivesNone) {
   const Fat16Disk d = fat16_disk(dir);
-  sh_ok("printf '\\0\\0' | dd of=" + q(d.img) + " bs=1 seek=510 conv=notrunc status=none");
+  sh_ok("printf '\\0\\0' | dd of=" + shell_quoted(d.img) + " bs=1 seek=510 conv=notrunc status=none");
   EXPECT_FALSE(derive(d.img).has_value());
 }
 
@@ -274,7 +274,7 @@ TEST_F(FatMapTest, GptGivesNone) {
   sh_ok(
       "printf 'label: gpt\\nstart=2048, size=32768, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\\n' | sfdisk "
       "--no-reread -q " +
-      q(d.img));
+      shell_quoted(d.img));
   EXPECT_FALSE(derive(d.img).has_value());
 }
 
@@ -319,7 +319,7 @@ TEST_F(FatMapTest, OverlappingPartitionsGiveNone) {
 
 TEST_F(FatMapTest, AFatTypeWithoutAFatGivesNone) {
   const Fat16Disk d = fat16_disk(dir);
-  sh_ok("dd if=/dev/zero of=" + q(d.img) + " bs=512 seek=2048 count=1 conv=notrunc status=none");
+  sh_ok("dd if=/dev/zero of=" + shell_quoted(d.img) + " bs=512 seek=2048 count=1 conv=notrunc status=none");
   EXPECT_FALSE(derive(d.img).has_value());
 }
 

@@ -157,6 +157,18 @@ std::filesystem::path fixture_tarball(const std::vector<std::string>& args) {
   return out;
 }
 
+std::string shell_quoted(const std::filesystem::path& p) {
+  std::string out = "'";
+  for (char c : p.string()) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string files_under(const std::filesystem::path& dir) {
+  std::string out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) out += e.path().string() + "\n";
+  return out;
+}
+
 std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read " + p.string());

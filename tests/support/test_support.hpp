@@ -1,7 +1,11 @@
 // Helpers shared by every test binary.
 #pragma once
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <utility>
@@ -52,6 +56,27 @@ std::filesystem::path fixture_tarball(const std::vector<std::string>& args = {})
 
 std::string read_file(const std::filesystem::path& p);
 void write_file(const std::filesystem::path& p, const std::string& data);
+
+// `p` as one word of a shell command line (single-quoted; a ' in it too).
+std::string shell_quoted(const std::filesystem::path& p);
+// Every path under `dir`, at any depth, one per line ("" when it is empty):
+// what a run left in its scratch folder.
+std::string files_under(const std::filesystem::path& dir);
+
+// Everything written to standard error (fd 2) while `f` runs, by way of `file`.
+template <class F>
+std::string capture_stderr(const std::filesystem::path& file, F&& f) {
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ::dup2(fd, 2);
+  ::close(fd);
+  f();
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  return read_file(file);
+}
 
 // The mapped block ranges of a .bmap file, [first, last] in 4 KiB blocks.
 std::vector<std::pair<std::uint64_t, std::uint64_t>> bmap_ranges(const std::filesystem::path& bmap);

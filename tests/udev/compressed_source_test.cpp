@@ -23,6 +23,8 @@
 #include "udev/flash.hpp"
 
 namespace rpi::test {
+using rpi::test::shell_quoted;
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -33,10 +35,6 @@ constexpr std::uint64_t kMiB = 1 << 20;
 
 bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
-}
-
-std::string q(const fs::path& p) {
-  return "'" + p.string() + "'";
 }
 
 struct Compressor {
@@ -67,7 +65,7 @@ fs::path compressed(const TempDir& d, const std::string& name, const std::string
   const fs::path raw = d / (name + ".raw");
   write_file(raw, data);
   const fs::path out = d / (name + c.ext);
-  const CommandResult r = sh(c.command + " " + extra + " " + q(raw) + " > " + q(out));
+  const CommandResult r = sh(c.command + " " + extra + " " + shell_quoted(raw) + " > " + shell_quoted(out));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   fs::remove(raw);
   return out;
@@ -170,7 +168,7 @@ TEST(CompressedSource, TheSizeIsReadFromTheXzIndexAndTheZstdFrames) {
     const fs::path a = compressed(d, "a", data, xz), b = compressed(d, "b", more, xz);
     const fs::path both = d / "both.xz";
     write_file(both, read_file(a) + std::string(8, '\0') + read_file(b) + std::string(4, '\0'));
-    ASSERT_EQ(sh("xz -t " + q(both)).exit_code, 0) << "xz itself does not take this file";
+    ASSERT_EQ(sh("xz -t " + shell_quoted(both)).exit_code, 0) << "xz itself does not take this file";
     EXPECT_EQ(udev::probe_compressed(both).size, data.size() + more.size());
     udev::DecompressOptions o = options_in(d.path());
     EXPECT_EQ(read_file(FlashSource::decompress(both, o)->image), data + more);
@@ -179,7 +177,7 @@ TEST(CompressedSource, TheSizeIsReadFromTheXzIndexAndTheZstdFrames) {
     for (std::size_t cut : {std::size_t{4}, std::size_t{12}, whole.size() / 2}) {
       const fs::path t = d / ("cut" + std::to_string(cut) + ".xz");
       write_file(t, whole.substr(0, whole.size() - cut));
-      EXPECT_NE(sh("xz -t " + q(t) + " 2>/dev/null").exit_code, 0);
+      EXPECT_NE(sh("xz -t " + shell_quoted(t) + " 2>/dev/null").exit_code, 0);
       try {
         udev::probe_compressed(t);
         ADD_FAILURE() << "a truncated xz file was taken";
@@ -305,7 +303,7 @@ TEST(CompressedSource, DamagedOrTruncatedFilesAreRefused) {
     write_file(bad, flipped);
     for (const fs::path& f : {cut, bad}) {
       // The tool itself refuses it: the oracle that it is damaged.
-      ASSERT_NE(sh(c.tool + " -t " + q(f) + " 2>/dev/null").exit_code, 0) << f;
+      ASSERT_NE(sh(c.tool + " -t " + shell_quoted(f) + " 2>/dev/null").exit_code, 0) << f;
       try {
         FlashSource::decompress(f, options_in(d / "scratch"));
         ADD_FAILURE() << f << " was taken";
@@ -468,7 +466,7 @@ TEST(CompressedSource, DecompressingStopsAfterTheLastMappedBlock) {
     if (c.tool == "zstd") at = bytes.size() - 4;   // the frame's content checksum
     if (c.tool == "bzip2") at = bytes.size() - 5;  // the stream's combined CRC
     if (c.tool == "xz") {                          // the one block's CRC-32, from xz's own listing
-      const CommandResult l = sh("xz --robot -lvv " + q(file));
+      const CommandResult l = sh("xz --robot -lvv " + shell_quoted(file));
       ASSERT_EQ(l.exit_code, 0) << l.err;
       std::smatch m;
       // block <stream> <block in stream> <block in file> <c. offset> <u. offset> <total size> ...
@@ -479,7 +477,7 @@ TEST(CompressedSource, DecompressingStopsAfterTheLastMappedBlock) {
     ASSERT_LT(at, bytes.size());
     bytes[at] = static_cast<char>(bytes[at] ^ 0x5a);
     write_file(file, bytes);
-    ASSERT_NE(sh(c.tool + " -t " + q(file) + " 2>/dev/null").exit_code, 0) << "the damage does not show";
+    ASSERT_NE(sh(c.tool + " -t " + shell_quoted(file) + " 2>/dev/null").exit_code, 0) << "the damage does not show";
     EXPECT_THROW(FlashSource::decompress(file, options_in(d / "scratch")), Error) << "read to the end without a .bmap";
     // A .bmap of the first 2 MiB, with checksums.
     const fs::path raw = d / "raw";
