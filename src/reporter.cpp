@@ -127,6 +127,7 @@ void Reporter::on_event(const Event& ev) {
   bool finished = ev.total && ev.done >= ev.total;
   bool due = now - bar.last_print > (tty_ ? std::chrono::milliseconds(100) : std::chrono::seconds(5));
   if (!due && !(finished && !bar.finished) && !inserted) return;
+  if (finished && !bar.finished) bar.end = now;
   bar.finished = finished;
   bar.last_print = now;
   if (tty_) {
@@ -150,7 +151,8 @@ void Reporter::redraw_locked() {
   for (const auto& key : order_) {
     const Bar& b = bars_[key];
     std::string subject = key.substr(key.find('\x1f') + 1);
-    double secs = std::chrono::duration<double>(now - b.start).count();
+    // A finished bar keeps the rate it ended with while the others go on.
+    double secs = std::chrono::duration<double>((b.finished ? b.end : now) - b.start).count();
     std::string line = printable(bar_text(subject, b.type, b.done, b.total, b.base, secs));
     if (color_ && b.finished) line = "\x1b[32m" + line + "\x1b[0m";
     std::fprintf(stderr, "%s\n", line.c_str());

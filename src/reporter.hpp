@@ -77,6 +77,7 @@ class Reporter {
     std::uint64_t done = 0, total = 0;
     std::uint64_t base = 0;  // `done` when the bar started (a resumed download's offset): not this run's bytes
     std::chrono::steady_clock::time_point start, last_print;
+    std::chrono::steady_clock::time_point end;  // when it finished: its rate stays that of its run
     bool finished = false;
   };
   void redraw_locked();

@@ -7,8 +7,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "reporter.hpp"
 #include "test_support.hpp"
@@ -77,6 +80,65 @@ TEST(FetchReporter, DetailsOnlyWhenVerboseAndNotQuiet) {
     r.detail("card", "not shown");
   });
   EXPECT_EQ(toggled, "debug: card: flush (fdatasync) in 0.00 s\n");
+}
+
+// Everything the reporter draws on a terminal while `f` runs: stderr is a
+// pseudo-terminal's slave, read back from its master. nullopt without one.
+template <class F>
+std::optional<std::string> drawn_on_terminal(F&& f) {
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY);
+  if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0) {
+    if (master >= 0) ::close(master);
+    return std::nullopt;
+  }
+  const int slave = ::open(::ptsname(master), O_RDWR | O_NOCTTY);
+  if (slave < 0) {
+    ::close(master);
+    return std::nullopt;
+  }
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  ::dup2(slave, 2);
+  ::close(slave);
+  f();
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  std::string out;
+  ::fcntl(master, F_SETFL, O_NONBLOCK);
+  char buf[4096];
+  for (ssize_t n; (n = ::read(master, buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  ::close(master);
+  return out;
+}
+
+// On a terminal, a finished bar is drawn again whenever another one moves:
+// it keeps the rate it ended with (it used to fall as the time went on
+// being counted, so the first card of a batch seemed to slow down).
+TEST(FetchReporter, AFinishedBarKeepsItsRateWhileOthersGoOn) {
+  const std::uint64_t mib = 1024 * 1024;
+  const std::optional<std::string> out = drawn_on_terminal([&] {
+    unsetenv("NO_COLOR");
+    cli::Reporter r;
+    r.configure(false, false);
+    r.on_event(Event{"write", "a.img", 0, 8 * mib, {}});
+    r.on_event(Event{"write", "b.img", 0, 8 * mib, {}});
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    r.on_event(Event{"write", "a.img", 8 * mib, 8 * mib, {}});  // finished
+    for (int i = 1; i <= 4; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));
+      r.on_event(Event{"write", "b.img", static_cast<std::uint64_t>(i) * mib, 8 * mib, {}});
+    }
+  });
+  if (!out) GTEST_SKIP() << "no pseudo-terminal here";
+  // The finished bar's line in each drawing after it finished.
+  std::vector<double> rates;
+  for (std::size_t at = 0; (at = out->find("write a.img [####", at)) != std::string::npos; ++at) {
+    const std::string line = out->substr(at, out->find('\n', at) - at);
+    if (line.find("100%") != std::string::npos) rates.push_back(rate_of(line));
+  }
+  ASSERT_GE(rates.size(), 4u) << *out;
+  for (double r : rates) EXPECT_EQ(r, rates.front()) << *out;
 }
 
 }  // namespace
