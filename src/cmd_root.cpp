@@ -736,13 +736,13 @@ std::shared_ptr<const udev::FlashSource> read_stdin_for_cards(AppContext& ctx, c
       src->name = std::string(kStdin) + " (decompressed)";
       std::filesystem::remove(spooled);  // its decompressed copy is what the cards get
       // Derived as the decompression ended: its time is in the decompression's.
-      if (const std::string m = map_detail(*src, ""); !m.empty()) ctx.reporter.detail(kStdin, m);
+      report_map(ctx, kStdin, *src, "");
     } else {
       ctx.reporter.detail(kStdin, "read " + format_size(bytes) + " from standard input (a raw image)");
       const Stopwatch took;
       src = std::make_shared<udev::FlashSource>(*udev::FlashSource::open(spooled, bmap));
       src->name = kStdin;
-      if (const std::string d = map_detail(*src, took.elapsed()); !d.empty()) ctx.reporter.detail(kStdin, d);
+      report_map(ctx, kStdin, *src, took.elapsed());
       // Compared now, before any card is opened: standard input cannot be read again.
       udev::check_source(*src);
       src->check_ranges = false;
@@ -932,7 +932,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
       // The check a real run does while writing, done now: a stale .bmap shows in the plan's run.
       const Stopwatch took;
       auto src = udev::FlashSource::open(o.image, o.bmap);
-      if (const std::string d = map_detail(*src, took.elapsed()); !d.empty()) ctx.reporter.detail(o.image, d);
+      report_map(ctx, o.image, *src, took.elapsed());
       udev::check_source(*src);
       need = src->map.image_size();
       bmap = src->bmap.string();
@@ -963,9 +963,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
         s << "  block map: " << c.bmap.string() << ", " << format_size(c.map->mapped_bytes())
           << " to write (its checksums are compared with the data while it is decompressed)\n";
       else
-        s << "  block map: none (" << bmap_names(o.image)
-          << "): derived from its FAT once it is decompressed (written where its FAT holds data; free clusters are "
-             "left as the card has them), else every byte of the image is written\n";
+        s << "  block map: none (" << bmap_names(o.image) << "): " << kUnmappedOnceDecompressed << "\n";
     }
     std::string cards = "[";
     std::size_t refusals = 0;
@@ -1139,7 +1137,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
       auto shared = decompress_for_cards(ctx, o.image, c, scratch, cancel, max, too_large);
       if (!shared) return cancelled_before_writing();
       // Derived as the decompression ended: its time is in the decompression's.
-      if (const std::string d = map_detail(*shared, ""); !d.empty()) ctx.reporter.detail(o.image, d);
+      report_map(ctx, o.image, *shared, "");
       if (c.bmap.empty())
         ctx.reporter.note("no block map for " + o.image + " (" + bmap_names(o.image) + "): " + unmapped_text(*shared));
       for (auto& s : sources) s = shared;
@@ -1148,7 +1146,7 @@ void run_devices(AppContext& ctx, Pipeline* p, const RunOptions& o,
     const Stopwatch took;
     std::shared_ptr<const udev::FlashSource> shared =
         udev::FlashSource::open(o.image, o.bmap);  // a missing image is the error, before any note
-    if (const std::string d = map_detail(*shared, took.elapsed()); !d.empty()) ctx.reporter.detail(o.image, d);
+    report_map(ctx, o.image, *shared, took.elapsed());
     if (!o.bmap.empty()) {
       // A block map given for the image: its checksums are compared now, before any card is opened.
       udev::check_source(*shared);

@@ -329,7 +329,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     if (!packed) {
       const Stopwatch took;
       raw = std::make_shared<udev::FlashSource>(*udev::FlashSource::open(o.image));
-      if (const std::string d = map_detail(*raw, took.elapsed()); !d.empty()) ctx.reporter.detail(o.image, d);
+      report_map(ctx, o.image, *raw, took.elapsed());
     } else if (o.dry_run) {
       const udev::CompressedImage& c = *packed;
       const std::optional<std::uint64_t> size = c.expected_size();
@@ -347,10 +347,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
     if (raw)
       return print_watch_plan(ctx, w, nullptr, n, last, raw->bmap, raw->map.mapped_bytes(), unmapped_text(*raw),
                               raw->map_from);
-    if (packed)
-      return print_watch_plan(ctx, w, nullptr, n, last, {}, 0,
-                              "derived from its FAT once it is decompressed (written where its FAT holds data; free "
-                              "clusters are left as the card has them), else every byte of the image is written");
+    if (packed) return print_watch_plan(ctx, w, nullptr, n, last, {}, 0, kUnmappedOnceDecompressed);
     return print_watch_plan(ctx, w, p ? &*p : nullptr, n, last);
   }
   // Written now, so an unwritable --state is an error before any card rather than after the first.
@@ -373,7 +370,7 @@ void run_watch(AppContext& ctx, WatchOptions& w) {
       return;
     }
     // Derived as the decompression ended: its time is in the decompression's.
-    if (const std::string d = map_detail(*shared, ""); !d.empty()) ctx.reporter.detail(o.image, d);
+    report_map(ctx, o.image, *shared, "");
   } else if (raw) {
     // A station checks its image against the .bmap once, before the first
     // card, instead of failing every card inserted.

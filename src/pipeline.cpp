@@ -33,14 +33,12 @@ bool is_url(const std::string& s) {
   return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0 || s.rfind("file://", 0) == 0;
 }
 
-}  // namespace
-
-namespace {
 // The path a file:// URL names, as fetch copies it: "/x" of "file:///x" and of "file://localhost/x".
 std::string file_url_path(const std::string& url) {
   if (url.rfind("file://localhost/", 0) == 0) return url.substr(16);
   return url.substr(7);
 }
+
 }  // namespace
 
 std::string local_tarball_path(const std::string& source, const std::string& sha256) {
@@ -1173,6 +1171,7 @@ std::string unmapped_text(const udev::FlashSource& src) {
   return "every byte of the image is written";
 }
 
+namespace {
 std::string map_detail(const udev::FlashSource& src, const std::string& took) {
   const std::string name = src.display_name();
   const std::string when = took.empty() ? "" : " in " + took;
@@ -1186,6 +1185,11 @@ std::string map_detail(const udev::FlashSource& src, const std::string& took) {
            "; no MBR or FAT volume read without any doubt, or no free cluster to leave out): every byte of its " +
            format_size(src.map.image_size()) + " is written";
   return "";
+}
+}  // namespace
+
+void report_map(AppContext& ctx, const std::string& subject, const udev::FlashSource& src, const std::string& took) {
+  if (const std::string d = map_detail(src, took); !d.empty()) ctx.reporter.detail(subject, d);
 }
 
 }  // namespace rpi::cli

@@ -394,11 +394,15 @@ std::string bmap_names(const std::string& image);
 // volumes hold data (the map derived from its FAT: udev::map_without_bmap),
 // else every byte.
 std::string unmapped_text(const udev::FlashSource& src);
-// The -v line about how `src`'s map came about when it has no .bmap
-// (map_from "fat": its ranges, mapped bytes of all, `took`; "whole": that
-// every byte is written); "" for a .bmap's or a build's map. `took` is the
-// time the map took ("0.01 s"), "" when it was not timed apart (derived
-// inside a decompression).
-std::string map_detail(const udev::FlashSource& src, const std::string& took);
+// The -v line about how `src`'s map came about when it has no .bmap, as a
+// detail under `subject` (map_from "fat": its ranges, mapped bytes of all,
+// `took`; "whole": that every byte is written); none for a .bmap's or a
+// build's map. `took` is the time the map took ("0.01 s"), "" when it was not
+// timed apart (derived inside a decompression).
+void report_map(AppContext& ctx, const std::string& subject, const udev::FlashSource& src, const std::string& took);
+// unmapped_text for a compressed image without a .bmap that is not decompressed yet (a plan).
+inline constexpr const char* kUnmappedOnceDecompressed =
+    "derived from its FAT once it is decompressed (written where its FAT holds data; free clusters are left as the "
+    "card has them), else every byte of the image is written";
 
 }  // namespace rpi::cli
