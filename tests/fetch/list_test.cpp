@@ -312,10 +312,10 @@ TEST_F(ListMirror, VerboseTellsEachReadOfAFolderMirror) {
 // made by another yaml-cpp entry point (none is used).
 TEST_F(ListMirror, VerboseParsesEachYamlFileOnce) {
   if (!have_tool("gdb")) GTEST_SKIP() << "tool not installed: gdb (counts the parses)";
-  CommandResult r =
-      run({"gdb", "-batch", "-nx", "-q", "-ex", "set breakpoint pending on", "-ex",
-           "dprintf YAML::Load(std::istream&),\"yaml-parse\\n\"", "-ex", "run", "--args", cli_path().string(), "-v",
-           "fetch", "--list", "--mirror", "file://" + root.string(), "--cache-dir", cache.string()});
+  CommandResult r = run(without_leak_check({"gdb", "-batch", "-nx", "-q", "-ex", "set breakpoint pending on", "-ex",
+                                            "dprintf YAML::Load(std::istream&),\"yaml-parse\\n\"", "-ex", "run",
+                                            "--args", cli_path().string(), "-v", "fetch", "--list", "--mirror",
+                                            "file://" + root.string(), "--cache-dir", cache.string()}));
   if (!contains(r.out, "[Inferior 1 (process "))
     GTEST_SKIP() << "gdb cannot run the program here (ptrace not permitted?)\n" << r.out << r.err;
   ASSERT_TRUE(contains(r.out, "exited normally]")) << r.out << r.err;

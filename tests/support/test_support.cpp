@@ -157,6 +157,14 @@ std::filesystem::path fixture_tarball(const std::vector<std::string>& args) {
   return out;
 }
 
+std::vector<std::string> without_leak_check(std::vector<std::string> argv) {
+  const char* now = std::getenv("ASAN_OPTIONS");
+  std::string options = "ASAN_OPTIONS=";
+  if (now && *now) options += std::string(now) + ":";
+  argv.insert(argv.begin(), {"env", options + "detect_leaks=0"});
+  return argv;
+}
+
 std::string shell_quoted(const std::filesystem::path& p) {
   std::string out = "'";
   for (char c : p.string()) out += c == '\'' ? std::string("'\\''") : std::string(1, c);

@@ -26,6 +26,11 @@ CommandResult sh(const std::string& command);
 // Runs the built rpi-provision with these arguments.
 CommandResult cli(const std::vector<std::string>& args, const std::string& input = "");
 
+// `argv` run under a tracer (strace, gdb): through env(1) with ASAN_OPTIONS
+// ending in detect_leaks=0, since LeakSanitizer cannot work under ptrace and
+// fails the traced program's exit (in a sanitizer build; harmless elsewhere).
+std::vector<std::string> without_leak_check(std::vector<std::string> argv);
+
 // True if `tool` is on PATH (or is an absolute executable path).
 bool have_tool(const std::string& tool);
 // Sectors read from the block device `dev` (/dev/NAME) so far: field 3 of
