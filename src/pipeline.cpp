@@ -447,37 +447,30 @@ std::optional<TarballRelease> check_spec_tarball(AppContext& ctx, const overlay:
   // The release from the name (as a build learns it), else from the file, in
   // the pass that hashes it; edge's repositories follow edge whatever it is.
   const std::optional<std::string> named = release_in_name(tb);
-  if (named || a.version == "edge") {
-    const Stopwatch took;
-    verify_tarball_sha256(tb, a.sha256);
-    ctx.reporter.detail(tb, tb + ": SHA-256 matches [alpine].sha256, read in " + took.elapsed());
-    if (a.version == "edge") return std::nullopt;
-    TarballRelease r;
-    r.version = named;
-    return r;
-  }
+  const bool look = !named && a.version != "edge";
   const Stopwatch took;
   Digest digest(Digest::Algo::sha256);
-  std::optional<std::string> found;  // none: damaged (the build refuses it with its own message)
+  std::optional<std::string> found;  // none: not looked for, or damaged (the build refuses it with its own message)
   std::string found_in;
-  try {
-    found = partition::tarball_release(tb, [&](const void* p, std::size_t n) { digest.update(p, n); });
-    found_in = took.elapsed();
-  } catch (const Error& e) {
-    if (e.code() != Errc::input) throw;
+  if (look) {
+    try {
+      found = partition::tarball_release(tb, [&](const void* p, std::size_t n) { digest.update(p, n); });
+      found_in = took.elapsed();
+    } catch (const Error& e) {
+      if (e.code() != Errc::input) throw;
+    }
   }
-  if (found) {
-    if (const std::string got = digest.finish_hex(); got != a.sha256) refuse_tarball_sha256(tb, got, a.sha256);
-  } else {
-    verify_tarball_sha256(tb, a.sha256);  // a damaged tarball is read again, whole, for its digest
-  }
+  if (!found)
+    verify_tarball_sha256(tb, a.sha256);  // read whole for its digest (a damaged one again)
+  else if (const std::string got = digest.finish_hex(); got != a.sha256)
+    refuse_tarball_sha256(tb, got, a.sha256);
   ctx.reporter.detail(tb, tb + ": SHA-256 matches [alpine].sha256, read in " + took.elapsed());
-  if (!found) {
-    TarballRelease r;
-    r.unread = true;
-    return r;
-  }
-  return release_read(ctx, tb, *found, found_in);
+  if (a.version == "edge") return std::nullopt;
+  if (found) return release_read(ctx, tb, *found, found_in);
+  TarballRelease r;
+  r.version = named;
+  r.unread = !named;  // damaged: the build refuses it with its own message
+  return r;
 }
 
 void warn_release_mismatch(AppContext& ctx, const overlay::AlpineSource& spec, const std::string& warning) {

@@ -762,15 +762,8 @@ std::string tarball_release(const std::filesystem::path& tarball,
   Fd tar_fd = open_tarball(tname, &tar_size);
   // The rest of the file after what the decompressor read, when every block is asked for.
   auto rest = [&](std::string release) {
-    if (!every_block) return release;
-    std::vector<char> buf(std::size_t{1} << 20);
-    for (;;) {
-      const ssize_t n = ::read(tar_fd.get(), buf.data(), buf.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw_errno("cannot read " + tname);
-      if (n == 0) return release;
-      every_block(buf.data(), static_cast<std::size_t>(n));
-    }
+    if (every_block) read_to_end(tar_fd.get(), "cannot read " + tname, every_block);
+    return release;
   };
   ArchiveReader a(archive_read_new());
   if (!a) throw Error(Errc::internal, "libarchive: out of memory");

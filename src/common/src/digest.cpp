@@ -4,8 +4,6 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
-#include <vector>
-
 #include "rpi/error.hpp"
 #include "rpi/fd.hpp"
 
@@ -62,16 +60,7 @@ std::string sha256_hex(std::string_view data) {
 std::string sha256_file_hex(const std::string& path) {
   Fd fd = open_or_throw(path, O_RDONLY);
   Digest d(Digest::Algo::sha256);
-  std::vector<char> buf(1 << 20);
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("cannot read " + path);
-    }
-    if (n == 0) break;
-    d.update(buf.data(), static_cast<std::size_t>(n));
-  }
+  read_to_end(fd.get(), "cannot read " + path, [&](const char* p, std::size_t n) { d.update(p, n); });
   return d.finish_hex();
 }
 

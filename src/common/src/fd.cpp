@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <vector>
 
 #include "rpi/error.hpp"
 
@@ -84,6 +85,19 @@ void write_all(int fd, const void* buf, std::size_t len, const std::string& what
     }
     p += n;
     len -= static_cast<std::size_t>(n);
+  }
+}
+
+void read_to_end(int fd, const std::string& what, const std::function<void(const char*, std::size_t)>& each) {
+  std::vector<char> buf(std::size_t{1} << 20);
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno(what);
+    }
+    if (n == 0) return;
+    each(buf.data(), static_cast<std::size_t>(n));
   }
 }
 

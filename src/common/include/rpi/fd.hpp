@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace rpi {
@@ -36,5 +37,8 @@ void pwrite_all(int fd, const void* buf, std::size_t len, std::uint64_t offset, 
 std::size_t pread_full(int fd, void* buf, std::size_t len, std::uint64_t offset, const std::string& what);
 // Sequential write of all of buf.
 void write_all(int fd, const void* buf, std::size_t len, const std::string& what);
+// Reads fd from where it is to its end, 1 MiB at a time, each block handed to
+// `each`; a read error throws Errc::io with `what` as context.
+void read_to_end(int fd, const std::string& what, const std::function<void(const char*, std::size_t)>& each);
 
 }  // namespace rpi
