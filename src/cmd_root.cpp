@@ -122,7 +122,8 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
     p.learn_release(*tb);  // before the cards' options: their repositories follow it
   }
   if (const std::string n = tb ? p.release_note() : std::string(); !n.empty()) s << "  note: " << n << "\n";
-  if (const std::string w = p.release_mismatch(); !w.empty()) s << "  warning: " << w << "\n";
+  // A warning as the run gives it (its spec line and caret; a JSON event), not a line of the plan.
+  if (const std::string w = p.release_mismatch(); !w.empty()) warn_release_mismatch(ctx, p.spec()->alpine(), w);
   if (const auto r = p.release()) j.add("release", *r);
   // Each card's image settings as the build makes them, or why the run refuses the card.
   std::vector<CardPlan> plans(targets.size());

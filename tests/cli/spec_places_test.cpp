@@ -169,6 +169,23 @@ TEST(SpecPlaces, AVersionOfAnotherBranchThanTheTarballIsWarnedAboutAtItsLine) {
       << j.out;
   EXPECT_TRUE(has(j.out, json_place(spec.string(), 3, 11) + "}\n")) << j.out;
   EXPECT_FALSE(has(j.out, "| version = ")) << "no excerpt in JSON\n" << j.out;
+
+  // The plan warns as the run would: with its line, and as a JSON event.
+  const std::vector<std::string> plan{"--spec", spec.string(), "--output", (d / "plan.img").string(), "--dry-run"};
+  r = cli(plan);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(has(r.err, warning)) << r.err;
+  EXPECT_TRUE(has(r.err, excerpt)) << r.err;
+  EXPECT_FALSE(has(r.out, "warning")) << "not a line of the plan\n" << r.out;
+  std::vector<std::string> json_plan{"--json"};
+  json_plan.insert(json_plan.end(), plan.begin(), plan.end());
+  j = cli(json_plan);
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  EXPECT_TRUE(has(j.out, "{\"type\":\"warning\",\"message\":" +
+                             quoted_prefix(spec.string() + ":3:11: [alpine].version is \"3.22\"")))
+      << j.out;
+  EXPECT_TRUE(has(j.out, "\"type\":\"plan\"")) << j.out;
+  EXPECT_FALSE(fs::exists(d / "plan.img"));
 }
 
 // ---- fetch --spec: its own reader of [alpine] ----
