@@ -125,7 +125,7 @@ void Reporter::on_event(const Event& ev) {
   bar.done = ev.done;
   bar.total = ev.total;
   bool finished = ev.total && ev.done >= ev.total;
-  bool due = now - bar.last_print > (tty_ ? std::chrono::milliseconds(100) : std::chrono::seconds(5));
+  bool due = now - bar.last_print > (tty_ ? std::chrono::milliseconds(100) : plain_interval_);
   if (!due && !(finished && !bar.finished) && !inserted) return;
   if (finished && !bar.finished) bar.end = now;
   bar.finished = finished;

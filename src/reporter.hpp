@@ -24,6 +24,9 @@ class Reporter {
   void configure(bool json, bool quiet);
   // -v: "detail" events are shown (set as -v is parsed, before any command configures).
   void set_verbose(bool verbose) { verbose_ = verbose; }
+  // How long plain progress lines (stderr not a terminal) are apart: 5 s;
+  // tests shorten it.
+  void set_plain_interval(std::chrono::milliseconds interval) { plain_interval_ = interval; }
   bool json() const noexcept { return json_; }
   bool verbose() const noexcept { return verbose_; }
 
@@ -95,6 +98,7 @@ class Reporter {
   bool quiet_ = false;
   bool verbose_ = false;
   bool tty_ = false;
+  std::chrono::milliseconds plain_interval_{5000};
   bool out_tty_ = false;  // stdout is a terminal: its text is shown through printable()
   bool color_ = false;
   std::vector<std::string> order_;  // bar subjects in first-seen order

@@ -593,10 +593,11 @@ TEST(ImageStdinProgress, ReporterDrawsAnUnknownTotal) {
   const std::string text = capture_stderr(tmp / "err.txt", [&] {
     rpi::cli::Reporter r;
     r.configure(false, false);
+    r.set_plain_interval(std::chrono::milliseconds(300));  // 5 s in a run
     r.on_event(rpi::Event{"read", "-", 0, 0, {}});
-    r.on_event(rpi::Event{"read", "-", 2 * mib, 0, {}});  // not due yet (5 s between plain lines): not shown
-    // The next plain line is due 5 s after the first (stderr is no terminal here).
-    std::this_thread::sleep_for(std::chrono::milliseconds(5200));
+    r.on_event(rpi::Event{"read", "-", 2 * mib, 0, {}});  // not due yet: not shown
+    // The next plain line is due an interval after the first (stderr is no terminal here).
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
     r.on_event(rpi::Event{"read", "-", 3 * mib, 0, {}});
     r.on_event(rpi::Event{"read", "-", 4 * mib, 4 * mib, {}});  // the end: always shown
     r.warn_at({"spec.toml:1:1: a warning", "hostname = \"x\"", 1, 1, "spec.toml"});
