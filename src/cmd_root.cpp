@@ -609,25 +609,13 @@ std::string stdin_named(std::string text, const std::filesystem::path& spooled) 
 }
 
 // Where the last partition of the MBR in `sector` (the first 512 bytes of a
-// raw image) ends: the image holds at least that many bytes. nullopt when
-// the sector is no MBR to go by: no 55 AA, a FAT boot sector (a volume
-// without a partition table), a GPT's protective MBR, anything parse_mbr warns
-// of (a bad status byte, an entry without sectors or over the MBR, an
-// extended partition, overlaps), no partition at all.
+// raw image) ends: the image holds at least that many bytes. nullopt when the
+// sector is no MBR to go by (partition::least_disk_bytes), or a FAT volume
+// without a partition table.
 std::optional<std::uint64_t> mbr_end(const char* sector) {
   const auto* s = reinterpret_cast<const std::uint8_t*>(sector);
-  if (!partition::has_boot_signature(s) || partition::looks_like_fat_boot_sector(s)) return std::nullopt;
-  try {
-    // No disk size yet: none is too small for an entry.
-    const partition::MbrInfo mbr = partition::parse_mbr(s, 512, UINT64_MAX, kStdin);
-    if (mbr.gpt_protective || !mbr.warnings.empty()) return std::nullopt;
-    std::uint64_t end = 0;
-    for (const partition::MbrEntry& e : mbr.entries)
-      if (e.used()) end = std::max(end, e.offset() + e.bytes());
-    return end ? std::optional<std::uint64_t>(end) : std::nullopt;
-  } catch (const Error&) {
-    return std::nullopt;
-  }
+  if (partition::looks_like_fat_boot_sector(s)) return std::nullopt;
+  return partition::least_disk_bytes(s);
 }
 
 // Standard input copied into `spooled` (a new 0600 file in the run's private

@@ -1140,10 +1140,16 @@ std::optional<udev::CompressedImage> check_image_file(const std::string& image, 
                     : (head.size() < 512 ? head.size() : ~std::uint64_t{0});  // unknown: no bound
     what += " (" + z + "-compressed)";
   }
-  if (head.size() == 512 && partition::looks_like_fat_boot_sector(reinterpret_cast<const std::uint8_t*>(head.data())))
+  // An image cut short (an interrupted download or copy) would be written as
+  // if whole, and the card would not boot: its first sector says how large it
+  // is at least. (One whose size is unknown until it is decompressed is
+  // looked at then: udev::map_without_bmap.)
+  const auto* sector = reinterpret_cast<const std::uint8_t*>(head.data());
+  if (head.size() == 512 && size != ~std::uint64_t{0}) udev::refuse_cut_short(sector, size, what, probed.has_value());
+  if (head.size() == 512 && partition::looks_like_fat_boot_sector(sector))
     return probed;  // a FAT volume without a partition table: its own boot sector
   try {
-    partition::parse_mbr(reinterpret_cast<const std::uint8_t*>(head.data()), head.size(), size, what);
+    partition::parse_mbr(sector, head.size(), size, what);
   } catch (const Error& e) {
     throw Error(Errc::usage, std::string(e.what()) + "; give a disk image such as one made with --output");
   }

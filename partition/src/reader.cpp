@@ -200,6 +200,25 @@ bool looks_like_fat_boot_sector(const std::uint8_t* s) noexcept {
   return s[21] == 0xF0 || s[21] >= 0xF8;
 }
 
+std::optional<std::uint64_t> least_disk_bytes(const std::uint8_t* s) {
+  if (!has_boot_signature(s)) return std::nullopt;
+  if (looks_like_fat_boot_sector(s)) {
+    const std::uint32_t sectors = get16(s + 19) != 0 ? get16(s + 19) : get32(s + 32);
+    return std::uint64_t(sectors) * get16(s + 11);
+  }
+  MbrInfo mbr;
+  try {
+    mbr = parse_mbr(s, 512, UINT64_MAX);  // no disk size: none is too small for an entry
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  if (mbr.gpt_protective || !mbr.warnings.empty()) return std::nullopt;
+  std::uint64_t end = 0;
+  for (const MbrEntry& e : mbr.entries)
+    if (e.used()) end = std::max(end, e.offset() + e.bytes());
+  return end ? std::optional<std::uint64_t>(end) : std::nullopt;
+}
+
 const char* mbr_type_name(std::uint8_t type) noexcept {
   switch (type) {
     case 0x00:

@@ -316,6 +316,65 @@ TEST(ImageStdin, AnImageLargerThanTheCardIsRefused) {
   EXPECT_EQ(files_under(tmp), "");
 }
 
+// An image cut short (an interrupted download or copy) is refused before
+// any card is touched, whether a file, compressed, or standard input, and in
+// the plan too: its first sector says how large it is at least.
+TEST(ImageFileCutShort, IsRefusedAndTheCardIsUntouched) {
+  const Images& im = images();
+  TempDir d;
+  const fs::path tmp = d / "tmp", target = card(d / "card.bin");
+  fs::create_directories(tmp);
+  const std::string before = rpi::test::read_file(target);
+  const std::string whole = rpi::test::read_file(im.kiosk);
+  const fs::path cut = d / "cut.img";
+  rpi::test::write_file(cut, whole.substr(0, 10'000'000));
+  const std::string cut_text =
+      "is cut short: its partition table says it has at least " + std::to_string(whole.size()) + " bytes (64 MiB), but";
+  auto expect_refused = [&](const rpi::test::CommandResult& r, const std::string& what) {
+    EXPECT_EQ(r.exit_code, 1) << what << "\n" << r.out << r.err;
+    EXPECT_TRUE(contains(r.err, cut_text)) << what << "\n" << r.err;
+    EXPECT_FALSE(contains(r.err, "safe to remove")) << what << "\n" << r.err;
+    EXPECT_TRUE(rpi::test::read_file(target) == before) << what << ": the card was changed";
+    EXPECT_EQ(files_under(tmp), "") << what;
+  };
+  const std::string dev = " --device " + shell_quoted(target) + " --yes";
+  auto r = rpi::test::sh(tool_in(tmp) + " --image " + shell_quoted(cut) + dev);
+  expect_refused(r, "--image FILE");
+  EXPECT_TRUE(contains(r.err, "it has 10000000 (9.5 MiB): it was probably truncated")) << r.err;
+  EXPECT_TRUE(contains(r.err, "truncate -s " + std::to_string(whole.size()) + " FILE")) << r.err;
+  expect_refused(rpi::test::sh(tool_in(tmp) + " --image " + shell_quoted(cut) + dev + " --dry-run"), "--dry-run");
+  expect_refused(rpi::test::sh(tool_in(tmp) + " --image -" + dev + " < " + shell_quoted(cut)), "--image -");
+  // Only its first sector: still refused.
+  expect_refused(rpi::test::sh("head -c 1000 " + shell_quoted(cut) + " | " + tool_in(tmp) + " --image -" + dev),
+                 "1000 bytes on standard input");
+  // Compressed whole, but what it holds is cut: no truncate advice for it.
+  ASSERT_EQ(rpi::test::sh("gzip -1 -c " + shell_quoted(cut) + " > " + shell_quoted(d / "cut.img.gz")).exit_code, 0);
+  r = rpi::test::sh(tool_in(tmp) + " --image " + shell_quoted(d / "cut.img.gz") + dev);
+  expect_refused(r, "gzip");
+  EXPECT_FALSE(contains(r.err, "truncate -s")) << r.err;
+
+  // The whole image is written as always.
+  r = rpi::test::sh(tool_in(tmp) + " --image " + shell_quoted(im.bare) + dev + " --no-verify");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+// A FAT volume without a partition table, cut short: its boot sector says its size.
+TEST(ImageFileCutShort, AFatVolumeWithoutAPartitionTableToo) {
+  RPI_REQUIRE_TOOL("mkfs.fat");
+  TempDir d;
+  const fs::path vol = d / "vol.img", target = card(d / "card.bin");
+  ASSERT_EQ(rpi::test::sh("mkfs.fat -C " + shell_quoted(vol) + " 32768 >/dev/null").exit_code, 0);  // 32 MiB
+  fs::resize_file(vol, 1u << 20);
+  const std::string before = rpi::test::read_file(target);
+  auto r = cli({"--image", vol.string(), "--device", target.string(), "--yes"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err,
+                       "is cut short: its FAT volume says it has at least 33554432 bytes (32 MiB), but it has "
+                       "1048576 (1 MiB)"))
+      << r.err;
+  EXPECT_TRUE(rpi::test::read_file(target) == before) << "the card was changed";
+}
+
 // Standard input a terminal: refused (exit 2) before anything is read or written.
 TEST(ImageStdin, TerminalIsRefused) {
   if (!rpi::test::have_tool("script"))

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -26,6 +27,7 @@
 #include <thread>
 #include <tuple>
 
+#include "partition/reader.hpp"
 #include "rpi/fd.hpp"
 #include "rpi/size.hpp"
 #include "rpi/text.hpp"
@@ -702,8 +704,27 @@ std::shared_ptr<const FlashSource> FlashSource::open(const fs::path& image, cons
   return src;
 }
 
-void map_without_bmap(FlashSource& src, std::uint64_t size) {
+void refuse_cut_short(const std::uint8_t* sector, std::uint64_t size, const std::string& what, bool decompressed) {
+  const std::optional<std::uint64_t> least = partition::least_disk_bytes(sector);
+  if (!least || *least <= size) return;
+  throw Error(
+      Errc::input,
+      what + " is cut short: its " +
+          (partition::looks_like_fat_boot_sector(sector) ? "FAT volume" : "partition table") +
+          " says it has at least " + std::to_string(*least) + " bytes (" + format_size(*least) + "), but " +
+          (decompressed ? "decompressed it has " : "it has ") + std::to_string(size) + " (" + format_size(size) +
+          "): it was probably truncated by an interrupted download or copy; get it again" +
+          (decompressed ? ""
+                        : " (or, when you know its end is only unused space, extend it with zeros: truncate -s " +
+                              std::to_string(*least) + " FILE)"));
+}
+
+void map_without_bmap(FlashSource& src, std::uint64_t size, bool decompressed) {
   Fd fd = open_or_throw(src.image.string(), O_RDONLY | O_CLOEXEC);
+  std::array<std::uint8_t, 512> sector{};
+  if (size >= sector.size() &&
+      pread_full(fd.get(), sector.data(), sector.size(), 0, "cannot read " + src.display_name()) == sector.size())
+    refuse_cut_short(sector.data(), size, src.display_name(), decompressed);
   if (std::optional<partition::BlockMap> fat = partition::map_from_fat(fd.get(), size, src.display_name())) {
     src.map = std::move(*fat);
     src.map_from = "fat";

@@ -716,7 +716,7 @@ std::shared_ptr<const FlashSource> FlashSource::decompress(const fs::path& image
     src->map = *bmap;
     src->map_from = "bmap";
   } else {
-    map_without_bmap(*src, size);  // read from the decompressed copy
+    map_without_bmap(*src, size, true);  // read from the decompressed copy
   }
   src->check_ranges = false;  // compared above, as the data went by
   src->scratch = std::move(file);

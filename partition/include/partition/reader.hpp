@@ -60,6 +60,13 @@ inline bool has_boot_signature(const std::uint8_t* sector) noexcept {
   return sector[510] == 0x55 && sector[511] == 0xAA;
 }
 
+// The least size a disk image must have by what its first sector (512 bytes)
+// says: where the last partition of its MBR ends, or, for a FAT volume without
+// a partition table, the volume's size. nullopt when the sector is no MBR to go
+// by without doubt (no 55 AA, a GPT's protective MBR, anything parse_mbr warns
+// of, no partition at all).
+std::optional<std::uint64_t> least_disk_bytes(const std::uint8_t* sector);
+
 // Reads the MBR in sector 0 of a disk of `disk_size` bytes. Throws
 // Errc::input if the 55 AA signature is missing or the sector is a FAT boot
 // sector (check looks_like_fat_boot_sector first for superfloppies).

@@ -127,8 +127,16 @@ struct DecompressOptions {
 // The map of an image of `size` bytes at `image` that has no .bmap: the one
 // partition::map_from_fat derives from its FAT volumes (map_from "fat"), else
 // the whole image (map_from "whole"). Throws Errc::input when the image
-// cannot be opened.
-void map_without_bmap(FlashSource& src, std::uint64_t size);
+// cannot be opened, or is cut short (refuse_cut_short; `decompressed`: it is
+// what a compressed image decompressed to).
+void map_without_bmap(FlashSource& src, std::uint64_t size, bool decompressed = false);
+
+// Throws Errc::input when an image of `size` bytes is shorter than its first
+// sector (`sector`, 512 bytes) says it is at least (partition::least_disk_bytes):
+// cut short by an interrupted download or copy, it would be written as if
+// whole and the card would not boot. `what` names the image; `decompressed`:
+// `size` is what a compressed image decompresses to.
+void refuse_cut_short(const std::uint8_t* sector, std::uint64_t size, const std::string& what, bool decompressed);
 
 // "gzip", "xz", "zstd" or "bzip2" when `head` (the first bytes of a file)
 // starts with that compressor's magic; "" otherwise.
