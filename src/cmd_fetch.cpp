@@ -23,8 +23,9 @@ namespace {
 
 struct FetchOptions {
   std::string spec, version, arch, tarball, sha256;
-  bool from_spec = false;          // the tarball is the spec's [alpine].tarball
-  bool list = false, all = false;  // --list [--all]: which releases the mirror offers
+  bool from_spec = false;                 // the tarball is the spec's [alpine].tarball
+  std::string mirrors_from = "--mirror";  // or the spec's [alpine].mirror
+  bool list = false, all = false;         // --list [--all]: which releases the mirror offers
   DownloadFlags download;
 };
 
@@ -111,6 +112,7 @@ void fetch_into(FetchOptions& o, const fetch::Options& opts, AppContext& ctx, st
     if (!o.version.empty()) q.version = o.version;
     if (!o.arch.empty()) q.arch = o.arch;
     q.mirrors = o.download.mirrors;
+    q.mirrors_from = o.mirrors_from;
     rel = fetch::resolve(q, opts);
     path = fetch::fetch_release(rel, opts);
   }
@@ -143,7 +145,10 @@ void run_list(AppContext& ctx, const FetchOptions& o) {
     // The spec's [alpine] arch and mirror; flags win.
     AlpineTable t = read_alpine_table(o.spec);
     if (o.arch.empty() && t.arch) q.arch = *t.arch;
-    if (q.mirrors.empty() && t.mirror) q.mirrors.push_back(*t.mirror);
+    if (q.mirrors.empty() && t.mirror) {
+      q.mirrors.push_back(*t.mirror);
+      q.mirrors_from = "[alpine].mirror in " + o.spec;
+    }
   }
   fetch::Options opts = o.download.options(ctx.reporter.sink());
   opts.cancel = install_cancel_handler();
@@ -227,7 +232,10 @@ void run_fetch(AppContext& ctx, FetchOptions o) {
     }
     if (o.version.empty() && t.version) o.version = *t.version;
     if (o.arch.empty() && t.arch) o.arch = *t.arch;
-    if (o.download.mirrors.empty() && t.mirror) o.download.mirrors.push_back(*t.mirror);
+    if (o.download.mirrors.empty() && t.mirror) {
+      o.download.mirrors.push_back(*t.mirror);
+      o.mirrors_from = "[alpine].mirror in " + o.spec;
+    }
     if (o.tarball.empty() && t.tarball) {
       o.tarball = *t.tarball;
       o.from_spec = true;

@@ -551,11 +551,14 @@ TarballPlan Pipeline::plan_tarball_uncached(bool resolve_release) {
   q.version = spec_->alpine().version;
   q.arch = spec_->alpine().arch;
   q.mirrors = o_.download.mirrors.empty() ? std::vector<std::string>{spec_->alpine().mirror} : o_.download.mirrors;
+  if (o_.download.mirrors.empty()) q.mirrors_from = "[alpine].mirror in " + spec_->path().string();
   if (!resolve_release) {
     p.description = "Alpine " + q.version + " " + q.arch + " from " + fetch::redact_urls(q.mirrors.front()) +
                     " (resolved when run)";
     return p;
   }
+  // The options' and mirrors' own errors name them, not the spec's version.
+  fetch::check_settings(q, fetch_options());
   try {
     p.release = fetch::resolve(q, fetch_options());
   } catch (const Error& e) {

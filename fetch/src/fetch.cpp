@@ -351,9 +351,9 @@ std::string fetch_signature(const Release& r, const std::string& url, const fs::
 // A mirror root (--mirror, a spec's [alpine].mirror) checked once, before any
 // request: http(s) with a host (the scheme in any case), or an existing folder
 // (file:// or a path). Returns it with the scheme in lower case.
-std::string checked_mirror(const std::string& m) {
+std::string checked_mirror(const std::string& m, const std::string& from) {
   const std::string hint = "; use https://HOST/PATH, http://HOST/PATH, file:///DIR or an absolute directory";
-  if (m.empty()) throw Error(Errc::usage, "an empty mirror was given (--mirror or [alpine].mirror)" + hint);
+  if (m.empty()) throw Error(Errc::usage, "an empty mirror was given (" + from + ")" + hint);
   std::size_t sep = m.find("://");
   if (sep != std::string::npos && sep > 0 &&
       std::all_of(m.begin(), m.begin() + static_cast<std::ptrdiff_t>(sep), [](char c) {
@@ -367,21 +367,21 @@ std::string checked_mirror(const std::string& m) {
       return scheme + "://" + rest;
     }
     if (scheme != "file")
-      throw Error(Errc::usage,
-                  "unsupported scheme " + scheme + ":// in --mirror " + shown(m) + " ([alpine].mirror alike)" + hint);
+      throw Error(Errc::usage, "unsupported scheme " + scheme + ":// in " + from + " " + shown(m) + hint);
     const std::string normal = "file://" + rest;
     fs::path dir = detail::local_path(normal);
     std::error_code ec;
     if (!fs::is_directory(dir, ec))
       throw Error(Errc::usage, "mirror folder " + dir.string() +
-                                   (fs::exists(dir, ec) ? " is not a folder" : " does not exist") + " (--mirror " +
+                                   (fs::exists(dir, ec) ? " is not a folder" : " does not exist") + " (" + from + " " +
                                    shown(m) + ")");
     return normal;
   }
   std::error_code ec;
   if (!fs::is_directory(m, ec))
     throw Error(Errc::usage, "mirror folder " + shown(m) +
-                                 (fs::exists(m, ec) ? " is not a folder" : " does not exist") + " (--mirror)" + hint);
+                                 (fs::exists(m, ec) ? " is not a folder" : " does not exist") + " (" + from + ")" +
+                                 hint);
   return m;
 }
 
@@ -479,7 +479,7 @@ Release resolve_impl(const Query& query, const Options& opts) {
   validate(query);
   if (opts.offline) return resolve_offline(query, opts);
   std::vector<std::string> mirrors = query.mirrors.empty() ? std::vector<std::string>{kDefaultMirror} : query.mirrors;
-  for (std::string& m : mirrors) m = checked_mirror(m);
+  for (std::string& m : mirrors) m = checked_mirror(m, query.mirrors_from);
   std::string errors;
   Errc code = Errc::usage;
   bool any = false;
@@ -662,6 +662,15 @@ fs::path fetch_release_impl(const Release& r, const Options& opts) {
 
 }  // namespace
 
+void check_settings(const Query& query, const Options& opts) {
+  redacting(opts, [&](const Options& o) {
+    check_options(o);
+    if (!o.offline)
+      for (const std::string& m : query.mirrors) (void)checked_mirror(m, query.mirrors_from);
+    return 0;
+  });
+}
+
 Release resolve(const Query& query, const Options& opts) {
   return redacting(opts, [&](const Options& o) { return resolve_impl(query, o); });
 }
@@ -715,7 +724,7 @@ fs::path fetch_url(const std::string& url_in, const std::string& sha256_hex, con
     std::string scheme = ascii_lower(url.substr(0, url.find("://")));
     if (scheme == "http" || scheme == "https" || scheme == "file") {
       if (scheme != "file")
-        url = redacting(opts, [&](const Options&) { return checked_mirror(url); });
+        url = redacting(opts, [&](const Options&) { return checked_mirror(url, "--tarball"); });
       else
         url = "file://" + url.substr(url.find("://") + 3);
     } else {
@@ -981,7 +990,7 @@ std::vector<BranchReleases> list_releases_impl(const ListQuery& query, const Opt
                 "arch '" + shown(query.arch) + "' has no Alpine Raspberry Pi tarball (use aarch64, armv7 or armhf)");
   check_options(opts);
   std::vector<std::string> mirrors = query.mirrors.empty() ? std::vector<std::string>{kDefaultMirror} : query.mirrors;
-  for (std::string& m : mirrors) m = checked_mirror(m);
+  for (std::string& m : mirrors) m = checked_mirror(m, query.mirrors_from);
   std::vector<CacheEntry> cached;
   if (!opts.cache_dir.empty()) {
     try {

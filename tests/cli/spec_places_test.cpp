@@ -256,3 +256,48 @@ TEST(SpecPlaces, AWarningShowsItsLineUnlessTheLineHoldsASecret) {
   EXPECT_FALSE(has(j.out, "[boot]\"")) << j.out;
   EXPECT_FALSE(has(j.out + j.err, secret)) << j.out << j.err;
 }
+
+// An option's own error (a mirror given with --mirror, --verify-signature
+// without --keyring) is not placed at the spec's [alpine].version; a mirror
+// of the spec is named as the spec's.
+TEST(SpecPlaces, AnOptionsErrorIsNotPlacedInTheSpec) {
+  TempDir d;
+  const fs::path spec = d / "pi.toml";
+  rpi::test::write_file(spec, "[alpine]\nversion = \"3.22\"\n[system]\nhostname = \"pi\"\n");
+  const std::vector<std::string> run{"--spec",      spec.string(),         "--output", (d / "pi.img").string(),
+                                     "--cache-dir", (d / "cache").string()};
+  struct Case {
+    std::vector<std::string> flags;
+    std::string error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"--mirror", "ftp://x"}, "rpi-provision: error: unsupported scheme ftp:// in --mirror ftp://x;"},
+           {{"--mirror", (d / "none").string()},
+            "rpi-provision: error: mirror folder " + (d / "none").string() + " does not exist (--mirror);"},
+           {{"--verify-signature", "--mirror", d.path().string()},
+            "rpi-provision: error: --verify-signature needs --keyring FILE"}}) {
+    std::vector<std::string> args = run;
+    args.insert(args.end(), c.flags.begin(), c.flags.end());
+    auto r = cli(args);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_TRUE(has(r.err, c.error)) << r.err;
+    EXPECT_FALSE(has(r.err, "| version")) << r.err;
+    args.insert(args.begin(), "--json");
+    auto j = cli(args);
+    EXPECT_EQ(j.exit_code, 2) << j.err;
+    EXPECT_TRUE(has(j.out, "\"code\":\"usage\"")) << j.out;
+    EXPECT_FALSE(has(j.out, "\"line\"")) << j.out;
+  }
+  const std::string none = (d / "none").string();
+  rpi::test::write_file(spec, "[alpine]\nversion = \"3.22\"\nmirror = \"" + none + "\"\n[system]\nhostname = \"pi\"\n");
+  const std::string named = "mirror folder " + none + " does not exist ([alpine].mirror in " + spec.string() + ");";
+  auto r = cli(run);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(has(r.err, named)) << r.err;
+  r = cli({"fetch", "--spec", spec.string(), "--cache-dir", (d / "cache").string()});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(has(r.err, named)) << r.err;
+  r = cli({"fetch", "--list", "--spec", spec.string(), "--cache-dir", (d / "cache").string()});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(has(r.err, named)) << r.err;
+}

@@ -486,11 +486,13 @@ TEST_F(FetchCliRepositories, AVersionThatIsNotTheTarballsReleaseIsWarnedAbout) {
   CommandResult r = cli({"--spec", p.string(), "--tarball", other.string(), "--output", (tmp / "plan.img").string(),
                          "--cache-dir", cache_dir, "--dry-run"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(contains(r.out, "warning: " + warning)) << r.out;
+  EXPECT_TRUE(contains(r.err, "warning: " + warning)) << r.err;  // as the run warns: not a line of the plan
   r = cli({"--json", "--spec", p.string(), "--tarball", other.string(), "--output", (tmp / "plan.img").string(),
            "--cache-dir", cache_dir, "--dry-run"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "\"release\":\"3.22.1\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "{\"type\":\"warning\",\"message\":\"" + p.string() + ":2:11: [alpine].version is"))
+      << r.out;
   fs::path img = tmp / "old.img";
   r = cli({"--spec", p.string(), "--tarball", other.string(), "--output", img.string(), "--cache-dir", cache_dir});
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -633,7 +635,7 @@ TEST_F(FetchCliSpecTarball, AVersionOfAnotherBranchIsWarnedAboutByApkovlAndCheck
   // The build says the same.
   r = cli({"--spec", spec.string(), "--output", (tmp / "plan.img").string(), "--dry-run"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(contains(r.out, "warning: " + warning)) << r.out;
+  EXPECT_TRUE(contains(r.err, "warning: " + warning)) << r.err;
 }
 
 // A local tarball pinned by [alpine].sha256: check reads it as the build

@@ -39,6 +39,9 @@ struct Query {
   // Mirror roots tried in order: https://, http://, file:// or a plain directory
   // with the Alpine layout. Empty: kDefaultMirror.
   std::vector<std::string> mirrors;
+  // What gave the mirrors, as an error about one names it: "--mirror", or a
+  // spec's "[alpine].mirror".
+  std::string mirrors_from = "--mirror";
 };
 
 struct Release {
@@ -109,6 +112,11 @@ class DownloadCancelled : public Cancelled {
 // a missing latest-stable/ or edge/ asks whether the mirror root is right.
 Release resolve(const Query& query, const Options& opts);
 
+// What resolve checks before it asks any mirror, alone: the options (the
+// keyring and CA files, the signer's fingerprint) and the mirrors (their
+// schemes, folders that exist). Throws Errc::usage naming the option.
+void check_settings(const Query& query, const Options& opts);
+
 // Returns the verified cached tarball, downloading it (resumably, trying each
 // URL in turn) when absent. With opts.verify_signature also checks <file>.asc.
 // A download that fails (Errc::network) or is cancelled (DownloadCancelled)
@@ -128,8 +136,9 @@ std::string redact_urls(std::string text);
 // ---- Which releases a mirror offers (`fetch --list`) ----
 
 struct ListQuery {
-  std::string arch = "aarch64";      // aarch64 | armv7 | armhf
-  std::vector<std::string> mirrors;  // as in Query; empty: kDefaultMirror
+  std::string arch = "aarch64";           // aarch64 | armv7 | armhf
+  std::vector<std::string> mirrors;       // as in Query; empty: kDefaultMirror
+  std::string mirrors_from = "--mirror";  // as in Query
   // Every branch the mirror has (and those without an RPi tarball, as skipped);
   // otherwise the newest kListedStableBranches stable branches with one, and edge.
   bool all = false;
