@@ -47,7 +47,7 @@ _rpi_provision() {
   local common="--json -q --quiet -v --verbose -h --help"
   local build="--spec --apkovl --image --tarball --sha256 --first --seed-file"
   local download="--mirror --cache-dir --offline --ca-cert --verify-signature --keyring --signing-key-fingerprint"
-  local write="--device --yes --allow-non-removable --allow-large --unmount --no-verify --wipe"
+  local write="--device -y --yes --allow-non-removable --allow-large --unmount --no-verify --wipe"
 
   # The subcommand is the first word that is not an option or an option's value.
   local cmd="" sub="" i w
@@ -56,7 +56,7 @@ _rpi_provision() {
     case $w in
       --spec | --apkovl | --image | --tarball | --sha256 | --mirror | --cache-dir | --size | --host | --first | \
         --device | --output | -o | --bmap | --out-dir | --known-hosts | --version | --arch | --label | --disk-id | --seed-file | \
-        --ca-cert | --keyring | --signing-key-fingerprint | --keep | --state)
+        --ca-cert | --keyring | --signing-key-fingerprint | --keep | --state | -j | --jobs | --count)
         # `fetch --version V` takes a value; the top-level --version does not.
         [[ $w == --version && -z $cmd ]] || ((i++))
         ;;
@@ -137,7 +137,7 @@ _rpi_provision() {
       _rpi_provision_add compgen -W "ALPINE" -- "$cur"
       return
       ;;
-    --sha256 | --mirror | --host | --first | --signing-key-fingerprint | --keep)
+    --sha256 | --mirror | --host | --first | --signing-key-fingerprint | --keep | -j | --jobs | --count | --disk-id)
       return
       ;;
   esac
@@ -168,7 +168,7 @@ _rpi_provision() {
       ;;
     devices) opts=$common ;;
     watch)
-      opts="$common $build $download --yes --allow-non-removable --allow-large --unmount --no-verify --wipe --count --poll"
+      opts="$common $build $download -y --yes --allow-non-removable --allow-large --unmount --no-verify --wipe --count --poll"
       opts+=" --size --label --known-hosts --state --dry-run"
       ;;
     inspect)
