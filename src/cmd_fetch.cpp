@@ -207,6 +207,15 @@ void run_fetch(AppContext& ctx, FetchOptions o) {
   if (o.list) return run_list(ctx, o);
   if (o.all) throw Error(Errc::usage, "--all goes with --list (fetch --list --all)");
   check_download_files(o.download);  // before anything is resolved or downloaded
+  // --version and --arch choose a release to resolve: with --tarball nothing is
+  // resolved, and they would go unused without a word.
+  if (!o.tarball.empty())
+    for (const auto& [flag, given] : {std::pair<const char*, const std::string&>{"--version", o.version},
+                                      std::pair<const char*, const std::string&>{"--arch", o.arch}})
+      if (!given.empty())
+        throw Error(Errc::usage, std::string(flag) + " " + given +
+                                     " has no effect with --tarball: it chooses a release to resolve, and --tarball "
+                                     "names the tarball itself; leave it out");
   if (!o.spec.empty()) {
     AlpineTable t = read_alpine_table(o.spec);
     // Flags given on the command line win over the spec; a build from the spec

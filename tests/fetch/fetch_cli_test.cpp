@@ -229,6 +229,18 @@ TEST_F(FetchCli, Sha256WithoutTarballIsAUsageError) {
   EXPECT_EQ(server->requests(""), 0);
 }
 
+// --version and --arch with --tarball would go unused: refused, nothing fetched.
+TEST_F(FetchCli, VersionOrArchWithTarballIsAUsageError) {
+  const std::string url = server->url() + "/v3.22/releases/aarch64/" + tree->older.filename().string();
+  for (const auto& [flag, value] : {std::pair{"--version", "3.21"}, std::pair{"--arch", "armv7"}}) {
+    CommandResult r =
+        cli({"fetch", "--tarball", url, "--sha256", sha256_of(tree->older), flag, value, "--cache-dir", cache_dir});
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_TRUE(contains(r.err, std::string(flag) + " " + value + " has no effect with --tarball")) << r.err;
+  }
+  EXPECT_EQ(server->requests(""), 0);
+}
+
 TEST_F(FetchCli, ListAndPruneTellAboutPartialDownloads) {
   fs::path partial = fs::path(cache_dir) / "partial";
   fs::create_directories(partial);
