@@ -295,6 +295,26 @@ bool Pipeline::identical_cards() const {
   return spec_->host_count() == 0 && !spec_->hostname_templated();
 }
 
+namespace {
+// A card beyond the [[hosts]] entries takes its name from [system].hostname's
+// {n}; that name may be an entry's (pi-{n} for card 3, an entry named pi-3):
+// two cards of one name on the network, with different settings. Refused.
+void refuse_an_entrys_name(const overlay::Spec& spec, const overlay::HostConfig& h) {
+  const int entries = spec.host_count();
+  if (entries == 0 || h.index <= entries) return;
+  const std::string name = ascii_lower(h.hostname);
+  for (int i = 1; i <= entries; ++i)
+    if (const overlay::HostConfig e = overlay::resolve_host(spec, i); ascii_lower(e.hostname) == name)
+      throw Error(Errc::spec, "card " + std::to_string(h.index) + " (beyond the " + std::to_string(entries) +
+                                  (entries == 1 ? " [[hosts]] entry of " : " [[hosts]] entries of ") +
+                                  spec.path().string() + ") would be named " + h.hostname +
+                                  " by [system].hostname's {n}, and so is [[hosts]] entry " + std::to_string(i) +
+                                  " (card " + std::to_string(i) +
+                                  "): two cards may not share a name; rename the entry, or give it a name the "
+                                  "template does not make");
+}
+}  // namespace
+
 std::vector<Identity> Pipeline::identities(int count) const {
   std::vector<Identity> ids;
   if (!spec_) {
@@ -312,6 +332,7 @@ std::vector<Identity> Pipeline::identities(int count) const {
     return ids;
   }
   for (auto& h : overlay::resolve_hosts(*spec_, o_.first, count)) {
+    refuse_an_entrys_name(*spec_, h);
     override_mirror(h, o_.download.mirrors);
     ids.push_back(Identity{h.index, h.hostname, h});
   }
@@ -331,6 +352,7 @@ std::string shared_host_keys_warning(const std::string& who, const std::string& 
 Identity Pipeline::identity_at(int n) const {
   if (!spec_) return Identity{n, apkovl_host_, std::nullopt};
   overlay::HostConfig h = overlay::resolve_host(*spec_, n, o_.host.empty() ? std::nullopt : std::optional(o_.host));
+  if (o_.host.empty()) refuse_an_entrys_name(*spec_, h);
   override_mirror(h, o_.download.mirrors);
   return Identity{h.index, h.hostname, h};
 }

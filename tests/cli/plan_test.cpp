@@ -615,3 +615,32 @@ TEST(Plan, ATarballFolderWhereTheCardNeedsItsFileIsRefusedByPlanAndRun) {
                  (d / "o.img").string()});
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }
+
+// A card beyond the [[hosts]] entries named by [system].hostname's {n} as an
+// entry is (pi-{n} for card 3, an entry pi-3): refused by plan and run, before
+// any card is touched; fewer cards, or a station's first cards, are fine.
+TEST(Plan, ACardNamedByTheTemplateAsAnEntryIsRefused) {
+  TempDir d;
+  const std::string zeros(64 << 20, '\0');
+  for (const char* c : {"c1.bin", "c2.bin", "c3.bin"}) rpi::test::write_file(d / c, zeros);
+  rpi::test::write_file(d / "pi.toml", "[system]\nhostname = \"pi-{n}\"\n[[hosts]]\nhostname = \"PI-3\"\n");
+  std::vector<std::string> args{"--spec", (d / "pi.toml").string(), "--tarball", tarball().string(), "--yes"};
+  for (const char* c : {"c1.bin", "c2.bin", "c3.bin"}) {
+    args.push_back("--device");
+    args.push_back((d / c).string());
+  }
+  const std::string error = "card 3 (beyond the 1 [[hosts]] entry of " + (d / "pi.toml").string() +
+                            ") would be named pi-3 by [system].hostname's {n}, and so is [[hosts]] entry 1 (card 1)";
+  for (bool dry : {true, false}) {
+    std::vector<std::string> a = args;
+    if (dry) a.push_back("--dry-run");
+    auto r = cli(a);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_TRUE(contains(r.err, error)) << r.err;
+    for (const char* c : {"c1.bin", "c2.bin", "c3.bin"})
+      EXPECT_TRUE(rpi::test::read_file(d / c) == zeros) << c << " was changed";
+  }
+  auto two = cli({"--spec", (d / "pi.toml").string(), "--tarball", tarball().string(), "--device",
+                  (d / "c1.bin").string(), "--device", (d / "c2.bin").string(), "--dry-run"});
+  EXPECT_EQ(two.exit_code, 0) << two.err;
+}
