@@ -226,7 +226,8 @@ void print_plan(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids, 
       // The estimate (the tar stream's size) is a little high: a warning, not a refusal.
       if (content && files > ip.capacity)
         s << "    warning: the files (about " << format_size(files) << ") may not fit in " << format_size(ip.capacity)
-          << "; use --size " << (partition::min_image_size_for(files) >> 20) << "MiB or more, or leave --size out\n";
+          << "; " << partition::size_fix(io, std::to_string(partition::min_image_size_for(files) >> 20) + "MiB or more")
+          << "\n";
     } else {
       s << "    image: " << ip.size_reason << ", label " << ip.label
         << (o.size.empty() ? " (the size is known once the tarball is in the cache)" : "") << "\n";

@@ -693,7 +693,7 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
         opt.size_from = partition::ImageOptions::SizeFrom::spec;
       } else if (e.size_max) {
         if (card_size) {
-          size = *card_size;
+          size = std::min(*card_size, partition::max_image_size());  // a FAT partition holds at most 2 TiB
           opt.size_from = partition::ImageOptions::SizeFrom::card;
         } else
           ctx_.reporter.note("[boot] size = \"max\" applies to cards; the image gets the automatic size");

@@ -191,6 +191,33 @@ FatGeometry image_geometry(std::uint64_t image_size, const std::string&) {
   return compute_fat_geometry(kPartitionStart / 512, part / 512);
 }
 
+std::uint64_t max_image_size() {
+  return kPartitionStart + (0xFFFFFFFFull * 512) / kSizeAlign * kSizeAlign;
+}
+
+std::string size_fix(const ImageOptions& o, const std::string& to) {
+  if (!o.image_size) return "use --size " + to;
+  switch (o.size_from) {
+    case ImageOptions::SizeFrom::spec:
+      return "set [boot] size to " + to + ", or leave it out";
+    case ImageOptions::SizeFrom::card:
+      return "use a card of " + to;
+    default:
+      return "use --size " + to + ", or leave --size out";
+  }
+}
+
+Errc size_errc(const ImageOptions& o) {
+  switch (o.size_from) {
+    case ImageOptions::SizeFrom::spec:
+      return Errc::spec;
+    case ImageOptions::SizeFrom::card:
+      return Errc::device;
+    default:
+      return Errc::usage;
+  }
+}
+
 ImagePlan plan_image(const ImageOptions& o, std::optional<std::uint64_t> tarball_content) {
   ImagePlan p;
   p.label = check_label(o.label);
@@ -198,12 +225,22 @@ ImagePlan plan_image(const ImageOptions& o, std::optional<std::uint64_t> tarball
   for (const auto& x : o.extra_files) extras += x.data.size();
   if (o.image_size) {
     if (o.image_size < min_image_size())
-      throw Error(Errc::usage, "an image of " + format_size(o.image_size) + " is too small: the smallest is " +
-                                   format_size(min_image_size()) +
-                                   " (8 MiB before the partition, then a FAT16 volume)" +
-                                   (tarball_content ? ", and these files need about " +
-                                                          format_size(min_image_size_for(*tarball_content + extras))
-                                                    : std::string()));
+      throw Error(
+          size_errc(o),
+          "an image of " + format_size(o.image_size) + " is too small: the smallest is " +
+              format_size(min_image_size()) + " (8 MiB before the partition, then a FAT16 volume)" +
+              (tarball_content
+                   ? ", and these files need about " + format_size(min_image_size_for(*tarball_content + extras))
+                   : std::string()) +
+              "; " +
+              size_fix(o,
+                       std::to_string(
+                           (tarball_content ? min_image_size_for(*tarball_content + extras) : min_image_size()) >> 20) +
+                           "MiB or more"));
+    if (o.image_size > max_image_size())
+      throw Error(size_errc(o), "an image of " + format_size(o.image_size) + " is too large: a FAT partition holds " +
+                                    "at most 2 TiB, so the largest image is " + format_size(max_image_size()) + "; " +
+                                    size_fix(o, std::to_string(max_image_size() >> 20) + "MiB at most"));
     p.image_size = kPartitionStart + (o.image_size - kPartitionStart) / kSizeAlign * kSizeAlign;
     p.size_reason = "as requested";
     if (p.image_size != o.image_size)
@@ -279,29 +316,16 @@ std::string no_space_message(const Job& j, std::uint64_t needed, const std::stri
   for (const auto& x : j.options->extra_files) extras += x.data.size();
   const std::uint64_t total = std::max(j.content_estimate + extras, needed);
   const std::string mib = std::to_string(min_image_size_for(total) >> 20) + "MiB";
-  std::string fix = "use --size " + mib + " or more, or leave --size out";
-  if (j.options->image_size && j.options->size_from == ImageOptions::SizeFrom::spec)
-    fix = "set [boot] size to " + mib + " or more, or leave it out";
-  else if (j.options->image_size && j.options->size_from == ImageOptions::SizeFrom::card)
-    fix = "use a card of " + mib + " or more";
   return j.oname + ": the files do not fit: the " + format_size(j.res.geometry.partition_bytes()) +
          " partition holds " + format_size(j.capacity) + ", full at entry '" + entry + "' (" + format_size(needed) +
-         " so far, about " + format_size(total) + " in all); " + fix;
+         " so far, about " + format_size(total) + " in all); " + size_fix(*j.options, mib + " or more");
 }
 
 // The kind of error files that do not fit are: the size given is what to
-// change (--size: usage; [boot] size: spec; the card: device); with the
-// automatic size the tarball's content surprised the estimate (input).
+// change; with the automatic size the tarball's content surprised the
+// estimate (input).
 Errc no_space_code(const Job& j) {
-  if (!j.options->image_size) return Errc::input;
-  switch (j.options->size_from) {
-    case ImageOptions::SizeFrom::spec:
-      return Errc::spec;
-    case ImageOptions::SizeFrom::card:
-      return Errc::device;
-    default:
-      return Errc::usage;
-  }
+  return j.options->image_size ? size_errc(*j.options) : Errc::input;
 }
 
 // The names of the files `o` places at the FAT root (they replace the

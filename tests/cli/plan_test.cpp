@@ -644,3 +644,41 @@ TEST(Plan, ACardNamedByTheTemplateAsAnEntryIsRefused) {
                   (d / "c1.bin").string(), "--device", (d / "c2.bin").string(), "--dry-run"});
   EXPECT_EQ(two.exit_code, 0) << two.err;
 }
+
+// A size that does not work names where it came from, --size or [boot] size,
+// in the plan's warning and the errors of plan and run.
+TEST(Plan, ASizeProblemNamesWhereTheSizeCameFrom) {
+  TempDir d;
+  const fs::path spec = d / "pi.toml";
+  auto run = [&](const std::string& boot, std::vector<std::string> more) {
+    rpi::test::write_file(spec, "[system]\nhostname = \"pi\"\n" + boot);
+    std::vector<std::string> args{"--spec",           spec.string(), "--tarball",
+                                  tarball().string(), "--output",    (d / "pi.img").string()};
+    args.insert(args.end(), more.begin(), more.end());
+    return cli(args);
+  };
+  for (bool dry : {true, false}) {
+    std::vector<std::string> more;
+    if (dry) more.push_back("--dry-run");
+    auto r = run("[boot]\nsize = \"4TiB\"\n", more);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_TRUE(contains(r.err, "an image of 4 TiB is too large: a FAT partition holds at most 2 TiB")) << r.err;
+    EXPECT_TRUE(contains(r.err, "; set [boot] size to 2097156MiB at most, or leave it out")) << r.err;
+    more.insert(more.end(), {"--size", "3TiB"});
+    r = run("", more);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_TRUE(contains(r.err, "; use --size 2097156MiB at most, or leave --size out")) << r.err;
+    EXPECT_FALSE(fs::exists(d / "pi.img"));
+  }
+  const fs::path big = rpi::test::fixture_tarball({"--size-mb", "12"});
+  rpi::test::write_file(spec, "[system]\nhostname = \"pi\"\n[boot]\nsize = \"17MiB\"\n");
+  auto r = cli({"--spec", spec.string(), "--tarball", big.string(), "--output", (d / "pi.img").string(), "--dry-run"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "MiB or more, or leave it out\n")) << r.out;
+  EXPECT_TRUE(contains(r.out, "may not fit in 4.0 MiB; set [boot] size to ")) << r.out;
+  r = cli({"--spec", spec.string(), "--tarball", big.string(), "--output", (d / "pi.img").string()});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "the files do not fit")) << r.err;
+  EXPECT_TRUE(contains(r.err, "; set [boot] size to ")) << r.err;
+  EXPECT_FALSE(fs::exists(d / "pi.img"));
+}

@@ -15,6 +15,7 @@
 #include "partition/apk_keymaps.hpp"
 #include "partition/block_map.hpp"
 #include "partition/fat.hpp"
+#include "rpi/error.hpp"
 #include "rpi/events.hpp"
 
 namespace rpi::partition {
@@ -88,6 +89,16 @@ std::uint64_t default_image_size(std::uint64_t content_bytes);
 // smallest FAT16 volume), and the smallest that holds `content_bytes` of files.
 std::uint64_t min_image_size();
 std::uint64_t min_image_size_for(std::uint64_t content_bytes);
+
+// The largest image this tool makes: 8 MiB before the partition, then a FAT
+// partition of at most 2^32 - 1 sectors (2 TiB).
+std::uint64_t max_image_size();
+
+// What to change when the image size `options` got does not work, and what a
+// problem with it is (Errc): "--size" (usage), "[boot] size" (spec) or the
+// card's size (device; [boot] size = "max"). `to` names the size to use.
+std::string size_fix(const ImageOptions& options, const std::string& to);
+Errc size_errc(const ImageOptions& options);
 
 // What build_images makes of `options` before it reads a byte of the tarball
 // (and what --dry-run shows): the label as stored, the image size as built and
