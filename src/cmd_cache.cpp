@@ -1,6 +1,9 @@
 // `rpi-provision cache list` and `cache prune --keep N`: the downloaded tarballs.
+#include <filesystem>
 #include <memory>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "app.hpp"
 #include "fetch/fetch.hpp"
@@ -20,6 +23,33 @@ std::filesystem::path cache_dir_of(const CacheOptions& o) {
   if (dir.empty())
     throw Error(Errc::usage, "no cache directory: HOME and XDG_CACHE_HOME are unset; pass --cache-dir DIR");
   return dir;
+}
+
+// "--cache-dir X" (given) or "the cache X" (the default one), for messages.
+std::string named(const CacheOptions& o, const std::filesystem::path& dir) {
+  return (o.cache_dir.empty() ? "the cache " : "--cache-dir ") + dir.string();
+}
+
+// Whether the cache folder exists: false (with a note) when nothing is there;
+// an error when something that is not a folder is.
+bool cache_exists(AppContext& ctx, const CacheOptions& o, const std::filesystem::path& dir, const char* nothing) {
+  std::error_code ec;
+  const auto st = std::filesystem::status(dir, ec);
+  if (st.type() == std::filesystem::file_type::not_found) {
+    ctx.reporter.note("no cache exists at " + dir.string() + " (nothing was downloaded there)" + nothing);
+    return false;
+  }
+  if (ec) throw Error(Errc::io, "cannot read " + named(o, dir) + ": " + ec.message());
+  if (st.type() != std::filesystem::file_type::directory)
+    throw Error(Errc::usage, named(o, dir) + " is not a folder: a cache is a folder (default " +
+                                 fetch::default_cache_dir().string() + "); give one with --cache-dir DIR");
+  return true;
+}
+
+JsonObject damaged_json(const fetch::DamagedEntry& d) {
+  JsonObject j;
+  j.add("path", d.dir.string()).add("problem", d.problem).add("bytes", d.bytes);
+  return j;
 }
 
 JsonObject entry_json(const fetch::CacheEntry& e) {
@@ -53,9 +83,18 @@ void report_files(AppContext& ctx, const std::string& type, const std::string& w
 
 void run_list(AppContext& ctx, const CacheOptions& o) {
   std::filesystem::path dir = cache_dir_of(o);
+  if (!cache_exists(ctx, o, dir, "")) return;
   auto entries = fetch::list_cache(dir);
-  if (entries.empty()) ctx.reporter.note("the cache " + dir.string() + " holds no tarballs");
+  const auto damaged = fetch::damaged_cache_entries(dir);
+  if (entries.empty())
+    ctx.reporter.note("the cache " + dir.string() + " holds no tarballs" + (damaged.empty() ? "" : " it can use"));
   for (const auto& e : entries) ctx.reporter.result("cache-entry", entry_line(e), entry_json(e));
+  // Unusable entries: a tarball nothing will use, taking room until removed.
+  for (const auto& d : damaged)
+    ctx.reporter.result("cache-damaged",
+                        "damaged  " + format_size(d.bytes) + "  " + d.dir.string() + ": " + d.problem +
+                            "; the next fetch of its tarball replaces it, `cache prune` removes it (or rm -r it)",
+                        damaged_json(d));
   report_files(ctx, "cache-partial", "partial downloads", fetch::partial_downloads(dir),
                "resumed by the next fetch; `cache prune` removes them");
   report_files(ctx, "cache-indexes", "package indexes", fetch::package_index_copies(dir),
@@ -66,8 +105,16 @@ void run_prune(AppContext& ctx, const CacheOptions& o) {
   std::filesystem::path dir = cache_dir_of(o);
   if (o.keep < 0) throw Error(Errc::usage, "--keep must be 0 or more, got " + std::to_string(o.keep));
   fetch::PartialSummary partial;
-  auto removed = fetch::prune_cache(dir, static_cast<std::size_t>(o.keep), &partial);
-  std::uint64_t bytes = 0;
+  std::vector<fetch::DamagedEntry> damaged;
+  std::vector<fetch::CacheEntry> removed;
+  if (cache_exists(ctx, o, dir, ": nothing to prune"))
+    removed = fetch::prune_cache(dir, static_cast<std::size_t>(o.keep), &partial, &damaged);
+  std::uint64_t bytes = 0, damaged_bytes = 0;
+  for (const auto& d : damaged) {
+    damaged_bytes += d.bytes;
+    ctx.reporter.result("cache-removed-damaged", "removed damaged entry " + d.dir.string() + ": " + d.problem,
+                        damaged_json(d));
+  }
   for (const auto& e : removed) {
     bytes += e.size;
     ctx.reporter.result("cache-removed", "removed " + entry_line(e), entry_json(e));
@@ -77,11 +124,17 @@ void run_prune(AppContext& ctx, const CacheOptions& o) {
       .add("bytes", bytes)
       .add("keep", static_cast<std::uint64_t>(o.keep))
       .add("partials", static_cast<std::uint64_t>(partial.count))
-      .add("partial_bytes", partial.bytes);
+      .add("partial_bytes", partial.bytes)
+      .add("damaged", static_cast<std::uint64_t>(damaged.size()))
+      .add("damaged_bytes", damaged_bytes);
   std::string text = "pruned " + std::to_string(removed.size()) + " tarball(s)";
+  if (!damaged.empty())
+    text += ", " + std::to_string(damaged.size()) + " damaged entr" + (damaged.size() == 1 ? "y" : "ies") + " (" +
+            format_size(damaged_bytes) + ")";
   if (partial.count)
     text += " and " + std::to_string(partial.count) + " partial download(s) (" + format_size(partial.bytes) + ")";
-  ctx.reporter.result("cache-prune", text + ", " + format_size(bytes + partial.bytes) + " freed", std::move(j));
+  ctx.reporter.result("cache-prune", text + ", " + format_size(bytes + partial.bytes + damaged_bytes) + " freed",
+                      std::move(j));
 }
 
 CommandRegistration reg(45, [](CLI::App& app, AppContext& ctx) {

@@ -104,23 +104,33 @@ EntryLock::EntryLock(const fs::path& cache, const std::string& sha256, bool wait
                 "the other rpi-provision is done with " + subject + ": waited " + waited.elapsed());
 }
 
-std::optional<CacheEntry> read_entry(const fs::path& dir) {
+namespace {
+// The entry in `dir`, or nullopt and (when `why` is given) what is wrong with it.
+std::optional<CacheEntry> parse_entry(const fs::path& dir, std::string* why) {
+  auto fail = [why](std::string problem) -> std::optional<CacheEntry> {
+    if (why) *why = std::move(problem);
+    return std::nullopt;
+  };
+  std::error_code ec;
   std::ifstream in(dir / "info");
-  if (!in) return std::nullopt;
+  if (!in) return fail(fs::exists(dir / "info", ec) ? "its info file cannot be read" : "it has no info file");
   std::map<std::string, std::string> kv;
   std::string line;
   while (std::getline(in, line)) {
     std::size_t eq = line.find('=');
     if (eq != std::string::npos) kv[line.substr(0, eq)] = line.substr(eq + 1);
   }
+  if (in.bad()) return fail("its info file cannot be read");
   CacheEntry e;
   e.file = kv["file"];
   e.sha256 = kv["sha256"];
-  if (e.file.empty() || e.file.find('/') != std::string::npos || e.sha256 != dir.filename().string())
-    return std::nullopt;
+  if (e.file.empty()) return fail("its info file is damaged (it names no tarball: no file= line)");
+  if (e.file.find('/') != std::string::npos || e.file == "." || e.file == "..")
+    return fail("its info file is damaged (file= is not a file name)");
+  if (e.sha256 != dir.filename().string())
+    return fail("its info file is damaged (its sha256= is not the folder's name)");
   e.path = dir / e.file;
-  std::error_code ec;
-  if (!fs::is_regular_file(e.path, ec)) return std::nullopt;
+  if (!fs::is_regular_file(e.path, ec)) return fail("its tarball (" + e.file + ") is missing");
   e.version = kv["version"];
   e.arch = kv["arch"];
   e.branch = kv["branch"];
@@ -130,6 +140,27 @@ std::optional<CacheEntry> read_entry(const fs::path& dir) {
   e.size = std::strtoull(kv["size"].c_str(), nullptr, 10);
   e.fetched_unix = std::strtoll(kv["fetched"].c_str(), nullptr, 10);
   return e;
+}
+}  // namespace
+
+std::optional<CacheEntry> read_entry(const fs::path& dir) {
+  return parse_entry(dir, nullptr);
+}
+
+std::string entry_damage(const fs::path& dir) {
+  std::error_code ec;
+  // An empty folder is an entry being made (store() fills it under its lock).
+  if (!fs::is_directory(dir, ec) || fs::is_empty(dir, ec) || ec) return {};
+  std::string why;
+  return parse_entry(dir, &why) ? std::string() : why;
+}
+
+bool entry_busy(const fs::path& cache, const std::string& sha256) {
+  // Only looked at: a lock file is not created for this (`cache list` writes nothing).
+  Fd fd(::open((cache / "partial" / (sha256 + ".lock")).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return false;
+  if (::flock(fd.get(), LOCK_SH | LOCK_NB) == 0) return false;  // released when fd closes
+  return errno == EWOULDBLOCK;
 }
 
 std::optional<fs::path> lookup(const fs::path& cache, const std::string& file, const std::string& sha256,
@@ -257,6 +288,30 @@ std::vector<CacheEntry> list_cache(const fs::path& cache_dir) {
   return out;
 }
 
+std::vector<DamagedEntry> damaged_cache_entries(const fs::path& cache_dir) {
+  std::vector<DamagedEntry> out;
+  std::error_code ec;
+  for (const auto& d : fs::directory_iterator(cache_dir / "tarballs", ec)) {
+    const std::string sha = d.path().filename().string();
+    // Folders named otherwise are not entries (nor the cache's to judge).
+    if (!d.is_directory(ec) || !detail::is_hex(sha, 64)) continue;
+    std::string problem = detail::entry_damage(d.path());
+    if (problem.empty() || detail::entry_busy(cache_dir, sha)) continue;  // fine, or being made right now
+    DamagedEntry e{d.path(), std::move(problem), 0};
+    std::error_code walk;
+    for (fs::recursive_directory_iterator it(d.path(), walk), end; !walk && it != end; it.increment(walk)) {
+      std::error_code size_ec;
+      if (it->is_regular_file(size_ec)) {
+        const std::uint64_t n = it->file_size(size_ec);
+        if (!size_ec) e.bytes += n;
+      }
+    }
+    out.push_back(std::move(e));
+  }
+  std::sort(out.begin(), out.end(), [](const DamagedEntry& x, const DamagedEntry& y) { return x.dir < y.dir; });
+  return out;
+}
+
 PartialSummary partial_downloads(const fs::path& cache_dir) {
   PartialSummary sum;
   std::error_code ec;
@@ -279,12 +334,24 @@ std::string prune_group(const CacheEntry& e) {
 }
 }  // namespace
 
-std::vector<CacheEntry> prune_cache(const fs::path& cache_dir, std::size_t keep, PartialSummary* partials) {
+std::vector<CacheEntry> prune_cache(const fs::path& cache_dir, std::size_t keep, PartialSummary* partials,
+                                    std::vector<DamagedEntry>* damaged) {
   std::vector<CacheEntry> removed;
   std::map<std::string, std::vector<std::string>> kept_versions;  // per group, distinct versions kept
   std::error_code ec;
   if (fs::is_directory(cache_dir / "tarballs", ec))  // the locks
     rpi::create_directories(cache_dir / "partial", "the cache directory", 0700);
+  // Damaged entries first: no run can use them (a reuse checks the tarball
+  // against its info), and a fetch would replace them anyway.
+  for (DamagedEntry& d : damaged_cache_entries(cache_dir)) {
+    const std::string sha = d.dir.filename().string();
+    detail::EntryLock lock(cache_dir, sha, false);
+    if (!lock.locked()) continue;                       // being made or replaced right now
+    if (detail::entry_damage(d.dir).empty()) continue;  // replaced meanwhile
+    fs::remove_all(d.dir, ec);
+    if (ec) throw Error(Errc::io, "cannot remove " + d.dir.string() + ": " + ec.message());
+    if (damaged) damaged->push_back(std::move(d));
+  }
   for (const CacheEntry& e : list_cache(cache_dir)) {
     // Newest version first; a tarball without a release version is a version of its own.
     std::vector<std::string>& kept = kept_versions[prune_group(e)];

@@ -8,6 +8,9 @@
 //
 // An entry counts only when both info and the tarball exist; the tarball is
 // renamed into place after its digests matched, so readers never see a torn file.
+// A folder with files but no usable info (or info naming a tarball that is not
+// there) is a damaged entry: listed as such, removed by `cache prune`, replaced
+// by the next fetch of its tarball.
 #pragma once
 
 #include <filesystem>
@@ -44,6 +47,13 @@ class EntryLock {
 };
 
 std::optional<CacheEntry> read_entry(const std::filesystem::path& dir);
+// What makes the entry folder `dir` unusable ("it has no info file", "its info
+// file is damaged (...)", "its tarball (X) is missing"); "" when it is an
+// entry, or empty (one being made).
+std::string entry_damage(const std::filesystem::path& dir);
+// Another run holds the entry's lock (it is making or replacing it). Creates
+// no lock file.
+bool entry_busy(const std::filesystem::path& cache, const std::string& sha256);
 
 // The cached tarball for (file, sha256) when present and intact: size and
 // SHA-256 are checked again; a damaged entry is removed, and `damage` (when

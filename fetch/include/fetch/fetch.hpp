@@ -259,14 +259,25 @@ PartialSummary partial_downloads(const std::filesystem::path& cache_dir);
 // prune` leaves them: they are small, and offline they are what [apk].packages
 // is checked against.
 PartialSummary package_index_copies(const std::filesystem::path& cache_dir);
+// An entry folder of the cache (<cache>/tarballs/<sha256>) that no run can
+// use: its info file is missing, unreadable or garbled, or the tarball it
+// names is gone. The next fetch of that tarball replaces it; `cache prune`
+// removes it. Entries another run is making right now are not listed.
+struct DamagedEntry {
+  std::filesystem::path dir;
+  std::string problem;      // "it has no info file", "its info file is damaged (...)", ...
+  std::uint64_t bytes = 0;  // what its files take
+};
+std::vector<DamagedEntry> damaged_cache_entries(const std::filesystem::path& cache_dir);
 // Keeps the newest `keep` distinct versions per group, a group being an arch's
 // stable releases or its edge snapshots (tarballs without a release version
 // count one each, newest fetched first), and removes the other entries. Also
 // removes the partial downloads and lock files nobody is using (reported in
-// `*partials` when given). Entries another run holds locked are skipped.
-// Returns the removed entries.
+// `*partials` when given), and every damaged entry (listed in `*damaged` when
+// given). Entries another run holds locked are skipped. Returns the removed
+// entries.
 std::vector<CacheEntry> prune_cache(const std::filesystem::path& cache_dir, std::size_t keep,
-                                    PartialSummary* partials = nullptr);
+                                    PartialSummary* partials = nullptr, std::vector<DamagedEntry>* damaged = nullptr);
 
 // Compares Alpine version strings numerically ("3.22.10" > "3.22.9").
 int compare_versions(const std::string& a, const std::string& b);
