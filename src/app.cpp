@@ -165,7 +165,8 @@ void note_leftovers(AppContext& ctx, const std::vector<std::string>& outputs) {
   for (const auto& out : outputs)
     for (const auto& t : out.empty() ? std::vector<std::filesystem::path>{} : leftover_temporaries(out)) {
       const std::string about = leftover_text(t);
-      ctx.reporter.note(t.string() + (about.empty() ? "" : " (" + about + ")") +
+      // A warning, not a note: something to act on (-q shows it too).
+      ctx.reporter.warn(t.string() + (about.empty() ? "" : " (" + about + ")") +
                         " was left by an interrupted run (killed, or a power cut) unless another rpi-provision is "
                         "writing " +
                         out + " now; it may hold secrets: remove it");
@@ -631,6 +632,26 @@ std::string parse_error_text(const CLI::App& app, const CLI::App& cmd, const CLI
   return what;
 }
 
+// `--spec -` (of any command given): a spec names files relative to its own
+// folder ([alpine].tarball, { file = } secrets, source files, [apk].keys), which
+// standard input has not; it would otherwise read as a file named "-" that
+// does not exist.
+void refuse_spec_from_stdin(const CLI::App& app) {
+  for (const CLI::App* a = &app; a;) {
+    for (const CLI::Option* opt : a->get_options())
+      if (opt->check_lname("spec") && opt->count() > 0)
+        for (const std::string& v : opt->results())
+          if (v == "-")
+            throw Error(
+                Errc::usage,
+                "--spec -: a spec is read from a file, not from standard input (it names files relative to "
+                "its own folder: [alpine].tarball, { file = } secrets, source files, [apk].keys); save it to a file "
+                "and give its path (--spec ./- for a file named -)");
+    const std::vector<CLI::App*> subs = a->get_subcommands();
+    a = subs.empty() ? nullptr : subs.front();
+  }
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
@@ -669,6 +690,7 @@ int run(int argc, char** argv) {
   // b`, `check --output x.img`) would be taken and then ignored: refused before
   // anything runs.
   app.parse_complete_callback([&app, &everywhere] {
+    refuse_spec_from_stdin(app);
     const std::vector<CLI::App*> subs = app.get_subcommands();
     if (subs.empty()) return;
     for (const CLI::Option* opt : app.get_options())

@@ -139,9 +139,10 @@ std::optional<std::string> read_seed_file(const std::string& path);
 // read it) that others could know: few distinct bytes, or readable by other
 // users (its group or everybody) who can also pass every folder above it.
 std::vector<std::string> seed_file_warnings(const std::string& path, const std::optional<std::string>& seed);
-// Notes the hidden temporaries of `outputs` that a run killed by SIGKILL or a
-// power cut left (0600, perhaps as big as an image, holding its secrets):
-// nothing removes them, and a concurrent run's look the same.
+// Warns about the hidden temporaries of `outputs` that a run killed by
+// SIGKILL or a power cut left (0600, perhaps as big as an image, holding its
+// secrets): nothing removes them, and a concurrent run's look the same. A
+// warning, shown with -q too: the user has to remove them.
 void note_leftovers(AppContext& ctx, const std::vector<std::string>& outputs);
 // The name of a card run's scratch folder, less mkdtemp's six characters.
 inline constexpr const char* kScratchPrefix = "rpi-provision.";

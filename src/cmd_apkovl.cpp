@@ -2,7 +2,15 @@
 // network boot, one <mac>.apkovl.tar.gz per [[hosts]] entry with a mac
 // (--out-dir DIR), named as Alpine's initramfs requests them for
 // apkovl=http://…/{MAC}.apkovl.tar.gz (colon form, lower case).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -15,7 +23,9 @@
 #include "pipeline.hpp"
 #include "rpi/atomic_file.hpp"
 #include "rpi/error.hpp"
+#include "rpi/fd.hpp"
 #include "rpi/size.hpp"
+#include "rpi/text.hpp"
 
 namespace rpi::cli {
 namespace {
@@ -35,12 +45,100 @@ overlay::BuildOptions build_options(const ApkovlOptions& o) {
   return b;
 }
 
+// `-o -`: the apkovl goes to standard output (a pipe, or a file it is redirected to).
+bool to_stdout(const std::string& output) {
+  return output == "-";
+}
+
+// `-o -` is refused before anything is read: standard output carries the
+// archive and nothing else, so not the --json events, not a terminal, and not
+// where standard error goes (its messages would end up in the archive).
+void check_stdout_target(const AppContext& ctx, const ApkovlOptions& o) {
+  if (o.out_dir == "-")
+    throw Error(Errc::usage,
+                "--out-dir - : --out-dir writes one file per [[hosts]] entry into a folder, and standard output holds "
+                "one: use -o - for one card's apkovl (--host NAME), or --out-dir ./- for a folder named -");
+  if (!to_stdout(o.output)) return;
+  if (ctx.json)
+    throw Error(Errc::usage,
+                "--json writes its events to standard output, and -o - writes the apkovl there: use -o "
+                "FILE.apkovl.tar.gz with --json");
+  if (::isatty(1) == 1)
+    throw Error(Errc::usage,
+                "refusing to write an apkovl (a gzip-compressed tar archive) to a terminal: pipe it or redirect it "
+                "(-o ./- writes a file named -)");
+  struct stat out_st {
+  }, err_st{};
+  if (::fstat(1, &out_st) == 0 && ::fstat(2, &err_st) == 0 && out_st.st_dev == err_st.st_dev &&
+      out_st.st_ino == err_st.st_ino && !S_ISCHR(out_st.st_mode))
+    throw Error(Errc::usage,
+                "standard error goes where standard output does (2>&1?): its messages would end up in the apkovl; "
+                "send it elsewhere (2>FILE)");
+}
+
+// Standard output is a regular file that group or others can read: the
+// apkovl holds the card's secrets, so it is made 0600 (as -o FILE is).
+void make_stdout_file_private(AppContext& ctx, int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & (S_IRGRP | S_IROTH))) return;
+  const std::string was = octal_mode(st.st_mode);
+  std::string name = "standard output";
+  std::error_code ec;
+  if (const auto target = fs::read_symlink("/proc/self/fd/" + std::to_string(fd), ec); !ec)
+    name += " (" + target.string() + ")";
+  if (::fchmod(fd, S_IRUSR | S_IWUSR) != 0) {
+    const int err = errno;
+    ctx.reporter.warn(name + " is readable by group or others (mode " + was + ") and could not be made private (" +
+                      std::strerror(err) +
+                      "), but an apkovl holds secrets (password hashes, Wi-Fi keys, SSH host keys); chmod 600 it as "
+                      "its owner");
+    return;
+  }
+  ctx.reporter.note(name + " was readable by group or others (mode " + was +
+                    "); an apkovl holds secrets (password hashes, Wi-Fi keys, SSH host keys), so it is now mode 0600");
+}
+
+// Writes `bytes` to standard output, which from here on is standard error for
+// everything else the run prints (the result, known_hosts lines, errors): the
+// archive alone goes to standard output.
+void write_stdout(AppContext& ctx, const std::string& bytes) {
+  std::fflush(stdout);
+  Fd out(::fcntl(1, F_DUPFD_CLOEXEC, 3));
+  if (!out) throw_errno("cannot duplicate standard output");
+  if (::dup2(2, 1) < 0) throw_errno("cannot point standard output at standard error");
+  ctx.reporter.configure(ctx.json, ctx.quiet);
+  make_stdout_file_private(ctx, out.get());
+  // A reader that goes away (`| head -c 10`): write() fails with EPIPE, reported below.
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  sigaction(SIGPIPE, &ignore, nullptr);
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(out.get(), bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      const std::string of = std::to_string(done) + " bytes of " + std::to_string(bytes.size());
+      if (err == EPIPE) throw Error(Errc::io, "standard output was closed after " + of + ": the apkovl is incomplete");
+      throw Error(Errc::io, "cannot write the apkovl to standard output after " + of + " (" + std::strerror(err) +
+                                "): the apkovl is incomplete");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
 void write_one(AppContext& ctx, const overlay::HostConfig& h, const overlay::BuildOptions& b, const fs::path& out,
                std::vector<std::string>& known_hosts) {
   auto ovl = overlay::build_apkovl(h, b);
-  // 0600: the overlay holds password hashes, the Wi-Fi PSK and host private keys.
-  // A rebuilt apkovl keeps the group and mode a user gave the old one for the web server.
-  write_file_atomic(out, ovl.bytes, 0600, Permissions::keep_existing);
+  const bool piped = to_stdout(out.string());
+  if (piped) {
+    write_stdout(ctx, ovl.bytes);
+  } else {
+    // 0600: the overlay holds password hashes, the Wi-Fi PSK and host private keys.
+    // A rebuilt apkovl keeps the group and mode a user gave the old one for the web server.
+    write_file_atomic(out, ovl.bytes, 0600, Permissions::keep_existing);
+  }
   JsonObject obj;
   obj.add("card", h.index)
       .add("hostname", h.hostname)
@@ -51,8 +149,9 @@ void write_one(AppContext& ctx, const overlay::HostConfig& h, const overlay::Bui
   for (const auto& l : ovl.known_hosts) kh_json += (kh_json.size() > 1 ? "," : "") + json_escape(l);
   kh_json += "]";
   obj.add_raw("known_hosts", kh_json);
-  std::string text = "wrote " + out.string() + " (" + format_size(ovl.bytes.size()) + ") for " + h.hostname;
-  for (const auto& l : ovl.known_hosts) text += "\n  known_hosts: " + l;
+  std::string text = "wrote " + (piped ? std::string("standard output") : printable(out.string())) + " (" +
+                     format_size(ovl.bytes.size()) + ") for " + printable(h.hostname);
+  for (const auto& l : ovl.known_hosts) text += "\n  known_hosts: " + printable(l);
   ctx.reporter.result("apkovl", text, obj);
   known_hosts.insert(known_hosts.end(), ovl.known_hosts.begin(), ovl.known_hosts.end());
 }
@@ -76,9 +175,11 @@ void note_moving_repositories(AppContext& ctx, const overlay::HostConfig& h, con
 }
 
 void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
-  if (o.output.empty() == o.out_dir.empty()) throw Error(Errc::usage, "give exactly one of -o FILE or --out-dir DIR");
+  if (o.output.empty() == o.out_dir.empty())
+    throw Error(Errc::usage, "give exactly one of -o FILE (-o - for standard output) or --out-dir DIR");
+  check_stdout_target(ctx, o);
   // Before the apkovl is built: its folder must be there and writable.
-  if (!o.output.empty()) check_output_folder("--output", o.output);
+  if (!o.output.empty() && !to_stdout(o.output)) check_output_folder("--output", o.output);
   auto spec = overlay::load_spec(o.spec);
   report_spec_warnings(ctx, spec);
   for (const auto& w : mirror_override_warnings(o.mirrors, "")) ctx.reporter.warn(w);
@@ -103,11 +204,11 @@ void run_apkovl(AppContext& ctx, const ApkovlOptions& o) {
     auto h = o.host.empty() ? overlay::resolve_host(spec, o.first) : overlay::resolve_host(spec, 0, o.host);
     override_mirror(h, o.mirrors);
     pin(h);
-    outputs.push_back({"--output " + o.output, o.output});
+    if (!to_stdout(o.output)) outputs.push_back({"--output " + o.output, o.output});
     outputs.push_back({"--known-hosts " + o.known_hosts, o.known_hosts});
     refuse_overwriting_inputs(outputs, inputs);
     note_moving_repositories(ctx, h, spec, release);  // advice only for a run that writes
-    note_leftovers(ctx, {o.output});
+    note_leftovers(ctx, {to_stdout(o.output) ? std::string() : o.output, o.known_hosts});
     write_one(ctx, h, b, o.output, known_hosts);
   } else {
     if (spec.host_count() == 0)
@@ -153,7 +254,7 @@ CommandRegistration reg(30, [](CLI::App& app, AppContext& ctx) {
   auto o = std::make_shared<ApkovlOptions>();
   CLI::App* sub = app.add_subcommand("apkovl", "Write only the apkovl (-o FILE), or one <mac>.apkovl.tar.gz per host");
   sub->add_option("--spec", o->spec, "the TOML spec")->required();
-  sub->add_option("-o,--output", o->output, "the apkovl file to write (one card)");
+  sub->add_option("-o,--output", o->output, "the apkovl file to write (one card; - for standard output)");
   sub->add_option("--out-dir", o->out_dir, "write <mac>.apkovl.tar.gz for every [[hosts]] entry with a mac");
   sub->add_option("--host", o->host, "the [[hosts]] entry with this hostname");
   CLI::Option* first =

@@ -113,15 +113,17 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
     // latest-stable pinned to the local tarball's release: the branch the
     // card's default repositories name, under the summary's alpine line.
     if (const auto a = pinned(h.alpine); a.version != h.alpine.version && h.apk.repositories.empty()) {
-      const std::string line = "\n  repos     " + a.branch() + " (the tarball's release, Alpine " + a.version + ")";
+      const std::string line =
+          "\n  repos     " + printable(a.branch()) + " (the tarball's release, Alpine " + printable(a.version) + ")";
       const std::size_t alpine = text.find("\n  alpine ");
       const std::size_t end = alpine == std::string::npos ? std::string::npos : text.find('\n', alpine + 1);
       text.insert(end == std::string::npos ? text.size() : end, line);
     }
     if (!pkgs.empty()) {
-      text += "\n  package check: " + pkgs;
+      text += "\n  package check: " + printable(pkgs);
       // The summary above names the card's own mirror; the indexes came from these.
-      if (!o.download.mirrors.empty()) text += " (indexes from " + fetch::redact_urls(join(o.download.mirrors)) + ")";
+      if (!o.download.mirrors.empty())
+        text += " (indexes from " + printable(fetch::redact_urls(join(o.download.mirrors))) + ")";
     }
     ctx.reporter.result("card", text, obj);
   }
@@ -132,8 +134,9 @@ void run_check(AppContext& ctx, const CheckOptions& o) {
       .add("cards", static_cast<std::uint64_t>(cards.size()))
       .add("warnings", static_cast<std::uint64_t>(warnings));
   ctx.reporter.result("check",
-                      o.spec + ": OK (" + std::to_string(cards.size()) + (cards.size() == 1 ? " card" : " cards") +
-                          ", " + std::to_string(warnings) + (warnings == 1 ? " warning)" : " warnings)"),
+                      printable(o.spec) + ": OK (" + std::to_string(cards.size()) +
+                          (cards.size() == 1 ? " card" : " cards") + ", " + std::to_string(warnings) +
+                          (warnings == 1 ? " warning)" : " warnings)"),
                       done);
 }
 

@@ -162,16 +162,16 @@ ApkovlPart describe_apkovl(const std::string& name, const std::string& shown, st
   } else {
     j.add_raw("check", "null");
   }
-  text += "apkovl: " + name + " (" + std::to_string(size) + " bytes";
+  text += "apkovl: " + printable(name) + " (" + std::to_string(size) + " bytes";
   if (!summary) {
-    text += "): " + problem + "\n";
+    text += "): " + printable(problem) + "\n";
     j.add("problem", problem);
     part.json = j.str();
     return part;
   }
   const ApkovlSummary& s = *summary;
   text += ", " + std::to_string(s.members) + " members)\n";
-  text += "  hostname       " + (s.hostname.empty() ? std::string("(not set)") : s.hostname) + "\n";
+  text += "  hostname       " + (s.hostname.empty() ? std::string("(not set)") : printable(s.hostname)) + "\n";
   text += "  packages       " + join(s.world, " ") + "\n";
   std::vector<std::string> lv;
   JsonObject rl;
@@ -229,7 +229,7 @@ void inspect_apkovl_files(const std::string& target, const std::vector<std::stri
   std::string text;
   std::vector<std::string> warnings, ovl_json;
   std::uint64_t total = 0;
-  if (folder) text += target + ": " + count_of(paths.size(), "apkovl file") + ", by name\n";
+  if (folder) text += printable(target) + ": " + count_of(paths.size(), "apkovl file") + ", by name\n";
   for (const auto& path : paths) {
     struct stat st {};
     const std::uint64_t size = ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
@@ -240,10 +240,11 @@ void inspect_apkovl_files(const std::string& target, const std::vector<std::stri
         name, path, size, [&] { return read_regular_file(path, kApkovlFileMax); },
         is_encrypted_apkovl_name(name) ? "encrypted; not read" : "", own);
     if (folder) text += "\n";
-    text += path + ": " + std::to_string(size) + " bytes (" + format_size(size) + "), an apkovl\n" + part.text;
+    text +=
+        printable(path) + ": " + std::to_string(size) + " bytes (" + format_size(size) + "), an apkovl\n" + part.text;
     if (!own.empty()) {
       text += "Warnings:\n";
-      for (auto& w : own) text += "  " + w + "\n";
+      for (auto& w : own) text += "  " + printable(w) + "\n";
     }
     warnings.insert(warnings.end(), own.begin(), own.end());
     ovl_json.push_back(std::move(part.json));
@@ -391,7 +392,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
   std::string text;
   JsonObject out;
   out.add("kind", "medium").add("path", target).add("size", size);
-  text += target + ": " + std::to_string(size) + " bytes (" + format_size(size) + ")\n";
+  text += printable(target) + ": " + std::to_string(size) + " bytes (" + format_size(size) + ")\n";
 
   // Partition table, or a FAT without one ("superfloppy").
   if (boot.superfloppy()) {
@@ -441,8 +442,8 @@ void run_inspect(const std::string& target, AppContext& ctx) {
                ? " (partition " + std::to_string(fat_partition) + ", byte offset " + std::to_string(fat_offset) + ")"
                : std::string()) +
           ": " + fat_kind_name(fi.kind) + "\n";
-  text += "  label        " + (fi.label().empty() ? std::string("(none)") : fi.label()) +
-          (fi.boot_label != fi.root_label ? "  [boot sector: " + fi.boot_label + "]" : "") + "\n";
+  text += "  label        " + (fi.label().empty() ? std::string("(none)") : printable(fi.label())) +
+          (fi.boot_label != fi.root_label ? "  [boot sector: " + printable(fi.boot_label) + "]" : "") + "\n";
   text += "  volume id    " + (fi.has_volume_id ? fi.volume_id_string() : std::string("(none)")) + "\n";
   text += "  clusters     " + std::to_string(fi.clusters) + " of " + std::to_string(fi.cluster_bytes()) + " bytes (" +
           format_size(fi.volume_bytes()) + " volume)\n";
@@ -498,7 +499,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
   for (const auto& e : vol.list("")) {
     char size_col[32];
     std::snprintf(size_col, sizeof size_col, "%12s", e.is_directory() ? "-" : std::to_string(e.size).c_str());
-    text += "  " + pad(e.name + (e.is_directory() ? "/" : ""), 32) + " " + size_col + "\n";
+    text += "  " + pad(printable(e.name) + (e.is_directory() ? "/" : ""), 32) + " " + size_col + "\n";
     JsonObject f;
     f.add("name", e.name).add("short_name", e.short_name).add_bool("directory", e.is_directory()).add("size", e.size);
     top.push_back(f.str());
@@ -514,7 +515,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
     }
     try {
       std::string line = first_line(vol.read_file(path, kSmallTextMax));
-      text += std::string(path) + ": " + line + "\n";
+      text += std::string(path) + ": " + printable(line) + "\n";
       out.add(key, line);
     } catch (const Error& err) {
       warnings.push_back(err.what());
@@ -546,7 +547,7 @@ void run_inspect(const std::string& target, AppContext& ctx) {
   for (auto& w : vol.warnings()) warnings.push_back(w);
   if (!warnings.empty()) {
     text += "Warnings:\n";
-    for (auto& w : warnings) text += "  " + w + "\n";
+    for (auto& w : warnings) text += "  " + printable(w) + "\n";
   }
   out.add_raw("warnings", json_strings(warnings));
   ctx.reporter.result("inspect", text, std::move(out));

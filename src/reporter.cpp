@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <string_view>
 
 #include "rpi/size.hpp"
@@ -17,6 +18,13 @@ namespace rpi::cli {
 
 namespace {
 using Clock = std::chrono::steady_clock;
+
+// Writes `parts` and a newline to `f` by their lengths (a NUL in them does not
+// end the line early, as "%s" would).
+void put_line(std::FILE* f, std::initializer_list<std::string_view> parts) {
+  for (std::string_view p : parts) std::fwrite(p.data(), 1, p.size(), f);
+  std::fputc('\n', f);
+}
 
 std::string human_rate(double bytes_per_s) {
   return format_size(static_cast<std::uint64_t>(bytes_per_s)) + "/s";
@@ -55,7 +63,6 @@ void Reporter::configure(bool json, bool quiet) {
   json_ = json;
   quiet_ = quiet;
   tty_ = ::isatty(2) == 1;
-  out_tty_ = ::isatty(1) == 1;
   const char* no_color = std::getenv("NO_COLOR");
   color_ = tty_ && !(no_color && *no_color);
 }
@@ -69,9 +76,12 @@ void Reporter::out_locked(const std::string& text, bool newline) {
     if (!out_errno_) out_errno_ = EBADF;
     return;
   }
-  // On a terminal, names from cards, images and mirrors must not drive it; a
-  // pipe gets the exact bytes (a path a script reads back), --json escapes.
-  std::fputs(out_tty_ && !json_ ? printable(text, true).c_str() : text.c_str(), stdout);
+  // Names from cards, images, mirrors and specs must not drive a terminal, nor
+  // cut or garble a log or a pipe: control characters (a NUL, an ESC) are shown
+  // escaped wherever stdout goes; the text's own line breaks stay. --json
+  // escapes them itself (a script reads exact values from it).
+  const std::string shown = json_ ? text : printable(text, true);
+  std::fwrite(shown.data(), 1, shown.size(), stdout);
   if (newline) std::fputc('\n', stdout);
   if (std::fflush(stdout) != 0 && !out_errno_) out_errno_ = errno ? errno : EIO;
 }
@@ -134,7 +144,7 @@ void Reporter::on_event(const Event& ev) {
     redraw_locked();
   } else {
     double secs = std::chrono::duration<double>(now - bar.start).count();
-    std::fprintf(stderr, "%s\n", printable(bar_text(ev.subject, ev.type, ev.done, ev.total, bar.base, secs)).c_str());
+    put_line(stderr, {printable(bar_text(ev.subject, ev.type, ev.done, ev.total, bar.base, secs))});
   }
 }
 
@@ -272,7 +282,9 @@ void Reporter::warn_at(const Located& w) {
 
 void Reporter::message_locked(const char* prefix, const std::string& message, const Located* place) {
   clear_bars_locked();
-  std::fprintf(stderr, "%s%s\n", prefix, printable(message, true).c_str());
+  // A NUL or an ESC from a name in it is shown escaped (\x00, \x1b), never
+  // sent raw; its line breaks stay (a message may list cards, one per line).
+  put_line(stderr, {prefix, printable(message, true)});
   if (place) put_excerpt(*place, color_);
   redraw_locked();
 }
@@ -311,17 +323,15 @@ void Reporter::errors(Errc code, const std::vector<Located>& errors, std::uint64
     emit_json_locked(o.str());
     // The event was lost with stdout: the errors must still reach someone.
     if (out_errno_)
-      for (const auto& l : lines) std::fprintf(stderr, "rpi-provision: error: %s\n", printable(l, true).c_str());
+      for (const auto& l : lines) put_line(stderr, {"rpi-provision: error: ", printable(l, true)});
     return;
   }
   clear_bars_locked();
-  // Messages name paths, devices and mirror answers: shown escaped, never raw.
+  // Messages name paths, devices and mirror answers: their control
+  // characters shown escaped, never raw (their own line breaks stay).
   for (std::size_t i = 0; i < lines.size(); ++i) {
-    const std::string shown = printable(lines[i], true);
-    if (color_)
-      std::fprintf(stderr, "rpi-provision: \x1b[31merror:\x1b[0m %s\n", shown.c_str());
-    else
-      std::fprintf(stderr, "rpi-provision: error: %s\n", shown.c_str());
+    put_line(stderr,
+             {color_ ? "rpi-provision: \x1b[31merror:\x1b[0m " : "rpi-provision: error: ", printable(lines[i], true)});
     if (i < errors.size()) put_excerpt(errors[i], color_);
   }
 }

@@ -3,7 +3,10 @@
 // periodic lines otherwise, JSON Lines on stdout with --json, nothing with -q.
 // "detail" events (the step-by-step trail) only with -v: "debug: " lines on
 // stderr (none with -q), or "detail" JSON lines.
-// Progress goes to stderr, results to stdout. Thread-safe (one card per thread).
+// Progress goes to stderr, results to stdout. Control characters in any text
+// (a NUL, an ESC; not a message's line breaks) are shown escaped, on a
+// terminal, a file or a pipe alike; --json escapes them as JSON. Thread-safe
+// (one card per thread).
 #pragma once
 
 #include <chrono>
@@ -99,7 +102,6 @@ class Reporter {
   bool verbose_ = false;
   bool tty_ = false;
   std::chrono::milliseconds plain_interval_{5000};
-  bool out_tty_ = false;  // stdout is a terminal: its text is shown through printable()
   bool color_ = false;
   std::vector<std::string> order_;  // bar subjects in first-seen order
   std::map<std::string, Bar> bars_;

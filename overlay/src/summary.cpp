@@ -2,6 +2,8 @@
 // "not set (env NAME)" when `check` went on without its variable.
 #include <algorithm>
 #include <sstream>
+#include <string_view>
+#include <vector>
 
 #include "checks.hpp"
 #include "overlay/spec.hpp"
@@ -12,12 +14,21 @@
 namespace rpi::overlay {
 
 namespace {
+// A value of the spec as one line of the summary: a line break, a NUL or an
+// ESC in it (a name, an ssid) shown escaped, so it can neither end the line
+// nor the summary, nor drive a terminal.
+std::string shown(std::string_view s) {
+  return printable(s);
+}
+std::string shown(const std::vector<std::string>& list, std::string_view sep = ", ") {
+  return printable(join(list, sep));
+}
 std::string keys(std::size_t n) {
   return std::to_string(n) + (n == 1 ? " ssh key" : " ssh keys");
 }
 // A secret's presence: "(secret)", or "not set (env NAME)" without its variable.
 std::string secret_shown(const std::string& unset_env) {
-  return unset_env.empty() ? "(secret)" : "not set (env " + unset_env + ")";
+  return unset_env.empty() ? "(secret)" : "not set (env " + printable(unset_env) + ")";
 }
 }  // namespace
 
@@ -37,39 +48,39 @@ std::vector<UnsetSecret> unset_secrets(const HostConfig& h) {
 
 std::string summary(const HostConfig& h) {
   std::ostringstream o;
-  o << "card " << h.index << ": " << h.hostname << (h.domain.empty() ? "" : "." + h.domain);
-  if (!h.mac.empty()) o << " (mac " << h.mac << ")";
+  o << "card " << h.index << ": " << shown(h.hostname) << (h.domain.empty() ? "" : "." + shown(h.domain));
+  if (!h.mac.empty()) o << " (mac " << shown(h.mac) << ")";
   o << "\n";
-  o << "  alpine    " << h.alpine.version << " " << h.alpine.arch << " from "
-    << redact_urls(h.alpine.tarball.empty() ? h.alpine.mirror : h.alpine.tarball) << "\n";
-  o << "  system    timezone " << h.timezone << (h.keymap.empty() ? "" : ", keymap " + h.keymap)
+  o << "  alpine    " << shown(h.alpine.version) << " " << shown(h.alpine.arch) << " from "
+    << shown(redact_urls(h.alpine.tarball.empty() ? h.alpine.mirror : h.alpine.tarball)) << "\n";
+  o << "  system    timezone " << shown(h.timezone) << (h.keymap.empty() ? "" : ", keymap " + shown(h.keymap))
     << (h.motd.empty() ? "" : ", motd") << "\n";
   for (const auto& i : h.network.interfaces) {
-    o << "  network   " << i.name << " " << (i.dhcp ? "dhcp" : i.address);
-    if (!i.gateway.empty()) o << " via " << i.gateway;
-    o << ", ipv6 " << i.ipv6 << "\n";
+    o << "  network   " << shown(i.name) << " " << (i.dhcp ? "dhcp" : shown(i.address));
+    if (!i.gateway.empty()) o << " via " << shown(i.gateway);
+    o << ", ipv6 " << shown(i.ipv6) << "\n";
   }
-  if (!h.network.dns.empty()) o << "  dns       " << join(h.network.dns) << "\n";
-  if (!h.network.proxy.empty()) o << "  proxy     " << redact_urls(h.network.proxy) << "\n";
+  if (!h.network.dns.empty()) o << "  dns       " << shown(h.network.dns) << "\n";
+  if (!h.network.proxy.empty()) o << "  proxy     " << shown(redact_urls(h.network.proxy)) << "\n";
   // One line per network; the first also names the country and the interface, which are for all.
   for (std::size_t i = 0; i < h.wifi.networks.size(); ++i) {
     const WifiNetwork& n = h.wifi.networks[i];
-    o << "  wifi      ssid \"" << n.ssid << "\" psk " << secret_shown(n.psk_unset_env);
-    if (i == 0 && !h.wifi.country.empty()) o << " country " << h.wifi.country;
+    o << "  wifi      ssid \"" << shown(n.ssid) << "\" psk " << secret_shown(n.psk_unset_env);
+    if (i == 0 && !h.wifi.country.empty()) o << " country " << shown(h.wifi.country);
     if (n.hidden) o << " hidden";
     if (n.priority) o << " priority " << *n.priority;
-    if (i == 0) o << " on " << h.wifi.interface;
+    if (i == 0) o << " on " << shown(h.wifi.interface);
     o << "\n";
   }
-  o << "  packages  " << (h.apk.packages.empty() ? "(base only)" : join(h.apk.packages, " "))
+  o << "  packages  " << (h.apk.packages.empty() ? "(base only)" : shown(h.apk.packages, " "))
     << (h.apk.cache ? " [apk cache on card]" : "") << "\n";
   for (const auto& u : h.users) {
-    o << "  user      " << u.name << " uid " << u.uid;
-    if (!u.groups.empty()) o << " groups " << join(u.groups, ",");
+    o << "  user      " << shown(u.name) << " uid " << u.uid;
+    if (!u.groups.empty()) o << " groups " << shown(u.groups, ",");
     o << (u.admin ? " admin" : "") << (u.password_given() ? " password " + secret_shown(u.password_unset_env) : "")
       << (!u.password_hash.empty() ? " password_hash (secret)" : "") << ", " << keys(u.ssh_authorized_keys.size());
     // Whether the account opens a shell: "admin" alone would suggest it does.
-    if (auto why = checks::no_login_reason(h, u); !why.empty()) o << " (no interactive login: " << why << ")";
+    if (auto why = checks::no_login_reason(h, u); !why.empty()) o << " (no interactive login: " << shown(why) << ")";
     o << "\n";
   }
   switch (root_login(h)) {
@@ -100,7 +111,7 @@ std::string summary(const HostConfig& h) {
           o << " (unused: ssh is disabled)";
           break;
         case RootKeys::refused:
-          o << " (refused: root login " << h.ssh.permit_root_login
+          o << " (refused: root login " << shown(h.ssh.permit_root_login)
             << (h.ssh.permit_root_login == "no" ? "" : " and no key has command=") << ")";
           break;
         case RootKeys::forced_commands:
@@ -122,31 +133,31 @@ std::string summary(const HostConfig& h) {
     o << "  login     nobody: no account opens a shell, at the console or over SSH (see the warning)\n";
   if (h.ssh.enable)
     o << "  ssh       password authentication " << (h.ssh.password_authentication ? "yes" : "no") << ", root login "
-      << h.ssh.permit_root_login << ", host keys " << h.ssh.host_keys << "\n";
+      << shown(h.ssh.permit_root_login) << ", host keys " << shown(h.ssh.host_keys) << "\n";
   else
     o << "  ssh       disabled\n";
-  o << "  ntp       " << (h.ntp.enable ? (h.ntp.servers.empty() ? "pool.ntp.org" : join(h.ntp.servers)) : "disabled")
+  o << "  ntp       " << (h.ntp.enable ? (h.ntp.servers.empty() ? "pool.ntp.org" : shown(h.ntp.servers)) : "disabled")
     << "\n";
   for (const auto& f : h.files) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", f.mode);
-    o << "  file      " << f.path << " " << mode << " " << f.owner << ":" << f.group
+    o << "  file      " << shown(f.path) << " " << mode << " " << shown(f.owner) << ":" << shown(f.group)
       << (f.content_unset_env.empty() ? " (" + std::to_string(f.content.size()) + " bytes)"
                                       : ", content " + secret_shown(f.content_unset_env))
       << "\n";
   }
   for (const auto& s : h.scripts)
-    o << "  script    " << s.name << " (" << (s.first_boot ? "first-boot" : "every-boot") << ")"
+    o << "  script    " << shown(s.name) << " (" << (s.first_boot ? "first-boot" : "every-boot") << ")"
       << (s.content_unset_env.empty() ? "" : ", content " + secret_shown(s.content_unset_env)) << "\n";
-  o << "  boot      label " << h.boot.label << ", size "
+  o << "  boot      label " << shown(h.boot.label) << ", size "
     << (h.boot.size_max ? "max"
         : h.boot.size   ? rpi::format_size(*h.boot.size)
                         : "auto");
-  if (!h.boot.cmdline.empty()) o << ", cmdline +" << join(h.boot.cmdline, " ");
+  if (!h.boot.cmdline.empty()) o << ", cmdline +" << shown(h.boot.cmdline, " ");
   if (h.boot.serial_console) o << ", serial console";
-  o << ", apkovl " << (h.boot.apkovl_url.empty() ? "on the card" : "from " + h.boot.apkovl_url) << "\n";
-  o << "  install   " << h.install.mode << (h.install.mode == "sys" ? " on " + h.install.disk : "") << ", lbu media "
-    << h.lbu.media << "\n";
+  o << ", apkovl " << (h.boot.apkovl_url.empty() ? "on the card" : "from " + shown(h.boot.apkovl_url)) << "\n";
+  o << "  install   " << shown(h.install.mode) << (h.install.mode == "sys" ? " on " + shown(h.install.disk) : "")
+    << ", lbu media " << shown(h.lbu.media) << "\n";
   return o.str();
 }
 

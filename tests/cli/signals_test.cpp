@@ -237,9 +237,9 @@ TEST(HostileFiles, TheWriteItWithHintQuotesTheImageName) {
 }
 
 // Names are shown, never obeyed: a path holding an escape sequence, a bell or
-// a right-to-left override reaches stderr escaped. stdout is escaped on a
-// terminal (run under script(1)'s pty) and exact through a pipe, where a
-// script may read a path back.
+// a right-to-left override reaches stderr escaped, and stdout too, on a
+// terminal (run under script(1)'s pty) and through a pipe or into a log alike;
+// a script reads exact values from --json.
 TEST(HostileFiles, ControlCharactersInNamesNeverReachTheTerminalRaw) {
   TempDir dir;
   const std::string evil = "a\x1b]0;owned\x07\xe2\x80\xae";
@@ -253,7 +253,13 @@ TEST(HostileFiles, ControlCharactersInNamesNeverReachTheTerminalRaw) {
   const std::string args = "--spec " + quoted(spec_in(dir)) + " --tarball " + quoted(tarball()) + " --output ";
   auto p = rpi::test::sh("IMG=" + quoted(img) + "; " + quoted(rpi::test::cli_path()) + " " + args + "\"$IMG\"");
   ASSERT_EQ(p.exit_code, 0) << p.err;
-  EXPECT_NE(p.out.find(img.string()), std::string::npos) << "a pipe gets the exact name: " << p.out;
+  EXPECT_NE(p.out.find("a\\x1b]0;owned\\x07\\u202e.img"), std::string::npos) << "escaped on a pipe too: " << p.out;
+  EXPECT_EQ(p.out.find_first_of("\x1b\x07"), std::string::npos) << p.out;
+  EXPECT_EQ(p.out.find("\xe2\x80\xae"), std::string::npos) << p.out;
+  auto j = rpi::test::sh("IMG=" + quoted(img) + "; " + quoted(rpi::test::cli_path()) + " --json " + args + "\"$IMG\"");
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  EXPECT_NE(j.out.find("a\\u001b]0;owned\\u0007\xe2\x80\xae.img"), std::string::npos)
+      << "--json: exact, as JSON: " << j.out;
   ASSERT_TRUE(fs::exists(img));
   fs::remove(img);
   fs::remove(img.string() + ".bmap");
