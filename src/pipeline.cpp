@@ -657,7 +657,7 @@ partition::ImageOptions Pipeline::image_options(const Identity& id, std::string*
   if (o_.size == "max") {
     // Like [boot] size = "max": each card is filled (the command line refuses it without cards).
     if (card_size) {
-      size = *card_size;
+      size = std::min(*card_size, partition::max_image_size());  // a FAT partition holds at most 2 TiB
       opt.size_from = partition::ImageOptions::SizeFrom::card;
     }
   } else if (!o_.size.empty()) {
