@@ -404,7 +404,7 @@ std::function<std::string(const std::string&)> at_least_one(const std::string& w
   return [what](const std::string& v) -> std::string {
     if (!v.empty() && v.size() <= 6 && v.find_first_not_of("0123456789") == std::string::npos && std::stoi(v) > 0)
       return "";
-    return "'" + v.substr(0, 20) + "' is not " + what + " (1 or more)";
+    return "'" + v.substr(0, 20) + "' is not " + what + " (1 to 999999)";
   };
 }
 

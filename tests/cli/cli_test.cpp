@@ -96,7 +96,7 @@ TEST(Cli, UsageErrorsExitTwoWithAMessage) {
         "--jobs", "2"},
        "there is no --device"},
       {{"--spec", example("kiosk.toml").string(), "--device", (d / "x.img").string(), "--jobs", "0"},
-       "--jobs: '0' is not a number of cards (1 or more)"},
+       "--jobs: '0' is not a number of cards (1 to 999999)"},
       // An option of the main command given to a subcommand was taken and ignored.
       {{"check", "--spec", example("kiosk.toml").string(), "--output", (d / "x.img").string()},
        "--output is an option of the main command, not of `rpi-provision check`"},
@@ -105,11 +105,13 @@ TEST(Cli, UsageErrorsExitTwoWithAMessage) {
       {{"--jobs", "2", "fetch", "--offline"}, "--jobs is an option of the main command, not of `rpi-provision fetch`"},
       // Counts and card numbers start at 1 (a --count of 0 meant "no limit").
       {{"watch", "--spec", example("fleet.toml").string(), "--count", "0", "--dry-run"},
-       "--count: '0' is not a number of cards (1 or more) (see rpi-provision watch --help)"},
+       "--count: '0' is not a number of cards (1 to 999999) (see rpi-provision watch --help)"},
       {{"watch", "--spec", example("fleet.toml").string(), "--count", "-3", "--dry-run"},
-       "--count: '-3' is not a number of cards (1 or more)"},
+       "--count: '-3' is not a number of cards (1 to 999999)"},
       {{"check", "--spec", example("kiosk.toml").string(), "--first", "0"},
-       "--first: '0' is not a card number (1 or more) (see rpi-provision check --help)"},
+       "--first: '0' is not a card number (1 to 999999) (see rpi-provision check --help)"},
+      {{"check", "--spec", example("kiosk.toml").string(), "--first", "1000000"},
+       "--first: '1000000' is not a card number (1 to 999999)"},
       {{"--apkovl", (d / "a.apkovl.tar.gz").string(), "--output", (d / "x.img").string()},
        "--apkovl needs --tarball FILE|URL"},
   };
