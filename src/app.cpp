@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <libfdisk.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -159,6 +160,13 @@ bool is_mkdtemp_name(const std::string& name, const std::string& prefix) {
                      [](unsigned char c) { return std::isalnum(c) != 0; });
 }
 
+// Whether a live run holds the scratch folder at `path` (its ScratchDir keeps
+// an exclusive flock on the folder's kScratchLockFile).
+bool held_by_a_run(const std::filesystem::path& path) {
+  Fd fd(::open((path / kScratchLockFile).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  return fd && ::flock(fd.get(), LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+}
+
 }  // namespace
 
 void note_leftovers(AppContext& ctx, const std::vector<std::string>& outputs) {
@@ -181,9 +189,10 @@ void warn_scratch_leftovers(AppContext& ctx, const std::filesystem::path& scratc
   for (std::filesystem::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     struct stat st {};
-    // This user's folders only (another user's are theirs to clean), never a symbolic link.
+    // This user's folders only (another user's are theirs to clean), never a symbolic link, and not one
+    // a live run holds.
     if (name != scratch.filename().string() && is_mkdtemp_name(name, prefix) && ::lstat(it->path().c_str(), &st) == 0 &&
-        S_ISDIR(st.st_mode) && st.st_uid == ::geteuid())
+        S_ISDIR(st.st_mode) && st.st_uid == ::geteuid() && !held_by_a_run(parent / name))
       found.push_back(parent / name);
   }
   if (found.empty()) return;

@@ -146,6 +146,9 @@ std::vector<std::string> seed_file_warnings(const std::string& path, const std::
 void note_leftovers(AppContext& ctx, const std::vector<std::string>& outputs);
 // The name of a card run's scratch folder, less mkdtemp's six characters.
 inline constexpr const char* kScratchPrefix = "rpi-provision.";
+// The file in a scratch folder its run holds an exclusive flock on while it
+// lives (warn_scratch_leftovers passes over a folder whose file is locked).
+inline constexpr const char* kScratchLockFile = ".in-use";
 // Warns, once, about the other scratch folders ("rpi-provision.XXXXXX", this
 // user's, not symbolic links) in the folder of `scratch`, the one this run just
 // made: a run killed by SIGKILL or a power cut left them (0700, holding whole

@@ -1,6 +1,7 @@
 #include "pipeline.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -195,6 +196,11 @@ ScratchDir::ScratchDir(AppContext& ctx) {
   buf.push_back('\0');
   if (!::mkdtemp(buf.data())) throw_errno("cannot create a temporary folder for the card images");
   path_ = buf.data();
+  // Held until the folder is removed; without flock (NFS) the next run may
+  // warn about it, as before. A file of its own, not the folder: the folder
+  // is locked for the renames into it (FolderLocks), by this run too.
+  lock_ = Fd(::open((path_ / kScratchLockFile).c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (lock_) (void)::flock(lock_.get(), LOCK_EX | LOCK_NB);
   warn_scratch_leftovers(ctx, path_);
 }
 

@@ -22,6 +22,7 @@
 #include "partition/compress.hpp"
 #include "partition/image.hpp"
 #include "partition/tarball_rules.hpp"
+#include "rpi/fd.hpp"
 #include "udev/device.hpp"
 #include "udev/flash.hpp"
 
@@ -353,6 +354,9 @@ class ScratchDir {
 
  private:
   std::filesystem::path path_;
+  // The folder, flocked while the run lives: another run's look for leftovers
+  // (warn_scratch_leftovers) passes over it (a pipe of two runs, one per end).
+  Fd lock_;
 };
 
 // Why a card of `has` bytes is not written with an image of `need`:

@@ -1,6 +1,7 @@
 // The command line as a user meets it: help, usage errors, --dry-run, --json,
 // the pipeline from a spec to images and to several cards, and station mode.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -18,6 +19,7 @@
 #include <thread>
 
 #include "cli_support.hpp"
+#include "rpi/fd.hpp"
 #include "test_support.hpp"
 
 using rpi::test::cli;
@@ -332,6 +334,36 @@ TEST(Cli, ScratchFoldersLeftByKilledCardRunsAreNamed) {
   ASSERT_EQ(c.exit_code, 0) << c.err;
   EXPECT_FALSE(contains(c.err, "scratch folder")) << c.err;
   EXPECT_TRUE(fs::is_empty(clean));
+}
+
+// A scratch folder a live run holds (its flock: the other end of a pipe) is
+// no leftover: not named, while one nobody holds is.
+TEST(Cli, ScratchFoldersOfLiveRunsAreNotNamed) {
+  TempDir d;
+  const fs::path tmp = d / "tmp", live = tmp / "rpi-provision.L1veAa", dead = tmp / "rpi-provision.DeadAa";
+  fs::create_directories(live);
+  fs::create_directory(dead);
+  rpi::test::write_file(dead / ".in-use", "");  // a killed run's: there, held by none
+  rpi::Fd held(::open((live / ".in-use").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  ASSERT_TRUE(held);
+  ASSERT_EQ(::flock(held.get(), LOCK_EX | LOCK_NB), 0);
+  auto r = card_run(tmp, d / "card.bin");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "a scratch folder was left in " + tmp.string())) << r.err;
+  EXPECT_TRUE(contains(r.err, dead.string())) << r.err;
+  EXPECT_FALSE(contains(r.err, live.string())) << r.err;
+  // Two runs at once, each sees none of the other's folder: the documented pipe.
+  fs::remove_all(dead);
+  held = rpi::Fd();
+  fs::remove_all(live);
+  rpi::test::write_file(d / "card2.bin", std::string(64 << 20, '\0'));
+  auto p = rpi::test::sh(rpi::test::tool_in(tmp) + " --spec " + rpi::test::shell_quoted(example("kiosk.toml")) +
+                         " --tarball " + rpi::test::shell_quoted(tarball()) + " --size 64MiB --output - 2>" +
+                         rpi::test::shell_quoted(d / "producer.err") + " | " + rpi::test::tool_in(tmp) +
+                         " --image - --device " + rpi::test::shell_quoted(d / "card2.bin") + " --yes --no-verify");
+  EXPECT_EQ(p.exit_code, 0) << p.err;
+  EXPECT_FALSE(contains(p.err + rpi::test::read_file(d / "producer.err"), "scratch folder"))
+      << p.err << rpi::test::read_file(d / "producer.err");
 }
 
 // Another user's scratch folder is theirs to remove: not named.
