@@ -833,6 +833,8 @@ std::vector<std::pair<std::string, std::string>> boot_root_files(const BootEdits
 std::string mac_file_name(const std::string& mac) {
   auto m = checks::normalize_mac(mac);
   if (!m) throw Error(Errc::usage, "not a MAC address: " + mac);
+  if (auto why = checks::mac_not_a_card(*m); !why.empty())
+    throw Error(Errc::usage, "not a network card's address: " + mac + " (" + why + ")");
   return *m + ".apkovl.tar.gz";
 }
 

@@ -78,6 +78,7 @@ std::string package_name(std::string_view s) {
 
 std::string service_name(std::string_view s) {
   if (s.empty()) return "is empty";
+  if (auto why = name_too_long(s); !why.empty()) return why;
   if (!alnum(s[0])) return "must start with a letter or digit";
   if (!all_of(s, [](char c) { return alnum(c) || c == '.' || c == '_' || c == '-'; }))
     return "may contain only letters, digits, '.', '_' and '-'";
@@ -107,6 +108,28 @@ std::string script_name(std::string_view s) {
   return {};
 }
 
+std::string name_too_long(std::string_view name) {
+  if (name.size() <= kMaxName) return {};
+  return "is " + std::to_string(name.size()) + " bytes long, and a file name may be at most " +
+         std::to_string(kMaxName) + " bytes (busybox tar on the Pi would extract nothing of the apkovl)";
+}
+
+std::string path_too_long(std::string_view s) {
+  if (s.size() > kMaxPath)
+    return "is " + std::to_string(s.size()) + " bytes long, and a path may be at most " + std::to_string(kMaxPath) +
+           " bytes (busybox tar on the Pi would extract nothing of the apkovl)";
+  for (std::size_t start = 0; start < s.size();) {
+    auto slash = s.find('/', start);
+    if (slash == std::string_view::npos) slash = s.size();
+    if (slash - start > kMaxName)
+      return "has a name of " + std::to_string(slash - start) + " bytes (at byte " + std::to_string(start + 1) +
+             "), and a file or folder name may be at most " + std::to_string(kMaxName) +
+             " bytes (busybox tar on the Pi would extract nothing of the apkovl)";
+    start = slash + 1;
+  }
+  return {};
+}
+
 std::string abs_path(std::string_view s) {
   if (s.empty() || s[0] != '/') return "must be an absolute path (start with '/')";
   if (s.size() == 1) return "must name a file, not '/'";
@@ -123,7 +146,7 @@ std::string abs_path(std::string_view s) {
   }
   if (!all_of(s, [](char c) { return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f; }))
     return "must not contain control characters";
-  return {};
+  return path_too_long(s);
 }
 
 std::optional<unsigned> octal_mode(std::string_view s) {
@@ -194,6 +217,17 @@ std::optional<std::string> normalize_mac(std::string_view s) {
     }
   }
   return out;
+}
+
+std::string mac_not_a_card(std::string_view normalized) {
+  if (normalized == "ff:ff:ff:ff:ff:ff") return "the broadcast address";
+  if (normalized == "00:00:00:00:00:00") return "all zeros";
+  // The lowest bit of the first octet set: a group (multicast) address.
+  // The lowest bit of the first octet is that of its second hex digit.
+  const char low = normalized.size() >= 2 ? normalized[1] : '0';
+  const int digit = low >= 'a' ? low - 'a' + 10 : low - '0';
+  if ((digit & 1) != 0) return "a multicast address: the first octet is odd";
+  return {};
 }
 
 namespace {

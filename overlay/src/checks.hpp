@@ -24,6 +24,14 @@ std::string user_name(std::string_view s);
 std::string interface_name(std::string_view s);
 std::string script_name(std::string_view s);
 // Absolute path without "..", ".", empty components or a trailing '/'.
+// The limits of names in the apkovl, as Linux (and busybox tar, which
+// extracts nothing of an archive with a longer one) sets them: a file or
+// folder name of at most 255 bytes, a path of at most 4095.
+inline constexpr std::size_t kMaxName = 255;
+inline constexpr std::size_t kMaxPath = 4095;
+// Why `name` (one file name) or `path` (names joined by '/') is too long; "" when not.
+std::string name_too_long(std::string_view name);
+std::string path_too_long(std::string_view path);
 std::string abs_path(std::string_view s);
 std::optional<unsigned> octal_mode(std::string_view s);
 
@@ -42,6 +50,9 @@ std::string netmask4(int prefix);  // "255.255.255.0"
 
 // "b8:27:eb:12:34:56" from any of "B8:27:EB:12:34:56", "b8-27-eb-12-34-56"; nullopt if invalid.
 std::optional<std::string> normalize_mac(std::string_view s);
+// Why a normalized MAC is no network card's own address ("the broadcast
+// address", "all zeros", "a multicast address"), or "" when it may be one.
+std::string mac_not_a_card(std::string_view normalized);
 // One authorized_keys entry: [OPTIONS] TYPE BASE64 [COMMENT], checked as OpenSSH
 // reads it (known options, a key type it accepts, strict base64, and a key blob of
 // that type). The reason names what is wrong and which .pub line to paste.

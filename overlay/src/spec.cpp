@@ -58,6 +58,30 @@ std::string joined(const std::vector<std::string>& messages, std::size_t more, b
   return all;
 }
 
+// Allowed keys per table (design.md §4); the order is the documented one.
+const std::vector<std::string_view> kTopKeys = {"alpine", "system", "network", "wifi", "apk",   "services",
+                                                "users",  "root",   "ssh",     "ntp",  "files", "scripts",
+                                                "lbu",    "boot",   "install", "hosts"};
+const std::vector<std::string_view> kAlpineKeys = {"version", "arch", "mirror", "tarball", "sha256"};
+const std::vector<std::string_view> kSystemKeys = {"hostname", "domain", "timezone", "keymap", "motd"};
+const std::vector<std::string_view> kNetworkKeys = {"interfaces", "dns", "search", "proxy"};
+const std::vector<std::string_view> kInterfaceKeys = {"name", "dhcp", "address", "gateway", "ipv6"};
+const std::vector<std::string_view> kWifiKeys = {"ssid",      "psk",      "country", "hidden",
+                                                 "interface", "priority", "networks"};
+const std::vector<std::string_view> kWifiNetworkKeys = {"ssid", "psk", "hidden", "priority"};
+const std::vector<std::string_view> kApkKeys = {"packages", "repositories", "keys", "cache"};
+const std::vector<std::string_view> kServicesKeys = {"sysinit", "boot", "default", "shutdown", "disable"};
+const std::vector<std::string_view> kUserKeys = {
+    "name", "uid", "groups", "shell", "password", "password_hash", "ssh_authorized_keys", "admin"};
+const std::vector<std::string_view> kRootKeys = {"password", "password_hash", "ssh_authorized_keys"};
+const std::vector<std::string_view> kSshKeys = {"enable", "password_authentication", "permit_root_login", "host_keys"};
+const std::vector<std::string_view> kNtpKeys = {"enable", "servers"};
+const std::vector<std::string_view> kFileKeys = {"path", "content", "source", "mode", "owner"};
+const std::vector<std::string_view> kScriptKeys = {"name", "run", "content", "source"};
+const std::vector<std::string_view> kLbuKeys = {"media", "include", "exclude", "backup_limit"};
+const std::vector<std::string_view> kBootKeys = {"label", "size", "cmdline", "config", "serial_console", "apkovl_url"};
+const std::vector<std::string_view> kInstallKeys = {"mode", "disk"};
+
 // --- excerpts: a spec's line shown under its error, never one with a secret
 
 // Line `line` (1-based) of text, without its line break.
@@ -72,13 +96,29 @@ std::string_view source_line(std::string_view text, std::size_t line) {
   return text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
 }
 
+// The byte offset of column `col` (1-based, in code points as toml++ counts) of `l`.
+std::size_t byte_of_column(std::string_view l, std::size_t col) {
+  std::size_t i = 0;
+  for (std::size_t c = 1; c < col && i < l.size(); ++c) {
+    ++i;
+    while (i < l.size() && (static_cast<unsigned char>(l[i]) & 0xc0) == 0x80) ++i;
+  }
+  return i;
+}
+
 // Words that make a line of a spec unfit to show: the keys of secrets (psk,
 // password, password_hash, a file's content) and what users name theirs; and
 // escapes, which could spell one of those keys.
 bool secret_looking(std::string_view line) {
   const std::string l = ascii_lower(line);
-  for (std::string_view w : {"psk", "pass", "secret", "content", "token", "private", "\\u"})
+  for (std::string_view w : {"psk", "pas", "secret", "content", "token", "private", "\\u"})
     if (l.find(w) != std::string::npos) return true;
+  // Short words, only as words ("pin = ", "wifi_key", "key2"; not "keymap",
+  // "authorized_keys"): a letter next to one makes it part of another word.
+  auto letter = [&](std::size_t i) { return std::isalpha(static_cast<unsigned char>(l[i])) != 0; };
+  for (std::string_view w : {"pw", "pwd", "pin", "key", "hash", "auth", "cred", "creds", "otp"})
+    for (auto at = l.find(w); at != std::string::npos; at = l.find(w, at + 1))
+      if ((at == 0 || !letter(at - 1)) && (at + w.size() == l.size() || !letter(at + w.size()))) return true;
   return false;
 }
 
@@ -164,22 +204,124 @@ LineShapes line_shapes(std::string_view text) {
   return out;
 }
 
+// The first key of a line that is no key of its table (check_keys says so): the
+// line is shown only up to it, as what follows may be a secret under a mistyped
+// key ("pasword = ..."). `column` as toml++ counts (code points).
+struct UnknownKey {
+  std::size_t column = 0;
+  std::string key;
+};
+using UnknownKeys = std::map<std::size_t, UnknownKey>;  // by line
+
 // The lines of every value under a secret-looking key of `t`, at any depth
 // (arrays and tables spanning lines included).
-void secret_lines(const toml::node& n, bool secret, std::set<std::size_t>& out) {
+// A key that `unknown` holds (its line's first unknown key) is left to it: its
+// line is cut before the value, and the value's other lines are hidden.
+void secret_lines(const toml::node& n, bool secret, std::set<std::size_t>& out, const UnknownKeys& unknown) {
   if (secret) {
     const auto& r = n.source();
     for (std::size_t l = r.begin.line; l > 0 && l <= r.end.line && l - r.begin.line < 100000; ++l) out.insert(l);
   }
   if (const auto* t = n.as_table()) {
     for (auto&& [k, v] : *t) {
+      const auto& b = k.source().begin;
+      if (auto u = unknown.find(b.line); !secret && u != unknown.end() && u->second.column == b.column) continue;
       const bool sk = secret || secret_looking(k.str());
-      if (sk && k.source().begin.line > 0) out.insert(k.source().begin.line);
-      secret_lines(v, sk, out);
+      if (sk && b.line > 0) out.insert(b.line);
+      secret_lines(v, sk, out, unknown);
     }
   } else if (const auto* a = n.as_array()) {
-    for (const auto& e : *a) secret_lines(e, secret, out);
+    for (const auto& e : *a) secret_lines(e, secret, out, unknown);
   }
+}
+
+// The keys allowed in a table of `kind` (a top-level key, "hosts" for a
+// [[hosts]] entry, "interfaces" / "networks" for their entries, "" the spec);
+// the kind of the table (or array of tables) under key `k` of it, "" none.
+const std::vector<std::string_view>& keys_of_kind(std::string_view kind) {
+  static const std::vector<std::string_view> kHostKeys = [] {
+    std::vector<std::string_view> out = {"hostname", "mac"};
+    for (auto k : kTopKeys)
+      if (k != "hosts") out.push_back(k);
+    return out;
+  }();
+  static const std::map<std::string_view, const std::vector<std::string_view>*> kKinds = {
+      {"", &kTopKeys},
+      {"hosts", &kHostKeys},
+      {"alpine", &kAlpineKeys},
+      {"system", &kSystemKeys},
+      {"network", &kNetworkKeys},
+      {"interfaces", &kInterfaceKeys},
+      {"wifi", &kWifiKeys},
+      {"networks", &kWifiNetworkKeys},
+      {"apk", &kApkKeys},
+      {"services", &kServicesKeys},
+      {"users", &kUserKeys},
+      {"root", &kRootKeys},
+      {"ssh", &kSshKeys},
+      {"ntp", &kNtpKeys},
+      {"files", &kFileKeys},
+      {"scripts", &kScriptKeys},
+      {"lbu", &kLbuKeys},
+      {"boot", &kBootKeys},
+      {"install", &kInstallKeys}};
+  return *kKinds.at(kind);
+}
+std::string_view kind_under(std::string_view kind, std::string_view k) {
+  if (kind.empty() || kind == "hosts") return k == "hostname" || k == "mac" ? std::string_view() : k;
+  if (kind == "network" && k == "interfaces") return k;
+  if (kind == "wifi" && k == "networks") return k;
+  return {};
+}
+
+// Every key of the spec no table allows, as check_keys finds them (worked out
+// up front, so that no message, whatever its order, shows what follows one);
+// `hidden` gets the other lines of their values.
+void unknown_keys(const toml::table& t, std::string_view kind, UnknownKeys& out, std::set<std::size_t>& hidden) {
+  const auto& allowed = keys_of_kind(kind);
+  for (auto&& [k, v] : t) {
+    if (std::find(allowed.begin(), allowed.end(), k.str()) == allowed.end()) {
+      const auto& b = k.source().begin;
+      if (b.line > 0) {
+        auto [it, added] = out.try_emplace(b.line, UnknownKey{b.column, std::string(k.str())});
+        if (!added && b.column < it->second.column) it->second = UnknownKey{b.column, std::string(k.str())};
+      }
+      const auto& r = v.source();
+      for (std::size_t l = std::max<std::size_t>(r.begin.line, 1); l <= r.end.line && l - r.begin.line < 100000; ++l)
+        if (l != b.line) hidden.insert(l);
+      continue;
+    }
+    const std::string_view sub = kind_under(kind, k.str());
+    if (sub.empty()) continue;
+    if (const auto* st = v.as_table()) {
+      unknown_keys(*st, sub, out, hidden);
+    } else if (const auto* a = v.as_array()) {
+      for (const auto& e : *a)
+        if (const auto* et = e.as_table()) unknown_keys(*et, sub, out, hidden);
+    }
+  }
+}
+
+// Line `l` cut after its unknown key `u` (" = …" for the value that follows),
+// or as is for a table header ("[sytem]"); nullopt: not to be shown (a quoted
+// or dotted key, or a secret-looking text before it).
+std::optional<std::string> masked_line(std::string_view l, const UnknownKey& u) {
+  const std::size_t at = byte_of_column(l, u.column);
+  if (u.key.empty() || l.substr(at, u.key.size()) != u.key) return std::nullopt;
+  for (char c : u.key)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) return std::nullopt;
+  const std::string_view before = l.substr(0, at);
+  std::string_view rest = l.substr(at + u.key.size());
+  while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t')) rest.remove_prefix(1);
+  if (secret_looking(before)) return std::nullopt;
+  const auto first = before.find_first_not_of(" \t");
+  if (first != std::string_view::npos && before[first] == '[' && rest.find('=') == std::string_view::npos &&
+      !secret_looking(l))
+    return std::string(l);  // a header: no value on it
+  std::string out(l.substr(0, at + u.key.size()));
+  if (rest.starts_with('=')) return out + " = \u2026";
+  if (rest.empty()) return out;
+  return std::nullopt;
 }
 
 // Line `line` of `text` fit to show under an error at it, else "" (see
@@ -187,7 +329,7 @@ void secret_lines(const toml::node& n, bool secret, std::set<std::size_t>& out) 
 // left out), or null for a syntax error: then every line inside an array or
 // inline table opened on an earlier line is left out too.
 std::string excerpt_of(std::string_view text, const LineShapes& shapes, const std::set<std::size_t>* secrets,
-                       std::size_t line) {
+                       std::size_t line, const UnknownKeys* unknown = nullptr) {
   if (line == 0 || line >= shapes.multiline.size() || shapes.multiline[line]) return {};
   if (secrets ? secrets->count(line) > 0 : shapes.open[line]) return {};
   std::string_view l = source_line(text, line);
@@ -195,11 +337,17 @@ std::string excerpt_of(std::string_view text, const LineShapes& shapes, const st
   // toml++ skips a byte-order mark and counts columns after it.
   if (line == 1 && l.starts_with("\xef\xbb\xbf")) l.remove_prefix(3);
   while (!l.empty() && (l.back() == ' ' || l.back() == '\t')) l.remove_suffix(1);
-  if (l.empty() || l.size() > 160 || secret_looking(l)) return {};
+  std::optional<std::string> masked;
+  if (unknown)
+    if (auto u = unknown->find(line); u != unknown->end()) {
+      masked = masked_line(l, u->second);
+      if (!masked) return {};
+    }
+  if (l.empty() || l.size() > 160 || (!masked && secret_looking(l))) return {};
   // A comment says nothing of a place (it is where a problem of the whole spec
   // lands when the spec begins with one).
   if (l.substr(std::min(l.find_first_not_of(" \t"), l.size())).starts_with('#')) return {};
-  std::string out(l);
+  std::string out = masked ? *masked : std::string(l);
   std::replace(out.begin(), out.end(), '\t', ' ');
   // Control characters, bidirectional overrides and bytes that are not UTF-8
   // would change what is shown (or the terminal): not shown at all.
@@ -212,11 +360,14 @@ std::string excerpt_of(std::string_view text, const LineShapes& shapes, const st
 struct Excerpts {
   LineShapes shapes;
   std::optional<std::set<std::size_t>> secrets;  // none: the text did not parse
-  Excerpts(std::string_view text, const toml::node* doc) : shapes(line_shapes(text)) {
-    if (doc) secret_lines(*doc, false, secrets.emplace());
+  UnknownKeys unknown;
+  Excerpts(std::string_view text, const toml::table* doc) : shapes(line_shapes(text)) {
+    if (!doc) return;
+    unknown_keys(*doc, "", unknown, secrets.emplace());
+    secret_lines(*doc, false, *secrets, unknown);
   }
   std::string at(std::string_view text, std::size_t line) const {
-    return excerpt_of(text, shapes, secrets ? &*secrets : nullptr, line);
+    return excerpt_of(text, shapes, secrets ? &*secrets : nullptr, line, &unknown);
   }
 };
 
@@ -336,30 +487,6 @@ namespace {
 
 using namespace std::string_literals;
 namespace fs = std::filesystem;
-
-// Allowed keys per table (design.md §4); the order is the documented one.
-const std::vector<std::string_view> kTopKeys = {"alpine", "system", "network", "wifi", "apk",   "services",
-                                                "users",  "root",   "ssh",     "ntp",  "files", "scripts",
-                                                "lbu",    "boot",   "install", "hosts"};
-const std::vector<std::string_view> kAlpineKeys = {"version", "arch", "mirror", "tarball", "sha256"};
-const std::vector<std::string_view> kSystemKeys = {"hostname", "domain", "timezone", "keymap", "motd"};
-const std::vector<std::string_view> kNetworkKeys = {"interfaces", "dns", "search", "proxy"};
-const std::vector<std::string_view> kInterfaceKeys = {"name", "dhcp", "address", "gateway", "ipv6"};
-const std::vector<std::string_view> kWifiKeys = {"ssid",      "psk",      "country", "hidden",
-                                                 "interface", "priority", "networks"};
-const std::vector<std::string_view> kWifiNetworkKeys = {"ssid", "psk", "hidden", "priority"};
-const std::vector<std::string_view> kApkKeys = {"packages", "repositories", "keys", "cache"};
-const std::vector<std::string_view> kServicesKeys = {"sysinit", "boot", "default", "shutdown", "disable"};
-const std::vector<std::string_view> kUserKeys = {
-    "name", "uid", "groups", "shell", "password", "password_hash", "ssh_authorized_keys", "admin"};
-const std::vector<std::string_view> kRootKeys = {"password", "password_hash", "ssh_authorized_keys"};
-const std::vector<std::string_view> kSshKeys = {"enable", "password_authentication", "permit_root_login", "host_keys"};
-const std::vector<std::string_view> kNtpKeys = {"enable", "servers"};
-const std::vector<std::string_view> kFileKeys = {"path", "content", "source", "mode", "owner"};
-const std::vector<std::string_view> kScriptKeys = {"name", "run", "content", "source"};
-const std::vector<std::string_view> kLbuKeys = {"media", "include", "exclude", "backup_limit"};
-const std::vector<std::string_view> kBootKeys = {"label", "size", "cmdline", "config", "serial_console", "apkovl_url"};
-const std::vector<std::string_view> kInstallKeys = {"mode", "disk"};
 
 const char* type_name(toml::node_type t) {
   switch (t) {
@@ -1259,6 +1386,8 @@ void Converter::convert_apk(const View& root, HostConfig& h) {
     key.name = fs::path(k).filename().string();
     if (key.name.size() < 5 || key.name.substr(key.name.size() - 4) != ".pub")
       fail(*node, "[apk].keys entry \"" + k + "\" must be a public key file ending in .pub");
+    if (auto why = checks::name_too_long(key.name); !why.empty())
+      fail(*node, "[apk].keys file name " + key.name + " " + why);
     key.content = read_source(*node, "[apk].keys", "[apk].keys");
     if (starts_with_bom(key.content))
       fail(*node, "[apk].keys file " + k + " " + kBom +
@@ -1698,6 +1827,7 @@ void Converter::convert_lbu(const View& root, HostConfig& h) {
         return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
       }))
     fail(*v.get("media"), "[lbu].media must be a device name under /media, like \"mmcblk0p1\"");
+  if (auto why = checks::name_too_long(h.lbu.media); !why.empty()) fail(*v.get("media"), "[lbu].media " + why);
   for (auto key : {"include", "exclude"}) {
     for (auto& [p, node] : str_array_nodes(v, key))
       if (auto why = checks::abs_path(p); !why.empty()) fail(*node, "[lbu]." + std::string(key) + " entry " + why);
@@ -1811,6 +1941,8 @@ HostConfig Converter::convert(const toml::table* host, int n, int host_pos) {
         if (!m->is_string()) fail(*m, "[[hosts]].mac must be a string");
         auto mac = checks::normalize_mac(m->as_string()->get());
         if (!mac) fail(*m, "[[hosts]].mac must be a MAC address like \"b8:27:eb:12:34:56\"");
+        if (auto why = checks::mac_not_a_card(*mac); !why.empty())
+          fail(*m, "[[hosts]].mac is not a network card's address: " + *mac + " (" + why + ")");
         h.mac = *mac;
       }
     });
@@ -2039,16 +2171,6 @@ std::string parse_error_text(std::string_view description) {
   return d;
 }
 
-// The byte offset of column `col` (1-based, in code points as toml++ counts) of `l`.
-std::size_t byte_of_column(std::string_view l, std::size_t col) {
-  std::size_t i = 0;
-  for (std::size_t c = 1; c < col && i < l.size(); ++c) {
-    ++i;
-    while (i < l.size() && (static_cast<unsigned char>(l[i]) & 0xc0) == 0x80) ++i;
-  }
-  return i;
-}
-
 // The key a bare value at byte `at` of line `l` belongs to, when the line shows it
 // plainly ("psk = ...", "a.b = ...", "{ psk = ..."): a bare key before the last '='
 // ahead of the value, with nothing but blanks and the value's start after it.
@@ -2177,6 +2299,38 @@ std::string syntax_error_text(std::string_view description, std::string_view tex
   if ((starts("Error while parsing string:") || starts("Error while parsing literal string:")) && has("end-of-file"))
     return "the closing quote of this string is missing: it runs to the end of the file";
 
+  // A number too large for TOML (64 bits), not a text: say so, with the range
+  // of its key where the spec has one.
+  // toml++ says a float beyond a double ("1e999") "could not be interpreted".
+  bool huge_float = false;
+  if (starts("Error while parsing floating-point:") && has("could not be interpreted")) {
+    const auto q = description.find('\'');
+    const auto q2 = q == std::string_view::npos ? q : description.find('\'', q + 1);
+    if (q2 != std::string_view::npos) {
+      const std::string_view num = description.substr(q + 1, q2 - q - 1);
+      huge_float = num.find_first_not_of("0123456789+-._eE") == std::string_view::npos &&
+                   num.find_first_of("eE") != std::string_view::npos && num.find_first_of("0123456789") == 0;
+    }
+  }
+  if (has("is not representable in 64 bits") || huge_float) {
+    std::string key;
+    if (auto eq = l.rfind('=', std::min(at, l.size())); eq != std::string_view::npos) {
+      const auto v = l.find_first_not_of(" \t", eq + 1);
+      if (v != std::string_view::npos) key = bare_key_before(l, v);
+    }
+    const std::string last = key.substr(key.rfind('.') == std::string::npos ? 0 : key.rfind('.') + 1);
+    static const std::map<std::string_view, std::string_view> kRanges = {
+        {"uid", "between 1 and 65533"},
+        {"priority", "between -2147483648 and 2147483647"},
+        {"backup_limit", "between 0 and 1000"},
+    };
+    std::string msg = "number out of range: ";
+    if (auto r = kRanges.find(last); r != kRanges.end()) return msg + key + " must be " + std::string(r->second);
+    if (starts("Error while parsing floating-point:"))
+      return msg + "too large for a TOML number" + (key.empty() ? "" : " (" + key + ")");
+    return msg + (key.empty() ? "a TOML integer" : key + " (a TOML integer)") +
+           " must be between -9223372036854775808 and 9223372036854775807";
+  }
   std::string kind;
   if (starts("Error while parsing boolean:"))
     kind = "invalid value: only true and false go without quotes";
@@ -2193,6 +2347,33 @@ std::string syntax_error_text(std::string_view description, std::string_view tex
     return kind + " (text needs quotes: " + (key.empty() ? "" : key + " = ") + "\"...\")";
   }
   return parse_error_text(description);
+}
+
+// Records each key and string of `n` holding a NUL character; true if any.
+// `key`: the key `n` is under, for the message.
+bool nul_strings(const toml::node& n, const std::string& key, Converter& c) {
+  const std::string what = key.empty() ? "this text" : key;
+  static const std::string kWhy = " holds a NUL character (\\u0000), which no file or setting can hold";
+  bool found = false;
+  if (const auto* t = n.as_table()) {
+    for (auto&& [k, v] : *t) {
+      const bool bad_key = k.str().find('\0') != std::string_view::npos;
+      const std::string name = bad_key ? std::string() : std::string(k.str());
+      if (bad_key) {
+        c.record(k.source(), "this key" + kWhy);
+        found = true;
+      }
+      found = nul_strings(v, name, c) || found;
+    }
+  } else if (const auto* a = n.as_array()) {
+    for (const auto& e : *a) found = nul_strings(e, key, c) || found;
+  } else if (const auto* str = n.as_string()) {
+    if (str->get().find('\0') != std::string::npos) {
+      c.record(n.source(), what + kWhy);
+      found = true;
+    }
+  }
+  return found;
 }
 
 std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::string& name, const fs::path& base_dir,
@@ -2218,6 +2399,13 @@ std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::strin
   impl->source = text;
   Converter c(*impl, impl->warnings);
   c.record_files_read(&impl->files_read);
+  // A NUL ("\u0000") in any key or string: no file, name or setting can hold
+  // one (C strings end at it), so it is refused here, for every value at once.
+  try {
+    if (nul_strings(impl->doc, "", c)) c.throw_found();
+  } catch (const EnoughErrors&) {
+    c.throw_found();
+  }
   if (auto* hosts = impl->doc.get("hosts")) {
     if (!hosts->is_array_of_tables()) {
       c.record(hosts->source(), "[[hosts]] must be an array of tables");
@@ -2240,7 +2428,8 @@ std::shared_ptr<Spec::Impl> parse_impl(const std::string& text, const std::strin
         impl->alpine = h.alpine;
         // A card with a problem is compared by what of it is known to be right:
         // a hostname that passed its checks, a mac (set only when valid).
-        if (c.hostname_ok() && !names.insert(h.hostname).second)
+        // Names are compared as DNS and mDNS do: ignoring case.
+        if (c.hostname_ok() && !names.insert(ascii_lower(h.hostname)).second)
           c.record(impl->hosts[i]->source(), "hostname \"" + h.hostname + "\" is used by two [[hosts]] entries");
         if (!h.mac.empty() && !macs.insert(h.mac).second)
           c.record(impl->hosts[i]->source(), "mac " + h.mac + " is used by two [[hosts]] entries");
@@ -2294,7 +2483,7 @@ HostConfig resolve_host(const Spec& spec, int n, const std::optional<std::string
     std::vector<std::string> known;
     for (std::size_t i = 0; i < impl.hosts.size(); ++i) {
       auto h = convert_checked(c, impl.hosts[i], static_cast<int>(i) + 1, static_cast<int>(i) + 1);
-      if (h.hostname == *host_name) return h;
+      if (ascii_lower(h.hostname) == ascii_lower(*host_name)) return h;
       known.push_back(h.hostname);
     }
     std::string msg = "no [[hosts]] entry has hostname \"" + *host_name + "\" in " + impl.name;
