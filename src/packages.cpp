@@ -251,24 +251,28 @@ PackageReport PackageChecker::check(const overlay::HostConfig& h, const std::str
   const std::string repos_read = read.empty() ? std::string("none") : join(read);
   if (rep.certain) {
     const char* consequence = ": apk on the Pi would install none of the packages. ";
-    // A spec error at the entry: shown with the spec's line, placed in --json.
+    // Spec errors at the entries: shown with the spec's line, placed in --json;
+    // both kinds at once (the next run would otherwise find the second).
+    std::vector<overlay::SpecProblem> problems;
     if (!rep.unknown.empty()) {
       const overlay::Place at = entry_at(rep.unknown.front(), h, spec_path);
-      throw overlay::SpecErrors(
-          {at.problem(at.text() + ": [apk].packages " + join(rep.unknown) + (rep.unknown.size() == 1 ? " is" : " are") +
-                      " in none of the card's repositories for " + h.alpine.arch + " (" + repos_read + ")" +
-                      consequence + "Correct the name, or add the repository that has it to [apk].repositories")},
-          0);
+      problems.push_back(
+          at.problem(at.text() + ": [apk].packages " + join(rep.unknown) + (rep.unknown.size() == 1 ? " is" : " are") +
+                     " in none of the card's repositories for " + h.alpine.arch + " (" + repos_read + ")" +
+                     consequence + "Correct the name, or add the repository that has it to [apk].repositories"));
     }
     if (!rep.unmatched.empty()) {
       const overlay::Place at = entry_at(rep.unmatched.front(), h, spec_path);
-      throw overlay::SpecErrors(
-          {at.problem(at.text() + ": [apk].packages " + join(rep.unmatched) +
-                      ": no version in the card's repositories for " + h.alpine.arch + " (" + repos_read +
-                      ") satisfies " + (rep.unmatched.size() == 1 ? "it" : "them") + consequence +
-                      "Change the version (\"=\" is exact, with the -rN; \"~1.2\" takes any 1.2.x), "
-                      "or drop it to get the repository's version")},
-          0);
+      problems.push_back(at.problem(at.text() + ": [apk].packages " + join(rep.unmatched) +
+                                    ": no version in the card's repositories for " + h.alpine.arch + " (" + repos_read +
+                                    ") satisfies " + (rep.unmatched.size() == 1 ? "it" : "them") + consequence +
+                                    "Change the version (\"=\" is exact, with the -rN; \"~1.2\" takes any 1.2.x), "
+                                    "or drop it to get the repository's version"));
+    }
+    if (!problems.empty()) {
+      std::stable_sort(problems.begin(), problems.end(),
+                       [](const overlay::SpecProblem& a, const overlay::SpecProblem& b) { return a.line < b.line; });
+      throw overlay::SpecErrors(std::move(problems), 0);
     }
   }
   if (!rep.unknown.empty() || !rep.unmatched.empty()) {

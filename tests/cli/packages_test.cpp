@@ -350,6 +350,26 @@ TEST_F(PackagesRun, AVersionTheMirrorLacksStopsTheRunWithTheVersionsThereAre) {
   EXPECT_NE(ok.out.find("packages: 3 packages, 3 found"), std::string::npos) << ok.out;
 }
 
+// A misspelt name and a version no repository has: both said in one run, each
+// at its entry, in order (the next run would otherwise find the second).
+TEST_F(PackagesRun, ANameAndAVersionAreBothSaidAtOnce) {
+  fs::path spec = spec_with("packages = [\n  \"chromium=138.0\",\n  \"chromiun\",\n]\n");
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--spec", spec.string(), "--output", (d / "pi.img").string(), "--cache-dir",
+                                 (d / "cache").string()},
+        std::vector<std::string>{"check", "--spec", spec.string(), "--packages", "--cache-dir",
+                                 (d / "cache").string()}}) {
+    auto r = cli(args);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    const std::size_t version = r.err.find(spec.string() + ":10:3: [apk].packages chromium=138.0");
+    const std::size_t name = r.err.find(spec.string() + ":11:3: [apk].packages chromiun");
+    EXPECT_NE(version, std::string::npos) << r.err;
+    EXPECT_NE(name, std::string::npos) << r.err;
+    EXPECT_LT(version, name) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(d / "pi.img"));
+}
+
 // The error points at the entry the parser read, in the [[hosts]] entry that
 // has it: not at a comment or another table that happens to hold the same words.
 TEST_F(PackagesRun, TheErrorPointsAtTheHostsOwnEntry) {
