@@ -169,6 +169,23 @@ bool held_by_a_run(const std::filesystem::path& path) {
 
 }  // namespace
 
+void require_stdout_for_data(const AppContext& ctx, const std::string& data, const std::string& flag,
+                             const std::string& with_json) {
+  if (ctx.json)
+    throw Error(Errc::usage, "--json writes its events to standard output, and " + flag + " writes " + data +
+                                 " there: use " + with_json + " with --json");
+  const std::string file_named = flag.substr(0, flag.size() - 1) + "./-";  // "--output ./-"
+  if (::isatty(1) == 1)
+    throw Error(Errc::usage, "refusing to write " + data + " to a terminal: pipe it or redirect it (" + file_named +
+                                 " writes a file named -)");
+  struct stat out_st {
+  }, err_st{};
+  if (::fstat(1, &out_st) == 0 && ::fstat(2, &err_st) == 0 && out_st.st_dev == err_st.st_dev &&
+      out_st.st_ino == err_st.st_ino && !S_ISCHR(out_st.st_mode))
+    throw Error(Errc::usage, "standard error goes where standard output does (2>&1?): its messages would end up in " +
+                                 data + "; send it elsewhere (2>FILE)");
+}
+
 void note_leftovers(AppContext& ctx, const std::vector<std::string>& outputs) {
   for (const auto& out : outputs)
     for (const auto& t : out.empty() ? std::vector<std::filesystem::path>{} : leftover_temporaries(out)) {

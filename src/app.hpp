@@ -144,6 +144,19 @@ std::vector<std::string> seed_file_warnings(const std::string& path, const std::
 // secrets): nothing removes them, and a concurrent run's look the same. A
 // warning, shown with -q too: the user has to remove them.
 void note_leftovers(AppContext& ctx, const std::vector<std::string>& outputs);
+
+// `--output -`, `-o -`: the data goes to standard output (a pipe, or a file it
+// is redirected to); ./- is a file named -.
+inline bool to_stdout(const std::string& output) {
+  return output == "-";
+}
+// Standard output is to carry `data` ("a disk image") written for `flag`
+// ("--output -") and nothing else: refused (Errc::usage) with --json (its
+// events go there: `with_json` says what to give instead), on a terminal, and
+// when standard error goes where it does (2>&1: the messages would end up in
+// `data`).
+void require_stdout_for_data(const AppContext& ctx, const std::string& data, const std::string& flag,
+                             const std::string& with_json);
 // The name of a card run's scratch folder, less mkdtemp's six characters.
 inline constexpr const char* kScratchPrefix = "rpi-provision.";
 // The file in a scratch folder its run holds an exclusive flock on while it

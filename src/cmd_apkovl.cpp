@@ -45,11 +45,6 @@ overlay::BuildOptions build_options(const ApkovlOptions& o) {
   return b;
 }
 
-// `-o -`: the apkovl goes to standard output (a pipe, or a file it is redirected to).
-bool to_stdout(const std::string& output) {
-  return output == "-";
-}
-
 // `-o -` is refused before anything is read: standard output carries the
 // archive and nothing else, so not the --json events, not a terminal, and not
 // where standard error goes (its messages would end up in the archive).
@@ -58,22 +53,8 @@ void check_stdout_target(const AppContext& ctx, const ApkovlOptions& o) {
     throw Error(Errc::usage,
                 "--out-dir - : --out-dir writes one file per [[hosts]] entry into a folder, and standard output holds "
                 "one: use -o - for one card's apkovl (--host NAME), or --out-dir ./- for a folder named -");
-  if (!to_stdout(o.output)) return;
-  if (ctx.json)
-    throw Error(Errc::usage,
-                "--json writes its events to standard output, and -o - writes the apkovl there: use -o "
-                "FILE.apkovl.tar.gz with --json");
-  if (::isatty(1) == 1)
-    throw Error(Errc::usage,
-                "refusing to write an apkovl (a gzip-compressed tar archive) to a terminal: pipe it or redirect it "
-                "(-o ./- writes a file named -)");
-  struct stat out_st {
-  }, err_st{};
-  if (::fstat(1, &out_st) == 0 && ::fstat(2, &err_st) == 0 && out_st.st_dev == err_st.st_dev &&
-      out_st.st_ino == err_st.st_ino && !S_ISCHR(out_st.st_mode))
-    throw Error(Errc::usage,
-                "standard error goes where standard output does (2>&1?): its messages would end up in the apkovl; "
-                "send it elsewhere (2>FILE)");
+  if (to_stdout(o.output))
+    require_stdout_for_data(ctx, "an apkovl (a gzip-compressed tar archive)", "-o -", "-o FILE.apkovl.tar.gz");
 }
 
 // Standard output is a regular file that group or others can read: the

@@ -38,11 +38,6 @@ namespace rpi::cli {
 
 namespace {
 
-// `--output -`: the image goes to standard output (a pipe or a file it is redirected to).
-bool to_stdout(const std::string& output) {
-  return output == "-";
-}
-
 // `piped`: the image went to standard output (no file; a .bmap only with --bmap: then r.bmap, else "").
 std::string build_summary(const BuiltImage& b, bool piped = false) {
   const partition::ImageResult& r = b.result;
@@ -1309,20 +1304,7 @@ CommandRegistration reg(0, [](CLI::App& app, AppContext& ctx) {
       throw Error(Errc::usage, "--output and --device exclude each other: build the image, then write it with --image");
     if (to_stdout(o->output) && !o->dry_run) {
       // Standard output carries the image and nothing else (a plan is only text: it may go there).
-      if (ctx.json)
-        throw Error(Errc::usage,
-                    "--json writes its events to standard output, and --output - writes the image there: use "
-                    "--output FILE.img with --json");
-      if (::isatty(1) == 1)
-        throw Error(Errc::usage, "refusing to write a disk image to a terminal: pipe it or redirect it");
-      // `2>&1`: the messages would end up inside the image.
-      struct stat out_st {
-      }, err_st{};
-      if (::fstat(1, &out_st) == 0 && ::fstat(2, &err_st) == 0 && out_st.st_dev == err_st.st_dev &&
-          out_st.st_ino == err_st.st_ino && !S_ISCHR(out_st.st_mode))
-        throw Error(Errc::usage,
-                    "standard error goes where standard output does (2>&1?): its messages would end up in the image; "
-                    "send it elsewhere (2>FILE)");
+      require_stdout_for_data(ctx, "a disk image", "--output -", "--output FILE.img");
     }
     if (o->output.empty() && o->devices.empty())
       throw Error(Errc::usage, "say where to write: --output FILE.img or --device DEV");
