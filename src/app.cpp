@@ -186,6 +186,24 @@ void require_stdout_for_data(const AppContext& ctx, const std::string& data, con
                                  data + "; send it elsewhere (2>FILE)");
 }
 
+void make_stdout_file_private(AppContext& ctx, int fd, const std::string& holds) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & (S_IRGRP | S_IROTH))) return;
+  const std::string was = octal_mode(st.st_mode);
+  std::string name = "standard output";
+  std::error_code ec;
+  if (const auto target = std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(fd), ec); !ec)
+    name += " (" + target.string() + ")";
+  if (::fchmod(fd, S_IRUSR | S_IWUSR) != 0) {
+    const int err = errno;
+    ctx.reporter.warn(name + " is readable by group or others (mode " + was + ") and could not be made private (" +
+                      std::strerror(err) + "), but " + holds + "; chmod 600 it as its owner");
+    return;
+  }
+  ctx.reporter.note(name + " was readable by group or others (mode " + was + "); " + holds +
+                    ", so it is now mode 0600");
+}
+
 void note_leftovers(AppContext& ctx, const std::vector<std::string>& outputs) {
   for (const auto& out : outputs)
     for (const auto& t : out.empty() ? std::vector<std::filesystem::path>{} : leftover_temporaries(out)) {

@@ -157,6 +157,11 @@ inline bool to_stdout(const std::string& output) {
 // `data`).
 void require_stdout_for_data(const AppContext& ctx, const std::string& data, const std::string& flag,
                              const std::string& with_json);
+// Standard output, `fd` now, is a regular file that group or others can read:
+// what goes there holds secrets (`holds`: "an image can hold secrets (Wi-Fi
+// keys, SSH host keys)"), so it is made 0600, as an output file is; a note
+// says so (a warning when it cannot be).
+void make_stdout_file_private(AppContext& ctx, int fd, const std::string& holds);
 // The name of a card run's scratch folder, less mkdtemp's six characters.
 inline constexpr const char* kScratchPrefix = "rpi-provision.";
 // The file in a scratch folder its run holds an exclusive flock on while it

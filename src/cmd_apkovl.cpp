@@ -57,28 +57,6 @@ void check_stdout_target(const AppContext& ctx, const ApkovlOptions& o) {
     require_stdout_for_data(ctx, "an apkovl (a gzip-compressed tar archive)", "-o -", "-o FILE.apkovl.tar.gz");
 }
 
-// Standard output is a regular file that group or others can read: the
-// apkovl holds the card's secrets, so it is made 0600 (as -o FILE is).
-void make_stdout_file_private(AppContext& ctx, int fd) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & (S_IRGRP | S_IROTH))) return;
-  const std::string was = octal_mode(st.st_mode);
-  std::string name = "standard output";
-  std::error_code ec;
-  if (const auto target = fs::read_symlink("/proc/self/fd/" + std::to_string(fd), ec); !ec)
-    name += " (" + target.string() + ")";
-  if (::fchmod(fd, S_IRUSR | S_IWUSR) != 0) {
-    const int err = errno;
-    ctx.reporter.warn(name + " is readable by group or others (mode " + was + ") and could not be made private (" +
-                      std::strerror(err) +
-                      "), but an apkovl holds secrets (password hashes, Wi-Fi keys, SSH host keys); chmod 600 it as "
-                      "its owner");
-    return;
-  }
-  ctx.reporter.note(name + " was readable by group or others (mode " + was +
-                    "); an apkovl holds secrets (password hashes, Wi-Fi keys, SSH host keys), so it is now mode 0600");
-}
-
 // Writes `bytes` to standard output, which from here on is standard error for
 // everything else the run prints (the result, known_hosts lines, errors): the
 // archive alone goes to standard output.
@@ -88,7 +66,7 @@ void write_stdout(AppContext& ctx, const std::string& bytes) {
   if (!out) throw_errno("cannot duplicate standard output");
   if (::dup2(2, 1) < 0) throw_errno("cannot point standard output at standard error");
   ctx.reporter.configure(ctx.json, ctx.quiet);
-  make_stdout_file_private(ctx, out.get());
+  make_stdout_file_private(ctx, out.get(), "an apkovl holds secrets (password hashes, Wi-Fi keys, SSH host keys)");
   // A reader that goes away (`| head -c 10`): write() fails with EPIPE, reported below.
   struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;

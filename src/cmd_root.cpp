@@ -407,27 +407,6 @@ StreamEnd copy_to_stdout(int in, int out, std::uint64_t size, const std::atomic<
   return end;
 }
 
-// Standard output is a regular file that group or others can read: the image
-// holds the card's secrets, so it is made 0600 (as a file given as --device is).
-void make_stdout_file_private(AppContext& ctx, int fd) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & (S_IRGRP | S_IROTH))) return;
-  const std::string was = octal_mode(st.st_mode);
-  std::string name = "standard output";
-  std::error_code ec;
-  if (const auto target = std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(fd), ec); !ec)
-    name += " (" + target.string() + ")";
-  if (::fchmod(fd, S_IRUSR | S_IWUSR) != 0) {
-    const int err = errno;
-    ctx.reporter.warn(name + " is readable by group or others (mode " + was + ") and could not be made private (" +
-                      std::strerror(err) +
-                      "), but an image can hold secrets (Wi-Fi keys, SSH host keys); chmod 600 it as its owner");
-    return;
-  }
-  ctx.reporter.note(name + " was readable by group or others (mode " + was +
-                    "); an image can hold secrets (Wi-Fi keys, SSH host keys), so it is now mode 0600");
-}
-
 // --output -: the image is built into a private scratch folder (removed on
 // exit, on error, after Ctrl-C), then copied to standard output. Standard
 // output carries the image and nothing else: from the start of the run its
@@ -485,7 +464,7 @@ void run_stdout(AppContext& ctx, Pipeline& p, const std::vector<Identity>& ids) 
     write_all(bmap->fd(), xml.data(), xml.size(), "cannot write " + o.bmap);
   }
   b.result.bmap = o.bmap;  // not the scratch folder's: it is removed
-  make_stdout_file_private(ctx, out.get());
+  make_stdout_file_private(ctx, out.get(), "an image can hold secrets (Wi-Fi keys, SSH host keys)");
   // A reader that goes away (`| head -c 1000`): write() fails with EPIPE, reported below.
   struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
