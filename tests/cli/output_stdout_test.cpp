@@ -197,7 +197,8 @@ TEST(OutputStdout, JsonIsRefused) {
   const fs::path tmp = made_dir(dir / "tmp");
   auto r = rpi::test::sh(command(dir, tmp, "--json --output -"));
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
-  EXPECT_TRUE(contains(r.out + r.err, "--json writes its events to standard output, and --output - writes a disk image"))
+  EXPECT_TRUE(
+      contains(r.out + r.err, "--json writes its events to standard output, and --output - writes a disk image"))
       << r.out << r.err;
   EXPECT_TRUE(r.out.starts_with("{\"type\":\"error\"")) << r.out;
   EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "one event, the error: " << r.out;
