@@ -21,27 +21,13 @@
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
+using rpi::test::capture_stdout;
 using rpi::test::cli;
 using rpi::test::contains;
 using rpi::test::example;
 using rpi::test::TempDir;
 
 namespace {
-
-// Everything written to standard output (fd 1) while `f` runs, by way of `file`.
-template <class F>
-std::string capture_stdout(const fs::path& file, F&& f) {
-  std::fflush(stdout);
-  const int saved = ::dup(1);
-  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ::dup2(fd, 1);
-  ::close(fd);
-  f();
-  std::fflush(stdout);
-  ::dup2(saved, 1);
-  ::close(saved);
-  return rpi::test::read_file(file);
-}
 
 // No C0 control character but newline and tab, no DEL, no NUL.
 bool no_raw_controls(const std::string& s) {

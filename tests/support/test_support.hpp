@@ -68,19 +68,30 @@ std::string shell_quoted(const std::filesystem::path& p);
 // what a run left in its scratch folder.
 std::string files_under(const std::filesystem::path& dir);
 
+// Everything written to `fd` (1 or 2, whose stdio stream is `stream`) while
+// `f` runs, by way of `file`.
+template <class F>
+std::string capture_fd(int fd, std::FILE* stream, const std::filesystem::path& file, F&& f) {
+  std::fflush(stream);
+  const int saved = ::dup(fd);
+  const int to = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ::dup2(to, fd);
+  ::close(to);
+  f();
+  std::fflush(stream);
+  ::dup2(saved, fd);
+  ::close(saved);
+  return read_file(file);
+}
 // Everything written to standard error (fd 2) while `f` runs, by way of `file`.
 template <class F>
 std::string capture_stderr(const std::filesystem::path& file, F&& f) {
-  std::fflush(stderr);
-  const int saved = ::dup(2);
-  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ::dup2(fd, 2);
-  ::close(fd);
-  f();
-  std::fflush(stderr);
-  ::dup2(saved, 2);
-  ::close(saved);
-  return read_file(file);
+  return capture_fd(2, stderr, file, std::forward<F>(f));
+}
+// Everything written to standard output (fd 1) while `f` runs, by way of `file`.
+template <class F>
+std::string capture_stdout(const std::filesystem::path& file, F&& f) {
+  return capture_fd(1, stdout, file, std::forward<F>(f));
 }
 
 // The mapped block ranges of a .bmap file, [first, last] in 4 KiB blocks.
